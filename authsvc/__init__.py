@@ -1,0 +1,1 @@
+"""authsvc: a session and token service over gRPC, backed by PostgreSQL."""

@@ -1,0 +1,1 @@
+"""The gRPC edge: protobuf in and out, errors to statuses; no rules of its own."""

@@ -1,0 +1,135 @@
+"""Protobuf <-> domain: timestamps, enums, ids and page tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from authsvc.core.errors import InvalidArgument, InvalidPageToken
+from authsvc.core.models import DeviceType, LogoutScope, Session, SessionId, UserId
+from authsvc.v1 import auth_service_pb2 as pb
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "decode_page_token",
+    "encode_page_token",
+    "logout_scope",
+    "page_size",
+    "parse_session_id",
+    "session_message",
+    "struct_of",
+    "timestamp",
+]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_PAGE_TOKEN_VERSION = 1
+
+_DEVICE_TYPES = {
+    DeviceType.UNKNOWN: pb.DEVICE_TYPE_UNSPECIFIED,
+    DeviceType.DESKTOP: pb.DEVICE_TYPE_DESKTOP,
+    DeviceType.MOBILE: pb.DEVICE_TYPE_MOBILE,
+    DeviceType.TABLET: pb.DEVICE_TYPE_TABLET,
+    DeviceType.BOT: pb.DEVICE_TYPE_BOT,
+    DeviceType.OTHER: pb.DEVICE_TYPE_OTHER,
+}
+_LOGOUT_SCOPES = {
+    pb.LOGOUT_SCOPE_UNSPECIFIED: LogoutScope.THIS_SESSION,
+    pb.LOGOUT_SCOPE_THIS_SESSION: LogoutScope.THIS_SESSION,
+    pb.LOGOUT_SCOPE_OTHER_SESSIONS: LogoutScope.OTHER_SESSIONS,
+    pb.LOGOUT_SCOPE_ALL_SESSIONS: LogoutScope.ALL_SESSIONS,
+}
+
+
+def timestamp(instant: datetime) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(instant)
+    return message
+
+
+def struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message
+
+
+def parse_session_id(value: str) -> SessionId:
+    if not value:
+        raise InvalidArgument("session_id", "session_id is required")
+    try:
+        return SessionId(uuid.UUID(value))
+    except ValueError as exc:
+        raise InvalidArgument("session_id", "session_id is not a UUID") from exc
+
+
+def logout_scope(value: int) -> LogoutScope:
+    try:
+        return _LOGOUT_SCOPES[value]  # type: ignore[index]
+    except KeyError as exc:
+        raise InvalidArgument("scope", f"unknown logout scope {value}") from exc
+
+
+def page_size(value: int) -> int:
+    """AIP-158: 0 means the default, too large is clamped, negative is an error."""
+    if value < 0:
+        raise InvalidArgument("page_size", "page_size must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _owner_tag(user_id: UserId) -> str:
+    return hashlib.sha256(user_id.bytes).hexdigest()[:16]
+
+
+def encode_page_token(user_id: UserId, cursor: tuple[datetime, SessionId]) -> str:
+    """Opaque keyset cursor, bound to the user who asked for it."""
+    body = {
+        "v": _PAGE_TOKEN_VERSION,
+        "t": cursor[0].isoformat(),
+        "i": str(cursor[1]),
+        "u": _owner_tag(user_id),
+    }
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId] | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        body = json.loads(raw)
+        if body["v"] != _PAGE_TOKEN_VERSION or body["u"] != _owner_tag(user_id):
+            raise InvalidPageToken
+        instant = datetime.fromisoformat(body["t"])
+        if instant.tzinfo is None:
+            raise InvalidPageToken
+        return instant, SessionId(uuid.UUID(body["i"]))
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidPageToken from exc
+
+
+def session_message(session: Session, *, current: SessionId) -> pb.Session:
+    device = session.device
+    return pb.Session(
+        session_id=str(session.id),
+        created_at=timestamp(session.created_at),
+        last_active_at=timestamp(session.last_active_at),
+        idle_expires_at=timestamp(session.idle_expires_at),
+        expires_at=timestamp(session.expires_at),
+        device_type=_DEVICE_TYPES[device.device_type],
+        browser=device.browser,
+        os=device.os,
+        device_name=device.device_name,
+        ip_address=device.ip_address,
+        user_agent=device.user_agent,
+        current=session.id == current,
+        remember_me=session.remember_me,
+    )

@@ -1,0 +1,101 @@
+"""One interceptor for every unary call: request id, deadline, errors, access log.
+
+Request and response messages are never logged: some carry passwords and tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from authsvc.api.errors import internal_status, status_for
+from authsvc.core.errors import AuthError
+from authsvc.log_format import REQUEST_ID
+
+__all__ = ["EdgeInterceptor"]
+
+_log = logging.getLogger("authsvc.access")
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's x-request-id if it is a sane token, else a fresh one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID_SHAPE.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        wrapped = _wrap(handler_call_details.method, cast(Handler, handler.unary_unary))
+        return cast(
+            "grpc.RpcMethodHandler[_Req, _Resp]",
+            grpc.unary_unary_rpc_method_handler(
+                wrapped,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            ),
+        )
+
+
+def _wrap(method: str, behaviour: Handler) -> Handler:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        request_id = _request_id(context)
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        reason = ""
+        try:
+            await context.send_initial_metadata((("x-request-id", request_id),))
+            remaining = context.time_remaining()
+            async with asyncio.timeout(remaining):
+                return await behaviour(request, context)
+        except AuthError as exc:
+            status = status_for(exc)
+            code, reason = status.code, exc.reason
+            await context.abort_with_status(status)
+        except TimeoutError:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(code, "deadline exceeded")
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            _log.exception("unhandled error", extra={"event": "rpc_error", "rpc": method})
+            await context.abort_with_status(internal_status())
+        finally:
+            _log.info(
+                "rpc",
+                extra={
+                    "event": "rpc",
+                    "rpc": method,
+                    "code": code.name,
+                    "reason": reason,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            REQUEST_ID.reset(token)
+
+    return call

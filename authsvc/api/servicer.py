@@ -1,0 +1,171 @@
+"""AuthService: each method maps protobuf to a SessionService call and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from authsvc.api import convert
+from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
+from authsvc.core.errors import InvalidArgument
+from authsvc.core.models import DeviceInfo, IssuedTokens
+from authsvc.domain import validation
+from authsvc.domain.devices import describe_device
+from authsvc.domain.sessions import SessionService
+from authsvc.domain.signing_keys import KeyRing
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
+
+__all__ = ["AuthServicer"]
+
+Context = grpc.aio.ServicerContext
+
+_MAX_REFRESH_TOKEN_FIELD = 1024
+TOKEN_TYPE = "Bearer"  # noqa: S105 (a scheme name, not a secret)
+_MAX_REVOKE_NOTE = 200
+
+
+_TokenResponse = TypeVar(
+    "_TokenResponse", pb.RegisterResponse, pb.LoginResponse, pb.RefreshResponse
+)
+
+
+def _with_tokens(response: _TokenResponse, tokens: IssuedTokens) -> _TokenResponse:
+    response.access_token = tokens.access_token
+    response.access_token_expires_at.CopyFrom(convert.timestamp(tokens.access_token_expires_at))
+    response.refresh_token = tokens.refresh_token
+    response.refresh_token_expires_at.CopyFrom(convert.timestamp(tokens.refresh_token_expires_at))
+    response.session_id = str(tokens.session_id)
+    response.user_id = str(tokens.user_id)
+    response.token_type = TOKEN_TYPE
+    return response
+
+
+def _required_refresh_token(value: str) -> str:
+    if not value:
+        raise InvalidArgument("refresh_token", "refresh_token is required")
+    if len(value) > _MAX_REFRESH_TOKEN_FIELD:
+        raise InvalidArgument("refresh_token", "refresh_token is too long")
+    return value
+
+
+class AuthServicer(pb_grpc.AuthServiceServicer):
+    def __init__(
+        self,
+        sessions: SessionService,
+        keys: KeyRing,
+        *,
+        trusted_proxies: Sequence[IpNetwork],
+    ) -> None:
+        self._sessions = sessions
+        self._keys = keys
+        self._trusted_proxies = tuple(trusted_proxies)
+
+    def _device(self, context: Context[Any, Any], device_name: str) -> DeviceInfo:
+        return describe_device(
+            user_agent=user_agent(context),
+            ip_address=client_ip(context, self._trusted_proxies),
+            device_name=validation.clean_label(
+                "device_name", device_name, max_length=validation.MAX_LABEL_LENGTH
+            ),
+        )
+
+    async def Register(
+        self, request: pb.RegisterRequest, context: Context[pb.RegisterRequest, pb.RegisterResponse]
+    ) -> pb.RegisterResponse:
+        tokens = await self._sessions.register(
+            email=request.email,
+            password=request.password,
+            display_name=request.display_name,
+            remember_me=request.remember_me,
+            device=self._device(context, request.device_name),
+        )
+        return _with_tokens(pb.RegisterResponse(), tokens)
+
+    async def Login(
+        self, request: pb.LoginRequest, context: Context[pb.LoginRequest, pb.LoginResponse]
+    ) -> pb.LoginResponse:
+        tokens = await self._sessions.login(
+            email=request.email,
+            password=request.password,
+            remember_me=request.remember_me,
+            device=self._device(context, request.device_name),
+        )
+        return _with_tokens(pb.LoginResponse(), tokens)
+
+    async def Refresh(
+        self, request: pb.RefreshRequest, context: Context[pb.RefreshRequest, pb.RefreshResponse]
+    ) -> pb.RefreshResponse:
+        tokens = await self._sessions.refresh(_required_refresh_token(request.refresh_token))
+        return _with_tokens(pb.RefreshResponse(), tokens)
+
+    async def Logout(
+        self, request: pb.LogoutRequest, context: Context[pb.LogoutRequest, pb.LogoutResponse]
+    ) -> pb.LogoutResponse:
+        scope = convert.logout_scope(request.scope)
+        if request.refresh_token and not has_metadata(context, "authorization"):
+            count = await self._sessions.logout_with_refresh_token(
+                _required_refresh_token(request.refresh_token), scope
+            )
+        else:
+            principal = await self._sessions.authenticate(bearer_token(context))
+            count = await self._sessions.logout(principal, scope)
+        return pb.LogoutResponse(revoked_session_count=count)
+
+    async def ListSessions(
+        self,
+        request: pb.ListSessionsRequest,
+        context: Context[pb.ListSessionsRequest, pb.ListSessionsResponse],
+    ) -> pb.ListSessionsResponse:
+        size = convert.page_size(request.page_size)
+        principal = await self._sessions.authenticate(bearer_token(context))
+        after = convert.decode_page_token(principal.user_id, request.page_token)
+        page = await self._sessions.list_sessions(principal, page_size=size, after=after)
+        return pb.ListSessionsResponse(
+            sessions=[
+                convert.session_message(s, current=principal.session_id) for s in page.sessions
+            ],
+            next_page_token=(
+                ""
+                if page.next_cursor is None
+                else convert.encode_page_token(principal.user_id, page.next_cursor)
+            ),
+        )
+
+    async def RevokeSession(
+        self,
+        request: pb.RevokeSessionRequest,
+        context: Context[pb.RevokeSessionRequest, pb.RevokeSessionResponse],
+    ) -> pb.RevokeSessionResponse:
+        session_id = convert.parse_session_id(request.session_id)
+        note = validation.clean_label("reason", request.reason, max_length=_MAX_REVOKE_NOTE)
+        principal = await self._sessions.authenticate(bearer_token(context))
+        await self._sessions.revoke_session(principal, session_id, note)
+        return pb.RevokeSessionResponse()
+
+    async def ValidateToken(
+        self,
+        request: pb.ValidateTokenRequest,
+        context: Context[pb.ValidateTokenRequest, pb.ValidateTokenResponse],
+    ) -> pb.ValidateTokenResponse:
+        if not request.access_token:
+            raise InvalidArgument("access_token", "access_token is required")
+        result = await self._sessions.validate(request.access_token)
+        response = pb.ValidateTokenResponse(
+            active=result.active, inactive_reason=result.inactive_reason
+        )
+        if result.principal is not None:
+            principal = result.principal
+            response.user_id = str(principal.user_id)
+            response.session_id = str(principal.session_id)
+            response.expires_at.CopyFrom(convert.timestamp(principal.expires_at))
+            response.issued_at.CopyFrom(convert.timestamp(principal.issued_at))
+            response.claims.CopyFrom(convert.struct_of(principal.claims))
+        return response
+
+    async def GetJwks(
+        self, request: pb.GetJwksRequest, context: Context[pb.GetJwksRequest, pb.GetJwksResponse]
+    ) -> pb.GetJwksResponse:
+        return pb.GetJwksResponse(jwks_json=self._keys.jwks_json())

@@ -1,0 +1,211 @@
+"""Composition root: builds the server and owns its lifecycle.
+
+Start order: the gRPC port opens first and answers health checks with
+NOT_SERVING; a readiness task then migrates the schema and loads the signing
+keys, retrying until the database answers, and only then flips health to
+SERVING. A database outage later flips it back, and back again on recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authsvc.api.interceptors import EdgeInterceptor
+from authsvc.api.servicer import AuthServicer
+from authsvc.config import Config
+from authsvc.core.clock import Clock
+from authsvc.core.errors import DatabaseUnavailable
+from authsvc.domain import devices
+from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.passwords import Argon2Hasher
+from authsvc.domain.sessions import SessionPolicy, SessionService
+from authsvc.domain.signing_keys import KeyRing
+from authsvc.store.keys import PgKeyStore
+from authsvc.store.migrate import apply_migrations
+from authsvc.store.pool import Pool, ping
+from authsvc.store.sessions import PgSessionStore
+from authsvc.store.sweep import PgSweepStore
+from authsvc.store.users import PgUserStore
+from authsvc.sweeper import Sweeper
+from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+__all__ = ["AuthServer", "build_server"]
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+_HEALTH_PROBE_INTERVAL = 2.0
+_READY_RETRY_MAX = 5.0
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class AuthServer:
+    """One process's server: gRPC, health, background tasks, on a given pool."""
+
+    def __init__(self, config: Config, *, pool: Pool, clock: Clock) -> None:
+        self.config = config
+        self.pool = pool
+        self.clock = clock
+        self.hasher = Argon2Hasher(
+            time_cost=config.argon2_time_cost,
+            memory_cost_kib=config.argon2_memory_kib,
+            parallelism=config.argon2_parallelism,
+            max_workers=config.hash_workers,
+        )
+        self.keys = KeyRing(
+            PgKeyStore(pool),
+            clock,
+            algorithm=config.signing_algorithm,
+            access_token_ttl=config.access_token_ttl,
+            reload_interval=config.key_reload_interval,
+        )
+        self.sessions = SessionService(
+            users=PgUserStore(pool),
+            sessions=PgSessionStore(pool),
+            hasher=self.hasher,
+            access_tokens=AccessTokens(
+                self.keys,
+                clock,
+                issuer=config.issuer,
+                audience=config.audience,
+                ttl=config.access_token_ttl,
+            ),
+            clock=clock,
+            policy=SessionPolicy(
+                idle_timeout=config.session_idle_timeout,
+                lifetime=config.session_lifetime,
+                remember_me_lifetime=config.remember_me_lifetime,
+                refresh_grace=config.refresh_grace_period,
+                registration_enabled=config.registration_enabled,
+                password_min_length=config.password_min_length,
+            ),
+        )
+        self.sweeper = Sweeper(
+            PgSweepStore(pool),
+            clock,
+            interval=config.sweep_interval,
+            batch_size=config.sweep_batch_size,
+            revoked_retention=config.revoked_retention,
+        )
+        self.health = health.aio.HealthServicer()
+        self.ready = asyncio.Event()
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server = grpc.aio.server(
+            interceptors=[EdgeInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthServicer(self.sessions, self.keys, trusted_proxies=config.trusted_proxies),
+            self._server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+
+    async def start(self) -> int:
+        """Open the port and begin getting ready; return the bound port."""
+        devices.warm_up()
+        await self._set_serving(False)
+        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await self._server.start()
+        self._spawn(self._become_ready())
+        _log.info(
+            "listening",
+            extra={"event": "listening", "host": self.config.host, "port": self.port},
+        )
+        return self.port
+
+    async def wait_ready(self) -> None:
+        await self.ready.wait()
+
+    async def stop(self, grace: timedelta | None = None) -> None:
+        """Stop serving: health first, then in-flight RPCs get `grace`, then tasks."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(None if grace is None else grace.total_seconds())
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self.hasher.close()
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def _become_ready(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await apply_migrations(self.pool)
+                await self.keys.ensure_active_key()
+                break
+            except DatabaseUnavailable as exc:
+                _log.warning(
+                    "database not ready, retrying in %.1fs: %s",
+                    delay,
+                    exc,
+                    extra={"event": "database_not_ready"},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _READY_RETRY_MAX)
+        await self._set_serving(True)
+        self.ready.set()
+        _log.info("ready", extra={"event": "ready"})
+        self._spawn(self.sweeper.run())
+        self._spawn(self._reload_keys())
+        self._spawn(self._watch_database())
+
+    async def _reload_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self.keys.reload_interval.total_seconds())
+            try:
+                await self.keys.reload()
+            except DatabaseUnavailable as exc:
+                _log.warning("key reload failed: %s", exc, extra={"event": "key_reload_failed"})
+
+    async def _watch_database(self) -> None:
+        """Health follows the database: NOT_SERVING while it cannot be reached."""
+        serving = True
+        while True:
+            await asyncio.sleep(_HEALTH_PROBE_INTERVAL)
+            healthy = await ping(self.pool, within=self.config.db_connect_timeout)
+            if healthy != serving:
+                serving = healthy
+                await self._set_serving(serving)
+                _log.warning(
+                    "database %s",
+                    "reachable" if healthy else "unreachable",
+                    extra={"event": "database_health", "healthy": healthy},
+                )
+
+
+def build_server(config: Config, *, pool: Pool, clock: Clock) -> AuthServer:
+    return AuthServer(config, pool=pool, clock=clock)

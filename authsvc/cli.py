@@ -1,0 +1,207 @@
+"""Command line: serve | migrate | sweep | keys rotate | users create | healthcheck."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authsvc import config as config_module
+from authsvc.app import AuthServer
+from authsvc.config import Config, ConfigError
+from authsvc.core.clock import SystemClock
+from authsvc.core.errors import AuthError
+from authsvc.embedded_db import DATABASE_NAME, start_embedded_postgres
+from authsvc.log_format import configure_logging
+from authsvc.store.bootstrap import ensure_database
+from authsvc.store.migrate import apply_migrations
+from authsvc.store.pool import Pool, create_pool
+
+__all__ = ["main"]
+
+_log = logging.getLogger("authsvc")
+
+
+@contextlib.contextmanager
+def _database_url(config: Config) -> Any:
+    """The configured URL, or an embedded PostgreSQL's for the life of the block."""
+    if config.database_url:
+        yield str(config.database_url)
+        return
+    embedded = start_embedded_postgres(config.data_dir)
+    print(f"authsvc: embedded PostgreSQL data directory: {embedded.pgdata}", file=sys.stderr)
+    try:
+        asyncio.run(ensure_database(embedded.admin_dsn(), DATABASE_NAME))
+        yield embedded.dsn()
+    finally:
+        embedded.stop()
+
+
+@contextlib.asynccontextmanager
+async def _pool(config: Config, dsn: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(
+        dsn,
+        min_size=config.db_pool_min_size,
+        max_size=config.db_pool_max_size,
+        connect_timeout=config.db_connect_timeout,
+        statement_timeout=config.db_statement_timeout,
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _serve(config: Config, dsn: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # min_size 0: start without a database and report NOT_SERVING until it answers.
+    async with _pool(config, dsn) as pool:
+        server = AuthServer(config, pool=pool, clock=SystemClock())
+        port = await server.start()
+        print(f"authsvc: serving gRPC on {config.host}:{port}", file=sys.stderr)
+        await stop.wait()
+        _log.info("shutting down", extra={"event": "shutdown"})
+        await server.stop(config.shutdown_grace)
+
+
+async def _migrate(config: Config, dsn: str) -> None:
+    async with _pool(config, dsn) as pool:
+        applied = await apply_migrations(pool)
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+
+
+async def _sweep(config: Config, dsn: str) -> None:
+    async with _pool(config, dsn) as pool:
+        server = AuthServer(config, pool=pool, clock=SystemClock())
+        counts = await server.sweeper.run_once()
+    if counts is None:
+        print("another replica is sweeping; nothing done")
+    else:
+        print(
+            f"deleted {counts.expired_sessions} expired sessions, "
+            f"{counts.revoked_sessions} revoked sessions, "
+            f"{counts.expired_refresh_tokens} expired refresh tokens"
+        )
+
+
+async def _rotate_keys(config: Config, dsn: str) -> None:
+    async with _pool(config, dsn) as pool:
+        await apply_migrations(pool)
+        server = AuthServer(config, pool=pool, clock=SystemClock())
+        await server.keys.ensure_active_key()
+        key = await server.keys.rotate()
+    print(
+        f"new signing key {key.kid} ({key.algorithm}); replicas sign with it within "
+        f"{config.key_reload_interval.total_seconds():g}s"
+    )
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise SystemExit("authsvc: passwords do not match")
+    return first
+
+
+Action = Callable[[Config, str], Coroutine[Any, Any, None]]
+
+
+def _create_user(email: str, display_name: str) -> Action:
+    async def run(config: Config, dsn: str) -> None:
+        password = _read_password()
+        async with _pool(config, dsn) as pool:
+            await apply_migrations(pool)
+            server = AuthServer(config, pool=pool, clock=SystemClock())
+            user = await server.sessions.create_user(
+                email=email, password=password, display_name=display_name
+            )
+        print(f"created user {user.id} <{user.email}>")
+
+    return run
+
+
+def _healthcheck(config: Config) -> int:
+    """Exit 0 if the local server reports SERVING: for container health checks."""
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host  # noqa: S104
+    with grpc.insecure_channel(f"{host}:{config.port}") as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=3
+            )
+        except grpc.RpcError as exc:
+            print(f"unhealthy: {exc.code().name}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(name)
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
+        config_module.add_flags(sub)
+        return sub
+
+    command("serve", "run the gRPC server (embedded PostgreSQL unless a URL is set)")
+    command("migrate", "apply pending schema migrations and exit")
+    command("sweep", "delete expired and long-revoked sessions once and exit")
+    command("healthcheck", "exit 0 if the server on --host/--port is SERVING")
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    command("rotate", "create a new signing key; old keys verify until their tokens expire", keys)
+    users = commands.add_parser("users", help="accounts").add_subparsers(
+        dest="users_command", required=True
+    )
+    create = command("create", "create an account; password from stdin or a prompt", users)
+    create.add_argument("--email", required=True)
+    create.add_argument("--display-name", default="")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {s.name: getattr(args, s.name, None) for s in config_module.SETTINGS}
+    try:
+        config = config_module.from_env(overrides=overrides)
+    except ConfigError as exc:
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    if args.command == "healthcheck":
+        return _healthcheck(config)
+    action: Action
+    if args.command == "serve":
+        action = _serve
+    elif args.command == "migrate":
+        action = _migrate
+    elif args.command == "sweep":
+        action = _sweep
+    elif args.command == "keys":
+        action = _rotate_keys
+    else:
+        action = _create_user(args.email, args.display_name)
+    try:
+        with _database_url(config) as dsn:
+            asyncio.run(action(config, dsn))
+    except AuthError as exc:
+        print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,240 @@
+"""Configuration: one frozen Config, from AUTHSVC_* variables and --flags.
+
+Every setting is an environment variable AUTHSVC_<NAME> with a matching
+--<name> flag; the flag wins. This module is the only reader of os.environ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "Config", "ConfigError", "Secret", "Setting", "add_flags", "from_env"]
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+class Secret(str):
+    """A string that does not print itself."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'15m', '7d', '10s', '250ms' or plain seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 12h or 7d")
+    return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def parse_networks(text: str) -> tuple[IpNetwork, ...]:
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+
+
+def parse_algorithm(text: str) -> str:
+    if text not in ("EdDSA", "ES256"):
+        raise ValueError(f"{text!r} is not EdDSA or ES256")
+    return text
+
+
+def parse_positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{value} is not a positive integer")
+    return value
+
+
+def parse_port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{value} is not a TCP port")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "AUTHSVC_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "0.0.0.0", "Address the gRPC server listens on."),  # noqa: S104
+    Setting("port", parse_port, "50051", "gRPC port; 0 picks a free one."),
+    Setting(
+        "database_url",
+        Secret,
+        None,
+        "PostgreSQL URL (postgresql://user:pass@host:5432/db). Unset: run an embedded PostgreSQL.",
+    ),
+    Setting(
+        "data_dir", Path, ".authsvc-data", "Directory of the embedded PostgreSQL's data (kept)."
+    ),
+    Setting("db_pool_min_size", int, "1", "Connections the pool keeps open."),
+    Setting("db_pool_max_size", parse_positive_int, "10", "Most connections the pool opens."),
+    Setting("db_connect_timeout", parse_duration, "5s", "Give up connecting to PostgreSQL after."),
+    Setting("db_statement_timeout", parse_duration, "5s", "Give up on a query after."),
+    Setting("issuer", str, "authsvc", "Access-token `iss` claim."),
+    Setting("audience", str, "authsvc", "Access-token `aud` claim."),
+    Setting("signing_algorithm", parse_algorithm, "EdDSA", "EdDSA (Ed25519) or ES256."),
+    Setting("access_token_ttl", parse_duration, "15m", "Access-token lifetime."),
+    Setting("key_reload_interval", parse_duration, "60s", "How often replicas reload keys."),
+    Setting("session_idle_timeout", parse_duration, "7d", "Session ends without a refresh for."),
+    Setting("session_lifetime", parse_duration, "7d", "Absolute session lifetime."),
+    Setting("remember_me_lifetime", parse_duration, "30d", "Absolute lifetime with remember_me."),
+    Setting("refresh_grace_period", parse_duration, "10s", "Rotated token still answers for."),
+    Setting("registration_enabled", parse_bool, "true", "Whether Register creates accounts."),
+    Setting("password_min_length", parse_positive_int, "8", "Shortest password Register takes."),
+    Setting("argon2_time_cost", parse_positive_int, "3", "argon2id passes."),
+    Setting("argon2_memory_kib", parse_positive_int, "65536", "argon2id memory per hash, KiB."),
+    Setting("argon2_parallelism", parse_positive_int, "4", "argon2id lanes."),
+    Setting("hash_workers", parse_positive_int, "2", "Threads hashing passwords (caps memory)."),
+    Setting("trusted_proxies", parse_networks, "", "CIDRs whose x-forwarded-for is believed."),
+    Setting("sweep_interval", parse_duration, "60s", "Time between expiry sweeps."),
+    Setting("sweep_batch_size", parse_positive_int, "1000", "Rows deleted per sweep statement."),
+    Setting("revoked_retention", parse_duration, "7d", "Keep revoked sessions this long."),
+    Setting("shutdown_grace", parse_duration, "10s", "In-flight RPCs get this long on stop."),
+    Setting("log_level", str.upper, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    host: str
+    port: int
+    database_url: Secret | None
+    data_dir: Path
+    db_pool_min_size: int
+    db_pool_max_size: int
+    db_connect_timeout: timedelta
+    db_statement_timeout: timedelta
+    issuer: str
+    audience: str
+    signing_algorithm: str
+    access_token_ttl: timedelta
+    key_reload_interval: timedelta
+    session_idle_timeout: timedelta
+    session_lifetime: timedelta
+    remember_me_lifetime: timedelta
+    refresh_grace_period: timedelta
+    registration_enabled: bool
+    password_min_length: int
+    argon2_time_cost: int
+    argon2_memory_kib: int
+    argon2_parallelism: int
+    hash_workers: int
+    trusted_proxies: tuple[IpNetwork, ...]
+    sweep_interval: timedelta
+    sweep_batch_size: int
+    revoked_retention: timedelta
+    shutdown_grace: timedelta
+    log_level: str
+
+
+assert [s.name for s in SETTINGS] == [f.name for f in fields(Config)], "SETTINGS and Config differ"
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one --flag per setting; unset flags stay None so the environment applies."""
+    group = parser.add_argument_group("configuration (flags override AUTHSVC_* variables)")
+    for setting in SETTINGS:
+        group.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=setting.name.upper(),
+            help=f"{setting.help} [{setting.env}, default: {setting.default or 'unset'}]",
+        )
+
+
+def from_env(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+) -> Config:
+    """Build the Config; a bad value raises ConfigError naming its variable."""
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = overrides.get(setting.name)
+        source = setting.flag
+        if raw is None:
+            raw = environ.get(setting.env) or None
+            source = setting.env
+        if raw is None:
+            raw = setting.default
+            source = f"{setting.env} (default)"
+        if raw is None:
+            values[setting.name] = None
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+    config = Config(**values)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    problems: Sequence[tuple[bool, str]] = (
+        (config.db_pool_max_size < 2, "AUTHSVC_DB_POOL_MAX_SIZE must be at least 2"),
+        (
+            config.db_pool_min_size > config.db_pool_max_size,
+            "AUTHSVC_DB_POOL_MIN_SIZE must not exceed AUTHSVC_DB_POOL_MAX_SIZE",
+        ),
+        (
+            config.session_idle_timeout <= timedelta(0),
+            "AUTHSVC_SESSION_IDLE_TIMEOUT must be positive",
+        ),
+        (config.session_lifetime <= timedelta(0), "AUTHSVC_SESSION_LIFETIME must be positive"),
+        (
+            config.remember_me_lifetime < config.session_lifetime,
+            "AUTHSVC_REMEMBER_ME_LIFETIME must be at least AUTHSVC_SESSION_LIFETIME",
+        ),
+        (config.access_token_ttl <= timedelta(0), "AUTHSVC_ACCESS_TOKEN_TTL must be positive"),
+        (
+            config.argon2_memory_kib < 8 * config.argon2_parallelism,
+            "AUTHSVC_ARGON2_MEMORY_KIB must be at least 8 x AUTHSVC_ARGON2_PARALLELISM",
+        ),
+    )
+    for failed, message in problems:
+        if failed:
+            raise ConfigError(message)

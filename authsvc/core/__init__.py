@@ -1,0 +1,1 @@
+"""Shared vocabulary: models, errors and the clock. Standard library only."""

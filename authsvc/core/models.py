@@ -1,0 +1,155 @@
+"""Frozen domain values passed between the store, the domain and the API edge."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NewType
+
+__all__ = [
+    "DeviceInfo",
+    "DeviceType",
+    "IssuedTokens",
+    "LogoutScope",
+    "Principal",
+    "RefreshTokenRecord",
+    "Session",
+    "SessionId",
+    "SessionPage",
+    "SigningKey",
+    "SweepCounts",
+    "User",
+    "UserId",
+]
+
+UserId = NewType("UserId", uuid.UUID)
+SessionId = NewType("SessionId", uuid.UUID)
+
+
+class DeviceType(enum.Enum):
+    UNKNOWN = "unknown"
+    DESKTOP = "desktop"
+    MOBILE = "mobile"
+    TABLET = "tablet"
+    BOT = "bot"
+    OTHER = "other"
+
+
+class LogoutScope(enum.Enum):
+    THIS_SESSION = "this_session"
+    OTHER_SESSIONS = "other_sessions"
+    ALL_SESSIONS = "all_sessions"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    id: UserId
+    email: str
+    display_name: str
+    password_hash: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceInfo:
+    """What a login tells us about the device it came from."""
+
+    user_agent: str
+    ip_address: str
+    device_type: DeviceType
+    browser: str
+    os: str
+    device_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    id: SessionId
+    user_id: UserId
+    created_at: datetime
+    last_active_at: datetime
+    # Always <= expires_at: the idle deadline slides forward but is capped.
+    idle_expires_at: datetime
+    expires_at: datetime
+    remember_me: bool
+    device: DeviceInfo
+    revoked_at: datetime | None
+    revoke_reason: str | None
+
+    def is_live(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.idle_expires_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshTokenRecord:
+    """A stored refresh token: only its SHA-256 is kept, never the token."""
+
+    id: uuid.UUID
+    session_id: SessionId
+    token_hash: bytes
+    created_at: datetime
+    expires_at: datetime
+    rotated_at: datetime | None
+    # The successor token, encrypted under a key derived from this token's
+    # plaintext, so only a holder of this token can recover it in the grace window.
+    successor_box: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedTokens:
+    """A fresh token pair, returned once to the caller and never stored."""
+
+    user_id: UserId
+    session_id: SessionId
+    access_token: str
+    access_token_expires_at: datetime
+    refresh_token: str
+    refresh_token_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """Who a verified access token speaks for."""
+
+    user_id: UserId
+    session_id: SessionId
+    issued_at: datetime
+    expires_at: datetime
+    claims: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionPage:
+    sessions: list[Session]
+    # Keyset cursor of the last item when another page follows.
+    next_cursor: tuple[datetime, SessionId] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningKey:
+    kid: str
+    algorithm: str
+    private_pem: bytes
+    public_jwk: dict[str, str]
+    created_at: datetime
+    retired_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweepCounts:
+    expired_sessions: int = 0
+    revoked_sessions: int = 0
+    expired_refresh_tokens: int = 0
+
+    def __add__(self, other: SweepCounts) -> SweepCounts:
+        return SweepCounts(
+            expired_sessions=self.expired_sessions + other.expired_sessions,
+            revoked_sessions=self.revoked_sessions + other.revoked_sessions,
+            expired_refresh_tokens=self.expired_refresh_tokens + other.expired_refresh_tokens,
+        )
+
+    @property
+    def total(self) -> int:
+        return self.expired_sessions + self.revoked_sessions + self.expired_refresh_tokens

@@ -1,0 +1,1 @@
+"""The rules of sessions and tokens; no gRPC, no SQL, no environment."""

@@ -1,0 +1,103 @@
+"""Access tokens: short-lived JWTs (RFC 9068 shape) signed by the key ring."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from authsvc.core.clock import Clock
+from authsvc.core.errors import TokenExpired, TokenInvalid
+from authsvc.core.models import Principal, SessionId, UserId
+from authsvc.domain.signing_keys import KeyRing
+
+__all__ = ["AccessTokens", "MintedAccessToken"]
+
+_REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "jti", "iat", "exp"]
+# Far above any token we mint; bounds the work a hostile string can cause.
+_MAX_TOKEN_LENGTH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class MintedAccessToken:
+    token: str
+    expires_at: datetime
+
+
+class AccessTokens:
+    __slots__ = ("_audience", "_clock", "_issuer", "_keys", "_ttl")
+
+    def __init__(
+        self, keys: KeyRing, clock: Clock, *, issuer: str, audience: str, ttl: timedelta
+    ) -> None:
+        self._keys = keys
+        self._clock = clock
+        self._issuer = issuer
+        self._audience = audience
+        self._ttl = ttl
+
+    def mint(self, user_id: UserId, session_id: SessionId) -> MintedAccessToken:
+        kid, algorithm, private_key = self._keys.signing_key()
+        # JWT times are whole seconds; truncate so expires_at matches `exp` exactly.
+        now = self._clock.now().replace(microsecond=0)
+        expires_at = now + self._ttl
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": str(user_id),
+            "sid": str(session_id),
+            "jti": str(uuid.uuid4()),
+            "iat": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
+        }
+        token = jwt.encode(
+            claims, private_key, algorithm=algorithm, headers={"kid": kid, "typ": "at+jwt"}
+        )
+        return MintedAccessToken(token=token, expires_at=expires_at)
+
+    async def verify(self, token: str) -> Principal:
+        """Check signature, issuer, audience and expiry against our clock.
+
+        Raises TokenInvalid for anything not minted by us, TokenExpired (with the
+        principal attached) for our token past its `exp`.
+        """
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise TokenInvalid("access token is too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid("access token is malformed") from exc
+        kid = header.get("kid")
+        found = await self._keys.verification_key(kid) if isinstance(kid, str) else None
+        if found is None:
+            raise TokenInvalid("access token is signed by an unknown key")
+        algorithm, public_key = found
+        try:
+            # Expiry is checked below against the injected clock; PyJWT would use wall time.
+            claims = jwt.decode(
+                token,
+                public_key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={
+                    "require": _REQUIRED_CLAIMS,
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+            principal = Principal(
+                user_id=UserId(uuid.UUID(claims["sub"])),
+                session_id=SessionId(uuid.UUID(claims["sid"])),
+                issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
+                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                claims=claims,
+            )
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:
+            raise TokenInvalid("access token is invalid") from exc
+        if self._clock.now() >= principal.expires_at:
+            raise TokenExpired("access token has expired", principal=principal)
+        return principal

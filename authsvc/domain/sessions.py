@@ -1,0 +1,484 @@
+"""SessionService: the use cases behind every RPC."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from authsvc.core.clock import Clock
+from authsvc.core.errors import (
+    InvalidCredentials,
+    RefreshTokenExpired,
+    RefreshTokenInvalid,
+    RefreshTokenReused,
+    RegistrationDisabled,
+    SessionExpired,
+    SessionNotFound,
+    SessionRevoked,
+    TokenExpired,
+    TokenInvalid,
+    Unauthenticated,
+)
+from authsvc.core.models import (
+    DeviceInfo,
+    IssuedTokens,
+    LogoutScope,
+    Principal,
+    RefreshTokenRecord,
+    Session,
+    SessionId,
+    SessionPage,
+    User,
+    UserId,
+)
+from authsvc.domain import refresh_tokens, validation
+from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.passwords import PasswordHasher
+
+__all__ = [
+    "LockedSession",
+    "SessionPolicy",
+    "SessionService",
+    "SessionStore",
+    "UserStore",
+    "Validation",
+]
+
+_log = logging.getLogger(__name__)
+
+# Bounds the successor chain walked for one grace-window refresh.
+_MAX_CHAIN_HOPS = 16
+
+
+class UserStore(Protocol):
+    async def create_user(self, user: User) -> None: ...
+
+    async def find_by_email(self, email: str) -> User | None: ...
+
+    async def update_password_hash(
+        self, user_id: UserId, password_hash: str, now: datetime
+    ) -> None: ...
+
+
+class LockedSession(Protocol):
+    session: Session
+
+    async def find_token(self, token_hash: bytes) -> RefreshTokenRecord | None: ...
+
+    async def rotate(
+        self,
+        *,
+        consumed: RefreshTokenRecord,
+        successor_box: bytes,
+        successor_hash: bytes,
+        now: datetime,
+        idle_expires_at: datetime,
+    ) -> None: ...
+
+    async def revoke(self, *, now: datetime, reason: str) -> None: ...
+
+
+class SessionStore(Protocol):
+    async def create_session(
+        self, session: Session, *, token_hash: bytes, new_user: User | None = None
+    ) -> None: ...
+
+    def lock_session_by_token(
+        self, token_hash: bytes
+    ) -> contextlib.AbstractAsyncContextManager[LockedSession | None]: ...
+
+    async def get_session(self, session_id: SessionId) -> Session | None: ...
+
+    async def list_live_sessions(
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        limit: int,
+        after: tuple[datetime, SessionId] | None,
+    ) -> SessionPage: ...
+
+    async def revoke_session(
+        self, user_id: UserId, session_id: SessionId, *, now: datetime, reason: str
+    ) -> int: ...
+
+    async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool: ...
+
+    async def revoke_user_sessions(
+        self, user_id: UserId, *, now: datetime, reason: str, keep: SessionId | None = None
+    ) -> int: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionPolicy:
+    idle_timeout: timedelta
+    lifetime: timedelta
+    remember_me_lifetime: timedelta
+    # How long a rotated refresh token still answers with its successor, for
+    # concurrent refreshes and for a client that lost the first answer.
+    refresh_grace: timedelta
+    registration_enabled: bool
+    password_min_length: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Validation:
+    """The answer to "may I trust this access token right now?"."""
+
+    active: bool
+    inactive_reason: str
+    # Set whenever the signature was ours, active or not.
+    principal: Principal | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rotated:
+    token: str
+    expires_at: datetime
+
+
+class SessionService:
+    def __init__(
+        self,
+        *,
+        users: UserStore,
+        sessions: SessionStore,
+        hasher: PasswordHasher,
+        access_tokens: AccessTokens,
+        clock: Clock,
+        policy: SessionPolicy,
+    ) -> None:
+        self._users = users
+        self._sessions = sessions
+        self._hasher = hasher
+        self._access = access_tokens
+        self._clock = clock
+        self._policy = policy
+
+    # --- signing in -------------------------------------------------------
+
+    async def register(
+        self,
+        *,
+        email: str,
+        password: str,
+        display_name: str,
+        remember_me: bool,
+        device: DeviceInfo,
+    ) -> IssuedTokens:
+        """Create an account and its first session in one transaction."""
+        if not self._policy.registration_enabled:
+            raise RegistrationDisabled("registration is disabled")
+        user = await self._new_user(email=email, password=password, display_name=display_name)
+        tokens = await self._start_session(user.id, remember_me, device, new_user=user)
+        _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
+        return tokens
+
+    async def create_user(self, *, email: str, password: str, display_name: str) -> User:
+        """Create an account without signing it in (the operator's `users create`)."""
+        user = await self._new_user(email=email, password=password, display_name=display_name)
+        await self._users.create_user(user)
+        _log.info("user created", extra={"event": "user_created", "user_id": str(user.id)})
+        return user
+
+    async def _new_user(self, *, email: str, password: str, display_name: str) -> User:
+        email = validation.normalize_email(email)
+        validation.check_new_password(
+            password, min_length=self._policy.password_min_length, email=email
+        )
+        display_name = validation.clean_label(
+            "display_name", display_name, max_length=validation.MAX_LABEL_LENGTH
+        )
+        return User(
+            id=UserId(uuid.uuid4()),
+            email=email,
+            display_name=display_name,
+            password_hash=await self._hasher.hash(password),
+            created_at=self._clock.now(),
+        )
+
+    async def login(
+        self, *, email: str, password: str, remember_me: bool, device: DeviceInfo
+    ) -> IssuedTokens:
+        """Check the password and start a session.
+
+        An unknown email costs one argon2 verify like a known one, and both
+        failures raise the same InvalidCredentials, so neither the answer nor
+        its timing tells whether an account exists.
+        """
+        email = validation.normalize_email(email)
+        validation.check_password_given(password)
+        user = await self._users.find_by_email(email)
+        if user is None:
+            await self._hasher.burn(password)
+            _log.info("login failed", extra={"event": "login_failed"})
+            raise InvalidCredentials("invalid email or password")
+        if not await self._hasher.verify(user.password_hash, password):
+            _log.info("login failed", extra={"event": "login_failed", "user_id": str(user.id)})
+            raise InvalidCredentials("invalid email or password")
+        if self._hasher.needs_rehash(user.password_hash):
+            new_hash = await self._hasher.hash(password)
+            await self._users.update_password_hash(user.id, new_hash, self._clock.now())
+        tokens = await self._start_session(user.id, remember_me, device)
+        _log.info(
+            "login",
+            extra={"event": "login", "user_id": str(user.id), "session_id": str(tokens.session_id)},
+        )
+        return tokens
+
+    async def _start_session(
+        self,
+        user_id: UserId,
+        remember_me: bool,
+        device: DeviceInfo,
+        *,
+        new_user: User | None = None,
+    ) -> IssuedTokens:
+        now = self._clock.now()
+        lifetime = self._policy.remember_me_lifetime if remember_me else self._policy.lifetime
+        expires_at = now + lifetime
+        session = Session(
+            id=SessionId(uuid.uuid4()),
+            user_id=user_id,
+            created_at=now,
+            last_active_at=now,
+            idle_expires_at=min(now + self._policy.idle_timeout, expires_at),
+            expires_at=expires_at,
+            remember_me=remember_me,
+            device=device,
+            revoked_at=None,
+            revoke_reason=None,
+        )
+        refresh_token = refresh_tokens.new_refresh_token()
+        await self._sessions.create_session(
+            session, token_hash=refresh_tokens.hash_refresh_token(refresh_token), new_user=new_user
+        )
+        return self._issue(user_id, session.id, refresh_token, session.idle_expires_at)
+
+    def _issue(
+        self, user_id: UserId, session_id: SessionId, refresh_token: str, refresh_expires: datetime
+    ) -> IssuedTokens:
+        access = self._access.mint(user_id, session_id)
+        return IssuedTokens(
+            user_id=user_id,
+            session_id=session_id,
+            access_token=access.token,
+            access_token_expires_at=access.expires_at,
+            refresh_token=refresh_token,
+            refresh_token_expires_at=refresh_expires,
+        )
+
+    # --- refresh ----------------------------------------------------------
+
+    async def refresh(self, refresh_token: str) -> IssuedTokens:
+        """Rotate a refresh token.
+
+        Presenting an already-rotated token within the grace window returns the
+        current successor (concurrent refreshes all succeed on one chain);
+        presenting it after the window revokes the whole session, because it
+        means the token was stolen.
+        """
+        token_hash = self._hash_presented(refresh_token)
+        successor = refresh_tokens.new_refresh_token()
+        now = self._clock.now()
+        async with self._sessions.lock_session_by_token(token_hash) as locked:
+            if locked is None:
+                raise RefreshTokenInvalid("refresh token is not valid")
+            record = await self._check_presented(locked, token_hash, now)
+            session = locked.session
+            if record.rotated_at is None:
+                idle_expires_at = min(now + self._policy.idle_timeout, session.expires_at)
+                await locked.rotate(
+                    consumed=record,
+                    successor_box=refresh_tokens.seal_successor(refresh_token, successor),
+                    successor_hash=refresh_tokens.hash_refresh_token(successor),
+                    now=now,
+                    idle_expires_at=idle_expires_at,
+                )
+                rotated: _Rotated | None = _Rotated(successor, idle_expires_at)
+            elif now - record.rotated_at <= self._policy.refresh_grace:
+                rotated = await self._current_successor(locked, refresh_token, record)
+            else:
+                await locked.revoke(now=now, reason="refresh_token_reused")
+                rotated = None
+        if rotated is None:
+            _log.warning(
+                "refresh token reuse: session revoked",
+                extra={
+                    "event": "refresh_token_reused",
+                    "user_id": str(session.user_id),
+                    "session_id": str(session.id),
+                },
+            )
+            raise RefreshTokenReused("refresh token was already used; the session is revoked")
+        return self._issue(session.user_id, session.id, rotated.token, rotated.expires_at)
+
+    def _hash_presented(self, refresh_token: str) -> bytes:
+        if not refresh_tokens.is_well_formed(refresh_token):
+            raise RefreshTokenInvalid("refresh token is not valid")
+        return refresh_tokens.hash_refresh_token(refresh_token)
+
+    async def _check_presented(
+        self, locked: LockedSession, token_hash: bytes, now: datetime
+    ) -> RefreshTokenRecord:
+        """The presented token's record, if its session is live and it is unexpired."""
+        self._check_live(locked.session, now)
+        record = await locked.find_token(token_hash)
+        if record is None or not hmac.compare_digest(record.token_hash, token_hash):
+            raise RefreshTokenInvalid("refresh token is not valid")
+        if now >= record.expires_at:
+            raise RefreshTokenExpired("refresh token has expired")
+        return record
+
+    async def _current_successor(
+        self, locked: LockedSession, presented: str, record: RefreshTokenRecord
+    ) -> _Rotated:
+        """Open the successor boxes from `presented` up to the live token."""
+        token, current = presented, record
+        for _ in range(_MAX_CHAIN_HOPS):
+            if current.rotated_at is None:
+                return _Rotated(token, current.expires_at)
+            opened = (
+                None
+                if current.successor_box is None
+                else refresh_tokens.open_successor(token, current.successor_box)
+            )
+            found = (
+                None
+                if opened is None
+                else await locked.find_token(refresh_tokens.hash_refresh_token(opened))
+            )
+            if opened is None or found is None:
+                raise RefreshTokenInvalid("refresh token is not valid")
+            token, current = opened, found
+        raise RefreshTokenInvalid("refresh token is not valid")
+
+    @staticmethod
+    def _check_live(session: Session, now: datetime) -> None:
+        if session.revoked_at is not None:
+            raise SessionRevoked("session has been revoked")
+        if now >= session.idle_expires_at:
+            raise SessionExpired("session has expired")
+
+    # --- access tokens ----------------------------------------------------
+
+    async def authenticate(self, access_token: str) -> Principal:
+        """The principal of an access token whose session is live right now."""
+        principal = await self._access.verify(access_token)
+        await self._check_session(principal)
+        return principal
+
+    async def _check_session(self, principal: Principal) -> None:
+        session = await self._sessions.get_session(principal.session_id)
+        if session is None:
+            # Swept: it expired or was revoked long ago.
+            raise SessionExpired("session has expired")
+        if session.user_id != principal.user_id:
+            raise TokenInvalid("access token does not match its session")
+        self._check_live(session, self._clock.now())
+
+    async def validate(self, access_token: str) -> Validation:
+        """Introspect a token: an inactive token is an answer, not an error."""
+        try:
+            principal = await self._access.verify(access_token)
+        except TokenExpired as exc:
+            return Validation(active=False, inactive_reason=exc.reason, principal=exc.principal)
+        except TokenInvalid as exc:
+            return Validation(active=False, inactive_reason=exc.reason, principal=None)
+        try:
+            await self._check_session(principal)
+        except TokenInvalid as exc:
+            return Validation(active=False, inactive_reason=exc.reason, principal=None)
+        except Unauthenticated as exc:
+            return Validation(active=False, inactive_reason=exc.reason, principal=principal)
+        return Validation(active=True, inactive_reason="", principal=principal)
+
+    # --- managing sessions ------------------------------------------------
+
+    async def list_sessions(
+        self, principal: Principal, *, page_size: int, after: tuple[datetime, SessionId] | None
+    ) -> SessionPage:
+        return await self._sessions.list_live_sessions(
+            principal.user_id, now=self._clock.now(), limit=page_size, after=after
+        )
+
+    async def revoke_session(self, principal: Principal, session_id: SessionId, note: str) -> None:
+        """Revoke one of the caller's sessions.
+
+        Someone else's session and a session that does not exist get the same
+        SessionNotFound, so ids cannot be probed. Revoking twice succeeds.
+        """
+        reason = f"revoked_by_user: {note}" if note else "revoked_by_user"
+        revoked = await self._sessions.revoke_session(
+            principal.user_id, session_id, now=self._clock.now(), reason=reason
+        )
+        if not revoked and not await self._sessions.session_belongs_to(
+            principal.user_id, session_id
+        ):
+            raise SessionNotFound("session not found")
+        if revoked:
+            _log.info(
+                "session revoked",
+                extra={
+                    "event": "session_revoked",
+                    "user_id": str(principal.user_id),
+                    "session_id": str(session_id),
+                },
+            )
+
+    async def logout(self, principal: Principal, scope: LogoutScope) -> int:
+        return await self._logout(principal.user_id, principal.session_id, scope)
+
+    async def logout_with_refresh_token(self, refresh_token: str, scope: LogoutScope) -> int:
+        """Logout for a client that holds only its refresh token.
+
+        The token must be the session's current one (or within the grace
+        window); a replayed old token is treated as theft, as in refresh.
+        """
+        token_hash = self._hash_presented(refresh_token)
+        now = self._clock.now()
+        async with self._sessions.lock_session_by_token(token_hash) as locked:
+            if locked is None:
+                raise RefreshTokenInvalid("refresh token is not valid")
+            record = await self._check_presented(locked, token_hash, now)
+            session = locked.session
+            reused = (
+                record.rotated_at is not None
+                and now - record.rotated_at > self._policy.refresh_grace
+            )
+            if reused:
+                await locked.revoke(now=now, reason="refresh_token_reused")
+        if reused:
+            raise RefreshTokenReused("refresh token was already used; the session is revoked")
+        return await self._logout(session.user_id, session.id, scope)
+
+    async def _logout(self, user_id: UserId, session_id: SessionId, scope: LogoutScope) -> int:
+        now = self._clock.now()
+        if scope is LogoutScope.THIS_SESSION:
+            count = await self._sessions.revoke_session(
+                user_id, session_id, now=now, reason="logout"
+            )
+        elif scope is LogoutScope.OTHER_SESSIONS:
+            count = await self._sessions.revoke_user_sessions(
+                user_id, now=now, reason="logout_other_sessions", keep=session_id
+            )
+        else:
+            count = await self._sessions.revoke_user_sessions(
+                user_id, now=now, reason="logout_all_sessions"
+            )
+        _log.info(
+            "logout",
+            extra={
+                "event": "logout",
+                "user_id": str(user_id),
+                "session_id": str(session_id),
+                "scope": scope.value,
+                "revoked": count,
+            },
+        )
+        return count

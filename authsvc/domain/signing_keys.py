@@ -1,0 +1,177 @@
+"""Signing keys: generation, and the in-memory ring every replica keeps in sync."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+from authsvc.core.clock import Clock
+from authsvc.core.errors import NotReady
+from authsvc.core.models import SigningKey
+
+__all__ = ["SUPPORTED_ALGORITHMS", "KeyRing", "KeyStore", "generate_signing_key"]
+
+_log = logging.getLogger(__name__)
+
+SUPPORTED_ALGORITHMS = ("EdDSA", "ES256")
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+class KeyStore(Protocol):
+    async def add_key_if_none_active(self, key: SigningKey) -> None: ...
+
+    async def rotate(self, key: SigningKey) -> None: ...
+
+    async def usable_keys(self, retired_after: datetime) -> list[SigningKey]: ...
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _thumbprint(jwk: Mapping[str, str]) -> str:
+    """RFC 7638 JWK thumbprint: a kid derived from the key itself."""
+    required = ("crv", "kty", "x") if jwk["kty"] == "OKP" else ("crv", "kty", "x", "y")
+    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def generate_signing_key(algorithm: str, now: datetime) -> SigningKey:
+    private: PrivateKey
+    if algorithm == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
+        jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
+    elif algorithm == "ES256":
+        private = ec.generate_private_key(ec.SECP256R1())
+        jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
+    else:
+        raise ValueError(f"unsupported signing algorithm {algorithm!r}")
+    kid = _thumbprint(jwk)
+    public_jwk = {**jwk, "kid": kid, "alg": algorithm, "use": "sig"}
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return SigningKey(
+        kid=kid,
+        algorithm=algorithm,
+        private_pem=pem,
+        public_jwk=public_jwk,
+        created_at=now,
+        retired_at=None,
+    )
+
+
+class _LoadedKey:
+    __slots__ = ("key", "private", "public")
+
+    def __init__(self, key: SigningKey) -> None:
+        self.key = key
+        loaded = serialization.load_pem_private_key(key.private_pem, password=None)
+        if not isinstance(loaded, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+            raise TypeError(f"key {key.kid} is not an EdDSA or ECDSA key")
+        self.private: PrivateKey = loaded
+        self.public: PublicKey = loaded.public_key()
+
+
+class KeyRing:
+    """The keys this replica signs and verifies with, reloaded from the store.
+
+    Replicas pick up a rotation on their next reload (every `reload_interval`),
+    or at once when they meet a token signed with a kid they do not know.
+    Retired keys stay usable for `access_token_ttl + reload_interval`: a replica
+    may sign with a just-retired key until it reloads, and its tokens must
+    verify everywhere until they expire.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        clock: Clock,
+        *,
+        algorithm: str,
+        access_token_ttl: timedelta,
+        reload_interval: timedelta,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._algorithm = algorithm
+        self._retention = access_token_ttl + reload_interval
+        self._reload_interval = reload_interval
+        self._keys: dict[str, _LoadedKey] = {}
+        self._active: _LoadedKey | None = None
+        self._jwks_json = '{"keys":[]}'
+        self._last_unknown_kid_reload: datetime | None = None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._active is not None
+
+    @property
+    def reload_interval(self) -> timedelta:
+        return self._reload_interval
+
+    async def ensure_active_key(self) -> None:
+        """Create the first key if no replica has yet, then load the ring."""
+        now = self._clock.now()
+        if not await self._store.usable_keys(now):
+            await self._store.add_key_if_none_active(generate_signing_key(self._algorithm, now))
+        await self.reload()
+
+    async def rotate(self) -> SigningKey:
+        key = generate_signing_key(self._algorithm, self._clock.now())
+        await self._store.rotate(key)
+        await self.reload()
+        return key
+
+    async def reload(self) -> None:
+        async with self._reload_lock:
+            keys = await self._store.usable_keys(self._clock.now() - self._retention)
+            loaded = {k.kid: self._keys.get(k.kid) or _LoadedKey(k) for k in keys}
+            active = next((loaded[k.kid] for k in keys if k.retired_at is None), None)
+            self._keys = loaded
+            self._active = active
+            self._jwks_json = json.dumps(
+                {"keys": [k.public_jwk for k in keys]}, separators=(",", ":"), sort_keys=True
+            )
+
+    def signing_key(self) -> tuple[str, str, PrivateKey]:
+        """(kid, algorithm, private key) of the active key."""
+        if self._active is None:
+            raise NotReady("signing keys are not loaded yet")
+        return self._active.key.kid, self._active.key.algorithm, self._active.private
+
+    async def verification_key(self, kid: str) -> tuple[str, PublicKey] | None:
+        """(algorithm, public key) for `kid`, reloading at most once a second if unknown."""
+        found = self._keys.get(kid)
+        if found is None and self._may_reload_for_unknown_kid():
+            await self.reload()
+            found = self._keys.get(kid)
+        return None if found is None else (found.key.algorithm, found.public)
+
+    def jwks_json(self) -> str:
+        return self._jwks_json
+
+    def _may_reload_for_unknown_kid(self) -> bool:
+        # Unknown kids are also what forged tokens carry: do not let them
+        # turn into a query per request.
+        now = self._clock.now()
+        last = self._last_unknown_kid_reload
+        if last is not None and now - last < timedelta(seconds=1):
+            return False
+        self._last_unknown_kid_reload = now
+        return True

@@ -1,0 +1,1 @@
+"""PostgreSQL access. Every SQL string of the service lives in this package."""

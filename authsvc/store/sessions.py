@@ -1,0 +1,304 @@
+"""SQL for sessions and refresh tokens.
+
+Locking rule: every change to a session or to its refresh tokens happens while
+holding that session's row lock (UPDATE or SELECT ... FOR UPDATE on sessions),
+taken before any token row is touched. Rotation, revocation, logout and the
+sweeper therefore serialise per session in one order and cannot deadlock, and a
+refresh that races a revocation either commits first (and its tokens die with
+the session) or sees the revocation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import asyncpg
+
+from authsvc.core.errors import EmailTaken
+from authsvc.core.models import (
+    DeviceInfo,
+    DeviceType,
+    RefreshTokenRecord,
+    Session,
+    SessionId,
+    SessionPage,
+    User,
+    UserId,
+)
+from authsvc.store.errors import translate_errors
+from authsvc.store.pool import Connection
+from authsvc.store.users import INSERT_USER
+
+__all__ = ["LockedSession", "PgSessionStore"]
+
+
+_INSERT_SESSION = """
+INSERT INTO sessions (
+    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name
+) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+"""
+_INSERT_TOKEN = """
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5)
+"""
+# The token's session_id never changes, so the sub-select is safe to evaluate
+# before the lock; the lock then waits out any rotation in flight.
+_LOCK_SESSION_BY_TOKEN = """
+SELECT
+    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+FROM sessions
+WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+FOR UPDATE
+"""
+# A new statement after the lock, so it sees the latest committed token state.
+_SELECT_TOKEN = """
+SELECT id, session_id, token_hash, created_at, expires_at, rotated_at, successor_box
+FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2
+"""
+_ROTATE = """
+WITH touched AS (
+    UPDATE sessions SET last_active_at = $2, idle_expires_at = $3 WHERE id = $1
+), consumed AS (
+    UPDATE refresh_tokens SET rotated_at = $2, successor_box = $5 WHERE id = $4
+)
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+VALUES ($6, $1, $7, $2, $3)
+"""
+_REVOKE_LOCKED = """
+UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL
+"""
+_SELECT_SESSION = """
+SELECT
+    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+FROM sessions WHERE id = $1
+"""
+_LIST_LIVE_FIRST_PAGE = """
+SELECT
+    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+FROM sessions
+WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
+ORDER BY last_active_at DESC, id DESC
+LIMIT $3
+"""
+_LIST_LIVE_AFTER = """
+SELECT
+    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+FROM sessions
+WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
+  AND (last_active_at, id) < ($4, $5)
+ORDER BY last_active_at DESC, id DESC
+LIMIT $3
+"""
+_REVOKE_OWN = """
+UPDATE sessions SET revoked_at = $3, revoke_reason = $4
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+"""
+_OWN_SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
+_REVOKE_ALL_OF_USER = """
+UPDATE sessions SET revoked_at = $2, revoke_reason = $3
+WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
+  AND id IS DISTINCT FROM $4
+"""
+
+
+def _session(row: asyncpg.Record) -> Session:
+    return Session(
+        id=SessionId(row["id"]),
+        user_id=UserId(row["user_id"]),
+        created_at=row["created_at"],
+        last_active_at=row["last_active_at"],
+        idle_expires_at=row["idle_expires_at"],
+        expires_at=row["expires_at"],
+        remember_me=row["remember_me"],
+        device=DeviceInfo(
+            user_agent=row["user_agent"],
+            ip_address=row["ip_address"],
+            device_type=DeviceType(row["device_type"]),
+            browser=row["browser"],
+            os=row["os"],
+            device_name=row["device_name"],
+        ),
+        revoked_at=row["revoked_at"],
+        revoke_reason=row["revoke_reason"],
+    )
+
+
+def _token(row: asyncpg.Record) -> RefreshTokenRecord:
+    return RefreshTokenRecord(
+        id=row["id"],
+        session_id=SessionId(row["session_id"]),
+        token_hash=bytes(row["token_hash"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        rotated_at=row["rotated_at"],
+        successor_box=None if row["successor_box"] is None else bytes(row["successor_box"]),
+    )
+
+
+def _updated_count(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "UPDATE 3".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class LockedSession:
+    """A session whose row lock this transaction holds, with its token operations."""
+
+    __slots__ = ("_conn", "session")
+
+    def __init__(self, conn: Connection, session: Session) -> None:
+        self._conn = conn
+        self.session = session
+
+    async def find_token(self, token_hash: bytes) -> RefreshTokenRecord | None:
+        row = await self._conn.fetchrow(_SELECT_TOKEN, token_hash, self.session.id)
+        return None if row is None else _token(row)
+
+    async def rotate(
+        self,
+        *,
+        consumed: RefreshTokenRecord,
+        successor_box: bytes,
+        successor_hash: bytes,
+        now: datetime,
+        idle_expires_at: datetime,
+    ) -> None:
+        """Consume a token, slide the session, and store the successor, in one statement."""
+        await self._conn.execute(
+            _ROTATE,
+            self.session.id,
+            now,
+            idle_expires_at,
+            consumed.id,
+            successor_box,
+            uuid.uuid4(),
+            successor_hash,
+        )
+
+    async def revoke(self, *, now: datetime, reason: str) -> None:
+        await self._conn.execute(_REVOKE_LOCKED, self.session.id, now, reason)
+
+
+class PgSessionStore:
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_session(
+        self,
+        session: Session,
+        *,
+        token_hash: bytes,
+        new_user: User | None = None,
+    ) -> None:
+        """Store a session with its first refresh token, and the user if new, atomically."""
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            if new_user is not None:
+                try:
+                    await conn.execute(
+                        INSERT_USER,
+                        new_user.id,
+                        new_user.email,
+                        new_user.display_name,
+                        new_user.password_hash,
+                        new_user.created_at,
+                    )
+                except asyncpg.UniqueViolationError as exc:
+                    raise EmailTaken("an account with this email already exists") from exc
+            device = session.device
+            await conn.execute(
+                _INSERT_SESSION,
+                session.id,
+                session.user_id,
+                session.created_at,
+                session.idle_expires_at,
+                session.expires_at,
+                session.remember_me,
+                device.user_agent,
+                device.ip_address,
+                device.device_type.value,
+                device.browser,
+                device.os,
+                device.device_name,
+            )
+            await conn.execute(
+                _INSERT_TOKEN,
+                uuid.uuid4(),
+                session.id,
+                token_hash,
+                session.created_at,
+                session.idle_expires_at,
+            )
+
+    @asynccontextmanager
+    async def lock_session_by_token(self, token_hash: bytes) -> AsyncIterator[LockedSession | None]:
+        """Lock the session that owns a refresh token for one transaction.
+
+        Yields None for an unknown token. The transaction commits when the block
+        exits normally and rolls back when it raises.
+        """
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_LOCK_SESSION_BY_TOKEN, token_hash)
+            yield None if row is None else LockedSession(conn, _session(row))
+
+    async def get_session(self, session_id: SessionId) -> Session | None:
+        async with translate_errors():
+            row = await self._pool.fetchrow(_SELECT_SESSION, session_id)
+        return None if row is None else _session(row)
+
+    async def list_live_sessions(
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        limit: int,
+        after: tuple[datetime, SessionId] | None,
+    ) -> SessionPage:
+        """One keyset page of live sessions, most recent activity first."""
+        async with translate_errors():
+            if after is None:
+                rows = await self._pool.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
+            else:
+                rows = await self._pool.fetch(
+                    _LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1]
+                )
+        sessions = [_session(row) for row in rows[:limit]]
+        has_more = len(rows) > limit
+        last = sessions[-1] if has_more else None
+        return SessionPage(
+            sessions=sessions,
+            next_cursor=None if last is None else (last.last_active_at, last.id),
+        )
+
+    async def revoke_session(
+        self, user_id: UserId, session_id: SessionId, *, now: datetime, reason: str
+    ) -> int:
+        """Revoke one of a user's sessions; return 1 if this call revoked it, else 0."""
+        async with translate_errors():
+            status = await self._pool.execute(_REVOKE_OWN, session_id, user_id, now, reason)
+        return _updated_count(status)
+
+    async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool:
+        async with translate_errors():
+            return bool(await self._pool.fetchval(_OWN_SESSION_EXISTS, session_id, user_id))
+
+    async def revoke_user_sessions(
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        reason: str,
+        keep: SessionId | None = None,
+    ) -> int:
+        """Revoke every live session of a user except `keep`; return how many."""
+        async with translate_errors():
+            status = await self._pool.execute(_REVOKE_ALL_OF_USER, user_id, now, reason, keep)
+        return _updated_count(status)

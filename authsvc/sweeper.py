@@ -1,0 +1,89 @@
+"""The expiry sweeper: deletes expired and long-revoked sessions and tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from authsvc.core.clock import Clock
+from authsvc.core.errors import DatabaseUnavailable
+from authsvc.core.models import SweepCounts
+
+__all__ = ["SweepStore", "Sweeper"]
+
+_log = logging.getLogger(__name__)
+
+
+class SweepStore(Protocol):
+    def exclusive(self) -> AbstractAsyncContextManager[bool]: ...
+
+    async def delete_batch(
+        self, *, now: datetime, revoked_before: datetime, batch_size: int
+    ) -> SweepCounts: ...
+
+
+class Sweeper:
+    """Sweeps in bounded batches, so it never holds long locks.
+
+    Only one replica sweeps at a time (a cluster-wide advisory lock); the
+    others skip the pass.
+    """
+
+    def __init__(
+        self,
+        store: SweepStore,
+        clock: Clock,
+        *,
+        interval: timedelta,
+        batch_size: int,
+        revoked_retention: timedelta,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = interval
+        self._batch_size = batch_size
+        self._revoked_retention = revoked_retention
+
+    async def run_once(self) -> SweepCounts | None:
+        """One full pass; None if another replica holds the sweep lock."""
+        async with self._store.exclusive() as acquired:
+            if not acquired:
+                return None
+            total = SweepCounts()
+            while True:
+                now = self._clock.now()
+                batch = await self._store.delete_batch(
+                    now=now,
+                    revoked_before=now - self._revoked_retention,
+                    batch_size=self._batch_size,
+                )
+                total += batch
+                if (
+                    max(
+                        batch.expired_sessions, batch.revoked_sessions, batch.expired_refresh_tokens
+                    )
+                    < self._batch_size
+                ):
+                    break
+        _log.info(
+            "sweep finished",
+            extra={
+                "event": "sweep",
+                "expired_sessions": total.expired_sessions,
+                "revoked_sessions": total.revoked_sessions,
+                "expired_refresh_tokens": total.expired_refresh_tokens,
+            },
+        )
+        return total
+
+    async def run(self) -> None:
+        """Sweep every interval until cancelled; a database outage only skips a pass."""
+        while True:
+            try:
+                await self.run_once()
+            except DatabaseUnavailable as exc:
+                _log.warning("sweep skipped: %s", exc, extra={"event": "sweep_skipped"})
+            await asyncio.sleep(self._interval.total_seconds())

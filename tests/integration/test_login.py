@@ -1,0 +1,62 @@
+"""Register and Login over a real socket against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from authsvc.v1 import auth_service_pb2 as pb
+from tests.helpers import PASSWORD, Stub, error_info, login, register
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_login_returns_a_bearer_token_pair_for_a_new_session(stub: Stub) -> None:
+    registered = await register(stub)
+
+    response = await login(stub)
+
+    assert response.token_type == "Bearer"
+    assert response.user_id == registered.user_id
+    assert response.session_id and response.session_id != registered.session_id
+    assert response.access_token.count(".") == 2
+    assert len(response.refresh_token) >= 43
+    assert response.access_token_expires_at.ToDatetime() < response.refresh_token_expires_at.ToDatetime()
+
+
+async def test_login_email_is_case_insensitive(stub: Stub) -> None:
+    await register(stub, email="Alice@Example.com")
+
+    response = await login(stub, email="ALICE@example.COM")
+
+    assert response.access_token
+
+
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [("alice@example.com", "wrong password"), ("nobody@example.com", PASSWORD)],
+    ids=["wrong-password", "unknown-user"],
+)
+async def test_login_failure_is_invalid_credentials_whoever_asks(
+    stub: Stub, email: str, password: str
+) -> None:
+    await register(stub)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await login(stub, email=email, password=password)
+
+    code, reason, _ = error_info(caught.value)
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    assert caught.value.details() == "invalid email or password"
+
+
+async def test_login_without_email_names_the_field(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Login(pb.LoginRequest(password=PASSWORD))
+
+    code, reason, metadata = error_info(caught.value)
+    assert (code, reason, metadata) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        {"field": "email"},
+    )
