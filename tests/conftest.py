@@ -28,6 +28,7 @@ from authsvc.store.bootstrap import ensure_database
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
 from authsvc.v1 import auth_service_pb2_grpc
+from tests.helpers import Stub
 
 # Fast argon2 parameters: the tests exercise the flow, not the cost.
 TEST_SETTINGS = {
@@ -140,9 +141,7 @@ def config(config_factory: ConfigFactory) -> Config:
 
 
 @pytest_asyncio.fixture
-async def start_server(
-    pool: Pool, clock: FrozenClock
-) -> AsyncIterator[Callable[..., Any]]:
+async def start_server(pool: Pool, clock: FrozenClock) -> AsyncIterator[Callable[..., Any]]:
     """Factory: a real server on a real port, stopped after the test."""
     started: list[AuthServer] = []
 
@@ -171,5 +170,5 @@ async def channel(server: AuthServer) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def stub(channel: grpc.aio.Channel) -> auth_service_pb2_grpc.AuthServiceStub:
+def stub(channel: grpc.aio.Channel) -> Stub:
     return auth_service_pb2_grpc.AuthServiceStub(channel)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.rpc import error_details_pb2
@@ -11,14 +11,18 @@ from grpc_status import rpc_status
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 
-Stub = auth_service_pb2_grpc.AuthServiceStub
+if TYPE_CHECKING:
+    # The async stub type exists only in the generated .pyi (mypy-protobuf).
+    Stub: TypeAlias = auth_service_pb2_grpc.AuthServiceAsyncStub
+else:
+    Stub = auth_service_pb2_grpc.AuthServiceStub
 
 PASSWORD = "correct horse battery"
 
 
 def error_info(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     """(code, ErrorInfo.reason, ErrorInfo.metadata) decoded from the trailers."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no rich status on {error.code()}: {error.details()}"
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

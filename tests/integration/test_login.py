@@ -18,10 +18,12 @@ async def test_login_returns_a_bearer_token_pair_for_a_new_session(stub: Stub) -
 
     assert response.token_type == "Bearer"
     assert response.user_id == registered.user_id
-    assert response.session_id and response.session_id != registered.session_id
+    assert response.session_id
+    assert response.session_id != registered.session_id
     assert response.access_token.count(".") == 2
     assert len(response.refresh_token) >= 43
-    assert response.access_token_expires_at.ToDatetime() < response.refresh_token_expires_at.ToDatetime()
+    access_expiry = response.access_token_expires_at.ToDatetime()
+    assert access_expiry < response.refresh_token_expires_at.ToDatetime()
 
 
 async def test_login_email_is_case_insensitive(stub: Stub) -> None:

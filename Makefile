@@ -1,0 +1,90 @@
+# Developer and CI entry points. Every target bootstraps the tools it needs first
+# (scripts/bootstrap: .venv from constraints.txt, buf from package-lock.json), so a fresh
+# clone needs only python3 >= 3.11, npm and make:
+#
+#   make run     serve on $AUTHSVC_HOST:$AUTHSVC_PORT
+#   make test    every check CI runs (.ci/run), in order; fails if any fails
+#   make help    all targets
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+BIN := .venv/bin
+BUF := node_modules/.bin/buf
+
+# `make test` runs these targets in this order and reports every one that failed.
+CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-proto pytest
+LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
+
+.PHONY: help bootstrap run test lint fmt generate check-generated lint-proto lock clean \
+	ruff-check ruff-format-check mypy lint-imports pytest
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+bootstrap: ## Install or update .venv and node_modules if their inputs changed
+	@scripts/bootstrap
+
+run: bootstrap ## Run the service (.venv/bin/authsvc serve)
+	exec $(BIN)/authsvc serve
+
+# Runs every check even after one fails, so one CI run shows all problems. Prints nothing
+# after pytest on success, so pytest's summary stays the last line.
+test: bootstrap ## Run all checks (lint, types, imports, generated code, protos, tests)
+	@failed=(); \
+	for check in $(CHECKS); do \
+	  echo "==> $$check"; \
+	  $(MAKE) -s $$check || failed+=("$$check"); \
+	done; \
+	if (( $${#failed[@]} )); then echo "FAILED: $${failed[*]}" >&2; exit 1; fi
+
+lint: bootstrap ## Static checks only (ruff, mypy, import layers, buf)
+	@failed=(); \
+	for check in $(LINTS); do \
+	  echo "==> $$check"; \
+	  $(MAKE) -s $$check || failed+=("$$check"); \
+	done; \
+	if (( $${#failed[@]} )); then echo "FAILED: $${failed[*]}" >&2; exit 1; fi
+
+fmt: bootstrap ## Apply ruff fixes and formatting, and buf format
+	$(BIN)/ruff check --fix --quiet .
+	$(BIN)/ruff format --quiet .
+	$(BUF) format --write
+
+ruff-check: bootstrap
+	@$(BIN)/ruff check --output-format=concise .
+
+ruff-format-check: bootstrap
+	@$(BIN)/ruff format --check --output-format=concise .
+
+mypy: bootstrap
+	@$(BIN)/mypy
+
+lint-imports: bootstrap
+	@$(BIN)/lint-imports --no-cache --no-logo
+
+# pytest exits 5 when it collects no tests; that is a failure here too, not a pass.
+pytest: bootstrap
+	@$(BIN)/pytest -q || { rc=$$?; \
+	  if (( rc == 5 )); then echo "pytest: no tests were collected" >&2; fi; exit $$rc; }
+
+generate: bootstrap ## Regenerate authsvc/v1/ from protos/
+	@scripts/generate_protos
+
+check-generated: bootstrap ## Fail if authsvc/v1/ differs from what protos/ generates
+	@scripts/check_generated
+
+lint-proto: bootstrap ## buf lint + buf format check on protos/
+	@$(BUF) lint
+	@$(BUF) format --diff --exit-code
+	@echo "protos/ pass buf lint and buf format."
+
+lock: ## Re-resolve dependencies into constraints.txt (then run make test)
+	@scripts/lock
+
+clean: ## Remove .venv, node_modules, caches and build output (keeps .authsvc-data/)
+	rm -rf .venv node_modules build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache \
+	  .import_linter_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
