@@ -37,5 +37,8 @@ USER authsvc
 # Writable by authsvc: relative paths such as the embedded database's .authsvc-data/ land here.
 WORKDIR /home/authsvc
 EXPOSE 50051
+# The gRPC health service, queried by the CLI: SERVING only once the database is migrated.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["authsvc", "healthcheck"]
 ENTRYPOINT ["authsvc"]
 CMD ["serve"]
