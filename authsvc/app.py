@@ -38,7 +38,14 @@ from authsvc.store.users import PgUserStore
 from authsvc.sweeper import Sweeper
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 
-__all__ = ["AuthServer", "build_server"]
+__all__ = [
+    "AuthServer",
+    "build_hasher",
+    "build_key_ring",
+    "build_server",
+    "build_session_service",
+    "build_sweeper",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -55,47 +62,10 @@ class AuthServer:
         self.config = config
         self.pool = pool
         self.clock = clock
-        self.hasher = Argon2Hasher(
-            time_cost=config.argon2_time_cost,
-            memory_cost_kib=config.argon2_memory_kib,
-            parallelism=config.argon2_parallelism,
-            max_workers=config.hash_workers,
-        )
-        self.keys = KeyRing(
-            PgKeyStore(pool),
-            clock,
-            algorithm=config.signing_algorithm,
-            access_token_ttl=config.access_token_ttl,
-            reload_interval=config.key_reload_interval,
-        )
-        self.sessions = SessionService(
-            users=PgUserStore(pool),
-            sessions=PgSessionStore(pool),
-            hasher=self.hasher,
-            access_tokens=AccessTokens(
-                self.keys,
-                clock,
-                issuer=config.issuer,
-                audience=config.audience,
-                ttl=config.access_token_ttl,
-            ),
-            clock=clock,
-            policy=SessionPolicy(
-                idle_timeout=config.session_idle_timeout,
-                lifetime=config.session_lifetime,
-                remember_me_lifetime=config.remember_me_lifetime,
-                refresh_grace=config.refresh_grace_period,
-                registration_enabled=config.registration_enabled,
-                password_min_length=config.password_min_length,
-            ),
-        )
-        self.sweeper = Sweeper(
-            PgSweepStore(pool),
-            clock,
-            interval=config.sweep_interval,
-            batch_size=config.sweep_batch_size,
-            revoked_retention=config.revoked_retention,
-        )
+        self.hasher = build_hasher(config)
+        self.keys = build_key_ring(config, pool, clock)
+        self.sessions = build_session_service(config, pool, clock, self.keys, self.hasher)
+        self.sweeper = build_sweeper(config, pool, clock)
         self.health = health.aio.HealthServicer()
         self.ready = asyncio.Event()
         self.port = 0
@@ -209,3 +179,54 @@ class AuthServer:
 
 def build_server(config: Config, *, pool: Pool, clock: Clock) -> AuthServer:
     return AuthServer(config, pool=pool, clock=clock)
+
+
+def build_hasher(config: Config) -> Argon2Hasher:
+    return Argon2Hasher(
+        time_cost=config.argon2_time_cost,
+        memory_cost_kib=config.argon2_memory_kib,
+        parallelism=config.argon2_parallelism,
+        max_workers=config.hash_workers,
+    )
+
+
+def build_key_ring(config: Config, pool: Pool, clock: Clock) -> KeyRing:
+    return KeyRing(
+        PgKeyStore(pool),
+        clock,
+        algorithm=config.signing_algorithm,
+        access_token_ttl=config.access_token_ttl,
+        reload_interval=config.key_reload_interval,
+    )
+
+
+def build_session_service(
+    config: Config, pool: Pool, clock: Clock, keys: KeyRing, hasher: Argon2Hasher
+) -> SessionService:
+    return SessionService(
+        users=PgUserStore(pool),
+        sessions=PgSessionStore(pool),
+        hasher=hasher,
+        access_tokens=AccessTokens(
+            keys, clock, issuer=config.issuer, audience=config.audience, ttl=config.access_token_ttl
+        ),
+        clock=clock,
+        policy=SessionPolicy(
+            idle_timeout=config.session_idle_timeout,
+            lifetime=config.session_lifetime,
+            remember_me_lifetime=config.remember_me_lifetime,
+            refresh_grace=config.refresh_grace_period,
+            registration_enabled=config.registration_enabled,
+            password_min_length=config.password_min_length,
+        ),
+    )
+
+
+def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
+    return Sweeper(
+        PgSweepStore(pool),
+        clock,
+        interval=config.sweep_interval,
+        batch_size=config.sweep_batch_size,
+        revoked_retention=config.revoked_retention,
+    )

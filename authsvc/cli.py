@@ -16,7 +16,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import config as config_module
-from authsvc.app import AuthServer
+from authsvc.app import (
+    AuthServer,
+    build_hasher,
+    build_key_ring,
+    build_session_service,
+    build_sweeper,
+)
 from authsvc.config import Config, ConfigError
 from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError
@@ -84,8 +90,7 @@ async def _migrate(config: Config, dsn: str) -> None:
 
 async def _sweep(config: Config, dsn: str) -> None:
     async with _pool(config, dsn) as pool:
-        server = AuthServer(config, pool=pool, clock=SystemClock())
-        counts = await server.sweeper.run_once()
+        counts = await build_sweeper(config, pool, SystemClock()).run_once()
     if counts is None:
         print("another replica is sweeping; nothing done")
     else:
@@ -99,9 +104,9 @@ async def _sweep(config: Config, dsn: str) -> None:
 async def _rotate_keys(config: Config, dsn: str) -> None:
     async with _pool(config, dsn) as pool:
         await apply_migrations(pool)
-        server = AuthServer(config, pool=pool, clock=SystemClock())
-        await server.keys.ensure_active_key()
-        key = await server.keys.rotate()
+        keys = build_key_ring(config, pool, SystemClock())
+        await keys.ensure_active_key()
+        key = await keys.rotate()
     print(
         f"new signing key {key.kid} ({key.algorithm}); replicas sign with it within "
         f"{config.key_reload_interval.total_seconds():g}s"
@@ -125,10 +130,16 @@ def _create_user(email: str, display_name: str) -> Action:
         password = _read_password()
         async with _pool(config, dsn) as pool:
             await apply_migrations(pool)
-            server = AuthServer(config, pool=pool, clock=SystemClock())
-            user = await server.sessions.create_user(
-                email=email, password=password, display_name=display_name
-            )
+            clock = SystemClock()
+            hasher = build_hasher(config)
+            keys = build_key_ring(config, pool, clock)
+            service = build_session_service(config, pool, clock, keys, hasher)
+            try:
+                user = await service.create_user(
+                    email=email, password=password, display_name=display_name
+                )
+            finally:
+                hasher.close()
         print(f"created user {user.id} <{user.email}>")
 
     return run

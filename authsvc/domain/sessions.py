@@ -326,12 +326,17 @@ class SessionService:
     async def _check_presented(
         self, locked: LockedSession, token_hash: bytes, now: datetime
     ) -> RefreshTokenRecord:
-        """The presented token's record, if its session is live and it is unexpired."""
+        """The presented token's record, if its session is live.
+
+        Expiry matters only for the current token: a rotated token stays on record
+        for the life of its session, so replaying it is recognised as reuse however
+        old it is.
+        """
         self._check_live(locked.session, now)
         record = await locked.find_token(token_hash)
         if record is None or not hmac.compare_digest(record.token_hash, token_hash):
             raise RefreshTokenInvalid("refresh token is not valid")
-        if now >= record.expires_at:
+        if record.rotated_at is None and now >= record.expires_at:
             raise RefreshTokenExpired("refresh token has expired")
         return record
 

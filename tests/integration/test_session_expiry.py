@@ -1,0 +1,295 @@
+"""Session expiry: idle timeout, sliding, the absolute cap, remember_me, access-token TTL.
+
+Every test here runs a server with short settings and moves the FrozenClock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf import timestamp_pb2
+
+from authsvc.app import AuthServer
+from authsvc.core.clock import FrozenClock
+from authsvc.v1 import auth_service_pb2 as pb
+from tests.conftest import ConfigFactory
+from tests.helpers import Stub, bearer, error_info, register
+
+pytestmark = pytest.mark.asyncio
+
+IDLE_TIMEOUT = timedelta(hours=1)
+LIFETIME = timedelta(hours=3)
+REMEMBER_ME_LIFETIME = timedelta(hours=10)
+ACCESS_TOKEN_TTL = timedelta(minutes=15)  # the default
+SHORT_SETTINGS = {
+    "session_idle_timeout": "1h",
+    "session_lifetime": "3h",
+    "remember_me_lifetime": "10h",
+}
+# Refreshing this often keeps a session inside its idle timeout.
+REFRESH_EVERY = timedelta(minutes=50)
+JUST_PAST = timedelta(seconds=1)
+
+Connect = Callable[..., Awaitable[Stub]]
+
+
+@pytest_asyncio.fixture
+async def connect(
+    start_server: Callable[..., Any], config_factory: ConfigFactory
+) -> AsyncIterator[Connect]:
+    """Factory: a stub on a ready server with SHORT_SETTINGS plus `overrides`."""
+    async with contextlib.AsyncExitStack() as channels:
+
+        async def open_stub(**overrides: str) -> Stub:
+            server: AuthServer = await start_server(
+                config_factory(**{**SHORT_SETTINGS, **overrides})
+            )
+            await server.wait_ready()
+            channel = await channels.enter_async_context(
+                grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+            )
+            return Stub(channel)
+
+        yield open_stub
+
+
+@pytest_asyncio.fixture
+async def stub(connect: Connect) -> Stub:
+    """This module's stub: a server with SHORT_SETTINGS."""
+    return await connect()
+
+
+def at(timestamp: timestamp_pb2.Timestamp) -> datetime:
+    return timestamp.ToDatetime(tzinfo=UTC)
+
+
+async def refresh(stub: Stub, refresh_token: str) -> pb.RefreshResponse:
+    response: pb.RefreshResponse = await stub.Refresh(
+        pb.RefreshRequest(refresh_token=refresh_token)
+    )
+    return response
+
+
+async def refresh_failure(stub: Stub, refresh_token: str) -> tuple[grpc.StatusCode, str]:
+    """(code, reason) of a Refresh that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await refresh(stub, refresh_token)
+    code, reason, _ = error_info(caught.value)
+    return code, reason
+
+
+async def validate(stub: Stub, access_token: str) -> pb.ValidateTokenResponse:
+    response: pb.ValidateTokenResponse = await stub.ValidateToken(
+        pb.ValidateTokenRequest(access_token=access_token)
+    )
+    return response
+
+
+async def only_session(stub: Stub, access_token: str) -> pb.Session:
+    response: pb.ListSessionsResponse = await stub.ListSessions(
+        pb.ListSessionsRequest(), metadata=bearer(access_token)
+    )
+    (session,) = response.sessions
+    return session
+
+
+async def refresh_periodically(
+    stub: Stub, clock: FrozenClock, refresh_token: str, times: int
+) -> pb.RefreshResponse:
+    """Refresh `times` times, REFRESH_EVERY apart; return the last answer."""
+    response: pb.RefreshResponse | None = None
+    for _ in range(times):
+        clock.advance(REFRESH_EVERY)
+        response = await refresh(stub, refresh_token)
+        refresh_token = response.refresh_token
+    assert response is not None
+    return response
+
+
+# --- idle timeout -----------------------------------------------------------
+
+
+async def test_refresh_after_the_idle_timeout_is_session_expired(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub)
+    clock.advance(IDLE_TIMEOUT + JUST_PAST)
+
+    failure = await refresh_failure(stub, signed_in.refresh_token)
+
+    assert failure == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_EXPIRED")
+
+
+async def test_validate_token_after_the_idle_timeout_reports_session_expired(
+    connect: Connect, clock: FrozenClock
+) -> None:
+    # An access token that outlives the idle timeout, so only the session can end it.
+    stub = await connect(access_token_ttl="2h")
+    signed_in = await register(stub)
+    clock.advance(IDLE_TIMEOUT + JUST_PAST)
+
+    validation = await validate(stub, signed_in.access_token)
+
+    assert (validation.active, validation.inactive_reason) == (False, "SESSION_EXPIRED")
+    assert (validation.user_id, validation.session_id) == (
+        signed_in.user_id,
+        signed_in.session_id,
+    )
+
+
+# --- sliding ----------------------------------------------------------------
+
+
+async def test_refresh_slides_the_idle_expiry_forward(stub: Stub, clock: FrozenClock) -> None:
+    signed_in = await register(stub)
+    assert at(signed_in.refresh_token_expires_at) == clock.now() + IDLE_TIMEOUT
+    clock.advance(REFRESH_EVERY)
+
+    refreshed = await refresh(stub, signed_in.refresh_token)
+
+    assert at(refreshed.refresh_token_expires_at) == clock.now() + IDLE_TIMEOUT
+    session = await only_session(stub, refreshed.access_token)
+    assert at(session.last_active_at) == clock.now()
+    assert at(session.idle_expires_at) == clock.now() + IDLE_TIMEOUT
+
+
+async def test_refreshing_every_50_minutes_keeps_the_session_past_its_first_idle_deadline(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub)
+    first_idle_deadline = at(signed_in.refresh_token_expires_at)
+
+    latest = await refresh_periodically(stub, clock, signed_in.refresh_token, times=3)
+
+    assert clock.now() > first_idle_deadline
+    assert latest.session_id == signed_in.session_id
+    assert (await validate(stub, latest.access_token)).active
+
+
+# --- the absolute cap -------------------------------------------------------
+
+
+async def test_sliding_never_passes_the_absolute_lifetime(stub: Stub, clock: FrozenClock) -> None:
+    signed_in = await register(stub)
+    session_end = clock.now() + LIFETIME
+
+    # The third refresh is 150 min in: idle expiry would be 210 min, past the 180 min cap.
+    latest = await refresh_periodically(stub, clock, signed_in.refresh_token, times=3)
+
+    assert at(latest.refresh_token_expires_at) == session_end
+    session = await only_session(stub, latest.access_token)
+    assert at(session.expires_at) == session_end
+    assert at(session.idle_expires_at) == session_end
+
+
+async def test_refresh_after_the_absolute_lifetime_is_session_expired(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub)
+    session_end = clock.now() + LIFETIME
+    latest = await refresh_periodically(stub, clock, signed_in.refresh_token, times=3)
+    clock.advance(timedelta(minutes=25))
+    latest = await refresh(stub, latest.refresh_token)  # recently active: 175 min in
+    clock.advance(session_end - clock.now())
+
+    failure = await refresh_failure(stub, latest.refresh_token)
+
+    assert failure == (grpc.StatusCode.UNAUTHENTICATED, "SESSION_EXPIRED")
+
+
+# --- remember_me ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("remember_me", "lifetime"),
+    [(False, LIFETIME), (True, REMEMBER_ME_LIFETIME)],
+    ids=["session", "remember-me"],
+)
+async def test_remember_me_chooses_the_absolute_lifetime(
+    stub: Stub, remember_me: bool, lifetime: timedelta
+) -> None:
+    signed_in = await register(stub, remember_me=remember_me)
+
+    session = await only_session(stub, signed_in.access_token)
+
+    assert session.remember_me is remember_me
+    assert at(session.expires_at) - at(session.created_at) == lifetime
+    assert at(session.idle_expires_at) - at(session.created_at) == IDLE_TIMEOUT
+
+
+async def test_remember_me_session_outlives_the_normal_lifetime(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub, remember_me=True)
+    normal_end = clock.now() + LIFETIME
+
+    latest = await refresh_periodically(stub, clock, signed_in.refresh_token, times=4)
+
+    assert clock.now() > normal_end
+    assert latest.session_id == signed_in.session_id
+    assert (await validate(stub, latest.access_token)).active
+
+
+# --- access-token expiry ----------------------------------------------------
+
+
+async def test_access_token_is_accepted_until_its_ttl(stub: Stub, clock: FrozenClock) -> None:
+    signed_in = await register(stub)
+    clock.advance(ACCESS_TOKEN_TTL - JUST_PAST)
+
+    session = await only_session(stub, signed_in.access_token)
+
+    assert session.session_id == signed_in.session_id
+
+
+async def test_expired_access_token_is_refused_with_token_expired(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub)
+    clock.advance(ACCESS_TOKEN_TTL)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(signed_in.access_token))
+
+    code, reason, _ = error_info(caught.value)
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED")
+
+
+async def test_validate_token_reports_an_expired_access_token_with_its_subject(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub)
+    clock.advance(ACCESS_TOKEN_TTL)
+
+    validation = await validate(stub, signed_in.access_token)
+
+    assert (validation.active, validation.inactive_reason) == (False, "TOKEN_EXPIRED")
+    assert (validation.user_id, validation.session_id) == (
+        signed_in.user_id,
+        signed_in.session_id,
+    )
+    assert at(validation.expires_at) == at(signed_in.access_token_expires_at)
+
+
+async def test_replaying_a_rotated_token_past_its_own_expiry_still_revokes_the_session(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub)
+    latest = await refresh_periodically(stub, clock, signed_in.refresh_token, times=2)
+    # The first token's own expiry (the idle deadline when it was issued) has
+    # passed, but the session slid on and is live.
+    assert clock.now() > at(signed_in.refresh_token_expires_at)
+
+    replayed = await refresh_failure(stub, signed_in.refresh_token)
+
+    assert replayed == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
+    assert await refresh_failure(stub, latest.refresh_token) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "SESSION_REVOKED",
+    )
