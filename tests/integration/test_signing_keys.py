@@ -1,0 +1,287 @@
+"""Signing keys: the published JWKS, rotation, replicas, ES256 and persistence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+
+from authsvc.app import AuthServer
+from authsvc.config import Config
+from authsvc.core.clock import FrozenClock
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.helpers import Stub, login, register
+
+pytestmark = pytest.mark.asyncio
+
+ConfigFactory = Callable[..., Config]
+StartServer = Callable[..., Any]
+
+# Default access_token_ttl + key_reload_interval: how long a retired key stays published.
+RETIRED_KEY_RETENTION = timedelta(minutes=15) + timedelta(seconds=60)
+
+
+@asynccontextmanager
+async def _stub_for(server: AuthServer) -> AsyncIterator[Stub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield auth_service_pb2_grpc.AuthServiceStub(channel)
+
+
+async def _ready_server(start_server: StartServer, config: Config) -> AuthServer:
+    server: AuthServer = await start_server(config)
+    await server.wait_ready()
+    return server
+
+
+async def _jwks(stub: Stub) -> dict[str, Any]:
+    response: pb.GetJwksResponse = await stub.GetJwks(pb.GetJwksRequest())
+    jwks: dict[str, Any] = json.loads(response.jwks_json)
+    return jwks
+
+
+async def _published_kids(stub: Stub) -> set[str]:
+    return {key["kid"] for key in (await _jwks(stub))["keys"]}
+
+
+def _kid(token: str) -> str:
+    kid: str = jwt.get_unverified_header(token)["kid"]
+    return kid
+
+
+async def _validate(stub: Stub, token: str) -> pb.ValidateTokenResponse:
+    response: pb.ValidateTokenResponse = await stub.ValidateToken(
+        pb.ValidateTokenRequest(access_token=token)
+    )
+    return response
+
+
+# --- the published key set -------------------------------------------------------
+
+
+async def test_jwks_key_verifies_an_access_token_offline(stub: Stub) -> None:
+    registered = await register(stub)
+    response: pb.GetJwksResponse = await stub.GetJwks(pb.GetJwksRequest())
+    key_set = jwt.PyJWKSet.from_json(response.jwks_json)
+
+    claims = jwt.decode(
+        registered.access_token,
+        key_set[_kid(registered.access_token)],
+        algorithms=["EdDSA"],
+        audience="authsvc",
+        issuer="authsvc",
+    )
+
+    assert (claims["sub"], claims["sid"]) == (registered.user_id, registered.session_id)
+
+
+async def test_jwks_key_matches_the_token_kid_and_algorithm(stub: Stub) -> None:
+    registered = await register(stub)
+
+    jwks = await _jwks(stub)
+
+    header = jwt.get_unverified_header(registered.access_token)
+    [key] = jwks["keys"]
+    assert header["alg"] == "EdDSA"
+    assert (key["kid"], key["alg"], key["kty"], key["use"]) == (
+        header["kid"],
+        "EdDSA",
+        "OKP",
+        "sig",
+    )
+
+
+async def test_jwks_holds_no_private_key_material(stub: Stub) -> None:
+    await register(stub)
+
+    jwks = await _jwks(stub)
+
+    assert jwks["keys"]
+    for key in jwks["keys"]:
+        assert "d" not in key
+        assert key.keys() <= {"kty", "crv", "x", "y", "kid", "alg", "use"}
+
+
+# --- rotation --------------------------------------------------------------------
+
+
+async def test_tokens_minted_after_rotation_carry_the_new_kid(
+    stub: Stub, server: AuthServer
+) -> None:
+    before = await register(stub)
+    new_key = await server.keys.rotate()
+
+    after = await login(stub)
+
+    assert _kid(after.access_token) == new_key.kid
+    assert new_key.kid != _kid(before.access_token)
+
+
+async def test_token_minted_before_rotation_still_validates(stub: Stub, server: AuthServer) -> None:
+    before = await register(stub)
+    await server.keys.rotate()
+
+    response = await _validate(stub, before.access_token)
+
+    assert response.active
+
+
+async def test_jwks_lists_old_and_new_keys_after_rotation(stub: Stub, server: AuthServer) -> None:
+    before = await register(stub)
+    new_key = await server.keys.rotate()
+
+    kids = await _published_kids(stub)
+
+    assert kids == {_kid(before.access_token), new_key.kid}
+
+
+async def test_retired_key_stays_in_jwks_until_its_tokens_may_have_expired(
+    stub: Stub, server: AuthServer, clock: FrozenClock
+) -> None:
+    before = await register(stub)
+    await server.keys.rotate()
+    clock.advance(RETIRED_KEY_RETENTION - timedelta(seconds=1))
+    await server.keys.reload()
+
+    kids = await _published_kids(stub)
+
+    assert _kid(before.access_token) in kids
+
+
+async def test_retired_key_leaves_jwks_after_ttl_and_reload_interval(
+    stub: Stub, server: AuthServer, clock: FrozenClock
+) -> None:
+    before = await register(stub)
+    new_key = await server.keys.rotate()
+    clock.advance(RETIRED_KEY_RETENTION)
+    await server.keys.reload()
+
+    kids = await _published_kids(stub)
+
+    assert kids == {new_key.kid}
+    assert _kid(before.access_token) not in kids
+
+
+# --- replicas --------------------------------------------------------------------
+
+
+async def test_replica_that_has_not_reloaded_verifies_a_token_of_the_new_key(
+    stub: Stub, server: AuthServer, start_server: StartServer, config: Config
+) -> None:
+    replica = await _ready_server(start_server, config)
+    await register(stub)
+    new_key = await server.keys.rotate()
+    token = (await login(stub)).access_token
+    async with _stub_for(replica) as replica_stub:
+        assert new_key.kid not in await _published_kids(replica_stub)
+
+        response = await _validate(replica_stub, token)
+
+    assert response.active
+    assert _kid(token) == new_key.kid
+
+
+async def test_token_a_stale_replica_signs_with_the_retired_key_validates_after_rotation(
+    stub: Stub, server: AuthServer, start_server: StartServer, config: Config
+) -> None:
+    replica = await _ready_server(start_server, config)
+    await register(stub)
+    new_key = await server.keys.rotate()
+    async with _stub_for(replica) as replica_stub:
+        token = (await login(replica_stub)).access_token
+    assert _kid(token) != new_key.kid
+
+    response = await _validate(stub, token)
+
+    assert response.active
+
+
+# --- ES256 -----------------------------------------------------------------------
+
+
+async def test_es256_tokens_carry_alg_es256_and_validate(
+    start_server: StartServer, config_factory: ConfigFactory
+) -> None:
+    server = await _ready_server(start_server, config_factory(signing_algorithm="ES256"))
+    async with _stub_for(server) as stub:
+        registered = await register(stub)
+
+        response = await _validate(stub, registered.access_token)
+
+    assert jwt.get_unverified_header(registered.access_token)["alg"] == "ES256"
+    assert response.active
+
+
+async def test_es256_jwks_key_is_an_ec_p256_key(
+    start_server: StartServer, config_factory: ConfigFactory
+) -> None:
+    server = await _ready_server(start_server, config_factory(signing_algorithm="ES256"))
+    async with _stub_for(server) as stub:
+        registered = await register(stub)
+
+        jwks = await _jwks(stub)
+
+    [key] = jwks["keys"]
+    assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256")
+    assert key["kid"] == _kid(registered.access_token)
+    assert "d" not in key
+
+
+async def test_es256_jwks_key_verifies_an_access_token_offline(
+    start_server: StartServer, config_factory: ConfigFactory
+) -> None:
+    server = await _ready_server(start_server, config_factory(signing_algorithm="ES256"))
+    async with _stub_for(server) as stub:
+        registered = await register(stub)
+        response: pb.GetJwksResponse = await stub.GetJwks(pb.GetJwksRequest())
+
+    claims = jwt.decode(
+        registered.access_token,
+        jwt.PyJWKSet.from_json(response.jwks_json)[_kid(registered.access_token)],
+        algorithms=["ES256"],
+        audience="authsvc",
+        issuer="authsvc",
+    )
+
+    assert claims["sub"] == registered.user_id
+
+
+# --- persistence -----------------------------------------------------------------
+
+
+async def test_restarted_server_serves_the_same_kid(
+    start_server: StartServer, config: Config
+) -> None:
+    first = await _ready_server(start_server, config)
+    async with _stub_for(first) as stub:
+        kids_before = await _published_kids(stub)
+    await first.stop(None)
+
+    second = await _ready_server(start_server, config)
+    async with _stub_for(second) as stub:
+        kids_after = await _published_kids(stub)
+        registered = await register(stub)
+
+    assert kids_after == kids_before
+    assert _kid(registered.access_token) in kids_before
+
+
+async def test_token_minted_before_restart_validates_after_restart(
+    start_server: StartServer, config: Config
+) -> None:
+    first = await _ready_server(start_server, config)
+    async with _stub_for(first) as stub:
+        registered = await register(stub)
+    await first.stop(None)
+
+    second = await _ready_server(start_server, config)
+    async with _stub_for(second) as stub:
+        response = await _validate(stub, registered.access_token)
+
+    assert response.active
