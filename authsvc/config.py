@@ -113,7 +113,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db_statement_timeout", parse_duration, "5s", "Give up on a query after."),
     Setting("issuer", str, "authsvc", "Access-token `iss` claim."),
     Setting("audience", str, "authsvc", "Access-token `aud` claim."),
-    Setting("signing_algorithm", parse_algorithm, "EdDSA", "EdDSA (Ed25519) or ES256, for keys created from now on."),
+    Setting(
+        "signing_algorithm",
+        parse_algorithm,
+        "EdDSA",
+        "EdDSA (Ed25519) or ES256, for keys created from now on.",
+    ),
     Setting("access_token_ttl", parse_duration, "15m", "Access-token lifetime."),
     Setting("key_reload_interval", parse_duration, "60s", "How often replicas reload keys."),
     Setting("session_idle_timeout", parse_duration, "7d", "Session ends without a refresh for."),
