@@ -90,14 +90,14 @@ async def _migrate(config: Config, dsn: str) -> None:
 
 async def _sweep(config: Config, dsn: str) -> None:
     async with _pool(config, dsn) as pool:
+        await apply_migrations(pool)
         counts = await build_sweeper(config, pool, SystemClock()).run_once()
     if counts is None:
         print("another replica is sweeping; nothing done")
     else:
         print(
-            f"deleted {counts.expired_sessions} expired sessions, "
-            f"{counts.revoked_sessions} revoked sessions, "
-            f"{counts.expired_refresh_tokens} expired refresh tokens"
+            f"deleted {counts.expired_sessions} expired and "
+            f"{counts.revoked_sessions} long-revoked sessions (with their refresh tokens)"
         )
 
 

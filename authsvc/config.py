@@ -72,6 +72,20 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{value} is negative")
+    return value
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{text!r} is not DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
 def parse_port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -107,7 +121,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "data_dir", Path, ".authsvc-data", "Directory of the embedded PostgreSQL's data (kept)."
     ),
-    Setting("db_pool_min_size", int, "1", "Connections the pool keeps open."),
+    Setting("db_pool_min_size", parse_non_negative_int, "1", "Connections the pool keeps open."),
     Setting("db_pool_max_size", parse_positive_int, "10", "Most connections the pool opens."),
     Setting("db_connect_timeout", parse_duration, "5s", "Give up connecting to PostgreSQL after."),
     Setting("db_statement_timeout", parse_duration, "5s", "Give up on a query after."),
@@ -136,7 +150,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sweep_batch_size", parse_positive_int, "1000", "Rows deleted per sweep statement."),
     Setting("revoked_retention", parse_duration, "7d", "Keep revoked sessions this long."),
     Setting("shutdown_grace", parse_duration, "10s", "In-flight RPCs get this long on stop."),
-    Setting("log_level", str.upper, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Setting("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
 )
 
 

@@ -112,15 +112,6 @@ async def pool(pg_dsn: str) -> AsyncIterator[Pool]:
     await pool.close()
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def clean_db(request: pytest.FixtureRequest) -> None:
-    """Each integration test starts from empty tables (migrations stay applied)."""
-    if "integration" not in request.node.path.parts:
-        return
-    pool: Pool = request.getfixturevalue("pool")
-    await pool.execute("TRUNCATE users, sessions, refresh_tokens, signing_keys CASCADE")
-
-
 @pytest.fixture
 def clock() -> FrozenClock:
     # Whole seconds, like JWT times, so computed instants compare exactly.

@@ -32,6 +32,8 @@ __all__ = [
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _PAGE_TOKEN_VERSION = 1
+# Our tokens are ~200 characters; anything far longer is not one of ours.
+_MAX_PAGE_TOKEN_LENGTH = 1024
 
 _DEVICE_TYPES = {
     DeviceType.UNKNOWN: pb.DEVICE_TYPE_UNSPECIFIED,
@@ -103,17 +105,29 @@ def encode_page_token(user_id: UserId, cursor: tuple[datetime, SessionId]) -> st
 def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId] | None:
     if not token:
         return None
+    if len(token) > _MAX_PAGE_TOKEN_LENGTH:
+        raise InvalidPageToken
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         body = json.loads(raw)
-        if body["v"] != _PAGE_TOKEN_VERSION or body["u"] != _owner_tag(user_id):
-            raise InvalidPageToken
-        instant = datetime.fromisoformat(body["t"])
-        if instant.tzinfo is None:
-            raise InvalidPageToken
-        return instant, SessionId(uuid.UUID(body["i"]))
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError, binascii.Error) as exc:
         raise InvalidPageToken from exc
+    if not (
+        isinstance(body, dict)
+        and body.get("v") == _PAGE_TOKEN_VERSION
+        and body.get("u") == _owner_tag(user_id)
+        and isinstance(body.get("t"), str)
+        and isinstance(body.get("i"), str)
+    ):
+        raise InvalidPageToken
+    try:
+        instant = datetime.fromisoformat(body["t"])
+        session_id = SessionId(uuid.UUID(body["i"]))
+    except ValueError as exc:
+        raise InvalidPageToken from exc
+    if instant.tzinfo is None:
+        raise InvalidPageToken
+    return instant, session_id
 
 
 def session_message(session: Session, *, current: SessionId) -> pb.Session:

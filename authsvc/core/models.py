@@ -139,17 +139,17 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SweepCounts:
+    """Sessions a sweep deleted; their refresh tokens went with them."""
+
     expired_sessions: int = 0
     revoked_sessions: int = 0
-    expired_refresh_tokens: int = 0
 
     def __add__(self, other: SweepCounts) -> SweepCounts:
         return SweepCounts(
             expired_sessions=self.expired_sessions + other.expired_sessions,
             revoked_sessions=self.revoked_sessions + other.revoked_sessions,
-            expired_refresh_tokens=self.expired_refresh_tokens + other.expired_refresh_tokens,
         )
 
     @property
     def total(self) -> int:
-        return self.expired_sessions + self.revoked_sessions + self.expired_refresh_tokens
+        return self.expired_sessions + self.revoked_sessions

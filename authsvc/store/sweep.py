@@ -11,17 +11,20 @@ import asyncpg
 from authsvc.core.models import SweepCounts
 from authsvc.store.errors import translate_errors
 
-__all__ = ["PgSweepStore"]
+__all__ = ["SWEEP_LOCK_KEY", "PgSweepStore"]
 
 # Arbitrary constant shared by every replica: "authsvc sweep".
-_SWEEP_LOCK_KEY = 0x61757468_0002
+SWEEP_LOCK_KEY = 0x61757468_0002
 
 _TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 _UNLOCK = "SELECT pg_advisory_unlock($1)"
 # SKIP LOCKED: a session a request is working on is left for the next pass.
+# Revoked sessions are not "expired": they stay for the revoked retention.
+# Refresh tokens go with their session (ON DELETE CASCADE): rotated ones are
+# kept for the session's whole life so any replay is recognised as reuse.
 _DELETE_EXPIRED_SESSIONS = """
 DELETE FROM sessions WHERE id IN (
-    SELECT id FROM sessions WHERE idle_expires_at <= $1
+    SELECT id FROM sessions WHERE idle_expires_at <= $1 AND revoked_at IS NULL
     LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 """
@@ -29,19 +32,6 @@ _DELETE_REVOKED_SESSIONS = """
 DELETE FROM sessions WHERE id IN (
     SELECT id FROM sessions WHERE revoked_at <= $1
     LIMIT $2 FOR UPDATE SKIP LOCKED
-)
-"""
-# Tokens are locked through their session first, as everywhere (see store/sessions.py).
-_DELETE_EXPIRED_TOKENS = """
-WITH owners AS (
-    SELECT s.id FROM sessions s
-    WHERE s.id IN (SELECT session_id FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM refresh_tokens
-WHERE id IN (
-    SELECT t.id FROM refresh_tokens t JOIN owners o ON o.id = t.session_id
-    WHERE t.expires_at <= $1 LIMIT $2
 )
 """
 
@@ -60,12 +50,12 @@ class PgSweepStore:
     async def exclusive(self) -> AsyncIterator[bool]:
         """Hold the cluster-wide sweep lock for a pass; yields False if another replica has it."""
         async with translate_errors(), self._pool.acquire() as conn:
-            acquired = bool(await conn.fetchval(_TRY_LOCK, _SWEEP_LOCK_KEY))
+            acquired = bool(await conn.fetchval(_TRY_LOCK, SWEEP_LOCK_KEY))
             try:
                 yield acquired
             finally:
                 if acquired:
-                    await conn.execute(_UNLOCK, _SWEEP_LOCK_KEY)
+                    await conn.execute(_UNLOCK, SWEEP_LOCK_KEY)
 
     async def delete_batch(
         self, *, now: datetime, revoked_before: datetime, batch_size: int
@@ -74,9 +64,4 @@ class PgSweepStore:
         async with translate_errors():
             expired = await self._pool.execute(_DELETE_EXPIRED_SESSIONS, now, batch_size)
             revoked = await self._pool.execute(_DELETE_REVOKED_SESSIONS, revoked_before, batch_size)
-            tokens = await self._pool.execute(_DELETE_EXPIRED_TOKENS, now, batch_size)
-        return SweepCounts(
-            expired_sessions=_count(expired),
-            revoked_sessions=_count(revoked),
-            expired_refresh_tokens=_count(tokens),
-        )
+        return SweepCounts(expired_sessions=_count(expired), revoked_sessions=_count(revoked))

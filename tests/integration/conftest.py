@@ -1,0 +1,13 @@
+"""Integration tests share one migrated database and start each test empty."""
+
+from __future__ import annotations
+
+import pytest_asyncio
+
+from authsvc.store.pool import Pool
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def clean_db(pool: Pool) -> None:
+    """Empty tables for each test; the migrations stay applied."""
+    await pool.execute("TRUNCATE users, sessions, refresh_tokens, signing_keys CASCADE")

@@ -1,0 +1,307 @@
+"""`python -m authsvc ...` as an operator runs it: a real process on a fresh database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authsvc import config as config_module
+from authsvc.app import AuthServer
+from authsvc.core.clock import FrozenClock
+from authsvc.store.migrate import bundled_migrations
+from authsvc.store.pool import Pool, create_pool
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import make_config
+from tests.helpers import PASSWORD, Stub, login, register
+
+pytestmark = pytest.mark.asyncio
+
+NewDatabase = Callable[..., Any]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# An upper bound for a command, not a timing assertion.
+COMMAND_TIMEOUT = 60
+_SERVING_LINE = re.compile(r"authsvc: serving gRPC on 127\.0\.0\.1:(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    argv: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+
+
+def _env(dsn: str, **settings: str) -> dict[str, str]:
+    """The caller's environment without AUTHSVC_*, plus the DB URL and fast argon2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(
+        AUTHSVC_DATABASE_URL=dsn,
+        AUTHSVC_ARGON2_TIME_COST="1",
+        AUTHSVC_ARGON2_MEMORY_KIB="1024",
+        AUTHSVC_ARGON2_PARALLELISM="1",
+    )
+    env.update(settings)
+    return env
+
+
+async def _authsvc(*args: str, env: dict[str, str], stdin: str | None = None) -> Run:
+    argv = (sys.executable, "-m", "authsvc", *args)
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            out, err = await process.communicate(None if stdin is None else stdin.encode())
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Run(argv, process.returncode, out.decode(), err.decode())
+
+
+@asynccontextmanager
+async def _serving(dsn: str, clock: FrozenClock) -> AsyncIterator[Stub]:
+    """An in-process server on `dsn` (the test's view of what the CLI wrote)."""
+    config = make_config(dsn)
+    pool = await create_pool(
+        dsn,
+        min_size=0,
+        max_size=4,
+        connect_timeout=config.db_connect_timeout,
+        statement_timeout=config.db_statement_timeout,
+    )
+    server = AuthServer(config, pool=pool, clock=clock)
+    try:
+        await server.start()
+        async with asyncio.timeout(30):
+            await server.wait_ready()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield auth_service_pb2_grpc.AuthServiceStub(channel)
+    finally:
+        await server.stop(None)
+        await pool.close()
+
+
+@asynccontextmanager
+async def _connected(dsn: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(
+        dsn,
+        min_size=0,
+        max_size=2,
+        connect_timeout=timedelta(seconds=10),
+        statement_timeout=timedelta(seconds=10),
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _signing_keys(dsn: str) -> dict[str, datetime | None]:
+    async with _connected(dsn) as pool:
+        rows = await pool.fetch("SELECT kid, retired_at FROM signing_keys")
+    return {row["kid"]: row["retired_at"] for row in rows}
+
+
+async def test_cli_migrate_applies_every_migration(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+
+    run = await _authsvc("migrate", env=_env(dsn))
+
+    assert run.code == 0, run.stderr
+    async with _connected(dsn) as pool:
+        versions = [r["version"] for r in await pool.fetch("SELECT version FROM schema_migrations")]
+    assert sorted(versions) == [m.version for m in bundled_migrations()]
+
+
+async def test_cli_migrate_second_run_reports_up_to_date(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+    first = await _authsvc("migrate", env=_env(dsn))
+
+    second = await _authsvc("migrate", env=_env(dsn))
+
+    assert (first.code, second.code) == (0, 0), (first.stderr, second.stderr)
+    assert "up to date" not in first.stdout
+    assert "up to date" in second.stdout
+
+
+async def test_cli_users_create_makes_an_account_that_can_log_in(
+    new_database: NewDatabase, clock: FrozenClock
+) -> None:
+    dsn = await new_database()
+
+    run = await _authsvc(
+        "users", "create", "--email", "x@y.io", env=_env(dsn), stdin=PASSWORD + "\n"
+    )
+
+    assert run.code == 0, run.stderr
+    async with _serving(dsn, clock) as stub:
+        session = await login(stub, email="x@y.io", password=PASSWORD)
+    assert session.user_id in run.stdout
+    assert session.access_token
+
+
+async def test_cli_users_create_never_shows_the_password(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+    password = "Un1que-Secret-Phrase-4917"
+
+    run = await _authsvc(
+        "users",
+        "create",
+        "--email",
+        "x@y.io",
+        env=_env(dsn, AUTHSVC_LOG_LEVEL="DEBUG"),
+        stdin=password + "\n",
+    )
+
+    assert run.code == 0, run.stderr
+    assert password not in run.stdout
+    assert password not in run.stderr
+    assert all(password not in arg for arg in run.argv)
+
+
+async def test_cli_keys_rotate_adds_a_key_and_retires_the_active_one(
+    new_database: NewDatabase,
+) -> None:
+    dsn = await new_database()
+    setup = await _authsvc("keys", "rotate", env=_env(dsn))
+    assert setup.code == 0, setup.stderr
+    before = await _signing_keys(dsn)
+    [previously_active] = [kid for kid, retired in before.items() if retired is None]
+
+    run = await _authsvc("keys", "rotate", env=_env(dsn))
+
+    assert run.code == 0, run.stderr
+    after = await _signing_keys(dsn)
+    [added] = set(after) - set(before)
+    assert [kid for kid, retired in after.items() if retired is None] == [added]
+    assert after[previously_active] is not None
+    assert added in run.stdout
+
+
+async def test_cli_sweep_deletes_expired_sessions_and_exits_0(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+    # Sessions made 30 days ago (idle timeout 7d) are expired by the CLI's real clock.
+    clock = FrozenClock(datetime.now(UTC) - timedelta(days=30))
+    async with _serving(dsn, clock) as stub:
+        expired = await register(stub, email="old@example.com")
+        clock.advance(timedelta(days=30))
+        live = await register(stub, email="new@example.com")
+
+    run = await _authsvc("sweep", env=_env(dsn))
+
+    assert run.code == 0, run.stderr
+    async with _connected(dsn) as pool:
+        remaining = {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
+    assert remaining == {live.session_id}
+    assert expired.session_id not in remaining
+
+
+async def test_cli_sweep_on_a_fresh_database_exits_0(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+
+    run = await _authsvc("sweep", env=_env(dsn))
+
+    assert run.code == 0, run.stderr
+
+
+async def test_cli_bad_setting_exits_2_naming_the_variable(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+
+    run = await _authsvc("migrate", env=_env(dsn, AUTHSVC_PORT="notaport"))
+
+    assert run.code == 2
+    assert "AUTHSVC_PORT" in run.stderr
+
+
+async def test_cli_flag_overrides_the_environment_variable(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+
+    run = await _authsvc("migrate", "--port", "50051", env=_env(dsn, AUTHSVC_PORT="notaport"))
+
+    assert run.code == 0, run.stderr
+
+
+async def _bound_port(stderr: asyncio.StreamReader) -> int:
+    while line := await stderr.readline():
+        match = _SERVING_LINE.search(line.decode())
+        if match:
+            return int(match[1])
+    raise AssertionError("serve exited before printing its port")
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def _until_serving(channel: grpc.aio.Channel) -> None:
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), wait_for_ready=True
+    )
+    async for response in watch:
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            watch.cancel()
+            return
+    raise AssertionError("health stream ended before SERVING")
+
+
+async def test_cli_serve_serves_until_sigterm_then_exits_0(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+    grace = config_module.from_env(environ={}).shutdown_grace
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authsvc",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(dsn),
+        cwd=REPO_ROOT,
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            port = await _bound_port(process.stderr)
+        drain = asyncio.create_task(_drain(process.stderr))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await _until_serving(channel)
+            registered = await register(auth_service_pb2_grpc.AuthServiceStub(channel))
+
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(grace.total_seconds()):
+            code = await process.wait()
+        await drain
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    assert registered.session_id
+    assert code == 0

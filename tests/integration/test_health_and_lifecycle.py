@@ -1,0 +1,205 @@
+"""Health, reflection, shutdown and transport limits of a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from authsvc.app import AuthServer
+from authsvc.store.bootstrap import ensure_database
+from authsvc.store.pool import create_pool
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import ConfigFactory, dsn_for_database
+from tests.helpers import PASSWORD, Stub, error_info, login, register
+
+pytestmark = pytest.mark.asyncio
+
+SERVICE = "authsvc.v1.AuthService"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _statuses(channel: grpc.aio.Channel) -> list[int]:
+    """Health status of the whole server ("") and of AuthService."""
+    health = health_pb2_grpc.HealthStub(channel)
+    statuses = []
+    for service in ("", SERVICE):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        statuses.append(response.status)
+    return statuses
+
+
+@dataclass(frozen=True, slots=True)
+class PendingServer:
+    """A started server whose database does not exist yet."""
+
+    server: AuthServer
+    channel: grpc.aio.Channel
+    database: str
+
+
+@pytest_asyncio.fixture
+async def server_without_database(
+    pg_admin_dsn: str, config_factory: ConfigFactory, start_server: Callable[..., Any]
+) -> AsyncIterator[PendingServer]:
+    database = f"authsvc_absent_{uuid.uuid4().hex[:12]}"
+    config = config_factory()
+    server_pool = await create_pool(
+        dsn_for_database(pg_admin_dsn, database),
+        min_size=0,
+        max_size=4,
+        connect_timeout=config.db_connect_timeout,
+        statement_timeout=config.db_statement_timeout,
+    )
+    server: AuthServer = await start_server(config, server_pool=server_pool)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield PendingServer(server, channel, database)
+    finally:
+        await channel.close()
+        # Stop before closing the pool its background tasks use (start_server stops it again).
+        await server.stop(None)
+        await server_pool.close()
+
+
+async def test_health_is_not_serving_until_the_database_exists_then_serving(
+    server_without_database: PendingServer, pg_admin_dsn: str
+) -> None:
+    pending = server_without_database
+    before = await _statuses(pending.channel)
+
+    await ensure_database(pg_admin_dsn, pending.database)
+    async with asyncio.timeout(30):
+        await pending.server.wait_ready()
+
+    assert before == [NOT_SERVING, NOT_SERVING]
+    assert await _statuses(pending.channel) == [SERVING, SERVING]
+
+
+async def test_auth_call_before_the_database_exists_is_unavailable(
+    server_without_database: PendingServer,
+) -> None:
+    stub = auth_service_pb2_grpc.AuthServiceStub(server_without_database.channel)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Login(pb.LoginRequest(email="alice@example.com", password=PASSWORD), timeout=10)
+
+    code, reason, _ = error_info(caught.value)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert reason in {"DATABASE_UNAVAILABLE", "NOT_READY"}
+
+
+async def test_ready_server_reports_serving(channel: grpc.aio.Channel) -> None:
+    assert await _statuses(channel) == [SERVING, SERVING]
+
+
+async def test_reflection_lists_the_auth_service(channel: grpc.aio.Channel) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    call = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = [
+        service.name
+        async for response in call
+        for service in response.list_services_response.service
+    ]
+
+    assert SERVICE in names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_stop_tells_health_watchers_not_serving_during_the_grace_period(
+    server: AuthServer, channel: grpc.aio.Channel
+) -> None:
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE), timeout=10
+    )
+    first = await watch.read()
+
+    await server.stop(timedelta(seconds=1))
+
+    second = await watch.read()
+    assert first.status == SERVING
+    assert second != grpc.aio.EOF
+    assert second.status == NOT_SERVING
+
+
+async def test_health_check_after_stop_is_not_serving(
+    server: AuthServer, channel: grpc.aio.Channel
+) -> None:
+    await server.stop(timedelta(seconds=1))
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _statuses(channel)
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_auth_call_after_stop_is_unavailable(server: AuthServer, stub: Stub) -> None:
+    await server.stop(timedelta(seconds=1))
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetJwks(pb.GetJwksRequest(), timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_request_id_is_echoed_in_initial_metadata(stub: Stub) -> None:
+    call = stub.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", "req-42.abc:1"),))
+    await call
+
+    metadata = await call.initial_metadata()
+
+    assert metadata.get("x-request-id") == "req-42.abc:1"
+
+
+async def test_request_id_is_generated_when_absent(stub: Stub) -> None:
+    first = stub.GetJwks(pb.GetJwksRequest())
+    second = stub.GetJwks(pb.GetJwksRequest())
+    await first
+    await second
+
+    ids = [(await call.initial_metadata()).get("x-request-id") for call in (first, second)]
+
+    assert all(isinstance(value, str) and value for value in ids)
+    assert ids[0] != ids[1]
+
+
+async def test_malformed_request_id_is_replaced(stub: Stub) -> None:
+    sent = "not a sane id " + "x" * 200
+    call = stub.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", sent),))
+    await call
+
+    echoed = (await call.initial_metadata()).get("x-request-id")
+
+    assert isinstance(echoed, str)
+    assert echoed
+    assert echoed != sent
+
+
+async def test_oversized_request_is_resource_exhausted(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await login(stub, password="x" * (100 * 1024))
+
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_server_keeps_serving_after_an_oversized_request(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError):
+        await login(stub, password="x" * (100 * 1024))
+
+    registered = await register(stub)
+
+    assert registered.session_id

@@ -1,0 +1,300 @@
+"""The expiry sweeper against real rows: sessions and tokens made through the RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from authsvc.app import AuthServer
+from authsvc.core.clock import FrozenClock
+from authsvc.core.models import SweepCounts
+from authsvc.domain.refresh_tokens import hash_refresh_token
+from authsvc.store.pool import Pool
+from authsvc.store.sweep import SWEEP_LOCK_KEY
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import ConfigFactory
+from tests.helpers import Stub, bearer, error_info, login, register
+
+pytestmark = pytest.mark.asyncio
+
+Launch = Callable[..., Awaitable[tuple[AuthServer, Stub]]]
+
+
+@pytest_asyncio.fixture
+async def launch(
+    start_server: Callable[..., Any], config_factory: ConfigFactory
+) -> AsyncIterator[Launch]:
+    """Factory: a ready server with the given setting overrides, and a stub on it."""
+    channels: list[grpc.aio.Channel] = []
+
+    async def launch(**overrides: str) -> tuple[AuthServer, Stub]:
+        server: AuthServer = await start_server(config_factory(**overrides))
+        await server.wait_ready()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        channels.append(channel)
+        return server, auth_service_pb2_grpc.AuthServiceStub(channel)
+
+    yield launch
+    for channel in channels:
+        await channel.close()
+
+
+async def _session_ids(pool: Pool) -> set[str]:
+    return {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
+
+
+async def _refresh(stub: Stub, refresh_token: str) -> pb.RefreshResponse:
+    response: pb.RefreshResponse = await stub.Refresh(
+        pb.RefreshRequest(refresh_token=refresh_token)
+    )
+    return response
+
+
+async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_live_ones(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    server, stub = await launch(session_idle_timeout="1h", session_lifetime="2h")
+    # Never refreshed: idle deadline at t0+1h.
+    idle = await register(stub, email="idle@example.com")
+    # Refreshed every 50 minutes: idle deadline capped by the lifetime at t0+2h.
+    capped = await register(stub, email="capped@example.com")
+    token = capped.refresh_token
+    for _ in range(2):
+        clock.advance(timedelta(minutes=50))
+        token = (await _refresh(stub, token)).refresh_token
+    recent = await login(stub, email="idle@example.com")  # t0+100m, live until t0+160m
+    clock.advance(timedelta(minutes=21))  # t0+121m
+    newest = await register(stub, email="newest@example.com")  # live until t0+181m
+    assert await _session_ids(pool) == {
+        idle.session_id,
+        capped.session_id,
+        recent.session_id,
+        newest.session_id,
+    }
+
+    counts = await server.sweeper.run_once()
+
+    assert counts == SweepCounts(expired_sessions=2)
+    assert await _session_ids(pool) == {recent.session_id, newest.session_id}
+    token_owners = {
+        str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
+    }
+    assert token_owners == {recent.session_id, newest.session_id}
+
+
+async def test_sweep_keeps_revoked_session_within_retention(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    server, stub = await launch(revoked_retention="1h")
+    revoked = await register(stub, email="revoked@example.com")
+    live = await register(stub, email="live@example.com")
+    await stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
+    clock.advance(timedelta(minutes=59))
+
+    counts = await server.sweeper.run_once()
+
+    assert counts == SweepCounts()
+    assert await _session_ids(pool) == {revoked.session_id, live.session_id}
+
+
+async def test_sweep_deletes_revoked_session_after_retention(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    server, stub = await launch(revoked_retention="1h")
+    revoked = await register(stub, email="revoked@example.com")
+    live = await register(stub, email="live@example.com")
+    await stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
+    clock.advance(timedelta(minutes=61))
+
+    counts = await server.sweeper.run_once()
+
+    assert counts == SweepCounts(revoked_sessions=1)
+    assert await _session_ids(pool) == {live.session_id}
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM refresh_tokens WHERE session_id = $1::uuid", revoked.session_id
+        )
+        == 0
+    )
+
+
+async def test_sweep_keeps_revoked_session_for_retention_even_past_its_idle_deadline(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    # Revoked rows are kept for audit (RevokeSession, REFRESH_TOKEN_REUSED) for the
+    # retention period, whatever the session's own deadlines were.
+    server, stub = await launch(session_idle_timeout="1h", revoked_retention="1d")
+    revoked = await register(stub)
+    await stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
+    clock.advance(timedelta(hours=2))
+
+    await server.sweeper.run_once()
+
+    row = await pool.fetchrow(
+        "SELECT revoked_at, revoke_reason FROM sessions WHERE id = $1::uuid", revoked.session_id
+    )
+    assert row is not None, "revoked session deleted before revoked_retention passed"
+    assert row["revoke_reason"] == "logout"
+
+
+async def _rotate_twice_then_pass_the_first_expiry(
+    stub: Stub, clock: FrozenClock
+) -> tuple[str, str, str, str]:
+    """With a 1h idle timeout: (session_id, first, second, third refresh token) at t0+70m.
+
+    first expired at t0+60m (rotated), second expires at t0+90m (rotated),
+    third expires at t0+110m (live).
+    """
+    registered = await register(stub)
+    first = registered.refresh_token
+    clock.advance(timedelta(minutes=30))
+    second = (await _refresh(stub, first)).refresh_token
+    clock.advance(timedelta(minutes=20))
+    third = (await _refresh(stub, second)).refresh_token
+    clock.advance(timedelta(minutes=20))
+    return registered.session_id, first, second, third
+
+
+async def test_sweep_keeps_rotated_refresh_tokens_of_a_live_session(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    server, stub = await launch(session_idle_timeout="1h")
+    _, first, second, third = await _rotate_twice_then_pass_the_first_expiry(stub, clock)
+
+    counts = await server.sweeper.run_once()
+
+    assert counts == SweepCounts()
+    kept = {
+        bytes(row["token_hash"])
+        for row in await pool.fetch("SELECT token_hash FROM refresh_tokens")
+    }
+    # Even the expired rotated token stays, so a replay is still recognised as reuse.
+    assert kept == {hash_refresh_token(t) for t in (first, second, third)}
+
+
+async def test_replay_of_an_old_token_after_a_sweep_is_still_reuse(
+    launch: Launch, clock: FrozenClock
+) -> None:
+    server, stub = await launch(session_idle_timeout="1h")
+    _, first, _, _ = await _rotate_twice_then_pass_the_first_expiry(stub, clock)
+    await server.sweeper.run_once()
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _refresh(stub, first)
+
+    assert error_info(caught.value)[:2] == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_REUSED",
+    )
+
+
+async def test_live_refresh_token_still_refreshes_after_sweep(
+    launch: Launch, clock: FrozenClock
+) -> None:
+    server, stub = await launch(session_idle_timeout="1h")
+    session_id, _, _, third = await _rotate_twice_then_pass_the_first_expiry(stub, clock)
+    await server.sweeper.run_once()
+
+    refreshed = await _refresh(stub, third)
+
+    assert refreshed.session_id == session_id
+    assert refreshed.refresh_token
+    assert refreshed.refresh_token != third
+
+
+async def test_sweep_deletes_more_expired_sessions_than_one_batch_in_one_pass(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    server, stub = await launch(sweep_batch_size="10", session_idle_timeout="1h")
+    await register(stub)
+    await asyncio.gather(*(login(stub) for _ in range(34)))
+    assert len(await _session_ids(pool)) == 35
+    clock.advance(timedelta(hours=1, seconds=1))
+
+    counts = await server.sweeper.run_once()
+
+    assert counts is not None
+    assert (counts.expired_sessions, counts.revoked_sessions) == (35, 0)
+    assert await _session_ids(pool) == set()
+    assert await pool.fetchval("SELECT count(*) FROM refresh_tokens") == 0
+
+
+async def test_sweep_is_skipped_while_another_replica_holds_the_lock(
+    server: AuthServer, stub: Stub, clock: FrozenClock, pool: Pool
+) -> None:
+    registered = await register(stub)
+    clock.advance(timedelta(days=8))
+    async with pool.acquire() as other_replica:
+        await other_replica.execute("SELECT pg_advisory_lock($1)", SWEEP_LOCK_KEY)
+        try:
+            counts = await server.sweeper.run_once()
+        finally:
+            await other_replica.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK_KEY)
+
+    assert counts is None
+    assert await _session_ids(pool) == {registered.session_id}
+
+
+async def test_sweep_runs_once_the_other_replica_releases_the_lock(
+    server: AuthServer, stub: Stub, clock: FrozenClock, pool: Pool
+) -> None:
+    await register(stub)
+    clock.advance(timedelta(days=8))
+    async with pool.acquire() as other_replica:
+        await other_replica.execute("SELECT pg_advisory_lock($1)", SWEEP_LOCK_KEY)
+        try:
+            skipped = await server.sweeper.run_once()
+        finally:
+            await other_replica.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK_KEY)
+
+    counts = await server.sweeper.run_once()
+
+    assert skipped is None
+    assert counts == SweepCounts(expired_sessions=1)
+    assert await _session_ids(pool) == set()
+
+
+async def test_swept_session_access_token_validates_inactive_as_session_expired(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    # The access token outlives the session, so only the session decides.
+    server, stub = await launch(session_idle_timeout="10m", access_token_ttl="1h")
+    registered = await register(stub)
+    clock.advance(timedelta(minutes=11))
+    assert await server.sweeper.run_once() == SweepCounts(expired_sessions=1)
+    assert await _session_ids(pool) == set()
+
+    response = await stub.ValidateToken(
+        pb.ValidateTokenRequest(access_token=registered.access_token)
+    )
+
+    assert (response.active, response.inactive_reason) == (False, "SESSION_EXPIRED")
+    assert response.session_id == registered.session_id
+
+
+async def test_sweep_leaves_a_session_locked_by_a_request_for_the_next_pass(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    server, stub = await launch(session_idle_timeout="1h")
+    busy = await register(stub, email="busy@example.com")
+    idle = await register(stub, email="idle@example.com")
+    clock.advance(timedelta(hours=2))
+    async with pool.acquire() as request, request.transaction():
+        await request.execute(
+            "SELECT id FROM sessions WHERE id = $1::uuid FOR UPDATE", busy.session_id
+        )
+
+        counts = await server.sweeper.run_once()
+
+        remaining = await _session_ids(pool)
+
+    assert counts == SweepCounts(expired_sessions=1)
+    assert remaining == {busy.session_id}
+    assert idle.session_id not in remaining

@@ -1,0 +1,209 @@
+"""Config: defaults, AUTHSVC_* parsing, flag precedence, validation naming the variable."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from authsvc import config as config_module
+from authsvc.config import Config, ConfigError
+
+
+def _from_env(**environ: str) -> Config:
+    return config_module.from_env(environ=environ)
+
+
+def test_defaults_apply_when_nothing_is_set() -> None:
+    config = _from_env()
+
+    assert config.host == "0.0.0.0"  # noqa: S104
+    assert config.port == 50051
+    assert config.database_url is None
+    assert config.data_dir == Path(".authsvc-data")
+    assert config.signing_algorithm == "EdDSA"
+    assert config.access_token_ttl == timedelta(minutes=15)
+    assert config.session_idle_timeout == timedelta(days=7)
+    assert config.session_lifetime == timedelta(days=7)
+    assert config.remember_me_lifetime == timedelta(days=30)
+    assert config.refresh_grace_period == timedelta(seconds=10)
+    assert config.registration_enabled is True
+    assert config.password_min_length == 8
+    assert config.trusted_proxies == ()
+    assert config.sweep_interval == timedelta(seconds=60)
+    assert config.sweep_batch_size == 1000
+    assert config.revoked_retention == timedelta(days=7)
+    assert config.shutdown_grace == timedelta(seconds=10)
+    assert config.log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("15m", timedelta(minutes=15)),
+        ("7d", timedelta(days=7)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("30", timedelta(seconds=30)),
+        ("10s", timedelta(seconds=10)),
+        ("12h", timedelta(hours=12)),
+        ("1.5h", timedelta(minutes=90)),
+        (" 45s ", timedelta(seconds=45)),
+    ],
+)
+def test_durations_are_parsed_from_the_environment(text: str, expected: timedelta) -> None:
+    config = _from_env(AUTHSVC_SWEEP_INTERVAL=text)
+
+    assert config.sweep_interval == expected
+
+
+@pytest.mark.parametrize("text", ["15 minutes", "5x", "-5s", "m", "1h30m"])
+def test_malformed_duration_is_a_config_error_naming_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_SWEEP_INTERVAL=text)
+
+    assert "AUTHSVC_SWEEP_INTERVAL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
+def test_booleans_are_parsed_from_the_environment(text: str, expected: bool) -> None:
+    config = _from_env(AUTHSVC_REGISTRATION_ENABLED=text)
+
+    assert config.registration_enabled is expected
+
+
+def test_cidr_list_is_parsed_into_networks() -> None:
+    config = _from_env(AUTHSVC_TRUSTED_PROXIES="10.0.0.0/8, 192.168.1.0/24,,fd00::/8")
+
+    assert config.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.0/24"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+
+
+def test_single_address_is_a_host_network() -> None:
+    config = _from_env(AUTHSVC_TRUSTED_PROXIES="127.0.0.1")
+
+    assert config.trusted_proxies == (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+def test_empty_variable_counts_as_unset() -> None:
+    config = _from_env(AUTHSVC_PORT="", AUTHSVC_SESSION_IDLE_TIMEOUT="")
+
+    assert (config.port, config.session_idle_timeout) == (50051, timedelta(days=7))
+
+
+def test_flag_overrides_the_environment() -> None:
+    config = config_module.from_env(
+        environ={"AUTHSVC_PORT": "1234", "AUTHSVC_SESSION_IDLE_TIMEOUT": "1h"},
+        overrides={"port": "4321", "session_idle_timeout": None},
+    )
+
+    assert config.port == 4321
+    assert config.session_idle_timeout == timedelta(hours=1)
+
+
+def test_flag_overrides_an_invalid_environment_value() -> None:
+    config = config_module.from_env(
+        environ={"AUTHSVC_PORT": "notaport"}, overrides={"port": "8080"}
+    )
+
+    assert config.port == 8080
+
+
+def test_invalid_flag_value_names_the_flag() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_module.from_env(environ={}, overrides={"port": "notaport"})
+
+    assert "--port" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTHSVC_SESSION_IDLE_TIMEOUT", "soon"),
+        ("AUTHSVC_SESSION_IDLE_TIMEOUT", "0s"),
+        ("AUTHSVC_SESSION_LIFETIME", "0"),
+        ("AUTHSVC_ACCESS_TOKEN_TTL", "0ms"),
+        ("AUTHSVC_PORT", "notaport"),
+        ("AUTHSVC_PORT", "65536"),
+        ("AUTHSVC_REGISTRATION_ENABLED", "maybe"),
+        ("AUTHSVC_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("AUTHSVC_TRUSTED_PROXIES", "not-a-network"),
+        ("AUTHSVC_SIGNING_ALGORITHM", "HS256"),
+        ("AUTHSVC_DB_POOL_MAX_SIZE", "0"),
+        ("AUTHSVC_DB_POOL_MAX_SIZE", "1"),
+        ("AUTHSVC_DB_POOL_MIN_SIZE", "many"),
+        ("AUTHSVC_DB_POOL_MIN_SIZE", "-1"),
+        ("AUTHSVC_HASH_WORKERS", "0"),
+        ("AUTHSVC_PASSWORD_MIN_LENGTH", "eight"),
+        ("AUTHSVC_SWEEP_BATCH_SIZE", "-10"),
+        ("AUTHSVC_LOG_LEVEL", "verbose"),
+    ],
+)
+def test_invalid_value_is_a_config_error_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_module.from_env(environ={variable: value})
+
+    assert variable in str(caught.value)
+
+
+def test_secret_repr_hides_the_database_url() -> None:
+    url = "postgresql://app:hunter2@db.internal:5432/auth"
+
+    config = _from_env(AUTHSVC_DATABASE_URL=url)
+
+    assert repr(config.database_url) == "'***'"
+    assert "hunter2" not in repr(config)
+    assert "db.internal" not in repr(config)
+
+
+def test_secret_keeps_its_value_for_use() -> None:
+    url = "postgresql://app:hunter2@db.internal:5432/auth"
+
+    config = _from_env(AUTHSVC_DATABASE_URL=url)
+
+    assert str(config.database_url) == url
+
+
+def test_remember_me_lifetime_shorter_than_session_lifetime_is_rejected() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_SESSION_LIFETIME="7d", AUTHSVC_REMEMBER_ME_LIFETIME="1d")
+
+    assert "AUTHSVC_REMEMBER_ME_LIFETIME" in str(caught.value)
+
+
+def test_remember_me_lifetime_equal_to_session_lifetime_is_accepted() -> None:
+    config = _from_env(AUTHSVC_SESSION_LIFETIME="7d", AUTHSVC_REMEMBER_ME_LIFETIME="7d")
+
+    assert config.remember_me_lifetime == config.session_lifetime
+
+
+def test_pool_min_size_above_max_size_is_rejected() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_DB_POOL_MIN_SIZE="5", AUTHSVC_DB_POOL_MAX_SIZE="4")
+
+    assert "AUTHSVC_DB_POOL_MIN_SIZE" in str(caught.value)
+
+
+def test_argon2_memory_below_eight_kib_per_lane_is_rejected() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_ARGON2_MEMORY_KIB="16", AUTHSVC_ARGON2_PARALLELISM="4")
+
+    assert "AUTHSVC_ARGON2_MEMORY_KIB" in str(caught.value)
