@@ -18,7 +18,5 @@ def _documented() -> dict[str, tuple[str, str]]:
 def test_readme_documents_every_setting_with_its_flag_and_default() -> None:
     documented = _documented()
 
-    expected = {
-        s.env: (s.flag, f"`{s.default}`" if s.default else "*(unset)*") for s in SETTINGS
-    }
+    expected = {s.env: (s.flag, f"`{s.default}`" if s.default else "*(unset)*") for s in SETTINGS}
     assert documented == expected
