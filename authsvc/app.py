@@ -9,7 +9,6 @@ SERVING. A database outage later flips it back, and back again on recovery.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -109,9 +108,11 @@ class AuthServer:
         await self._server.stop(None if grace is None else grace.total_seconds())
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A task cancelled inside a database call may end with the driver's own
+        # error instead of CancelledError; either way it is over.
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if not isinstance(outcome, asyncio.CancelledError | None):
+                _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
         self.hasher.close()
 
