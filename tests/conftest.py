@@ -6,13 +6,16 @@ server at AUTHSVC_TEST_DATABASE_URL when that is set. Nothing is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
@@ -22,7 +25,7 @@ import pytest_asyncio
 from authsvc import config as config_module
 from authsvc.app import AuthServer
 from authsvc.config import Config
-from authsvc.core.clock import FrozenClock
+from authsvc.core.clock import Clock, FrozenClock
 from authsvc.embedded_db import start_embedded_postgres
 from authsvc.store.bootstrap import ensure_database
 from authsvc.store.migrate import apply_migrations
@@ -42,12 +45,34 @@ TEST_SETTINGS = {
     "db_pool_min_size": "0",
 }
 
+# A bound on a server getting ready, not a timing assertion.
+READY_TIMEOUT = 30
+
 ConfigFactory = Callable[..., Config]
 
 
 def make_config(dsn: str, **overrides: str) -> Config:
     values = {**TEST_SETTINGS, "database_url": dsn, **overrides}
     return config_module.from_env(environ={}, overrides=values)
+
+
+@asynccontextmanager
+async def pool_on(
+    dsn: str, *, min_size: int = 0, max_size: int = 4, **settings: str
+) -> AsyncIterator[Pool]:
+    """A pool on `dsn` with the test settings' DB timeouts (or `settings`' ones), closed after."""
+    config = make_config(dsn, **settings)
+    pool = await create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        connect_timeout=config.db_connect_timeout,
+        statement_timeout=config.db_statement_timeout,
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture(scope="session")
@@ -100,16 +125,8 @@ async def pg_dsn(new_database: Callable[..., Any]) -> str:
 
 @pytest_asyncio.fixture(scope="session")
 async def pool(pg_dsn: str) -> AsyncIterator[Pool]:
-    config = make_config(pg_dsn)
-    pool = await create_pool(
-        pg_dsn,
-        min_size=1,
-        max_size=20,
-        connect_timeout=config.db_connect_timeout,
-        statement_timeout=config.db_statement_timeout,
-    )
-    yield pool
-    await pool.close()
+    async with pool_on(pg_dsn, min_size=1, max_size=20) as pool:
+        yield pool
 
 
 @pytest.fixture
@@ -136,8 +153,10 @@ async def start_server(pool: Pool, clock: FrozenClock) -> AsyncIterator[Callable
     """Factory: a real server on a real port, stopped after the test."""
     started: list[AuthServer] = []
 
-    async def start(config: Config, *, server_pool: Pool | None = None) -> AuthServer:
-        server = AuthServer(config, pool=server_pool or pool, clock=clock)
+    async def start(
+        config: Config, *, server_pool: Pool | None = None, server_clock: Clock | None = None
+    ) -> AuthServer:
+        server = AuthServer(config, pool=server_pool or pool, clock=server_clock or clock)
         await server.start()
         started.append(server)
         return server
@@ -163,3 +182,46 @@ async def channel(server: AuthServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> Stub:
     return auth_service_pb2_grpc.AuthServiceStub(channel)
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    server: AuthServer
+    stub: Stub
+
+
+class Launch(Protocol):
+    async def __call__(
+        self,
+        *,
+        server_pool: Pool | None = None,
+        server_clock: Clock | None = None,
+        **overrides: str,
+    ) -> Launched: ...
+
+
+@pytest_asyncio.fixture
+async def launch(
+    start_server: Callable[..., Any], config_factory: ConfigFactory
+) -> AsyncIterator[Launch]:
+    """Factory: a ready server with these setting overrides, and a stub on it.
+
+    `server_pool` and `server_clock` pass through to `start_server`. The stubs'
+    channels are closed after the test, before `start_server` stops the servers.
+    """
+    async with AsyncExitStack() as channels:
+
+        async def launch(
+            *, server_pool: Pool | None = None, server_clock: Clock | None = None, **overrides: str
+        ) -> Launched:
+            server: AuthServer = await start_server(
+                config_factory(**overrides), server_pool=server_pool, server_clock=server_clock
+            )
+            async with asyncio.timeout(READY_TIMEOUT):
+                await server.wait_ready()
+            channel = await channels.enter_async_context(
+                grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+            )
+            return Launched(server, auth_service_pb2_grpc.AuthServiceStub(channel))
+
+        yield launch

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -51,5 +52,27 @@ async def login(
 ) -> pb.LoginResponse:
     response: pb.LoginResponse = await stub.Login(
         pb.LoginRequest(email=email, password=password, **fields)
+    )
+    return response
+
+
+async def refresh(stub: Stub, refresh_token: str) -> pb.RefreshResponse:
+    response: pb.RefreshResponse = await stub.Refresh(
+        pb.RefreshRequest(refresh_token=refresh_token)
+    )
+    return response
+
+
+async def refresh_failure(stub: Stub, refresh_token: str) -> tuple[grpc.StatusCode, str]:
+    """(code, reason) of a Refresh that must fail; fails the test if it succeeds."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await refresh(stub, refresh_token)
+    code, reason, _ = error_info(caught.value)
+    return code, reason
+
+
+async def validate(stub: Stub, access_token: str) -> pb.ValidateTokenResponse:
+    response: pb.ValidateTokenResponse = await stub.ValidateToken(
+        pb.ValidateTokenRequest(access_token=access_token)
     )
     return response

@@ -19,12 +19,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import config as config_module
-from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import bundled_migrations
-from authsvc.store.pool import Pool, create_pool
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import make_config
+from tests.conftest import Launch, pool_on
 from tests.helpers import PASSWORD, Stub, login, register
 
 pytestmark = pytest.mark.asyncio
@@ -80,45 +78,20 @@ async def _authsvc(*args: str, env: dict[str, str], stdin: str | None = None) ->
 
 
 @asynccontextmanager
-async def _serving(dsn: str, clock: FrozenClock) -> AsyncIterator[Stub]:
-    """An in-process server on `dsn` (the test's view of what the CLI wrote)."""
-    config = make_config(dsn)
-    pool = await create_pool(
-        dsn,
-        min_size=0,
-        max_size=4,
-        connect_timeout=config.db_connect_timeout,
-        statement_timeout=config.db_statement_timeout,
-    )
-    server = AuthServer(config, pool=pool, clock=clock)
-    try:
-        await server.start()
-        async with asyncio.timeout(30):
-            await server.wait_ready()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield auth_service_pb2_grpc.AuthServiceStub(channel)
-    finally:
-        await server.stop(None)
-        await pool.close()
-
-
-@asynccontextmanager
-async def _connected(dsn: str) -> AsyncIterator[Pool]:
-    pool = await create_pool(
-        dsn,
-        min_size=0,
-        max_size=2,
-        connect_timeout=timedelta(seconds=10),
-        statement_timeout=timedelta(seconds=10),
-    )
-    try:
-        yield pool
-    finally:
-        await pool.close()
+async def _serving(
+    launch: Launch, dsn: str, clock: FrozenClock | None = None
+) -> AsyncIterator[Stub]:
+    """An in-process server on `dsn` (the test's view of what the CLI wrote), stopped on exit."""
+    async with pool_on(dsn) as pool:
+        launched = await launch(database_url=dsn, server_pool=pool, server_clock=clock)
+        try:
+            yield launched.stub
+        finally:
+            await launched.server.stop(None)
 
 
 async def _signing_keys(dsn: str) -> dict[str, datetime | None]:
-    async with _connected(dsn) as pool:
+    async with pool_on(dsn, max_size=2) as pool:
         rows = await pool.fetch("SELECT kid, retired_at FROM signing_keys")
     return {row["kid"]: row["retired_at"] for row in rows}
 
@@ -129,7 +102,7 @@ async def test_cli_migrate_applies_every_migration(new_database: NewDatabase) ->
     run = await _authsvc("migrate", env=_env(dsn))
 
     assert run.code == 0, run.stderr
-    async with _connected(dsn) as pool:
+    async with pool_on(dsn, max_size=2) as pool:
         versions = [r["version"] for r in await pool.fetch("SELECT version FROM schema_migrations")]
     assert sorted(versions) == [m.version for m in bundled_migrations()]
 
@@ -146,7 +119,7 @@ async def test_cli_migrate_second_run_reports_up_to_date(new_database: NewDataba
 
 
 async def test_cli_users_create_makes_an_account_that_can_log_in(
-    new_database: NewDatabase, clock: FrozenClock
+    new_database: NewDatabase, launch: Launch
 ) -> None:
     dsn = await new_database()
 
@@ -155,7 +128,7 @@ async def test_cli_users_create_makes_an_account_that_can_log_in(
     )
 
     assert run.code == 0, run.stderr
-    async with _serving(dsn, clock) as stub:
+    async with _serving(launch, dsn) as stub:
         session = await login(stub, email="x@y.io", password=PASSWORD)
     assert session.user_id in run.stdout
     assert session.access_token
@@ -199,11 +172,13 @@ async def test_cli_keys_rotate_adds_a_key_and_retires_the_active_one(
     assert added in run.stdout
 
 
-async def test_cli_sweep_deletes_expired_sessions_and_exits_0(new_database: NewDatabase) -> None:
+async def test_cli_sweep_deletes_expired_sessions_and_exits_0(
+    new_database: NewDatabase, launch: Launch
+) -> None:
     dsn = await new_database()
     # Sessions made 30 days ago (idle timeout 7d) are expired by the CLI's real clock.
     clock = FrozenClock(datetime.now(UTC) - timedelta(days=30))
-    async with _serving(dsn, clock) as stub:
+    async with _serving(launch, dsn, clock) as stub:
         expired = await register(stub, email="old@example.com")
         clock.advance(timedelta(days=30))
         live = await register(stub, email="new@example.com")
@@ -211,7 +186,7 @@ async def test_cli_sweep_deletes_expired_sessions_and_exits_0(new_database: NewD
     run = await _authsvc("sweep", env=_env(dsn))
 
     assert run.code == 0, run.stderr
-    async with _connected(dsn) as pool:
+    async with pool_on(dsn, max_size=2) as pool:
         remaining = {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
     assert remaining == {live.session_id}
     assert expired.session_id not in remaining

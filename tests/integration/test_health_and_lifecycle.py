@@ -17,10 +17,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from authsvc.app import AuthServer
 from authsvc.store.bootstrap import ensure_database
-from authsvc.store.pool import create_pool
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import ConfigFactory, dsn_for_database
+from tests.conftest import ConfigFactory, dsn_for_database, pool_on
 from tests.helpers import PASSWORD, Stub, error_info, login, register
 
 pytestmark = pytest.mark.asyncio
@@ -54,23 +53,15 @@ async def server_without_database(
     pg_admin_dsn: str, config_factory: ConfigFactory, start_server: Callable[..., Any]
 ) -> AsyncIterator[PendingServer]:
     database = f"authsvc_absent_{uuid.uuid4().hex[:12]}"
-    config = config_factory()
-    server_pool = await create_pool(
-        dsn_for_database(pg_admin_dsn, database),
-        min_size=0,
-        max_size=4,
-        connect_timeout=config.db_connect_timeout,
-        statement_timeout=config.db_statement_timeout,
-    )
-    server: AuthServer = await start_server(config, server_pool=server_pool)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    try:
-        yield PendingServer(server, channel, database)
-    finally:
-        await channel.close()
-        # Stop before closing the pool its background tasks use (start_server stops it again).
-        await server.stop(None)
-        await server_pool.close()
+    async with pool_on(dsn_for_database(pg_admin_dsn, database)) as server_pool:
+        server: AuthServer = await start_server(config_factory(), server_pool=server_pool)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            yield PendingServer(server, channel, database)
+        finally:
+            await channel.close()
+            # Stop before closing the pool its background tasks use (start_server stops it again).
+            await server.stop(None)
 
 
 async def test_health_is_not_serving_until_the_database_exists_then_serving(

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import grpc
@@ -17,8 +17,8 @@ from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import ConfigFactory
-from tests.helpers import PASSWORD, Stub, bearer, error_info, login, register
+from tests.conftest import Launch
+from tests.helpers import PASSWORD, Stub, bearer, error_info, login, refresh, register
 
 pytestmark = pytest.mark.asyncio
 
@@ -34,7 +34,6 @@ BOB = "bob@example.com"
 
 Tokens = pb.RegisterResponse | pb.LoginResponse
 Connect = Callable[..., Stub]
-StartServer = Callable[..., Awaitable[AuthServer]]
 
 
 @pytest_asyncio.fixture
@@ -146,16 +145,10 @@ async def test_list_sessions_marks_only_the_callers_session_current(stub: Stub) 
 
 
 async def test_list_sessions_describes_each_session(
-    start_server: StartServer,
-    config_factory: ConfigFactory,
-    connect: Connect,
-    clock: FrozenClock,
+    launch: Launch, connect: Connect, clock: FrozenClock
 ) -> None:
-    server: AuthServer = await start_server(
-        config_factory(session_idle_timeout="1h", session_lifetime="7d")
-    )
-    await server.wait_ready()
-    stub = connect(server.port, CHROME_MAC)
+    launched = await launch(session_idle_timeout="1h", session_lifetime="7d")
+    stub = connect(launched.server.port, CHROME_MAC)
     await register(stub)
     clock.advance(timedelta(minutes=5))
     started = clock.now()
@@ -243,7 +236,7 @@ async def test_refreshing_an_older_session_moves_it_to_the_top(
 ) -> None:
     alice = await sign_in(stub, 3, clock=clock)
     clock.advance(timedelta(minutes=1))
-    refreshed = await stub.Refresh(pb.RefreshRequest(refresh_token=alice[0].refresh_token))
+    refreshed = await refresh(stub, alice[0].refresh_token)
 
     response = await list_sessions(stub, refreshed.access_token)
 
@@ -433,18 +426,13 @@ async def test_x_forwarded_for_is_ignored_without_trusted_proxies(stub: Stub) ->
     assert session.ip_address == "127.0.0.1"
 
 
-async def start_behind_proxy(
-    start_server: StartServer, config_factory: ConfigFactory, connect: Connect
-) -> Stub:
-    server: AuthServer = await start_server(config_factory(trusted_proxies="127.0.0.1/32"))
-    await server.wait_ready()
-    return connect(server.port)
+async def start_behind_proxy(launch: Launch) -> Stub:
+    """A stub on a server that trusts X-Forwarded-For from 127.0.0.1, i.e. from this test."""
+    return (await launch(trusted_proxies="127.0.0.1/32")).stub
 
 
-async def test_x_forwarded_for_from_a_trusted_proxy_records_the_client(
-    start_server: StartServer, config_factory: ConfigFactory, connect: Connect
-) -> None:
-    stub = await start_behind_proxy(start_server, config_factory, connect)
+async def test_x_forwarded_for_from_a_trusted_proxy_records_the_client(launch: Launch) -> None:
+    stub = await start_behind_proxy(launch)
     await register(stub)
 
     signed_in = await login_forwarded_for(stub, "203.0.113.7")
@@ -459,9 +447,9 @@ async def test_x_forwarded_for_from_a_trusted_proxy_records_the_client(
     ids=["two-clients", "behind-a-second-trusted-proxy"],
 )
 async def test_x_forwarded_for_records_the_rightmost_untrusted_hop(
-    start_server: StartServer, config_factory: ConfigFactory, connect: Connect, forwarded_for: str
+    launch: Launch, forwarded_for: str
 ) -> None:
-    stub = await start_behind_proxy(start_server, config_factory, connect)
+    stub = await start_behind_proxy(launch)
     await register(stub)
 
     signed_in = await login_forwarded_for(stub, forwarded_for)
@@ -471,9 +459,9 @@ async def test_x_forwarded_for_records_the_rightmost_untrusted_hop(
 
 
 async def test_login_without_x_forwarded_for_behind_trusted_proxy_records_the_peer(
-    start_server: StartServer, config_factory: ConfigFactory, connect: Connect
+    launch: Launch,
 ) -> None:
-    stub = await start_behind_proxy(start_server, config_factory, connect)
+    stub = await start_behind_proxy(launch)
     await register(stub)
 
     signed_in = await login(stub)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import grpc
@@ -15,10 +14,10 @@ import pytest
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import apply_migrations, bundled_migrations
-from authsvc.store.pool import Pool, create_pool
+from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import make_config
+from tests.conftest import make_config, pool_on
 
 pytestmark = pytest.mark.asyncio
 
@@ -36,19 +35,9 @@ ORDER BY 1, 2
 """
 
 
-@asynccontextmanager
-async def _pool_on(dsn: str) -> AsyncIterator[Pool]:
-    pool = await create_pool(
-        dsn,
-        min_size=0,
-        max_size=4,
-        connect_timeout=timedelta(seconds=10),
-        statement_timeout=timedelta(seconds=30),
-    )
-    try:
-        yield pool
-    finally:
-        await pool.close()
+def _pool_on(dsn: str) -> AbstractAsyncContextManager[Pool]:
+    # Roomier than the defaults: a concurrent run waits for the migration lock in one statement.
+    return pool_on(dsn, db_connect_timeout="10s", db_statement_timeout="30s")
 
 
 def _all_versions() -> list[int]:

@@ -7,20 +7,27 @@ import base64
 import hashlib
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
 
-from authsvc.app import AuthServer
-from authsvc.config import Config
 from authsvc.core.clock import FrozenClock
-from authsvc.store.pool import Pool, create_pool
+from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.helpers import Stub, bearer, error_info, login, register
+from tests.conftest import Launch, pool_on
+from tests.helpers import (
+    Stub,
+    bearer,
+    error_info,
+    login,
+    refresh,
+    refresh_failure,
+    register,
+    validate,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -29,28 +36,6 @@ WITHIN_GRACE = timedelta(seconds=5)
 PAST_GRACE = timedelta(seconds=11)
 
 TokenPair = pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse
-
-
-async def refresh(stub: Stub, refresh_token: str) -> pb.RefreshResponse:
-    response: pb.RefreshResponse = await stub.Refresh(
-        pb.RefreshRequest(refresh_token=refresh_token)
-    )
-    return response
-
-
-async def refresh_failure(stub: Stub, refresh_token: str) -> tuple[grpc.StatusCode, str]:
-    """(code, reason) of a Refresh that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await refresh(stub, refresh_token)
-    code, reason, _ = error_info(caught.value)
-    return code, reason
-
-
-async def validate(stub: Stub, access_token: str) -> pb.ValidateTokenResponse:
-    response: pb.ValidateTokenResponse = await stub.ValidateToken(
-        pb.ValidateTokenRequest(access_token=access_token)
-    )
-    return response
 
 
 async def unrotated_token_hashes(pool: Pool, session_id: str) -> list[bytes]:
@@ -193,28 +178,18 @@ async def test_concurrent_refreshes_of_one_token_share_one_successor(
 
 
 @pytest_asyncio.fixture
-async def replica_pool(pg_dsn: str, config: Config) -> AsyncIterator[Pool]:
+async def replica_pool(pg_dsn: str) -> AsyncIterator[Pool]:
     """A second replica's own pool on the same database."""
-    replica_pool = await create_pool(
-        pg_dsn,
-        min_size=0,
-        max_size=20,
-        connect_timeout=config.db_connect_timeout,
-        statement_timeout=config.db_statement_timeout,
-    )
-    yield replica_pool
-    await replica_pool.close()
+    async with pool_on(pg_dsn, max_size=20) as replica_pool:
+        yield replica_pool
 
 
 @pytest_asyncio.fixture
-async def replica_stub(
-    replica_pool: Pool, start_server: Callable[..., Any], config: Config
-) -> AsyncIterator[Stub]:
-    """A stub on a second AuthServer with its own pool; torn down before the pool."""
-    replica: AuthServer = await start_server(config, server_pool=replica_pool)
-    await replica.wait_ready()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
-        yield Stub(channel)
+async def replica_stub(replica_pool: Pool, launch: Launch) -> AsyncIterator[Stub]:
+    """A stub on a second AuthServer with its own pool; stopped before the pool closes."""
+    replica = await launch(server_pool=replica_pool)
+    yield replica.stub
+    await replica.server.stop(None)
 
 
 async def test_concurrent_refreshes_through_two_replicas_share_one_chain(

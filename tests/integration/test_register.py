@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
-from authsvc.app import AuthServer
-from authsvc.config import Config
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
-from authsvc.v1 import auth_service_pb2_grpc
-from tests.helpers import PASSWORD, Stub, error_info, register
+from tests.conftest import Launch
+from tests.helpers import PASSWORD, Stub, error_info, refresh, register, validate
 
 pytestmark = pytest.mark.asyncio
-
-ConfigFactory = Callable[..., Config]
 
 
 async def _count(pool: Pool, table: str) -> int:
@@ -44,9 +39,7 @@ async def test_register_returns_the_new_users_id(stub: Stub, pool: Pool) -> None
 async def test_register_access_token_validates_as_active_for_the_new_user(stub: Stub) -> None:
     registered = await register(stub)
 
-    validated: pb.ValidateTokenResponse = await stub.ValidateToken(
-        pb.ValidateTokenRequest(access_token=registered.access_token)
-    )
+    validated = await validate(stub, registered.access_token)
 
     assert validated.active
     assert validated.user_id == registered.user_id
@@ -56,9 +49,7 @@ async def test_register_access_token_validates_as_active_for_the_new_user(stub: 
 async def test_register_refresh_token_refreshes_the_new_session(stub: Stub) -> None:
     registered = await register(stub)
 
-    refreshed: pb.RefreshResponse = await stub.Refresh(
-        pb.RefreshRequest(refresh_token=registered.refresh_token)
-    )
+    refreshed = await refresh(stub, registered.refresh_token)
 
     assert refreshed.user_id == registered.user_id
     assert refreshed.session_id == registered.session_id
@@ -82,15 +73,10 @@ async def test_register_with_a_taken_email_is_email_taken(
     assert await _count(pool, "sessions") == 1
 
 
-async def test_register_when_disabled_is_registration_disabled(
-    start_server: Callable[..., Any], config_factory: ConfigFactory, pool: Pool
-) -> None:
-    server: AuthServer = await start_server(config_factory(registration_enabled="false"))
-    await server.wait_ready()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+async def test_register_when_disabled_is_registration_disabled(launch: Launch, pool: Pool) -> None:
+    stub = (await launch(registration_enabled="false")).stub
 
-        rejection = await _rejection(stub, email="alice@example.com", password=PASSWORD)
+    rejection = await _rejection(stub, email="alice@example.com", password=PASSWORD)
 
     assert rejection[:2] == (grpc.StatusCode.PERMISSION_DENIED, "REGISTRATION_DISABLED")
     assert await _count(pool, "users") == 0

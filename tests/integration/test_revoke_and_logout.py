@@ -11,7 +11,16 @@ import pytest
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.helpers import Stub, bearer, error_info, login, register
+from tests.helpers import (
+    Stub,
+    bearer,
+    error_info,
+    login,
+    refresh,
+    refresh_failure,
+    register,
+    validate,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,23 +67,16 @@ async def logout(
     return count
 
 
-async def refresh_reason(stub: Stub, refresh_token: str) -> tuple[grpc.StatusCode, str]:
-    """The error a Refresh with this token gets; fails the test if it succeeds."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Refresh(pb.RefreshRequest(refresh_token=refresh_token))
-    code, reason, _ = error_info(caught.value)
-    return code, reason
-
-
 async def validation(stub: Stub, access_token: str) -> tuple[bool, str]:
-    response = await stub.ValidateToken(pb.ValidateTokenRequest(access_token=access_token))
+    """(active, inactive_reason) of the access token."""
+    response = await validate(stub, access_token)
     return response.active, response.inactive_reason
 
 
 async def still_works(stub: Stub, session: Tokens) -> bool:
     """The session's access token validates and its refresh token rotates."""
     active, _ = await validation(stub, session.access_token)
-    refreshed = await stub.Refresh(pb.RefreshRequest(refresh_token=session.refresh_token))
+    refreshed = await refresh(stub, session.refresh_token)
     return active and refreshed.session_id == session.session_id
 
 
@@ -82,7 +84,7 @@ async def refusal(stub: Stub, session: Tokens) -> tuple[tuple[bool, str], str]:
     """How the session's access token validates, and the reason its refresh token fails."""
     validated = await validation(stub, session.access_token)
     try:
-        await stub.Refresh(pb.RefreshRequest(refresh_token=session.refresh_token))
+        await refresh(stub, session.refresh_token)
     except grpc.aio.AioRpcError as error:
         code, reason, _ = error_info(error)
         assert code == grpc.StatusCode.UNAUTHENTICATED
@@ -126,7 +128,7 @@ async def test_revoked_session_refresh_token_is_refused_as_revoked(stub: Stub) -
 
     await revoke(stub, caller, other.session_id)
 
-    assert await refresh_reason(stub, other.refresh_token) == (
+    assert await refresh_failure(stub, other.refresh_token) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "SESSION_REVOKED",
     )
@@ -300,7 +302,7 @@ async def test_logout_with_the_refresh_token_of_the_grace_window_revokes_the_ses
     stub: Stub, clock: FrozenClock
 ) -> None:
     (session,) = await sign_in(stub, 1)
-    await stub.Refresh(pb.RefreshRequest(refresh_token=session.refresh_token))
+    await refresh(stub, session.refresh_token)
     clock.advance(timedelta(seconds=5))
 
     response = await stub.Logout(pb.LogoutRequest(refresh_token=session.refresh_token))
@@ -313,7 +315,7 @@ async def test_logout_with_a_refresh_token_rotated_past_the_grace_window_is_reus
     stub: Stub, clock: FrozenClock
 ) -> None:
     (session,) = await sign_in(stub, 1)
-    await stub.Refresh(pb.RefreshRequest(refresh_token=session.refresh_token))
+    await refresh(stub, session.refresh_token)
     clock.advance(timedelta(seconds=11))  # refresh_grace_period defaults to 10s
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -327,7 +329,7 @@ async def test_logout_with_a_reused_refresh_token_revokes_the_session(
     stub: Stub, clock: FrozenClock
 ) -> None:
     (session,) = await sign_in(stub, 1)
-    rotated = await stub.Refresh(pb.RefreshRequest(refresh_token=session.refresh_token))
+    rotated = await refresh(stub, session.refresh_token)
     clock.advance(timedelta(seconds=11))
 
     with pytest.raises(grpc.aio.AioRpcError):

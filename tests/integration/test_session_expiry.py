@@ -5,8 +5,6 @@ Every test here runs a server with short settings and moves the FrozenClock.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,11 +13,10 @@ import pytest
 import pytest_asyncio
 from google.protobuf import timestamp_pb2
 
-from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.conftest import ConfigFactory
-from tests.helpers import Stub, bearer, error_info, register
+from tests.conftest import Launch
+from tests.helpers import Stub, bearer, error_info, refresh, refresh_failure, register, validate
 
 pytestmark = pytest.mark.asyncio
 
@@ -27,7 +24,8 @@ IDLE_TIMEOUT = timedelta(hours=1)
 LIFETIME = timedelta(hours=3)
 REMEMBER_ME_LIFETIME = timedelta(hours=10)
 ACCESS_TOKEN_TTL = timedelta(minutes=15)  # the default
-SHORT_SETTINGS = {
+# Any, not str: it is unpacked into launch(), whose server_pool/server_clock are not strings.
+SHORT_SETTINGS: dict[str, Any] = {
     "session_idle_timeout": "1h",
     "session_lifetime": "3h",
     "remember_me_lifetime": "10h",
@@ -36,59 +34,15 @@ SHORT_SETTINGS = {
 REFRESH_EVERY = timedelta(minutes=50)
 JUST_PAST = timedelta(seconds=1)
 
-Connect = Callable[..., Awaitable[Stub]]
-
 
 @pytest_asyncio.fixture
-async def connect(
-    start_server: Callable[..., Any], config_factory: ConfigFactory
-) -> AsyncIterator[Connect]:
-    """Factory: a stub on a ready server with SHORT_SETTINGS plus `overrides`."""
-    async with contextlib.AsyncExitStack() as channels:
-
-        async def open_stub(**overrides: str) -> Stub:
-            server: AuthServer = await start_server(
-                config_factory(**{**SHORT_SETTINGS, **overrides})
-            )
-            await server.wait_ready()
-            channel = await channels.enter_async_context(
-                grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-            )
-            return Stub(channel)
-
-        yield open_stub
-
-
-@pytest_asyncio.fixture
-async def stub(connect: Connect) -> Stub:
+async def stub(launch: Launch) -> Stub:
     """This module's stub: a server with SHORT_SETTINGS."""
-    return await connect()
+    return (await launch(**SHORT_SETTINGS)).stub
 
 
 def at(timestamp: timestamp_pb2.Timestamp) -> datetime:
     return timestamp.ToDatetime(tzinfo=UTC)
-
-
-async def refresh(stub: Stub, refresh_token: str) -> pb.RefreshResponse:
-    response: pb.RefreshResponse = await stub.Refresh(
-        pb.RefreshRequest(refresh_token=refresh_token)
-    )
-    return response
-
-
-async def refresh_failure(stub: Stub, refresh_token: str) -> tuple[grpc.StatusCode, str]:
-    """(code, reason) of a Refresh that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await refresh(stub, refresh_token)
-    code, reason, _ = error_info(caught.value)
-    return code, reason
-
-
-async def validate(stub: Stub, access_token: str) -> pb.ValidateTokenResponse:
-    response: pb.ValidateTokenResponse = await stub.ValidateToken(
-        pb.ValidateTokenRequest(access_token=access_token)
-    )
-    return response
 
 
 async def only_session(stub: Stub, access_token: str) -> pb.Session:
@@ -127,10 +81,10 @@ async def test_refresh_after_the_idle_timeout_is_session_expired(
 
 
 async def test_validate_token_after_the_idle_timeout_reports_session_expired(
-    connect: Connect, clock: FrozenClock
+    launch: Launch, clock: FrozenClock
 ) -> None:
     # An access token that outlives the idle timeout, so only the session can end it.
-    stub = await connect(access_token_ttl="2h")
+    stub = (await launch(**SHORT_SETTINGS, access_token_ttl="2h")).stub
     signed_in = await register(stub)
     clock.advance(IDLE_TIMEOUT + JUST_PAST)
 

@@ -3,41 +3,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import grpc
 import jwt
 import pytest
+import pytest_asyncio
 
 from authsvc.app import AuthServer
-from authsvc.config import Config
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
-from authsvc.v1 import auth_service_pb2_grpc
-from tests.helpers import Stub, login, register
+from tests.conftest import Launch
+from tests.helpers import Stub, login, register, validate
 
 pytestmark = pytest.mark.asyncio
-
-ConfigFactory = Callable[..., Config]
-StartServer = Callable[..., Any]
 
 # Default access_token_ttl + key_reload_interval: how long a retired key stays published.
 RETIRED_KEY_RETENTION = timedelta(minutes=15) + timedelta(seconds=60)
 
 
-@asynccontextmanager
-async def _stub_for(server: AuthServer) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield auth_service_pb2_grpc.AuthServiceStub(channel)
-
-
-async def _ready_server(start_server: StartServer, config: Config) -> AuthServer:
-    server: AuthServer = await start_server(config)
-    await server.wait_ready()
-    return server
+@pytest_asyncio.fixture
+async def es256_stub(launch: Launch) -> Stub:
+    """A stub on a server that signs with ES256."""
+    return (await launch(signing_algorithm="ES256")).stub
 
 
 async def _jwks(stub: Stub) -> dict[str, Any]:
@@ -53,13 +41,6 @@ async def _published_kids(stub: Stub) -> set[str]:
 def _kid(token: str) -> str:
     kid: str = jwt.get_unverified_header(token)["kid"]
     return kid
-
-
-async def _validate(stub: Stub, token: str) -> pb.ValidateTokenResponse:
-    response: pb.ValidateTokenResponse = await stub.ValidateToken(
-        pb.ValidateTokenRequest(access_token=token)
-    )
-    return response
 
 
 # --- the published key set -------------------------------------------------------
@@ -127,7 +108,7 @@ async def test_token_minted_before_rotation_still_validates(stub: Stub, server: 
     before = await register(stub)
     await server.keys.rotate()
 
-    response = await _validate(stub, before.access_token)
+    response = await validate(stub, before.access_token)
 
     assert response.active
 
@@ -172,32 +153,30 @@ async def test_retired_key_leaves_jwks_after_ttl_and_reload_interval(
 
 
 async def test_replica_that_has_not_reloaded_verifies_a_token_of_the_new_key(
-    stub: Stub, server: AuthServer, start_server: StartServer, config: Config
+    stub: Stub, server: AuthServer, launch: Launch
 ) -> None:
-    replica = await _ready_server(start_server, config)
+    replica = await launch()
     await register(stub)
     new_key = await server.keys.rotate()
     token = (await login(stub)).access_token
-    async with _stub_for(replica) as replica_stub:
-        assert new_key.kid not in await _published_kids(replica_stub)
+    assert new_key.kid not in await _published_kids(replica.stub)
 
-        response = await _validate(replica_stub, token)
+    response = await validate(replica.stub, token)
 
     assert response.active
     assert _kid(token) == new_key.kid
 
 
 async def test_token_a_stale_replica_signs_with_the_retired_key_validates_after_rotation(
-    stub: Stub, server: AuthServer, start_server: StartServer, config: Config
+    stub: Stub, server: AuthServer, launch: Launch
 ) -> None:
-    replica = await _ready_server(start_server, config)
+    replica = await launch()
     await register(stub)
     new_key = await server.keys.rotate()
-    async with _stub_for(replica) as replica_stub:
-        token = (await login(replica_stub)).access_token
+    token = (await login(replica.stub)).access_token
     assert _kid(token) != new_key.kid
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     assert response.active
 
@@ -205,27 +184,19 @@ async def test_token_a_stale_replica_signs_with_the_retired_key_validates_after_
 # --- ES256 -----------------------------------------------------------------------
 
 
-async def test_es256_tokens_carry_alg_es256_and_validate(
-    start_server: StartServer, config_factory: ConfigFactory
-) -> None:
-    server = await _ready_server(start_server, config_factory(signing_algorithm="ES256"))
-    async with _stub_for(server) as stub:
-        registered = await register(stub)
+async def test_es256_tokens_carry_alg_es256_and_validate(es256_stub: Stub) -> None:
+    registered = await register(es256_stub)
 
-        response = await _validate(stub, registered.access_token)
+    response = await validate(es256_stub, registered.access_token)
 
     assert jwt.get_unverified_header(registered.access_token)["alg"] == "ES256"
     assert response.active
 
 
-async def test_es256_jwks_key_is_an_ec_p256_key(
-    start_server: StartServer, config_factory: ConfigFactory
-) -> None:
-    server = await _ready_server(start_server, config_factory(signing_algorithm="ES256"))
-    async with _stub_for(server) as stub:
-        registered = await register(stub)
+async def test_es256_jwks_key_is_an_ec_p256_key(es256_stub: Stub) -> None:
+    registered = await register(es256_stub)
 
-        jwks = await _jwks(stub)
+    jwks = await _jwks(es256_stub)
 
     [key] = jwks["keys"]
     assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256")
@@ -233,13 +204,9 @@ async def test_es256_jwks_key_is_an_ec_p256_key(
     assert "d" not in key
 
 
-async def test_es256_jwks_key_verifies_an_access_token_offline(
-    start_server: StartServer, config_factory: ConfigFactory
-) -> None:
-    server = await _ready_server(start_server, config_factory(signing_algorithm="ES256"))
-    async with _stub_for(server) as stub:
-        registered = await register(stub)
-        response: pb.GetJwksResponse = await stub.GetJwks(pb.GetJwksRequest())
+async def test_es256_jwks_key_verifies_an_access_token_offline(es256_stub: Stub) -> None:
+    registered = await register(es256_stub)
+    response: pb.GetJwksResponse = await es256_stub.GetJwks(pb.GetJwksRequest())
 
     claims = jwt.decode(
         registered.access_token,
@@ -255,33 +222,26 @@ async def test_es256_jwks_key_verifies_an_access_token_offline(
 # --- persistence -----------------------------------------------------------------
 
 
-async def test_restarted_server_serves_the_same_kid(
-    start_server: StartServer, config: Config
-) -> None:
-    first = await _ready_server(start_server, config)
-    async with _stub_for(first) as stub:
-        kids_before = await _published_kids(stub)
-    await first.stop(None)
+async def test_restarted_server_serves_the_same_kid(launch: Launch) -> None:
+    first = await launch()
+    kids_before = await _published_kids(first.stub)
+    await first.server.stop(None)
 
-    second = await _ready_server(start_server, config)
-    async with _stub_for(second) as stub:
-        kids_after = await _published_kids(stub)
-        registered = await register(stub)
+    second = await launch()
+    kids_after = await _published_kids(second.stub)
+    registered = await register(second.stub)
 
     assert kids_after == kids_before
     assert _kid(registered.access_token) in kids_before
 
 
-async def test_token_minted_before_restart_validates_after_restart(
-    start_server: StartServer, config: Config
-) -> None:
-    first = await _ready_server(start_server, config)
-    async with _stub_for(first) as stub:
-        registered = await register(stub)
-    await first.stop(None)
+async def test_token_minted_before_restart_validates_after_restart(launch: Launch) -> None:
+    first = await launch()
+    registered = await register(first.stub)
+    await first.server.stop(None)
 
-    second = await _ready_server(start_server, config)
-    async with _stub_for(second) as stub:
-        response = await _validate(stub, registered.access_token)
+    second = await launch()
+
+    response = await validate(second.stub, registered.access_token)
 
     assert response.active

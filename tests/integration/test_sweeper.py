@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
@@ -18,49 +15,43 @@ from authsvc.domain.refresh_tokens import hash_refresh_token
 from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
 from authsvc.v1 import auth_service_pb2 as pb
-from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import ConfigFactory
-from tests.helpers import Stub, bearer, error_info, login, register
+from tests.conftest import Launch
+from tests.helpers import Stub, bearer, login, refresh, refresh_failure, register, validate
 
 pytestmark = pytest.mark.asyncio
-
-Launch = Callable[..., Awaitable[tuple[AuthServer, Stub]]]
-
-
-@pytest_asyncio.fixture
-async def launch(
-    start_server: Callable[..., Any], config_factory: ConfigFactory
-) -> AsyncIterator[Launch]:
-    """Factory: a ready server with the given setting overrides, and a stub on it."""
-    channels: list[grpc.aio.Channel] = []
-
-    async def launch(**overrides: str) -> tuple[AuthServer, Stub]:
-        server: AuthServer = await start_server(config_factory(**overrides))
-        await server.wait_ready()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-        channels.append(channel)
-        return server, auth_service_pb2_grpc.AuthServiceStub(channel)
-
-    yield launch
-    for channel in channels:
-        await channel.close()
 
 
 async def _session_ids(pool: Pool) -> set[str]:
     return {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
 
 
-async def _refresh(stub: Stub, refresh_token: str) -> pb.RefreshResponse:
-    response: pb.RefreshResponse = await stub.Refresh(
-        pb.RefreshRequest(refresh_token=refresh_token)
-    )
-    return response
+async def _one_revoked_one_live(
+    launch: Launch,
+) -> tuple[AuthServer, pb.RegisterResponse, pb.RegisterResponse]:
+    """A server keeping revoked sessions for 1h, with one session logged out now and one live."""
+    launched = await launch(revoked_retention="1h")
+    revoked = await register(launched.stub, email="revoked@example.com")
+    live = await register(launched.stub, email="live@example.com")
+    await launched.stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
+    return launched.server, revoked, live
+
+
+async def _run_once_while_another_replica_holds_the_lock(
+    server: AuthServer, pool: Pool
+) -> SweepCounts | None:
+    async with pool.acquire() as other_replica:
+        await other_replica.execute("SELECT pg_advisory_lock($1)", SWEEP_LOCK_KEY)
+        try:
+            return await server.sweeper.run_once()
+        finally:
+            await other_replica.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK_KEY)
 
 
 async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_live_ones(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
-    server, stub = await launch(session_idle_timeout="1h", session_lifetime="2h")
+    launched = await launch(session_idle_timeout="1h", session_lifetime="2h")
+    stub = launched.stub
     # Never refreshed: idle deadline at t0+1h.
     idle = await register(stub, email="idle@example.com")
     # Refreshed every 50 minutes: idle deadline capped by the lifetime at t0+2h.
@@ -68,7 +59,7 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
     token = capped.refresh_token
     for _ in range(2):
         clock.advance(timedelta(minutes=50))
-        token = (await _refresh(stub, token)).refresh_token
+        token = (await refresh(stub, token)).refresh_token
     recent = await login(stub, email="idle@example.com")  # t0+100m, live until t0+160m
     clock.advance(timedelta(minutes=21))  # t0+121m
     newest = await register(stub, email="newest@example.com")  # live until t0+181m
@@ -79,7 +70,7 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
         newest.session_id,
     }
 
-    counts = await server.sweeper.run_once()
+    counts = await launched.server.sweeper.run_once()
 
     assert counts == SweepCounts(expired_sessions=2)
     assert await _session_ids(pool) == {recent.session_id, newest.session_id}
@@ -92,10 +83,7 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
 async def test_sweep_keeps_revoked_session_within_retention(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
-    server, stub = await launch(revoked_retention="1h")
-    revoked = await register(stub, email="revoked@example.com")
-    live = await register(stub, email="live@example.com")
-    await stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
+    server, revoked, live = await _one_revoked_one_live(launch)
     clock.advance(timedelta(minutes=59))
 
     counts = await server.sweeper.run_once()
@@ -107,10 +95,7 @@ async def test_sweep_keeps_revoked_session_within_retention(
 async def test_sweep_deletes_revoked_session_after_retention(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
-    server, stub = await launch(revoked_retention="1h")
-    revoked = await register(stub, email="revoked@example.com")
-    live = await register(stub, email="live@example.com")
-    await stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
+    server, revoked, live = await _one_revoked_one_live(launch)
     clock.advance(timedelta(minutes=61))
 
     counts = await server.sweeper.run_once()
@@ -130,12 +115,12 @@ async def test_sweep_keeps_revoked_session_for_retention_even_past_its_idle_dead
 ) -> None:
     # Revoked rows are kept for audit (RevokeSession, REFRESH_TOKEN_REUSED) for the
     # retention period, whatever the session's own deadlines were.
-    server, stub = await launch(session_idle_timeout="1h", revoked_retention="1d")
-    revoked = await register(stub)
-    await stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
+    launched = await launch(session_idle_timeout="1h", revoked_retention="1d")
+    revoked = await register(launched.stub)
+    await launched.stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
     clock.advance(timedelta(hours=2))
 
-    await server.sweeper.run_once()
+    await launched.server.sweeper.run_once()
 
     row = await pool.fetchrow(
         "SELECT revoked_at, revoke_reason FROM sessions WHERE id = $1::uuid", revoked.session_id
@@ -155,9 +140,9 @@ async def _rotate_twice_then_pass_the_first_expiry(
     registered = await register(stub)
     first = registered.refresh_token
     clock.advance(timedelta(minutes=30))
-    second = (await _refresh(stub, first)).refresh_token
+    second = (await refresh(stub, first)).refresh_token
     clock.advance(timedelta(minutes=20))
-    third = (await _refresh(stub, second)).refresh_token
+    third = (await refresh(stub, second)).refresh_token
     clock.advance(timedelta(minutes=20))
     return registered.session_id, first, second, third
 
@@ -165,10 +150,10 @@ async def _rotate_twice_then_pass_the_first_expiry(
 async def test_sweep_keeps_rotated_refresh_tokens_of_a_live_session(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
-    server, stub = await launch(session_idle_timeout="1h")
-    _, first, second, third = await _rotate_twice_then_pass_the_first_expiry(stub, clock)
+    launched = await launch(session_idle_timeout="1h")
+    _, first, second, third = await _rotate_twice_then_pass_the_first_expiry(launched.stub, clock)
 
-    counts = await server.sweeper.run_once()
+    counts = await launched.server.sweeper.run_once()
 
     assert counts == SweepCounts()
     kept = {
@@ -182,27 +167,23 @@ async def test_sweep_keeps_rotated_refresh_tokens_of_a_live_session(
 async def test_replay_of_an_old_token_after_a_sweep_is_still_reuse(
     launch: Launch, clock: FrozenClock
 ) -> None:
-    server, stub = await launch(session_idle_timeout="1h")
-    _, first, _, _ = await _rotate_twice_then_pass_the_first_expiry(stub, clock)
-    await server.sweeper.run_once()
+    launched = await launch(session_idle_timeout="1h")
+    _, first, _, _ = await _rotate_twice_then_pass_the_first_expiry(launched.stub, clock)
+    await launched.server.sweeper.run_once()
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _refresh(stub, first)
+    failure = await refresh_failure(launched.stub, first)
 
-    assert error_info(caught.value)[:2] == (
-        grpc.StatusCode.UNAUTHENTICATED,
-        "REFRESH_TOKEN_REUSED",
-    )
+    assert failure == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
 
 
 async def test_live_refresh_token_still_refreshes_after_sweep(
     launch: Launch, clock: FrozenClock
 ) -> None:
-    server, stub = await launch(session_idle_timeout="1h")
-    session_id, _, _, third = await _rotate_twice_then_pass_the_first_expiry(stub, clock)
-    await server.sweeper.run_once()
+    launched = await launch(session_idle_timeout="1h")
+    session_id, _, _, third = await _rotate_twice_then_pass_the_first_expiry(launched.stub, clock)
+    await launched.server.sweeper.run_once()
 
-    refreshed = await _refresh(stub, third)
+    refreshed = await refresh(launched.stub, third)
 
     assert refreshed.session_id == session_id
     assert refreshed.refresh_token
@@ -212,13 +193,13 @@ async def test_live_refresh_token_still_refreshes_after_sweep(
 async def test_sweep_deletes_more_expired_sessions_than_one_batch_in_one_pass(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
-    server, stub = await launch(sweep_batch_size="10", session_idle_timeout="1h")
-    await register(stub)
-    await asyncio.gather(*(login(stub) for _ in range(34)))
+    launched = await launch(sweep_batch_size="10", session_idle_timeout="1h")
+    await register(launched.stub)
+    await asyncio.gather(*(login(launched.stub) for _ in range(34)))
     assert len(await _session_ids(pool)) == 35
     clock.advance(timedelta(hours=1, seconds=1))
 
-    counts = await server.sweeper.run_once()
+    counts = await launched.server.sweeper.run_once()
 
     assert counts is not None
     assert (counts.expired_sessions, counts.revoked_sessions) == (35, 0)
@@ -231,12 +212,8 @@ async def test_sweep_is_skipped_while_another_replica_holds_the_lock(
 ) -> None:
     registered = await register(stub)
     clock.advance(timedelta(days=8))
-    async with pool.acquire() as other_replica:
-        await other_replica.execute("SELECT pg_advisory_lock($1)", SWEEP_LOCK_KEY)
-        try:
-            counts = await server.sweeper.run_once()
-        finally:
-            await other_replica.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK_KEY)
+
+    counts = await _run_once_while_another_replica_holds_the_lock(server, pool)
 
     assert counts is None
     assert await _session_ids(pool) == {registered.session_id}
@@ -247,12 +224,7 @@ async def test_sweep_runs_once_the_other_replica_releases_the_lock(
 ) -> None:
     await register(stub)
     clock.advance(timedelta(days=8))
-    async with pool.acquire() as other_replica:
-        await other_replica.execute("SELECT pg_advisory_lock($1)", SWEEP_LOCK_KEY)
-        try:
-            skipped = await server.sweeper.run_once()
-        finally:
-            await other_replica.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK_KEY)
+    skipped = await _run_once_while_another_replica_holds_the_lock(server, pool)
 
     counts = await server.sweeper.run_once()
 
@@ -265,15 +237,13 @@ async def test_swept_session_access_token_validates_inactive_as_session_expired(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
     # The access token outlives the session, so only the session decides.
-    server, stub = await launch(session_idle_timeout="10m", access_token_ttl="1h")
-    registered = await register(stub)
+    launched = await launch(session_idle_timeout="10m", access_token_ttl="1h")
+    registered = await register(launched.stub)
     clock.advance(timedelta(minutes=11))
-    assert await server.sweeper.run_once() == SweepCounts(expired_sessions=1)
+    assert await launched.server.sweeper.run_once() == SweepCounts(expired_sessions=1)
     assert await _session_ids(pool) == set()
 
-    response = await stub.ValidateToken(
-        pb.ValidateTokenRequest(access_token=registered.access_token)
-    )
+    response = await validate(launched.stub, registered.access_token)
 
     assert (response.active, response.inactive_reason) == (False, "SESSION_EXPIRED")
     assert response.session_id == registered.session_id
@@ -282,16 +252,16 @@ async def test_swept_session_access_token_validates_inactive_as_session_expired(
 async def test_sweep_leaves_a_session_locked_by_a_request_for_the_next_pass(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
-    server, stub = await launch(session_idle_timeout="1h")
-    busy = await register(stub, email="busy@example.com")
-    idle = await register(stub, email="idle@example.com")
+    launched = await launch(session_idle_timeout="1h")
+    busy = await register(launched.stub, email="busy@example.com")
+    idle = await register(launched.stub, email="idle@example.com")
     clock.advance(timedelta(hours=2))
     async with pool.acquire() as request, request.transaction():
         await request.execute(
             "SELECT id FROM sessions WHERE id = $1::uuid FOR UPDATE", busy.session_id
         )
 
-        counts = await server.sweeper.run_once()
+        counts = await launched.server.sweeper.run_once()
 
         remaining = await _session_ids(pool)
 

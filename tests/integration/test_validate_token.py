@@ -20,7 +20,7 @@ from google.protobuf import timestamp_pb2
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.helpers import Stub, bearer, error_info, register
+from tests.helpers import Stub, bearer, error_info, register, validate
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,13 +54,6 @@ async def _stored_private_key(pool: Pool) -> tuple[str, bytes]:
     return row["kid"], bytes(row["private_key_pem"])
 
 
-async def _validate(stub: Stub, token: str) -> pb.ValidateTokenResponse:
-    response: pb.ValidateTokenResponse = await stub.ValidateToken(
-        pb.ValidateTokenRequest(access_token=token)
-    )
-    return response
-
-
 def _assert_invalid_and_anonymous(response: pb.ValidateTokenResponse) -> None:
     assert (response.active, response.inactive_reason) == (False, "TOKEN_INVALID")
     assert response.user_id == ""
@@ -83,7 +76,7 @@ async def test_validate_active_token_reports_its_principal_and_times(
 ) -> None:
     registered = await register(stub)
 
-    response = await _validate(stub, registered.access_token)
+    response = await validate(stub, registered.access_token)
 
     issued_at = timestamp_pb2.Timestamp()
     issued_at.FromDatetime(clock.now())
@@ -98,7 +91,7 @@ async def test_validate_active_token_reports_its_principal_and_times(
 async def test_validate_active_token_returns_its_claims(stub: Stub) -> None:
     registered = await register(stub)
 
-    response = await _validate(stub, registered.access_token)
+    response = await validate(stub, registered.access_token)
 
     claims = dict(response.claims)
     assert {"iss", "aud", "sub", "sid", "jti", "iat", "exp"} <= claims.keys()
@@ -111,7 +104,7 @@ async def test_validate_token_is_active_until_its_exp(stub: Stub, clock: FrozenC
     registered = await register(stub)
     clock.advance(ACCESS_TOKEN_TTL - timedelta(seconds=1))
 
-    response = await _validate(stub, registered.access_token)
+    response = await validate(stub, registered.access_token)
 
     assert response.active
 
@@ -122,7 +115,7 @@ async def test_validate_expired_token_is_token_expired_with_its_user(
     registered = await register(stub)
     clock.advance(ACCESS_TOKEN_TTL)
 
-    response = await _validate(stub, registered.access_token)
+    response = await validate(stub, registered.access_token)
 
     assert (response.active, response.inactive_reason) == (False, "TOKEN_EXPIRED")
     assert response.user_id == registered.user_id
@@ -133,7 +126,7 @@ async def test_validate_after_logout_is_session_revoked(stub: Stub) -> None:
     registered = await register(stub)
     await stub.Logout(pb.LogoutRequest(), metadata=bearer(registered.access_token))
 
-    response = await _validate(stub, registered.access_token)
+    response = await validate(stub, registered.access_token)
 
     assert (response.active, response.inactive_reason) == (False, "SESSION_REVOKED")
     assert response.user_id == registered.user_id
@@ -157,7 +150,7 @@ async def test_token_re_signed_with_the_stored_key_and_same_claims_is_active(
     registered = await register(stub)
     token = await _sign_with_stored_key(pool, _claims(registered.access_token))
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     assert response.active
 
@@ -166,7 +159,7 @@ async def test_token_re_signed_with_the_stored_key_and_same_claims_is_active(
 
 
 async def test_validate_garbage_is_token_invalid(stub: Stub) -> None:
-    response = await _validate(stub, "not.a.jwt")
+    response = await validate(stub, "not.a.jwt")
 
     _assert_invalid_and_anonymous(response)
 
@@ -176,7 +169,7 @@ async def test_validate_alg_none_token_is_token_invalid(stub: Stub) -> None:
     header = {**_header(registered.access_token), "alg": "none"}
     token = f"{_b64url_json(header)}.{_b64url_json(_claims(registered.access_token))}."
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     _assert_invalid_and_anonymous(response)
 
@@ -199,7 +192,7 @@ async def test_validate_hs256_token_keyed_with_the_public_key_is_token_invalid(
     signing_input = f"{_b64url_json(header)}.{_b64url_json(_claims(registered.access_token))}"
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
 
-    response = await _validate(stub, f"{signing_input}.{_b64url(signature)}")
+    response = await validate(stub, f"{signing_input}.{_b64url(signature)}")
 
     _assert_invalid_and_anonymous(response)
 
@@ -216,7 +209,7 @@ async def test_validate_token_signed_by_another_key_with_our_kid_is_token_invali
         headers=_header(registered.access_token),
     )
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     _assert_invalid_and_anonymous(response)
 
@@ -225,7 +218,7 @@ async def test_validate_token_with_an_unknown_kid_is_token_invalid(stub: Stub, p
     registered = await register(stub)
     token = await _sign_with_stored_key(pool, _claims(registered.access_token), kid="unknown-kid")
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     _assert_invalid_and_anonymous(response)
 
@@ -236,7 +229,7 @@ async def test_validate_token_with_a_tampered_payload_is_token_invalid(stub: Stu
     claims = {**_claims(registered.access_token), "sub": str(uuid.uuid4())}
     token = f"{header}.{_b64url_json(claims)}.{signature}"
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     _assert_invalid_and_anonymous(response)
 
@@ -259,7 +252,7 @@ async def test_validate_token_signed_with_our_key_for_another_party_is_token_inv
     claims = {**_claims(registered.access_token), claim: value}
     token = await _sign_with_stored_key(pool, claims)
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     _assert_invalid_and_anonymous(response)
 
@@ -273,7 +266,7 @@ async def test_validate_token_signed_with_our_key_missing_a_claim_is_token_inval
     del claims[claim]
     token = await _sign_with_stored_key(pool, claims)
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     _assert_invalid_and_anonymous(response)
 
@@ -286,6 +279,6 @@ async def test_validate_token_pairing_a_user_with_another_users_session_is_token
     claims = {**_claims(alice.access_token), "sid": bob.session_id}
     token = await _sign_with_stored_key(pool, claims)
 
-    response = await _validate(stub, token)
+    response = await validate(stub, token)
 
     _assert_invalid_and_anonymous(response)
