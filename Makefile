@@ -76,10 +76,15 @@ generate: bootstrap ## Regenerate authsvc/v1/ from protos/
 check-generated: bootstrap ## Fail if authsvc/v1/ differs from what protos/ generates
 	@scripts/check_generated
 
-lint-proto: bootstrap ## buf lint + buf format check on protos/
+# buf breaking compares protos/ with the previous commit: on a clean checkout of main that
+# is the change the last commit made; with uncommitted edits it also covers those.
+lint-proto: bootstrap ## buf lint, buf format check, buf breaking against HEAD~1
 	@$(BUF) lint
 	@$(BUF) format --diff --exit-code
-	@echo "protos/ pass buf lint and buf format."
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+	  $(BUF) breaking --against '.git#ref=HEAD~1'; \
+	else echo "buf breaking: no previous commit to compare with"; fi
+	@echo "protos/ pass buf lint, buf format and buf breaking."
 
 lock: ## Re-resolve dependencies into constraints.txt (then run make test)
 	@scripts/lock

@@ -26,51 +26,51 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/auth_service.proto\x12\nauthsvc.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0bremember_me\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65vice_name\x18\x05 \x01(\t\"\xf3\x01\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12;\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12<\n\x18refresh_token_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x12\n\ntoken_type\x18\x07 \x01(\t\"Y\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0bremember_me\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65vice_name\x18\x04 \x01(\t\"\xf0\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12;\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12<\n\x18refresh_token_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x12\n\ntoken_type\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\xf2\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12;\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12<\n\x18refresh_token_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x12\n\ntoken_type\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"N\n\rLogoutRequest\x12&\n\x05scope\x18\x01 \x01(\x0e\x32\x17.authsvc.v1.LogoutScope\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\"/\n\x0eLogoutResponse\x12\x1d\n\x15revoked_session_count\x18\x01 \x01(\x05\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListSessionsResponse\x12%\n\x08sessions\x18\x01 \x03(\x0b\x32\x13.authsvc.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x03\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_active_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fidle_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0b\x64\x65vice_type\x18\x06 \x01(\x0e\x32\x16.authsvc.v1.DeviceType\x12\x0f\n\x07\x62rowser\x18\x07 \x01(\t\x12\n\n\x02os\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\t \x01(\t\x12\x12\n\nip_address\x18\n \x01(\t\x12\x12\n\nuser_agent\x18\x0b \x01(\t\x12\x0f\n\x07\x63urrent\x18\x0c \x01(\x08\x12\x13\n\x0bremember_me\x18\r \x01(\x08\":\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x15RevokeSessionResponse\",\n\x14ValidateTokenRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\"\xed\x01\n\x15ValidateTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x17\n\x0finactive_reason\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x63laims\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t*\x8a\x01\n\x0bLogoutScope\x12\x1c\n\x18LOGOUT_SCOPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19LOGOUT_SCOPE_THIS_SESSION\x10\x01\x12\x1f\n\x1bLOGOUT_SCOPE_OTHER_SESSIONS\x10\x02\x12\x1d\n\x19LOGOUT_SCOPE_ALL_SESSIONS\x10\x03*\x9e\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_DESKTOP\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_MOBILE\x10\x02\x12\x16\n\x12\x44\x45VICE_TYPE_TABLET\x10\x03\x12\x13\n\x0f\x44\x45VICE_TYPE_BOT\x10\x04\x12\x15\n\x11\x44\x45VICE_TYPE_OTHER\x10\x05\x32\xda\x04\n\x0b\x41uthService\x12\x45\n\x08Register\x12\x1b.authsvc.v1.RegisterRequest\x1a\x1c.authsvc.v1.RegisterResponse\x12<\n\x05Login\x12\x18.authsvc.v1.LoginRequest\x1a\x19.authsvc.v1.LoginResponse\x12\x42\n\x07Refresh\x12\x1a.authsvc.v1.RefreshRequest\x1a\x1b.authsvc.v1.RefreshResponse\x12?\n\x06Logout\x12\x19.authsvc.v1.LogoutRequest\x1a\x1a.authsvc.v1.LogoutResponse\x12Q\n\x0cListSessions\x12\x1f.authsvc.v1.ListSessionsRequest\x1a .authsvc.v1.ListSessionsResponse\x12T\n\rRevokeSession\x12 .authsvc.v1.RevokeSessionRequest\x1a!.authsvc.v1.RevokeSessionResponse\x12T\n\rValidateToken\x12 .authsvc.v1.ValidateTokenRequest\x1a!.authsvc.v1.ValidateTokenResponse\x12\x42\n\x07GetJwks\x12\x1a.authsvc.v1.GetJwksRequest\x1a\x1b.authsvc.v1.GetJwksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/auth_service.proto\x12\nauthsvc.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x0fRegisterRequest\x12\x14\n\x05\x65mail\x18\x01 \x01(\tR\x05\x65mail\x12\x1a\n\x08password\x18\x02 \x01(\tR\x08password\x12!\n\x0c\x64isplay_name\x18\x03 \x01(\tR\x0b\x64isplayName\x12\x1f\n\x0bremember_me\x18\x04 \x01(\x08R\nrememberMe\x12\x1f\n\x0b\x64\x65vice_name\x18\x05 \x01(\tR\ndeviceName\"\xd9\x02\n\x10RegisterResponse\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12Q\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x14\x61\x63\x63\x65ssTokenExpiresAt\x12#\n\rrefresh_token\x18\x04 \x01(\tR\x0crefreshToken\x12S\n\x18refresh_token_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x15refreshTokenExpiresAt\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\x12\x1d\n\ntoken_type\x18\x07 \x01(\tR\ttokenType\"\x82\x01\n\x0cLoginRequest\x12\x14\n\x05\x65mail\x18\x01 \x01(\tR\x05\x65mail\x12\x1a\n\x08password\x18\x02 \x01(\tR\x08password\x12\x1f\n\x0bremember_me\x18\x03 \x01(\x08R\nrememberMe\x12\x1f\n\x0b\x64\x65vice_name\x18\x04 \x01(\tR\ndeviceName\"\xd6\x02\n\rLoginResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12Q\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x14\x61\x63\x63\x65ssTokenExpiresAt\x12#\n\rrefresh_token\x18\x03 \x01(\tR\x0crefreshToken\x12S\n\x18refresh_token_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x15refreshTokenExpiresAt\x12\x1d\n\nsession_id\x18\x05 \x01(\tR\tsessionId\x12\x1d\n\ntoken_type\x18\x06 \x01(\tR\ttokenType\x12\x17\n\x07user_id\x18\x07 \x01(\tR\x06userId\"5\n\x0eRefreshRequest\x12#\n\rrefresh_token\x18\x01 \x01(\tR\x0crefreshToken\"\xd8\x02\n\x0fRefreshResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12Q\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x14\x61\x63\x63\x65ssTokenExpiresAt\x12#\n\rrefresh_token\x18\x03 \x01(\tR\x0crefreshToken\x12S\n\x18refresh_token_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x15refreshTokenExpiresAt\x12\x1d\n\nsession_id\x18\x05 \x01(\tR\tsessionId\x12\x1d\n\ntoken_type\x18\x06 \x01(\tR\ttokenType\x12\x17\n\x07user_id\x18\x07 \x01(\tR\x06userId\"c\n\rLogoutRequest\x12-\n\x05scope\x18\x01 \x01(\x0e\x32\x17.authsvc.v1.LogoutScopeR\x05scope\x12#\n\rrefresh_token\x18\x02 \x01(\tR\x0crefreshToken\"D\n\x0eLogoutResponse\x12\x32\n\x15revoked_session_count\x18\x01 \x01(\x05R\x13revokedSessionCount\"Q\n\x13ListSessionsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"o\n\x14ListSessionsResponse\x12/\n\x08sessions\x18\x01 \x03(\x0b\x32\x13.authsvc.v1.SessionR\x08sessions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa1\x04\n\x07Session\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x39\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12@\n\x0elast_active_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastActiveAt\x12\x42\n\x0fidle_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ridleExpiresAt\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x37\n\x0b\x64\x65vice_type\x18\x06 \x01(\x0e\x32\x16.authsvc.v1.DeviceTypeR\ndeviceType\x12\x18\n\x07\x62rowser\x18\x07 \x01(\tR\x07\x62rowser\x12\x0e\n\x02os\x18\x08 \x01(\tR\x02os\x12\x1f\n\x0b\x64\x65vice_name\x18\t \x01(\tR\ndeviceName\x12\x1d\n\nip_address\x18\n \x01(\tR\tipAddress\x12\x1d\n\nuser_agent\x18\x0b \x01(\tR\tuserAgent\x12\x18\n\x07\x63urrent\x18\x0c \x01(\x08R\x07\x63urrent\x12\x1f\n\x0bremember_me\x18\r \x01(\x08R\nrememberMe\"M\n\x14RevokeSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\x17\n\x15RevokeSessionResponse\"9\n\x14ValidateTokenRequest\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\"\xb5\x02\n\x15ValidateTokenResponse\x12\x16\n\x06\x61\x63tive\x18\x01 \x01(\x08R\x06\x61\x63tive\x12\'\n\x0finactive_reason\x18\x02 \x01(\tR\x0einactiveReason\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12\x1d\n\nsession_id\x18\x04 \x01(\tR\tsessionId\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x37\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08issuedAt\x12/\n\x06\x63laims\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructR\x06\x63laims\"\x10\n\x0eGetJwksRequest\".\n\x0fGetJwksResponse\x12\x1b\n\tjwks_json\x18\x01 \x01(\tR\x08jwksJson*\x8a\x01\n\x0bLogoutScope\x12\x1c\n\x18LOGOUT_SCOPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19LOGOUT_SCOPE_THIS_SESSION\x10\x01\x12\x1f\n\x1bLOGOUT_SCOPE_OTHER_SESSIONS\x10\x02\x12\x1d\n\x19LOGOUT_SCOPE_ALL_SESSIONS\x10\x03*\x9e\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_DESKTOP\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_MOBILE\x10\x02\x12\x16\n\x12\x44\x45VICE_TYPE_TABLET\x10\x03\x12\x13\n\x0f\x44\x45VICE_TYPE_BOT\x10\x04\x12\x15\n\x11\x44\x45VICE_TYPE_OTHER\x10\x05\x32\xda\x04\n\x0b\x41uthService\x12\x45\n\x08Register\x12\x1b.authsvc.v1.RegisterRequest\x1a\x1c.authsvc.v1.RegisterResponse\x12<\n\x05Login\x12\x18.authsvc.v1.LoginRequest\x1a\x19.authsvc.v1.LoginResponse\x12\x42\n\x07Refresh\x12\x1a.authsvc.v1.RefreshRequest\x1a\x1b.authsvc.v1.RefreshResponse\x12?\n\x06Logout\x12\x19.authsvc.v1.LogoutRequest\x1a\x1a.authsvc.v1.LogoutResponse\x12Q\n\x0cListSessions\x12\x1f.authsvc.v1.ListSessionsRequest\x1a .authsvc.v1.ListSessionsResponse\x12T\n\rRevokeSession\x12 .authsvc.v1.RevokeSessionRequest\x1a!.authsvc.v1.RevokeSessionResponse\x12T\n\rValidateToken\x12 .authsvc.v1.ValidateTokenRequest\x1a!.authsvc.v1.ValidateTokenResponse\x12\x42\n\x07GetJwks\x12\x1a.authsvc.v1.GetJwksRequest\x1a\x1b.authsvc.v1.GetJwksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.auth_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOGOUTSCOPE']._serialized_start=2203
-  _globals['_LOGOUTSCOPE']._serialized_end=2341
-  _globals['_DEVICETYPE']._serialized_start=2344
-  _globals['_DEVICETYPE']._serialized_end=2502
-  _globals['_REGISTERREQUEST']._serialized_start=108
-  _globals['_REGISTERREQUEST']._serialized_end=222
-  _globals['_REGISTERRESPONSE']._serialized_start=225
-  _globals['_REGISTERRESPONSE']._serialized_end=468
-  _globals['_LOGINREQUEST']._serialized_start=470
-  _globals['_LOGINREQUEST']._serialized_end=559
-  _globals['_LOGINRESPONSE']._serialized_start=562
-  _globals['_LOGINRESPONSE']._serialized_end=802
-  _globals['_REFRESHREQUEST']._serialized_start=804
-  _globals['_REFRESHREQUEST']._serialized_end=843
-  _globals['_REFRESHRESPONSE']._serialized_start=846
-  _globals['_REFRESHRESPONSE']._serialized_end=1088
-  _globals['_LOGOUTREQUEST']._serialized_start=1090
-  _globals['_LOGOUTREQUEST']._serialized_end=1168
-  _globals['_LOGOUTRESPONSE']._serialized_start=1170
-  _globals['_LOGOUTRESPONSE']._serialized_end=1217
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1219
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1279
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1281
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1367
-  _globals['_SESSION']._serialized_start=1370
-  _globals['_SESSION']._serialized_end=1773
-  _globals['_REVOKESESSIONREQUEST']._serialized_start=1775
-  _globals['_REVOKESESSIONREQUEST']._serialized_end=1833
-  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1835
-  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1858
-  _globals['_VALIDATETOKENREQUEST']._serialized_start=1860
-  _globals['_VALIDATETOKENREQUEST']._serialized_end=1904
-  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1907
-  _globals['_VALIDATETOKENRESPONSE']._serialized_end=2144
-  _globals['_GETJWKSREQUEST']._serialized_start=2146
-  _globals['_GETJWKSREQUEST']._serialized_end=2162
-  _globals['_GETJWKSRESPONSE']._serialized_start=2164
-  _globals['_GETJWKSRESPONSE']._serialized_end=2200
-  _globals['_AUTHSERVICE']._serialized_start=2505
-  _globals['_AUTHSERVICE']._serialized_end=3107
+  _globals['_LOGOUTSCOPE']._serialized_start=2964
+  _globals['_LOGOUTSCOPE']._serialized_end=3102
+  _globals['_DEVICETYPE']._serialized_start=3105
+  _globals['_DEVICETYPE']._serialized_end=3263
+  _globals['_REGISTERREQUEST']._serialized_start=109
+  _globals['_REGISTERREQUEST']._serialized_end=277
+  _globals['_REGISTERRESPONSE']._serialized_start=280
+  _globals['_REGISTERRESPONSE']._serialized_end=625
+  _globals['_LOGINREQUEST']._serialized_start=628
+  _globals['_LOGINREQUEST']._serialized_end=758
+  _globals['_LOGINRESPONSE']._serialized_start=761
+  _globals['_LOGINRESPONSE']._serialized_end=1103
+  _globals['_REFRESHREQUEST']._serialized_start=1105
+  _globals['_REFRESHREQUEST']._serialized_end=1158
+  _globals['_REFRESHRESPONSE']._serialized_start=1161
+  _globals['_REFRESHRESPONSE']._serialized_end=1505
+  _globals['_LOGOUTREQUEST']._serialized_start=1507
+  _globals['_LOGOUTREQUEST']._serialized_end=1606
+  _globals['_LOGOUTRESPONSE']._serialized_start=1608
+  _globals['_LOGOUTRESPONSE']._serialized_end=1676
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1678
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1759
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1761
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1872
+  _globals['_SESSION']._serialized_start=1875
+  _globals['_SESSION']._serialized_end=2420
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=2422
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=2499
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=2501
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=2524
+  _globals['_VALIDATETOKENREQUEST']._serialized_start=2526
+  _globals['_VALIDATETOKENREQUEST']._serialized_end=2583
+  _globals['_VALIDATETOKENRESPONSE']._serialized_start=2586
+  _globals['_VALIDATETOKENRESPONSE']._serialized_end=2895
+  _globals['_GETJWKSREQUEST']._serialized_start=2897
+  _globals['_GETJWKSREQUEST']._serialized_end=2913
+  _globals['_GETJWKSRESPONSE']._serialized_start=2915
+  _globals['_GETJWKSRESPONSE']._serialized_end=2961
+  _globals['_AUTHSERVICE']._serialized_start=3266
+  _globals['_AUTHSERVICE']._serialized_end=3868
 # @@protoc_insertion_point(module_scope)
