@@ -1,0 +1,131 @@
+"""The Dockerfile's recipe, proven without a Docker engine.
+
+There is no Docker engine on these machines, so this test does what the
+image build does, with the commands read from the Dockerfile itself: it
+copies what the builder stage copies, runs the builder's RUN lines in a clean
+virtualenv (/opt/venv and /tmp mapped to a temporary directory), then starts
+the image's ENTRYPOINT + CMD with its ENV and waits for its HEALTHCHECK
+command to pass. It needs PyPI (pip's cache makes it quick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.asyncio
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+DEV_ONLY = ("pytest", "mypy", "ruff", "grpcio-tools", "import-linter", "authsvc-client")
+
+
+def _instructions() -> list[tuple[int, str, str]]:
+    """(stage, INSTRUCTION, arguments) with continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
+    found, stage = [], -1
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        if keyword == "FROM":
+            stage += 1
+        found.append((stage, keyword, rest.strip()))
+    return found
+
+
+def _exec_form(arguments: str) -> list[str]:
+    match = re.fullmatch(r"(?:CMD\s+)?(\[.*\])", arguments)
+    assert match, f"expected exec form, got {arguments!r}"
+    return [part.strip().strip('"') for part in match[1].strip("[]").split(",")]
+
+
+async def _run(command: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    async with asyncio.timeout(600):
+        output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")
+
+
+async def test_dockerfile_recipe_installs_and_serves_healthy(tmp_path: Path) -> None:
+    venv, scratch, src, home = (tmp_path / d for d in ("venv", "tmp", "src", "home"))
+    for directory in (scratch, src, home):
+        directory.mkdir()
+    env = {"PATH": f"{venv}/bin:{os.environ['PATH']}", "HOME": str(home)}
+    builder = [(k, a) for stage, k, a in _instructions() if stage == 0]
+    final = [(k, a) for stage, k, a in _instructions() if stage == 1]
+
+    for keyword, arguments in builder:
+        if keyword == "COPY":
+            *sources, _ = shlex.split(arguments)
+            for pattern in sources:
+                for path in ROOT.glob(pattern):
+                    copy = shutil.copytree if path.is_dir() else shutil.copy
+                    copy(path, src / path.name)
+        elif keyword == "RUN":
+            # /tmp first: the mapped paths themselves live under /tmp.
+            script = arguments.replace("/tmp/", f"{scratch}/")  # noqa: S108 (the Dockerfile's)
+            script = script.replace("/opt/venv", str(venv))
+            script = script.replace("python -m venv", f"{sys.executable} -m venv", 1)
+            status, output = await _run(
+                ["bash", "-euo", "pipefail", "-c", script], cwd=src, env=env
+            )
+            assert status == 0, f"RUN {script}\n{output}"
+
+    status, frozen = await _run([f"{venv}/bin/python", "-m", "pip", "freeze"], cwd=src, env=env)
+    assert status == 0
+    assert re.search(r"^authsvc( @|==)", frozen, re.M)
+    assert not [name for name in DEV_ONLY if re.search(rf"^{name}( @|==)", frozen, re.M | re.I)]
+
+    image_env = dict(env)
+    for keyword, arguments in final:
+        if keyword == "ENV":
+            image_env.update(dict(re.findall(r"(\w+)=(\S+)", arguments)))
+    image_env["PATH"] = f"{venv}/bin:{os.environ['PATH']}"  # the image's PATH, mapped
+    image_env["AUTHSVC_PORT"] = "0"  # any free port; the healthcheck is pointed at it below
+    image_env.update(AUTHSVC_ARGON2_TIME_COST="1", AUTHSVC_ARGON2_MEMORY_KIB="1024")
+    entrypoint = next(_exec_form(a) for k, a in final if k == "ENTRYPOINT")
+    cmd = next(_exec_form(a) for k, a in final if k == "CMD")
+    healthcheck = next(_exec_form(a.split(" CMD ", 1)[1]) for k, a in final if k == "HEALTHCHECK")
+
+    server = await asyncio.create_subprocess_exec(
+        *entrypoint, *cmd, cwd=home, env=image_env, stderr=asyncio.subprocess.PIPE
+    )
+    assert server.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            port = await _bound_port(server.stderr)
+        drain = asyncio.create_task(server.stderr.read())
+        check_env = {**image_env, "AUTHSVC_PORT": str(port)}
+        # Like the image's HEALTHCHECK: probe until SERVING (migrations take a moment).
+        for _ in range(120):
+            if (await _run(healthcheck, cwd=home, env=check_env))[0] == 0:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail("the HEALTHCHECK command never passed")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            exit_status = await server.wait()
+    await drain
+    assert exit_status == 0
+
+
+async def _bound_port(stderr: asyncio.StreamReader) -> int:
+    while line := await stderr.readline():
+        if match := re.search(rb"serving gRPC on \S+:(\d+)", line):
+            return int(match[1])
+    raise AssertionError("the server exited before it listened")

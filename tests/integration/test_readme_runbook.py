@@ -1,0 +1,97 @@
+"""The README's grpcurl runbook, run as written with the real grpcurl binary.
+
+The block is taken from README.md itself, so the runbook cannot rot: a
+command that stops working, or output that stops matching, fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from authsvc.store.pool import Pool
+from tests.conftest import Launch
+
+pytestmark = pytest.mark.asyncio
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def _fenced_after(marker: str) -> str:
+    """The body of the first fenced block after an HTML comment marker."""
+    match = re.search(rf"<!-- {marker}\b.*?-->\n```[a-z]*\n(.*?)```", README, re.DOTALL)
+    assert match, f"README has no block marked {marker}"
+    return match[1]
+
+
+async def _bash(script: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def _pointed_at(script: str, port: int) -> str:
+    script, count = re.subn(r"^ADDR=\S+$", f"ADDR=127.0.0.1:{port}", script, flags=re.MULTILINE)
+    assert count == 1, "the runbook sets ADDR once"
+    return script
+
+
+async def test_readme_runbook_runs_top_to_bottom(launch: Launch, pool: Pool) -> None:
+    launched = await launch()
+    script = _pointed_at(_fenced_after("runbook"), launched.server.port)
+
+    status, stdout, stderr = await _bash("set -euo pipefail\n" + script)
+
+    assert status == 0, stderr
+    expected_in_order = [
+        "authsvc.v1.AuthService",  # list
+        '"status": "SERVING"',  # health
+        '"current": true',  # ListSessions
+        '"active": true',  # ValidateToken
+        '"kty": "OKP"',  # GetJwks, pretty-printed by jq
+        '"revokedSessionCount": 1',  # Logout
+    ]
+    positions = [stdout.find(text) for text in expected_in_order]
+    assert -1 not in positions, stdout
+    assert positions == sorted(positions), stdout
+    reasons = {
+        row["revoke_reason"] for row in await pool.fetch("SELECT revoke_reason FROM sessions")
+    }
+    assert reasons == {"revoked_by_user: lost phone", "logout"}
+
+
+async def test_readme_error_example_is_what_grpcurl_prints(launch: Launch) -> None:
+    launched = await launch()
+    # The runbook's first lines: ADDR, G, and the two read-only calls.
+    preamble = _fenced_after("runbook").split("\n# Register", 1)[0]
+    setup = _pointed_at(preamble, launched.server.port)
+    command, _, expected = _fenced_after("runbook-error").partition("\n")
+    account = (
+        '$G -d \'{"email":"ada@example.com","password":"correct horse battery"}\''
+        " $ADDR authsvc.v1.AuthService/Register > /dev/null"
+    )
+
+    status, _, stderr = await _bash(
+        f"{setup}\n{account}\n{command.removeprefix('$ ')}\necho exit=$? >&2"
+    )
+
+    assert status == 0
+    assert stderr.strip() == f"{expected.strip()}\nexit={_grpcurl_failure_status()}"
+
+
+def _grpcurl_failure_status() -> int:
+    # grpcurl exits 64 + the gRPC code on an RPC error: UNAUTHENTICATED is 16.
+    return 64 + 16
