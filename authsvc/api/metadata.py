@@ -15,7 +15,6 @@ __all__ = ["bearer_token", "client_ip", "metadata_value", "user_agent"]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_BEARER = "bearer "
 # gRPC libraries append their own product token to the caller's user agent.
 _GRPC_SUFFIXES = (
     " grpc-python-asyncio/",
@@ -41,11 +40,12 @@ def has_metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> bool:
 def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The token of an `authorization: Bearer <token>` entry."""
     header = metadata_value(context, "authorization")
-    if header is None:
+    scheme, _, token = (header or "").strip().partition(" ")
+    if not scheme:
         raise MissingCredentials("authorization metadata with a Bearer token is required")
-    if not header[: len(_BEARER)].lower() == _BEARER:
+    if scheme.lower() != "bearer":
         raise TokenInvalid("authorization metadata must be 'Bearer <token>'")
-    token = header[len(_BEARER) :].strip()
+    token = token.strip()
     if not token:
         raise MissingCredentials("authorization metadata with a Bearer token is required")
     return token

@@ -15,6 +15,7 @@ from authsvc.domain.signing_keys import KeyRing
 
 __all__ = ["AccessTokens", "MintedAccessToken"]
 
+_ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "jti", "iat", "exp"]
 # Far above any token we mint; bounds the work a hostile string can cause.
 _MAX_TOKEN_LENGTH = 4096
@@ -53,7 +54,10 @@ class AccessTokens:
             "exp": int(expires_at.timestamp()),
         }
         token = jwt.encode(
-            claims, private_key, algorithm=algorithm, headers={"kid": kid, "typ": "at+jwt"}
+            claims,
+            private_key,
+            algorithm=algorithm,
+            headers={"kid": kid, "typ": _ACCESS_TOKEN_TYPE},
         )
         return MintedAccessToken(token=token, expires_at=expires_at)
 
@@ -69,6 +73,9 @@ class AccessTokens:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise TokenInvalid("access token is malformed") from exc
+        if header.get("typ") != _ACCESS_TOKEN_TYPE:
+            # RFC 9068: only a JWT typed at+jwt is an access token, whoever signed it.
+            raise TokenInvalid("not an access token")
         kid = header.get("kid")
         found = await self._keys.verification_key(kid) if isinstance(kid, str) else None
         if found is None:

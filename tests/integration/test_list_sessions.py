@@ -393,6 +393,17 @@ async def test_list_sessions_without_authorization_is_missing_credentials(stub: 
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS")
 
 
+@pytest.mark.parametrize("header", ["Bearer", "Bearer   ", "bearer"])
+async def test_list_sessions_with_an_empty_bearer_is_missing_credentials(
+    stub: Stub, header: str
+) -> None:
+    await register(stub)
+
+    code, reason, _ = await list_error(stub, (("authorization", header),))
+
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS")
+
+
 @pytest.mark.parametrize(
     "header", ["Bearer garbage", "Basic xyz"], ids=["bearer-garbage", "basic-scheme"]
 )

@@ -223,6 +223,19 @@ async def test_validate_token_with_an_unknown_kid_is_token_invalid(stub: Stub, p
     _assert_invalid_and_anonymous(response)
 
 
+@pytest.mark.parametrize("typ", ["JWT", "id+jwt", ""])
+async def test_validate_token_signed_with_our_key_but_not_an_access_token_is_token_invalid(
+    stub: Stub, pool: Pool, typ: str
+) -> None:
+    # RFC 9068: an access token says typ at+jwt, so no other JWT of ours can pass for one.
+    registered = await register(stub)
+    token = await _sign_with_stored_key(pool, _claims(registered.access_token), typ=typ)
+
+    response = await validate(stub, token)
+
+    _assert_invalid_and_anonymous(response)
+
+
 async def test_validate_token_with_a_tampered_payload_is_token_invalid(stub: Stub) -> None:
     registered = await register(stub)
     header, _, signature = registered.access_token.split(".")
