@@ -1,0 +1,261 @@
+"""AuthClient: typed async calls to authsvc, with the session's tokens managed for you."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from authsvc_client._errors import error_from_rpc
+from authsvc_client._manager import DEFAULT_REFRESH_SKEW, SessionExpiredCallback, TokenManager
+from authsvc_client._models import (
+    LogoutScope,
+    Session,
+    SessionPage,
+    TokenPair,
+    TokenValidation,
+    session,
+    token_pair,
+    token_validation,
+)
+from authsvc_client._store import TokenStore
+from authsvc_client.v1 import auth_service_pb2 as pb
+from authsvc_client.v1 import auth_service_pb2_grpc as pb_grpc
+
+__all__ = ["DEFAULT_TIMEOUT", "AuthClient"]
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds each RPC may take unless the client is built with another `timeout`."""
+
+
+def _bearer(access_token: str | None) -> tuple[tuple[str, str], ...] | None:
+    return None if access_token is None else (("authorization", f"Bearer {access_token}"),)
+
+
+class AuthClient:
+    """Every AuthService RPC as a typed coroutine, for one signed-in session at a time.
+
+    `register` and `login` keep the new session's tokens in `tokens` (a TokenManager);
+    `logout`, `list_sessions` and `revoke_session` send its access token, refreshed
+    before it expires and once more if the service says it has. Failures raise the
+    exceptions in `authsvc_client` (AuthsvcError and subclasses), never grpc errors.
+
+    Build it on a `grpc.aio.Channel` you own, or with `AuthClient.connect(target)`, which
+    owns its channel and closes it in `close()` / `async with`.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        store: TokenStore | None = None,
+        refresh_skew: timedelta = DEFAULT_REFRESH_SKEW,
+        now: Callable[[], datetime] | None = None,
+        on_session_expired: SessionExpiredCallback | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._channel = channel
+        self._owns_channel = False
+        self._stub = pb_grpc.AuthServiceStub(channel)
+        self._timeout = timeout
+        self._tokens = TokenManager(
+            self._rotate,
+            store=store,
+            refresh_skew=refresh_skew,
+            now=now,
+            on_session_expired=on_session_expired,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        user_agent: str | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        store: TokenStore | None = None,
+        refresh_skew: timedelta = DEFAULT_REFRESH_SKEW,
+        now: Callable[[], datetime] | None = None,
+        on_session_expired: SessionExpiredCallback | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> AuthClient:
+        """A client on its own channel to `target` (TLS when `credentials` are given).
+
+        `user_agent` is what the service records as the session's device
+        (the channel option `grpc.primary_user_agent`).
+        """
+        channel_options = list(options)
+        if user_agent:
+            channel_options.append(("grpc.primary_user_agent", user_agent))
+        channel = (
+            grpc.aio.insecure_channel(target, options=channel_options)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials, options=channel_options)
+        )
+        client = cls(
+            channel,
+            store=store,
+            refresh_skew=refresh_skew,
+            now=now,
+            on_session_expired=on_session_expired,
+            timeout=timeout,
+        )
+        client._owns_channel = True
+        return client
+
+    @property
+    def tokens(self) -> TokenManager:
+        """The session's tokens; hand it to BearerAuthInterceptor for other services' channels."""
+        return self._tokens
+
+    async def close(self) -> None:
+        """Close the channel if `connect` opened it; a channel you passed in stays yours."""
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- signing in ---------------------------------------------------------------------
+
+    async def register(
+        self,
+        email: str,
+        password: str,
+        *,
+        display_name: str = "",
+        remember_me: bool = False,
+        device_name: str = "",
+    ) -> TokenPair:
+        """Create an account and sign it in; the new session's tokens become this client's."""
+        response = await self._unary(
+            self._stub.Register,
+            pb.RegisterRequest(
+                email=email,
+                password=password,
+                display_name=display_name,
+                remember_me=remember_me,
+                device_name=device_name,
+            ),
+        )
+        pair = token_pair(response)
+        await self._tokens.set_tokens(pair)
+        return pair
+
+    async def login(
+        self, email: str, password: str, *, remember_me: bool = False, device_name: str = ""
+    ) -> TokenPair:
+        """Start a session; its tokens become this client's. Wrong password and unknown
+        email both raise InvalidCredentials."""
+        response = await self._unary(
+            self._stub.Login,
+            pb.LoginRequest(
+                email=email, password=password, remember_me=remember_me, device_name=device_name
+            ),
+        )
+        pair = token_pair(response)
+        await self._tokens.set_tokens(pair)
+        return pair
+
+    async def refresh(self) -> TokenPair:
+        """Rotate this client's refresh token now (usually unnecessary: calls refresh as
+        needed). Joins a refresh already in flight; raises SessionExpired if the session is
+        over."""
+        return await self._tokens.refresh()
+
+    async def logout(self, scope: LogoutScope = LogoutScope.THIS_SESSION) -> int:
+        """Revoke this session, the other sessions or all; return how many this revoked.
+
+        When this session is among them, the client forgets its tokens.
+        """
+        response = await self._tokens.call(
+            lambda token: self._unary(self._stub.Logout, pb.LogoutRequest(scope=scope.value), token)
+        )
+        if scope is not LogoutScope.OTHER_SESSIONS:
+            await self._tokens.clear()
+        return response.revoked_session_count
+
+    # --- sessions -----------------------------------------------------------------------
+
+    async def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> SessionPage:
+        """One page of the caller's live sessions, most recent activity first.
+
+        `page_size` 0 means the service's default (50); pass the previous page's
+        `next_page_token` for the next. `iter_sessions` walks every page for you.
+        """
+        request = pb.ListSessionsRequest(page_size=page_size, page_token=page_token)
+        response = await self._tokens.call(
+            lambda token: self._unary(self._stub.ListSessions, request, token)
+        )
+        return SessionPage(
+            sessions=tuple(session(s) for s in response.sessions),
+            next_page_token=response.next_page_token,
+        )
+
+    async def iter_sessions(self, *, page_size: int = 0) -> AsyncGenerator[Session, None]:
+        """Every live session of the caller, page by page."""
+        page_token = ""
+        while True:
+            page = await self.list_sessions(page_size=page_size, page_token=page_token)
+            for item in page.sessions:
+                yield item
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def revoke_session(self, session_id: uuid.UUID | str, *, reason: str = "") -> None:
+        """Revoke one of the caller's sessions; NotFound if it is not theirs. Idempotent."""
+        request = pb.RevokeSessionRequest(session_id=str(session_id), reason=reason)
+        await self._tokens.call(lambda token: self._unary(self._stub.RevokeSession, request, token))
+
+    # --- for internal services ------------------------------------------------------------
+
+    async def validate_token(self, access_token: str) -> TokenValidation:
+        """Ask the service whether `access_token` may be trusted right now (sees revocation)."""
+        response = await self._unary(
+            self._stub.ValidateToken, pb.ValidateTokenRequest(access_token=access_token)
+        )
+        return token_validation(response)
+
+    async def get_jwks(self) -> dict[str, Any]:
+        """The JSON Web Key Set that verifies access tokens offline (see TokenVerifier)."""
+        response = await self._unary(self._stub.GetJwks, pb.GetJwksRequest())
+        jwks: dict[str, Any] = json.loads(response.jwks_json)
+        return jwks
+
+    # --- internals ------------------------------------------------------------------------
+
+    async def _rotate(self, refresh_token: str) -> TokenPair:
+        """The Refresh RPC alone; the TokenManager decides when and keeps the result."""
+        response = await self._unary(
+            self._stub.Refresh, pb.RefreshRequest(refresh_token=refresh_token)
+        )
+        return token_pair(response)
+
+    async def _unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        access_token: str | None = None,
+    ) -> _Resp:
+        try:
+            return await method(request, timeout=self._timeout, metadata=_bearer(access_token))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc

@@ -1,0 +1,248 @@
+"""TokenManager: one session's token pair, kept fresh for every call that needs it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import grpc
+
+from authsvc_client._errors import MissingCredentials, SessionExpired, TokenExpired
+from authsvc_client._models import TokenPair
+from authsvc_client._store import InMemoryTokenStore, TokenStore
+
+__all__ = ["DEFAULT_REFRESH_SKEW", "Refresher", "SessionExpiredCallback", "TokenManager"]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_REFRESH_SKEW = timedelta(seconds=60)
+
+Refresher = Callable[[str], Awaitable[TokenPair]]
+"""Rotates a refresh token: the Refresh RPC, nothing else."""
+
+SessionExpiredCallback = Callable[[SessionExpired], Awaitable[None] | None]
+"""Told once when the session ends; a plain function or a coroutine function."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenManager:
+    """Holds a session's tokens and hands out an access token that is good to send.
+
+    - Proactive: an access token within `refresh_skew` of its expiry (by `now`) is refreshed
+      before it is sent.
+    - Reactive: a call the service rejects with TOKEN_EXPIRED (the clocks disagree) triggers
+      a refresh and is retried once with the new token.
+    - Single flight: however many calls need a refresh at once, one Refresh RPC runs and they
+      all share its outcome, success or failure.
+    - Terminal: when a refresh fails because the session is over (revoked, expired, refresh
+      token reused...), or a call says the session is over, the tokens are cleared,
+      `on_session_expired` is called once and every waiting call raises SessionExpired; later
+      calls raise it too without touching the network, until new tokens are set (log in again).
+      Transient failures (Unavailable, deadlines) are raised and leave the tokens in place.
+
+    `now` is the manager's clock (aware UTC; the system clock by default): inject one in tests
+    and move it instead of sleeping. Waiting calls raise only after `on_session_expired`
+    returns, so keep it short. Every method must be called from the same event loop.
+    """
+
+    def __init__(
+        self,
+        refresh: Refresher,
+        *,
+        store: TokenStore | None = None,
+        refresh_skew: timedelta = DEFAULT_REFRESH_SKEW,
+        now: Callable[[], datetime] | None = None,
+        on_session_expired: SessionExpiredCallback | None = None,
+    ) -> None:
+        if refresh_skew < timedelta(0):
+            raise ValueError("refresh_skew must not be negative")
+        self._refresher = refresh
+        self._store: TokenStore = store if store is not None else InMemoryTokenStore()
+        self._skew = refresh_skew
+        self._now = now or _utc_now
+        self._on_session_expired = on_session_expired
+        self._pair: TokenPair | None = None
+        self._is_loaded = False
+        self._load_lock = asyncio.Lock()
+        self._flight: asyncio.Task[TokenPair] | None = None
+        self._ended: SessionExpired | None = None
+
+    @property
+    def refresh_skew(self) -> timedelta:
+        return self._skew
+
+    async def tokens(self) -> TokenPair | None:
+        """The current pair, or None when not signed in."""
+        await self._ensure_loaded()
+        return self._pair
+
+    async def set_tokens(self, pair: TokenPair) -> None:
+        """Adopt a new session's pair (after Login or Register) and store it."""
+        await self._ensure_loaded()
+        self._pair = pair
+        self._ended = None
+        await self._store.save(pair)
+
+    async def clear(self) -> None:
+        """Forget the tokens (after Logout). Does not call `on_session_expired`."""
+        await self._ensure_loaded()
+        self._pair = None
+        self._ended = None
+        await self._store.clear()
+
+    async def access_token(self) -> str | None:
+        """An access token good to send, refreshing first if it is about to expire.
+
+        None when not signed in (the call then goes without credentials and the service
+        answers MISSING_CREDENTIALS). Raises SessionExpired once the session has ended.
+        """
+        await self._ensure_loaded()
+        pair = self._pair
+        if pair is None:
+            if self._ended is not None:
+                raise self._session_over()
+            return None
+        if self._now() < pair.access_token_expires_at - self._skew:
+            return pair.access_token
+        return (await self._refresh_from(pair.access_token)).access_token
+
+    async def refresh(self) -> TokenPair:
+        """Refresh now, whatever the expiry; joins a refresh already in flight."""
+        await self._ensure_loaded()
+        pair = self._pair
+        if pair is None:
+            raise self._not_signed_in()
+        return await self._refresh_from(pair.access_token)
+
+    async def renew(self, rejected_access_token: str) -> str:
+        """A fresh access token after the service rejected `rejected_access_token` as expired.
+
+        If another call has refreshed since that token was handed out, its result is used and
+        no RPC is made, so N calls rejected together cause one Refresh.
+        """
+        return (await self._refresh_from(rejected_access_token)).access_token
+
+    async def end_session(self, rejected_access_token: str, error: SessionExpired) -> None:
+        """Record that the service said the session behind this token is over.
+
+        Only the first report for the current pair counts: the tokens are cleared and
+        `on_session_expired` is called once.
+        """
+        pair = self._pair
+        if pair is not None and pair.access_token == rejected_access_token:
+            await self._end(pair, error)
+
+    async def call(self, invoke: Callable[[str | None], Awaitable[_T]]) -> _T:
+        """Run `invoke(access_token)`, refreshing and retrying once if it raises TokenExpired.
+
+        `invoke` must raise this package's exceptions (AuthClient's methods do).
+        """
+        token = await self.access_token()
+        try:
+            try:
+                return await invoke(token)
+            except TokenExpired:
+                if token is None:
+                    raise
+                token = await self.renew(token)
+            return await invoke(token)
+        except SessionExpired as exc:
+            if token is not None:
+                await self.end_session(token, exc)
+            raise
+
+    # --- internals ------------------------------------------------------------------------
+
+    async def _ensure_loaded(self) -> None:
+        if self._is_loaded:
+            return
+        async with self._load_lock:
+            if not self._is_loaded:
+                self._pair = await self._store.load()
+                self._is_loaded = True
+
+    async def _refresh_from(self, stale_access_token: str) -> TokenPair:
+        pair = self._pair
+        if pair is None:
+            raise self._not_signed_in()
+        if pair.access_token != stale_access_token:
+            # Someone refreshed since this token was read: use theirs.
+            return pair
+        if self._flight is None:
+            flight = asyncio.ensure_future(self._rotate(pair))
+            # Read the outcome even if every waiter was cancelled, so asyncio never logs it
+            # as "never retrieved".
+            flight.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._flight = flight
+        # A waiter's cancellation must not cancel the refresh the others are waiting on.
+        return await asyncio.shield(self._flight)
+
+    async def _rotate(self, pair: TokenPair) -> TokenPair:
+        try:
+            try:
+                rotated = await self._refresher(pair.refresh_token)
+            except SessionExpired as exc:
+                _log.info(
+                    "session ended on refresh",
+                    extra={
+                        "event": "session_ended",
+                        "reason": exc.reason,
+                        "session_id": str(pair.session_id),
+                    },
+                )
+                await self._end(pair, exc)
+                raise
+            if self._pair is pair:
+                # Memory first: if the store fails, this process still holds the live token.
+                self._pair = rotated
+                await self._store.save(rotated)
+            return rotated
+        finally:
+            self._flight = None
+
+    async def _end(self, pair: TokenPair, error: SessionExpired) -> None:
+        if self._pair is not pair:
+            return
+        self._pair = None
+        self._ended = error
+        try:
+            await self._store.clear()
+        except Exception:
+            _log.exception("could not clear the token store", extra={"event": "store_failed"})
+        await self._notify(error)
+
+    async def _notify(self, error: SessionExpired) -> None:
+        if self._on_session_expired is None:
+            return
+        try:
+            outcome = self._on_session_expired(error)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            # The callback's failure must not replace the SessionExpired the callers get.
+            _log.exception("on_session_expired callback failed", extra={"event": "callback_failed"})
+
+    def _session_over(self) -> SessionExpired:
+        ended = self._ended
+        assert ended is not None
+        return SessionExpired(
+            ended.message, code=ended.code, reason=ended.reason, metadata=ended.metadata
+        )
+
+    def _not_signed_in(self) -> SessionExpired | MissingCredentials:
+        if self._ended is not None:
+            return self._session_over()
+        return MissingCredentials(
+            "not signed in: no tokens to refresh",
+            code=grpc.StatusCode.UNAUTHENTICATED,
+            reason="MISSING_CREDENTIALS",
+        )

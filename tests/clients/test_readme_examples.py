@@ -1,0 +1,58 @@
+"""The client README's Python examples run as written (against `authsvc serve`).
+
+Each block runs in its own thread (the async ones call asyncio.run, which must not touch the
+test session's event loop), with only the server address and the CLI's home directory
+changed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.clients.conftest import ServeProcess
+
+README = Path(__file__).resolve().parents[2] / "clients" / "python" / "README.md"
+_PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+# A bound on one example's run, not a timing assertion.
+EXAMPLE_TIMEOUT = 30.0
+
+EXAMPLES = _PYTHON_BLOCK.findall(README.read_text(encoding="utf-8"))
+
+
+def _run(source: str) -> BaseException | None:
+    outcome: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            exec(compile(source, str(README), "exec"), {"__name__": "__readme__"})  # noqa: S102
+        except BaseException as exc:
+            outcome[0] = exc
+
+    thread = threading.Thread(target=run, name="readme-example")
+    thread.start()
+    thread.join(EXAMPLE_TIMEOUT)
+    assert not thread.is_alive(), "example did not finish"
+    return outcome[0]
+
+
+def test_readme_has_the_examples_it_promises() -> None:
+    assert len(EXAMPLES) == 5
+
+
+@pytest.mark.parametrize("number", range(len(EXAMPLES)))
+def test_readme_example_runs_against_the_server(
+    number: int, serve: ServeProcess, tmp_path: Path
+) -> None:
+    source = (
+        EXAMPLES[number]
+        .replace("localhost:50051", serve.target)
+        .replace("Path.home()", f"Path({str(tmp_path)!r})")
+    )
+
+    failure = _run(source)
+
+    assert failure is None, repr(failure)

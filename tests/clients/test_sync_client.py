@@ -1,0 +1,134 @@
+"""SyncAuthClient from plain (non-async) code, as a WSGI worker would use it.
+
+The in-process test server runs on the session event loop, which does not run during a
+synchronous test, so these tests talk to `serve` (`python -m authsvc serve` in a subprocess
+on its own database, with the real clock). Server-side counts come from its access log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from authsvc_client import (
+    InMemoryTokenStore,
+    InvalidCredentials,
+    SessionExpired,
+    SessionPage,
+    SyncAuthClient,
+)
+
+from tests.clients.conftest import ServeProcess
+from tests.helpers import PASSWORD
+
+
+@pytest.fixture
+def email() -> str:
+    """The subprocess's database is shared by every test that uses it: one account each."""
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+@pytest.fixture
+def sync_client(serve: ServeProcess) -> Iterator[SyncAuthClient]:
+    with SyncAuthClient(serve.target) as client:
+        yield client
+
+
+def _stored_with_expired_access_token(serve: ServeProcess, email: str) -> InMemoryTokenStore:
+    """A store holding a fresh session whose access token it records as expired a minute ago,
+    as a CLI finds its token file after a long pause. (The subprocess runs on the real clock,
+    so this is how a test makes a token look expired to the client without waiting.)"""
+    with SyncAuthClient(serve.target) as setup:
+        pair = setup.register(email, PASSWORD)
+    return InMemoryTokenStore(
+        replace(pair, access_token_expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    )
+
+
+def test_sync_client_registers_and_lists_its_session(
+    sync_client: SyncAuthClient, email: str
+) -> None:
+    registered = sync_client.register(email, PASSWORD)
+
+    page = sync_client.list_sessions()
+
+    assert [(s.session_id, s.is_current) for s in page.sessions] == [(registered.session_id, True)]
+
+
+def test_sync_client_raises_invalid_credentials_for_a_wrong_password(
+    sync_client: SyncAuthClient, email: str
+) -> None:
+    sync_client.register(email, PASSWORD)
+
+    with pytest.raises(InvalidCredentials) as caught:
+        sync_client.login(email, "not the password")
+
+    assert caught.value.reason == "INVALID_CREDENTIALS"
+
+
+def test_sync_client_refreshes_an_expired_access_token_before_the_call(
+    serve: ServeProcess, email: str
+) -> None:
+    store = _stored_with_expired_access_token(serve, email)
+    with SyncAuthClient(serve.target, store=store) as client:
+        before = client.tokens()
+
+        client.list_sessions()
+
+        after = client.tokens()
+    assert before is not None
+    assert after is not None
+    assert after.refresh_token != before.refresh_token
+
+
+def test_sync_client_shared_by_threads_refreshes_once(serve: ServeProcess, email: str) -> None:
+    store = _stored_with_expired_access_token(serve, email)
+    with SyncAuthClient(serve.target, store=store) as client:
+        start = serve.mark()
+        with ThreadPoolExecutor(max_workers=20) as threads:
+            outcomes = list(threads.map(lambda _: client.list_sessions(), range(40)))
+        end = serve.mark()
+
+    assert all(isinstance(o, SessionPage) for o in outcomes)
+    assert serve.count_between(start, end, "Refresh") == 1
+
+
+def test_sync_client_iter_sessions_walks_every_page(serve: ServeProcess, email: str) -> None:
+    with SyncAuthClient(serve.target) as other:
+        other.register(email, PASSWORD)
+        for _ in range(3):
+            other.login(email, PASSWORD)
+
+    with SyncAuthClient(serve.target) as client:
+        client.login(email, PASSWORD)
+        seen = list(client.iter_sessions(page_size=2))
+
+    assert len({s.session_id for s in seen}) == 5
+
+
+def test_sync_client_session_revoked_elsewhere_raises_and_calls_back_once(
+    serve: ServeProcess, sync_client: SyncAuthClient, email: str
+) -> None:
+    told: list[str] = []
+    with SyncAuthClient(serve.target, on_session_expired=lambda e: told.append(e.reason)) as c:
+        mine = c.register(email, PASSWORD)
+        sync_client.login(email, PASSWORD)
+        sync_client.revoke_session(mine.session_id)
+
+        for _ in range(2):
+            with pytest.raises(SessionExpired):
+                c.list_sessions()
+
+    assert told == ["SESSION_REVOKED"]
+
+
+def test_sync_client_refuses_calls_after_close(serve: ServeProcess) -> None:
+    client = SyncAuthClient(serve.target)
+    client.close()
+
+    with pytest.raises(RuntimeError):
+        client.get_jwks()

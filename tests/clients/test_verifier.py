@@ -1,0 +1,267 @@
+"""TokenVerifier: offline checks against the cached JWKS, and online ones with ValidateToken."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+import pytest_asyncio
+from authsvc_client import (
+    AuthClient,
+    SessionExpired,
+    TokenExpired,
+    TokenInvalid,
+    TokenPair,
+    TokenVerifier,
+)
+
+from authsvc.app import AuthServer
+from authsvc.core.clock import FrozenClock
+from tests.clients.conftest import RpcCounter
+from tests.helpers import PASSWORD
+
+pytestmark = pytest.mark.asyncio
+
+EMAIL = "ada@example.com"
+PAST_EXPIRY = timedelta(minutes=16)
+
+
+@pytest_asyncio.fixture
+async def user(server: AuthServer, clock: FrozenClock) -> AsyncIterator[AuthClient]:
+    """A signed-in user's client (the token holder, not the verifier's)."""
+    async with AuthClient.connect(f"127.0.0.1:{server.port}", now=clock.now) as client:
+        await client.register(EMAIL, PASSWORD)
+        yield client
+
+
+async def _pair(user: AuthClient) -> TokenPair:
+    pair = await user.tokens.tokens()
+    assert pair is not None
+    return pair
+
+
+def _verifier(client: AuthClient, clock: FrozenClock, **options: Any) -> TokenVerifier:
+    return TokenVerifier(client, now=clock.now, **options)
+
+
+def _forged(
+    server: AuthServer,
+    pair: TokenPair,
+    *,
+    headers: dict[str, Any] | None = None,
+    algorithm: str | None = None,
+    key: Any = None,
+    **claims: Any,
+) -> str:
+    """A token signed with the server's own active key (so only the named part is wrong)."""
+    kid, active_algorithm, private_key = server.keys.signing_key()
+    now = int(server.clock.now().timestamp())
+    body = {
+        "iss": "authsvc",
+        "aud": "authsvc",
+        "sub": str(pair.user_id),
+        "sid": str(pair.session_id),
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "exp": now + 900,
+        **claims,
+    }
+    return jwt.encode(
+        body,
+        private_key if key is None else key,
+        algorithm=algorithm or active_algorithm,
+        headers={"kid": kid, "typ": "at+jwt", **(headers or {})},
+    )
+
+
+async def test_valid_token_yields_its_principal(
+    client: AuthClient, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+
+    principal = await _verifier(client, clock).verify(pair.access_token)
+
+    assert (principal.user_id, principal.session_id, principal.expires_at) == (
+        pair.user_id,
+        pair.session_id,
+        pair.access_token_expires_at,
+    )
+    assert principal.claims["jti"]
+
+
+async def test_token_past_its_expiry_by_the_verifiers_clock_raises_token_expired(
+    client: AuthClient, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+    verifier = _verifier(client, clock)
+    await verifier.verify(pair.access_token)
+    clock.advance(PAST_EXPIRY)
+
+    with pytest.raises(TokenExpired) as caught:
+        await verifier.verify(pair.access_token)
+
+    assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+async def test_garbage_raises_token_invalid(client: AuthClient, clock: FrozenClock) -> None:
+    with pytest.raises(TokenInvalid) as caught:
+        await _verifier(client, clock).verify("not-a-jwt")
+
+    assert caught.value.reason == "TOKEN_INVALID"
+
+
+async def test_token_for_another_audience_raises_token_invalid(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    token = _forged(server, await _pair(user), aud="billing")
+
+    with pytest.raises(TokenInvalid):
+        await _verifier(client, clock).verify(token)
+
+
+async def test_token_from_another_issuer_raises_token_invalid(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    token = _forged(server, await _pair(user), iss="https://elsewhere.example")
+
+    with pytest.raises(TokenInvalid):
+        await _verifier(client, clock).verify(token)
+
+
+async def test_verifier_checks_the_configured_audience(
+    client: AuthClient, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+
+    with pytest.raises(TokenInvalid):
+        await _verifier(client, clock, audience="billing").verify(pair.access_token)
+
+
+async def test_token_that_is_not_an_access_token_raises_token_invalid(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    token = _forged(server, await _pair(user), headers={"typ": "JWT"})
+
+    with pytest.raises(TokenInvalid):
+        await _verifier(client, clock).verify(token)
+
+
+async def test_token_choosing_an_algorithm_other_than_its_keys_raises_token_invalid(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    # The classic confusion: HMAC "signed" with a value the attacker knows, under a real kid.
+    token = _forged(server, await _pair(user), algorithm="HS256", key="known-to-everyone" * 2)
+
+    with pytest.raises(TokenInvalid):
+        await _verifier(client, clock).verify(token)
+
+
+async def test_unsigned_token_raises_token_invalid(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    token = _forged(server, await _pair(user), algorithm="none", key="")
+
+    with pytest.raises(TokenInvalid):
+        await _verifier(client, clock).verify(token)
+
+
+async def test_token_of_a_new_key_verifies_after_rotation(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    verifier = _verifier(client, clock)
+    await verifier.verify((await _pair(user)).access_token)
+    await server.keys.rotate()
+    rotated = await user.refresh()
+
+    principal = await verifier.verify(rotated.access_token)
+
+    assert principal.session_id == rotated.session_id
+
+
+async def test_token_of_the_retired_key_still_verifies_after_rotation(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    verifier = _verifier(client, clock)
+    before = await _pair(user)
+    await server.keys.rotate()
+    await verifier.verify((await user.refresh()).access_token)
+
+    principal = await verifier.verify(before.access_token)
+
+    assert principal.session_id == before.session_id
+
+
+async def test_unknown_kids_refetch_the_jwks_once_per_interval(
+    client: AuthClient,
+    user: AuthClient,
+    server: AuthServer,
+    clock: FrozenClock,
+    server_rpcs: RpcCounter,
+) -> None:
+    pair = await _pair(user)
+    verifier = _verifier(client, clock)
+    await verifier.verify(pair.access_token)
+
+    for n in range(5):
+        with pytest.raises(TokenInvalid):
+            await verifier.verify(_forged(server, pair, headers={"kid": f"unknown-{n}"}))
+
+    assert server_rpcs("GetJwks") == 2
+
+
+async def test_unknown_kid_refetches_again_once_the_interval_has_passed(
+    client: AuthClient,
+    user: AuthClient,
+    server: AuthServer,
+    clock: FrozenClock,
+    server_rpcs: RpcCounter,
+) -> None:
+    pair = await _pair(user)
+    verifier = _verifier(client, clock, jwks_refetch_interval=timedelta(seconds=30))
+    await verifier.verify(pair.access_token)
+    with pytest.raises(TokenInvalid):
+        await verifier.verify(_forged(server, pair, headers={"kid": "unknown-1"}))
+    clock.advance(timedelta(seconds=30))
+
+    with pytest.raises(TokenInvalid):
+        await verifier.verify(_forged(server, pair, headers={"kid": "unknown-2"}))
+
+    assert server_rpcs("GetJwks") == 3
+
+
+async def test_offline_verification_accepts_a_revoked_sessions_token_until_it_expires(
+    client: AuthClient, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+    await user.logout()
+
+    principal = await _verifier(client, clock).verify(pair.access_token)
+
+    assert principal.session_id == pair.session_id
+
+
+async def test_online_verification_refuses_a_revoked_sessions_token(
+    client: AuthClient, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+    await user.logout()
+
+    with pytest.raises(SessionExpired) as caught:
+        await _verifier(client, clock, online=True).verify(pair.access_token)
+
+    assert caught.value.reason == "SESSION_REVOKED"
+
+
+async def test_online_verification_accepts_a_live_sessions_token(
+    client: AuthClient, user: AuthClient, clock: FrozenClock, server_rpcs: RpcCounter
+) -> None:
+    pair = await _pair(user)
+
+    principal = await _verifier(client, clock).verify(pair.access_token, online=True)
+
+    assert principal.session_id == pair.session_id
+    assert server_rpcs("ValidateToken") == 1
