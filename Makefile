@@ -15,11 +15,12 @@ BIN := .venv/bin
 BUF := node_modules/.bin/buf
 
 # `make test` runs these targets in this order and reports every one that failed.
-CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-proto pytest
+CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-proto pytest \
+	node-client
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
 .PHONY: help bootstrap run test lint fmt generate check-generated lint-proto lock clean \
-	ruff-check ruff-format-check mypy lint-imports pytest
+	ruff-check ruff-format-check mypy lint-imports pytest node-client
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,7 +32,7 @@ run: bootstrap ## Run the service (.venv/bin/authsvc serve)
 	exec $(BIN)/authsvc serve
 
 # Runs every check even after one fails, so one CI run shows all problems. Prints nothing
-# after pytest on success, so pytest's summary stays the last line.
+# after the last check on success, so its summary ("N passed, N failed") is the last line.
 test: bootstrap ## Run all checks (lint, types, imports, generated code, protos, tests)
 	@failed=(); \
 	for check in $(CHECKS); do \
@@ -70,6 +71,12 @@ pytest: bootstrap
 	@$(BIN)/pytest -q || { rc=$$?; \
 	  if (( rc == 5 )); then echo "pytest: no tests were collected" >&2; fi; exit $$rc; }
 
+# The TypeScript client: tsc --noEmit (strict), then its node:test suite, which starts a live
+# server from .venv. Quiet on success but for the closing "N passed, N failed" line.
+node-client: bootstrap
+	@cd clients/node && node_modules/.bin/tsc --noEmit
+	@cd clients/node && npm test --silent
+
 generate: bootstrap ## Regenerate authsvc/v1/ from protos/
 	@scripts/generate_protos
 
@@ -91,5 +98,6 @@ lock: ## Re-resolve dependencies into constraints.txt (then run make test)
 
 clean: ## Remove .venv, node_modules, caches and build output (keeps .authsvc-data/)
 	rm -rf .venv node_modules build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache \
+	  clients/node/node_modules clients/node/build \
 	  .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,301 @@
+// AuthClient: one typed method per AuthService RPC over real gRPC (HTTP/2), typed errors,
+// and a TokenManager that keeps the signed-in session's access token fresh.
+
+import type { JsonObject } from "@bufbuild/protobuf";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, createClient, type CallOptions, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import {
+  AuthService,
+  LogoutScope,
+  type DeviceType,
+  type Session,
+} from "./gen/authsvc/v1/auth_service_pb.js";
+import { AuthsvcError, SessionExpired, toAuthsvcError } from "./errors.js";
+import { authInterceptor } from "./interceptor.js";
+import { TokenManager, type Tokens } from "./token_manager.js";
+
+export interface AuthClientOptions {
+  /** The server, e.g. "http://127.0.0.1:50051" (plaintext HTTP/2) or "https://..." (TLS). */
+  baseUrl: string;
+  /** Refresh this long before the access token expires. Default 60 000 (60 s). */
+  refreshSkewMs?: number;
+  /** The clock for proactive refresh. Default: `() => new Date()`. Tests inject their own. */
+  now?: () => Date;
+  /** Called once when the session ends because a refresh failed for good (sign in again). */
+  onSessionExpired?: (error: SessionExpired) => void;
+  /** Called with every new token pair; persist `refreshToken` here to resume later. */
+  onTokens?: (tokens: Tokens) => void;
+  /** A stored session to resume (the pair from onTokens). */
+  tokens?: Tokens;
+  /** Extra interceptors, outermost first; they run around the auth interceptor. */
+  interceptors?: Interceptor[];
+  /** Deadline for each call (refresh and retry included). Default: none. */
+  timeoutMs?: number;
+  /** Deadline for the Refresh RPC the token manager makes. Default 10 000. */
+  refreshTimeoutMs?: number;
+  /** Sent as the gRPC user agent; the server records it per session (device, browser, OS). */
+  userAgent?: string;
+}
+
+export interface RegisterInput {
+  email: string;
+  /** Sensitive. */
+  password: string;
+  displayName?: string;
+  /** Longer absolute session lifetime (30 days instead of 7). */
+  rememberMe?: boolean;
+  /** A label for this device, e.g. "Work laptop". */
+  deviceName?: string;
+}
+
+export interface LoginInput {
+  email: string;
+  /** Sensitive. */
+  password: string;
+  rememberMe?: boolean;
+  deviceName?: string;
+}
+
+export interface ListSessionsInput {
+  /** 0 or unset: 50; above 1000: 1000. */
+  pageSize?: number;
+  /** nextPageToken of the previous page. */
+  pageToken?: string;
+}
+
+/** One signed-in device of the caller. */
+export interface SessionInfo {
+  sessionId: string;
+  createdAt: Date;
+  lastActiveAt: Date;
+  idleExpiresAt: Date;
+  expiresAt: Date;
+  deviceType: DeviceType;
+  browser: string;
+  os: string;
+  deviceName: string;
+  ipAddress: string;
+  userAgent: string;
+  /** True for the session this client is signed in with. */
+  current: boolean;
+  rememberMe: boolean;
+}
+
+export interface SessionPage {
+  sessions: SessionInfo[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface TokenValidation {
+  active: boolean;
+  /** An ErrorInfo reason (TOKEN_EXPIRED, TOKEN_INVALID, SESSION_REVOKED, ...); "" when active. */
+  inactiveReason: string;
+  /** Set when the signature is valid ("" otherwise), as are the fields below. */
+  userId: string;
+  sessionId: string;
+  expiresAt: Date | undefined;
+  issuedAt: Date | undefined;
+  claims: JsonObject;
+}
+
+/** One JSON Web Key (RFC 7517) of the set GetJwks returns. */
+export interface Jwk {
+  kty: string;
+  kid: string;
+  alg?: string;
+  use?: string;
+  crv?: string;
+  x?: string;
+  y?: string;
+  [member: string]: unknown;
+}
+
+export interface Jwks {
+  keys: Jwk[];
+}
+
+/** Tokens from a Register, Login or Refresh response (they share these field names). */
+interface TokenResponse {
+  accessToken: string;
+  accessTokenExpiresAt?: Timestamp | undefined;
+  refreshToken: string;
+  refreshTokenExpiresAt?: Timestamp | undefined;
+  sessionId: string;
+  userId: string;
+}
+
+function requiredDate(value: Timestamp | undefined, field: string): Date {
+  if (value === undefined) {
+    throw new AuthsvcError({ code: Code.Internal, message: `response lacks ${field}`, reason: "" });
+  }
+  return timestampDate(value);
+}
+
+function tokensOf(response: TokenResponse): Tokens {
+  return {
+    accessToken: response.accessToken,
+    accessTokenExpiresAt: requiredDate(response.accessTokenExpiresAt, "access_token_expires_at"),
+    refreshToken: response.refreshToken,
+    refreshTokenExpiresAt: requiredDate(response.refreshTokenExpiresAt, "refresh_token_expires_at"),
+    sessionId: response.sessionId,
+    userId: response.userId,
+  };
+}
+
+function sessionOf(session: Session): SessionInfo {
+  return {
+    sessionId: session.sessionId,
+    createdAt: requiredDate(session.createdAt, "created_at"),
+    lastActiveAt: requiredDate(session.lastActiveAt, "last_active_at"),
+    idleExpiresAt: requiredDate(session.idleExpiresAt, "idle_expires_at"),
+    expiresAt: requiredDate(session.expiresAt, "expires_at"),
+    deviceType: session.deviceType,
+    browser: session.browser,
+    os: session.os,
+    deviceName: session.deviceName,
+    ipAddress: session.ipAddress,
+    userAgent: session.userAgent,
+    current: session.current,
+    rememberMe: session.rememberMe,
+  };
+}
+
+function userAgentInterceptor(userAgent: string): Interceptor {
+  return (next) => async (req) => {
+    req.header.set("user-agent", userAgent);
+    return next(req);
+  };
+}
+
+/**
+ * The authsvc client. Register or Login signs it in; every later call that acts for the
+ * user carries the access token, refreshed as needed (see TokenManager). Every method
+ * throws AuthsvcError subclasses (errors.ts), never a bare ConnectError.
+ */
+export class AuthClient {
+  /** The signed-in session's tokens and the refresh logic. */
+  readonly tokens: TokenManager;
+  /**
+   * The generated Connect client on the same transport, token interceptor included, for
+   * what the typed methods do not cover. It throws ConnectError (map with toAuthsvcError).
+   */
+  readonly raw: Client<typeof AuthService>;
+  readonly #connection: Http2SessionManager;
+
+  constructor(options: AuthClientOptions) {
+    this.#connection = new Http2SessionManager(options.baseUrl);
+    const refreshTimeoutMs = options.refreshTimeoutMs ?? 10_000;
+    this.tokens = new TokenManager({
+      refresh: async (refreshToken) =>
+        tokensOf(await this.raw.refresh({ refreshToken }, { timeoutMs: refreshTimeoutMs })),
+      ...(options.refreshSkewMs !== undefined && { refreshSkewMs: options.refreshSkewMs }),
+      ...(options.now !== undefined && { now: options.now }),
+      ...(options.onSessionExpired !== undefined && { onSessionExpired: options.onSessionExpired }),
+      ...(options.onTokens !== undefined && { onTokens: options.onTokens }),
+    });
+    const interceptors = [
+      ...(options.userAgent !== undefined ? [userAgentInterceptor(options.userAgent)] : []),
+      ...(options.interceptors ?? []),
+      authInterceptor(this.tokens),
+    ];
+    const transport = createGrpcTransport({
+      baseUrl: options.baseUrl,
+      sessionManager: this.#connection,
+      interceptors,
+      ...(options.timeoutMs !== undefined && { defaultTimeoutMs: options.timeoutMs }),
+    });
+    this.raw = createClient(AuthService, transport);
+    if (options.tokens !== undefined) {
+      this.tokens.setTokens(options.tokens);
+    }
+  }
+
+  /** Create an account and sign this client in with its first session. */
+  async register(input: RegisterInput, options?: CallOptions): Promise<Tokens> {
+    const response = await this.#call(() => this.raw.register(input, options));
+    const tokens = tokensOf(response);
+    this.tokens.setTokens(tokens);
+    return tokens;
+  }
+
+  /** Check the password and sign this client in with a new session. */
+  async login(input: LoginInput, options?: CallOptions): Promise<Tokens> {
+    const response = await this.#call(() => this.raw.login(input, options));
+    const tokens = tokensOf(response);
+    this.tokens.setTokens(tokens);
+    return tokens;
+  }
+
+  /** Rotate the refresh token now (normally the token manager does this by itself). */
+  async refresh(): Promise<Tokens> {
+    return this.#call(() => this.tokens.refresh());
+  }
+
+  /**
+   * Revoke this session (default), the other sessions, or all; returns how many were
+   * revoked. When this session is among them, the client is signed out.
+   */
+  async logout(scope: LogoutScope = LogoutScope.THIS_SESSION, options?: CallOptions): Promise<number> {
+    const response = await this.#call(() => this.raw.logout({ scope }, options));
+    if (scope !== LogoutScope.OTHER_SESSIONS) {
+      this.tokens.clear();
+    }
+    return response.revokedSessionCount;
+  }
+
+  /** One page of the caller's live sessions, most recent activity first. */
+  async listSessions(input: ListSessionsInput = {}, options?: CallOptions): Promise<SessionPage> {
+    const response = await this.#call(() => this.raw.listSessions(input, options));
+    return { sessions: response.sessions.map(sessionOf), nextPageToken: response.nextPageToken };
+  }
+
+  /** Every live session of the caller, page by page (`pageSize` per RPC). */
+  async *iterSessions(pageSize = 0, options?: CallOptions): AsyncGenerator<SessionInfo, void, undefined> {
+    let pageToken = "";
+    do {
+      const page = await this.listSessions({ pageSize, pageToken }, options);
+      yield* page.sessions;
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+  }
+
+  /** Revoke one of the caller's sessions; revoking a revoked session succeeds. */
+  async revokeSession(sessionId: string, reason = "", options?: CallOptions): Promise<void> {
+    await this.#call(() => this.raw.revokeSession({ sessionId, reason }, options));
+  }
+
+  /** Ask the server whether an access token is trustworthy now (an inactive token is not an error). */
+  async validateToken(accessToken: string, options?: CallOptions): Promise<TokenValidation> {
+    const response = await this.#call(() => this.raw.validateToken({ accessToken }, options));
+    return {
+      active: response.active,
+      inactiveReason: response.inactiveReason,
+      userId: response.userId,
+      sessionId: response.sessionId,
+      expiresAt: response.expiresAt && timestampDate(response.expiresAt),
+      issuedAt: response.issuedAt && timestampDate(response.issuedAt),
+      claims: response.claims ?? {},
+    };
+  }
+
+  /** The public keys that verify access tokens offline (pick by the token's `kid`). */
+  async getJwks(options?: CallOptions): Promise<Jwks> {
+    const response = await this.#call(() => this.raw.getJwks({}, options));
+    return JSON.parse(response.jwksJson) as Jwks;
+  }
+
+  /** Close the HTTP/2 connection. In-flight calls fail; the client is not usable after. */
+  close(): void {
+    this.#connection.abort();
+  }
+
+  async #call<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      throw toAuthsvcError(error);
+    }
+  }
+}

@@ -1,0 +1,210 @@
+// Typed errors: one class per ErrorInfo reason in auth_service.proto, grouped by status code,
+// and the one function (toAuthsvcError) that maps a ConnectError onto them.
+//
+// Branch on the class (`err instanceof InvalidCredentials`) or on `err.reason`; never on
+// the message text. The names follow the server's (authsvc/core/errors.py) and the Python
+// client's (authsvc_client._errors), SessionExpired grouping every session-over reason.
+
+import { Code, ConnectError } from "@connectrpc/connect";
+import { durationMs } from "@bufbuild/protobuf/wkt";
+import { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo } from "./error_details.js";
+
+/** The ErrorInfo domain of every authsvc error. */
+export const DOMAIN = "authsvc";
+
+/** Every reason auth_service.proto documents. */
+export type Reason =
+  | "INVALID_FIELD"
+  | "WEAK_PASSWORD"
+  | "INVALID_PAGE_TOKEN"
+  | "EMAIL_TAKEN"
+  | "REGISTRATION_DISABLED"
+  | "INVALID_CREDENTIALS"
+  | "MISSING_CREDENTIALS"
+  | "TOKEN_INVALID"
+  | "TOKEN_EXPIRED"
+  | "REFRESH_TOKEN_INVALID"
+  | "REFRESH_TOKEN_EXPIRED"
+  | "REFRESH_TOKEN_REUSED"
+  | "SESSION_REVOKED"
+  | "SESSION_EXPIRED"
+  | "SESSION_NOT_FOUND"
+  | "RATE_LIMITED"
+  | "DATABASE_UNAVAILABLE"
+  | "NOT_READY";
+
+export interface AuthsvcErrorInit {
+  code: Code;
+  /** The server's message, without the "[code]" prefix. For people, not for branching. */
+  message: string;
+  /** The ErrorInfo reason; "" when the error carried none (e.g. a transport failure). */
+  reason: string;
+  domain?: string;
+  metadata?: Readonly<Record<string, string>>;
+  cause?: unknown;
+}
+
+/**
+ * Base of every error the client throws: a gRPC status code plus the ErrorInfo
+ * reason, domain and metadata. `cause` is the underlying ConnectError.
+ */
+export class AuthsvcError extends Error {
+  readonly code: Code;
+  /** Known reasons autocomplete; a reason added to the server later is still a string. */
+  readonly reason: Reason | (string & {});
+  readonly domain: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly rawMessage: string;
+
+  constructor(init: AuthsvcErrorInit) {
+    const prefix = `[${Code[init.code] ?? init.code}${init.reason ? ` ${init.reason}` : ""}]`;
+    super(init.message ? `${prefix} ${init.message}` : prefix, { cause: init.cause });
+    this.name = new.target.name;
+    this.code = init.code;
+    this.reason = init.reason;
+    this.domain = init.domain ?? "";
+    this.metadata = init.metadata ?? {};
+    this.rawMessage = init.message;
+  }
+}
+
+/** INVALID_ARGUMENT. Reason INVALID_FIELD; `field` names the offending request field. */
+export class InvalidArgument extends AuthsvcError {
+  get field(): string | undefined {
+    return this.metadata["field"];
+  }
+}
+/** INVALID_ARGUMENT / WEAK_PASSWORD: the password breaks the policy. */
+export class WeakPassword extends InvalidArgument {}
+/** INVALID_ARGUMENT / INVALID_PAGE_TOKEN: not a page token this service issued for this caller. */
+export class InvalidPageToken extends InvalidArgument {}
+
+/** ALREADY_EXISTS, any reason. */
+export class AlreadyExists extends AuthsvcError {}
+/** ALREADY_EXISTS / EMAIL_TAKEN: Register with an email that has an account. */
+export class EmailTaken extends AlreadyExists {}
+/** PERMISSION_DENIED, any reason. */
+export class PermissionDenied extends AuthsvcError {}
+/** PERMISSION_DENIED / REGISTRATION_DISABLED. */
+export class RegistrationDisabled extends PermissionDenied {}
+/** NOT_FOUND, any reason. */
+export class NotFound extends AuthsvcError {}
+/** NOT_FOUND / SESSION_NOT_FOUND: no such session among the caller's. */
+export class SessionNotFound extends NotFound {}
+
+/** UNAUTHENTICATED, any reason. */
+export class Unauthenticated extends AuthsvcError {}
+/** Wrong password or unknown email: the server does not say which. */
+export class InvalidCredentials extends Unauthenticated {}
+/** The call needed `authorization: Bearer <access token>` and had none (not signed in). */
+export class MissingCredentials extends Unauthenticated {}
+/** The access token is malformed, forged or not this service's. */
+export class TokenInvalid extends Unauthenticated {}
+/** The access token is past its `exp`. The token manager refreshes and retries once. */
+export class TokenExpired extends Unauthenticated {}
+
+/**
+ * The session is over: only signing in again helps.
+ *
+ * One class for every way a session ends, so callers need one `instanceof` (as in the
+ * Python client); `reason` says which: SESSION_EXPIRED (idle timeout or absolute lifetime),
+ * SESSION_REVOKED (logged out or revoked), REFRESH_TOKEN_REUSED (a spent refresh token was
+ * replayed, so the server revoked the session as stolen), REFRESH_TOKEN_EXPIRED or
+ * REFRESH_TOKEN_INVALID. The subclasses below name each reason. The token manager throws
+ * the refresh's SessionExpired to every call waiting on it, and to later calls.
+ */
+export class SessionExpired extends Unauthenticated {}
+/** The session was logged out or revoked. */
+export class SessionRevoked extends SessionExpired {}
+/** A rotated refresh token was replayed; the server has revoked the whole session. */
+export class RefreshTokenReused extends SessionExpired {}
+/** The refresh token is past its expiry. */
+export class RefreshTokenExpired extends SessionExpired {}
+/** The refresh token is unknown to the server. */
+export class RefreshTokenInvalid extends SessionExpired {}
+
+/** RESOURCE_EXHAUSTED / RATE_LIMITED; wait `retryDelayMs` (from google.rpc.RetryInfo) first. */
+export class RateLimited extends AuthsvcError {
+  retryDelayMs: number | undefined;
+}
+
+/** UNAVAILABLE: retry with backoff. Also a connection that could not be made. */
+export class Unavailable extends AuthsvcError {}
+export class DatabaseUnavailable extends Unavailable {}
+/** The server is still starting (migrating, loading keys). */
+export class NotReady extends Unavailable {}
+
+type ErrorClass = new (init: AuthsvcErrorInit) => AuthsvcError;
+
+const BY_REASON: Record<Reason, ErrorClass> = {
+  INVALID_FIELD: InvalidArgument,
+  WEAK_PASSWORD: WeakPassword,
+  INVALID_PAGE_TOKEN: InvalidPageToken,
+  EMAIL_TAKEN: EmailTaken,
+  REGISTRATION_DISABLED: RegistrationDisabled,
+  INVALID_CREDENTIALS: InvalidCredentials,
+  MISSING_CREDENTIALS: MissingCredentials,
+  TOKEN_INVALID: TokenInvalid,
+  TOKEN_EXPIRED: TokenExpired,
+  REFRESH_TOKEN_INVALID: RefreshTokenInvalid,
+  REFRESH_TOKEN_EXPIRED: RefreshTokenExpired,
+  REFRESH_TOKEN_REUSED: RefreshTokenReused,
+  SESSION_REVOKED: SessionRevoked,
+  SESSION_EXPIRED: SessionExpired,
+  SESSION_NOT_FOUND: SessionNotFound,
+  RATE_LIMITED: RateLimited,
+  DATABASE_UNAVAILABLE: DatabaseUnavailable,
+  NOT_READY: NotReady,
+};
+
+// For a reason this client does not know yet (or no ErrorInfo at all): the code's family.
+const BY_CODE: Partial<Record<Code, ErrorClass>> = {
+  [Code.InvalidArgument]: InvalidArgument,
+  [Code.AlreadyExists]: AlreadyExists,
+  [Code.PermissionDenied]: PermissionDenied,
+  [Code.NotFound]: NotFound,
+  [Code.Unauthenticated]: Unauthenticated,
+  [Code.ResourceExhausted]: RateLimited,
+  [Code.Unavailable]: Unavailable,
+};
+
+function isKnownReason(reason: string): reason is Reason {
+  return Object.hasOwn(BY_REASON, reason);
+}
+
+/** The ErrorInfo of an authsvc error: the one with domain "authsvc", else the first. */
+export function errorInfoOf(error: ConnectError): ErrorInfo | undefined {
+  const infos = error.findDetails(ErrorInfoSchema);
+  return infos.find((info) => info.domain === DOMAIN) ?? infos[0];
+}
+
+/**
+ * Map anything a Connect call threw onto the typed errors. An AuthsvcError passes through;
+ * a ConnectError whose cause is one (an interceptor's) is unwrapped.
+ */
+export function toAuthsvcError(error: unknown): AuthsvcError {
+  if (error instanceof AuthsvcError) {
+    return error;
+  }
+  const connectError = ConnectError.from(error);
+  if (connectError.cause instanceof AuthsvcError) {
+    return connectError.cause;
+  }
+  const info = errorInfoOf(connectError);
+  const reason = info?.reason ?? "";
+  const byReason = info?.domain === DOMAIN && isKnownReason(reason) ? BY_REASON[reason] : undefined;
+  const ErrorType = byReason ?? BY_CODE[connectError.code] ?? AuthsvcError;
+  const typed = new ErrorType({
+    code: connectError.code,
+    message: connectError.rawMessage,
+    reason,
+    domain: info?.domain ?? "",
+    metadata: { ...(info?.metadata ?? {}) },
+    cause: connectError,
+  });
+  if (typed instanceof RateLimited) {
+    const retry = connectError.findDetails(RetryInfoSchema)[0];
+    typed.retryDelayMs = retry?.retryDelay ? durationMs(retry.retryDelay) : undefined;
+  }
+  return typed;
+}

@@ -1,0 +1,55 @@
+// Public API of the authsvc Node client.
+
+export {
+  AuthClient,
+  type AuthClientOptions,
+  type Jwk,
+  type Jwks,
+  type ListSessionsInput,
+  type LoginInput,
+  type RegisterInput,
+  type SessionInfo,
+  type SessionPage,
+  type TokenValidation,
+} from "./client.js";
+export {
+  DEFAULT_REFRESH_SKEW_MS,
+  TokenManager,
+  type RefreshFn,
+  type TokenManagerOptions,
+  type Tokens,
+} from "./token_manager.js";
+export { authInterceptor, type AuthInterceptorOptions } from "./interceptor.js";
+export {
+  AlreadyExists,
+  AuthsvcError,
+  DatabaseUnavailable,
+  DOMAIN,
+  EmailTaken,
+  errorInfoOf,
+  InvalidArgument,
+  InvalidCredentials,
+  InvalidPageToken,
+  MissingCredentials,
+  NotFound,
+  NotReady,
+  PermissionDenied,
+  RateLimited,
+  RefreshTokenExpired,
+  RefreshTokenInvalid,
+  RefreshTokenReused,
+  RegistrationDisabled,
+  SessionExpired,
+  SessionNotFound,
+  SessionRevoked,
+  toAuthsvcError,
+  TokenExpired,
+  TokenInvalid,
+  Unauthenticated,
+  Unavailable,
+  WeakPassword,
+  type AuthsvcErrorInit,
+  type Reason,
+} from "./errors.js";
+export { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo, type RetryInfo } from "./error_details.js";
+export { AuthService, DeviceType, LogoutScope } from "./gen/authsvc/v1/auth_service_pb.js";

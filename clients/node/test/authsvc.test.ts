@@ -1,0 +1,27 @@
+// The node test suite's one entry point: it starts the live servers once (see harness.ts),
+// runs every group of tests against them, and stops them at the end.
+
+import { after, before, describe } from "node:test";
+import { startServers, type Servers } from "./harness.js";
+import { refreshTests } from "./refresh.js";
+import { rpcTests } from "./rpcs.js";
+
+describe("authsvc node client against a live server", () => {
+  let started: Awaited<ReturnType<typeof startServers>> | undefined;
+  const servers = (): Servers => {
+    if (started === undefined) {
+      throw new Error("servers not started (see the before hook's failure)");
+    }
+    return started.servers;
+  };
+
+  before(async () => {
+    started = await startServers();
+  });
+  after(async () => {
+    await started?.stop();
+  });
+
+  rpcTests(servers);
+  refreshTests(servers);
+});

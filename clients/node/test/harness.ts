@@ -1,0 +1,323 @@
+// Test harness: runs the real authsvc server (<repo>/.venv/bin/authsvc serve, embedded
+// PostgreSQL in a fresh temp dir) and reads its JSON-lines log, so tests can count the RPCs
+// the server actually received.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { AuthClient, type AuthClientOptions } from "../src/client.js";
+import { AuthService } from "../src/gen/authsvc/v1/auth_service_pb.js";
+
+export const REFRESH_RPC = "/authsvc.v1.AuthService/Refresh";
+
+/** The fields of the server's per-RPC access-log line that tests read. */
+export interface RpcLogLine {
+  event: "rpc";
+  rpc: string;
+  code: string;
+  reason: string;
+  request_id?: string;
+}
+
+const SERVING = /authsvc: serving gRPC on 127\.0\.0\.1:(\d+)/;
+
+/** `.venv/bin/authsvc` of the repo this file is in (AUTHSVC_BIN overrides). */
+function authsvcBinary(): string {
+  const override = process.env["AUTHSVC_BIN"];
+  if (override) {
+    return override;
+  }
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = path.join(dir, ".venv", "bin", "authsvc");
+    if (existsSync(candidate)) {
+      return candidate;
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) {
+      throw new Error("no .venv/bin/authsvc above the tests: run `make bootstrap` (or set AUTHSVC_BIN)");
+    }
+    dir = parent;
+  }
+}
+
+/** The environment of a server: ours, without any AUTHSVC_* the developer's shell has set. */
+function serverEnv(dataDir: string, extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith("AUTHSVC_")) {
+      env[key] = value;
+    }
+  }
+  return {
+    ...env,
+    AUTHSVC_DATA_DIR: dataDir,
+    AUTHSVC_ARGON2_TIME_COST: "1",
+    AUTHSVC_ARGON2_MEMORY_KIB: "1024",
+    AUTHSVC_ARGON2_PARALLELISM: "1",
+    AUTHSVC_LOG_LEVEL: "INFO",
+    ...extra,
+  };
+}
+
+export class AuthsvcServer {
+  readonly #child: ChildProcess;
+  readonly #lines: string[] = [];
+  readonly #rpcs: RpcLogLine[] = [];
+  readonly #waiters = new Set<() => void>();
+  readonly #exited: Promise<number | null>;
+  #port: number | undefined;
+
+  private constructor(binary: string, env: NodeJS.ProcessEnv) {
+    this.#child = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.#exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
+    // If the test process dies without running its after hooks, do not leave servers behind.
+    const orphanGuard = () => this.#child.kill("SIGTERM");
+    process.once("exit", orphanGuard);
+    void this.#exited.then(() => process.removeListener("exit", orphanGuard));
+    for (const stream of [this.#child.stdout, this.#child.stderr]) {
+      if (stream !== null) {
+        createInterface({ input: stream }).on("line", (line) => this.#onLine(line));
+      }
+    }
+  }
+
+  /**
+   * Start `authsvc serve` on a free port and wait until it answers RPCs. Servers given the
+   * same dataDir share one embedded PostgreSQL: they are replicas of one service.
+   */
+  static async start(dataDir: string, env: Record<string, string> = {}): Promise<AuthsvcServer> {
+    const server = new AuthsvcServer(authsvcBinary(), serverEnv(dataDir, env));
+    try {
+      await server.#waitForPort(60_000);
+      await server.#waitUntilAnswering(10_000);
+    } catch (error) {
+      await server.stop();
+      throw error;
+    }
+    return server;
+  }
+
+  get baseUrl(): string {
+    return `http://127.0.0.1:${this.#port}`;
+  }
+
+  /** Every access-log line (event "rpc") read so far. */
+  get rpcLog(): readonly RpcLogLine[] {
+    return this.#rpcs;
+  }
+
+  /** The last lines of output, for failure messages. */
+  tail(count = 40): string {
+    return this.#lines.slice(-count).join("\n");
+  }
+
+  /** Resolves once the server has logged a line that `matches`; bounded by `timeoutMs`. */
+  async waitForRpc(matches: (line: RpcLogLine) => boolean, timeoutMs = 5_000): Promise<void> {
+    await this.#waitFor(() => this.#rpcs.some(matches), timeoutMs, "the expected access-log line");
+  }
+
+  /** SIGTERM, then wait for the exit (the server stops its embedded PostgreSQL first). */
+  async stop(): Promise<void> {
+    if (this.#child.exitCode !== null || this.#child.signalCode !== null) {
+      return;
+    }
+    this.#child.kill("SIGTERM");
+    const timer = setTimeout(() => this.#child.kill("SIGKILL"), 30_000);
+    await this.#exited;
+    clearTimeout(timer);
+  }
+
+  #onLine(line: string): void {
+    this.#lines.push(line);
+    const port = SERVING.exec(line)?.[1];
+    if (port !== undefined) {
+      this.#port = Number(port);
+    }
+    if (line.startsWith("{")) {
+      try {
+        const entry = JSON.parse(line) as { event?: unknown };
+        if (entry.event === "rpc") {
+          this.#rpcs.push(entry as RpcLogLine);
+        }
+      } catch {
+        // Not a JSON log line (a warning from a library); kept in #lines only.
+      }
+    }
+    for (const wake of this.#waiters) {
+      wake();
+    }
+  }
+
+  async #waitFor(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    if (done()) {
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const finish = (error?: Error) => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+        if (error) {
+          reject(error);
+        } else {
+          resolve();
+        }
+      };
+      const check = () => {
+        if (done()) {
+          finish();
+        }
+      };
+      const timer = setTimeout(
+        () => finish(new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${this.tail()}`)),
+        timeoutMs,
+      );
+      this.#waiters.add(check);
+      void this.#exited.then((code) =>
+        finish(new Error(`authsvc exited (${code}) while waiting for ${what}\n${this.tail()}`)),
+      );
+    });
+  }
+
+  async #waitForPort(timeoutMs: number): Promise<void> {
+    await this.#waitFor(() => this.#port !== undefined, timeoutMs, "'serving gRPC on'");
+  }
+
+  // The port opens before migrations and keys are loaded; until then RPCs are UNAVAILABLE
+  // (NOT_READY). Poll a cheap RPC, a bounded number of times.
+  async #waitUntilAnswering(timeoutMs: number): Promise<void> {
+    const connection = new Http2SessionManager(this.baseUrl);
+    const raw = createClient(AuthService, createGrpcTransport({ baseUrl: this.baseUrl, sessionManager: connection }));
+    const deadline = Date.now() + timeoutMs;
+    try {
+      for (;;) {
+        try {
+          await raw.getJwks({}, { timeoutMs: 2_000 });
+          return;
+        } catch (error) {
+          const code = ConnectError.from(error).code;
+          if (code !== Code.Unavailable || Date.now() > deadline) {
+            throw new Error(`authsvc did not become ready: ${String(error)}\n${this.tail()}`);
+          }
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      connection.abort();
+    }
+  }
+}
+
+/** The servers every test shares: started once per run, stopped at the end. */
+export interface Servers {
+  /** authsvc with its defaults (15 min access tokens). */
+  main: AuthsvcServer;
+  /**
+   * A second replica on the same database with 3 s access tokens and no refresh grace
+   * period, for the tests that need the server itself to reject an expired token or a
+   * replayed refresh token.
+   */
+  shortTtl: AuthsvcServer;
+}
+
+export const SHORT_ACCESS_TOKEN_TTL = "3s";
+
+export async function startServers(): Promise<{ servers: Servers; stop: () => Promise<void> }> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "authsvc-node-test-"));
+  const started: AuthsvcServer[] = [];
+  const stop = async () => {
+    // Replicas first; the last one out stops the shared PostgreSQL.
+    for (const server of started.reverse()) {
+      await server.stop();
+    }
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    // The first start initialises the data dir; the replica joins its PostgreSQL.
+    const main = await AuthsvcServer.start(dataDir);
+    started.push(main);
+    const shortTtl = await AuthsvcServer.start(dataDir, {
+      AUTHSVC_ACCESS_TOKEN_TTL: SHORT_ACCESS_TOKEN_TTL,
+      AUTHSVC_REFRESH_GRACE_PERIOD: "0s",
+    });
+    started.push(shortTtl);
+    return { servers: { main, shortTtl }, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** A fresh, unique account. */
+export function newAccount(): { email: string; password: string } {
+  return { email: `user-${randomUUID()}@example.com`, password: "correct horse battery staple" };
+}
+
+/**
+ * A client whose every RPC carries `x-request-id: <tag>-<n>`, which the server logs, so
+ * the test can count the RPCs this client (and no other) made.
+ */
+export class TaggedClient {
+  readonly client: AuthClient;
+  readonly #server: AuthsvcServer;
+  readonly #tag = `t${randomUUID().replaceAll("-", "")}`;
+  #sequence = 0;
+
+  constructor(server: AuthsvcServer, options: Partial<AuthClientOptions> = {}) {
+    this.#server = server;
+    const tagging: Interceptor = (next) => async (req) => {
+      if (!req.header.has("x-request-id")) {
+        req.header.set("x-request-id", `${this.#tag}-${this.#sequence++}`);
+      }
+      return next(req);
+    };
+    this.client = new AuthClient({
+      ...options,
+      baseUrl: server.baseUrl,
+      interceptors: [tagging, ...(options.interceptors ?? [])],
+    });
+  }
+
+  /**
+   * The server's access-log lines for `rpc` calls this client (and no other) made, in order.
+   * Sends a marker RPC and waits for its line first: the server logs each RPC before it
+   * answers, into one ordered stream, so every earlier RPC of this client is in by then.
+   */
+  async serverLog(rpc: string): Promise<RpcLogLine[]> {
+    const marker = `${this.#tag}-marker-${this.#sequence++}`;
+    await this.client.getJwks({ headers: { "x-request-id": marker } });
+    await this.#server.waitForRpc((line) => line.request_id === marker);
+    const prefix = `${this.#tag}-`;
+    return this.#server.rpcLog.filter((line) => line.rpc === rpc && line.request_id?.startsWith(prefix));
+  }
+
+  /** How many `rpc` calls from this client the server received (see serverLog). */
+  async serverCount(rpc: string): Promise<number> {
+    return (await this.serverLog(rpc)).length;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** Resolves once the wall clock has passed `instant` (bounded: the instants here are seconds away). */
+export async function waitUntilPast(instant: Date, marginMs = 50): Promise<void> {
+  const waitMs = instant.getTime() + marginMs - Date.now();
+  if (waitMs > 10_000) {
+    throw new Error(`refusing to wait ${waitMs} ms for ${instant.toISOString()}`);
+  }
+  if (waitMs > 0) {
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+  }
+}
