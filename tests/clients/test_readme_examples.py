@@ -8,6 +8,7 @@ changed.
 from __future__ import annotations
 
 import re
+import textwrap
 import threading
 from pathlib import Path
 
@@ -15,12 +16,24 @@ import pytest
 
 from tests.clients.conftest import ServeProcess
 
-README = Path(__file__).resolve().parents[2] / "clients" / "python" / "README.md"
-_PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "clients" / "python" / "README.md"
+MAIN_README = ROOT / "README.md"
+# Blocks may be indented (inside a list item in the main README).
+_PYTHON_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.DOTALL | re.MULTILINE)
 # A bound on one example's run, not a timing assertion.
 EXAMPLE_TIMEOUT = 30.0
 
-EXAMPLES = _PYTHON_BLOCK.findall(README.read_text(encoding="utf-8"))
+
+def _examples(readme: Path) -> list[str]:
+    return [
+        textwrap.dedent(body)
+        for _indent, body in _PYTHON_BLOCK.findall(readme.read_text(encoding="utf-8"))
+    ]
+
+
+EXAMPLES = _examples(README)
+MAIN_EXAMPLES = _examples(MAIN_README)
 
 
 def _run(source: str) -> BaseException | None:
@@ -56,3 +69,16 @@ def test_readme_example_runs_against_the_server(
     failure = _run(source)
 
     assert failure is None, repr(failure)
+
+
+def test_main_readme_has_an_example_for_applications_and_for_internal_services() -> None:
+    assert len(MAIN_EXAMPLES) == 2
+
+
+@pytest.mark.parametrize("number", range(len(MAIN_EXAMPLES)))
+def test_main_readme_example_runs_against_the_server(number: int, serve: ServeProcess) -> None:
+    # In order: the first example creates the account the second logs in to.
+    for source in MAIN_EXAMPLES[: number + 1]:
+        failure = _run(source.replace("localhost:50051", serve.target))
+
+        assert failure is None, repr(failure)
