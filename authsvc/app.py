@@ -51,7 +51,6 @@ _log = logging.getLogger(__name__)
 SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 _HEALTH_PROBE_INTERVAL = 2.0
 _READY_RETRY_MAX = 5.0
-MAX_MESSAGE_BYTES = 64 * 1024
 
 
 class AuthServer:
@@ -72,7 +71,7 @@ class AuthServer:
         self._server = grpc.aio.server(
             interceptors=[EdgeInterceptor()],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
             ],

@@ -150,6 +150,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sweep_batch_size", parse_positive_int, "1000", "Rows deleted per sweep statement."),
     Setting("revoked_retention", parse_duration, "7d", "Keep revoked sessions this long."),
     Setting("shutdown_grace", parse_duration, "10s", "In-flight RPCs get this long on stop."),
+    Setting(
+        "max_message_bytes", parse_positive_int, "65536", "Largest request accepted, in bytes."
+    ),
+    Setting(
+        "login_failures_per_account", parse_positive_int, "5", "Failed logins per email per window."
+    ),
+    Setting("login_failures_per_ip", parse_positive_int, "50", "Failed logins per IP per window."),
+    Setting("login_failure_window", parse_duration, "15m", "Window (and lockout) of the limits."),
+    Setting("audit_retention", parse_duration, "90d", "Keep audit events this long."),
     Setting("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
 )
 
@@ -184,6 +193,11 @@ class Config:
     sweep_batch_size: int
     revoked_retention: timedelta
     shutdown_grace: timedelta
+    max_message_bytes: int
+    login_failures_per_account: int
+    login_failures_per_ip: int
+    login_failure_window: timedelta
+    audit_retention: timedelta
     log_level: str
 
 
