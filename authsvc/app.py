@@ -28,13 +28,16 @@ from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.sessions import SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
+from authsvc.domain.throttle import LoginThrottle
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, ping
 from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
+from authsvc.store.throttle import PgLoginThrottleStore
 from authsvc.store.users import PgUserStore
 from authsvc.sweeper import Sweeper
+from authsvc.tls import server_credentials, transport
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 __all__ = [
@@ -57,6 +60,8 @@ class AuthServer:
     """One process's server: gRPC, health, background tasks, on a given pool."""
 
     def __init__(self, config: Config, *, pool: Pool, clock: Clock) -> None:
+        # First: a bad certificate or key fails here, before anything needs closing.
+        self._credentials = server_credentials(config)
         self.config = config
         self.pool = pool
         self.clock = clock
@@ -89,12 +94,21 @@ class AuthServer:
         """Open the port and begin getting ready; return the bound port."""
         devices.warm_up()
         await self._set_serving(False)
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        if self._credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, self._credentials)
         await self._server.start()
         self._spawn(self._become_ready())
         _log.info(
             "listening",
-            extra={"event": "listening", "host": self.config.host, "port": self.port},
+            extra={
+                "event": "listening",
+                "host": self.config.host,
+                "port": self.port,
+                "transport": transport(self.config),
+            },
         )
         return self.port
 
@@ -219,6 +233,12 @@ def build_session_service(
             registration_enabled=config.registration_enabled,
             password_min_length=config.password_min_length,
         ),
+        throttle=LoginThrottle(
+            PgLoginThrottleStore(pool),
+            per_account=config.login_failures_per_account,
+            per_ip=config.login_failures_per_ip,
+            window=config.login_failure_window,
+        ),
     )
 
 
@@ -229,4 +249,6 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         interval=config.sweep_interval,
         batch_size=config.sweep_batch_size,
         revoked_retention=config.revoked_retention,
+        audit_retention=config.audit_retention,
+        login_failure_window=config.login_failure_window,
     )

@@ -1,4 +1,4 @@
-"""Command line: serve | migrate | sweep | keys rotate | users create | healthcheck."""
+"""Command line: serve | migrate | sweep | keys rotate | users create | audit | healthcheck."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -28,9 +30,11 @@ from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError
 from authsvc.embedded_db import DATABASE_NAME, start_embedded_postgres
 from authsvc.log_format import configure_logging
+from authsvc.store.audit import PgAuditStore
 from authsvc.store.bootstrap import ensure_database
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
+from authsvc.tls import client_tls
 
 __all__ = ["main"]
 
@@ -113,6 +117,29 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
     )
 
 
+def _audit(user_id: uuid.UUID | None, limit: int) -> Action:
+    async def run(config: Config, dsn: str) -> None:
+        async with _pool(config, dsn) as pool:
+            await apply_migrations(pool)
+            events = await PgAuditStore(pool).recent(limit=limit, user_id=user_id)
+        for event in events:
+            print(
+                json.dumps(
+                    {
+                        "occurred_at": event.occurred_at.isoformat(),
+                        "event": event.event,
+                        "user_id": event.user_id and str(event.user_id),
+                        "session_id": event.session_id and str(event.session_id),
+                        "ip_address": event.origin.ip_address,
+                        "user_agent": event.origin.user_agent,
+                        "detail": event.detail,
+                    }
+                )
+            )
+
+    return run
+
+
 def _read_password() -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
@@ -146,9 +173,23 @@ def _create_user(email: str, display_name: str) -> Action:
 
 
 def _healthcheck(config: Config) -> int:
-    """Exit 0 if the local server reports SERVING: for container health checks."""
+    """Exit 0 if the local server reports SERVING: for container health checks.
+
+    Speaks TLS when the server does, from the same settings (see tls.client_tls).
+    """
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host  # noqa: S104
-    with grpc.insecure_channel(f"{host}:{config.port}") as channel:
+    try:
+        tls = client_tls(config)
+    except ConfigError as exc:
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    target = f"{host}:{config.port}"
+    if tls is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        name_override = ("grpc.ssl_target_name_override", tls.server_name)
+        channel = grpc.secure_channel(target, tls.credentials, options=[name_override])
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=3
@@ -184,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     create = command("create", "create an account; password from stdin or a prompt", users)
     create.add_argument("--email", required=True)
     create.add_argument("--display-name", default="")
+    audit = command("audit", "print recent security events as JSON lines, newest first")
+    audit.add_argument("--user", type=uuid.UUID, default=None, help="only this user's events")
+    audit.add_argument("--limit", type=int, default=100)
     return parser
 
 
@@ -207,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action = _sweep
     elif args.command == "keys":
         action = _rotate_keys
+    elif args.command == "audit":
+        action = _audit(args.user, args.limit)
     else:
         action = _create_user(args.email, args.display_name)
     try:
@@ -215,4 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuthError as exc:
         print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # the TLS files' contents, read as the server is built
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -93,6 +93,17 @@ def parse_port(text: str) -> int:
     return value
 
 
+def parse_readable_file(text: str) -> Path:
+    """A file we can open now; its contents are checked where they are used."""
+    path = Path(text)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {text!r}: {exc.strerror}") from exc
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str
@@ -112,6 +123,28 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "0.0.0.0", "Address the gRPC server listens on."),  # noqa: S104
     Setting("port", parse_port, "50051", "gRPC port; 0 picks a free one."),
+    Setting(
+        "tls_cert_file",
+        parse_readable_file,
+        None,
+        "PEM certificate chain the server presents. Unset: plaintext.",
+    ),
+    Setting("tls_key_file", parse_readable_file, None, "PEM private key of that certificate."),
+    Setting(
+        "tls_client_ca_file",
+        parse_readable_file,
+        None,
+        "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).",
+    ),
+    Setting(
+        "tls_client_cert_file",
+        parse_readable_file,
+        None,
+        "PEM client certificate `authsvc healthcheck` presents to an mTLS server.",
+    ),
+    Setting(
+        "tls_client_key_file", parse_readable_file, None, "PEM private key of that certificate."
+    ),
     Setting(
         "database_url",
         Secret,
@@ -167,6 +200,11 @@ SETTINGS: tuple[Setting, ...] = (
 class Config:
     host: str
     port: int
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    tls_client_ca_file: Path | None
+    tls_client_cert_file: Path | None
+    tls_client_key_file: Path | None
     database_url: Secret | None
     data_dir: Path
     db_pool_min_size: int
@@ -266,6 +304,22 @@ def _check_consistency(config: Config) -> None:
         (
             config.argon2_memory_kib < 8 * config.argon2_parallelism,
             "AUTHSVC_ARGON2_MEMORY_KIB must be at least 8 x AUTHSVC_ARGON2_PARALLELISM",
+        ),
+        (
+            (config.tls_cert_file is None) != (config.tls_key_file is None),
+            "AUTHSVC_TLS_CERT_FILE and AUTHSVC_TLS_KEY_FILE must be set together",
+        ),
+        (
+            config.tls_client_ca_file is not None and config.tls_cert_file is None,
+            "AUTHSVC_TLS_CLIENT_CA_FILE needs AUTHSVC_TLS_CERT_FILE and AUTHSVC_TLS_KEY_FILE",
+        ),
+        (
+            (config.tls_client_cert_file is None) != (config.tls_client_key_file is None),
+            "AUTHSVC_TLS_CLIENT_CERT_FILE and AUTHSVC_TLS_CLIENT_KEY_FILE must be set together",
+        ),
+        (
+            config.tls_client_cert_file is not None and config.tls_cert_file is None,
+            "AUTHSVC_TLS_CLIENT_CERT_FILE needs AUTHSVC_TLS_CERT_FILE (the server's certificate)",
         ),
     )
     for failed, message in problems:

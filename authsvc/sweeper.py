@@ -21,13 +21,21 @@ class SweepStore(Protocol):
     def exclusive(self) -> AbstractAsyncContextManager[bool]: ...
 
     async def delete_batch(
-        self, *, now: datetime, revoked_before: datetime, batch_size: int
+        self,
+        *,
+        now: datetime,
+        revoked_before: datetime,
+        audit_before: datetime,
+        failures_before: datetime,
+        batch_size: int,
     ) -> SweepCounts: ...
 
 
 class Sweeper:
     """Deletes expired sessions, and revoked ones after their retention, with
-    their refresh tokens; in bounded batches, so it never holds long locks.
+    their refresh tokens; audit events past their retention; login-failure
+    counters whose window has passed. In bounded batches, so it never holds
+    long locks.
 
     Only one replica sweeps at a time (a cluster-wide advisory lock); the
     others skip the pass.
@@ -41,12 +49,16 @@ class Sweeper:
         interval: timedelta,
         batch_size: int,
         revoked_retention: timedelta,
+        audit_retention: timedelta,
+        login_failure_window: timedelta,
     ) -> None:
         self._store = store
         self._clock = clock
         self._interval = interval
         self._batch_size = batch_size
         self._revoked_retention = revoked_retention
+        self._audit_retention = audit_retention
+        self._login_failure_window = login_failure_window
 
     async def run_once(self) -> SweepCounts | None:
         """One full pass; None if another replica holds the sweep lock."""
@@ -59,10 +71,12 @@ class Sweeper:
                 batch = await self._store.delete_batch(
                     now=now,
                     revoked_before=now - self._revoked_retention,
+                    audit_before=now - self._audit_retention,
+                    failures_before=now - self._login_failure_window,
                     batch_size=self._batch_size,
                 )
                 total += batch
-                if max(batch.expired_sessions, batch.revoked_sessions) < self._batch_size:
+                if batch.largest < self._batch_size:
                     break
         _log.info(
             "sweep finished",
@@ -70,6 +84,8 @@ class Sweeper:
                 "event": "sweep",
                 "expired_sessions": total.expired_sessions,
                 "revoked_sessions": total.revoked_sessions,
+                "audit_events": total.audit_events,
+                "login_failures": total.login_failures,
             },
         )
         return total

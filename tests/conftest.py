@@ -129,6 +129,13 @@ async def pool(pg_dsn: str) -> AsyncIterator[Pool]:
         yield pool
 
 
+async def empty_tables(pool: Pool) -> None:
+    """Every table the service writes, emptied; the migrations stay applied."""
+    await pool.execute(
+        "TRUNCATE users, sessions, refresh_tokens, signing_keys, login_failures, audit_events"
+    )
+
+
 @pytest.fixture
 def clock() -> FrozenClock:
     # Whole seconds, like JWT times, so computed instants compare exactly.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -22,6 +23,7 @@ _CODES: tuple[tuple[type[errors.AuthError], grpc.StatusCode], ...] = (
     (errors.RegistrationDisabled, grpc.StatusCode.PERMISSION_DENIED),
     (errors.SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
 )
@@ -53,6 +55,11 @@ def status_for(error: errors.AuthError) -> grpc.Status:
             field=error.field, description=error.message
         )
         details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
+    if isinstance(error, errors.RateLimited):
+        delay = duration_pb2.Duration()
+        # Whole seconds, rounded up: retrying a moment early would only be refused again.
+        delay.FromSeconds(math.ceil(error.retry_after.total_seconds()))
+        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
     status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
     return cast(grpc.Status, rpc_status.to_status(status))
 

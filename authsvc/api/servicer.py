@@ -10,9 +10,9 @@ import grpc
 from authsvc.api import convert
 from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
 from authsvc.core.errors import InvalidArgument
-from authsvc.core.models import DeviceInfo, IssuedTokens
+from authsvc.core.models import DeviceInfo, IssuedTokens, RequestOrigin
 from authsvc.domain import validation
-from authsvc.domain.devices import describe_device
+from authsvc.domain.devices import MAX_USER_AGENT, describe_device
 from authsvc.domain.sessions import SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.v1 import auth_service_pb2 as pb
@@ -72,6 +72,12 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             ),
         )
 
+    def _origin(self, context: Context[Any, Any]) -> RequestOrigin:
+        return RequestOrigin(
+            ip_address=client_ip(context, self._trusted_proxies),
+            user_agent=user_agent(context)[:MAX_USER_AGENT],
+        )
+
     async def Register(
         self, request: pb.RegisterRequest, context: Context[pb.RegisterRequest, pb.RegisterResponse]
     ) -> pb.RegisterResponse:
@@ -98,7 +104,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def Refresh(
         self, request: pb.RefreshRequest, context: Context[pb.RefreshRequest, pb.RefreshResponse]
     ) -> pb.RefreshResponse:
-        tokens = await self._sessions.refresh(_required_refresh_token(request.refresh_token))
+        tokens = await self._sessions.refresh(
+            _required_refresh_token(request.refresh_token), self._origin(context)
+        )
         return _with_tokens(pb.RefreshResponse(), tokens)
 
     async def Logout(
@@ -107,11 +115,11 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         scope = convert.logout_scope(request.scope)
         if request.refresh_token and not has_metadata(context, "authorization"):
             count = await self._sessions.logout_with_refresh_token(
-                _required_refresh_token(request.refresh_token), scope
+                _required_refresh_token(request.refresh_token), scope, self._origin(context)
             )
         else:
             principal = await self._sessions.authenticate(bearer_token(context))
-            count = await self._sessions.logout(principal, scope)
+            count = await self._sessions.logout(principal, scope, self._origin(context))
         return pb.LogoutResponse(revoked_session_count=count)
 
     async def ListSessions(
@@ -142,7 +150,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         session_id = convert.parse_session_id(request.session_id)
         note = validation.clean_label("reason", request.reason, max_length=_MAX_REVOKE_NOTE)
         principal = await self._sessions.authenticate(bearer_token(context))
-        await self._sessions.revoke_session(principal, session_id, note)
+        await self._sessions.revoke_session(principal, session_id, note, self._origin(context))
         return pb.RevokeSessionResponse()
 
     async def ValidateToken(

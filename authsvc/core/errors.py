@@ -6,6 +6,8 @@ chooses the gRPC status code for each class in one table.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from authsvc.core.models import Principal
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "InvalidPageToken",
     "MissingCredentials",
     "NotReady",
+    "RateLimited",
     "RefreshTokenExpired",
     "RefreshTokenInvalid",
     "RefreshTokenReused",
@@ -119,6 +122,16 @@ class SessionRevoked(Unauthenticated):
 
 class SessionExpired(Unauthenticated):
     reason = "SESSION_EXPIRED"
+
+
+class RateLimited(AuthError):
+    """Too many failed attempts; try again after `retry_after`."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DatabaseUnavailable(AuthError):

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NewType
 
 __all__ = [
+    "AuditEvent",
     "DeviceInfo",
     "DeviceType",
     "IssuedTokens",
     "LogoutScope",
     "Principal",
     "RefreshTokenRecord",
+    "RequestOrigin",
     "Session",
     "SessionId",
     "SessionPage",
@@ -62,6 +64,26 @@ class DeviceInfo:
     browser: str
     os: str
     device_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestOrigin:
+    """Where a request came from, for the audit trail."""
+
+    ip_address: str = ""
+    user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """One security event. `event` is a stable snake_case name (login_failed, ...)."""
+
+    event: str
+    occurred_at: datetime
+    user_id: UserId | None = None
+    session_id: SessionId | None = None
+    origin: RequestOrigin = RequestOrigin()
+    detail: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,17 +161,24 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SweepCounts:
-    """Sessions a sweep deleted; their refresh tokens went with them."""
+    """Rows a sweep deleted; sessions take their refresh tokens with them."""
 
     expired_sessions: int = 0
     revoked_sessions: int = 0
+    audit_events: int = 0
+    login_failures: int = 0
 
     def __add__(self, other: SweepCounts) -> SweepCounts:
         return SweepCounts(
             expired_sessions=self.expired_sessions + other.expired_sessions,
             revoked_sessions=self.revoked_sessions + other.revoked_sessions,
+            audit_events=self.audit_events + other.audit_events,
+            login_failures=self.login_failures + other.login_failures,
         )
 
     @property
-    def total(self) -> int:
-        return self.expired_sessions + self.revoked_sessions
+    def largest(self) -> int:
+        """The biggest count: a batch this full means another batch may be waiting."""
+        return max(
+            self.expired_sessions, self.revoked_sessions, self.audit_events, self.login_failures
+        )

@@ -8,10 +8,10 @@ from ua_parser import parse
 
 from authsvc.core.models import DeviceInfo, DeviceType
 
-__all__ = ["describe_device", "warm_up"]
+__all__ = ["MAX_USER_AGENT", "describe_device", "warm_up"]
 
 _MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Firefox OS"})
-_MAX_USER_AGENT = 512
+MAX_USER_AGENT = 512
 
 
 def _version(family: str, *parts: str | None) -> str:
@@ -48,7 +48,7 @@ def _parse(user_agent: str) -> tuple[DeviceType, str, str]:
 
 
 def describe_device(*, user_agent: str, ip_address: str, device_name: str) -> DeviceInfo:
-    user_agent = user_agent[:_MAX_USER_AGENT]
+    user_agent = user_agent[:MAX_USER_AGENT]
     kind, browser, os_name = _parse(user_agent)
     return DeviceInfo(
         user_agent=user_agent,

@@ -8,7 +8,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import (
@@ -25,11 +25,13 @@ from authsvc.core.errors import (
     Unauthenticated,
 )
 from authsvc.core.models import (
+    AuditEvent,
     DeviceInfo,
     IssuedTokens,
     LogoutScope,
     Principal,
     RefreshTokenRecord,
+    RequestOrigin,
     Session,
     SessionId,
     SessionPage,
@@ -39,6 +41,7 @@ from authsvc.core.models import (
 from authsvc.domain import refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.passwords import PasswordHasher
+from authsvc.domain.throttle import LoginThrottle
 
 __all__ = [
     "LockedSession",
@@ -80,12 +83,17 @@ class LockedSession(Protocol):
         idle_expires_at: datetime,
     ) -> None: ...
 
-    async def revoke(self, *, now: datetime, reason: str) -> None: ...
+    async def revoke(self, *, now: datetime, reason: str, event: AuditEvent) -> None: ...
 
 
 class SessionStore(Protocol):
     async def create_session(
-        self, session: Session, *, token_hash: bytes, new_user: User | None = None
+        self,
+        session: Session,
+        *,
+        token_hash: bytes,
+        event: AuditEvent,
+        new_user: User | None = None,
     ) -> None: ...
 
     def lock_session_by_token(
@@ -104,13 +112,25 @@ class SessionStore(Protocol):
     ) -> SessionPage: ...
 
     async def revoke_session(
-        self, user_id: UserId, session_id: SessionId, *, now: datetime, reason: str
+        self,
+        user_id: UserId,
+        session_id: SessionId,
+        *,
+        now: datetime,
+        reason: str,
+        event: AuditEvent,
     ) -> int: ...
 
     async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool: ...
 
     async def revoke_user_sessions(
-        self, user_id: UserId, *, now: datetime, reason: str, keep: SessionId | None = None
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        reason: str,
+        event: AuditEvent,
+        keep: SessionId | None = None,
     ) -> int: ...
 
 
@@ -136,6 +156,10 @@ class Validation:
     principal: Principal | None
 
 
+def _origin_of(device: DeviceInfo) -> RequestOrigin:
+    return RequestOrigin(ip_address=device.ip_address, user_agent=device.user_agent)
+
+
 @dataclass(frozen=True, slots=True)
 class _Rotated:
     token: str
@@ -152,7 +176,9 @@ class SessionService:
         access_tokens: AccessTokens,
         clock: Clock,
         policy: SessionPolicy,
+        throttle: LoginThrottle,
     ) -> None:
+        self._throttle = throttle
         self._users = users
         self._sessions = sessions
         self._hasher = hasher
@@ -175,7 +201,9 @@ class SessionService:
         if not self._policy.registration_enabled:
             raise RegistrationDisabled("registration is disabled")
         user = await self._new_user(email=email, password=password, display_name=display_name)
-        tokens = await self._start_session(user.id, remember_me, device, new_user=user)
+        tokens = await self._start_session(
+            user.id, remember_me, device, event="user_registered", new_user=user
+        )
         _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
         return tokens
 
@@ -213,23 +241,39 @@ class SessionService:
         """
         email = validation.normalize_email(email)
         validation.check_password_given(password)
+        await self._throttle.check(email, device.ip_address, self._clock.now())
         user = await self._users.find_by_email(email)
         if user is None:
             await self._hasher.burn(password)
-            _log.info("login failed", extra={"event": "login_failed"})
-            raise InvalidCredentials("invalid email or password")
-        if not await self._hasher.verify(user.password_hash, password):
-            _log.info("login failed", extra={"event": "login_failed", "user_id": str(user.id)})
-            raise InvalidCredentials("invalid email or password")
+            await self._login_failed(email, None, device)
+        elif not await self._hasher.verify(user.password_hash, password):
+            await self._login_failed(email, user.id, device)
+        assert user is not None  # _login_failed raised otherwise
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
             await self._users.update_password_hash(user.id, new_hash, self._clock.now())
-        tokens = await self._start_session(user.id, remember_me, device)
+        await self._throttle.reset_account(email)
+        tokens = await self._start_session(user.id, remember_me, device, event="login_succeeded")
         _log.info(
             "login",
             extra={"event": "login", "user_id": str(user.id), "session_id": str(tokens.session_id)},
         )
         return tokens
+
+    async def _login_failed(
+        self, email: str, user_id: UserId | None, device: DeviceInfo
+    ) -> NoReturn:
+        now = self._clock.now()
+        _log.info("login failed", extra={"event": "login_failed", "user_id": str(user_id or "")})
+        event = AuditEvent(
+            event="login_failed",
+            occurred_at=now,
+            user_id=user_id,
+            origin=_origin_of(device),
+            detail={"reason": "invalid_credentials"},
+        )
+        await self._throttle.record_failure(email, device.ip_address, now, event)
+        raise InvalidCredentials("invalid email or password")
 
     async def _start_session(
         self,
@@ -237,6 +281,7 @@ class SessionService:
         remember_me: bool,
         device: DeviceInfo,
         *,
+        event: str,
         new_user: User | None = None,
     ) -> IssuedTokens:
         now = self._clock.now()
@@ -256,7 +301,17 @@ class SessionService:
         )
         refresh_token = refresh_tokens.new_refresh_token()
         await self._sessions.create_session(
-            session, token_hash=refresh_tokens.hash_refresh_token(refresh_token), new_user=new_user
+            session,
+            token_hash=refresh_tokens.hash_refresh_token(refresh_token),
+            event=AuditEvent(
+                event=event,
+                occurred_at=now,
+                user_id=user_id,
+                session_id=session.id,
+                origin=_origin_of(device),
+                detail={"remember_me": remember_me},
+            ),
+            new_user=new_user,
         )
         return self._issue(user_id, session.id, refresh_token, session.idle_expires_at)
 
@@ -275,7 +330,7 @@ class SessionService:
 
     # --- refresh ----------------------------------------------------------
 
-    async def refresh(self, refresh_token: str) -> IssuedTokens:
+    async def refresh(self, refresh_token: str, origin: RequestOrigin) -> IssuedTokens:
         """Rotate a refresh token.
 
         Presenting an already-rotated token within the grace window returns the
@@ -304,19 +359,38 @@ class SessionService:
             elif now - record.rotated_at <= self._policy.refresh_grace:
                 rotated = await self._current_successor(locked, refresh_token, record)
             else:
-                await locked.revoke(now=now, reason="refresh_token_reused")
+                await self._revoke_for_reuse(locked, now, origin)
                 rotated = None
         if rotated is None:
-            _log.warning(
-                "refresh token reuse: session revoked",
-                extra={
-                    "event": "refresh_token_reused",
-                    "user_id": str(session.user_id),
-                    "session_id": str(session.id),
-                },
-            )
             raise RefreshTokenReused("refresh token was already used; the session is revoked")
         return self._issue(session.user_id, session.id, rotated.token, rotated.expires_at)
+
+    @staticmethod
+    async def _revoke_for_reuse(
+        locked: LockedSession, now: datetime, origin: RequestOrigin
+    ) -> None:
+        """Theft response: a spent token came back after the grace window."""
+        session = locked.session
+        _log.warning(
+            "refresh token reuse: session revoked",
+            extra={
+                "event": "refresh_token_reused",
+                "user_id": str(session.user_id),
+                "session_id": str(session.id),
+            },
+        )
+        await locked.revoke(
+            now=now,
+            reason="refresh_token_reused",
+            event=AuditEvent(
+                event="refresh_token_reused",
+                occurred_at=now,
+                user_id=session.user_id,
+                session_id=session.id,
+                origin=origin,
+                detail={"session_revoked": True},
+            ),
+        )
 
     def _hash_presented(self, refresh_token: str) -> bytes:
         if not refresh_tokens.is_well_formed(refresh_token):
@@ -412,15 +486,27 @@ class SessionService:
             principal.user_id, now=self._clock.now(), limit=page_size, after=after
         )
 
-    async def revoke_session(self, principal: Principal, session_id: SessionId, note: str) -> None:
+    async def revoke_session(
+        self, principal: Principal, session_id: SessionId, note: str, origin: RequestOrigin
+    ) -> None:
         """Revoke one of the caller's sessions.
 
         Someone else's session and a session that does not exist get the same
         SessionNotFound, so ids cannot be probed. Revoking twice succeeds.
         """
         reason = f"revoked_by_user: {note}" if note else "revoked_by_user"
+        now = self._clock.now()
         revoked = await self._sessions.revoke_session(
-            principal.user_id, session_id, now=self._clock.now(), reason=reason
+            principal.user_id,
+            session_id,
+            now=now,
+            reason=reason,
+            event=AuditEvent(
+                event="session_revoked",
+                occurred_at=now,
+                origin=origin,
+                detail={"by_session_id": str(principal.session_id), "note": note},
+            ),
         )
         if not revoked and not await self._sessions.session_belongs_to(
             principal.user_id, session_id
@@ -436,10 +522,12 @@ class SessionService:
                 },
             )
 
-    async def logout(self, principal: Principal, scope: LogoutScope) -> int:
-        return await self._logout(principal.user_id, principal.session_id, scope)
+    async def logout(self, principal: Principal, scope: LogoutScope, origin: RequestOrigin) -> int:
+        return await self._logout(principal.user_id, principal.session_id, scope, origin)
 
-    async def logout_with_refresh_token(self, refresh_token: str, scope: LogoutScope) -> int:
+    async def logout_with_refresh_token(
+        self, refresh_token: str, scope: LogoutScope, origin: RequestOrigin
+    ) -> int:
         """Logout for a client that holds only its refresh token.
 
         The token must be the session's current one (or within the grace
@@ -457,24 +545,32 @@ class SessionService:
                 and now - record.rotated_at > self._policy.refresh_grace
             )
             if reused:
-                await locked.revoke(now=now, reason="refresh_token_reused")
+                await self._revoke_for_reuse(locked, now, origin)
         if reused:
             raise RefreshTokenReused("refresh token was already used; the session is revoked")
-        return await self._logout(session.user_id, session.id, scope)
+        return await self._logout(session.user_id, session.id, scope, origin)
 
-    async def _logout(self, user_id: UserId, session_id: SessionId, scope: LogoutScope) -> int:
+    async def _logout(
+        self, user_id: UserId, session_id: SessionId, scope: LogoutScope, origin: RequestOrigin
+    ) -> int:
         now = self._clock.now()
+        event = AuditEvent(
+            event="logout",
+            occurred_at=now,
+            origin=origin,
+            detail={"scope": scope.value, "by_session_id": str(session_id)},
+        )
         if scope is LogoutScope.THIS_SESSION:
             count = await self._sessions.revoke_session(
-                user_id, session_id, now=now, reason="logout"
+                user_id, session_id, now=now, reason="logout", event=event
             )
         elif scope is LogoutScope.OTHER_SESSIONS:
             count = await self._sessions.revoke_user_sessions(
-                user_id, now=now, reason="logout_other_sessions", keep=session_id
+                user_id, now=now, reason="logout_other_sessions", event=event, keep=session_id
             )
         else:
             count = await self._sessions.revoke_user_sessions(
-                user_id, now=now, reason="logout_all_sessions"
+                user_id, now=now, reason="logout_all_sessions", event=event
             )
         _log.info(
             "logout",

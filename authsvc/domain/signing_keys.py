@@ -17,7 +17,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import NotReady
-from authsvc.core.models import SigningKey
+from authsvc.core.models import AuditEvent, RequestOrigin, SigningKey
 
 __all__ = ["SUPPORTED_ALGORITHMS", "KeyRing", "KeyStore", "generate_signing_key"]
 
@@ -32,7 +32,7 @@ PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 class KeyStore(Protocol):
     async def add_key_if_none_active(self, key: SigningKey) -> None: ...
 
-    async def rotate(self, key: SigningKey) -> None: ...
+    async def rotate(self, key: SigningKey, event: AuditEvent) -> None: ...
 
     async def usable_keys(self, retired_after: datetime) -> list[SigningKey]: ...
 
@@ -132,9 +132,16 @@ class KeyRing:
             await self._store.add_key_if_none_active(generate_signing_key(self._algorithm, now))
         await self.reload()
 
-    async def rotate(self) -> SigningKey:
+    async def rotate(self, origin: RequestOrigin | None = None) -> SigningKey:
+        """Make a new key the active one; the old one keeps verifying (see the class)."""
         key = generate_signing_key(self._algorithm, self._clock.now())
-        await self._store.rotate(key)
+        event = AuditEvent(
+            event="key_rotated",
+            occurred_at=key.created_at,
+            origin=origin or RequestOrigin(),
+            detail={"kid": key.kid, "algorithm": key.algorithm},
+        )
+        await self._store.rotate(key, event)
         await self.reload()
         return key
 

@@ -6,7 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
-from authsvc.core.models import SigningKey
+from authsvc.core.models import AuditEvent, SigningKey
+from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 
 __all__ = ["PgKeyStore"]
@@ -55,11 +56,12 @@ class PgKeyStore:
         async with translate_errors():
             await self._pool.execute(_INSERT_IF_NONE_ACTIVE, *_insert_args(key))
 
-    async def rotate(self, key: SigningKey) -> None:
-        """Retire the active key and make `key` the active one, atomically."""
+    async def rotate(self, key: SigningKey, event: AuditEvent) -> None:
+        """Retire the active key and make `key` the active one, and audit it, atomically."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_RETIRE_ACTIVE, key.created_at)
             await conn.execute(_INSERT, *_insert_args(key))
+            await insert_event(conn, event)
 
     async def usable_keys(self, retired_after: datetime) -> list[SigningKey]:
         """The active key and the keys retired after `retired_after`, newest first."""

@@ -19,6 +19,7 @@ import asyncpg
 
 from authsvc.core.errors import EmailTaken
 from authsvc.core.models import (
+    AuditEvent,
     DeviceInfo,
     DeviceType,
     RefreshTokenRecord,
@@ -28,6 +29,7 @@ from authsvc.core.models import (
     User,
     UserId,
 )
+from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import INSERT_USER
@@ -97,15 +99,33 @@ WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
 ORDER BY last_active_at DESC, id DESC
 LIMIT $3
 """
+# Revocations append their audit events in the same statement ($5.. = event, ip,
+# user agent, detail), one per session they revoke.
 _REVOKE_OWN = """
-UPDATE sessions SET revoked_at = $3, revoke_reason = $4
-WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+WITH revoked AS (
+    UPDATE sessions SET revoked_at = $3, revoke_reason = $4
+    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+    RETURNING id, user_id
+), audited AS (
+    INSERT INTO audit_events
+        (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
+    SELECT $3, $5, user_id, id, $6, $7, $8 FROM revoked
+)
+SELECT count(*) FROM revoked
 """
 _OWN_SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
 _REVOKE_ALL_OF_USER = """
-UPDATE sessions SET revoked_at = $2, revoke_reason = $3
-WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
-  AND id IS DISTINCT FROM $4
+WITH revoked AS (
+    UPDATE sessions SET revoked_at = $2, revoke_reason = $3
+    WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
+      AND id IS DISTINCT FROM $4
+    RETURNING id, user_id
+), audited AS (
+    INSERT INTO audit_events
+        (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
+    SELECT $2, $5, user_id, id, $6, $7, $8 FROM revoked
+)
+SELECT count(*) FROM revoked
 """
 
 
@@ -143,9 +163,9 @@ def _token(row: asyncpg.Record) -> RefreshTokenRecord:
     )
 
 
-def _updated_count(status: str) -> int:
-    # asyncpg returns the command tag, e.g. "UPDATE 3".
-    return int(status.rsplit(" ", 1)[-1])
+def _event_template(event: AuditEvent) -> tuple[object, ...]:
+    """The per-statement parts of an event stamped on each revoked session."""
+    return (event.event, event.origin.ip_address, event.origin.user_agent, event.detail)
 
 
 class LockedSession:
@@ -182,8 +202,9 @@ class LockedSession:
             successor_hash,
         )
 
-    async def revoke(self, *, now: datetime, reason: str) -> None:
+    async def revoke(self, *, now: datetime, reason: str, event: AuditEvent) -> None:
         await self._conn.execute(_REVOKE_LOCKED, self.session.id, now, reason)
+        await insert_event(self._conn, event)
 
 
 class PgSessionStore:
@@ -197,9 +218,11 @@ class PgSessionStore:
         session: Session,
         *,
         token_hash: bytes,
+        event: AuditEvent,
         new_user: User | None = None,
     ) -> None:
-        """Store a session with its first refresh token, and the user if new, atomically."""
+        """Store a session with its first refresh token, the user if new, and `event`,
+        atomically."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if new_user is not None:
                 try:
@@ -237,6 +260,7 @@ class PgSessionStore:
                 session.created_at,
                 session.idle_expires_at,
             )
+            await insert_event(conn, event)
 
     @asynccontextmanager
     async def lock_session_by_token(self, token_hash: bytes) -> AsyncIterator[LockedSession | None]:
@@ -279,12 +303,20 @@ class PgSessionStore:
         )
 
     async def revoke_session(
-        self, user_id: UserId, session_id: SessionId, *, now: datetime, reason: str
+        self,
+        user_id: UserId,
+        session_id: SessionId,
+        *,
+        now: datetime,
+        reason: str,
+        event: AuditEvent,
     ) -> int:
-        """Revoke one of a user's sessions; return 1 if this call revoked it, else 0."""
+        """Revoke one of a user's sessions and audit it; 1 if this call revoked it, else 0."""
         async with translate_errors():
-            status = await self._pool.execute(_REVOKE_OWN, session_id, user_id, now, reason)
-        return _updated_count(status)
+            count = await self._pool.fetchval(
+                _REVOKE_OWN, session_id, user_id, now, reason, *_event_template(event)
+            )
+        return int(count)
 
     async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool:
         async with translate_errors():
@@ -296,9 +328,12 @@ class PgSessionStore:
         *,
         now: datetime,
         reason: str,
+        event: AuditEvent,
         keep: SessionId | None = None,
     ) -> int:
-        """Revoke every live session of a user except `keep`; return how many."""
+        """Revoke every live session of a user except `keep`, auditing each; return how many."""
         async with translate_errors():
-            status = await self._pool.execute(_REVOKE_ALL_OF_USER, user_id, now, reason, keep)
-        return _updated_count(status)
+            count = await self._pool.fetchval(
+                _REVOKE_ALL_OF_USER, user_id, now, reason, keep, *_event_template(event)
+            )
+        return int(count)

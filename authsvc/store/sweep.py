@@ -36,6 +36,19 @@ DELETE FROM sessions WHERE id IN (
 """
 
 
+_DELETE_OLD_AUDIT_EVENTS = """
+DELETE FROM audit_events WHERE id IN (
+    SELECT id FROM audit_events WHERE occurred_at <= $1 LIMIT $2
+)
+"""
+_DELETE_PAST_LOGIN_FAILURES = """
+DELETE FROM login_failures WHERE bucket IN (
+    SELECT bucket FROM login_failures WHERE window_started_at <= $1
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+"""
+
+
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
@@ -58,10 +71,25 @@ class PgSweepStore:
                     await conn.execute(_UNLOCK, SWEEP_LOCK_KEY)
 
     async def delete_batch(
-        self, *, now: datetime, revoked_before: datetime, batch_size: int
+        self,
+        *,
+        now: datetime,
+        revoked_before: datetime,
+        audit_before: datetime,
+        failures_before: datetime,
+        batch_size: int,
     ) -> SweepCounts:
         """Delete at most batch_size rows of each kind, each in its own short transaction."""
         async with translate_errors():
             expired = await self._pool.execute(_DELETE_EXPIRED_SESSIONS, now, batch_size)
             revoked = await self._pool.execute(_DELETE_REVOKED_SESSIONS, revoked_before, batch_size)
-        return SweepCounts(expired_sessions=_count(expired), revoked_sessions=_count(revoked))
+            audit = await self._pool.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
+            failures = await self._pool.execute(
+                _DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size
+            )
+        return SweepCounts(
+            expired_sessions=_count(expired),
+            revoked_sessions=_count(revoked),
+            audit_events=_count(audit),
+            login_failures=_count(failures),
+        )

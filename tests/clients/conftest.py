@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
+from tests.conftest import empty_tables
 
 METHOD_PREFIX = "/authsvc.v1.AuthService/"
 
@@ -40,7 +41,7 @@ RpcCounter = Callable[[str], int]
 @pytest_asyncio.fixture(autouse=True)
 async def clean_db(pool: Pool) -> None:
     """Empty tables for each test; the migrations stay applied."""
-    await pool.execute("TRUNCATE users, sessions, refresh_tokens, signing_keys CASCADE")
+    await empty_tables(pool)
 
 
 @pytest_asyncio.fixture

@@ -207,3 +207,110 @@ def test_argon2_memory_below_eight_kib_per_lane_is_rejected() -> None:
         _from_env(AUTHSVC_ARGON2_MEMORY_KIB="16", AUTHSVC_ARGON2_PARALLELISM="4")
 
     assert "AUTHSVC_ARGON2_MEMORY_KIB" in str(caught.value)
+
+
+def _pem_files(tmp_path: Path, *names: str) -> dict[str, str]:
+    """AUTHSVC_<NAME> -> a readable file; config checks only that it opens."""
+    environ = {}
+    for name in names:
+        path = tmp_path / f"{name.lower()}.pem"
+        path.write_text("PEM\n")
+        environ[f"AUTHSVC_{name}"] = str(path)
+    return environ
+
+
+def test_tls_is_off_by_default() -> None:
+    config = _from_env()
+
+    files = {name: getattr(config, name) for name in vars(Config) if name.startswith("tls_")}
+
+    assert files == dict.fromkeys(files, None)
+    assert len(files) == 5
+
+
+def test_tls_files_are_taken_as_paths(tmp_path: Path) -> None:
+    environ = _pem_files(tmp_path, "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE")
+
+    config = _from_env(**environ)
+
+    assert config.tls_client_ca_file == Path(environ["AUTHSVC_TLS_CLIENT_CA_FILE"])
+
+
+def test_tls_key_without_cert_is_rejected_naming_the_cert_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**_pem_files(tmp_path, "TLS_KEY_FILE"))
+
+    assert "AUTHSVC_TLS_CERT_FILE" in str(caught.value)
+
+
+def test_tls_cert_without_key_is_rejected_naming_the_key_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**_pem_files(tmp_path, "TLS_CERT_FILE"))
+
+    assert "AUTHSVC_TLS_KEY_FILE" in str(caught.value)
+
+
+def test_tls_client_ca_without_server_cert_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**_pem_files(tmp_path, "TLS_CLIENT_CA_FILE"))
+
+    assert "AUTHSVC_TLS_CLIENT_CA_FILE" in str(caught.value)
+
+
+def test_tls_client_cert_without_its_key_is_rejected(tmp_path: Path) -> None:
+    environ = _pem_files(tmp_path, "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CERT_FILE")
+
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**environ)
+
+    assert "AUTHSVC_TLS_CLIENT_KEY_FILE" in str(caught.value)
+
+
+def test_tls_client_cert_without_server_cert_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**_pem_files(tmp_path, "TLS_CLIENT_CERT_FILE", "TLS_CLIENT_KEY_FILE"))
+
+    assert "AUTHSVC_TLS_CLIENT_CERT_FILE" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+        "TLS_CLIENT_CA_FILE",
+        "TLS_CLIENT_CERT_FILE",
+        "TLS_CLIENT_KEY_FILE",
+    ],
+)
+def test_tls_missing_file_is_a_config_error_naming_the_variable(tmp_path: Path, name: str) -> None:
+    environ = _pem_files(
+        tmp_path,
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+        "TLS_CLIENT_CA_FILE",
+        "TLS_CLIENT_CERT_FILE",
+        "TLS_CLIENT_KEY_FILE",
+    )
+    environ[f"AUTHSVC_{name}"] = str(tmp_path / "missing.pem")
+
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**environ)
+
+    assert f"AUTHSVC_{name}" in str(caught.value)
+
+
+def test_tls_directory_is_not_a_readable_file(tmp_path: Path) -> None:
+    environ = _pem_files(tmp_path, "TLS_KEY_FILE")
+
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_TLS_CERT_FILE=str(tmp_path), **environ)
+
+    assert "AUTHSVC_TLS_CERT_FILE" in str(caught.value)
+
+
+def test_tls_missing_file_given_as_a_flag_names_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_module.from_env(environ={}, overrides={"tls_cert_file": str(tmp_path / "no.pem")})
+
+    assert "--tls-cert-file" in str(caught.value)

@@ -1,0 +1,74 @@
+"""SQL for the audit trail: append, list; deletion is the sweeper's."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from authsvc.core.models import AuditEvent, RequestOrigin, SessionId, UserId
+from authsvc.store.errors import translate_errors
+from authsvc.store.pool import Connection
+
+__all__ = ["PgAuditStore", "event_args", "insert_event"]
+
+_INSERT_EVENT = """
+INSERT INTO audit_events (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+_LIST_ALL = """
+SELECT occurred_at, event, user_id, session_id, ip_address, user_agent, detail
+FROM audit_events ORDER BY occurred_at DESC, id DESC LIMIT $1
+"""
+_LIST_FOR_USER = """
+SELECT occurred_at, event, user_id, session_id, ip_address, user_agent, detail
+FROM audit_events WHERE user_id = $2 ORDER BY occurred_at DESC, id DESC LIMIT $1
+"""
+
+
+def event_args(event: AuditEvent) -> tuple[object, ...]:
+    return (
+        event.occurred_at,
+        event.event,
+        event.user_id,
+        event.session_id,
+        event.origin.ip_address,
+        event.origin.user_agent,
+        event.detail,
+    )
+
+
+async def insert_event(conn: Connection, event: AuditEvent) -> None:
+    """Append `event` on `conn`, inside the caller's transaction."""
+    await conn.execute(_INSERT_EVENT, *event_args(event))
+
+
+def _event(row: asyncpg.Record) -> AuditEvent:
+    return AuditEvent(
+        event=row["event"],
+        occurred_at=row["occurred_at"],
+        user_id=None if row["user_id"] is None else UserId(row["user_id"]),
+        session_id=None if row["session_id"] is None else SessionId(row["session_id"]),
+        origin=RequestOrigin(ip_address=row["ip_address"], user_agent=row["user_agent"]),
+        detail=row["detail"],
+    )
+
+
+class PgAuditStore:
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, event: AuditEvent) -> None:
+        async with translate_errors():
+            await self._pool.execute(_INSERT_EVENT, *event_args(event))
+
+    async def recent(self, *, limit: int, user_id: uuid.UUID | None = None) -> list[AuditEvent]:
+        """The newest events first, all or one user's."""
+        async with translate_errors():
+            if user_id is None:
+                rows = await self._pool.fetch(_LIST_ALL, limit)
+            else:
+                rows = await self._pool.fetch(_LIST_FOR_USER, limit, user_id)
+        return [_event(row) for row in rows]

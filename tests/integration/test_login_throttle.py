@@ -1,0 +1,138 @@
+"""Login throttling: per account and per client address, shared through PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from authsvc.core.clock import FrozenClock
+from authsvc.store.pool import Pool
+from tests.conftest import Launch
+from tests.helpers import PASSWORD, Stub, error_info, login, register
+
+pytestmark = pytest.mark.asyncio
+
+WRONG = "not the password"
+WINDOW = timedelta(minutes=15)  # the default window
+
+
+async def failed_login(stub: Stub, email: str = "alice@example.com", password: str = WRONG) -> str:
+    """The reason of a Login that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await login(stub, email=email, password=password)
+    return error_info(caught.value)[1]
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> timedelta:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            delay: timedelta = info.retry_delay.ToTimedelta()
+            return delay
+    raise AssertionError("no RetryInfo in the status")
+
+
+async def test_sixth_login_after_five_failures_is_rate_limited_even_with_the_password(
+    stub: Stub,
+) -> None:
+    await register(stub)
+    for _ in range(5):
+        assert await failed_login(stub) == "INVALID_CREDENTIALS"
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await login(stub)
+
+    code, reason, _ = error_info(caught.value)
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+
+
+async def test_rate_limited_answer_says_when_to_retry(stub: Stub, clock: FrozenClock) -> None:
+    await register(stub)
+    for _ in range(5):
+        await failed_login(stub)
+    clock.advance(timedelta(minutes=5))
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await login(stub)
+
+    assert retry_delay(caught.value) == WINDOW - timedelta(minutes=5)
+
+
+async def test_unknown_email_is_throttled_like_a_known_one(stub: Stub) -> None:
+    for _ in range(5):
+        assert await failed_login(stub, email="nobody@example.com") == "INVALID_CREDENTIALS"
+
+    assert await failed_login(stub, email="nobody@example.com") == "RATE_LIMITED"
+
+
+async def test_throttle_decays_after_the_window(stub: Stub, clock: FrozenClock) -> None:
+    await register(stub)
+    for _ in range(5):
+        await failed_login(stub)
+    clock.advance(WINDOW)
+
+    response = await login(stub)
+
+    assert response.access_token
+
+
+async def test_successful_login_resets_the_account_count(stub: Stub) -> None:
+    await register(stub)
+    for _ in range(4):
+        await failed_login(stub)
+    await login(stub)
+    for _ in range(4):
+        await failed_login(stub)
+
+    response = await login(stub)
+
+    assert response.access_token
+
+
+async def test_throttling_one_account_leaves_others_alone(stub: Stub) -> None:
+    await register(stub)
+    await register(stub, email="bob@example.com")
+    for _ in range(5):
+        await failed_login(stub)
+
+    response = await login(stub, email="bob@example.com")
+
+    assert response.access_token
+
+
+async def test_one_address_failing_across_accounts_is_rate_limited(launch: Launch) -> None:
+    launched = await launch(login_failures_per_ip="3", login_failures_per_account="100")
+    for number in range(3):
+        await failed_login(launched.stub, email=f"user{number}@example.com")
+
+    assert await failed_login(launched.stub, email="another@example.com") == "RATE_LIMITED"
+
+
+async def test_failures_through_one_replica_count_on_another(launch: Launch) -> None:
+    first, second = await launch(), await launch()
+    await register(first.stub)
+    for _ in range(5):
+        await failed_login(first.stub)
+
+    assert await failed_login(second.stub, password=PASSWORD) == "RATE_LIMITED"
+
+
+async def test_sweeper_removes_counters_whose_window_has_passed(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    launched = await launch()
+    await failed_login(launched.stub)
+    clock.advance(WINDOW)
+
+    counts = await launched.server.sweeper.run_once()
+
+    assert counts is not None
+    assert counts.login_failures == 2  # the account's bucket and the address's
+    assert await pool.fetchval("SELECT count(*) FROM login_failures") == 0

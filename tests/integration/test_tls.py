@@ -1,0 +1,400 @@
+"""TLS and mutual TLS on the real port, with throwaway certificates made here.
+
+One CA signs the server's certificate (localhost and 127.0.0.1) and a client
+certificate; another CA signs a client certificate the server must refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from authsvc.app import AuthServer
+from authsvc.config import ConfigError
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import READY_TIMEOUT, ConfigFactory
+from tests.helpers import Stub
+
+pytestmark = pytest.mark.asyncio
+
+StartServer = Callable[..., Any]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Upper bounds on a call or a command, not timing assertions.
+CALL_TIMEOUT = 10
+COMMAND_TIMEOUT = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Pem:
+    """A certificate and its key, as files (for the server and the CLI) and bytes."""
+
+    cert_file: Path
+    key_file: Path
+
+    @property
+    def cert(self) -> bytes:
+        return self.cert_file.read_bytes()
+
+    @property
+    def key(self) -> bytes:
+        return self.key_file.read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Pki:
+    ca: Pem
+    server: Pem
+    client: Pem
+    stranger: Pem  # a client certificate signed by other_ca
+    server_elsewhere: Pem  # signed by ca for authsvc.internal only: no 127.0.0.1
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _issue(
+    directory: Path,
+    stem: str,
+    *,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    names: tuple[x509.GeneralName, ...] = (),
+    usage: x509.ObjectIdentifier | None = None,
+) -> tuple[Pem, x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate for `stem`: a self-signed CA when `issuer` is None."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    issuer_name, signing_key = (
+        (_name(stem), key) if issuer is None else (issuer[0].subject, issuer[1])
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(stem))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    cert = builder.sign(signing_key, hashes.SHA256())
+    pem = Pem(directory / f"{stem}.crt", directory / f"{stem}.key")
+    pem.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pem, cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    ca, ca_cert, ca_key = _issue(directory, "ca")
+    _, other_cert, other_key = _issue(directory, "other-ca")
+    local = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    server, _, _ = _issue(
+        directory,
+        "server",
+        issuer=(ca_cert, ca_key),
+        names=local,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+    )
+    server_elsewhere, _, _ = _issue(
+        directory,
+        "server-elsewhere",
+        issuer=(ca_cert, ca_key),
+        names=(x509.DNSName("authsvc.internal"),),
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+    )
+    client, _, _ = _issue(
+        directory, "client", issuer=(ca_cert, ca_key), usage=ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    stranger, _, _ = _issue(
+        directory, "stranger", issuer=(other_cert, other_key), usage=ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    return Pki(ca, server, client, stranger, server_elsewhere)
+
+
+def _tls_settings(pki: Pki, *, mutual: bool = False) -> dict[str, str]:
+    settings = {
+        "tls_cert_file": str(pki.server.cert_file),
+        "tls_key_file": str(pki.server.key_file),
+    }
+    if mutual:
+        settings["tls_client_ca_file"] = str(pki.ca.cert_file)
+    return settings
+
+
+async def _ready_server(
+    start_server: StartServer, config_factory: ConfigFactory, **settings: str
+) -> int:
+    server: AuthServer = await start_server(config_factory(**settings))
+    async with asyncio.timeout(READY_TIMEOUT):
+        await server.wait_ready()
+    return server.port
+
+
+@asynccontextmanager
+async def _stub(port: int, credentials: grpc.ChannelCredentials | None) -> AsyncIterator[Stub]:
+    target = f"127.0.0.1:{port}"
+    channel = (
+        grpc.aio.insecure_channel(target)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials)
+    )
+    async with channel:
+        yield auth_service_pb2_grpc.AuthServiceStub(channel)
+
+
+async def _jwks_key_count(stub: Stub) -> int:
+    response = await stub.GetJwks(pb.GetJwksRequest(), timeout=CALL_TIMEOUT)
+    keys: list[object] = json.loads(response.jwks_json)["keys"]
+    return len(keys)
+
+
+async def _refused_with(stub: Stub) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetJwks(pb.GetJwksRequest(), timeout=CALL_TIMEOUT)
+    return caught.value.code()
+
+
+async def _healthcheck(port: int, **settings: str) -> tuple[int, str]:
+    """`python -m authsvc healthcheck` against 127.0.0.1:port: (exit code, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(AUTHSVC_HOST="127.0.0.1", AUTHSVC_PORT=str(port))
+    env.update({f"AUTHSVC_{name.upper()}": value for name, value in settings.items()})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authsvc",
+        "healthcheck",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            _, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_tls_server_answers_a_client_that_trusts_its_ca(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    port = await _ready_server(start_server, config_factory, **_tls_settings(pki))
+
+    async with _stub(port, grpc.ssl_channel_credentials(pki.ca.cert)) as stub:
+        key_count = await _jwks_key_count(stub)
+
+    assert key_count >= 1
+
+
+async def test_tls_server_refuses_a_plaintext_client(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    port = await _ready_server(start_server, config_factory, **_tls_settings(pki))
+
+    async with _stub(port, None) as stub:
+        code = await _refused_with(stub)
+
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mtls_server_answers_a_client_certificate_its_client_ca_signed(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    port = await _ready_server(start_server, config_factory, **_tls_settings(pki, mutual=True))
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca.cert, private_key=pki.client.key, certificate_chain=pki.client.cert
+    )
+
+    async with _stub(port, credentials) as stub:
+        key_count = await _jwks_key_count(stub)
+
+    assert key_count >= 1
+
+
+async def test_mtls_server_refuses_a_client_without_a_certificate(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    port = await _ready_server(start_server, config_factory, **_tls_settings(pki, mutual=True))
+
+    async with _stub(port, grpc.ssl_channel_credentials(pki.ca.cert)) as stub:
+        code = await _refused_with(stub)
+
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mtls_server_refuses_a_client_certificate_from_another_ca(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    port = await _ready_server(start_server, config_factory, **_tls_settings(pki, mutual=True))
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca.cert, private_key=pki.stranger.key, certificate_chain=pki.stranger.cert
+    )
+
+    async with _stub(port, credentials) as stub:
+        code = await _refused_with(stub)
+
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_healthcheck_passes_against_a_tls_server(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    settings = _tls_settings(pki)
+    port = await _ready_server(start_server, config_factory, **settings)
+
+    code, stderr = await _healthcheck(port, **settings)
+
+    assert code == 0, stderr
+
+
+async def test_healthcheck_passes_against_an_mtls_server_with_its_client_certificate(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    settings = _tls_settings(pki, mutual=True)
+    port = await _ready_server(start_server, config_factory, **settings)
+
+    code, stderr = await _healthcheck(
+        port,
+        **settings,
+        tls_client_cert_file=str(pki.client.cert_file),
+        tls_client_key_file=str(pki.client.key_file),
+    )
+
+    assert code == 0, stderr
+
+
+async def test_healthcheck_passes_when_the_certificate_does_not_name_the_loopback_address(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    settings = {
+        "tls_cert_file": str(pki.server_elsewhere.cert_file),
+        "tls_key_file": str(pki.server_elsewhere.key_file),
+    }
+    port = await _ready_server(start_server, config_factory, **settings)
+
+    code, stderr = await _healthcheck(port, **settings)
+
+    assert code == 0, stderr
+
+
+async def test_healthcheck_fails_against_an_mtls_server_with_a_certificate_from_another_ca(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    settings = _tls_settings(pki, mutual=True)
+    port = await _ready_server(start_server, config_factory, **settings)
+
+    code, stderr = await _healthcheck(
+        port,
+        **settings,
+        tls_client_cert_file=str(pki.stranger.cert_file),
+        tls_client_key_file=str(pki.stranger.key_file),
+    )
+
+    assert code == 1, stderr
+
+
+async def test_healthcheck_without_a_client_certificate_for_mtls_names_the_setting(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    settings = _tls_settings(pki, mutual=True)
+    port = await _ready_server(start_server, config_factory, **settings)
+
+    code, stderr = await _healthcheck(port, **settings)
+
+    assert code == 2
+    assert "AUTHSVC_TLS_CLIENT_CERT_FILE" in stderr
+
+
+async def test_server_refuses_a_key_that_does_not_belong_to_its_certificate(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    config = config_factory(
+        tls_cert_file=str(pki.server.cert_file), tls_key_file=str(pki.client.key_file)
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        await start_server(config)
+
+    assert "AUTHSVC_TLS_KEY_FILE" in str(caught.value)
+
+
+async def test_server_refuses_a_certificate_file_that_holds_no_certificate(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    config = config_factory(
+        tls_cert_file=str(pki.server.key_file), tls_key_file=str(pki.server.key_file)
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        await start_server(config)
+
+    assert "AUTHSVC_TLS_CERT_FILE" in str(caught.value)
+
+
+async def test_serve_exits_2_naming_the_key_variable_when_the_key_does_not_match(
+    pg_dsn: str, pki: Pki
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(
+        AUTHSVC_DATABASE_URL=pg_dsn,
+        AUTHSVC_HOST="127.0.0.1",
+        AUTHSVC_PORT="0",
+        AUTHSVC_TLS_CERT_FILE=str(pki.server.cert_file),
+        AUTHSVC_TLS_KEY_FILE=str(pki.client.key_file),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authsvc",
+        "serve",
+        env=env,
+        cwd=REPO_ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            _, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    assert process.returncode == 2, err.decode()
+    assert "AUTHSVC_TLS_KEY_FILE" in err.decode()
