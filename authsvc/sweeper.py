@@ -12,14 +12,12 @@ from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
 from authsvc.core.models import SweepCounts
 
-__all__ = ["SweepStore", "Sweeper"]
+__all__ = ["SweepPass", "SweepStore", "Sweeper"]
 
 _log = logging.getLogger(__name__)
 
 
-class SweepStore(Protocol):
-    def exclusive(self) -> AbstractAsyncContextManager[bool]: ...
-
+class SweepPass(Protocol):
     async def delete_batch(
         self,
         *,
@@ -29,6 +27,12 @@ class SweepStore(Protocol):
         failures_before: datetime,
         batch_size: int,
     ) -> SweepCounts: ...
+
+
+class SweepStore(Protocol):
+    def exclusive(self) -> AbstractAsyncContextManager[SweepPass | None]:
+        """The cluster-wide sweep lock for one pass, or None if another replica holds it."""
+        ...
 
 
 class Sweeper:
@@ -62,13 +66,13 @@ class Sweeper:
 
     async def run_once(self) -> SweepCounts | None:
         """One full pass; None if another replica holds the sweep lock."""
-        async with self._store.exclusive() as acquired:
-            if not acquired:
+        async with self._store.exclusive() as sweep:
+            if sweep is None:
                 return None
             total = SweepCounts()
             while True:
                 now = self._clock.now()
-                batch = await self._store.delete_batch(
+                batch = await sweep.delete_batch(
                     now=now,
                     revoked_before=now - self._revoked_retention,
                     audit_before=now - self._audit_retention,

@@ -17,6 +17,9 @@ INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_a
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT ((true)) WHERE retired_at IS NULL DO NOTHING
 """
+# Arbitrary constant shared by every replica and CLI: "authsvc keys rotate".
+_ROTATION_LOCK_KEY = 0x61757468_0003
+_LOCK_ROTATION = "SELECT pg_advisory_xact_lock($1)"
 _RETIRE_ACTIVE = "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL"
 _INSERT = """
 INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_at)
@@ -59,6 +62,8 @@ class PgKeyStore:
     async def rotate(self, key: SigningKey, event: AuditEvent) -> None:
         """Retire the active key and make `key` the active one, and audit it, atomically."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            # Rotations queue here, so each one retires the key the previous one made.
+            await conn.execute(_LOCK_ROTATION, _ROTATION_LOCK_KEY)
             await conn.execute(_RETIRE_ACTIVE, key.created_at)
             await conn.execute(_INSERT, *_insert_args(key))
             await insert_event(conn, event)

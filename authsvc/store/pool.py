@@ -54,7 +54,15 @@ async def create_pool(
 
 
 async def ping(pool: Pool, *, within: timedelta) -> bool:
-    """Whether the database answers a trivial query in time."""
+    """Whether the database answers a trivial query in time.
+
+    A pool with every connection busy counts as reachable: its connections are
+    in use, and waiting for one would report load as an outage (and take every
+    replica out of its load balancer at once). Dead connections error out and
+    return to the pool, so a real outage is still seen on the next probe.
+    """
+    if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+        return True
     try:
         async with asyncio.timeout(within.total_seconds()):
             await pool.execute("SELECT 1")

@@ -10,8 +10,9 @@ import asyncpg
 
 from authsvc.core.models import SweepCounts
 from authsvc.store.errors import translate_errors
+from authsvc.store.pool import Connection
 
-__all__ = ["SWEEP_LOCK_KEY", "PgSweepStore"]
+__all__ = ["SWEEP_LOCK_KEY", "PgSweepStore", "SweepPass"]
 
 # Arbitrary constant shared by every replica: "authsvc sweep".
 SWEEP_LOCK_KEY = 0x61757468_0002
@@ -53,22 +54,14 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PgSweepStore:
-    __slots__ = ("_pool",)
+class SweepPass:
+    """A pass holding the sweep lock; its batches run on the lock's own connection,
+    so a busy pool can neither stall a sweep nor be starved by one."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    __slots__ = ("_conn",)
 
-    @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[bool]:
-        """Hold the cluster-wide sweep lock for a pass; yields False if another replica has it."""
-        async with translate_errors(), self._pool.acquire() as conn:
-            acquired = bool(await conn.fetchval(_TRY_LOCK, SWEEP_LOCK_KEY))
-            try:
-                yield acquired
-            finally:
-                if acquired:
-                    await conn.execute(_UNLOCK, SWEEP_LOCK_KEY)
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     async def delete_batch(
         self,
@@ -79,17 +72,35 @@ class PgSweepStore:
         failures_before: datetime,
         batch_size: int,
     ) -> SweepCounts:
-        """Delete at most batch_size rows of each kind, each in its own short transaction."""
+        """Delete at most batch_size rows of each kind, each statement its own transaction."""
+        conn = self._conn
         async with translate_errors():
-            expired = await self._pool.execute(_DELETE_EXPIRED_SESSIONS, now, batch_size)
-            revoked = await self._pool.execute(_DELETE_REVOKED_SESSIONS, revoked_before, batch_size)
-            audit = await self._pool.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
-            failures = await self._pool.execute(
-                _DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size
-            )
+            expired = await conn.execute(_DELETE_EXPIRED_SESSIONS, now, batch_size)
+            revoked = await conn.execute(_DELETE_REVOKED_SESSIONS, revoked_before, batch_size)
+            audit = await conn.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
+            failures = await conn.execute(_DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size)
         return SweepCounts(
             expired_sessions=_count(expired),
             revoked_sessions=_count(revoked),
             audit_events=_count(audit),
             login_failures=_count(failures),
         )
+
+
+class PgSweepStore:
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[SweepPass | None]:
+        """Hold the cluster-wide sweep lock for a pass; None if another replica has it."""
+        async with translate_errors(), self._pool.acquire() as conn:
+            if not await conn.fetchval(_TRY_LOCK, SWEEP_LOCK_KEY):
+                yield None
+                return
+            try:
+                yield SweepPass(conn)
+            finally:
+                await conn.execute(_UNLOCK, SWEEP_LOCK_KEY)

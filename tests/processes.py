@@ -1,0 +1,254 @@
+"""Real `python -m authsvc` processes, for tests about processes (crashes, replicas, CLI).
+
+`ServerGroup` starts `authsvc serve` processes on a given database and kills any
+still running when the group closes. Each server's stderr is drained for the
+life of the process (so it never blocks on a full pipe) and its last lines are
+kept for assertion messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authsvc.v1 import auth_service_pb2_grpc
+from tests.helpers import Stub
+
+__all__ = [
+    "WAIT",
+    "CommandRun",
+    "ServerGroup",
+    "ServerProcess",
+    "authsvc_env",
+    "eventually",
+    "run_authsvc",
+    "server_group",
+    "started",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Bounds every wait on a process (start, ready, exit) and on an awaited event;
+# an upper bound that only a hang reaches, not a timing assertion.
+WAIT = 30.0
+# How often `eventually` looks again while it waits for an event.
+POLL_INTERVAL = 0.05
+_SERVING_LINE = re.compile(r"authsvc: serving gRPC on 127\.0\.0\.1:(\d+)")
+_KEPT_STDERR_LINES = 200
+
+T = TypeVar("T")
+
+
+def authsvc_env(dsn: str, **settings: str) -> dict[str, str]:
+    """This environment without AUTHSVC_*, plus the database URL, fast argon2 and `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(
+        AUTHSVC_DATABASE_URL=dsn,
+        AUTHSVC_ARGON2_TIME_COST="1",
+        AUTHSVC_ARGON2_MEMORY_KIB="1024",
+        AUTHSVC_ARGON2_PARALLELISM="1",
+    )
+    env.update(settings)
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRun:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def run_authsvc(*args: str, env: dict[str, str]) -> CommandRun:
+    """Run one `python -m authsvc ...` command to its end (bounded by WAIT)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authsvc",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return CommandRun(process.returncode, out.decode(), err.decode())
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = WAIT) -> None:
+    """Wait until `check()` is true: a bounded wait for an event, looked at every POLL_INTERVAL."""
+    async with asyncio.timeout(within):
+        # Polled: the events waited for (a lock wait in PostgreSQL, a key reload in
+        # another process) cannot be subscribed to.
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(POLL_INTERVAL)
+
+
+def started(call: Awaitable[T]) -> asyncio.Task[T]:
+    """Run an awaitable (a gRPC call object, say) as a task, so it is in flight now."""
+
+    async def wait() -> T:
+        return await call
+
+    return asyncio.create_task(wait())
+
+
+class ServerProcess:
+    """One `authsvc serve` process, with a channel, an AuthService stub and a Health stub."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        port: int,
+        drain: asyncio.Task[None],
+        stderr: collections.deque[str],
+    ) -> None:
+        self.process = process
+        self.port = port
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.stub: Stub = auth_service_pb2_grpc.AuthServiceStub(self.channel)
+        self.health: Any = health_pb2_grpc.HealthStub(self.channel)
+        self._drain = drain
+        self._stderr = stderr
+
+    @property
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr)
+
+    async def until_serving(self) -> None:
+        """Follow the health Watch stream until SERVING; fail at once if the process exits."""
+        serving = asyncio.create_task(self._watch_until_serving())
+        exited = asyncio.create_task(self.process.wait())
+        try:
+            async with asyncio.timeout(WAIT):
+                await asyncio.wait({serving, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (serving, exited):
+                task.cancel()
+            await asyncio.gather(serving, exited, return_exceptions=True)
+        if serving.cancelled():
+            raise AssertionError(
+                f"server exited ({self.process.returncode}) before SERVING:\n{self.stderr_tail}"
+            )
+        serving.result()
+
+    async def _watch_until_serving(self) -> None:
+        watch = self.health.Watch(health_pb2.HealthCheckRequest(service=""), wait_for_ready=True)
+        async for response in watch:
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                watch.cancel()
+                return
+        raise AssertionError(f"health stream ended before SERVING:\n{self.stderr_tail}")
+
+    async def kill(self) -> None:
+        """SIGKILL: the process dies at once, whatever it was doing."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.wait()
+
+    def terminate(self) -> None:
+        """SIGTERM: ask for a graceful shutdown (see `wait` for its exit code)."""
+        self.process.send_signal(signal.SIGTERM)
+
+    async def wait(self, within: float = WAIT) -> int:
+        """The exit code, once the process has exited and its stderr is drained."""
+        async with asyncio.timeout(within):
+            code = await self.process.wait()
+            await self._drain
+        return code
+
+    async def close(self) -> None:
+        await self.channel.close()
+        await self.kill()
+
+
+async def _drain(
+    stream: asyncio.StreamReader, port: asyncio.Future[int], kept: collections.deque[str]
+) -> None:
+    """Read stderr to its end, keep its last lines, and report the port line."""
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip("\n")
+        kept.append(text)
+        match = _SERVING_LINE.search(text)
+        if match and not port.done():
+            port.set_result(int(match[1]))
+    if not port.done():
+        port.set_exception(AssertionError("serve exited before printing its port"))
+
+
+class ServerGroup:
+    """Starts `authsvc serve` processes; `close()` kills whatever still runs."""
+
+    def __init__(self) -> None:
+        self.servers: list[ServerProcess] = []
+
+    async def start(self, dsn: str, **settings: str) -> ServerProcess:
+        """A server process on `dsn` with AUTHSVC_* `settings`, listening, not yet SERVING."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "authsvc",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=authsvc_env(dsn, **settings),
+            cwd=REPO_ROOT,
+        )
+        assert process.stderr is not None
+        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        kept: collections.deque[str] = collections.deque(maxlen=_KEPT_STDERR_LINES)
+        drain = asyncio.create_task(_drain(process.stderr, port, kept))
+        try:
+            async with asyncio.timeout(WAIT):
+                bound = await port
+        except BaseException:
+            process.kill()
+            await process.wait()
+            await drain
+            raise
+        server = ServerProcess(process, bound, drain, kept)
+        self.servers.append(server)
+        return server
+
+    async def start_ready(self, dsn: str, **settings: str) -> ServerProcess:
+        """A server process on `dsn` that reports SERVING."""
+        server = await self.start(dsn, **settings)
+        await server.until_serving()
+        return server
+
+    async def close(self) -> None:
+        for server in self.servers:
+            await server.close()
+
+
+@asynccontextmanager
+async def server_group() -> AsyncIterator[ServerGroup]:
+    group = ServerGroup()
+    try:
+        yield group
+    finally:
+        await group.close()
