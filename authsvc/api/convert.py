@@ -6,8 +6,9 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -29,6 +30,7 @@ __all__ = [
     "timestamp",
 ]
 
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _PAGE_TOKEN_VERSION = 1
@@ -64,12 +66,12 @@ def struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def parse_session_id(value: str) -> SessionId:
+    """The canonical 8-4-4-4-12 form only (uuid.UUID alone also takes braces, urns...)."""
     if not value:
         raise InvalidArgument("session_id", "session_id is required")
-    try:
-        return SessionId(uuid.UUID(value))
-    except ValueError as exc:
-        raise InvalidArgument("session_id", "session_id is not a UUID") from exc
+    if not _CANONICAL_UUID.fullmatch(value):
+        raise InvalidArgument("session_id", "session_id is not a UUID")
+    return SessionId(uuid.UUID(value))
 
 
 def logout_scope(value: int) -> LogoutScope:
@@ -123,7 +125,10 @@ def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId]
     try:
         instant = datetime.fromisoformat(body["t"])
         session_id = SessionId(uuid.UUID(body["i"]))
-    except ValueError as exc:
+        # Normalised here: an offset that pushes the instant out of range fails now,
+        # not in the database driver.
+        instant = instant.astimezone(UTC) if instant.tzinfo is not None else instant
+    except (ValueError, OverflowError) as exc:
         raise InvalidPageToken from exc
     if instant.tzinfo is None:
         raise InvalidPageToken

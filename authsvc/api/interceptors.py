@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from authsvc.api.errors import internal_status, status_for
-from authsvc.core.errors import AuthError
+from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID
 
 __all__ = ["EdgeInterceptor"]
@@ -48,19 +49,34 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        wrapped = _wrap(handler_call_details.method, cast(Handler, handler.unary_unary))
+        wrapped = _wrap(
+            handler_call_details.method,
+            cast(Handler, handler.unary_unary),
+            handler.request_deserializer or _identity,
+        )
+        # The request arrives as bytes and is decoded inside the wrapper, so a
+        # malformed message is an INVALID_ARGUMENT like any other bad input.
         return cast(
             "grpc.RpcMethodHandler[_Req, _Resp]",
             grpc.unary_unary_rpc_method_handler(
-                wrapped,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                wrapped, response_serializer=handler.response_serializer
             ),
         )
 
 
-def _wrap(method: str, behaviour: Handler) -> Handler:
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+def _identity(raw: bytes) -> bytes:
+    return raw
+
+
+def _decode(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
+    try:
+        return deserialize(raw)
+    except DecodeError as exc:
+        raise InvalidArgument("request", "request is not a valid protobuf message") from exc
+
+
+def _wrap(method: str, behaviour: Handler, deserialize: Callable[[bytes], Any]) -> Handler:
+    async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _request_id(context)
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
@@ -70,7 +86,7 @@ def _wrap(method: str, behaviour: Handler) -> Handler:
             await context.send_initial_metadata((("x-request-id", request_id),))
             remaining = context.time_remaining()
             async with asyncio.timeout(remaining):
-                return await behaviour(request, context)
+                return await behaviour(_decode(deserialize, raw), context)
         except AuthError as exc:
             status = status_for(exc)
             code, reason = status.code, exc.reason

@@ -35,9 +35,9 @@ class AuthServiceStub:
     details, one `google.rpc.ErrorInfo` with domain "authsvc" and a stable
     `reason`. Clients branch on the reason, never on the message text:
 
-    INVALID_ARGUMENT    INVALID_FIELD          a field is malformed (metadata.field names it)
+    INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
     INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
-    INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is not one this service issued for this caller
+    INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
     ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
@@ -113,9 +113,9 @@ class AuthServiceServicer:
     details, one `google.rpc.ErrorInfo` with domain "authsvc" and a stable
     `reason`. Clients branch on the reason, never on the message text:
 
-    INVALID_ARGUMENT    INVALID_FIELD          a field is malformed (metadata.field names it)
+    INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
     INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
-    INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is not one this service issued for this caller
+    INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
     ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
@@ -253,9 +253,9 @@ class AuthService:
     details, one `google.rpc.ErrorInfo` with domain "authsvc" and a stable
     `reason`. Clients branch on the reason, never on the message text:
 
-    INVALID_ARGUMENT    INVALID_FIELD          a field is malformed (metadata.field names it)
+    INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
     INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
-    INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is not one this service issued for this caller
+    INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
     ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
