@@ -9,6 +9,7 @@ SERVING. A database outage later flips it back, and back again on recovery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -18,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authsvc.api.interceptors import EdgeInterceptor
+from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.servicer import AuthServicer
 from authsvc.config import Config
 from authsvc.core.clock import Clock
@@ -73,8 +74,9 @@ class AuthServer:
         self.ready = asyncio.Event()
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight = InFlight()
         self._server = grpc.aio.server(
-            interceptors=[EdgeInterceptor()],
+            interceptors=[EdgeInterceptor(self._in_flight)],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
@@ -116,9 +118,22 @@ class AuthServer:
         await self.ready.wait()
 
     async def stop(self, grace: timedelta | None = None) -> None:
-        """Stop serving: health first, then in-flight RPCs get `grace`, then tasks."""
+        """Stop serving: health first, then in-flight calls get `grace`, then tasks.
+
+        Streams (health Watch) never end by themselves, so once the unary calls
+        are done the server is stopped at once rather than at the end of `grace`.
+        """
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(None if grace is None else grace.total_seconds())
+        if grace is None:
+            await self._server.stop(None)
+        else:
+            # Stops accepting calls now; lets the running ones finish for `grace`.
+            stopping = asyncio.create_task(self._server.stop(grace.total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace.total_seconds()):
+                    await self._in_flight.wait_idle()
+            await self._server.stop(0)
+            await stopping
         for task in self._tasks:
             task.cancel()
         # A task cancelled inside a database call may end with the driver's own

@@ -6,11 +6,12 @@ Request and response messages are never logged: some carry passwords and tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -20,7 +21,7 @@ from authsvc.api.errors import internal_status, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID
 
-__all__ = ["EdgeInterceptor"]
+__all__ = ["EdgeInterceptor", "InFlight"]
 
 _log = logging.getLogger("authsvc.access")
 _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -38,7 +39,33 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return uuid.uuid4().hex
 
 
+class InFlight:
+    """Counts unary calls in progress, so shutdown can tell when only streams are left."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        self._count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, in_flight: InFlight) -> None:
+        self._in_flight = in_flight
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -53,6 +80,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             handler_call_details.method,
             cast(Handler, handler.unary_unary),
             handler.request_deserializer or _identity,
+            self._in_flight,
         )
         # The request arrives as bytes and is decoded inside the wrapper, so a
         # malformed message is an INVALID_ARGUMENT like any other bad input.
@@ -75,43 +103,56 @@ def _decode(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
         raise InvalidArgument("request", "request is not a valid protobuf message") from exc
 
 
-def _wrap(method: str, behaviour: Handler, deserialize: Callable[[bytes], Any]) -> Handler:
+def _wrap(
+    method: str, behaviour: Handler, deserialize: Callable[[bytes], Any], in_flight: InFlight
+) -> Handler:
     async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        request_id = _request_id(context)
-        token = REQUEST_ID.set(request_id)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        reason = ""
-        try:
-            await context.send_initial_metadata((("x-request-id", request_id),))
-            remaining = context.time_remaining()
-            async with asyncio.timeout(remaining):
-                return await behaviour(_decode(deserialize, raw), context)
-        except AuthError as exc:
-            status = status_for(exc)
-            code, reason = status.code, exc.reason
-            await context.abort_with_status(status)
-        except TimeoutError:
-            code = grpc.StatusCode.DEADLINE_EXCEEDED
-            await context.abort(code, "deadline exceeded")
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            _log.exception("unhandled error", extra={"event": "rpc_error", "rpc": method})
-            await context.abort_with_status(internal_status())
-        finally:
-            _log.info(
-                "rpc",
-                extra={
-                    "event": "rpc",
-                    "rpc": method,
-                    "code": code.name,
-                    "reason": reason,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-            REQUEST_ID.reset(token)
+        with in_flight.track():
+            return await _serve(method, behaviour, deserialize, raw, context)
 
     return call
+
+
+async def _serve(
+    method: str,
+    behaviour: Handler,
+    deserialize: Callable[[bytes], Any],
+    raw: bytes,
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> Any:
+    request_id = _request_id(context)
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    reason = ""
+    try:
+        await context.send_initial_metadata((("x-request-id", request_id),))
+        remaining = context.time_remaining()
+        async with asyncio.timeout(remaining):
+            return await behaviour(_decode(deserialize, raw), context)
+    except AuthError as exc:
+        status = status_for(exc)
+        code, reason = status.code, exc.reason
+        await context.abort_with_status(status)
+    except TimeoutError:
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
+        await context.abort(code, "deadline exceeded")
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        code = grpc.StatusCode.INTERNAL
+        _log.exception("unhandled error", extra={"event": "rpc_error", "rpc": method})
+        await context.abort_with_status(internal_status())
+    finally:
+        _log.info(
+            "rpc",
+            extra={
+                "event": "rpc",
+                "rpc": method,
+                "code": code.name,
+                "reason": reason,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        REQUEST_ID.reset(token)

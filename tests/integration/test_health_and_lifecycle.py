@@ -127,6 +127,20 @@ async def test_stop_tells_health_watchers_not_serving_during_the_grace_period(
     assert second.status == NOT_SERVING
 
 
+async def test_stop_does_not_wait_out_the_grace_for_an_open_health_watch(
+    server: AuthServer, channel: grpc.aio.Channel
+) -> None:
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE)
+    )
+    await watch.read()
+
+    # A bound, not a benchmark: the grace is a minute and no unary call is in
+    # flight, so stop ends the stream instead of waiting the minute out.
+    async with asyncio.timeout(20):
+        await server.stop(timedelta(minutes=1))
+
+
 async def test_health_check_after_stop_is_not_serving(
     server: AuthServer, channel: grpc.aio.Channel
 ) -> None:
