@@ -23,17 +23,20 @@ _UNLOCK = "SELECT pg_advisory_unlock($1)"
 # Revoked sessions are not "expired": they stay for the revoked retention.
 # Refresh tokens go with their session (ON DELETE CASCADE): rotated ones are
 # kept for the session's whole life so any replay is recognised as reuse.
+# `id = ANY(ARRAY(...))`, not `id IN (...)`: the planner ignores the LIMIT in an IN
+# sub-select's estimate and hash-joins over the whole table; an array of ids is
+# looked up through the primary key.
 _DELETE_EXPIRED_SESSIONS = """
-DELETE FROM sessions WHERE id IN (
+DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions WHERE idle_expires_at <= $1 AND revoked_at IS NULL
     LIMIT $2 FOR UPDATE SKIP LOCKED
-)
+))
 """
 _DELETE_REVOKED_SESSIONS = """
-DELETE FROM sessions WHERE id IN (
+DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions WHERE revoked_at <= $1
     LIMIT $2 FOR UPDATE SKIP LOCKED
-)
+))
 """
 
 

@@ -1,0 +1,162 @@
+"""Every hot statement finds its rows through an index, never a sequential scan
+of sessions or refresh_tokens, on a store loaded and analysed like production
+(issue 6: cost flat in data size). Plans only; nothing is timed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from authsvc.store import sessions as session_sql
+from authsvc.store import sweep as sweep_sql
+from authsvc.store.pool import Pool
+
+pytestmark = pytest.mark.asyncio
+
+USERS = 1000
+SESSIONS_PER_USER = 20  # 20,000 sessions
+TOKENS_PER_SESSION = 2  # 40,000 refresh tokens
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+WATCHED = {"sessions", "refresh_tokens"}
+SWEEP_BATCH = 1000  # the default AUTHSVC_SWEEP_BATCH_SIZE
+
+
+async def load_store(pool: Pool) -> None:
+    """Users with sessions (1 in 20 expired, 1 in 20 revoked) and tokens; then ANALYZE."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)
+            SELECT gen_random_uuid(), 'user' || u || '@example.com', '', 'unused', $1, $1
+            FROM generate_series(1, $2) u
+            """,
+            NOW,
+            USERS,
+        )
+        await conn.execute(
+            """
+            INSERT INTO sessions (
+                id, user_id, created_at, last_active_at, idle_expires_at, expires_at,
+                remember_me, user_agent, ip_address, device_type, browser, os, device_name,
+                revoked_at, revoke_reason)
+            SELECT gen_random_uuid(), u.id, n.now - make_interval(secs => s),
+                   n.now - make_interval(secs => s),
+                   CASE WHEN s % 20 = 0 THEN n.now - interval '1 day'
+                        ELSE n.now + interval '7 days' END,
+                   n.now + interval '7 days', false, 'bench/1.0', '127.0.0.1', 'other', 'Other',
+                   'Other', 'device',
+                   CASE WHEN s % 20 = 1 THEN n.now - interval '1 hour' END,
+                   CASE WHEN s % 20 = 1 THEN 'user' END
+            FROM users u CROSS JOIN generate_series(1, $2) s
+                CROSS JOIN (SELECT $1::timestamptz AS now) n
+            """,
+            NOW,
+            SESSIONS_PER_USER,
+        )
+        await conn.execute(
+            """
+            INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+            SELECT gen_random_uuid(), s.id, sha256(convert_to(s.id::text || t::text, 'UTF8')),
+                   s.created_at, s.idle_expires_at
+            FROM sessions s CROSS JOIN generate_series(1, $1) t
+            """,
+            TOKENS_PER_SESSION,
+        )
+    await pool.execute("ANALYZE users, sessions, refresh_tokens")
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+async def sequential_scans(pool: Pool, statement: str, *args: object) -> list[str]:
+    """The watched tables this statement's plan reads with a Seq Scan."""
+    explained = await pool.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args)
+    return [
+        node["Relation Name"]
+        for node in plan_nodes(json.loads(explained)[0]["Plan"])
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in WATCHED
+    ]
+
+
+async def a_live_session(pool: Pool) -> tuple[uuid.UUID, uuid.UUID, datetime, bytes]:
+    """(session id, user id, last_active_at, one of its token hashes)."""
+    row = await pool.fetchrow(
+        """
+        SELECT s.id, s.user_id, s.last_active_at, t.token_hash
+        FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id
+        WHERE s.revoked_at IS NULL AND s.idle_expires_at > $1
+        LIMIT 1
+        """,
+        NOW,
+    )
+    assert row is not None
+    return row["id"], row["user_id"], row["last_active_at"], bytes(row["token_hash"])
+
+
+def statements(
+    session_id: uuid.UUID, user_id: uuid.UUID, last_active_at: datetime, token_hash: bytes
+) -> dict[str, tuple[str, tuple[object, ...]]]:
+    audit = ("session_revoked", "127.0.0.1", "bench/1.0", None)
+    return {
+        "session by token (refresh lock)": (session_sql._LOCK_SESSION_BY_TOKEN, (token_hash,)),
+        "token by hash": (session_sql._SELECT_TOKEN, (token_hash, session_id)),
+        "unknown token": (
+            session_sql._LOCK_SESSION_BY_TOKEN,
+            (hashlib.sha256(b"never issued").digest(),),
+        ),
+        "session by id": (session_sql._SELECT_SESSION, (session_id,)),
+        "live sessions, first page": (session_sql._LIST_LIVE_FIRST_PAGE, (user_id, NOW, 21)),
+        "live sessions, keyset page": (
+            session_sql._LIST_LIVE_AFTER,
+            (user_id, NOW, 21, last_active_at, session_id),
+        ),
+        "revoke own session": (
+            session_sql._REVOKE_OWN,
+            (session_id, user_id, NOW, "user", *audit),
+        ),
+        "revoke all of a user's sessions": (
+            session_sql._REVOKE_ALL_OF_USER,
+            (user_id, NOW, "user", session_id, *audit),
+        ),
+    }
+
+
+def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
+    return {
+        "sweep expired sessions": (sweep_sql._DELETE_EXPIRED_SESSIONS, (NOW, SWEEP_BATCH)),
+        "sweep long-revoked sessions": (
+            sweep_sql._DELETE_REVOKED_SESSIONS,
+            (NOW - timedelta(minutes=30), SWEEP_BATCH),
+        ),
+    }
+
+
+async def test_request_statements_never_scan_sessions_or_tokens_sequentially(pool: Pool) -> None:
+    await load_store(pool)
+    hot = statements(*await a_live_session(pool))
+
+    scans = {name: await sequential_scans(pool, sql, *args) for name, (sql, args) in hot.items()}
+
+    assert {name: tables for name, tables in scans.items() if tables} == {}
+
+
+# Found by this test: `DELETE ... WHERE id IN (SELECT ... LIMIT $2 ...)` was planned as
+# a hash semi-join over a Seq Scan of all sessions, so every sweep batch read the table.
+async def test_sweeper_statements_never_scan_sessions_sequentially(pool: Pool) -> None:
+    await load_store(pool)
+
+    scans = {
+        name: await sequential_scans(pool, sql, *args)
+        for name, (sql, args) in sweep_statements().items()
+    }
+
+    assert {name: tables for name, tables in scans.items() if tables} == {}
