@@ -19,7 +19,7 @@ CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-pr
 	node-client
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
-.PHONY: help bootstrap run test lint fmt generate check-generated lint-proto lock clean \
+.PHONY: help bootstrap run test bench lint fmt generate check-generated lint-proto lock clean \
 	ruff-check ruff-format-check mypy lint-imports pytest node-client
 
 help: ## List targets
@@ -40,6 +40,10 @@ test: bootstrap ## Run all checks (lint, types, imports, generated code, protos,
 	  $(MAKE) -s $$check || failed+=("$$check"); \
 	done; \
 	if (( $${#failed[@]} )); then echo "FAILED: $${failed[*]}" >&2; exit 1; fi
+
+# Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--duration 5 --runs 1".
+bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see README)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: bootstrap ## Static checks only (ruff, mypy, import layers, buf)
 	@failed=(); \

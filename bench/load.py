@@ -1,0 +1,357 @@
+"""Load-generator processes: each runs grpc.aio clients (or asyncpg, for the
+PostgreSQL bound) with a fixed number of calls in flight.
+
+The parent hands every process a `LoadSpec` whose `start_at` is a
+`time.monotonic()` instant (system-wide on Linux), so all processes warm up and
+measure over the same window. A call counts when it starts inside the measured
+window; it is timed until it completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import random
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+import grpc
+
+from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE, _SELECT_TOKEN
+from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import auth_service_pb2_grpc
+from bench.empty_server import METHOD as EMPTY_METHOD
+
+if TYPE_CHECKING:
+    Stub: TypeAlias = auth_service_pb2_grpc.AuthServiceAsyncStub
+else:
+    Stub = auth_service_pb2_grpc.AuthServiceStub
+
+__all__ = ["BURST", "MIX", "LoadResult", "LoadSpec", "Slot", "run_load"]
+
+# refresh_same_token: this many concurrent Refresh calls present one token.
+BURST = 50
+# mixed: a service-mesh-like blend, cumulative thresholds over random() in [0, 1).
+MIX = (("validate", 0.90), ("refresh", 0.97), ("login", 0.98), ("list_sessions", 0.99))
+MIX_LAST = "logout"  # the remaining 1 %
+_CALL_TIMEOUT = 60.0
+_IDLE_TIMEOUT = timedelta(days=7)  # the service's default session idle timeout
+OK = "OK"
+
+Slot: TypeAlias = dict[str, Any]
+Op: TypeAlias = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadSpec:
+    scenario: str
+    target: str
+    dsn: str
+    start_at: float
+    warmup: float
+    duration: float
+    slots: list[Slot]
+    channels: int = 4
+    pg_pool_size: int = 5
+    password: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)
+    codes: Counter[str] = field(default_factory=Counter)
+    late_by: float = 0.0
+
+
+def run_load(spec: LoadSpec) -> LoadResult:
+    """Entry point of one load process."""
+    return asyncio.run(_run(spec))
+
+
+def warm_up() -> int:
+    """Imports done; lets the parent start the pool before the first scenario."""
+    return os.getpid()
+
+
+class _Recorder:
+    __slots__ = ("_end", "_start", "result")
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self._start = spec.start_at + spec.warmup
+        self._end = self._start + spec.duration
+        self.result = LoadResult()
+
+    @property
+    def end(self) -> float:
+        return self._end
+
+    async def timed(self, op: Op) -> str:
+        started = time.monotonic()
+        try:
+            code = await op()
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+        except (asyncpg.PostgresError, OSError) as exc:
+            code = type(exc).__name__
+        if self._start <= started < self._end:
+            self.result.latencies.append(time.monotonic() - started)
+            self.result.codes[code] += 1
+        return code
+
+
+async def _run(spec: LoadSpec) -> LoadResult:
+    recorder = _Recorder(spec)
+    channels = [grpc.aio.insecure_channel(spec.target) for _ in range(spec.channels)]
+    pg: asyncpg.Pool | None = None
+    try:
+        for channel in channels:
+            await channel.channel_ready()
+        if spec.scenario == "pg_refresh":
+            pg = await asyncpg.create_pool(
+                spec.dsn, min_size=spec.pg_pool_size, max_size=spec.pg_pool_size
+            )
+        delay = spec.start_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        recorder.result.late_by = max(0.0, -delay)
+        async with asyncio.TaskGroup() as group:
+            for index, slot in enumerate(spec.slots):
+                channel = channels[index % len(channels)]
+                group.create_task(_drive(spec, slot, channel, pg, recorder))
+    finally:
+        for channel in channels:
+            await channel.close()
+        if pg is not None:
+            await pg.close()
+    return recorder.result
+
+
+async def _drive(
+    spec: LoadSpec,
+    slot: Slot,
+    channel: grpc.aio.Channel,
+    pg: asyncpg.Pool | None,
+    recorder: _Recorder,
+) -> None:
+    stub: Stub = Stub(channel)
+    if spec.scenario == "refresh_same_token":
+        await _burst_rounds(stub, slot, recorder)
+        return
+    op = _op(spec, slot, stub, channel, pg)
+    while time.monotonic() < recorder.end:
+        await recorder.timed(op)
+
+
+def _op(
+    spec: LoadSpec, slot: Slot, stub: Stub, channel: grpc.aio.Channel, pg: asyncpg.Pool | None
+) -> Op:
+    scenario = spec.scenario
+    if scenario == "validate":
+        return _validate(stub, itertools.cycle(slot["access_tokens"]).__next__)
+    if scenario == "refresh":
+        return _refresh(stub, slot)
+    if scenario == "list_sessions":
+        return _list_sessions(stub, slot)
+    if scenario == "get_jwks":
+        return _get_jwks(stub)
+    if scenario == "login":
+        return _login(stub, itertools.cycle(slot["emails"]), spec.password, slot)
+    if scenario == "revoke_session":
+        return _revoke(stub, slot)
+    if scenario == "mixed":
+        return _mixed(stub, slot, spec.password)
+    if scenario == "grpc_empty":
+        return _empty(channel)
+    if scenario == "pg_refresh":
+        assert pg is not None
+        return _pg_refresh(pg, slot)
+    raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def _bearer(access_token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {access_token}"),)
+
+
+def _validate(stub: Stub, next_token: Callable[[], str]) -> Op:
+    async def op() -> str:
+        request = pb.ValidateTokenRequest(access_token=next_token())
+        response = await stub.ValidateToken(request, timeout=_CALL_TIMEOUT)
+        return OK if response.active else "INACTIVE"
+
+    return op
+
+
+def _refresh(stub: Stub, slot: Slot) -> Op:
+    async def op() -> str:
+        request = pb.RefreshRequest(refresh_token=slot["refresh_token"])
+        response = await stub.Refresh(request, timeout=_CALL_TIMEOUT)
+        slot["refresh_token"] = response.refresh_token
+        slot["access_token"] = response.access_token
+        return OK
+
+    return op
+
+
+def _list_sessions(stub: Stub, slot: Slot) -> Op:
+    async def op() -> str:
+        response = await stub.ListSessions(
+            pb.ListSessionsRequest(page_size=20),
+            metadata=_bearer(slot["access_token"]),
+            timeout=_CALL_TIMEOUT,
+        )
+        return OK if len(response.sessions) == 20 else "SHORT_PAGE"
+
+    return op
+
+
+def _get_jwks(stub: Stub) -> Op:
+    async def op() -> str:
+        response = await stub.GetJwks(pb.GetJwksRequest(), timeout=_CALL_TIMEOUT)
+        return OK if response.jwks_json else "EMPTY_JWKS"
+
+    return op
+
+
+def _login(stub: Stub, emails: itertools.cycle[str], password: str, slot: Slot) -> Op:
+    async def op() -> str:
+        request = pb.LoginRequest(email=next(emails), password=password)
+        response = await stub.Login(request, timeout=_CALL_TIMEOUT)
+        slot["refresh_token"] = response.refresh_token
+        slot["access_token"] = response.access_token
+        return OK
+
+    return op
+
+
+def _revoke(stub: Stub, slot: Slot) -> Op:
+    session_ids = iter(slot["session_ids"])
+
+    async def op() -> str:
+        session_id = next(session_ids, None)
+        if session_id is None:
+            return "EXHAUSTED"  # seeded too few; the parent sizes this from --duration
+        await stub.RevokeSession(
+            pb.RevokeSessionRequest(session_id=session_id, reason="bench"),
+            metadata=_bearer(slot["access_token"]),
+            timeout=_CALL_TIMEOUT,
+        )
+        return OK
+
+    return op
+
+
+def _mixed(stub: Stub, slot: Slot, password: str) -> Op:
+    validate = _validate(stub, lambda: str(slot["access_token"]))
+    refresh = _refresh(stub, slot)
+    login = _login(stub, itertools.cycle([slot["email"]]), password, slot)
+    list_sessions = _list_sessions_any(stub, slot)
+    spares = iter(slot["spares"])
+    rng = random.Random(slot["seed"])  # noqa: S311 - a load mix, not a secret
+
+    async def logout() -> str:
+        spare = next(spares, None)
+        if spare is None:
+            return "EXHAUSTED"
+        await stub.Logout(pb.LogoutRequest(refresh_token=spare), timeout=_CALL_TIMEOUT)
+        return OK
+
+    ops: dict[str, Op] = {
+        "validate": validate,
+        "refresh": refresh,
+        "login": login,
+        "list_sessions": list_sessions,
+    }
+
+    async def op() -> str:
+        draw = rng.random()
+        for name, threshold in MIX:
+            if draw < threshold:
+                return await ops[name]()
+        return await logout()
+
+    return op
+
+
+def _list_sessions_any(stub: Stub, slot: Slot) -> Op:
+    async def op() -> str:
+        await stub.ListSessions(
+            pb.ListSessionsRequest(page_size=20),
+            metadata=_bearer(slot["access_token"]),
+            timeout=_CALL_TIMEOUT,
+        )
+        return OK
+
+    return op
+
+
+def _empty(channel: grpc.aio.Channel) -> Op:
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(EMPTY_METHOD)
+
+    async def op() -> str:
+        await call(b"", timeout=_CALL_TIMEOUT)
+        return OK
+
+    return op
+
+
+def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
+    """The statements one Refresh runs, in its transaction, without gRPC or JWT."""
+
+    async def op() -> str:
+        token_hash = hashlib.sha256(slot["refresh_token"].encode("ascii")).digest()
+        async with pg.acquire() as conn, conn.transaction():
+            session = await conn.fetchrow(_LOCK_SESSION_BY_TOKEN, token_hash)
+            if session is None:
+                return "UNKNOWN_TOKEN"
+            token = await conn.fetchrow(_SELECT_TOKEN, token_hash, session["id"])
+            if token is None or token["rotated_at"] is not None:
+                return "ROTATED_TOKEN"
+            now = datetime.now(UTC)
+            successor = secrets.token_urlsafe(32)
+            await conn.execute(
+                _ROTATE,
+                session["id"],
+                now,
+                min(now + _IDLE_TIMEOUT, session["expires_at"]),
+                token["id"],
+                os.urandom(60),  # the size of a sealed successor box
+                uuid.uuid4(),
+                hashlib.sha256(successor.encode("ascii")).digest(),
+            )
+        slot["refresh_token"] = successor
+        return OK
+
+    return op
+
+
+async def _burst_rounds(stub: Stub, slot: Slot, recorder: _Recorder) -> None:
+    """Rounds of BURST concurrent refreshes of one token; every one must succeed
+    and all must be handed the same successor (one chain, no fork)."""
+    while time.monotonic() < recorder.end:
+        token = slot["refresh_token"]
+        successors: list[str] = []
+
+        def one(token: str = token, successors: list[str] = successors) -> Op:
+            async def op() -> str:
+                request = pb.RefreshRequest(refresh_token=token)
+                response = await stub.Refresh(request, timeout=_CALL_TIMEOUT)
+                successors.append(response.refresh_token)
+                return OK
+
+            return op
+
+        codes = await asyncio.gather(*(recorder.timed(one()) for _ in range(BURST)))
+        if len(set(successors)) > 1:
+            recorder.result.codes["FORKED_CHAIN"] += 1
+        if not successors or any(code != OK for code in codes):
+            return  # the token is spent or the session revoked: this slot is done
+        slot["refresh_token"] = successors[0]
