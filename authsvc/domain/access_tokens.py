@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,9 @@ __all__ = ["AccessTokens", "MintedAccessToken"]
 
 _ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "jti", "iat", "exp"]
+# Tokens whose signature checked out, most recently used last. Only verified
+# tokens enter, so forged ones cannot flush it faster than real traffic fills it.
+_VERIFIED_CACHE_SIZE = 10_000
 # Far above any token we mint; bounds the work a hostile string can cause.
 _MAX_TOKEN_LENGTH = 4096
 
@@ -28,7 +32,7 @@ class MintedAccessToken:
 
 
 class AccessTokens:
-    __slots__ = ("_audience", "_clock", "_issuer", "_keys", "_ttl")
+    __slots__ = ("_audience", "_clock", "_issuer", "_keys", "_ttl", "_verified")
 
     def __init__(
         self, keys: KeyRing, clock: Clock, *, issuer: str, audience: str, ttl: timedelta
@@ -38,6 +42,7 @@ class AccessTokens:
         self._issuer = issuer
         self._audience = audience
         self._ttl = ttl
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     def mint(self, user_id: UserId, session_id: SessionId) -> MintedAccessToken:
         kid, algorithm, private_key = self._keys.signing_key()
@@ -66,7 +71,29 @@ class AccessTokens:
 
         Raises TokenInvalid for anything not minted by us, TokenExpired (with the
         principal attached) for our token past its `exp`.
+
+        A bearer token is presented on every call for its whole life, so the
+        outcome of the signature check is remembered per token (a bounded LRU of
+        tokens that verified): the same bytes verify the same way while their key
+        is usable, and a key stays usable until every token it signed has
+        expired. Expiry itself is checked on every call.
         """
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = await self._verify_signature(token)
+            self._remember(token, principal)
+        else:
+            self._verified.move_to_end(token)
+        if self._clock.now() >= principal.expires_at:
+            raise TokenExpired("access token has expired", principal=principal)
+        return principal
+
+    def _remember(self, token: str, principal: Principal) -> None:
+        self._verified[token] = principal
+        if len(self._verified) > _VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+
+    async def _verify_signature(self, token: str) -> Principal:
         if len(token) > _MAX_TOKEN_LENGTH:
             raise TokenInvalid("access token is too long")
         try:
@@ -105,6 +132,4 @@ class AccessTokens:
             )
         except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:
             raise TokenInvalid("access token is invalid") from exc
-        if self._clock.now() >= principal.expires_at:
-            raise TokenExpired("access token has expired", principal=principal)
         return principal
