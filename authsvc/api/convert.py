@@ -33,6 +33,7 @@ __all__ = [
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PAGE_TOKEN_VERSION = 1
 # Our tokens are ~200 characters; anything far longer is not one of ours.
 _MAX_PAGE_TOKEN_LENGTH = 1024
@@ -55,8 +56,19 @@ _LOGOUT_SCOPES = {
 
 def timestamp(instant: datetime) -> timestamp_pb2.Timestamp:
     message = timestamp_pb2.Timestamp()
-    message.FromDatetime(instant)
+    set_timestamp(message, instant)
     return message
+
+
+def set_timestamp(message: timestamp_pb2.Timestamp, instant: datetime) -> None:
+    """Fill `message` in place from an aware datetime.
+
+    Integer arithmetic on the offset from the epoch: a quarter of the cost of
+    Timestamp.FromDatetime, which matters at four timestamps per listed session.
+    """
+    since_epoch = instant - _EPOCH
+    message.seconds = since_epoch.days * 86_400 + since_epoch.seconds
+    message.nanos = since_epoch.microseconds * 1_000
 
 
 def struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -137,12 +149,8 @@ def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId]
 
 def session_message(session: Session, *, current: SessionId) -> pb.Session:
     device = session.device
-    return pb.Session(
+    message = pb.Session(
         session_id=str(session.id),
-        created_at=timestamp(session.created_at),
-        last_active_at=timestamp(session.last_active_at),
-        idle_expires_at=timestamp(session.idle_expires_at),
-        expires_at=timestamp(session.expires_at),
         device_type=_DEVICE_TYPES[device.device_type],
         browser=device.browser,
         os=device.os,
@@ -152,3 +160,8 @@ def session_message(session: Session, *, current: SessionId) -> pb.Session:
         current=session.id == current,
         remember_me=session.remember_me,
     )
+    set_timestamp(message.created_at, session.created_at)
+    set_timestamp(message.last_active_at, session.last_active_at)
+    set_timestamp(message.idle_expires_at, session.idle_expires_at)
+    set_timestamp(message.expires_at, session.expires_at)
+    return message
