@@ -45,7 +45,6 @@ __all__ = [
     "AuthServer",
     "build_hasher",
     "build_key_ring",
-    "build_server",
     "build_session_service",
     "build_sweeper",
 ]
@@ -144,9 +143,6 @@ class AuthServer:
         self._tasks.clear()
         self.hasher.close()
 
-    async def wait_for_termination(self) -> None:
-        await self._server.wait_for_termination()
-
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coroutine))
 
@@ -204,10 +200,6 @@ class AuthServer:
                     "reachable" if healthy else "unreachable",
                     extra={"event": "database_health", "healthy": healthy},
                 )
-
-
-def build_server(config: Config, *, pool: Pool, clock: Clock) -> AuthServer:
-    return AuthServer(config, pool=pool, clock=clock)
 
 
 def build_hasher(config: Config) -> Argon2Hasher:

@@ -17,7 +17,6 @@ from datetime import datetime
 
 import asyncpg
 
-from authsvc.core.errors import EmailTaken
 from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
@@ -32,7 +31,7 @@ from authsvc.core.models import (
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
-from authsvc.store.users import INSERT_USER
+from authsvc.store.users import insert_user
 
 __all__ = ["LockedSession", "PgSessionStore"]
 
@@ -225,17 +224,7 @@ class PgSessionStore:
         atomically."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if new_user is not None:
-                try:
-                    await conn.execute(
-                        INSERT_USER,
-                        new_user.id,
-                        new_user.email,
-                        new_user.display_name,
-                        new_user.password_hash,
-                        new_user.created_at,
-                    )
-                except asyncpg.UniqueViolationError as exc:
-                    raise EmailTaken("an account with this email already exists") from exc
+                await insert_user(conn, new_user)
             device = session.device
             await conn.execute(
                 _INSERT_SESSION,

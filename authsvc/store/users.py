@@ -9,10 +9,11 @@ import asyncpg
 from authsvc.core.errors import EmailTaken
 from authsvc.core.models import User, UserId
 from authsvc.store.errors import translate_errors
+from authsvc.store.pool import Connection
 
-__all__ = ["INSERT_USER", "PgUserStore"]
+__all__ = ["PgUserStore", "insert_user"]
 
-INSERT_USER = """
+_INSERT_USER = """
 INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $5)
 """
@@ -22,6 +23,21 @@ SELECT id, email, display_name, password_hash, created_at FROM users WHERE email
 _UPDATE_PASSWORD_HASH = """
 UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1
 """
+
+
+async def insert_user(conn: Connection, user: User) -> None:
+    """Insert on `conn` (inside the caller's transaction, if any); EmailTaken if in use."""
+    try:
+        await conn.execute(
+            _INSERT_USER,
+            user.id,
+            user.email,
+            user.display_name,
+            user.password_hash,
+            user.created_at,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise EmailTaken("an account with this email already exists") from exc
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -42,18 +58,8 @@ class PgUserStore:
 
     async def create_user(self, user: User) -> None:
         """Insert a new account; an email already in use is EmailTaken."""
-        async with translate_errors():
-            try:
-                await self._pool.execute(
-                    INSERT_USER,
-                    user.id,
-                    user.email,
-                    user.display_name,
-                    user.password_hash,
-                    user.created_at,
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise EmailTaken("an account with this email already exists") from exc
+        async with translate_errors(), self._pool.acquire() as conn:
+            await insert_user(conn, user)
 
     async def find_by_email(self, email: str) -> User | None:
         async with translate_errors():
