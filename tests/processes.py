@@ -65,19 +65,18 @@ def authsvc_env(dsn: str, **settings: str) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class CommandRun:
+    argv: tuple[str, ...]
     code: int
     stdout: str
     stderr: str
 
 
-async def run_authsvc(*args: str, env: dict[str, str]) -> CommandRun:
-    """Run one `python -m authsvc ...` command to its end (bounded by WAIT)."""
+async def run_authsvc(*args: str, env: dict[str, str], stdin: str | None = None) -> CommandRun:
+    """Run one `python -m authsvc ...` command to its end (bounded by WAIT); `stdin` is fed in."""
+    argv = (sys.executable, "-m", "authsvc", *args)
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
@@ -85,13 +84,13 @@ async def run_authsvc(*args: str, env: dict[str, str]) -> CommandRun:
     )
     try:
         async with asyncio.timeout(WAIT):
-            out, err = await process.communicate()
+            out, err = await process.communicate(None if stdin is None else stdin.encode())
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     assert process.returncode is not None
-    return CommandRun(process.returncode, out.decode(), err.decode())
+    return CommandRun(argv, process.returncode, out.decode(), err.decode())
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = WAIT) -> None:

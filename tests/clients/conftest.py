@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
 from tests.conftest import empty_tables
+from tests.processes import authsvc_env
 
 METHOD_PREFIX = "/authsvc.v1.AuthService/"
 
@@ -136,13 +136,7 @@ async def serve_dsn(new_database: Callable[..., Any]) -> str:
 
 @pytest.fixture(scope="package")
 def serve(serve_dsn: str) -> Iterator[ServeProcess]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update(
-        AUTHSVC_DATABASE_URL=serve_dsn,
-        AUTHSVC_ARGON2_TIME_COST="1",
-        AUTHSVC_ARGON2_MEMORY_KIB="1024",
-        AUTHSVC_ARGON2_PARALLELISM="1",
-    )
+    env = authsvc_env(serve_dsn)
     process = subprocess.Popen(
         [sys.executable, "-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0"],
         stdin=subprocess.DEVNULL,

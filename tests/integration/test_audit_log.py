@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -23,6 +20,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import Launch
 from tests.helpers import PASSWORD, Stub, bearer, login, refresh, refresh_failure, register
+from tests.processes import authsvc_env, run_authsvc
 
 pytestmark = pytest.mark.asyncio
 
@@ -159,25 +157,10 @@ async def test_sweeper_deletes_events_past_the_retention_only(
 async def test_cli_prints_a_users_events_as_json_lines(stub: Stub, pg_dsn: str) -> None:
     registered = await register(stub)
     await login(stub)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env["AUTHSVC_DATABASE_URL"] = pg_dsn
+    run = await run_authsvc("audit", "--user", registered.user_id, env=authsvc_env(pg_dsn))
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        "audit",
-        "--user",
-        registered.user_id,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        stdout, stderr = await process.communicate()
-
-    assert process.returncode == 0, stderr.decode()
-    lines = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert run.code == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [line["event"] for line in lines] == ["login_succeeded", "user_registered"]
     assert {line["user_id"] for line in lines} == {registered.user_id}
     assert uuid.UUID(lines[0]["session_id"])

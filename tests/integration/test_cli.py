@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from authsvc.store.migrate import bundled_migrations
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import Launch, pool_on
 from tests.helpers import PASSWORD, Stub, login, register
+from tests.processes import authsvc_env, run_authsvc
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,48 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # An upper bound for a command, not a timing assertion.
 COMMAND_TIMEOUT = 60
 _SERVING_LINE = re.compile(r"authsvc: serving gRPC on 127\.0\.0\.1:(\d+)")
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    argv: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-
-
-def _env(dsn: str, **settings: str) -> dict[str, str]:
-    """The caller's environment without AUTHSVC_*, plus the DB URL and fast argon2."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update(
-        AUTHSVC_DATABASE_URL=dsn,
-        AUTHSVC_ARGON2_TIME_COST="1",
-        AUTHSVC_ARGON2_MEMORY_KIB="1024",
-        AUTHSVC_ARGON2_PARALLELISM="1",
-    )
-    env.update(settings)
-    return env
-
-
-async def _authsvc(*args: str, env: dict[str, str], stdin: str | None = None) -> Run:
-    argv = (sys.executable, "-m", "authsvc", *args)
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    try:
-        async with asyncio.timeout(COMMAND_TIMEOUT):
-            out, err = await process.communicate(None if stdin is None else stdin.encode())
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Run(argv, process.returncode, out.decode(), err.decode())
 
 
 @asynccontextmanager
@@ -99,7 +56,7 @@ async def _signing_keys(dsn: str) -> dict[str, datetime | None]:
 async def test_cli_migrate_applies_every_migration(new_database: NewDatabase) -> None:
     dsn = await new_database()
 
-    run = await _authsvc("migrate", env=_env(dsn))
+    run = await run_authsvc("migrate", env=authsvc_env(dsn))
 
     assert run.code == 0, run.stderr
     async with pool_on(dsn, max_size=2) as pool:
@@ -109,9 +66,9 @@ async def test_cli_migrate_applies_every_migration(new_database: NewDatabase) ->
 
 async def test_cli_migrate_second_run_reports_up_to_date(new_database: NewDatabase) -> None:
     dsn = await new_database()
-    first = await _authsvc("migrate", env=_env(dsn))
+    first = await run_authsvc("migrate", env=authsvc_env(dsn))
 
-    second = await _authsvc("migrate", env=_env(dsn))
+    second = await run_authsvc("migrate", env=authsvc_env(dsn))
 
     assert (first.code, second.code) == (0, 0), (first.stderr, second.stderr)
     assert "up to date" not in first.stdout
@@ -123,8 +80,8 @@ async def test_cli_users_create_makes_an_account_that_can_log_in(
 ) -> None:
     dsn = await new_database()
 
-    run = await _authsvc(
-        "users", "create", "--email", "x@y.io", env=_env(dsn), stdin=PASSWORD + "\n"
+    run = await run_authsvc(
+        "users", "create", "--email", "x@y.io", env=authsvc_env(dsn), stdin=PASSWORD + "\n"
     )
 
     assert run.code == 0, run.stderr
@@ -138,12 +95,12 @@ async def test_cli_users_create_never_shows_the_password(new_database: NewDataba
     dsn = await new_database()
     password = "Un1que-Secret-Phrase-4917"
 
-    run = await _authsvc(
+    run = await run_authsvc(
         "users",
         "create",
         "--email",
         "x@y.io",
-        env=_env(dsn, AUTHSVC_LOG_LEVEL="DEBUG"),
+        env=authsvc_env(dsn, AUTHSVC_LOG_LEVEL="DEBUG"),
         stdin=password + "\n",
     )
 
@@ -157,12 +114,12 @@ async def test_cli_keys_rotate_adds_a_key_and_retires_the_active_one(
     new_database: NewDatabase,
 ) -> None:
     dsn = await new_database()
-    setup = await _authsvc("keys", "rotate", env=_env(dsn))
+    setup = await run_authsvc("keys", "rotate", env=authsvc_env(dsn))
     assert setup.code == 0, setup.stderr
     before = await _signing_keys(dsn)
     [previously_active] = [kid for kid, retired in before.items() if retired is None]
 
-    run = await _authsvc("keys", "rotate", env=_env(dsn))
+    run = await run_authsvc("keys", "rotate", env=authsvc_env(dsn))
 
     assert run.code == 0, run.stderr
     after = await _signing_keys(dsn)
@@ -183,7 +140,7 @@ async def test_cli_sweep_deletes_expired_sessions_and_exits_0(
         clock.advance(timedelta(days=30))
         live = await register(stub, email="new@example.com")
 
-    run = await _authsvc("sweep", env=_env(dsn))
+    run = await run_authsvc("sweep", env=authsvc_env(dsn))
 
     assert run.code == 0, run.stderr
     async with pool_on(dsn, max_size=2) as pool:
@@ -195,7 +152,7 @@ async def test_cli_sweep_deletes_expired_sessions_and_exits_0(
 async def test_cli_sweep_on_a_fresh_database_exits_0(new_database: NewDatabase) -> None:
     dsn = await new_database()
 
-    run = await _authsvc("sweep", env=_env(dsn))
+    run = await run_authsvc("sweep", env=authsvc_env(dsn))
 
     assert run.code == 0, run.stderr
 
@@ -203,7 +160,7 @@ async def test_cli_sweep_on_a_fresh_database_exits_0(new_database: NewDatabase) 
 async def test_cli_bad_setting_exits_2_naming_the_variable(new_database: NewDatabase) -> None:
     dsn = await new_database()
 
-    run = await _authsvc("migrate", env=_env(dsn, AUTHSVC_PORT="notaport"))
+    run = await run_authsvc("migrate", env=authsvc_env(dsn, AUTHSVC_PORT="notaport"))
 
     assert run.code == 2
     assert "AUTHSVC_PORT" in run.stderr
@@ -212,7 +169,9 @@ async def test_cli_bad_setting_exits_2_naming_the_variable(new_database: NewData
 async def test_cli_flag_overrides_the_environment_variable(new_database: NewDatabase) -> None:
     dsn = await new_database()
 
-    run = await _authsvc("migrate", "--port", "50051", env=_env(dsn, AUTHSVC_PORT="notaport"))
+    run = await run_authsvc(
+        "migrate", "--port", "50051", env=authsvc_env(dsn, AUTHSVC_PORT="notaport")
+    )
 
     assert run.code == 0, run.stderr
 
@@ -256,7 +215,7 @@ async def test_cli_serve_serves_until_sigterm_then_exits_0(new_database: NewData
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env=_env(dsn),
+        env=authsvc_env(dsn),
         cwd=REPO_ROOT,
     )
     assert process.stderr is not None

@@ -31,6 +31,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, ConfigFactory
 from tests.helpers import Stub
+from tests.processes import run_authsvc
 
 pytestmark = pytest.mark.asyncio
 
@@ -189,26 +190,8 @@ async def _healthcheck(port: int, **settings: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     env.update(AUTHSVC_HOST="127.0.0.1", AUTHSVC_PORT=str(port))
     env.update({f"AUTHSVC_{name.upper()}": value for name, value in settings.items()})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        "healthcheck",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    try:
-        async with asyncio.timeout(COMMAND_TIMEOUT):
-            _, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, err.decode()
+    run = await run_authsvc("healthcheck", env=env)
+    return run.code, run.stderr
 
 
 async def test_tls_server_answers_a_client_that_trusts_its_ca(
