@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from authsvc.api.health import HealthServicer
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.servicer import AuthServicer
 from authsvc.config import Config
@@ -69,7 +70,7 @@ class AuthServer:
         self.keys = build_key_ring(config, pool, clock)
         self.sessions = build_session_service(config, pool, clock, self.keys, self.hasher)
         self.sweeper = build_sweeper(config, pool, clock)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.ready = asyncio.Event()
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,6 +131,7 @@ class AuthServer:
             stopping = asyncio.create_task(self._server.stop(grace.total_seconds()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace.total_seconds()):
+                    await self.health.wait_watchers_told_not_serving()
                     await self._in_flight.wait_idle()
             await self._server.stop(0)
             await stopping
