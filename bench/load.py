@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import grpc
 
-from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE, _SELECT_TOKEN
+from authsvc.store.sessions import _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from bench.empty_server import METHOD as EMPTY_METHOD
@@ -304,29 +304,24 @@ def _empty(channel: grpc.aio.Channel) -> Op:
 
 
 def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
-    """The statements one Refresh runs, in its transaction, without gRPC or JWT."""
+    """The statement one Refresh runs (its common case), without gRPC or JWT."""
 
     async def op() -> str:
         token_hash = hashlib.sha256(slot["refresh_token"].encode("ascii")).digest()
-        async with pg.acquire() as conn, conn.transaction():
-            session = await conn.fetchrow(_LOCK_SESSION_BY_TOKEN, token_hash)
-            if session is None:
-                return "UNKNOWN_TOKEN"
-            token = await conn.fetchrow(_SELECT_TOKEN, token_hash, session["id"])
-            if token is None or token["rotated_at"] is not None:
-                return "ROTATED_TOKEN"
-            now = datetime.now(UTC)
-            successor = secrets.token_urlsafe(32)
-            await conn.execute(
-                _ROTATE,
-                session["id"],
-                now,
-                min(now + _IDLE_TIMEOUT, session["expires_at"]),
-                token["id"],
-                os.urandom(60),  # the size of a sealed successor box
-                uuid.uuid4(),
-                hashlib.sha256(successor.encode("ascii")).digest(),
-            )
+        successor = secrets.token_urlsafe(32)
+        row = await pg.fetchrow(
+            _ROTATE_IF_CURRENT,
+            token_hash,
+            datetime.now(UTC),
+            _IDLE_TIMEOUT,
+            os.urandom(60),  # the size of a sealed successor box
+            uuid.uuid4(),
+            hashlib.sha256(successor.encode("ascii")).digest(),
+        )
+        if row is None:
+            return "UNKNOWN_TOKEN"
+        if row["idle_expires_at"] is None:
+            return "NOT_ROTATED"
         slot["refresh_token"] = successor
         return OK
 

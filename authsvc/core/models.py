@@ -120,6 +120,19 @@ class RefreshTokenRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RotationAttempt:
+    """What the one-statement rotation found for a presented refresh token.
+
+    `idle_expires_at` is set only when it rotated: the token was current and its
+    session live. Otherwise nothing was written and the caller decides why.
+    """
+
+    session_id: SessionId
+    user_id: UserId
+    idle_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IssuedTokens:
     """A fresh token pair, returned once to the caller and never stored."""
 

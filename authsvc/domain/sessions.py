@@ -32,6 +32,7 @@ from authsvc.core.models import (
     Principal,
     RefreshTokenRecord,
     RequestOrigin,
+    RotationAttempt,
     Session,
     SessionId,
     SessionPage,
@@ -95,6 +96,16 @@ class SessionStore(Protocol):
         event: AuditEvent,
         new_user: User | None = None,
     ) -> None: ...
+
+    async def rotate_if_current(
+        self,
+        token_hash: bytes,
+        *,
+        successor_box: bytes,
+        successor_hash: bytes,
+        now: datetime,
+        idle_timeout: timedelta,
+    ) -> RotationAttempt | None: ...
 
     def lock_session_by_token(
         self, token_hash: bytes
@@ -340,7 +351,24 @@ class SessionService:
         """
         token_hash = self._hash_presented(refresh_token)
         successor = refresh_tokens.new_refresh_token()
+        successor_box = refresh_tokens.seal_successor(refresh_token, successor)
+        successor_hash = refresh_tokens.hash_refresh_token(successor)
         now = self._clock.now()
+        # The common case in one round trip; everything else (grace window,
+        # reuse, expiry, revocation) takes the transaction below.
+        attempt = await self._sessions.rotate_if_current(
+            token_hash,
+            successor_box=successor_box,
+            successor_hash=successor_hash,
+            now=now,
+            idle_timeout=self._policy.idle_timeout,
+        )
+        if attempt is None:
+            raise RefreshTokenInvalid("refresh token is not valid")
+        if attempt.idle_expires_at is not None:
+            return self._issue(
+                attempt.user_id, attempt.session_id, successor, attempt.idle_expires_at
+            )
         async with self._sessions.lock_session_by_token(token_hash) as locked:
             if locked is None:
                 raise RefreshTokenInvalid("refresh token is not valid")
@@ -350,8 +378,8 @@ class SessionService:
                 idle_expires_at = min(now + self._policy.idle_timeout, session.expires_at)
                 await locked.rotate(
                     consumed=record,
-                    successor_box=refresh_tokens.seal_successor(refresh_token, successor),
-                    successor_hash=refresh_tokens.hash_refresh_token(successor),
+                    successor_box=successor_box,
+                    successor_hash=successor_hash,
                     now=now,
                     idle_expires_at=idle_expires_at,
                 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -22,6 +22,7 @@ from authsvc.core.models import (
     DeviceInfo,
     DeviceType,
     RefreshTokenRecord,
+    RotationAttempt,
     Session,
     SessionId,
     SessionPage,
@@ -69,6 +70,33 @@ WITH touched AS (
 )
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
 VALUES ($6, $1, $7, $2, $3)
+"""
+# The common case of Refresh in one statement (one round trip, no BEGIN/COMMIT):
+# lock the session first (the locking rule), then consume the token only if it
+# is current and the session live. FOR UPDATE and UPDATE re-read the newest row
+# versions after waiting for a lock, so a token rotated by a transaction that
+# held the lock first fails `rotated_at IS NULL` here and nothing is written.
+_ROTATE_IF_CURRENT = """
+WITH locked AS MATERIALIZED (
+    SELECT id, user_id, expires_at, idle_expires_at, revoked_at FROM sessions
+    WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+    FOR UPDATE
+), consumed AS (
+    UPDATE refresh_tokens AS t SET rotated_at = $2, successor_box = $4
+    FROM locked AS s
+    WHERE t.token_hash = $1 AND t.session_id = s.id
+      AND t.rotated_at IS NULL AND t.expires_at > $2
+      AND s.revoked_at IS NULL AND s.idle_expires_at > $2
+    RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at
+), touched AS (
+    UPDATE sessions SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at
+    FROM consumed WHERE sessions.id = consumed.session_id
+), successor AS (
+    INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+    SELECT $5, session_id, $6, $2, idle_expires_at FROM consumed
+)
+SELECT locked.id, locked.user_id, consumed.idle_expires_at
+FROM locked LEFT JOIN consumed ON true
 """
 _REVOKE_LOCKED = """
 UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL
@@ -250,6 +278,39 @@ class PgSessionStore:
                 session.idle_expires_at,
             )
             await insert_event(conn, event)
+
+    async def rotate_if_current(
+        self,
+        token_hash: bytes,
+        *,
+        successor_box: bytes,
+        successor_hash: bytes,
+        now: datetime,
+        idle_timeout: timedelta,
+    ) -> RotationAttempt | None:
+        """Rotate a current token of a live session in one statement.
+
+        None for an unknown token. A found token that is rotated or expired, or
+        whose session is over, comes back with `idle_expires_at` None and
+        nothing written, for `lock_session_by_token` to sort out.
+        """
+        async with translate_errors():
+            row = await self._pool.fetchrow(
+                _ROTATE_IF_CURRENT,
+                token_hash,
+                now,
+                idle_timeout,
+                successor_box,
+                uuid.uuid4(),
+                successor_hash,
+            )
+        if row is None:
+            return None
+        return RotationAttempt(
+            session_id=SessionId(row["id"]),
+            user_id=UserId(row["user_id"]),
+            idle_expires_at=row["idle_expires_at"],
+        )
 
     @asynccontextmanager
     async def lock_session_by_token(self, token_hash: bytes) -> AsyncIterator[LockedSession | None]:

@@ -106,13 +106,20 @@ def statements(
     session_id: uuid.UUID, user_id: uuid.UUID, last_active_at: datetime, token_hash: bytes
 ) -> dict[str, tuple[str, tuple[object, ...]]]:
     audit = ("session_revoked", "127.0.0.1", "bench/1.0", None)
+    never_issued = hashlib.sha256(b"never issued").digest()
+    rotation = (NOW, timedelta(days=7), b"box", uuid.uuid4(), hashlib.sha256(b"next").digest())
     return {
+        "refresh in one statement": (
+            session_sql._ROTATE_IF_CURRENT,
+            (token_hash, *rotation),
+        ),
+        "refresh in one statement, unknown token": (
+            session_sql._ROTATE_IF_CURRENT,
+            (never_issued, *rotation),
+        ),
         "session by token (refresh lock)": (session_sql._LOCK_SESSION_BY_TOKEN, (token_hash,)),
         "token by hash": (session_sql._SELECT_TOKEN, (token_hash, session_id)),
-        "unknown token": (
-            session_sql._LOCK_SESSION_BY_TOKEN,
-            (hashlib.sha256(b"never issued").digest(),),
-        ),
+        "unknown token": (session_sql._LOCK_SESSION_BY_TOKEN, (never_issued,)),
         "session by id": (session_sql._SELECT_SESSION, (session_id,)),
         "live sessions, first page": (session_sql._LIST_LIVE_FIRST_PAGE, (user_id, NOW, 21)),
         "live sessions, keyset page": (
