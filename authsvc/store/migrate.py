@@ -13,7 +13,7 @@ from importlib import resources
 import asyncpg
 
 from authsvc.store.errors import translate_errors
-from authsvc.store.pool import Connection
+from authsvc.store.pool import Connection, session_advisory_lock
 
 __all__ = ["Migration", "apply_migrations", "bundled_migrations"]
 
@@ -29,8 +29,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
-_LOCK = "SELECT pg_advisory_lock($1)"
-_UNLOCK = "SELECT pg_advisory_unlock($1)"
 _APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
 _RECORD = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
 
@@ -64,17 +62,15 @@ async def apply_migrations(
 ) -> list[int]:
     """Bring the schema up to date; return the versions this call applied.
 
-    The advisory lock belongs to the pooled connection that took it, so it is
-    released on the same connection before that goes back to the pool (or
-    with the connection, if it dies).
+    Replicas starting together queue on one advisory lock, so each migration
+    is applied once.
     """
     pending_source = bundled_migrations() if migrations is None else migrations
-    async with translate_errors(), pool.acquire() as conn:
-        await conn.execute(_LOCK, _MIGRATE_LOCK_KEY)
-        try:
-            return await _apply_pending(conn, pending_source)
-        finally:
-            await conn.execute(_UNLOCK, _MIGRATE_LOCK_KEY)
+    async with (
+        translate_errors(),
+        session_advisory_lock(pool, _MIGRATE_LOCK_KEY) as conn,
+    ):
+        return await _apply_pending(conn, pending_source)
 
 
 async def _apply_pending(conn: Connection, migrations: list[Migration]) -> list[int]:

@@ -10,15 +10,13 @@ import asyncpg
 
 from authsvc.core.models import SweepCounts
 from authsvc.store.errors import translate_errors
-from authsvc.store.pool import Connection
+from authsvc.store.pool import Connection, try_session_advisory_lock
 
 __all__ = ["SWEEP_LOCK_KEY", "PgSweepStore", "SweepPass"]
 
 # Arbitrary constant shared by every replica: "authsvc sweep".
 SWEEP_LOCK_KEY = 0x61757468_0002
 
-_TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
-_UNLOCK = "SELECT pg_advisory_unlock($1)"
 # SKIP LOCKED: a session a request is working on is left for the next pass.
 # Revoked sessions are not "expired": they stay for the revoked retention.
 # Refresh tokens go with their session (ON DELETE CASCADE): rotated ones are
@@ -99,11 +97,8 @@ class PgSweepStore:
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[SweepPass | None]:
         """Hold the cluster-wide sweep lock for a pass; None if another replica has it."""
-        async with translate_errors(), self._pool.acquire() as conn:
-            if not await conn.fetchval(_TRY_LOCK, SWEEP_LOCK_KEY):
-                yield None
-                return
-            try:
-                yield SweepPass(conn)
-            finally:
-                await conn.execute(_UNLOCK, SWEEP_LOCK_KEY)
+        async with (
+            translate_errors(),
+            try_session_advisory_lock(self._pool, SWEEP_LOCK_KEY) as conn,
+        ):
+            yield None if conn is None else SweepPass(conn)
