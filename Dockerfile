@@ -40,5 +40,9 @@ EXPOSE 50051
 # The gRPC health service, queried by the CLI: SERVING only once the database is migrated.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["authsvc", "healthcheck"]
+# `serve` supervises one server process per CPU on the one port (AUTHSVC_WORKERS; under a
+# CPU limit set it to the limit, as os.cpu_count() sees the host's CPUs). SIGTERM to it is
+# passed on to every worker; if a worker dies it stops the rest and exits non-zero, for the
+# orchestrator to restart the container.
 ENTRYPOINT ["authsvc"]
 CMD ["serve"]

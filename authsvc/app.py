@@ -58,11 +58,26 @@ _READY_RETRY_MAX = 5.0
 
 
 class AuthServer:
-    """One process's server: gRPC, health, background tasks, on a given pool."""
+    """One process's server: gRPC, health, background tasks, on a given pool.
 
-    def __init__(self, config: Config, *, pool: Pool, clock: Clock) -> None:
+    `shares_port`: other processes bind the same port (SO_REUSEPORT) and the
+    kernel spreads connections among them; off, a port in use fails the start.
+    `runs_sweeper`: whether this process runs the periodic sweep (one worker
+    of a supervisor does; `sweeper.run_once()` works either way).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pool: Pool,
+        clock: Clock,
+        shares_port: bool = False,
+        runs_sweeper: bool = True,
+    ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
         self._credentials = server_credentials(config)
+        self._runs_sweeper = runs_sweeper
         self.config = config
         self.pool = pool
         self.clock = clock
@@ -80,7 +95,7 @@ class AuthServer:
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if shares_port else 0),
             ],
         )
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -176,7 +191,8 @@ class AuthServer:
         await self._set_serving(True)
         self.ready.set()
         _log.info("ready", extra={"event": "ready"})
-        self._spawn(self.sweeper.run())
+        if self._runs_sweeper:
+            self._spawn(self.sweeper.run())
         self._spawn(self._reload_keys())
         self._spawn(self._watch_database())
 

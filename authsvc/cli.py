@@ -35,6 +35,7 @@ from authsvc.store.bootstrap import ensure_database
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
 from authsvc.tls import client_tls
+from authsvc.workers import SWEEPING_WORKER, report_listening, supervise, watch_supervisor
 
 __all__ = ["main"]
 
@@ -71,19 +72,35 @@ async def _pool(config: Config, dsn: str) -> AsyncIterator[Pool]:
         await pool.close()
 
 
-async def _serve(config: Config, dsn: str) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    # min_size 0: start without a database and report NOT_SERVING until it answers.
-    async with _pool(config, dsn) as pool:
-        server = AuthServer(config, pool=pool, clock=SystemClock())
-        port = await server.start()
-        print(f"authsvc: serving gRPC on {config.host}:{port}", file=sys.stderr)
-        await stop.wait()
-        _log.info("shutting down", extra={"event": "shutdown"})
-        await server.stop(config.shutdown_grace)
+def _serve(worker: int | None) -> Action:
+    """One server process: on its own, or worker `worker` of a supervisor (see workers.py)."""
+
+    async def run(config: Config, dsn: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        if worker is not None:
+            watch_supervisor(stop.set)
+        # min_size 0: start without a database and report NOT_SERVING until it answers.
+        async with _pool(config, dsn) as pool:
+            server = AuthServer(
+                config,
+                pool=pool,
+                clock=SystemClock(),
+                shares_port=worker is not None,
+                runs_sweeper=worker in (None, SWEEPING_WORKER),
+            )
+            port = await server.start()
+            if worker is None:
+                print(f"authsvc: serving gRPC on {config.host}:{port}", file=sys.stderr)
+            else:
+                report_listening(port)
+            await stop.wait()
+            _log.info("shutting down", extra={"event": "shutdown"})
+            await server.stop(config.shutdown_grace)
+
+    return run
 
 
 async def _migrate(config: Config, dsn: str) -> None:
@@ -211,7 +228,9 @@ def _parser() -> argparse.ArgumentParser:
         config_module.add_flags(sub)
         return sub
 
-    command("serve", "run the gRPC server (embedded PostgreSQL unless a URL is set)")
+    serve = command("serve", "run the gRPC server (embedded PostgreSQL unless a URL is set)")
+    # Set by the supervisor on the workers it starts (see workers.py); not for people.
+    serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     command("migrate", "apply pending schema migrations and exit")
     command("sweep", "delete expired and long-revoked sessions once and exit")
     command("healthcheck", "exit 0 if the server on --host/--port is SERVING")
@@ -242,9 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level)
     if args.command == "healthcheck":
         return _healthcheck(config)
+    is_supervisor = args.command == "serve" and args.worker is None and config.workers > 1
     action: Action
     if args.command == "serve":
-        action = _serve
+        action = _serve(args.worker)
     elif args.command == "migrate":
         action = _migrate
     elif args.command == "sweep":
@@ -257,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action = _create_user(args.email, args.display_name)
     try:
         with _database_url(config) as dsn:
+            if is_supervisor:
+                return asyncio.run(supervise(config, dsn, overrides))
             asyncio.run(action(config, dsn))
     except AuthError as exc:
         print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)

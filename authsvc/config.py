@@ -110,6 +110,8 @@ class Setting:
     parse: Callable[[str], Any]
     default: str | None
     help: str
+    # How --help and the README state a default that depends on the machine.
+    shown_default: str | None = None
 
     @property
     def env(self) -> str:
@@ -123,6 +125,14 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "0.0.0.0", "Address the gRPC server listens on."),  # noqa: S104
     Setting("port", parse_port, "50051", "gRPC port; 0 picks a free one."),
+    Setting(
+        "workers",
+        parse_positive_int,
+        # The CPUs this process may use (a cpuset or taskset), not all the host's.
+        str(len(os.sched_getaffinity(0))),
+        "Server processes `serve` runs on the one port; 1 runs no supervisor.",
+        shown_default="number of usable CPUs",
+    ),
     Setting(
         "tls_cert_file",
         parse_readable_file,
@@ -200,6 +210,7 @@ SETTINGS: tuple[Setting, ...] = (
 class Config:
     host: str
     port: int
+    workers: int
     tls_cert_file: Path | None
     tls_key_file: Path | None
     tls_client_ca_file: Path | None
@@ -251,8 +262,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             dest=setting.name,
             default=None,
             metavar=setting.name.upper(),
-            help=f"{setting.help} [{setting.env}, default: {setting.default or 'unset'}]",
+            help=f"{setting.help} [{setting.env}, default: {_shown_default(setting)}]",
         )
+
+
+def _shown_default(setting: Setting) -> str:
+    return setting.shown_default or setting.default or "unset"
 
 
 def from_env(

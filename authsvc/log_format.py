@@ -25,6 +25,8 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            # Tells apart the worker processes of one `serve`, which share stderr.
+            "pid": record.process,
             "message": record.getMessage(),
         }
         request_id = REQUEST_ID.get()

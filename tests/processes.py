@@ -51,10 +51,12 @@ T = TypeVar("T")
 
 
 def authsvc_env(dsn: str, **settings: str) -> dict[str, str]:
-    """This environment without AUTHSVC_*, plus the database URL, fast argon2 and `settings`."""
+    """This environment without AUTHSVC_*, plus the database URL, fast argon2, one server
+    process (no supervisor; tests of workers ask for more) and `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     env.update(
         AUTHSVC_DATABASE_URL=dsn,
+        AUTHSVC_WORKERS="1",
         AUTHSVC_ARGON2_TIME_COST="1",
         AUTHSVC_ARGON2_MEMORY_KIB="1024",
         AUTHSVC_ARGON2_PARALLELISM="1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def test_defaults_apply_when_nothing_is_set() -> None:
     assert config.revoked_retention == timedelta(days=7)
     assert config.shutdown_grace == timedelta(seconds=10)
     assert config.log_level == "INFO"
+
+
+def test_workers_default_to_the_number_of_cpus() -> None:
+    config = _from_env()
+
+    assert config.workers == (os.cpu_count() or 1)
+
+
+def test_workers_are_taken_from_the_environment() -> None:
+    config = _from_env(AUTHSVC_WORKERS="3")
+
+    assert config.workers == 3
 
 
 @pytest.mark.parametrize(
@@ -152,6 +165,8 @@ def test_invalid_flag_value_names_the_flag() -> None:
         ("AUTHSVC_DB_POOL_MIN_SIZE", "many"),
         ("AUTHSVC_DB_POOL_MIN_SIZE", "-1"),
         ("AUTHSVC_HASH_WORKERS", "0"),
+        ("AUTHSVC_WORKERS", "0"),
+        ("AUTHSVC_WORKERS", "two"),
         ("AUTHSVC_PASSWORD_MIN_LENGTH", "eight"),
         ("AUTHSVC_SWEEP_BATCH_SIZE", "-10"),
         ("AUTHSVC_LOG_LEVEL", "verbose"),

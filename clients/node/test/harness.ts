@@ -59,6 +59,8 @@ function serverEnv(dataDir: string, extra: Record<string, string>): NodeJS.Proce
   return {
     ...env,
     AUTHSVC_DATA_DIR: dataDir,
+    // One server process, no supervisor: the tests start replicas themselves.
+    AUTHSVC_WORKERS: "1",
     AUTHSVC_ARGON2_TIME_COST: "1",
     AUTHSVC_ARGON2_MEMORY_KIB: "1024",
     AUTHSVC_ARGON2_PARALLELISM: "1",

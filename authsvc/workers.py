@@ -1,0 +1,235 @@
+"""`authsvc serve --workers N`: one supervisor, N server processes on one port.
+
+The supervisor binds the port first (SO_REUSEPORT, bound but never
+listening: it only reserves the port, and with port 0 picks it), then starts
+N workers, `python -m authsvc serve --worker=I` on that port, each today's
+single-process server with SO_REUSEPORT on, so the kernel spreads incoming
+connections among them. Worker 0 alone runs the sweeper.
+
+The protocol with a worker is its two standard streams: it writes one line to
+stdout once its port is open, and its stdin is a pipe that only the
+supervisor holds, so it reads EOF when the supervisor is gone, however it
+ended (even SIGKILL), and shuts down. Its stderr is the supervisor's.
+
+SIGTERM or SIGINT to the supervisor stops every worker gracefully, then the
+supervisor exits 0. A worker that exits on its own is a failure: the
+supervisor stops the others and exits non-zero, so the orchestrator restarts
+the whole thing rather than the supervisor papering over a crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from authsvc.config import SETTINGS, Config
+from authsvc.tls import server_credentials
+
+__all__ = ["SWEEPING_WORKER", "report_listening", "supervise", "watch_supervisor"]
+
+_log = logging.getLogger(__name__)
+
+SWEEPING_WORKER = 0
+# A worker still running this long after the shutdown grace is killed.
+_KILL_AFTER = 10.0
+# Settings the supervisor decides for its workers rather than passing on.
+_NOT_FORWARDED = frozenset({"port", "workers"})
+# How a worker may end after being asked to stop: normally, or by the SIGTERM
+# itself if it arrived before the worker had installed its handlers.
+_STOPPED = frozenset({0, -signal.SIGTERM})
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process
+
+
+async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -> int:
+    """Run `config.workers` servers on one port until a signal or a worker's exit.
+
+    `flags` are the command line's setting values, passed on to every worker.
+    Returns the exit code: 0 after a requested stop, non-zero if a worker
+    failed (its own code if it gave one) or the port could not be bound.
+    """
+    server_credentials(config)  # a bad certificate or key fails once, here
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        reservation = _reserve_port(config.host, config.port)
+    except OSError as exc:
+        print(f"authsvc: cannot bind {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    with reservation:
+        port: int = reservation.getsockname()[1]
+        argv = _worker_argv(config, dsn, flags, port)
+        workers: list[_Worker] = []
+        try:
+            for index in range(config.workers):
+                workers.append(await _start(argv, index))
+            _log.info(
+                "workers started",
+                extra={
+                    "event": "workers_started",
+                    "port": port,
+                    "workers": [worker.process.pid for worker in workers],
+                },
+            )
+            return await _watch(
+                workers, stop, config.host, port, config.shutdown_grace.total_seconds()
+            )
+        finally:
+            await _stop_all(workers, config.shutdown_grace.total_seconds())
+
+
+def watch_supervisor(on_gone: Callable[[], None]) -> None:
+    """In a worker: call `on_gone` when the supervisor has gone (stdin reaches EOF)."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        if os.read(fd, 512):
+            return  # the supervisor never writes; nothing to do
+        loop.remove_reader(fd)
+        _log.warning("supervisor gone; stopping", extra={"event": "supervisor_gone"})
+        on_gone()
+
+    loop.add_reader(fd, readable)
+
+
+def report_listening(port: int) -> None:
+    """In a worker: tell the supervisor the port is open (its one line on stdout)."""
+    print(f"listening {port}", flush=True)
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Bind, without listening, host:port with SO_REUSEPORT (port 0: a free one).
+
+    Workers join it with SO_REUSEPORT; a process that binds without it (a
+    single-process server, say) cannot take the port meanwhile. Not listening,
+    it never gets a connection: the kernel hands those to listening sockets.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _worker_argv(config: Config, dsn: str, flags: Mapping[str, str | None], port: int) -> list[str]:
+    """The worker command line, less its --worker index.
+
+    The environment is inherited, so only flags are passed on: the command
+    line's own (a password in --database-url is no more visible than it was),
+    the port, and the embedded database's URL (a Unix socket, no password).
+    """
+    argv = [sys.executable, "-m", "authsvc", "serve"]
+    for setting in SETTINGS:
+        value = flags.get(setting.name)
+        if value is not None and setting.name not in _NOT_FORWARDED:
+            argv.append(f"{setting.flag}={value}")
+    argv.append(f"--port={port}")
+    if config.database_url is None:
+        argv.append(f"--database-url={dsn}")
+    return argv
+
+
+async def _start(argv: Sequence[str], index: int) -> _Worker:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        f"--worker={index}",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        # Its own process group: a terminal's Ctrl-C reaches the supervisor only,
+        # which stops the workers in order.
+        process_group=0,
+    )
+    return _Worker(index, process)
+
+
+async def _watch(
+    workers: list[_Worker], stop: asyncio.Event, host: str, port: int, grace: float
+) -> int:
+    """Announce the port once every worker listens; return when asked to stop or one exits."""
+    listening = 0
+    watching = True
+
+    def on_listening() -> None:
+        nonlocal listening
+        listening += 1
+        if listening == len(workers) and watching:
+            # The line tests and tools wait for: once, for all the workers.
+            print(f"authsvc: serving gRPC on {host}:{port}", file=sys.stderr, flush=True)
+
+    follows = [asyncio.create_task(_follow(worker, on_listening)) for worker in workers]
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopping, *follows], return_when=asyncio.FIRST_COMPLETED)
+    watching = False
+    stopping.cancel()
+    if stopping in done:
+        _log.info("stopping workers", extra={"event": "shutdown"})
+        await _stop_all(workers, grace)
+        await asyncio.gather(*follows)
+        codes = [worker.process.returncode for worker in workers]
+        return 0 if all(code in _STOPPED for code in codes) else 1
+    exited = next(task.result() for task in follows if task in done)
+    code = exited.process.returncode
+    assert code is not None
+    _log.error(
+        "worker %d exited (%d); stopping the others",
+        exited.index,
+        code,
+        extra={"event": "worker_exited", "worker": exited.index, "code": code},
+    )
+    await _stop_all(workers, grace)
+    await asyncio.gather(*follows)
+    return code if code > 0 else 1
+
+
+async def _follow(worker: _Worker, on_listening: Callable[[], None]) -> _Worker:
+    """Wait for the worker's line, then for its exit; return it once it has exited."""
+    stdout = worker.process.stdout
+    assert stdout is not None
+    if await stdout.readline():
+        on_listening()
+        while await stdout.read(4096):  # nothing more is expected; never let the pipe fill
+            pass
+    await worker.process.wait()
+    return worker
+
+
+async def _stop_all(workers: list[_Worker], grace: float) -> None:
+    """SIGTERM every running worker and wait; kill those still running well past `grace`."""
+    running = [worker.process for worker in workers if worker.process.returncode is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):  # it has just exited
+            process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(grace + _KILL_AFTER):
+            await asyncio.gather(*(process.wait() for process in running))
+    except TimeoutError:
+        for process in running:
+            if process.returncode is None:
+                _log.error(
+                    "worker process %d did not stop; killing it",
+                    process.pid,
+                    extra={"event": "worker_killed", "worker_pid": process.pid},
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        await asyncio.gather(*(process.wait() for process in running))
