@@ -16,11 +16,11 @@ BUF := node_modules/.bin/buf
 
 # `make test` runs these targets in this order and reports every one that failed.
 CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-proto pytest \
-	node-client
+	bench-smoke node-client
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
 .PHONY: help bootstrap run test bench lint fmt generate check-generated lint-proto lock clean \
-	ruff-check ruff-format-check mypy lint-imports pytest node-client
+	ruff-check ruff-format-check mypy lint-imports pytest bench-smoke node-client
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,9 +41,15 @@ test: bootstrap ## Run all checks (lint, types, imports, generated code, protos,
 	done; \
 	if (( $${#failed[@]} )); then echo "FAILED: $${failed[*]}" >&2; exit 1; fi
 
-# Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--duration 5 --runs 1".
+# Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--duration 5 --runs 1";
+# SMOKE=1 runs every scenario for about a second and fails on any error (what CI runs).
 bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see README)
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(if $(SMOKE),--smoke) $(BENCH_ARGS)
+
+# The harness cannot rot: every scenario and bound, briefly; any non-OK call fails it.
+# Timing is printed, never asserted.
+bench-smoke: bootstrap
+	@$(BIN)/python -m bench --smoke
 
 lint: bootstrap ## Static checks only (ruff, mypy, import layers, buf)
 	@failed=(); \

@@ -2,7 +2,10 @@
 report every scenario next to the bound that limits it, measured in the same run.
 
 Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10]
-     [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--database-url URL]
+     [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
+     [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
+     [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
+     [--database-url URL]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -30,7 +34,8 @@ import asyncpg
 
 from authsvc.embedded_db import DATABASE_NAME, start_embedded_postgres
 from authsvc.store.bootstrap import ensure_database
-from bench import crypto, load
+from bench import crypto, load, report
+from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import ServerProcess, start_authsvc, start_empty_server, wait_serving
 
@@ -41,17 +46,26 @@ SCENARIOS = (
 BOUNDS = ("grpc_empty", "pg_refresh", "crypto")
 PASSWORD = "bench password 1"
 _RESULTS = Path(__file__).parent / "results"
-# Ratio targets from issue 6: scenario -> (bound, least ratio).
-TARGETS = {
-    "refresh": ("min(grpc_empty, pg_refresh)", 0.5),
-    "validate": ("grpc_empty", 0.6),
-    "list_sessions": ("grpc_empty", 0.5),
-    "login": ("argon2 all cores", 0.8),
-}
 _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may use up
 _SERVER_POOL_MAX = 10  # authsvc's default AUTHSVC_DB_POOL_MAX_SIZE
+_HALF_PEAK = ("refresh", "validate")
+_RSS_SAMPLE_EVERY = 5.0  # s, in the memory stage
+_SWEEP_LOAD_CAP = 900.0  # s: the refresh load under a sweep stops when the sweep ends
+_EXPIRED_ROWS = """
+SELECT
+    (SELECT count(*) FROM sessions WHERE idle_expires_at <= now() AND revoked_at IS NULL)
+        AS sessions,
+    (SELECT count(*) FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+     WHERE s.idle_expires_at <= now() AND s.revoked_at IS NULL) AS refresh_tokens
+"""
 
-Run = dict[str, Any]
+
+def _cpus(text: str) -> tuple[int, ...]:
+    return tuple(int(cpu) for cpu in text.split(",") if cpu.strip())
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(size) for size in text.split(",") if size.strip()]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -62,9 +76,54 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight, in all")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="authsvc serve --workers N, and as many empty servers",
+    )
+    parser.add_argument(
+        "--server-cpus",
+        type=_cpus,
+        default=(),
+        help="pin servers and the embedded PostgreSQL here, e.g. 0",
+    )
+    parser.add_argument("--load-cpus", type=_cpus, default=(), help="pin load processes here")
+    parser.add_argument(
+        "--sessions",
+        type=_sizes,
+        default=[0],
+        help="background sessions in the store; a list runs every "
+        "scenario at each size, e.g. 10000,100000,1000000",
+    )
+    parser.add_argument(
+        "--half-peak",
+        action="store_true",
+        help="also run refresh and validate open-loop at half their peak",
+    )
+    parser.add_argument(
+        "--sweep-rows",
+        type=int,
+        default=0,
+        help="seed this many expired sessions and sweep them under refresh load",
+    )
+    parser.add_argument(
+        "--memory-minutes",
+        type=float,
+        default=0.0,
+        help="run mixed this long and report RSS over time",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every scenario for about a second: fails on any error (CI)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("AUTHSVC_DATABASE_URL", ""))
     parser.add_argument("--server-log-level", default="INFO")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.warmup, args.runs = 1.0, 0.5, 1
+        args.concurrency, args.processes = 8, 1
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SCENARIOS + BOUNDS))
     if unknown:
@@ -72,6 +131,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.scenarios = names
     if args.concurrency < args.processes:
         parser.error("--concurrency must be at least --processes")
+    if bool(args.server_cpus) != bool(args.load_cpus):
+        parser.error("--server-cpus and --load-cpus go together")
     return args
 
 
@@ -92,11 +153,10 @@ class Bench:
         ]
         await asyncio.gather(*futures)
 
-    async def slots_for(self, scenario: str) -> list[load.Slot]:
+    async def slots_for(self, scenario: str, window: float) -> list[load.Slot]:
         """Fresh seeded state for one run of `scenario`: one dict per call in flight."""
         assert self.seeder is not None
         seeder, concurrency = self.seeder, self.args.concurrency
-        window = self.args.warmup + self.args.duration
         if scenario in ("grpc_empty", "get_jwks"):
             return [{} for _ in range(concurrency)]
         if scenario in ("refresh", "pg_refresh"):
@@ -147,15 +207,30 @@ class Bench:
             ]
         raise ValueError(scenario)
 
-    async def run_once(self, scenario: str) -> Run:
+    async def run_once(
+        self,
+        scenario: str,
+        *,
+        duration: float | None = None,
+        rate: float = 0.0,
+        during: Callable[[], Awaitable[Any]] | None = None,
+        rss_every: float = 0.0,
+    ) -> Run:
+        """One warm-up and measured window of `scenario`.
+
+        `rate`: calls/s offered open-loop instead of as fast as answers come.
+        `during`: started when the window opens; the window closes when it ends
+        (its result is kept under "during"). `rss_every`: keep RSS samples.
+        """
         assert self.authsvc is not None
         assert self.empty is not None
         args = self.args
-        slots = await self.slots_for(scenario)
+        duration = args.duration if duration is None else duration
+        slots = await self.slots_for(scenario, args.warmup + duration)
         server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, self.authsvc)
         target = (self.empty if scenario == "grpc_empty" else self.authsvc).target
         start_at = time.monotonic() + 1.0
-        pg_pool_size = max(1, math.ceil(_SERVER_POOL_MAX / args.processes))
+        stop_file = Path(tempfile.mktemp(prefix="authsvc-bench-stop-")) if during else None  # noqa: S306
         specs = [
             load.LoadSpec(
                 scenario=scenario,
@@ -163,26 +238,45 @@ class Bench:
                 dsn=self.dsn,
                 start_at=start_at,
                 warmup=args.warmup,
-                duration=args.duration,
+                duration=duration,
                 slots=slots[index :: args.processes],
-                pg_pool_size=pg_pool_size,
+                pg_pool_size=max(1, math.ceil(_SERVER_POOL_MAX / args.processes)),
                 password=PASSWORD,
+                rate=rate / args.processes,
+                cpus=args.load_cpus,
+                stop_file=str(stop_file or ""),
             )
             for index in range(args.processes)
         ]
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(self.executor, load.run_load, spec) for spec in specs]
         window_start = start_at + args.warmup
-        window_end = window_start + args.duration
+        window_end = window_start + duration
         await asyncio.sleep(max(0.0, window_start - time.monotonic()))
         cpu_before = server.cpu_seconds() if server else 0.0
-        peak_rss = 0
+        peak_rss, samples = 0, []
+        during_result: Any = None
+        if during is not None:
+            assert stop_file is not None
+            during_result = await during()
+            window_end = time.monotonic()
+            stop_file.touch()
+        next_sample = window_start
         while time.monotonic() < window_end:
             if server:
-                peak_rss = max(peak_rss, server.rss_bytes())
+                rss = server.rss_bytes()
+                peak_rss = max(peak_rss, rss)
+                if rss_every and time.monotonic() >= next_sample:
+                    samples.append((round(time.monotonic() - window_start, 1), rss / 2**20))
+                    next_sample += rss_every
             await asyncio.sleep(min(0.25, max(0.0, window_end - time.monotonic())))
+        if server and rss_every:
+            samples.append((round(time.monotonic() - window_start, 1), server.rss_bytes() / 2**20))
         cpu_used = server.cpu_seconds() - cpu_before if server else 0.0
         results = await asyncio.gather(*futures)
+        if stop_file is not None:
+            stop_file.unlink(missing_ok=True)
+        window = window_end - window_start
         latencies = sorted(x for result in results for x in result.latencies)
         codes: Counter[str] = Counter()
         for result in results:
@@ -191,45 +285,118 @@ class Bench:
         errors = {code: n for code, n in sorted(codes.items()) if code != load.OK}
         return {
             "calls": calls,
-            "calls_per_s": calls / args.duration,
-            "p50_ms": _quantile(latencies, 0.50) * 1000,
-            "p90_ms": _quantile(latencies, 0.90) * 1000,
-            "p99_ms": _quantile(latencies, 0.99) * 1000,
+            "window_s": window,
+            "calls_per_s": calls / window,
+            "p50_ms": report.quantile(latencies, 0.50) * 1000,
+            "p90_ms": report.quantile(latencies, 0.90) * 1000,
+            "p99_ms": report.quantile(latencies, 0.99) * 1000,
             "errors": errors,
             "error_count": sum(errors.values()),
             "server_cpu_s_per_1k_calls": (cpu_used / calls * 1000) if server and calls else None,
             "server_peak_rss_mib": peak_rss / 2**20 if server else None,
             "load_start_late_s": max(result.late_by for result in results),
+            **({"rss_mib": samples} if samples else {}),
+            **({"during": during_result} if during is not None else {}),
         }
+
+    async def runs_of(self, scenario: str, *, rate: float = 0.0, label: str = "") -> list[Run]:
+        runs = []
+        for index in range(self.args.runs):
+            run = await self.run_once(scenario, rate=rate)
+            runs.append(run)
+            _progress(f"{label or scenario} run {index + 1}/{self.args.runs}", run)
+        return runs
+
+    async def half_peak(self, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Refresh and validate offered half their measured peak, open loop."""
+        out: dict[str, Any] = {}
+        for scenario in _HALF_PEAK:
+            if scenario not in summaries:
+                continue
+            rate = summaries[scenario]["calls_per_s"]["median"] / 2
+            runs = await self.runs_of(scenario, rate=rate, label=f"{scenario} at half peak")
+            figures = report.summary(runs)
+            out[scenario] = {"rate_per_s": rate, **figures}
+        return out
+
+    async def sweep_under_load(self, rows: int, peak: float | None) -> dict[str, Any]:
+        """`authsvc sweep` deleting `rows` expired sessions (and their tokens)
+        while refresh is offered half its peak, open loop; refresh p99 during
+        the sweep against the same load just before it."""
+        assert self.seeder is not None
+        if peak is None:
+            peak = (await self.run_once("refresh"))["calls_per_s"]
+        rate = peak / 2
+        baseline = await self.run_once("refresh", rate=rate)
+        _progress("refresh at half peak, before the sweep", baseline)
+        await self.seeder.expired_sessions(rows)
+        expired = await _expired_rows(self.pool)
+
+        async def sweep() -> float:
+            started = time.monotonic()
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "authsvc", "sweep",
+                env={**os.environ, "AUTHSVC_DATABASE_URL": self.dsn},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            output, _ = await process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"authsvc sweep failed:\n{output.decode(errors='replace')}")
+            return time.monotonic() - started
+
+        under = await self.run_once("refresh", duration=_SWEEP_LOAD_CAP, rate=rate, during=sweep)
+        _progress("refresh at half peak, during the sweep", under)
+        left = await _expired_rows(self.pool)
+        deleted = {table: expired[table] - left[table] for table in expired}
+        seconds = float(under["during"])
+        return {
+            "rows_seeded": rows,
+            "rows_deleted": sum(deleted.values()),
+            "deleted_by_table": deleted,
+            "seconds": seconds,
+            "rows_per_s": sum(deleted.values()) / seconds,
+            "refresh_rate_offered_per_s": rate,
+            "baseline_p99_ms": baseline["p99_ms"],
+            "refresh_p99_ms": under["p99_ms"],
+            "p99_ratio": under["p99_ms"] / baseline["p99_ms"],
+            "errors": {**baseline["errors"], **under["errors"]},
+        }
+
+    async def memory(self, minutes: float) -> dict[str, Any]:
+        run = await self.run_once("mixed", duration=minutes * 60, rss_every=_RSS_SAMPLE_EVERY)
+        _progress("mixed, memory run", run)
+        samples = run["rss_mib"]
+        values = [mib for _, mib in samples]
+        return {
+            "seconds": minutes * 60,
+            "first_mib": values[0],
+            "last_mib": values[-1],
+            "max_mib": max(values),
+            "change": values[-1] / values[0] - 1,
+            "samples_mib": samples,
+            "calls_per_s": run["calls_per_s"],
+            "errors": run["errors"],
+        }
+
+
+def _progress(what: str, run: Run) -> None:
+    print(
+        f"{what}: {run['calls_per_s']:.1f} calls/s, p99 {run['p99_ms']:.1f} ms, "
+        f"errors {run['errors'] or 0}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _expired_rows(pool: asyncpg.Pool) -> dict[str, int]:
+    """Rows the sweeper is due to delete: expired sessions and their tokens."""
+    row = await pool.fetchrow(_EXPIRED_ROWS)
+    assert row is not None
+    return {"sessions": row["sessions"], "refresh_tokens": row["refresh_tokens"]}
 
 
 def _emails(users: list[list[SeededSession]]) -> list[str]:
     return [mine[0].email for mine in users]
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-def _summary(runs: list[Run]) -> dict[str, Any]:
-    """Median, min and max of each numeric figure over the runs; errors summed."""
-    summary: dict[str, Any] = {}
-    for key in ("calls_per_s", "p50_ms", "p90_ms", "p99_ms", "server_cpu_s_per_1k_calls",
-                "server_peak_rss_mib"):  # fmt: skip
-        values = [run[key] for run in runs if run[key] is not None]
-        if values:
-            summary[key] = {
-                "median": statistics.median(values),
-                "min": min(values),
-                "max": max(values),
-            }
-    errors: Counter[str] = Counter()
-    for run in runs:
-        errors.update(run["errors"])
-    summary["errors"] = dict(sorted(errors.items()))
-    return summary
 
 
 def _git_sha() -> str:
@@ -265,134 +432,41 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _ratios(summaries: dict[str, dict[str, Any]], crypto_rates: dict[str, Any]) -> dict[str, Any]:
-    def rate(name: str) -> float | None:
-        figure = summaries.get(name, {}).get("calls_per_s")
-        return None if figure is None else float(figure["median"])
-
-    empty, pg = rate("grpc_empty"), rate("pg_refresh")
-    bounds: dict[str, tuple[str, float | None]] = {
-        "refresh": (
-            "min(grpc_empty, pg_refresh)",
-            min(empty, pg) if empty is not None and pg is not None else None,
-        ),
-        "validate": ("grpc_empty", empty),
-        "list_sessions": ("grpc_empty", empty),
-        "get_jwks": ("grpc_empty", empty),
-        "revoke_session": ("grpc_empty", empty),
-        "mixed": ("grpc_empty", empty),
-        "login": (
-            "argon2 all cores",
-            crypto_rates.get("all_cores", {}).get("argon2_hash_per_s", {}).get("median"),
-        ),
-    }
-    ratios: dict[str, Any] = {}
-    for scenario, (bound_name, bound) in bounds.items():
-        measured = rate(scenario)
-        if measured is None or not bound:
-            continue
-        target = TARGETS.get(scenario, (bound_name, None))[1]
-        ratio = measured / bound
-        ratios[scenario] = {
-            "bound": bound_name,
-            "bound_per_s": bound,
-            "calls_per_s": measured,
-            "ratio": ratio,
-            "target": target,
-            "met": None if target is None else ratio >= target,
-        }
-    return ratios
-
-
-def _fmt(figure: dict[str, float] | None, digits: int = 0) -> str:
-    if figure is None:
-        return "-"
-    med, lo, hi = figure["median"], figure["min"], figure["max"]
-    if lo == hi:
-        return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
-
-
-def _table(report: dict[str, Any]) -> str:
-    header = ("scenario", "calls/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU s/1k",
-              "peak RSS MiB")  # fmt: skip
-    rows = [header]
-    for name, summary in report["scenarios"].items():
-        errors = ", ".join(f"{code} {n}" for code, n in summary["errors"].items()) or "0"
-        rows.append(
-            (
-                name,
-                _fmt(summary.get("calls_per_s")),
-                _fmt(summary.get("p50_ms"), 1),
-                _fmt(summary.get("p90_ms"), 1),
-                _fmt(summary.get("p99_ms"), 1),
-                errors,
-                _fmt(summary.get("server_cpu_s_per_1k_calls"), 2),
-                _fmt(summary.get("server_peak_rss_mib")),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-             for row in rows]  # fmt: skip
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    out = ["\n".join(lines)]
-    if report["crypto"]:
-        out.append("\ncrypto bound (in-process, median over runs)")
-        for cores, rates in report["crypto"].items():
-            parts = ", ".join(f"{name} {_fmt(value)}" for name, value in rates.items())
-            out.append(f"  {cores}: {parts}")
-    if report["ratios"]:
-        out.append("\nratios to bounds (medians)")
-        for name, ratio in report["ratios"].items():
-            target = "" if ratio["target"] is None else f"  target >= {ratio['target']:.0%}"
-            met = "" if ratio["met"] is None else ("  met" if ratio["met"] else "  NOT met")
-            out.append(
-                f"  {name:<15} {ratio['calls_per_s']:8.1f}/s vs {ratio['bound']} "
-                f"{ratio['bound_per_s']:8.1f}/s = {ratio['ratio']:6.1%}{target}{met}"
-            )
-    return "\n".join(out)
-
-
 async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str, Any]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     bench = Bench(args, pool, dsn)
     try:
-        bench.authsvc = start_authsvc(dsn, work_dir, args.server_log_level)
-        bench.empty = start_empty_server(work_dir)
+        bench.authsvc = start_authsvc(
+            dsn, work_dir, args.server_log_level, workers=args.workers, cpus=args.server_cpus
+        )
+        bench.empty = start_empty_server(work_dir, workers=args.workers, cpus=args.server_cpus)
         await wait_serving(bench.authsvc.target)
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
-        summaries: dict[str, dict[str, Any]] = {}
+        by_size: dict[int, dict[str, dict[str, Any]]] = {}
         all_runs: dict[str, list[Run]] = {}
-        for scenario in args.scenarios:
-            if scenario == "crypto":
-                continue
-            runs = []
-            for index in range(args.runs):
-                run = await bench.run_once(scenario)
-                runs.append(run)
-                print(
-                    f"{scenario} run {index + 1}/{args.runs}: {run['calls_per_s']:.1f} calls/s, "
-                    f"p99 {run['p99_ms']:.1f} ms, errors {run['errors'] or 0}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            all_runs[scenario] = runs
-            summaries[scenario] = _summary(runs)
-        crypto_summary: dict[str, Any] = {}
-        if "crypto" in args.scenarios:
-            cores = os.cpu_count() or 1
-            measured = [crypto.measure(1.0, cores) for _ in range(args.runs)]
-            for scope in ("one_core", "all_cores"):
-                crypto_summary[scope] = {
-                    name: {
-                        "median": statistics.median(m[scope][name] for m in measured),
-                        "min": min(m[scope][name] for m in measured),
-                        "max": max(m[scope][name] for m in measured),
-                    }
-                    for name in measured[0][scope]
-                }
-        hwm = _hwm(bench.authsvc)
+        for size in args.sessions:
+            if size:
+                print(f"store: topping up to {size} background sessions", file=sys.stderr)
+                await bench.seeder.background_sessions(size)
+            summaries: dict[str, dict[str, Any]] = {}
+            for scenario in args.scenarios:
+                if scenario == "crypto":
+                    continue
+                label = f"{scenario} ({size} sessions)" if len(args.sessions) > 1 else scenario
+                runs = await bench.runs_of(scenario, label=label)
+                all_runs[label] = runs
+                summaries[scenario] = report.summary(runs)
+            by_size[size] = summaries
+        summaries = by_size[args.sessions[0]]
+        half_peak = await bench.half_peak(summaries) if args.half_peak else {}
+        sweep = {}
+        if args.sweep_rows:
+            peak = summaries.get("refresh", {}).get("calls_per_s", {}).get("median")
+            sweep = await bench.sweep_under_load(args.sweep_rows, peak)
+        memory = await bench.memory(args.memory_minutes) if args.memory_minutes else {}
+        crypto_summary = _crypto(args) if "crypto" in args.scenarios else {}
+        hwm = bench.authsvc.hwm_bytes() / 2**20
     finally:
         bench.executor.shutdown(cancel_futures=True)
         for server in (bench.authsvc, bench.empty):
@@ -410,6 +484,10 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "runs": args.runs,
             "concurrency": args.concurrency,
             "processes": args.processes,
+            "workers": args.workers,
+            "server_cpus": list(args.server_cpus),
+            "load_cpus": list(args.load_cpus),
+            "sessions": args.sessions,
             "database": "external" if args.database_url else "embedded",
             "server_log_level": args.server_log_level,
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
@@ -418,7 +496,42 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "scenarios": summaries,
         "runs": all_runs,
         "crypto": crypto_summary,
-        "ratios": _ratios(summaries, crypto_summary),
+        "ratios": report.ratios(summaries, crypto_summary),
+        "half_peak": half_peak,
+        "scaling": _scaling(by_size) if len(by_size) > 1 else {},
+        "sweep": sweep,
+        "memory": memory,
+    }
+
+
+def _crypto(args: argparse.Namespace) -> dict[str, Any]:
+    cores = len(args.server_cpus) or os.cpu_count() or 1
+    measured = [crypto.measure(1.0, cores) for _ in range(args.runs)]
+    return {
+        scope: {
+            name: {
+                "median": statistics.median(m[scope][name] for m in measured),
+                "min": min(m[scope][name] for m in measured),
+                "max": max(m[scope][name] for m in measured),
+            }
+            for name in measured[0][scope]
+        }
+        for scope in ("one_core", "all_cores")
+    }
+
+
+def _scaling(by_size: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    sizes = sorted(by_size)
+    names = [name for name in by_size[sizes[0]] if all(name in by_size[s] for s in sizes)]
+    rates = {
+        name: {str(size): by_size[size][name]["calls_per_s"]["median"] for size in sizes}
+        for name in names
+    }
+    return {
+        "sizes": sizes,
+        "calls_per_s": rates,
+        "ratio": {name: rates[name][str(sizes[-1])] / rates[name][str(sizes[0])] for name in names},
+        "by_size": {str(size): by_size[size] for size in sizes},
     }
 
 
@@ -430,13 +543,34 @@ def _blend() -> list[tuple[str, float]]:
     return shares
 
 
-def _hwm(server: ServerProcess | None) -> float | None:
-    if server is None:
-        return None
-    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
+def _label(args: argparse.Namespace) -> str:
+    parts = ["smoke"] if args.smoke else []
+    if args.workers != 1:
+        parts.append(f"w{args.workers}")
+    if args.server_cpus:
+        parts.append("pinned")
+    if len(args.sessions) > 1 or args.sessions[0]:
+        parts.append("sessions-" + "-".join(map(str, args.sessions)))
+    if args.sweep_rows:
+        parts.append(f"sweep{args.sweep_rows}")
+    if args.memory_minutes:
+        parts.append(f"memory{args.memory_minutes:g}m")
+    return "".join(f"-{part}" for part in parts)
+
+
+def _pin_postgres(pgdata: Path, cpus: tuple[int, ...]) -> None:
+    """The database is part of the server side: its postmaster and every
+    process it has (later backends inherit the postmaster's CPUs)."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    os.sched_setaffinity(postmaster, cpus)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == postmaster:
+                os.sched_setaffinity(int(entry.name), cpus)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -448,19 +582,27 @@ def main(argv: list[str] | None = None) -> None:
             dsn = args.database_url
         else:
             embedded = start_embedded_postgres(work_dir / "pg")
+            if args.server_cpus:
+                _pin_postgres(embedded.pgdata, args.server_cpus)
             asyncio.run(ensure_database(embedded.admin_dsn(), DATABASE_NAME))
             dsn = embedded.dsn()
         try:
-            report = asyncio.run(_bench(args, work_dir, dsn))
+            result = asyncio.run(_bench(args, work_dir, dsn))
         finally:
             if embedded is not None:
                 embedded.stop()
-    print(_table(report))
+    print(report.table(result))
     _RESULTS.mkdir(exist_ok=True)
-    path = _RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{report['git_sha']}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = _RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{result['git_sha']}{_label(args)}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {path}")
-    if any(summary["errors"] for summary in report["scenarios"].values()):
+    failed = [name for name, figures in result["scenarios"].items() if figures["errors"]]
+    for stage in ("sweep", "memory"):
+        if result[stage] and result[stage]["errors"]:
+            failed.append(stage)
+    failed += [f"{name} at half peak" for name, f in result["half_peak"].items() if f["errors"]]
+    if failed:
+        print(f"errors in: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
 
 

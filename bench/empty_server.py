@@ -3,7 +3,9 @@
 Same server setup as authsvc's (grpc.aio, the same channel options, plaintext on
 127.0.0.1), no interceptor, no protobuf: /bench.Empty/Call takes and returns raw
 bytes and answers b"". Whatever it serves per second is the most any unary RPC of
-authsvc could serve on this machine. Run: python -m bench.empty_server [port]
+authsvc could serve on this machine. Run: python -m bench.empty_server [port
+[reuseport]]; with `reuseport`, several of them share the port like authsvc's
+workers.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ async def _call(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes])
     return b""
 
 
-async def _serve(port: int) -> None:
+async def _serve(port: int, reuseport: bool) -> None:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 65536),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuseport)),
         ]
     )
     handler = grpc.method_handlers_generic_handler(
@@ -47,4 +49,6 @@ async def _serve(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    asyncio.run(
+        _serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0, sys.argv[2:3] == ["reuseport"])
+    )

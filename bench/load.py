@@ -63,17 +63,25 @@ class LoadSpec:
     channels: int = 4
     pg_pool_size: int = 5
     password: str = ""
+    # Calls/s this process starts, spread over its slots; 0: as fast as answers come.
+    rate: float = 0.0
+    cpus: tuple[int, ...] = ()  # pin this process to these CPUs (taskset)
+    # When this file appears, the window closes early (the parent's stage is over).
+    stop_file: str = ""
 
 
 @dataclass(slots=True, kw_only=True)
 class LoadResult:
     latencies: list[float] = field(default_factory=list)
+    # When each measured call started (time.monotonic), parallel to latencies.
+    started: list[float] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
     late_by: float = 0.0
 
 
 def run_load(spec: LoadSpec) -> LoadResult:
     """Entry point of one load process."""
+    os.sched_setaffinity(0, spec.cpus or range(os.cpu_count() or 1))
     return asyncio.run(_run(spec))
 
 
@@ -94,6 +102,14 @@ class _Recorder:
     def end(self) -> float:
         return self._end
 
+    async def close_when(self, stop_file: str) -> None:
+        """Close the window as soon as `stop_file` exists."""
+        while not os.path.exists(stop_file):  # noqa: ASYNC240 - a local stat, 10 times a second
+            if time.monotonic() >= self._end:
+                return
+            await asyncio.sleep(0.1)
+        self._end = min(self._end, time.monotonic())
+
     async def timed(self, op: Op) -> str:
         started = time.monotonic()
         try:
@@ -104,6 +120,7 @@ class _Recorder:
             code = type(exc).__name__
         if self._start <= started < self._end:
             self.result.latencies.append(time.monotonic() - started)
+            self.result.started.append(started)
             self.result.codes[code] += 1
         return code
 
@@ -124,6 +141,8 @@ async def _run(spec: LoadSpec) -> LoadResult:
             await asyncio.sleep(delay)
         recorder.result.late_by = max(0.0, -delay)
         async with asyncio.TaskGroup() as group:
+            if spec.stop_file:
+                group.create_task(recorder.close_when(spec.stop_file))
             for index, slot in enumerate(spec.slots):
                 channel = channels[index % len(channels)]
                 group.create_task(_drive(spec, slot, channel, pg, recorder))
@@ -147,8 +166,27 @@ async def _drive(
         await _burst_rounds(stub, slot, recorder)
         return
     op = _op(spec, slot, stub, channel, pg)
+    if spec.rate > 0:
+        await _paced(op, spec.rate / len(spec.slots), recorder)
+        return
     while time.monotonic() < recorder.end:
         await recorder.timed(op)
+
+
+async def _paced(op: Op, rate: float, recorder: _Recorder) -> None:
+    """Open loop: start a call every 1/rate s from a random phase, without waiting
+    for answers, so a slow answer cannot hide behind a slower send rate."""
+    interval = 1.0 / rate
+    next_at = time.monotonic() + random.random() * interval  # noqa: S311 - a phase, not a secret
+    pending: set[asyncio.Task[str]] = set()
+    while next_at < recorder.end:
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        task = asyncio.create_task(recorder.timed(op))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        next_at += interval
+    if pending:
+        await asyncio.gather(*pending)
 
 
 def _op(

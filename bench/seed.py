@@ -91,6 +91,51 @@ class Seeder:
             )
         return seeded
 
+    async def background_sessions(self, total: int) -> None:
+        """Grow the store to at least `total` sessions (10 per user, one refresh
+        token each), in chunks, then ANALYZE so plans see the new size."""
+        have = int(await self._pool.fetchval("SELECT count(*) FROM sessions"))
+        await self._bulk(total - have, expired=False)
+
+    async def expired_sessions(self, count: int) -> None:
+        """`count` sessions whose idle and absolute deadlines are past: sweep work."""
+        await self._bulk(count, expired=True)
+
+    async def _bulk(self, count: int, *, expired: bool) -> None:
+        chunk = 50_000
+        for start in range(0, max(0, count), chunk):
+            await self._copy_chunk(min(chunk, count - start), expired=expired)
+        await self._pool.execute("ANALYZE users, sessions, refresh_tokens")
+
+    async def _copy_chunk(self, count: int, *, expired: bool) -> None:
+        now = datetime.now(UTC)
+        created = now - 2 * _LIFETIME if expired else now
+        ends = now - timedelta(days=1) if expired else now + _LIFETIME
+        per_user = 10
+        user_rows, session_rows, token_rows = [], [], []
+        user_id = uuid.uuid4()
+        for index in range(count):
+            if index % per_user == 0:
+                user_id = uuid.uuid4()
+                email = f"background-{user_id.hex}@example.com"
+                user_rows.append((user_id, email, "", self._password_hash, created, created))
+            session_id = uuid.uuid4()
+            session_rows.append(
+                (session_id, user_id, created, created, ends, ends, False, "bench/1.0",
+                 "127.0.0.1", "other", "Other", "Other", "background")
+            )  # fmt: skip
+            token_rows.append(
+                (uuid.uuid4(), session_id, secrets.token_bytes(32), created, ends)
+            )  # fmt: skip
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.copy_records_to_table("users", records=user_rows, columns=_USER_COLUMNS)
+            await conn.copy_records_to_table(
+                "sessions", records=session_rows, columns=_SESSION_COLUMNS
+            )
+            await conn.copy_records_to_table(
+                "refresh_tokens", records=token_rows, columns=_TOKEN_COLUMNS
+            )
+
     async def mint_access_tokens(self, sessions: list[SeededSession]) -> None:
         """One real Refresh per session: it gets an access token and a new refresh token."""
         if not sessions:

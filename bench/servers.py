@@ -1,15 +1,22 @@
 """The processes under test: authsvc itself and the empty gRPC server, each
-started as a subprocess with its stderr in a log file (a full pipe would stall it)."""
+started as a subprocess with its stderr in a log file (a full pipe would stall it).
+
+Either may be several processes on one port (authsvc's own `--workers N`; N
+empty servers with SO_REUSEPORT), so CPU and memory are summed over the whole
+process tree, and either may be pinned to given CPUs with `taskset`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,18 +27,23 @@ __all__ = ["ServerProcess", "start_authsvc", "start_empty_server"]
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PORT_LINE = re.compile(r"serving gRPC on [^:]+:(\d+)")
 # Generous throttle limits so the bench measures logins, not the lockout.
+# The sweeper waits a day: the sweep stage runs `authsvc sweep` when it chooses.
 _BENCH_ENV = {
     "AUTHSVC_LOGIN_FAILURES_PER_ACCOUNT": "1000000",
     "AUTHSVC_LOGIN_FAILURES_PER_IP": "1000000",
+    "AUTHSVC_SWEEP_INTERVAL": "24h",
 }
 
 
 @dataclass(slots=True)
 class ServerProcess:
+    """One server under test: one or more processes listening on one port."""
+
     name: str
-    popen: subprocess.Popen[bytes]
+    popens: list[subprocess.Popen[bytes]]
     port: int
     log_path: Path
+    reserved: socket.socket | None = field(default=None)
 
     @property
     def target(self) -> str:
@@ -39,32 +51,82 @@ class ServerProcess:
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.popens[0].pid
+
+    def pids(self) -> list[int]:
+        """Every live process of this server: the ones started and their descendants."""
+        children: dict[int, list[int]] = {}
+        for stat in _stats():
+            children.setdefault(stat[1], []).append(stat[0])
+        found, todo = [], [popen.pid for popen in self.popens]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, ()))
+        return found
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process (not its children), from /proc."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        """User + system CPU of every process of this server, from /proc."""
+        total = 0
+        for pid in self.pids():
+            fields = _stat_fields(pid)
+            if fields:
+                total += int(fields[11]) + int(fields[12])
+        return total / _CLOCK_TICKS
 
     def rss_bytes(self) -> int:
-        return _status_kib(self.pid, "VmRSS") * 1024
+        return sum(_status_kib(pid, "VmRSS") for pid in self.pids()) * 1024
+
+    def hwm_bytes(self) -> int:
+        """The sum of each process's own peak RSS."""
+        return sum(_status_kib(pid, "VmHWM") for pid in self.pids()) * 1024
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
+        for popen in self.popens:
+            if popen.poll() is None:
+                popen.terminate()
+        for popen in self.popens:
             try:
-                self.popen.wait(timeout=15)
+                popen.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+                popen.kill()
+                popen.wait()
+        if self.reserved is not None:
+            self.reserved.close()
+
+
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _stats() -> Iterator[tuple[int, int]]:
+    """(pid, parent pid) of every process."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields:
+                yield int(entry.name), int(fields[1])
 
 
 def _status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
         if line.startswith(f"{key}:"):
             return int(line.split()[1])
     return 0
+
+
+def _pinned(argv: list[str], cpus: Sequence[int]) -> list[str]:
+    if not cpus:
+        return argv
+    return ["taskset", "-c", ",".join(map(str, cpus)), *argv]
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> ServerProcess:
@@ -75,14 +137,17 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> S
         if popen.poll() is not None:
             raise RuntimeError(f"{name} exited early; see {log_path}:\n{log_path.read_text()}")
         if match := _PORT_LINE.search(log_path.read_text(errors="replace")):
-            return ServerProcess(name=name, popen=popen, port=int(match[1]), log_path=log_path)
+            return ServerProcess(name=name, popens=[popen], port=int(match[1]), log_path=log_path)
         time.sleep(0.05)
     popen.kill()
     raise RuntimeError(f"{name} did not listen within 60 s; see {log_path}")
 
 
-def start_authsvc(dsn: str, work_dir: Path, log_level: str) -> ServerProcess:
-    """`python -m authsvc serve` on 127.0.0.1, an ephemeral port, default argon2id."""
+def start_authsvc(
+    dsn: str, work_dir: Path, log_level: str, *, workers: int = 1, cpus: Sequence[int] = ()
+) -> ServerProcess:
+    """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
+    default argon2id."""
     env = {
         **os.environ,
         **_BENCH_ENV,
@@ -90,13 +155,39 @@ def start_authsvc(dsn: str, work_dir: Path, log_level: str) -> ServerProcess:
         "AUTHSVC_DATA_DIR": str(work_dir / "authsvc-data"),
         "AUTHSVC_LOG_LEVEL": log_level,
     }
-    argv = [sys.executable, "-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0"]
-    return _spawn("authsvc", argv, env, work_dir / "authsvc.log")
+    argv = [sys.executable, "-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0",
+            "--workers", str(workers)]  # fmt: skip
+    return _spawn("authsvc", _pinned(argv, cpus), env, work_dir / "authsvc.log")
 
 
-def start_empty_server(work_dir: Path) -> ServerProcess:
-    argv = [sys.executable, "-m", "bench.empty_server", "0"]
-    return _spawn("empty server", argv, dict(os.environ), work_dir / "empty_server.log")
+def start_empty_server(
+    work_dir: Path, *, workers: int = 1, cpus: Sequence[int] = ()
+) -> ServerProcess:
+    """`workers` empty servers on one port, like `authsvc serve --workers N`."""
+    if workers == 1:
+        argv = [sys.executable, "-m", "bench.empty_server", "0"]
+        return _spawn("empty server", _pinned(argv, cpus), dict(os.environ),
+                      work_dir / "empty_server.log")  # fmt: skip
+    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reserved.bind(("127.0.0.1", 0))
+    port = reserved.getsockname()[1]
+    servers = [
+        _spawn(
+            f"empty server {index}",
+            _pinned([sys.executable, "-m", "bench.empty_server", str(port), "reuseport"], cpus),
+            dict(os.environ),
+            work_dir / f"empty_server_{index}.log",
+        )
+        for index in range(workers)
+    ]
+    return ServerProcess(
+        name="empty servers",
+        popens=[popen for server in servers for popen in server.popens],
+        port=port,
+        log_path=servers[0].log_path,
+        reserved=reserved,
+    )
 
 
 async def wait_serving(target: str, within: float = 60.0) -> None:

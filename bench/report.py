@@ -1,0 +1,195 @@
+"""Figures from raw runs: medians with min-max, ratios to the bounds, and the
+printed tables. Everything here is pure: runs in, numbers and text out."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["TARGETS", "Run", "quantile", "ratios", "summary", "table"]
+
+Run = dict[str, Any]
+
+# Ratio targets from issue 6: scenario -> (bound, least ratio).
+TARGETS = {
+    "refresh": ("min(grpc_empty, pg_refresh)", 0.5),
+    "validate": ("grpc_empty", 0.6),
+    "list_sessions": ("grpc_empty", 0.5),
+    "login": ("argon2 all cores", 0.8),
+}
+_FIGURES = (
+    "calls_per_s",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "server_cpu_s_per_1k_calls",
+    "server_peak_rss_mib",
+)
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def summary(runs: list[Run]) -> dict[str, Any]:
+    """Median, min and max of each numeric figure over the runs; errors summed."""
+    out: dict[str, Any] = {}
+    for key in _FIGURES:
+        values = [run[key] for run in runs if run.get(key) is not None]
+        if values:
+            out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    errors: dict[str, int] = {}
+    for run in runs:
+        for code, count in run["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+    out["errors"] = dict(sorted(errors.items()))
+    return out
+
+
+def _rate(summaries: dict[str, dict[str, Any]], name: str) -> float | None:
+    figure = summaries.get(name, {}).get("calls_per_s")
+    return None if figure is None else float(figure["median"])
+
+
+def ratios(summaries: dict[str, dict[str, Any]], crypto_rates: dict[str, Any]) -> dict[str, Any]:
+    empty, pg = _rate(summaries, "grpc_empty"), _rate(summaries, "pg_refresh")
+    bounds: dict[str, tuple[str, float | None]] = {
+        "refresh": (
+            "min(grpc_empty, pg_refresh)",
+            min(empty, pg) if empty is not None and pg is not None else None,
+        ),
+        "validate": ("grpc_empty", empty),
+        "list_sessions": ("grpc_empty", empty),
+        "get_jwks": ("grpc_empty", empty),
+        "revoke_session": ("grpc_empty", empty),
+        "mixed": ("grpc_empty", empty),
+        "login": (
+            "argon2 all cores",
+            crypto_rates.get("all_cores", {}).get("argon2_hash_per_s", {}).get("median"),
+        ),
+    }
+    out: dict[str, Any] = {}
+    for scenario, (bound_name, bound) in bounds.items():
+        measured = _rate(summaries, scenario)
+        if measured is None or not bound:
+            continue
+        target = TARGETS.get(scenario, (bound_name, None))[1]
+        ratio = measured / bound
+        out[scenario] = {
+            "bound": bound_name,
+            "bound_per_s": bound,
+            "calls_per_s": measured,
+            "ratio": ratio,
+            "target": target,
+            "met": None if target is None else ratio >= target,
+        }
+    return out
+
+
+def _fmt(figure: dict[str, float] | None, digits: int = 0) -> str:
+    if figure is None:
+        return "-"
+    med, lo, hi = figure["median"], figure["min"], figure["max"]
+    if lo == hi:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def _grid(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _scenario_table(summaries: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        ("scenario", "calls/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU s/1k", "peak RSS MiB")
+    ]
+    for name, figures in summaries.items():
+        errors = ", ".join(f"{code} {n}" for code, n in figures["errors"].items()) or "0"
+        rows.append(
+            (
+                name,
+                _fmt(figures.get("calls_per_s")),
+                _fmt(figures.get("p50_ms"), 1),
+                _fmt(figures.get("p90_ms"), 1),
+                _fmt(figures.get("p99_ms"), 1),
+                errors,
+                _fmt(figures.get("server_cpu_s_per_1k_calls"), 2),
+                _fmt(figures.get("server_peak_rss_mib")),
+            )
+        )
+    return _grid(rows)
+
+
+def table(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    out = [
+        f"{report['machine']['cpu_model']}, {report['machine']['cpus']} CPUs; authsvc workers "
+        f"{settings['workers']}; {settings['concurrency']} calls in flight from "
+        f"{settings['processes']} load processes"
+        + (
+            f"; server on CPUs {settings['server_cpus']}, load on {settings['load_cpus']}"
+            if settings["server_cpus"]
+            else ""
+        ),
+        "",
+        _scenario_table(report["scenarios"]),
+    ]
+    if report["crypto"]:
+        out.append("\ncrypto bound (in-process, median over runs)")
+        for cores, rates in report["crypto"].items():
+            parts = ", ".join(f"{name} {_fmt(value)}" for name, value in rates.items())
+            out.append(f"  {cores}: {parts}")
+    if report["ratios"]:
+        out.append("\nratios to bounds (medians)")
+        for name, ratio in report["ratios"].items():
+            target = "" if ratio["target"] is None else f"  target >= {ratio['target']:.0%}"
+            met = "" if ratio["met"] is None else ("  met" if ratio["met"] else "  NOT met")
+            out.append(
+                f"  {name:<15} {ratio['calls_per_s']:8.1f}/s vs {ratio['bound']} "
+                f"{ratio['bound_per_s']:8.1f}/s = {ratio['ratio']:6.1%}{target}{met}"
+            )
+    if report.get("half_peak"):
+        out.append("\nlatency at half of peak throughput (open loop; target p99 <= 10 ms)")
+        for name, figures in report["half_peak"].items():
+            out.append(
+                f"  {name:<15} {figures['rate_per_s']:8.1f} calls/s offered: "
+                f"p50 {_fmt(figures['p50_ms'], 1)} ms, p99 {_fmt(figures['p99_ms'], 1)} ms, "
+                f"errors {figures['errors'] or 0}"
+            )
+    if report.get("scaling"):
+        scaling = report["scaling"]
+        sizes = [str(size) for size in scaling["sizes"]]
+        rows = [("scenario", *[f"{size} sessions" for size in sizes], "largest/smallest")]
+        for name, rates in scaling["calls_per_s"].items():
+            rows.append(
+                (name, *[f"{rates[size]:.0f}" for size in sizes], f"{scaling['ratio'][name]:.1%}")
+            )
+        out.append("\ncalls/s by store size (medians; target largest >= 80 % of smallest)")
+        out.append(_grid(rows))
+    if report.get("sweep"):
+        sweep = report["sweep"]
+        out.append(
+            "\nsweeper under refresh load: "
+            f"{sweep['rows_deleted']} rows in {sweep['seconds']:.1f} s = "
+            f"{sweep['rows_per_s']:.0f} rows/s; refresh offered "
+            f"{sweep['refresh_rate_offered_per_s']:.0f}/s: p99 {sweep['refresh_p99_ms']:.1f} ms "
+            f"during the sweep vs {sweep['baseline_p99_ms']:.1f} ms before "
+            f"({sweep['p99_ratio']:.2f}x; target <= 2x), errors {sweep['errors'] or 0}"
+        )
+    if report.get("memory"):
+        memory = report["memory"]
+        out.append(
+            f"\nmemory over {memory['seconds']:.0f} s of mixed: RSS {memory['first_mib']:.1f} MiB "
+            f"after warm-up, {memory['last_mib']:.1f} MiB at the end, max "
+            f"{memory['max_mib']:.1f} MiB ({memory['change']:+.1%}; target within 10 %)"
+        )
+    return "\n".join(out)
