@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import json
 import logging
@@ -96,11 +97,22 @@ def _serve(worker: int | None) -> Action:
                 print(f"authsvc: serving gRPC on {config.host}:{port}", file=sys.stderr)
             else:
                 report_listening(port)
+            freezing = asyncio.create_task(_freeze_heap_when_ready(server))
             await stop.wait()
+            freezing.cancel()
             _log.info("shutting down", extra={"event": "shutdown"})
             await server.stop(config.shutdown_grace)
 
     return run
+
+
+async def _freeze_heap_when_ready(server: AuthServer) -> None:
+    """What exists once the server is ready (modules, protobuf descriptors, grpc)
+    lives as long as the process: freezing it keeps it out of the collector's
+    full passes, which otherwise pause the loop 10-25 ms every few seconds under
+    load (measured with gc.callbacks during make bench)."""
+    await server.wait_ready()
+    gc.freeze()
 
 
 async def _migrate(config: Config, dsn: str) -> None:

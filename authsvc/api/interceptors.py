@@ -125,25 +125,30 @@ async def _serve(
     started = time.perf_counter()
     code = grpc.StatusCode.OK
     reason = ""
+    # The request id rides in the trailers: they go out with the status in the
+    # same write, on every outcome, where initial metadata would cost a write
+    # of its own (~10 % of a ValidateToken's server CPU).
+    echo = (("x-request-id", request_id),)
     try:
-        await context.send_initial_metadata((("x-request-id", request_id),))
+        context.set_trailing_metadata(echo)
         remaining = context.time_remaining()
         async with asyncio.timeout(remaining):
             return await behaviour(_decode(deserialize, raw), context)
     except AuthError as exc:
         status = status_for(exc)
         code, reason = status.code, exc.reason
-        await context.abort_with_status(status)
+        await context.abort(code, status.details, (*status.trailing_metadata, *echo))
     except TimeoutError:
         code = grpc.StatusCode.DEADLINE_EXCEEDED
-        await context.abort(code, "deadline exceeded")
+        await context.abort(code, "deadline exceeded", echo)
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise
     except Exception:
         code = grpc.StatusCode.INTERNAL
         _log.exception("unhandled error", extra={"event": "rpc_error", "rpc": method})
-        await context.abort_with_status(internal_status())
+        status = internal_status()
+        await context.abort(status.code, status.details, (*status.trailing_metadata, *echo))
     finally:
         _log.info(
             "rpc",

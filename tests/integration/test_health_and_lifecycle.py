@@ -161,13 +161,31 @@ async def test_auth_call_after_stop_is_unavailable(server: AuthServer, stub: Stu
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_request_id_is_echoed_in_initial_metadata(stub: Stub) -> None:
+async def test_request_id_is_echoed_in_the_trailers(stub: Stub) -> None:
     call = stub.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", "req-42.abc:1"),))
     await call
 
-    metadata = await call.initial_metadata()
+    metadata = await call.trailing_metadata()
 
     assert metadata.get("x-request-id") == "req-42.abc:1"
+
+
+async def test_request_id_is_echoed_beside_the_error_details_of_a_failed_call(
+    stub: Stub,
+) -> None:
+    call = stub.Refresh(
+        pb.RefreshRequest(refresh_token="x" * 43), metadata=(("x-request-id", "req-failed-1"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+
+    trailers = caught.value.trailing_metadata()
+
+    assert dict(trailers).get("x-request-id") == "req-failed-1"
+    assert error_info(caught.value)[:2] == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_INVALID",
+    )
 
 
 async def test_request_id_is_generated_when_absent(stub: Stub) -> None:
@@ -176,7 +194,7 @@ async def test_request_id_is_generated_when_absent(stub: Stub) -> None:
     await first
     await second
 
-    ids = [(await call.initial_metadata()).get("x-request-id") for call in (first, second)]
+    ids = [(await call.trailing_metadata()).get("x-request-id") for call in (first, second)]
 
     assert all(isinstance(value, str) and value for value in ids)
     assert ids[0] != ids[1]
@@ -187,7 +205,7 @@ async def test_malformed_request_id_is_replaced(stub: Stub) -> None:
     call = stub.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", sent),))
     await call
 
-    echoed = (await call.initial_metadata()).get("x-request-id")
+    echoed = (await call.trailing_metadata()).get("x-request-id")
 
     assert isinstance(echoed, str)
     assert echoed
