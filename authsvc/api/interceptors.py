@@ -65,6 +65,9 @@ class InFlight:
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, in_flight: InFlight) -> None:
         self._in_flight = in_flight
+        # Method name -> wrapped handler: grpc asks for every call, and the
+        # servicer's handler for a method never changes.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -73,6 +76,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None:
+            return cast("grpc.RpcMethodHandler[_Req, _Resp]", known)
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -84,12 +91,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         )
         # The request arrives as bytes and is decoded inside the wrapper, so a
         # malformed message is an INVALID_ARGUMENT like any other bad input.
-        return cast(
-            "grpc.RpcMethodHandler[_Req, _Resp]",
-            grpc.unary_unary_rpc_method_handler(
-                wrapped, response_serializer=handler.response_serializer
-            ),
+        edge: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+            wrapped, response_serializer=handler.response_serializer
         )
+        self._wrapped[method] = edge
+        return cast("grpc.RpcMethodHandler[_Req, _Resp]", edge)
 
 
 def _identity(raw: bytes) -> bytes:
