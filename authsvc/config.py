@@ -191,6 +191,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", parse_networks, "", "CIDRs whose x-forwarded-for is believed."),
     Setting("sweep_interval", parse_duration, "60s", "Time between expiry sweeps."),
     Setting("sweep_batch_size", parse_positive_int, "1000", "Rows deleted per sweep statement."),
+    Setting(
+        "sweep_batch_pause",
+        parse_duration,
+        "100ms",
+        "Pause between sweep batches, so a large backlog does not starve live commits.",
+    ),
     Setting("revoked_retention", parse_duration, "7d", "Keep revoked sessions this long."),
     Setting("shutdown_grace", parse_duration, "10s", "In-flight RPCs get this long on stop."),
     Setting(
@@ -240,6 +246,7 @@ class Config:
     trusted_proxies: tuple[IpNetwork, ...]
     sweep_interval: timedelta
     sweep_batch_size: int
+    sweep_batch_pause: timedelta
     revoked_retention: timedelta
     shutdown_grace: timedelta
     max_message_bytes: int

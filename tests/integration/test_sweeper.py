@@ -13,7 +13,8 @@ from authsvc.core.clock import FrozenClock
 from authsvc.core.models import SweepCounts
 from authsvc.domain.refresh_tokens import hash_refresh_token
 from authsvc.store.pool import Pool
-from authsvc.store.sweep import SWEEP_LOCK_KEY
+from authsvc.store.sweep import SWEEP_LOCK_KEY, PgSweepStore
+from authsvc.sweeper import Sweeper
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
 from tests.helpers import Stub, bearer, login, refresh, refresh_failure, register, validate
@@ -205,6 +206,39 @@ async def test_sweep_deletes_more_expired_sessions_than_one_batch_in_one_pass(
     assert (counts.expired_sessions, counts.revoked_sessions) == (35, 0)
     assert await _session_ids(pool) == set()
     assert await pool.fetchval("SELECT count(*) FROM refresh_tokens") == 0
+
+
+async def test_sweep_pauses_between_batches_and_not_after_the_last(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    launched = await launch(session_idle_timeout="1h")
+    await register(launched.stub)
+    await asyncio.gather(*(login(launched.stub) for _ in range(24)))
+    clock.advance(timedelta(hours=1, seconds=1))
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    config = launched.server.config
+    sweeper = Sweeper(
+        PgSweepStore(pool),
+        clock,
+        interval=config.sweep_interval,
+        batch_size=10,
+        batch_pause=timedelta(milliseconds=250),
+        revoked_retention=config.revoked_retention,
+        audit_retention=config.audit_retention,
+        login_failure_window=config.login_failure_window,
+        sleep=sleep,
+    )
+
+    counts = await sweeper.run_once()
+
+    # 25 sessions in batches of 10: 10, 10, then 5, which ends the pass.
+    assert counts is not None
+    assert counts.expired_sessions == 25
+    assert pauses == [0.25, 0.25]
 
 
 async def test_sweep_is_skipped_while_another_replica_holds_the_lock(
