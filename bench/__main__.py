@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,7 +50,11 @@ _RESULTS = Path(__file__).parent / "results"
 _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may use up
 _SERVER_POOL_MAX = 10  # authsvc's default AUTHSVC_DB_POOL_MAX_SIZE
 _HALF_PEAK = ("refresh", "validate")
+# Sessions per call slot under open-loop refresh, so a slot never refreshes one
+# session twice at once even when answers are slow.
+_PACED_SESSIONS = 32
 _RSS_SAMPLE_EVERY = 5.0  # s, in the memory stage
+_MEMORY_WARMUP = 60.0  # s: the verified-token cache and statement caches fill first
 _SWEEP_LOAD_CAP = 900.0  # s: the refresh load under a sweep stops when the sweep ends
 _EXPIRED_ROWS = """
 SELECT
@@ -81,6 +86,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="authsvc serve --workers N, and as many empty servers",
+    )
+    parser.add_argument(
+        "--compare-workers",
+        type=int,
+        default=0,
+        help="then restart the servers with this many workers and run the scenarios again",
     )
     parser.add_argument(
         "--server-cpus",
@@ -120,6 +131,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--database-url", default=os.environ.get("AUTHSVC_DATABASE_URL", ""))
     parser.add_argument("--server-log-level", default="INFO")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.warmup, args.runs = 1.0, 0.5, 1
@@ -153,15 +167,15 @@ class Bench:
         ]
         await asyncio.gather(*futures)
 
-    async def slots_for(self, scenario: str, window: float) -> list[load.Slot]:
+    async def slots_for(self, scenario: str, window: float, rate: float) -> list[load.Slot]:
         """Fresh seeded state for one run of `scenario`: one dict per call in flight."""
         assert self.seeder is not None
         seeder, concurrency = self.seeder, self.args.concurrency
         if scenario in ("grpc_empty", "get_jwks"):
             return [{} for _ in range(concurrency)]
         if scenario in ("refresh", "pg_refresh"):
-            users = await seeder.users_with_sessions(concurrency, 1)
-            return [{"refresh_token": mine[0].refresh_token} for mine in users]
+            users = await seeder.users_with_sessions(concurrency, _PACED_SESSIONS if rate else 1)
+            return [{"refresh_tokens": [s.refresh_token for s in mine]} for mine in users]
         if scenario == "refresh_same_token":
             users = await seeder.users_with_sessions(self.args.processes, 1)
             return [{"refresh_token": mine[0].refresh_token} for mine in users]
@@ -215,6 +229,7 @@ class Bench:
         rate: float = 0.0,
         during: Callable[[], Awaitable[Any]] | None = None,
         rss_every: float = 0.0,
+        warmup: float | None = None,
     ) -> Run:
         """One warm-up and measured window of `scenario`.
 
@@ -226,7 +241,8 @@ class Bench:
         assert self.empty is not None
         args = self.args
         duration = args.duration if duration is None else duration
-        slots = await self.slots_for(scenario, args.warmup + duration)
+        warmup = args.warmup if warmup is None else warmup
+        slots = await self.slots_for(scenario, warmup + duration, rate)
         server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, self.authsvc)
         target = (self.empty if scenario == "grpc_empty" else self.authsvc).target
         start_at = time.monotonic() + 1.0
@@ -237,7 +253,7 @@ class Bench:
                 target=target,
                 dsn=self.dsn,
                 start_at=start_at,
-                warmup=args.warmup,
+                warmup=warmup,
                 duration=duration,
                 slots=slots[index :: args.processes],
                 pg_pool_size=max(1, math.ceil(_SERVER_POOL_MAX / args.processes)),
@@ -250,7 +266,7 @@ class Bench:
         ]
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(self.executor, load.run_load, spec) for spec in specs]
-        window_start = start_at + args.warmup
+        window_start = start_at + warmup
         window_end = window_start + duration
         await asyncio.sleep(max(0.0, window_start - time.monotonic()))
         cpu_before = server.cpu_seconds() if server else 0.0
@@ -308,15 +324,19 @@ class Bench:
         return runs
 
     async def half_peak(self, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """Refresh and validate offered half their measured peak, open loop."""
+        """Refresh and validate offered half their measured peak, open loop; and
+        refresh's SQL alone at that same rate, the latency the database allows."""
         out: dict[str, Any] = {}
         for scenario in _HALF_PEAK:
             if scenario not in summaries:
                 continue
             rate = summaries[scenario]["calls_per_s"]["median"] / 2
             runs = await self.runs_of(scenario, rate=rate, label=f"{scenario} at half peak")
-            figures = report.summary(runs)
-            out[scenario] = {"rate_per_s": rate, **figures}
+            out[scenario] = {"rate_per_s": rate, **report.summary(runs)}
+            if scenario == "refresh":
+                label = "pg_refresh at refresh's half peak"
+                runs = await self.runs_of("pg_refresh", rate=rate, label=label)
+                out["pg_refresh"] = {"rate_per_s": rate, **report.summary(runs)}
         return out
 
     async def sweep_under_load(self, rows: int, peak: float | None) -> dict[str, Any]:
@@ -363,16 +383,33 @@ class Bench:
         }
 
     async def memory(self, minutes: float) -> dict[str, Any]:
-        run = await self.run_once("mixed", duration=minutes * 60, rss_every=_RSS_SAMPLE_EVERY)
+        """RSS over `minutes` of mixed, after a minute's warm-up (caches fill).
+
+        Each login's argon2id takes 64 MiB for the hash and gives it back, so
+        RSS swings by that much from one sample to the next; a leak shows as a
+        rising floor (least RSS in a minute) or peak (most), so both are
+        compared between the first and the last minute.
+        """
+        run = await self.run_once(
+            "mixed", duration=minutes * 60, rss_every=_RSS_SAMPLE_EVERY, warmup=_MEMORY_WARMUP
+        )
         _progress("mixed, memory run", run)
         samples = run["rss_mib"]
-        values = [mib for _, mib in samples]
+        minutes_seen = max(1, math.ceil(samples[-1][0] / 60))
+        per_minute = [
+            [mib for at, mib in samples if index * 60 <= at < (index + 1) * 60]
+            for index in range(minutes_seen)
+        ]
+        per_minute = [values for values in per_minute if values]
+        floors = [min(values) for values in per_minute]
+        peaks = [max(values) for values in per_minute]
         return {
             "seconds": minutes * 60,
-            "first_mib": values[0],
-            "last_mib": values[-1],
-            "max_mib": max(values),
-            "change": values[-1] / values[0] - 1,
+            "warmup_s": _MEMORY_WARMUP,
+            "floor_mib_by_minute": floors,
+            "peak_mib_by_minute": peaks,
+            "floor_change": floors[-1] / floors[0] - 1,
+            "peak_change": peaks[-1] / peaks[0] - 1,
             "samples_mib": samples,
             "calls_per_s": run["calls_per_s"],
             "errors": run["errors"],
@@ -465,9 +502,13 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             peak = summaries.get("refresh", {}).get("calls_per_s", {}).get("median")
             sweep = await bench.sweep_under_load(args.sweep_rows, peak)
         memory = await bench.memory(args.memory_minutes) if args.memory_minutes else {}
-        crypto_summary = _crypto(args) if "crypto" in args.scenarios else {}
         hwm = bench.authsvc.hwm_bytes() / 2**20
+        compared: dict[str, Any] = {}
+        if args.compare_workers:
+            compared = await _compare_workers(bench, work_dir, summaries, all_runs)
+        crypto_summary = _crypto(args) if "crypto" in args.scenarios else {}
     finally:
+        warnings = _warnings_logged(bench.authsvc)
         bench.executor.shutdown(cancel_futures=True)
         for server in (bench.authsvc, bench.empty):
             if server is not None:
@@ -485,6 +526,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "concurrency": args.concurrency,
             "processes": args.processes,
             "workers": args.workers,
+            "compare_workers": args.compare_workers,
             "server_cpus": list(args.server_cpus),
             "load_cpus": list(args.load_cpus),
             "sessions": args.sessions,
@@ -493,6 +535,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
+        "server_warnings": warnings,
         "scenarios": summaries,
         "runs": all_runs,
         "crypto": crypto_summary,
@@ -501,7 +544,58 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "scaling": _scaling(by_size) if len(by_size) > 1 else {},
         "sweep": sweep,
         "memory": memory,
+        "workers": compared,
     }
+
+
+async def _compare_workers(
+    bench: Bench,
+    work_dir: Path,
+    summaries: dict[str, dict[str, Any]],
+    all_runs: dict[str, list[Run]],
+) -> dict[str, Any]:
+    """The same scenarios again on servers restarted with --compare-workers N."""
+    args = bench.args
+    for server in (bench.authsvc, bench.empty):
+        if server is not None:
+            server.stop()
+    workers = args.compare_workers
+    bench.authsvc = start_authsvc(
+        bench.dsn, work_dir, args.server_log_level, workers=workers, cpus=args.server_cpus
+    )
+    bench.empty = start_empty_server(work_dir, workers=workers, cpus=args.server_cpus)
+    await wait_serving(bench.authsvc.target)
+    bench.seeder = Seeder(bench.pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
+    other: dict[str, dict[str, Any]] = {}
+    for scenario in args.scenarios:
+        if scenario in summaries:
+            label = f"{scenario} ({workers} workers)"
+            runs = await bench.runs_of(scenario, label=label)
+            all_runs[label] = runs
+            other[scenario] = report.summary(runs)
+    names = [name for name in summaries if name in other]
+    return {
+        "workers": [args.workers, workers],
+        "calls_per_s": {
+            name: {
+                str(args.workers): summaries[name]["calls_per_s"]["median"],
+                str(workers): other[name]["calls_per_s"]["median"],
+            }
+            for name in names
+        },
+        "scenarios": other,
+        "ratios": report.ratios(other, {}),
+    }
+
+
+def _warnings_logged(server: ServerProcess | None, keep: int = 20) -> list[str]:
+    """The server's last WARNING and ERROR log lines: why a run had errors."""
+    if server is None:
+        return []
+    lines = server.log_path.read_text(errors="replace").splitlines()
+    return [line for line in lines if '"level": "WARNING"' in line or '"level": "ERROR"' in line][
+        -keep:
+    ]
 
 
 def _crypto(args: argparse.Namespace) -> dict[str, Any]:
@@ -547,6 +641,8 @@ def _label(args: argparse.Namespace) -> str:
     parts = ["smoke"] if args.smoke else []
     if args.workers != 1:
         parts.append(f"w{args.workers}")
+    if args.compare_workers:
+        parts.append(f"vs-w{args.compare_workers}")
     if args.server_cpus:
         parts.append("pinned")
     if len(args.sessions) > 1 or args.sessions[0]:
@@ -591,6 +687,12 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             if embedded is not None:
                 embedded.stop()
+            if args.keep_logs:
+                kept = _RESULTS / f"logs-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+                kept.mkdir(parents=True)
+                for log in work_dir.glob("*.log"):
+                    shutil.copy(log, kept / log.name)
+                print(f"server logs in {kept}", file=sys.stderr)
     print(report.table(result))
     _RESULTS.mkdir(exist_ok=True)
     path = _RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{result['git_sha']}{_label(args)}.json"
@@ -603,6 +705,8 @@ def main(argv: list[str] | None = None) -> None:
     failed += [f"{name} at half peak" for name, f in result["half_peak"].items() if f["errors"]]
     if failed:
         print(f"errors in: {', '.join(failed)}", file=sys.stderr)
+        for line in result["server_warnings"]:
+            print(f"  server: {line}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -165,6 +165,25 @@ def table(report: dict[str, Any]) -> str:
                 f"p50 {_fmt(figures['p50_ms'], 1)} ms, p99 {_fmt(figures['p99_ms'], 1)} ms, "
                 f"errors {figures['errors'] or 0}"
             )
+    if report.get("workers"):
+        compared = report["workers"]
+        first, second = (str(count) for count in compared["workers"])
+        rows: list[tuple[str, ...]] = [
+            ("scenario", f"{first} worker(s)", f"{second} workers", f"{second}/{first}")
+        ]
+        for name, rates in compared["calls_per_s"].items():
+            rows.append(
+                (
+                    name,
+                    f"{rates[first]:.0f}",
+                    f"{rates[second]:.0f}",
+                    f"{rates[second] / rates[first]:.2f}x",
+                )
+            )
+        out.append("\ncalls/s by authsvc workers (medians, same run)")
+        out.append(_grid(rows))
+        for name, ratio in compared["ratios"].items():
+            out.append(f"  {second} workers: {name:<15} {ratio['ratio']:6.1%} of {ratio['bound']}")
     if report.get("scaling"):
         scaling = report["scaling"]
         sizes = [str(size) for size in scaling["sizes"]]
@@ -187,9 +206,11 @@ def table(report: dict[str, Any]) -> str:
         )
     if report.get("memory"):
         memory = report["memory"]
+        floors = ", ".join(f"{mib:.0f}" for mib in memory["floor_mib_by_minute"])
+        peaks = ", ".join(f"{mib:.0f}" for mib in memory["peak_mib_by_minute"])
         out.append(
-            f"\nmemory over {memory['seconds']:.0f} s of mixed: RSS {memory['first_mib']:.1f} MiB "
-            f"after warm-up, {memory['last_mib']:.1f} MiB at the end, max "
-            f"{memory['max_mib']:.1f} MiB ({memory['change']:+.1%}; target within 10 %)"
+            f"\nmemory over {memory['seconds']:.0f} s of mixed (after {memory['warmup_s']:.0f} s "
+            f"warm-up), RSS MiB by minute: least {floors} ({memory['floor_change']:+.1%}); "
+            f"most {peaks} ({memory['peak_change']:+.1%}); target within 10 %"
         )
     return "\n".join(out)
