@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -151,8 +151,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, pool: asyncpg.Pool, dsn: str, work_dir: Path
+    ) -> None:
         self.args = args
+        self.work_dir = work_dir
         self.pool = pool
         self.dsn = dsn
         self.authsvc: ServerProcess | None = None
@@ -227,7 +230,7 @@ class Bench:
         *,
         duration: float | None = None,
         rate: float = 0.0,
-        during: Callable[[], Awaitable[Any]] | None = None,
+        during: Callable[[], Coroutine[Any, Any, Any]] | None = None,
         rss_every: float = 0.0,
         warmup: float | None = None,
     ) -> Run:
@@ -246,7 +249,7 @@ class Bench:
         server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, self.authsvc)
         target = (self.empty if scenario == "grpc_empty" else self.authsvc).target
         start_at = time.monotonic() + 1.0
-        stop_file = Path(tempfile.mktemp(prefix="authsvc-bench-stop-")) if during else None  # noqa: S306
+        stop_file = self.work_dir / f"stop-{time.monotonic_ns()}" if during else None
         specs = [
             load.LoadSpec(
                 scenario=scenario,
@@ -271,21 +274,24 @@ class Bench:
         await asyncio.sleep(max(0.0, window_start - time.monotonic()))
         cpu_before = server.cpu_seconds() if server else 0.0
         peak_rss, samples = 0, []
-        during_result: Any = None
-        if during is not None:
-            assert stop_file is not None
-            during_result = await during()
-            window_end = time.monotonic()
-            stop_file.touch()
+        stage: asyncio.Task[Any] | None = asyncio.create_task(during()) if during else None
         next_sample = window_start
-        while time.monotonic() < window_end:
+        while not stage.done() if stage else time.monotonic() < window_end:
             if server:
                 rss = server.rss_bytes()
                 peak_rss = max(peak_rss, rss)
                 if rss_every and time.monotonic() >= next_sample:
                     samples.append((round(time.monotonic() - window_start, 1), rss / 2**20))
                     next_sample += rss_every
-            await asyncio.sleep(min(0.25, max(0.0, window_end - time.monotonic())))
+            if stage:
+                await asyncio.wait([stage], timeout=0.25)
+            else:
+                await asyncio.sleep(min(0.25, max(0.0, window_end - time.monotonic())))
+        during_result: Any = None
+        if stage is not None and stop_file is not None:
+            during_result = await stage
+            window_end = time.monotonic()
+            stop_file.touch()
         if server and rss_every:
             samples.append((round(time.monotonic() - window_start, 1), server.rss_bytes() / 2**20))
         cpu_used = server.cpu_seconds() - cpu_before if server else 0.0
@@ -471,7 +477,7 @@ def _cpu_model() -> str:
 
 async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str, Any]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    bench = Bench(args, pool, dsn)
+    bench = Bench(args, pool, dsn, work_dir)
     try:
         bench.authsvc = start_authsvc(
             dsn, work_dir, args.server_log_level, workers=args.workers, cpus=args.server_cpus
