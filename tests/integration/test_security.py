@@ -13,7 +13,7 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from authsvc.core.clock import FrozenClock
 from authsvc.log_format import JsonFormatter
 from authsvc.store.pool import Pool
-from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN
+from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.helpers import (
     Stub,
@@ -353,11 +353,26 @@ async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
     await pool.execute("ANALYZE users, sessions, refresh_tokens")
 
 
-async def test_refresh_token_lookup_uses_the_token_hash_index(stub: Stub, pool: Pool) -> None:
+# Refresh looks a token up first in its one-statement rotation (all a random
+# token ever reaches), then, for a spent or expired one, under the session lock.
+@pytest.mark.parametrize(
+    ("statement", "rest"),
+    [
+        pytest.param(
+            _ROTATE_IF_CURRENT,
+            (datetime.now(UTC), timedelta(days=7), b"box", uuid.uuid4(), b"\0" * 32),
+            id="rotation",
+        ),
+        pytest.param(_LOCK_SESSION_BY_TOKEN, (), id="session lock"),
+    ],
+)
+async def test_refresh_token_lookup_uses_the_token_hash_index(
+    stub: Stub, pool: Pool, statement: str, rest: tuple[object, ...]
+) -> None:
     await populate_at_scale(stub, pool, sessions=2000)
     unknown_hash = hashlib.sha256(uuid.uuid4().bytes).digest()
 
-    explained = await pool.fetchval(f"EXPLAIN (FORMAT JSON) {_LOCK_SESSION_BY_TOKEN}", unknown_hash)
+    explained = await pool.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", unknown_hash, *rest)
 
     nodes = list(_plan_nodes(json.loads(explained)[0]["Plan"]))
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
