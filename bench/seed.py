@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeAlias
@@ -81,14 +82,7 @@ class Seeder:
                     )
                 )
             seeded.append(mine)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.copy_records_to_table("users", records=user_rows, columns=_USER_COLUMNS)
-            await conn.copy_records_to_table(
-                "sessions", records=session_rows, columns=_SESSION_COLUMNS
-            )
-            await conn.copy_records_to_table(
-                "refresh_tokens", records=token_rows, columns=_TOKEN_COLUMNS
-            )
+        await self._copy(user_rows, session_rows, token_rows)
         return seeded
 
     async def background_sessions(self, total: int) -> None:
@@ -127,6 +121,15 @@ class Seeder:
             token_rows.append(
                 (uuid.uuid4(), session_id, secrets.token_bytes(32), created, ends)
             )  # fmt: skip
+        await self._copy(user_rows, session_rows, token_rows)
+
+    async def _copy(
+        self,
+        user_rows: Sequence[tuple[object, ...]],
+        session_rows: Sequence[tuple[object, ...]],
+        token_rows: Sequence[tuple[object, ...]],
+    ) -> None:
+        """Users, their sessions and their tokens with COPY, in one transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.copy_records_to_table("users", records=user_rows, columns=_USER_COLUMNS)
             await conn.copy_records_to_table(
