@@ -36,6 +36,7 @@ __all__ = [
     "run_authsvc",
     "server_group",
     "started",
+    "watch_until_serving",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,18 @@ def started(call: Awaitable[T]) -> asyncio.Task[T]:
     return asyncio.create_task(wait())
 
 
+async def watch_until_serving(channel: grpc.aio.Channel) -> None:
+    """Follow the health Watch stream on `channel` until it says SERVING."""
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), wait_for_ready=True
+    )
+    async for response in watch:
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            watch.cancel()
+            return
+    raise AssertionError("health stream ended before SERVING")
+
+
 class ServerProcess:
     """One `authsvc serve` process, with a channel, an AuthService stub and a Health stub."""
 
@@ -153,12 +166,10 @@ class ServerProcess:
         serving.result()
 
     async def _watch_until_serving(self) -> None:
-        watch = self.health.Watch(health_pb2.HealthCheckRequest(service=""), wait_for_ready=True)
-        async for response in watch:
-            if response.status == health_pb2.HealthCheckResponse.SERVING:
-                watch.cancel()
-                return
-        raise AssertionError(f"health stream ended before SERVING:\n{self.stderr_tail}")
+        try:
+            await watch_until_serving(self.channel)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.stderr_tail}") from None
 
     async def kill(self) -> None:
         """SIGKILL: the process dies at once, whatever it was doing."""

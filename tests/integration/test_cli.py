@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import re
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import config as config_module
 from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import bundled_migrations
-from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import Launch, pool_on
 from tests.helpers import PASSWORD, Stub, login, register
-from tests.processes import authsvc_env, run_authsvc
+from tests.processes import authsvc_env, run_authsvc, server_group
 
 pytestmark = pytest.mark.asyncio
 
 NewDatabase = Callable[..., Any]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# An upper bound for a command, not a timing assertion.
-COMMAND_TIMEOUT = 60
-_SERVING_LINE = re.compile(r"authsvc: serving gRPC on 127\.0\.0\.1:(\d+)")
 
 
 @asynccontextmanager
@@ -176,66 +163,15 @@ async def test_cli_flag_overrides_the_environment_variable(new_database: NewData
     assert run.code == 0, run.stderr
 
 
-async def _bound_port(stderr: asyncio.StreamReader) -> int:
-    while line := await stderr.readline():
-        match = _SERVING_LINE.search(line.decode())
-        if match:
-            return int(match[1])
-    raise AssertionError("serve exited before printing its port")
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.read(65536):
-        pass
-
-
-async def _until_serving(channel: grpc.aio.Channel) -> None:
-    watch = health_pb2_grpc.HealthStub(channel).Watch(
-        health_pb2.HealthCheckRequest(service=""), wait_for_ready=True
-    )
-    async for response in watch:
-        if response.status == health_pb2.HealthCheckResponse.SERVING:
-            watch.cancel()
-            return
-    raise AssertionError("health stream ended before SERVING")
-
-
 async def test_cli_serve_serves_until_sigterm_then_exits_0(new_database: NewDatabase) -> None:
     dsn = await new_database()
     grace = config_module.from_env(environ={}).shutdown_grace
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=authsvc_env(dsn),
-        cwd=REPO_ROOT,
-    )
-    assert process.stderr is not None
-    try:
-        async with asyncio.timeout(COMMAND_TIMEOUT):
-            port = await _bound_port(process.stderr)
-        drain = asyncio.create_task(_drain(process.stderr))
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            async with asyncio.timeout(COMMAND_TIMEOUT):
-                await _until_serving(channel)
-            registered = await register(auth_service_pb2_grpc.AuthServiceStub(channel))
+    async with server_group() as group:
+        server = await group.start_ready(dsn)
+        registered = await register(server.stub)
 
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(grace.total_seconds()):
-            code = await process.wait()
-        await drain
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        server.terminate()
+        code = await server.wait(within=grace.total_seconds())
 
     assert registered.session_id
     assert code == 0

@@ -38,6 +38,7 @@ from tests.processes import (
     eventually,
     run_authsvc,
     server_group,
+    watch_until_serving,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -140,17 +141,6 @@ async def probe(server: ServerProcess, channel: grpc.aio.Channel) -> int:
     return pid
 
 
-async def until_serving(channel: grpc.aio.Channel) -> None:
-    watch = health_pb2_grpc.HealthStub(channel).Watch(
-        health_pb2.HealthCheckRequest(service=""), wait_for_ready=True
-    )
-    async for response in watch:
-        if response.status == health_pb2.HealthCheckResponse.SERVING:
-            watch.cancel()
-            return
-    raise AssertionError("health stream ended before SERVING")
-
-
 @pytest_asyncio.fixture
 async def start_workers(new_database: NewDatabase) -> AsyncIterator[StartWorkers]:
     """Factory: `authsvc serve --workers 2` on port 0 and a fresh (or given) database,
@@ -174,7 +164,7 @@ async def start_workers(new_database: NewDatabase) -> AsyncIterator[StartWorkers
                 if len(by_pid) == WORKERS:
                     break
             for channel in by_pid.values():
-                await until_serving(channel)
+                await watch_until_serving(channel)
             return Workers(
                 dsn=dsn,
                 server=server,
