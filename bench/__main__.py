@@ -38,7 +38,13 @@ from authsvc.store.bootstrap import ensure_database
 from bench import crypto, load, report
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
-from bench.servers import ServerProcess, start_authsvc, start_empty_server, wait_serving
+from bench.servers import (
+    ServerProcess,
+    process_tree,
+    start_authsvc,
+    start_empty_server,
+    wait_serving,
+)
 
 SCENARIOS = (
     "validate", "refresh", "refresh_same_token", "list_sessions", "get_jwks", "login",
@@ -664,15 +670,8 @@ def _pin_postgres(pgdata: Path, cpus: tuple[int, ...]) -> None:
     """The database is part of the server side: its postmaster and every
     process it has (later backends inherit the postmaster's CPUs)."""
     postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
-    os.sched_setaffinity(postmaster, cpus)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == postmaster:
-                os.sched_setaffinity(int(entry.name), cpus)
+    for pid in process_tree([postmaster]):
+        os.sched_setaffinity(pid, cpus)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,14 +15,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["ServerProcess", "start_authsvc", "start_empty_server"]
+__all__ = [
+    "ServerProcess",
+    "process_tree",
+    "start_authsvc",
+    "start_empty_server",
+    "wait_serving",
+]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PORT_LINE = re.compile(r"serving gRPC on [^:]+:(\d+)")
@@ -55,15 +61,7 @@ class ServerProcess:
 
     def pids(self) -> list[int]:
         """Every live process of this server: the ones started and their descendants."""
-        children: dict[int, list[int]] = {}
-        for stat in _stats():
-            children.setdefault(stat[1], []).append(stat[0])
-        found, todo = [], [popen.pid for popen in self.popens]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, ()))
-        return found
+        return process_tree(popen.pid for popen in self.popens)
 
     def cpu_seconds(self) -> float:
         """User + system CPU of every process of this server, from /proc."""
@@ -93,6 +91,19 @@ class ServerProcess:
                 popen.wait()
         if self.reserved is not None:
             self.reserved.close()
+
+
+def process_tree(roots: Iterable[int]) -> list[int]:
+    """`roots` and all their descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in _stats():
+        children.setdefault(parent, []).append(pid)
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
 
 
 def _stat_fields(pid: int) -> list[str]:
