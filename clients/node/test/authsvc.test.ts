@@ -3,6 +3,7 @@
 
 import { after, before, describe } from "node:test";
 import { startServers, type Servers } from "./harness.js";
+import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
 import { rpcTests } from "./rpcs.js";
 
@@ -24,4 +25,5 @@ describe("authsvc node client against a live server", () => {
 
   rpcTests(servers);
   refreshTests(servers);
+  readmeTests(servers);
 });
