@@ -125,6 +125,26 @@ async def test_refresh_skew_is_configurable(
     assert server_rpcs("Refresh") == 1
 
 
+async def test_refresh_skew_is_capped_at_half_the_token_lifetime(
+    server: AuthServer, clock: FrozenClock, server_rpcs: RpcCounter
+) -> None:
+    # A skew longer than the token's whole life must not mean a refresh before every call.
+    async with AuthClient.connect(
+        f"127.0.0.1:{server.port}", now=clock.now, refresh_skew=ACCESS_TOKEN_TTL * 2
+    ) as client:
+        await client.register(EMAIL, PASSWORD)
+        clock.advance(ACCESS_TOKEN_TTL / 2 - timedelta(seconds=10))
+        await client.list_sessions()
+        await client.list_sessions()
+        refreshes_before_half_life = server_rpcs("Refresh")
+
+        clock.advance(timedelta(seconds=20))
+        await client.list_sessions()
+
+    assert refreshes_before_half_life == 0
+    assert server_rpcs("Refresh") == 1
+
+
 async def test_concurrent_calls_with_an_expired_token_share_one_refresh(
     client: AuthClient, clock: FrozenClock, server_rpcs: RpcCounter
 ) -> None:

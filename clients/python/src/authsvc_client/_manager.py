@@ -38,7 +38,9 @@ class TokenManager:
     """Holds a session's tokens and hands out an access token that is good to send.
 
     - Proactive: an access token within `refresh_skew` of its expiry (by `now`) is refreshed
-      before it is sent.
+      before it is sent. The skew is capped at half the token's lifetime as this client saw
+      it, so against a service whose access tokens live shorter than the skew the client
+      does not refresh before every call.
     - Reactive: a call the service rejects with TOKEN_EXPIRED (the clocks disagree) triggers
       a refresh and is retried once with the new token.
     - Single flight: however many calls need a refresh at once, one Refresh RPC runs and they
@@ -71,6 +73,8 @@ class TokenManager:
         self._now = now or _utc_now
         self._on_session_expired = on_session_expired
         self._pair: TokenPair | None = None
+        # When _pair arrived: the token's lifetime as this client saw it starts there.
+        self._received_at = self._now()
         self._is_loaded = False
         self._load_lock = asyncio.Lock()
         self._flight: asyncio.Task[TokenPair] | None = None
@@ -88,7 +92,7 @@ class TokenManager:
     async def set_tokens(self, pair: TokenPair) -> None:
         """Adopt a new session's pair (after Login or Register) and store it."""
         await self._ensure_loaded()
-        self._pair = pair
+        self._adopt(pair)
         self._ended = None
         await self._store.save(pair)
 
@@ -111,7 +115,7 @@ class TokenManager:
             if self._ended is not None:
                 raise self._session_over()
             return None
-        if self._now() < pair.access_token_expires_at - self._skew:
+        if not self._is_due(pair):
             return pair.access_token
         return (await self._refresh_from(pair.access_token)).access_token
 
@@ -167,8 +171,17 @@ class TokenManager:
             return
         async with self._load_lock:
             if not self._is_loaded:
-                self._pair = await self._store.load()
+                self._adopt(await self._store.load())
                 self._is_loaded = True
+
+    def _adopt(self, pair: TokenPair | None) -> None:
+        self._pair = pair
+        self._received_at = self._now()
+
+    def _is_due(self, pair: TokenPair) -> bool:
+        expires_at = pair.access_token_expires_at
+        lifetime = max(expires_at - self._received_at, timedelta(0))
+        return self._now() >= expires_at - min(self._skew, lifetime / 2)
 
     async def _refresh_from(self, stale_access_token: str) -> TokenPair:
         pair = self._pair
@@ -203,7 +216,7 @@ class TokenManager:
                 raise
             if self._pair is pair:
                 # Memory first: if the store fails, this process still holds the live token.
-                self._pair = rotated
+                self._adopt(rotated)
                 await self._store.save(rotated)
             return rotated
         finally:
