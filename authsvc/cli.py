@@ -130,7 +130,9 @@ async def _sweep(config: Config, dsn: str) -> None:
     else:
         print(
             f"deleted {counts.expired_sessions} expired and "
-            f"{counts.revoked_sessions} long-revoked sessions (with their refresh tokens)"
+            f"{counts.revoked_sessions} long-revoked sessions, "
+            f"{counts.refresh_tokens} refresh tokens, {counts.audit_events} audit events, "
+            f"{counts.login_failures} login-failure counters"
         )
 
 

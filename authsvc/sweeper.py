@@ -37,10 +37,10 @@ class SweepStore(Protocol):
 
 
 class Sweeper:
-    """Deletes expired sessions, and revoked ones after their retention, with
-    their refresh tokens; audit events past their retention; login-failure
-    counters whose window has passed. In bounded batches, so it never holds
-    long locks.
+    """Deletes refresh tokens past their expiry; expired sessions, and revoked
+    ones after their retention, with their tokens; audit events past their
+    retention; login-failure counters whose window has passed. In bounded
+    batches, so it never holds long locks.
 
     Only one replica sweeps at a time (a cluster-wide advisory lock); the
     others skip the pass. Between batches it pauses `batch_pause`: deleting a
@@ -96,6 +96,7 @@ class Sweeper:
                 "event": "sweep",
                 "expired_sessions": total.expired_sessions,
                 "revoked_sessions": total.revoked_sessions,
+                "refresh_tokens": total.refresh_tokens,
                 "audit_events": total.audit_events,
                 "login_failures": total.login_failures,
             },
@@ -103,10 +104,14 @@ class Sweeper:
         return total
 
     async def run(self) -> None:
-        """Sweep every interval until cancelled; a database outage only skips a pass."""
+        """Sweep every interval until cancelled. A failed pass (a database outage, or a
+        bug) is logged and the next one runs on time: one bad pass must not end
+        sweeping for the life of the process."""
         while True:
             try:
                 await self.run_once()
             except DatabaseUnavailable as exc:
                 _log.warning("sweep skipped: %s", exc, extra={"event": "sweep_skipped"})
-            await asyncio.sleep(self._interval.total_seconds())
+            except Exception:
+                _log.exception("sweep failed", extra={"event": "sweep_failed"})
+            await self._sleep(self._interval.total_seconds())

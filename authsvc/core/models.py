@@ -174,10 +174,12 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SweepCounts:
-    """Rows a sweep deleted; sessions take their refresh tokens with them."""
+    """Rows a sweep deleted. Refresh tokens are counted on their own: a sweep deletes
+    them in batches before their session, never by cascade."""
 
     expired_sessions: int = 0
     revoked_sessions: int = 0
+    refresh_tokens: int = 0
     audit_events: int = 0
     login_failures: int = 0
 
@@ -185,6 +187,7 @@ class SweepCounts:
         return SweepCounts(
             expired_sessions=self.expired_sessions + other.expired_sessions,
             revoked_sessions=self.revoked_sessions + other.revoked_sessions,
+            refresh_tokens=self.refresh_tokens + other.refresh_tokens,
             audit_events=self.audit_events + other.audit_events,
             login_failures=self.login_failures + other.login_failures,
         )
@@ -193,5 +196,9 @@ class SweepCounts:
     def largest(self) -> int:
         """The biggest count: a batch this full means another batch may be waiting."""
         return max(
-            self.expired_sessions, self.revoked_sessions, self.audit_events, self.login_failures
+            self.expired_sessions,
+            self.revoked_sessions,
+            self.refresh_tokens,
+            self.audit_events,
+            self.login_failures,
         )

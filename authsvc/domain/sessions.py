@@ -428,17 +428,17 @@ class SessionService:
     async def _check_presented(
         self, locked: LockedSession, token_hash: bytes, now: datetime
     ) -> RefreshTokenRecord:
-        """The presented token's record, if its session is live.
+        """The presented token's record, if its session is live and it has not expired.
 
-        Expiry matters only for the current token: a rotated token stays on record
-        for the life of its session, so replaying it is recognised as reuse however
-        old it is.
+        A rotated token is on record until its own expiry (then the sweeper deletes
+        it): replaying it before then is reuse, since it could still have been
+        used; after, it is only expired and leaves the session alone.
         """
         self._check_live(locked.session, now)
         record = await locked.find_token(token_hash)
         if record is None or not hmac.compare_digest(record.token_hash, token_hash):
             raise RefreshTokenInvalid("refresh token is not valid")
-        if record.rotated_at is None and now >= record.expires_at:
+        if now >= record.expires_at:
             raise RefreshTokenExpired("refresh token has expired")
         return record
 

@@ -17,22 +17,46 @@ __all__ = ["SWEEP_LOCK_KEY", "PgSweepStore", "SweepPass"]
 # Arbitrary constant shared by every replica: "authsvc sweep".
 SWEEP_LOCK_KEY = 0x61757468_0002
 
-# SKIP LOCKED: a session a request is working on is left for the next pass.
-# Revoked sessions are not "expired": they stay for the revoked retention.
-# Refresh tokens go with their session (ON DELETE CASCADE): rotated ones are
-# kept for the session's whole life so any replay is recognised as reuse.
+# SKIP LOCKED: a row a request is working on is left for the next pass.
 # `id = ANY(ARRAY(...))`, not `id IN (...)`: the planner ignores the LIMIT in an IN
 # sub-select's estimate and hash-joins over the whole table; an array of ids is
 # looked up through the primary key.
+#
+# Refresh tokens go first, in batches of their own, and a session only once it has
+# none left: a cascade from a long-lived session could delete thousands of tokens in
+# one statement. A token past its own expiry is deleted even while its session lives
+# (a rotated token is kept until then, so a replay is recognised as reuse while the
+# token could still have been used); every token of an idle-expired session has
+# expired too. A revoked session's tokens go when the session's retention ends.
+_DELETE_EXPIRED_TOKENS = """
+DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
+    SELECT id FROM refresh_tokens WHERE expires_at <= $1
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
+# Through an array of session ids too: a join is hashed over every token.
+_DELETE_TOKENS_OF_REVOKED_SESSIONS = """
+DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
+    SELECT id FROM refresh_tokens WHERE session_id = ANY(ARRAY(
+        SELECT id FROM sessions WHERE revoked_at <= $1 LIMIT $2
+    ))
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
+# Revoked sessions are not "expired": they stay for the revoked retention.
+# `OFFSET 0` keeps the NOT EXISTS a per-row probe of the session_id index: without it
+# the planner turns it into an anti-join over a sequential scan of every token.
 _DELETE_EXPIRED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
-    SELECT id FROM sessions WHERE idle_expires_at <= $1 AND revoked_at IS NULL
+    SELECT id FROM sessions s WHERE idle_expires_at <= $1 AND revoked_at IS NULL
+      AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
 _DELETE_REVOKED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
-    SELECT id FROM sessions WHERE revoked_at <= $1
+    SELECT id FROM sessions s WHERE revoked_at <= $1
+      AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
@@ -76,6 +100,10 @@ class SweepPass:
         """Delete at most batch_size rows of each kind, each statement its own transaction."""
         conn = self._conn
         async with translate_errors():
+            expired_tokens = await conn.execute(_DELETE_EXPIRED_TOKENS, now, batch_size)
+            revoked_tokens = await conn.execute(
+                _DELETE_TOKENS_OF_REVOKED_SESSIONS, revoked_before, batch_size
+            )
             expired = await conn.execute(_DELETE_EXPIRED_SESSIONS, now, batch_size)
             revoked = await conn.execute(_DELETE_REVOKED_SESSIONS, revoked_before, batch_size)
             audit = await conn.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
@@ -83,6 +111,7 @@ class SweepPass:
         return SweepCounts(
             expired_sessions=_count(expired),
             revoked_sessions=_count(revoked),
+            refresh_tokens=_count(expired_tokens) + _count(revoked_tokens),
             audit_events=_count(audit),
             login_failures=_count(failures),
         )

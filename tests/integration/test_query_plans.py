@@ -139,6 +139,11 @@ def statements(
 
 def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
     return {
+        "sweep expired tokens": (sweep_sql._DELETE_EXPIRED_TOKENS, (NOW, SWEEP_BATCH)),
+        "sweep tokens of long-revoked sessions": (
+            sweep_sql._DELETE_TOKENS_OF_REVOKED_SESSIONS,
+            (NOW - timedelta(minutes=30), SWEEP_BATCH),
+        ),
         "sweep expired sessions": (sweep_sql._DELETE_EXPIRED_SESSIONS, (NOW, SWEEP_BATCH)),
         "sweep long-revoked sessions": (
             sweep_sql._DELETE_REVOKED_SESSIONS,
@@ -158,7 +163,7 @@ async def test_request_statements_never_scan_sessions_or_tokens_sequentially(poo
 
 # Found by this test: `DELETE ... WHERE id IN (SELECT ... LIMIT $2 ...)` was planned as
 # a hash semi-join over a Seq Scan of all sessions, so every sweep batch read the table.
-async def test_sweeper_statements_never_scan_sessions_sequentially(pool: Pool) -> None:
+async def test_sweeper_statements_never_scan_sessions_or_tokens_sequentially(pool: Pool) -> None:
     await load_store(pool)
 
     scans = {

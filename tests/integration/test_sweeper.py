@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import grpc
@@ -35,6 +37,29 @@ async def _one_revoked_one_live(
     live = await register(launched.stub, email="live@example.com")
     await launched.stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
     return launched.server, revoked, live
+
+
+def _sweeper(
+    server: AuthServer,
+    pool: Pool,
+    clock: FrozenClock,
+    *,
+    batch_size: int,
+    sleep: Callable[[float], Awaitable[None]],
+) -> Sweeper:
+    """The server's sweeper settings, with this batch size and sleep."""
+    config = server.config
+    return Sweeper(
+        PgSweepStore(pool),
+        clock,
+        interval=config.sweep_interval,
+        batch_size=batch_size,
+        batch_pause=config.sweep_batch_pause,
+        revoked_retention=config.revoked_retention,
+        audit_retention=config.audit_retention,
+        login_failure_window=config.login_failure_window,
+        sleep=sleep,
+    )
 
 
 async def _run_once_while_another_replica_holds_the_lock(
@@ -73,7 +98,9 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
 
     counts = await launched.server.sweeper.run_once()
 
-    assert counts == SweepCounts(expired_sessions=2)
+    # idle's one token and capped's three: each expires with the idle deadline it was
+    # issued with, so every token of an expired session has expired.
+    assert counts == SweepCounts(expired_sessions=2, refresh_tokens=4)
     assert await _session_ids(pool) == {recent.session_id, newest.session_id}
     token_owners = {
         str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
@@ -101,7 +128,7 @@ async def test_sweep_deletes_revoked_session_after_retention(
 
     counts = await server.sweeper.run_once()
 
-    assert counts == SweepCounts(revoked_sessions=1)
+    assert counts == SweepCounts(revoked_sessions=1, refresh_tokens=1)
     assert await _session_ids(pool) == {live.session_id}
     assert (
         await pool.fetchval(
@@ -148,33 +175,55 @@ async def _rotate_twice_then_pass_the_first_expiry(
     return registered.session_id, first, second, third
 
 
-async def test_sweep_keeps_rotated_refresh_tokens_of_a_live_session(
+async def test_sweep_deletes_rotated_tokens_of_a_live_session_once_they_expire(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
     launched = await launch(session_idle_timeout="1h")
-    _, first, second, third = await _rotate_twice_then_pass_the_first_expiry(launched.stub, clock)
+    session_id, _, second, third = await _rotate_twice_then_pass_the_first_expiry(
+        launched.stub, clock
+    )
 
     counts = await launched.server.sweeper.run_once()
 
-    assert counts == SweepCounts()
+    assert counts == SweepCounts(refresh_tokens=1)
+    assert await _session_ids(pool) == {session_id}
     kept = {
         bytes(row["token_hash"])
         for row in await pool.fetch("SELECT token_hash FROM refresh_tokens")
     }
-    # Even the expired rotated token stays, so a replay is still recognised as reuse.
-    assert kept == {hash_refresh_token(t) for t in (first, second, third)}
+    # The unexpired rotated token stays, so its replay is still recognised as reuse.
+    assert kept == {hash_refresh_token(t) for t in (second, third)}
 
 
-async def test_replay_of_an_old_token_after_a_sweep_is_still_reuse(
+async def test_replay_of_an_unexpired_rotated_token_after_a_sweep_is_still_reuse(
     launch: Launch, clock: FrozenClock
 ) -> None:
     launched = await launch(session_idle_timeout="1h")
-    _, first, _, _ = await _rotate_twice_then_pass_the_first_expiry(launched.stub, clock)
+    _, _, second, third = await _rotate_twice_then_pass_the_first_expiry(launched.stub, clock)
+    await launched.server.sweeper.run_once()
+
+    failure = await refresh_failure(launched.stub, second)
+
+    assert failure == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
+    assert await refresh_failure(launched.stub, third) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "SESSION_REVOKED",
+    )
+
+
+async def test_replay_of_a_swept_rotated_token_is_invalid_and_leaves_the_session_alive(
+    launch: Launch, clock: FrozenClock
+) -> None:
+    launched = await launch(session_idle_timeout="1h")
+    session_id, first, _, third = await _rotate_twice_then_pass_the_first_expiry(
+        launched.stub, clock
+    )
     await launched.server.sweeper.run_once()
 
     failure = await refresh_failure(launched.stub, first)
 
-    assert failure == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
+    assert failure == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID")
+    assert (await refresh(launched.stub, third)).session_id == session_id
 
 
 async def test_live_refresh_token_still_refreshes_after_sweep(
@@ -220,25 +269,14 @@ async def test_sweep_pauses_between_batches_and_not_after_the_last(
     async def sleep(seconds: float) -> None:
         pauses.append(seconds)
 
-    config = launched.server.config
-    sweeper = Sweeper(
-        PgSweepStore(pool),
-        clock,
-        interval=config.sweep_interval,
-        batch_size=10,
-        batch_pause=timedelta(milliseconds=250),
-        revoked_retention=config.revoked_retention,
-        audit_retention=config.audit_retention,
-        login_failure_window=config.login_failure_window,
-        sleep=sleep,
-    )
+    sweeper = _sweeper(launched.server, pool, clock, batch_size=10, sleep=sleep)
 
     counts = await sweeper.run_once()
 
     # 25 sessions in batches of 10: 10, 10, then 5, which ends the pass.
     assert counts is not None
     assert counts.expired_sessions == 25
-    assert pauses == [0.25, 0.25]
+    assert pauses == [launched.server.config.sweep_batch_pause.total_seconds()] * 2
 
 
 async def test_sweep_is_skipped_while_another_replica_holds_the_lock(
@@ -263,7 +301,7 @@ async def test_sweep_runs_once_the_other_replica_releases_the_lock(
     counts = await server.sweeper.run_once()
 
     assert skipped is None
-    assert counts == SweepCounts(expired_sessions=1)
+    assert counts == SweepCounts(expired_sessions=1, refresh_tokens=1)
     assert await _session_ids(pool) == set()
 
 
@@ -274,7 +312,9 @@ async def test_swept_session_access_token_validates_inactive_as_session_expired(
     launched = await launch(session_idle_timeout="10m", access_token_ttl="1h")
     registered = await register(launched.stub)
     clock.advance(timedelta(minutes=11))
-    assert await launched.server.sweeper.run_once() == SweepCounts(expired_sessions=1)
+    assert await launched.server.sweeper.run_once() == SweepCounts(
+        expired_sessions=1, refresh_tokens=1
+    )
     assert await _session_ids(pool) == set()
 
     response = await validate(launched.stub, registered.access_token)
@@ -299,6 +339,85 @@ async def test_sweep_leaves_a_session_locked_by_a_request_for_the_next_pass(
 
         remaining = await _session_ids(pool)
 
-    assert counts == SweepCounts(expired_sessions=1)
+    assert counts == SweepCounts(expired_sessions=1, refresh_tokens=2)
     assert remaining == {busy.session_id}
     assert idle.session_id not in remaining
+
+
+async def test_sweep_deletes_a_long_lived_sessions_tokens_in_batches_before_the_session(
+    launch: Launch, clock: FrozenClock, pool: Pool
+) -> None:
+    # A session refreshed often piles up rotated tokens; a cascade from the session row
+    # would delete them all in one statement.
+    launched = await launch(session_idle_timeout="1h")
+    registered = await register(launched.stub)
+    token = registered.refresh_token
+    for _ in range(24):
+        clock.advance(timedelta(minutes=1))
+        token = (await refresh(launched.stub, token)).refresh_token
+    clock.advance(timedelta(hours=2))
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    sweeper = _sweeper(launched.server, pool, clock, batch_size=10, sleep=sleep)
+
+    counts = await sweeper.run_once()
+
+    # 25 tokens in batches of 10: 10, 10, then 5 and, with no token left, the session.
+    assert counts == SweepCounts(expired_sessions=1, refresh_tokens=25)
+    assert len(pauses) == 2
+    assert await _session_ids(pool) == set()
+
+
+async def test_sweep_logs_what_it_removed(
+    launch: Launch, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    launched = await launch(session_idle_timeout="1h")
+    await register(launched.stub)
+    clock.advance(timedelta(hours=2))
+    caplog.set_level(logging.INFO, logger="authsvc.sweeper")
+
+    await launched.server.sweeper.run_once()
+
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "sweep"]
+    removed = {
+        key: getattr(record, key)
+        for key in ("expired_sessions", "revoked_sessions", "refresh_tokens")
+    }
+    assert removed == {"expired_sessions": 1, "revoked_sessions": 0, "refresh_tokens": 1}
+
+
+class _StopSweeping(Exception):
+    pass
+
+
+async def test_periodic_sweeping_goes_on_after_a_pass_fails(
+    launch: Launch, clock: FrozenClock, pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A pass failing for any reason (here a table a botched manual change renamed) is
+    # logged, and the next pass runs at the next interval.
+    launched = await launch(session_idle_timeout="1h")
+    registered = await register(launched.stub)
+    clock.advance(timedelta(hours=2))
+    intervals: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        intervals.append(seconds)
+        if len(intervals) == 1:
+            await pool.execute("ALTER TABLE audit_events_away RENAME TO audit_events")
+        else:
+            raise _StopSweeping
+
+    sweeper = _sweeper(launched.server, pool, clock, batch_size=1000, sleep=sleep)
+    await pool.execute("ALTER TABLE audit_events RENAME TO audit_events_away")
+    try:
+        with pytest.raises(_StopSweeping):
+            await sweeper.run()
+    finally:
+        await pool.execute("ALTER TABLE IF EXISTS audit_events_away RENAME TO audit_events")
+
+    assert [getattr(r, "event", None) for r in caplog.records].count("sweep_failed") == 1
+    assert registered.session_id not in await _session_ids(pool)
+    assert intervals == [launched.server.config.sweep_interval.total_seconds()] * 2
