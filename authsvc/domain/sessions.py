@@ -252,7 +252,14 @@ class SessionService:
         """
         email = validation.normalize_email(email)
         validation.check_password_given(password)
-        await self._throttle.check(email, device.ip_address, self._clock.now())
+        now = self._clock.now()
+        refused = AuditEvent(
+            event="login_failed",
+            occurred_at=now,
+            origin=_origin_of(device),
+            detail={"reason": "rate_limited"},
+        )
+        await self._throttle.admit(email, device.ip_address, now, refused)
         user = await self._users.find_by_email(email)
         if user is None:
             await self._hasher.burn(password)
@@ -263,7 +270,7 @@ class SessionService:
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
             await self._users.update_password_hash(user.id, new_hash, self._clock.now())
-        await self._throttle.reset_account(email)
+        await self._throttle.settle_success(email, device.ip_address)
         tokens = await self._start_session(user.id, remember_me, device, event="login_succeeded")
         _log.info(
             "login",
@@ -283,7 +290,7 @@ class SessionService:
             origin=_origin_of(device),
             detail={"reason": "invalid_credentials"},
         )
-        await self._throttle.record_failure(email, device.ip_address, now, event)
+        await self._throttle.record_failure(event)
         raise InvalidCredentials("invalid email or password")
 
     async def _start_session(

@@ -1,11 +1,17 @@
 """Login throttling: failed attempts per account and per client address.
 
-Counters live in PostgreSQL, so every replica enforces the same limits. A
-bucket at its limit refuses logins until its window ends, then starts over:
-the lock always decays, so nobody can lock an account for good, only for one
-window at a time. Throttled attempts are refused before the password is
-checked, so they cost no argon2 time, and the same answer comes for unknown
-emails, so the throttle does not reveal which accounts exist.
+Counters live in PostgreSQL, so every replica enforces the same limits. Each
+attempt is counted before its password is checked, in one statement, so
+guesses sent in parallel cannot all slip under the limit; a success then
+clears the account's count and takes its attempt back from the address's.
+An attempt that never settles (the caller gave up, the database went away
+mid-login) stays counted: the throttle errs on the side of refusing.
+
+A bucket over its limit refuses logins until its window ends, then starts
+over: the lock always decays, so nobody can lock an account for good, only
+for one window at a time. Throttled attempts are refused before the password
+is checked, so they cost no argon2 time, and the same answer comes for
+unknown emails, so the throttle does not reveal which accounts exist.
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ _log = logging.getLogger(__name__)
 
 
 class LoginThrottleStore(Protocol):
-    async def failures(self, buckets: list[str]) -> dict[str, tuple[int, datetime]]: ...
+    async def count_attempt(
+        self, buckets: list[str], *, now: datetime, window: timedelta
+    ) -> dict[str, tuple[int, datetime]]: ...
 
-    async def record_failure(
-        self, buckets: list[str], *, now: datetime, window: timedelta, event: AuditEvent
-    ) -> None: ...
+    async def settle_success(self, account_bucket: str, other_buckets: list[str]) -> None: ...
 
-    async def reset(self, bucket: str) -> None: ...
+    async def audit(self, event: AuditEvent) -> None: ...
 
 
 def account_bucket(email: str) -> str:
@@ -59,30 +65,29 @@ class LoginThrottle:
             limits[_ip_bucket(ip_address)] = self._per_ip
         return limits
 
-    async def check(self, email: str, ip_address: str, now: datetime) -> None:
-        """Raise RateLimited if the account or the address is at its limit."""
+    async def admit(self, email: str, ip_address: str, now: datetime, refused: AuditEvent) -> None:
+        """Count this attempt; raise RateLimited (and audit `refused`) if it is over a limit."""
         limits = self._limits(email, ip_address)
-        counted = await self._store.failures(list(limits))
-        blocked_until = max(
-            (
-                started + self._window
-                for bucket, (failures, started) in counted.items()
-                if failures >= limits[bucket] and now < started + self._window
-            ),
-            default=None,
-        )
-        if blocked_until is not None:
-            _log.warning("login throttled", extra={"event": "login_throttled"})
+        counted = await self._store.count_attempt(list(limits), now=now, window=self._window)
+        over = {
+            bucket: started + self._window
+            for bucket, (attempts, started) in counted.items()
+            if attempts > limits[bucket]
+        }
+        if over:
+            # Which limit (account, ip), never the bucket: it names the address or account.
+            kinds = sorted(bucket.split(":", 1)[0] for bucket in over)
+            _log.warning("login throttled", extra={"event": "login_throttled", "limit": kinds})
+            await self._store.audit(refused)
             raise RateLimited(
-                "too many failed logins; try again later", retry_after=blocked_until - now
+                "too many failed logins; try again later", retry_after=max(over.values()) - now
             )
 
-    async def record_failure(
-        self, email: str, ip_address: str, now: datetime, event: AuditEvent
-    ) -> None:
-        limits = self._limits(email, ip_address)
-        await self._store.record_failure(list(limits), now=now, window=self._window, event=event)
+    async def record_failure(self, event: AuditEvent) -> None:
+        """The attempt is already counted; leave its audit record."""
+        await self._store.audit(event)
 
-    async def reset_account(self, email: str) -> None:
-        """A successful login clears the account's count (not the address's)."""
-        await self._store.reset(account_bucket(email))
+    async def settle_success(self, email: str, ip_address: str) -> None:
+        """A successful login clears the account's count and is no failure of the address."""
+        account, *others = self._limits(email, ip_address)
+        await self._store.settle_success(account, others)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -107,12 +108,41 @@ async def test_throttling_one_account_leaves_others_alone(stub: Stub) -> None:
     assert response.access_token
 
 
-async def test_one_address_failing_across_accounts_is_rate_limited(launch: Launch) -> None:
+async def test_one_address_failing_across_accounts_is_rate_limited(
+    launch: Launch, clock: FrozenClock
+) -> None:
     launched = await launch(login_failures_per_ip="3", login_failures_per_account="100")
     for number in range(3):
         await failed_login(launched.stub, email=f"user{number}@example.com")
+    clock.advance(timedelta(minutes=1))
 
-    assert await failed_login(launched.stub, email="another@example.com") == "RATE_LIMITED"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await login(launched.stub, email="another@example.com", password=WRONG)
+
+    assert error_info(caught.value)[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    assert retry_delay(caught.value) == WINDOW - timedelta(minutes=1)
+
+
+async def test_parallel_guesses_through_two_replicas_get_exactly_the_limit(
+    launch: Launch,
+) -> None:
+    # Guesses sent at once must not all pass the check before any of them is counted.
+    first, second = await launch(), await launch()
+    await register(first.stub)
+
+    reasons = await asyncio.gather(*(failed_login(stub) for stub in [first.stub, second.stub] * 10))
+
+    assert sorted(reasons) == ["INVALID_CREDENTIALS"] * 5 + ["RATE_LIMITED"] * 15
+    assert await failed_login(first.stub, password=PASSWORD) == "RATE_LIMITED"
+
+
+async def test_successful_logins_do_not_use_up_the_address_limit(launch: Launch) -> None:
+    launched = await launch(login_failures_per_ip="3")
+    await register(launched.stub)
+    for _ in range(5):
+        await login(launched.stub)
+
+    assert await failed_login(launched.stub) == "INVALID_CREDENTIALS"
 
 
 async def test_failures_through_one_replica_count_on_another(launch: Launch) -> None:
@@ -136,3 +166,18 @@ async def test_sweeper_removes_counters_whose_window_has_passed(
     assert counts is not None
     assert counts.login_failures == 2  # the account's bucket and the address's
     assert await pool.fetchval("SELECT count(*) FROM login_failures") == 0
+
+
+async def test_a_refused_login_is_audited_with_its_address(stub: Stub, pool: Pool) -> None:
+    await register(stub)
+    for _ in range(5):
+        await failed_login(stub)
+
+    assert await failed_login(stub, password=PASSWORD) == "RATE_LIMITED"
+
+    rows = await pool.fetch(
+        "SELECT ip_address, detail->>'reason' AS reason FROM audit_events"
+        " WHERE event = 'login_failed' ORDER BY id"
+    )
+    assert [row["reason"] for row in rows] == ["invalid_credentials"] * 5 + ["rate_limited"]
+    assert rows[-1]["ip_address"] == "127.0.0.1"
