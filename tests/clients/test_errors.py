@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from dataclasses import replace
 
 import grpc
 import pytest
-import pytest_asyncio
 from authsvc_client import (
     AlreadyExists,
     AuthClient,
     AuthsvcError,
+    EmailTaken,
     InvalidArgument,
     InvalidCredentials,
+    InvalidPageToken,
     MissingCredentials,
     NotFound,
     PermissionDenied,
     RateLimited,
+    RefreshTokenInvalid,
+    RegistrationDisabled,
+    SessionExpired,
+    SessionNotFound,
     Unavailable,
+    WeakPassword,
 )
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from tests.conftest import Launch
 from tests.helpers import PASSWORD
@@ -32,45 +35,6 @@ from tests.helpers import PASSWORD
 pytestmark = pytest.mark.asyncio
 
 EMAIL = "ada@example.com"
-
-
-def _packed(message: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
-    return packed
-
-
-@pytest_asyncio.fixture
-async def rate_limiting_server() -> AsyncIterator[int]:
-    """A stand-in AuthService whose Login always answers RATE_LIMITED with a RetryInfo.
-
-    authsvc itself does not throttle yet, so this is the only way to see the wire shape the
-    proto documents (RESOURCE_EXHAUSTED, reason RATE_LIMITED, google.rpc.RetryInfo).
-    """
-
-    async def login(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        status = status_pb2.Status(
-            code=code_pb2.RESOURCE_EXHAUSTED,
-            message="too many attempts",
-            details=[
-                _packed(error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain="authsvc")),
-                _packed(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=30))),
-            ],
-        )
-        await context.abort_with_status(rpc_status.to_status(status))
-
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                "authsvc.v1.AuthService", {"Login": grpc.unary_unary_rpc_method_handler(login)}
-            )
-        ]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield port
-    await server.stop(None)
 
 
 def _unused_port() -> int:
@@ -83,8 +47,10 @@ def _unused_port() -> int:
 async def test_register_with_a_taken_email_raises_already_exists(client: AuthClient) -> None:
     await client.register(EMAIL, PASSWORD)
 
-    with pytest.raises(AlreadyExists) as caught:
+    with pytest.raises(EmailTaken) as caught:
         await client.register(EMAIL, PASSWORD)
+
+    assert isinstance(caught.value, AlreadyExists)
 
     assert (caught.value.code, caught.value.reason) == (
         grpc.StatusCode.ALREADY_EXISTS,
@@ -95,8 +61,10 @@ async def test_register_with_a_taken_email_raises_already_exists(client: AuthCli
 async def test_register_with_a_weak_password_raises_invalid_argument_naming_the_field(
     client: AuthClient,
 ) -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(WeakPassword) as caught:
         await client.register(EMAIL, "short")
+
+    assert isinstance(caught.value, InvalidArgument)
 
     assert (caught.value.reason, caught.value.field) == ("WEAK_PASSWORD", "password")
 
@@ -105,9 +73,10 @@ async def test_register_while_disabled_raises_permission_denied(launch: Launch) 
     launched = await launch(registration_enabled="false")
 
     async with AuthClient.connect(f"127.0.0.1:{launched.server.port}") as client:
-        with pytest.raises(PermissionDenied) as caught:
+        with pytest.raises(RegistrationDisabled) as caught:
             await client.register(EMAIL, PASSWORD)
 
+    assert isinstance(caught.value, PermissionDenied)
     assert caught.value.reason == "REGISTRATION_DISABLED"
 
 
@@ -137,9 +106,10 @@ async def test_revoking_a_session_that_is_not_the_callers_raises_not_found(
 ) -> None:
     await client.register(EMAIL, PASSWORD)
 
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(SessionNotFound) as caught:
         await client.revoke_session(uuid.uuid4())
 
+    assert isinstance(caught.value, NotFound)
     assert caught.value.reason == "SESSION_NOT_FOUND"
 
 
@@ -148,21 +118,39 @@ async def test_a_foreign_page_token_raises_invalid_argument_invalid_page_token(
 ) -> None:
     await client.register(EMAIL, PASSWORD)
 
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidPageToken) as caught:
         await client.list_sessions(page_token="bm90LW91cnM")
 
     assert (caught.value.reason, caught.value.field) == ("INVALID_PAGE_TOKEN", "page_token")
 
 
-async def test_rate_limited_call_exposes_the_retry_delay(rate_limiting_server: int) -> None:
-    async with AuthClient.connect(f"127.0.0.1:{rate_limiting_server}") as client:
+async def test_rate_limited_login_exposes_the_retry_delay(launch: Launch) -> None:
+    launched = await launch(login_failures_per_account="2")
+
+    async with AuthClient.connect(f"127.0.0.1:{launched.server.port}") as client:
+        for _ in range(2):
+            with pytest.raises(InvalidCredentials):
+                await client.login(EMAIL, "not the password")
         with pytest.raises(RateLimited) as caught:
             await client.login(EMAIL, PASSWORD)
 
     assert (caught.value.reason, caught.value.retry_delay) == (
         "RATE_LIMITED",
-        timedelta(seconds=30),
+        launched.server.config.login_failure_window,
     )
+
+
+async def test_an_unknown_refresh_token_raises_refresh_token_invalid_a_session_end(
+    client: AuthClient,
+) -> None:
+    pair = await client.register(EMAIL, PASSWORD)
+    await client.tokens.set_tokens(replace(pair, refresh_token=secrets.token_urlsafe(32)))
+
+    with pytest.raises(RefreshTokenInvalid) as caught:
+        await client.refresh()
+
+    assert isinstance(caught.value, SessionExpired)
+    assert caught.value.reason == "REFRESH_TOKEN_INVALID"
 
 
 async def test_unreachable_service_raises_unavailable() -> None:

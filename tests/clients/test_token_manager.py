@@ -16,8 +16,10 @@ import pytest_asyncio
 from authsvc_client import (
     AuthClient,
     FileTokenStore,
+    RefreshTokenReused,
     SessionExpired,
     SessionPage,
+    SessionRevoked,
     TokenPair,
     Unavailable,
 )
@@ -196,7 +198,7 @@ async def test_concurrent_calls_on_a_revoked_session_attempt_one_refresh_and_all
     outcomes = await _many_list_calls(watched)
 
     assert {(type(o), getattr(o, "reason", None)) for o in outcomes} == {
-        (SessionExpired, "SESSION_REVOKED")
+        (SessionRevoked, "SESSION_REVOKED")
     }
     assert server_rpcs("Refresh") == 1
 
@@ -252,11 +254,31 @@ async def test_replayed_refresh_token_ends_the_session_as_reused(
     await stub.Refresh(pb.RefreshRequest(refresh_token=registered.refresh_token))
     clock.advance(PAST_EXPIRY)
 
-    with pytest.raises(SessionExpired) as caught:
+    with pytest.raises(RefreshTokenReused) as caught:
         await watched.list_sessions()
 
     assert caught.value.reason == "REFRESH_TOKEN_REUSED"
     assert [e.reason for e in endings.errors] == ["REFRESH_TOKEN_REUSED"]
+
+
+async def test_session_past_its_idle_timeout_ends_on_the_refresh(
+    launch: Launch, clock: FrozenClock, endings: SessionEndings, server_rpcs: RpcCounter
+) -> None:
+    launched = await launch(session_idle_timeout="1h")
+    async with AuthClient.connect(
+        f"127.0.0.1:{launched.server.port}", now=clock.now, on_session_expired=endings
+    ) as client:
+        await client.register(EMAIL, PASSWORD)
+        clock.advance(timedelta(hours=1, seconds=1))
+
+        outcomes = await _many_list_calls(client)
+
+        assert await client.tokens.tokens() is None
+    assert {(type(o), getattr(o, "reason", None)) for o in outcomes} == {
+        (SessionExpired, "SESSION_EXPIRED")
+    }
+    assert [e.reason for e in endings.errors] == ["SESSION_EXPIRED"]
+    assert server_rpcs("Refresh") == 1
 
 
 async def test_signing_in_again_after_the_session_ended_resumes_calls(

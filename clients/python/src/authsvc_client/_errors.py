@@ -21,17 +21,28 @@ __all__ = [
     "SESSION_OVER_REASONS",
     "AlreadyExists",
     "AuthsvcError",
+    "DatabaseUnavailable",
+    "EmailTaken",
     "InvalidArgument",
     "InvalidCredentials",
+    "InvalidPageToken",
     "MissingCredentials",
     "NotFound",
+    "NotReady",
     "PermissionDenied",
     "RateLimited",
+    "RefreshTokenExpired",
+    "RefreshTokenInvalid",
+    "RefreshTokenReused",
+    "RegistrationDisabled",
     "SessionExpired",
+    "SessionNotFound",
+    "SessionRevoked",
     "TokenExpired",
     "TokenInvalid",
     "Unauthenticated",
     "Unavailable",
+    "WeakPassword",
     "error_from_rpc",
 ]
 
@@ -89,7 +100,19 @@ class InvalidArgument(AuthsvcError):
         return self.metadata.get("field", "")
 
 
+class WeakPassword(InvalidArgument):
+    """The new password is too short or too common (WEAK_PASSWORD)."""
+
+
+class InvalidPageToken(InvalidArgument):
+    """A page token this caller was not given (INVALID_PAGE_TOKEN)."""
+
+
 class AlreadyExists(AuthsvcError):
+    """Register with an email that has an account (EMAIL_TAKEN)."""
+
+
+class EmailTaken(AlreadyExists):
     """Register with an email that has an account (EMAIL_TAKEN)."""
 
 
@@ -97,7 +120,15 @@ class PermissionDenied(AuthsvcError):
     """The service refuses this on purpose, e.g. REGISTRATION_DISABLED."""
 
 
+class RegistrationDisabled(PermissionDenied):
+    """Register is switched off on this service (REGISTRATION_DISABLED)."""
+
+
 class NotFound(AuthsvcError):
+    """No such session among the caller's (SESSION_NOT_FOUND)."""
+
+
+class SessionNotFound(NotFound):
     """No such session among the caller's (SESSION_NOT_FOUND)."""
 
 
@@ -124,11 +155,28 @@ class TokenExpired(Unauthenticated):
 class SessionExpired(Unauthenticated):
     """The session is over; only signing in again helps.
 
-    One class for every way a session ends, so callers need one `except`; `reason` says
-    which: SESSION_REVOKED (logged out or revoked), SESSION_EXPIRED (idle timeout or absolute
-    lifetime), REFRESH_TOKEN_REUSED (a spent refresh token was replayed, so the service
-    revoked the session as stolen), REFRESH_TOKEN_EXPIRED or REFRESH_TOKEN_INVALID.
+    One base for every way a session ends, so callers need one `except`; the subclass (and
+    `reason`) says which: SessionRevoked (logged out or revoked), SessionExpired itself for
+    SESSION_EXPIRED (idle timeout or absolute lifetime), RefreshTokenReused (a spent
+    refresh token was replayed, so the service revoked the session as stolen),
+    RefreshTokenExpired, RefreshTokenInvalid.
     """
+
+
+class SessionRevoked(SessionExpired):
+    """The session was logged out or revoked (SESSION_REVOKED)."""
+
+
+class RefreshTokenReused(SessionExpired):
+    """A spent refresh token came back; the service revoked the session as stolen."""
+
+
+class RefreshTokenExpired(SessionExpired):
+    """The refresh token is past its expiry (REFRESH_TOKEN_EXPIRED)."""
+
+
+class RefreshTokenInvalid(SessionExpired):
+    """The refresh token is unknown to the service (REFRESH_TOKEN_INVALID)."""
 
 
 class RateLimited(AuthsvcError):
@@ -151,12 +199,32 @@ class Unavailable(AuthsvcError):
     """The service (or its database) cannot answer now: retry with backoff."""
 
 
-_BY_REASON: Mapping[str, type[AuthsvcError]] = {
-    "INVALID_CREDENTIALS": InvalidCredentials,
-    "MISSING_CREDENTIALS": MissingCredentials,
-    "TOKEN_INVALID": TokenInvalid,
-    "TOKEN_EXPIRED": TokenExpired,
-    **dict.fromkeys(SESSION_OVER_REASONS, SessionExpired),
+class DatabaseUnavailable(Unavailable):
+    """The service is up but cannot reach its database (DATABASE_UNAVAILABLE)."""
+
+
+class NotReady(Unavailable):
+    """The service is starting: migrations or keys not loaded yet (NOT_READY)."""
+
+
+# By (code, reason): a reason names a subclass only under the code it belongs to.
+_BY_REASON: Mapping[tuple[grpc.StatusCode, str], type[AuthsvcError]] = {
+    (grpc.StatusCode.INVALID_ARGUMENT, "WEAK_PASSWORD"): WeakPassword,
+    (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN"): InvalidPageToken,
+    (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN"): EmailTaken,
+    (grpc.StatusCode.PERMISSION_DENIED, "REGISTRATION_DISABLED"): RegistrationDisabled,
+    (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND"): SessionNotFound,
+    (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS"): InvalidCredentials,
+    (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS"): MissingCredentials,
+    (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID"): TokenInvalid,
+    (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED"): TokenExpired,
+    (grpc.StatusCode.UNAUTHENTICATED, "SESSION_REVOKED"): SessionRevoked,
+    (grpc.StatusCode.UNAUTHENTICATED, "SESSION_EXPIRED"): SessionExpired,
+    (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED"): RefreshTokenReused,
+    (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_EXPIRED"): RefreshTokenExpired,
+    (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID"): RefreshTokenInvalid,
+    (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"): DatabaseUnavailable,
+    (grpc.StatusCode.UNAVAILABLE, "NOT_READY"): NotReady,
 }
 
 _BY_CODE: Mapping[grpc.StatusCode, type[AuthsvcError]] = {
@@ -206,7 +274,5 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> AuthsvcError:
         retry = _unpacked(details, error_details_pb2.RetryInfo)
         delay = None if retry is None else retry.retry_delay.ToTimedelta()
         return RateLimited(message, code=code, reason=reason, metadata=metadata, retry_delay=delay)
-    error_type = (
-        _BY_REASON.get(reason) if code is grpc.StatusCode.UNAUTHENTICATED else None
-    ) or _BY_CODE.get(code, AuthsvcError)
+    error_type = _BY_REASON.get((code, reason)) or _BY_CODE.get(code, AuthsvcError)
     return error_type(message, code=code, reason=reason, metadata=metadata)

@@ -247,7 +247,9 @@ class TokenManager:
     def _session_over(self) -> SessionExpired:
         ended = self._ended
         assert ended is not None
-        return SessionExpired(
+        # A fresh exception of the same class each time (one raised object must not collect
+        # every later caller's traceback).
+        return type(ended)(
             ended.message, code=ended.code, reason=ended.reason, metadata=ended.metadata
         )
 
