@@ -98,9 +98,14 @@ check-generated: bootstrap ## Fail if authsvc/v1/ differs from what protos/ gene
 lint-proto: bootstrap ## buf lint, buf format check, buf breaking against HEAD~1
 	@$(BUF) lint
 	@$(BUF) format --diff --exit-code
+	@if [ "$$(git rev-parse --is-shallow-repository)" = true ] \
+	    && ! git rev-parse -q --verify HEAD~1 >/dev/null; then \
+	  git fetch -q --deepen=1 2>/dev/null || { \
+	    echo "buf breaking: shallow clone without HEAD~1, and fetching it failed" >&2; exit 1; }; \
+	fi
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
 	  $(BUF) breaking --against '.git#ref=HEAD~1'; \
-	else echo "buf breaking: no previous commit to compare with"; fi
+	else echo "buf breaking: HEAD is the first commit; nothing to compare with"; fi
 	@echo "protos/ pass buf lint, buf format and buf breaking."
 
 lock: ## Re-resolve dependencies into constraints.txt (then run make test)
