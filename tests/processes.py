@@ -51,12 +51,14 @@ _KEPT_STDERR_LINES = 200
 T = TypeVar("T")
 
 
-def authsvc_env(dsn: str, **settings: str) -> dict[str, str]:
-    """This environment without AUTHSVC_*, plus the database URL, fast argon2, one server
-    process (no supervisor; tests of workers ask for more) and `settings`."""
+def authsvc_env(dsn: str | None, **settings: str) -> dict[str, str]:
+    """This environment without AUTHSVC_*, plus the database URL (None: none, so serve runs
+    an embedded PostgreSQL), fast argon2, one server process (no supervisor; tests of
+    workers ask for more) and `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    if dsn is not None:
+        env["AUTHSVC_DATABASE_URL"] = dsn
     env.update(
-        AUTHSVC_DATABASE_URL=dsn,
         AUTHSVC_WORKERS="1",
         AUTHSVC_ARGON2_TIME_COST="1",
         AUTHSVC_ARGON2_MEMORY_KIB="1024",
@@ -177,9 +179,9 @@ class ServerProcess:
             self.process.kill()
         await self.wait()
 
-    def terminate(self) -> None:
-        """SIGTERM: ask for a graceful shutdown (see `wait` for its exit code)."""
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM (or SIGINT, Ctrl-C): ask for a graceful shutdown (see `wait`)."""
+        self.process.send_signal(signum)
 
     async def wait(self, within: float = WAIT) -> int:
         """The exit code, once the process has exited and its stderr is drained."""
@@ -213,8 +215,9 @@ class ServerGroup:
     def __init__(self) -> None:
         self.servers: list[ServerProcess] = []
 
-    async def start(self, dsn: str, **settings: str) -> ServerProcess:
-        """A server process on `dsn` with AUTHSVC_* `settings`, listening, not yet SERVING."""
+    async def start(self, dsn: str | None, **settings: str) -> ServerProcess:
+        """A server process on `dsn` (None: embedded) with AUTHSVC_* `settings`, listening,
+        not yet SERVING."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -246,7 +249,7 @@ class ServerGroup:
         self.servers.append(server)
         return server
 
-    async def start_ready(self, dsn: str, **settings: str) -> ServerProcess:
+    async def start_ready(self, dsn: str | None, **settings: str) -> ServerProcess:
         """A server process on `dsn` that reports SERVING."""
         server = await self.start(dsn, **settings)
         await server.until_serving()
