@@ -50,6 +50,15 @@ class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_h
             async with self._written:
                 self._written.notify_all()
 
+    async def List(self, request: health_pb2.HealthListRequest, context: Any) -> Any:
+        """Every service's status (the stock servicer leaves List unimplemented)."""
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
+
     async def wait_watchers_told_not_serving(self) -> None:
         """Return once no open Watch stream was last told SERVING (or nothing yet)."""
         async with self._written:

@@ -127,8 +127,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         request: pb.ListSessionsRequest,
         context: Context[pb.ListSessionsRequest, pb.ListSessionsResponse],
     ) -> pb.ListSessionsResponse:
-        size = convert.page_size(request.page_size)
+        # Credentials first: a caller who may not list learns nothing about the fields.
         principal = await self._sessions.authenticate(bearer_token(context))
+        size = convert.page_size(request.page_size)
         after = convert.decode_page_token(principal.user_id, request.page_token)
         page = await self._sessions.list_sessions(principal, page_size=size, after=after)
         return pb.ListSessionsResponse(
@@ -147,9 +148,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         request: pb.RevokeSessionRequest,
         context: Context[pb.RevokeSessionRequest, pb.RevokeSessionResponse],
     ) -> pb.RevokeSessionResponse:
+        principal = await self._sessions.authenticate(bearer_token(context))
         session_id = convert.parse_session_id(request.session_id)
         note = validation.clean_label("reason", request.reason, max_length=_MAX_REVOKE_NOTE)
-        principal = await self._sessions.authenticate(bearer_token(context))
         await self._sessions.revoke_session(principal, session_id, note, self._origin(context))
         return pb.RevokeSessionResponse()
 

@@ -95,6 +95,17 @@ async def test_ready_server_reports_serving(channel: grpc.aio.Channel) -> None:
     assert await _statuses(channel) == [SERVING, SERVING]
 
 
+async def test_health_list_reports_the_server_and_the_auth_service_serving(
+    channel: grpc.aio.Channel,
+) -> None:
+    listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
+
+    assert {name: status.status for name, status in listed.statuses.items()} == {
+        "": SERVING,
+        SERVICE: SERVING,
+    }
+
+
 async def test_reflection_lists_the_auth_service(channel: grpc.aio.Channel) -> None:
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
 
