@@ -260,6 +260,7 @@ def build_session_service(
         ),
         throttle=LoginThrottle(
             PgLoginThrottleStore(pool),
+            clock,
             per_account=config.login_failures_per_account,
             per_ip=config.login_failures_per_ip,
             window=config.login_failure_window,

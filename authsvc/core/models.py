@@ -10,6 +10,7 @@ from typing import NewType
 
 __all__ = [
     "AuditEvent",
+    "BucketCount",
     "DeviceInfo",
     "DeviceType",
     "IssuedTokens",
@@ -170,6 +171,16 @@ class SigningKey:
     public_jwk: dict[str, str]
     created_at: datetime
     retired_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BucketCount:
+    """A login-throttle bucket in its current window: settled failures, and attempts
+    admitted whose password is still being checked."""
+
+    failures: int
+    pending: int
+    window_started_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,7 +42,7 @@ from authsvc.core.models import (
 from authsvc.domain import refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.passwords import PasswordHasher
-from authsvc.domain.throttle import LoginThrottle
+from authsvc.domain.throttle import LoginAttempt, LoginThrottle
 
 __all__ = [
     "LockedSession",
@@ -252,25 +252,24 @@ class SessionService:
         """
         email = validation.normalize_email(email)
         validation.check_password_given(password)
-        now = self._clock.now()
+        origin = _origin_of(device)
         refused = AuditEvent(
             event="login_failed",
-            occurred_at=now,
-            origin=_origin_of(device),
+            occurred_at=self._clock.now(),
+            origin=origin,
             detail={"reason": "rate_limited"},
         )
-        await self._throttle.admit(email, device.ip_address, now, refused)
-        user = await self._users.find_by_email(email)
-        if user is None:
-            await self._hasher.burn(password)
-            await self._login_failed(email, None, device)
-        elif not await self._hasher.verify(user.password_hash, password):
-            await self._login_failed(email, user.id, device)
-        assert user is not None  # _login_failed raised otherwise
+        async with self._throttle.attempt(email, device.ip_address, refused) as attempt:
+            user = await self._users.find_by_email(email)
+            if user is None:
+                await self._hasher.burn(password)
+                await self._login_failed(attempt, None, origin)
+            if not await self._hasher.verify(user.password_hash, password):
+                await self._login_failed(attempt, user.id, origin)
+            await attempt.succeeded()
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
             await self._users.update_password_hash(user.id, new_hash, self._clock.now())
-        await self._throttle.settle_success(email, device.ip_address)
         tokens = await self._start_session(user.id, remember_me, device, event="login_succeeded")
         _log.info(
             "login",
@@ -279,18 +278,17 @@ class SessionService:
         return tokens
 
     async def _login_failed(
-        self, email: str, user_id: UserId | None, device: DeviceInfo
+        self, attempt: LoginAttempt, user_id: UserId | None, origin: RequestOrigin
     ) -> NoReturn:
-        now = self._clock.now()
         _log.info("login failed", extra={"event": "login_failed", "user_id": str(user_id or "")})
         event = AuditEvent(
             event="login_failed",
-            occurred_at=now,
+            occurred_at=self._clock.now(),
             user_id=user_id,
-            origin=_origin_of(device),
+            origin=origin,
             detail={"reason": "invalid_credentials"},
         )
-        await self._throttle.record_failure(event)
+        await attempt.failed(event)
         raise InvalidCredentials("invalid email or password")
 
     async def _start_session(

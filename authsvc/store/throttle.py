@@ -1,34 +1,41 @@
-"""SQL for login-attempt counters (see migrations/0006)."""
+"""SQL for login-attempt counters (see migrations 0006 and 0008)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import asyncpg
 
-from authsvc.core.models import AuditEvent
+from authsvc.core.models import AuditEvent, BucketCount
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 
 __all__ = ["PgLoginThrottleStore"]
 
-# One attempt in every bucket, atomically, before the password is checked: parallel
-# guesses each see the counts of the ones before them. A bucket whose window has
-# passed starts a new one at this attempt.
-_COUNT_ATTEMPT = """
+_ENSURE_BUCKETS = """
 INSERT INTO login_failures (bucket, failures, window_started_at)
-SELECT unnest($1::text[]), 1, $2
-ON CONFLICT (bucket) DO UPDATE SET
-    failures = CASE WHEN login_failures.window_started_at <= $2 - $3::interval
-                    THEN 1 ELSE login_failures.failures + 1 END,
-    window_started_at = CASE WHEN login_failures.window_started_at <= $2 - $3::interval
-                             THEN $2 ELSE login_failures.window_started_at END
-RETURNING bucket, failures, window_started_at
+SELECT unnest($1::text[]), 0, $2
+ON CONFLICT (bucket) DO NOTHING
 """
-# A success clears the account's count and takes its attempt back from the others.
-_SETTLE_SUCCESS = """
-WITH cleared AS (DELETE FROM login_failures WHERE bucket = $1)
-UPDATE login_failures SET failures = GREATEST(failures - 1, 0) WHERE bucket = ANY($2::text[])
+# In bucket order, so two attempts locking the same buckets never deadlock.
+_LOCK_BUCKETS = """
+SELECT bucket, failures, pending, window_started_at FROM login_failures
+WHERE bucket = ANY($1::text[]) ORDER BY bucket FOR UPDATE
+"""
+_RESTART_WINDOW = """
+UPDATE login_failures SET failures = 0, pending = 0, window_started_at = $2
+WHERE bucket = ANY($1::text[])
+"""
+_TAKE_SLOT = "UPDATE login_failures SET pending = pending + 1 WHERE bucket = ANY($1::text[])"
+# Settling gives the slot back; a failure counts, a success clears the account's count.
+_SETTLE = """
+UPDATE login_failures SET
+    pending = GREATEST(pending - 1, 0),
+    failures = CASE WHEN $2 THEN failures + 1
+                    WHEN bucket = $3 THEN 0
+                    ELSE failures END
+WHERE bucket = ANY($1::text[])
 """
 
 
@@ -38,17 +45,49 @@ class PgLoginThrottleStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def count_attempt(
-        self, buckets: list[str], *, now: datetime, window: timedelta
-    ) -> dict[str, tuple[int, datetime]]:
-        """Count one attempt in every bucket: each one's (attempts, window start) after it."""
-        async with translate_errors():
-            rows = await self._pool.fetch(_COUNT_ATTEMPT, buckets, now, window)
-        return {row["bucket"]: (row["failures"], row["window_started_at"]) for row in rows}
+    async def try_take_slot(
+        self,
+        buckets: list[str],
+        *,
+        now: datetime,
+        window: timedelta,
+        may_take: Callable[[Mapping[str, BucketCount]], bool],
+    ) -> Mapping[str, BucketCount]:
+        """Lock the buckets (restarting passed windows) and, if `may_take` says so, take a
+        slot in each, in one transaction. Returns the counts it judged."""
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_ENSURE_BUCKETS, buckets, now)
+            counts = {
+                row["bucket"]: BucketCount(
+                    failures=row["failures"],
+                    pending=row["pending"],
+                    window_started_at=row["window_started_at"],
+                )
+                for row in await conn.fetch(_LOCK_BUCKETS, buckets)
+            }
+            passed = [b for b, c in counts.items() if c.window_started_at <= now - window]
+            if passed:
+                await conn.execute(_RESTART_WINDOW, passed, now)
+                fresh = BucketCount(failures=0, pending=0, window_started_at=now)
+                counts.update(dict.fromkeys(passed, fresh))
+            if may_take(counts):
+                await conn.execute(_TAKE_SLOT, buckets)
+        return counts
 
-    async def settle_success(self, account_bucket: str, other_buckets: list[str]) -> None:
-        async with translate_errors():
-            await self._pool.execute(_SETTLE_SUCCESS, account_bucket, other_buckets)
+    async def settle(
+        self,
+        buckets: list[str],
+        *,
+        failed: bool,
+        account_bucket: str,
+        event: AuditEvent | None = None,
+    ) -> None:
+        """Give back an attempt's slot: a failure counts (and `event` is audited with it), a
+        success clears the account's count."""
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_SETTLE, buckets, failed, account_bucket)
+            if event is not None:
+                await insert_event(conn, event)
 
     async def audit(self, event: AuditEvent) -> None:
         async with translate_errors(), self._pool.acquire() as conn:

@@ -136,6 +136,17 @@ async def test_parallel_guesses_through_two_replicas_get_exactly_the_limit(
     assert await failed_login(first.stub, password=PASSWORD) == "RATE_LIMITED"
 
 
+async def test_a_burst_of_correct_logins_over_the_limit_all_succeed(stub: Stub, pool: Pool) -> None:
+    # Attempts over the limit only because others are still being checked wait for a
+    # slot instead of being refused: parallel sign-ins are not guesses.
+    await register(stub)
+
+    signed_in = await asyncio.gather(*(login(stub) for _ in range(12)))
+
+    assert len({response.session_id for response in signed_in}) == 12
+    assert await pool.fetchval("SELECT sum(pending) FROM login_failures") == 0
+
+
 async def test_successful_logins_do_not_use_up_the_address_limit(launch: Launch) -> None:
     launched = await launch(login_failures_per_ip="3")
     await register(launched.stub)
