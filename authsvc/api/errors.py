@@ -7,12 +7,12 @@ from typing import cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from authsvc.core import errors
 
-__all__ = ["DOMAIN", "internal_status", "status_for"]
+__all__ = ["DOMAIN", "internal_status", "plain_status", "status_for"]
 
 DOMAIN = "authsvc"
 
@@ -64,7 +64,14 @@ def status_for(error: errors.AuthError) -> grpc.Status:
     return cast(grpc.Status, rpc_status.to_status(status))
 
 
+def plain_status(code: grpc.StatusCode, message: str) -> grpc.Status:
+    """A status the service raises itself, not from an AuthError: its ErrorInfo reason is
+    the code's name (INTERNAL, DEADLINE_EXCEEDED), so every answer carries one."""
+    info = error_details_pb2.ErrorInfo(reason=code.name, domain=DOMAIN)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[_packed(info)])
+    return cast(grpc.Status, rpc_status.to_status(status))
+
+
 def internal_status() -> grpc.Status:
     """For bugs: no detail leaves the process (the log has the traceback)."""
-    status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
-    return cast(grpc.Status, rpc_status.to_status(status))
+    return plain_status(grpc.StatusCode.INTERNAL, "internal error")

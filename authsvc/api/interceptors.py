@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.message import DecodeError
 
-from authsvc.api.errors import internal_status, status_for
+from authsvc.api.errors import internal_status, plain_status, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID
 
@@ -145,8 +145,9 @@ async def _serve(
         code, reason = status.code, exc.reason
         await context.abort(code, status.details, (*status.trailing_metadata, *echo))
     except TimeoutError:
-        code = grpc.StatusCode.DEADLINE_EXCEEDED
-        await context.abort(code, "deadline exceeded", echo)
+        status = plain_status(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+        code = status.code
+        await context.abort(code, status.details, (*status.trailing_metadata, *echo))
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise

@@ -35,4 +35,4 @@ async def translate_errors() -> AsyncIterator[None]:
     try:
         yield
     except _UNAVAILABLE as exc:
-        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        raise DatabaseUnavailable("database unavailable") from exc

@@ -53,6 +53,11 @@ class AuthServiceStub:
     RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
     UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
     UNAVAILABLE         NOT_READY              the service is still starting
+    DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
+    INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
+
+    Only a request larger than the maximum message size is refused by the gRPC
+    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
     """
 
     def __init__(self, channel):
@@ -131,6 +136,11 @@ class AuthServiceServicer:
     RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
     UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
     UNAVAILABLE         NOT_READY              the service is still starting
+    DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
+    INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
+
+    Only a request larger than the maximum message size is refused by the gRPC
+    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
     """
 
     def Register(self, request, context):
@@ -271,6 +281,11 @@ class AuthService:
     RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
     UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
     UNAVAILABLE         NOT_READY              the service is still starting
+    DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
+    INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
+
+    Only a request larger than the maximum message size is refused by the gRPC
+    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
     """
 
     @staticmethod

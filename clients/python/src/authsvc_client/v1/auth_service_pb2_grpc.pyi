@@ -54,6 +54,11 @@ class AuthServiceStub:
       RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
       UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
       UNAVAILABLE         NOT_READY              the service is still starting
+      DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
+      INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
+
+    Only a request larger than the maximum message size is refused by the gRPC
+    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
     """
 
     @_typing.overload
@@ -112,6 +117,11 @@ class AuthServiceAsyncStub(AuthServiceStub):
       RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
       UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
       UNAVAILABLE         NOT_READY              the service is still starting
+      DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
+      INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
+
+    Only a request larger than the maximum message size is refused by the gRPC
+    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -166,6 +176,11 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
       RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
       UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
       UNAVAILABLE         NOT_READY              the service is still starting
+      DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
+      INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
+
+    Only a request larger than the maximum message size is refused by the gRPC
+    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
     """
 
     @_abc_1.abstractmethod

@@ -816,6 +816,11 @@ export const DeviceTypeSchema: GenEnum<DeviceType> = /*@__PURE__*/
  *   RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
  *   UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
  *   UNAVAILABLE         NOT_READY              the service is still starting
+ *   DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
+ *   INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
+ *
+ * Only a request larger than the maximum message size is refused by the gRPC
+ * runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
  *
  * @generated from service authsvc.v1.AuthService
  */
