@@ -56,6 +56,9 @@ def check_new_password(password: str, *, min_length: int, email: str) -> None:
         raise WeakPassword("password", f"password must have at least {min_length} characters")
     if password.strip().lower() == email:
         raise WeakPassword("password", "password must not be the email address")
+    if len(set(password)) == 1 or not password.strip():
+        # NIST 800-63B: no composition rules, but refuse the trivially guessable.
+        raise WeakPassword("password", "password must not be blank or one character repeated")
 
 
 def clean_label(field: str, value: str, *, max_length: int) -> str:

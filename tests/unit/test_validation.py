@@ -67,11 +67,11 @@ def test_normalize_email_rejects_invalid_addresses_naming_the_email_field(email:
 
 
 def test_check_new_password_accepts_a_password_of_min_length() -> None:
-    check_new_password("x" * 8, min_length=8, email=EMAIL)
+    check_new_password("abcdefgh", min_length=8, email=EMAIL)
 
 
 def test_check_new_password_accepts_256_characters() -> None:
-    check_new_password("x" * 256, min_length=8, email=EMAIL)
+    check_new_password("xy" * 128, min_length=8, email=EMAIL)
 
 
 def test_check_new_password_rejects_a_password_shorter_than_min_length_as_weak() -> None:
@@ -87,6 +87,22 @@ def test_check_new_password_rejects_the_email_address_as_weak(password: str) -> 
         check_new_password(password, min_length=8, email=EMAIL)
 
     assert caught.value.metadata == {"field": "password"}
+
+
+@pytest.mark.parametrize(
+    "password", [" " * 12, " \t " * 4, "a" * 12], ids=["spaces", "whitespace", "repeated"]
+)
+def test_check_new_password_rejects_blank_or_one_repeated_character_as_weak(
+    password: str,
+) -> None:
+    with pytest.raises(WeakPassword) as caught:
+        check_new_password(password, min_length=8, email=EMAIL)
+
+    assert caught.value.metadata == {"field": "password"}
+
+
+def test_check_new_password_accepts_a_passphrase_with_spaces() -> None:
+    check_new_password("correct horse battery", min_length=8, email=EMAIL)
 
 
 @pytest.mark.parametrize("password", ["", "x" * 257], ids=["empty", "257-chars"])
