@@ -143,8 +143,10 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
         await keys.ensure_active_key()
         key = await keys.rotate()
     print(
-        f"new signing key {key.kid} ({key.algorithm}); replicas sign with it within "
-        f"{config.key_reload_interval.total_seconds():g}s"
+        f"new signing key {key.kid} ({key.algorithm}): in the JWKS now, signing from "
+        f"{key.activates_at.isoformat(timespec='seconds')} "
+        f"(one key reload interval, {config.key_reload_interval.total_seconds():g}s, "
+        "so every replica publishes it first)"
     )
 
 

@@ -165,12 +165,19 @@ class SessionPage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SigningKey:
+    """Signs from `activates_at` until `retired_at` (None: until a rotation); published,
+    and verifying, from creation until its tokens may have expired."""
+
     kid: str
     algorithm: str
     private_pem: bytes
     public_jwk: dict[str, str]
     created_at: datetime
+    activates_at: datetime
     retired_at: datetime | None
+
+    def signs_at(self, now: datetime) -> bool:
+        return self.activates_at <= now and (self.retired_at is None or now < self.retired_at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -48,7 +48,9 @@ def _thumbprint(jwk: Mapping[str, str]) -> str:
     return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
-def generate_signing_key(algorithm: str, now: datetime) -> SigningKey:
+def generate_signing_key(
+    algorithm: str, now: datetime, *, activates_at: datetime | None = None
+) -> SigningKey:
     private: PrivateKey
     if algorithm == "EdDSA":
         private = ed25519.Ed25519PrivateKey.generate()
@@ -71,6 +73,7 @@ def generate_signing_key(algorithm: str, now: datetime) -> SigningKey:
         private_pem=pem,
         public_jwk=public_jwk,
         created_at=now,
+        activates_at=now if activates_at is None else activates_at,
         retired_at=None,
     )
 
@@ -91,10 +94,12 @@ class KeyRing:
     """The keys this replica signs and verifies with, reloaded from the store.
 
     Replicas pick up a rotation on their next reload (every `reload_interval`),
-    or at once when they meet a token signed with a kid they do not know.
-    Retired keys stay usable for `access_token_ttl + reload_interval`: a replica
-    may sign with a just-retired key until it reloads, and its tokens must
-    verify everywhere until they expire.
+    or at once when they meet a token signed with a kid they do not know. A new
+    key is published (in the JWKS) at once but signs only one `reload_interval`
+    after the rotation, when every replica publishes it too; the key it replaces
+    signs until then. Retired keys stay usable for `access_token_ttl +
+    reload_interval`: a replica that has not reloaded may sign with a retired key
+    a little longer, and its tokens must verify everywhere until they expire.
     """
 
     def __init__(
@@ -112,14 +117,15 @@ class KeyRing:
         self._retention = access_token_ttl + reload_interval
         self._reload_interval = reload_interval
         self._keys: dict[str, _LoadedKey] = {}
-        self._active: _LoadedKey | None = None
+        # Newest activation first: the first that signs now is the one to sign with.
+        self._by_activation: list[_LoadedKey] = []
         self._jwks_json = '{"keys":[]}'
         self._last_unknown_kid_reload: datetime | None = None
         self._reload_lock = asyncio.Lock()
 
     @property
     def is_loaded(self) -> bool:
-        return self._active is not None
+        return bool(self._by_activation)
 
     @property
     def reload_interval(self) -> timedelta:
@@ -133,8 +139,10 @@ class KeyRing:
         await self.reload()
 
     async def rotate(self, origin: RequestOrigin | None = None) -> SigningKey:
-        """Make a new key the active one; the old one keeps verifying (see the class)."""
-        key = generate_signing_key(self._algorithm, self._clock.now())
+        """Add a new key, published now and signing one reload interval from now, when it
+        replaces the current one; the old one keeps verifying (see the class)."""
+        now = self._clock.now()
+        key = generate_signing_key(self._algorithm, now, activates_at=now + self._reload_interval)
         event = AuditEvent(
             event="key_rotated",
             occurred_at=key.created_at,
@@ -149,18 +157,26 @@ class KeyRing:
         async with self._reload_lock:
             keys = await self._store.usable_keys(self._clock.now() - self._retention)
             loaded = {k.kid: self._keys.get(k.kid) or _LoadedKey(k) for k in keys}
-            active = next((loaded[k.kid] for k in keys if k.retired_at is None), None)
             self._keys = loaded
-            self._active = active
+            self._by_activation = sorted(
+                loaded.values(), key=lambda k: k.key.activates_at, reverse=True
+            )
             self._jwks_json = json.dumps(
                 {"keys": [k.public_jwk for k in keys]}, separators=(",", ":"), sort_keys=True
             )
 
     def signing_key(self) -> tuple[str, str, PrivateKey]:
-        """(kid, algorithm, private key) of the active key."""
-        if self._active is None:
+        """(kid, algorithm, private key) of the key that signs now."""
+        now = self._clock.now()
+        for loaded in self._by_activation:
+            if loaded.key.signs_at(now):
+                return loaded.key.kid, loaded.key.algorithm, loaded.private
+        if not self._by_activation:
             raise NotReady("signing keys are not loaded yet")
-        return self._active.key.kid, self._active.key.algorithm, self._active.private
+        # Only a stale view (every key we know retired): the newest keeps signing until
+        # the next reload; it verifies for its retention.
+        newest = self._by_activation[0]
+        return newest.key.kid, newest.key.algorithm, newest.private
 
     async def verification_key(self, kid: str) -> tuple[str, PublicKey] | None:
         """(algorithm, public key) for `kid`, reloading at most once a second if unknown."""

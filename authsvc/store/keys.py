@@ -13,8 +13,8 @@ from authsvc.store.errors import translate_errors
 __all__ = ["PgKeyStore"]
 
 _INSERT_IF_NONE_ACTIVE = """
-INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_at)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_at, activates_at)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT ((true)) WHERE retired_at IS NULL DO NOTHING
 """
 # Arbitrary constant shared by every replica and CLI: "authsvc keys rotate".
@@ -22,11 +22,11 @@ _ROTATION_LOCK_KEY = 0x61757468_0003
 _LOCK_ROTATION = "SELECT pg_advisory_xact_lock($1)"
 _RETIRE_ACTIVE = "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL"
 _INSERT = """
-INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_at)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_at, activates_at)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
 _SELECT_USABLE = """
-SELECT kid, algorithm, private_key_pem, public_jwk, created_at, retired_at
+SELECT kid, algorithm, private_key_pem, public_jwk, created_at, activates_at, retired_at
 FROM signing_keys
 WHERE retired_at IS NULL OR retired_at > $1
 ORDER BY created_at DESC
@@ -40,12 +40,20 @@ def _key(row: asyncpg.Record) -> SigningKey:
         private_pem=bytes(row["private_key_pem"]),
         public_jwk=row["public_jwk"],
         created_at=row["created_at"],
+        activates_at=row["activates_at"],
         retired_at=row["retired_at"],
     )
 
 
 def _insert_args(key: SigningKey) -> tuple[object, ...]:
-    return (key.kid, key.algorithm, key.private_pem, key.public_jwk, key.created_at)
+    return (
+        key.kid,
+        key.algorithm,
+        key.private_pem,
+        key.public_jwk,
+        key.created_at,
+        key.activates_at,
+    )
 
 
 class PgKeyStore:
@@ -60,11 +68,11 @@ class PgKeyStore:
             await self._pool.execute(_INSERT_IF_NONE_ACTIVE, *_insert_args(key))
 
     async def rotate(self, key: SigningKey, event: AuditEvent) -> None:
-        """Retire the active key and make `key` the active one, and audit it, atomically."""
+        """Add `key`, retire the current key when `key` activates, and audit it, atomically."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             # Rotations queue here, so each one retires the key the previous one made.
             await conn.execute(_LOCK_ROTATION, _ROTATION_LOCK_KEY)
-            await conn.execute(_RETIRE_ACTIVE, key.created_at)
+            await conn.execute(_RETIRE_ACTIVE, key.activates_at)
             await conn.execute(_INSERT, *_insert_args(key))
             await insert_event(conn, event)
 

@@ -162,8 +162,13 @@ async def test_session_revoked_through_one_replica_is_refused_by_the_others_at_o
 
 
 async def rotate_keys(cluster: Cluster) -> str:
-    """`authsvc keys rotate` on the cluster's database; the new active kid."""
-    run = await run_authsvc("keys", "rotate", env=authsvc_env(cluster.dsn))
+    """`authsvc keys rotate` on the cluster's database, with the replicas' key reload
+    interval (the new key signs one interval after the rotation); the new kid."""
+    run = await run_authsvc(
+        "keys",
+        "rotate",
+        env=authsvc_env(cluster.dsn, AUTHSVC_KEY_RELOAD_INTERVAL=KEY_RELOAD_INTERVAL),
+    )
     assert run.code == 0, run.stderr
     [kid] = await active_kids(cluster.pool)
     return kid

@@ -18,8 +18,11 @@ from tests.helpers import Stub, login, register, validate
 
 pytestmark = pytest.mark.asyncio
 
+# The default key_reload_interval: a rotated-in key signs this long after the rotation,
+# when the key it replaces retires.
+KEY_RELOAD_INTERVAL = timedelta(seconds=60)
 # Default access_token_ttl + key_reload_interval: how long a retired key stays published.
-RETIRED_KEY_RETENTION = timedelta(minutes=15) + timedelta(seconds=60)
+RETIRED_KEY_RETENTION = timedelta(minutes=15) + KEY_RELOAD_INTERVAL
 
 
 @pytest_asyncio.fixture
@@ -92,16 +95,37 @@ async def test_jwks_holds_no_private_key_material(stub: Stub) -> None:
 # --- rotation --------------------------------------------------------------------
 
 
-async def test_tokens_minted_after_rotation_carry_the_new_kid(
-    stub: Stub, server: AuthServer
+async def test_rotated_in_key_signs_one_reload_interval_after_the_rotation(
+    stub: Stub, server: AuthServer, clock: FrozenClock
 ) -> None:
     before = await register(stub)
     new_key = await server.keys.rotate()
 
-    after = await login(stub)
+    clock.advance(KEY_RELOAD_INTERVAL - timedelta(seconds=1))
+    still_old = await login(stub)
+    clock.advance(timedelta(seconds=1))
+    new = await login(stub)
 
-    assert _kid(after.access_token) == new_key.kid
+    assert _kid(still_old.access_token) == _kid(before.access_token)
+    assert _kid(new.access_token) == new_key.kid
     assert new_key.kid != _kid(before.access_token)
+
+
+async def test_rotated_in_key_is_published_by_every_replica_before_it_signs(
+    stub: Stub, server: AuthServer, launch: Launch
+) -> None:
+    # A verifier that meets the new kid and refetches the JWKS from any replica finds it:
+    # every replica reloads within the interval that passes before the key signs.
+    replica = await launch()
+    before = await register(stub)
+    new_key = await server.keys.rotate()
+    await replica.server.keys.reload()  # its periodic reload, within the interval
+
+    published = [await _published_kids(s) for s in (stub, replica.stub)]
+    signed_meanwhile = await login(replica.stub)
+
+    assert published == [{_kid(before.access_token), new_key.kid}] * 2
+    assert _kid(signed_meanwhile.access_token) == _kid(before.access_token)
 
 
 async def test_token_minted_before_rotation_still_validates(stub: Stub, server: AuthServer) -> None:
@@ -126,8 +150,8 @@ async def test_retired_key_stays_in_jwks_until_its_tokens_may_have_expired(
     stub: Stub, server: AuthServer, clock: FrozenClock
 ) -> None:
     before = await register(stub)
-    await server.keys.rotate()
-    clock.advance(RETIRED_KEY_RETENTION - timedelta(seconds=1))
+    await server.keys.rotate()  # the old key retires when the new one activates
+    clock.advance(KEY_RELOAD_INTERVAL + RETIRED_KEY_RETENTION - timedelta(seconds=1))
     await server.keys.reload()
 
     kids = await _published_kids(stub)
@@ -140,7 +164,7 @@ async def test_retired_key_leaves_jwks_after_ttl_and_reload_interval(
 ) -> None:
     before = await register(stub)
     new_key = await server.keys.rotate()
-    clock.advance(RETIRED_KEY_RETENTION)
+    clock.advance(KEY_RELOAD_INTERVAL + RETIRED_KEY_RETENTION)
     await server.keys.reload()
 
     kids = await _published_kids(stub)
@@ -153,11 +177,12 @@ async def test_retired_key_leaves_jwks_after_ttl_and_reload_interval(
 
 
 async def test_replica_that_has_not_reloaded_verifies_a_token_of_the_new_key(
-    stub: Stub, server: AuthServer, launch: Launch
+    stub: Stub, server: AuthServer, launch: Launch, clock: FrozenClock
 ) -> None:
     replica = await launch()
     await register(stub)
     new_key = await server.keys.rotate()
+    clock.advance(KEY_RELOAD_INTERVAL)
     token = (await login(stub)).access_token
     assert new_key.kid not in await _published_kids(replica.stub)
 
