@@ -130,10 +130,13 @@ async def pool(pg_dsn: str) -> AsyncIterator[Pool]:
 
 
 async def empty_tables(pool: Pool) -> None:
-    """Every table the service writes, emptied; the migrations stay applied."""
-    await pool.execute(
-        "TRUNCATE users, sessions, refresh_tokens, signing_keys, login_failures, audit_events"
-    )
+    """Every table the service writes, emptied; the migrations stay applied. (The audit
+    trail takes deletes only in a transaction marked as its retention sweep.)"""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL authsvc.audit_retention_sweep = 'on'")
+        await conn.execute(
+            "TRUNCATE users, sessions, refresh_tokens, signing_keys, login_failures, audit_events"
+        )
 
 
 @pytest.fixture

@@ -62,6 +62,9 @@ DELETE FROM sessions WHERE id = ANY(ARRAY(
 """
 
 
+# The audit trail refuses deletes outside a transaction marked as the retention sweep
+# (migrations/0010).
+_MARK_AUDIT_RETENTION_SWEEP = "SET LOCAL authsvc.audit_retention_sweep = 'on'"
 _DELETE_OLD_AUDIT_EVENTS = """
 DELETE FROM audit_events WHERE id IN (
     SELECT id FROM audit_events WHERE occurred_at <= $1 LIMIT $2
@@ -106,7 +109,9 @@ class SweepPass:
             )
             expired = await conn.execute(_DELETE_EXPIRED_SESSIONS, now, batch_size)
             revoked = await conn.execute(_DELETE_REVOKED_SESSIONS, revoked_before, batch_size)
-            audit = await conn.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
+            async with conn.transaction():
+                await conn.execute(_MARK_AUDIT_RETENTION_SWEEP)
+                audit = await conn.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
             failures = await conn.execute(_DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size)
         return SweepCounts(
             expired_sessions=_count(expired),

@@ -120,11 +120,39 @@ async def test_key_rotation_is_recorded(server: AuthServer, pool: Pool) -> None:
     assert event["detail"]["kid"] == key.kid
 
 
-async def test_audit_events_cannot_be_updated(stub: Stub, pool: Pool) -> None:
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET event = 'nothing happened'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ],
+    ids=["update", "delete", "truncate"],
+)
+async def test_audit_events_cannot_be_changed_or_removed_outside_the_retention_sweep(
+    stub: Stub, pool: Pool, statement: str
+) -> None:
     await register(stub)
 
     with pytest.raises(asyncpg.RaiseError):
-        await pool.execute("UPDATE audit_events SET event = 'nothing happened'")
+        await pool.execute(statement)
+
+    assert [row["event"] for row in await pool.fetch("SELECT event FROM audit_events")] == [
+        "user_registered"
+    ]
+
+
+async def test_key_rotation_through_the_cli_is_recorded(stub: Stub, pg_dsn: str) -> None:
+    await register(stub)
+    run = await run_authsvc("keys", "rotate", env=authsvc_env(pg_dsn))
+    assert run.code == 0, run.stderr
+
+    audit = await run_authsvc("audit", "--limit", "1", env=authsvc_env(pg_dsn))
+
+    assert audit.code == 0, audit.stderr
+    [line] = [json.loads(line) for line in audit.stdout.splitlines()]
+    assert line["event"] == "key_rotated"
+    assert line["detail"]["kid"] in run.stdout
 
 
 async def test_audit_trail_holds_no_secret(stub: Stub, pool: Pool) -> None:

@@ -99,8 +99,9 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
     counts = await launched.server.sweeper.run_once()
 
     # idle's one token and capped's three: each expires with the idle deadline it was
-    # issued with, so every token of an expired session has expired.
-    assert counts == SweepCounts(expired_sessions=2, refresh_tokens=4)
+    # issued with, so every token of an expired session has expired. (And the login's
+    # throttle buckets, account and address, whose window has passed.)
+    assert counts == SweepCounts(expired_sessions=2, refresh_tokens=4, login_failures=2)
     assert await _session_ids(pool) == {recent.session_id, newest.session_id}
     token_owners = {
         str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
