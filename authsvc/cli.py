@@ -10,6 +10,7 @@ import getpass
 import json
 import logging
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -29,6 +30,7 @@ from authsvc.app import (
 from authsvc.config import Config, ConfigError
 from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError
+from authsvc.core.models import RequestOrigin
 from authsvc.embedded_db import DATABASE_NAME, start_embedded_postgres
 from authsvc.log_format import configure_logging
 from authsvc.store.audit import PgAuditStore
@@ -141,7 +143,9 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
         await apply_migrations(pool)
         keys = build_key_ring(config, pool, SystemClock())
         await keys.ensure_active_key()
-        key = await keys.rotate()
+        # The audit trail's "who": the operator account and host that ran the command.
+        operator = f"authsvc-cli ({getpass.getuser()}@{socket.gethostname()})"
+        key = await keys.rotate(RequestOrigin(user_agent=operator))
     print(
         f"new signing key {key.kid} ({key.algorithm}): in the JWKS now, signing from "
         f"{key.activates_at.isoformat(timespec='seconds')} "

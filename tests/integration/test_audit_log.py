@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -153,6 +155,7 @@ async def test_key_rotation_through_the_cli_is_recorded(stub: Stub, pg_dsn: str)
     [line] = [json.loads(line) for line in audit.stdout.splitlines()]
     assert line["event"] == "key_rotated"
     assert line["detail"]["kid"] in run.stdout
+    assert line["user_agent"] == f"authsvc-cli ({getpass.getuser()}@{socket.gethostname()})"
 
 
 async def test_audit_trail_holds_no_secret(stub: Stub, pool: Pool) -> None:
