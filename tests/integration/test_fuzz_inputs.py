@@ -3,7 +3,9 @@
 One server serves the whole module, with login limits too high to throttle the
 fuzzer. Whatever hypothesis sends, each answer is OK or a documented rejection
 (a status code and an ErrorInfo reason from the proto's table), never INTERNAL or
-UNKNOWN; and a rejected call leaves users, sessions and refresh_tokens as they were.
+UNKNOWN; and a rejected call leaves every row of users, sessions, refresh_tokens and
+signing_keys as it was (and the audit trail and throttle counters too, unless it was a
+failed login).
 """
 
 from __future__ import annotations
@@ -154,8 +156,27 @@ SELECT
     (SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL) AS revoked_sessions,
     (SELECT max(last_active_at) FROM sessions) AS last_active_at,
     (SELECT count(*) FROM refresh_tokens) AS refresh_tokens,
-    (SELECT count(*) FROM refresh_tokens WHERE rotated_at IS NOT NULL) AS rotated_tokens
+    (SELECT count(*) FROM refresh_tokens WHERE rotated_at IS NOT NULL) AS rotated_tokens,
+    -- Every column of every row, so an edited value (a password hash, a revoke note, a
+    -- deadline) shows, not only added or removed rows.
+    (SELECT md5(coalesce(string_agg(u::text, ',' ORDER BY u.id), '')) FROM users u)
+        AS users_rows,
+    (SELECT md5(coalesce(string_agg(s::text, ',' ORDER BY s.id), '')) FROM sessions s)
+        AS sessions_rows,
+    (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM refresh_tokens t)
+        AS refresh_tokens_rows,
+    (SELECT md5(coalesce(string_agg(k::text, ',' ORDER BY k.kid), '')) FROM signing_keys k)
+        AS signing_keys_rows
 """
+# What only a failed login (or a detected theft) may add to: the audit trail and the
+# throttle's counters. Any other rejection leaves them alone too.
+_RECORDS = """
+SELECT
+    (SELECT count(*) FROM audit_events) AS audit_events,
+    (SELECT md5(coalesce(string_agg(f::text, ',' ORDER BY f.bucket), '')) FROM login_failures f)
+        AS login_failures
+"""
+_RECORDED_REJECTIONS = frozenset({"INVALID_CREDENTIALS", "RATE_LIMITED", "REFRESH_TOKEN_REUSED"})
 
 
 async def state(pool: Pool) -> dict[str, Any]:
@@ -196,18 +217,23 @@ async def answer(pool: Pool, request: Message | None, call: Callable[[], Awaitab
     the service runs, so that rejection has no ErrorInfo.
     """
     before = await state(pool)
+    records_before = await pool.fetchrow(_RECORDS)
     try:
         response: Any = await call()
     except grpc.aio.AioRpcError as exc:
         error = exc
     else:
         return Answer(response, before, await state(pool))
+    reason = ""
     if request is not None and request.ByteSize() > MAX_REQUEST_BYTES:
         assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
     else:
         assert_documented_rejection(error, request)
+        reason = error_info(error)[1]
     after = await state(pool)
     assert after == before, "a rejected call changed state"
+    if reason not in _RECORDED_REJECTIONS:
+        assert await pool.fetchrow(_RECORDS) == records_before, f"{reason} left a record"
     return Answer(None, before, after)
 
 
