@@ -137,6 +137,24 @@ async def test_token_minted_before_rotation_still_validates(stub: Stub, server: 
     assert response.active
 
 
+async def test_token_of_a_retired_key_validates_until_its_last_second_on_a_fresh_replica(
+    stub: Stub, server: AuthServer, clock: FrozenClock, launch: Launch
+) -> None:
+    # A replica started late in the token's life has never seen it (no cache of verified
+    # tokens) and loads only the keys still usable then.
+    before = await register(stub)
+    await server.keys.rotate()
+    clock.advance(timedelta(minutes=15) - timedelta(seconds=1))  # the default access TTL
+    late_replica = await launch()
+
+    last_second = await validate(late_replica.stub, before.access_token)
+    clock.advance(timedelta(seconds=1))
+    expired = await validate(late_replica.stub, before.access_token)
+
+    assert (last_second.active, last_second.inactive_reason) == (True, "")
+    assert (expired.active, expired.inactive_reason) == (False, "TOKEN_EXPIRED")
+
+
 async def test_jwks_lists_old_and_new_keys_after_rotation(stub: Stub, server: AuthServer) -> None:
     before = await register(stub)
     new_key = await server.keys.rotate()
