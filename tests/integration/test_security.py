@@ -51,6 +51,8 @@ pytestmark = pytest.mark.asyncio
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)  # the default access_token_ttl
 BURST = 300
+# Upper bound on a call that would wait on a row lock; only such a wait reaches it.
+LOCK_WAIT_BOUND = 10.0
 
 
 async def live_state(pool: Pool) -> dict[str, Any]:
@@ -304,6 +306,28 @@ async def test_burst_of_random_refresh_tokens_leaves_no_row_locked(stub: Stub, p
             await conn.fetch("SELECT id FROM refresh_tokens FOR UPDATE NOWAIT")
         except asyncpg.LockNotAvailableError:
             pytest.fail("a session or refresh-token row is still locked after the burst")
+
+
+async def test_burst_of_random_refresh_tokens_takes_no_row_lock(stub: Stub, pool: Pool) -> None:
+    # Every session and token row is locked by another transaction for the whole burst: a
+    # lookup that tried to lock a row would wait behind it until its deadline.
+    await register(stub)
+    await login(stub)
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.fetch("SELECT id FROM sessions FOR UPDATE")
+        await holder.fetch("SELECT id FROM refresh_tokens FOR UPDATE")
+
+        answers = await asyncio.gather(
+            *(
+                stub.Refresh(pb.RefreshRequest(refresh_token=token), timeout=LOCK_WAIT_BOUND)
+                for token in random_refresh_tokens(BURST)
+            ),
+            return_exceptions=True,
+        )
+
+    assert {error_info(a)[:2] if isinstance(a, grpc.aio.AioRpcError) else a for a in answers} == {
+        (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID")
+    }
 
 
 async def test_legitimate_refresh_succeeds_while_a_burst_of_random_tokens_runs(
