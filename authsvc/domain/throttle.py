@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import random
 import time
@@ -31,7 +32,7 @@ from authsvc.core.clock import Clock
 from authsvc.core.errors import RateLimited
 from authsvc.core.models import AuditEvent, BucketCount
 
-__all__ = ["LoginAttempt", "LoginThrottle", "LoginThrottleStore", "account_bucket"]
+__all__ = ["LoginAttempt", "LoginThrottle", "LoginThrottleStore", "account_bucket", "ip_bucket"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,8 +71,18 @@ def account_bucket(email: str) -> str:
     return "account:" + hashlib.sha256(email.encode()).hexdigest()
 
 
-def _ip_bucket(ip_address: str) -> str:
-    return "ip:" + ip_address
+def ip_bucket(ip_address: str) -> str:
+    """IPv4 per address; IPv6 per /64, since one host usually holds a whole /64 and
+    could otherwise rotate addresses to get a fresh limit per guess."""
+    try:
+        address = ipaddress.ip_address(ip_address)
+    except ValueError:
+        return "ip:" + ip_address
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return "ip:" + str(address.ipv4_mapped)
+        return "ip:" + str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return "ip:" + str(address)
 
 
 class LoginAttempt:
@@ -128,7 +139,7 @@ class LoginThrottle:
     def _limits(self, email: str, ip_address: str) -> dict[str, int]:
         limits = {account_bucket(email): self._per_account}
         if ip_address:
-            limits[_ip_bucket(ip_address)] = self._per_ip
+            limits[ip_bucket(ip_address)] = self._per_ip
         return limits
 
     @asynccontextmanager
