@@ -33,7 +33,7 @@ from authsvc.domain.signing_keys import KeyRing
 from authsvc.domain.throttle import LoginThrottle
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
-from authsvc.store.pool import Pool, ping
+from authsvc.store.pool import Pool, open_connections, ping
 from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
@@ -178,12 +178,13 @@ class AuthServer:
             try:
                 await apply_migrations(self.pool)
                 await self.keys.ensure_active_key()
+                await self._open_min_connections()
                 break
             except DatabaseUnavailable as exc:
                 _log.warning(
                     "database not ready, retrying in %.1fs: %s",
                     delay,
-                    exc,
+                    repr(exc.__cause__ or exc),
                     extra={"event": "database_not_ready"},
                 )
                 await asyncio.sleep(delay)
@@ -195,6 +196,11 @@ class AuthServer:
             self._spawn(self.sweeper.run())
         self._spawn(self._reload_keys())
         self._spawn(self._watch_database())
+
+    async def _open_min_connections(self) -> None:
+        """Open db_pool_min_size connections now, not on the first calls (the pool was
+        made empty so the server could start before its database)."""
+        await open_connections(self.pool, self.config.db_pool_min_size)
 
     async def _reload_keys(self) -> None:
         while True:

@@ -61,10 +61,10 @@ def _database_url(config: Config) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _pool(config: Config, dsn: str) -> AsyncIterator[Pool]:
+async def _pool(config: Config, dsn: str, *, min_size: int | None = None) -> AsyncIterator[Pool]:
     pool = await create_pool(
         dsn,
-        min_size=config.db_pool_min_size,
+        min_size=config.db_pool_min_size if min_size is None else min_size,
         max_size=config.db_pool_max_size,
         connect_timeout=config.db_connect_timeout,
         statement_timeout=config.db_statement_timeout,
@@ -85,8 +85,9 @@ def _serve(worker: int | None) -> Action:
             loop.add_signal_handler(signum, stop.set)
         if worker is not None:
             watch_supervisor(stop.set)
-        # min_size 0: start without a database and report NOT_SERVING until it answers.
-        async with _pool(config, dsn) as pool:
+        # min_size 0: start without a database and report NOT_SERVING until it answers
+        # (the server opens db_pool_min_size connections once it does).
+        async with _pool(config, dsn, min_size=0) as pool:
             server = AuthServer(
                 config,
                 pool=pool,

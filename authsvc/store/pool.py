@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,10 +12,13 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
+from authsvc.store.errors import translate_errors
+
 __all__ = [
     "Connection",
     "Pool",
     "create_pool",
+    "open_connections",
     "ping",
     "session_advisory_lock",
     "try_session_advisory_lock",
@@ -76,7 +80,15 @@ async def create_pool(
         max_inactive_connection_lifetime=60.0,
     )
     # With min_size=0 this opens no connection, so it cannot fail on an absent database.
-    return await pool
+    async with translate_errors():
+        return await pool
+
+
+async def open_connections(pool: Pool, count: int) -> None:
+    """Make the pool hold at least `count` open connections."""
+    async with contextlib.AsyncExitStack() as held, translate_errors():
+        for _ in range(count - pool.get_size()):
+            await held.enter_async_context(pool.acquire())
 
 
 async def ping(pool: Pool, *, within: timedelta) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,7 +15,7 @@ import pytest
 from authsvc import config as config_module
 from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import bundled_migrations
-from tests.conftest import Launch, pool_on
+from tests.conftest import Launch, dsn_for_database, pool_on
 from tests.helpers import PASSWORD, Stub, login, register
 from tests.processes import authsvc_env, run_authsvc, server_group
 
@@ -176,3 +179,58 @@ async def test_cli_serve_serves_until_sigterm_then_exits_0(new_database: NewData
 
     assert registered.session_id
     assert code == 0
+
+
+async def _healthcheck(port: int) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(AUTHSVC_HOST="127.0.0.1", AUTHSVC_PORT=str(port))
+    run = await run_authsvc("healthcheck", env=env)
+    return run.code, run.stdout.strip(), run.stderr.strip()
+
+
+async def test_cli_healthcheck_exits_1_while_the_server_is_not_serving(
+    pg_admin_dsn: str,
+) -> None:
+    # A server whose database does not exist listens but stays NOT_SERVING.
+    missing = dsn_for_database(pg_admin_dsn, f"missing_{uuid.uuid4().hex}")
+    async with server_group() as group:
+        server = await group.start(missing)
+
+        code, stdout, _ = await _healthcheck(server.port)
+
+    assert (code, stdout) == (1, "NOT_SERVING")
+
+
+async def test_cli_healthcheck_exits_1_when_nothing_answers() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    code, _, stderr = await _healthcheck(port)
+
+    assert (code, stderr) == (1, "unhealthy: UNAVAILABLE")
+
+
+async def test_cli_healthcheck_exits_0_and_says_serving_on_a_ready_server(
+    new_database: NewDatabase,
+) -> None:
+    dsn = await new_database()
+    async with server_group() as group:
+        server = await group.start_ready(dsn)
+
+        code, stdout, _ = await _healthcheck(server.port)
+
+    assert (code, stdout) == (0, "SERVING")
+
+
+async def test_cli_command_without_a_reachable_database_says_so_and_exits_1() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+
+    run = await run_authsvc(
+        "migrate", env=authsvc_env(f"postgresql://authsvc@127.0.0.1:{closed}/authsvc")
+    )
+
+    assert run.code == 1
+    assert run.stderr.strip() == "authsvc: DATABASE_UNAVAILABLE: database unavailable"

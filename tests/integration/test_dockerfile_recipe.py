@@ -5,7 +5,7 @@ image build does, with the commands read from the Dockerfile itself: it
 copies what the builder stage copies, runs the builder's RUN lines in a clean
 virtualenv (/opt/venv and /tmp mapped to a temporary directory), then starts
 the image's ENTRYPOINT + CMD with its ENV and waits for its HEALTHCHECK
-command to pass. It needs PyPI (pip's cache makes it quick).
+command to pass. It needs PyPI (a clean HOME, so every run downloads the wheels).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.asyncio
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -59,6 +57,7 @@ async def _run(command: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[i
     return process.returncode, output.decode(errors="replace")
 
 
+@pytest.mark.asyncio
 async def test_dockerfile_recipe_installs_and_serves_healthy(tmp_path: Path) -> None:
     venv, scratch, src, home = (tmp_path / d for d in ("venv", "tmp", "src", "home"))
     for directory in (scratch, src, home):
@@ -129,3 +128,16 @@ async def _bound_port(stderr: asyncio.StreamReader) -> int:
         if match := re.search(rb"serving gRPC on \S+:(\d+)", line):
             return int(match[1])
     raise AssertionError("the server exited before it listened")
+
+
+def test_dockerfile_builds_in_one_stage_and_runs_slim_and_unprivileged_in_another() -> None:
+    stages = [a for _, k, a in _instructions() if k == "FROM"]
+    final = [(k, a) for stage, k, a in _instructions() if stage == len(stages) - 1]
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.M)
+
+    assert len(stages) == 2
+    assert base is not None
+    assert base[1].endswith("-slim")
+    assert [a for k, a in final if k == "USER"] == ["authsvc"]
+    # The runtime stage takes only the built venv from the builder: no sources, no pip cache.
+    assert [a for k, a in final if k == "COPY"] == ["--from=builder /opt/venv /opt/venv"]
