@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import grpc
 
-from authsvc_client._errors import SessionExpired, TokenExpired, error_from_rpc
+from authsvc_client._errors import AuthsvcError, SessionExpired, TokenExpired, error_from_rpc
 from authsvc_client._manager import TokenManager
 
 __all__ = ["BearerAuthInterceptor"]
@@ -65,18 +65,25 @@ class BearerAuthInterceptor(
             return await continuation(client_call_details, request)
         token = await self._tokens.access_token()
         call = await continuation(_with_bearer(client_call_details, token), request)
-        if token is None:
+        if token is None or not isinstance(await self._failure(call, token), TokenExpired):
             return call
+        renewed = await self._tokens.renew(token)
+        retried = await continuation(_with_bearer(client_call_details, renewed), request)
+        await self._failure(retried, renewed)
+        return retried
+
+    async def _failure(
+        self, call: grpc.aio.UnaryUnaryCall[_Req, _Resp], token: str
+    ) -> AuthsvcError | None:
+        """How `call` failed, if it did; a session that ended is reported to the manager."""
         try:
             await call
         except grpc.aio.AioRpcError as exc:
             error = error_from_rpc(exc)
-            if isinstance(error, TokenExpired):
-                renewed = await self._tokens.renew(token)
-                return await continuation(_with_bearer(client_call_details, renewed), request)
             if isinstance(error, SessionExpired):
                 await self._tokens.end_session(token, error)
-        return call
+            return error
+        return None
 
     async def intercept_unary_stream(
         self,
