@@ -20,6 +20,7 @@ from authsvc.sweeper import Sweeper
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
 from tests.helpers import Stub, bearer, login, refresh, refresh_failure, register, validate
+from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -422,3 +423,31 @@ async def test_periodic_sweeping_goes_on_after_a_pass_fails(
     assert [getattr(r, "event", None) for r in caplog.records].count("sweep_failed") == 1
     assert registered.session_id not in await _session_ids(pool)
     assert intervals == [launched.server.config.sweep_interval.total_seconds()] * 2
+
+
+async def test_stopping_the_server_mid_sweep_ends_the_pass_and_frees_the_sweep_lock(
+    launch: Launch, clock: FrozenClock, pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await launch(session_idle_timeout="1h")
+    for number in range(3):
+        await register(first.stub, email=f"user{number}@example.com")
+    clock.advance(timedelta(hours=2))
+    # Its periodic sweeper starts at once and, one row per batch, pauses while holding the lock.
+    sweeping = await launch(session_idle_timeout="1h", sweep_batch_size="1", sweep_batch_pause="1h")
+
+    async def sweep_lock_held() -> bool:
+        return bool(
+            await pool.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+                SWEEP_LOCK_KEY & 0xFFFFFFFF,
+            )
+        )
+
+    await eventually(sweep_lock_held)
+    caplog.set_level(logging.WARNING, logger="authsvc")
+
+    await sweeping.server.stop(timedelta(seconds=1))
+
+    assert not await sweep_lock_held()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(await _session_ids(pool)) == 2  # one batch deleted before the stop
