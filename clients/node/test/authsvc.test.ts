@@ -2,6 +2,7 @@
 // runs every group of tests against them, and stops them at the end.
 
 import { after, before, describe } from "node:test";
+import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
 import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
@@ -25,5 +26,6 @@ describe("authsvc node client against a live server", () => {
 
   rpcTests(servers);
   refreshTests(servers);
+  errorTests(servers);
   readmeTests(servers);
 });

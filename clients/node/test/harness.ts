@@ -65,6 +65,9 @@ function serverEnv(dataDir: string, extra: Record<string, string>): NodeJS.Proce
     AUTHSVC_ARGON2_MEMORY_KIB: "1024",
     AUTHSVC_ARGON2_PARALLELISM: "1",
     AUTHSVC_LOG_LEVEL: "INFO",
+    // Sweep once at start only: a periodic sweep deleting a just-expired refresh token
+    // would turn the REFRESH_TOKEN_EXPIRED test's answer into REFRESH_TOKEN_INVALID.
+    AUTHSVC_SWEEP_INTERVAL: "24h",
     ...extra,
   };
 }
@@ -230,9 +233,16 @@ export interface Servers {
    * replayed refresh token.
    */
   shortTtl: AuthsvcServer;
+  /**
+   * A third replica with registration disabled and a 2 s session idle timeout, for the
+   * REGISTRATION_DISABLED, SESSION_EXPIRED and REFRESH_TOKEN_EXPIRED tests (errors.ts). A
+   * session signed in here gets the short idle deadline; Register here is refused.
+   */
+  restricted: AuthsvcServer;
 }
 
 export const SHORT_ACCESS_TOKEN_TTL = "3s";
+export const SHORT_SESSION_IDLE_TIMEOUT = "2s";
 
 export async function startServers(): Promise<{ servers: Servers; stop: () => Promise<void> }> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "authsvc-node-test-"));
@@ -253,7 +263,13 @@ export async function startServers(): Promise<{ servers: Servers; stop: () => Pr
       AUTHSVC_REFRESH_GRACE_PERIOD: "0s",
     });
     started.push(shortTtl);
-    return { servers: { main, shortTtl }, stop };
+    // Another replica joining the running PostgreSQL: about half a second.
+    const restricted = await AuthsvcServer.start(dataDir, {
+      AUTHSVC_REGISTRATION_ENABLED: "false",
+      AUTHSVC_SESSION_IDLE_TIMEOUT: SHORT_SESSION_IDLE_TIMEOUT,
+    });
+    started.push(restricted);
+    return { servers: { main, shortTtl, restricted }, stop };
   } catch (error) {
     await stop();
     throw error;
