@@ -27,6 +27,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.InvalidCatalogNameError,
+    # Raised when PostgreSQL shuts down under a pooled connection that asyncpg hands out
+    # before it has noticed ("cannot switch to state 12; another operation (2) is in
+    # progress"): the connection is dead, not the query wrong. asyncpg terminates it on
+    # release, when its reset fails.
+    asyncpg.InternalClientError,
 )
 
 
