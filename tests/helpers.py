@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 else:
     Stub = auth_service_pb2_grpc.AuthServiceStub
 
+# Any answer that carries a session's token pair.
+Tokens: TypeAlias = pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse
+
 PASSWORD = "correct horse battery"
 
 
@@ -76,3 +79,17 @@ async def validate(stub: Stub, access_token: str) -> pb.ValidateTokenResponse:
         pb.ValidateTokenRequest(access_token=access_token)
     )
     return response
+
+
+async def sign_in(stub: Stub, count: int, *, email: str = "alice@example.com") -> list[Tokens]:
+    """Register, then log in until the user has `count` sessions."""
+    sessions: list[Tokens] = [await register(stub, email=email)]
+    for _ in range(count - 1):
+        sessions.append(await login(stub, email=email))
+    return sessions
+
+
+async def listed_ids(stub: Stub, access_token: str) -> set[str]:
+    """The session ids ListSessions shows the caller."""
+    response = await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(access_token))
+    return {s.session_id for s in response.sessions}

@@ -19,7 +19,18 @@ from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
-from tests.helpers import Stub, bearer, error_info, login, refresh, register, validate
+from tests.helpers import (
+    Stub,
+    Tokens,
+    bearer,
+    error_info,
+    listed_ids,
+    login,
+    refresh,
+    register,
+    sign_in,
+    validate,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,7 +44,6 @@ MAX_REFRESH_TOKEN_FIELD = 1024
 IDLE_SETTINGS: dict[str, Any] = {"session_idle_timeout": "1h", "access_token_ttl": "2h"}
 IDLE_TIMEOUT = timedelta(hours=1)
 
-Tokens = pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse
 Rejection = tuple[grpc.StatusCode, str, dict[str, str]]
 
 ALL_SCOPES = pytest.mark.parametrize(
@@ -56,19 +66,6 @@ async def rejection(call: Awaitable[Any]) -> Rejection:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     return error_info(caught.value)
-
-
-async def sign_in(stub: Stub, count: int, *, email: str = "alice@example.com") -> list[Tokens]:
-    """Register, then log in until the user has `count` sessions."""
-    sessions: list[Tokens] = [await register(stub, email=email)]
-    for _ in range(count - 1):
-        sessions.append(await login(stub, email=email))
-    return sessions
-
-
-async def listed_ids(stub: Stub, access_token: str) -> set[str]:
-    response = await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(access_token))
-    return {s.session_id for s in response.sessions}
 
 
 async def still_works(stub: Stub, session: Tokens) -> bool:

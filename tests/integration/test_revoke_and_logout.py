@@ -13,33 +13,19 @@ from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.helpers import (
     Stub,
+    Tokens,
     bearer,
     error_info,
-    login,
+    listed_ids,
     refresh,
     refresh_failure,
-    register,
+    sign_in,
     validate,
 )
 
 pytestmark = pytest.mark.asyncio
 
 BOB = "bob@example.com"
-
-Tokens = pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse
-
-
-async def sign_in(stub: Stub, count: int, *, email: str = "alice@example.com") -> list[Tokens]:
-    """Register, then log in until the user has `count` sessions."""
-    sessions: list[Tokens] = [await register(stub, email=email)]
-    for _ in range(count - 1):
-        sessions.append(await login(stub, email=email))
-    return sessions
-
-
-async def listed_ids(stub: Stub, access_token: str) -> set[str]:
-    response = await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(access_token))
-    return {s.session_id for s in response.sessions}
 
 
 async def revoke(stub: Stub, caller: Tokens, session_id: str, note: str = "") -> None:

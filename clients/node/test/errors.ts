@@ -31,21 +31,12 @@ import {
   WeakPassword,
 } from "../src/errors.js";
 import type { Tokens } from "../src/token_manager.js";
-import { newAccount, REFRESH_RPC, TaggedClient, waitUntilPast, type Servers } from "./harness.js";
+import { newAccount, REFRESH_RPC, rejection, TaggedClient, waitUntilPast, type Servers } from "./harness.js";
 
 /** The server's default AUTHSVC_LOGIN_FAILURES_PER_ACCOUNT and AUTHSVC_LOGIN_FAILURE_WINDOW. */
 const LOGIN_FAILURES_PER_ACCOUNT = 5;
 const LOGIN_FAILURE_WINDOW_MS = 15 * 60_000;
 const CONCURRENT_CALLS = 20;
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail("expected the call to fail");
-}
 
 /** A well-formed refresh token (43 URL-safe base64 characters) the server never issued. */
 function bogusRefreshToken(): string {

@@ -2,6 +2,7 @@
 // PostgreSQL in a fresh temp dir) and reads its JSON-lines log, so tests can count the RPCs
 // the server actually received.
 
+import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -274,6 +275,16 @@ export async function startServers(): Promise<{ servers: Servers; stop: () => Pr
     await stop();
     throw error;
   }
+}
+
+/** The error `promise` rejects with; fails the test if it resolves. */
+export async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  assert.fail("expected the call to fail");
 }
 
 /** A fresh, unique account. */

@@ -8,19 +8,10 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { RefreshTokenReused, SessionExpired, SessionRevoked } from "../src/errors.js";
-import { newAccount, REFRESH_RPC, TaggedClient, waitUntilPast, type Servers } from "./harness.js";
+import { newAccount, REFRESH_RPC, rejection, TaggedClient, waitUntilPast, type Servers } from "./harness.js";
 
 const LIST_SESSIONS_RPC = "/authsvc.v1.AuthService/ListSessions";
 const CONCURRENT_CALLS = 100;
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail("expected the call to fail");
-}
 
 export function refreshTests(servers: () => Servers): void {
   const tagged: TaggedClient[] = [];

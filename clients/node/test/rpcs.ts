@@ -19,20 +19,11 @@ import {
 import { AuthService, LogoutScope } from "../src/gen/authsvc/v1/auth_service_pb.js";
 import { authInterceptor } from "../src/interceptor.js";
 import { TokenManager } from "../src/token_manager.js";
-import { newAccount, type Servers } from "./harness.js";
+import { newAccount, rejection, type Servers } from "./harness.js";
 
 function jwtHeader(token: string): { kid?: string } {
   const [header] = token.split(".");
   return JSON.parse(Buffer.from(header ?? "", "base64url").toString("utf8")) as { kid?: string };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail("expected the call to fail");
 }
 
 export function rpcTests(servers: () => Servers): void {
