@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -93,3 +95,24 @@ async def listed_ids(stub: Stub, access_token: str) -> set[str]:
     """The session ids ListSessions shows the caller."""
     response = await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(access_token))
     return {s.session_id for s in response.sessions}
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A session's token pair, as the tests keep them."""
+
+    session_id: str
+    access_token: str
+    refresh_token: str
+
+
+def pair_of(response: Tokens) -> Pair:
+    return Pair(response.session_id, response.access_token, response.refresh_token)
+
+
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

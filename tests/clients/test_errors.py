@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 import uuid
 from dataclasses import replace
 
@@ -30,18 +29,11 @@ from authsvc_client import (
 )
 
 from tests.conftest import Launch
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, unused_port
 
 pytestmark = pytest.mark.asyncio
 
 EMAIL = "ada@example.com"
-
-
-def _unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_register_with_a_taken_email_raises_already_exists(client: AuthClient) -> None:
@@ -154,7 +146,7 @@ async def test_an_unknown_refresh_token_raises_refresh_token_invalid_a_session_e
 
 
 async def test_unreachable_service_raises_unavailable() -> None:
-    async with AuthClient.connect(f"127.0.0.1:{_unused_port()}") as client:
+    async with AuthClient.connect(f"127.0.0.1:{unused_port()}") as client:
         with pytest.raises(Unavailable) as caught:
             await client.get_jwks()
 

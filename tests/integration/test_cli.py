@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ from authsvc import config as config_module
 from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import bundled_migrations
 from tests.conftest import Launch, dsn_for_database, pool_on
-from tests.helpers import PASSWORD, Stub, login, register
+from tests.helpers import PASSWORD, Stub, login, register, unused_port
 from tests.processes import authsvc_env, run_authsvc, server_group
 
 pytestmark = pytest.mark.asyncio
@@ -202,11 +201,7 @@ async def test_cli_healthcheck_exits_1_while_the_server_is_not_serving(
 
 
 async def test_cli_healthcheck_exits_1_when_nothing_answers() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    code, _, stderr = await _healthcheck(port)
+    code, _, stderr = await _healthcheck(unused_port())
 
     assert (code, stderr) == (1, "unhealthy: UNAVAILABLE")
 
@@ -224,9 +219,7 @@ async def test_cli_healthcheck_exits_0_and_says_serving_on_a_ready_server(
 
 
 async def test_cli_command_without_a_reachable_database_says_so_and_exits_1() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = unused_port()
 
     run = await run_authsvc(
         "migrate", env=authsvc_env(f"postgresql://authsvc@127.0.0.1:{closed}/authsvc")

@@ -35,7 +35,7 @@ from authsvc.store.pool import Pool, create_pool
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import ConfigFactory
-from tests.helpers import PASSWORD, Stub, bearer, error_info, login, register
+from tests.helpers import PASSWORD, Pair, Stub, bearer, error_info, login, pair_of, register
 from tests.processes import REPO_ROOT, eventually
 
 pytestmark = pytest.mark.asyncio
@@ -172,17 +172,6 @@ async def wait_for_health(health: health_pb2_grpc.HealthStub, wanted: int) -> No
             if update.status == wanted:
                 stream.cancel()
                 return
-
-
-@dataclass(frozen=True, slots=True)
-class Pair:
-    session_id: str
-    access_token: str
-    refresh_token: str
-
-
-def pair_of(response: pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse) -> Pair:
-    return Pair(response.session_id, response.access_token, response.refresh_token)
 
 
 # Where the outage stood when a call started.

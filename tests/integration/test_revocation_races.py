@@ -33,10 +33,12 @@ from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
 from tests.helpers import (
+    Pair,
     Stub,
     bearer,
     error_info,
     login,
+    pair_of,
     refresh,
     refresh_failure,
     register,
@@ -48,17 +50,6 @@ pytestmark = pytest.mark.asyncio
 ROUNDS = 200
 PAST_GRACE = timedelta(seconds=11)
 REVOKED = (grpc.StatusCode.UNAUTHENTICATED, "SESSION_REVOKED")
-
-
-@dataclass(frozen=True, slots=True)
-class Pair:
-    session_id: str
-    access_token: str
-    refresh_token: str
-
-
-def pair_of(response: pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse) -> Pair:
-    return Pair(response.session_id, response.access_token, response.refresh_token)
 
 
 @dataclass(frozen=True, slots=True)
