@@ -88,7 +88,12 @@ def ip_bucket(ip_address: str) -> str:
 class LoginAttempt:
     """An admitted attempt's slot: settle it with `failed` or `succeeded`; leaving the
     `attempt` block without either (an error, a cancelled call) gives the slot back
-    without counting anything."""
+    without counting anything.
+
+    Settling is shielded from cancellation: a call cut off by its deadline is cancelled
+    by the server and again by the client's RST_STREAM, and a settle interrupted there
+    would leave the slot taken for the rest of the window.
+    """
 
     __slots__ = ("_account", "_buckets", "_settled", "_store")
 
@@ -100,20 +105,25 @@ class LoginAttempt:
 
     async def failed(self, event: AuditEvent) -> None:
         """Count the failure in every bucket, with its audit record."""
-        self._settled = True
-        await self._store.settle(
-            self._buckets, failed=True, account_bucket=self._account, event=event
-        )
+        await self._settle(failed=True, account_bucket=self._account, event=event)
 
     async def succeeded(self) -> None:
         """Clear the account's count; the address's failures stand."""
-        self._settled = True
-        await self._store.settle(self._buckets, failed=False, account_bucket=self._account)
+        await self._settle(failed=False, account_bucket=self._account)
 
-    async def _release(self) -> None:
+    async def release(self) -> None:
+        """Give the slot back uncounted, unless the attempt was settled."""
         if not self._settled:
-            self._settled = True
-            await self._store.settle(self._buckets, failed=False, account_bucket="")
+            await self._settle(failed=False, account_bucket="")
+
+    async def _settle(
+        self, *, failed: bool, account_bucket: str, event: AuditEvent | None = None
+    ) -> None:
+        self._settled = True
+        settling = self._store.settle(
+            self._buckets, failed=failed, account_bucket=account_bucket, event=event
+        )
+        await asyncio.shield(settling)
 
 
 class LoginThrottle:
@@ -157,7 +167,7 @@ class LoginThrottle:
         try:
             yield attempt
         finally:
-            await attempt._release()
+            await attempt.release()
 
     async def _admit(
         self, buckets: list[str], limits: Mapping[str, int], refused: AuditEvent

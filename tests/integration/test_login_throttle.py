@@ -12,8 +12,10 @@ from grpc_status import rpc_status
 
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
+from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
 from tests.helpers import PASSWORD, Stub, error_info, login, register
+from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -192,3 +194,23 @@ async def test_a_refused_login_is_audited_with_its_address(stub: Stub, pool: Poo
     )
     assert [row["reason"] for row in rows] == ["invalid_credentials"] * 5 + ["rate_limited"]
     assert rows[-1]["ip_address"] == "127.0.0.1"
+
+
+async def test_a_login_cut_off_by_its_deadline_gives_its_slot_back_uncounted(
+    launch: Launch, pool: Pool
+) -> None:
+    # Costly hashing, so the password check (a dummy hash: no such account) is still
+    # running when the deadline passes.
+    launched = await launch(argon2_time_cost="40", argon2_memory_kib="65536")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await launched.stub.Login(
+            pb.LoginRequest(email="alice@example.com", password=WRONG), timeout=0.2
+        )
+
+    async def settled() -> bool:
+        return bool(await pool.fetchval("SELECT sum(pending) = 0 FROM login_failures"))
+
+    await eventually(settled)
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await pool.fetchval("SELECT sum(failures) FROM login_failures") == 0
