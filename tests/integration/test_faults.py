@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authsvc.domain.refresh_tokens import hash_refresh_token
 from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
 from authsvc.v1 import auth_service_pb2 as pb
@@ -127,10 +128,22 @@ async def test_refresh_cut_off_by_a_server_crash_succeeds_when_retried_on_a_new_
         revoked_at = await pool.fetchval(
             "SELECT revoked_at FROM sessions WHERE id = $1", uuid.UUID(user.session_id)
         )
+        chain = await pool.fetch(
+            "SELECT token_hash, rotated_at IS NOT NULL AS rotated FROM refresh_tokens"
+            " WHERE session_id = $1 ORDER BY created_at",
+            uuid.UUID(user.session_id),
+        )
     assert cut_off.value.code() == grpc.StatusCode.UNAVAILABLE
     assert retried.session_id == user.session_id
     assert validation.active, validation.inactive_reason
     assert revoked_at is None
+    # The killed server's rotation committed once the lock was released (PostgreSQL does
+    # not notice a dead client while it waits on a lock); the retry, within the grace
+    # window, was handed that successor, not a second one, and raised no reuse alarm.
+    assert [(bytes(row["token_hash"]), row["rotated"]) for row in chain] == [
+        (hash_refresh_token(user.refresh_token), True),
+        (hash_refresh_token(retried.refresh_token), False),
+    ]
 
 
 # --- every pool connection busy ------------------------------------------------
