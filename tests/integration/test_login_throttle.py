@@ -214,3 +214,26 @@ async def test_a_login_cut_off_by_its_deadline_gives_its_slot_back_uncounted(
     await eventually(settled)
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert await pool.fetchval("SELECT sum(failures) FROM login_failures") == 0
+
+
+async def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(
+    launch: Launch,
+) -> None:
+    # Without x-forwarded-for from the proxy, every user behind it would share one bucket.
+    launched = await launch(
+        trusted_proxies="127.0.0.1/32", login_failures_per_ip="3", login_failures_per_account="100"
+    )
+
+    async def failed_from(client: str, email: str) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await launched.stub.Login(
+                pb.LoginRequest(email=email, password=WRONG),
+                metadata=(("x-forwarded-for", client),),
+            )
+        return error_info(caught.value)[1]
+
+    for number in range(3):
+        await failed_from("203.0.113.1", f"user{number}@example.com")
+
+    assert await failed_from("203.0.113.1", "another@example.com") == "RATE_LIMITED"
+    assert await failed_from("203.0.113.2", "another@example.com") == "INVALID_CREDENTIALS"
