@@ -17,10 +17,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from authsvc.api.health import HealthServicer
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
+from authsvc.api.reflection import enable_reflection
 from authsvc.api.servicer import AuthServicer
 from authsvc.config import Config
 from authsvc.core.clock import Clock
@@ -103,9 +103,7 @@ class AuthServer:
             self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        enable_reflection(self._server, (SERVICE_NAME, health.SERVICE_NAME))
 
     async def start(self) -> int:
         """Open the port and begin getting ready; return the bound port."""

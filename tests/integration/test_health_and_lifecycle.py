@@ -122,6 +122,23 @@ async def test_reflection_lists_the_auth_service(channel: grpc.aio.Channel) -> N
     assert "grpc.health.v1.Health" in names
 
 
+async def test_reflection_answers_under_the_v1_name_too(channel: grpc.aio.Channel) -> None:
+    # Newer tools ask grpc.reflection.v1 first; its messages are v1alpha's, field for field.
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+
+    names = [
+        service.name
+        async for response in call
+        for service in response.list_services_response.service
+    ]
+
+    assert SERVICE in names
+
+
 async def test_stop_tells_health_watchers_not_serving_during_the_grace_period(
     server: AuthServer, channel: grpc.aio.Channel
 ) -> None:
