@@ -282,4 +282,5 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         revoked_retention=config.revoked_retention,
         audit_retention=config.audit_retention,
         login_failure_window=config.login_failure_window,
+        refresh_grace=config.refresh_grace_period,
     )

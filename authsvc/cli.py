@@ -135,7 +135,8 @@ async def _sweep(config: Config, dsn: str) -> None:
             f"deleted {counts.expired_sessions} expired and "
             f"{counts.revoked_sessions} long-revoked sessions, "
             f"{counts.refresh_tokens} refresh tokens, {counts.audit_events} audit events, "
-            f"{counts.login_failures} login-failure counters"
+            f"{counts.login_failures} login-failure counters, "
+            f"{counts.stale_login_attempts} stale login attempts"
         )
 
 

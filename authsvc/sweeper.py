@@ -12,6 +12,7 @@ from typing import Protocol
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
 from authsvc.core.models import SweepCounts
+from authsvc.domain.throttle import IN_FLIGHT_EXPIRY
 
 __all__ = ["SweepPass", "SweepStore", "Sweeper"]
 
@@ -23,9 +24,11 @@ class SweepPass(Protocol):
         self,
         *,
         now: datetime,
+        tokens_expired_before: datetime,
         revoked_before: datetime,
         audit_before: datetime,
         failures_before: datetime,
+        attempts_before: datetime,
         batch_size: int,
     ) -> SweepCounts: ...
 
@@ -59,6 +62,7 @@ class Sweeper:
         revoked_retention: timedelta,
         audit_retention: timedelta,
         login_failure_window: timedelta,
+        refresh_grace: timedelta,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
@@ -70,6 +74,7 @@ class Sweeper:
         self._revoked_retention = revoked_retention
         self._audit_retention = audit_retention
         self._login_failure_window = login_failure_window
+        self._refresh_grace = refresh_grace
 
     async def run_once(self) -> SweepCounts | None:
         """One full pass; None if another replica holds the sweep lock."""
@@ -81,9 +86,12 @@ class Sweeper:
                 now = self._clock.now()
                 batch = await sweep.delete_batch(
                     now=now,
+                    # A rotated token answers its grace period even past its expiry.
+                    tokens_expired_before=now - self._refresh_grace,
                     revoked_before=now - self._revoked_retention,
                     audit_before=now - self._audit_retention,
                     failures_before=now - self._login_failure_window,
+                    attempts_before=now - IN_FLIGHT_EXPIRY,
                     batch_size=self._batch_size,
                 )
                 total += batch
@@ -99,6 +107,7 @@ class Sweeper:
                 "refresh_tokens": total.refresh_tokens,
                 "audit_events": total.audit_events,
                 "login_failures": total.login_failures,
+                "stale_login_attempts": total.stale_login_attempts,
             },
         )
         return total

@@ -135,7 +135,8 @@ async def empty_tables(pool: Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL authsvc.audit_retention_sweep = 'on'")
         await conn.execute(
-            "TRUNCATE users, sessions, refresh_tokens, signing_keys, login_failures, audit_events"
+            "TRUNCATE users, sessions, refresh_tokens, signing_keys, login_failures,"
+            " login_attempts_in_flight, audit_events"
         )
 
 

@@ -182,11 +182,11 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BucketCount:
-    """A login-throttle bucket in its current window: settled failures, and attempts
-    admitted whose password is still being checked."""
+    """A login-throttle bucket: failures in its current window, and attempts admitted
+    whose password is still being checked."""
 
     failures: int
-    pending: int
+    in_flight: int
     window_started_at: datetime
 
 
@@ -200,6 +200,7 @@ class SweepCounts:
     refresh_tokens: int = 0
     audit_events: int = 0
     login_failures: int = 0
+    stale_login_attempts: int = 0
 
     def __add__(self, other: SweepCounts) -> SweepCounts:
         return SweepCounts(
@@ -208,6 +209,7 @@ class SweepCounts:
             refresh_tokens=self.refresh_tokens + other.refresh_tokens,
             audit_events=self.audit_events + other.audit_events,
             login_failures=self.login_failures + other.login_failures,
+            stale_login_attempts=self.stale_login_attempts + other.stale_login_attempts,
         )
 
     @property
@@ -219,4 +221,5 @@ class SweepCounts:
             self.refresh_tokens,
             self.audit_events,
             self.login_failures,
+            self.stale_login_attempts,
         )

@@ -437,13 +437,18 @@ class SessionService:
 
         A rotated token is on record until its own expiry (then the sweeper deletes
         it): replaying it before then is reuse, since it could still have been
-        used; after, it is only expired and leaves the session alone.
+        used; after, it is only expired and leaves the session alone. Within the
+        grace period of its rotation it still recovers its successor, expired or
+        not (two tabs refreshing as the token expires).
         """
         self._check_live(locked.session, now)
         record = await locked.find_token(token_hash)
         if record is None or not hmac.compare_digest(record.token_hash, token_hash):
             raise RefreshTokenInvalid("refresh token is not valid")
-        if now >= record.expires_at:
+        in_grace = (
+            record.rotated_at is not None and now - record.rotated_at <= self._policy.refresh_grace
+        )
+        if now >= record.expires_at and not in_grace:
             raise RefreshTokenExpired("refresh token has expired")
         return record
 

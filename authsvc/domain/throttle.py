@@ -1,12 +1,13 @@
 """Login throttling: failed attempts per account and per client address.
 
 Counters live in PostgreSQL, so every replica enforces the same limits. Each
-attempt takes a slot in its buckets before its password is checked, and only
-while a bucket's failures plus the attempts still being checked are under its
-limit: guesses sent in parallel, through any replicas, get exactly the limit's
-worth of password checks. A genuine burst (a user's devices all signing in at
-once) is not refused for that: attempts over the limit only because others are
-still being checked wait for a slot, a few hundred milliseconds at most.
+attempt is admitted before its password is checked, and only while a bucket's
+failures plus its attempts still being checked are under the limit: guesses sent
+in parallel, through any replicas, get exactly the limit's worth of password
+checks. A genuine burst (a user's devices all signing in at once) is not refused
+for that: attempts over the limit only because others are still being checked
+wait for them, a few hundred milliseconds at most. An attempt whose process died
+before it settled stops counting after `IN_FLIGHT_EXPIRY`.
 
 A bucket whose failures reach its limit refuses logins until its window ends,
 then starts over: the lock always decays, so nobody can lock an account for
@@ -23,10 +24,11 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, NoReturn, Protocol
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import RateLimited
@@ -36,32 +38,44 @@ __all__ = ["LoginAttempt", "LoginThrottle", "LoginThrottleStore", "account_bucke
 
 _log = logging.getLogger(__name__)
 
-# Waiting for a slot: the first retry soon (a password check takes ~0.2 s), then
+# Waiting for a slot: the first retry soon (a password check takes ~0.1-0.2 s), then
 # backing off, so a crowd of waiters does not hammer the bucket rows.
 _FIRST_WAIT = 0.02
 _LONGEST_WAIT = 0.5
 # A slot normally frees within one password check; past this, answer instead of waiting.
 _MAX_WAIT_SECONDS = 10.0
+# Longer than any attempt lives (its call's deadline, the hashing queue): an attempt
+# admitted this long ago is taken for one whose process died before it settled.
+IN_FLIGHT_EXPIRY = timedelta(minutes=2)
+# What a caller refused only for attempts still in flight is told to wait.
+_BUSY_RETRY_AFTER = timedelta(seconds=1)
 
 
 class LoginThrottleStore(Protocol):
-    async def try_take_slot(
+    async def try_admit(
         self,
+        attempt_id: uuid.UUID,
         buckets: list[str],
         *,
         now: datetime,
         window: timedelta,
-        may_take: Callable[[Mapping[str, BucketCount]], bool],
+        in_flight_since: datetime,
+        may_admit: Callable[[Mapping[str, BucketCount]], bool],
     ) -> Mapping[str, BucketCount]: ...
 
-    async def settle(
+    async def count_failure(
         self,
+        attempt_id: uuid.UUID,
         buckets: list[str],
         *,
-        failed: bool,
-        account_bucket: str,
-        event: AuditEvent | None = None,
+        now: datetime,
+        window: timedelta,
+        event: AuditEvent,
     ) -> None: ...
+
+    async def clear_failures(self, attempt_id: uuid.UUID, account_bucket: str) -> None: ...
+
+    async def forget(self, attempt_id: uuid.UUID) -> None: ...
 
     async def audit(self, event: AuditEvent) -> None: ...
 
@@ -86,48 +100,45 @@ def ip_bucket(ip_address: str) -> str:
 
 
 class LoginAttempt:
-    """An admitted attempt's slot: settle it with `failed` or `succeeded`; leaving the
-    `attempt` block without either (an error, a cancelled call) gives the slot back
-    without counting anything.
+    """An admitted attempt: settle it with `failed` or `succeeded`; leaving the `attempt`
+    block without either (an error, a cancelled call) forgets it without counting.
 
     Settling is shielded from cancellation: a call cut off by its deadline is cancelled
-    by the server and again by the client's RST_STREAM, and a settle interrupted there
-    would leave the slot taken for the rest of the window.
+    by the server and again by the client's RST_STREAM, and an interrupted settle would
+    leave the attempt counting as in flight until IN_FLIGHT_EXPIRY.
     """
 
-    __slots__ = ("_account", "_buckets", "_settled", "_store")
+    __slots__ = ("_account", "_buckets", "_id", "_settled", "_throttle")
 
-    def __init__(self, store: LoginThrottleStore, buckets: list[str], account: str) -> None:
-        self._store = store
+    def __init__(
+        self, throttle: LoginThrottle, attempt_id: uuid.UUID, buckets: list[str], account: str
+    ) -> None:
+        self._throttle = throttle
+        self._id = attempt_id
         self._buckets = buckets
         self._account = account
         self._settled = False
 
     async def failed(self, event: AuditEvent) -> None:
         """Count the failure in every bucket, with its audit record."""
-        await self._settle(failed=True, account_bucket=self._account, event=event)
+        await self._settle(self._throttle.count_failure(self._id, self._buckets, event))
 
     async def succeeded(self) -> None:
         """Clear the account's count; the address's failures stand."""
-        await self._settle(failed=False, account_bucket=self._account)
+        await self._settle(self._throttle.store.clear_failures(self._id, self._account))
 
     async def release(self) -> None:
-        """Give the slot back uncounted, unless the attempt was settled."""
+        """Forget the attempt uncounted, unless it was settled."""
         if not self._settled:
-            await self._settle(failed=False, account_bucket="")
+            await self._settle(self._throttle.store.forget(self._id))
 
-    async def _settle(
-        self, *, failed: bool, account_bucket: str, event: AuditEvent | None = None
-    ) -> None:
+    async def _settle(self, settling: Coroutine[Any, Any, None]) -> None:
         self._settled = True
-        settling = self._store.settle(
-            self._buckets, failed=failed, account_bucket=account_bucket, event=event
-        )
         await asyncio.shield(settling)
 
 
 class LoginThrottle:
-    __slots__ = ("_clock", "_per_account", "_per_ip", "_sleep", "_store", "_window")
+    __slots__ = ("_clock", "_per_account", "_per_ip", "_sleep", "_window", "store")
 
     def __init__(
         self,
@@ -139,7 +150,7 @@ class LoginThrottle:
         window: timedelta,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._store = store
+        self.store = store
         self._clock = clock
         self._per_account = per_account
         self._per_ip = per_ip
@@ -156,50 +167,69 @@ class LoginThrottle:
     async def attempt(
         self, email: str, ip_address: str, refused: AuditEvent
     ) -> AsyncIterator[LoginAttempt]:
-        """Admit one login attempt (waiting for a slot if need be) for the block.
-
-        Raises RateLimited, and audits `refused`, if a bucket has used up its failures.
-        """
+        """Admit one login attempt (waiting for attempts in flight if need be) for the
+        block. Raises RateLimited, and audits `refused`, if a bucket has used up its
+        failures (or its slots stay taken past the longest wait)."""
         limits = self._limits(email, ip_address)
         buckets = sorted(limits)
-        await self._admit(buckets, limits, refused)
-        attempt = LoginAttempt(self._store, buckets, account_bucket(email))
+        attempt_id = uuid.uuid4()
+        try:
+            await self._admit(attempt_id, buckets, limits, refused)
+        except asyncio.CancelledError:
+            # Cancelled around the admitting transaction's commit: it may have recorded us.
+            await asyncio.shield(self.store.forget(attempt_id))
+            raise
+        attempt = LoginAttempt(self, attempt_id, buckets, account_bucket(email))
         try:
             yield attempt
         finally:
             await attempt.release()
 
+    async def count_failure(
+        self, attempt_id: uuid.UUID, buckets: list[str], event: AuditEvent
+    ) -> None:
+        await self.store.count_failure(
+            attempt_id, buckets, now=self._clock.now(), window=self._window, event=event
+        )
+
     async def _admit(
-        self, buckets: list[str], limits: Mapping[str, int], refused: AuditEvent
+        self,
+        attempt_id: uuid.UUID,
+        buckets: list[str],
+        limits: Mapping[str, int],
+        refused: AuditEvent,
     ) -> None:
         def has_slot(counts: Mapping[str, BucketCount]) -> bool:
-            return all(c.failures + c.pending < limits[b] for b, c in counts.items())
+            return all(c.failures + c.in_flight < limits[b] for b, c in counts.items())
 
         give_up_at = time.monotonic() + _MAX_WAIT_SECONDS
         wait = _FIRST_WAIT
         while True:
             now = self._clock.now()
-            counts = await self._store.try_take_slot(
-                buckets, now=now, window=self._window, may_take=has_slot
+            counts = await self.store.try_admit(
+                attempt_id,
+                buckets,
+                now=now,
+                window=self._window,
+                in_flight_since=now - IN_FLIGHT_EXPIRY,
+                may_admit=has_slot,
             )
             if has_slot(counts):
                 return
             spent = {b: c for b, c in counts.items() if c.failures >= limits[b]}
             if spent:
-                await self._refuse(spent, refused, now)
+                until = max(c.window_started_at for c in spent.values()) + self._window
+                await self._refuse(spent, refused, until - now)
             if time.monotonic() >= give_up_at:
-                # Slots held by attempts that never settled (a replica died mid-login):
-                # they free with the window.
-                await self._refuse(counts, refused, now)
+                await self._refuse(counts, refused, _BUSY_RETRY_AFTER)
             await self._sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
             wait = min(wait * 2, _LONGEST_WAIT)
 
     async def _refuse(
-        self, blocking: Mapping[str, BucketCount], refused: AuditEvent, now: datetime
-    ) -> None:
+        self, blocking: Mapping[str, BucketCount], refused: AuditEvent, retry_after: timedelta
+    ) -> NoReturn:
         # Which limit (account, ip), never the bucket: it names the address or account.
         kinds = sorted({bucket.split(":", 1)[0] for bucket in blocking})
         _log.warning("login throttled", extra={"event": "login_throttled", "limit": kinds})
-        await self._store.audit(refused)
-        until = max(c.window_started_at for c in blocking.values()) + self._window
-        raise RateLimited("too many failed logins; try again later", retry_after=until - now)
+        await self.store.audit(refused)
+        raise RateLimited("too many login attempts; try again later", retry_after=retry_after)

@@ -24,10 +24,11 @@ SWEEP_LOCK_KEY = 0x61757468_0002
 #
 # Refresh tokens go first, in batches of their own, and a session only once it has
 # none left: a cascade from a long-lived session could delete thousands of tokens in
-# one statement. A token past its own expiry is deleted even while its session lives
-# (a rotated token is kept until then, so a replay is recognised as reuse while the
-# token could still have been used); every token of an idle-expired session has
-# expired too. A revoked session's tokens go when the session's retention ends.
+# one statement. A token past its own expiry (and the refresh grace period after it)
+# is deleted even while its session lives (a rotated token is kept until then, so a
+# replay is recognised as reuse while the token could still have been used); every
+# token of an idle-expired session has expired too. A revoked session's tokens go when
+# the session's retention ends.
 _DELETE_EXPIRED_TOKENS = """
 DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
     SELECT id FROM refresh_tokens WHERE expires_at <= $1
@@ -70,6 +71,12 @@ DELETE FROM audit_events WHERE id IN (
     SELECT id FROM audit_events WHERE occurred_at <= $1 LIMIT $2
 )
 """
+# Attempts whose process died before they settled (see domain/throttle.py).
+_DELETE_STALE_LOGIN_ATTEMPTS = """
+DELETE FROM login_attempts_in_flight WHERE (attempt_id, bucket) IN (
+    SELECT attempt_id, bucket FROM login_attempts_in_flight WHERE admitted_at <= $1 LIMIT $2
+)
+"""
 _DELETE_PAST_LOGIN_FAILURES = """
 DELETE FROM login_failures WHERE bucket IN (
     SELECT bucket FROM login_failures WHERE window_started_at <= $1
@@ -95,15 +102,19 @@ class SweepPass:
         self,
         *,
         now: datetime,
+        tokens_expired_before: datetime,
         revoked_before: datetime,
         audit_before: datetime,
         failures_before: datetime,
+        attempts_before: datetime,
         batch_size: int,
     ) -> SweepCounts:
         """Delete at most batch_size rows of each kind, each statement its own transaction."""
         conn = self._conn
         async with translate_errors():
-            expired_tokens = await conn.execute(_DELETE_EXPIRED_TOKENS, now, batch_size)
+            expired_tokens = await conn.execute(
+                _DELETE_EXPIRED_TOKENS, tokens_expired_before, batch_size
+            )
             revoked_tokens = await conn.execute(
                 _DELETE_TOKENS_OF_REVOKED_SESSIONS, revoked_before, batch_size
             )
@@ -113,12 +124,14 @@ class SweepPass:
                 await conn.execute(_MARK_AUDIT_RETENTION_SWEEP)
                 audit = await conn.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
             failures = await conn.execute(_DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size)
+            attempts = await conn.execute(_DELETE_STALE_LOGIN_ATTEMPTS, attempts_before, batch_size)
         return SweepCounts(
             expired_sessions=_count(expired),
             revoked_sessions=_count(revoked),
             refresh_tokens=_count(expired_tokens) + _count(revoked_tokens),
             audit_events=_count(audit),
             login_failures=_count(failures),
+            stale_login_attempts=_count(attempts),
         )
 
 

@@ -246,3 +246,20 @@ async def test_replaying_a_rotated_token_past_its_own_expiry_is_expired_not_reus
 
     assert replayed == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_EXPIRED")
     assert (await refresh(stub, latest.refresh_token)).session_id == signed_in.session_id
+
+
+async def test_a_token_rotated_just_before_its_expiry_still_recovers_its_successor_in_grace(
+    launch: Launch, clock: FrozenClock
+) -> None:
+    # Two tabs refresh as the token expires: the slower one, a moment past the token's own
+    # expiry but within the grace period of its rotation, gets the same successor.
+    launched = await launch(session_idle_timeout="1h")
+    signed_in = await register(launched.stub)
+    clock.advance(timedelta(hours=1) - timedelta(seconds=1))
+    first_tab = await refresh(launched.stub, signed_in.refresh_token)
+    clock.advance(timedelta(seconds=2))
+
+    second_tab = await refresh(launched.stub, signed_in.refresh_token)
+
+    assert second_tab.refresh_token == first_tab.refresh_token
+    assert second_tab.session_id == signed_in.session_id

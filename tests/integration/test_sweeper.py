@@ -24,6 +24,9 @@ from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
 
+# Past a 1h idle timeout and the default 10 s refresh grace, when expired tokens go.
+PAST_IDLE_AND_GRACE = timedelta(hours=1, seconds=11)
+
 
 async def _session_ids(pool: Pool) -> set[str]:
     return {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
@@ -59,6 +62,7 @@ def _sweeper(
         revoked_retention=config.revoked_retention,
         audit_retention=config.audit_retention,
         login_failure_window=config.login_failure_window,
+        refresh_grace=config.refresh_grace_period,
         sleep=sleep,
     )
 
@@ -249,7 +253,7 @@ async def test_sweep_deletes_more_expired_sessions_than_one_batch_in_one_pass(
     await register(launched.stub)
     await asyncio.gather(*(login(launched.stub) for _ in range(34)))
     assert len(await _session_ids(pool)) == 35
-    clock.advance(timedelta(hours=1, seconds=1))
+    clock.advance(PAST_IDLE_AND_GRACE)
 
     counts = await launched.server.sweeper.run_once()
 
@@ -265,7 +269,7 @@ async def test_sweep_pauses_between_batches_and_not_after_the_last(
     launched = await launch(session_idle_timeout="1h")
     await register(launched.stub)
     await asyncio.gather(*(login(launched.stub) for _ in range(24)))
-    clock.advance(timedelta(hours=1, seconds=1))
+    clock.advance(PAST_IDLE_AND_GRACE)
     pauses: list[float] = []
 
     async def sleep(seconds: float) -> None:
