@@ -9,6 +9,7 @@ import gc
 import getpass
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -146,14 +147,21 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
         keys = build_key_ring(config, pool, SystemClock())
         await keys.ensure_active_key()
         # The audit trail's "who": the operator account and host that ran the command.
-        operator = f"authsvc-cli ({getpass.getuser()}@{socket.gethostname()})"
+        operator = f"authsvc-cli ({_os_user()}@{socket.gethostname()})"
         key = await keys.rotate(RequestOrigin(user_agent=operator))
     print(
         f"new signing key {key.kid} ({key.algorithm}): in the JWKS now, signing from "
-        f"{key.activates_at.isoformat(timespec='seconds')} "
-        f"(one key reload interval, {config.key_reload_interval.total_seconds():g}s, "
-        "so every replica publishes it first)"
+        f"{key.activates_at.isoformat(timespec='seconds')} (two key reload intervals of "
+        f"{config.key_reload_interval.total_seconds():g}s, so every replica publishes it first)"
     )
+
+
+def _os_user() -> str:
+    """The operator's account name; a uid without a passwd entry (containers) is its number."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def _audit(user_id: uuid.UUID | None, limit: int) -> Action:

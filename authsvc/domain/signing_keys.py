@@ -19,11 +19,19 @@ from authsvc.core.clock import Clock
 from authsvc.core.errors import NotReady
 from authsvc.core.models import AuditEvent, RequestOrigin, SigningKey
 
-__all__ = ["SUPPORTED_ALGORITHMS", "KeyRing", "KeyStore", "generate_signing_key"]
+__all__ = [
+    "ACTIVATION_DELAY_RELOADS",
+    "SUPPORTED_ALGORITHMS",
+    "KeyRing",
+    "KeyStore",
+    "generate_signing_key",
+]
 
 _log = logging.getLogger(__name__)
 
 SUPPORTED_ALGORITHMS = ("EdDSA", "ES256")
+# A rotated-in key starts signing this many key reload intervals after the rotation.
+ACTIVATION_DELAY_RELOADS = 2
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -81,13 +89,18 @@ def generate_signing_key(
 class _LoadedKey:
     __slots__ = ("key", "private", "public")
 
-    def __init__(self, key: SigningKey) -> None:
+    def __init__(self, key: SigningKey, parsed: _LoadedKey | None = None) -> None:
+        """`parsed`: the same key loaded before, whose parsed key pair is reused."""
         self.key = key
+        if parsed is not None:
+            self.private: PrivateKey = parsed.private
+            self.public: PublicKey = parsed.public
+            return
         loaded = serialization.load_pem_private_key(key.private_pem, password=None)
         if not isinstance(loaded, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
             raise TypeError(f"key {key.kid} is not an EdDSA or ECDSA key")
-        self.private: PrivateKey = loaded
-        self.public: PublicKey = loaded.public_key()
+        self.private = loaded
+        self.public = loaded.public_key()
 
 
 class KeyRing:
@@ -95,9 +108,10 @@ class KeyRing:
 
     Replicas pick up a rotation on their next reload (every `reload_interval`),
     or at once when they meet a token signed with a kid they do not know. A new
-    key is published (in the JWKS) at once but signs only one `reload_interval`
-    after the rotation, when every replica publishes it too; the key it replaces
-    signs until then. Retired keys stay usable for `access_token_ttl +
+    key is published (in the JWKS) at once but signs only two `reload_interval`s
+    after the rotation (one for every replica's next reload, one to spare for a slow
+    or failed reload and for clock skew between hosts), when every replica publishes
+    it too; the key it replaces signs until then. Retired keys stay usable for `access_token_ttl +
     reload_interval`: a replica that has not reloaded may sign with a retired key
     a little longer, and its tokens must verify everywhere until they expire.
     """
@@ -139,10 +153,14 @@ class KeyRing:
         await self.reload()
 
     async def rotate(self, origin: RequestOrigin | None = None) -> SigningKey:
-        """Add a new key, published now and signing one reload interval from now, when it
+        """Add a new key, published now and signing two reload intervals from now, when it
         replaces the current one; the old one keeps verifying (see the class)."""
         now = self._clock.now()
-        key = generate_signing_key(self._algorithm, now, activates_at=now + self._reload_interval)
+        key = generate_signing_key(
+            self._algorithm,
+            now,
+            activates_at=now + ACTIVATION_DELAY_RELOADS * self._reload_interval,
+        )
         event = AuditEvent(
             event="key_rotated",
             occurred_at=key.created_at,
@@ -156,7 +174,8 @@ class KeyRing:
     async def reload(self) -> None:
         async with self._reload_lock:
             keys = await self._store.usable_keys(self._clock.now() - self._retention)
-            loaded = {k.kid: self._keys.get(k.kid) or _LoadedKey(k) for k in keys}
+            # Parsed keys are reused, but each takes the fresh row: its retirement may be new.
+            loaded = {k.kid: _LoadedKey(k, self._keys.get(k.kid)) for k in keys}
             self._keys = loaded
             self._by_activation = sorted(
                 loaded.values(), key=lambda k: k.key.activates_at, reverse=True

@@ -10,7 +10,7 @@ import jwt
 import pytest
 import pytest_asyncio
 
-from authsvc.app import AuthServer
+from authsvc.app import AuthServer, build_key_ring
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
@@ -18,9 +18,10 @@ from tests.helpers import Stub, login, register, validate
 
 pytestmark = pytest.mark.asyncio
 
-# The default key_reload_interval: a rotated-in key signs this long after the rotation,
-# when the key it replaces retires.
+# The default key_reload_interval.
 KEY_RELOAD_INTERVAL = timedelta(seconds=60)
+# A rotated-in key signs this long after the rotation, when the key it replaces retires.
+ACTIVATION_DELAY = 2 * KEY_RELOAD_INTERVAL
 # Default access_token_ttl + key_reload_interval: how long a retired key stays published.
 RETIRED_KEY_RETENTION = timedelta(minutes=15) + KEY_RELOAD_INTERVAL
 
@@ -95,13 +96,13 @@ async def test_jwks_holds_no_private_key_material(stub: Stub) -> None:
 # --- rotation --------------------------------------------------------------------
 
 
-async def test_rotated_in_key_signs_one_reload_interval_after_the_rotation(
+async def test_rotated_in_key_signs_two_reload_intervals_after_the_rotation(
     stub: Stub, server: AuthServer, clock: FrozenClock
 ) -> None:
     before = await register(stub)
     new_key = await server.keys.rotate()
 
-    clock.advance(KEY_RELOAD_INTERVAL - timedelta(seconds=1))
+    clock.advance(ACTIVATION_DELAY - timedelta(seconds=1))
     still_old = await login(stub)
     clock.advance(timedelta(seconds=1))
     new = await login(stub)
@@ -126,6 +127,24 @@ async def test_rotated_in_key_is_published_by_every_replica_before_it_signs(
 
     assert published == [{_kid(before.access_token), new_key.kid}] * 2
     assert _kid(signed_meanwhile.access_token) == _kid(before.access_token)
+
+
+async def test_a_key_retired_before_it_activated_never_signs_on_a_replica_that_cached_it(
+    stub: Stub, server: AuthServer, clock: FrozenClock
+) -> None:
+    # A rotation from a host whose clock runs ahead schedules its key late; a second one
+    # from a correct host retires that key before it ever activates. A replica that
+    # loaded the first key before the second rotation must see its retirement.
+    await register(stub)
+    ahead = FrozenClock(clock.now() + timedelta(minutes=10))
+    late = await build_key_ring(server.config, server.pool, ahead).rotate()
+    await server.keys.reload()  # the replica caches the late key, not yet retired
+    replacement = await server.keys.rotate()
+    clock.advance(timedelta(minutes=10) + ACTIVATION_DELAY)  # past both activations
+
+    signed = await login(stub)
+
+    assert _kid(signed.access_token) == replacement.kid != late.kid
 
 
 async def test_token_minted_before_rotation_still_validates(stub: Stub, server: AuthServer) -> None:
@@ -169,7 +188,7 @@ async def test_retired_key_stays_in_jwks_until_its_tokens_may_have_expired(
 ) -> None:
     before = await register(stub)
     await server.keys.rotate()  # the old key retires when the new one activates
-    clock.advance(KEY_RELOAD_INTERVAL + RETIRED_KEY_RETENTION - timedelta(seconds=1))
+    clock.advance(ACTIVATION_DELAY + RETIRED_KEY_RETENTION - timedelta(seconds=1))
     await server.keys.reload()
 
     kids = await _published_kids(stub)
@@ -182,7 +201,7 @@ async def test_retired_key_leaves_jwks_after_ttl_and_reload_interval(
 ) -> None:
     before = await register(stub)
     new_key = await server.keys.rotate()
-    clock.advance(KEY_RELOAD_INTERVAL + RETIRED_KEY_RETENTION)
+    clock.advance(ACTIVATION_DELAY + RETIRED_KEY_RETENTION)
     await server.keys.reload()
 
     kids = await _published_kids(stub)
@@ -200,7 +219,7 @@ async def test_replica_that_has_not_reloaded_verifies_a_token_of_the_new_key(
     replica = await launch()
     await register(stub)
     new_key = await server.keys.rotate()
-    clock.advance(KEY_RELOAD_INTERVAL)
+    clock.advance(ACTIVATION_DELAY)
     token = (await login(stub)).access_token
     assert new_key.kid not in await _published_kids(replica.stub)
 
