@@ -156,6 +156,13 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _os_user() -> str:
     """The operator's account name; a uid without a passwd entry (containers) is its number."""
     try:
@@ -276,7 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--display-name", default="")
     audit = command("audit", "print recent security events as JSON lines, newest first")
     audit.add_argument("--user", type=uuid.UUID, default=None, help="only this user's events")
-    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--limit", type=_positive_int, default=100)
     return parser
 
 

@@ -198,7 +198,13 @@ class KeyRing:
         return newest.key.kid, newest.key.algorithm, newest.private
 
     async def verification_key(self, kid: str) -> tuple[str, PublicKey] | None:
-        """(algorithm, public key) for `kid`, reloading at most once a second if unknown."""
+        """(algorithm, public key) for `kid`, reloading at most once a second if unknown.
+
+        Before the first load (the database not reached yet) every kid is unknown: that is
+        NotReady, not a verdict on the token.
+        """
+        if not self._keys:
+            raise NotReady("signing keys are not loaded yet")
         found = self._keys.get(kid)
         if found is None and self._may_reload_for_unknown_kid():
             await self.reload()
@@ -206,6 +212,10 @@ class KeyRing:
         return None if found is None else (found.key.algorithm, found.public)
 
     def jwks_json(self) -> str:
+        """The public keys as a JWKS document; NotReady before the first load (an empty
+        key set would tell verifiers that no token is valid)."""
+        if not self._keys:
+            raise NotReady("signing keys are not loaded yet")
         return self._jwks_json
 
     def _may_reload_for_unknown_kid(self) -> bool:

@@ -227,3 +227,12 @@ async def test_cli_command_without_a_reachable_database_says_so_and_exits_1() ->
 
     assert run.code == 1
     assert run.stderr.strip() == "authsvc: DATABASE_UNAVAILABLE: database unavailable"
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "many"])
+async def test_cli_audit_with_a_bad_limit_is_a_usage_error(pg_dsn: str, limit: str) -> None:
+    run = await run_authsvc("audit", "--limit", limit, env=authsvc_env(pg_dsn))
+
+    assert run.code == 2
+    assert "--limit" in run.stderr
+    assert "Traceback" not in run.stderr

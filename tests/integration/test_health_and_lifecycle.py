@@ -10,8 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -20,7 +22,7 @@ from authsvc.store.bootstrap import ensure_database
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import ConfigFactory, dsn_for_database, pool_on
-from tests.helpers import PASSWORD, Stub, error_info, login, register
+from tests.helpers import PASSWORD, Stub, bearer, error_info, login, register
 
 pytestmark = pytest.mark.asyncio
 
@@ -89,6 +91,33 @@ async def test_auth_call_before_the_database_exists_is_unavailable(
     code, reason, _ = error_info(caught.value)
     assert code == grpc.StatusCode.UNAVAILABLE
     assert reason in {"DATABASE_UNAVAILABLE", "NOT_READY"}
+
+
+async def test_token_checks_and_jwks_before_the_keys_are_loaded_are_unavailable(
+    server_without_database: PendingServer,
+) -> None:
+    # Not "invalid" and not an empty key set: both would be verdicts the server cannot give.
+    stub = auth_service_pb2_grpc.AuthServiceStub(server_without_database.channel)
+    signer = ed25519.Ed25519PrivateKey.generate()
+    token = jwt.encode(
+        {"sub": str(uuid.uuid4()), "exp": 2_000_000_000},
+        signer,
+        algorithm="EdDSA",
+        headers={"kid": "k", "typ": "at+jwt"},
+    )
+
+    failures = []
+    for call in (
+        stub.ValidateToken(pb.ValidateTokenRequest(access_token=token), timeout=10),
+        stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(token), timeout=10),
+        stub.GetJwks(pb.GetJwksRequest(), timeout=10),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        failures.append(error_info(caught.value)[:2])
+
+    assert all(code == grpc.StatusCode.UNAVAILABLE for code, _ in failures), failures
+    assert {reason for _, reason in failures} <= {"NOT_READY", "DATABASE_UNAVAILABLE"}
 
 
 async def test_ready_server_reports_serving(channel: grpc.aio.Channel) -> None:
