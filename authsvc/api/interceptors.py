@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -119,6 +119,19 @@ def _wrap(
     return call
 
 
+async def _answer(
+    context: grpc.aio.ServicerContext[Any, Any],
+    status: grpc.Status,
+    echo: tuple[tuple[str, str], ...],
+) -> NoReturn:
+    """End the call with `status`. A call already over (its deadline passed, the client went
+    away) cannot take a status any more: it ends as cancelled, quietly, instead of grpc
+    logging the failed write as an error."""
+    if context.done():
+        raise asyncio.CancelledError
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *echo))
+
+
 async def _serve(
     method: str,
     behaviour: Handler,
@@ -143,11 +156,11 @@ async def _serve(
     except AuthError as exc:
         status = status_for(exc)
         code, reason = status.code, exc.reason
-        await context.abort(code, status.details, (*status.trailing_metadata, *echo))
+        await _answer(context, status, echo)
     except TimeoutError:
         status = plain_status(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         code = status.code
-        await context.abort(code, status.details, (*status.trailing_metadata, *echo))
+        await _answer(context, status, echo)
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise
@@ -155,7 +168,7 @@ async def _serve(
         code = grpc.StatusCode.INTERNAL
         _log.exception("unhandled error", extra={"event": "rpc_error", "rpc": method})
         status = internal_status()
-        await context.abort(status.code, status.details, (*status.trailing_metadata, *echo))
+        await _answer(context, status, echo)
     finally:
         _log.info(
             "rpc",

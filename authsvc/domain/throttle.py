@@ -19,6 +19,7 @@ accounts exist. A success clears the account's count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -28,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import RateLimited
@@ -37,6 +38,8 @@ from authsvc.core.models import AuditEvent, BucketCount
 __all__ = ["LoginAttempt", "LoginThrottle", "LoginThrottleStore", "account_bucket", "ip_bucket"]
 
 _log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Waiting for a slot: the first retry soon (a password check takes ~0.1-0.2 s), then
 # backing off, so a crowd of waiters does not hammer the bucket rows.
@@ -49,6 +52,24 @@ _MAX_WAIT_SECONDS = 10.0
 IN_FLIGHT_EXPIRY = timedelta(minutes=2)
 # What a caller refused only for attempts still in flight is told to wait.
 _BUSY_RETRY_AFTER = timedelta(seconds=1)
+
+
+# Tasks that must run to their end whatever happens to the call that started them; held
+# here because the event loop keeps only weak references to tasks.
+_RUNNING_TO_COMPLETION: set[asyncio.Task[Any]] = set()
+
+
+def _start(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    task = asyncio.ensure_future(work)
+    _RUNNING_TO_COMPLETION.add(task)
+    task.add_done_callback(_RUNNING_TO_COMPLETION.discard)
+    return task
+
+
+async def _to_completion(work: Coroutine[Any, Any, T]) -> T:
+    """Await `work` in a task that a cancellation of the caller does not interrupt: the
+    caller still sees CancelledError at once, and the work finishes anyway."""
+    return await asyncio.shield(_start(work))
 
 
 class LoginThrottleStore(Protocol):
@@ -134,7 +155,7 @@ class LoginAttempt:
 
     async def _settle(self, settling: Coroutine[Any, Any, None]) -> None:
         self._settled = True
-        await asyncio.shield(settling)
+        await _to_completion(settling)
 
 
 class LoginThrottle:
@@ -173,12 +194,7 @@ class LoginThrottle:
         limits = self._limits(email, ip_address)
         buckets = sorted(limits)
         attempt_id = uuid.uuid4()
-        try:
-            await self._admit(attempt_id, buckets, limits, refused)
-        except asyncio.CancelledError:
-            # Cancelled around the admitting transaction's commit: it may have recorded us.
-            await asyncio.shield(self.store.forget(attempt_id))
-            raise
+        await self._admit(attempt_id, buckets, limits, refused)
         attempt = LoginAttempt(self, attempt_id, buckets, account_bucket(email))
         try:
             yield attempt
@@ -206,14 +222,24 @@ class LoginThrottle:
         wait = _FIRST_WAIT
         while True:
             now = self._clock.now()
-            counts = await self.store.try_admit(
-                attempt_id,
-                buckets,
-                now=now,
-                window=self._window,
-                in_flight_since=now - IN_FLIGHT_EXPIRY,
-                may_admit=has_slot,
+            # Run to its end: a transaction interrupted twice (the deadline, then the
+            # client's RST_STREAM) could not even roll back. If the call is cancelled
+            # meanwhile, whatever it recorded is forgotten once it is over.
+            admitting = _start(
+                self.store.try_admit(
+                    attempt_id,
+                    buckets,
+                    now=now,
+                    window=self._window,
+                    in_flight_since=now - IN_FLIGHT_EXPIRY,
+                    may_admit=has_slot,
+                )
             )
+            try:
+                counts = await asyncio.shield(admitting)
+            except asyncio.CancelledError:
+                _start(self._forget_after(admitting, attempt_id))
+                raise
             if has_slot(counts):
                 return
             spent = {b: c for b, c in counts.items() if c.failures >= limits[b]}
@@ -224,6 +250,11 @@ class LoginThrottle:
                 await self._refuse(counts, refused, _BUSY_RETRY_AFTER)
             await self._sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
             wait = min(wait * 2, _LONGEST_WAIT)
+
+    async def _forget_after(self, admitting: asyncio.Task[Any], attempt_id: uuid.UUID) -> None:
+        with contextlib.suppress(Exception):
+            await admitting
+        await self.store.forget(attempt_id)
 
     async def _refuse(
         self, blocking: Mapping[str, BucketCount], refused: AuditEvent, retry_after: timedelta
