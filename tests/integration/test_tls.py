@@ -31,7 +31,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, ConfigFactory
 from tests.helpers import Stub
-from tests.processes import run_authsvc
+from tests.processes import run_authsvc, server_group
 
 pytestmark = pytest.mark.asyncio
 
@@ -381,3 +381,39 @@ async def test_serve_exits_2_naming_the_key_variable_when_the_key_does_not_match
 
     assert process.returncode == 2, err.decode()
     assert "AUTHSVC_TLS_KEY_FILE" in err.decode()
+
+
+async def test_a_botched_handshake_leaves_the_server_log_json_only(
+    pki: Pki, new_database: Callable[..., Any]
+) -> None:
+    # gRPC's C core would log the failed handshake in its own format on stderr; any client
+    # can trigger it, and it would break the JSON-lines log operators parse.
+    dsn = await new_database()
+    tls = {
+        "AUTHSVC_TLS_CERT_FILE": str(pki.server.cert_file),
+        "AUTHSVC_TLS_KEY_FILE": str(pki.server.key_file),
+    }
+    async with server_group() as group:
+        server = await group.start(dsn, **tls)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await auth_service_pb2_grpc.AuthServiceStub(plaintext).GetJwks(
+                    pb.GetJwksRequest(), timeout=5
+                )
+        server.terminate()
+        code = await server.wait()
+
+    lines = server.stderr_tail.splitlines()
+    assert code == 0
+    assert lines
+    assert [line for line in lines if not _is_our_log_line(line)] == []
+
+
+def _is_our_log_line(line: str) -> bool:
+    """A JSON log record, or one of the CLI's `authsvc: ...` lines."""
+    if line.startswith("authsvc: "):
+        return True
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
