@@ -119,6 +119,20 @@ def _wrap(
     return call
 
 
+# How much sooner than the caller's deadline the service gives up on a call: enough to
+# roll back and send DEADLINE_EXCEEDED (with its ErrorInfo) before the client's own
+# deadline cancels the call a second time, which could interrupt a rollback.
+_DEADLINE_MARGIN = 0.05
+_DEADLINE_MARGIN_SHARE = 0.1
+
+
+def _own_deadline(remaining: float | None) -> float | None:
+    """Seconds the service works on a call: the caller's deadline, less a small margin."""
+    if remaining is None:
+        return None
+    return max(remaining - min(_DEADLINE_MARGIN, remaining * _DEADLINE_MARGIN_SHARE), 0.0)
+
+
 async def _answer(
     context: grpc.aio.ServicerContext[Any, Any],
     status: grpc.Status,
@@ -150,8 +164,7 @@ async def _serve(
     echo = (("x-request-id", request_id),)
     try:
         context.set_trailing_metadata(echo)
-        remaining = context.time_remaining()
-        async with asyncio.timeout(remaining):
+        async with asyncio.timeout(_own_deadline(context.time_remaining())):
             return await behaviour(_decode(deserialize, raw), context)
     except AuthError as exc:
         status = status_for(exc)
