@@ -30,7 +30,7 @@ from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.sessions import SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
-from authsvc.domain.throttle import LoginThrottle
+from authsvc.domain.throttle import LoginThrottle, settle_pending
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, open_connections, ping
@@ -156,6 +156,7 @@ class AuthServer:
             if not isinstance(outcome, asyncio.CancelledError | None):
                 _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
+        await settle_pending()
         self.hasher.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

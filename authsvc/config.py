@@ -46,6 +46,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
 
 
+def parse_positive_duration(text: str) -> timedelta:
+    """A duration that must not be zero: a zero TTL, window or interval would switch the
+    feature off (every token expired, a throttle that never counts, a busy sweep loop)."""
+    duration = parse_duration(text)
+    if duration <= timedelta(0):
+        raise ValueError(f"{text!r} must be longer than zero")
+    return duration
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -166,8 +175,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("db_pool_min_size", parse_non_negative_int, "1", "Connections the pool keeps open."),
     Setting("db_pool_max_size", parse_positive_int, "10", "Most connections the pool opens."),
-    Setting("db_connect_timeout", parse_duration, "5s", "Give up connecting to PostgreSQL after."),
-    Setting("db_statement_timeout", parse_duration, "5s", "Give up on a query after."),
+    Setting(
+        "db_connect_timeout",
+        parse_positive_duration,
+        "5s",
+        "Give up connecting to PostgreSQL after.",
+    ),
+    Setting("db_statement_timeout", parse_positive_duration, "5s", "Give up on a query after."),
     Setting("issuer", str, "authsvc", "Access-token `iss` claim."),
     Setting("audience", str, "authsvc", "Access-token `aud` claim."),
     Setting(
@@ -176,11 +190,20 @@ SETTINGS: tuple[Setting, ...] = (
         "EdDSA",
         "EdDSA (Ed25519) or ES256, for keys created from now on.",
     ),
-    Setting("access_token_ttl", parse_duration, "15m", "Access-token lifetime."),
-    Setting("key_reload_interval", parse_duration, "60s", "How often replicas reload keys."),
-    Setting("session_idle_timeout", parse_duration, "7d", "Session ends without a refresh for."),
-    Setting("session_lifetime", parse_duration, "7d", "Absolute session lifetime."),
-    Setting("remember_me_lifetime", parse_duration, "30d", "Absolute lifetime with remember_me."),
+    Setting("access_token_ttl", parse_positive_duration, "15m", "Access-token lifetime."),
+    Setting(
+        "key_reload_interval", parse_positive_duration, "60s", "How often replicas reload keys."
+    ),
+    Setting(
+        "session_idle_timeout", parse_positive_duration, "7d", "Session ends without a refresh for."
+    ),
+    Setting("session_lifetime", parse_positive_duration, "7d", "Absolute session lifetime."),
+    Setting(
+        "remember_me_lifetime",
+        parse_positive_duration,
+        "30d",
+        "Absolute lifetime with remember_me.",
+    ),
     Setting("refresh_grace_period", parse_duration, "10s", "Rotated token still answers for."),
     Setting("registration_enabled", parse_bool, "true", "Whether Register creates accounts."),
     Setting("password_min_length", parse_positive_int, "8", "Shortest password Register takes."),
@@ -189,7 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("argon2_parallelism", parse_positive_int, "4", "argon2id lanes."),
     Setting("hash_workers", parse_positive_int, "2", "Threads hashing passwords (caps memory)."),
     Setting("trusted_proxies", parse_networks, "", "CIDRs whose x-forwarded-for is believed."),
-    Setting("sweep_interval", parse_duration, "60s", "Time between expiry sweeps."),
+    Setting("sweep_interval", parse_positive_duration, "60s", "Time between expiry sweeps."),
     Setting("sweep_batch_size", parse_positive_int, "1000", "Rows deleted per sweep statement."),
     Setting(
         "sweep_batch_pause",
@@ -206,7 +229,12 @@ SETTINGS: tuple[Setting, ...] = (
         "login_failures_per_account", parse_positive_int, "5", "Failed logins per email per window."
     ),
     Setting("login_failures_per_ip", parse_positive_int, "50", "Failed logins per IP per window."),
-    Setting("login_failure_window", parse_duration, "15m", "Window (and lockout) of the limits."),
+    Setting(
+        "login_failure_window",
+        parse_positive_duration,
+        "15m",
+        "Window (and lockout) of the limits.",
+    ),
     Setting("audit_retention", parse_duration, "90d", "Keep audit events this long."),
     Setting("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -42,7 +43,7 @@ from authsvc.core.models import (
 from authsvc.domain import refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.passwords import PasswordHasher
-from authsvc.domain.throttle import LoginAttempt, LoginThrottle
+from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle
 
 __all__ = [
     "LockedSession",
@@ -260,12 +261,13 @@ class SessionService:
             detail={"reason": "rate_limited"},
         )
         async with self._throttle.attempt(email, device.ip_address, refused) as attempt:
-            user = await self._users.find_by_email(email)
-            if user is None:
-                await self._hasher.burn(password)
-                await self._login_failed(attempt, None, origin)
-            if not await self._hasher.verify(user.password_hash, password):
-                await self._login_failed(attempt, user.id, origin)
+            async with asyncio.timeout(ATTEMPT_TIME_LIMIT.total_seconds()):
+                user = await self._users.find_by_email(email)
+                if user is None:
+                    await self._hasher.burn(password)
+                    await self._login_failed(attempt, None, origin)
+                if not await self._hasher.verify(user.password_hash, password):
+                    await self._login_failed(attempt, user.id, origin)
             await attempt.succeeded()
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)

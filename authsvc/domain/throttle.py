@@ -35,7 +35,16 @@ from authsvc.core.clock import Clock
 from authsvc.core.errors import RateLimited
 from authsvc.core.models import AuditEvent, BucketCount
 
-__all__ = ["LoginAttempt", "LoginThrottle", "LoginThrottleStore", "account_bucket", "ip_bucket"]
+__all__ = [
+    "ATTEMPT_TIME_LIMIT",
+    "IN_FLIGHT_EXPIRY",
+    "LoginAttempt",
+    "LoginThrottle",
+    "LoginThrottleStore",
+    "account_bucket",
+    "ip_bucket",
+    "settle_pending",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +59,9 @@ _MAX_WAIT_SECONDS = 10.0
 # Longer than any attempt lives (its call's deadline, the hashing queue): an attempt
 # admitted this long ago is taken for one whose process died before it settled.
 IN_FLIGHT_EXPIRY = timedelta(minutes=2)
+# The longest a login may take once admitted (hashing queue included): well inside
+# IN_FLIGHT_EXPIRY, so an attempt never stops counting while it is still running.
+ATTEMPT_TIME_LIMIT = IN_FLIGHT_EXPIRY / 2
 # What a caller refused only for attempts still in flight is told to wait.
 _BUSY_RETRY_AFTER = timedelta(seconds=1)
 
@@ -57,6 +69,12 @@ _BUSY_RETRY_AFTER = timedelta(seconds=1)
 # Tasks that must run to their end whatever happens to the call that started them; held
 # here because the event loop keeps only weak references to tasks.
 _RUNNING_TO_COMPLETION: set[asyncio.Task[Any]] = set()
+
+
+async def settle_pending() -> None:
+    """Wait for admissions and settlements still running (at shutdown, before the pool
+    closes under them)."""
+    await asyncio.gather(*_RUNNING_TO_COMPLETION, return_exceptions=True)
 
 
 def _start(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -155,7 +173,14 @@ class LoginAttempt:
 
     async def _settle(self, settling: Coroutine[Any, Any, None]) -> None:
         self._settled = True
-        await _to_completion(settling)
+        try:
+            await _to_completion(settling)
+        except Exception:
+            # Nothing was settled (the transaction rolled back): at least stop counting the
+            # attempt as in flight, if the database lets us.
+            with contextlib.suppress(Exception):
+                await _to_completion(self._throttle.store.forget(self._id))
+            raise
 
 
 class LoginThrottle:
@@ -237,7 +262,9 @@ class LoginThrottle:
             )
             try:
                 counts = await asyncio.shield(admitting)
-            except asyncio.CancelledError:
+            except BaseException:
+                # Cancelled, or the connection lost around COMMIT: the admission may
+                # have been recorded all the same.
                 _start(self._forget_after(admitting, attempt_id))
                 raise
             if has_slot(counts):
@@ -262,5 +289,5 @@ class LoginThrottle:
         # Which limit (account, ip), never the bucket: it names the address or account.
         kinds = sorted({bucket.split(":", 1)[0] for bucket in blocking})
         _log.warning("login throttled", extra={"event": "login_throttled", "limit": kinds})
-        await self.store.audit(refused)
+        await _to_completion(self.store.audit(refused))
         raise RateLimited("too many login attempts; try again later", retry_after=retry_after)

@@ -67,21 +67,22 @@ DELETE FROM sessions WHERE id = ANY(ARRAY(
 # (migrations/0010).
 _MARK_AUDIT_RETENTION_SWEEP = "SET LOCAL authsvc.audit_retention_sweep = 'on'"
 _DELETE_OLD_AUDIT_EVENTS = """
-DELETE FROM audit_events WHERE id IN (
+DELETE FROM audit_events WHERE id = ANY(ARRAY(
     SELECT id FROM audit_events WHERE occurred_at <= $1 LIMIT $2
-)
+))
 """
 # Attempts whose process died before they settled (see domain/throttle.py).
 _DELETE_STALE_LOGIN_ATTEMPTS = """
-DELETE FROM login_attempts_in_flight WHERE (attempt_id, bucket) IN (
-    SELECT attempt_id, bucket FROM login_attempts_in_flight WHERE admitted_at <= $1 LIMIT $2
-)
+DELETE FROM login_attempts_in_flight WHERE attempt_id = ANY(ARRAY(
+    SELECT attempt_id FROM login_attempts_in_flight WHERE admitted_at <= $1
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
 """
 _DELETE_PAST_LOGIN_FAILURES = """
-DELETE FROM login_failures WHERE bucket IN (
+DELETE FROM login_failures WHERE bucket = ANY(ARRAY(
     SELECT bucket FROM login_failures WHERE window_started_at <= $1
     LIMIT $2 FOR UPDATE SKIP LOCKED
-)
+))
 """
 
 

@@ -12,24 +12,23 @@ import asyncpg
 from authsvc.core.models import AuditEvent, BucketCount
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
-from authsvc.store.pool import Connection
 
 __all__ = ["PgLoginThrottleStore"]
 
-_ENSURE_BUCKETS = """
-INSERT INTO login_failures (bucket, failures, window_started_at)
-SELECT unnest($1::text[]), 0, $2
-ON CONFLICT (bucket) DO NOTHING
-"""
-# Every bucket row is locked in bucket order, by admissions and failures alike, so two
-# attempts on the same buckets never deadlock.
+# Creates missing bucket rows and locks every row, new or old, in one statement and in
+# bucket order, so two attempts (or an attempt and the sweeper, which skips locked rows)
+# never deadlock. A row whose window has passed starts over with no failures. A window
+# starts at its bucket's first failure (see _COUNT_FAILURE), so RetryInfo says nothing
+# about earlier successful logins.
 _LOCK_BUCKETS = """
-SELECT bucket, failures, window_started_at FROM login_failures
-WHERE bucket = ANY($1::text[]) ORDER BY bucket FOR UPDATE
-"""
-_RESTART_WINDOWS = """
-UPDATE login_failures SET failures = 0, window_started_at = $2::timestamptz
-WHERE bucket = ANY($1::text[]) AND window_started_at <= $2::timestamptz - $3::interval
+INSERT INTO login_failures AS f (bucket, failures, window_started_at)
+SELECT b, 0, $2::timestamptz FROM unnest($1::text[]) AS b ORDER BY b
+ON CONFLICT (bucket) DO UPDATE SET
+    failures = CASE WHEN f.window_started_at <= $2::timestamptz - $3::interval
+                    THEN 0 ELSE f.failures END,
+    window_started_at = CASE WHEN f.window_started_at <= $2::timestamptz - $3::interval
+                             THEN $2::timestamptz ELSE f.window_started_at END
+RETURNING bucket, failures, window_started_at
 """
 _COUNT_IN_FLIGHT = """
 SELECT bucket, count(*) AS in_flight FROM login_attempts_in_flight
@@ -41,7 +40,13 @@ INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)
 SELECT $1, unnest($2::text[]), $3
 """
 _FORGET_ATTEMPT = "DELETE FROM login_attempts_in_flight WHERE attempt_id = $1"
-_COUNT_FAILURE = "UPDATE login_failures SET failures = failures + 1 WHERE bucket = ANY($1::text[])"
+# (SET sees the row as it was: the first failure opens the window.)
+_COUNT_FAILURE = """
+UPDATE login_failures SET
+    failures = failures + 1,
+    window_started_at = CASE WHEN failures = 0 THEN $2 ELSE window_started_at END
+WHERE bucket = ANY($1::text[])
+"""
 _CLEAR_FAILURES = "UPDATE login_failures SET failures = 0 WHERE bucket = $1"
 
 
@@ -66,7 +71,7 @@ class PgLoginThrottleStore:
         Returns the counts it judged; attempts admitted before `in_flight_since` are
         taken for dead and not counted."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            rows = await _lock_buckets(conn, buckets, now=now, window=window)
+            rows = await conn.fetch(_LOCK_BUCKETS, buckets, now, window)
             in_flight: dict[str, int] = {
                 row["bucket"]: row["in_flight"]
                 for row in await conn.fetch(_COUNT_IN_FLIGHT, buckets, in_flight_since)
@@ -94,8 +99,8 @@ class PgLoginThrottleStore:
     ) -> None:
         """Settle a failed attempt: one more failure in every bucket, audited."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            await _lock_buckets(conn, buckets, now=now, window=window)
-            await conn.execute(_COUNT_FAILURE, buckets)
+            await conn.execute(_LOCK_BUCKETS, buckets, now, window)
+            await conn.execute(_COUNT_FAILURE, buckets, now)
             await conn.execute(_FORGET_ATTEMPT, attempt_id)
             await insert_event(conn, event)
 
@@ -113,19 +118,3 @@ class PgLoginThrottleStore:
     async def audit(self, event: AuditEvent) -> None:
         async with translate_errors(), self._pool.acquire() as conn:
             await insert_event(conn, event)
-
-
-async def _lock_buckets(
-    conn: Connection, buckets: list[str], *, now: datetime, window: timedelta
-) -> list[asyncpg.Record]:
-    """Create missing bucket rows and lock them all, in order; restart passed windows."""
-    while True:
-        await conn.execute(_ENSURE_BUCKETS, buckets, now)
-        rows = await conn.fetch(_LOCK_BUCKETS, buckets)
-        # The sweeper may delete a row between the two statements: then again.
-        if len(rows) == len(buckets):
-            break
-    if any(row["window_started_at"] <= now - window for row in rows):
-        await conn.execute(_RESTART_WINDOWS, buckets, now, window)
-        rows = await conn.fetch(_LOCK_BUCKETS, buckets)
-    return list(rows)

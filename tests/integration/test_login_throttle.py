@@ -279,3 +279,25 @@ async def test_attempts_of_a_replica_that_died_mid_login_stop_counting_and_are_s
     assert counts is not None
     assert counts.stale_login_attempts == 1
     assert await pool.fetchval("SELECT count(*) FROM login_attempts_in_flight") == 0
+
+
+async def test_the_lockout_window_starts_at_the_first_failure_whatever_came_before(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    # Were it to start at the account's first attempt of any kind, a shorter RetryInfo
+    # would tell an attacker that the account exists and was used recently.
+    await register(stub)
+    await login(stub)
+    clock.advance(timedelta(minutes=10))
+    for _ in range(5):
+        await failed_login(stub)
+
+    with pytest.raises(grpc.aio.AioRpcError) as known:
+        await login(stub)
+    for _ in range(5):
+        await failed_login(stub, email="nobody@example.com")
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await login(stub, email="nobody@example.com")
+
+    assert retry_delay(known.value) == WINDOW
+    assert retry_delay(unknown.value) == WINDOW

@@ -15,6 +15,7 @@ import pytest
 
 from authsvc.store import sessions as session_sql
 from authsvc.store import sweep as sweep_sql
+from authsvc.store import throttle as throttle_sql
 from authsvc.store.pool import Pool
 
 pytestmark = pytest.mark.asyncio
@@ -23,7 +24,7 @@ USERS = 1000
 SESSIONS_PER_USER = 20  # 20,000 sessions
 TOKENS_PER_SESSION = 2  # 40,000 refresh tokens
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-WATCHED = {"sessions", "refresh_tokens"}
+WATCHED = {"sessions", "refresh_tokens", "login_failures", "login_attempts_in_flight"}
 SWEEP_BATCH = 1000  # the default AUTHSVC_SWEEP_BATCH_SIZE
 
 
@@ -68,7 +69,30 @@ async def load_store(pool: Pool) -> None:
             """,
             TOKENS_PER_SESSION,
         )
-    await pool.execute("ANALYZE users, sessions, refresh_tokens")
+        # Login throttle buckets (1 in 20 past its window) and attempts in flight.
+        await conn.execute(
+            """
+            INSERT INTO login_failures (bucket, failures, window_started_at)
+            SELECT 'account:' || n, n % 6,
+                   CASE WHEN n % 20 = 0 THEN $1::timestamptz - interval '1 hour' ELSE $1 END
+            FROM generate_series(1, $2) n
+            """,
+            NOW,
+            USERS * SESSIONS_PER_USER,
+        )
+        await conn.execute(
+            """
+            INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)
+            SELECT gen_random_uuid(), 'account:' || n,
+                   CASE WHEN n % 20 = 0 THEN $1::timestamptz - interval '1 hour' ELSE $1 END
+            FROM generate_series(1, $2) n
+            """,
+            NOW,
+            USERS * SESSIONS_PER_USER,
+        )
+    await pool.execute(
+        "ANALYZE users, sessions, refresh_tokens, login_failures, login_attempts_in_flight"
+    )
 
 
 def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -130,6 +154,15 @@ def statements(
             session_sql._REVOKE_OWN,
             (session_id, user_id, NOW, "user", *audit),
         ),
+        "throttle: lock buckets": (
+            throttle_sql._LOCK_BUCKETS,
+            (["account:7", "ip:127.0.0.1"], NOW, timedelta(minutes=15)),
+        ),
+        "throttle: attempts in flight": (
+            throttle_sql._COUNT_IN_FLIGHT,
+            (["account:7", "ip:127.0.0.1"], NOW - timedelta(minutes=2)),
+        ),
+        "throttle: forget an attempt": (throttle_sql._FORGET_ATTEMPT, (uuid.uuid4(),)),
         "revoke all of a user's sessions": (
             session_sql._REVOKE_ALL_OF_USER,
             (user_id, NOW, "user", session_id, *audit),
@@ -140,6 +173,14 @@ def statements(
 def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
     return {
         "sweep expired tokens": (sweep_sql._DELETE_EXPIRED_TOKENS, (NOW, SWEEP_BATCH)),
+        "sweep past login failures": (
+            sweep_sql._DELETE_PAST_LOGIN_FAILURES,
+            (NOW - timedelta(minutes=15), SWEEP_BATCH),
+        ),
+        "sweep stale login attempts": (
+            sweep_sql._DELETE_STALE_LOGIN_ATTEMPTS,
+            (NOW - timedelta(minutes=2), SWEEP_BATCH),
+        ),
         "sweep tokens of long-revoked sessions": (
             sweep_sql._DELETE_TOKENS_OF_REVOKED_SESSIONS,
             (NOW - timedelta(minutes=30), SWEEP_BATCH),
@@ -152,7 +193,7 @@ def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
     }
 
 
-async def test_request_statements_never_scan_sessions_or_tokens_sequentially(pool: Pool) -> None:
+async def test_request_statements_never_scan_a_watched_table_sequentially(pool: Pool) -> None:
     await load_store(pool)
     hot = statements(*await a_live_session(pool))
 
@@ -163,7 +204,7 @@ async def test_request_statements_never_scan_sessions_or_tokens_sequentially(poo
 
 # Found by this test: `DELETE ... WHERE id IN (SELECT ... LIMIT $2 ...)` was planned as
 # a hash semi-join over a Seq Scan of all sessions, so every sweep batch read the table.
-async def test_sweeper_statements_never_scan_sessions_or_tokens_sequentially(pool: Pool) -> None:
+async def test_sweeper_statements_never_scan_a_watched_table_sequentially(pool: Pool) -> None:
     await load_store(pool)
 
     scans = {
