@@ -80,6 +80,21 @@ def test_malformed_duration_is_a_config_error_naming_the_variable(text: str) -> 
 
 
 @pytest.mark.parametrize(
+    "variable",
+    ["AUTHSVC_ACCESS_TOKEN_TTL", "AUTHSVC_LOGIN_FAILURE_WINDOW", "AUTHSVC_SWEEP_INTERVAL"],
+)
+def test_a_zero_duration_that_would_switch_a_feature_off_is_a_config_error(variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**{variable: "0s"})
+
+    assert variable in str(caught.value)
+
+
+def test_a_zero_refresh_grace_period_is_allowed() -> None:
+    assert _from_env(AUTHSVC_REFRESH_GRACE_PERIOD="0s").refresh_grace_period == timedelta(0)
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("true", True),
