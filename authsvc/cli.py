@@ -149,10 +149,11 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
         # The audit trail's "who": the operator account and host that ran the command.
         operator = f"authsvc-cli ({_os_user()}@{socket.gethostname()})"
         key = await keys.rotate(RequestOrigin(user_agent=operator))
+    interval = config.key_reload_interval.total_seconds()
     print(
-        f"new signing key {key.kid} ({key.algorithm}): in the JWKS now, signing from "
-        f"{key.activates_at.isoformat(timespec='seconds')} (two key reload intervals of "
-        f"{config.key_reload_interval.total_seconds():g}s, so every replica publishes it first)"
+        f"new signing key {key.kid} ({key.algorithm}): every replica publishes it at its next "
+        f"key reload (within {interval:g}s) and signs with it from "
+        f"{key.activates_at.isoformat(timespec='seconds')} (two reload intervals from now)"
     )
 
 
