@@ -80,8 +80,16 @@ async def settle_pending() -> None:
 def _start(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     task = asyncio.ensure_future(work)
     _RUNNING_TO_COMPLETION.add(task)
-    task.add_done_callback(_RUNNING_TO_COMPLETION.discard)
+    task.add_done_callback(_finished)
     return task
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _RUNNING_TO_COMPLETION.discard(task)
+    # Read the outcome: if its caller was cancelled meanwhile, nobody else will, and
+    # asyncio would log the error as "never retrieved". (The caller saw it if it waited.)
+    if not task.cancelled():
+        task.exception()
 
 
 async def _to_completion(work: Coroutine[Any, Any, T]) -> T:
@@ -281,7 +289,9 @@ class LoginThrottle:
     async def _forget_after(self, admitting: asyncio.Task[Any], attempt_id: uuid.UUID) -> None:
         with contextlib.suppress(Exception):
             await admitting
-        await self.store.forget(attempt_id)
+        # Best effort: left behind, the rows stop counting after IN_FLIGHT_EXPIRY.
+        with contextlib.suppress(Exception):
+            await self.store.forget(attempt_id)
 
     async def _refuse(
         self, blocking: Mapping[str, BucketCount], refused: AuditEvent, retry_after: timedelta
