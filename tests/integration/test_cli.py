@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import bundled_migrations
 from tests.conftest import Launch, dsn_for_database, pool_on
 from tests.helpers import PASSWORD, Stub, login, register, unused_port
-from tests.processes import authsvc_env, run_authsvc, server_group
+from tests.processes import authsvc_env, run_authsvc, run_healthcheck, server_group
 
 pytestmark = pytest.mark.asyncio
 
@@ -181,9 +180,7 @@ async def test_cli_serve_serves_until_sigterm_then_exits_0(new_database: NewData
 
 
 async def _healthcheck(port: int) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update(AUTHSVC_HOST="127.0.0.1", AUTHSVC_PORT=str(port))
-    run = await run_authsvc("healthcheck", env=env)
+    run = await run_healthcheck(port)
     return run.code, run.stdout.strip(), run.stderr.strip()
 
 

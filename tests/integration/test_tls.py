@@ -31,7 +31,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, ConfigFactory
 from tests.helpers import Stub
-from tests.processes import run_authsvc, server_group
+from tests.processes import run_healthcheck, server_group
 
 pytestmark = pytest.mark.asyncio
 
@@ -186,11 +186,8 @@ async def _refused_with(stub: Stub) -> grpc.StatusCode:
 
 
 async def _healthcheck(port: int, **settings: str) -> tuple[int, str]:
-    """`python -m authsvc healthcheck` against 127.0.0.1:port: (exit code, stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update(AUTHSVC_HOST="127.0.0.1", AUTHSVC_PORT=str(port))
-    env.update({f"AUTHSVC_{name.upper()}": value for name, value in settings.items()})
-    run = await run_authsvc("healthcheck", env=env)
+    """`authsvc healthcheck` against 127.0.0.1:port: (exit code, stderr)."""
+    run = await run_healthcheck(port, **settings)
     return run.code, run.stderr
 
 
