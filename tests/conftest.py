@@ -49,6 +49,9 @@ TEST_SETTINGS = {
 READY_TIMEOUT = 30
 
 ConfigFactory = Callable[..., Config]
+# The `new_database` fixture: `await new_database(migrated=False)` -> the DSN of an empty
+# database on the test server.
+NewDatabase = Callable[..., Any]
 
 
 def make_config(dsn: str, **overrides: str) -> Config:
@@ -98,7 +101,7 @@ def dsn_for_database(admin_dsn: str, database: str) -> str:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def new_database(pg_admin_dsn: str) -> Callable[..., Any]:
+async def new_database(pg_admin_dsn: str) -> NewDatabase:
     """Factory: create an empty database, return its DSN."""
 
     async def create(*, migrated: bool = False) -> str:

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from authsvc import config as config_module
 from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import bundled_migrations
-from tests.conftest import Launch, dsn_for_database, pool_on
+from tests.conftest import Launch, NewDatabase, dsn_for_database, pool_on
 from tests.helpers import PASSWORD, Stub, login, register, unused_port
 from tests.processes import authsvc_env, run_authsvc, run_healthcheck, server_group
 
 pytestmark = pytest.mark.asyncio
-
-NewDatabase = Callable[..., Any]
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from authsvc.domain.refresh_tokens import hash_refresh_token
 from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.conftest import Launch, Launched, pool_on
+from tests.conftest import Launch, Launched, NewDatabase, pool_on
 from tests.helpers import PASSWORD, Stub, bearer, login, refresh, register, validate
 from tests.processes import (
     WAIT,
@@ -36,7 +36,6 @@ from tests.processes import (
 
 pytestmark = pytest.mark.asyncio
 
-NewDatabase = Callable[..., Any]
 
 # Backends of this database waiting for a lock (the test's own is never one).
 _LOCK_WAITERS = """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
@@ -17,11 +16,10 @@ from authsvc.store.migrate import apply_migrations, bundled_migrations
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import make_config, pool_on
+from tests.conftest import NewDatabase, make_config, pool_on
 
 pytestmark = pytest.mark.asyncio
 
-NewDatabase = Callable[..., Any]
 
 _SCHEMA = """
 SELECT 'column' AS kind, table_name || '.' || column_name || ' ' || data_type AS item

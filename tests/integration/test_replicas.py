@@ -11,11 +11,10 @@ import asyncio
 import functools
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import grpc
 import jwt
@@ -27,7 +26,7 @@ from authsvc.store.migrate import bundled_migrations
 from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.conftest import Launch, pool_on
+from tests.conftest import Launch, NewDatabase, pool_on
 from tests.helpers import bearer, error_info, login, refresh, register, validate
 from tests.processes import (
     CommandRun,
@@ -40,7 +39,6 @@ from tests.processes import (
 
 pytestmark = pytest.mark.asyncio
 
-NewDatabase = Callable[..., Any]
 
 REPLICAS = 3
 # Replicas reload signing keys this often here (the default is 60s), so a

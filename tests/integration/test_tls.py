@@ -29,7 +29,7 @@ from authsvc.app import AuthServer
 from authsvc.config import ConfigError
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import READY_TIMEOUT, ConfigFactory
+from tests.conftest import READY_TIMEOUT, ConfigFactory, NewDatabase
 from tests.helpers import Stub
 from tests.processes import run_healthcheck, server_group
 
@@ -381,7 +381,7 @@ async def test_serve_exits_2_naming_the_key_variable_when_the_key_does_not_match
 
 
 async def test_a_botched_handshake_leaves_the_server_log_json_only(
-    pki: Pki, new_database: Callable[..., Any]
+    pki: Pki, new_database: NewDatabase
 ) -> None:
     # gRPC's C core would log the failed handshake in its own format on stderr; any client
     # can trigger it, and it would break the JSON-lines log operators parse.

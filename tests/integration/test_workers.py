@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import Launch, pool_on
+from tests.conftest import Launch, NewDatabase, pool_on
 from tests.helpers import Stub, login, refresh, register, validate
 from tests.processes import (
     WAIT,
@@ -43,7 +43,6 @@ from tests.processes import (
 
 pytestmark = pytest.mark.asyncio
 
-NewDatabase = Callable[..., Any]
 
 WORKERS = 2
 # Connections opened to reach every worker before giving up: with two workers
