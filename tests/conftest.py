@@ -120,7 +120,7 @@ async def new_database(pg_admin_dsn: str) -> NewDatabase:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def pg_dsn(new_database: Callable[..., Any]) -> str:
+async def pg_dsn(new_database: NewDatabase) -> str:
     """The shared test database, migrated once with the real migrations."""
     dsn: str = await new_database(migrated=True)
     return dsn

@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
-from tests.conftest import empty_tables
+from tests.conftest import NewDatabase, empty_tables
 from tests.processes import authsvc_env
 
 METHOD_PREFIX = "/authsvc.v1.AuthService/"
@@ -129,7 +129,7 @@ def _read_stderr(serve: ServeProcess, port: queue.Queue[int]) -> None:
 
 
 @pytest_asyncio.fixture(scope="package")
-async def serve_dsn(new_database: Callable[..., Any]) -> str:
+async def serve_dsn(new_database: NewDatabase) -> str:
     dsn: str = await new_database(migrated=True)
     return dsn
 
