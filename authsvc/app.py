@@ -177,7 +177,8 @@ class AuthServer:
             try:
                 await apply_migrations(self.pool)
                 await self.keys.ensure_active_key()
-                await self._open_min_connections()
+                # The pool starts empty so the server can start before its database.
+                await open_connections(self.pool, self.config.db_pool_min_size)
                 break
             except DatabaseUnavailable as exc:
                 _log.warning(
@@ -195,11 +196,6 @@ class AuthServer:
             self._spawn(self.sweeper.run())
         self._spawn(self._reload_keys())
         self._spawn(self._watch_database())
-
-    async def _open_min_connections(self) -> None:
-        """Open db_pool_min_size connections now, not on the first calls (the pool was
-        made empty so the server could start before its database)."""
-        await open_connections(self.pool, self.config.db_pool_min_size)
 
     async def _reload_keys(self) -> None:
         while True:

@@ -26,7 +26,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -192,7 +192,7 @@ class LoginAttempt:
 
 
 class LoginThrottle:
-    __slots__ = ("_clock", "_per_account", "_per_ip", "_sleep", "_window", "store")
+    __slots__ = ("_clock", "_per_account", "_per_ip", "_window", "store")
 
     def __init__(
         self,
@@ -202,14 +202,12 @@ class LoginThrottle:
         per_account: int,
         per_ip: int,
         window: timedelta,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
         self._clock = clock
         self._per_account = per_account
         self._per_ip = per_ip
         self._window = window
-        self._sleep = sleep
 
     def _limits(self, email: str, ip_address: str) -> dict[str, int]:
         limits = {account_bucket(email): self._per_account}
@@ -283,7 +281,7 @@ class LoginThrottle:
                 await self._refuse(spent, refused, until - now)
             if time.monotonic() >= give_up_at:
                 await self._refuse(counts, refused, _BUSY_RETRY_AFTER)
-            await self._sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
             wait = min(wait * 2, _LONGEST_WAIT)
 
     async def _forget_after(self, admitting: asyncio.Task[Any], attempt_id: uuid.UUID) -> None:
