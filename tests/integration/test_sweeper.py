@@ -447,7 +447,11 @@ async def test_stopping_the_server_mid_sweep_ends_the_pass_and_frees_the_sweep_l
             )
         )
 
-    await eventually(sweep_lock_held)
+    async def first_batch_done_and_pausing() -> bool:
+        # The lock alone is taken before the first batch runs; wait for the pause after it.
+        return await sweep_lock_held() and len(await _session_ids(pool)) == 2
+
+    await eventually(first_batch_done_and_pausing)
     caplog.set_level(logging.WARNING, logger="authsvc")
 
     await sweeping.server.stop(timedelta(seconds=1))
