@@ -28,9 +28,16 @@ from authsvc.core.errors import DatabaseUnavailable
 from authsvc.domain import devices
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.passwords import Argon2Hasher
+from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.sessions import SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
-from authsvc.domain.throttle import LoginThrottle, settle_pending
+from authsvc.domain.throttle import (
+    LoginLimits,
+    LoginThrottle,
+    SignUpLimits,
+    SignUpThrottle,
+    settle_pending,
+)
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, open_connections, ping
@@ -46,6 +53,7 @@ __all__ = [
     "AuthServer",
     "build_hasher",
     "build_key_ring",
+    "build_refusal_log",
     "build_session_service",
     "build_sweeper",
 ]
@@ -83,7 +91,10 @@ class AuthServer:
         self.clock = clock
         self.hasher = build_hasher(config)
         self.keys = build_key_ring(config, pool, clock)
-        self.sessions = build_session_service(config, pool, clock, self.keys, self.hasher)
+        self.refusals = build_refusal_log(pool)
+        self.sessions = build_session_service(
+            config, pool, clock, self.keys, self.hasher, self.refusals
+        )
         self.sweeper = build_sweeper(config, pool, clock)
         self.health = HealthServicer()
         self.ready = asyncio.Event()
@@ -109,6 +120,7 @@ class AuthServer:
         """Open the port and begin getting ready; return the bound port."""
         devices.warm_up()
         await self._set_serving(False)
+        self.refusals.start()
         address = f"{self.config.host}:{self.config.port}"
         if self._credentials is None:
             self.port = self._server.add_insecure_port(address)
@@ -157,6 +169,7 @@ class AuthServer:
                 _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
         await settle_pending()
+        await self.refusals.aclose()
         self.hasher.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -226,8 +239,14 @@ def build_hasher(config: Config) -> Argon2Hasher:
         time_cost=config.argon2_time_cost,
         memory_cost_kib=config.argon2_memory_kib,
         parallelism=config.argon2_parallelism,
-        max_workers=config.hash_workers,
+        sign_in_workers=config.hash_workers,
+        sign_up_workers=config.sign_up_hash_workers,
+        queue_limit=config.hash_queue_limit,
     )
+
+
+def build_refusal_log(pool: Pool) -> RefusalLog:
+    return RefusalLog(PgLoginThrottleStore(pool))
 
 
 def build_key_ring(config: Config, pool: Pool, clock: Clock) -> KeyRing:
@@ -241,8 +260,14 @@ def build_key_ring(config: Config, pool: Pool, clock: Clock) -> KeyRing:
 
 
 def build_session_service(
-    config: Config, pool: Pool, clock: Clock, keys: KeyRing, hasher: Argon2Hasher
+    config: Config,
+    pool: Pool,
+    clock: Clock,
+    keys: KeyRing,
+    hasher: Argon2Hasher,
+    refusals: RefusalLog,
 ) -> SessionService:
+    throttle_store = PgLoginThrottleStore(pool)
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
@@ -260,11 +285,30 @@ def build_session_service(
             password_min_length=config.password_min_length,
         ),
         throttle=LoginThrottle(
-            PgLoginThrottleStore(pool),
+            throttle_store,
             clock,
-            per_account=config.login_failures_per_account,
-            per_ip=config.login_failures_per_ip,
-            window=config.login_failure_window,
+            refusals,
+            LoginLimits(
+                per_account_and_address=config.login_failures_per_account_and_ip,
+                per_account=config.login_failures_per_account,
+                per_address=config.login_failures_per_ip,
+                window=config.login_failure_window,
+                shared_addresses=config.shared_addresses,
+                shared_address_factor=config.shared_address_factor,
+                known_address_retention=config.known_address_retention,
+            ),
+        ),
+        sign_ups=SignUpThrottle(
+            throttle_store,
+            clock,
+            refusals,
+            SignUpLimits(
+                per_address=config.sign_ups_per_ip,
+                total=config.sign_ups_total,
+                window=config.sign_up_window,
+                shared_addresses=config.shared_addresses,
+                shared_address_factor=config.shared_address_factor,
+            ),
         ),
     )
 
@@ -279,5 +323,6 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         revoked_retention=config.revoked_retention,
         audit_retention=config.audit_retention,
         login_failure_window=config.login_failure_window,
+        known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
     )

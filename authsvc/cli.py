@@ -25,6 +25,7 @@ from authsvc.app import (
     AuthServer,
     build_hasher,
     build_key_ring,
+    build_refusal_log,
     build_session_service,
     build_sweeper,
 )
@@ -215,7 +216,9 @@ def _create_user(email: str, display_name: str) -> Action:
             clock = SystemClock()
             hasher = build_hasher(config)
             keys = build_key_ring(config, pool, clock)
-            service = build_session_service(config, pool, clock, keys, hasher)
+            # Creating a user is never throttled: this log stays empty, and needs no start.
+            refusals = build_refusal_log(pool)
+            service = build_session_service(config, pool, clock, keys, hasher, refusals)
             try:
                 user = await service.create_user(
                     email=email, password=password, display_name=display_name

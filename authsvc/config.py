@@ -210,7 +210,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("argon2_time_cost", parse_positive_int, "3", "argon2id passes."),
     Setting("argon2_memory_kib", parse_positive_int, "65536", "argon2id memory per hash, KiB."),
     Setting("argon2_parallelism", parse_positive_int, "4", "argon2id lanes."),
-    Setting("hash_workers", parse_positive_int, "2", "Threads hashing passwords (caps memory)."),
+    Setting(
+        "hash_workers",
+        parse_positive_int,
+        "2",
+        "Threads checking passwords for Login (with sign_up_hash_workers, caps memory).",
+    ),
+    Setting(
+        "sign_up_hash_workers",
+        parse_positive_int,
+        "1",
+        "Threads hashing passwords for Register, apart from Login's: a sign-up flood "
+        "cannot take them.",
+    ),
+    Setting(
+        "hash_queue_limit",
+        parse_non_negative_int,
+        "8",
+        "Password hashes each lane queues beyond its threads; more are refused at once "
+        "(SERVER_BUSY) rather than run after their deadline.",
+    ),
     Setting("trusted_proxies", parse_networks, "", "CIDRs whose x-forwarded-for is believed."),
     Setting("sweep_interval", parse_positive_duration, "60s", "Time between expiry sweeps."),
     Setting("sweep_batch_size", parse_positive_int, "1000", "Rows deleted per sweep statement."),
@@ -226,15 +245,53 @@ SETTINGS: tuple[Setting, ...] = (
         "max_message_bytes", parse_positive_int, "65536", "Largest request accepted, in bytes."
     ),
     Setting(
-        "login_failures_per_account", parse_positive_int, "5", "Failed logins per email per window."
+        "login_failures_per_account_and_ip",
+        parse_positive_int,
+        "5",
+        "Failed logins per account from one address per window.",
     ),
-    Setting("login_failures_per_ip", parse_positive_int, "50", "Failed logins per IP per window."),
+    Setting(
+        "login_failures_per_account",
+        parse_positive_int,
+        "20",
+        "Failed logins per account from addresses it never signed in from, per window; "
+        "5 times as many in a day lock it for the day.",
+    ),
+    Setting(
+        "login_failures_per_ip",
+        parse_positive_int,
+        "50",
+        "Failed logins per address per window, across accounts not known there.",
+    ),
     Setting(
         "login_failure_window",
         parse_positive_duration,
         "15m",
-        "Window (and lockout) of the limits.",
+        "Window (and lockout) of the login limits.",
     ),
+    Setting(
+        "known_address_retention",
+        parse_positive_duration,
+        "90d",
+        "A sign-in from an address exempts it from the account's and address's limits for.",
+    ),
+    Setting(
+        "shared_addresses",
+        parse_networks,
+        "",
+        "CIDRs many people share (office NAT, a backend calling Login): higher per-address limits.",
+    ),
+    Setting(
+        "shared_address_factor",
+        parse_positive_int,
+        "20",
+        "How many times higher the per-address limits of shared_addresses are.",
+    ),
+    Setting("sign_ups_per_ip", parse_positive_int, "10", "Register calls per address per window."),
+    Setting(
+        "sign_ups_total", parse_positive_int, "1000", "Register calls per window, all addresses."
+    ),
+    Setting("sign_up_window", parse_positive_duration, "1h", "Window of the Register limits."),
     Setting("audit_retention", parse_duration, "90d", "Keep audit events this long."),
     Setting("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
 )
@@ -271,6 +328,8 @@ class Config:
     argon2_memory_kib: int
     argon2_parallelism: int
     hash_workers: int
+    sign_up_hash_workers: int
+    hash_queue_limit: int
     trusted_proxies: tuple[IpNetwork, ...]
     sweep_interval: timedelta
     sweep_batch_size: int
@@ -278,9 +337,16 @@ class Config:
     revoked_retention: timedelta
     shutdown_grace: timedelta
     max_message_bytes: int
+    login_failures_per_account_and_ip: int
     login_failures_per_account: int
     login_failures_per_ip: int
     login_failure_window: timedelta
+    known_address_retention: timedelta
+    shared_addresses: tuple[IpNetwork, ...]
+    shared_address_factor: int
+    sign_ups_per_ip: int
+    sign_ups_total: int
+    sign_up_window: timedelta
     audit_retention: timedelta
     log_level: str
 

@@ -29,6 +29,7 @@ class SweepPass(Protocol):
         audit_before: datetime,
         failures_before: datetime,
         attempts_before: datetime,
+        known_addresses_before: datetime,
         batch_size: int,
     ) -> SweepCounts: ...
 
@@ -42,7 +43,8 @@ class SweepStore(Protocol):
 class Sweeper:
     """Deletes refresh tokens past their expiry; expired sessions, and revoked
     ones after their retention, with their tokens; audit events past their
-    retention; login-failure counters whose window has passed. In bounded
+    retention; login-failure counters whose window has passed; addresses an account
+    has not signed in from for the known-address retention. In bounded
     batches, so it never holds long locks.
 
     Only one replica sweeps at a time (a cluster-wide advisory lock); the
@@ -62,6 +64,7 @@ class Sweeper:
         revoked_retention: timedelta,
         audit_retention: timedelta,
         login_failure_window: timedelta,
+        known_address_retention: timedelta,
         refresh_grace: timedelta,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -74,6 +77,7 @@ class Sweeper:
         self._revoked_retention = revoked_retention
         self._audit_retention = audit_retention
         self._login_failure_window = login_failure_window
+        self._known_address_retention = known_address_retention
         self._refresh_grace = refresh_grace
 
     async def run_once(self) -> SweepCounts | None:
@@ -92,6 +96,7 @@ class Sweeper:
                     audit_before=now - self._audit_retention,
                     failures_before=now - self._login_failure_window,
                     attempts_before=now - IN_FLIGHT_EXPIRY,
+                    known_addresses_before=now - self._known_address_retention,
                     batch_size=self._batch_size,
                 )
                 total += batch
@@ -108,6 +113,7 @@ class Sweeper:
                 "audit_events": total.audit_events,
                 "login_failures": total.login_failures,
                 "stale_login_attempts": total.stale_login_attempts,
+                "known_addresses": total.known_addresses,
             },
         )
         return total

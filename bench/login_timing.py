@@ -30,15 +30,11 @@ else:
 _PORT_LINE = re.compile(rb"serving gRPC on [^:]+:(\d+)")
 
 
-async def _start_server(data_dir: str) -> tuple[asyncio.subprocess.Process, int]:
-    env = {
-        **os.environ,
-        "AUTHSVC_DATA_DIR": data_dir,
-        "AUTHSVC_LOG_LEVEL": "WARNING",
-        # Every failure here is deliberate: the throttle would answer before the password.
-        "AUTHSVC_LOGIN_FAILURES_PER_ACCOUNT": "1000000",
-        "AUTHSVC_LOGIN_FAILURES_PER_IP": "1000000",
-    }
+async def start_server(
+    data_dir: str, settings: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, int]:
+    """`authsvc serve` on a free port with the embedded database in `data_dir`."""
+    env = {**os.environ, "AUTHSVC_DATA_DIR": data_dir, "AUTHSVC_LOG_LEVEL": "WARNING", **settings}
     env.pop("AUTHSVC_DATABASE_URL", None)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -81,7 +77,15 @@ def _describe(name: str, samples: list[float]) -> str:
 
 async def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as data_dir:
-        process, port = await _start_server(data_dir)
+        process, port = await start_server(
+            data_dir,
+            {
+                # Every failure here is deliberate: the throttle would answer first.
+                "AUTHSVC_LOGIN_FAILURES_PER_ACCOUNT_AND_IP": "1000000",
+                "AUTHSVC_LOGIN_FAILURES_PER_ACCOUNT": "1000000",
+                "AUTHSVC_LOGIN_FAILURES_PER_IP": "1000000",
+            },
+        )
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 await channel.channel_ready()

@@ -43,6 +43,8 @@ TEST_SETTINGS = {
     # Background passes would race the tests' own run_once(); tests drive them.
     "sweep_interval": "1h",
     "db_pool_min_size": "0",
+    # Tests sign many accounts up from one address; test_sign_up_flood.py tests the limit.
+    "sign_ups_per_ip": "100000",
 }
 
 # A bound on a server getting ready, not a timing assertion.
@@ -136,11 +138,13 @@ async def empty_tables(pool: Pool) -> None:
     """Every table the service writes, emptied; the migrations stay applied. (The audit
     trail takes deletes only in a transaction marked as its retention sweep.)"""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL authsvc.audit_retention_sweep = 'on'")
-        await conn.execute(
-            "TRUNCATE users, sessions, refresh_tokens, signing_keys, login_failures,"
-            " login_attempts_in_flight, audit_events"
+        # Every table the migrations made, so a new one cannot be forgotten here.
+        tables = await conn.fetchval(
+            "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
+            " WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'"
         )
+        await conn.execute("SET LOCAL authsvc.audit_retention_sweep = 'on'")
+        await conn.execute(f"TRUNCATE {tables}")
 
 
 @pytest.fixture

@@ -64,6 +64,8 @@ def authsvc_env(dsn: str | None, **settings: str) -> dict[str, str]:
         AUTHSVC_ARGON2_TIME_COST="1",
         AUTHSVC_ARGON2_MEMORY_KIB="1024",
         AUTHSVC_ARGON2_PARALLELISM="1",
+        # Tests sign many accounts up from one address.
+        AUTHSVC_SIGN_UPS_PER_IP="100000",
     )
     env.update(settings)
     return env

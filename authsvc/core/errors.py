@@ -24,6 +24,7 @@ __all__ = [
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "RegistrationDisabled",
+    "ServerBusy",
     "SessionExpired",
     "SessionNotFound",
     "SessionRevoked",
@@ -132,6 +133,13 @@ class RateLimited(AuthError):
     def __init__(self, message: str, *, retry_after: timedelta) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ServerBusy(RateLimited):
+    """This process has no password-hashing capacity free; retry after `retry_after`.
+    Refused at once rather than queued past the caller's deadline."""
+
+    reason = "SERVER_BUSY"
 
 
 class DatabaseUnavailable(AuthError):

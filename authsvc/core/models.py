@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import NewType
 
@@ -201,25 +201,14 @@ class SweepCounts:
     audit_events: int = 0
     login_failures: int = 0
     stale_login_attempts: int = 0
+    known_addresses: int = 0
 
     def __add__(self, other: SweepCounts) -> SweepCounts:
         return SweepCounts(
-            expired_sessions=self.expired_sessions + other.expired_sessions,
-            revoked_sessions=self.revoked_sessions + other.revoked_sessions,
-            refresh_tokens=self.refresh_tokens + other.refresh_tokens,
-            audit_events=self.audit_events + other.audit_events,
-            login_failures=self.login_failures + other.login_failures,
-            stale_login_attempts=self.stale_login_attempts + other.stale_login_attempts,
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
         )
 
     @property
     def largest(self) -> int:
         """The biggest count: a batch this full means another batch may be waiting."""
-        return max(
-            self.expired_sessions,
-            self.revoked_sessions,
-            self.refresh_tokens,
-            self.audit_events,
-            self.login_failures,
-            self.stale_login_attempts,
-        )
+        return max(int(getattr(self, f.name)) for f in fields(self))

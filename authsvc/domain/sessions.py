@@ -42,8 +42,8 @@ from authsvc.core.models import (
 )
 from authsvc.domain import refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessTokens
-from authsvc.domain.passwords import PasswordHasher
-from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle
+from authsvc.domain.passwords import Lane, PasswordHasher
+from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
 
 __all__ = [
     "LockedSession",
@@ -189,8 +189,10 @@ class SessionService:
         clock: Clock,
         policy: SessionPolicy,
         throttle: LoginThrottle,
+        sign_ups: SignUpThrottle,
     ) -> None:
         self._throttle = throttle
+        self._sign_ups = sign_ups
         self._users = users
         self._sessions = sessions
         self._hasher = hasher
@@ -209,10 +211,23 @@ class SessionService:
         remember_me: bool,
         device: DeviceInfo,
     ) -> IssuedTokens:
-        """Create an account and its first session in one transaction."""
+        """Create an account and its first session in one transaction.
+
+        A place on the sign-up hashing lane is taken first (refused at once when the
+        lane is full, before any database work), then the per-address and total limits,
+        then the hash: a flood of sign-ups never takes a sign-in's thread."""
         if not self._policy.registration_enabled:
             raise RegistrationDisabled("registration is disabled")
-        user = await self._new_user(email=email, password=password, display_name=display_name)
+        refused = AuditEvent(
+            event="register_failed",
+            occurred_at=self._clock.now(),
+            origin=_origin_of(device),
+            detail={"reason": "rate_limited"},
+        )
+        email, display_name = self._checked(email, password, display_name)
+        async with self._hasher.reserve(Lane.SIGN_UP) as hashing:
+            await self._sign_ups.take(device.ip_address, refused)
+            user = self._new_user_record(email, display_name, await hashing.hash(password))
         tokens = await self._start_session(
             user.id, remember_me, device, event="user_registered", new_user=user
         )
@@ -227,6 +242,12 @@ class SessionService:
         return user
 
     async def _new_user(self, *, email: str, password: str, display_name: str) -> User:
+        email, display_name = self._checked(email, password, display_name)
+        password_hash = await self._hasher.hash(password, Lane.SIGN_UP)
+        return self._new_user_record(email, display_name, password_hash)
+
+    def _checked(self, email: str, password: str, display_name: str) -> tuple[str, str]:
+        """The canonical email and the cleaned display name, if the fields are valid."""
         email = validation.normalize_email(email)
         validation.check_new_password(
             password, min_length=self._policy.password_min_length, email=email
@@ -234,11 +255,14 @@ class SessionService:
         display_name = validation.clean_label(
             "display_name", display_name, max_length=validation.MAX_LABEL_LENGTH
         )
+        return email, display_name
+
+    def _new_user_record(self, email: str, display_name: str, password_hash: str) -> User:
         return User(
             id=UserId(uuid.uuid4()),
             email=email,
             display_name=display_name,
-            password_hash=await self._hasher.hash(password),
+            password_hash=password_hash,
             created_at=self._clock.now(),
         )
 
@@ -270,7 +294,7 @@ class SessionService:
                     await self._login_failed(attempt, user.id, origin)
             await attempt.succeeded()
         if self._hasher.needs_rehash(user.password_hash):
-            new_hash = await self._hasher.hash(password)
+            new_hash = await self._hasher.hash(password, Lane.SIGN_IN)
             await self._users.update_password_hash(user.id, new_hash, self._clock.now())
         tokens = await self._start_session(user.id, remember_me, device, event="login_succeeded")
         _log.info(

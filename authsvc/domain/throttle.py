@@ -1,7 +1,18 @@
-"""Login throttling: failed attempts per account and per client address.
+"""Login and sign-up throttling, with counters in PostgreSQL so every replica
+enforces the same limits.
 
-Counters live in PostgreSQL, so every replica enforces the same limits. Each
-attempt is admitted before its password is checked, and only while a bucket's
+A failed login counts in three kinds of bucket:
+- the account from this address (`pair:`), a fast limit: it stops a guesser without
+  touching the owner elsewhere;
+- the account from any address it has not signed in from (`account:`), slower, and
+  escalating: a longer run of failures locks it for a day (`account-day:`);
+- the address, across accounts it is not known to (`ip:`); addresses listed as shared
+  (an office NAT, a backend signing users in) get a higher limit.
+An address the account signed in from within `known_address_retention` is exempt from
+the account and address buckets, so an attack can lock out neither an owner on a
+known device nor a colleague behind the same NAT; only its own pair bucket applies.
+
+Each attempt is admitted before its password is checked, and only while a bucket's
 failures plus its attempts still being checked are under the limit: guesses sent
 in parallel, through any replicas, get exactly the limit's worth of password
 checks. A genuine burst (a user's devices all signing in at once) is not refused
@@ -10,10 +21,11 @@ wait for them, a few hundred milliseconds at most. An attempt whose process died
 before it settled stops counting after `IN_FLIGHT_EXPIRY`.
 
 A bucket whose failures reach its limit refuses logins until its window ends,
-then starts over: the lock always decays, so nobody can lock an account for
-good, only for one window at a time. Refused attempts cost no argon2 time, and
-the same answer comes for unknown emails, so the throttle does not reveal which
-accounts exist. A success clears the account's count.
+then starts over. Refused attempts cost no argon2 time and no write (one read of
+the counters; the audit trail gets one row per address and interval, see
+domain/refusals.py), and the same answer comes for unknown emails, so the
+throttle does not reveal which accounts exist. A success forgives the account's
+failures from that address and in the window; a day lock and the address's count stand.
 """
 
 from __future__ import annotations
@@ -28,27 +40,40 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import RateLimited
 from authsvc.core.models import AuditEvent, BucketCount
+from authsvc.domain.refusals import RefusalLog
 
 __all__ = [
     "ATTEMPT_TIME_LIMIT",
+    "ESCALATED_WINDOW",
+    "ESCALATION_FACTOR",
     "IN_FLIGHT_EXPIRY",
+    "SIGN_UP_BUCKET_PREFIX",
+    "SIGN_UP_TOTAL_BUCKET",
+    "Limit",
     "LoginAttempt",
+    "LoginLimits",
     "LoginThrottle",
     "LoginThrottleStore",
+    "SignUpLimits",
+    "SignUpThrottle",
     "account_bucket",
+    "escalated_account_bucket",
     "ip_bucket",
+    "pair_bucket",
     "settle_pending",
 ]
 
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Waiting for a slot: the first retry soon (a password check takes ~0.1-0.2 s), then
 # backing off, so a crowd of waiters does not hammer the bucket rows.
@@ -99,37 +124,119 @@ async def _to_completion(work: Coroutine[Any, Any, T]) -> T:
 
 
 class LoginThrottleStore(Protocol):
+    """Windowed counters per bucket. Buckets go in and counts come back by name; a
+    bucket with no row reads as no failures. `windows[i]` is `buckets[i]`'s window."""
+
+    async def read(
+        self, buckets: list[str], windows: list[timedelta], *, now: datetime
+    ) -> Mapping[str, BucketCount]:
+        """Failures without locking or writing; buckets with none may be absent."""
+        ...
+
     async def try_admit(
         self,
         attempt_id: uuid.UUID,
         buckets: list[str],
+        windows: list[timedelta],
         *,
         now: datetime,
-        window: timedelta,
         in_flight_since: datetime,
         may_admit: Callable[[Mapping[str, BucketCount]], bool],
     ) -> Mapping[str, BucketCount]: ...
+
+    async def take(
+        self,
+        buckets: list[str],
+        windows: list[timedelta],
+        *,
+        now: datetime,
+        may_take: Callable[[Mapping[str, BucketCount]], bool],
+    ) -> Mapping[str, BucketCount]:
+        """Count one use in every bucket, atomically, if `may_take` allows it."""
+        ...
 
     async def count_failure(
         self,
         attempt_id: uuid.UUID,
         buckets: list[str],
+        windows: list[timedelta],
         *,
         now: datetime,
-        window: timedelta,
         event: AuditEvent,
     ) -> None: ...
 
-    async def clear_failures(self, attempt_id: uuid.UUID, account_bucket: str) -> None: ...
+    async def clear_failures(
+        self, attempt_id: uuid.UUID, cleared: list[str], known_address: str, *, now: datetime
+    ) -> None: ...
+
+    async def is_known_address(self, pair: str, *, since: datetime) -> bool: ...
 
     async def forget(self, attempt_id: uuid.UUID) -> None: ...
 
-    async def audit(self, event: AuditEvent) -> None: ...
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """At most `failures` in a bucket per `window`."""
+
+    failures: int
+    window: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginLimits:
+    per_account_and_address: int
+    per_account: int
+    per_address: int
+    window: timedelta
+    shared_addresses: tuple[IpNetwork, ...] = ()
+    shared_address_factor: int = 1
+    known_address_retention: timedelta = timedelta(days=90)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptBuckets:
+    """The buckets one login attempt counts in; `forgiven` are cleared by its success,
+    and `pair` (the account from this address) is then remembered as known."""
+
+    limits: Mapping[str, Limit]
+    pair: str
+    forgiven: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignUpLimits:
+    per_address: int
+    total: int
+    window: timedelta
+    shared_addresses: tuple[IpNetwork, ...] = ()
+    shared_address_factor: int = 1
+
+
+SIGN_UP_BUCKET_PREFIX = "signup:"
+SIGN_UP_TOTAL_BUCKET = SIGN_UP_BUCKET_PREFIX + "total"
+
+# A run of failures this many times the account's limit, within a day, locks the
+# account (for unknown addresses) for the rest of that day: Keycloak-style escalation.
+ESCALATION_FACTOR = 5
+ESCALATED_WINDOW = timedelta(days=1)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def account_bucket(email: str) -> str:
     # Hashed: the counters table holds no email addresses.
-    return "account:" + hashlib.sha256(email.encode()).hexdigest()
+    return "account:" + _digest(email)
+
+
+def escalated_account_bucket(email: str) -> str:
+    return "account-day:" + _digest(email)
+
+
+def pair_bucket(email: str, ip_address: str) -> str:
+    """The account from one address (IPv6: its /64)."""
+    return "pair:" + _digest(email + "\n" + ip_bucket(ip_address))
 
 
 def ip_bucket(ip_address: str) -> str:
@@ -146,6 +253,14 @@ def ip_bucket(ip_address: str) -> str:
     return "ip:" + str(address)
 
 
+def _is_in(ip_address: str, networks: tuple[IpNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip_address)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 class LoginAttempt:
     """An admitted attempt: settle it with `failed` or `succeeded`; leaving the `attempt`
     block without either (an error, a cancelled call) forgets it without counting.
@@ -155,24 +270,33 @@ class LoginAttempt:
     leave the attempt counting as in flight until IN_FLIGHT_EXPIRY.
     """
 
-    __slots__ = ("_account", "_buckets", "_id", "_settled", "_throttle")
+    __slots__ = ("_buckets", "_id", "_settled", "_throttle")
 
     def __init__(
-        self, throttle: LoginThrottle, attempt_id: uuid.UUID, buckets: list[str], account: str
+        self, throttle: LoginThrottle, attempt_id: uuid.UUID, buckets: AttemptBuckets
     ) -> None:
         self._throttle = throttle
         self._id = attempt_id
         self._buckets = buckets
-        self._account = account
         self._settled = False
 
     async def failed(self, event: AuditEvent) -> None:
         """Count the failure in every bucket, with its audit record."""
-        await self._settle(self._throttle.count_failure(self._id, self._buckets, event))
+        limits = self._buckets.limits
+        buckets = sorted(limits)
+        windows = [limits[b].window for b in buckets]
+        store = self._throttle.store
+        now = self._throttle.clock.now()
+        await self._settle(store.count_failure(self._id, buckets, windows, now=now, event=event))
 
     async def succeeded(self) -> None:
-        """Clear the account's count; the address's failures stand."""
-        await self._settle(self._throttle.store.clear_failures(self._id, self._account))
+        """Forgive the account's failures, from this address and in this window (a day
+        lock and the address's failures stand), and remember the address as one the
+        account signs in from."""
+        store = self._throttle.store
+        now = self._throttle.clock.now()
+        pair, forgiven = self._buckets.pair, self._buckets.forgiven
+        await self._settle(store.clear_failures(self._id, forgiven, pair, now=now))
 
     async def release(self) -> None:
         """Forget the attempt uncounted, unless it was settled."""
@@ -192,67 +316,71 @@ class LoginAttempt:
 
 
 class LoginThrottle:
-    __slots__ = ("_clock", "_per_account", "_per_ip", "_window", "store")
+    __slots__ = ("_limits", "_refusals", "clock", "store")
 
     def __init__(
         self,
         store: LoginThrottleStore,
         clock: Clock,
-        *,
-        per_account: int,
-        per_ip: int,
-        window: timedelta,
+        refusals: RefusalLog,
+        limits: LoginLimits,
     ) -> None:
         self.store = store
-        self._clock = clock
-        self._per_account = per_account
-        self._per_ip = per_ip
-        self._window = window
+        self.clock = clock
+        self._refusals = refusals
+        self._limits = limits
 
-    def _limits(self, email: str, ip_address: str) -> dict[str, int]:
-        limits = {account_bucket(email): self._per_account}
+    async def _buckets(self, email: str, ip_address: str) -> AttemptBuckets:
+        limits = self._limits
+        pair = pair_bucket(email, ip_address)
+        buckets = {pair: Limit(limits.per_account_and_address, limits.window)}
+        since = self.clock.now() - limits.known_address_retention
+        if ip_address and await self.store.is_known_address(pair, since=since):
+            return AttemptBuckets(limits=buckets, pair=pair, forgiven=[pair])
+        account = account_bucket(email)
+        buckets[account] = Limit(limits.per_account, limits.window)
+        buckets[escalated_account_bucket(email)] = Limit(
+            limits.per_account * ESCALATION_FACTOR, ESCALATED_WINDOW
+        )
         if ip_address:
-            limits[ip_bucket(ip_address)] = self._per_ip
-        return limits
+            shared = _is_in(ip_address, limits.shared_addresses)
+            factor = limits.shared_address_factor if shared else 1
+            buckets[ip_bucket(ip_address)] = Limit(limits.per_address * factor, limits.window)
+        return AttemptBuckets(limits=buckets, pair=pair, forgiven=sorted([pair, account]))
 
     @asynccontextmanager
     async def attempt(
         self, email: str, ip_address: str, refused: AuditEvent
     ) -> AsyncIterator[LoginAttempt]:
         """Admit one login attempt (waiting for attempts in flight if need be) for the
-        block. Raises RateLimited, and audits `refused`, if a bucket has used up its
+        block. Raises RateLimited, and notes `refused`, if a bucket has used up its
         failures (or its slots stay taken past the longest wait)."""
-        limits = self._limits(email, ip_address)
-        buckets = sorted(limits)
+        buckets = await self._buckets(email, ip_address)
         attempt_id = uuid.uuid4()
-        await self._admit(attempt_id, buckets, limits, refused)
-        attempt = LoginAttempt(self, attempt_id, buckets, account_bucket(email))
+        await self._admit(attempt_id, buckets.limits, refused)
+        attempt = LoginAttempt(self, attempt_id, buckets)
         try:
             yield attempt
         finally:
             await attempt.release()
 
-    async def count_failure(
-        self, attempt_id: uuid.UUID, buckets: list[str], event: AuditEvent
-    ) -> None:
-        await self.store.count_failure(
-            attempt_id, buckets, now=self._clock.now(), window=self._window, event=event
-        )
-
     async def _admit(
-        self,
-        attempt_id: uuid.UUID,
-        buckets: list[str],
-        limits: Mapping[str, int],
-        refused: AuditEvent,
+        self, attempt_id: uuid.UUID, limits: Mapping[str, Limit], refused: AuditEvent
     ) -> None:
-        def has_slot(counts: Mapping[str, BucketCount]) -> bool:
-            return all(c.failures + c.in_flight < limits[b] for b, c in counts.items())
+        buckets = sorted(limits)
+        windows = [limits[b].window for b in buckets]
 
+        def has_slot(counts: Mapping[str, BucketCount]) -> bool:
+            return all(c.failures + c.in_flight < limits[b].failures for b, c in counts.items())
+
+        # The read that refuses a locked bucket without a write; admission then locks.
+        self._refuse_if_spent(
+            await self.store.read(buckets, windows, now=self.clock.now()), limits, refused
+        )
         give_up_at = time.monotonic() + _MAX_WAIT_SECONDS
         wait = _FIRST_WAIT
         while True:
-            now = self._clock.now()
+            now = self.clock.now()
             # Run to its end: a transaction interrupted twice (the deadline, then the
             # client's RST_STREAM) could not even roll back. If the call is cancelled
             # meanwhile, whatever it recorded is forgotten once it is over.
@@ -260,8 +388,8 @@ class LoginThrottle:
                 self.store.try_admit(
                     attempt_id,
                     buckets,
+                    windows,
                     now=now,
-                    window=self._window,
                     in_flight_since=now - IN_FLIGHT_EXPIRY,
                     may_admit=has_slot,
                 )
@@ -275,14 +403,19 @@ class LoginThrottle:
                 raise
             if has_slot(counts):
                 return
-            spent = {b: c for b, c in counts.items() if c.failures >= limits[b]}
-            if spent:
-                until = max(c.window_started_at for c in spent.values()) + self._window
-                await self._refuse(spent, refused, until - now)
+            self._refuse_if_spent(counts, limits, refused)
             if time.monotonic() >= give_up_at:
-                await self._refuse(counts, refused, _BUSY_RETRY_AFTER)
+                self._refuse(counts, refused, _BUSY_RETRY_AFTER)
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
             wait = min(wait * 2, _LONGEST_WAIT)
+
+    def _refuse_if_spent(
+        self, counts: Mapping[str, BucketCount], limits: Mapping[str, Limit], refused: AuditEvent
+    ) -> None:
+        spent = {b: c for b, c in counts.items() if c.failures >= limits[b].failures}
+        if spent:
+            until = max(c.window_started_at + limits[b].window for b, c in spent.items())
+            self._refuse(spent, refused, until - self.clock.now())
 
     async def _forget_after(self, admitting: asyncio.Task[Any], attempt_id: uuid.UUID) -> None:
         with contextlib.suppress(Exception):
@@ -291,11 +424,59 @@ class LoginThrottle:
         with contextlib.suppress(Exception):
             await self.store.forget(attempt_id)
 
-    async def _refuse(
+    def _refuse(
         self, blocking: Mapping[str, BucketCount], refused: AuditEvent, retry_after: timedelta
     ) -> NoReturn:
-        # Which limit (account, ip), never the bucket: it names the address or account.
+        # Which limit (pair, account, ip), never the bucket: it names the address or account.
         kinds = sorted({bucket.split(":", 1)[0] for bucket in blocking})
-        _log.warning("login throttled", extra={"event": "login_throttled", "limit": kinds})
-        await _to_completion(self.store.audit(refused))
+        self._refusals.note(refused, kinds)
         raise RateLimited("too many login attempts; try again later", retry_after=retry_after)
+
+
+class SignUpThrottle:
+    """Sign-ups per client address and in total, per window. Every attempt counts
+    (there is no failure to wait for), and a refused one writes nothing."""
+
+    __slots__ = ("_clock", "_limits", "_refusals", "_store")
+
+    def __init__(
+        self,
+        store: LoginThrottleStore,
+        clock: Clock,
+        refusals: RefusalLog,
+        limits: SignUpLimits,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._refusals = refusals
+        self._limits = limits
+
+    def _buckets(self, ip_address: str) -> dict[str, int]:
+        limits = self._limits
+        buckets = {SIGN_UP_TOTAL_BUCKET: limits.total}
+        if ip_address:
+            shared = _is_in(ip_address, limits.shared_addresses)
+            factor = limits.shared_address_factor if shared else 1
+            buckets[SIGN_UP_BUCKET_PREFIX + ip_bucket(ip_address)] = limits.per_address * factor
+        return buckets
+
+    async def take(self, ip_address: str, refused: AuditEvent) -> None:
+        """Count one sign-up, or raise RateLimited (noting `refused`)."""
+        limits = self._buckets(ip_address)
+        buckets = sorted(limits)
+        windows = [self._limits.window] * len(buckets)
+
+        def under(counts: Mapping[str, BucketCount]) -> bool:
+            return all(c.failures < limits[b] for b, c in counts.items())
+
+        now = self._clock.now()
+        counts = await self._store.read(buckets, windows, now=now)
+        if under(counts):
+            counts = await self._store.take(buckets, windows, now=now, may_take=under)
+            if under(counts):
+                return
+        spent = {b: c for b, c in counts.items() if c.failures >= limits[b]}
+        # "total" or "ip": which limit, never the address.
+        self._refusals.note(refused, sorted(b.split(":")[1] for b in spent))
+        until = max(c.window_started_at for c in spent.values()) + self._limits.window
+        raise RateLimited("too many sign-ups; try again later", retry_after=until - now)

@@ -10,7 +10,7 @@ from authsvc.core.models import AuditEvent, RequestOrigin, SessionId, UserId
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 
-__all__ = ["PgAuditStore", "event_args", "insert_event"]
+__all__ = ["PgAuditStore", "event_args", "insert_event", "insert_events"]
 
 _INSERT_EVENT = """
 INSERT INTO audit_events (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
@@ -41,6 +41,11 @@ def event_args(event: AuditEvent) -> tuple[object, ...]:
 async def insert_event(conn: Connection, event: AuditEvent) -> None:
     """Append `event` on `conn`, inside the caller's transaction."""
     await conn.execute(_INSERT_EVENT, *event_args(event))
+
+
+async def insert_events(conn: Connection, events: list[AuditEvent]) -> None:
+    """Append several events on `conn` in one round trip."""
+    await conn.executemany(_INSERT_EVENT, [event_args(event) for event in events])
 
 
 def _event(row: asyncpg.Record) -> AuditEvent:

@@ -78,9 +78,18 @@ DELETE FROM login_attempts_in_flight WHERE attempt_id = ANY(ARRAY(
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
+# Buckets differ in window length (migration 0013); $1 is now less the shortest window,
+# which narrows the index scan to rows that may have passed.
 _DELETE_PAST_LOGIN_FAILURES = """
 DELETE FROM login_failures WHERE bucket = ANY(ARRAY(
-    SELECT bucket FROM login_failures WHERE window_started_at <= $1
+    SELECT bucket FROM login_failures
+    WHERE window_started_at <= $1 AND window_started_at + window_length <= $3
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
+_DELETE_FORGOTTEN_ADDRESSES = """
+DELETE FROM login_known_addresses WHERE pair_bucket = ANY(ARRAY(
+    SELECT pair_bucket FROM login_known_addresses WHERE last_success_at <= $1
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
@@ -108,6 +117,7 @@ class SweepPass:
         audit_before: datetime,
         failures_before: datetime,
         attempts_before: datetime,
+        known_addresses_before: datetime,
         batch_size: int,
     ) -> SweepCounts:
         """Delete at most batch_size rows of each kind, each statement its own transaction."""
@@ -124,7 +134,12 @@ class SweepPass:
             async with conn.transaction():
                 await conn.execute(_MARK_AUDIT_RETENTION_SWEEP)
                 audit = await conn.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
-            failures = await conn.execute(_DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size)
+            failures = await conn.execute(
+                _DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size, now
+            )
+            addresses = await conn.execute(
+                _DELETE_FORGOTTEN_ADDRESSES, known_addresses_before, batch_size
+            )
             attempts = await conn.execute(_DELETE_STALE_LOGIN_ATTEMPTS, attempts_before, batch_size)
         return SweepCounts(
             expired_sessions=_count(expired),
@@ -133,6 +148,7 @@ class SweepPass:
             audit_events=_count(audit),
             login_failures=_count(failures),
             stale_login_attempts=_count(attempts),
+            known_addresses=_count(addresses),
         )
 
 

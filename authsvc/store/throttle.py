@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from authsvc.core.models import AuditEvent, BucketCount
-from authsvc.store.audit import insert_event
+from authsvc.store.audit import insert_event, insert_events
 from authsvc.store.errors import translate_errors
 
 __all__ = ["PgLoginThrottleStore"]
@@ -21,14 +21,26 @@ __all__ = ["PgLoginThrottleStore"]
 # starts at its bucket's first failure (see _COUNT_FAILURE), so RetryInfo says nothing
 # about earlier successful logins.
 _LOCK_BUCKETS = """
-INSERT INTO login_failures AS f (bucket, failures, window_started_at)
-SELECT b, 0, $2::timestamptz FROM unnest($1::text[]) AS b ORDER BY b
+INSERT INTO login_failures AS f (bucket, failures, window_started_at, window_length)
+SELECT b.bucket, 0, $2::timestamptz, b.window_length
+FROM unnest($1::text[], $3::interval[]) AS b (bucket, window_length) ORDER BY b.bucket
 ON CONFLICT (bucket) DO UPDATE SET
-    failures = CASE WHEN f.window_started_at <= $2::timestamptz - $3::interval
+    failures = CASE WHEN f.window_started_at <= $2::timestamptz - excluded.window_length
                     THEN 0 ELSE f.failures END,
-    window_started_at = CASE WHEN f.window_started_at <= $2::timestamptz - $3::interval
-                             THEN $2::timestamptz ELSE f.window_started_at END
+    window_started_at = CASE WHEN f.window_started_at <= $2::timestamptz - excluded.window_length
+                             THEN $2::timestamptz ELSE f.window_started_at END,
+    window_length = excluded.window_length
 RETURNING bucket, failures, window_started_at
+"""
+# Read without locking or writing: a refused attempt (the common case under attack) must
+# cost one index read, not a row version per bucket. A window that has passed reads as 0.
+_READ_BUCKETS = """
+SELECT b.bucket,
+       CASE WHEN f.window_started_at <= $2::timestamptz - b.window_length
+            THEN 0 ELSE f.failures END AS failures,
+       f.window_started_at
+FROM unnest($1::text[], $3::interval[]) AS b (bucket, window_length)
+JOIN login_failures f ON f.bucket = b.bucket
 """
 _COUNT_IN_FLIGHT = """
 SELECT bucket, count(*) AS in_flight FROM login_attempts_in_flight
@@ -47,7 +59,34 @@ UPDATE login_failures SET
     window_started_at = CASE WHEN failures = 0 THEN $2 ELSE window_started_at END
 WHERE bucket = ANY($1::text[])
 """
-_CLEAR_FAILURES = "UPDATE login_failures SET failures = 0 WHERE bucket = $1"
+# Locks in bucket order, like _LOCK_BUCKETS: two logins clearing and admitting the same
+# buckets would otherwise deadlock.
+_CLEAR_FAILURES = """
+UPDATE login_failures SET failures = 0 WHERE bucket = ANY(ARRAY(
+    SELECT bucket FROM login_failures WHERE bucket = ANY($1::text[])
+    ORDER BY bucket FOR UPDATE
+))
+"""
+_REMEMBER_ADDRESS = """
+INSERT INTO login_known_addresses (pair_bucket, last_success_at) VALUES ($1, $2)
+ON CONFLICT (pair_bucket) DO UPDATE SET last_success_at = excluded.last_success_at
+"""
+_IS_KNOWN_ADDRESS = """
+SELECT EXISTS (
+    SELECT FROM login_known_addresses WHERE pair_bucket = $1 AND last_success_at > $2
+)
+"""
+
+
+def _counts(rows: list[asyncpg.Record], in_flight: Mapping[str, int]) -> dict[str, BucketCount]:
+    return {
+        row["bucket"]: BucketCount(
+            failures=row["failures"],
+            in_flight=in_flight.get(row["bucket"], 0),
+            window_started_at=row["window_started_at"],
+        )
+        for row in rows
+    }
 
 
 class PgLoginThrottleStore:
@@ -56,13 +95,22 @@ class PgLoginThrottleStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def read(
+        self, buckets: list[str], windows: list[timedelta], *, now: datetime
+    ) -> Mapping[str, BucketCount]:
+        """The failures of the buckets that have any, without locking or writing
+        (in_flight is not read: 0)."""
+        async with translate_errors():
+            rows = await self._pool.fetch(_READ_BUCKETS, buckets, now, windows)
+        return _counts(rows, {})
+
     async def try_admit(
         self,
         attempt_id: uuid.UUID,
         buckets: list[str],
+        windows: list[timedelta],
         *,
         now: datetime,
-        window: timedelta,
         in_flight_since: datetime,
         may_admit: Callable[[Mapping[str, BucketCount]], bool],
     ) -> Mapping[str, BucketCount]:
@@ -71,50 +119,68 @@ class PgLoginThrottleStore:
         Returns the counts it judged; attempts admitted before `in_flight_since` are
         taken for dead and not counted."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_LOCK_BUCKETS, buckets, now, window)
+            rows = await conn.fetch(_LOCK_BUCKETS, buckets, now, windows)
             in_flight: dict[str, int] = {
                 row["bucket"]: row["in_flight"]
                 for row in await conn.fetch(_COUNT_IN_FLIGHT, buckets, in_flight_since)
             }
-            counts = {
-                row["bucket"]: BucketCount(
-                    failures=row["failures"],
-                    in_flight=in_flight.get(row["bucket"], 0),
-                    window_started_at=row["window_started_at"],
-                )
-                for row in rows
-            }
+            counts = _counts(rows, in_flight)
             if may_admit(counts):
                 await conn.execute(_ADMIT, attempt_id, buckets, now)
+        return counts
+
+    async def take(
+        self,
+        buckets: list[str],
+        windows: list[timedelta],
+        *,
+        now: datetime,
+        may_take: Callable[[Mapping[str, BucketCount]], bool],
+    ) -> Mapping[str, BucketCount]:
+        """Count one more use in every bucket if `may_take` allows it on the locked
+        counts (for limits on every attempt, such as sign-ups). Returns those counts."""
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            counts = _counts(await conn.fetch(_LOCK_BUCKETS, buckets, now, windows), {})
+            if may_take(counts):
+                await conn.execute(_COUNT_FAILURE, buckets, now)
         return counts
 
     async def count_failure(
         self,
         attempt_id: uuid.UUID,
         buckets: list[str],
+        windows: list[timedelta],
         *,
         now: datetime,
-        window: timedelta,
         event: AuditEvent,
     ) -> None:
         """Settle a failed attempt: one more failure in every bucket, audited."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_LOCK_BUCKETS, buckets, now, window)
+            await conn.execute(_LOCK_BUCKETS, buckets, now, windows)
             await conn.execute(_COUNT_FAILURE, buckets, now)
             await conn.execute(_FORGET_ATTEMPT, attempt_id)
             await insert_event(conn, event)
 
-    async def clear_failures(self, attempt_id: uuid.UUID, account_bucket: str) -> None:
-        """Settle a successful attempt: the account's failures are forgiven."""
+    async def clear_failures(
+        self, attempt_id: uuid.UUID, cleared: list[str], known_address: str, *, now: datetime
+    ) -> None:
+        """Settle a successful attempt: `cleared` buckets are forgiven, and the
+        account's address is remembered as known."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CLEAR_FAILURES, account_bucket)
+            await conn.execute(_CLEAR_FAILURES, cleared)
+            await conn.execute(_REMEMBER_ADDRESS, known_address, now)
             await conn.execute(_FORGET_ATTEMPT, attempt_id)
+
+    async def is_known_address(self, pair: str, *, since: datetime) -> bool:
+        """Whether the account signed in from this address after `since`."""
+        async with translate_errors():
+            return bool(await self._pool.fetchval(_IS_KNOWN_ADDRESS, pair, since))
 
     async def forget(self, attempt_id: uuid.UUID) -> None:
         """An attempt that ended without an outcome (an error, a cancelled call)."""
         async with translate_errors():
             await self._pool.execute(_FORGET_ATTEMPT, attempt_id)
 
-    async def audit(self, event: AuditEvent) -> None:
+    async def audit_many(self, events: list[AuditEvent]) -> None:
         async with translate_errors(), self._pool.acquire() as conn:
-            await insert_event(conn, event)
+            await insert_events(conn, events)

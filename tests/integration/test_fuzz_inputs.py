@@ -168,7 +168,8 @@ SELECT
     (SELECT md5(coalesce(string_agg(k::text, ',' ORDER BY k.kid), '')) FROM signing_keys k)
         AS signing_keys_rows
 """
-# What only a failed login (or a detected theft) may add to: the audit trail and the
+# What only a failed login, a detected theft or a sign-up attempt (an email taken or
+# not, it counts against the sign-up limits) may add to: the audit trail and the
 # throttle's counters. Any other rejection leaves them alone too.
 _RECORDS = """
 SELECT
@@ -176,7 +177,9 @@ SELECT
     (SELECT md5(coalesce(string_agg(f::text, ',' ORDER BY f.bucket), '')) FROM login_failures f)
         AS login_failures
 """
-_RECORDED_REJECTIONS = frozenset({"INVALID_CREDENTIALS", "RATE_LIMITED", "REFRESH_TOKEN_REUSED"})
+_RECORDED_REJECTIONS = frozenset(
+    {"INVALID_CREDENTIALS", "RATE_LIMITED", "REFRESH_TOKEN_REUSED", "EMAIL_TAKEN"}
+)
 
 
 async def state(pool: Pool) -> dict[str, Any]:

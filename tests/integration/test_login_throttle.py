@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 import grpc
@@ -11,7 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from authsvc.core.clock import FrozenClock
-from authsvc.domain.throttle import IN_FLIGHT_EXPIRY, account_bucket
+from authsvc.domain.throttle import IN_FLIGHT_EXPIRY, account_bucket, escalated_account_bucket
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
@@ -179,23 +180,67 @@ async def test_sweeper_removes_counters_whose_window_has_passed(
     counts = await launched.server.sweeper.run_once()
 
     assert counts is not None
-    assert counts.login_failures == 2  # the account's bucket and the address's
-    assert await pool.fetchval("SELECT count(*) FROM login_failures") == 0
+    # The account's from this address, the account's and the address's; the account's
+    # day bucket stays for its day.
+    assert counts.login_failures == 3
+    assert await pool.fetchval("SELECT bucket FROM login_failures") == escalated_account_bucket(
+        EMAIL
+    )
 
 
-async def test_a_refused_login_is_audited_with_its_address(stub: Stub, pool: Pool) -> None:
-    await register(stub)
+async def test_refused_logins_are_audited_once_per_address_with_a_count(
+    launch: Launch, pool: Pool
+) -> None:
+    launched = await launch()
+    await register(launched.stub)
     for _ in range(5):
-        await failed_login(stub)
+        await failed_login(launched.stub)
 
-    assert await failed_login(stub, password=PASSWORD) == "RATE_LIMITED"
+    for _ in range(30):
+        assert await failed_login(launched.stub, password=PASSWORD) == "RATE_LIMITED"
+    await launched.server.refusals.flush()
 
     rows = await pool.fetch(
-        "SELECT ip_address, detail->>'reason' AS reason FROM audit_events"
-        " WHERE event = 'login_failed' ORDER BY id"
+        "SELECT ip_address, detail FROM audit_events"
+        " WHERE event = 'login_failed' AND detail->>'reason' = 'rate_limited'"
     )
-    assert [row["reason"] for row in rows] == ["invalid_credentials"] * 5 + ["rate_limited"]
-    assert rows[-1]["ip_address"] == "127.0.0.1"
+    assert [(row["ip_address"], row["detail"]["count"]) for row in rows] == [("127.0.0.1", 30)]
+
+
+async def test_a_refused_login_writes_no_row(launch: Launch, pool: Pool) -> None:
+    launched = await launch()
+    await register(launched.stub)
+    for _ in range(5):
+        await failed_login(launched.stub)
+    # Every row version the throttle tables hold: an UPDATE, even of nothing, makes new ones.
+    versions = "SELECT array_agg(xmin::text ORDER BY xmin::text) FROM login_failures"
+    before = await pool.fetchval(versions)
+    audit_rows = await pool.fetchval("SELECT count(*) FROM audit_events")
+
+    for _ in range(10):
+        assert await failed_login(launched.stub, password=PASSWORD) == "RATE_LIMITED"
+
+    assert await pool.fetchval(versions) == before
+    assert await pool.fetchval("SELECT count(*) FROM audit_events") == audit_rows
+    assert await pool.fetchval("SELECT count(*) FROM login_attempts_in_flight") == 0
+
+
+async def test_refused_logins_log_once_per_address_until_the_counts_are_written(
+    launch: Launch, caplog: pytest.LogCaptureFixture
+) -> None:
+    launched = await launch()
+    await register(launched.stub)
+    for _ in range(5):
+        await failed_login(launched.stub)
+
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            await failed_login(launched.stub, password=PASSWORD)
+        await launched.server.refusals.flush()
+
+    throttled = [r for r in caplog.records if getattr(r, "event", None) == "throttled"]
+    # The first refusal at once, then one line with the interval's count.
+    assert [getattr(r, "count", 1) for r in throttled] == [1, 20]
 
 
 async def test_a_login_cut_off_by_its_deadline_gives_its_slot_back_uncounted(

@@ -62,9 +62,14 @@ def _sweeper(
         revoked_retention=config.revoked_retention,
         audit_retention=config.audit_retention,
         login_failure_window=config.login_failure_window,
+        known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
         sleep=sleep,
     )
+
+
+# Register's throttle buckets (all addresses, this address), swept once their hour passes.
+SIGN_UP_BUCKETS = 2
 
 
 async def _run_once_while_another_replica_holds_the_lock(
@@ -105,8 +110,9 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
 
     # idle's one token and capped's three: each expires with the idle deadline it was
     # issued with, so every token of an expired session has expired. (And the login's
-    # throttle buckets, account and address, whose window has passed.)
-    assert counts == SweepCounts(expired_sessions=2, refresh_tokens=4, login_failures=2)
+    # throttle buckets whose window has passed: the account from this address, the
+    # account, the address.)
+    assert counts == SweepCounts(expired_sessions=2, refresh_tokens=4, login_failures=3)
     assert await _session_ids(pool) == {recent.session_id, newest.session_id}
     token_owners = {
         str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
@@ -134,7 +140,9 @@ async def test_sweep_deletes_revoked_session_after_retention(
 
     counts = await server.sweeper.run_once()
 
-    assert counts == SweepCounts(revoked_sessions=1, refresh_tokens=1)
+    assert counts == SweepCounts(
+        revoked_sessions=1, refresh_tokens=1, login_failures=SIGN_UP_BUCKETS
+    )
     assert await _session_ids(pool) == {live.session_id}
     assert (
         await pool.fetchval(
@@ -191,7 +199,7 @@ async def test_sweep_deletes_rotated_tokens_of_a_live_session_once_they_expire(
 
     counts = await launched.server.sweeper.run_once()
 
-    assert counts == SweepCounts(refresh_tokens=1)
+    assert counts == SweepCounts(refresh_tokens=1, login_failures=SIGN_UP_BUCKETS)
     assert await _session_ids(pool) == {session_id}
     kept = {
         bytes(row["token_hash"])
@@ -307,7 +315,9 @@ async def test_sweep_runs_once_the_other_replica_releases_the_lock(
     counts = await server.sweeper.run_once()
 
     assert skipped is None
-    assert counts == SweepCounts(expired_sessions=1, refresh_tokens=1)
+    assert counts == SweepCounts(
+        expired_sessions=1, refresh_tokens=1, login_failures=SIGN_UP_BUCKETS
+    )
     assert await _session_ids(pool) == set()
 
 
@@ -345,7 +355,9 @@ async def test_sweep_leaves_a_session_locked_by_a_request_for_the_next_pass(
 
         remaining = await _session_ids(pool)
 
-    assert counts == SweepCounts(expired_sessions=1, refresh_tokens=2)
+    assert counts == SweepCounts(
+        expired_sessions=1, refresh_tokens=2, login_failures=SIGN_UP_BUCKETS
+    )
     assert remaining == {busy.session_id}
     assert idle.session_id not in remaining
 
@@ -372,7 +384,9 @@ async def test_sweep_deletes_a_long_lived_sessions_tokens_in_batches_before_the_
     counts = await sweeper.run_once()
 
     # 25 tokens in batches of 10: 10, 10, then 5 and, with no token left, the session.
-    assert counts == SweepCounts(expired_sessions=1, refresh_tokens=25)
+    assert counts == SweepCounts(
+        expired_sessions=1, refresh_tokens=25, login_failures=SIGN_UP_BUCKETS
+    )
     assert len(pauses) == 2
     assert await _session_ids(pool) == set()
 

@@ -30,6 +30,7 @@ export type Reason =
   | "SESSION_EXPIRED"
   | "SESSION_NOT_FOUND"
   | "RATE_LIMITED"
+  | "SERVER_BUSY"
   | "DATABASE_UNAVAILABLE"
   | "NOT_READY";
 
@@ -123,7 +124,7 @@ export class RefreshTokenExpired extends SessionExpired {}
 /** The refresh token is unknown to the server. */
 export class RefreshTokenInvalid extends SessionExpired {}
 
-/** RESOURCE_EXHAUSTED / RATE_LIMITED; wait `retryDelayMs` (from google.rpc.RetryInfo) first. */
+/** RESOURCE_EXHAUSTED / RATE_LIMITED or SERVER_BUSY; wait `retryDelayMs` (from google.rpc.RetryInfo) first. */
 export class RateLimited extends AuthsvcError {
   retryDelayMs: number | undefined;
 }
@@ -153,6 +154,7 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   SESSION_EXPIRED: SessionExpired,
   SESSION_NOT_FOUND: SessionNotFound,
   RATE_LIMITED: RateLimited,
+  SERVER_BUSY: RateLimited,
   DATABASE_UNAVAILABLE: DatabaseUnavailable,
   NOT_READY: NotReady,
 };

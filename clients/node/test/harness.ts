@@ -66,6 +66,8 @@ function serverEnv(dataDir: string, extra: Record<string, string>): NodeJS.Proce
     AUTHSVC_ARGON2_MEMORY_KIB: "1024",
     AUTHSVC_ARGON2_PARALLELISM: "1",
     AUTHSVC_LOG_LEVEL: "INFO",
+    // Every test account signs up from this one address.
+    AUTHSVC_SIGN_UPS_PER_IP: "100000",
     // Sweep once at start only: a periodic sweep deleting a just-expired refresh token
     // would turn the REFRESH_TOKEN_EXPIRED test's answer into REFRESH_TOKEN_INVALID.
     AUTHSVC_SWEEP_INTERVAL: "24h",

@@ -180,7 +180,8 @@ class RefreshTokenInvalid(SessionExpired):
 
 
 class RateLimited(AuthsvcError):
-    """Too many attempts (RESOURCE_EXHAUSTED). `retry_delay` is the server's RetryInfo, if sent."""
+    """Too many attempts, or the server is busy (RESOURCE_EXHAUSTED). `retry_delay` is the
+    server's RetryInfo, if sent."""
 
     def __init__(
         self,
@@ -223,6 +224,8 @@ _BY_REASON: Mapping[tuple[grpc.StatusCode, str], type[AuthsvcError]] = {
     (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED"): RefreshTokenReused,
     (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_EXPIRED"): RefreshTokenExpired,
     (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID"): RefreshTokenInvalid,
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"): RateLimited,
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY"): RateLimited,
     (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"): DatabaseUnavailable,
     (grpc.StatusCode.UNAVAILABLE, "NOT_READY"): NotReady,
 }

@@ -51,6 +51,7 @@ class AuthServiceStub:
     UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
     NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
     RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
+    RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
     UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
     UNAVAILABLE         NOT_READY              the service is still starting
     DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
@@ -134,6 +135,7 @@ class AuthServiceServicer:
     UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
     NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
     RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
+    RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
     UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
     UNAVAILABLE         NOT_READY              the service is still starting
     DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
@@ -279,6 +281,7 @@ class AuthService:
     UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
     NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
     RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
+    RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
     UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
     UNAVAILABLE         NOT_READY              the service is still starting
     DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it

@@ -52,6 +52,7 @@ class AuthServiceStub:
       UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
       NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
       RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
+      RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
       UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
       UNAVAILABLE         NOT_READY              the service is still starting
       DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
@@ -115,6 +116,7 @@ class AuthServiceAsyncStub(AuthServiceStub):
       UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
       NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
       RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
+      RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
       UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
       UNAVAILABLE         NOT_READY              the service is still starting
       DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
@@ -174,6 +176,7 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
       UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
       NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
       RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
+      RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
       UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
       UNAVAILABLE         NOT_READY              the service is still starting
       DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
