@@ -22,11 +22,12 @@ from authsvc.api.health import HealthServicer
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.reflection import enable_reflection
 from authsvc.api.servicer import AuthServicer
-from authsvc.config import Config
+from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
 from authsvc.domain import devices
 from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.sessions import SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
@@ -46,6 +47,7 @@ __all__ = [
     "AuthServer",
     "build_hasher",
     "build_key_ring",
+    "build_key_wrapper",
     "build_session_service",
     "build_sweeper",
 ]
@@ -87,6 +89,7 @@ class AuthServer:
         self.sweeper = build_sweeper(config, pool, clock)
         self.health = HealthServicer()
         self.ready = asyncio.Event()
+        self._startup_error: ConfigError | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
@@ -128,7 +131,11 @@ class AuthServer:
         return self.port
 
     async def wait_ready(self) -> None:
+        """Return once ready; ConfigError if the server can never be (the stored signing
+        keys do not decrypt with the configured key-encryption keys)."""
         await self.ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
 
     async def stop(self, grace: timedelta | None = None) -> None:
         """Stop serving: health first, then in-flight calls get `grace`, then tasks.
@@ -180,6 +187,16 @@ class AuthServer:
                 # The pool starts empty so the server can start before its database.
                 await open_connections(self.pool, self.config.db_pool_min_size)
                 break
+            except KeyEncryptionError as exc:
+                # Retrying cannot help: it takes a configuration change, so say which.
+                self._startup_error = ConfigError(f"{KEY_ENCRYPTION_KEYS_SETTINGS}: {exc}")
+                _log.error(
+                    "cannot decrypt the signing keys: %s",
+                    exc,
+                    extra={"event": "signing_keys_undecryptable"},
+                )
+                self.ready.set()
+                return
             except DatabaseUnavailable as exc:
                 _log.warning(
                     "database not ready, retrying in %.1fs: %s",
@@ -204,6 +221,9 @@ class AuthServer:
                 await self.keys.reload()
             except DatabaseUnavailable as exc:
                 _log.warning("key reload failed: %s", exc, extra={"event": "key_reload_failed"})
+            except KeyEncryptionError as exc:
+                # Another host stored a key under a KEK this one lacks: keep the keys loaded.
+                _log.error("key reload failed: %s", exc, extra={"event": "key_reload_failed"})
 
     async def _watch_database(self) -> None:
         """Health follows the database: NOT_SERVING while it cannot be reached."""
@@ -230,10 +250,25 @@ def build_hasher(config: Config) -> Argon2Hasher:
     )
 
 
+def build_key_wrapper(config: Config) -> KeyWrapper:
+    """The key-encryption keys from configuration (a KMS-backed KeyWrapper would be built
+    here instead)."""
+    keks = config.configured_key_encryption_keys
+    if keks is None:
+        raise ConfigError(f"{KEY_ENCRYPTION_KEYS_SETTINGS} is not set")
+    source = (
+        "AUTHSVC_KEY_ENCRYPTION_KEYS"
+        if config.key_encryption_keys is not None
+        else "AUTHSVC_KEY_ENCRYPTION_KEYS_FILE"
+    )
+    return LocalKeyWrapper(keks.keys, source=source)
+
+
 def build_key_ring(config: Config, pool: Pool, clock: Clock) -> KeyRing:
     return KeyRing(
         PgKeyStore(pool),
         clock,
+        build_key_wrapper(config),
         algorithm=config.signing_algorithm,
         access_token_ttl=config.access_token_ttl,
         reload_interval=config.key_reload_interval,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 from datetime import timedelta
@@ -11,6 +12,10 @@ import pytest
 
 from authsvc import config as config_module
 from authsvc.config import Config, ConfigError
+
+
+# Any 32 bytes in base64, under an id.
+KEK = "k1:" + base64.b64encode(b"k" * 32).decode()
 
 
 def _from_env(**environ: str) -> Config:
@@ -197,7 +202,7 @@ def test_invalid_value_is_a_config_error_naming_the_variable(variable: str, valu
 def test_secret_repr_hides_the_database_url() -> None:
     url = "postgresql://app:hunter2@db.internal:5432/auth"
 
-    config = _from_env(AUTHSVC_DATABASE_URL=url)
+    config = _from_env(AUTHSVC_DATABASE_URL=url, AUTHSVC_KEY_ENCRYPTION_KEYS=KEK)
 
     assert repr(config.database_url) == "'***'"
     assert "hunter2" not in repr(config)
@@ -207,7 +212,7 @@ def test_secret_repr_hides_the_database_url() -> None:
 def test_secret_keeps_its_value_for_use() -> None:
     url = "postgresql://app:hunter2@db.internal:5432/auth"
 
-    config = _from_env(AUTHSVC_DATABASE_URL=url)
+    config = _from_env(AUTHSVC_DATABASE_URL=url, AUTHSVC_KEY_ENCRYPTION_KEYS=KEK)
 
     assert str(config.database_url) == url
 
