@@ -13,7 +13,6 @@ import pytest
 from authsvc import config as config_module
 from authsvc.config import Config, ConfigError
 
-
 # Any 32 bytes in base64, under an id.
 KEK = "k1:" + base64.b64encode(b"k" * 32).decode()
 
