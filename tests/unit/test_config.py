@@ -348,3 +348,54 @@ def test_tls_missing_file_given_as_a_flag_names_the_flag(tmp_path: Path) -> None
         config_module.from_env(environ={}, overrides={"tls_cert_file": str(tmp_path / "no.pem")})
 
     assert "--tls-cert-file" in str(caught.value)
+
+
+def test_key_encryption_keys_print_their_ids_but_never_their_secrets() -> None:
+    secret = base64.b64encode(b"s" * 32).decode()
+
+    config = _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS=f"new:{secret},{KEK}")
+
+    assert config.configured_key_encryption_keys is not None
+    assert config.configured_key_encryption_keys.ids == ("new", "k1")
+    assert secret not in repr(config)
+    assert "'new'" in repr(config.key_encryption_keys)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["k1", ":" + "A" * 44, "k1:c2hvcnQ=", "k1:not base64!", f"{KEK},{KEK}", "bad id:" + "A" * 44],
+)
+def test_malformed_key_encryption_keys_are_a_config_error_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS=value)
+
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
+    assert "c2hvcnQ" not in str(caught.value)
+
+
+def test_key_encryption_keys_file_holds_one_key_per_line(tmp_path: Path) -> None:
+    secret = base64.b64encode(b"s" * 32).decode()
+    path = tmp_path / "keks"
+    path.write_text(f"new:{secret}\n{KEK}\n")
+
+    config = _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS_FILE=str(path))
+
+    assert config.configured_key_encryption_keys is not None
+    assert config.configured_key_encryption_keys.ids == ("new", "k1")
+
+
+def test_key_encryption_keys_and_their_file_together_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "keks"
+    path.write_text(KEK)
+
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS=KEK, AUTHSVC_KEY_ENCRYPTION_KEYS_FILE=str(path))
+
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS_FILE" in str(caught.value)
+
+
+def test_external_database_without_key_encryption_keys_is_rejected_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_DATABASE_URL="postgresql://app@db.internal/auth")
+
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
