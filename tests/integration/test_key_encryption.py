@@ -277,3 +277,31 @@ async def test_a_plaintext_key_can_no_longer_be_stored(new_database: NewDatabase
             await insert
 
     assert caught.value.constraint_name == "signing_keys_no_plaintext"
+
+
+async def test_a_private_key_moved_to_another_row_does_not_decrypt(
+    new_database: NewDatabase, launch: Launch
+) -> None:
+    dsn = await new_database(migrated=True)
+    async with pool_on(dsn) as pool:
+        first = await launch(database_url=dsn, server_pool=pool)
+        await first.server.keys.rotate()
+        await first.server.stop(None)
+        # Someone with write access puts the older key's sealed private key on the newer row.
+        await pool.execute(
+            "UPDATE signing_keys AS newer"
+            " SET kek_id = older.kek_id, wrapped_data_key = older.wrapped_data_key,"
+            " private_key_ciphertext = older.private_key_ciphertext"
+            " FROM signing_keys AS older"
+            " WHERE newer.retired_at IS NULL AND older.retired_at IS NOT NULL"
+        )
+        second = AuthServer(make_config(dsn), pool=pool, clock=FrozenClock())
+        await second.start()
+        try:
+            with pytest.raises(ConfigError) as caught:
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await second.wait_ready()
+        finally:
+            await second.stop(None)
+
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
