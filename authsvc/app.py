@@ -22,11 +22,12 @@ from authsvc.api.health import HealthServicer
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.reflection import enable_reflection
 from authsvc.api.servicer import AuthServicer
-from authsvc.config import Config
+from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
 from authsvc.domain import devices
 from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.sessions import SessionPolicy, SessionService
@@ -53,6 +54,7 @@ __all__ = [
     "AuthServer",
     "build_hasher",
     "build_key_ring",
+    "build_key_wrapper",
     "build_refusal_log",
     "build_session_service",
     "build_sweeper",
@@ -98,6 +100,7 @@ class AuthServer:
         self.sweeper = build_sweeper(config, pool, clock)
         self.health = HealthServicer()
         self.ready = asyncio.Event()
+        self._startup_error: ConfigError | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
@@ -140,7 +143,11 @@ class AuthServer:
         return self.port
 
     async def wait_ready(self) -> None:
+        """Return once ready; ConfigError if the server can never be (the stored signing
+        keys do not decrypt with the configured key-encryption keys)."""
         await self.ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
 
     async def stop(self, grace: timedelta | None = None) -> None:
         """Stop serving: health first, then in-flight calls get `grace`, then tasks.
@@ -193,6 +200,16 @@ class AuthServer:
                 # The pool starts empty so the server can start before its database.
                 await open_connections(self.pool, self.config.db_pool_min_size)
                 break
+            except KeyEncryptionError as exc:
+                # Retrying cannot help: it takes a configuration change, so say which.
+                self._startup_error = ConfigError(f"{KEY_ENCRYPTION_KEYS_SETTINGS}: {exc}")
+                _log.error(
+                    "cannot decrypt the signing keys: %s",
+                    exc,
+                    extra={"event": "signing_keys_undecryptable"},
+                )
+                self.ready.set()
+                return
             except DatabaseUnavailable as exc:
                 _log.warning(
                     "database not ready, retrying in %.1fs: %s",
@@ -217,6 +234,9 @@ class AuthServer:
                 await self.keys.reload()
             except DatabaseUnavailable as exc:
                 _log.warning("key reload failed: %s", exc, extra={"event": "key_reload_failed"})
+            except KeyEncryptionError as exc:
+                # Another host stored a key under a KEK this one lacks: keep the keys loaded.
+                _log.error("key reload failed: %s", exc, extra={"event": "key_reload_failed"})
 
     async def _watch_database(self) -> None:
         """Health follows the database: NOT_SERVING while it cannot be reached."""
@@ -249,10 +269,25 @@ def build_refusal_log(pool: Pool) -> RefusalLog:
     return RefusalLog(PgLoginThrottleStore(pool))
 
 
+def build_key_wrapper(config: Config) -> KeyWrapper:
+    """The key-encryption keys from configuration (a KMS-backed KeyWrapper would be built
+    here instead)."""
+    keks = config.configured_key_encryption_keys
+    if keks is None:
+        raise ConfigError(f"{KEY_ENCRYPTION_KEYS_SETTINGS} is not set")
+    source = (
+        "AUTHSVC_KEY_ENCRYPTION_KEYS"
+        if config.key_encryption_keys is not None
+        else "AUTHSVC_KEY_ENCRYPTION_KEYS_FILE"
+    )
+    return LocalKeyWrapper(keks.keys, source=source)
+
+
 def build_key_ring(config: Config, pool: Pool, clock: Clock) -> KeyRing:
     return KeyRing(
         PgKeyStore(pool),
         clock,
+        build_key_wrapper(config),
         algorithm=config.signing_algorithm,
         access_token_ttl=config.access_token_ttl,
         reload_interval=config.key_reload_interval,

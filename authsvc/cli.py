@@ -1,4 +1,5 @@
-"""Command line: serve | migrate | sweep | keys rotate | users create | audit | healthcheck."""
+"""Command line: serve | migrate | sweep | keys rotate | keys rewrap | users create | audit |
+healthcheck."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ from authsvc.config import Config, ConfigError
 from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError
 from authsvc.core.models import RequestOrigin
-from authsvc.embedded_db import DATABASE_NAME, start_embedded_postgres
+from authsvc.embedded_db import (
+    DATABASE_NAME,
+    ensure_key_encryption_keys_file,
+    start_embedded_postgres,
+)
 from authsvc.log_format import configure_logging
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.bootstrap import ensure_database
@@ -103,7 +108,14 @@ def _serve(worker: int | None) -> Action:
             else:
                 report_listening(port)
             freezing = asyncio.create_task(_freeze_heap_when_ready(server))
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait((freezing, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if freezing.done() and (failure := freezing.exception()) is not None:
+                # It can never get ready (the signing keys do not decrypt): exit, saying why.
+                stopping.cancel()
+                await server.stop(None)
+                raise failure
+            await stopping
             freezing.cancel()
             _log.info("shutting down", extra={"event": "shutdown"})
             await server.stop(config.shutdown_grace)
@@ -123,7 +135,11 @@ async def _freeze_heap_when_ready(server: AuthServer) -> None:
 async def _migrate(config: Config, dsn: str) -> None:
     async with _pool(config, dsn) as pool:
         applied = await apply_migrations(pool)
+        # SQL cannot encrypt: keys an earlier version stored in plaintext are sealed here.
+        sealed = await build_key_ring(config, pool, SystemClock()).rewrap(plaintext_only=True)
     print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    if sealed:
+        print(f"encrypted {sealed} signing keys stored in plaintext; rotate the signing key")
 
 
 async def _sweep(config: Config, dsn: str) -> None:
@@ -155,6 +171,20 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
         f"new signing key {key.kid} ({key.algorithm}): every replica publishes it at its next "
         f"key reload (within {interval:g}s) and signs with it from "
         f"{key.activates_at.isoformat(timespec='seconds')} (two reload intervals from now)"
+    )
+
+
+async def _rewrap_keys(config: Config, dsn: str) -> None:
+    async with _pool(config, dsn) as pool:
+        await apply_migrations(pool)
+        keys = build_key_ring(config, pool, SystemClock())
+        changed = await keys.rewrap()
+    keks = config.configured_key_encryption_keys
+    current, *others = keks.ids if keks is not None else ("?",)
+    print(
+        f"re-encrypted {changed} signing keys; every stored key is now under "
+        f"key-encryption key {current!r}"
+        + (f", so {', '.join(map(repr, others))} can be removed" if others else "")
     )
 
 
@@ -279,6 +309,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="keys_command", required=True
     )
     command("rotate", "create a new signing key; old keys verify until their tokens expire", keys)
+    command(
+        "rewrap",
+        "re-encrypt every stored private key under the first key-encryption key, so the "
+        "others can be removed",
+        keys,
+    )
     users = commands.add_parser("users", help="accounts").add_subparsers(
         dest="users_command", required=True
     )
@@ -302,6 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level)
     if args.command == "healthcheck":
         return _healthcheck(config)
+    if config.database_url is None and config.configured_key_encryption_keys is None:
+        # The embedded database's KEK: generated once, kept beside (not in) the database.
+        # As a flag, so the supervisor's workers are given it too.
+        overrides["key_encryption_keys_file"] = str(
+            ensure_key_encryption_keys_file(config.data_dir)
+        )
+        config = config_module.from_env(overrides=overrides)
     is_supervisor = args.command == "serve" and args.worker is None and config.workers > 1
     action: Action
     if args.command == "serve":
@@ -311,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "sweep":
         action = _sweep
     elif args.command == "keys":
-        action = _rotate_keys
+        action = _rotate_keys if args.keys_command == "rotate" else _rewrap_keys
     elif args.command == "audit":
         action = _audit(args.user, args.limit)
     else:

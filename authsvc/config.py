@@ -7,6 +7,8 @@ Every setting is an environment variable AUTHSVC_<NAME> with a matching
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -16,7 +18,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "Config", "ConfigError", "Secret", "Setting", "add_flags", "from_env"]
+__all__ = [
+    "KEY_ENCRYPTION_KEYS_SETTINGS",
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "KeyEncryptionKeys",
+    "Secret",
+    "Setting",
+    "add_flags",
+    "from_env",
+    "parse_key_encryption_keys",
+]
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -102,6 +115,62 @@ def parse_port(text: str) -> int:
     return value
 
 
+_KEK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+KEK_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEncryptionKeys:
+    """Key-encryption keys as (id, 32-byte secret), the first the one that encrypts.
+
+    Prints its ids only: they are names, and an operator needs them; the secrets never print.
+    """
+
+    keys: tuple[tuple[str, bytes], ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(kek_id for kek_id, _ in self.keys)
+
+    def __repr__(self) -> str:
+        return f"KeyEncryptionKeys(ids={list(self.ids)!r}, secrets='***')"
+
+
+def parse_key_encryption_keys(text: str) -> KeyEncryptionKeys:
+    """`id:base64-secret` entries, separated by commas or lines; the first encrypts."""
+    keys: list[tuple[str, bytes]] = []
+    for entry in re.split(r"[,\s]+", text.strip()):
+        if not entry:
+            continue
+        kek_id, sep, encoded = entry.partition(":")
+        if not sep or _KEK_ID.fullmatch(kek_id) is None:
+            raise ValueError(
+                "each key is ID:BASE64 (an ID of letters, digits, '.', '_' or '-', then 32 "
+                "random bytes in base64, e.g. from `openssl rand -base64 32`)"
+            )
+        try:
+            secret = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_")
+        except binascii.Error:
+            secret = b""
+        if len(secret) != KEK_BYTES:
+            # The secret itself is not repeated: the message goes to logs.
+            raise ValueError(f"key {kek_id!r} is not {KEK_BYTES} bytes of base64")
+        if kek_id in (known for known, _ in keys):
+            raise ValueError(f"key id {kek_id!r} appears twice")
+        keys.append((kek_id, secret))
+    if not keys:
+        raise ValueError("no key given")
+    return KeyEncryptionKeys(tuple(keys))
+
+
+def _parse_key_encryption_keys_file(text: str) -> KeyEncryptionKeys:
+    path = parse_readable_file(text)
+    try:
+        return parse_key_encryption_keys(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{text}: {exc}") from exc
+
+
 def parse_readable_file(text: str) -> Path:
     """A file we can open now; its contents are checked where they are used."""
     path = Path(text)
@@ -172,6 +241,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "data_dir", Path, ".authsvc-data", "Directory of the embedded PostgreSQL's data (kept)."
+    ),
+    Setting(
+        "key_encryption_keys",
+        parse_key_encryption_keys,
+        None,
+        "Keys that encrypt the signing keys in the database, `ID:BASE64` (32 bytes), "
+        "comma-separated; the first encrypts, all decrypt. Required with AUTHSVC_DATABASE_URL.",
+        shown_default="embedded database: generated in the data directory",
+    ),
+    Setting(
+        "key_encryption_keys_file",
+        _parse_key_encryption_keys_file,
+        None,
+        "File holding the same, one per line (a mounted secret); instead of the variable.",
     ),
     Setting("db_pool_min_size", parse_non_negative_int, "1", "Connections the pool keeps open."),
     Setting("db_pool_max_size", parse_positive_int, "10", "Most connections the pool opens."),
@@ -309,6 +392,8 @@ class Config:
     tls_client_key_file: Path | None
     database_url: Secret | None
     data_dir: Path
+    key_encryption_keys: KeyEncryptionKeys | None
+    key_encryption_keys_file: KeyEncryptionKeys | None
     db_pool_min_size: int
     db_pool_max_size: int
     db_connect_timeout: timedelta
@@ -349,6 +434,11 @@ class Config:
     sign_up_window: timedelta
     audit_retention: timedelta
     log_level: str
+
+    @property
+    def configured_key_encryption_keys(self) -> KeyEncryptionKeys | None:
+        """The key-encryption keys from the variable or its file, whichever is set."""
+        return self.key_encryption_keys or self.key_encryption_keys_file
 
 
 assert [s.name for s in SETTINGS] == [f.name for f in fields(Config)], "SETTINGS and Config differ"
@@ -400,8 +490,23 @@ def from_env(
     return config
 
 
+KEY_ENCRYPTION_KEYS_SETTINGS = "AUTHSVC_KEY_ENCRYPTION_KEYS (or AUTHSVC_KEY_ENCRYPTION_KEYS_FILE)"
+
+
 def _check_consistency(config: Config) -> None:
+    has_keks = (config.key_encryption_keys, config.key_encryption_keys_file) != (None, None)
     problems: Sequence[tuple[bool, str]] = (
+        (
+            None not in (config.key_encryption_keys, config.key_encryption_keys_file),
+            "set AUTHSVC_KEY_ENCRYPTION_KEYS or AUTHSVC_KEY_ENCRYPTION_KEYS_FILE, not both",
+        ),
+        (
+            # Every replica must decrypt what any other stored: none may invent its own key.
+            config.database_url is not None and not has_keks,
+            f"{KEY_ENCRYPTION_KEYS_SETTINGS} must be set with AUTHSVC_DATABASE_URL: "
+            "the signing keys in the database are encrypted under it, and every replica "
+            "needs the same keys",
+        ),
         (config.db_pool_max_size < 2, "AUTHSVC_DB_POOL_MAX_SIZE must be at least 2"),
         (
             config.db_pool_min_size > config.db_pool_max_size,

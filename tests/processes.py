@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc.v1 import auth_service_pb2_grpc
+from tests.conftest import TEST_KEY_ENCRYPTION_KEYS
 from tests.helpers import Stub
 
 __all__ = [
@@ -59,6 +60,7 @@ def authsvc_env(dsn: str | None, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     if dsn is not None:
         env["AUTHSVC_DATABASE_URL"] = dsn
+        env["AUTHSVC_KEY_ENCRYPTION_KEYS"] = TEST_KEY_ENCRYPTION_KEYS
     env.update(
         AUTHSVC_WORKERS="1",
         AUTHSVC_ARGON2_TIME_COST="1",

@@ -15,9 +15,11 @@ __all__ = [
     "DeviceType",
     "IssuedTokens",
     "LogoutScope",
+    "PlaintextPrivateKey",
     "Principal",
     "RefreshTokenRecord",
     "RequestOrigin",
+    "SealedPrivateKey",
     "Session",
     "SessionId",
     "SessionPage",
@@ -164,13 +166,31 @@ class SessionPage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SealedPrivateKey:
+    """A private key at rest (envelope encryption): `ciphertext` is its PKCS#8 PEM under a
+    data key of its own, and `wrapped_data_key` that data key under the key-encryption key
+    `kek_id`. Both are bound to the signing key's kid, so rows cannot be swapped."""
+
+    kek_id: str
+    wrapped_data_key: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaintextPrivateKey:
+    """A PKCS#8 PEM as stored before migration 0011; sealed at the next start-up."""
+
+    pem: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SigningKey:
     """Signs from `activates_at` until `retired_at` (None: until a rotation); published,
     and verifying, from creation until its tokens may have expired."""
 
     kid: str
     algorithm: str
-    private_pem: bytes
+    private_key: SealedPrivateKey | PlaintextPrivateKey
     public_jwk: dict[str, str]
     created_at: datetime
     activates_at: datetime

@@ -17,7 +17,19 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import NotReady
-from authsvc.core.models import AuditEvent, RequestOrigin, SigningKey
+from authsvc.core.models import (
+    AuditEvent,
+    PlaintextPrivateKey,
+    RequestOrigin,
+    SealedPrivateKey,
+    SigningKey,
+)
+from authsvc.domain.key_encryption import (
+    KeyWrapper,
+    open_private_key,
+    rewrap_private_key,
+    seal_private_key,
+)
 
 __all__ = [
     "ACTIVATION_DELAY_RELOADS",
@@ -35,14 +47,33 @@ ACTIVATION_DELAY_RELOADS = 2
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+StoredPrivateKey = SealedPrivateKey | PlaintextPrivateKey
 
 
 class KeyStore(Protocol):
-    async def add_key_if_none_active(self, key: SigningKey) -> None: ...
+    async def add_key_if_none_active(self, key: SigningKey) -> None:
+        """Store `key` unless a key is active already (another replica stored one)."""
+        ...
 
-    async def rotate(self, key: SigningKey, event: AuditEvent) -> None: ...
+    async def rotate(self, key: SigningKey, event: AuditEvent) -> None:
+        """Add `key`, retire the active key at `key.activates_at`, and audit it, atomically."""
+        ...
 
-    async def usable_keys(self, retired_after: datetime) -> list[SigningKey]: ...
+    async def usable_keys(self, retired_after: datetime) -> list[SigningKey]:
+        """The active key and the keys retired after `retired_after`, newest first."""
+        ...
+
+    async def private_keys(self, *, plaintext_only: bool) -> list[tuple[str, StoredPrivateKey]]:
+        """(kid, private key as stored) of every key, retired or not; with `plaintext_only`,
+        of the keys stored in plaintext (by a version before encryption) only."""
+        ...
+
+    async def replace_private_key(
+        self, kid: str, old: StoredPrivateKey, new: SealedPrivateKey
+    ) -> bool:
+        """Store `new` as key `kid`'s private key if it is still `old`; False if another
+        process changed it first (or the key is gone)."""
+        ...
 
 
 def _b64url(data: bytes) -> str:
@@ -56,9 +87,10 @@ def _thumbprint(jwk: Mapping[str, str]) -> str:
     return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
-def generate_signing_key(
-    algorithm: str, now: datetime, *, activates_at: datetime | None = None
+async def generate_signing_key(
+    algorithm: str, now: datetime, wrapper: KeyWrapper, *, activates_at: datetime | None = None
 ) -> SigningKey:
+    """A new key pair, its private half sealed under `wrapper`'s current KEK."""
     private: PrivateKey
     if algorithm == "EdDSA":
         private = ed25519.Ed25519PrivateKey.generate()
@@ -78,7 +110,7 @@ def generate_signing_key(
     return SigningKey(
         kid=kid,
         algorithm=algorithm,
-        private_pem=pem,
+        private_key=await seal_private_key(wrapper, kid, pem),
         public_jwk=public_jwk,
         created_at=now,
         activates_at=now if activates_at is None else activates_at,
@@ -89,18 +121,18 @@ def generate_signing_key(
 class _LoadedKey:
     __slots__ = ("key", "private", "public")
 
-    def __init__(self, key: SigningKey, parsed: _LoadedKey | None = None) -> None:
-        """`parsed`: the same key loaded before, whose parsed key pair is reused."""
+    def __init__(self, key: SigningKey, private: PrivateKey) -> None:
         self.key = key
-        if parsed is not None:
-            self.private: PrivateKey = parsed.private
-            self.public: PublicKey = parsed.public
-            return
-        loaded = serialization.load_pem_private_key(key.private_pem, password=None)
+        self.private = private
+        self.public: PublicKey = private.public_key()
+
+    @classmethod
+    async def load(cls, key: SigningKey, wrapper: KeyWrapper) -> _LoadedKey:
+        pem = await open_private_key(wrapper, key.kid, key.private_key)
+        loaded = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(loaded, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
             raise TypeError(f"key {key.kid} is not an EdDSA or ECDSA key")
-        self.private = loaded
-        self.public = loaded.public_key()
+        return cls(key, loaded)
 
 
 class KeyRing:
@@ -120,6 +152,7 @@ class KeyRing:
         self,
         store: KeyStore,
         clock: Clock,
+        wrapper: KeyWrapper,
         *,
         algorithm: str,
         access_token_ttl: timedelta,
@@ -127,6 +160,7 @@ class KeyRing:
     ) -> None:
         self._store = store
         self._clock = clock
+        self._wrapper = wrapper
         self._algorithm = algorithm
         self._retention = access_token_ttl + reload_interval
         self._reload_interval = reload_interval
@@ -146,19 +180,48 @@ class KeyRing:
         return self._reload_interval
 
     async def ensure_active_key(self) -> None:
-        """Create the first key if no replica has yet, then load the ring."""
+        """Seal keys a version before encryption stored in plaintext, create the first key
+        if no replica has yet, then load the ring. KeyEncryptionError if a usable key
+        cannot be decrypted with the configured KEKs: the server must not start then."""
+        await self.rewrap(plaintext_only=True)
         now = self._clock.now()
         if not await self._store.usable_keys(now):
-            await self._store.add_key_if_none_active(generate_signing_key(self._algorithm, now))
+            key = await generate_signing_key(self._algorithm, now, self._wrapper)
+            await self._store.add_key_if_none_active(key)
         await self.reload()
+
+    async def rewrap(self, *, plaintext_only: bool = False) -> int:
+        """Bring every stored private key under the current KEK (or, with `plaintext_only`,
+        seal only those stored in plaintext); return how many this call changed.
+
+        Afterwards no stored key needs any other KEK, so those can be removed from the
+        configuration. Retired keys are included: nothing is left that needs an old KEK.
+        KeyEncryptionError, before anything is changed for that key, if one cannot be
+        decrypted.
+        """
+        changed = 0
+        for kid, stored in await self._store.private_keys(plaintext_only=plaintext_only):
+            new = await rewrap_private_key(self._wrapper, kid, stored)
+            # A concurrent rewrap by another replica did the same work: not ours to count.
+            if new is not None and await self._store.replace_private_key(kid, stored, new):
+                changed += 1
+        if plaintext_only and changed:
+            _log.warning(
+                "encrypted %d signing keys stored in plaintext by an earlier version; "
+                "backups taken before still hold them, so rotate the signing key",
+                changed,
+                extra={"event": "signing_keys_sealed", "count": changed},
+            )
+        return changed
 
     async def rotate(self, origin: RequestOrigin | None = None) -> SigningKey:
         """Add a new key, published now and signing two reload intervals from now, when it
         replaces the current one; the old one keeps verifying (see the class)."""
         now = self._clock.now()
-        key = generate_signing_key(
+        key = await generate_signing_key(
             self._algorithm,
             now,
+            self._wrapper,
             activates_at=now + ACTIVATION_DELAY_RELOADS * self._reload_interval,
         )
         event = AuditEvent(
@@ -174,8 +237,16 @@ class KeyRing:
     async def reload(self) -> None:
         async with self._reload_lock:
             keys = await self._store.usable_keys(self._clock.now() - self._retention)
-            # Parsed keys are reused, but each takes the fresh row: its retirement may be new.
-            loaded = {k.kid: _LoadedKey(k, self._keys.get(k.kid)) for k in keys}
+            loaded: dict[str, _LoadedKey] = {}
+            for k in keys:
+                known = self._keys.get(k.kid)
+                # A known key is not decrypted again, but takes the fresh row: its
+                # retirement may be new.
+                loaded[k.kid] = (
+                    await _LoadedKey.load(k, self._wrapper)
+                    if known is None
+                    else _LoadedKey(k, known.private)
+                )
             self._keys = loaded
             self._by_activation = sorted(
                 loaded.values(), key=lambda k: k.key.activates_at, reverse=True

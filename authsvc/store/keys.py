@@ -6,15 +6,20 @@ from datetime import datetime
 
 import asyncpg
 
-from authsvc.core.models import AuditEvent, SigningKey
+from authsvc.core.models import AuditEvent, PlaintextPrivateKey, SealedPrivateKey, SigningKey
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 
 __all__ = ["PgKeyStore"]
 
+# private_key_pem is the plaintext column of versions before migration 0011: never written
+# now (a constraint refuses it), read only to seal what an earlier version left there.
 _INSERT_IF_NONE_ACTIVE = """
-INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_at, activates_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO signing_keys (
+    kid, algorithm, kek_id, wrapped_data_key, private_key_ciphertext, public_jwk, created_at,
+    activates_at
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT ((true)) WHERE retired_at IS NULL DO NOTHING
 """
 # Arbitrary constant shared by every replica and CLI: "authsvc keys rotate".
@@ -22,22 +27,51 @@ _ROTATION_LOCK_KEY = 0x61757468_0003
 _LOCK_ROTATION = "SELECT pg_advisory_xact_lock($1)"
 _RETIRE_ACTIVE = "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL"
 _INSERT = """
-INSERT INTO signing_keys (kid, algorithm, private_key_pem, public_jwk, created_at, activates_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO signing_keys (
+    kid, algorithm, kek_id, wrapped_data_key, private_key_ciphertext, public_jwk, created_at,
+    activates_at
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 _SELECT_USABLE = """
-SELECT kid, algorithm, private_key_pem, public_jwk, created_at, activates_at, retired_at
+SELECT kid, algorithm, kek_id, wrapped_data_key, private_key_ciphertext, private_key_pem,
+    public_jwk, created_at, activates_at, retired_at
 FROM signing_keys
 WHERE retired_at IS NULL OR retired_at > $1
 ORDER BY created_at DESC
 """
+_SELECT_PRIVATE_KEYS = """
+SELECT kid, kek_id, wrapped_data_key, private_key_ciphertext, private_key_pem
+FROM signing_keys
+WHERE private_key_pem IS NOT NULL OR NOT $1
+ORDER BY created_at
+"""
+# Compare-and-set: a concurrent rewrap (another replica starting) changes nothing twice.
+_REPLACE_PRIVATE_KEY = """
+UPDATE signing_keys
+SET kek_id = $2, wrapped_data_key = $3, private_key_ciphertext = $4, private_key_pem = NULL
+WHERE kid = $1
+    AND kek_id IS NOT DISTINCT FROM $5
+    AND wrapped_data_key IS NOT DISTINCT FROM $6
+    AND private_key_pem IS NOT DISTINCT FROM $7
+"""
+
+
+def _private_key(row: asyncpg.Record) -> SealedPrivateKey | PlaintextPrivateKey:
+    if row["kek_id"] is None:
+        return PlaintextPrivateKey(pem=bytes(row["private_key_pem"]))
+    return SealedPrivateKey(
+        kek_id=row["kek_id"],
+        wrapped_data_key=bytes(row["wrapped_data_key"]),
+        ciphertext=bytes(row["private_key_ciphertext"]),
+    )
 
 
 def _key(row: asyncpg.Record) -> SigningKey:
     return SigningKey(
         kid=row["kid"],
         algorithm=row["algorithm"],
-        private_pem=bytes(row["private_key_pem"]),
+        private_key=_private_key(row),
         public_jwk=row["public_jwk"],
         created_at=row["created_at"],
         activates_at=row["activates_at"],
@@ -46,10 +80,14 @@ def _key(row: asyncpg.Record) -> SigningKey:
 
 
 def _insert_args(key: SigningKey) -> tuple[object, ...]:
+    if not isinstance(key.private_key, SealedPrivateKey):
+        raise TypeError(f"signing key {key.kid}: only sealed private keys are stored")
     return (
         key.kid,
         key.algorithm,
-        key.private_pem,
+        key.private_key.kek_id,
+        key.private_key.wrapped_data_key,
+        key.private_key.ciphertext,
         key.public_jwk,
         key.created_at,
         key.activates_at,
@@ -81,3 +119,34 @@ class PgKeyStore:
         async with translate_errors():
             rows = await self._pool.fetch(_SELECT_USABLE, retired_after)
         return [_key(row) for row in rows]
+
+    async def private_keys(
+        self, *, plaintext_only: bool
+    ) -> list[tuple[str, SealedPrivateKey | PlaintextPrivateKey]]:
+        """(kid, private key as stored) of every key, oldest first; with `plaintext_only`,
+        only those an earlier version stored in plaintext."""
+        async with translate_errors():
+            rows = await self._pool.fetch(_SELECT_PRIVATE_KEYS, plaintext_only)
+        return [(row["kid"], _private_key(row)) for row in rows]
+
+    async def replace_private_key(
+        self,
+        kid: str,
+        old: SealedPrivateKey | PlaintextPrivateKey,
+        new: SealedPrivateKey,
+    ) -> bool:
+        """Store `new` for `kid` if its private key is still `old`; False if it changed."""
+        if isinstance(old, SealedPrivateKey):
+            expected: tuple[object, ...] = (old.kek_id, old.wrapped_data_key, None)
+        else:
+            expected = (None, None, old.pem)
+        async with translate_errors():
+            status = await self._pool.execute(
+                _REPLACE_PRIVATE_KEY,
+                kid,
+                new.kek_id,
+                new.wrapped_data_key,
+                new.ciphertext,
+                *expected,
+            )
+        return bool(status == "UPDATE 1")

@@ -29,7 +29,7 @@ from authsvc.app import AuthServer
 from authsvc.config import ConfigError
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import READY_TIMEOUT, ConfigFactory, NewDatabase
+from tests.conftest import READY_TIMEOUT, TEST_KEY_ENCRYPTION_KEYS, ConfigFactory, NewDatabase
 from tests.helpers import Stub
 from tests.processes import run_healthcheck, server_group
 
@@ -353,6 +353,7 @@ async def test_serve_exits_2_naming_the_key_variable_when_the_key_does_not_match
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     env.update(
         AUTHSVC_DATABASE_URL=pg_dsn,
+        AUTHSVC_KEY_ENCRYPTION_KEYS=TEST_KEY_ENCRYPTION_KEYS,
         AUTHSVC_HOST="127.0.0.1",
         AUTHSVC_PORT="0",
         AUTHSVC_TLS_CERT_FILE=str(pki.server.cert_file),

@@ -17,9 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from google.protobuf import timestamp_pb2
 
+from authsvc.config import parse_key_encryption_keys
 from authsvc.core.clock import FrozenClock
+from authsvc.core.models import SealedPrivateKey
+from authsvc.domain.key_encryption import LocalKeyWrapper, open_private_key
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
+from tests.conftest import TEST_KEY_ENCRYPTION_KEYS
 from tests.helpers import Stub, bearer, error_info, register, validate
 
 pytestmark = pytest.mark.asyncio
@@ -46,12 +50,21 @@ def _claims(token: str) -> dict[str, Any]:
 
 
 async def _stored_private_key(pool: Pool) -> tuple[str, bytes]:
-    """(kid, PKCS8 PEM) of the active signing key, read straight from the table."""
+    """(kid, PKCS8 PEM) of the active signing key, read straight from the table and
+    decrypted with the tests' key-encryption key (what a holder of the KEK could do)."""
     row = await pool.fetchrow(
-        "SELECT kid, private_key_pem FROM signing_keys WHERE retired_at IS NULL"
+        "SELECT kid, kek_id, wrapped_data_key, private_key_ciphertext FROM signing_keys"
+        " WHERE retired_at IS NULL"
     )
     assert row is not None
-    return row["kid"], bytes(row["private_key_pem"])
+    sealed = SealedPrivateKey(
+        kek_id=row["kek_id"],
+        wrapped_data_key=bytes(row["wrapped_data_key"]),
+        ciphertext=bytes(row["private_key_ciphertext"]),
+    )
+    keks = parse_key_encryption_keys(TEST_KEY_ENCRYPTION_KEYS)
+    wrapper = LocalKeyWrapper(keks.keys, source="TEST_KEY_ENCRYPTION_KEYS")
+    return row["kid"], await open_private_key(wrapper, row["kid"], sealed)
 
 
 def _assert_invalid_and_anonymous(response: pb.ValidateTokenResponse) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 from datetime import timedelta
@@ -11,6 +12,9 @@ import pytest
 
 from authsvc import config as config_module
 from authsvc.config import Config, ConfigError
+
+# Any 32 bytes in base64, under an id.
+KEK = "k1:" + base64.b64encode(b"k" * 32).decode()
 
 
 def _from_env(**environ: str) -> Config:
@@ -197,7 +201,7 @@ def test_invalid_value_is_a_config_error_naming_the_variable(variable: str, valu
 def test_secret_repr_hides_the_database_url() -> None:
     url = "postgresql://app:hunter2@db.internal:5432/auth"
 
-    config = _from_env(AUTHSVC_DATABASE_URL=url)
+    config = _from_env(AUTHSVC_DATABASE_URL=url, AUTHSVC_KEY_ENCRYPTION_KEYS=KEK)
 
     assert repr(config.database_url) == "'***'"
     assert "hunter2" not in repr(config)
@@ -207,7 +211,7 @@ def test_secret_repr_hides_the_database_url() -> None:
 def test_secret_keeps_its_value_for_use() -> None:
     url = "postgresql://app:hunter2@db.internal:5432/auth"
 
-    config = _from_env(AUTHSVC_DATABASE_URL=url)
+    config = _from_env(AUTHSVC_DATABASE_URL=url, AUTHSVC_KEY_ENCRYPTION_KEYS=KEK)
 
     assert str(config.database_url) == url
 
@@ -344,3 +348,54 @@ def test_tls_missing_file_given_as_a_flag_names_the_flag(tmp_path: Path) -> None
         config_module.from_env(environ={}, overrides={"tls_cert_file": str(tmp_path / "no.pem")})
 
     assert "--tls-cert-file" in str(caught.value)
+
+
+def test_key_encryption_keys_print_their_ids_but_never_their_secrets() -> None:
+    secret = base64.b64encode(b"s" * 32).decode()
+
+    config = _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS=f"new:{secret},{KEK}")
+
+    assert config.configured_key_encryption_keys is not None
+    assert config.configured_key_encryption_keys.ids == ("new", "k1")
+    assert secret not in repr(config)
+    assert "'new'" in repr(config.key_encryption_keys)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["k1", ":" + "A" * 44, "k1:c2hvcnQ=", "k1:not base64!", f"{KEK},{KEK}", "bad id:" + "A" * 44],
+)
+def test_malformed_key_encryption_keys_are_a_config_error_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS=value)
+
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
+    assert "c2hvcnQ" not in str(caught.value)
+
+
+def test_key_encryption_keys_file_holds_one_key_per_line(tmp_path: Path) -> None:
+    secret = base64.b64encode(b"s" * 32).decode()
+    path = tmp_path / "keks"
+    path.write_text(f"new:{secret}\n{KEK}\n")
+
+    config = _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS_FILE=str(path))
+
+    assert config.configured_key_encryption_keys is not None
+    assert config.configured_key_encryption_keys.ids == ("new", "k1")
+
+
+def test_key_encryption_keys_and_their_file_together_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "keks"
+    path.write_text(KEK)
+
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_KEY_ENCRYPTION_KEYS=KEK, AUTHSVC_KEY_ENCRYPTION_KEYS_FILE=str(path))
+
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS_FILE" in str(caught.value)
+
+
+def test_external_database_without_key_encryption_keys_is_rejected_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_DATABASE_URL="postgresql://app@db.internal/auth")
+
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
