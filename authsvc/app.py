@@ -266,6 +266,7 @@ def build_session_service(
             remember_me_lifetime=config.remember_me_lifetime,
             refresh_grace=config.refresh_grace_period,
             registration_enabled=config.registration_enabled,
+            registration_reveals_accounts=config.registration_reveals_accounts,
             password_min_length=config.password_min_length,
         ),
         throttle=LoginThrottle(

@@ -45,11 +45,13 @@ def bearer(access_token: str) -> tuple[tuple[str, str]]:
 
 async def register(
     stub: Stub, email: str = "alice@example.com", password: str = PASSWORD, **fields: Any
-) -> pb.RegisterResponse:
-    response: pb.RegisterResponse = await stub.Register(
-        pb.RegisterRequest(email=email, password=password, **fields)
-    )
-    return response
+) -> pb.LoginResponse:
+    """Register, then Login: the new user's first session. (By default Register answers
+    without tokens, the same for a new and a taken email.) `remember_me` and `device_name`
+    go to both calls, `display_name` to Register."""
+    await stub.Register(pb.RegisterRequest(email=email, password=password, **fields))
+    fields.pop("display_name", None)
+    return await login(stub, email=email, password=password, **fields)
 
 
 async def login(

@@ -11,7 +11,7 @@ import asyncpg
 
 from authsvc.core.errors import EmailTaken
 from authsvc.core.models import AuditEvent, User, UserId
-from authsvc.store.audit import insert_event
+from authsvc.store.audit import event_args, insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection, Pool, session_advisory_lock
 
@@ -26,6 +26,23 @@ _CANONICALIZE_BATCH = 500
 _INSERT_USER = """
 INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $5)
+"""
+# Register's one statement for a free and a taken email alike: the insert does nothing on
+# a taken email, and the audit row names whichever account now holds it. ($6.. = event.)
+_INSERT_USER_IF_NEW = """
+WITH inserted AS (
+    INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $5)
+    ON CONFLICT (email) DO NOTHING
+    RETURNING id
+)
+INSERT INTO audit_events (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
+SELECT $6,
+       CASE WHEN i.id IS NULL THEN $13 ELSE $7 END,
+       CASE WHEN i.id IS NULL THEN (SELECT id FROM users WHERE email = $2) ELSE $8 END,
+       $9, $10, $11, $12
+FROM (SELECT 1) AS one LEFT JOIN inserted AS i ON true
+RETURNING event = $7 AS created
 """
 _SELECT_BY_EMAIL = """
 SELECT id, email, display_name, password_hash, created_at FROM users WHERE email = $1
@@ -79,6 +96,24 @@ class PgUserStore:
         """Insert a new account; an email already in use is EmailTaken."""
         async with translate_errors(), self._pool.acquire() as conn:
             await insert_user(conn, user)
+
+    async def create_user_if_new(
+        self, user: User, *, registered: AuditEvent, taken: AuditEvent
+    ) -> bool:
+        """Insert and audit as `registered`, or change nothing and audit as `taken` with the
+        existing account's id; one statement either way. True if the user was inserted."""
+        async with translate_errors():
+            created: bool = await self._pool.fetchval(
+                _INSERT_USER_IF_NEW,
+                user.id,
+                user.email,
+                user.display_name,
+                user.password_hash,
+                user.created_at,
+                *event_args(registered),
+                taken.event,
+            )
+        return created
 
     async def find_by_email(self, email: str) -> User | None:
         async with translate_errors():

@@ -154,7 +154,7 @@ class Starved:
 
     stub: Stub
     health: Any
-    user: pb.RegisterResponse
+    user: pb.LoginResponse
     release: Callable[[], Awaitable[None]]
     blocked: list[asyncio.Task[pb.RefreshResponse]]
 

@@ -128,9 +128,9 @@ class Scene:
     stub: Stub
     pool: Pool
     clock: FrozenClock
-    alice: pb.RegisterResponse
+    alice: pb.LoginResponse
     alice_phone: pb.LoginResponse
-    mallory: pb.RegisterResponse
+    mallory: pb.LoginResponse
 
 
 @pytest_asyncio.fixture

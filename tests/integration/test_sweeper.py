@@ -34,7 +34,7 @@ async def _session_ids(pool: Pool) -> set[str]:
 
 async def _one_revoked_one_live(
     launch: Launch,
-) -> tuple[AuthServer, pb.RegisterResponse, pb.RegisterResponse]:
+) -> tuple[AuthServer, pb.LoginResponse, pb.LoginResponse]:
     """A server keeping revoked sessions for 1h, with one session logged out now and one live."""
     launched = await launch(revoked_retention="1h")
     revoked = await register(launched.stub, email="revoked@example.com")
