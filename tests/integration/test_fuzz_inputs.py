@@ -37,7 +37,7 @@ from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, make_config
-from tests.helpers import PASSWORD, Stub, bearer, error_info, login, register
+from tests.helpers import PASSWORD, Registered, Stub, bearer, error_info, login, register
 
 pytestmark = pytest.mark.asyncio
 
@@ -113,9 +113,9 @@ class Target:
     channel: grpc.aio.Channel
     pool: Pool
     alice_email: str
-    alice: pb.LoginResponse
+    alice: Registered
     alice_page_token: str
-    bob: pb.LoginResponse
+    bob: Registered
     kid: str
 
     def __repr__(self) -> str:
