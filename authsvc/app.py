@@ -25,7 +25,7 @@ from authsvc.api.servicer import AuthServicer
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
-from authsvc.domain import devices
+from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.passwords import Argon2Hasher
@@ -45,7 +45,7 @@ from authsvc.store.pool import Pool, open_connections, ping
 from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
-from authsvc.store.users import PgUserStore
+from authsvc.store.users import PgUserStore, canonicalize_queued_emails
 from authsvc.sweeper import Sweeper
 from authsvc.tls import server_credentials, transport
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
@@ -58,6 +58,7 @@ __all__ = [
     "build_refusal_log",
     "build_session_service",
     "build_sweeper",
+    "migrate_database",
 ]
 
 _log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class AuthServer:
         delay = 0.1
         while True:
             try:
-                await apply_migrations(self.pool)
+                await migrate_database(self.pool, self.clock)
                 await self.keys.ensure_active_key()
                 # The pool starts empty so the server can start before its database.
                 await open_connections(self.pool, self.config.db_pool_min_size)
@@ -252,6 +253,14 @@ class AuthServer:
                     "reachable" if healthy else "unreachable",
                     extra={"event": "database_health", "healthy": healthy},
                 )
+
+
+async def migrate_database(pool: Pool, clock: Clock) -> list[int]:
+    """Apply the schema migrations, then the data step SQL cannot do: rewrite the emails that
+    migration 0012 queued into their canonical form. Returns the versions applied."""
+    applied = await apply_migrations(pool)
+    await canonicalize_queued_emails(pool, validation.canonical_email, clock.now())
+    return applied
 
 
 def build_hasher(config: Config) -> Argon2Hasher:
@@ -317,6 +326,7 @@ def build_session_service(
             remember_me_lifetime=config.remember_me_lifetime,
             refresh_grace=config.refresh_grace_period,
             registration_enabled=config.registration_enabled,
+            registration_reveals_accounts=config.registration_reveals_accounts,
             password_min_length=config.password_min_length,
         ),
         throttle=LoginThrottle(

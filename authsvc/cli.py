@@ -29,6 +29,7 @@ from authsvc.app import (
     build_refusal_log,
     build_session_service,
     build_sweeper,
+    migrate_database,
 )
 from authsvc.config import Config, ConfigError
 from authsvc.core.clock import SystemClock
@@ -134,7 +135,7 @@ async def _freeze_heap_when_ready(server: AuthServer) -> None:
 
 async def _migrate(config: Config, dsn: str) -> None:
     async with _pool(config, dsn) as pool:
-        applied = await apply_migrations(pool)
+        applied = await migrate_database(pool, SystemClock())
         # SQL cannot encrypt: keys an earlier version stored in plaintext are sealed here.
         sealed = await build_key_ring(config, pool, SystemClock()).rewrap(plaintext_only=True)
     print(f"applied migrations: {applied}" if applied else "schema is up to date")
@@ -242,8 +243,8 @@ def _create_user(email: str, display_name: str) -> Action:
     async def run(config: Config, dsn: str) -> None:
         password = _read_password()
         async with _pool(config, dsn) as pool:
-            await apply_migrations(pool)
             clock = SystemClock()
+            await migrate_database(pool, clock)
             hasher = build_hasher(config)
             keys = build_key_ring(config, pool, clock)
             # Creating a user is never throttled: this log stays empty, and needs no start.

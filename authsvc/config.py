@@ -289,6 +289,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("refresh_grace_period", parse_duration, "10s", "Rotated token still answers for."),
     Setting("registration_enabled", parse_bool, "true", "Whether Register creates accounts."),
+    Setting(
+        "registration_reveals_accounts",
+        parse_bool,
+        "false",
+        "Register signs in and answers EMAIL_TAKEN, so it tells which emails have accounts.",
+    ),
     Setting("password_min_length", parse_positive_int, "8", "Shortest password Register takes."),
     Setting("argon2_time_cost", parse_positive_int, "3", "argon2id passes."),
     Setting("argon2_memory_kib", parse_positive_int, "65536", "argon2id memory per hash, KiB."),
@@ -408,6 +414,7 @@ class Config:
     remember_me_lifetime: timedelta
     refresh_grace_period: timedelta
     registration_enabled: bool
+    registration_reveals_accounts: bool
     password_min_length: int
     argon2_time_cost: int
     argon2_memory_kib: int

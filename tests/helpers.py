@@ -43,13 +43,23 @@ def bearer(access_token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {access_token}"),)
 
 
+# What `register` returns: Register's own session (a server that reveals accounts) or Login's.
+Registered: TypeAlias = pb.RegisterResponse | pb.LoginResponse
+
+
 async def register(
     stub: Stub, email: str = "alice@example.com", password: str = PASSWORD, **fields: Any
-) -> pb.RegisterResponse:
-    response: pb.RegisterResponse = await stub.Register(
+) -> Registered:
+    """The new user's first session: Register's, or, when Register answers without tokens
+    (the default: the same answer for a new and a taken email), a Login's after it.
+    `remember_me` and `device_name` go to both calls, `display_name` to Register."""
+    registered: pb.RegisterResponse = await stub.Register(
         pb.RegisterRequest(email=email, password=password, **fields)
     )
-    return response
+    if registered.access_token:
+        return registered
+    fields.pop("display_name", None)
+    return await login(stub, email=email, password=password, **fields)
 
 
 async def login(

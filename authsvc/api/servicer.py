@@ -88,7 +88,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             remember_me=request.remember_me,
             device=self._device(context, request.device_name),
         )
-        return _with_tokens(pb.RegisterResponse(), tokens)
+        # None: the same empty answer for a new and a taken email (docs/accounts.md).
+        return (
+            pb.RegisterResponse() if tokens is None else _with_tokens(pb.RegisterResponse(), tokens)
+        )
 
     async def Login(
         self, request: pb.LoginRequest, context: Context[pb.LoginRequest, pb.LoginResponse]

@@ -63,6 +63,14 @@ _MAX_CHAIN_HOPS = 16
 class UserStore(Protocol):
     async def create_user(self, user: User) -> None: ...
 
+    async def create_user_if_new(
+        self, user: User, *, registered: AuditEvent, taken: AuditEvent
+    ) -> bool:
+        """Insert `user` and record `registered`, or, if its email is in use, change nothing
+        and record `taken` with the existing account's id as its user_id. True if inserted.
+        One statement either way, so the two cost the same."""
+        ...
+
     async def find_by_email(self, email: str) -> User | None: ...
 
     async def update_password_hash(
@@ -155,6 +163,8 @@ class SessionPolicy:
     # concurrent refreshes and for a client that lost the first answer.
     refresh_grace: timedelta
     registration_enabled: bool
+    # Register answers EMAIL_TAKEN and signs in; off, its answer is the same for a taken email.
+    registration_reveals_accounts: bool
     password_min_length: int
 
 
@@ -210,8 +220,10 @@ class SessionService:
         display_name: str,
         remember_me: bool,
         device: DeviceInfo,
-    ) -> IssuedTokens:
-        """Create an account and its first session in one transaction.
+    ) -> IssuedTokens | None:
+        """Create an account. Unless the policy reveals accounts, answer None whether the email
+        was free or taken, after the same work (one hash, one statement): the caller signs in
+        with Login. Revealing, sign the new account in, or raise EmailTaken.
 
         A place on the sign-up hashing lane is taken first (refused at once when the
         lane is full, before any database work), then the per-address and total limits,
@@ -228,11 +240,30 @@ class SessionService:
         async with self._hasher.reserve(Lane.SIGN_UP) as hashing:
             await self._sign_ups.take(device.ip_address, refused)
             user = self._new_user_record(email, display_name, await hashing.hash(password))
+        if not self._policy.registration_reveals_accounts:
+            await self._register_quietly(user, device)
+            return None
         tokens = await self._start_session(
             user.id, remember_me, device, event="user_registered", new_user=user
         )
         _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
         return tokens
+
+    async def _register_quietly(self, user: User, device: DeviceInfo) -> None:
+        origin = _origin_of(device)
+        created = await self._users.create_user_if_new(
+            user,
+            registered=AuditEvent(
+                event="user_registered", occurred_at=user.created_at, user_id=user.id, origin=origin
+            ),
+            taken=AuditEvent(
+                event="register_email_taken", occurred_at=user.created_at, origin=origin
+            ),
+        )
+        if created:
+            _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
+        else:
+            _log.info("register with a taken email", extra={"event": "register_email_taken"})
 
     async def create_user(self, *, email: str, password: str, display_name: str) -> User:
         """Create an account without signing it in (the operator's `users create`)."""

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import idna
+from confusable_homoglyphs import categories
+
 from authsvc.core.errors import InvalidArgument, WeakPassword
 
 __all__ = [
     "MAX_LABEL_LENGTH",
     "MAX_PASSWORD_LENGTH",
+    "canonical_email",
     "check_new_password",
     "check_password_given",
     "clean_label",
@@ -29,15 +33,61 @@ def _has_control_characters(value: str) -> bool:
 
 
 def normalize_email(email: str) -> str:
-    """Trim and lower-case: accounts are unique ignoring case."""
-    normalized = email.strip().lower()
-    if not normalized:
+    """The one canonical form of an email, so that addresses that look the same are one
+    account: the local part in NFKC and case-folded, the domain in IDNA (UTS 46) ASCII form.
+
+    A local part that mixes scripts (Latin with Cyrillic, say) is refused, because it can pass
+    for another account's address; docs/accounts.md gives the rule.
+    """
+    email = email.strip()
+    if not email:
         raise InvalidArgument("email", "email is required")
-    if len(normalized) > MAX_EMAIL_LENGTH:
+    # NFKC may lengthen or shorten; this bound only keeps the work on huge input small.
+    if len(email) > 4 * MAX_EMAIL_LENGTH:
         raise InvalidArgument("email", f"email is longer than {MAX_EMAIL_LENGTH} characters")
+    normalized = _nfkc_casefold(email)
     if not _EMAIL.fullmatch(normalized) or _has_control_characters(normalized):
         raise InvalidArgument("email", "email is not a valid address")
+    local, _, domain = normalized.rpartition("@")
+    try:
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidArgument("email", "email domain is not a valid domain name") from exc
+    if _is_mixed_script(local):
+        raise InvalidArgument("email", "email mixes letters of different scripts")
+    normalized = f"{local}@{domain}"
+    if len(normalized) > MAX_EMAIL_LENGTH:
+        raise InvalidArgument("email", f"email is longer than {MAX_EMAIL_LENGTH} characters")
     return normalized
+
+
+def canonical_email(email: str) -> str | None:
+    """The canonical form of a stored email, or None if it has none (for migration 0012)."""
+    try:
+        return normalize_email(email)
+    except InvalidArgument:
+        return None
+
+
+def _nfkc_casefold(value: str) -> str:
+    # Case folding can undo NFKC (e.g. U+0345), so normalise again after it (NFKC_Casefold).
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
+
+
+# Scripts that carry no letters of their own (digits, punctuation, combining marks).
+_NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED"})
+# UTS 39 "highly restrictive": one script, or Latin with the scripts written together in
+# Japanese, Chinese or Korean, none of which look like Latin letters.
+_ALLOWED_SCRIPT_MIXES = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+
+
+def _is_mixed_script(value: str) -> bool:
+    scripts = {categories.alias(ch) for ch in value} - _NEUTRAL_SCRIPTS
+    return len(scripts) > 1 and not any(scripts <= mix for mix in _ALLOWED_SCRIPT_MIXES)
 
 
 def check_password_given(password: str) -> None:

@@ -97,7 +97,11 @@ class RegisterRequest(_message.Message):
     REMEMBER_ME_FIELD_NUMBER: _builtins.int
     DEVICE_NAME_FIELD_NUMBER: _builtins.int
     email: _builtins.str
-    """Email address; unique ignoring case; at most 254 characters."""
+    """Email address; at most 254 characters. Stored in one canonical form (local
+    part in Unicode NFKC, case-folded; domain in IDNA ASCII form), which is what
+    makes it unique. A local part mixing scripts (Latin with Cyrillic, say) is
+    INVALID_FIELD.
+    """
     password: _builtins.str
     """Sensitive: never logged. At least 8 and at most 256 characters."""
     display_name: _builtins.str
@@ -125,7 +129,9 @@ Global___RegisterRequest: _TypeAlias = RegisterRequest  # noqa: Y015
 
 @_typing.final
 class RegisterResponse(_message.Message):
-    """RegisterResponse is a signed-in session for the new account."""
+    """RegisterResponse is empty by default, for a new and a taken email alike. With
+    registration_reveals_accounts it is a signed-in session for the new account.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -184,7 +190,9 @@ class LoginRequest(_message.Message):
     REMEMBER_ME_FIELD_NUMBER: _builtins.int
     DEVICE_NAME_FIELD_NUMBER: _builtins.int
     email: _builtins.str
-    """Email address the account was registered with (any case)."""
+    """Email address the account was registered with, in any spelling with the
+    same canonical form (any case, full-width letters, Unicode domain).
+    """
     password: _builtins.str
     """Sensitive: never logged."""
     remember_me: _builtins.bool

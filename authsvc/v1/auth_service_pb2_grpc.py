@@ -38,7 +38,7 @@ class AuthServiceStub:
     INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
     INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
     INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-    ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
+    ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
     UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
@@ -122,7 +122,7 @@ class AuthServiceServicer:
     INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
     INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
     INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-    ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
+    ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
     UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
@@ -146,7 +146,11 @@ class AuthServiceServicer:
     """
 
     def Register(self, request, context):
-        """Register creates an account and signs it in, like Login.
+        """Register creates an account if its email is free. By default the answer is
+        the same, an empty RegisterResponse, whether the email was free or taken:
+        the account exists now if the email was free; sign in with Login. With the
+        server setting registration_reveals_accounts, Register signs the new account
+        in and answers EMAIL_TAKEN for a taken email.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,7 +272,7 @@ class AuthService:
     INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
     INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
     INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-    ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
+    ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
     UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata

@@ -36,11 +36,35 @@ pytestmark = pytest.mark.asyncio
 EMAIL = "ada@example.com"
 
 
-async def test_register_with_a_taken_email_raises_already_exists(client: AuthClient) -> None:
+async def test_register_with_a_taken_email_and_another_password_raises_invalid_credentials(
+    client: AuthClient,
+) -> None:
     await client.register(EMAIL, PASSWORD)
 
-    with pytest.raises(EmailTaken) as caught:
+    with pytest.raises(InvalidCredentials):
+        await client.register(EMAIL, "another password 42")
+
+
+async def test_register_with_a_taken_email_and_its_owners_password_signs_in(
+    client: AuthClient,
+) -> None:
+    first = await client.register(EMAIL, PASSWORD)
+
+    again = await client.register(EMAIL, PASSWORD)
+
+    assert again.user_id == first.user_id
+    assert again.session_id != first.session_id
+
+
+async def test_register_revealing_accounts_with_a_taken_email_raises_already_exists(
+    launch: Launch,
+) -> None:
+    launched = await launch(registration_reveals_accounts="true")
+    async with AuthClient.connect(f"127.0.0.1:{launched.server.port}") as client:
         await client.register(EMAIL, PASSWORD)
+
+        with pytest.raises(EmailTaken) as caught:
+            await client.register(EMAIL, PASSWORD)
 
     assert isinstance(caught.value, AlreadyExists)
 

@@ -34,6 +34,11 @@ async def events(pool: Pool, name: str) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+async def _register_only(stub: Stub) -> None:
+    """Register without the helper's Login: one user_registered event and nothing else."""
+    await stub.Register(pb.RegisterRequest(email="alice@example.com", password=PASSWORD))
+
+
 @pytest_asyncio.fixture
 async def agent_stub(server: AuthServer) -> AsyncIterator[Stub]:
     """A stub whose channel announces USER_AGENT."""
@@ -45,7 +50,7 @@ async def agent_stub(server: AuthServer) -> AsyncIterator[Stub]:
 async def test_successful_login_is_recorded_with_user_session_address_and_agent(
     agent_stub: Stub, pool: Pool, clock: FrozenClock
 ) -> None:
-    await register(agent_stub)
+    await _register_only(agent_stub)
 
     signed_in = await login(agent_stub)
 
@@ -134,7 +139,7 @@ async def test_key_rotation_is_recorded(server: AuthServer, pool: Pool) -> None:
 async def test_audit_events_cannot_be_changed_or_removed_outside_the_retention_sweep(
     stub: Stub, pool: Pool, statement: str
 ) -> None:
-    await register(stub)
+    await _register_only(stub)
 
     with pytest.raises(asyncpg.RaiseError):
         await pool.execute(statement)
@@ -173,7 +178,7 @@ async def test_sweeper_deletes_events_past_the_retention_only(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
     launched = await launch(audit_retention="1d")
-    await register(launched.stub)  # user_registered, now
+    await _register_only(launched.stub)  # user_registered, now
     clock.advance(timedelta(days=1))
     await login(launched.stub)  # login_succeeded, a day later
 
@@ -186,8 +191,8 @@ async def test_sweeper_deletes_events_past_the_retention_only(
 
 
 async def test_cli_prints_a_users_events_as_json_lines(stub: Stub, pg_dsn: str) -> None:
-    registered = await register(stub)
-    await login(stub)
+    await _register_only(stub)
+    registered = await login(stub)
     run = await run_authsvc("audit", "--user", registered.user_id, env=authsvc_env(pg_dsn))
 
     assert run.code == 0, run.stderr

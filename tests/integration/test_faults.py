@@ -24,7 +24,7 @@ from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch, Launched, NewDatabase, pool_on
-from tests.helpers import PASSWORD, Stub, bearer, login, refresh, register, validate
+from tests.helpers import PASSWORD, Registered, Stub, bearer, login, refresh, register, validate
 from tests.processes import (
     WAIT,
     ServerGroup,
@@ -154,7 +154,7 @@ class Starved:
 
     stub: Stub
     health: Any
-    user: pb.RegisterResponse
+    user: Registered
     release: Callable[[], Awaitable[None]]
     blocked: list[asyncio.Task[pb.RefreshResponse]]
 

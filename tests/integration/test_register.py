@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import pytest
 
+from authsvc.app import build_key_ring, build_refusal_log, build_session_service
+from authsvc.config import Config
+from authsvc.core.clock import FrozenClock
+from authsvc.core.models import DeviceInfo, DeviceType
+from authsvc.domain.passwords import Argon2Hasher, HashSlot, Lane
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
-from tests.helpers import PASSWORD, Stub, error_info, refresh, register, validate
+from tests.helpers import PASSWORD, Stub, error_info, login, refresh, register, validate
 
 pytestmark = pytest.mark.asyncio
 
@@ -22,38 +29,141 @@ async def _count(pool: Pool, table: str) -> int:
     return count
 
 
+class CountingHasher(Argon2Hasher):
+    """The real argon2 hasher, counting the hashes it computes."""
+
+    __slots__ = ("hashes",)
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(
+            time_cost=config.argon2_time_cost,
+            memory_cost_kib=config.argon2_memory_kib,
+            parallelism=config.argon2_parallelism,
+            sign_in_workers=1,
+            sign_up_workers=1,
+            queue_limit=0,
+        )
+        self.hashes = 0
+
+    @asynccontextmanager
+    async def reserve(self, lane: Lane) -> AsyncIterator[HashSlot]:
+        async with super().reserve(lane) as slot:
+            yield _CountingSlot(self, slot)
+
+
+class _CountingSlot:
+    def __init__(self, hasher: CountingHasher, slot: HashSlot) -> None:
+        self._hasher = hasher
+        self._slot = slot
+
+    async def hash(self, password: str) -> str:
+        self._hasher.hashes += 1
+        return await self._slot.hash(password)
+
+
 async def _rejection(stub: Stub, **fields: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Register(pb.RegisterRequest(**fields))
     return error_info(caught.value)
 
 
-async def test_register_returns_the_new_users_id(stub: Stub, pool: Pool) -> None:
-    response = await register(stub)
+async def test_register_creates_the_account_login_signs_into(stub: Stub, pool: Pool) -> None:
+    await stub.Register(pb.RegisterRequest(email="alice@example.com", password=PASSWORD))
+
+    signed_in = await login(stub)
 
     stored = await pool.fetchval("SELECT id FROM users WHERE email = 'alice@example.com'")
-    assert uuid.UUID(response.user_id) == stored
-    assert response.token_type == "Bearer"
+    assert uuid.UUID(signed_in.user_id) == stored
 
 
-async def test_register_access_token_validates_as_active_for_the_new_user(stub: Stub) -> None:
-    registered = await register(stub)
+async def _answer(stub: Stub, email: str, password: str) -> tuple[object, ...]:
+    """Everything a caller sees of one Register call but its request id."""
+    call = stub.Register(pb.RegisterRequest(email=email, password=password))
+    body: object
+    try:
+        body = (await call).SerializeToString()
+    except grpc.aio.AioRpcError as error:
+        body = error_info(error)
+    trailing = [(k, v) for k, v in await call.trailing_metadata() if k != "x-request-id"]
+    initial = [(k, v) for k, v in await call.initial_metadata() if k != "x-request-id"]
+    return await call.code(), body, initial, trailing
+
+
+async def test_register_answers_a_taken_email_exactly_as_a_free_one(stub: Stub) -> None:
+    free = await _answer(stub, "alice@example.com", PASSWORD)
+
+    taken = await _answer(stub, "ALICE@example.com", "another password 42")
+
+    assert taken == free
+    assert free[:2] == (grpc.StatusCode.OK, b"")
+
+
+async def test_register_with_a_taken_email_changes_nothing_and_audits_it(
+    stub: Stub, pool: Pool
+) -> None:
+    await stub.Register(pb.RegisterRequest(email="alice@example.com", password=PASSWORD))
+    owner = await pool.fetchval("SELECT id FROM users")
+
+    await stub.Register(
+        pb.RegisterRequest(email="alice@example.com", password="another password 42")
+    )
+
+    assert await login(stub)  # the owner's password still signs in
+    assert await _count(pool, "users") == 1
+    assert await _count(pool, "sessions") == 1
+    events = await pool.fetch("SELECT event, user_id FROM audit_events WHERE event LIKE '%regist%'")
+    assert sorted((row["event"], row["user_id"]) for row in events) == [
+        ("register_email_taken", owner),
+        ("user_registered", owner),
+    ]
+
+
+async def test_register_hashes_the_password_once_for_a_free_and_for_a_taken_email(
+    config: Config, pool: Pool, clock: FrozenClock
+) -> None:
+    hasher = CountingHasher(config)
+    service = build_session_service(
+        config, pool, clock, build_key_ring(config, pool, clock), hasher, build_refusal_log(pool)
+    )
+    counts = []
+    try:
+        for password in (PASSWORD, "another password 42"):
+            before = hasher.hashes
+            await service.register(
+                email="alice@example.com",
+                password=password,
+                display_name="",
+                remember_me=False,
+                device=DeviceInfo(
+                    user_agent="",
+                    ip_address="127.0.0.1",
+                    device_type=DeviceType.UNKNOWN,
+                    browser="",
+                    os="",
+                    device_name="",
+                ),
+            )
+            counts.append(hasher.hashes - before)
+    finally:
+        hasher.close()
+
+    assert counts == [1, 1]
+
+
+async def test_register_revealing_accounts_signs_the_new_account_in(launch: Launch) -> None:
+    stub = (await launch(registration_reveals_accounts="true")).stub
+
+    registered = await stub.Register(
+        pb.RegisterRequest(email="alice@example.com", password=PASSWORD)
+    )
 
     validated = await validate(stub, registered.access_token)
-
     assert validated.active
-    assert validated.user_id == registered.user_id
-    assert validated.session_id == registered.session_id
-
-
-async def test_register_refresh_token_refreshes_the_new_session(stub: Stub) -> None:
-    registered = await register(stub)
-
-    refreshed = await refresh(stub, registered.refresh_token)
-
-    assert refreshed.user_id == registered.user_id
-    assert refreshed.session_id == registered.session_id
-    assert refreshed.refresh_token != registered.refresh_token
+    assert (validated.user_id, validated.session_id) == (
+        registered.user_id,
+        registered.session_id,
+    )
+    assert (await refresh(stub, registered.refresh_token)).session_id == registered.session_id
 
 
 @pytest.mark.parametrize(
@@ -61,10 +171,11 @@ async def test_register_refresh_token_refreshes_the_new_session(stub: Stub) -> N
     ["alice@example.com", "ALICE@Example.COM"],
     ids=["same-case", "different-case"],
 )
-async def test_register_with_a_taken_email_is_email_taken(
-    stub: Stub, pool: Pool, second_email: str
+async def test_register_revealing_accounts_with_a_taken_email_is_email_taken(
+    launch: Launch, pool: Pool, second_email: str
 ) -> None:
-    await register(stub, email="alice@example.com")
+    stub = (await launch(registration_reveals_accounts="true")).stub
+    await stub.Register(pb.RegisterRequest(email="alice@example.com", password=PASSWORD))
 
     rejection = await _rejection(stub, email=second_email, password="another password 42")
 

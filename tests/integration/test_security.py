@@ -30,6 +30,7 @@ from authsvc.store.pool import Pool
 from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.helpers import (
+    Registered,
     Stub,
     bearer,
     error_info,
@@ -128,9 +129,9 @@ class Scene:
     stub: Stub
     pool: Pool
     clock: FrozenClock
-    alice: pb.RegisterResponse
+    alice: Registered
     alice_phone: pb.LoginResponse
-    mallory: pb.RegisterResponse
+    mallory: Registered
 
 
 @pytest_asyncio.fixture

@@ -11,18 +11,45 @@ import grpc
 import pytest
 
 from authsvc.app import AuthServer
-from authsvc.core.clock import FrozenClock
+from authsvc.core.clock import Clock, FrozenClock
 from authsvc.core.models import SweepCounts
 from authsvc.domain.refresh_tokens import hash_refresh_token
 from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY, PgSweepStore
 from authsvc.sweeper import Sweeper
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.conftest import Launch
-from tests.helpers import Stub, bearer, login, refresh, refresh_failure, register, validate
+from tests.conftest import Launch, Launched
+from tests.helpers import (
+    Registered,
+    Stub,
+    bearer,
+    login,
+    refresh,
+    refresh_failure,
+    register,
+    validate,
+)
 from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def launch(launch: Launch) -> Launch:
+    """Servers that reveal accounts: Register signs in by itself, so no Login leaves
+    throttle rows behind for the sweeps these tests count exactly."""
+
+    async def revealing(
+        *, server_pool: Pool | None = None, server_clock: Clock | None = None, **overrides: str
+    ) -> Launched:
+        return await launch(
+            server_pool=server_pool,
+            server_clock=server_clock,
+            **{"registration_reveals_accounts": "true", **overrides},
+        )
+
+    return revealing
+
 
 # Past a 1h idle timeout and the default 10 s refresh grace, when expired tokens go.
 PAST_IDLE_AND_GRACE = timedelta(hours=1, seconds=11)
@@ -34,7 +61,7 @@ async def _session_ids(pool: Pool) -> set[str]:
 
 async def _one_revoked_one_live(
     launch: Launch,
-) -> tuple[AuthServer, pb.RegisterResponse, pb.RegisterResponse]:
+) -> tuple[AuthServer, Registered, Registered]:
     """A server keeping revoked sessions for 1h, with one session logged out now and one live."""
     launched = await launch(revoked_retention="1h")
     revoked = await register(launched.stub, email="revoked@example.com")
@@ -306,9 +333,10 @@ async def test_sweep_is_skipped_while_another_replica_holds_the_lock(
 
 
 async def test_sweep_runs_once_the_other_replica_releases_the_lock(
-    server: AuthServer, stub: Stub, clock: FrozenClock, pool: Pool
+    launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
-    await register(stub)
+    server = (launched := await launch()).server
+    await register(launched.stub)
     clock.advance(timedelta(days=8))
     skipped = await _run_once_while_another_replica_holds_the_lock(server, pool)
 

@@ -212,9 +212,18 @@ export class AuthClient {
     }
   }
 
-  /** Create an account and sign this client in with its first session. */
+  /**
+   * Create an account and sign this client in with its first session. A server that does not
+   * reveal accounts (its default) answers Register without tokens, the same for a new and a
+   * taken email; this then signs in with Login, so a taken email throws InvalidCredentials
+   * unless the password is its owner's. A revealing server throws EmailTaken instead.
+   */
   async register(input: RegisterInput, options?: CallOptions): Promise<Tokens> {
     const response = await this.#call(() => this.raw.register(input, options));
+    if (response.accessToken === "") {
+      const { displayName: _, ...login } = input;
+      return this.login(login, options);
+    }
     const tokens = tokensOf(response);
     this.tokens.setTokens(tokens);
     return tokens;

@@ -159,12 +159,20 @@ export function rpcTests(servers: () => Servers): void {
       assert.equal(error.reason, "INVALID_CREDENTIALS");
     });
 
-    test("register with a taken email throws EmailTaken", async () => {
+    test("register with a taken email and another password throws InvalidCredentials, not EmailTaken", async () => {
       const account = newAccount();
       await newClient().register(account);
-      const error = await rejection(newClient().register(account));
-      assert.ok(error instanceof EmailTaken, String(error));
-      assert.equal(error.reason, "EMAIL_TAKEN");
+      const error = await rejection(newClient().register({ ...account, password: "another password 42" }));
+      assert.ok(error instanceof InvalidCredentials, String(error));
+      assert.ok(!(error instanceof EmailTaken));
+    });
+
+    test("register with a taken email and its owner's password signs in to that account", async () => {
+      const account = newAccount();
+      const first = await newClient().register(account);
+      const again = await newClient().register(account);
+      assert.equal(again.userId, first.userId);
+      assert.notEqual(again.sessionId, first.sessionId);
     });
 
     test("register with a malformed email throws InvalidArgument naming the field", async () => {

@@ -144,7 +144,13 @@ class AuthClient:
         remember_me: bool = False,
         device_name: str = "",
     ) -> TokenPair:
-        """Create an account and sign it in; the new session's tokens become this client's."""
+        """Create an account and sign it in; the new session's tokens become this client's.
+
+        A server that does not reveal accounts (its default) answers Register without tokens,
+        the same for a new and a taken email; this then signs in with Login, so a taken email
+        raises InvalidCredentials unless `password` is its owner's. A revealing server signs
+        in itself and answers a taken email with EmailTaken.
+        """
         response = await self._unary(
             self._stub.Register,
             pb.RegisterRequest(
@@ -155,6 +161,10 @@ class AuthClient:
                 device_name=device_name,
             ),
         )
+        if not response.access_token:
+            return await self.login(
+                email, password, remember_me=remember_me, device_name=device_name
+            )
         pair = token_pair(response)
         await self._tokens.set_tokens(pair)
         return pair

@@ -39,7 +39,7 @@ class AuthServiceStub:
       INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
       INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
       INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
+      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
       PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
       UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
       UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
@@ -67,7 +67,12 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RegisterRequest, _auth_service_pb2.RegisterResponse]
-    """Register creates an account and signs it in, like Login."""
+    """Register creates an account if its email is free. By default the answer is
+    the same, an empty RegisterResponse, whether the email was free or taken:
+    the account exists now if the email was free; sign in with Login. With the
+    server setting registration_reveals_accounts, Register signs the new account
+    in and answers EMAIL_TAKEN for a taken email.
+    """
     Login: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.LoginResponse]
     """Login checks a password and starts a session on one device."""
     Refresh: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshRequest, _auth_service_pb2.RefreshResponse]
@@ -103,7 +108,7 @@ class AuthServiceAsyncStub(AuthServiceStub):
       INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
       INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
       INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
+      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
       PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
       UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
       UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
@@ -128,7 +133,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RegisterRequest, _auth_service_pb2.RegisterResponse]  # type: ignore[assignment]
-    """Register creates an account and signs it in, like Login."""
+    """Register creates an account if its email is free. By default the answer is
+    the same, an empty RegisterResponse, whether the email was free or taken:
+    the account exists now if the email was free; sign in with Login. With the
+    server setting registration_reveals_accounts, Register signs the new account
+    in and answers EMAIL_TAKEN for a taken email.
+    """
     Login: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.LoginResponse]  # type: ignore[assignment]
     """Login checks a password and starts a session on one device."""
     Refresh: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshRequest, _auth_service_pb2.RefreshResponse]  # type: ignore[assignment]
@@ -163,7 +173,7 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
       INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
       INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
       INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
+      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
       PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
       UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
       UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
@@ -192,7 +202,12 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.RegisterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.RegisterResponse, _abc.Awaitable[_auth_service_pb2.RegisterResponse]]:
-        """Register creates an account and signs it in, like Login."""
+        """Register creates an account if its email is free. By default the answer is
+        the same, an empty RegisterResponse, whether the email was free or taken:
+        the account exists now if the email was free; sign in with Login. With the
+        server setting registration_reveals_accounts, Register signs the new account
+        in and answers EMAIL_TAKEN for a taken email.
+        """
 
     @_abc_1.abstractmethod
     def Login(

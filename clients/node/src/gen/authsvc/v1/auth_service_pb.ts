@@ -21,7 +21,10 @@ export const file_authsvc_v1_auth_service: GenFile = /*@__PURE__*/
  */
 export type RegisterRequest = Message<"authsvc.v1.RegisterRequest"> & {
   /**
-   * Email address; unique ignoring case; at most 254 characters.
+   * Email address; at most 254 characters. Stored in one canonical form (local
+   * part in Unicode NFKC, case-folded; domain in IDNA ASCII form), which is what
+   * makes it unique. A local part mixing scripts (Latin with Cyrillic, say) is
+   * INVALID_FIELD.
    *
    * @generated from field: string email = 1;
    */
@@ -64,7 +67,8 @@ export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
   messageDesc(file_authsvc_v1_auth_service, 0);
 
 /**
- * RegisterResponse is a signed-in session for the new account.
+ * RegisterResponse is empty by default, for a new and a taken email alike. With
+ * registration_reveals_accounts it is a signed-in session for the new account.
  *
  * @generated from message authsvc.v1.RegisterResponse
  */
@@ -133,7 +137,8 @@ export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*
  */
 export type LoginRequest = Message<"authsvc.v1.LoginRequest"> & {
   /**
-   * Email address the account was registered with (any case).
+   * Email address the account was registered with, in any spelling with the
+   * same canonical form (any case, full-width letters, Unicode domain).
    *
    * @generated from field: string email = 1;
    */
@@ -801,7 +806,7 @@ export const DeviceTypeSchema: GenEnum<DeviceType> = /*@__PURE__*/
  *   INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
  *   INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
  *   INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
- *   ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account
+ *   ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
  *   PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
  *   UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
  *   UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
@@ -827,7 +832,11 @@ export const DeviceTypeSchema: GenEnum<DeviceType> = /*@__PURE__*/
  */
 export const AuthService: GenService<{
   /**
-   * Register creates an account and signs it in, like Login.
+   * Register creates an account if its email is free. By default the answer is
+   * the same, an empty RegisterResponse, whether the email was free or taken:
+   * the account exists now if the email was free; sign in with Login. With the
+   * server setting registration_reveals_accounts, Register signs the new account
+   * in and answers EMAIL_TAKEN for a taken email.
    *
    * @generated from rpc authsvc.v1.AuthService.Register
    */
