@@ -153,6 +153,7 @@ class Principal:
     session_id: SessionId
     issued_at: datetime
     expires_at: datetime
+    not_before: datetime | None = None
     claims: dict[str, object]
 
 
