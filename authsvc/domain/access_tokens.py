@@ -25,6 +25,13 @@ _VERIFIED_CACHE_SIZE = 10_000
 _MAX_TOKEN_LENGTH = 4096
 
 
+def _numeric_date(value: object) -> datetime:
+    """A NumericDate claim: RFC 7519 makes it a JSON number, so "123" is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a NumericDate: {value!r}")
+    return datetime.fromtimestamp(int(value), UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class MintedAccessToken:
     token: str
@@ -139,11 +146,9 @@ class AccessTokens:
             principal = Principal(
                 user_id=UserId(uuid.UUID(claims["sub"])),
                 session_id=SessionId(uuid.UUID(claims["sid"])),
-                issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
-                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
-                not_before=(
-                    datetime.fromtimestamp(int(claims["nbf"]), UTC) if "nbf" in claims else None
-                ),
+                issued_at=_numeric_date(claims["iat"]),
+                expires_at=_numeric_date(claims["exp"]),
+                not_before=_numeric_date(claims["nbf"]) if "nbf" in claims else None,
                 claims=claims,
             )
         except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:

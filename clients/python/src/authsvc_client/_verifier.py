@@ -42,6 +42,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _numeric_date(value: object) -> datetime:
+    """A NumericDate claim: RFC 7519 makes it a JSON number, so "123" is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a NumericDate: {value!r}")
+    return datetime.fromtimestamp(int(value), UTC)
+
+
 def _invalid(message: str) -> TokenInvalid:
     return TokenInvalid(message, code=grpc.StatusCode.UNAUTHENTICATED, reason="TOKEN_INVALID")
 
@@ -147,13 +154,13 @@ class TokenVerifier:
             principal = Principal(
                 user_id=uuid.UUID(claims["sub"]),
                 session_id=uuid.UUID(claims["sid"]),
-                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                expires_at=_numeric_date(claims["exp"]),
                 claims=claims,
             )
             # Valid from its issue, or from `nbf` when that is later (as the server checks).
-            not_before = datetime.fromtimestamp(int(claims["iat"]), UTC)
+            not_before = _numeric_date(claims["iat"])
             if "nbf" in claims:
-                not_before = max(not_before, datetime.fromtimestamp(int(claims["nbf"]), UTC))
+                not_before = max(not_before, _numeric_date(claims["nbf"]))
         except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:
             raise _invalid("access token is invalid") from exc
         now = self._now()
