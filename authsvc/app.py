@@ -317,7 +317,12 @@ def build_session_service(
         sessions=PgSessionStore(pool),
         hasher=hasher,
         access_tokens=AccessTokens(
-            keys, clock, issuer=config.issuer, audience=config.audience, ttl=config.access_token_ttl
+            keys,
+            clock,
+            issuer=config.issuer,
+            audience=config.audience,
+            ttl=config.access_token_ttl,
+            clock_skew=config.clock_skew,
         ),
         clock=clock,
         policy=SessionPolicy(

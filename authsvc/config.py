@@ -274,6 +274,13 @@ SETTINGS: tuple[Setting, ...] = (
         "EdDSA (Ed25519) or ES256, for keys created from now on.",
     ),
     Setting("access_token_ttl", parse_positive_duration, "15m", "Access-token lifetime."),
+    # 30 s: far above NTP-kept drift, small beside a 15 min token (Spring Security takes 60 s).
+    Setting(
+        "clock_skew",
+        parse_duration,
+        "30s",
+        "Leeway for access-token exp, nbf and iat; the clients' verifiers default to the same.",
+    ),
     Setting(
         "key_reload_interval", parse_positive_duration, "60s", "How often replicas reload keys."
     ),
@@ -408,6 +415,7 @@ class Config:
     audience: str
     signing_algorithm: str
     access_token_ttl: timedelta
+    clock_skew: timedelta
     key_reload_interval: timedelta
     session_idle_timeout: timedelta
     session_lifetime: timedelta

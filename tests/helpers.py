@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from authsvc import config as config_module
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 
@@ -24,6 +26,16 @@ else:
 Tokens: TypeAlias = pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse
 
 PASSWORD = "correct horse battery"
+
+
+def _default(name: str) -> Any:
+    setting = next(setting for setting in config_module.SETTINGS if setting.name == name)
+    assert setting.default is not None
+    return setting.parse(setting.default)
+
+
+# The server's default leeway on access-token times: a token is expired at exp + CLOCK_SKEW.
+CLOCK_SKEW: timedelta = _default("clock_skew")
 
 
 def error_info(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:

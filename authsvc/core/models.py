@@ -155,6 +155,7 @@ class Principal:
     session_id: SessionId
     issued_at: datetime
     expires_at: datetime
+    not_before: datetime | None = None
     claims: dict[str, object]
 
 

@@ -25,6 +25,13 @@ _VERIFIED_CACHE_SIZE = 10_000
 _MAX_TOKEN_LENGTH = 4096
 
 
+def _numeric_date(value: object) -> datetime:
+    """A NumericDate claim: RFC 7519 makes it a JSON number, so "123" is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a NumericDate: {value!r}")
+    return datetime.fromtimestamp(int(value), UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class MintedAccessToken:
     token: str
@@ -32,16 +39,24 @@ class MintedAccessToken:
 
 
 class AccessTokens:
-    __slots__ = ("_audience", "_clock", "_issuer", "_keys", "_ttl", "_verified")
+    __slots__ = ("_audience", "_clock", "_clock_skew", "_issuer", "_keys", "_ttl", "_verified")
 
     def __init__(
-        self, keys: KeyRing, clock: Clock, *, issuer: str, audience: str, ttl: timedelta
+        self,
+        keys: KeyRing,
+        clock: Clock,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: timedelta,
+        clock_skew: timedelta,
     ) -> None:
         self._keys = keys
         self._clock = clock
         self._issuer = issuer
         self._audience = audience
         self._ttl = ttl
+        self._clock_skew = clock_skew
         self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     def mint(self, user_id: UserId, session_id: SessionId) -> MintedAccessToken:
@@ -67,10 +82,11 @@ class AccessTokens:
         return MintedAccessToken(token=token, expires_at=expires_at)
 
     async def verify(self, token: str) -> Principal:
-        """Check signature, issuer, audience and expiry against our clock.
+        """Check signature, issuer, audience and times against our clock.
 
-        Raises TokenInvalid for anything not minted by us, TokenExpired (with the
-        principal attached) for our token past its `exp`.
+        Raises TokenInvalid for anything not minted by us, or not valid yet (`nbf`, or
+        `iat` in the future); TokenExpired (with the principal attached) for our token
+        past its `exp`. Each time allows `clock_skew`, as the clients' verifiers do.
 
         A bearer token is presented on every call for its whole life, so the
         outcome of the signature check is remembered per token (a bounded LRU of
@@ -84,7 +100,11 @@ class AccessTokens:
             self._remember(token, principal)
         else:
             self._verified.move_to_end(token)
-        if self._clock.now() >= principal.expires_at:
+        now = self._clock.now()
+        not_before = max(principal.issued_at, principal.not_before or principal.issued_at)
+        if now < not_before - self._clock_skew:
+            raise TokenInvalid("access token is not valid yet")
+        if now >= principal.expires_at + self._clock_skew:
             raise TokenExpired("access token has expired", principal=principal)
         return principal
 
@@ -109,7 +129,7 @@ class AccessTokens:
             raise TokenInvalid("access token is signed by an unknown key")
         algorithm, public_key = found
         try:
-            # Expiry is checked below against the injected clock; PyJWT would use wall time.
+            # Times are checked in verify() against the injected clock; PyJWT would use wall time.
             claims = jwt.decode(
                 token,
                 public_key,
@@ -126,8 +146,9 @@ class AccessTokens:
             principal = Principal(
                 user_id=UserId(uuid.UUID(claims["sub"])),
                 session_id=SessionId(uuid.UUID(claims["sid"])),
-                issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
-                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                issued_at=_numeric_date(claims["iat"]),
+                expires_at=_numeric_date(claims["exp"]),
+                not_before=_numeric_date(claims["nbf"]) if "nbf" in claims else None,
                 claims=claims,
             )
         except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:

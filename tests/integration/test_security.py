@@ -30,6 +30,7 @@ from authsvc.store.pool import Pool
 from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.helpers import (
+    CLOCK_SKEW,
     Registered,
     Stub,
     bearer,
@@ -198,7 +199,7 @@ async def _tampered_payload(scene: Scene) -> str:
 
 
 async def _expired(scene: Scene) -> str:
-    scene.clock.advance(ACCESS_TOKEN_TTL)
+    scene.clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW)
     return scene.alice.access_token
 
 

@@ -16,7 +16,16 @@ from google.protobuf import timestamp_pb2
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
-from tests.helpers import Stub, bearer, error_info, refresh, refresh_failure, register, validate
+from tests.helpers import (
+    CLOCK_SKEW,
+    Stub,
+    bearer,
+    error_info,
+    refresh,
+    refresh_failure,
+    register,
+    validate,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -206,7 +215,7 @@ async def test_expired_access_token_is_refused_with_token_expired(
     stub: Stub, clock: FrozenClock
 ) -> None:
     signed_in = await register(stub)
-    clock.advance(ACCESS_TOKEN_TTL)
+    clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(signed_in.access_token))
@@ -219,7 +228,7 @@ async def test_validate_token_reports_an_expired_access_token_with_its_subject(
     stub: Stub, clock: FrozenClock
 ) -> None:
     signed_in = await register(stub)
-    clock.advance(ACCESS_TOKEN_TTL)
+    clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW)
 
     validation = await validate(stub, signed_in.access_token)
 

@@ -14,7 +14,7 @@ from authsvc.app import AuthServer, build_key_ring
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
-from tests.helpers import Stub, login, register, validate
+from tests.helpers import CLOCK_SKEW, Stub, login, register, validate
 
 pytestmark = pytest.mark.asyncio
 
@@ -163,7 +163,8 @@ async def test_token_of_a_retired_key_validates_until_its_last_second_on_a_fresh
     # tokens) and loads only the keys still usable then.
     before = await register(stub)
     await server.keys.rotate()
-    clock.advance(timedelta(minutes=15) - timedelta(seconds=1))  # the default access TTL
+    # The default access TTL, and the clock skew the server allows past it.
+    clock.advance(timedelta(minutes=15) + CLOCK_SKEW - timedelta(seconds=1))
     late_replica = await launch()
 
     last_second = await validate(late_replica.stub, before.access_token)

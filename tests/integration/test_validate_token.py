@@ -24,7 +24,7 @@ from authsvc.domain.key_encryption import LocalKeyWrapper, open_private_key
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import TEST_KEY_ENCRYPTION_KEYS
-from tests.helpers import Stub, bearer, error_info, register, validate
+from tests.helpers import CLOCK_SKEW, Stub, bearer, error_info, register, validate
 
 pytestmark = pytest.mark.asyncio
 
@@ -126,7 +126,7 @@ async def test_validate_expired_token_is_token_expired_with_its_user(
     stub: Stub, clock: FrozenClock
 ) -> None:
     registered = await register(stub)
-    clock.advance(ACCESS_TOKEN_TTL)
+    clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW)
 
     response = await validate(stub, registered.access_token)
 

@@ -21,6 +21,14 @@ export {
 } from "./token_manager.js";
 export { authInterceptor, type AuthInterceptorOptions } from "./interceptor.js";
 export {
+  DEFAULT_JWKS_REFETCH_INTERVAL_MS,
+  DEFAULT_LEEWAY_MS,
+  TokenVerifier,
+  type JwksSource,
+  type Principal,
+  type TokenVerifierOptions,
+} from "./verifier.js";
+export {
   AlreadyExists,
   AuthsvcError,
   DatabaseUnavailable,

@@ -2,6 +2,7 @@
 // runs every group of tests against them, and stops them at the end.
 
 import { after, before, describe } from "node:test";
+import { claimsTests } from "./claims.js";
 import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
 import { readmeTests } from "./readme.js";
@@ -28,4 +29,5 @@ describe("authsvc node client against a live server", () => {
   refreshTests(servers);
   errorTests(servers);
   readmeTests(servers);
+  claimsTests(servers);
 });

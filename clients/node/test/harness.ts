@@ -3,7 +3,7 @@
 // the server actually received.
 
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AuthClient, type AuthClientOptions } from "../src/client.js";
@@ -49,6 +50,27 @@ function authsvcBinary(): string {
   }
 }
 
+/** The signing key that signs now, as `python -m tests.active_signing_key` prints it. */
+export interface SigningKey {
+  kid: string;
+  algorithm: string;
+  private_key_pem: string;
+}
+
+/**
+ * The servers' active signing key, read from their database by the repo's own Python (the
+ * .venv beside the authsvc binary), so tests can sign tokens exactly as the server would.
+ */
+export async function activeSigningKey(dataDir: string): Promise<SigningKey> {
+  const venvBin = path.dirname(authsvcBinary());
+  const { stdout } = await promisify(execFile)(
+    path.join(venvBin, "python"),
+    ["-m", "tests.active_signing_key"],
+    { cwd: path.dirname(path.dirname(venvBin)), env: serverEnv(dataDir, {}), timeout: 60_000 },
+  );
+  return JSON.parse(stdout) as SigningKey;
+}
+
 /** The environment of a server: ours, without any AUTHSVC_* the developer's shell has set. */
 function serverEnv(dataDir: string, extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -76,6 +98,8 @@ function serverEnv(dataDir: string, extra: Record<string, string>): NodeJS.Proce
 }
 
 export class AuthsvcServer {
+  /** Its AUTHSVC_DATA_DIR: the embedded PostgreSQL it shares with its replicas. */
+  readonly dataDir: string;
   readonly #child: ChildProcess;
   readonly #lines: string[] = [];
   readonly #rpcs: RpcLogLine[] = [];
@@ -83,7 +107,8 @@ export class AuthsvcServer {
   readonly #exited: Promise<number | null>;
   #port: number | undefined;
 
-  private constructor(binary: string, env: NodeJS.ProcessEnv) {
+  private constructor(binary: string, dataDir: string, env: NodeJS.ProcessEnv) {
+    this.dataDir = dataDir;
     this.#child = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
       env,
       stdio: ["ignore", "pipe", "pipe"],
@@ -105,7 +130,7 @@ export class AuthsvcServer {
    * same dataDir share one embedded PostgreSQL: they are replicas of one service.
    */
   static async start(dataDir: string, env: Record<string, string> = {}): Promise<AuthsvcServer> {
-    const server = new AuthsvcServer(authsvcBinary(), serverEnv(dataDir, env));
+    const server = new AuthsvcServer(authsvcBinary(), dataDir, serverEnv(dataDir, env));
     try {
       await server.#waitForPort(60_000);
       await server.#waitUntilAnswering(10_000);
@@ -231,9 +256,9 @@ export interface Servers {
   /** authsvc with its defaults (15 min access tokens). */
   main: AuthsvcServer;
   /**
-   * A second replica on the same database with 3 s access tokens and no refresh grace
-   * period, for the tests that need the server itself to reject an expired token or a
-   * replayed refresh token.
+   * A second replica on the same database with 3 s access tokens, no clock skew allowance
+   * and no refresh grace period, for the tests that need the server itself to reject an
+   * expired token or a replayed refresh token.
    */
   shortTtl: AuthsvcServer;
   /**
@@ -263,6 +288,8 @@ export async function startServers(): Promise<{ servers: Servers; stop: () => Pr
     started.push(main);
     const shortTtl = await AuthsvcServer.start(dataDir, {
       AUTHSVC_ACCESS_TOKEN_TTL: SHORT_ACCESS_TOKEN_TTL,
+      // Expired at `exp` itself, so the tests wait under 3 s, not the default 30 s skew more.
+      AUTHSVC_CLOCK_SKEW: "0s",
       AUTHSVC_REFRESH_GRACE_PERIOD: "0s",
     });
     started.push(shortTtl);

@@ -56,10 +56,16 @@ from authsvc_client._models import (
 from authsvc_client._server import TokenAuthInterceptor, current_principal
 from authsvc_client._store import FileTokenStore, InMemoryTokenStore, TokenStore
 from authsvc_client._sync import SyncAuthClient
-from authsvc_client._verifier import DEFAULT_JWKS_REFETCH_INTERVAL, JwksSource, TokenVerifier
+from authsvc_client._verifier import (
+    DEFAULT_JWKS_REFETCH_INTERVAL,
+    DEFAULT_LEEWAY,
+    JwksSource,
+    TokenVerifier,
+)
 
 __all__ = [
     "DEFAULT_JWKS_REFETCH_INTERVAL",
+    "DEFAULT_LEEWAY",
     "DEFAULT_REFRESH_SKEW",
     "DEFAULT_TIMEOUT",
     "AlreadyExists",

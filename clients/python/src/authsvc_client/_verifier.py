@@ -15,11 +15,13 @@ import jwt
 from authsvc_client._errors import AuthsvcError, SessionExpired, TokenExpired, TokenInvalid
 from authsvc_client._models import Principal, TokenValidation
 
-__all__ = ["DEFAULT_JWKS_REFETCH_INTERVAL", "JwksSource", "TokenVerifier"]
+__all__ = ["DEFAULT_JWKS_REFETCH_INTERVAL", "DEFAULT_LEEWAY", "JwksSource", "TokenVerifier"]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_JWKS_REFETCH_INTERVAL = timedelta(seconds=10)
+# The server's default AUTHSVC_CLOCK_SKEW, so server and verifier refuse the same tokens.
+DEFAULT_LEEWAY = timedelta(seconds=30)
 
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "jti", "iat", "exp"]
 # RFC 9068 section 4: resource servers must check the type, so an ID token is not accepted.
@@ -38,6 +40,13 @@ class JwksSource(Protocol):
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _numeric_date(value: object) -> datetime:
+    """A NumericDate claim: RFC 7519 makes it a JSON number, so "123" is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a NumericDate: {value!r}")
+    return datetime.fromtimestamp(int(value), UTC)
 
 
 def _invalid(message: str) -> TokenInvalid:
@@ -68,12 +77,14 @@ class TokenVerifier:
     """Verifies authsvc access tokens for an internal service.
 
     Offline (the default): the signature against the service's JWKS, fetched once with
-    GetJwks and cached; `iss`, `aud` and `exp` (by the injected `now`, with `leeway`); the
-    JWT type `at+jwt`; and only the algorithm the key itself declares, so a token cannot
-    choose a weaker one. A token whose `kid` is not cached triggers one refetch (a key
-    rotation), but at most once per `jwks_refetch_interval`, because forged tokens carry
-    unknown kids too. Offline verification cannot see a revoked session: its tokens pass
-    until they expire (15 minutes by default).
+    GetJwks and cached; the required claims; `iss` and `aud`; the times by the injected
+    `now`, each with `leeway` (the server's allowance, 30 s): `exp` passed, `nbf` (when
+    present) or `iat` still in the future; the JWT type `at+jwt`; and only the algorithm the
+    key itself declares, so a token cannot choose a weaker one. A token whose `kid` is not
+    cached triggers one refetch (a key rotation), but at most once per
+    `jwks_refetch_interval`, because forged tokens carry unknown kids too. Offline
+    verification cannot see a revoked session: its tokens pass until they expire (15
+    minutes by default).
 
     Online (`online=True`, or `verify(token, online=True)`): after the offline checks,
     ValidateToken asks the service, which also refuses tokens of sessions that are logged
@@ -91,7 +102,7 @@ class TokenVerifier:
         audience: str = "authsvc",
         online: bool = False,
         now: Callable[[], datetime] = _utc_now,
-        leeway: timedelta = timedelta(0),
+        leeway: timedelta = DEFAULT_LEEWAY,
         jwks_refetch_interval: timedelta = DEFAULT_JWKS_REFETCH_INTERVAL,
     ) -> None:
         self._source = source
@@ -126,7 +137,7 @@ class TokenVerifier:
         if key is None:
             raise _invalid("access token is signed by an unknown key")
         try:
-            # Expiry is checked below against the injected clock; PyJWT would use wall time.
+            # Times are checked below against the injected clock; PyJWT would use wall time.
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
@@ -143,16 +154,17 @@ class TokenVerifier:
             principal = Principal(
                 user_id=uuid.UUID(claims["sub"]),
                 session_id=uuid.UUID(claims["sid"]),
-                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                expires_at=_numeric_date(claims["exp"]),
                 claims=claims,
             )
-            not_before = (
-                datetime.fromtimestamp(int(claims["nbf"]), UTC) if "nbf" in claims else None
-            )
+            # Valid from its issue, or from `nbf` when that is later (as the server checks).
+            not_before = _numeric_date(claims["iat"])
+            if "nbf" in claims:
+                not_before = max(not_before, _numeric_date(claims["nbf"]))
         except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:
             raise _invalid("access token is invalid") from exc
         now = self._now()
-        if not_before is not None and now < not_before - self._leeway:
+        if now < not_before - self._leeway:
             raise _invalid("access token is not valid yet")
         if now >= principal.expires_at + self._leeway:
             raise TokenExpired(

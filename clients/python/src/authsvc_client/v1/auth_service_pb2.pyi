@@ -598,8 +598,11 @@ class ValidateTokenResponse(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     CLAIMS_FIELD_NUMBER: _builtins.int
     active: _builtins.bool
-    """True only if the signature, issuer, audience and expiry are valid and
-    the session is live (not revoked, not expired) at this moment.
+    """True only if the signature, issuer, audience and required claims are
+    valid, the token's times hold (`exp` not passed, `nbf` when present and
+    `iat` not in the future, each with the server's clock skew, 30 s by
+    default, as the clients' offline verifiers allow) and the session is
+    live (not revoked, not expired) at this moment.
     """
     inactive_reason: _builtins.str
     """Why the token is inactive: an ErrorInfo reason such as TOKEN_EXPIRED,

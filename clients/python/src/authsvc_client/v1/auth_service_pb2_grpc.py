@@ -42,8 +42,8 @@ class AuthServiceStub:
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
     UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
-    UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged or not ours
-    UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp`
+    UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged, not ours, or not valid yet (`nbf` or `iat` ahead by more than the clock skew)
+    UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp` by more than the clock skew
     UNAUTHENTICATED     REFRESH_TOKEN_INVALID  the refresh token is unknown
     UNAUTHENTICATED     REFRESH_TOKEN_EXPIRED  the refresh token is past its expiry
     UNAUTHENTICATED     REFRESH_TOKEN_REUSED   an already-rotated refresh token was replayed; the session is now revoked
@@ -126,8 +126,8 @@ class AuthServiceServicer:
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
     UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
-    UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged or not ours
-    UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp`
+    UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged, not ours, or not valid yet (`nbf` or `iat` ahead by more than the clock skew)
+    UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp` by more than the clock skew
     UNAUTHENTICATED     REFRESH_TOKEN_INVALID  the refresh token is unknown
     UNAUTHENTICATED     REFRESH_TOKEN_EXPIRED  the refresh token is past its expiry
     UNAUTHENTICATED     REFRESH_TOKEN_REUSED   an already-rotated refresh token was replayed; the session is now revoked
@@ -276,8 +276,8 @@ class AuthService:
     PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
     UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
     UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
-    UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged or not ours
-    UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp`
+    UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged, not ours, or not valid yet (`nbf` or `iat` ahead by more than the clock skew)
+    UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp` by more than the clock skew
     UNAUTHENTICATED     REFRESH_TOKEN_INVALID  the refresh token is unknown
     UNAUTHENTICATED     REFRESH_TOKEN_EXPIRED  the refresh token is past its expiry
     UNAUTHENTICATED     REFRESH_TOKEN_REUSED   an already-rotated refresh token was replayed; the session is now revoked

@@ -602,8 +602,11 @@ export const ValidateTokenRequestSchema: GenMessage<ValidateTokenRequest> = /*@_
  */
 export type ValidateTokenResponse = Message<"authsvc.v1.ValidateTokenResponse"> & {
   /**
-   * True only if the signature, issuer, audience and expiry are valid and
-   * the session is live (not revoked, not expired) at this moment.
+   * True only if the signature, issuer, audience and required claims are
+   * valid, the token's times hold (`exp` not passed, `nbf` when present and
+   * `iat` not in the future, each with the server's clock skew, 30 s by
+   * default, as the clients' offline verifiers allow) and the session is
+   * live (not revoked, not expired) at this moment.
    *
    * @generated from field: bool active = 1;
    */
@@ -810,8 +813,8 @@ export const DeviceTypeSchema: GenEnum<DeviceType> = /*@__PURE__*/
  *   PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
  *   UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
  *   UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
- *   UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged or not ours
- *   UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp`
+ *   UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged, not ours, or not valid yet (`nbf` or `iat` ahead by more than the clock skew)
+ *   UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp` by more than the clock skew
  *   UNAUTHENTICATED     REFRESH_TOKEN_INVALID  the refresh token is unknown
  *   UNAUTHENTICATED     REFRESH_TOKEN_EXPIRED  the refresh token is past its expiry
  *   UNAUTHENTICATED     REFRESH_TOKEN_REUSED   an already-rotated refresh token was replayed; the session is now revoked
