@@ -328,6 +328,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_embedded_key_encryption_keys(config: Config, overrides: dict[str, str | None]) -> Config:
+    """`config`, with the embedded database's KEK file when it runs one and no KEK is
+    configured: generated once, kept beside (not in) the database. Set in `overrides`
+    as a flag, so the supervisor's workers are given it too."""
+    if config.database_url is not None or config.configured_key_encryption_keys is not None:
+        return config
+    overrides["key_encryption_keys_file"] = str(ensure_key_encryption_keys_file(config.data_dir))
+    return config_module.from_env(overrides=overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {s.name: getattr(args, s.name, None) for s in config_module.SETTINGS}
@@ -339,13 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level)
     if args.command == "healthcheck":
         return _healthcheck(config)
-    if config.database_url is None and config.configured_key_encryption_keys is None:
-        # The embedded database's KEK: generated once, kept beside (not in) the database.
-        # As a flag, so the supervisor's workers are given it too.
-        overrides["key_encryption_keys_file"] = str(
-            ensure_key_encryption_keys_file(config.data_dir)
-        )
-        config = config_module.from_env(overrides=overrides)
+    config = with_embedded_key_encryption_keys(config, overrides)
     is_supervisor = args.command == "serve" and args.worker is None and config.workers > 1
     action: Action
     if args.command == "serve":

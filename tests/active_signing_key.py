@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from authsvc import config as config_module
 from authsvc.app import build_key_ring
+from authsvc.cli import with_embedded_key_encryption_keys
 from authsvc.core.clock import SystemClock
 from authsvc.embedded_db import start_embedded_postgres
 from authsvc.store.pool import create_pool
@@ -42,7 +43,8 @@ async def _print_active_key(config: config_module.Config, dsn: str) -> None:
 
 
 def main() -> None:
-    config = config_module.from_env()
+    # Decrypted with the servers' KEK: the generated one beside their embedded database.
+    config = with_embedded_key_encryption_keys(config_module.from_env(), {})
     if config.database_url:
         asyncio.run(_print_active_key(config, str(config.database_url)))
         return
