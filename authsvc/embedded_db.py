@@ -231,6 +231,9 @@ def _prepare(data_dir: Path, pgdata: Path, user: _ServerUser) -> None:
                 " and it is upgraded to password authentication"
             )
         return
+    if user.is_another_user and pgdata.exists():
+        # As the wheel does before it starts the server: its user must reach pgdata.
+        ensure_prefix_permissions(pgdata)
     _ensure_password(data_dir, SERVICE_ROLE)
     had_password = _passfile(data_dir, SUPERUSER).exists()
     password, _ = _ensure_password(data_dir, SUPERUSER)
@@ -278,8 +281,7 @@ def _initdb(pgdata: Path, user: _ServerUser, password: str) -> None:
     pgdata.mkdir(mode=0o700, exist_ok=True)
     if user.is_another_user:
         os.chown(pgdata, user.uid, user.gid)
-        # As the wheel does before its own initdb: the server's user must reach pgdata.
-        ensure_prefix_permissions(pgdata)
+        ensure_prefix_permissions(pgdata)  # see _prepare
     # initdb reads the password from a file the server's user can read; removed at once.
     pwfile = pgdata.parent / ".initdb-password"
     _write_secret(pwfile, password + "\n", owner=user)

