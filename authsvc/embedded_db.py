@@ -209,15 +209,15 @@ def _write_secret(path: Path, text: str, *, owner: _ServerUser | None = None) ->
     partial.replace(path)
 
 
-def _ensure_password(data_dir: Path, user: str) -> tuple[str, bool]:
-    """The role's password from its pgpass file, made now if missing; and whether it is new."""
+def _ensure_password(data_dir: Path, user: str) -> str:
+    """The role's password from its pgpass file, made now if missing."""
     path = _passfile(data_dir, user)
     if path.exists():
-        return _read_password(data_dir, user), False
+        return _read_password(data_dir, user)
     # Hex: nothing pgpass or SQL quoting would have to escape.
     password = secrets.token_hex(32)
     _write_secret(path, f"*:*:*:{user}:{password}\n")
-    return password, True
+    return password
 
 
 def _prepare(data_dir: Path, pgdata: Path, user: _ServerUser) -> None:
@@ -236,7 +236,7 @@ def _prepare(data_dir: Path, pgdata: Path, user: _ServerUser) -> None:
         ensure_prefix_permissions(pgdata)
     _ensure_password(data_dir, SERVICE_ROLE)
     had_password = _passfile(data_dir, SUPERUSER).exists()
-    password, _ = _ensure_password(data_dir, SUPERUSER)
+    password = _ensure_password(data_dir, SUPERUSER)
     if not (pgdata / "PG_VERSION").exists():
         _initdb(pgdata, user, password)
     elif not had_password:
