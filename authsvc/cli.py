@@ -35,14 +35,9 @@ from authsvc.config import Config, ConfigError
 from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError
 from authsvc.core.models import RequestOrigin
-from authsvc.embedded_db import (
-    DATABASE_NAME,
-    ensure_key_encryption_keys_file,
-    start_embedded_postgres,
-)
+from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
 from authsvc.store.audit import PgAuditStore
-from authsvc.store.bootstrap import ensure_database
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
 from authsvc.tls import client_tls
@@ -62,7 +57,7 @@ def _database_url(config: Config) -> Any:
     embedded = start_embedded_postgres(config.data_dir)
     print(f"authsvc: embedded PostgreSQL data directory: {embedded.pgdata}", file=sys.stderr)
     try:
-        asyncio.run(ensure_database(embedded.admin_dsn(), DATABASE_NAME))
+        asyncio.run(embedded.ensure_service_database())
         yield embedded.dsn()
     finally:
         embedded.stop()

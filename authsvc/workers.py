@@ -136,7 +136,8 @@ def _worker_argv(config: Config, dsn: str, flags: Mapping[str, str | None], port
 
     The environment is inherited, so only flags are passed on: the command
     line's own (a password in --database-url is no more visible than it was),
-    the port, and the embedded database's URL (a Unix socket, no password).
+    the port, and the embedded database's URL (a Unix socket; no password, only the
+    pgpass file that holds it).
     """
     argv = [sys.executable, "-m", "authsvc", "serve"]
     for setting in SETTINGS:

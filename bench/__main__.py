@@ -33,8 +33,7 @@ from typing import Any
 import argon2
 import asyncpg
 
-from authsvc.embedded_db import DATABASE_NAME, start_embedded_postgres
-from authsvc.store.bootstrap import ensure_database
+from authsvc.embedded_db import start_embedded_postgres
 from bench import crypto, load, report
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
@@ -686,7 +685,7 @@ def main(argv: list[str] | None = None) -> None:
             embedded = start_embedded_postgres(work_dir / "pg")
             if args.server_cpus:
                 _pin_postgres(embedded.pgdata, args.server_cpus)
-            asyncio.run(ensure_database(embedded.admin_dsn(), DATABASE_NAME))
+            asyncio.run(embedded.ensure_service_database())
             dsn = embedded.dsn()
         try:
             result = asyncio.run(_bench(args, work_dir, dsn))

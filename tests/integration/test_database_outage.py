@@ -29,8 +29,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc.app import AuthServer
-from authsvc.embedded_db import DATABASE_NAME, EmbeddedPostgres, start_embedded_postgres
-from authsvc.store.bootstrap import ensure_database
+from authsvc.embedded_db import EmbeddedPostgres, start_embedded_postgres
 from authsvc.store.pool import Pool, create_pool
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
@@ -130,7 +129,7 @@ async def running(
     with tempfile.TemporaryDirectory(prefix="authsvc-outage-") as data_dir:
         embedded = await asyncio.to_thread(start_embedded_postgres, Path(data_dir))
         database = OwnDatabase(embedded)
-        await ensure_database(embedded.admin_dsn(), DATABASE_NAME)
+        await embedded.ensure_service_database()
         config = config_factory(
             database_url=embedded.dsn(),
             db_connect_timeout=CONNECT_TIMEOUT,
