@@ -25,6 +25,7 @@ from authsvc.api.servicer import AuthServicer
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
+from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
@@ -58,6 +59,7 @@ __all__ = [
     "build_refusal_log",
     "build_session_service",
     "build_sweeper",
+    "connection_options",
     "migrate_database",
 ]
 
@@ -111,6 +113,7 @@ class AuthServer:
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
                 ("grpc.so_reuseport", 1 if shares_port else 0),
+                *connection_options(config),
             ],
         )
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -131,6 +134,7 @@ class AuthServer:
         else:
             self.port = self._server.add_secure_port(address, self._credentials)
         await self._server.start()
+        self._spawn(DescriptorWatch().run())
         self._spawn(self._become_ready())
         _log.info(
             "listening",
@@ -261,6 +265,36 @@ async def migrate_database(pool: Pool, clock: Clock) -> list[int]:
     applied = await apply_migrations(pool)
     await canonicalize_queued_emails(pool, validation.canonical_email, clock.now())
     return applied
+
+
+# A vanished peer holding a stream (a health Watch) is found by the server's
+# own ping within this, rather than at the connection's maximum age.
+_SERVER_PING_INTERVAL = timedelta(minutes=5)
+
+
+def connection_options(config: Config) -> list[tuple[str, int]]:
+    """gRPC core arguments that bound how long, and how busily, a client holds a connection.
+
+    Without them an idle connection is never closed and holds its descriptor for good.
+    The idle timer runs from the moment the connection is accepted, so a client that
+    connects and sends nothing is closed too.
+    """
+
+    def ms(span: timedelta) -> int:
+        return int(span.total_seconds() * 1000)
+
+    return [
+        ("grpc.max_connection_idle_ms", ms(config.connection_idle_timeout)),
+        ("grpc.max_connection_age_ms", ms(config.connection_max_age)),
+        ("grpc.max_connection_age_grace_ms", ms(config.connection_max_age_grace)),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", ms(_SERVER_PING_INTERVAL)),
+        # Pings from clients with no call in flight are allowed (they keep NAT paths
+        # open); they do not count as activity, so the idle timeout still applies.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", ms(config.keepalive_min_interval)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 def build_hasher(config: Config) -> Argon2Hasher:

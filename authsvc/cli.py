@@ -35,6 +35,7 @@ from authsvc.config import Config, ConfigError
 from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError
 from authsvc.core.models import RequestOrigin
+from authsvc.descriptors import raise_open_files_limit
 from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
 from authsvc.store.audit import PgAuditStore
@@ -346,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _healthcheck(config)
     config = with_embedded_key_encryption_keys(config, overrides)
     is_supervisor = args.command == "serve" and args.worker is None and config.workers > 1
+    if args.command == "serve":
+        # Each client connection holds a descriptor; so does each worker, for its own.
+        raise_open_files_limit()
     action: Action
     if args.command == "serve":
         action = _serve(args.worker)

@@ -68,6 +68,23 @@ def parse_positive_duration(text: str) -> timedelta:
     return duration
 
 
+# gRPC counts connection timings in milliseconds in a C int.
+_GRPC_MAX_MILLISECONDS = 2**31 - 1
+
+
+def parse_connection_duration(text: str) -> timedelta:
+    """A positive duration gRPC can hold: at most 24 days, 20 hours (2**31 - 1 ms)."""
+    duration = parse_positive_duration(text)
+    if duration.total_seconds() * 1000 > _GRPC_MAX_MILLISECONDS:
+        raise ValueError(f"{text!r} is longer than gRPC allows (24d)")
+    return duration
+
+
+def parse_connection_grace(text: str) -> timedelta:
+    """Like parse_connection_duration, but zero is allowed."""
+    return parse_connection_duration(text) if parse_duration(text) else timedelta(0)
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -340,6 +357,43 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "max_message_bytes", parse_positive_int, "65536", "Largest request accepted, in bytes."
     ),
+    # Connections: each holds a file descriptor until it is closed (README: production).
+    Setting(
+        "connection_idle_timeout",
+        parse_connection_duration,
+        # Long enough that a client calling every few minutes keeps its connection.
+        "5m",
+        "Close a client connection that has had no call in flight for this long.",
+    ),
+    Setting(
+        "connection_max_age",
+        parse_connection_duration,
+        # Clients reconnect by themselves; a fresh connection spreads over new replicas.
+        "30m",
+        "Ask a client to reconnect once its connection is this old (GOAWAY, +-10% jitter).",
+    ),
+    Setting(
+        "connection_max_age_grace",
+        parse_connection_grace,
+        # A unary call here takes well under a second; a health Watch simply resumes.
+        "10s",
+        "Calls still running on a connection past its age get this long, then it is closed.",
+    ),
+    Setting(
+        "keepalive_min_interval",
+        parse_connection_duration,
+        # Clients keeping NAT and load-balancer paths open ping every 30-60s, rarely faster.
+        "30s",
+        "Pings from a client closer together than this are strikes; 3 strikes close it.",
+    ),
+    Setting(
+        "max_concurrent_streams",
+        parse_positive_int,
+        # Calls past it on one connection fail UNAVAILABLE (REFUSED_STREAM; gRPC clients do
+        # not hold them back), so it sits well above a busy client's concurrency (300 in tests).
+        "1000",
+        "Calls one connection may run at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).",
+    ),
     Setting(
         "login_failures_per_account_and_ip",
         parse_positive_int,
@@ -437,6 +491,11 @@ class Config:
     revoked_retention: timedelta
     shutdown_grace: timedelta
     max_message_bytes: int
+    connection_idle_timeout: timedelta
+    connection_max_age: timedelta
+    connection_max_age_grace: timedelta
+    keepalive_min_interval: timedelta
+    max_concurrent_streams: int
     login_failures_per_account_and_ip: int
     login_failures_per_account: int
     login_failures_per_ip: int

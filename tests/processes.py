@@ -30,10 +30,12 @@ from tests.helpers import Stub
 __all__ = [
     "WAIT",
     "CommandRun",
+    "IdleConnections",
     "ServerGroup",
     "ServerProcess",
     "authsvc_env",
     "eventually",
+    "open_file_limits",
     "run_authsvc",
     "run_healthcheck",
     "server_group",
@@ -49,6 +51,16 @@ WAIT = 30.0
 POLL_INTERVAL = 0.05
 _SERVING_LINE = re.compile(r"authsvc: serving gRPC on 127\.0\.0\.1:(\d+)")
 _KEPT_STDERR_LINES = 200
+# Runs the rest of its argv with RLIMIT_NOFILE set to argv[1]:argv[2], in a fresh
+# interpreter (unlike preexec_fn, which is unsafe in this threaded test process).
+_WITH_OPEN_FILES = (
+    "import os, resource, sys;"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])));"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])"
+)
+# What an HTTP/2 client sends first: the connection preface, then an empty SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+_HTTP2_FRAME_HEADER = 9
 
 T = TypeVar("T")
 
@@ -142,6 +154,50 @@ async def watch_until_serving(channel: grpc.aio.Channel) -> None:
     raise AssertionError("health stream ended before SERVING")
 
 
+def open_file_limits(pid: int) -> tuple[int, int]:
+    """(soft, hard) RLIMIT_NOFILE of a running process, from /proc/<pid>/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open-files line in /proc/{pid}/limits")
+
+
+class IdleConnections:
+    """TCP connections to 127.0.0.1:port that send the HTTP/2 preface, then nothing:
+    what a client that connected and went idle leaves on the server."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._open: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def open(self, count: int) -> None:
+        """Open `count` more. The kernel completes each TCP handshake, whether or not the
+        server ever accepts the connection."""
+        for _ in range(count):
+            reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
+            writer.write(HTTP2_PREFACE)
+            self._open.append((reader, writer))
+
+    async def frames_until_closed(self, index: int = 0) -> list[int]:
+        """The HTTP/2 frame types the server sends on connection `index` until it closes
+        the connection (bounded by WAIT)."""
+        reader = self._open[index][0]
+        types = []
+        async with asyncio.timeout(WAIT):
+            while header := await reader.read(_HTTP2_FRAME_HEADER):
+                if len(header) < _HTTP2_FRAME_HEADER:
+                    header += await reader.readexactly(_HTTP2_FRAME_HEADER - len(header))
+                types.append(header[3])
+                await reader.readexactly(int.from_bytes(header[:3], "big"))
+        return types
+
+    def close(self) -> None:
+        for _, writer in self._open:
+            writer.close()
+        self._open.clear()
+
+
 class ServerProcess:
     """One `authsvc serve` process, with a channel, an AuthService stub and a Health stub."""
 
@@ -224,16 +280,24 @@ async def _drain(
 
 
 class ServerGroup:
-    """Starts `authsvc serve` processes; `close()` kills whatever still runs."""
+    """Starts `authsvc serve` processes; `close()` kills whatever still runs.
 
-    def __init__(self) -> None:
+    `open_files`: the (soft, hard) RLIMIT_NOFILE they start with; None: this process's.
+    """
+
+    def __init__(self, *, open_files: tuple[int, int] | None = None) -> None:
         self.servers: list[ServerProcess] = []
+        self._open_files = open_files
 
     async def start(self, dsn: str | None, **settings: str) -> ServerProcess:
         """A server process on `dsn` (None: embedded) with AUTHSVC_* `settings`, listening,
         not yet SERVING."""
+        limits: tuple[str, ...] = ()
+        if self._open_files is not None:
+            limits = ("-c", _WITH_OPEN_FILES, *map(str, self._open_files))
         process = await asyncio.create_subprocess_exec(
             sys.executable,
+            *limits,
             "-m",
             "authsvc",
             "serve",
@@ -275,8 +339,8 @@ class ServerGroup:
 
 
 @asynccontextmanager
-async def server_group() -> AsyncIterator[ServerGroup]:
-    group = ServerGroup()
+async def server_group(*, open_files: tuple[int, int] | None = None) -> AsyncIterator[ServerGroup]:
+    group = ServerGroup(open_files=open_files)
     try:
         yield group
     finally:

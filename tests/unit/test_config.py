@@ -85,7 +85,13 @@ def test_malformed_duration_is_a_config_error_naming_the_variable(text: str) -> 
 
 @pytest.mark.parametrize(
     "variable",
-    ["AUTHSVC_ACCESS_TOKEN_TTL", "AUTHSVC_LOGIN_FAILURE_WINDOW", "AUTHSVC_SWEEP_INTERVAL"],
+    [
+        "AUTHSVC_ACCESS_TOKEN_TTL",
+        "AUTHSVC_LOGIN_FAILURE_WINDOW",
+        "AUTHSVC_SWEEP_INTERVAL",
+        "AUTHSVC_CONNECTION_IDLE_TIMEOUT",
+        "AUTHSVC_CONNECTION_MAX_AGE",
+    ],
 )
 def test_a_zero_duration_that_would_switch_a_feature_off_is_a_config_error(variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -96,6 +102,30 @@ def test_a_zero_duration_that_would_switch_a_feature_off_is_a_config_error(varia
 
 def test_a_zero_refresh_grace_period_is_allowed() -> None:
     assert _from_env(AUTHSVC_REFRESH_GRACE_PERIOD="0s").refresh_grace_period == timedelta(0)
+
+
+def test_a_zero_connection_max_age_grace_is_allowed() -> None:
+    config = _from_env(AUTHSVC_CONNECTION_MAX_AGE_GRACE="0s")
+
+    assert config.connection_max_age_grace == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "AUTHSVC_CONNECTION_IDLE_TIMEOUT",
+        "AUTHSVC_CONNECTION_MAX_AGE",
+        "AUTHSVC_CONNECTION_MAX_AGE_GRACE",
+        "AUTHSVC_KEEPALIVE_MIN_INTERVAL",
+    ],
+)
+def test_a_connection_timing_grpc_cannot_hold_in_milliseconds_is_a_config_error(
+    variable: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(**{variable: "25d"})
+
+    assert variable in str(caught.value)
 
 
 @pytest.mark.parametrize(
