@@ -24,7 +24,13 @@ USERS = 1000
 SESSIONS_PER_USER = 20  # 20,000 sessions
 TOKENS_PER_SESSION = 2  # 40,000 refresh tokens
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-WATCHED = {"sessions", "refresh_tokens", "login_failures", "login_attempts_in_flight"}
+WATCHED = {
+    "sessions",
+    "refresh_tokens",
+    "login_failures",
+    "login_attempts_in_flight",
+    "login_known_addresses",
+}
 SWEEP_BATCH = 1000  # the default AUTHSVC_SWEEP_BATCH_SIZE
 
 
@@ -90,8 +96,20 @@ async def load_store(pool: Pool) -> None:
             NOW,
             USERS * SESSIONS_PER_USER,
         )
+        # Addresses accounts signed in from (1 in 20 past the retention).
+        await conn.execute(
+            """
+            INSERT INTO login_known_addresses (pair_bucket, last_success_at)
+            SELECT 'pair:' || n,
+                   CASE WHEN n % 20 = 0 THEN $1::timestamptz - interval '100 days' ELSE $1 END
+            FROM generate_series(1, $2) n
+            """,
+            NOW,
+            USERS * SESSIONS_PER_USER,
+        )
     await pool.execute(
-        "ANALYZE users, sessions, refresh_tokens, login_failures, login_attempts_in_flight"
+        "ANALYZE users, sessions, refresh_tokens, login_failures, login_attempts_in_flight,"
+        " login_known_addresses"
     )
 
 
@@ -156,7 +174,16 @@ def statements(
         ),
         "throttle: lock buckets": (
             throttle_sql._LOCK_BUCKETS,
-            (["account:7", "ip:127.0.0.1"], NOW, timedelta(minutes=15)),
+            (["account:7", "ip:127.0.0.1"], NOW, [timedelta(minutes=15)] * 2),
+        ),
+        "throttle: read buckets": (
+            throttle_sql._READ_BUCKETS,
+            (["account:7", "ip:127.0.0.1"], NOW, [timedelta(minutes=15)] * 2),
+        ),
+        "throttle: clear failures": (throttle_sql._CLEAR_FAILURES, (["account:7", "pair:7"],)),
+        "throttle: known address": (
+            throttle_sql._IS_KNOWN_ADDRESS,
+            ("pair:7", NOW - timedelta(days=90)),
         ),
         "throttle: attempts in flight": (
             throttle_sql._COUNT_IN_FLIGHT,
@@ -175,7 +202,11 @@ def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
         "sweep expired tokens": (sweep_sql._DELETE_EXPIRED_TOKENS, (NOW, SWEEP_BATCH)),
         "sweep past login failures": (
             sweep_sql._DELETE_PAST_LOGIN_FAILURES,
-            (NOW - timedelta(minutes=15), SWEEP_BATCH),
+            (NOW - timedelta(minutes=15), SWEEP_BATCH, NOW),
+        ),
+        "sweep forgotten known addresses": (
+            sweep_sql._DELETE_FORGOTTEN_ADDRESSES,
+            (NOW - timedelta(days=90), SWEEP_BATCH),
         ),
         "sweep stale login attempts": (
             sweep_sql._DELETE_STALE_LOGIN_ATTEMPTS,

@@ -128,6 +128,19 @@ export function errorTests(servers: () => Servers): void {
       assert.equal(error.field, "device_name");
     });
 
+    test("register while the sign-up lane is full throws RateLimited (SERVER_BUSY) with retryDelayMs", async () => {
+      const client = newClient("busy");
+      const answers = await Promise.allSettled(Array.from({ length: 5 }, () => client.register(newAccount())));
+
+      const refused = answers.flatMap((answer) => (answer.status === "rejected" ? [answer.reason] : []));
+      assert.ok(refused.length >= 1 && refused.length < answers.length, `${refused.length} refused`);
+      for (const error of refused) {
+        assert.ok(error instanceof RateLimited, String(error));
+        assert.equal(error.reason, "SERVER_BUSY");
+        assert.ok((error.retryDelayMs ?? 0) >= 1_000, String(error.retryDelayMs));
+      }
+    });
+
     test("register where registration is disabled throws RegistrationDisabled", async () => {
       const error = await rejection(newClient("restricted").register(newAccount()));
       assert.ok(error instanceof RegistrationDisabled, String(error));

@@ -267,6 +267,11 @@ export interface Servers {
    * session signed in here gets the short idle deadline; Register here is refused.
    */
   restricted: AuthsvcServer;
+  /**
+   * A fourth replica whose sign-up hashing has one thread, no queue and a costly hash, so
+   * that of Register calls sent together all but the first are refused SERVER_BUSY.
+   */
+  busy: AuthsvcServer;
 }
 
 export const SHORT_ACCESS_TOKEN_TTL = "3s";
@@ -299,7 +304,14 @@ export async function startServers(): Promise<{ servers: Servers; stop: () => Pr
       AUTHSVC_SESSION_IDLE_TIMEOUT: SHORT_SESSION_IDLE_TIMEOUT,
     });
     started.push(restricted);
-    return { servers: { main, shortTtl, restricted }, stop };
+    const busy = await AuthsvcServer.start(dataDir, {
+      AUTHSVC_SIGN_UP_HASH_WORKERS: "1",
+      AUTHSVC_HASH_QUEUE_LIMIT: "0",
+      AUTHSVC_ARGON2_TIME_COST: "10",
+      AUTHSVC_ARGON2_MEMORY_KIB: "65536",
+    });
+    started.push(busy);
+    return { servers: { main, shortTtl, restricted, busy }, stop };
   } catch (error) {
     await stop();
     throw error;
