@@ -12,7 +12,6 @@ process: with several replicas, each writes its own row per address and interval
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -26,10 +25,13 @@ __all__ = ["FLUSH_INTERVAL", "RefusalLog", "RefusalStore"]
 _log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = timedelta(minutes=1)
-# Distinct addresses tracked per interval; past it, refusals from new addresses are
+# Distinct clients tracked per interval; past it, refusals from new clients are
 # counted under one "(many addresses)" entry, so an address spray cannot grow memory.
-_MAX_ADDRESSES = 10_000
+_MAX_CLIENTS = 10_000
 _MANY_ADDRESSES = "(many addresses)"
+# First-refusal WARNINGs per interval, all clients together: past it, new clients are
+# only counted (and summed up at the flush), so a spray of addresses cannot flood the log.
+_MAX_FIRST_WARNINGS = 100
 
 
 class RefusalStore(Protocol):
@@ -51,28 +53,34 @@ class RefusalLog:
 
     Owns its flushing task: `start()` it, and `aclose()` writes what is left."""
 
-    __slots__ = ("_interval", "_pending", "_store", "_task")
+    __slots__ = ("_interval", "_pending", "_store", "_task", "_warned")
 
     def __init__(self, store: RefusalStore, *, interval: timedelta = FLUSH_INTERVAL) -> None:
         self._store = store
         self._interval = interval
         self._pending: dict[tuple[str, str], _Tally] = {}
+        self._warned = 0
         self._task: asyncio.Task[None] | None = None
 
-    def note(self, refused: AuditEvent, limits: list[str]) -> None:
-        """Count one refusal of `refused.event` from its address; `limits` names which
-        limits refused it (kinds such as "pair" or "ip", never a bucket)."""
-        key = (refused.event, refused.origin.ip_address)
-        if key not in self._pending and len(self._pending) >= _MAX_ADDRESSES:
+    def note(self, refused: AuditEvent, limits: list[str], *, client: str) -> None:
+        """Count one refusal of `refused.event` from `client` (the throttle's name for
+        its address: an IPv6 client's whole /64, so rotating addresses within it gains
+        nothing); `limits` names which limits refused it ("pair", "ip", never a bucket)."""
+        key = (refused.event, client)
+        if key not in self._pending and len(self._pending) >= _MAX_CLIENTS:
             key = (refused.event, _MANY_ADDRESSES)
             refused = replace(refused, origin=RequestOrigin(ip_address=_MANY_ADDRESSES))
         tally = self._pending.get(key)
         if tally is None:
-            self._pending[key] = _Tally(first=refused, last_at=refused.occurred_at)
-            _log.warning(
-                "throttled",
-                extra={"event": "throttled", "refused": refused.event, "limit": limits},
-            )
+            # Only what the audit row needs: a user agent can be kilobytes.
+            first = replace(refused, origin=RequestOrigin(ip_address=refused.origin.ip_address))
+            self._pending[key] = _Tally(first=first, last_at=refused.occurred_at)
+            if self._warned < _MAX_FIRST_WARNINGS:
+                self._warned += 1
+                _log.warning(
+                    "throttled",
+                    extra={"event": "throttled", "refused": refused.event, "limit": limits},
+                )
         else:
             tally.count += 1
             tally.last_at = refused.occurred_at
@@ -82,6 +90,7 @@ class RefusalLog:
         """Write one audit row per (event, address) counted since the last flush; return
         how many. If the database cannot take them, the counts wait for the next flush."""
         pending, self._pending = self._pending, {}
+        self._warned = 0
         if not pending:
             return 0
         events = [
@@ -98,7 +107,7 @@ class RefusalLog:
         ]
         try:
             await self._store.audit_many(events)
-        except DatabaseUnavailable:
+        except Exception:
             for key, tally in pending.items():
                 self._merge_back(key, tally)
             raise
@@ -132,13 +141,12 @@ class RefusalLog:
         """Stop flushing on the interval, then write what is counted (best effort)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
             await self.flush()
-        except DatabaseUnavailable as exc:
-            _log.warning("refusal counts lost: %s", exc, extra={"event": "refusals_lost"})
+        except Exception as exc:
+            _log.warning("refusal counts lost: %r", exc, extra={"event": "refusals_lost"})
 
     async def _run(self) -> None:
         while True:
@@ -149,3 +157,6 @@ class RefusalLog:
                 _log.warning(
                     "refusal counts not written yet: %s", exc, extra={"event": "refusals_held"}
                 )
+            except Exception:
+                # A full disk, say: keep counting, and try again next interval.
+                _log.exception("refusal counts not written", extra={"event": "refusals_held"})

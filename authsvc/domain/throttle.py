@@ -429,7 +429,7 @@ class LoginThrottle:
     ) -> NoReturn:
         # Which limit (pair, account, ip), never the bucket: it names the address or account.
         kinds = sorted({bucket.split(":", 1)[0] for bucket in blocking})
-        self._refusals.note(refused, kinds)
+        self._refusals.note(refused, kinds, client=ip_bucket(refused.origin.ip_address))
         raise RateLimited("too many login attempts; try again later", retry_after=retry_after)
 
 
@@ -477,6 +477,10 @@ class SignUpThrottle:
                 return
         spent = {b: c for b, c in counts.items() if c.failures >= limits[b]}
         # "total" or "ip": which limit, never the address.
-        self._refusals.note(refused, sorted(b.split(":")[1] for b in spent))
+        self._refusals.note(
+            refused,
+            sorted(b.split(":")[1] for b in spent),
+            client=ip_bucket(refused.origin.ip_address),
+        )
         until = max(c.window_started_at for c in spent.values()) + self._limits.window
         raise RateLimited("too many sign-ups; try again later", retry_after=until - now)

@@ -207,6 +207,66 @@ async def test_refused_logins_are_audited_once_per_address_with_a_count(
     assert [(row["ip_address"], row["detail"]["count"]) for row in rows] == [("127.0.0.1", 30)]
 
 
+async def test_refusals_from_one_ipv6_network_are_audited_as_one_client(
+    launch: Launch, pool: Pool
+) -> None:
+    # An IPv6 host holds a whole /64: rotating addresses within it must not buy a row each.
+    launched = await launch(trusted_proxies="127.0.0.1/32")
+    await register(launched.stub)
+
+    async def login_from(host: int, password: str) -> None:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await launched.stub.Login(
+                pb.LoginRequest(email=EMAIL, password=password),
+                metadata=(("x-forwarded-for", f"2001:db8:1:2::{host:x}"),),
+            )
+
+    for host in range(5):
+        await login_from(host, WRONG)
+    for host in range(5, 25):
+        await login_from(host, PASSWORD)
+    await launched.server.refusals.flush()
+
+    counts = await pool.fetch(
+        "SELECT detail->'count' AS count FROM audit_events"
+        " WHERE event = 'login_failed' AND detail->>'reason' = 'rate_limited'"
+    )
+    assert [row["count"] for row in counts] == [20]
+
+
+async def test_refusal_counts_a_failed_write_kept_are_written_by_the_next_flush(
+    launch: Launch, pool: Pool
+) -> None:
+    launched = await launch()
+    await register(launched.stub)
+    for _ in range(5):
+        await failed_login(launched.stub)
+    for _ in range(3):
+        await failed_login(launched.stub, password=PASSWORD)
+    # A real write failure that is not an outage (as a full disk would be).
+    await pool.execute(
+        "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'no room'; END $$;"
+        " CREATE TRIGGER refuse_insert BEFORE INSERT ON audit_events"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_insert()"
+    )
+    try:
+        with pytest.raises(Exception, match="no room"):
+            await launched.server.refusals.flush()
+    finally:
+        await pool.execute(
+            "DROP TRIGGER refuse_insert ON audit_events; DROP FUNCTION refuse_insert()"
+        )
+    await failed_login(launched.stub, password=PASSWORD)
+
+    await launched.server.refusals.flush()
+
+    counts = await pool.fetch(
+        "SELECT detail->'count' AS count FROM audit_events WHERE detail->>'reason' = 'rate_limited'"
+    )
+    assert [row["count"] for row in counts] == [4]
+
+
 async def test_a_refused_login_writes_no_row(launch: Launch, pool: Pool) -> None:
     launched = await launch()
     await register(launched.stub)
