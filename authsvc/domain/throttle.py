@@ -128,9 +128,15 @@ class LoginThrottleStore(Protocol):
     bucket with no row reads as no failures. `windows[i]` is `buckets[i]`'s window."""
 
     async def read(
-        self, buckets: list[str], windows: list[timedelta], *, now: datetime
+        self,
+        buckets: list[str],
+        windows: list[timedelta],
+        *,
+        now: datetime,
+        in_flight_since: datetime | None = None,
     ) -> Mapping[str, BucketCount]:
-        """Failures without locking or writing; buckets with none may be absent."""
+        """Failures (and, given `in_flight_since`, attempts in flight since) without
+        locking or writing; buckets with no failures row may be absent."""
         ...
 
     async def try_admit(
@@ -373,41 +379,58 @@ class LoginThrottle:
         def has_slot(counts: Mapping[str, BucketCount]) -> bool:
             return all(c.failures + c.in_flight < limits[b].failures for b, c in counts.items())
 
-        # The read that refuses a locked bucket without a write; admission then locks.
-        self._refuse_if_spent(
-            await self.store.read(buckets, windows, now=self.clock.now()), limits, refused
-        )
         give_up_at = time.monotonic() + _MAX_WAIT_SECONDS
         wait = _FIRST_WAIT
         while True:
             now = self.clock.now()
-            # Run to its end: a transaction interrupted twice (the deadline, then the
-            # client's RST_STREAM) could not even roll back. If the call is cancelled
-            # meanwhile, whatever it recorded is forgotten once it is over.
-            admitting = _start(
-                self.store.try_admit(
-                    attempt_id,
-                    buckets,
-                    windows,
-                    now=now,
-                    in_flight_since=now - IN_FLIGHT_EXPIRY,
-                    may_admit=has_slot,
-                )
+            in_flight_since = now - IN_FLIGHT_EXPIRY
+            # A read first: a refused attempt, or one waiting for a slot, writes nothing;
+            # only an attempt the read finds a slot for locks and records itself.
+            counts = await self.store.read(
+                buckets, windows, now=now, in_flight_since=in_flight_since
             )
-            try:
-                counts = await asyncio.shield(admitting)
-            except BaseException:
-                # Cancelled, or the connection lost around COMMIT: the admission may
-                # have been recorded all the same.
-                _start(self._forget_after(admitting, attempt_id))
-                raise
-            if has_slot(counts):
-                return
             self._refuse_if_spent(counts, limits, refused)
+            if has_slot(counts):
+                counts = await self._try_admit(
+                    attempt_id, buckets, windows, now, in_flight_since, has_slot
+                )
+                if has_slot(counts):
+                    return
+                self._refuse_if_spent(counts, limits, refused)
             if time.monotonic() >= give_up_at:
                 self._refuse(counts, refused, _BUSY_RETRY_AFTER)
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
             wait = min(wait * 2, _LONGEST_WAIT)
+
+    async def _try_admit(
+        self,
+        attempt_id: uuid.UUID,
+        buckets: list[str],
+        windows: list[timedelta],
+        now: datetime,
+        in_flight_since: datetime,
+        has_slot: Callable[[Mapping[str, BucketCount]], bool],
+    ) -> Mapping[str, BucketCount]:
+        # Run to its end: a transaction interrupted twice (the deadline, then the
+        # client's RST_STREAM) could not even roll back. If the call is cancelled
+        # meanwhile, whatever it recorded is forgotten once it is over.
+        admitting = _start(
+            self.store.try_admit(
+                attempt_id,
+                buckets,
+                windows,
+                now=now,
+                in_flight_since=in_flight_since,
+                may_admit=has_slot,
+            )
+        )
+        try:
+            return await asyncio.shield(admitting)
+        except BaseException:
+            # Cancelled, or the connection lost around COMMIT: the admission may
+            # have been recorded all the same.
+            _start(self._forget_after(admitting, attempt_id))
+            raise
 
     def _refuse_if_spent(
         self, counts: Mapping[str, BucketCount], limits: Mapping[str, Limit], refused: AuditEvent

@@ -96,13 +96,24 @@ class PgLoginThrottleStore:
         self._pool = pool
 
     async def read(
-        self, buckets: list[str], windows: list[timedelta], *, now: datetime
+        self,
+        buckets: list[str],
+        windows: list[timedelta],
+        *,
+        now: datetime,
+        in_flight_since: datetime | None = None,
     ) -> Mapping[str, BucketCount]:
-        """The failures of the buckets that have any, without locking or writing
-        (in_flight is not read: 0)."""
-        async with translate_errors():
-            rows = await self._pool.fetch(_READ_BUCKETS, buckets, now, windows)
-        return _counts(rows, {})
+        """The failures of the buckets that have any, and (given `in_flight_since`) their
+        attempts in flight, without locking or writing."""
+        async with translate_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(_READ_BUCKETS, buckets, now, windows)
+            in_flight: dict[str, int] = {}
+            if rows and in_flight_since is not None:
+                in_flight = {
+                    row["bucket"]: row["in_flight"]
+                    for row in await conn.fetch(_COUNT_IN_FLIGHT, buckets, in_flight_since)
+                }
+        return _counts(rows, in_flight)
 
     async def try_admit(
         self,

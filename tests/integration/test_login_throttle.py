@@ -141,6 +141,38 @@ async def test_parallel_guesses_through_two_replicas_get_exactly_the_limit(
     assert await failed_login(first.stub, password=PASSWORD) == "RATE_LIMITED"
 
 
+async def test_parallel_refused_attempts_write_at_most_their_one_try_each(
+    launch: Launch, pool: Pool
+) -> None:
+    # One address guessing many accounts at once: attempts waiting for the address's
+    # slots, then refused, must not write a row version per poll.
+    launched = await launch(login_failures_per_ip="3")
+    await pool.execute(
+        "CREATE TABLE counted_writes (n bigint NOT NULL);"
+        " INSERT INTO counted_writes VALUES (0);"
+        " CREATE FUNCTION count_write() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN UPDATE counted_writes SET n = n + 1; RETURN NEW; END $$;"
+        " CREATE TRIGGER count_write AFTER INSERT OR UPDATE ON login_failures"
+        " FOR EACH ROW EXECUTE FUNCTION count_write()"
+    )
+    try:
+        reasons = await asyncio.gather(
+            *(failed_login(launched.stub, email=f"user{n}@example.com") for n in range(40))
+        )
+        writes = await pool.fetchval("SELECT n FROM counted_writes")
+    finally:
+        await pool.execute(
+            "DROP TRIGGER count_write ON login_failures; DROP FUNCTION count_write();"
+            " DROP TABLE counted_writes"
+        )
+
+    assert sorted(reasons) == ["INVALID_CREDENTIALS"] * 3 + ["RATE_LIMITED"] * 37
+    # Each attempt counts in 4 buckets (pair, account, account-day, address). A refused
+    # one may have locked them once, in its one try at admission; a failed one locked
+    # them to be admitted, again to count, and counted: 3 writes each.
+    assert writes <= 37 * 4 + 3 * 3 * 4
+
+
 async def test_a_burst_of_correct_logins_over_the_limit_all_succeed(stub: Stub, pool: Pool) -> None:
     # Attempts over the limit only because others are still being checked wait for a
     # slot instead of being refused: parallel sign-ins are not guesses.
