@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import os
@@ -23,6 +24,8 @@ T = TypeVar("T")
 
 # Sign-up hashing runs this much nicer than sign-ins (0 to 19; higher yields more).
 _SIGN_UP_NICENESS = 10
+# Places one client may hold in a lane at once (a lane has workers + queue places).
+_PLACES_PER_CLIENT = 2
 # What a caller refused for want of hashing capacity is told to wait: about one hash.
 _BUSY_RETRY_AFTER = timedelta(seconds=1)
 
@@ -40,19 +43,24 @@ class HashSlot(Protocol):
 
 
 class PasswordHasher(Protocol):
-    def reserve(self, lane: Lane) -> AbstractAsyncContextManager[HashSlot]:
+    """`client` names who asks (the throttle's name for a client address; "" for one
+    not to be held to a share, such as an operator or a listed shared address): one
+    client holds at most a few places in a lane and waits for its own to free, so a
+    single client cannot fill a lane and starve everyone else."""
+
+    def reserve(self, lane: Lane, *, client: str) -> AbstractAsyncContextManager[HashSlot]:
         """A place in `lane` for the block, or ServerBusy at once if it has none: taken
         before the work that leads to the hash, so a flood is refused before it costs
         database round trips too."""
         ...
 
-    async def hash(self, password: str, lane: Lane) -> str: ...
+    async def hash(self, password: str, lane: Lane, *, client: str) -> str: ...
 
-    async def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(self, password_hash: str, password: str, *, client: str) -> bool:
         """On the sign-in lane."""
         ...
 
-    async def burn(self, password: str) -> None:
+    async def burn(self, password: str, *, client: str) -> None:
         """Spend the time of one verify, for an account that does not exist."""
         ...
 
@@ -62,9 +70,12 @@ class PasswordHasher(Protocol):
 class _BoundedLane:
     """Threads plus a bound on the jobs holding a place in them (running or waiting).
     Past the bound a job is refused at once (ServerBusy): queued, it would only run
-    after its caller's deadline had passed, and every job behind it too."""
+    after its caller's deadline had passed, and every job behind it too. A client
+    already holding `_PLACES_PER_CLIENT` places waits for one of its own to free before
+    it may take another (its wait is bounded by the login throttle's attempts in flight,
+    and by its call's deadline)."""
 
-    __slots__ = ("_admitted", "_executor", "_limit")
+    __slots__ = ("_admitted", "_by_client", "_executor", "_freed", "_limit")
 
     def __init__(self, name: str, *, workers: int, queue_limit: int, niceness: int = 0) -> None:
         self._executor = ThreadPoolExecutor(
@@ -75,19 +86,32 @@ class _BoundedLane:
         )
         self._limit = workers + queue_limit
         self._admitted = 0
+        self._by_client: collections.Counter[str] = collections.Counter()
+        self._freed = asyncio.Condition()
 
     @asynccontextmanager
-    async def place(self) -> AsyncIterator[None]:
+    async def place(self, client: str) -> AsyncIterator[None]:
+        if client and self._by_client[client] >= _PLACES_PER_CLIENT:
+            async with self._freed:
+                await self._freed.wait_for(lambda: self._by_client[client] < _PLACES_PER_CLIENT)
         if self._admitted >= self._limit:
             raise ServerBusy(
                 "password hashing is at capacity; try again shortly",
                 retry_after=_BUSY_RETRY_AFTER,
             )
         self._admitted += 1
+        if client:
+            self._by_client[client] += 1
         try:
             yield
         finally:
             self._admitted -= 1
+            if client:
+                self._by_client[client] -= 1
+                if not self._by_client[client]:
+                    del self._by_client[client]
+                async with self._freed:
+                    self._freed.notify_all()
 
     async def run(self, work: Callable[..., T], *args: str) -> T:
         """Run `work` on a thread; the caller holds a place."""
@@ -157,22 +181,22 @@ class Argon2Hasher:
         self._dummy_hash = self._hasher.hash("authsvc dummy password")
 
     @asynccontextmanager
-    async def reserve(self, lane: Lane) -> AsyncIterator[HashSlot]:
+    async def reserve(self, lane: Lane, *, client: str) -> AsyncIterator[HashSlot]:
         bounded = self._lanes[lane]
-        async with bounded.place():
+        async with bounded.place(client):
             yield _Slot(bounded, self._hasher)
 
-    async def hash(self, password: str, lane: Lane) -> str:
-        async with self.reserve(lane) as slot:
+    async def hash(self, password: str, lane: Lane, *, client: str) -> str:
+        async with self.reserve(lane, client=client) as slot:
             return await slot.hash(password)
 
-    async def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(self, password_hash: str, password: str, *, client: str) -> bool:
         lane = self._lanes[Lane.SIGN_IN]
-        async with lane.place():
+        async with lane.place(client):
             return await lane.run(self._verify, password_hash, password)
 
-    async def burn(self, password: str) -> None:
-        await self.verify(self._dummy_hash, password)
+    async def burn(self, password: str, *, client: str) -> None:
+        await self.verify(self._dummy_hash, password, client=client)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)

@@ -237,7 +237,8 @@ class SessionService:
             detail={"reason": "rate_limited"},
         )
         email, display_name = self._checked(email, password, display_name)
-        async with self._hasher.reserve(Lane.SIGN_UP) as hashing:
+        client = self._sign_ups.client_of(device.ip_address)
+        async with self._hasher.reserve(Lane.SIGN_UP, client=client) as hashing:
             await self._sign_ups.take(device.ip_address, refused)
             user = self._new_user_record(email, display_name, await hashing.hash(password))
         if not self._policy.registration_reveals_accounts:
@@ -274,7 +275,8 @@ class SessionService:
 
     async def _new_user(self, *, email: str, password: str, display_name: str) -> User:
         email, display_name = self._checked(email, password, display_name)
-        password_hash = await self._hasher.hash(password, Lane.SIGN_UP)
+        # The operator's own command: held to no client's share.
+        password_hash = await self._hasher.hash(password, Lane.SIGN_UP, client="")
         return self._new_user_record(email, display_name, password_hash)
 
     def _checked(self, email: str, password: str, display_name: str) -> tuple[str, str]:
@@ -315,17 +317,18 @@ class SessionService:
             origin=origin,
             detail={"reason": "rate_limited"},
         )
+        client = self._throttle.client_of(device.ip_address)
         async with self._throttle.attempt(email, device.ip_address, refused) as attempt:
             async with asyncio.timeout(ATTEMPT_TIME_LIMIT.total_seconds()):
                 user = await self._users.find_by_email(email)
                 if user is None:
-                    await self._hasher.burn(password)
+                    await self._hasher.burn(password, client=client)
                     await self._login_failed(attempt, None, origin)
-                if not await self._hasher.verify(user.password_hash, password):
+                if not await self._hasher.verify(user.password_hash, password, client=client):
                     await self._login_failed(attempt, user.id, origin)
             await attempt.succeeded()
         if self._hasher.needs_rehash(user.password_hash):
-            new_hash = await self._hasher.hash(password, Lane.SIGN_IN)
+            new_hash = await self._hasher.hash(password, Lane.SIGN_IN, client=client)
             await self._users.update_password_hash(user.id, new_hash, self._clock.now())
         tokens = await self._start_session(user.id, remember_me, device, event="login_succeeded")
         _log.info(

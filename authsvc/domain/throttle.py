@@ -65,6 +65,7 @@ __all__ = [
     "SignUpThrottle",
     "account_bucket",
     "escalated_account_bucket",
+    "hashing_client",
     "ip_bucket",
     "pair_bucket",
     "settle_pending",
@@ -259,6 +260,14 @@ def ip_bucket(ip_address: str) -> str:
     return "ip:" + str(address)
 
 
+def hashing_client(ip_address: str, shared_addresses: tuple[IpNetwork, ...]) -> str:
+    """Whom a password hash is for, as the hashing lanes share places out: the address's
+    bucket, or "" (held to no share) for no address or one listed as shared."""
+    if not ip_address or _is_in(ip_address, shared_addresses):
+        return ""
+    return ip_bucket(ip_address)
+
+
 def _is_in(ip_address: str, networks: tuple[IpNetwork, ...]) -> bool:
     try:
         address = ipaddress.ip_address(ip_address)
@@ -335,6 +344,9 @@ class LoginThrottle:
         self.clock = clock
         self._refusals = refusals
         self._limits = limits
+
+    def client_of(self, ip_address: str) -> str:
+        return hashing_client(ip_address, self._limits.shared_addresses)
 
     async def _buckets(self, email: str, ip_address: str) -> AttemptBuckets:
         limits = self._limits
@@ -473,6 +485,9 @@ class SignUpThrottle:
         self._clock = clock
         self._refusals = refusals
         self._limits = limits
+
+    def client_of(self, ip_address: str) -> str:
+        return hashing_client(ip_address, self._limits.shared_addresses)
 
     def _buckets(self, ip_address: str) -> dict[str, int]:
         limits = self._limits

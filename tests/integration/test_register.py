@@ -46,8 +46,8 @@ class CountingHasher(Argon2Hasher):
         self.hashes = 0
 
     @asynccontextmanager
-    async def reserve(self, lane: Lane) -> AsyncIterator[HashSlot]:
-        async with super().reserve(lane) as slot:
+    async def reserve(self, lane: Lane, *, client: str) -> AsyncIterator[HashSlot]:
+        async with super().reserve(lane, client=client) as slot:
             yield _CountingSlot(self, slot)
 
 

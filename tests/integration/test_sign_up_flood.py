@@ -162,3 +162,38 @@ async def test_server_busy_carries_a_retry_delay(launch: Launch) -> None:
     for error in refused:
         assert error_info(error)[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY")
         assert retry_delay(error).total_seconds() >= 1
+
+
+async def test_one_client_signing_into_its_own_accounts_cannot_fill_the_sign_in_lane(
+    launch: Launch,
+) -> None:
+    # Eight accounts of its own, each signed in once from its address (so known there and
+    # exempt from all but the pair limit), then five logins in flight per account: forty
+    # password checks at once from one client, against ten places in the lane.
+    launched = await launch(
+        trusted_proxies="127.0.0.1/32",
+        argon2_time_cost=default("argon2_time_cost"),
+        argon2_memory_kib=default("argon2_memory_kib"),
+    )
+    attacker = (("x-forwarded-for", "203.0.113.66"),)
+    accounts = [f"mine{n}@example.com" for n in range(8)]
+    for email in accounts:
+        await register(launched.stub, email=email)
+    await register(launched.stub)
+
+    async def attacker_login(email: str) -> str:
+        try:
+            await launched.stub.Login(
+                pb.LoginRequest(email=email, password=PASSWORD), metadata=attacker
+            )
+        except grpc.aio.AioRpcError as error:
+            return error_info(error)[1]
+        return "OK"
+
+    for email in accounts:
+        assert await attacker_login(email) == "OK"
+    flood = [asyncio.create_task(attacker_login(email)) for email in accounts for _ in range(5)]
+    honest = await honest_logins(launched.stub, 5)
+    await asyncio.gather(*flood)
+
+    assert honest == ["OK"] * 5
