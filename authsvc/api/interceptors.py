@@ -6,6 +6,7 @@ Request and response messages are never logged: some carry passwords and tokens.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -21,7 +22,7 @@ from authsvc.api.errors import internal_status, plain_status, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID
 
-__all__ = ["EdgeInterceptor", "InFlight"]
+__all__ = ["AccessLog", "EdgeInterceptor", "InFlight"]
 
 _log = logging.getLogger("authsvc.access")
 _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -62,9 +63,43 @@ class InFlight:
         await self._idle.wait()
 
 
+class AccessLog:
+    """One line per call, except calls refused for load (RESOURCE_EXHAUSTED: rate limited,
+    server busy): at most one of those a minute per RPC and reason, carrying how many
+    were left out before it, so a client hammering a limit cannot flood the log. (The
+    refusals themselves are counted per client in the audit trail.)"""
+
+    __slots__ = ("_left_out", "_logged_at")
+
+    _REFUSED_EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._logged_at: dict[tuple[str, str], float] = {}
+        self._left_out: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def record(self, method: str, code: grpc.StatusCode, reason: str, started: float) -> None:
+        now = time.perf_counter()
+        extra: dict[str, object] = {
+            "event": "rpc",
+            "rpc": method,
+            "code": code.name,
+            "reason": reason,
+            "duration_ms": round((now - started) * 1000, 2),
+        }
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            key = (method, reason)
+            if now - self._logged_at.get(key, -self._REFUSED_EVERY) < self._REFUSED_EVERY:
+                self._left_out[key] += 1
+                return
+            self._logged_at[key] = now
+            extra["left_out"] = self._left_out.pop(key, 0)
+        _log.info("rpc", extra=extra)
+
+
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, in_flight: InFlight) -> None:
         self._in_flight = in_flight
+        self._access = AccessLog()
         # Method name -> wrapped handler: grpc asks for every call, and the
         # servicer's handler for a method never changes.
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -88,6 +123,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             cast(Handler, handler.unary_unary),
             handler.request_deserializer or _identity,
             self._in_flight,
+            self._access,
         )
         # The request arrives as bytes and is decoded inside the wrapper, so a
         # malformed message is an INVALID_ARGUMENT like any other bad input.
@@ -110,11 +146,15 @@ def _decode(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
 
 
 def _wrap(
-    method: str, behaviour: Handler, deserialize: Callable[[bytes], Any], in_flight: InFlight
+    method: str,
+    behaviour: Handler,
+    deserialize: Callable[[bytes], Any],
+    in_flight: InFlight,
+    access: AccessLog,
 ) -> Handler:
     async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         with in_flight.track():
-            return await _serve(method, behaviour, deserialize, raw, context)
+            return await _serve(method, behaviour, deserialize, raw, context, access)
 
     return call
 
@@ -152,6 +192,7 @@ async def _serve(
     deserialize: Callable[[bytes], Any],
     raw: bytes,
     context: grpc.aio.ServicerContext[Any, Any],
+    access: AccessLog,
 ) -> Any:
     request_id = _request_id(context)
     token = REQUEST_ID.set(request_id)
@@ -183,14 +224,5 @@ async def _serve(
         status = internal_status()
         await _answer(context, status, echo)
     finally:
-        _log.info(
-            "rpc",
-            extra={
-                "event": "rpc",
-                "rpc": method,
-                "code": code.name,
-                "reason": reason,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+        access.record(method, code, reason, started)
         REQUEST_ID.reset(token)

@@ -325,7 +325,7 @@ async def test_refused_logins_log_once_per_address_until_the_counts_are_written(
     for _ in range(5):
         await failed_login(launched.stub)
 
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         for _ in range(20):
             await failed_login(launched.stub, password=PASSWORD)
         await launched.server.refusals.flush()
@@ -333,6 +333,13 @@ async def test_refused_logins_log_once_per_address_until_the_counts_are_written(
     throttled = [r for r in caplog.records if getattr(r, "event", None) == "throttled"]
     # The first refusal at once, then one line with the interval's count.
     assert [getattr(r, "count", 1) for r in throttled] == [1, 20]
+    # And one access-log line for the twenty refused calls, not twenty.
+    refused_calls = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == "rpc" and getattr(r, "code", "") == "RESOURCE_EXHAUSTED"
+    ]
+    assert len(refused_calls) == 1
 
 
 async def test_a_login_cut_off_by_its_deadline_gives_its_slot_back_uncounted(
