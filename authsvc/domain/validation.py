@@ -34,7 +34,8 @@ def _has_control_characters(value: str) -> bool:
 
 def normalize_email(email: str) -> str:
     """The one canonical form of an email, so that addresses that look the same are one
-    account: the local part in NFKC and case-folded, the domain in IDNA (UTS 46) ASCII form.
+    account: the local part in NFKC and case-folded, the domain in IDNA (UTS 46) ASCII form,
+    without the root's trailing dot.
 
     A local part that mixes scripts (Latin with Cyrillic, say) is refused, because it can pass
     for another account's address; docs/accounts.md gives the rule.
@@ -49,6 +50,9 @@ def normalize_email(email: str) -> str:
     if not _EMAIL.fullmatch(normalized) or _has_control_characters(normalized):
         raise InvalidArgument("email", "email is not a valid address")
     local, _, domain = normalized.rpartition("@")
+    # "example.com." names the same domain as "example.com" (the root's empty label).
+    if domain.endswith(".") and not domain.endswith(".."):
+        domain = domain[:-1]
     try:
         domain = idna.encode(domain, uts46=True).decode("ascii")
     except idna.IDNAError as exc:

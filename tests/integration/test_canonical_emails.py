@@ -35,8 +35,15 @@ async def _emails(pool: Pool) -> list[str]:
         ("ada@example.com", "\uff41\uff44\uff41@example.com"),
         ("ada@example.com", "ADA@EXAMPLE.COM"),
         ("ada@b\u00fccher.example", "ada@xn--bcher-kva.example"),
+        ("ada@example.com", "ada@example.com."),
     ],
-    ids=["nfc-then-nfd", "ascii-then-full-width", "lower-then-upper", "unicode-then-ascii-idna"],
+    ids=[
+        "nfc-then-nfd",
+        "ascii-then-full-width",
+        "lower-then-upper",
+        "unicode-then-ascii-idna",
+        "root-dot",
+    ],
 )
 async def test_register_with_two_spellings_of_one_email_makes_one_account(
     stub: Stub, pool: Pool, first: str, second: str
