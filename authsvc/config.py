@@ -369,7 +369,9 @@ SETTINGS: tuple[Setting, ...] = (
         "connection_max_age",
         parse_connection_duration,
         # Clients reconnect by themselves; a fresh connection spreads over new replicas.
-        "30m",
+        # No longer than the idle timeout: a call left half-sent keeps a connection from
+        # being idle, and only its age then closes it.
+        "5m",
         "Ask a client to reconnect once its connection is this old (GOAWAY, +-10% jitter).",
     ),
     Setting(

@@ -8,6 +8,7 @@ because a connection opened before the descriptors ran out would hide the proble
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -81,6 +82,38 @@ async def test_idle_connection_is_closed_with_goaway_after_the_idle_timeout(
         frames = await connections.frames_until_closed()
 
     assert GOAWAY in frames
+
+
+async def test_a_connection_holding_a_half_sent_call_is_closed_at_its_maximum_age(
+    new_database: NewDatabase,
+) -> None:
+    # A call whose request never finishes arriving keeps its connection from ever being
+    # idle: the maximum age (and its grace) is what ends it.
+    async with server_group() as servers:
+        server = await servers.start_ready(
+            await new_database(),
+            AUTHSVC_CONNECTION_IDLE_TIMEOUT="1h",
+            AUTHSVC_CONNECTION_MAX_AGE="2s",
+            AUTHSVC_CONNECTION_MAX_AGE_GRACE="1s",
+        )
+        never_sent = asyncio.Event()
+
+        async def request_that_never_ends() -> AsyncIterator[bytes]:
+            await never_sent.wait()
+            yield b""
+
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}", options=_OWN_CONNECTION
+        ) as channel:
+            login: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(
+                "/authsvc.v1.AuthService/Login"
+            )
+            half_sent = login(request_that_never_ends(), timeout=WAIT)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await half_sent
+
+    # Closed by the server (UNAVAILABLE), not ended by the call's own deadline.
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
 async def test_soft_open_files_limit_is_raised_to_the_hard_limit_at_start(
