@@ -36,6 +36,7 @@ from authsvc.domain.signing_keys import KeyRing
 from authsvc.domain.throttle import (
     LoginLimits,
     LoginThrottle,
+    SharedAddresses,
     SignUpLimits,
     SignUpThrottle,
     settle_pending,
@@ -346,6 +347,7 @@ def build_session_service(
     refusals: RefusalLog,
 ) -> SessionService:
     throttle_store = PgLoginThrottleStore(pool)
+    shared = SharedAddresses(config.shared_addresses, config.shared_address_factor)
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
@@ -377,8 +379,7 @@ def build_session_service(
                 per_account=config.login_failures_per_account,
                 per_address=config.login_failures_per_ip,
                 window=config.login_failure_window,
-                shared_addresses=config.shared_addresses,
-                shared_address_factor=config.shared_address_factor,
+                shared=shared,
                 known_address_retention=config.known_address_retention,
             ),
         ),
@@ -390,8 +391,7 @@ def build_session_service(
                 per_address=config.sign_ups_per_ip,
                 total=config.sign_ups_total,
                 window=config.sign_up_window,
-                shared_addresses=config.shared_addresses,
-                shared_address_factor=config.shared_address_factor,
+                shared=shared,
             ),
         ),
     )

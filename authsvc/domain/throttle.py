@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -61,11 +61,11 @@ __all__ = [
     "LoginLimits",
     "LoginThrottle",
     "LoginThrottleStore",
+    "SharedAddresses",
     "SignUpLimits",
     "SignUpThrottle",
     "account_bucket",
     "escalated_account_bucket",
-    "hashing_client",
     "ip_bucket",
     "pair_bucket",
     "settle_pending",
@@ -189,14 +189,41 @@ class Limit:
     window: timedelta
 
 
+@dataclass(frozen=True, slots=True)
+class SharedAddresses:
+    """Addresses many people share (an office NAT, a backend calling Login for its
+    users): their per-address limits are `factor` times higher, and the hashing lanes
+    hold them to no client's share."""
+
+    networks: tuple[IpNetwork, ...] = ()
+    factor: int = 1
+
+    def includes(self, ip_address: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip_address)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def per_address(self, ip_address: str, limit: int) -> int:
+        """The per-address `limit` as it applies to this address."""
+        return limit * self.factor if self.includes(ip_address) else limit
+
+    def hashing_client(self, ip_address: str) -> str:
+        """Whom a password hash is for, as the hashing lanes share places out: the
+        address's bucket, or "" (held to no share) for no address or a shared one."""
+        if not ip_address or self.includes(ip_address):
+            return ""
+        return ip_bucket(ip_address)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoginLimits:
     per_account_and_address: int
     per_account: int
     per_address: int
     window: timedelta
-    shared_addresses: tuple[IpNetwork, ...] = ()
-    shared_address_factor: int = 1
+    shared: SharedAddresses = field(default_factory=SharedAddresses)
     known_address_retention: timedelta = timedelta(days=90)
 
 
@@ -215,8 +242,7 @@ class SignUpLimits:
     per_address: int
     total: int
     window: timedelta
-    shared_addresses: tuple[IpNetwork, ...] = ()
-    shared_address_factor: int = 1
+    shared: SharedAddresses = field(default_factory=SharedAddresses)
 
 
 SIGN_UP_BUCKET_PREFIX = "signup:"
@@ -258,22 +284,6 @@ def ip_bucket(ip_address: str) -> str:
             return "ip:" + str(address.ipv4_mapped)
         return "ip:" + str(ipaddress.IPv6Network(f"{address}/64", strict=False))
     return "ip:" + str(address)
-
-
-def hashing_client(ip_address: str, shared_addresses: tuple[IpNetwork, ...]) -> str:
-    """Whom a password hash is for, as the hashing lanes share places out: the address's
-    bucket, or "" (held to no share) for no address or one listed as shared."""
-    if not ip_address or _is_in(ip_address, shared_addresses):
-        return ""
-    return ip_bucket(ip_address)
-
-
-def _is_in(ip_address: str, networks: tuple[IpNetwork, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip_address)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 class LoginAttempt:
@@ -346,7 +356,7 @@ class LoginThrottle:
         self._limits = limits
 
     def client_of(self, ip_address: str) -> str:
-        return hashing_client(ip_address, self._limits.shared_addresses)
+        return self._limits.shared.hashing_client(ip_address)
 
     async def _buckets(self, email: str, ip_address: str) -> AttemptBuckets:
         limits = self._limits
@@ -361,9 +371,8 @@ class LoginThrottle:
             limits.per_account * ESCALATION_FACTOR, ESCALATED_WINDOW
         )
         if ip_address:
-            shared = _is_in(ip_address, limits.shared_addresses)
-            factor = limits.shared_address_factor if shared else 1
-            buckets[ip_bucket(ip_address)] = Limit(limits.per_address * factor, limits.window)
+            per_address = limits.shared.per_address(ip_address, limits.per_address)
+            buckets[ip_bucket(ip_address)] = Limit(per_address, limits.window)
         return AttemptBuckets(limits=buckets, pair=pair, forgiven=sorted([pair, account]))
 
     @asynccontextmanager
@@ -487,15 +496,14 @@ class SignUpThrottle:
         self._limits = limits
 
     def client_of(self, ip_address: str) -> str:
-        return hashing_client(ip_address, self._limits.shared_addresses)
+        return self._limits.shared.hashing_client(ip_address)
 
     def _buckets(self, ip_address: str) -> dict[str, int]:
         limits = self._limits
         buckets = {SIGN_UP_TOTAL_BUCKET: limits.total}
         if ip_address:
-            shared = _is_in(ip_address, limits.shared_addresses)
-            factor = limits.shared_address_factor if shared else 1
-            buckets[SIGN_UP_BUCKET_PREFIX + ip_bucket(ip_address)] = limits.per_address * factor
+            per_address = limits.shared.per_address(ip_address, limits.per_address)
+            buckets[SIGN_UP_BUCKET_PREFIX + ip_bucket(ip_address)] = per_address
         return buckets
 
     async def take(self, ip_address: str, refused: AuditEvent) -> None:
