@@ -204,25 +204,28 @@ async def _serve(
     # of its own (~10 % of a ValidateToken's server CPU).
     echo = (("x-request-id", request_id),)
     try:
-        context.set_trailing_metadata(echo)
-        async with asyncio.timeout(_own_deadline(context.time_remaining())):
-            return await behaviour(_decode(deserialize, raw), context)
-    except AuthError as exc:
-        status = status_for(exc)
-        code, reason = status.code, exc.reason
-        await _answer(context, status, echo)
-    except TimeoutError:
-        status = plain_status(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
-        code = status.code
-        await _answer(context, status, echo)
-    except (asyncio.CancelledError, grpc.aio.AbortError):
-        code = grpc.StatusCode.CANCELLED
-        raise
-    except Exception:
-        code = grpc.StatusCode.INTERNAL
-        _log.exception("unhandled error", extra={"event": "rpc_error", "rpc": method})
-        status = internal_status()
+        status: grpc.Status | None = None
+        try:
+            context.set_trailing_metadata(echo)
+            async with asyncio.timeout(_own_deadline(context.time_remaining())):
+                return await behaviour(_decode(deserialize, raw), context)
+        except AuthError as exc:
+            status = status_for(exc)
+            code, reason = status.code, exc.reason
+        except TimeoutError:
+            status = plain_status(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            code = status.code
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            _log.exception("unhandled error", extra={"event": "rpc_error", "rpc": method})
+            status = internal_status()
+        finally:
+            # Before an error answer leaves (a response leaves after this returns): whoever
+            # has the answer can find its line in the log.
+            access.record(method, code, reason, started)
         await _answer(context, status, echo)
     finally:
-        access.record(method, code, reason, started)
         REQUEST_ID.reset(token)
