@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from authsvc_client import AuthClient
+from authsvc_client import AuthClient, TokenPair
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc.app import AuthServer
@@ -36,6 +36,21 @@ from tests.processes import authsvc_env
 METHOD_PREFIX = "/authsvc.v1.AuthService/"
 
 RpcCounter = Callable[[str], int]
+
+
+def minted_claims(server: AuthServer, pair: TokenPair) -> dict[str, Any]:
+    """The claims `server` would put in an access token of `pair`'s session now (a new
+    jti each call), for tests that sign their own variations with the server's key."""
+    now = int(server.clock.now().timestamp())
+    return {
+        "iss": "authsvc",
+        "aud": "authsvc",
+        "sub": str(pair.user_id),
+        "sid": str(pair.session_id),
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "exp": now + 900,
+    }
 
 
 @pytest_asyncio.fixture(autouse=True)

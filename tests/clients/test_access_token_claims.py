@@ -8,7 +8,6 @@ reason, with the same clock-skew allowance.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -23,7 +22,7 @@ from authsvc import config as config_module
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.clients.conftest import REPO_ROOT
+from tests.clients.conftest import REPO_ROOT, minted_claims
 from tests.helpers import PASSWORD, Stub, bearer, error_info
 
 TABLE = json.loads(
@@ -44,16 +43,8 @@ async def pair(server: AuthServer, clock: FrozenClock) -> AsyncIterator[TokenPai
 def _token(server: AuthServer, pair: TokenPair, case: dict[str, Any]) -> str:
     """The case's claims over a minted token's, signed with the server's active key."""
     kid, algorithm, private_key = server.keys.signing_key()
-    now = int(server.clock.now().timestamp())
-    claims: dict[str, Any] = {
-        "iss": "authsvc",
-        "aud": "authsvc",
-        "sub": str(pair.user_id),
-        "sid": str(pair.session_id),
-        "jti": str(uuid.uuid4()),
-        "iat": now,
-        "exp": now + 900,
-    }
+    claims = minted_claims(server, pair)
+    now = claims["iat"]
     claims |= {name: now + offset for name, offset in case.get("times", {}).items()}
     claims |= case.get("claims", {})
     for name in case.get("remove", []):

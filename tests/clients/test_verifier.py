@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from authsvc_client import (
 
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
-from tests.clients.conftest import RpcCounter
+from tests.clients.conftest import RpcCounter, minted_claims
 from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.asyncio
@@ -59,17 +58,7 @@ def _forged(
 ) -> str:
     """A token signed with the server's own active key (so only the named part is wrong)."""
     kid, active_algorithm, private_key = server.keys.signing_key()
-    now = int(server.clock.now().timestamp())
-    body = {
-        "iss": "authsvc",
-        "aud": "authsvc",
-        "sub": str(pair.user_id),
-        "sid": str(pair.session_id),
-        "jti": str(uuid.uuid4()),
-        "iat": now,
-        "exp": now + 900,
-        **claims,
-    }
+    body = {**minted_claims(server, pair), **claims}
     return jwt.encode(
         body,
         private_key if key is None else key,
