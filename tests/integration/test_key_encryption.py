@@ -108,6 +108,18 @@ async def _kek_ids(dsn: str) -> set[str | None]:
     return {row["kek_id"] for row in rows}
 
 
+async def _readiness_refusal(server: AuthServer) -> str:
+    """Start `server` and return the ConfigError that its getting ready ends with."""
+    await server.start()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await server.wait_ready()
+    finally:
+        await server.stop(None)
+    return str(caught.value)
+
+
 async def test_database_dump_holds_no_usable_private_key(
     new_database: NewDatabase, launch: Launch, clock: FrozenClock
 ) -> None:
@@ -160,16 +172,10 @@ async def test_server_refuses_to_get_ready_with_another_secret_under_the_same_ke
         impostor = AuthServer(
             make_config(dsn, key_encryption_keys=IMPOSTOR_KEK), pool=pool, clock=FrozenClock()
         )
-        await impostor.start()
-        try:
-            with pytest.raises(ConfigError) as caught:
-                async with asyncio.timeout(READY_TIMEOUT):
-                    await impostor.wait_ready()
-        finally:
-            await impostor.stop(None)
+        refusal = await _readiness_refusal(impostor)
 
-    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
-    assert "'old'" in str(caught.value)
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in refusal
+    assert "'old'" in refusal
 
 
 async def test_rewrap_moves_every_key_to_the_new_kek_so_the_old_one_can_be_removed(
@@ -296,12 +302,6 @@ async def test_a_private_key_moved_to_another_row_does_not_decrypt(
             " WHERE newer.retired_at IS NULL AND older.retired_at IS NOT NULL"
         )
         second = AuthServer(make_config(dsn), pool=pool, clock=FrozenClock())
-        await second.start()
-        try:
-            with pytest.raises(ConfigError) as caught:
-                async with asyncio.timeout(READY_TIMEOUT):
-                    await second.wait_ready()
-        finally:
-            await second.stop(None)
+        refusal = await _readiness_refusal(second)
 
-    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
+    assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in refusal
