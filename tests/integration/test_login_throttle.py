@@ -33,6 +33,14 @@ async def failed_login(stub: Stub, email: str = "alice@example.com", password: s
     return error_info(caught.value)[1]
 
 
+async def lock_out(stub: Stub) -> None:
+    """Register the helpers' account and fail its login from this address until its
+    limit there (the default 5) is spent."""
+    await register(stub)
+    for _ in range(5):
+        await failed_login(stub)
+
+
 def retry_delay(error: grpc.aio.AioRpcError) -> timedelta:
     status = rpc_status.from_call(error)
     assert status is not None
@@ -60,9 +68,7 @@ async def test_sixth_login_after_five_failures_is_rate_limited_even_with_the_pas
 
 
 async def test_rate_limited_answer_says_when_to_retry(stub: Stub, clock: FrozenClock) -> None:
-    await register(stub)
-    for _ in range(5):
-        await failed_login(stub)
+    await lock_out(stub)
     clock.advance(timedelta(minutes=5))
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -79,9 +85,7 @@ async def test_unknown_email_is_throttled_like_a_known_one(stub: Stub) -> None:
 
 
 async def test_throttle_decays_after_the_window(stub: Stub, clock: FrozenClock) -> None:
-    await register(stub)
-    for _ in range(5):
-        await failed_login(stub)
+    await lock_out(stub)
     clock.advance(WINDOW)
 
     response = await login(stub)
@@ -195,9 +199,7 @@ async def test_successful_logins_do_not_use_up_the_address_limit(launch: Launch)
 
 async def test_failures_through_one_replica_count_on_another(launch: Launch) -> None:
     first, second = await launch(), await launch()
-    await register(first.stub)
-    for _ in range(5):
-        await failed_login(first.stub)
+    await lock_out(first.stub)
 
     assert await failed_login(second.stub, password=PASSWORD) == "RATE_LIMITED"
 
@@ -224,9 +226,7 @@ async def test_refused_logins_are_audited_once_per_address_with_a_count(
     launch: Launch, pool: Pool
 ) -> None:
     launched = await launch()
-    await register(launched.stub)
-    for _ in range(5):
-        await failed_login(launched.stub)
+    await lock_out(launched.stub)
 
     for _ in range(30):
         assert await failed_login(launched.stub, password=PASSWORD) == "RATE_LIMITED"
@@ -270,9 +270,7 @@ async def test_refusal_counts_a_failed_write_kept_are_written_by_the_next_flush(
     launch: Launch, pool: Pool
 ) -> None:
     launched = await launch()
-    await register(launched.stub)
-    for _ in range(5):
-        await failed_login(launched.stub)
+    await lock_out(launched.stub)
     for _ in range(3):
         await failed_login(launched.stub, password=PASSWORD)
     # A real write failure that is not an outage (as a full disk would be).
@@ -301,9 +299,7 @@ async def test_refusal_counts_a_failed_write_kept_are_written_by_the_next_flush(
 
 async def test_a_refused_login_writes_no_row(launch: Launch, pool: Pool) -> None:
     launched = await launch()
-    await register(launched.stub)
-    for _ in range(5):
-        await failed_login(launched.stub)
+    await lock_out(launched.stub)
     # Every row version the throttle tables hold: an UPDATE, even of nothing, makes new ones.
     versions = "SELECT array_agg(xmin::text ORDER BY xmin::text) FROM login_failures"
     before = await pool.fetchval(versions)
@@ -321,9 +317,7 @@ async def test_refused_logins_log_once_per_address_until_the_counts_are_written(
     launch: Launch, caplog: pytest.LogCaptureFixture
 ) -> None:
     launched = await launch()
-    await register(launched.stub)
-    for _ in range(5):
-        await failed_login(launched.stub)
+    await lock_out(launched.stub)
 
     with caplog.at_level(logging.INFO):
         for _ in range(20):
