@@ -41,6 +41,7 @@ from authsvc.domain.throttle import (
     SignUpThrottle,
     settle_pending,
 )
+from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, open_connections, ping
@@ -310,7 +311,7 @@ def build_hasher(config: Config) -> Argon2Hasher:
 
 
 def build_refusal_log(pool: Pool) -> RefusalLog:
-    return RefusalLog(PgLoginThrottleStore(pool))
+    return RefusalLog(PgAuditStore(pool))
 
 
 def build_key_wrapper(config: Config) -> KeyWrapper:

@@ -69,6 +69,11 @@ class PgAuditStore:
         async with translate_errors():
             await self._pool.execute(_INSERT_EVENT, *event_args(event))
 
+    async def audit_many(self, events: list[AuditEvent]) -> None:
+        """Append the events in one round trip."""
+        async with translate_errors(), self._pool.acquire() as conn:
+            await insert_events(conn, events)
+
     async def recent(self, *, limit: int, user_id: uuid.UUID | None = None) -> list[AuditEvent]:
         """The newest events first, all or one user's."""
         async with translate_errors():

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from authsvc.core.models import AuditEvent, BucketCount
-from authsvc.store.audit import insert_event, insert_events
+from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 
 __all__ = ["PgLoginThrottleStore"]
@@ -191,7 +191,3 @@ class PgLoginThrottleStore:
         """An attempt that ended without an outcome (an error, a cancelled call)."""
         async with translate_errors():
             await self._pool.execute(_FORGET_ATTEMPT, attempt_id)
-
-    async def audit_many(self, events: list[AuditEvent]) -> None:
-        async with translate_errors(), self._pool.acquire() as conn:
-            await insert_events(conn, events)
