@@ -7,3 +7,6 @@ import os
 # the operator sets GRPC_VERBOSITY; set here, before anything imports grpc, because the
 # core reads it once, at import.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+# The release version of the service, its API and its clients (see CHANGELOG.md).
+__version__ = "0.1.0"
