@@ -43,7 +43,7 @@ test: bootstrap ## Run all checks (lint, types, imports, generated code, protos,
 
 # Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--duration 5 --runs 1";
 # SMOKE=1 runs every scenario for about a second and fails on any error (what CI runs).
-bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see README)
+bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see docs/performance.md)
 	$(BIN)/python -m bench $(if $(SMOKE),--smoke) $(BENCH_ARGS)
 
 # The harness cannot rot: every scenario and bound, briefly; any non-OK call fails it.

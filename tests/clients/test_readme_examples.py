@@ -18,8 +18,7 @@ from tests.clients.conftest import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "clients" / "python" / "README.md"
-MAIN_README = ROOT / "README.md"
-# Blocks may be indented (inside a list item in the main README).
+# Blocks may be indented (inside a list item).
 _PYTHON_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.DOTALL | re.MULTILINE)
 # A bound on one example's run, not a timing assertion.
 EXAMPLE_TIMEOUT = 30.0
@@ -33,7 +32,6 @@ def _examples(readme: Path) -> list[str]:
 
 
 EXAMPLES = _examples(README)
-MAIN_EXAMPLES = _examples(MAIN_README)
 
 
 def _run(source: str) -> BaseException | None:
@@ -69,16 +67,3 @@ def test_readme_example_runs_against_the_server(
     failure = _run(source)
 
     assert failure is None, repr(failure)
-
-
-def test_main_readme_has_an_example_for_applications_and_for_internal_services() -> None:
-    assert len(MAIN_EXAMPLES) == 2
-
-
-@pytest.mark.parametrize("number", range(len(MAIN_EXAMPLES)))
-def test_main_readme_example_runs_against_the_server(number: int, serve: ServeProcess) -> None:
-    # In order: the first example creates the account the second logs in to.
-    for source in MAIN_EXAMPLES[: number + 1]:
-        failure = _run(source.replace("localhost:50051", serve.target))
-
-        assert failure is None, repr(failure)

@@ -1,4 +1,4 @@
-"""The README's configuration table is what the code reads."""
+"""The operations guide's configuration table is what the code reads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from authsvc.config import SETTINGS, Setting
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 _ROW = re.compile(r"^\| `(AUTHSVC_[A-Z0-9_]+)` \| `(--[a-z0-9-]+)` \| (.+?) \|", re.MULTILINE)
 
 
