@@ -160,9 +160,7 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
         await apply_migrations(pool)
         keys = build_key_ring(config, pool, SystemClock())
         await keys.ensure_active_key()
-        # The audit trail's "who": the operator account and host that ran the command.
-        operator = f"authsvc-cli ({_os_user()}@{socket.gethostname()})"
-        key = await keys.rotate(RequestOrigin(user_agent=operator))
+        key = await keys.rotate(_operator_origin())
     interval = config.key_reload_interval.total_seconds()
     print(
         f"new signing key {key.kid} ({key.algorithm}): every replica publishes it at its next "
@@ -190,6 +188,11 @@ def _positive_int(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _operator_origin() -> RequestOrigin:
+    """The audit trail's "who" for a command: the operator account and host that ran it."""
+    return RequestOrigin(user_agent=f"authsvc-cli ({_os_user()}@{socket.gethostname()})")
 
 
 def _os_user() -> str:
@@ -248,7 +251,10 @@ def _create_user(email: str, display_name: str) -> Action:
             service = build_session_service(config, pool, clock, keys, hasher, refusals)
             try:
                 user = await service.create_user(
-                    email=email, password=password, display_name=display_name
+                    email=email,
+                    password=password,
+                    display_name=display_name,
+                    origin=_operator_origin(),
                 )
             finally:
                 hasher.close()
