@@ -505,3 +505,16 @@ def test_external_database_without_key_encryption_keys_is_rejected_naming_the_va
         _from_env(AUTHSVC_DATABASE_URL="postgresql://app@db.internal/auth")
 
     assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
+
+
+def test_serve_takes_the_flag_of_every_setting() -> None:
+    # The supervisor passes its command line's flags on to `serve` workers.
+    without_serve = [s.env for s in config_module.SETTINGS if "serve" not in s.group.commands]
+
+    assert without_serve == []
+
+
+def test_every_setting_is_in_a_documented_group() -> None:
+    ungrouped = [s.env for s in config_module.SETTINGS if s.group not in config_module.GROUPS]
+
+    assert ungrouped == []
