@@ -29,11 +29,19 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 __all__ = [
+    "AUDIT",
     "COMMANDS",
     "GROUPS",
+    "HEALTHCHECK",
+    "KEYS_REWRAP",
+    "KEYS_ROTATE",
     "KEY_ENCRYPTION_KEYS_SETTINGS",
+    "MIGRATE",
     "OTHER_VARIABLES",
+    "SERVE",
     "SETTINGS",
+    "SWEEP",
+    "USERS_CREATE",
     "Config",
     "ConfigError",
     "Group",
@@ -812,6 +820,8 @@ def _check_consistency(config: Config) -> None:
 
 if __name__ == "__main__":
     _main = argparse.ArgumentParser(prog="python -m authsvc.config")
-    _main.add_argument("--markdown", action="store_true", help="print docs/configuration.md")
-    if _main.parse_args().markdown:
-        sys.stdout.write(markdown())
+    _main.add_argument(
+        "--markdown", action="store_true", required=True, help="print docs/configuration.md"
+    )
+    _main.parse_args()
+    sys.stdout.write(markdown())
