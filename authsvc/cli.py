@@ -16,11 +16,13 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authsvc import __version__
 from authsvc import config as config_module
 from authsvc.app import (
     AuthServer,
@@ -31,16 +33,29 @@ from authsvc.app import (
     build_sweeper,
     migrate_database,
 )
-from authsvc.config import Config, ConfigError
+from authsvc.config import (
+    AUDIT,
+    HEALTHCHECK,
+    KEYS_REWRAP,
+    KEYS_ROTATE,
+    MIGRATE,
+    SERVE,
+    SWEEP,
+    USERS_CREATE,
+    Config,
+    ConfigError,
+)
 from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError
 from authsvc.core.models import RequestOrigin
 from authsvc.descriptors import raise_open_files_limit
+from authsvc.domain import validation
 from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
 from authsvc.store.audit import PgAuditStore
-from authsvc.store.migrate import apply_migrations
+from authsvc.store.migrate import apply_migrations, pending_migrations
 from authsvc.store.pool import Pool, create_pool
+from authsvc.store.users import PgUserStore
 from authsvc.tls import client_tls
 from authsvc.workers import SWEEPING_WORKER, report_listening, supervise, watch_supervisor
 
@@ -160,9 +175,7 @@ async def _rotate_keys(config: Config, dsn: str) -> None:
         await apply_migrations(pool)
         keys = build_key_ring(config, pool, SystemClock())
         await keys.ensure_active_key()
-        # The audit trail's "who": the operator account and host that ran the command.
-        operator = f"authsvc-cli ({_os_user()}@{socket.gethostname()})"
-        key = await keys.rotate(RequestOrigin(user_agent=operator))
+        key = await keys.rotate(_operator_origin())
     interval = config.key_reload_interval.total_seconds()
     print(
         f"new signing key {key.kid} ({key.algorithm}): every replica publishes it at its next "
@@ -192,6 +205,11 @@ def _positive_int(text: str) -> int:
     return number
 
 
+def _operator_origin() -> RequestOrigin:
+    """The audit trail's "who" for a command: the operator account and host that ran it."""
+    return RequestOrigin(user_agent=f"authsvc-cli ({_os_user()}@{socket.gethostname()})")
+
+
 def _os_user() -> str:
     """The operator's account name; a uid without a passwd entry (containers) is its number."""
     try:
@@ -200,11 +218,50 @@ def _os_user() -> str:
         return str(os.getuid())
 
 
-def _audit(user_id: uuid.UUID | None, limit: int) -> Action:
+def _since(text: str) -> datetime:
+    """An instant with its zone (2026-01-01T00:00:00Z), or a duration back from now (1h)."""
+    try:
+        return datetime.now(UTC) - config_module.parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a time such as 2026-01-01T00:00:00Z or a duration such as 1h; got {text!r}"
+        ) from None
+    if instant.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"must give its time zone, as in {text}Z; got {text!r}")
+    return instant
+
+
+async def _user_id_of(pool: Pool, email: str) -> uuid.UUID:
+    """The account's id, found by the email's canonical form (docs/accounts.md)."""
+    user = await PgUserStore(pool).find_by_email(validation.normalize_email(email))
+    if user is None:
+        # The email is not repeated: this line may end up in a log.
+        raise SystemExit("authsvc: no account has that email")
+    return user.id
+
+
+async def _require_current_schema(pool: Pool) -> None:
+    """Read-only commands never migrate: an older schema is the operator's to upgrade."""
+    pending = await pending_migrations(pool)
+    if pending:
+        raise SystemExit(
+            f"authsvc: the database schema is behind this version ({len(pending)} migrations "
+            "pending): run `authsvc migrate` first"
+        )
+
+
+def _audit(args: argparse.Namespace) -> Action:
     async def run(config: Config, dsn: str) -> None:
         async with _pool(config, dsn) as pool:
-            await apply_migrations(pool)
-            events = await PgAuditStore(pool).recent(limit=limit, user_id=user_id)
+            await _require_current_schema(pool)
+            user_id = args.user if args.email is None else await _user_id_of(pool, args.email)
+            events = await PgAuditStore(pool).recent(
+                limit=args.limit, user_id=user_id, event=args.event, since=args.since
+            )
         for event in events:
             print(
                 json.dumps(
@@ -235,7 +292,10 @@ def _read_password() -> str:
 Action = Callable[[Config, str], Coroutine[Any, Any, None]]
 
 
-def _create_user(email: str, display_name: str) -> Action:
+def _create_user(args: argparse.Namespace) -> Action:
+    email: str = args.email
+    display_name: str = args.display_name
+
     async def run(config: Config, dsn: str) -> None:
         password = _read_password()
         async with _pool(config, dsn) as pool:
@@ -248,7 +308,10 @@ def _create_user(email: str, display_name: str) -> Action:
             service = build_session_service(config, pool, clock, keys, hasher, refusals)
             try:
                 user = await service.create_user(
-                    email=email, password=password, display_name=display_name
+                    email=email,
+                    password=password,
+                    display_name=display_name,
+                    origin=_operator_origin(),
                 )
             finally:
                 hasher.close()
@@ -287,40 +350,125 @@ def _healthcheck(config: Config) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+Command = Callable[[argparse.Namespace, Config, dict[str, str | None]], int]
+
+
+def _on_database(
+    config: Config, action: Callable[[Config, str], Coroutine[Any, Any, int | None]]
+) -> int:
+    """Run `action` on the configured database (or an embedded one); the exit code."""
+    try:
+        with _database_url(config) as dsn:
+            code = asyncio.run(action(config, dsn))
+    except AuthError as exc:
+        print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:  # the TLS files' contents, read as the server is built
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code or 0
+
+
+def _connecting(make_action: Callable[[argparse.Namespace], Action]) -> Command:
+    """A command that works on the database."""
+
+    def start(args: argparse.Namespace, config: Config, overrides: dict[str, str | None]) -> int:
+        config = with_embedded_key_encryption_keys(config, overrides)
+        return _on_database(config, make_action(args))
+
+    return start
+
+
+def _start_serve(args: argparse.Namespace, config: Config, overrides: dict[str, str | None]) -> int:
+    config = with_embedded_key_encryption_keys(config, overrides)
+    # Each client connection holds a descriptor; so does each worker, for its own.
+    raise_open_files_limit()
+    if args.worker is not None or config.workers == 1:
+        return _on_database(config, _serve(args.worker))
+
+    async def run_supervisor(config: Config, dsn: str) -> int:
+        return await supervise(config, dsn, overrides)
+
+    return _on_database(config, run_supervisor)
+
+
+def _start_healthcheck(
+    args: argparse.Namespace, config: Config, overrides: dict[str, str | None]
+) -> int:
+    return _healthcheck(config)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"authsvc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
-        config_module.add_flags(sub)
+    def command(name: str, help_text: str, start: Command, parent: Any = commands) -> Any:
+        sub = parent.add_parser(name.split()[-1], help=help_text, description=help_text)
+        config_module.add_flags(sub, name)
+        sub.set_defaults(start=start)
         return sub
 
-    serve = command("serve", "run the gRPC server (embedded PostgreSQL unless a URL is set)")
+    serve = command(
+        SERVE, "run the gRPC server (embedded PostgreSQL unless a URL is set)", _start_serve
+    )
     # Set by the supervisor on the workers it starts (see workers.py); not for people.
     serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    command("migrate", "apply pending schema migrations and exit")
-    command("sweep", "delete expired and long-revoked sessions once and exit")
-    command("healthcheck", "exit 0 if the server on --host/--port is SERVING")
-    keys = commands.add_parser("keys", help="signing keys").add_subparsers(
-        dest="keys_command", required=True
-    )
-    command("rotate", "create a new signing key; old keys verify until their tokens expire", keys)
+    command(MIGRATE, "apply pending schema migrations and exit", _connecting(lambda _: _migrate))
     command(
-        "rewrap",
+        SWEEP,
+        "delete expired and long-revoked sessions once and exit",
+        _connecting(lambda _: _sweep),
+    )
+    command(HEALTHCHECK, "exit 0 if the server on --host/--port is SERVING", _start_healthcheck)
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="COMMAND"
+    )
+    command(
+        KEYS_ROTATE,
+        "create a new signing key; old keys verify until their tokens expire",
+        _connecting(lambda _: _rotate_keys),
+        keys,
+    )
+    command(
+        KEYS_REWRAP,
         "re-encrypt every stored private key under the first key-encryption key, so the "
         "others can be removed",
+        _connecting(lambda _: _rewrap_keys),
         keys,
     )
     users = commands.add_parser("users", help="accounts").add_subparsers(
-        dest="users_command", required=True
+        dest="users_command", required=True, metavar="COMMAND"
     )
-    create = command("create", "create an account; password from stdin or a prompt", users)
+    create = command(
+        USERS_CREATE,
+        "create an account; password from stdin or a prompt",
+        _connecting(_create_user),
+        users,
+    )
     create.add_argument("--email", required=True)
     create.add_argument("--display-name", default="")
-    audit = command("audit", "print recent security events as JSON lines, newest first")
-    audit.add_argument("--user", type=uuid.UUID, default=None, help="only this user's events")
-    audit.add_argument("--limit", type=_positive_int, default=100)
+    audit = command(
+        AUDIT,
+        "print recent security events as JSON lines, newest first (never migrates)",
+        _connecting(_audit),
+    )
+    whose = audit.add_mutually_exclusive_group()
+    whose.add_argument("--user", type=uuid.UUID, default=None, help="only this user's events")
+    whose.add_argument(
+        "--email", default=None, help="only the events of the account with this email"
+    )
+    audit.add_argument("--event", default=None, help="only events of this name (user_registered)")
+    audit.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        metavar="TIME|DURATION",
+        help="only events at or after a time (2026-01-01T00:00:00Z) or this long ago (1h)",
+    )
+    audit.add_argument(
+        "--limit", type=_positive_int, default=100, help="at most this many events (100)"
+    )
     return parser
 
 
@@ -337,41 +485,17 @@ def with_embedded_key_encryption_keys(config: Config, overrides: dict[str, str |
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {s.name: getattr(args, s.name, None) for s in config_module.SETTINGS}
+    # A supervisor's workers share its environment, and its warnings.
+    is_worker = getattr(args, "worker", None) is not None
     try:
         config = config_module.from_env(overrides=overrides)
     except ConfigError as exc:
+        configure_logging("INFO")
+        config_module.warn_about_unknown_variables()
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
-    if args.command == "healthcheck":
-        return _healthcheck(config)
-    config = with_embedded_key_encryption_keys(config, overrides)
-    is_supervisor = args.command == "serve" and args.worker is None and config.workers > 1
-    if args.command == "serve":
-        # Each client connection holds a descriptor; so does each worker, for its own.
-        raise_open_files_limit()
-    action: Action
-    if args.command == "serve":
-        action = _serve(args.worker)
-    elif args.command == "migrate":
-        action = _migrate
-    elif args.command == "sweep":
-        action = _sweep
-    elif args.command == "keys":
-        action = _rotate_keys if args.keys_command == "rotate" else _rewrap_keys
-    elif args.command == "audit":
-        action = _audit(args.user, args.limit)
-    else:
-        action = _create_user(args.email, args.display_name)
-    try:
-        with _database_url(config) as dsn:
-            if is_supervisor:
-                return asyncio.run(supervise(config, dsn, overrides))
-            asyncio.run(action(config, dsn))
-    except AuthError as exc:
-        print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:  # the TLS files' contents, read as the server is built
-        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    if not is_worker:
+        config_module.warn_about_unknown_variables()
+    start: Command = args.start
+    return start(args, config, overrides)

@@ -1,37 +1,68 @@
 """Configuration: one frozen Config, from AUTHSVC_* variables and --flags.
 
-Every setting is an environment variable AUTHSVC_<NAME> with a matching
---<name> flag; the flag wins. This module is the only reader of os.environ.
+Each setting is declared once, as a field of `Config` with its parser, default, help text
+and group; its environment variable (AUTHSVC_<NAME>), its --<name> flag, the commands that
+take that flag and docs/configuration.md are all derived from that declaration. The flag
+wins over the variable. This module is the only reader of os.environ.
+
+`python -m authsvc.config --markdown > docs/configuration.md` regenerates the docs.
 """
+
+# Config's fields are declared by calls to _setting, which returns dataclasses.field().
+# ruff: noqa: RUF009
 
 from __future__ import annotations
 
 import argparse
 import base64
 import binascii
+import difflib
 import ipaddress
+import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 __all__ = [
+    "AUDIT",
+    "COMMANDS",
+    "GROUPS",
+    "HEALTHCHECK",
+    "KEYS_REWRAP",
+    "KEYS_ROTATE",
     "KEY_ENCRYPTION_KEYS_SETTINGS",
+    "MIGRATE",
+    "OTHER_VARIABLES",
+    "SERVE",
     "SETTINGS",
+    "SWEEP",
+    "USERS_CREATE",
     "Config",
     "ConfigError",
+    "Group",
     "KeyEncryptionKeys",
     "Secret",
     "Setting",
     "add_flags",
     "from_env",
+    "markdown",
+    "parse_duration",
     "parse_key_encryption_keys",
+    "unknown_variables",
+    "warn_about_unknown_variables",
 ]
 
+_log = logging.getLogger(__name__)
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
+
+PREFIX = "AUTHSVC_"
 
 
 class ConfigError(ValueError):
@@ -47,16 +78,44 @@ class Secret(str):
         return "'***'"
 
 
-_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+class _Invalid(ValueError):
+    """A value that is not what the setting takes; from_env makes it a sentence
+    "<VARIABLE> must be <expected>[, like <default>]; got '<text>'"."""
+
+    def __init__(self, expected: str, got: str, *, like_default: bool = False) -> None:
+        super().__init__(f"must be {expected}; got {got!r}")
+        self.expected = expected
+        self.got = got
+        self.like_default = like_default
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise _Invalid("a whole number", text, like_default=True) from None
+
+
+_NUMBER = r"\d+(?:\.\d+)?"
+# Largest unit first, each at most once: 1h30m, 2d12h, 1m30s, 250ms.
+_DURATION = re.compile(
+    "".join(f"(?:(?P<{unit}>{_NUMBER}){unit})?" for unit in ("d", "h", "m", "s", "ms"))
+)
+_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_DURATION_EXAMPLES = "a duration such as 250ms, 30s, 1h30m or 7d"
 
 
 def parse_duration(text: str) -> timedelta:
-    """'15m', '7d', '10s', '250ms' or plain seconds."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 12h or 7d")
-    return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
+    """'1h30m', '2d12h', '15m', '250ms' or plain seconds ('30', '1.5')."""
+    stripped = text.strip()
+    if re.fullmatch(_NUMBER, stripped):
+        return timedelta(seconds=float(stripped))
+    match = _DURATION.fullmatch(stripped)
+    if match is None or not any(match.groupdict().values()):
+        raise _Invalid(_DURATION_EXAMPLES, text)
+    return timedelta(
+        seconds=sum(float(n) * _SECONDS[unit] for unit, n in match.groupdict().items() if n)
+    )
 
 
 def parse_positive_duration(text: str) -> timedelta:
@@ -64,7 +123,7 @@ def parse_positive_duration(text: str) -> timedelta:
     feature off (every token expired, a throttle that never counts, a busy sweep loop)."""
     duration = parse_duration(text)
     if duration <= timedelta(0):
-        raise ValueError(f"{text!r} must be longer than zero")
+        raise _Invalid("longer than zero", text)
     return duration
 
 
@@ -76,7 +135,7 @@ def parse_connection_duration(text: str) -> timedelta:
     """A positive duration gRPC can hold: at most 24 days, 20 hours (2**31 - 1 ms)."""
     duration = parse_positive_duration(text)
     if duration.total_seconds() * 1000 > _GRPC_MAX_MILLISECONDS:
-        raise ValueError(f"{text!r} is longer than gRPC allows (24d)")
+        raise _Invalid("at most 24d, the longest gRPC can hold", text)
     return duration
 
 
@@ -91,44 +150,47 @@ def parse_bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
+    raise _Invalid("true or false", text)
 
 
 def parse_networks(text: str) -> tuple[IpNetwork, ...]:
-    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+    try:
+        return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise _Invalid("comma-separated networks such as 10.0.0.0/8, fd00::/8", text) from None
 
 
 def parse_algorithm(text: str) -> str:
     if text not in ("EdDSA", "ES256"):
-        raise ValueError(f"{text!r} is not EdDSA or ES256")
+        raise _Invalid("EdDSA or ES256", text)
     return text
 
 
 def parse_positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
-        raise ValueError(f"{value} is not a positive integer")
+        raise _Invalid("at least 1", text)
     return value
 
 
 def parse_non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 0:
-        raise ValueError(f"{value} is negative")
+        raise _Invalid("0 or more", text)
     return value
 
 
 def parse_log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"{text!r} is not DEBUG, INFO, WARNING or ERROR")
+        raise _Invalid("DEBUG, INFO, WARNING or ERROR", text)
     return level
 
 
 def parse_port(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if not 0 <= value <= 65535:
-        raise ValueError(f"{value} is not a TCP port")
+        raise _Invalid("a TCP port, 0 to 65535", text)
     return value
 
 
@@ -199,317 +261,364 @@ def parse_readable_file(text: str) -> Path:
     return path
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may use (a cpuset or taskset), not all the host's; where the
+    system cannot say (macOS has no sched_getaffinity), all of them."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return len(affinity(0))
+    return os.cpu_count() or 1
+
+
+# The commands, as `authsvc <command> --help` names them.
+SERVE = "serve"
+MIGRATE = "migrate"
+SWEEP = "sweep"
+KEYS_ROTATE = "keys rotate"
+KEYS_REWRAP = "keys rewrap"
+USERS_CREATE = "users create"
+AUDIT = "audit"
+HEALTHCHECK = "healthcheck"
+COMMANDS = (SERVE, MIGRATE, SWEEP, KEYS_ROTATE, KEYS_REWRAP, USERS_CREATE, AUDIT, HEALTHCHECK)
+_CONNECTING = (SERVE, MIGRATE, SWEEP, KEYS_ROTATE, KEYS_REWRAP, USERS_CREATE, AUDIT)
+
+
 @dataclass(frozen=True, slots=True)
+class Group:
+    """Settings that belong together; their flags are on `commands` (every setting's
+    variable is read by every command)."""
+
+    title: str
+    commands: tuple[str, ...]
+
+
+LISTENING = Group("Listening", (SERVE, HEALTHCHECK))
+TLS = Group("TLS", (SERVE, HEALTHCHECK))
+DATABASE = Group("Database", _CONNECTING)
+SERVER = Group("Server processes and connections", (SERVE,))
+TOKENS = Group("Access tokens and signing keys", (SERVE, KEYS_ROTATE))
+# The sweeper deletes by these lifetimes and windows, so `sweep` takes them too.
+SESSIONS = Group("Sessions and registration", (SERVE, SWEEP))
+PASSWORDS = Group("Passwords", (SERVE, USERS_CREATE))
+LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
+SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
+LOGGING = Group("Logging", COMMANDS)
+GROUPS = (LISTENING, TLS, DATABASE, SERVER, TOKENS, SESSIONS, PASSWORDS, LIMITS, SWEEPER, LOGGING)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Setting:
+    """One setting, as declared on its Config field."""
+
     name: str
     parse: Callable[[str], Any]
     default: str | None
     help: str
-    # How --help and the README state a default that depends on the machine.
+    group: Group
+    # How --help and the docs state a default that depends on the machine.
     shown_default: str | None = None
+    # Its value is never printed (repr '***'); the docs say so.
+    secret: bool = False
 
     @property
     def env(self) -> str:
-        return "AUTHSVC_" + self.name.upper()
+        return PREFIX + self.name.upper()
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "0.0.0.0", "Address the gRPC server listens on."),  # noqa: S104
-    Setting("port", parse_port, "50051", "gRPC port; 0 picks a free one."),
-    Setting(
-        "workers",
-        parse_positive_int,
-        # The CPUs this process may use (a cpuset or taskset), not all the host's.
-        str(len(os.sched_getaffinity(0))),
-        "Server processes `serve` runs on the one port; 1 runs no supervisor.",
-        shown_default="number of usable CPUs",
-    ),
-    Setting(
-        "tls_cert_file",
+_SETTING = "authsvc.setting"
+
+
+def _setting(
+    parse: Callable[[str], T],
+    default: str | None,
+    help: str,
+    group: Group,
+    *,
+    shown_default: str | None = None,
+    secret: bool = False,
+) -> T:
+    """A Config field's declaration. Typed as the parser's result, so mypy checks the
+    parser against the field's annotation; at run time it is the dataclass field."""
+    declared = Setting(
+        name="",
+        parse=parse,
+        default=default,
+        help=help,
+        group=group,
+        shown_default=shown_default,
+        secret=secret,
+    )
+    return cast(T, field(metadata={_SETTING: declared}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Every setting, parsed. Each field is the one declaration of its setting."""
+
+    host: str = _setting(
+        str,
+        "0.0.0.0",  # noqa: S104
+        "Address the gRPC server listens on.",
+        LISTENING,
+    )
+    port: int = _setting(parse_port, "50051", "gRPC port; 0 picks a free one.", LISTENING)
+    tls_cert_file: Path | None = _setting(
         parse_readable_file,
         None,
         "PEM certificate chain the server presents. Unset: plaintext.",
-    ),
-    Setting("tls_key_file", parse_readable_file, None, "PEM private key of that certificate."),
-    Setting(
-        "tls_client_ca_file",
+        TLS,
+    )
+    tls_key_file: Path | None = _setting(
+        parse_readable_file, None, "PEM private key of that certificate.", TLS
+    )
+    tls_client_ca_file: Path | None = _setting(
         parse_readable_file,
         None,
         "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).",
-    ),
-    Setting(
-        "tls_client_cert_file",
+        TLS,
+    )
+    tls_client_cert_file: Path | None = _setting(
         parse_readable_file,
         None,
         "PEM client certificate `authsvc healthcheck` presents to an mTLS server.",
-    ),
-    Setting(
-        "tls_client_key_file", parse_readable_file, None, "PEM private key of that certificate."
-    ),
-    Setting(
-        "database_url",
+        TLS,
+    )
+    tls_client_key_file: Path | None = _setting(
+        parse_readable_file, None, "PEM private key of that certificate.", TLS
+    )
+    database_url: Secret | None = _setting(
         Secret,
         None,
-        "PostgreSQL URL (postgresql://user:pass@host:5432/db). Unset: run an embedded PostgreSQL.",
-    ),
-    Setting(
-        "data_dir", Path, ".authsvc-data", "Directory of the embedded PostgreSQL's data (kept)."
-    ),
-    Setting(
-        "key_encryption_keys",
+        "PostgreSQL URL (`postgresql://user:pass@host:5432/db`). "
+        "Unset: run an embedded PostgreSQL.",
+        DATABASE,
+        secret=True,
+    )
+    data_dir: Path = _setting(
+        Path, ".authsvc-data", "Directory of the embedded PostgreSQL's data (kept).", DATABASE
+    )
+    key_encryption_keys: KeyEncryptionKeys | None = _setting(
         parse_key_encryption_keys,
         None,
         "Keys that encrypt the signing keys in the database, `ID:BASE64` (32 bytes), "
-        "comma-separated; the first encrypts, all decrypt. Required with AUTHSVC_DATABASE_URL.",
+        "comma-separated; the first encrypts, all decrypt. Required with "
+        "`AUTHSVC_DATABASE_URL`.",
+        DATABASE,
         shown_default="embedded database: generated in the data directory",
-    ),
-    Setting(
-        "key_encryption_keys_file",
+        secret=True,
+    )
+    key_encryption_keys_file: KeyEncryptionKeys | None = _setting(
         _parse_key_encryption_keys_file,
         None,
         "File holding the same, one per line (a mounted secret); instead of the variable.",
-    ),
-    Setting("db_pool_min_size", parse_non_negative_int, "1", "Connections the pool keeps open."),
-    Setting("db_pool_max_size", parse_positive_int, "10", "Most connections the pool opens."),
-    Setting(
-        "db_connect_timeout",
-        parse_positive_duration,
-        "5s",
-        "Give up connecting to PostgreSQL after.",
-    ),
-    Setting("db_statement_timeout", parse_positive_duration, "5s", "Give up on a query after."),
-    Setting("issuer", str, "authsvc", "Access-token `iss` claim."),
-    Setting("audience", str, "authsvc", "Access-token `aud` claim."),
-    Setting(
-        "signing_algorithm",
-        parse_algorithm,
-        "EdDSA",
-        "EdDSA (Ed25519) or ES256, for keys created from now on.",
-    ),
-    Setting("access_token_ttl", parse_positive_duration, "15m", "Access-token lifetime."),
-    # 30 s: far above NTP-kept drift, small beside a 15 min token (Spring Security takes 60 s).
-    Setting(
-        "clock_skew",
-        parse_duration,
-        "30s",
-        "Leeway for access-token exp, nbf and iat; the clients' verifiers default to the same.",
-    ),
-    Setting(
-        "key_reload_interval", parse_positive_duration, "60s", "How often replicas reload keys."
-    ),
-    Setting(
-        "session_idle_timeout", parse_positive_duration, "7d", "Session ends without a refresh for."
-    ),
-    Setting("session_lifetime", parse_positive_duration, "7d", "Absolute session lifetime."),
-    Setting(
-        "remember_me_lifetime",
-        parse_positive_duration,
-        "30d",
-        "Absolute lifetime with remember_me.",
-    ),
-    Setting("refresh_grace_period", parse_duration, "10s", "Rotated token still answers for."),
-    Setting("registration_enabled", parse_bool, "true", "Whether Register creates accounts."),
-    Setting(
-        "registration_reveals_accounts",
-        parse_bool,
-        "false",
-        "Register signs in and answers EMAIL_TAKEN, so it tells which emails have accounts.",
-    ),
-    Setting("password_min_length", parse_positive_int, "8", "Shortest password Register takes."),
-    Setting("argon2_time_cost", parse_positive_int, "3", "argon2id passes."),
-    Setting("argon2_memory_kib", parse_positive_int, "65536", "argon2id memory per hash, KiB."),
-    Setting("argon2_parallelism", parse_positive_int, "4", "argon2id lanes."),
-    Setting(
-        "hash_workers",
+        DATABASE,
+    )
+    db_pool_min_size: int = _setting(
+        parse_non_negative_int, "1", "Connections the pool keeps open.", DATABASE
+    )
+    db_pool_max_size: int = _setting(
+        parse_positive_int, "10", "Most connections the pool opens.", DATABASE
+    )
+    db_connect_timeout: timedelta = _setting(
+        parse_positive_duration, "5s", "Give up connecting to PostgreSQL after.", DATABASE
+    )
+    db_statement_timeout: timedelta = _setting(
+        parse_positive_duration, "5s", "Give up on a query after.", DATABASE
+    )
+    workers: int = _setting(
         parse_positive_int,
-        "2",
-        "Threads checking passwords for Login (with sign_up_hash_workers, caps memory).",
-    ),
-    Setting(
-        "sign_up_hash_workers",
-        parse_positive_int,
-        "1",
-        "Threads hashing passwords for Register, apart from Login's: a sign-up flood "
-        "cannot take them.",
-    ),
-    Setting(
-        "hash_queue_limit",
-        parse_non_negative_int,
-        "8",
-        "Password hashes each lane queues beyond its threads; more are refused at once "
-        "(SERVER_BUSY) rather than run after their deadline.",
-    ),
-    Setting("trusted_proxies", parse_networks, "", "CIDRs whose x-forwarded-for is believed."),
-    Setting("sweep_interval", parse_positive_duration, "60s", "Time between expiry sweeps."),
-    Setting("sweep_batch_size", parse_positive_int, "1000", "Rows deleted per sweep statement."),
-    Setting(
-        "sweep_batch_pause",
-        parse_duration,
-        "100ms",
-        "Pause between sweep batches, so a large backlog does not starve live commits.",
-    ),
-    Setting("revoked_retention", parse_duration, "7d", "Keep revoked sessions this long."),
-    Setting("shutdown_grace", parse_duration, "10s", "In-flight RPCs get this long on stop."),
-    Setting(
-        "max_message_bytes", parse_positive_int, "65536", "Largest request accepted, in bytes."
-    ),
-    # Connections: each holds a file descriptor until it is closed (README: production).
-    Setting(
-        "connection_idle_timeout",
+        str(_usable_cpus()),
+        "Server processes `serve` runs on the one port; 1 runs no supervisor.",
+        SERVER,
+        shown_default="number of usable CPUs",
+    )
+    max_message_bytes: int = _setting(
+        parse_positive_int, "65536", "Largest request accepted, in bytes.", SERVER
+    )
+    shutdown_grace: timedelta = _setting(
+        parse_duration, "10s", "In-flight RPCs get this long on stop.", SERVER
+    )
+    trusted_proxies: tuple[IpNetwork, ...] = _setting(
+        parse_networks, "", "CIDRs whose x-forwarded-for is believed.", SERVER
+    )
+    # Connections: each holds a file descriptor until it is closed (docs/operations.md).
+    connection_idle_timeout: timedelta = _setting(
         parse_connection_duration,
         # Long enough that a client calling every few minutes keeps its connection.
         "5m",
         "Close a client connection that has had no call in flight for this long.",
-    ),
-    Setting(
-        "connection_max_age",
+        SERVER,
+    )
+    connection_max_age: timedelta = _setting(
         parse_connection_duration,
         # Clients reconnect by themselves; a fresh connection spreads over new replicas.
         # No longer than the idle timeout: a call left half-sent keeps a connection from
         # being idle, and only its age then closes it.
         "5m",
         "Ask a client to reconnect once its connection is this old (GOAWAY, +-10% jitter).",
-    ),
-    Setting(
-        "connection_max_age_grace",
+        SERVER,
+    )
+    connection_max_age_grace: timedelta = _setting(
         parse_connection_grace,
         # A unary call here takes well under a second; a health Watch simply resumes.
         "10s",
         "Calls still running on a connection past its age get this long, then it is closed.",
-    ),
-    Setting(
-        "keepalive_min_interval",
+        SERVER,
+    )
+    keepalive_min_interval: timedelta = _setting(
         parse_connection_duration,
         # Clients keeping NAT and load-balancer paths open ping every 30-60s, rarely faster.
         "30s",
         "Pings from a client closer together than this are strikes; 3 strikes close it.",
-    ),
-    Setting(
-        "max_concurrent_streams",
+        SERVER,
+    )
+    max_concurrent_streams: int = _setting(
         parse_positive_int,
         # Calls past it on one connection fail UNAVAILABLE (REFUSED_STREAM; gRPC clients do
         # not hold them back), so it sits well above a busy client's concurrency (300 in tests).
         "1000",
         "Calls one connection may run at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).",
-    ),
-    Setting(
-        "login_failures_per_account_and_ip",
+        SERVER,
+    )
+    issuer: str = _setting(str, "authsvc", "Access-token `iss` claim.", TOKENS)
+    audience: str = _setting(str, "authsvc", "Access-token `aud` claim.", TOKENS)
+    signing_algorithm: str = _setting(
+        parse_algorithm,
+        "EdDSA",
+        "EdDSA (Ed25519) or ES256, for keys created from now on.",
+        TOKENS,
+    )
+    access_token_ttl: timedelta = _setting(
+        parse_positive_duration, "15m", "Access-token lifetime.", TOKENS
+    )
+    # 30 s: far above NTP-kept drift, small beside a 15 min token (Spring Security takes 60 s).
+    clock_skew: timedelta = _setting(
+        parse_duration,
+        "30s",
+        "Leeway for access-token exp, nbf and iat; the clients' verifiers default to the same.",
+        TOKENS,
+    )
+    key_reload_interval: timedelta = _setting(
+        parse_positive_duration, "60s", "How often replicas reload keys.", TOKENS
+    )
+    session_idle_timeout: timedelta = _setting(
+        parse_positive_duration, "7d", "Session ends without a refresh for.", SESSIONS
+    )
+    session_lifetime: timedelta = _setting(
+        parse_positive_duration, "7d", "Absolute session lifetime.", SESSIONS
+    )
+    remember_me_lifetime: timedelta = _setting(
+        parse_positive_duration, "30d", "Absolute lifetime with remember_me.", SESSIONS
+    )
+    refresh_grace_period: timedelta = _setting(
+        parse_duration, "10s", "Rotated token still answers for.", SESSIONS
+    )
+    registration_enabled: bool = _setting(
+        parse_bool, "true", "Whether Register creates accounts.", SESSIONS
+    )
+    registration_reveals_accounts: bool = _setting(
+        parse_bool,
+        "false",
+        "Register signs in and answers EMAIL_TAKEN, so it tells which emails have accounts.",
+        SESSIONS,
+    )
+    password_min_length: int = _setting(
+        parse_positive_int, "8", "Shortest password Register takes.", PASSWORDS
+    )
+    argon2_time_cost: int = _setting(parse_positive_int, "3", "argon2id passes.", PASSWORDS)
+    argon2_memory_kib: int = _setting(
+        parse_positive_int, "65536", "argon2id memory per hash, KiB.", PASSWORDS
+    )
+    argon2_parallelism: int = _setting(parse_positive_int, "4", "argon2id lanes.", PASSWORDS)
+    hash_workers: int = _setting(
         parse_positive_int,
-        "5",
-        "Failed logins per account from one address per window.",
-    ),
-    Setting(
-        "login_failures_per_account",
+        "2",
+        "Threads checking passwords for Login (with sign_up_hash_workers, caps memory).",
+        PASSWORDS,
+    )
+    sign_up_hash_workers: int = _setting(
+        parse_positive_int,
+        "1",
+        "Threads hashing passwords for Register, apart from Login's: a sign-up flood "
+        "cannot take them.",
+        PASSWORDS,
+    )
+    hash_queue_limit: int = _setting(
+        parse_non_negative_int,
+        "8",
+        "Password hashes each lane queues beyond its threads; more are refused at once "
+        "(SERVER_BUSY) rather than run after their deadline.",
+        PASSWORDS,
+    )
+    login_failures_per_account_and_ip: int = _setting(
+        parse_positive_int, "5", "Failed logins per account from one address per window.", LIMITS
+    )
+    login_failures_per_account: int = _setting(
         parse_positive_int,
         "20",
         "Failed logins per account from addresses it never signed in from, per window; "
         "5 times as many in a day lock it for the day.",
-    ),
-    Setting(
-        "login_failures_per_ip",
+        LIMITS,
+    )
+    login_failures_per_ip: int = _setting(
         parse_positive_int,
         "50",
         "Failed logins per address per window, across accounts not known there.",
-    ),
-    Setting(
-        "login_failure_window",
-        parse_positive_duration,
-        "15m",
-        "Window (and lockout) of the login limits.",
-    ),
-    Setting(
-        "known_address_retention",
+        LIMITS,
+    )
+    login_failure_window: timedelta = _setting(
+        parse_positive_duration, "15m", "Window (and lockout) of the login limits.", LIMITS
+    )
+    known_address_retention: timedelta = _setting(
         parse_positive_duration,
         "90d",
         "A sign-in from an address exempts it from the account's and address's limits for.",
-    ),
-    Setting(
-        "shared_addresses",
+        LIMITS,
+    )
+    shared_addresses: tuple[IpNetwork, ...] = _setting(
         parse_networks,
         "",
         "CIDRs many people share (office NAT, a backend calling Login): higher per-address limits.",
-    ),
-    Setting(
-        "shared_address_factor",
+        LIMITS,
+    )
+    shared_address_factor: int = _setting(
         parse_positive_int,
         "20",
         "How many times higher the per-address limits of shared_addresses are.",
-    ),
-    Setting("sign_ups_per_ip", parse_positive_int, "10", "Register calls per address per window."),
-    Setting(
-        "sign_ups_total", parse_positive_int, "1000", "Register calls per window, all addresses."
-    ),
-    Setting("sign_up_window", parse_positive_duration, "1h", "Window of the Register limits."),
-    Setting("audit_retention", parse_duration, "90d", "Keep audit events this long."),
-    Setting("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
-)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
-    host: str
-    port: int
-    workers: int
-    tls_cert_file: Path | None
-    tls_key_file: Path | None
-    tls_client_ca_file: Path | None
-    tls_client_cert_file: Path | None
-    tls_client_key_file: Path | None
-    database_url: Secret | None
-    data_dir: Path
-    key_encryption_keys: KeyEncryptionKeys | None
-    key_encryption_keys_file: KeyEncryptionKeys | None
-    db_pool_min_size: int
-    db_pool_max_size: int
-    db_connect_timeout: timedelta
-    db_statement_timeout: timedelta
-    issuer: str
-    audience: str
-    signing_algorithm: str
-    access_token_ttl: timedelta
-    clock_skew: timedelta
-    key_reload_interval: timedelta
-    session_idle_timeout: timedelta
-    session_lifetime: timedelta
-    remember_me_lifetime: timedelta
-    refresh_grace_period: timedelta
-    registration_enabled: bool
-    registration_reveals_accounts: bool
-    password_min_length: int
-    argon2_time_cost: int
-    argon2_memory_kib: int
-    argon2_parallelism: int
-    hash_workers: int
-    sign_up_hash_workers: int
-    hash_queue_limit: int
-    trusted_proxies: tuple[IpNetwork, ...]
-    sweep_interval: timedelta
-    sweep_batch_size: int
-    sweep_batch_pause: timedelta
-    revoked_retention: timedelta
-    shutdown_grace: timedelta
-    max_message_bytes: int
-    connection_idle_timeout: timedelta
-    connection_max_age: timedelta
-    connection_max_age_grace: timedelta
-    keepalive_min_interval: timedelta
-    max_concurrent_streams: int
-    login_failures_per_account_and_ip: int
-    login_failures_per_account: int
-    login_failures_per_ip: int
-    login_failure_window: timedelta
-    known_address_retention: timedelta
-    shared_addresses: tuple[IpNetwork, ...]
-    shared_address_factor: int
-    sign_ups_per_ip: int
-    sign_ups_total: int
-    sign_up_window: timedelta
-    audit_retention: timedelta
-    log_level: str
+        LIMITS,
+    )
+    sign_ups_per_ip: int = _setting(
+        parse_positive_int, "10", "Register calls per address per window.", LIMITS
+    )
+    sign_ups_total: int = _setting(
+        parse_positive_int, "1000", "Register calls per window, all addresses.", LIMITS
+    )
+    sign_up_window: timedelta = _setting(
+        parse_positive_duration, "1h", "Window of the Register limits.", LIMITS
+    )
+    sweep_interval: timedelta = _setting(
+        parse_positive_duration, "60s", "Time between expiry sweeps.", SWEEPER
+    )
+    sweep_batch_size: int = _setting(
+        parse_positive_int, "1000", "Rows deleted per sweep statement.", SWEEPER
+    )
+    sweep_batch_pause: timedelta = _setting(
+        parse_duration,
+        "100ms",
+        "Pause between sweep batches, so a large backlog does not starve live commits.",
+        SWEEPER,
+    )
+    revoked_retention: timedelta = _setting(
+        parse_duration, "7d", "Keep revoked sessions this long.", SWEEPER
+    )
+    audit_retention: timedelta = _setting(
+        parse_duration, "90d", "Keep audit events this long.", SWEEPER
+    )
+    log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
 
     @property
     def configured_key_encryption_keys(self) -> KeyEncryptionKeys | None:
@@ -517,20 +626,59 @@ class Config:
         return self.key_encryption_keys or self.key_encryption_keys_file
 
 
-assert [s.name for s in SETTINGS] == [f.name for f in fields(Config)], "SETTINGS and Config differ"
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(declared.metadata[_SETTING], name=declared.name) for declared in fields(Config)
+)
+
+# AUTHSVC_* variables that are not settings but are read on purpose by something else.
+OTHER_VARIABLES: Mapping[str, str] = {
+    "AUTHSVC_TEST_DATABASE_URL": "tests/conftest.py: the PostgreSQL the tests use",
+    "AUTHSVC_URL": "clients/node README example: the server's address",
+    "AUTHSVC_ADDR": "examples: the server's address",
+    "AUTHSVC_BIN": "clients/node tests: the authsvc executable",
+}
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one --flag per setting; unset flags stay None so the environment applies."""
-    group = parser.add_argument_group("configuration (flags override AUTHSVC_* variables)")
-    for setting in SETTINGS:
-        group.add_argument(
-            setting.flag,
-            dest=setting.name,
-            default=None,
-            metavar=setting.name.upper(),
-            help=f"{setting.help} [{setting.env}, default: {_shown_default(setting)}]",
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """AUTHSVC_* variables nothing reads, each with the closest setting's variable (or None).
+    A typo such as AUTHSVC_ACESS_TOKEN_TTL would otherwise be silently ignored."""
+    environ = os.environ if environ is None else environ
+    settings = [setting.env for setting in SETTINGS]
+    known = {*settings, *OTHER_VARIABLES}
+    return [
+        (name, next(iter(difflib.get_close_matches(name, settings, n=1)), None))
+        for name in sorted(environ)
+        if name.startswith(PREFIX) and name not in known
+    ]
+
+
+def warn_about_unknown_variables(environ: Mapping[str, str] | None = None) -> None:
+    """One WARNING per unknown AUTHSVC_* variable (its name only: never its value)."""
+    for name, closest in unknown_variables(environ):
+        hint = f"; did you mean {closest}?" if closest else ""
+        _log.warning(
+            f"{name} is not a setting and is ignored{hint}",
+            extra={"event": "unknown_setting", "variable": name, "did_you_mean": closest},
         )
+
+
+def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the --flag of each setting `command` takes; unset flags stay None so the
+    environment applies."""
+    for group in GROUPS:
+        if command not in group.commands:
+            continue
+        flags = parser.add_argument_group(f"{group.title.lower()} (flags override AUTHSVC_*)")
+        for setting in SETTINGS:
+            if setting.group is group:
+                shown = f"{setting.help} [{setting.env}, default: {_shown_default(setting)}]"
+                flags.add_argument(
+                    setting.flag,
+                    dest=setting.name,
+                    default=None,
+                    metavar=setting.name.upper(),
+                    help=shown.replace("%", "%%"),  # argparse %-formats help ("+-10% jitter")
+                )
 
 
 def _shown_default(setting: Setting) -> str:
@@ -559,11 +707,57 @@ def from_env(
             continue
         try:
             values[setting.name] = setting.parse(raw)
+        except _Invalid as exc:
+            like = f", like {setting.default}" if exc.like_default and _example(setting) else ""
+            raise ConfigError(f"{source} must be {exc.expected}{like}; got {exc.got!r}") from None
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
     config = Config(**values)
     _check_consistency(config)
     return config
+
+
+def _example(setting: Setting) -> bool:
+    return bool(setting.default) and setting.shown_default is None
+
+
+_DOCS_HEADER = """\
+# Configuration
+
+<!-- Generated from the declarations in authsvc/config.py: do not edit. Regenerate with
+     .venv/bin/python -m authsvc.config --markdown > docs/configuration.md -->
+
+Every setting is an environment variable `AUTHSVC_<NAME>`, read by every command, and a
+`--<name>` flag on the commands its section names; the flag wins. Durations take `250ms`,
+`30s`, `15m`, `1h30m`, `7d` or plain seconds. A bad value stops the process with a sentence
+naming the variable. An `AUTHSVC_*` variable that is not a setting is reported at start with
+the closest setting's name.
+"""
+
+
+def markdown() -> str:
+    """docs/configuration.md: every setting, by group."""
+    lines = [_DOCS_HEADER]
+    for group in GROUPS:
+        commands = ", ".join(f"`{command}`" for command in group.commands)
+        lines += [
+            f"## {group.title}",
+            "",
+            f"Flags on: {commands}.",
+            "",
+            "| Variable | Flag | Default | Meaning |",
+            "|---|---|---|---|",
+        ]
+        for setting in SETTINGS:
+            if setting.group is group:
+                if setting.shown_default:
+                    default = f"*({setting.shown_default})*"
+                else:
+                    default = f"`{setting.default}`" if setting.default else "*(unset)*"
+                meaning = setting.help + (" Secret: never printed." if setting.secret else "")
+                lines.append(f"| `{setting.env}` | `{setting.flag}` | {default} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 KEY_ENCRYPTION_KEYS_SETTINGS = "AUTHSVC_KEY_ENCRYPTION_KEYS (or AUTHSVC_KEY_ENCRYPTION_KEYS_FILE)"
@@ -622,3 +816,12 @@ def _check_consistency(config: Config) -> None:
     for failed, message in problems:
         if failed:
             raise ConfigError(message)
+
+
+if __name__ == "__main__":
+    _main = argparse.ArgumentParser(prog="python -m authsvc.config")
+    _main.add_argument(
+        "--markdown", action="store_true", required=True, help="print docs/configuration.md"
+    )
+    _main.parse_args()
+    sys.stdout.write(markdown())

@@ -61,7 +61,9 @@ _MAX_CHAIN_HOPS = 16
 
 
 class UserStore(Protocol):
-    async def create_user(self, user: User) -> None: ...
+    async def create_user(self, user: User, *, event: AuditEvent) -> None:
+        """Insert `user` and record `event` in one transaction; EmailTaken if in use."""
+        ...
 
     async def create_user_if_new(
         self, user: User, *, registered: AuditEvent, taken: AuditEvent
@@ -266,10 +268,18 @@ class SessionService:
         else:
             _log.info("register with a taken email", extra={"event": "register_email_taken"})
 
-    async def create_user(self, *, email: str, password: str, display_name: str) -> User:
-        """Create an account without signing it in (the operator's `users create`)."""
+    async def create_user(
+        self, *, email: str, password: str, display_name: str, origin: RequestOrigin
+    ) -> User:
+        """Create an account without signing it in (the operator's `users create`), audited
+        as Register's accounts are, with the operator as its origin."""
         user = await self._new_user(email=email, password=password, display_name=display_name)
-        await self._users.create_user(user)
+        await self._users.create_user(
+            user,
+            event=AuditEvent(
+                event="user_created", occurred_at=user.created_at, user_id=user.id, origin=origin
+            ),
+        )
         _log.info("user created", extra={"event": "user_created", "user_id": str(user.id)})
         return user
 

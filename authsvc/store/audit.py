@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
@@ -16,13 +17,15 @@ _INSERT_EVENT = """
 INSERT INTO audit_events (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
-_LIST_ALL = """
+# A filter given as NULL is off. An operator's one-off query: planned with its values
+# (a custom plan), so the NULL tests fold away and user_id's index still serves.
+_LIST = """
 SELECT occurred_at, event, user_id, session_id, ip_address, user_agent, detail
-FROM audit_events ORDER BY occurred_at DESC, id DESC LIMIT $1
-"""
-_LIST_FOR_USER = """
-SELECT occurred_at, event, user_id, session_id, ip_address, user_agent, detail
-FROM audit_events WHERE user_id = $2 ORDER BY occurred_at DESC, id DESC LIMIT $1
+FROM audit_events
+WHERE ($2::uuid IS NULL OR user_id = $2)
+  AND ($3::text IS NULL OR event = $3)
+  AND ($4::timestamptz IS NULL OR occurred_at >= $4)
+ORDER BY occurred_at DESC, id DESC LIMIT $1
 """
 
 
@@ -74,11 +77,16 @@ class PgAuditStore:
         async with translate_errors(), self._pool.acquire() as conn:
             await insert_events(conn, events)
 
-    async def recent(self, *, limit: int, user_id: uuid.UUID | None = None) -> list[AuditEvent]:
-        """The newest events first, all or one user's."""
+    async def recent(
+        self,
+        *,
+        limit: int,
+        user_id: uuid.UUID | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+    ) -> list[AuditEvent]:
+        """The newest `limit` events first; only `user_id`'s, only those named `event`, only
+        those at or after `since`, for each of them that is given."""
         async with translate_errors():
-            if user_id is None:
-                rows = await self._pool.fetch(_LIST_ALL, limit)
-            else:
-                rows = await self._pool.fetch(_LIST_FOR_USER, limit, user_id)
+            rows = await self._pool.fetch(_LIST, limit, user_id, event, since)
         return [_event(row) for row in rows]

@@ -15,7 +15,7 @@ import asyncpg
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection, session_advisory_lock
 
-__all__ = ["Migration", "apply_migrations", "bundled_migrations"]
+__all__ = ["Migration", "apply_migrations", "bundled_migrations", "pending_migrations"]
 
 _log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 _APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
+_HAS_LEDGER = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 _RECORD = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
 
 
@@ -71,6 +72,18 @@ async def apply_migrations(
         session_advisory_lock(pool, _MIGRATE_LOCK_KEY) as conn,
     ):
         return await _apply_pending(conn, pending_source)
+
+
+async def pending_migrations(pool: asyncpg.Pool) -> list[int]:
+    """The bundled versions the database has not applied, found without writing anything
+    (no ledger, no lock): for commands that only read."""
+    async with translate_errors(), pool.acquire() as conn:
+        applied = (
+            {row["version"] for row in await conn.fetch(_APPLIED_VERSIONS)}
+            if await conn.fetchval(_HAS_LEDGER)
+            else set()
+        )
+    return [m.version for m in bundled_migrations() if m.version not in applied]
 
 
 async def _apply_pending(conn: Connection, migrations: list[Migration]) -> list[int]:

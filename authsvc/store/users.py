@@ -92,10 +92,12 @@ class PgUserStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create_user(self, user: User) -> None:
-        """Insert a new account; an email already in use is EmailTaken."""
-        async with translate_errors(), self._pool.acquire() as conn:
+    async def create_user(self, user: User, *, event: AuditEvent) -> None:
+        """Insert a new account and record `event`, together; an email already in use is
+        EmailTaken, and records nothing."""
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             await insert_user(conn, user)
+            await insert_event(conn, event)
 
     async def create_user_if_new(
         self, user: User, *, registered: AuditEvent, taken: AuditEvent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+import authsvc
 from authsvc import config as config_module
 from authsvc.core.clock import FrozenClock
-from authsvc.store.migrate import bundled_migrations
+from authsvc.store.migrate import apply_migrations, bundled_migrations
 from tests.conftest import Launch, NewDatabase, dsn_for_database, pool_on
 from tests.helpers import PASSWORD, Stub, login, register, unused_port
 from tests.processes import authsvc_env, run_authsvc, run_healthcheck, server_group
@@ -152,11 +154,25 @@ async def test_cli_bad_setting_exits_2_naming_the_variable(new_database: NewData
     assert "AUTHSVC_PORT" in run.stderr
 
 
+async def test_cli_bad_integer_is_a_sentence_not_a_python_error(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+
+    run = await run_authsvc("migrate", env=authsvc_env(dsn, AUTHSVC_PORT="abc"))
+
+    assert run.code == 2
+    assert run.stderr.strip().endswith(
+        "authsvc: configuration error: AUTHSVC_PORT must be a whole number, like 50051; got 'abc'"
+    )
+
+
 async def test_cli_flag_overrides_the_environment_variable(new_database: NewDatabase) -> None:
     dsn = await new_database()
 
     run = await run_authsvc(
-        "migrate", "--port", "50051", env=authsvc_env(dsn, AUTHSVC_PORT="notaport")
+        "migrate",
+        "--db-statement-timeout",
+        "5s",
+        env=authsvc_env(dsn, AUTHSVC_DB_STATEMENT_TIMEOUT="soon"),
     )
 
     assert run.code == 0, run.stderr
@@ -229,4 +245,160 @@ async def test_cli_audit_with_a_bad_limit_is_a_usage_error(pg_dsn: str, limit: s
 
     assert run.code == 2
     assert "--limit" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+async def _versions(dsn: str) -> list[int]:
+    async with pool_on(dsn, max_size=2) as pool:
+        rows = await pool.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    return [row["version"] for row in rows]
+
+
+def _log_lines(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def _events(stdout: str) -> list[tuple[str, str | None]]:
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    return [(line["event"], line["user_id"]) for line in lines]
+
+
+async def test_cli_version_prints_the_package_version() -> None:
+    run = await run_authsvc("--version", env=authsvc_env(None))
+
+    assert (run.code, run.stdout) == (0, f"authsvc {authsvc.__version__}\n")
+
+
+async def test_cli_audit_help_shows_its_own_options_and_not_the_servers() -> None:
+    run = await run_authsvc("audit", "--help", env=authsvc_env(None))
+
+    assert run.code == 0, run.stderr
+    for option in ("--email", "--event", "--since", "--limit", "--database-url", "--log-level"):
+        assert option in run.stdout
+    for option in ("--port", "--workers", "--argon2-time-cost", "--sign-ups-per-ip"):
+        assert option not in run.stdout
+
+
+async def test_cli_serve_help_shows_the_server_settings() -> None:
+    run = await run_authsvc("serve", "--help", env=authsvc_env(None))
+
+    assert run.code == 0, run.stderr
+    for option in ("--port", "--workers", "--argon2-time-cost", "--database-url"):
+        assert option in run.stdout
+
+
+async def test_cli_warns_about_an_unknown_variable_naming_the_closest_setting() -> None:
+    run = await run_healthcheck(unused_port(), acess_token_ttl="5m")
+
+    warnings = [line for line in _log_lines(run.stderr) if line.get("event") == "unknown_setting"]
+    assert [(w["variable"], w["did_you_mean"]) for w in warnings] == [
+        ("AUTHSVC_ACESS_TOKEN_TTL", "AUTHSVC_ACCESS_TOKEN_TTL")
+    ]
+
+
+async def test_cli_audit_does_not_migrate_a_database_whose_schema_is_behind(
+    new_database: NewDatabase,
+) -> None:
+    dsn = await new_database()
+    async with pool_on(dsn, max_size=2) as pool:
+        await apply_migrations(pool, bundled_migrations()[:-1])
+    before = await _versions(dsn)
+
+    run = await run_authsvc("audit", env=authsvc_env(dsn))
+
+    assert run.code == 1
+    assert "run `authsvc migrate` first" in run.stderr
+    assert await _versions(dsn) == before
+
+
+async def test_cli_users_create_records_a_user_created_event(new_database: NewDatabase) -> None:
+    dsn = await new_database()
+    created = await run_authsvc(
+        "users", "create", "--email", "x@y.io", env=authsvc_env(dsn), stdin=PASSWORD + "\n"
+    )
+    assert created.code == 0, created.stderr
+
+    run = await run_authsvc("audit", env=authsvc_env(dsn))
+
+    assert run.code == 0, run.stderr
+    [line] = [json.loads(line) for line in run.stdout.splitlines()]
+    assert line["event"] == "user_created"
+    assert line["user_id"] in created.stdout
+    assert line["user_agent"].startswith("authsvc-cli (")
+
+
+async def _two_users_two_days_apart(launch: Launch, dsn: str) -> tuple[str, str]:
+    """Ada registers (and logs in) two days ago, Bob now; their user ids."""
+    clock = FrozenClock(datetime.now(UTC) - timedelta(days=2))
+    async with _serving(launch, dsn, clock) as stub:
+        ada = await register(stub, email="ada@example.com")
+        clock.advance(timedelta(days=2))
+        bob = await register(stub, email="bob@example.com")
+    return ada.user_id, bob.user_id
+
+
+async def test_cli_audit_email_finds_the_account_by_its_canonical_form(
+    new_database: NewDatabase, launch: Launch
+) -> None:
+    dsn = await new_database(migrated=True)
+    ada, _ = await _two_users_two_days_apart(launch, dsn)
+
+    run = await run_authsvc(
+        "audit",
+        "--email",
+        " ADA@Example.COM. ",
+        env=authsvc_env(dsn, AUTHSVC_LOG_LEVEL="DEBUG"),
+    )
+
+    assert run.code == 0, run.stderr
+    assert _events(run.stdout) == [("login_succeeded", ada), ("user_registered", ada)]
+    assert "ADA@Example.COM" not in run.stderr
+
+
+async def test_cli_audit_email_without_an_account_says_so_without_the_email(
+    new_database: NewDatabase,
+) -> None:
+    dsn = await new_database(migrated=True)
+
+    run = await run_authsvc("audit", "--email", "nobody@example.com", env=authsvc_env(dsn))
+
+    assert run.code == 1
+    assert run.stderr.strip() == "authsvc: no account has that email"
+
+
+async def test_cli_audit_event_keeps_only_events_of_that_name(
+    new_database: NewDatabase, launch: Launch
+) -> None:
+    dsn = await new_database(migrated=True)
+    ada, bob = await _two_users_two_days_apart(launch, dsn)
+
+    run = await run_authsvc("audit", "--event", "user_registered", env=authsvc_env(dsn))
+
+    assert run.code == 0, run.stderr
+    assert _events(run.stdout) == [("user_registered", bob), ("user_registered", ada)]
+
+
+@pytest.mark.parametrize("since", ["1d", "RECENT"])
+async def test_cli_audit_since_keeps_only_later_events(
+    new_database: NewDatabase, launch: Launch, since: str
+) -> None:
+    dsn = await new_database(migrated=True)
+    _, bob = await _two_users_two_days_apart(launch, dsn)
+    if since == "RECENT":
+        since = (datetime.now(UTC) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
+
+    run = await run_authsvc("audit", "--since", since, env=authsvc_env(dsn))
+
+    assert run.code == 0, run.stderr
+    assert _events(run.stdout) == [("login_succeeded", bob), ("user_registered", bob)]
+
+
+@pytest.mark.parametrize("since", ["yesterday", "2026-01-01T00:00:00"])
+async def test_cli_audit_since_without_a_time_or_duration_is_a_usage_error(
+    pg_dsn: str, since: str
+) -> None:
+    run = await run_authsvc("audit", "--since", since, env=authsvc_env(pg_dsn))
+
+    assert run.code == 2
+    assert "--since: must" in run.stderr
     assert "Traceback" not in run.stderr

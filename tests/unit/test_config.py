@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,6 +52,23 @@ def test_workers_default_to_the_number_of_cpus() -> None:
     assert config.workers == (os.cpu_count() or 1)
 
 
+def test_the_package_imports_and_counts_workers_where_sched_getaffinity_is_missing() -> None:
+    # macOS has no os.sched_getaffinity: delete it before anything imports the package.
+    script = (
+        "import os; del os.sched_getaffinity\n"
+        "import authsvc.cli\n"
+        "from authsvc.config import from_env\n"
+        "print(from_env(environ={}).workers)"
+    )
+
+    run = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(os.cpu_count() or 1)
+
+
 def test_workers_are_taken_from_the_environment() -> None:
     config = _from_env(AUTHSVC_WORKERS="3")
 
@@ -67,6 +86,10 @@ def test_workers_are_taken_from_the_environment() -> None:
         ("12h", timedelta(hours=12)),
         ("1.5h", timedelta(minutes=90)),
         (" 45s ", timedelta(seconds=45)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("2d12h", timedelta(days=2, hours=12)),
+        ("1m30s", timedelta(minutes=1, seconds=30)),
+        ("1s500ms", timedelta(seconds=1, milliseconds=500)),
     ],
 )
 def test_durations_are_parsed_from_the_environment(text: str, expected: timedelta) -> None:
@@ -75,12 +98,65 @@ def test_durations_are_parsed_from_the_environment(text: str, expected: timedelt
     assert config.sweep_interval == expected
 
 
-@pytest.mark.parametrize("text", ["15 minutes", "5x", "-5s", "m", "1h30m"])
+@pytest.mark.parametrize(
+    "text", ["15 minutes", "5x", "-5s", "m", "30m1h", "1h1h", "1h 30m", "h30m", "."]
+)
 def test_malformed_duration_is_a_config_error_naming_the_variable(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _from_env(AUTHSVC_SWEEP_INTERVAL=text)
 
-    assert "AUTHSVC_SWEEP_INTERVAL" in str(caught.value)
+    assert str(caught.value) == (
+        f"AUTHSVC_SWEEP_INTERVAL must be a duration such as 250ms, 30s, 1h30m or 7d; got {text!r}"
+    )
+
+
+def test_an_empty_duration_flag_is_a_config_error_naming_the_flag() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_module.from_env(environ={}, overrides={"sweep_interval": ""})
+
+    assert str(caught.value).startswith("--sweep-interval must be a duration")
+
+
+def test_a_malformed_integer_is_a_sentence_with_an_example() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_PORT="abc")
+
+    assert str(caught.value) == "AUTHSVC_PORT must be a whole number, like 50051; got 'abc'"
+
+
+def test_an_integer_below_its_range_says_the_range() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _from_env(AUTHSVC_HASH_WORKERS="0")
+
+    assert str(caught.value) == "AUTHSVC_HASH_WORKERS must be at least 1; got '0'"
+
+
+def test_an_unknown_variable_is_reported_with_the_closest_setting() -> None:
+    unknown = config_module.unknown_variables({"AUTHSVC_ACESS_TOKEN_TTL": "5m"})
+
+    assert unknown == [("AUTHSVC_ACESS_TOKEN_TTL", "AUTHSVC_ACCESS_TOKEN_TTL")]
+
+
+def test_settings_and_variables_other_parts_read_are_not_unknown() -> None:
+    environ = {
+        "AUTHSVC_ACCESS_TOKEN_TTL": "5m",
+        "AUTHSVC_TEST_DATABASE_URL": "postgresql://localhost/test",
+        "AUTHSVC_ADDR": "127.0.0.1:50051",
+        "PATH": "/bin",
+    }
+
+    assert config_module.unknown_variables(environ) == []
+
+
+def test_an_unknown_variable_warning_names_the_suggestion_but_not_the_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config_module.warn_about_unknown_variables({"AUTHSVC_ACESS_TOKEN_TTL": "s3cret-value"})
+
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "AUTHSVC_ACCESS_TOKEN_TTL" in record.getMessage()
+    assert "s3cret-value" not in record.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -429,3 +505,16 @@ def test_external_database_without_key_encryption_keys_is_rejected_naming_the_va
         _from_env(AUTHSVC_DATABASE_URL="postgresql://app@db.internal/auth")
 
     assert "AUTHSVC_KEY_ENCRYPTION_KEYS" in str(caught.value)
+
+
+def test_serve_takes_the_flag_of_every_setting() -> None:
+    # The supervisor passes its command line's flags on to `serve` workers.
+    without_serve = [s.env for s in config_module.SETTINGS if "serve" not in s.group.commands]
+
+    assert without_serve == []
+
+
+def test_every_setting_is_in_a_documented_group() -> None:
+    ungrouped = [s.env for s in config_module.SETTINGS if s.group not in config_module.GROUPS]
+
+    assert ungrouped == []
