@@ -38,6 +38,7 @@ from authsvc.core.models import RequestOrigin
 from authsvc.descriptors import raise_open_files_limit
 from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
+from authsvc.ports import BindFailed
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
@@ -374,4 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # the TLS files' contents, read as the server is built
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
+    except BindFailed as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return 1
     return 0
