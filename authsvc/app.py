@@ -229,10 +229,12 @@ class AuthServer:
                 self.ready.set()
                 return
             except DatabaseUnavailable as exc:
+                # Wrong credentials or a missing database are retried too: an operator's
+                # fix heals them without a restart, as the end of an outage does.
                 _log.warning(
                     "database not ready, retrying in %.1fs: %s",
                     delay,
-                    repr(exc.__cause__ or exc),
+                    exc.detail,
                     extra={"event": "database_not_ready"},
                 )
                 await asyncio.sleep(delay)

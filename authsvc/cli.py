@@ -33,7 +33,7 @@ from authsvc.app import (
 )
 from authsvc.config import Config, ConfigError
 from authsvc.core.clock import SystemClock
-from authsvc.core.errors import AuthError
+from authsvc.core.errors import AuthError, DatabaseUnavailable
 from authsvc.core.models import RequestOrigin
 from authsvc.descriptors import raise_open_files_limit
 from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
@@ -369,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if is_supervisor:
                 return asyncio.run(supervise(config, dsn, overrides))
             asyncio.run(action(config, dsn))
+    except DatabaseUnavailable as exc:
+        print(f"authsvc: {exc.reason}: {exc.detail}", file=sys.stderr)
+        return 1
     except AuthError as exc:
         print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
         return 1
