@@ -241,7 +241,7 @@ class AuthServer:
                 delay = min(delay * 2, _READY_RETRY_MAX)
         await self._set_serving(True)
         self.ready.set()
-        _log.info("ready", extra={"event": "ready"})
+        _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})
         if self._runs_sweeper:
             self._spawn(self.sweeper.run())
         self._spawn(self._reload_keys())
