@@ -1,6 +1,6 @@
 # Developer and CI entry points. Every target bootstraps the tools it needs first
 # (scripts/bootstrap: .venv from constraints.txt, buf from package-lock.json), so a fresh
-# clone needs only python3 >= 3.11, npm and make:
+# clone needs only python3 >= 3.11 and make to serve, and npm too for the checks:
 #
 #   make run     serve on $AUTHSVC_HOST:$AUTHSVC_PORT
 #   make test    every check CI runs (.ci/run), in order; fails if any fails
@@ -19,7 +19,7 @@ CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-pr
 	bench-smoke node-client
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
-.PHONY: help bootstrap run test bench lint fmt generate check-generated lint-proto lock clean \
+.PHONY: help bootstrap bootstrap-python run test bench lint fmt generate check-generated lint-proto lock clean \
 	ruff-check ruff-format-check mypy lint-imports pytest bench-smoke node-client
 
 help: ## List targets
@@ -28,7 +28,11 @@ help: ## List targets
 bootstrap: ## Install or update .venv and node_modules if their inputs changed
 	@scripts/bootstrap
 
-run: bootstrap ## Run the service (.venv/bin/authsvc serve)
+# Only .venv: serving needs neither npm nor buf.
+bootstrap-python:
+	@scripts/bootstrap python
+
+run: bootstrap-python ## Run the service (.venv/bin/authsvc serve)
 	exec $(BIN)/authsvc serve
 
 # Runs every check even after one fails, so one CI run shows all problems. Prints nothing

@@ -41,6 +41,7 @@ from authsvc.domain.throttle import (
     SignUpThrottle,
     settle_pending,
 )
+from authsvc.ports import BindFailed, probe_port
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
@@ -76,7 +77,8 @@ class AuthServer:
     """One process's server: gRPC, health, background tasks, on a given pool.
 
     `shares_port`: other processes bind the same port (SO_REUSEPORT) and the
-    kernel spreads connections among them; off, a port in use fails the start.
+    kernel spreads connections among them; off, a port in use fails the start
+    with PortInUse.
     `runs_sweeper`: whether this process runs the periodic sweep (one worker
     of a supervisor does; `sweeper.run_once()` works either way).
     """
@@ -127,14 +129,10 @@ class AuthServer:
 
     async def start(self) -> int:
         """Open the port and begin getting ready; return the bound port."""
+        self.port = self._bind()
         devices.warm_up()
         await self._set_serving(False)
         self.refusals.start()
-        address = f"{self.config.host}:{self.config.port}"
-        if self._credentials is None:
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_secure_port(address, self._credentials)
         await self._server.start()
         self._spawn(DescriptorWatch().run())
         self._spawn(self._become_ready())
@@ -148,6 +146,19 @@ class AuthServer:
             },
         )
         return self.port
+
+    def _bind(self) -> int:
+        """Bind the port, first thing (nothing to undo if it fails); BindFailed if it cannot."""
+        host, port = self.config.host, self.config.port
+        address = f"{host}:{port}"
+        try:
+            if self._credentials is None:
+                return self._server.add_insecure_port(address)
+            return self._server.add_secure_port(address, self._credentials)
+        except RuntimeError as exc:
+            # grpc says only "Failed to bind"; a bind of our own tells in-use from the rest.
+            probe_port(host, port)
+            raise BindFailed(f"cannot bind {address}") from exc
 
     async def wait_ready(self) -> None:
         """Return once ready; ConfigError if the server can never be (the stored signing
@@ -218,17 +229,19 @@ class AuthServer:
                 self.ready.set()
                 return
             except DatabaseUnavailable as exc:
+                # Wrong credentials or a missing database are retried too: an operator's
+                # fix heals them without a restart, as the end of an outage does.
                 _log.warning(
                     "database not ready, retrying in %.1fs: %s",
                     delay,
-                    repr(exc.__cause__ or exc),
+                    exc.detail,
                     extra={"event": "database_not_ready"},
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _READY_RETRY_MAX)
         await self._set_serving(True)
         self.ready.set()
-        _log.info("ready", extra={"event": "ready"})
+        _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})
         if self._runs_sweeper:
             self._spawn(self.sweeper.run())
         self._spawn(self._reload_keys())

@@ -46,12 +46,13 @@ from authsvc.config import (
     ConfigError,
 )
 from authsvc.core.clock import SystemClock
-from authsvc.core.errors import AuthError
+from authsvc.core.errors import AuthError, DatabaseUnavailable
 from authsvc.core.models import RequestOrigin
 from authsvc.descriptors import raise_open_files_limit
 from authsvc.domain import validation
 from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
+from authsvc.ports import BindFailed
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.migrate import apply_migrations, pending_migrations
 from authsvc.store.pool import Pool, create_pool
@@ -360,12 +361,18 @@ def _on_database(
     try:
         with _database_url(config) as dsn:
             code = asyncio.run(action(config, dsn))
+    except DatabaseUnavailable as exc:
+        print(f"authsvc: {exc.reason}: {exc.detail or exc.message}", file=sys.stderr)
+        return 1
     except AuthError as exc:
         print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
         return 1
     except ConfigError as exc:  # the TLS files' contents, read as the server is built
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
+    except BindFailed as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return 1
     return code or 0
 
 

@@ -103,7 +103,9 @@ class Sweeper:
                 if batch.largest < self._batch_size:
                     break
                 await self._sleep(self._batch_pause.total_seconds())
-        _log.info(
+        # A pass that found nothing is the common case, and not news.
+        _log.log(
+            logging.DEBUG if total == SweepCounts() else logging.INFO,
             "sweep finished",
             extra={
                 "event": "sweep",

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from authsvc.config import SETTINGS, Config
+from authsvc.ports import BindFailed, bind_failure, probe_port
 from authsvc.tls import server_credentials
 
 __all__ = ["SWEEPING_WORKER", "report_listening", "supervise", "watch_supervisor"]
@@ -65,9 +66,13 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
+        if config.port:
+            # Workers join the reservation with SO_REUSEPORT, and so would they another
+            # server's port: the kernel would then split that server's calls with them.
+            probe_port(config.host, config.port)
         reservation = _reserve_port(config.host, config.port)
-    except OSError as exc:
-        print(f"authsvc: cannot bind {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+    except BindFailed as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
         return 1
     with reservation:
         port: int = reservation.getsockname()[1]
@@ -112,22 +117,26 @@ def report_listening(port: int) -> None:
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
-    """Bind, without listening, host:port with SO_REUSEPORT (port 0: a free one).
+    """Bind, without listening, host:port with SO_REUSEPORT (port 0: a free one);
+    BindFailed if it cannot.
 
     Workers join it with SO_REUSEPORT; a process that binds without it (a
     single-process server, say) cannot take the port meanwhile. Not listening,
     it never gets a connection: the kernel hands those to listening sockets.
     """
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise bind_failure(host, port, exc) from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise bind_failure(host, port, exc) from exc
     return sock
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import re
 import time
@@ -22,10 +23,35 @@ from authsvc.api.errors import internal_status, plain_status, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID
 
-__all__ = ["AccessLog", "EdgeInterceptor", "InFlight"]
+__all__ = ["AccessLog", "EdgeInterceptor", "InFlight", "note_subject"]
 
 _log = logging.getLogger("authsvc.access")
 _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Load balancers probe every few seconds: their lines would drown the calls at INFO.
+_HEALTH_METHODS = "/grpc.health.v1.Health/"
+
+
+class _Subject:
+    """The user and session a call turned out to be about, once the servicer knows."""
+
+    __slots__ = ("session_id", "user_id")
+
+    def __init__(self) -> None:
+        self.user_id = ""
+        self.session_id = ""
+
+
+_SUBJECT: contextvars.ContextVar[_Subject | None] = contextvars.ContextVar(
+    "access_log_subject", default=None
+)
+
+
+def note_subject(user_id: object, session_id: object) -> None:
+    """Name the user and session of the call in progress, for its access-log line."""
+    subject = _SUBJECT.get()
+    if subject is not None:
+        subject.user_id, subject.session_id = str(user_id), str(session_id)
+
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 _Req = TypeVar("_Req")
@@ -77,7 +103,16 @@ class AccessLog:
         self._logged_at: dict[tuple[str, str], float] = {}
         self._left_out: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def record(self, method: str, code: grpc.StatusCode, reason: str, started: float) -> None:
+    def record(
+        self,
+        method: str,
+        code: grpc.StatusCode,
+        reason: str,
+        started: float,
+        *,
+        peer: str,
+        subject: _Subject,
+    ) -> None:
         now = time.perf_counter()
         extra: dict[str, object] = {
             "event": "rpc",
@@ -85,7 +120,11 @@ class AccessLog:
             "code": code.name,
             "reason": reason,
             "duration_ms": round((now - started) * 1000, 2),
+            "peer": peer,
         }
+        if subject.user_id:
+            extra["user_id"] = subject.user_id
+            extra["session_id"] = subject.session_id
         if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
             key = (method, reason)
             if now - self._logged_at.get(key, -self._REFUSED_EVERY) < self._REFUSED_EVERY:
@@ -93,7 +132,8 @@ class AccessLog:
                 return
             self._logged_at[key] = now
             extra["left_out"] = self._left_out.pop(key, 0)
-        _log.info("rpc", extra=extra)
+        level = logging.DEBUG if method.startswith(_HEALTH_METHODS) else logging.INFO
+        _log.log(level, "rpc", extra=extra)
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
@@ -196,6 +236,8 @@ async def _serve(
 ) -> Any:
     request_id = _request_id(context)
     token = REQUEST_ID.set(request_id)
+    subject = _Subject()
+    subject_token = _SUBJECT.set(subject)
     started = time.perf_counter()
     code = grpc.StatusCode.OK
     reason = ""
@@ -225,7 +267,8 @@ async def _serve(
         finally:
             # Before an error answer leaves (a response leaves after this returns): whoever
             # has the answer can find its line in the log.
-            access.record(method, code, reason, started)
+            access.record(method, code, reason, started, peer=context.peer(), subject=subject)
         await _answer(context, status, echo)
     finally:
+        _SUBJECT.reset(subject_token)
         REQUEST_ID.reset(token)

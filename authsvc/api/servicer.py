@@ -8,9 +8,10 @@ from typing import Any, TypeVar
 import grpc
 
 from authsvc.api import convert
+from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
 from authsvc.core.errors import InvalidArgument
-from authsvc.core.models import DeviceInfo, IssuedTokens, RequestOrigin
+from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin
 from authsvc.domain import validation
 from authsvc.domain.devices import MAX_USER_AGENT, describe_device
 from authsvc.domain.sessions import SessionService
@@ -33,6 +34,7 @@ _TokenResponse = TypeVar(
 
 
 def _with_tokens(response: _TokenResponse, tokens: IssuedTokens) -> _TokenResponse:
+    note_subject(tokens.user_id, tokens.session_id)
     response.access_token = tokens.access_token
     response.access_token_expires_at.CopyFrom(convert.timestamp(tokens.access_token_expires_at))
     response.refresh_token = tokens.refresh_token
@@ -78,6 +80,11 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             user_agent=user_agent(context)[:MAX_USER_AGENT],
         )
 
+    async def _authenticate(self, context: Context[Any, Any]) -> Principal:
+        principal = await self._sessions.authenticate(bearer_token(context))
+        note_subject(principal.user_id, principal.session_id)
+        return principal
+
     async def Register(
         self, request: pb.RegisterRequest, context: Context[pb.RegisterRequest, pb.RegisterResponse]
     ) -> pb.RegisterResponse:
@@ -121,7 +128,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 _required_refresh_token(request.refresh_token), scope, self._origin(context)
             )
         else:
-            principal = await self._sessions.authenticate(bearer_token(context))
+            principal = await self._authenticate(context)
             count = await self._sessions.logout(principal, scope, self._origin(context))
         return pb.LogoutResponse(revoked_session_count=count)
 
@@ -131,7 +138,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         context: Context[pb.ListSessionsRequest, pb.ListSessionsResponse],
     ) -> pb.ListSessionsResponse:
         # Credentials first: a caller who may not list learns nothing about the fields.
-        principal = await self._sessions.authenticate(bearer_token(context))
+        principal = await self._authenticate(context)
         size = convert.page_size(request.page_size)
         after = convert.decode_page_token(principal.user_id, request.page_token)
         page = await self._sessions.list_sessions(principal, page_size=size, after=after)
@@ -151,7 +158,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         request: pb.RevokeSessionRequest,
         context: Context[pb.RevokeSessionRequest, pb.RevokeSessionResponse],
     ) -> pb.RevokeSessionResponse:
-        principal = await self._sessions.authenticate(bearer_token(context))
+        principal = await self._authenticate(context)
         session_id = convert.parse_session_id(request.session_id)
         note = validation.clean_label("reason", request.reason, max_length=_MAX_REVOKE_NOTE)
         await self._sessions.revoke_session(principal, session_id, note, self._origin(context))
@@ -170,6 +177,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
         if result.principal is not None:
             principal = result.principal
+            note_subject(principal.user_id, principal.session_id)
             response.user_id = str(principal.user_id)
             response.session_id = str(principal.session_id)
             response.expires_at.CopyFrom(convert.timestamp(principal.expires_at))

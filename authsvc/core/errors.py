@@ -143,9 +143,17 @@ class ServerBusy(RateLimited):
 
 
 class DatabaseUnavailable(AuthError):
-    """The database cannot be reached or did not answer in time; retryable."""
+    """The database cannot be reached, used, or did not answer in time; retryable.
+
+    `detail` says what failed (connection refused, authentication failed...) for the
+    operator's log and the CLI; clients get only the message.
+    """
 
     reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self, message: str = "database unavailable", *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class NotReady(AuthError):

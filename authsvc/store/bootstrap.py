@@ -47,7 +47,7 @@ SELECT format('ALTER %s %s OWNER TO %I', kind, name, $1::text) FROM (
 
 
 async def ensure_database(admin_dsn: str, name: str) -> None:
-    async with translate_errors():
+    async with translate_errors(admin_dsn):
         conn = await asyncpg.connect(admin_dsn)
         try:
             if not await conn.fetchval(_EXISTS, name):
@@ -68,7 +68,7 @@ async def ensure_service_database(
 
     Both DSNs are a superuser's: on a maintenance database, and on `database` (to take
     over what an earlier version made there)."""
-    async with translate_errors():
+    async with translate_errors(admin_dsn):
         conn = await asyncpg.connect(admin_dsn)
         try:
             await conn.execute(_BOOTSTRAP_LOCK)

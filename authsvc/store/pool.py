@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
@@ -53,6 +53,16 @@ async def _release_as_is(conn: asyncpg.Connection) -> None:
     """
 
 
+def _connector(dsn: str) -> Callable[..., Coroutine[Any, Any, asyncpg.Connection]]:
+    """asyncpg.connect, failing with a DatabaseUnavailable that says what failed, and where."""
+
+    async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        async with translate_errors(dsn):
+            return await asyncpg.connect(*args, **kwargs)
+
+    return connect
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -74,6 +84,7 @@ async def create_pool(
         timeout=connect_timeout.total_seconds(),
         command_timeout=statement_timeout.total_seconds(),
         init=_init_connection,
+        connect=_connector(dsn),
         reset=_release_as_is,
         # Connections idle this long are closed, so a restarted database is
         # reconnected cleanly instead of failing on a dead socket first.

@@ -151,7 +151,8 @@ async def serve_dsn(new_database: NewDatabase) -> str:
 
 @pytest.fixture(scope="package")
 def serve(serve_dsn: str) -> Iterator[ServeProcess]:
-    env = authsvc_env(serve_dsn)
+    # Markers are health checks, whose access-log lines are at DEBUG.
+    env = authsvc_env(serve_dsn, AUTHSVC_LOG_LEVEL="DEBUG")
     process = subprocess.Popen(
         [sys.executable, "-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0"],
         stdin=subprocess.DEVNULL,

@@ -228,17 +228,6 @@ async def test_cli_healthcheck_exits_0_and_says_serving_on_a_ready_server(
     assert (code, stdout) == (0, "SERVING")
 
 
-async def test_cli_command_without_a_reachable_database_says_so_and_exits_1() -> None:
-    closed = unused_port()
-
-    run = await run_authsvc(
-        "migrate", env=authsvc_env(f"postgresql://authsvc@127.0.0.1:{closed}/authsvc")
-    )
-
-    assert run.code == 1
-    assert run.stderr.strip() == "authsvc: DATABASE_UNAVAILABLE: database unavailable"
-
-
 @pytest.mark.parametrize("limit", ["0", "-1", "many"])
 async def test_cli_audit_with_a_bad_limit_is_a_usage_error(pg_dsn: str, limit: str) -> None:
     run = await run_authsvc("audit", "--limit", limit, env=authsvc_env(pg_dsn))

@@ -10,7 +10,8 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from authsvc.app import AuthServer
+from authsvc.app import AuthServer, build_sweeper
+from authsvc.config import Config
 from authsvc.core.clock import Clock, FrozenClock
 from authsvc.core.models import SweepCounts
 from authsvc.domain.refresh_tokens import hash_refresh_token
@@ -435,6 +436,19 @@ async def test_sweep_logs_what_it_removed(
         for key in ("expired_sessions", "revoked_sessions", "refresh_tokens")
     }
     assert removed == {"expired_sessions": 1, "revoked_sessions": 0, "refresh_tokens": 1}
+
+
+async def test_sweep_that_found_nothing_logs_at_debug_only(
+    config: Config, pool: Pool, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No server: its own first pass would hold the sweep lock.
+    sweeper = build_sweeper(config, pool, clock)
+    caplog.set_level(logging.DEBUG, logger="authsvc.sweeper")
+
+    assert await sweeper.run_once() == SweepCounts()
+
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "sweep"]
+    assert record.levelno == logging.DEBUG
 
 
 class _StopSweeping(Exception):

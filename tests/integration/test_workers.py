@@ -148,7 +148,10 @@ async def start_workers(new_database: NewDatabase) -> AsyncIterator[StartWorkers
 
         async def start(dsn: str | None = None, **settings: str) -> Workers:
             dsn = dsn or await new_database()
-            server = await group.start(dsn, AUTHSVC_WORKERS=str(WORKERS), **settings)
+            # Probes are health checks, whose access-log lines are at DEBUG.
+            server = await group.start(
+                dsn, AUTHSVC_WORKERS=str(WORKERS), AUTHSVC_LOG_LEVEL="DEBUG", **settings
+            )
             pids = worker_pids(server.process.pid)
             by_pid: dict[int, grpc.aio.Channel] = {}
             for _ in range(MAX_PROBES):
