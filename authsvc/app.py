@@ -237,8 +237,14 @@ class AuthServer:
                     exc.detail,
                     extra={"event": "database_not_ready"},
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _READY_RETRY_MAX)
+            except Exception:
+                # A bug or a broken migration: say so loudly, rather than stay NOT_SERVING
+                # in silence, and keep trying in case it was a passing fault.
+                _log.exception(
+                    "start-up failed, retrying in %.1fs", delay, extra={"event": "startup_failed"}
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _READY_RETRY_MAX)
         await self._set_serving(True)
         self.ready.set()
         _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})

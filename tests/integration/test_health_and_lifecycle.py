@@ -23,6 +23,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import ConfigFactory, dsn_for_database, pool_on
 from tests.helpers import PASSWORD, Stub, bearer, error_info, login, register
+from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -283,3 +284,31 @@ async def test_server_keeps_serving_after_an_oversized_request(stub: Stub) -> No
     registered = await register(stub)
 
     assert registered.session_id
+
+
+async def test_failed_start_up_is_logged_retried_and_heals(
+    new_database: Callable[..., Any],
+    config_factory: ConfigFactory,
+    start_server: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A table in the way of the first migration: not an outage, so not DATABASE_UNAVAILABLE.
+    dsn = await new_database()
+    async with pool_on(dsn) as admin:
+        await admin.execute("CREATE TABLE users (squatter text)")
+    async with pool_on(dsn) as server_pool:
+        server: AuthServer = await start_server(config_factory(), server_pool=server_pool)
+
+        async def failure_logged() -> bool:
+            return any(getattr(r, "event", None) == "startup_failed" for r in caplog.records)
+
+        await eventually(failure_logged)
+        logged_before_ready = not server.ready.is_set()
+
+        async with pool_on(dsn) as admin:
+            await admin.execute("DROP TABLE users")
+        async with asyncio.timeout(30):
+            await server.wait_ready()
+
+        assert logged_before_ready
+        await server.stop(None)
