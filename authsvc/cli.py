@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import config as config_module
+from authsvc.api.errors import reason_of
 from authsvc.app import (
     AuthServer,
     build_hasher,
@@ -369,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(supervise(config, dsn, overrides))
             asyncio.run(action(config, dsn))
     except AuthError as exc:
-        print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
+        print(f"authsvc: {reason_of(exc)}: {exc.message}", file=sys.stderr)
         return 1
     except ConfigError as exc:  # the TLS files' contents, read as the server is built
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)

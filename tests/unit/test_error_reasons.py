@@ -1,0 +1,86 @@
+"""The ErrorInfo reasons the service answers with are exactly the proto's ErrorReason values,
+each with the status code its proto comment and the README's error table give it."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from authsvc.api.errors import answer_for, deadline_exceeded_status, internal_status
+from authsvc.core.errors import AuthError, Unauthenticated
+from authsvc.v1.error_reason_pb2 import ErrorReason
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTO = ROOT / "protos" / "authsvc" / "v1" / "error_reason.proto"
+README = ROOT / "README.md"
+
+# A value's comment block, whose first line starts with its status code, then the value.
+_PROTO_VALUE = re.compile(r"^  // ([A-Z_]+): (?:.*\n  //.*)*.*\n  ([A-Z_]+) = \d+;$", re.MULTILINE)
+_README_TABLE = re.compile(r"^\| Code \| Reason \| When \|\n\|---\|---\|---\|\n((?:\|.*\n)+)", re.M)
+_README_ROW = re.compile(r"^\| ([A-Z_]+) \| ((?:`[A-Z_]+`(?:, )?)+) \|")
+
+
+def _error_classes(base: type[AuthError] = AuthError) -> list[type[AuthError]]:
+    found = []
+    for cls in base.__subclasses__():
+        found += [cls, *_error_classes(cls)]
+    return found
+
+
+def _plain_answer(status: grpc.Status) -> tuple[str, str]:
+    [(_, value)] = status.trailing_metadata
+    [packed] = status_pb2.Status.FromString(value).details
+    info = error_details_pb2.ErrorInfo()
+    packed.Unpack(info)
+    return info.reason, status.code.name
+
+
+def _served() -> dict[str, str]:
+    """reason -> status code name, for every answer the service can give with an ErrorInfo."""
+    served = dict([_plain_answer(deadline_exceeded_status()), _plain_answer(internal_status())])
+    for cls in _error_classes():
+        code, reason = answer_for(cls)
+        served[ErrorReason.Name(reason)] = code.name
+    return served
+
+
+def _enum_reasons() -> set[str]:
+    return set(ErrorReason.keys()) - {"ERROR_REASON_UNSPECIFIED"}
+
+
+def test_every_error_class_answers_with_a_reason_of_its_own() -> None:
+    # Unauthenticated only groups the others: the service never raises it as such.
+    reasons = {
+        cls.__name__: ErrorReason.Name(answer_for(cls)[1])
+        for cls in _error_classes()
+        if cls is not Unauthenticated
+    }
+
+    shared = {reason for reason, count in Counter(reasons.values()).items() if count > 1}
+    assert (shared, "INTERNAL" in reasons.values()) == (set(), False), reasons
+
+
+def test_the_service_answers_with_exactly_the_enums_reasons() -> None:
+    assert set(_served()) == _enum_reasons()
+
+
+def test_each_reasons_proto_comment_names_the_code_it_is_sent_with() -> None:
+    documented = {reason: code for code, reason in _PROTO_VALUE.findall(PROTO.read_text())}
+
+    assert documented == _served()
+
+
+def test_readme_error_table_lists_every_reason_with_its_code() -> None:
+    [table] = _README_TABLE.findall(README.read_text())
+    documented = {}
+    for line in table.splitlines():
+        row = _README_ROW.match(line)
+        assert row, line
+        for reason in re.findall(r"`([A-Z_]+)`", row[2]):
+            documented[reason] = row[1]
+
+    assert documented == _served()
