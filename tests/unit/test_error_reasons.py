@@ -7,12 +7,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import grpc
-from google.rpc import error_details_pb2, status_pb2
-
-from authsvc.api.errors import answer_for, deadline_exceeded_status, internal_status
-from authsvc.core.errors import AuthError, Unauthenticated
+from authsvc.api.errors import answer_for
+from authsvc.core.errors import Unauthenticated
 from authsvc.v1.error_reason_pb2 import ErrorReason
+from tests.helpers import error_classes, served_reasons
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "protos" / "authsvc" / "v1" / "error_reason.proto"
@@ -24,28 +22,8 @@ _README_TABLE = re.compile(r"^\| Code \| Reason \| When \|\n\|---\|---\|---\|\n(
 _README_ROW = re.compile(r"^\| ([A-Z_]+) \| ((?:`[A-Z_]+`(?:, )?)+) \|")
 
 
-def _error_classes(base: type[AuthError] = AuthError) -> list[type[AuthError]]:
-    found = []
-    for cls in base.__subclasses__():
-        found += [cls, *_error_classes(cls)]
-    return found
-
-
-def _plain_answer(status: grpc.Status) -> tuple[str, str]:
-    [(_, value)] = status.trailing_metadata
-    [packed] = status_pb2.Status.FromString(value).details
-    info = error_details_pb2.ErrorInfo()
-    packed.Unpack(info)
-    return info.reason, status.code.name
-
-
 def _served() -> dict[str, str]:
-    """reason -> status code name, for every answer the service can give with an ErrorInfo."""
-    served = dict([_plain_answer(deadline_exceeded_status()), _plain_answer(internal_status())])
-    for cls in _error_classes():
-        code, reason = answer_for(cls)
-        served[ErrorReason.Name(reason)] = code.name
-    return served
+    return {reason: code.name for reason, code in served_reasons().items()}
 
 
 def _enum_reasons() -> set[str]:
@@ -56,7 +34,7 @@ def test_every_error_class_answers_with_a_reason_of_its_own() -> None:
     # Unauthenticated only groups the others: the service never raises it as such.
     reasons = {
         cls.__name__: ErrorReason.Name(answer_for(cls)[1])
-        for cls in _error_classes()
+        for cls in error_classes()
         if cls is not Unauthenticated
     }
 
