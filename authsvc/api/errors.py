@@ -25,50 +25,33 @@ __all__ = [
 
 DOMAIN = "authsvc"
 
+_Code = grpc.StatusCode
 _Answer = tuple[grpc.StatusCode, ErrorReason.ValueType]
 
 # What each error class answers with. A class not listed answers as its nearest listed
 # base; an AuthError with none (a bug) as INTERNAL.
 _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
-    errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD),
-    errors.WeakPassword: (grpc.StatusCode.INVALID_ARGUMENT, ErrorReason.WEAK_PASSWORD),
-    errors.InvalidPageToken: (grpc.StatusCode.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN),
-    errors.EmailTaken: (grpc.StatusCode.ALREADY_EXISTS, ErrorReason.EMAIL_TAKEN),
-    errors.RegistrationDisabled: (
-        grpc.StatusCode.PERMISSION_DENIED,
-        ErrorReason.REGISTRATION_DISABLED,
-    ),
-    errors.SessionNotFound: (grpc.StatusCode.NOT_FOUND, ErrorReason.SESSION_NOT_FOUND),
-    errors.InvalidCredentials: (
-        grpc.StatusCode.UNAUTHENTICATED,
-        ErrorReason.INVALID_CREDENTIALS,
-    ),
-    errors.MissingCredentials: (
-        grpc.StatusCode.UNAUTHENTICATED,
-        ErrorReason.MISSING_CREDENTIALS,
-    ),
-    errors.TokenInvalid: (grpc.StatusCode.UNAUTHENTICATED, ErrorReason.TOKEN_INVALID),
-    errors.TokenExpired: (grpc.StatusCode.UNAUTHENTICATED, ErrorReason.TOKEN_EXPIRED),
-    errors.RefreshTokenInvalid: (
-        grpc.StatusCode.UNAUTHENTICATED,
-        ErrorReason.REFRESH_TOKEN_INVALID,
-    ),
-    errors.RefreshTokenExpired: (
-        grpc.StatusCode.UNAUTHENTICATED,
-        ErrorReason.REFRESH_TOKEN_EXPIRED,
-    ),
-    errors.RefreshTokenReused: (
-        grpc.StatusCode.UNAUTHENTICATED,
-        ErrorReason.REFRESH_TOKEN_REUSED,
-    ),
-    errors.SessionRevoked: (grpc.StatusCode.UNAUTHENTICATED, ErrorReason.SESSION_REVOKED),
-    errors.SessionExpired: (grpc.StatusCode.UNAUTHENTICATED, ErrorReason.SESSION_EXPIRED),
-    errors.RateLimited: (grpc.StatusCode.RESOURCE_EXHAUSTED, ErrorReason.RATE_LIMITED),
-    errors.ServerBusy: (grpc.StatusCode.RESOURCE_EXHAUSTED, ErrorReason.SERVER_BUSY),
-    errors.DatabaseUnavailable: (grpc.StatusCode.UNAVAILABLE, ErrorReason.DATABASE_UNAVAILABLE),
-    errors.NotReady: (grpc.StatusCode.UNAVAILABLE, ErrorReason.NOT_READY),
+    errors.InvalidArgument: (_Code.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD),
+    errors.WeakPassword: (_Code.INVALID_ARGUMENT, ErrorReason.WEAK_PASSWORD),
+    errors.InvalidPageToken: (_Code.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN),
+    errors.EmailTaken: (_Code.ALREADY_EXISTS, ErrorReason.EMAIL_TAKEN),
+    errors.RegistrationDisabled: (_Code.PERMISSION_DENIED, ErrorReason.REGISTRATION_DISABLED),
+    errors.SessionNotFound: (_Code.NOT_FOUND, ErrorReason.SESSION_NOT_FOUND),
+    errors.InvalidCredentials: (_Code.UNAUTHENTICATED, ErrorReason.INVALID_CREDENTIALS),
+    errors.MissingCredentials: (_Code.UNAUTHENTICATED, ErrorReason.MISSING_CREDENTIALS),
+    errors.TokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_INVALID),
+    errors.TokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_EXPIRED),
+    errors.RefreshTokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_INVALID),
+    errors.RefreshTokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_EXPIRED),
+    errors.RefreshTokenReused: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_REUSED),
+    errors.SessionRevoked: (_Code.UNAUTHENTICATED, ErrorReason.SESSION_REVOKED),
+    errors.SessionExpired: (_Code.UNAUTHENTICATED, ErrorReason.SESSION_EXPIRED),
+    errors.RateLimited: (_Code.RESOURCE_EXHAUSTED, ErrorReason.RATE_LIMITED),
+    errors.ServerBusy: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SERVER_BUSY),
+    errors.DatabaseUnavailable: (_Code.UNAVAILABLE, ErrorReason.DATABASE_UNAVAILABLE),
+    errors.NotReady: (_Code.UNAVAILABLE, ErrorReason.NOT_READY),
 }
-_INTERNAL: _Answer = (grpc.StatusCode.INTERNAL, ErrorReason.INTERNAL)
+_INTERNAL: _Answer = (_Code.INTERNAL, ErrorReason.INTERNAL)
 
 
 def answer_for(error_type: type[errors.AuthError]) -> _Answer:
