@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -166,3 +168,14 @@ def served_reasons() -> dict[str, grpc.StatusCode]:
         code, reason = answer_for(cls)
         served[ErrorReason.Name(reason)] = code
     return served
+
+
+ERROR_REASON_PROTO = Path(__file__).resolve().parents[1] / "protos/authsvc/v1/error_reason.proto"
+# A value's comment block, whose first line starts with its status code, then the value.
+_DOCUMENTED_VALUE = re.compile(r"^  // ([A-Z_]+): (?:.*\n  //.*)*.*\n  ([A-Z_]+) = \d+;$", re.M)
+
+
+def documented_reasons() -> dict[str, str]:
+    """reason -> status code name, as ErrorReason's value comments in the proto give them."""
+    text = ERROR_REASON_PROTO.read_text()
+    return {reason: code for code, reason in _DOCUMENTED_VALUE.findall(text)}

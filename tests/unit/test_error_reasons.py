@@ -10,14 +10,11 @@ from pathlib import Path
 from authsvc.api.errors import answer_for
 from authsvc.core.errors import Unauthenticated
 from authsvc.v1.error_reason_pb2 import ErrorReason
-from tests.helpers import error_classes, served_reasons
+from tests.helpers import documented_reasons, error_classes, served_reasons
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTO = ROOT / "protos" / "authsvc" / "v1" / "error_reason.proto"
 README = ROOT / "README.md"
 
-# A value's comment block, whose first line starts with its status code, then the value.
-_PROTO_VALUE = re.compile(r"^  // ([A-Z_]+): (?:.*\n  //.*)*.*\n  ([A-Z_]+) = \d+;$", re.MULTILINE)
 _README_TABLE = re.compile(r"^\| Code \| Reason \| When \|\n\|---\|---\|---\|\n((?:\|.*\n)+)", re.M)
 _README_ROW = re.compile(r"^\| ([A-Z_]+) \| ((?:`[A-Z_]+`(?:, )?)+) \|")
 
@@ -47,9 +44,7 @@ def test_the_service_answers_with_exactly_the_enums_reasons() -> None:
 
 
 def test_each_reasons_proto_comment_names_the_code_it_is_sent_with() -> None:
-    documented = {reason: code for code, reason in _PROTO_VALUE.findall(PROTO.read_text())}
-
-    assert documented == _served()
+    assert documented_reasons() == _served()
 
 
 def test_readme_error_table_lists_every_reason_with_its_code() -> None:
