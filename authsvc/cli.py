@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import __version__
 from authsvc import config as config_module
+from authsvc.api.errors import reason_of
 from authsvc.app import (
     AuthServer,
     build_hasher,
@@ -362,10 +363,10 @@ def _on_database(
         with _database_url(config) as dsn:
             code = asyncio.run(action(config, dsn))
     except DatabaseUnavailable as exc:
-        print(f"authsvc: {exc.reason}: {exc.detail or exc.message}", file=sys.stderr)
+        print(f"authsvc: {reason_of(exc)}: {exc.detail}", file=sys.stderr)
         return 1
     except AuthError as exc:
-        print(f"authsvc: {exc.reason}: {exc.message}", file=sys.stderr)
+        print(f"authsvc: {reason_of(exc)}: {exc.message}", file=sys.stderr)
         return 1
     except ConfigError as exc:  # the TLS files' contents, read as the server is built
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@ Every client connection holds a descriptor. When they run out, gRPC's C core
 cannot accept() (EMFILE): new connections wait in the kernel's listen backlog
 until they time out, and the core says nothing that Python's logging sees. The
 open count is what we can see, so `DescriptorWatch` looks at it every second
-and says when it nears or reaches the limit (see docs/operations.md, "Connections and file descriptors").
+and says when it nears or reaches the limit (see docs/operations.md, "Connections
+and file descriptors").
 """
 
 from __future__ import annotations

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from authsvc import config as config_module
+from authsvc.api.errors import answer_for, deadline_exceeded_status, internal_status
+from authsvc.core.errors import AuthError
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
+from authsvc.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
     # The async stub type exists only in the generated .pyi (mypy-protobuf).
@@ -138,3 +143,39 @@ def unused_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def error_classes(base: type[AuthError] = AuthError) -> list[type[AuthError]]:
+    """Every subclass of `base`, at any depth."""
+    found = []
+    for cls in base.__subclasses__():
+        found += [cls, *error_classes(cls)]
+    return found
+
+
+def _plain_answer(status: grpc.Status) -> tuple[str, grpc.StatusCode]:
+    [(_, value)] = status.trailing_metadata
+    [packed] = status_pb2.Status.FromString(value).details
+    info = error_details_pb2.ErrorInfo()
+    packed.Unpack(info)
+    return info.reason, status.code
+
+
+def served_reasons() -> dict[str, grpc.StatusCode]:
+    """reason -> status code, for every answer the server can give with an ErrorInfo."""
+    served = dict([_plain_answer(deadline_exceeded_status()), _plain_answer(internal_status())])
+    for cls in error_classes():
+        code, reason = answer_for(cls)
+        served[ErrorReason.Name(reason)] = code
+    return served
+
+
+ERROR_REASON_PROTO = Path(__file__).resolve().parents[1] / "protos/authsvc/v1/error_reason.proto"
+# A value's comment block, whose first line starts with its status code, then the value.
+_DOCUMENTED_VALUE = re.compile(r"^  // ([A-Z_]+): (?:.*\n  //.*)*.*\n  ([A-Z_]+) = \d+;$", re.M)
+
+
+def documented_reasons() -> dict[str, str]:
+    """reason -> status code name, as ErrorReason's value comments in the proto give them."""
+    text = ERROR_REASON_PROTO.read_text()
+    return {reason: code for code, reason in _DOCUMENTED_VALUE.findall(text)}

@@ -1,8 +1,9 @@
-"""Core errors to google.rpc.Status: the one place status codes are chosen."""
+"""Core errors to google.rpc.Status: the one place status codes and reasons are chosen."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import cast
 
 import grpc
@@ -11,29 +12,59 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from authsvc.core import errors
+from authsvc.v1.error_reason_pb2 import ErrorReason
 
-__all__ = ["DOMAIN", "internal_status", "plain_status", "status_for"]
+__all__ = [
+    "DOMAIN",
+    "answer_for",
+    "deadline_exceeded_status",
+    "internal_status",
+    "reason_of",
+    "status_for",
+]
 
 DOMAIN = "authsvc"
 
-# Most specific class first: the first isinstance match wins.
-_CODES: tuple[tuple[type[errors.AuthError], grpc.StatusCode], ...] = (
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.EmailTaken, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.RegistrationDisabled, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.SessionNotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
-)
+_Code = grpc.StatusCode
+_Answer = tuple[grpc.StatusCode, ErrorReason.ValueType]
+
+# What each error class answers with. A class not listed answers as its nearest listed
+# base; an AuthError with none (a bug) as INTERNAL.
+_ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
+    errors.InvalidArgument: (_Code.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD),
+    errors.WeakPassword: (_Code.INVALID_ARGUMENT, ErrorReason.WEAK_PASSWORD),
+    errors.InvalidPageToken: (_Code.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN),
+    errors.EmailTaken: (_Code.ALREADY_EXISTS, ErrorReason.EMAIL_TAKEN),
+    errors.RegistrationDisabled: (_Code.PERMISSION_DENIED, ErrorReason.REGISTRATION_DISABLED),
+    errors.SessionNotFound: (_Code.NOT_FOUND, ErrorReason.SESSION_NOT_FOUND),
+    errors.InvalidCredentials: (_Code.UNAUTHENTICATED, ErrorReason.INVALID_CREDENTIALS),
+    errors.MissingCredentials: (_Code.UNAUTHENTICATED, ErrorReason.MISSING_CREDENTIALS),
+    errors.TokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_INVALID),
+    errors.TokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_EXPIRED),
+    errors.RefreshTokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_INVALID),
+    errors.RefreshTokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_EXPIRED),
+    errors.RefreshTokenReused: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_REUSED),
+    errors.SessionRevoked: (_Code.UNAUTHENTICATED, ErrorReason.SESSION_REVOKED),
+    errors.SessionExpired: (_Code.UNAUTHENTICATED, ErrorReason.SESSION_EXPIRED),
+    errors.RateLimited: (_Code.RESOURCE_EXHAUSTED, ErrorReason.RATE_LIMITED),
+    errors.ServerBusy: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SERVER_BUSY),
+    errors.DatabaseUnavailable: (_Code.UNAVAILABLE, ErrorReason.DATABASE_UNAVAILABLE),
+    errors.NotReady: (_Code.UNAVAILABLE, ErrorReason.NOT_READY),
+}
+_INTERNAL: _Answer = (_Code.INTERNAL, ErrorReason.INTERNAL)
 
 
-def _code_of(error: errors.AuthError) -> grpc.StatusCode:
-    for error_type, code in _CODES:
-        if isinstance(error, error_type):
-            return code
-    return grpc.StatusCode.INTERNAL
+def answer_for(error_type: type[errors.AuthError]) -> _Answer:
+    """The status code and ErrorInfo reason an error of this class answers with."""
+    for cls in error_type.__mro__:
+        if issubclass(cls, errors.AuthError) and cls in _ANSWERS:
+            return _ANSWERS[cls]
+    return _INTERNAL
+
+
+def reason_of(error: errors.AuthError) -> str:
+    """The ErrorInfo reason `error` answers with, as sent: its ErrorReason's name."""
+    return ErrorReason.Name(answer_for(type(error))[1])
 
 
 def _packed(message: object) -> any_pb2.Any:
@@ -44,12 +75,11 @@ def _packed(message: object) -> any_pb2.Any:
 
 def status_for(error: errors.AuthError) -> grpc.Status:
     """The rich status for `error`: its code, one ErrorInfo, and a BadRequest for fields."""
-    code = _code_of(error)
-    details = [
-        _packed(
-            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
-        )
-    ]
+    code, reason = answer_for(type(error))
+    info = error_details_pb2.ErrorInfo(
+        reason=ErrorReason.Name(reason), domain=DOMAIN, metadata=error.metadata
+    )
+    details = [_packed(info)]
     if isinstance(error, errors.InvalidArgument):
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=error.field, description=error.message
@@ -64,14 +94,19 @@ def status_for(error: errors.AuthError) -> grpc.Status:
     return cast(grpc.Status, rpc_status.to_status(status))
 
 
-def plain_status(code: grpc.StatusCode, message: str) -> grpc.Status:
-    """A status the service raises itself, not from an AuthError: its ErrorInfo reason is
-    the code's name (INTERNAL, DEADLINE_EXCEEDED), so every answer carries one."""
-    info = error_details_pb2.ErrorInfo(reason=code.name, domain=DOMAIN)
+def _plain_status(answer: _Answer, message: str) -> grpc.Status:
+    code, reason = answer
+    info = error_details_pb2.ErrorInfo(reason=ErrorReason.Name(reason), domain=DOMAIN)
     status = status_pb2.Status(code=code.value[0], message=message, details=[_packed(info)])
     return cast(grpc.Status, rpc_status.to_status(status))
 
 
+def deadline_exceeded_status() -> grpc.Status:
+    """For a call whose deadline passed while the service worked on it."""
+    answer = (grpc.StatusCode.DEADLINE_EXCEEDED, ErrorReason.DEADLINE_EXCEEDED)
+    return _plain_status(answer, "deadline exceeded")
+
+
 def internal_status() -> grpc.Status:
     """For bugs: no detail leaves the process (the log has the traceback)."""
-    return plain_status(grpc.StatusCode.INTERNAL, "internal error")
+    return _plain_status(_INTERNAL, "internal error")

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar, cast
 import grpc
 from google.protobuf.message import DecodeError
 
-from authsvc.api.errors import internal_status, plain_status, status_for
+from authsvc.api.errors import deadline_exceeded_status, internal_status, reason_of, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID
 
@@ -253,9 +253,9 @@ async def _serve(
                 return await behaviour(_decode(deserialize, raw), context)
         except AuthError as exc:
             status = status_for(exc)
-            code, reason = status.code, exc.reason
+            code, reason = status.code, reason_of(exc)
         except TimeoutError:
-            status = plain_status(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            status = deadline_exceeded_status()
             code = status.code
         except (asyncio.CancelledError, grpc.aio.AbortError):
             code = grpc.StatusCode.CANCELLED

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import grpc
 
 from authsvc.api import convert
+from authsvc.api.errors import reason_of
 from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
 from authsvc.core.errors import InvalidArgument
@@ -173,7 +174,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             raise InvalidArgument("access_token", "access_token is required")
         result = await self._sessions.validate(request.access_token)
         response = pb.ValidateTokenResponse(
-            active=result.active, inactive_reason=result.inactive_reason
+            active=result.active,
+            inactive_reason="" if result.inactive is None else reason_of(result.inactive),
         )
         if result.principal is not None:
             principal = result.principal

@@ -1,7 +1,7 @@
 """The errors the service can answer with.
 
-Each class carries the stable `reason` that clients branch on; `api/errors.py`
-chooses the gRPC status code for each class in one table.
+`api/errors.py` chooses each class's gRPC status code and the stable ErrorInfo
+reason clients branch on, in one table, from the proto's ErrorReason enum.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ __all__ = [
 class AuthError(Exception):
     """Base of every error the service answers with on purpose."""
 
-    reason: str = "UNKNOWN"
-
     def __init__(self, message: str, **metadata: str) -> None:
         super().__init__(message)
         self.message = message
@@ -49,34 +47,32 @@ class AuthError(Exception):
 class InvalidArgument(AuthError):
     """A request field is malformed; `metadata["field"]` names it."""
 
-    reason = "INVALID_FIELD"
-
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message, field=field)
         self.field = field
 
 
 class WeakPassword(InvalidArgument):
-    reason = "WEAK_PASSWORD"
+    """The new password breaks the policy."""
 
 
 class InvalidPageToken(InvalidArgument):
-    reason = "INVALID_PAGE_TOKEN"
+    """A page token not issued for this caller and request."""
 
     def __init__(self) -> None:
         super().__init__("page_token", "page_token was not issued for this request")
 
 
 class EmailTaken(AuthError):
-    reason = "EMAIL_TAKEN"
+    """Register with an email that has an account (only when accounts may be revealed)."""
 
 
 class RegistrationDisabled(AuthError):
-    reason = "REGISTRATION_DISABLED"
+    """Register is switched off."""
 
 
 class SessionNotFound(AuthError):
-    reason = "SESSION_NOT_FOUND"
+    """No such session among the caller's."""
 
 
 class Unauthenticated(AuthError):
@@ -84,21 +80,19 @@ class Unauthenticated(AuthError):
 
 
 class InvalidCredentials(Unauthenticated):
-    reason = "INVALID_CREDENTIALS"
+    """Wrong password or unknown email; the answer does not say which."""
 
 
 class MissingCredentials(Unauthenticated):
-    reason = "MISSING_CREDENTIALS"
+    """The call needs an access token and carried none."""
 
 
 class TokenInvalid(Unauthenticated):
-    reason = "TOKEN_INVALID"
+    """The access token is malformed, forged, not ours, or not valid yet."""
 
 
 class TokenExpired(Unauthenticated):
     """Our token, validly signed, past its `exp`; carries who it was for."""
-
-    reason = "TOKEN_EXPIRED"
 
     def __init__(self, message: str, *, principal: Principal) -> None:
         super().__init__(message)
@@ -106,29 +100,27 @@ class TokenExpired(Unauthenticated):
 
 
 class RefreshTokenInvalid(Unauthenticated):
-    reason = "REFRESH_TOKEN_INVALID"
+    """The refresh token is unknown."""
 
 
 class RefreshTokenExpired(Unauthenticated):
-    reason = "REFRESH_TOKEN_EXPIRED"
+    """The refresh token is past its expiry."""
 
 
 class RefreshTokenReused(Unauthenticated):
-    reason = "REFRESH_TOKEN_REUSED"
+    """An already-rotated refresh token came back; its session is revoked."""
 
 
 class SessionRevoked(Unauthenticated):
-    reason = "SESSION_REVOKED"
+    """The session was logged out or revoked."""
 
 
 class SessionExpired(Unauthenticated):
-    reason = "SESSION_EXPIRED"
+    """The session passed its idle timeout or absolute lifetime."""
 
 
 class RateLimited(AuthError):
     """Too many failed attempts; try again after `retry_after`."""
-
-    reason = "RATE_LIMITED"
 
     def __init__(self, message: str, *, retry_after: timedelta) -> None:
         super().__init__(message)
@@ -139,8 +131,6 @@ class ServerBusy(RateLimited):
     """This process has no password-hashing capacity free; retry after `retry_after`.
     Refused at once rather than queued past the caller's deadline."""
 
-    reason = "SERVER_BUSY"
-
 
 class DatabaseUnavailable(AuthError):
     """The database cannot be reached, used, or did not answer in time; retryable.
@@ -149,8 +139,6 @@ class DatabaseUnavailable(AuthError):
     operator's log and the CLI; clients get only the message.
     """
 
-    reason = "DATABASE_UNAVAILABLE"
-
     def __init__(self, message: str = "database unavailable", *, detail: str = "") -> None:
         super().__init__(message)
         self.detail = detail or message
@@ -158,5 +146,3 @@ class DatabaseUnavailable(AuthError):
 
 class NotReady(AuthError):
     """The service has not finished starting (no database or keys yet)."""
-
-    reason = "NOT_READY"

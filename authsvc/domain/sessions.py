@@ -174,10 +174,14 @@ class SessionPolicy:
 class Validation:
     """The answer to "may I trust this access token right now?"."""
 
-    active: bool
-    inactive_reason: str
+    # Why the token must not be trusted (the api answers with its reason); None if it may.
+    inactive: Unauthenticated | None
     # Set whenever the signature was ours, active or not.
     principal: Principal | None
+
+    @property
+    def active(self) -> bool:
+        return self.inactive is None
 
 
 def _origin_of(device: DeviceInfo) -> RequestOrigin:
@@ -574,16 +578,16 @@ class SessionService:
         try:
             principal = await self._access.verify(access_token)
         except TokenExpired as exc:
-            return Validation(active=False, inactive_reason=exc.reason, principal=exc.principal)
+            return Validation(inactive=exc, principal=exc.principal)
         except TokenInvalid as exc:
-            return Validation(active=False, inactive_reason=exc.reason, principal=None)
+            return Validation(inactive=exc, principal=None)
         try:
             await self._check_session(principal)
         except TokenInvalid as exc:
-            return Validation(active=False, inactive_reason=exc.reason, principal=None)
+            return Validation(inactive=exc, principal=None)
         except Unauthenticated as exc:
-            return Validation(active=False, inactive_reason=exc.reason, principal=principal)
-        return Validation(active=True, inactive_reason="", principal=principal)
+            return Validation(inactive=exc, principal=principal)
+        return Validation(inactive=None, principal=principal)
 
     # --- managing sessions ------------------------------------------------
 

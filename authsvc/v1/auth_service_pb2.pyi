@@ -605,7 +605,7 @@ class ValidateTokenResponse(_message.Message):
     live (not revoked, not expired) at this moment.
     """
     inactive_reason: _builtins.str
-    """Why the token is inactive: an ErrorInfo reason such as TOKEN_EXPIRED,
+    """Why the token is inactive: the name of an ErrorReason such as TOKEN_EXPIRED,
     TOKEN_INVALID, SESSION_REVOKED or SESSION_EXPIRED. Empty when active.
     """
     user_id: _builtins.str

@@ -28,8 +28,11 @@ from tests.helpers import PASSWORD, Stub, bearer, error_info
 TABLE = json.loads(
     (REPO_ROOT / "clients" / "testdata" / "access_token_claims.json").read_text(encoding="utf-8")
 )
-CASES = [pytest.param(case, id=case["name"]) for case in TABLE["cases"]]
 ACCEPTED = "accepted"
+CASES = [pytest.param(case, id=case["name"]) for case in TABLE["cases"]]
+REFUSED = [
+    pytest.param(case, id=case["name"]) for case in TABLE["cases"] if case["verdict"] != ACCEPTED
+]
 
 
 @pytest_asyncio.fixture
@@ -119,3 +122,20 @@ async def test_token_verifier_answers_the_claims_table(
     verdict = await _verifier_verdict(TokenVerifier(client, now=clock.now), token)
 
     assert verdict == case["verdict"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", REFUSED)
+async def test_token_verifier_says_why_it_refuses(
+    client: AuthClient,
+    server: AuthServer,
+    clock: FrozenClock,
+    pair: TokenPair,
+    case: dict[str, Any],
+) -> None:
+    token = _token(server, pair, case)
+
+    with pytest.raises(AuthsvcError) as caught:
+        await TokenVerifier(client, now=clock.now).verify(token)
+
+    assert (caught.value.reason, caught.value.message) == (case["verdict"], case["message"])

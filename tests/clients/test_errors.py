@@ -12,30 +12,84 @@ from authsvc_client import (
     AlreadyExists,
     AuthClient,
     AuthsvcError,
+    DatabaseUnavailable,
     EmailTaken,
     InvalidArgument,
     InvalidCredentials,
     InvalidPageToken,
     MissingCredentials,
     NotFound,
+    NotReady,
     PermissionDenied,
     RateLimited,
+    RefreshTokenExpired,
     RefreshTokenInvalid,
+    RefreshTokenReused,
     RegistrationDisabled,
     SessionExpired,
     SessionNotFound,
+    SessionRevoked,
+    TokenExpired,
+    TokenInvalid,
     Unavailable,
     WeakPassword,
+    error_from_rpc,
 )
+from authsvc_client.v1.error_reason_pb2 import ErrorReason
+from google.rpc import error_details_pb2, status_pb2
 
 from tests.conftest import Launch
-from tests.helpers import PASSWORD, unused_port
-
-pytestmark = pytest.mark.asyncio
+from tests.helpers import PASSWORD, served_reasons, unused_port
 
 EMAIL = "ada@example.com"
 
+# The class each reason raises, as the classes' docstrings promise: a reason of its own
+# names its own class; INVALID_FIELD the family's; a bug or a deadline only the base.
+RAISES: dict[str, type[AuthsvcError]] = {
+    "INVALID_FIELD": InvalidArgument,
+    "WEAK_PASSWORD": WeakPassword,
+    "INVALID_PAGE_TOKEN": InvalidPageToken,
+    "EMAIL_TAKEN": EmailTaken,
+    "REGISTRATION_DISABLED": RegistrationDisabled,
+    "INVALID_CREDENTIALS": InvalidCredentials,
+    "MISSING_CREDENTIALS": MissingCredentials,
+    "TOKEN_INVALID": TokenInvalid,
+    "TOKEN_EXPIRED": TokenExpired,
+    "REFRESH_TOKEN_INVALID": RefreshTokenInvalid,
+    "REFRESH_TOKEN_EXPIRED": RefreshTokenExpired,
+    "REFRESH_TOKEN_REUSED": RefreshTokenReused,
+    "SESSION_REVOKED": SessionRevoked,
+    "SESSION_EXPIRED": SessionExpired,
+    "SESSION_NOT_FOUND": SessionNotFound,
+    "RATE_LIMITED": RateLimited,
+    "SERVER_BUSY": RateLimited,
+    "DATABASE_UNAVAILABLE": DatabaseUnavailable,
+    "NOT_READY": NotReady,
+    "DEADLINE_EXCEEDED": AuthsvcError,
+    "INTERNAL": AuthsvcError,
+}
+REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 
+
+def _failed_call(code: grpc.StatusCode, reason: str) -> grpc.aio.AioRpcError:
+    """A call that failed as the server fails one: the code, and an ErrorInfo in the trailers."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain="authsvc")
+    status = status_pb2.Status(code=code.value[0], message="refused")
+    status.details.add().Pack(info)
+    trailers = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details="refused")
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_each_reason_the_server_sends_raises_its_class(reason: str) -> None:
+    code = served_reasons()[reason]
+
+    error = error_from_rpc(_failed_call(code, reason))
+
+    assert (type(error), error.code, error.reason) == (RAISES[reason], code, reason)
+
+
+@pytest.mark.asyncio
 async def test_register_with_a_taken_email_and_another_password_raises_invalid_credentials(
     client: AuthClient,
 ) -> None:
@@ -45,6 +99,7 @@ async def test_register_with_a_taken_email_and_another_password_raises_invalid_c
         await client.register(EMAIL, "another password 42")
 
 
+@pytest.mark.asyncio
 async def test_register_with_a_taken_email_and_its_owners_password_signs_in(
     client: AuthClient,
 ) -> None:
@@ -56,6 +111,7 @@ async def test_register_with_a_taken_email_and_its_owners_password_signs_in(
     assert again.session_id != first.session_id
 
 
+@pytest.mark.asyncio
 async def test_register_revealing_accounts_with_a_taken_email_raises_already_exists(
     launch: Launch,
 ) -> None:
@@ -74,6 +130,7 @@ async def test_register_revealing_accounts_with_a_taken_email_raises_already_exi
     )
 
 
+@pytest.mark.asyncio
 async def test_register_with_a_weak_password_raises_invalid_argument_naming_the_field(
     client: AuthClient,
 ) -> None:
@@ -85,6 +142,7 @@ async def test_register_with_a_weak_password_raises_invalid_argument_naming_the_
     assert (caught.value.reason, caught.value.field) == ("WEAK_PASSWORD", "password")
 
 
+@pytest.mark.asyncio
 async def test_register_while_disabled_raises_permission_denied(launch: Launch) -> None:
     launched = await launch(registration_enabled="false")
 
@@ -96,6 +154,7 @@ async def test_register_while_disabled_raises_permission_denied(launch: Launch) 
     assert caught.value.reason == "REGISTRATION_DISABLED"
 
 
+@pytest.mark.asyncio
 async def test_login_with_a_wrong_password_raises_invalid_credentials(client: AuthClient) -> None:
     await client.register(EMAIL, PASSWORD)
 
@@ -108,6 +167,7 @@ async def test_login_with_a_wrong_password_raises_invalid_credentials(client: Au
     )
 
 
+@pytest.mark.asyncio
 async def test_list_sessions_before_signing_in_raises_missing_credentials(
     client: AuthClient,
 ) -> None:
@@ -117,6 +177,7 @@ async def test_list_sessions_before_signing_in_raises_missing_credentials(
     assert caught.value.reason == "MISSING_CREDENTIALS"
 
 
+@pytest.mark.asyncio
 async def test_revoking_a_session_that_is_not_the_callers_raises_not_found(
     client: AuthClient,
 ) -> None:
@@ -129,6 +190,7 @@ async def test_revoking_a_session_that_is_not_the_callers_raises_not_found(
     assert caught.value.reason == "SESSION_NOT_FOUND"
 
 
+@pytest.mark.asyncio
 async def test_a_foreign_page_token_raises_invalid_argument_invalid_page_token(
     client: AuthClient,
 ) -> None:
@@ -140,6 +202,7 @@ async def test_a_foreign_page_token_raises_invalid_argument_invalid_page_token(
     assert (caught.value.reason, caught.value.field) == ("INVALID_PAGE_TOKEN", "page_token")
 
 
+@pytest.mark.asyncio
 async def test_rate_limited_login_exposes_the_retry_delay(launch: Launch) -> None:
     launched = await launch(login_failures_per_account="2")
 
@@ -156,6 +219,7 @@ async def test_rate_limited_login_exposes_the_retry_delay(launch: Launch) -> Non
     )
 
 
+@pytest.mark.asyncio
 async def test_an_unknown_refresh_token_raises_refresh_token_invalid_a_session_end(
     client: AuthClient,
 ) -> None:
@@ -169,6 +233,7 @@ async def test_an_unknown_refresh_token_raises_refresh_token_invalid_a_session_e
     assert caught.value.reason == "REFRESH_TOKEN_INVALID"
 
 
+@pytest.mark.asyncio
 async def test_unreachable_service_raises_unavailable() -> None:
     async with AuthClient.connect(f"127.0.0.1:{unused_port()}") as client:
         with pytest.raises(Unavailable) as caught:
@@ -177,6 +242,7 @@ async def test_unreachable_service_raises_unavailable() -> None:
     assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.UNAVAILABLE, "")
 
 
+@pytest.mark.asyncio
 async def test_errors_keep_the_grpc_error_as_their_cause(client: AuthClient) -> None:
     with pytest.raises(AuthsvcError) as caught:
         await client.login(EMAIL, PASSWORD)

@@ -12,6 +12,7 @@ import pytest_asyncio
 from authsvc_client import (
     AuthClient,
     SessionExpired,
+    SessionRevoked,
     TokenExpired,
     TokenInvalid,
     TokenPair,
@@ -100,7 +101,10 @@ async def test_garbage_raises_token_invalid(client: AuthClient, clock: FrozenClo
     with pytest.raises(TokenInvalid) as caught:
         await _verifier(client, clock).verify("not-a-jwt")
 
-    assert caught.value.reason == "TOKEN_INVALID"
+    assert (caught.value.reason, caught.value.message) == (
+        "TOKEN_INVALID",
+        "access token is malformed",
+    )
 
 
 async def test_token_for_another_audience_raises_token_invalid(
@@ -108,8 +112,10 @@ async def test_token_for_another_audience_raises_token_invalid(
 ) -> None:
     token = _forged(server, await _pair(user), aud="billing")
 
-    with pytest.raises(TokenInvalid):
+    with pytest.raises(TokenInvalid) as caught:
         await _verifier(client, clock).verify(token)
+
+    assert caught.value.message == "access token is for another audience"
 
 
 async def test_token_from_another_issuer_raises_token_invalid(
@@ -117,8 +123,10 @@ async def test_token_from_another_issuer_raises_token_invalid(
 ) -> None:
     token = _forged(server, await _pair(user), iss="https://elsewhere.example")
 
-    with pytest.raises(TokenInvalid):
+    with pytest.raises(TokenInvalid) as caught:
         await _verifier(client, clock).verify(token)
+
+    assert caught.value.message == "access token is from another issuer"
 
 
 async def test_verifier_checks_the_configured_audience(
@@ -145,8 +153,10 @@ async def test_token_choosing_an_algorithm_other_than_its_keys_raises_token_inva
     # The classic confusion: HMAC "signed" with a value the attacker knows, under a real kid.
     token = _forged(server, await _pair(user), algorithm="HS256", key="known-to-everyone" * 2)
 
-    with pytest.raises(TokenInvalid):
+    with pytest.raises(TokenInvalid) as caught:
         await _verifier(client, clock).verify(token)
+
+    assert caught.value.message == "access token signature is invalid"
 
 
 async def test_unsigned_token_raises_token_invalid(
@@ -154,8 +164,34 @@ async def test_unsigned_token_raises_token_invalid(
 ) -> None:
     token = _forged(server, await _pair(user), algorithm="none", key="")
 
-    with pytest.raises(TokenInvalid):
+    with pytest.raises(TokenInvalid) as caught:
         await _verifier(client, clock).verify(token)
+
+    assert caught.value.message == "access token signature is invalid"
+
+
+async def test_token_with_another_tokens_signature_raises_token_invalid_naming_the_signature(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+    signed_input = _forged(server, pair, jti="one").rpartition(".")[0]
+    signature = _forged(server, pair, jti="another").rpartition(".")[2]
+
+    with pytest.raises(TokenInvalid) as caught:
+        await _verifier(client, clock).verify(f"{signed_input}.{signature}")
+
+    assert caught.value.message == "access token signature is invalid"
+
+
+async def test_token_of_an_unknown_key_raises_token_invalid_naming_the_key(
+    client: AuthClient, user: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    token = _forged(server, await _pair(user), headers={"kid": "not-a-key-of-ours"})
+
+    with pytest.raises(TokenInvalid) as caught:
+        await _verifier(client, clock).verify(token)
+
+    assert caught.value.message == "access token is signed by an unknown key"
 
 
 async def test_token_of_a_new_key_verifies_after_rotation(
@@ -233,15 +269,16 @@ async def test_offline_verification_accepts_a_revoked_sessions_token_until_it_ex
     assert principal.session_id == pair.session_id
 
 
-async def test_online_verification_refuses_a_revoked_sessions_token(
+async def test_online_verification_of_a_revoked_sessions_token_raises_session_revoked(
     client: AuthClient, user: AuthClient, clock: FrozenClock
 ) -> None:
     pair = await _pair(user)
     await user.logout()
 
-    with pytest.raises(SessionExpired) as caught:
+    with pytest.raises(SessionRevoked) as caught:
         await _verifier(client, clock, online=True).verify(pair.access_token)
 
+    assert isinstance(caught.value, SessionExpired)
     assert caught.value.reason == "SESSION_REVOKED"
 
 

@@ -2,10 +2,10 @@
 
 One server serves the whole module, with login limits too high to throttle the
 fuzzer. Whatever hypothesis sends, each answer is OK or a documented rejection
-(a status code and an ErrorInfo reason from the proto's table), never INTERNAL or
-UNKNOWN; and a rejected call leaves every row of users, sessions, refresh_tokens and
-signing_keys as it was (and the audit trail and throttle counters too, unless it was a
-failed login).
+(a status code and an ErrorInfo reason, paired as ErrorReason's proto comments pair them),
+never INTERNAL or UNKNOWN; and a rejected call leaves every row of users, sessions,
+refresh_tokens and signing_keys as it was (and the audit trail and throttle counters too,
+unless it was a failed login).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import asyncio
 import base64
 import functools
 import json
-import re
 import string
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,7 +35,17 @@ from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, make_config
-from tests.helpers import PASSWORD, Registered, Stub, bearer, error_info, login, register
+from tests.helpers import (
+    ERROR_REASON_PROTO,
+    PASSWORD,
+    Registered,
+    Stub,
+    bearer,
+    documented_reasons,
+    error_info,
+    login,
+    register,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,7 +53,6 @@ MAX_REQUEST_BYTES = 64 * 1024  # the default max_message_bytes
 LONG_TEXT_BYTES = 60 * 1024
 METADATA_BYTES = 6 * 1024
 SERVICE = "/authsvc.v1.AuthService"
-PROTO = Path(__file__).resolve().parents[2] / "protos" / "authsvc" / "v1" / "auth_service.proto"
 
 # The codes a caller's bad input may earn; everything else would be the service's fault.
 REJECTION_CODES = frozenset(
@@ -70,11 +77,10 @@ def fuzz_settings(max_examples: int) -> settings:
 
 
 @functools.cache
-def documented_reasons() -> frozenset[tuple[str, str]]:
-    """(code name, reason) pairs of the ErrorInfo table in the service comment."""
-    rows = re.findall(r"^//\s+([A-Z_]+)\s+([A-Z_]+)\s{2,}\S", PROTO.read_text(), re.MULTILINE)
-    pairs = frozenset((code, reason) for code, reason in rows)
-    assert len(pairs) >= 15, f"the reasons table in {PROTO} did not parse: {pairs}"
+def documented_answers() -> frozenset[tuple[str, str]]:
+    """(code name, reason) pairs, as ErrorReason's value comments in the proto give them."""
+    pairs = frozenset((code, reason) for reason, code in documented_reasons().items())
+    assert len(pairs) >= 15, f"the reasons in {ERROR_REASON_PROTO} did not parse: {pairs}"
     return pairs
 
 
@@ -195,7 +201,7 @@ def assert_documented_rejection(error: grpc.aio.AioRpcError, request: Message | 
     )
     assert code in REJECTION_CODES, f"{code.name}: {error.details()}"
     code, reason, metadata = error_info(error)  # asserts one ErrorInfo, domain authsvc
-    assert (code.name, reason) in documented_reasons()
+    assert (code.name, reason) in documented_answers()
     if code is grpc.StatusCode.INVALID_ARGUMENT and request is not None:
         assert metadata.get("field") in request.DESCRIPTOR.fields_by_name, metadata
 

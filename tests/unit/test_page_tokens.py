@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from authsvc.api import convert
+from authsvc.api.errors import reason_of
 from authsvc.core.errors import InvalidArgument, InvalidPageToken
 from authsvc.core.models import SessionId, UserId
 
@@ -171,7 +172,7 @@ def test_invalid_page_token_names_the_page_token_field() -> None:
     with pytest.raises(InvalidPageToken) as caught:
         convert.decode_page_token(ALICE, "garbage")
 
-    assert (caught.value.reason, caught.value.metadata) == (
+    assert (reason_of(caught.value), caught.value.metadata) == (
         "INVALID_PAGE_TOKEN",
         {"field": "page_token"},
     )
@@ -190,5 +191,5 @@ def test_negative_page_size_is_invalid_argument_naming_the_field(requested: int)
     with pytest.raises(InvalidArgument) as caught:
         convert.page_size(requested)
 
-    assert caught.value.reason == "INVALID_FIELD"
+    assert reason_of(caught.value) == "INVALID_FIELD"
     assert caught.value.field == "page_size"

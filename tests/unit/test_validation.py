@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from authsvc.api.errors import reason_of
 from authsvc.core.errors import InvalidArgument, WeakPassword
 from authsvc.domain.validation import (
     MAX_LABEL_LENGTH,
@@ -60,7 +61,7 @@ def test_normalize_email_rejects_invalid_addresses_naming_the_email_field(email:
     with pytest.raises(InvalidArgument) as caught:
         normalize_email(email)
 
-    assert (caught.value.reason, caught.value.metadata) == ("INVALID_FIELD", {"field": "email"})
+    assert (reason_of(caught.value), caught.value.metadata) == ("INVALID_FIELD", {"field": "email"})
 
 
 # --- check_new_password ----------------------------------------------------------
@@ -78,7 +79,10 @@ def test_check_new_password_rejects_a_password_shorter_than_min_length_as_weak()
     with pytest.raises(WeakPassword) as caught:
         check_new_password("x" * 11, min_length=12, email=EMAIL)
 
-    assert (caught.value.reason, caught.value.metadata) == ("WEAK_PASSWORD", {"field": "password"})
+    assert (reason_of(caught.value), caught.value.metadata) == (
+        "WEAK_PASSWORD",
+        {"field": "password"},
+    )
 
 
 @pytest.mark.parametrize("password", [EMAIL, "ALICE@example.com", f"  {EMAIL} "])
@@ -110,7 +114,10 @@ def test_check_new_password_rejects_missing_or_oversized_as_invalid_field(passwo
     with pytest.raises(InvalidArgument) as caught:
         check_new_password(password, min_length=8, email=EMAIL)
 
-    assert (caught.value.reason, caught.value.metadata) == ("INVALID_FIELD", {"field": "password"})
+    assert (reason_of(caught.value), caught.value.metadata) == (
+        "INVALID_FIELD",
+        {"field": "password"},
+    )
 
 
 # --- clean_label -----------------------------------------------------------------
@@ -138,7 +145,7 @@ def test_clean_label_rejects_over_max_length_naming_the_field() -> None:
     with pytest.raises(InvalidArgument) as caught:
         clean_label("display_name", "x" * (MAX_LABEL_LENGTH + 1), max_length=MAX_LABEL_LENGTH)
 
-    assert (caught.value.reason, caught.value.metadata) == (
+    assert (reason_of(caught.value), caught.value.metadata) == (
         "INVALID_FIELD",
         {"field": "display_name"},
     )
@@ -153,7 +160,7 @@ def test_clean_label_rejects_control_characters_naming_the_field(value: str) -> 
     with pytest.raises(InvalidArgument) as caught:
         clean_label("device_name", value, max_length=100)
 
-    assert (caught.value.reason, caught.value.metadata) == (
+    assert (reason_of(caught.value), caught.value.metadata) == (
         "INVALID_FIELD",
         {"field": "device_name"},
     )

@@ -1,5 +1,6 @@
-// Typed errors: one class per ErrorInfo reason in auth_service.proto, grouped by status code,
-// and the one function (toAuthsvcError) that maps a ConnectError onto them.
+// Typed errors: one class per ErrorInfo reason (the generated ErrorReason enum, from
+// error_reason.proto), grouped by status code, and the one function (toAuthsvcError) that
+// maps a ConnectError onto them.
 //
 // Branch on the class (`err instanceof InvalidCredentials`) or on `err.reason`; never on
 // the message text. The names follow the server's (authsvc/core/errors.py) and the Python
@@ -8,31 +9,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo } from "./error_details.js";
+import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
 
 /** The ErrorInfo domain of every authsvc error. */
 export const DOMAIN = "authsvc";
 
-/** Every reason auth_service.proto documents. */
-export type Reason =
-  | "INVALID_FIELD"
-  | "WEAK_PASSWORD"
-  | "INVALID_PAGE_TOKEN"
-  | "EMAIL_TAKEN"
-  | "REGISTRATION_DISABLED"
-  | "INVALID_CREDENTIALS"
-  | "MISSING_CREDENTIALS"
-  | "TOKEN_INVALID"
-  | "TOKEN_EXPIRED"
-  | "REFRESH_TOKEN_INVALID"
-  | "REFRESH_TOKEN_EXPIRED"
-  | "REFRESH_TOKEN_REUSED"
-  | "SESSION_REVOKED"
-  | "SESSION_EXPIRED"
-  | "SESSION_NOT_FOUND"
-  | "RATE_LIMITED"
-  | "SERVER_BUSY"
-  | "DATABASE_UNAVAILABLE"
-  | "NOT_READY";
+/** Every reason the service sends: the names of the generated ErrorReason's values. */
+export type Reason = Exclude<keyof typeof ErrorReason, "ERROR_REASON_UNSPECIFIED">;
 
 export interface AuthsvcErrorInit {
   code: Code;
@@ -137,6 +120,7 @@ export class NotReady extends Unavailable {}
 
 type ErrorClass = new (init: AuthsvcErrorInit) => AuthsvcError;
 
+// Every reason, so a value added to the enum fails to compile until it has its class.
 const BY_REASON: Record<Reason, ErrorClass> = {
   INVALID_FIELD: InvalidArgument,
   WEAK_PASSWORD: WeakPassword,
@@ -157,6 +141,8 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   SERVER_BUSY: RateLimited,
   DATABASE_UNAVAILABLE: DatabaseUnavailable,
   NOT_READY: NotReady,
+  DEADLINE_EXCEEDED: AuthsvcError,
+  INTERNAL: AuthsvcError,
 };
 
 // For a reason this client does not know yet (or no ErrorInfo at all): the code's family.

@@ -17,6 +17,7 @@
 
 import { Code } from "@connectrpc/connect";
 import { MissingCredentials, SessionExpired, toAuthsvcError } from "./errors.js";
+import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
 
 /** One session's credentials, as Register, Login and Refresh return them. */
 export interface Tokens {
@@ -147,7 +148,7 @@ export class TokenManager {
     throw new MissingCredentials({
       code: Code.Unauthenticated,
       message: "not signed in: no tokens to refresh",
-      reason: "MISSING_CREDENTIALS",
+      reason: ErrorReason[ErrorReason.MISSING_CREDENTIALS],
     });
   }
 

@@ -6,6 +6,7 @@ import { createPublicKey, verify as verifySignature, type KeyObject } from "node
 import { Code } from "@connectrpc/connect";
 import type { Jwk, Jwks } from "./client.js";
 import { DOMAIN, TokenExpired, TokenInvalid } from "./errors.js";
+import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
 
 /** The server's default AUTHSVC_CLOCK_SKEW, so server and verifier refuse the same tokens. */
 export const DEFAULT_LEEWAY_MS = 30_000;
@@ -49,8 +50,14 @@ interface VerificationKey {
   key: KeyObject;
 }
 
+// Messages say why, in the Python verifier's words (the shared claims table checks both).
 function invalid(message: string): TokenInvalid {
-  return new TokenInvalid({ code: Code.Unauthenticated, message, reason: "TOKEN_INVALID", domain: DOMAIN });
+  const reason = ErrorReason[ErrorReason.TOKEN_INVALID];
+  return new TokenInvalid({ code: Code.Unauthenticated, message, reason, domain: DOMAIN });
+}
+
+function malformed(name: string): TokenInvalid {
+  return invalid(`access token has a malformed ${name} claim`);
 }
 
 function decodeJson(part: string): Record<string, unknown> {
@@ -62,9 +69,10 @@ function decodeJson(part: string): Record<string, unknown> {
 }
 
 /** A NumericDate claim (RFC 7519: a JSON number of seconds) in ms, whole seconds as the server reads it. */
-function numericDate(value: unknown): number {
+function numericDate(claims: Record<string, unknown>, name: string): number {
+  const value = claims[name];
   if (typeof value !== "number" || !Number.isFinite(value)) {
-    throw invalid("access token is invalid");
+    throw malformed(name);
   }
   return Math.trunc(value) * 1000;
 }
@@ -108,7 +116,8 @@ function jwkOf(entry: Jwk): { [member: string]: string } {
  * once per `jwksRefetchIntervalMs`. Offline verification cannot see a revoked session: its
  * tokens pass until they expire; ask `AuthClient.validateToken` when that matters.
  *
- * Throws TokenInvalid or TokenExpired; a failure to fetch the keys throws the client's error.
+ * Throws TokenInvalid, whose message says why (the Python verifier's words), or TokenExpired;
+ * a failure to fetch the keys throws the client's error.
  */
 export class TokenVerifier {
   readonly #source: JwksSource;
@@ -190,14 +199,17 @@ export class TokenVerifier {
       throw invalid("access token is from another issuer");
     }
     const { sub, sid } = claims;
-    if (typeof sub !== "string" || typeof sid !== "string" || !UUID.test(sub) || !UUID.test(sid)) {
-      throw invalid("access token is invalid");
+    if (typeof sub !== "string" || !UUID.test(sub)) {
+      throw malformed("sub");
     }
-    const expiresMs = numericDate(claims["exp"]);
+    if (typeof sid !== "string" || !UUID.test(sid)) {
+      throw malformed("sid");
+    }
+    const expiresMs = numericDate(claims, "exp");
     // Valid from its issue, or from `nbf` when that is later (as the server checks).
-    let notBeforeMs = numericDate(claims["iat"]);
+    let notBeforeMs = numericDate(claims, "iat");
     if (claims["nbf"] !== undefined) {
-      notBeforeMs = Math.max(notBeforeMs, numericDate(claims["nbf"]));
+      notBeforeMs = Math.max(notBeforeMs, numericDate(claims, "nbf"));
     }
     const nowMs = this.#now().getTime();
     if (nowMs < notBeforeMs - this.#leewayMs) {
@@ -207,7 +219,7 @@ export class TokenVerifier {
       throw new TokenExpired({
         code: Code.Unauthenticated,
         message: "access token has expired",
-        reason: "TOKEN_EXPIRED",
+        reason: ErrorReason[ErrorReason.TOKEN_EXPIRED],
         domain: DOMAIN,
       });
     }

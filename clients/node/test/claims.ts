@@ -19,6 +19,8 @@ interface ClaimsCase {
   claims?: Record<string, unknown>;
   remove?: string[];
   verdict: string;
+  /** What both clients' verifiers say of a refusal. */
+  message?: string;
 }
 
 interface ClaimsTable {
@@ -76,16 +78,17 @@ function signCase(key: SigningKey, nowSeconds: number, entry: ClaimsCase): strin
   return `${signingInput}.${signature.toString("base64url")}`;
 }
 
-async function verdictOf(verifier: TokenVerifier, token: string): Promise<string> {
+/** "accepted", or the refusal's reason and message. */
+async function verdictOf(verifier: TokenVerifier, token: string): Promise<[string, string?]> {
   try {
     await verifier.verify(token);
   } catch (error) {
     if (error instanceof AuthsvcError) {
-      return error.reason;
+      return [error.reason, error.rawMessage];
     }
     throw error;
   }
-  return ACCEPTED;
+  return [ACCEPTED];
 }
 
 export function claimsTests(servers: () => Servers): void {
@@ -122,7 +125,7 @@ export function claimsTests(servers: () => Servers): void {
 
         const verdict = await verdictOf(verifier!, token);
 
-        assert.equal(verdict, entry.verdict);
+        assert.deepEqual(verdict, entry.verdict === ACCEPTED ? [ACCEPTED] : [entry.verdict, entry.message]);
       });
     }
   });

@@ -11,25 +11,36 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { after, describe, test } from "node:test";
-import type { Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { AuthClient, type AuthClientOptions } from "../src/client.js";
+import { ErrorInfoSchema } from "../src/error_details.js";
 import {
   AuthsvcError,
+  DatabaseUnavailable,
+  EmailTaken,
   InvalidArgument,
+  InvalidCredentials,
   InvalidPageToken,
+  MissingCredentials,
+  NotReady,
   PermissionDenied,
   RateLimited,
   RefreshTokenExpired,
   RefreshTokenInvalid,
+  RefreshTokenReused,
   RegistrationDisabled,
   SessionExpired,
+  SessionNotFound,
+  SessionRevoked,
   toAuthsvcError,
   TokenExpired,
   TokenInvalid,
   Unauthenticated,
   Unavailable,
   WeakPassword,
+  type Reason,
 } from "../src/errors.js";
+import { ErrorReason } from "../src/gen/authsvc/v1/error_reason_pb.js";
 import type { Tokens } from "../src/token_manager.js";
 import { newAccount, REFRESH_RPC, rejection, TaggedClient, waitUntilPast, type Servers } from "./harness.js";
 
@@ -70,6 +81,49 @@ function refreshCounter(): { interceptor: Interceptor; count: () => number } {
     count: () => count,
   };
 }
+
+/** The code each reason comes with and the class it throws, as the classes' comments promise. */
+const RAISES: Record<Reason, [Code, abstract new (...args: never[]) => AuthsvcError]> = {
+  INVALID_FIELD: [Code.InvalidArgument, InvalidArgument],
+  WEAK_PASSWORD: [Code.InvalidArgument, WeakPassword],
+  INVALID_PAGE_TOKEN: [Code.InvalidArgument, InvalidPageToken],
+  EMAIL_TAKEN: [Code.AlreadyExists, EmailTaken],
+  REGISTRATION_DISABLED: [Code.PermissionDenied, RegistrationDisabled],
+  INVALID_CREDENTIALS: [Code.Unauthenticated, InvalidCredentials],
+  MISSING_CREDENTIALS: [Code.Unauthenticated, MissingCredentials],
+  TOKEN_INVALID: [Code.Unauthenticated, TokenInvalid],
+  TOKEN_EXPIRED: [Code.Unauthenticated, TokenExpired],
+  REFRESH_TOKEN_INVALID: [Code.Unauthenticated, RefreshTokenInvalid],
+  REFRESH_TOKEN_EXPIRED: [Code.Unauthenticated, RefreshTokenExpired],
+  REFRESH_TOKEN_REUSED: [Code.Unauthenticated, RefreshTokenReused],
+  SESSION_REVOKED: [Code.Unauthenticated, SessionRevoked],
+  SESSION_EXPIRED: [Code.Unauthenticated, SessionExpired],
+  SESSION_NOT_FOUND: [Code.NotFound, SessionNotFound],
+  RATE_LIMITED: [Code.ResourceExhausted, RateLimited],
+  SERVER_BUSY: [Code.ResourceExhausted, RateLimited],
+  DATABASE_UNAVAILABLE: [Code.Unavailable, DatabaseUnavailable],
+  NOT_READY: [Code.Unavailable, NotReady],
+  DEADLINE_EXCEEDED: [Code.DeadlineExceeded, AuthsvcError],
+  INTERNAL: [Code.Internal, AuthsvcError],
+};
+
+describe("every reason of the generated ErrorReason throws its class", () => {
+  const reasons = Object.keys(ErrorReason).filter(
+    (name): name is Reason => Number.isNaN(Number(name)) && name !== "ERROR_REASON_UNSPECIFIED",
+  );
+  for (const reason of reasons) {
+    test(reason, () => {
+      const [code, ErrorType] = RAISES[reason];
+      const refused = new ConnectError("refused", code, undefined, [
+        { desc: ErrorInfoSchema, value: { reason, domain: "authsvc" } },
+      ]);
+
+      const error = toAuthsvcError(refused);
+
+      assert.deepEqual([error.constructor, error.code, error.reason], [ErrorType, code, reason]);
+    });
+  }
+});
 
 export function errorTests(servers: () => Servers): void {
   const clients: AuthClient[] = [];

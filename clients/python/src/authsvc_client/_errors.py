@@ -16,6 +16,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from authsvc_client.v1.error_reason_pb2 import ErrorReason
+
 __all__ = [
     "DOMAIN",
     "SESSION_OVER_REASONS",
@@ -43,23 +45,13 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "WeakPassword",
+    "error_for",
     "error_from_rpc",
 ]
 
 _log = logging.getLogger(__name__)
 
 DOMAIN = "authsvc"
-
-# Reasons that mean the session is over: signing in again is the only way on.
-SESSION_OVER_REASONS = frozenset(
-    {
-        "SESSION_REVOKED",
-        "SESSION_EXPIRED",
-        "REFRESH_TOKEN_INVALID",
-        "REFRESH_TOKEN_EXPIRED",
-        "REFRESH_TOKEN_REUSED",
-    }
-)
 
 
 class AuthsvcError(Exception):
@@ -208,27 +200,40 @@ class NotReady(Unavailable):
     """The service is starting: migrations or keys not loaded yet (NOT_READY)."""
 
 
-# By (code, reason): a reason names a subclass only under the code it belongs to.
-_BY_REASON: Mapping[tuple[grpc.StatusCode, str], type[AuthsvcError]] = {
-    (grpc.StatusCode.INVALID_ARGUMENT, "WEAK_PASSWORD"): WeakPassword,
-    (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN"): InvalidPageToken,
-    (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN"): EmailTaken,
-    (grpc.StatusCode.PERMISSION_DENIED, "REGISTRATION_DISABLED"): RegistrationDisabled,
-    (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND"): SessionNotFound,
-    (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS"): InvalidCredentials,
-    (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS"): MissingCredentials,
-    (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID"): TokenInvalid,
-    (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED"): TokenExpired,
-    (grpc.StatusCode.UNAUTHENTICATED, "SESSION_REVOKED"): SessionRevoked,
-    (grpc.StatusCode.UNAUTHENTICATED, "SESSION_EXPIRED"): SessionExpired,
-    (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED"): RefreshTokenReused,
-    (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_EXPIRED"): RefreshTokenExpired,
-    (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID"): RefreshTokenInvalid,
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"): RateLimited,
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY"): RateLimited,
-    (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"): DatabaseUnavailable,
-    (grpc.StatusCode.UNAVAILABLE, "NOT_READY"): NotReady,
+_Code = grpc.StatusCode
+
+# What each reason raises, and the code the server sends it with; under another code a
+# reason raises only that code's family (below).
+_REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcError]]] = {
+    ErrorReason.INVALID_FIELD: (_Code.INVALID_ARGUMENT, InvalidArgument),
+    ErrorReason.WEAK_PASSWORD: (_Code.INVALID_ARGUMENT, WeakPassword),
+    ErrorReason.INVALID_PAGE_TOKEN: (_Code.INVALID_ARGUMENT, InvalidPageToken),
+    ErrorReason.EMAIL_TAKEN: (_Code.ALREADY_EXISTS, EmailTaken),
+    ErrorReason.REGISTRATION_DISABLED: (_Code.PERMISSION_DENIED, RegistrationDisabled),
+    ErrorReason.INVALID_CREDENTIALS: (_Code.UNAUTHENTICATED, InvalidCredentials),
+    ErrorReason.MISSING_CREDENTIALS: (_Code.UNAUTHENTICATED, MissingCredentials),
+    ErrorReason.TOKEN_INVALID: (_Code.UNAUTHENTICATED, TokenInvalid),
+    ErrorReason.TOKEN_EXPIRED: (_Code.UNAUTHENTICATED, TokenExpired),
+    ErrorReason.REFRESH_TOKEN_INVALID: (_Code.UNAUTHENTICATED, RefreshTokenInvalid),
+    ErrorReason.REFRESH_TOKEN_EXPIRED: (_Code.UNAUTHENTICATED, RefreshTokenExpired),
+    ErrorReason.REFRESH_TOKEN_REUSED: (_Code.UNAUTHENTICATED, RefreshTokenReused),
+    ErrorReason.SESSION_REVOKED: (_Code.UNAUTHENTICATED, SessionRevoked),
+    ErrorReason.SESSION_EXPIRED: (_Code.UNAUTHENTICATED, SessionExpired),
+    ErrorReason.SESSION_NOT_FOUND: (_Code.NOT_FOUND, SessionNotFound),
+    ErrorReason.RATE_LIMITED: (_Code.RESOURCE_EXHAUSTED, RateLimited),
+    ErrorReason.SERVER_BUSY: (_Code.RESOURCE_EXHAUSTED, RateLimited),
+    ErrorReason.DATABASE_UNAVAILABLE: (_Code.UNAVAILABLE, DatabaseUnavailable),
+    ErrorReason.NOT_READY: (_Code.UNAVAILABLE, NotReady),
+    ErrorReason.DEADLINE_EXCEEDED: (_Code.DEADLINE_EXCEEDED, AuthsvcError),
+    ErrorReason.INTERNAL: (_Code.INTERNAL, AuthsvcError),
 }
+# The same by the reason as sent: the value's name.
+_BY_NAME = {ErrorReason.Name(reason): answer for reason, answer in _REASONS.items()}
+
+# Reasons that mean the session is over: signing in again is the only way on.
+SESSION_OVER_REASONS = frozenset(
+    name for name, (_, error_type) in _BY_NAME.items() if issubclass(error_type, SessionExpired)
+)
 
 _BY_CODE: Mapping[grpc.StatusCode, type[AuthsvcError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -261,6 +266,28 @@ def _unpacked(details: list[Any], message_type: Any) -> Any | None:
     return None
 
 
+def error_for(
+    reason: ErrorReason.ValueType | str,
+    message: str,
+    *,
+    code: grpc.StatusCode | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> AuthsvcError:
+    """The exception for an answer with `reason`: the reason's class if `code` is the one the
+    server sends it with (None means that code), else the code's family."""
+    name = reason if isinstance(reason, str) else ErrorReason.Name(reason)
+    known = _BY_NAME.get(name)
+    if code is None:
+        if known is None:
+            raise ValueError(f"not an ErrorReason: {name!r}")
+        code = known[0]
+    if known is not None and known[0] is code:
+        error_type = known[1]
+    else:
+        error_type = _BY_CODE.get(code, AuthsvcError)
+    return error_type(message, code=code, reason=name, metadata=metadata)
+
+
 def error_from_rpc(error: grpc.aio.AioRpcError) -> AuthsvcError:
     """The exception for a failed call: chosen by ErrorInfo.reason, else by status code."""
     code = error.code()
@@ -277,5 +304,4 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> AuthsvcError:
         retry = _unpacked(details, error_details_pb2.RetryInfo)
         delay = None if retry is None else retry.retry_delay.ToTimedelta()
         return RateLimited(message, code=code, reason=reason, metadata=metadata, retry_delay=delay)
-    error_type = _BY_REASON.get((code, reason)) or _BY_CODE.get(code, AuthsvcError)
-    return error_type(message, code=code, reason=reason, metadata=metadata)
+    return error_for(reason, message, code=code, metadata=metadata)

@@ -9,11 +9,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-import grpc
-
-from authsvc_client._errors import MissingCredentials, SessionExpired, TokenExpired
+from authsvc_client._errors import (
+    AuthsvcError,
+    SessionExpired,
+    TokenExpired,
+    error_for,
+)
 from authsvc_client._models import TokenPair
 from authsvc_client._store import InMemoryTokenStore, TokenStore
+from authsvc_client.v1.error_reason_pb2 import ErrorReason
 
 __all__ = ["DEFAULT_REFRESH_SKEW", "Refresher", "SessionExpiredCallback", "TokenManager"]
 
@@ -253,11 +257,7 @@ class TokenManager:
             ended.message, code=ended.code, reason=ended.reason, metadata=ended.metadata
         )
 
-    def _not_signed_in(self) -> SessionExpired | MissingCredentials:
+    def _not_signed_in(self) -> AuthsvcError:
         if self._ended is not None:
             return self._session_over()
-        return MissingCredentials(
-            "not signed in: no tokens to refresh",
-            code=grpc.StatusCode.UNAUTHENTICATED,
-            reason="MISSING_CREDENTIALS",
-        )
+        return error_for(ErrorReason.MISSING_CREDENTIALS, "not signed in: no tokens to refresh")

@@ -16,12 +16,12 @@ from grpc_status import rpc_status
 from authsvc_client._errors import (
     DOMAIN,
     AuthsvcError,
-    MissingCredentials,
-    TokenInvalid,
     Unauthenticated,
+    error_for,
 )
 from authsvc_client._models import Principal
 from authsvc_client._verifier import TokenVerifier
+from authsvc_client.v1.error_reason_pb2 import ErrorReason
 
 __all__ = ["TokenAuthInterceptor", "current_principal"]
 
@@ -70,26 +70,20 @@ def _authorization(context: _Context) -> str | None:
     return None
 
 
+_NO_BEARER = "authorization metadata with a Bearer token is required"
+_NOT_BEARER = "authorization metadata must be 'Bearer <token>'"
+
+
 def _bearer_token(header: str | None) -> str:
     if header is None:
-        raise MissingCredentials(
-            "authorization metadata with a Bearer token is required",
-            code=grpc.StatusCode.UNAUTHENTICATED,
-            reason="MISSING_CREDENTIALS",
-        )
+        raise error_for(ErrorReason.MISSING_CREDENTIALS, _NO_BEARER)
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
-        raise TokenInvalid(
-            "authorization metadata must be 'Bearer <token>'",
-            code=grpc.StatusCode.UNAUTHENTICATED,
-            reason="TOKEN_INVALID",
+        raise error_for(
+            ErrorReason.TOKEN_INVALID, "authorization metadata must be 'Bearer <token>'"
         )
     if not token.strip():
-        raise MissingCredentials(
-            "authorization metadata with a Bearer token is required",
-            code=grpc.StatusCode.UNAUTHENTICATED,
-            reason="MISSING_CREDENTIALS",
-        )
+        raise error_for(ErrorReason.MISSING_CREDENTIALS, _NO_BEARER)
     return token.strip()
 
 

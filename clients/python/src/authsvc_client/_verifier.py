@@ -12,8 +12,9 @@ from typing import Any, Protocol
 import grpc
 import jwt
 
-from authsvc_client._errors import AuthsvcError, SessionExpired, TokenExpired, TokenInvalid
+from authsvc_client._errors import AuthsvcError, TokenInvalid, Unauthenticated, error_for
 from authsvc_client._models import Principal, TokenValidation
+from authsvc_client.v1.error_reason_pb2 import ErrorReason
 
 __all__ = ["DEFAULT_JWKS_REFETCH_INTERVAL", "DEFAULT_LEEWAY", "JwksSource", "TokenVerifier"]
 
@@ -42,15 +43,50 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _numeric_date(value: object) -> datetime:
+def _invalid(message: str) -> AuthsvcError:
+    return error_for(ErrorReason.TOKEN_INVALID, message)
+
+
+def _malformed(name: str) -> AuthsvcError:
+    return _invalid(f"access token has a malformed {name} claim")
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> datetime:
     """A NumericDate claim: RFC 7519 makes it a JSON number, so "123" is refused."""
+    value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"not a NumericDate: {value!r}")
-    return datetime.fromtimestamp(int(value), UTC)
+        raise _malformed(name)
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _malformed(name) from exc
 
 
-def _invalid(message: str) -> TokenInvalid:
-    return TokenInvalid(message, code=grpc.StatusCode.UNAUTHENTICATED, reason="TOKEN_INVALID")
+def _uuid(claims: Mapping[str, Any], name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(claims[name])
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise _malformed(name) from exc
+
+
+def _why(error: jwt.PyJWTError) -> str:
+    """What a PyJWT refusal means, in the words the Node verifier uses too."""
+    match error:
+        case jwt.InvalidSignatureError() | jwt.InvalidAlgorithmError():
+            return "access token signature is invalid"
+        case jwt.MissingRequiredClaimError():
+            return f"access token lacks the {error.claim} claim"
+        case jwt.InvalidAudienceError():
+            return "access token is for another audience"
+        case jwt.InvalidIssuerError():
+            return "access token is from another issuer"
+        case jwt.exceptions.InvalidSubjectError():
+            return "access token has a malformed sub claim"
+        case jwt.exceptions.InvalidJTIError():
+            return "access token has a malformed jti claim"
+        case jwt.DecodeError():
+            return "access token is malformed"
+    return "access token is invalid"
 
 
 def _parse_key_set(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
@@ -90,8 +126,9 @@ class TokenVerifier:
     ValidateToken asks the service, which also refuses tokens of sessions that are logged
     out, revoked or expired. One RPC per call.
 
-    Failures raise TokenInvalid, TokenExpired, SessionExpired (online: SESSION_REVOKED or
-    SESSION_EXPIRED), or Unavailable when the keys or the answer cannot be fetched.
+    Failures raise TokenInvalid, whose message says why (the Node verifier's words),
+    TokenExpired, online SessionRevoked or SessionExpired (both SessionExpired), or
+    Unavailable when the keys or the answer cannot be fetched.
     """
 
     def __init__(
@@ -151,44 +188,36 @@ class TokenVerifier:
                     "verify_nbf": False,
                 },
             )
-            principal = Principal(
-                user_id=uuid.UUID(claims["sub"]),
-                session_id=uuid.UUID(claims["sid"]),
-                expires_at=_numeric_date(claims["exp"]),
-                claims=claims,
-            )
-            # Valid from its issue, or from `nbf` when that is later (as the server checks).
-            not_before = _numeric_date(claims["iat"])
-            if "nbf" in claims:
-                not_before = max(not_before, _numeric_date(claims["nbf"]))
-        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:
-            raise _invalid("access token is invalid") from exc
+        except jwt.PyJWTError as exc:
+            raise _invalid(_why(exc)) from exc
+        principal = Principal(
+            user_id=_uuid(claims, "sub"),
+            session_id=_uuid(claims, "sid"),
+            expires_at=_numeric_date(claims, "exp"),
+            claims=claims,
+        )
+        # Valid from its issue, or from `nbf` when that is later (as the server checks).
+        not_before = _numeric_date(claims, "iat")
+        if "nbf" in claims:
+            not_before = max(not_before, _numeric_date(claims, "nbf"))
         now = self._now()
         if now < not_before - self._leeway:
             raise _invalid("access token is not valid yet")
         if now >= principal.expires_at + self._leeway:
-            raise TokenExpired(
-                "access token has expired",
-                code=grpc.StatusCode.UNAUTHENTICATED,
-                reason="TOKEN_EXPIRED",
-            )
+            raise error_for(ErrorReason.TOKEN_EXPIRED, "access token has expired")
         return principal
 
     async def _verify_online(self, token: str) -> None:
         answer = await self._source.validate_token(token)
         if answer.is_active:
             return
-        reason = answer.inactive_reason or "TOKEN_INVALID"
-        error_type: type[AuthsvcError] = {
-            "TOKEN_EXPIRED": TokenExpired,
-            "SESSION_REVOKED": SessionExpired,
-            "SESSION_EXPIRED": SessionExpired,
-        }.get(reason, TokenInvalid)
-        raise error_type(
-            f"access token is not active ({reason})",
-            code=grpc.StatusCode.UNAUTHENTICATED,
-            reason=reason,
-        )
+        reason = answer.inactive_reason or ErrorReason.Name(ErrorReason.TOKEN_INVALID)
+        message = f"access token is not active ({reason})"
+        error = error_for(reason, message, code=grpc.StatusCode.UNAUTHENTICATED)
+        if type(error) is Unauthenticated:
+            # A reason newer than this client: still a token not to trust.
+            error = TokenInvalid(message, code=error.code, reason=reason)
+        raise error
 
     async def _key(self, kid: str) -> jwt.PyJWK | None:
         keys = self._keys

@@ -34,32 +34,9 @@ class AuthServiceStub:
 
     Every error carries a canonical gRPC status code and, in the rich status
     details, one `google.rpc.ErrorInfo` with domain "authsvc" and a stable
-    `reason`. Clients branch on the reason, never on the message text:
-
-      INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
-      INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
-      INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
-      PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
-      UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
-      UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
-      UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged, not ours, or not valid yet (`nbf` or `iat` ahead by more than the clock skew)
-      UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp` by more than the clock skew
-      UNAUTHENTICATED     REFRESH_TOKEN_INVALID  the refresh token is unknown
-      UNAUTHENTICATED     REFRESH_TOKEN_EXPIRED  the refresh token is past its expiry
-      UNAUTHENTICATED     REFRESH_TOKEN_REUSED   an already-rotated refresh token was replayed; the session is now revoked
-      UNAUTHENTICATED     SESSION_REVOKED        the session was logged out or revoked
-      UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
-      NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
-      RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
-      RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
-      UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
-      UNAVAILABLE         NOT_READY              the service is still starting
-      DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
-      INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
-
-    Only a request larger than the maximum message size is refused by the gRPC
-    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
+    `reason`: a value of ErrorReason (error_reason.proto), whose comments give
+    each reason's status code and meaning. Clients branch on the reason, never on
+    the message text.
     """
 
     @_typing.overload
@@ -103,32 +80,9 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     Every error carries a canonical gRPC status code and, in the rich status
     details, one `google.rpc.ErrorInfo` with domain "authsvc" and a stable
-    `reason`. Clients branch on the reason, never on the message text:
-
-      INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
-      INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
-      INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
-      PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
-      UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
-      UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
-      UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged, not ours, or not valid yet (`nbf` or `iat` ahead by more than the clock skew)
-      UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp` by more than the clock skew
-      UNAUTHENTICATED     REFRESH_TOKEN_INVALID  the refresh token is unknown
-      UNAUTHENTICATED     REFRESH_TOKEN_EXPIRED  the refresh token is past its expiry
-      UNAUTHENTICATED     REFRESH_TOKEN_REUSED   an already-rotated refresh token was replayed; the session is now revoked
-      UNAUTHENTICATED     SESSION_REVOKED        the session was logged out or revoked
-      UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
-      NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
-      RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
-      RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
-      UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
-      UNAVAILABLE         NOT_READY              the service is still starting
-      DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
-      INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
-
-    Only a request larger than the maximum message size is refused by the gRPC
-    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
+    `reason`: a value of ErrorReason (error_reason.proto), whose comments give
+    each reason's status code and meaning. Clients branch on the reason, never on
+    the message text.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -168,32 +122,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Every error carries a canonical gRPC status code and, in the rich status
     details, one `google.rpc.ErrorInfo` with domain "authsvc" and a stable
-    `reason`. Clients branch on the reason, never on the message text:
-
-      INVALID_ARGUMENT    INVALID_FIELD          a field (or the request itself) is malformed; metadata.field names it
-      INVALID_ARGUMENT    WEAK_PASSWORD          the password breaks the policy
-      INVALID_ARGUMENT    INVALID_PAGE_TOKEN     page_token is malformed or was issued to another caller
-      ALREADY_EXISTS      EMAIL_TAKEN            Register with an email that has an account; only with registration_reveals_accounts
-      PERMISSION_DENIED   REGISTRATION_DISABLED  Register is switched off
-      UNAUTHENTICATED     INVALID_CREDENTIALS    wrong password or unknown email (indistinguishable)
-      UNAUTHENTICATED     MISSING_CREDENTIALS    no `authorization: Bearer` metadata
-      UNAUTHENTICATED     TOKEN_INVALID          the access token is malformed, forged, not ours, or not valid yet (`nbf` or `iat` ahead by more than the clock skew)
-      UNAUTHENTICATED     TOKEN_EXPIRED          the access token is past its `exp` by more than the clock skew
-      UNAUTHENTICATED     REFRESH_TOKEN_INVALID  the refresh token is unknown
-      UNAUTHENTICATED     REFRESH_TOKEN_EXPIRED  the refresh token is past its expiry
-      UNAUTHENTICATED     REFRESH_TOKEN_REUSED   an already-rotated refresh token was replayed; the session is now revoked
-      UNAUTHENTICATED     SESSION_REVOKED        the session was logged out or revoked
-      UNAUTHENTICATED     SESSION_EXPIRED        the session passed its idle timeout or absolute lifetime
-      NOT_FOUND           SESSION_NOT_FOUND      no such session among the caller's
-      RESOURCE_EXHAUSTED  RATE_LIMITED           too many attempts; see google.rpc.RetryInfo
-      RESOURCE_EXHAUSTED  SERVER_BUSY            no password-hashing capacity free now; see google.rpc.RetryInfo
-      UNAVAILABLE         DATABASE_UNAVAILABLE   the database cannot be reached; retry with backoff
-      UNAVAILABLE         NOT_READY              the service is still starting
-      DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call's deadline passed while the service worked on it
-      INTERNAL            INTERNAL               a bug; the server log has it under the call's x-request-id
-
-    Only a request larger than the maximum message size is refused by the gRPC
-    runtime itself (RESOURCE_EXHAUSTED), before the service sees it, without ErrorInfo.
+    `reason`: a value of ErrorReason (error_reason.proto), whose comments give
+    each reason's status code and meaning. Clients branch on the reason, never on
+    the message text.
     """
 
     @_abc_1.abstractmethod
