@@ -26,6 +26,7 @@ from authsvc.app import (
     AuthServer,
     build_hasher,
     build_key_ring,
+    build_login_throttle,
     build_refusal_log,
     build_session_service,
     build_sweeper,
@@ -243,9 +244,12 @@ def _create_user(email: str, display_name: str) -> Action:
             await migrate_database(pool, clock)
             hasher = build_hasher(config)
             keys = build_key_ring(config, pool, clock)
-            # Creating a user is never throttled: this log stays empty, and needs no start.
+            # Creating a user is never throttled: the log and throttle stay idle, need no close.
             refusals = build_refusal_log(pool)
-            service = build_session_service(config, pool, clock, keys, hasher, refusals)
+            throttle = build_login_throttle(config, pool, clock, refusals)
+            service = build_session_service(
+                config, pool, clock, keys, hasher, refusals, throttle=throttle
+            )
             try:
                 user = await service.create_user(
                     email=email, password=password, display_name=display_name
