@@ -147,13 +147,7 @@ async def _sweep(config: Config, dsn: str) -> None:
     if counts is None:
         print("another replica is sweeping; nothing done")
     else:
-        print(
-            f"deleted {counts.expired_sessions} expired and "
-            f"{counts.revoked_sessions} long-revoked sessions, "
-            f"{counts.refresh_tokens} refresh tokens, {counts.audit_events} audit events, "
-            f"{counts.login_failures} login-failure counters, "
-            f"{counts.stale_login_attempts} stale login attempts"
-        )
+        print("deleted " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items()))
 
 
 async def _rotate_keys(config: Config, dsn: str) -> None:

@@ -216,7 +216,7 @@ async def test_sweeper_removes_counters_whose_window_has_passed(
     assert counts is not None
     # The account's from this address, the account's and the address's; the account's
     # day bucket stays for its day.
-    assert counts.login_failures == 3
+    assert counts["login_failures"] == 3
     assert await pool.fetchval("SELECT bucket FROM login_failures") == escalated_account_bucket(
         EMAIL
     )
@@ -415,7 +415,7 @@ async def test_attempts_of_a_replica_that_died_mid_login_stop_counting_and_are_s
 
     assert signed_in.access_token
     assert counts is not None
-    assert counts.stale_login_attempts == 1
+    assert counts["stale_login_attempts"] == 1
     assert await pool.fetchval("SELECT count(*) FROM login_attempts_in_flight") == 0
 
 
