@@ -125,8 +125,15 @@ class _RunToCompletion:
 
 
 class LoginThrottleStore(Protocol):
-    """Windowed counters per bucket. Buckets go in and counts come back by name; a
-    bucket with no row reads as no failures. `windows[i]` is `buckets[i]`'s window."""
+    """Windowed counters per bucket, shared by every replica, and the attempts in flight.
+
+    Buckets go in as a list, with `windows[i]` the window of `buckets[i]`, and counts
+    come back by bucket name. A bucket whose window has passed by `now` counts as
+    starting over (no failures); one never counted may be absent from the result. A
+    count's `in_flight` covers the attempts admitted after `in_flight_since` and not yet
+    settled. Methods that lock take the buckets' rows in name order, so two attempts
+    never deadlock. Every method raises DatabaseUnavailable when the database cannot be
+    reached in time; then nothing it would have written is written."""
 
     async def read(
         self,
@@ -136,8 +143,8 @@ class LoginThrottleStore(Protocol):
         now: datetime,
         in_flight_since: datetime | None = None,
     ) -> Mapping[str, BucketCount]:
-        """Failures (and, given `in_flight_since`, attempts in flight since) without
-        locking or writing; buckets with no failures row may be absent."""
+        """The buckets' failures (and, given `in_flight_since`, their attempts in flight;
+        else 0), without locking or writing: a refused attempt costs one read."""
         ...
 
     async def try_admit(
@@ -149,7 +156,11 @@ class LoginThrottleStore(Protocol):
         now: datetime,
         in_flight_since: datetime,
         may_admit: Callable[[Mapping[str, BucketCount]], bool],
-    ) -> Mapping[str, BucketCount]: ...
+    ) -> Mapping[str, BucketCount]:
+        """Lock the buckets (a passed window starts over at `now`) and, if `may_admit`
+        allows it on their counts, record `attempt_id` in flight in each, in one
+        transaction. Returns the counts `may_admit` judged, every bucket present."""
+        ...
 
     async def take(
         self,
@@ -159,7 +170,9 @@ class LoginThrottleStore(Protocol):
         now: datetime,
         may_take: Callable[[Mapping[str, BucketCount]], bool],
     ) -> Mapping[str, BucketCount]:
-        """Count one use in every bucket, atomically, if `may_take` allows it."""
+        """Lock the buckets and, if `may_take` allows it on their counts, count one use
+        in every bucket (for limits on every attempt, such as sign-ups), atomically.
+        Returns the counts `may_take` judged, every bucket present."""
         ...
 
     async def count_failure(
@@ -170,15 +183,28 @@ class LoginThrottleStore(Protocol):
         *,
         now: datetime,
         event: AuditEvent,
-    ) -> None: ...
+    ) -> None:
+        """Settle a failed attempt, atomically: one more failure in every bucket (the
+        first failure of a window starts it at `now`), `attempt_id` no longer in
+        flight, and `event` recorded."""
+        ...
 
     async def clear_failures(
         self, attempt_id: uuid.UUID, cleared: list[str], known_address: str, *, now: datetime
-    ) -> None: ...
+    ) -> None:
+        """Settle a successful attempt, atomically: the `cleared` buckets' failures are
+        forgiven, `known_address` (a pair bucket) is remembered as signed in from at
+        `now`, and `attempt_id` is no longer in flight."""
+        ...
 
-    async def is_known_address(self, pair: str, *, since: datetime) -> bool: ...
+    async def is_known_address(self, pair: str, *, since: datetime) -> bool:
+        """Whether the account signed in from this pair bucket's address after `since`."""
+        ...
 
-    async def forget(self, attempt_id: uuid.UUID) -> None: ...
+    async def forget(self, attempt_id: uuid.UUID) -> None:
+        """Stop counting `attempt_id` in flight, uncounted (its call ended without an
+        outcome). An unknown or settled attempt is no error."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
