@@ -39,7 +39,6 @@ from authsvc.domain.throttle import (
     SharedAddresses,
     SignUpLimits,
     SignUpThrottle,
-    settle_pending,
 )
 from authsvc.ports import BindFailed, probe_port
 from authsvc.store.audit import PgAuditStore
@@ -59,6 +58,7 @@ __all__ = [
     "build_hasher",
     "build_key_ring",
     "build_key_wrapper",
+    "build_login_throttle",
     "build_refusal_log",
     "build_session_service",
     "build_sweeper",
@@ -101,8 +101,9 @@ class AuthServer:
         self.hasher = build_hasher(config)
         self.keys = build_key_ring(config, pool, clock)
         self.refusals = build_refusal_log(pool)
+        self.throttle = build_login_throttle(config, pool, clock, self.refusals)
         self.sessions = build_session_service(
-            config, pool, clock, self.keys, self.hasher, self.refusals
+            config, pool, clock, self.keys, self.hasher, self.refusals, throttle=self.throttle
         )
         self.sweeper = build_sweeper(config, pool, clock)
         self.health = HealthServicer()
@@ -193,7 +194,7 @@ class AuthServer:
             if not isinstance(outcome, asyncio.CancelledError | None):
                 _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
-        await settle_pending()
+        await self.throttle.aclose()
         await self.refusals.aclose()
         self.hasher.close()
 
@@ -358,6 +359,28 @@ def build_key_ring(config: Config, pool: Pool, clock: Clock) -> KeyRing:
     )
 
 
+def build_login_throttle(
+    config: Config, pool: Pool, clock: Clock, refusals: RefusalLog
+) -> LoginThrottle:
+    return LoginThrottle(
+        PgLoginThrottleStore(pool),
+        clock,
+        refusals,
+        LoginLimits(
+            per_account_and_address=config.login_failures_per_account_and_ip,
+            per_account=config.login_failures_per_account,
+            per_address=config.login_failures_per_ip,
+            window=config.login_failure_window,
+            shared=_shared_addresses(config),
+            known_address_retention=config.known_address_retention,
+        ),
+    )
+
+
+def _shared_addresses(config: Config) -> SharedAddresses:
+    return SharedAddresses(config.shared_addresses, config.shared_address_factor)
+
+
 def build_session_service(
     config: Config,
     pool: Pool,
@@ -365,9 +388,10 @@ def build_session_service(
     keys: KeyRing,
     hasher: Argon2Hasher,
     refusals: RefusalLog,
+    *,
+    throttle: LoginThrottle,
 ) -> SessionService:
-    throttle_store = PgLoginThrottleStore(pool)
-    shared = SharedAddresses(config.shared_addresses, config.shared_address_factor)
+    """The use cases, wired to PostgreSQL. `throttle` is the caller's to close."""
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
@@ -390,28 +414,16 @@ def build_session_service(
             registration_reveals_accounts=config.registration_reveals_accounts,
             password_min_length=config.password_min_length,
         ),
-        throttle=LoginThrottle(
-            throttle_store,
-            clock,
-            refusals,
-            LoginLimits(
-                per_account_and_address=config.login_failures_per_account_and_ip,
-                per_account=config.login_failures_per_account,
-                per_address=config.login_failures_per_ip,
-                window=config.login_failure_window,
-                shared=shared,
-                known_address_retention=config.known_address_retention,
-            ),
-        ),
+        throttle=throttle,
         sign_ups=SignUpThrottle(
-            throttle_store,
+            PgLoginThrottleStore(pool),
             clock,
             refusals,
             SignUpLimits(
                 per_address=config.sign_ups_per_ip,
                 total=config.sign_ups_total,
                 window=config.sign_up_window,
-                shared=shared,
+                shared=_shared_addresses(config),
             ),
         ),
     )

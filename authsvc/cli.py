@@ -29,6 +29,7 @@ from authsvc.app import (
     AuthServer,
     build_hasher,
     build_key_ring,
+    build_login_throttle,
     build_refusal_log,
     build_session_service,
     build_sweeper,
@@ -163,13 +164,7 @@ async def _sweep(config: Config, dsn: str) -> None:
     if counts is None:
         print("another replica is sweeping; nothing done")
     else:
-        print(
-            f"deleted {counts.expired_sessions} expired and "
-            f"{counts.revoked_sessions} long-revoked sessions, "
-            f"{counts.refresh_tokens} refresh tokens, {counts.audit_events} audit events, "
-            f"{counts.login_failures} login-failure counters, "
-            f"{counts.stale_login_attempts} stale login attempts"
-        )
+        print("deleted " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items()))
 
 
 async def _rotate_keys(config: Config, dsn: str) -> None:
@@ -305,9 +300,12 @@ def _create_user(args: argparse.Namespace) -> Action:
             await migrate_database(pool, clock)
             hasher = build_hasher(config)
             keys = build_key_ring(config, pool, clock)
-            # Creating a user is never throttled: this log stays empty, and needs no start.
+            # Creating a user is never throttled: the log and throttle stay idle, need no close.
             refusals = build_refusal_log(pool)
-            service = build_session_service(config, pool, clock, keys, hasher, refusals)
+            throttle = build_login_throttle(config, pool, clock, refusals)
+            service = build_session_service(
+                config, pool, clock, keys, hasher, refusals, throttle=throttle
+            )
             try:
                 user = await service.create_user(
                     email=email,

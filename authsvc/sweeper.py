@@ -1,4 +1,4 @@
-"""The expiry sweeper: deletes expired and long-revoked sessions and tokens."""
+"""The expiry sweeper: deletes expired and long-revoked rows, batch by batch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Protocol
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
-from authsvc.core.models import SweepCounts
+from authsvc.core.models import SweepCounts, SweepCutoffs
 from authsvc.domain.throttle import IN_FLIGHT_EXPIRY
 
 __all__ = ["SweepPass", "SweepStore", "Sweeper"]
@@ -20,32 +20,30 @@ _log = logging.getLogger(__name__)
 
 
 class SweepPass(Protocol):
-    async def delete_batch(
-        self,
-        *,
-        now: datetime,
-        tokens_expired_before: datetime,
-        revoked_before: datetime,
-        audit_before: datetime,
-        failures_before: datetime,
-        attempts_before: datetime,
-        known_addresses_before: datetime,
-        batch_size: int,
-    ) -> SweepCounts: ...
+    """One sweep pass, holding the cluster-wide sweep lock."""
+
+    async def delete_batch(self, cutoffs: SweepCutoffs, *, batch_size: int) -> SweepCounts:
+        """Delete at most `batch_size` rows of each kind the store sweeps, each older than
+        its cutoff, and return how many of each (every kind, zeros included). Rows live
+        traffic has locked are skipped, never waited for; each kind is deleted in its own
+        transaction, so a failure keeps the kinds already deleted. A count equal to
+        `batch_size` means more of that kind may be waiting. DatabaseUnavailable if the
+        database cannot be reached."""
+        ...
 
 
 class SweepStore(Protocol):
     def exclusive(self) -> AbstractAsyncContextManager[SweepPass | None]:
-        """The cluster-wide sweep lock for one pass, or None if another replica holds it."""
+        """Hold the cluster-wide sweep lock for the block: a pass, or None at once if
+        another replica (or process) holds it. The lock is freed when the block ends,
+        however it ends. DatabaseUnavailable if the database cannot be reached."""
         ...
 
 
 class Sweeper:
-    """Deletes refresh tokens past their expiry; expired sessions, and revoked
-    ones after their retention, with their tokens; audit events past their
-    retention; login-failure counters whose window has passed; addresses an account
-    has not signed in from for the known-address retention. In bounded
-    batches, so it never holds long locks.
+    """Deletes what has outlived its use (expired sessions and tokens, revoked ones after
+    their retention, old audit events, spent throttle counters: the store declares which),
+    in bounded batches, so it never holds long locks.
 
     Only one replica sweeps at a time (a cluster-wide advisory lock); the
     others skip the pass. Between batches it pauses `batch_pause`: deleting a
@@ -81,44 +79,40 @@ class Sweeper:
         self._refresh_grace = refresh_grace
 
     async def run_once(self) -> SweepCounts | None:
-        """One full pass; None if another replica holds the sweep lock."""
+        """One full pass: how many rows of each kind it deleted; None if another replica
+        holds the sweep lock."""
         async with self._store.exclusive() as sweep:
             if sweep is None:
                 return None
-            total = SweepCounts()
+            total: dict[str, int] = {}
             while True:
-                now = self._clock.now()
                 batch = await sweep.delete_batch(
-                    now=now,
-                    # A rotated token answers its grace period even past its expiry.
-                    tokens_expired_before=now - self._refresh_grace,
-                    revoked_before=now - self._revoked_retention,
-                    audit_before=now - self._audit_retention,
-                    failures_before=now - self._login_failure_window,
-                    attempts_before=now - IN_FLIGHT_EXPIRY,
-                    known_addresses_before=now - self._known_address_retention,
-                    batch_size=self._batch_size,
+                    self._cutoffs(self._clock.now()), batch_size=self._batch_size
                 )
-                total += batch
-                if batch.largest < self._batch_size:
+                for kind, count in batch.items():
+                    total[kind] = total.get(kind, 0) + count
+                if max(batch.values(), default=0) < self._batch_size:
                     break
                 await self._sleep(self._batch_pause.total_seconds())
         # A pass that found nothing is the common case, and not news.
         _log.log(
-            logging.DEBUG if total == SweepCounts() else logging.INFO,
+            logging.INFO if any(total.values()) else logging.DEBUG,
             "sweep finished",
-            extra={
-                "event": "sweep",
-                "expired_sessions": total.expired_sessions,
-                "revoked_sessions": total.revoked_sessions,
-                "refresh_tokens": total.refresh_tokens,
-                "audit_events": total.audit_events,
-                "login_failures": total.login_failures,
-                "stale_login_attempts": total.stale_login_attempts,
-                "known_addresses": total.known_addresses,
-            },
+            extra={"event": "sweep", **total},
         )
         return total
+
+    def _cutoffs(self, now: datetime) -> SweepCutoffs:
+        return SweepCutoffs(
+            now=now,
+            # A rotated token answers its grace period even past its expiry.
+            tokens_expired_before=now - self._refresh_grace,
+            revoked_before=now - self._revoked_retention,
+            audit_before=now - self._audit_retention,
+            failures_before=now - self._login_failure_window,
+            attempts_before=now - IN_FLIGHT_EXPIRY,
+            known_addresses_before=now - self._known_address_retention,
+        )
 
     async def run(self) -> None:
         """Sweep every interval until cancelled. A failed pass (a database outage, or a

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NewType
+from typing import NewType, TypeAlias
 
 __all__ = [
     "AuditEvent",
@@ -25,6 +26,7 @@ __all__ = [
     "SessionPage",
     "SigningKey",
     "SweepCounts",
+    "SweepCutoffs",
     "User",
     "UserId",
 ]
@@ -212,24 +214,18 @@ class BucketCount:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SweepCounts:
-    """Rows a sweep deleted. Refresh tokens are counted on their own: a sweep deletes
-    them in batches before their session, never by cascade."""
+class SweepCutoffs:
+    """The instants one sweep batch deletes up to, each from its retention setting."""
 
-    expired_sessions: int = 0
-    revoked_sessions: int = 0
-    refresh_tokens: int = 0
-    audit_events: int = 0
-    login_failures: int = 0
-    stale_login_attempts: int = 0
-    known_addresses: int = 0
+    now: datetime
+    # Refresh tokens expired before this (their expiry plus the refresh grace).
+    tokens_expired_before: datetime
+    revoked_before: datetime
+    audit_before: datetime
+    failures_before: datetime
+    attempts_before: datetime
+    known_addresses_before: datetime
 
-    def __add__(self, other: SweepCounts) -> SweepCounts:
-        return SweepCounts(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
 
-    @property
-    def largest(self) -> int:
-        """The biggest count: a batch this full means another batch may be waiting."""
-        return max(int(getattr(self, f.name)) for f in fields(self))
+# Rows a sweep deleted, per kind the store sweeps (its names, in its order; zeros included).
+SweepCounts: TypeAlias = Mapping[str, int]

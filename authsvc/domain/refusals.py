@@ -36,7 +36,8 @@ _MAX_FIRST_WARNINGS = 100
 
 class RefusalStore(Protocol):
     async def audit_many(self, events: list[AuditEvent]) -> None:
-        """Append the events to the audit trail in one round trip."""
+        """Append the events to the audit trail in one round trip, all or none.
+        DatabaseUnavailable, with none written, when the database cannot be reached."""
         ...
 
 

@@ -61,8 +61,12 @@ _MAX_CHAIN_HOPS = 16
 
 
 class UserStore(Protocol):
+    """Accounts. Every method raises DatabaseUnavailable when the database cannot be
+    reached in time; then nothing it would have written is written."""
+
     async def create_user(self, user: User, *, event: AuditEvent) -> None:
-        """Insert `user` and record `event` in one transaction; EmailTaken if in use."""
+        """Insert `user` and record `event` in one transaction. EmailTaken, and nothing
+        stored, if its email is in use."""
         ...
 
     async def create_user_if_new(
@@ -73,17 +77,33 @@ class UserStore(Protocol):
         One statement either way, so the two cost the same."""
         ...
 
-    async def find_by_email(self, email: str) -> User | None: ...
+    async def find_by_email(self, email: str) -> User | None:
+        """The account whose email is exactly `email` (callers pass the canonical form),
+        or None if there is none."""
+        ...
 
     async def update_password_hash(
         self, user_id: UserId, password_hash: str, now: datetime
-    ) -> None: ...
+    ) -> None:
+        """Replace the account's password hash, as changed at `now`. An account that no
+        longer exists is no error: nothing is written."""
+        ...
 
 
 class LockedSession(Protocol):
+    """A session whose row lock the current transaction holds, from
+    `SessionStore.lock_session_by_token`; usable only inside that block. What its methods
+    write commits when the block exits normally and is rolled back if it raises.
+    DatabaseUnavailable as for `SessionStore`."""
+
+    # The session as read under the lock: no other change to it can be in flight.
     session: Session
 
-    async def find_token(self, token_hash: bytes) -> RefreshTokenRecord | None: ...
+    async def find_token(self, token_hash: bytes) -> RefreshTokenRecord | None:
+        """The refresh token with this hash if it is this session's, rotated or not,
+        expired or not (until the sweeper deletes it); None otherwise. Reads the latest
+        committed state."""
+        ...
 
     async def rotate(
         self,
@@ -93,12 +113,27 @@ class LockedSession(Protocol):
         successor_hash: bytes,
         now: datetime,
         idle_expires_at: datetime,
-    ) -> None: ...
+    ) -> None:
+        """Mark `consumed` rotated at `now`, keeping `successor_box`; store its successor
+        (hash `successor_hash`) expiring at `idle_expires_at`; and slide the session: last
+        active `now`, idle deadline `idle_expires_at`."""
+        ...
 
-    async def revoke(self, *, now: datetime, reason: str, event: AuditEvent) -> None: ...
+    async def revoke(self, *, now: datetime, reason: str, event: AuditEvent) -> None:
+        """Revoke the session at `now` for `reason` (a session already revoked keeps its
+        first revocation) and record `event`."""
+        ...
 
 
 class SessionStore(Protocol):
+    """Sessions and their refresh tokens (stored as hashes, never raw).
+
+    A "live" session is not revoked and its idle deadline is after the `now` given.
+    Every change to a session or its tokens holds that session's row lock, so changes to
+    one session are serialised and never deadlock one another. Every method raises
+    DatabaseUnavailable when the database cannot be reached in time; then nothing it
+    would have written is written."""
+
     async def create_session(
         self,
         session: Session,
@@ -106,7 +141,11 @@ class SessionStore(Protocol):
         token_hash: bytes,
         event: AuditEvent,
         new_user: User | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Store `session` with its first refresh token (hash `token_hash`, expiring at the
+        session's idle deadline), and `new_user` first if given, and record `event`: all
+        or nothing. EmailTaken, and nothing stored, if `new_user`'s email is in use."""
+        ...
 
     async def rotate_if_current(
         self,
@@ -116,13 +155,30 @@ class SessionStore(Protocol):
         successor_hash: bytes,
         now: datetime,
         idle_timeout: timedelta,
-    ) -> RotationAttempt | None: ...
+    ) -> RotationAttempt | None:
+        """Refresh's common case, in one round trip. If the token with `token_hash` is
+        unrotated and unexpired at `now` and its session live, mark it rotated (keeping
+        `successor_box`), store its successor (`successor_hash`) expiring at the new idle
+        deadline (`now + idle_timeout`, capped by the session's lifetime) and slide the
+        session to that deadline; the attempt carries it.
+
+        None for an unknown token. A known token in any other state (rotated, expired,
+        its session over) comes back with `idle_expires_at` None and nothing written,
+        for `lock_session_by_token` to sort out."""
+        ...
 
     def lock_session_by_token(
         self, token_hash: bytes
-    ) -> contextlib.AbstractAsyncContextManager[LockedSession | None]: ...
+    ) -> contextlib.AbstractAsyncContextManager[LockedSession | None]:
+        """Lock the session that owns the token with `token_hash` for the block, one
+        transaction: it commits when the block exits normally and rolls back if it
+        raises. A rotation or revocation of that session elsewhere waits for the block,
+        or the block for it. Yields None for an unknown token."""
+        ...
 
-    async def get_session(self, session_id: SessionId) -> Session | None: ...
+    async def get_session(self, session_id: SessionId) -> Session | None:
+        """The session, live or not, or None if there is none (never was, or swept)."""
+        ...
 
     async def list_live_sessions(
         self,
@@ -131,7 +187,12 @@ class SessionStore(Protocol):
         now: datetime,
         limit: int,
         after: tuple[datetime, SessionId] | None,
-    ) -> SessionPage: ...
+    ) -> SessionPage:
+        """One page of the user's live sessions: at most `limit`, most recent activity
+        first (then by id, descending), starting after the cursor `after` (a page's
+        `next_cursor`, its last item's (last_active_at, id)); `next_cursor` is None on
+        the last page. Nothing is locked."""
+        ...
 
     async def revoke_session(
         self,
@@ -141,9 +202,16 @@ class SessionStore(Protocol):
         now: datetime,
         reason: str,
         event: AuditEvent,
-    ) -> int: ...
+    ) -> int:
+        """Revoke the user's session at `now` for `reason` and record `event`, stamped
+        with the session, atomically. 1 if this call revoked it; 0, with nothing written,
+        if it was revoked already, is another user's or does not exist (see
+        `session_belongs_to`). A session past its deadlines is still revoked."""
+        ...
 
-    async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool: ...
+    async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool:
+        """Whether the session exists (revoked or not, until swept) and is the user's."""
+        ...
 
     async def revoke_user_sessions(
         self,
@@ -153,7 +221,11 @@ class SessionStore(Protocol):
         reason: str,
         event: AuditEvent,
         keep: SessionId | None = None,
-    ) -> int: ...
+    ) -> int:
+        """Revoke each live session of the user but `keep` at `now` for `reason`, and
+        record one copy of `event` per session, stamped with it, atomically. Returns how
+        many it revoked (0 if none was live)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,21 +51,32 @@ StoredPrivateKey = SealedPrivateKey | PlaintextPrivateKey
 
 
 class KeyStore(Protocol):
+    """Signing keys, their private halves sealed. A key is active from `activates_at`
+    until retired; at most one key is unretired. Every method raises
+    DatabaseUnavailable when the database cannot be reached in time; then nothing it
+    would have written is written."""
+
     async def add_key_if_none_active(self, key: SigningKey) -> None:
-        """Store `key` unless a key is active already (another replica stored one)."""
+        """Store `key` unless an unretired key exists already (another replica stored
+        one): then nothing changes, and it is no error. TypeError for a key whose
+        private half is not sealed."""
         ...
 
     async def rotate(self, key: SigningKey, event: AuditEvent) -> None:
-        """Add `key`, retire the active key at `key.activates_at`, and audit it, atomically."""
+        """Add `key`, retire the unretired key as of `key.activates_at`, and record
+        `event`, atomically. Concurrent rotations queue, so each retires the key the one
+        before it added. TypeError for a key whose private half is not sealed."""
         ...
 
     async def usable_keys(self, retired_after: datetime) -> list[SigningKey]:
-        """The active key and the keys retired after `retired_after`, newest first."""
+        """The unretired key and the keys retired after `retired_after`, newest first
+        (an empty list before the first key is stored)."""
         ...
 
     async def private_keys(self, *, plaintext_only: bool) -> list[tuple[str, StoredPrivateKey]]:
-        """(kid, private key as stored) of every key, retired or not; with `plaintext_only`,
-        of the keys stored in plaintext (by a version before encryption) only."""
+        """(kid, private key as stored) of every key, retired or not, oldest first; with
+        `plaintext_only`, of the keys stored in plaintext (by a version before encryption)
+        only."""
         ...
 
     async def replace_private_key(

@@ -68,7 +68,6 @@ __all__ = [
     "escalated_account_bucket",
     "ip_bucket",
     "pair_bucket",
-    "settle_pending",
 ]
 
 _log = logging.getLogger(__name__)
@@ -92,41 +91,49 @@ ATTEMPT_TIME_LIMIT = IN_FLIGHT_EXPIRY / 2
 _BUSY_RETRY_AFTER = timedelta(seconds=1)
 
 
-# Tasks that must run to their end whatever happens to the call that started them; held
-# here because the event loop keeps only weak references to tasks.
-_RUNNING_TO_COMPLETION: set[asyncio.Task[Any]] = set()
+class _RunToCompletion:
+    """Tasks that must run to their end whatever happens to the call that started them;
+    held here because the event loop keeps only weak references to tasks."""
 
+    __slots__ = ("_tasks",)
 
-async def settle_pending() -> None:
-    """Wait for admissions and settlements still running (at shutdown, before the pool
-    closes under them)."""
-    await asyncio.gather(*_RUNNING_TO_COMPLETION, return_exceptions=True)
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
 
+    def start(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
 
-def _start(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    task = asyncio.ensure_future(work)
-    _RUNNING_TO_COMPLETION.add(task)
-    task.add_done_callback(_finished)
-    return task
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        # Read the outcome: if its caller was cancelled meanwhile, nobody else will, and
+        # asyncio would log the error as "never retrieved". (The caller saw it if it waited.)
+        if not task.cancelled():
+            task.exception()
 
+    async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await `work` in a task that a cancellation of the caller does not interrupt: the
+        caller still sees CancelledError at once, and the work finishes anyway."""
+        return await asyncio.shield(self.start(work))
 
-def _finished(task: asyncio.Task[Any]) -> None:
-    _RUNNING_TO_COMPLETION.discard(task)
-    # Read the outcome: if its caller was cancelled meanwhile, nobody else will, and
-    # asyncio would log the error as "never retrieved". (The caller saw it if it waited.)
-    if not task.cancelled():
-        task.exception()
-
-
-async def _to_completion(work: Coroutine[Any, Any, T]) -> T:
-    """Await `work` in a task that a cancellation of the caller does not interrupt: the
-    caller still sees CancelledError at once, and the work finishes anyway."""
-    return await asyncio.shield(_start(work))
+    async def wait(self) -> None:
+        # A task ending may have started another (a forget after an admission).
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class LoginThrottleStore(Protocol):
-    """Windowed counters per bucket. Buckets go in and counts come back by name; a
-    bucket with no row reads as no failures. `windows[i]` is `buckets[i]`'s window."""
+    """Windowed counters per bucket, shared by every replica, and the attempts in flight.
+
+    Buckets go in as a list, with `windows[i]` the window of `buckets[i]`, and counts
+    come back by bucket name. A bucket whose window has passed by `now` counts as
+    starting over (no failures); one never counted may be absent from the result. A
+    count's `in_flight` covers the attempts admitted after `in_flight_since` and not yet
+    settled. Methods that lock take the buckets' rows in name order, so two attempts
+    never deadlock. Every method raises DatabaseUnavailable when the database cannot be
+    reached in time; then nothing it would have written is written."""
 
     async def read(
         self,
@@ -136,8 +143,8 @@ class LoginThrottleStore(Protocol):
         now: datetime,
         in_flight_since: datetime | None = None,
     ) -> Mapping[str, BucketCount]:
-        """Failures (and, given `in_flight_since`, attempts in flight since) without
-        locking or writing; buckets with no failures row may be absent."""
+        """The buckets' failures (and, given `in_flight_since`, their attempts in flight;
+        else 0), without locking or writing: a refused attempt costs one read."""
         ...
 
     async def try_admit(
@@ -149,7 +156,11 @@ class LoginThrottleStore(Protocol):
         now: datetime,
         in_flight_since: datetime,
         may_admit: Callable[[Mapping[str, BucketCount]], bool],
-    ) -> Mapping[str, BucketCount]: ...
+    ) -> Mapping[str, BucketCount]:
+        """Lock the buckets (a passed window starts over at `now`) and, if `may_admit`
+        allows it on their counts, record `attempt_id` in flight in each, in one
+        transaction. Returns the counts `may_admit` judged, every bucket present."""
+        ...
 
     async def take(
         self,
@@ -159,7 +170,9 @@ class LoginThrottleStore(Protocol):
         now: datetime,
         may_take: Callable[[Mapping[str, BucketCount]], bool],
     ) -> Mapping[str, BucketCount]:
-        """Count one use in every bucket, atomically, if `may_take` allows it."""
+        """Lock the buckets and, if `may_take` allows it on their counts, count one use
+        in every bucket (for limits on every attempt, such as sign-ups), atomically.
+        Returns the counts `may_take` judged, every bucket present."""
         ...
 
     async def count_failure(
@@ -170,15 +183,28 @@ class LoginThrottleStore(Protocol):
         *,
         now: datetime,
         event: AuditEvent,
-    ) -> None: ...
+    ) -> None:
+        """Settle a failed attempt, atomically: one more failure in every bucket (the
+        first failure of a window starts it at `now`), `attempt_id` no longer in
+        flight, and `event` recorded."""
+        ...
 
     async def clear_failures(
         self, attempt_id: uuid.UUID, cleared: list[str], known_address: str, *, now: datetime
-    ) -> None: ...
+    ) -> None:
+        """Settle a successful attempt, atomically: the `cleared` buckets' failures are
+        forgiven, `known_address` (a pair bucket) is remembered as signed in from at
+        `now`, and `attempt_id` is no longer in flight."""
+        ...
 
-    async def is_known_address(self, pair: str, *, since: datetime) -> bool: ...
+    async def is_known_address(self, pair: str, *, since: datetime) -> bool:
+        """Whether the account signed in from this pair bucket's address after `since`."""
+        ...
 
-    async def forget(self, attempt_id: uuid.UUID) -> None: ...
+    async def forget(self, attempt_id: uuid.UUID) -> None:
+        """Stop counting `attempt_id` in flight, uncounted (its call ended without an
+        outcome). An unknown or settled attempt is no error."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,14 +321,19 @@ class LoginAttempt:
     leave the attempt counting as in flight until IN_FLIGHT_EXPIRY.
     """
 
-    __slots__ = ("_buckets", "_id", "_settled", "_throttle")
+    __slots__ = ("_buckets", "_completions", "_id", "_settled", "_throttle")
 
     def __init__(
-        self, throttle: LoginThrottle, attempt_id: uuid.UUID, buckets: AttemptBuckets
+        self,
+        throttle: LoginThrottle,
+        attempt_id: uuid.UUID,
+        buckets: AttemptBuckets,
+        completions: _RunToCompletion,
     ) -> None:
         self._throttle = throttle
         self._id = attempt_id
         self._buckets = buckets
+        self._completions = completions
         self._settled = False
 
     async def failed(self, event: AuditEvent) -> None:
@@ -331,17 +362,23 @@ class LoginAttempt:
     async def _settle(self, settling: Coroutine[Any, Any, None]) -> None:
         self._settled = True
         try:
-            await _to_completion(settling)
+            await self._completions.shielded(settling)
         except Exception:
             # Nothing was settled (the transaction rolled back): at least stop counting the
             # attempt as in flight, if the database lets us.
             with contextlib.suppress(Exception):
-                await _to_completion(self._throttle.store.forget(self._id))
+                await self._completions.shielded(self._throttle.store.forget(self._id))
             raise
 
 
 class LoginThrottle:
-    __slots__ = ("_limits", "_refusals", "clock", "store")
+    """Admits login attempts and counts their outcomes (see the module docstring).
+
+    Admissions and settlements run to their end even when their call is cancelled, in
+    tasks this throttle owns: `aclose()` waits for them, at shutdown, before the pool
+    closes under them."""
+
+    __slots__ = ("_completions", "_limits", "_refusals", "clock", "store")
 
     def __init__(
         self,
@@ -354,6 +391,11 @@ class LoginThrottle:
         self.clock = clock
         self._refusals = refusals
         self._limits = limits
+        self._completions = _RunToCompletion()
+
+    async def aclose(self) -> None:
+        """Wait for this throttle's admissions and settlements still running."""
+        await self._completions.wait()
 
     def client_of(self, ip_address: str) -> str:
         return self._limits.shared.hashing_client(ip_address)
@@ -385,7 +427,7 @@ class LoginThrottle:
         buckets = await self._buckets(email, ip_address)
         attempt_id = uuid.uuid4()
         await self._admit(attempt_id, buckets.limits, refused)
-        attempt = LoginAttempt(self, attempt_id, buckets)
+        attempt = LoginAttempt(self, attempt_id, buckets, self._completions)
         try:
             yield attempt
         finally:
@@ -435,7 +477,7 @@ class LoginThrottle:
         # Run to its end: a transaction interrupted twice (the deadline, then the
         # client's RST_STREAM) could not even roll back. If the call is cancelled
         # meanwhile, whatever it recorded is forgotten once it is over.
-        admitting = _start(
+        admitting = self._completions.start(
             self.store.try_admit(
                 attempt_id,
                 buckets,
@@ -450,7 +492,7 @@ class LoginThrottle:
         except BaseException:
             # Cancelled, or the connection lost around COMMIT: the admission may
             # have been recorded all the same.
-            _start(self._forget_after(admitting, attempt_id))
+            self._completions.start(self._forget_after(admitting, attempt_id))
             raise
 
     def _refuse_if_spent(

@@ -63,6 +63,9 @@ def _event(row: asyncpg.Record) -> AuditEvent:
 
 
 class PgAuditStore:
+    """domain.refusals.RefusalStore in PostgreSQL (contract on the Protocol), and the
+    trail as `authsvc audit` reads it."""
+
     __slots__ = ("_pool",)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -73,7 +76,6 @@ class PgAuditStore:
             await self._pool.execute(_INSERT_EVENT, *event_args(event))
 
     async def audit_many(self, events: list[AuditEvent]) -> None:
-        """Append the events in one round trip."""
         async with translate_errors(), self._pool.acquire() as conn:
             await insert_events(conn, events)
 

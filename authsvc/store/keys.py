@@ -95,18 +95,18 @@ def _insert_args(key: SigningKey) -> tuple[object, ...]:
 
 
 class PgKeyStore:
+    """domain.signing_keys.KeyStore in PostgreSQL; contracts on the Protocol."""
+
     __slots__ = ("_pool",)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def add_key_if_none_active(self, key: SigningKey) -> None:
-        """Store `key` unless another replica already stored an active key."""
         async with translate_errors():
             await self._pool.execute(_INSERT_IF_NONE_ACTIVE, *_insert_args(key))
 
     async def rotate(self, key: SigningKey, event: AuditEvent) -> None:
-        """Add `key`, retire the current key when `key` activates, and audit it, atomically."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             # Rotations queue here, so each one retires the key the previous one made.
             await conn.execute(_LOCK_ROTATION, _ROTATION_LOCK_KEY)
@@ -115,7 +115,6 @@ class PgKeyStore:
             await insert_event(conn, event)
 
     async def usable_keys(self, retired_after: datetime) -> list[SigningKey]:
-        """The active key and the keys retired after `retired_after`, newest first."""
         async with translate_errors():
             rows = await self._pool.fetch(_SELECT_USABLE, retired_after)
         return [_key(row) for row in rows]
@@ -123,8 +122,6 @@ class PgKeyStore:
     async def private_keys(
         self, *, plaintext_only: bool
     ) -> list[tuple[str, SealedPrivateKey | PlaintextPrivateKey]]:
-        """(kid, private key as stored) of every key, oldest first; with `plaintext_only`,
-        only those an earlier version stored in plaintext."""
         async with translate_errors():
             rows = await self._pool.fetch(_SELECT_PRIVATE_KEYS, plaintext_only)
         return [(row["kid"], _private_key(row)) for row in rows]
@@ -135,7 +132,6 @@ class PgKeyStore:
         old: SealedPrivateKey | PlaintextPrivateKey,
         new: SealedPrivateKey,
     ) -> bool:
-        """Store `new` for `kid` if its private key is still `old`; False if it changed."""
         if isinstance(old, SealedPrivateKey):
             expected: tuple[object, ...] = (old.kek_id, old.wrapped_data_key, None)
         else:

@@ -42,15 +42,33 @@ _TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 _UNLOCK = "SELECT pg_advisory_unlock($1)"
 
 
-async def _release_as_is(conn: asyncpg.Connection) -> None:
-    """Return a connection to the pool without asyncpg's reset query.
+if TYPE_CHECKING:
+    _BaseConnection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+else:
+    _BaseConnection = asyncpg.Connection
 
-    asyncpg still rolls back an open transaction first. The reset query
-    (advisory unlock all, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip on
-    every checkout, about 8 % of a ValidateToken's server CPU, for state this
-    service never leaves on a connection: it runs no SET, LISTEN, cursors or
-    temporary tables, and `session_advisory_lock` never lets a lock go back.
+
+class _PooledConnection(_BaseConnection):
+    """A pooled connection that goes back without asyncpg's reset query unless it listened.
+
+    The reset query (advisory unlock all, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip
+    on every checkout, about 8 % of a ValidateToken's server CPU, for state this service
+    leaves on no connection: no SET, cursors or temporary tables outlive a transaction
+    (asyncpg always rolls an open one back), and `session_advisory_lock` never lets a lock
+    go back. LISTEN is the exception the structure handles: asyncpg delivers notifications
+    only through `add_listener`, which marks the connection, so one that listened is reset
+    in full and no LISTEN reaches the next borrower.
     """
+
+    _has_listened = False
+
+    async def add_listener(self, channel: str, callback: Any) -> None:
+        self._has_listened = True
+        await super().add_listener(channel, callback)
+
+    def get_reset_query(self) -> str:
+        # asyncpg's documented hook: an empty query sends nothing on release.
+        return super().get_reset_query() if self._has_listened else ""
 
 
 def _connector(dsn: str) -> Callable[..., Coroutine[Any, Any, asyncpg.Connection]]:
@@ -85,7 +103,7 @@ async def create_pool(
         command_timeout=statement_timeout.total_seconds(),
         init=_init_connection,
         connect=_connector(dsn),
-        reset=_release_as_is,
+        connection_class=_PooledConnection,
         # Connections idle this long are closed, so a restarted database is
         # reconnected cleanly instead of failing on a dead socket first.
         max_inactive_connection_lifetime=60.0,
@@ -139,9 +157,9 @@ async def try_session_advisory_lock(pool: Pool, key: int) -> AsyncIterator[Conne
 
 @asynccontextmanager
 async def _session_lock(pool: Pool, key: int, *, wait: bool) -> AsyncIterator[Connection | None]:
-    """Pooled connections go back without a reset, so a lock must never go back
-    with one: if taking or releasing it is interrupted, the connection is
-    closed, and the lock with it."""
+    """Pooled connections go back without a reset (see `_PooledConnection`), so a lock
+    must never go back with one: if taking or releasing it is interrupted, the
+    connection is closed, and the lock with it."""
     async with pool.acquire() as conn:
         try:
             locked = True if wait else bool(await conn.fetchval(_TRY_LOCK, key))

@@ -34,7 +34,7 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["LockedSession", "PgSessionStore"]
+__all__ = ["PgLockedSession", "PgSessionStore"]
 
 
 _INSERT_SESSION = """
@@ -195,8 +195,8 @@ def _event_template(event: AuditEvent) -> tuple[object, ...]:
     return (event.event, event.origin.ip_address, event.origin.user_agent, event.detail)
 
 
-class LockedSession:
-    """A session whose row lock this transaction holds, with its token operations."""
+class PgLockedSession:
+    """domain.sessions.LockedSession on the locking transaction's connection."""
 
     __slots__ = ("_conn", "session")
 
@@ -217,7 +217,7 @@ class LockedSession:
         now: datetime,
         idle_expires_at: datetime,
     ) -> None:
-        """Consume a token, slide the session, and store the successor, in one statement."""
+        # One statement: consume, slide, store the successor.
         await self._conn.execute(
             _ROTATE,
             self.session.id,
@@ -235,6 +235,8 @@ class LockedSession:
 
 
 class PgSessionStore:
+    """domain.sessions.SessionStore in PostgreSQL; contracts on the Protocol."""
+
     __slots__ = ("_pool",)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -248,8 +250,6 @@ class PgSessionStore:
         event: AuditEvent,
         new_user: User | None = None,
     ) -> None:
-        """Store a session with its first refresh token, the user if new, and `event`,
-        atomically."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if new_user is not None:
                 await insert_user(conn, new_user)
@@ -288,12 +288,6 @@ class PgSessionStore:
         now: datetime,
         idle_timeout: timedelta,
     ) -> RotationAttempt | None:
-        """Rotate a current token of a live session in one statement.
-
-        None for an unknown token. A found token that is rotated or expired, or
-        whose session is over, comes back with `idle_expires_at` None and
-        nothing written, for `lock_session_by_token` to sort out.
-        """
         async with translate_errors():
             row = await self._pool.fetchrow(
                 _ROTATE_IF_CURRENT,
@@ -313,15 +307,12 @@ class PgSessionStore:
         )
 
     @asynccontextmanager
-    async def lock_session_by_token(self, token_hash: bytes) -> AsyncIterator[LockedSession | None]:
-        """Lock the session that owns a refresh token for one transaction.
-
-        Yields None for an unknown token. The transaction commits when the block
-        exits normally and rolls back when it raises.
-        """
+    async def lock_session_by_token(
+        self, token_hash: bytes
+    ) -> AsyncIterator[PgLockedSession | None]:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_LOCK_SESSION_BY_TOKEN, token_hash)
-            yield None if row is None else LockedSession(conn, _session(row))
+            yield None if row is None else PgLockedSession(conn, _session(row))
 
     async def get_session(self, session_id: SessionId) -> Session | None:
         async with translate_errors():
@@ -336,7 +327,6 @@ class PgSessionStore:
         limit: int,
         after: tuple[datetime, SessionId] | None,
     ) -> SessionPage:
-        """One keyset page of live sessions, most recent activity first."""
         async with translate_errors():
             if after is None:
                 rows = await self._pool.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
@@ -361,7 +351,6 @@ class PgSessionStore:
         reason: str,
         event: AuditEvent,
     ) -> int:
-        """Revoke one of a user's sessions and audit it; 1 if this call revoked it, else 0."""
         async with translate_errors():
             count = await self._pool.fetchval(
                 _REVOKE_OWN, session_id, user_id, now, reason, *_event_template(event)
@@ -381,7 +370,6 @@ class PgSessionStore:
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> int:
-        """Revoke every live session of a user except `keep`, auditing each; return how many."""
         async with translate_errors():
             count = await self._pool.fetchval(
                 _REVOKE_ALL_OF_USER, user_id, now, reason, keep, *_event_template(event)

@@ -1,18 +1,23 @@
-"""SQL for the expiry sweeper: small batches that never wait on live traffic."""
+"""SQL for the expiry sweeper: small batches that never wait on live traffic.
+
+What is swept is declared once, in `SWEPT`: adding a table to the sweep is one entry
+there (and its index, in a migration). Its name is the key of its count in what
+`Sweeper.run_once` returns, in the `sweep` log line and in `authsvc sweep`'s output.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from dataclasses import dataclass
 
 import asyncpg
 
-from authsvc.core.models import SweepCounts
+from authsvc.core.models import SweepCounts, SweepCutoffs
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection, try_session_advisory_lock
 
-__all__ = ["SWEEP_LOCK_KEY", "PgSweepStore", "SweepPass"]
+__all__ = ["SWEEP_LOCK_KEY", "SWEPT", "PgSweepPass", "PgSweepStore", "Swept"]
 
 # Arbitrary constant shared by every replica: "authsvc sweep".
 SWEEP_LOCK_KEY = 0x61757468_0002
@@ -95,61 +100,91 @@ DELETE FROM login_known_addresses WHERE pair_bucket = ANY(ARRAY(
 """
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Swept:
+    """One kind of row the sweeper deletes, one batch per statement run."""
+
+    # The key of its count: stable, since logs and scripts read it.
+    name: str
+    # Deletes at most a batch of rows, picked with FOR UPDATE SKIP LOCKED where live
+    # traffic may hold them; its command tag's count is the rows deleted.
+    statement: str
+    # The statement's parameters, from the batch's cutoffs and its batch size.
+    args: Callable[[SweepCutoffs, int], tuple[object, ...]]
+    # Run first, in the same transaction as the statement (else it runs on its own).
+    setup: str | None = None
+
+
+# In order: a session's tokens go before the session, so none is deleted by cascade.
+SWEPT: tuple[Swept, ...] = (
+    Swept(
+        name="refresh_tokens",
+        statement=_DELETE_EXPIRED_TOKENS,
+        args=lambda cut, batch: (cut.tokens_expired_before, batch),
+    ),
+    Swept(
+        name="revoked_session_tokens",
+        statement=_DELETE_TOKENS_OF_REVOKED_SESSIONS,
+        args=lambda cut, batch: (cut.revoked_before, batch),
+    ),
+    Swept(
+        name="expired_sessions",
+        statement=_DELETE_EXPIRED_SESSIONS,
+        args=lambda cut, batch: (cut.now, batch),
+    ),
+    Swept(
+        name="revoked_sessions",
+        statement=_DELETE_REVOKED_SESSIONS,
+        args=lambda cut, batch: (cut.revoked_before, batch),
+    ),
+    Swept(
+        name="audit_events",
+        statement=_DELETE_OLD_AUDIT_EVENTS,
+        args=lambda cut, batch: (cut.audit_before, batch),
+        setup=_MARK_AUDIT_RETENTION_SWEEP,
+    ),
+    Swept(
+        name="login_failures",
+        statement=_DELETE_PAST_LOGIN_FAILURES,
+        args=lambda cut, batch: (cut.failures_before, batch, cut.now),
+    ),
+    Swept(
+        name="known_addresses",
+        statement=_DELETE_FORGOTTEN_ADDRESSES,
+        args=lambda cut, batch: (cut.known_addresses_before, batch),
+    ),
+    Swept(
+        name="stale_login_attempts",
+        statement=_DELETE_STALE_LOGIN_ATTEMPTS,
+        args=lambda cut, batch: (cut.attempts_before, batch),
+    ),
+)
+
+
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class SweepPass:
-    """A pass holding the sweep lock; its batches run on the lock's own connection,
-    so a busy pool can neither stall a sweep nor be starved by one."""
+class PgSweepPass:
+    """Runs `SWEPT` on the sweep lock's own connection, so a busy pool can neither
+    stall a sweep nor be starved by one."""
 
     __slots__ = ("_conn",)
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def delete_batch(
-        self,
-        *,
-        now: datetime,
-        tokens_expired_before: datetime,
-        revoked_before: datetime,
-        audit_before: datetime,
-        failures_before: datetime,
-        attempts_before: datetime,
-        known_addresses_before: datetime,
-        batch_size: int,
-    ) -> SweepCounts:
-        """Delete at most batch_size rows of each kind, each statement its own transaction."""
-        conn = self._conn
+    async def delete_batch(self, cutoffs: SweepCutoffs, *, batch_size: int) -> SweepCounts:
         async with translate_errors():
-            expired_tokens = await conn.execute(
-                _DELETE_EXPIRED_TOKENS, tokens_expired_before, batch_size
-            )
-            revoked_tokens = await conn.execute(
-                _DELETE_TOKENS_OF_REVOKED_SESSIONS, revoked_before, batch_size
-            )
-            expired = await conn.execute(_DELETE_EXPIRED_SESSIONS, now, batch_size)
-            revoked = await conn.execute(_DELETE_REVOKED_SESSIONS, revoked_before, batch_size)
-            async with conn.transaction():
-                await conn.execute(_MARK_AUDIT_RETENTION_SWEEP)
-                audit = await conn.execute(_DELETE_OLD_AUDIT_EVENTS, audit_before, batch_size)
-            failures = await conn.execute(
-                _DELETE_PAST_LOGIN_FAILURES, failures_before, batch_size, now
-            )
-            addresses = await conn.execute(
-                _DELETE_FORGOTTEN_ADDRESSES, known_addresses_before, batch_size
-            )
-            attempts = await conn.execute(_DELETE_STALE_LOGIN_ATTEMPTS, attempts_before, batch_size)
-        return SweepCounts(
-            expired_sessions=_count(expired),
-            revoked_sessions=_count(revoked),
-            refresh_tokens=_count(expired_tokens) + _count(revoked_tokens),
-            audit_events=_count(audit),
-            login_failures=_count(failures),
-            stale_login_attempts=_count(attempts),
-            known_addresses=_count(addresses),
-        )
+            return {swept.name: await self._delete(swept, cutoffs, batch_size) for swept in SWEPT}
+
+    async def _delete(self, swept: Swept, cutoffs: SweepCutoffs, batch_size: int) -> int:
+        args = swept.args(cutoffs, batch_size)
+        if swept.setup is None:
+            return _count(await self._conn.execute(swept.statement, *args))
+        async with self._conn.transaction():
+            await self._conn.execute(swept.setup)
+            return _count(await self._conn.execute(swept.statement, *args))
 
 
 class PgSweepStore:
@@ -159,10 +194,9 @@ class PgSweepStore:
         self._pool = pool
 
     @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[SweepPass | None]:
-        """Hold the cluster-wide sweep lock for a pass; None if another replica has it."""
+    async def exclusive(self) -> AsyncIterator[PgSweepPass | None]:
         async with (
             translate_errors(),
             try_session_advisory_lock(self._pool, SWEEP_LOCK_KEY) as conn,
         ):
-            yield None if conn is None else SweepPass(conn)
+            yield None if conn is None else PgSweepPass(conn)

@@ -90,6 +90,8 @@ def _counts(rows: list[asyncpg.Record], in_flight: Mapping[str, int]) -> dict[st
 
 
 class PgLoginThrottleStore:
+    """domain.throttle.LoginThrottleStore in PostgreSQL; contracts on the Protocol."""
+
     __slots__ = ("_pool",)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -103,8 +105,6 @@ class PgLoginThrottleStore:
         now: datetime,
         in_flight_since: datetime | None = None,
     ) -> Mapping[str, BucketCount]:
-        """The failures of the buckets that have any, and (given `in_flight_since`) their
-        attempts in flight, without locking or writing."""
         async with translate_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(_READ_BUCKETS, buckets, now, windows)
             in_flight: dict[str, int] = {}
@@ -125,10 +125,6 @@ class PgLoginThrottleStore:
         in_flight_since: datetime,
         may_admit: Callable[[Mapping[str, BucketCount]], bool],
     ) -> Mapping[str, BucketCount]:
-        """Lock the buckets (starting a new window where the last has passed) and, if
-        `may_admit` says so, record the attempt in flight in each, in one transaction.
-        Returns the counts it judged; attempts admitted before `in_flight_since` are
-        taken for dead and not counted."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_LOCK_BUCKETS, buckets, now, windows)
             in_flight: dict[str, int] = {
@@ -148,8 +144,6 @@ class PgLoginThrottleStore:
         now: datetime,
         may_take: Callable[[Mapping[str, BucketCount]], bool],
     ) -> Mapping[str, BucketCount]:
-        """Count one more use in every bucket if `may_take` allows it on the locked
-        counts (for limits on every attempt, such as sign-ups). Returns those counts."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             counts = _counts(await conn.fetch(_LOCK_BUCKETS, buckets, now, windows), {})
             if may_take(counts):
@@ -165,7 +159,6 @@ class PgLoginThrottleStore:
         now: datetime,
         event: AuditEvent,
     ) -> None:
-        """Settle a failed attempt: one more failure in every bucket, audited."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_LOCK_BUCKETS, buckets, now, windows)
             await conn.execute(_COUNT_FAILURE, buckets, now)
@@ -175,19 +168,15 @@ class PgLoginThrottleStore:
     async def clear_failures(
         self, attempt_id: uuid.UUID, cleared: list[str], known_address: str, *, now: datetime
     ) -> None:
-        """Settle a successful attempt: `cleared` buckets are forgiven, and the
-        account's address is remembered as known."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_CLEAR_FAILURES, cleared)
             await conn.execute(_REMEMBER_ADDRESS, known_address, now)
             await conn.execute(_FORGET_ATTEMPT, attempt_id)
 
     async def is_known_address(self, pair: str, *, since: datetime) -> bool:
-        """Whether the account signed in from this address after `since`."""
         async with translate_errors():
             return bool(await self._pool.fetchval(_IS_KNOWN_ADDRESS, pair, since))
 
     async def forget(self, attempt_id: uuid.UUID) -> None:
-        """An attempt that ended without an outcome (an error, a cancelled call)."""
         async with translate_errors():
             await self._pool.execute(_FORGET_ATTEMPT, attempt_id)

@@ -87,14 +87,14 @@ def _user(row: asyncpg.Record) -> User:
 
 
 class PgUserStore:
+    """domain.sessions.UserStore in PostgreSQL; contracts on the Protocol."""
+
     __slots__ = ("_pool",)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def create_user(self, user: User, *, event: AuditEvent) -> None:
-        """Insert a new account and record `event`, together; an email already in use is
-        EmailTaken, and records nothing."""
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             await insert_user(conn, user)
             await insert_event(conn, event)
@@ -102,8 +102,6 @@ class PgUserStore:
     async def create_user_if_new(
         self, user: User, *, registered: AuditEvent, taken: AuditEvent
     ) -> bool:
-        """Insert and audit as `registered`, or change nothing and audit as `taken` with the
-        existing account's id; one statement either way. True if the user was inserted."""
         async with translate_errors():
             created: bool = await self._pool.fetchval(
                 _INSERT_USER_IF_NEW,

@@ -185,7 +185,7 @@ async def test_sweeper_deletes_events_past_the_retention_only(
     counts = await launched.server.sweeper.run_once()
 
     assert counts is not None
-    assert counts.audit_events == 1
+    assert counts["audit_events"] == 1
     remaining = [row["event"] for row in await pool.fetch("SELECT event FROM audit_events")]
     assert remaining == ["login_succeeded"]
 

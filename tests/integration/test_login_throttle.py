@@ -17,7 +17,7 @@ from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
 from tests.helpers import PASSWORD, Stub, error_info, login, register
-from tests.processes import eventually
+from tests.processes import eventually, started
 
 pytestmark = pytest.mark.asyncio
 
@@ -216,7 +216,7 @@ async def test_sweeper_removes_counters_whose_window_has_passed(
     assert counts is not None
     # The account's from this address, the account's and the address's; the account's
     # day bucket stays for its day.
-    assert counts.login_failures == 3
+    assert counts["login_failures"] == 3
     assert await pool.fetchval("SELECT bucket FROM login_failures") == escalated_account_bucket(
         EMAIL
     )
@@ -415,7 +415,7 @@ async def test_attempts_of_a_replica_that_died_mid_login_stop_counting_and_are_s
 
     assert signed_in.access_token
     assert counts is not None
-    assert counts.stale_login_attempts == 1
+    assert counts["stale_login_attempts"] == 1
     assert await pool.fetchval("SELECT count(*) FROM login_attempts_in_flight") == 0
 
 
@@ -439,3 +439,31 @@ async def test_the_lockout_window_starts_at_the_first_failure_whatever_came_befo
 
     assert retry_delay(known.value) == WINDOW
     assert retry_delay(unknown.value) == WINDOW
+
+
+async def test_stopping_one_server_does_not_wait_for_another_servers_pending_settlement(
+    launch: Launch, pool: Pool
+) -> None:
+    # Two servers in one process: each drains its own throttle's tasks, not the other's.
+    stopping, busy = await launch(), await launch()
+
+    async def settlement_waiting() -> bool:
+        return bool(
+            await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%INSERT INTO audit_events%'"
+            )
+        )
+
+    async with pool.acquire() as blocker, blocker.transaction():
+        # A failure is settled with its audit row, which waits here: reads go on.
+        await blocker.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
+        pending = started(failed_login(busy.stub))
+        await eventually(settlement_waiting)
+
+        await stopping.server.stop(None)
+
+        # Waiting for it instead, the stop would have outlasted its statement timeout.
+        still_waiting = await settlement_waiting()
+    assert still_waiting
+    assert await pending == "INVALID_CREDENTIALS"

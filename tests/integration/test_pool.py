@@ -1,10 +1,11 @@
-"""The pool returns connections without asyncpg's reset query, so nothing may
-leave session state on one: above all, no advisory lock goes back to the pool."""
+"""The pool returns connections without asyncpg's reset query unless they listened, so
+nothing may leave session state on one: no advisory lock, no LISTEN goes back to the pool."""
 
 from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from authsvc.store.pool import Pool, session_advisory_lock, try_session_advisory_lock
@@ -13,6 +14,8 @@ from tests.conftest import pool_on
 pytestmark = pytest.mark.asyncio
 
 KEY = 0x61757468_7E57  # a key no part of the service uses
+
+CHANNEL = "authsvc_test_channel"
 
 _HELD = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
 
@@ -80,3 +83,40 @@ async def test_a_released_connection_carries_no_transaction(pg_dsn: str) -> None
             left_open = await conn.fetchval("SELECT to_regclass('pg_temp.left_open')")
 
     assert (in_transaction, left_open) == (False, None)
+
+
+def _ignore(*_: object) -> None:
+    pass
+
+
+async def test_a_listener_left_on_a_pooled_connection_does_not_reach_the_next_borrower(
+    pg_dsn: str,
+) -> None:
+    async with pool_on(pg_dsn, min_size=1, max_size=1) as single:
+        # asyncpg warns about the forgotten listener; the pool must clean up after it.
+        with pytest.warns(asyncpg.InterfaceWarning, match="listener"):
+            async with single.acquire() as conn:
+                await conn.add_listener(CHANNEL, _ignore)
+
+        async with single.acquire() as conn:
+            listening = await conn.fetch("SELECT pg_listening_channels()")
+
+    assert listening == []
+
+
+async def test_a_connection_that_never_listened_goes_back_without_a_round_trip(
+    pg_dsn: str,
+) -> None:
+    # The measured win of skipping asyncpg's reset query; fails if asyncpg stops asking
+    # the connection for its reset query.
+    sent: list[str] = []
+
+    def log(logged: asyncpg.connection.LoggedQuery) -> None:
+        sent.append(logged.query)
+
+    async with pool_on(pg_dsn, min_size=1, max_size=1) as single, single.acquire() as conn:
+        conn.add_query_logger(log)
+        await conn.fetchval("SELECT 1")
+    # Released (and the pool closed): asyncpg has run whatever it runs on release.
+
+    assert sent == ["SELECT 1"]

@@ -10,7 +10,12 @@ from typing import Any
 import grpc
 import pytest
 
-from authsvc.app import build_key_ring, build_refusal_log, build_session_service
+from authsvc.app import (
+    build_key_ring,
+    build_login_throttle,
+    build_refusal_log,
+    build_session_service,
+)
 from authsvc.config import Config
 from authsvc.core.clock import FrozenClock
 from authsvc.core.models import DeviceInfo, DeviceType
@@ -122,8 +127,15 @@ async def test_register_hashes_the_password_once_for_a_free_and_for_a_taken_emai
     config: Config, pool: Pool, clock: FrozenClock
 ) -> None:
     hasher = CountingHasher(config)
+    refusals = build_refusal_log(pool)
     service = build_session_service(
-        config, pool, clock, build_key_ring(config, pool, clock), hasher, build_refusal_log(pool)
+        config,
+        pool,
+        clock,
+        build_key_ring(config, pool, clock),
+        hasher,
+        refusals,
+        throttle=build_login_throttle(config, pool, clock, refusals),
     )
     counts = []
     try:

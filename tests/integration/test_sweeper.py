@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -15,8 +16,9 @@ from authsvc.config import Config
 from authsvc.core.clock import Clock, FrozenClock
 from authsvc.core.models import SweepCounts
 from authsvc.domain.refresh_tokens import hash_refresh_token
+from authsvc.domain.throttle import IN_FLIGHT_EXPIRY
 from authsvc.store.pool import Pool
-from authsvc.store.sweep import SWEEP_LOCK_KEY, PgSweepStore
+from authsvc.store.sweep import SWEEP_LOCK_KEY, SWEPT, PgSweepStore
 from authsvc.sweeper import Sweeper
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch, Launched
@@ -96,6 +98,11 @@ def _sweeper(
     )
 
 
+def swept(**counts: int) -> dict[str, int]:
+    """A sweep's counts: these, and zero of every other kind."""
+    return {kind.name: 0 for kind in SWEPT} | counts
+
+
 # Register's throttle buckets (all addresses, this address), swept once their hour passes.
 SIGN_UP_BUCKETS = 2
 
@@ -140,12 +147,83 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
     # issued with, so every token of an expired session has expired. (And the login's
     # throttle buckets whose window has passed: the account from this address, the
     # account, the address.)
-    assert counts == SweepCounts(expired_sessions=2, refresh_tokens=4, login_failures=3)
+    assert counts == swept(expired_sessions=2, refresh_tokens=4, login_failures=3)
     assert await _session_ids(pool) == {recent.session_id, newest.session_id}
     token_owners = {
         str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
     }
     assert token_owners == {recent.session_id, newest.session_id}
+
+
+_SESSION = """
+INSERT INTO sessions (
+    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason)
+VALUES ($1, $2, $3, $3, $4, $4, false, '', '', 'other', '', '', '', $5, $6)
+"""
+_TOKEN = """
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5)
+"""
+
+
+async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -> None:
+    """A row just past its cutoff for each kind the store sweeps (by its count's name)."""
+    second = timedelta(seconds=1)
+    user_id, live, revoked, expired = (uuid.uuid4() for _ in range(4))
+    revoked_at = now - config.revoked_retention - second
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)"
+            " VALUES ($1, 'swept@example.com', '', 'unused', $2, $2)",
+            user_id,
+            now - timedelta(days=400),
+        )
+        await conn.execute(_SESSION, live, user_id, now, now + timedelta(hours=1), None, None)
+        await conn.execute(  # expired_sessions: idle-expired, its tokens gone already
+            _SESSION, expired, user_id, now - timedelta(hours=2), now - second, None, None
+        )
+        await conn.execute(  # revoked_sessions, with its one token (revoked_session_tokens)
+            _SESSION, revoked, user_id, revoked_at, now + timedelta(hours=1), revoked_at, "logout"
+        )
+        await conn.execute(
+            _TOKEN, uuid.uuid4(), revoked, b"r", revoked_at, now + timedelta(hours=1)
+        )
+        await conn.execute(  # refresh_tokens: a live session's token past expiry and grace
+            _TOKEN, uuid.uuid4(), live, b"t", now, now - config.refresh_grace_period - second
+        )
+        await conn.execute(  # audit_events
+            "INSERT INTO audit_events (occurred_at, event, detail) VALUES ($1, 'old', '{}')",
+            now - config.audit_retention - second,
+        )
+        await conn.execute(  # login_failures: a counter whose window has passed
+            "INSERT INTO login_failures (bucket, failures, window_started_at, window_length)"
+            " VALUES ('ip:192.0.2.1', 1, $1, $2)",
+            now - config.login_failure_window - second,
+            config.login_failure_window,
+        )
+        await conn.execute(  # known_addresses
+            "INSERT INTO login_known_addresses (pair_bucket, last_success_at)"
+            " VALUES ('pair:1', $1)",
+            now - config.known_address_retention - second,
+        )
+        await conn.execute(  # stale_login_attempts: its process died before it settled
+            "INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)"
+            " VALUES ($1, 'ip:192.0.2.1', $2)",
+            uuid.uuid4(),
+            now - IN_FLIGHT_EXPIRY - second,
+        )
+
+
+async def test_sweep_deletes_and_counts_one_due_row_of_every_kind_it_declares(
+    config: Config, clock: FrozenClock, pool: Pool
+) -> None:
+    # A kind added to the store's SWEPT without a row above fails here (count 0).
+    await _one_due_row_of_each_kind(pool, config, clock.now())
+
+    counts = await build_sweeper(config, pool, clock).run_once()
+
+    assert counts == {kind.name: 1 for kind in SWEPT}
 
 
 async def test_sweep_keeps_revoked_session_within_retention(
@@ -156,7 +234,7 @@ async def test_sweep_keeps_revoked_session_within_retention(
 
     counts = await server.sweeper.run_once()
 
-    assert counts == SweepCounts()
+    assert counts == swept()
     assert await _session_ids(pool) == {revoked.session_id, live.session_id}
 
 
@@ -168,8 +246,8 @@ async def test_sweep_deletes_revoked_session_after_retention(
 
     counts = await server.sweeper.run_once()
 
-    assert counts == SweepCounts(
-        revoked_sessions=1, refresh_tokens=1, login_failures=SIGN_UP_BUCKETS
+    assert counts == swept(
+        revoked_sessions=1, revoked_session_tokens=1, login_failures=SIGN_UP_BUCKETS
     )
     assert await _session_ids(pool) == {live.session_id}
     assert (
@@ -227,7 +305,7 @@ async def test_sweep_deletes_rotated_tokens_of_a_live_session_once_they_expire(
 
     counts = await launched.server.sweeper.run_once()
 
-    assert counts == SweepCounts(refresh_tokens=1, login_failures=SIGN_UP_BUCKETS)
+    assert counts == swept(refresh_tokens=1, login_failures=SIGN_UP_BUCKETS)
     assert await _session_ids(pool) == {session_id}
     kept = {
         bytes(row["token_hash"])
@@ -294,7 +372,7 @@ async def test_sweep_deletes_more_expired_sessions_than_one_batch_in_one_pass(
     counts = await launched.server.sweeper.run_once()
 
     assert counts is not None
-    assert (counts.expired_sessions, counts.revoked_sessions) == (35, 0)
+    assert (counts["expired_sessions"], counts["revoked_sessions"]) == (35, 0)
     assert await _session_ids(pool) == set()
     assert await pool.fetchval("SELECT count(*) FROM refresh_tokens") == 0
 
@@ -317,7 +395,7 @@ async def test_sweep_pauses_between_batches_and_not_after_the_last(
 
     # 25 sessions in batches of 10: 10, 10, then 5, which ends the pass.
     assert counts is not None
-    assert counts.expired_sessions == 25
+    assert counts["expired_sessions"] == 25
     assert pauses == [launched.server.config.sweep_batch_pause.total_seconds()] * 2
 
 
@@ -344,9 +422,7 @@ async def test_sweep_runs_once_the_other_replica_releases_the_lock(
     counts = await server.sweeper.run_once()
 
     assert skipped is None
-    assert counts == SweepCounts(
-        expired_sessions=1, refresh_tokens=1, login_failures=SIGN_UP_BUCKETS
-    )
+    assert counts == swept(expired_sessions=1, refresh_tokens=1, login_failures=SIGN_UP_BUCKETS)
     assert await _session_ids(pool) == set()
 
 
@@ -357,9 +433,7 @@ async def test_swept_session_access_token_validates_inactive_as_session_expired(
     launched = await launch(session_idle_timeout="10m", access_token_ttl="1h")
     registered = await register(launched.stub)
     clock.advance(timedelta(minutes=11))
-    assert await launched.server.sweeper.run_once() == SweepCounts(
-        expired_sessions=1, refresh_tokens=1
-    )
+    assert await launched.server.sweeper.run_once() == swept(expired_sessions=1, refresh_tokens=1)
     assert await _session_ids(pool) == set()
 
     response = await validate(launched.stub, registered.access_token)
@@ -384,9 +458,7 @@ async def test_sweep_leaves_a_session_locked_by_a_request_for_the_next_pass(
 
         remaining = await _session_ids(pool)
 
-    assert counts == SweepCounts(
-        expired_sessions=1, refresh_tokens=2, login_failures=SIGN_UP_BUCKETS
-    )
+    assert counts == swept(expired_sessions=1, refresh_tokens=2, login_failures=SIGN_UP_BUCKETS)
     assert remaining == {busy.session_id}
     assert idle.session_id not in remaining
 
@@ -413,9 +485,7 @@ async def test_sweep_deletes_a_long_lived_sessions_tokens_in_batches_before_the_
     counts = await sweeper.run_once()
 
     # 25 tokens in batches of 10: 10, 10, then 5 and, with no token left, the session.
-    assert counts == SweepCounts(
-        expired_sessions=1, refresh_tokens=25, login_failures=SIGN_UP_BUCKETS
-    )
+    assert counts == swept(expired_sessions=1, refresh_tokens=25, login_failures=SIGN_UP_BUCKETS)
     assert len(pauses) == 2
     assert await _session_ids(pool) == set()
 
@@ -445,7 +515,10 @@ async def test_sweep_that_found_nothing_logs_at_debug_only(
     sweeper = build_sweeper(config, pool, clock)
     caplog.set_level(logging.DEBUG, logger="authsvc.sweeper")
 
-    assert await sweeper.run_once() == SweepCounts()
+    counts = await sweeper.run_once()
+
+    assert counts is not None
+    assert not any(counts.values())
 
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "sweep"]
     assert record.levelno == logging.DEBUG
