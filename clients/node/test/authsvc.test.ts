@@ -8,6 +8,7 @@ import { startServers, type Servers } from "./harness.js";
 import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
 import { rpcTests } from "./rpcs.js";
+import { scenarioTests } from "./scenarios.js";
 
 describe("authsvc node client against a live server", () => {
   let started: Awaited<ReturnType<typeof startServers>> | undefined;
@@ -27,6 +28,7 @@ describe("authsvc node client against a live server", () => {
 
   rpcTests(servers);
   refreshTests(servers);
+  scenarioTests(servers);
   errorTests(servers);
   readmeTests(servers);
   claimsTests(servers);

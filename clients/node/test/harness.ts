@@ -277,6 +277,31 @@ export interface Servers {
 export const SHORT_ACCESS_TOKEN_TTL = "3s";
 export const SHORT_SESSION_IDLE_TIMEOUT = "2s";
 
+/**
+ * The settings (AUTHSVC_<NAME>, lower case) each shared server runs with beyond the test
+ * defaults, for tests that pick a server by what it must do (the scenario table's "server").
+ */
+export const SERVER_SETTINGS = {
+  main: {},
+  shortTtl: {
+    access_token_ttl: SHORT_ACCESS_TOKEN_TTL,
+    // Expired at `exp` itself, so the tests wait under 3 s, not the default 30 s skew more.
+    clock_skew: "0s",
+    refresh_grace_period: "0s",
+  },
+  restricted: { registration_enabled: "false", session_idle_timeout: SHORT_SESSION_IDLE_TIMEOUT },
+  busy: {
+    sign_up_hash_workers: "1",
+    hash_queue_limit: "0",
+    argon2_time_cost: "10",
+    argon2_memory_kib: "65536",
+  },
+} as const satisfies Record<keyof Servers, Record<string, string>>;
+
+function settingsEnv(settings: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(settings).map(([name, value]) => [`AUTHSVC_${name.toUpperCase()}`, value]));
+}
+
 export async function startServers(): Promise<{ servers: Servers; stop: () => Promise<void> }> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "authsvc-node-test-"));
   const started: AuthsvcServer[] = [];
@@ -289,27 +314,14 @@ export async function startServers(): Promise<{ servers: Servers; stop: () => Pr
   };
   try {
     // The first start initialises the data dir; the replica joins its PostgreSQL.
-    const main = await AuthsvcServer.start(dataDir);
+    const main = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.main));
     started.push(main);
-    const shortTtl = await AuthsvcServer.start(dataDir, {
-      AUTHSVC_ACCESS_TOKEN_TTL: SHORT_ACCESS_TOKEN_TTL,
-      // Expired at `exp` itself, so the tests wait under 3 s, not the default 30 s skew more.
-      AUTHSVC_CLOCK_SKEW: "0s",
-      AUTHSVC_REFRESH_GRACE_PERIOD: "0s",
-    });
+    const shortTtl = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.shortTtl));
     started.push(shortTtl);
     // Another replica joining the running PostgreSQL: about half a second.
-    const restricted = await AuthsvcServer.start(dataDir, {
-      AUTHSVC_REGISTRATION_ENABLED: "false",
-      AUTHSVC_SESSION_IDLE_TIMEOUT: SHORT_SESSION_IDLE_TIMEOUT,
-    });
+    const restricted = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.restricted));
     started.push(restricted);
-    const busy = await AuthsvcServer.start(dataDir, {
-      AUTHSVC_SIGN_UP_HASH_WORKERS: "1",
-      AUTHSVC_HASH_QUEUE_LIMIT: "0",
-      AUTHSVC_ARGON2_TIME_COST: "10",
-      AUTHSVC_ARGON2_MEMORY_KIB: "65536",
-    });
+    const busy = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.busy));
     started.push(busy);
     return { servers: { main, shortTtl, restricted, busy }, stop };
   } catch (error) {
@@ -340,11 +352,13 @@ export function newAccount(): { email: string; password: string } {
 export class TaggedClient {
   readonly client: AuthClient;
   readonly #server: AuthsvcServer;
-  readonly #tag = `t${randomUUID().replaceAll("-", "")}`;
+  readonly #tag: string;
   #sequence = 0;
 
-  constructor(server: AuthsvcServer, options: Partial<AuthClientOptions> = {}) {
+  /** Clients given one `tag` are counted together (a client and its restarted successor). */
+  constructor(server: AuthsvcServer, options: Partial<AuthClientOptions> = {}, tag = newTag()) {
     this.#server = server;
+    this.#tag = tag;
     const tagging: Interceptor = (next) => async (req) => {
       if (!req.header.has("x-request-id")) {
         req.header.set("x-request-id", `${this.#tag}-${this.#sequence++}`);
@@ -364,7 +378,7 @@ export class TaggedClient {
    * answers, into one ordered stream, so every earlier RPC of this client is in by then.
    */
   async serverLog(rpc: string): Promise<RpcLogLine[]> {
-    const marker = `${this.#tag}-marker-${this.#sequence++}`;
+    const marker = `${this.#tag}-marker-${randomUUID()}`;
     await this.client.getJwks({ headers: { "x-request-id": marker } });
     await this.#server.waitForRpc((line) => line.request_id === marker);
     const prefix = `${this.#tag}-`;
@@ -379,6 +393,11 @@ export class TaggedClient {
   close(): void {
     this.client.close();
   }
+}
+
+/** A request-id prefix of its own, for TaggedClient. */
+export function newTag(): string {
+  return `t${randomUUID().replaceAll("-", "")}`;
 }
 
 /** Resolves once the wall clock has passed `instant` (bounded: the instants here are seconds away). */
