@@ -3,6 +3,7 @@
 
 import { after, before, describe } from "node:test";
 import { claimsTests } from "./claims.js";
+import { engineTests } from "./engines.js";
 import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
 import { readmeTests } from "./readme.js";
@@ -33,3 +34,5 @@ describe("authsvc node client against a live server", () => {
   readmeTests(servers);
   claimsTests(servers);
 });
+
+engineTests();
