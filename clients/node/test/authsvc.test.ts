@@ -3,6 +3,7 @@
 
 import { after, before, describe } from "node:test";
 import { claimsTests } from "./claims.js";
+import { crashTests } from "./crash.js";
 import { engineTests } from "./engines.js";
 import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
@@ -36,3 +37,4 @@ describe("authsvc node client against a live server", () => {
 });
 
 engineTests();
+crashTests();

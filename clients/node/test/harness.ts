@@ -1,6 +1,11 @@
 // Test harness: runs the real authsvc server (<repo>/.venv/bin/authsvc serve, embedded
 // PostgreSQL in a fresh temp dir) and reads its JSON-lines log, so tests can count the RPCs
 // the server actually received.
+//
+// Nothing it starts outlives the test process: each server leads its own process group and
+// is told SIGTERM at exit, and a detached reaper (reaper.ts) stops the servers and their
+// PostgreSQL and deletes the data dir when the test process ends any other way (a signal,
+// SIGKILL), since no exit handler runs then.
 
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
@@ -29,6 +34,40 @@ export interface RpcLogLine {
 }
 
 const SERVING = /authsvc: serving gRPC on 127\.0\.0\.1:(\d+)/;
+
+/** What the reaper is told (see reaper.ts). */
+type ReaperMessage = { server: number } | { exited: number } | { dataDir: string } | { removed: string };
+
+let reaperInput: ((message: ReaperMessage) => void) | undefined;
+
+/** Tell this process's reaper, started on first use, what to stop if this process dies. */
+function tellReaper(message: ReaperMessage): void {
+  if (reaperInput === undefined) {
+    const reaper = spawn(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), "reaper.js")], {
+      detached: true,
+      stdio: ["pipe", "ignore", "ignore"],
+    });
+    const input = reaper.stdin;
+    assert.ok(input !== null);
+    // Neither keeps this process running; the pipe closes when it ends, however it ends.
+    reaper.unref();
+    (input as unknown as { unref(): void }).unref();
+    reaperInput = (next) => input.write(`${JSON.stringify(next)}\n`);
+  }
+  reaperInput(message);
+}
+
+/** A fresh AUTHSVC_DATA_DIR that the reaper deletes if this process dies before removeDataDir. */
+export async function newDataDir(): Promise<string> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "authsvc-node-test-"));
+  tellReaper({ dataDir });
+  return dataDir;
+}
+
+export async function removeDataDir(dataDir: string): Promise<void> {
+  await rm(dataDir, { recursive: true, force: true });
+  tellReaper({ removed: dataDir });
+}
 
 /** `.venv/bin/authsvc` of the repo this file is in (AUTHSVC_BIN overrides). */
 function authsvcBinary(): string {
@@ -112,12 +151,24 @@ export class AuthsvcServer {
     this.#child = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
       env,
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group: a terminal's Ctrl-C reaches the test process alone, which
+      // (or whose reaper) stops the servers in order, each stopping PostgreSQL if last.
+      detached: true,
     });
+    const pid = this.#child.pid;
+    if (pid !== undefined) {
+      tellReaper({ server: pid });
+    }
     this.#exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
-    // If the test process dies without running its after hooks, do not leave servers behind.
+    // If the test process exits without running its after hooks, do not leave servers behind.
     const orphanGuard = () => this.#child.kill("SIGTERM");
     process.once("exit", orphanGuard);
-    void this.#exited.then(() => process.removeListener("exit", orphanGuard));
+    void this.#exited.then(() => {
+      process.removeListener("exit", orphanGuard);
+      if (pid !== undefined) {
+        tellReaper({ exited: pid });
+      }
+    });
     for (const stream of [this.#child.stdout, this.#child.stderr]) {
       if (stream !== null) {
         createInterface({ input: stream }).on("line", (line) => this.#onLine(line));
@@ -139,6 +190,11 @@ export class AuthsvcServer {
       throw error;
     }
     return server;
+  }
+
+  /** The server's process id (the leader of its process group). */
+  get pid(): number | undefined {
+    return this.#child.pid;
   }
 
   get baseUrl(): string {
@@ -303,14 +359,14 @@ function settingsEnv(settings: Record<string, string>): Record<string, string> {
 }
 
 export async function startServers(): Promise<{ servers: Servers; stop: () => Promise<void> }> {
-  const dataDir = await mkdtemp(path.join(tmpdir(), "authsvc-node-test-"));
+  const dataDir = await newDataDir();
   const started: AuthsvcServer[] = [];
   const stop = async () => {
     // Replicas first; the last one out stops the shared PostgreSQL.
     for (const server of started.reverse()) {
       await server.stop();
     }
-    await rm(dataDir, { recursive: true, force: true });
+    await removeDataDir(dataDir);
   };
   try {
     // The first start initialises the data dir; the replica joins its PostgreSQL.
