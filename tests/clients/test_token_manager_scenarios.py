@@ -72,7 +72,7 @@ def _access_log() -> Iterator[AccessLog]:
         logger.setLevel(level)
 
 
-class Refreshes(grpc.aio.UnaryUnaryClientInterceptor):
+class RefreshGate(grpc.aio.UnaryUnaryClientInterceptor):
     """Tags each call with an x-request-id of the scenario's, and on request holds Refresh
     answers (success or failure, after the server sent them) until released."""
 
@@ -147,7 +147,7 @@ class Runner:
         self._server_clock = clock
         self._client_now = clock.now()
         self._tag = f"s{uuid.uuid4().hex}"
-        self._refreshes = Refreshes(self._tag)
+        self._refreshes = RefreshGate(self._tag)
         self._store_path = tmp / "tokens.json"
         self._store = FileTokenStore(self._store_path)
         self._email = f"{self._tag}@example.com"

@@ -123,7 +123,7 @@ class TokenManager:
         return (await self._refresh_from(pair.access_token)).access_token
 
     async def refresh(self) -> TokenPair:
-        """Refresh now, whatever the expiry; joins a refresh already in flight."""
+        """Refresh now, whatever the expiry; joins a refresh of the same tokens in flight."""
         await self._ensure_loaded()
         pair = self._pair
         if pair is None:
