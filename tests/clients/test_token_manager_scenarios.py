@@ -79,17 +79,24 @@ class RefreshGate(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, tag: str) -> None:
         self._tag = tag
         self._sequence = 0
-        self._release: asyncio.Event | None = None
+        self._is_holding = False
+        # One per answer held and not yet released, oldest first.
+        self._gates: list[asyncio.Event] = []
         self.held = 0
         self._arrived = asyncio.Condition()
 
     def hold(self) -> None:
-        self._release = asyncio.Event()
+        self._is_holding = True
 
-    def release(self) -> None:
-        if self._release is not None:
-            self._release.set()
-        self._release = None
+    def release(self, count: int | None = None) -> None:
+        """Let the oldest `count` held answers go on; all, and hold no more, without one."""
+        if count is None:
+            self._is_holding = False
+            count = len(self._gates)
+        assert count <= len(self._gates), f"{count} to release, {len(self._gates)} held"
+        for gate in self._gates[:count]:
+            gate.set()
+        del self._gates[:count]
 
     async def wait_held(self, count: int) -> None:
         async with asyncio.timeout(HELD_TIMEOUT), self._arrived:
@@ -114,19 +121,22 @@ class RefreshGate(grpc.aio.UnaryUnaryClientInterceptor):
             ),
             request,
         )
-        release = self._release
         method = details.method
         # grpc.aio hands interceptors the method name as bytes.
         if isinstance(method, bytes):
             method = method.decode()
-        if release is None or method != f"{METHOD_PREFIX}Refresh":
+        if not self._is_holding or method != f"{METHOD_PREFIX}Refresh":
             return call
         with contextlib.suppress(grpc.aio.AioRpcError):
             await call  # a failure too is read by the client from the call, after the release
+        if not self._is_holding:
+            return call  # everything was released while the server answered
+        gate = asyncio.Event()
+        self._gates.append(gate)
         async with self._arrived:
             self.held += 1
             self._arrived.notify_all()
-        await release.wait()
+        await gate.wait()
         return call
 
 
@@ -250,7 +260,7 @@ class Runner:
         self._refreshes.hold()
 
     async def _do_release_refreshes(self, step: dict[str, Any]) -> None:
-        self._refreshes.release()
+        self._refreshes.release(step.get("count"))
 
     async def _do_await_held(self, step: dict[str, Any]) -> None:
         await self._refreshes.wait_held(step["count"])

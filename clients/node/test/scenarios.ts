@@ -78,24 +78,28 @@ function serverFor(scenario: Scenario): keyof Servers {
 /** Holds Refresh answers (success or failure, after the server sent them) until released. */
 class RefreshGate {
   held = 0;
-  #release: (() => void) | undefined;
-  #released: Promise<void> | undefined;
+  #isHolding = false;
+  /** One per answer held and not yet released, oldest first. */
+  readonly #gates: (() => void)[] = [];
   readonly #arrivals = new Set<() => void>();
 
   readonly interceptor: Interceptor = (next) => async (req) => {
-    const released = this.#released;
-    if (released === undefined || req.method.name !== "Refresh") {
+    if (!this.#isHolding || req.method.name !== "Refresh") {
       return next(req);
     }
     const outcome = await next(req).then(
       (response) => ({ response }),
       (error: unknown) => ({ error }),
     );
-    this.held++;
-    for (const arrived of this.#arrivals) {
-      arrived();
+    if (this.#isHolding) {
+      await new Promise<void>((resolve) => {
+        this.#gates.push(resolve);
+        this.held++;
+        for (const arrived of this.#arrivals) {
+          arrived();
+        }
+      });
     }
-    await released;
     if ("error" in outcome) {
       throw outcome.error;
     }
@@ -103,15 +107,19 @@ class RefreshGate {
   };
 
   hold(): void {
-    this.#released = new Promise((resolve) => {
-      this.#release = resolve;
-    });
+    this.#isHolding = true;
   }
 
-  release(): void {
-    this.#release?.();
-    this.#release = undefined;
-    this.#released = undefined;
+  /** Let the oldest `count` held answers go on; all, and hold no more, without one. */
+  release(count?: number): void {
+    if (count === undefined) {
+      this.#isHolding = false;
+    }
+    const released = count ?? this.#gates.length;
+    assert.ok(released <= this.#gates.length, `${released} to release, ${this.#gates.length} held`);
+    for (const resolve of this.#gates.splice(0, released)) {
+      resolve();
+    }
   }
 
   async waitHeld(count: number): Promise<void> {
@@ -250,7 +258,7 @@ class Runner {
         this.#gate.hold();
         return;
       case "release_refreshes":
-        this.#gate.release();
+        this.#gate.release(step["count"] === undefined ? undefined : Number(step["count"]));
         return;
       case "await_held":
         await this.#gate.waitHeld(Number(step["count"]));
