@@ -1,8 +1,8 @@
 """The client README's Python examples run as written (against `authsvc serve`).
 
 Each block runs in its own thread (the async ones call asyncio.run, which must not touch the
-test session's event loop), with only the server address and the CLI's home directory
-changed.
+test session's event loop). The client README's blocks read the server's address from
+AUTHSVC_ADDR, as a reader's would; only the CLI's home directory is changed in their text.
 """
 
 from __future__ import annotations
@@ -56,13 +56,10 @@ def test_readme_has_the_examples_it_promises() -> None:
 
 @pytest.mark.parametrize("number", range(len(EXAMPLES)))
 def test_readme_example_runs_against_the_server(
-    number: int, serve: ServeProcess, tmp_path: Path
+    number: int, serve: ServeProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = (
-        EXAMPLES[number]
-        .replace("localhost:50051", serve.target)
-        .replace("Path.home()", f"Path({str(tmp_path)!r})")
-    )
+    monkeypatch.setenv("AUTHSVC_ADDR", serve.target)
+    source = EXAMPLES[number].replace("Path.home()", f"Path({str(tmp_path)!r})")
 
     failure = _run(source)
 

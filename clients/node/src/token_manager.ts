@@ -6,8 +6,9 @@
 // - Reactive: a call the server rejects with TOKEN_EXPIRED (the clocks disagree, or the
 //   process slept) gets renew(): a refresh, unless another call has refreshed since, and
 //   the call is retried once (the interceptor does that).
-// - Single flight: however many calls need a refresh at once, one Refresh RPC runs and they
-//   all share its outcome, success or failure.
+// - Single flight: however many calls need a refresh of the same tokens at once, one Refresh
+//   RPC runs and they all share its outcome, success or failure. A caller whose tokens were
+//   replaced (setTokens) meanwhile starts its own: the old refresh answers only for the old.
 // - Terminal: when a refresh fails because the session is over (SessionExpired: revoked,
 //   expired, refresh token reused, expired or invalid), or a call says so, the tokens are
 //   dropped, onSessionExpired runs once and every waiting call gets that SessionExpired;

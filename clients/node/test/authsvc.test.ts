@@ -3,11 +3,14 @@
 
 import { after, before, describe } from "node:test";
 import { claimsTests } from "./claims.js";
+import { crashTests } from "./crash.js";
+import { engineTests } from "./engines.js";
 import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
 import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
 import { rpcTests } from "./rpcs.js";
+import { scenarioTests } from "./scenarios.js";
 
 describe("authsvc node client against a live server", () => {
   let started: Awaited<ReturnType<typeof startServers>> | undefined;
@@ -27,7 +30,11 @@ describe("authsvc node client against a live server", () => {
 
   rpcTests(servers);
   refreshTests(servers);
+  scenarioTests(servers);
   errorTests(servers);
   readmeTests(servers);
   claimsTests(servers);
 });
+
+engineTests();
+crashTests();

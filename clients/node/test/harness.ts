@@ -1,6 +1,11 @@
 // Test harness: runs the real authsvc server (<repo>/.venv/bin/authsvc serve, embedded
 // PostgreSQL in a fresh temp dir) and reads its JSON-lines log, so tests can count the RPCs
 // the server actually received.
+//
+// Nothing it starts outlives the test process: each server leads its own process group and
+// is told SIGTERM at exit, and a detached reaper (reaper.ts) stops the servers and their
+// PostgreSQL and deletes the data dir when the test process ends any other way (a signal,
+// SIGKILL), since no exit handler runs then.
 
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
@@ -29,6 +34,40 @@ export interface RpcLogLine {
 }
 
 const SERVING = /authsvc: serving gRPC on 127\.0\.0\.1:(\d+)/;
+
+/** What the reaper is told (see reaper.ts). */
+type ReaperMessage = { server: number } | { exited: number } | { dataDir: string } | { removed: string };
+
+let reaperInput: ((message: ReaperMessage) => void) | undefined;
+
+/** Tell this process's reaper, started on first use, what to stop if this process dies. */
+function tellReaper(message: ReaperMessage): void {
+  if (reaperInput === undefined) {
+    const reaper = spawn(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), "reaper.js")], {
+      detached: true,
+      stdio: ["pipe", "ignore", "ignore"],
+    });
+    const input = reaper.stdin;
+    assert.ok(input !== null);
+    // Neither keeps this process running; the pipe closes when it ends, however it ends.
+    reaper.unref();
+    (input as unknown as { unref(): void }).unref();
+    reaperInput = (next) => input.write(`${JSON.stringify(next)}\n`);
+  }
+  reaperInput(message);
+}
+
+/** A fresh AUTHSVC_DATA_DIR that the reaper deletes if this process dies before removeDataDir. */
+export async function newDataDir(): Promise<string> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "authsvc-node-test-"));
+  tellReaper({ dataDir });
+  return dataDir;
+}
+
+export async function removeDataDir(dataDir: string): Promise<void> {
+  await rm(dataDir, { recursive: true, force: true });
+  tellReaper({ removed: dataDir });
+}
 
 /** `.venv/bin/authsvc` of the repo this file is in (AUTHSVC_BIN overrides). */
 function authsvcBinary(): string {
@@ -112,12 +151,24 @@ export class AuthsvcServer {
     this.#child = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
       env,
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group: a terminal's Ctrl-C reaches the test process alone, which
+      // (or whose reaper) stops the servers in order, each stopping PostgreSQL if last.
+      detached: true,
     });
+    const pid = this.#child.pid;
+    if (pid !== undefined) {
+      tellReaper({ server: pid });
+    }
     this.#exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
-    // If the test process dies without running its after hooks, do not leave servers behind.
+    // If the test process exits without running its after hooks, do not leave servers behind.
     const orphanGuard = () => this.#child.kill("SIGTERM");
     process.once("exit", orphanGuard);
-    void this.#exited.then(() => process.removeListener("exit", orphanGuard));
+    void this.#exited.then(() => {
+      process.removeListener("exit", orphanGuard);
+      if (pid !== undefined) {
+        tellReaper({ exited: pid });
+      }
+    });
     for (const stream of [this.#child.stdout, this.#child.stderr]) {
       if (stream !== null) {
         createInterface({ input: stream }).on("line", (line) => this.#onLine(line));
@@ -139,6 +190,11 @@ export class AuthsvcServer {
       throw error;
     }
     return server;
+  }
+
+  /** The server's process id (the leader of its process group). */
+  get pid(): number | undefined {
+    return this.#child.pid;
   }
 
   get baseUrl(): string {
@@ -277,39 +333,51 @@ export interface Servers {
 export const SHORT_ACCESS_TOKEN_TTL = "3s";
 export const SHORT_SESSION_IDLE_TIMEOUT = "2s";
 
+/**
+ * The settings (AUTHSVC_<NAME>, lower case) each shared server runs with beyond the test
+ * defaults, for tests that pick a server by what it must do (the scenario table's "server").
+ */
+export const SERVER_SETTINGS = {
+  main: {},
+  shortTtl: {
+    access_token_ttl: SHORT_ACCESS_TOKEN_TTL,
+    // Expired at `exp` itself, so the tests wait under 3 s, not the default 30 s skew more.
+    clock_skew: "0s",
+    refresh_grace_period: "0s",
+  },
+  restricted: { registration_enabled: "false", session_idle_timeout: SHORT_SESSION_IDLE_TIMEOUT },
+  busy: {
+    sign_up_hash_workers: "1",
+    hash_queue_limit: "0",
+    argon2_time_cost: "10",
+    argon2_memory_kib: "65536",
+  },
+} as const satisfies Record<keyof Servers, Record<string, string>>;
+
+function settingsEnv(settings: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(settings).map(([name, value]) => [`AUTHSVC_${name.toUpperCase()}`, value]));
+}
+
 export async function startServers(): Promise<{ servers: Servers; stop: () => Promise<void> }> {
-  const dataDir = await mkdtemp(path.join(tmpdir(), "authsvc-node-test-"));
+  const dataDir = await newDataDir();
   const started: AuthsvcServer[] = [];
   const stop = async () => {
     // Replicas first; the last one out stops the shared PostgreSQL.
     for (const server of started.reverse()) {
       await server.stop();
     }
-    await rm(dataDir, { recursive: true, force: true });
+    await removeDataDir(dataDir);
   };
   try {
     // The first start initialises the data dir; the replica joins its PostgreSQL.
-    const main = await AuthsvcServer.start(dataDir);
+    const main = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.main));
     started.push(main);
-    const shortTtl = await AuthsvcServer.start(dataDir, {
-      AUTHSVC_ACCESS_TOKEN_TTL: SHORT_ACCESS_TOKEN_TTL,
-      // Expired at `exp` itself, so the tests wait under 3 s, not the default 30 s skew more.
-      AUTHSVC_CLOCK_SKEW: "0s",
-      AUTHSVC_REFRESH_GRACE_PERIOD: "0s",
-    });
+    const shortTtl = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.shortTtl));
     started.push(shortTtl);
     // Another replica joining the running PostgreSQL: about half a second.
-    const restricted = await AuthsvcServer.start(dataDir, {
-      AUTHSVC_REGISTRATION_ENABLED: "false",
-      AUTHSVC_SESSION_IDLE_TIMEOUT: SHORT_SESSION_IDLE_TIMEOUT,
-    });
+    const restricted = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.restricted));
     started.push(restricted);
-    const busy = await AuthsvcServer.start(dataDir, {
-      AUTHSVC_SIGN_UP_HASH_WORKERS: "1",
-      AUTHSVC_HASH_QUEUE_LIMIT: "0",
-      AUTHSVC_ARGON2_TIME_COST: "10",
-      AUTHSVC_ARGON2_MEMORY_KIB: "65536",
-    });
+    const busy = await AuthsvcServer.start(dataDir, settingsEnv(SERVER_SETTINGS.busy));
     started.push(busy);
     return { servers: { main, shortTtl, restricted, busy }, stop };
   } catch (error) {
@@ -340,11 +408,13 @@ export function newAccount(): { email: string; password: string } {
 export class TaggedClient {
   readonly client: AuthClient;
   readonly #server: AuthsvcServer;
-  readonly #tag = `t${randomUUID().replaceAll("-", "")}`;
+  readonly #tag: string;
   #sequence = 0;
 
-  constructor(server: AuthsvcServer, options: Partial<AuthClientOptions> = {}) {
+  /** Clients given one `tag` are counted together (a client and its restarted successor). */
+  constructor(server: AuthsvcServer, options: Partial<AuthClientOptions> = {}, tag = newTag()) {
     this.#server = server;
+    this.#tag = tag;
     const tagging: Interceptor = (next) => async (req) => {
       if (!req.header.has("x-request-id")) {
         req.header.set("x-request-id", `${this.#tag}-${this.#sequence++}`);
@@ -364,7 +434,7 @@ export class TaggedClient {
    * answers, into one ordered stream, so every earlier RPC of this client is in by then.
    */
   async serverLog(rpc: string): Promise<RpcLogLine[]> {
-    const marker = `${this.#tag}-marker-${this.#sequence++}`;
+    const marker = `${this.#tag}-marker-${randomUUID()}`;
     await this.client.getJwks({ headers: { "x-request-id": marker } });
     await this.#server.waitForRpc((line) => line.request_id === marker);
     const prefix = `${this.#tag}-`;
@@ -379,6 +449,11 @@ export class TaggedClient {
   close(): void {
     this.client.close();
   }
+}
+
+/** A request-id prefix of its own, for TaggedClient. */
+export function newTag(): string {
+  return `t${randomUUID().replaceAll("-", "")}`;
 }
 
 /** Resolves once the wall clock has passed `instant` (bounded: the instants here are seconds away). */

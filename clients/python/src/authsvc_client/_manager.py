@@ -47,8 +47,10 @@ class TokenManager:
       does not refresh before every call.
     - Reactive: a call the service rejects with TOKEN_EXPIRED (the clocks disagree) triggers
       a refresh and is retried once with the new token.
-    - Single flight: however many calls need a refresh at once, one Refresh RPC runs and they
-      all share its outcome, success or failure.
+    - Single flight: however many calls need a refresh of the same tokens at once, one
+      Refresh RPC runs and they all share its outcome, success or failure. A caller whose
+      tokens were replaced (`set_tokens`) meanwhile starts its own: the old refresh answers
+      only for the old tokens.
     - Terminal: when a refresh fails because the session is over (revoked, expired, refresh
       token reused...), or a call says the session is over, the tokens are cleared,
       `on_session_expired` is called once and every waiting call raises SessionExpired; later
@@ -81,7 +83,8 @@ class TokenManager:
         self._received_at = self._now()
         self._is_loaded = False
         self._load_lock = asyncio.Lock()
-        self._flight: asyncio.Task[TokenPair] | None = None
+        # The refresh in flight and the pair it rotates: only callers holding that pair join it.
+        self._flight: tuple[TokenPair, asyncio.Task[TokenPair]] | None = None
         self._ended: SessionExpired | None = None
 
     @property
@@ -124,7 +127,7 @@ class TokenManager:
         return (await self._refresh_from(pair.access_token)).access_token
 
     async def refresh(self) -> TokenPair:
-        """Refresh now, whatever the expiry; joins a refresh already in flight."""
+        """Refresh now, whatever the expiry; joins a refresh of the same tokens in flight."""
         await self._ensure_loaded()
         pair = self._pair
         if pair is None:
@@ -194,14 +197,14 @@ class TokenManager:
         if pair.access_token != stale_access_token:
             # Someone refreshed since this token was read: use theirs.
             return pair
-        if self._flight is None:
+        if self._flight is None or self._flight[0] is not pair:
             flight = asyncio.ensure_future(self._rotate(pair))
             # Read the outcome even if every waiter was cancelled, so asyncio never logs it
             # as "never retrieved".
             flight.add_done_callback(lambda done: done.cancelled() or done.exception())
-            self._flight = flight
+            self._flight = (pair, flight)
         # A waiter's cancellation must not cancel the refresh the others are waiting on.
-        return await asyncio.shield(self._flight)
+        return await asyncio.shield(self._flight[1])
 
     async def _rotate(self, pair: TokenPair) -> TokenPair:
         try:
@@ -224,7 +227,9 @@ class TokenManager:
                 await self._store.save(rotated)
             return rotated
         finally:
-            self._flight = None
+            # A newer pair's flight may have started meanwhile; that one is not ours to end.
+            if self._flight is not None and self._flight[0] is pair:
+                self._flight = None
 
     async def _end(self, pair: TokenPair, error: SessionExpired) -> None:
         if self._pair is not pair:
