@@ -61,3 +61,4 @@ export {
 } from "./errors.js";
 export { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo, type RetryInfo } from "./error_details.js";
 export { AuthService, DeviceType, LogoutScope } from "./gen/authsvc/v1/auth_service_pb.js";
+export { VERSION } from "./version.js";
