@@ -19,7 +19,7 @@ CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-pr
 	bench-smoke node-client
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
-.PHONY: help bootstrap bootstrap-python run test bench lint fmt generate check-generated lint-proto lock clean \
+.PHONY: help bootstrap bootstrap-python run test bench lint fmt generate check-generated lint-proto lock dist clean \
 	ruff-check ruff-format-check mypy lint-imports pytest bench-smoke node-client
 
 help: ## List targets
@@ -112,11 +112,16 @@ lint-proto: bootstrap ## buf lint, buf format check, buf breaking against HEAD~1
 	else echo "buf breaking: HEAD is the first commit; nothing to compare with"; fi
 	@echo "protos/ pass buf lint, buf format and buf breaking."
 
+# The version in each artifact's name and metadata is authsvc/VERSION (see CHANGELOG.md).
+dist: bootstrap ## Build the server's and Python client's wheel + sdist and the Node tarball into dist/
+	@scripts/dist
+
 lock: ## Re-resolve dependencies into constraints.txt (then run make test)
 	@scripts/lock
 
 clean: ## Remove .venv, node_modules, caches and build output (keeps .authsvc-data/)
 	rm -rf .venv node_modules build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache \
-	  clients/node/node_modules clients/node/build \
+	  clients/node/node_modules clients/node/build clients/node/dist \
+	  clients/python/build clients/python/src/*.egg-info \
 	  .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

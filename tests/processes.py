@@ -276,18 +276,29 @@ async def _drain(
         if match and not port.done():
             port.set_result(int(match[1]))
     if not port.done():
-        port.set_exception(AssertionError("serve exited before printing its port"))
+        tail = "\n".join(kept)
+        port.set_exception(AssertionError(f"serve exited before printing its port:\n{tail}"))
 
 
 class ServerGroup:
     """Starts `authsvc serve` processes; `close()` kills whatever still runs.
 
     `open_files`: the (soft, hard) RLIMIT_NOFILE they start with; None: this process's.
+    `python` runs `-m authsvc` in `cwd`: by default this checkout's; an installed package's
+    is another interpreter in a directory outside the checkout.
     """
 
-    def __init__(self, *, open_files: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        open_files: tuple[int, int] | None = None,
+        python: Path = Path(sys.executable),
+        cwd: Path = REPO_ROOT,
+    ) -> None:
         self.servers: list[ServerProcess] = []
         self._open_files = open_files
+        self._python = python
+        self._cwd = cwd
 
     async def start(self, dsn: str | None, **settings: str) -> ServerProcess:
         """A server process on `dsn` (None: embedded) with AUTHSVC_* `settings`, listening,
@@ -296,7 +307,7 @@ class ServerGroup:
         if self._open_files is not None:
             limits = ("-c", _WITH_OPEN_FILES, *map(str, self._open_files))
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            self._python,
             *limits,
             "-m",
             "authsvc",
@@ -309,7 +320,7 @@ class ServerGroup:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=authsvc_env(dsn, **settings),
-            cwd=REPO_ROOT,
+            cwd=self._cwd,
         )
         assert process.stderr is not None
         port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -319,7 +330,8 @@ class ServerGroup:
             async with asyncio.timeout(WAIT):
                 bound = await port
         except BaseException:
-            process.kill()
+            if process.returncode is None:  # it may have exited: that is the failure
+                process.kill()
             await process.wait()
             await drain
             raise
@@ -339,8 +351,13 @@ class ServerGroup:
 
 
 @asynccontextmanager
-async def server_group(*, open_files: tuple[int, int] | None = None) -> AsyncIterator[ServerGroup]:
-    group = ServerGroup(open_files=open_files)
+async def server_group(
+    *,
+    open_files: tuple[int, int] | None = None,
+    python: Path = Path(sys.executable),
+    cwd: Path = REPO_ROOT,
+) -> AsyncIterator[ServerGroup]:
+    group = ServerGroup(open_files=open_files, python=python, cwd=cwd)
     try:
         yield group
     finally:

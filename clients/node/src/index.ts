@@ -62,3 +62,4 @@ export {
 export { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo, type RetryInfo } from "./error_details.js";
 export { AuthService, DeviceType, LogoutScope } from "./gen/authsvc/v1/auth_service_pb.js";
 export { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
+export { VERSION } from "./version.js";

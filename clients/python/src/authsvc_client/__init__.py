@@ -9,6 +9,8 @@
 - TokenVerifier and TokenAuthInterceptor: for internal services that accept authsvc tokens.
 """
 
+from importlib.resources import files
+
 from authsvc_client._bearer import BearerAuthInterceptor
 from authsvc_client._client import DEFAULT_TIMEOUT, AuthClient
 from authsvc_client._errors import (
@@ -62,6 +64,9 @@ from authsvc_client._verifier import (
     JwksSource,
     TokenVerifier,
 )
+
+# The release of the API this client speaks: VERSION is a link to the server's own file.
+__version__ = files(__name__).joinpath("VERSION").read_text(encoding="utf-8").strip()
 
 __all__ = [
     "DEFAULT_JWKS_REFETCH_INTERVAL",
