@@ -177,9 +177,12 @@ SELECT
 # What only a failed login, a detected theft or a sign-up attempt (an email taken or
 # not, it counts against the sign-up limits) may add to: the audit trail and the
 # throttle's counters. Any other rejection leaves them alone too.
+# Refusal tallies are written by the server's RefusalLog once a minute of wall time, so under
+# load one can land during any call: it is an earlier refusal's record, not this call's.
 _RECORDS = """
 SELECT
-    (SELECT count(*) FROM audit_events) AS audit_events,
+    (SELECT count(*) FROM audit_events
+      WHERE detail->>'reason' IS DISTINCT FROM 'rate_limited') AS audit_events,
     (SELECT md5(coalesce(string_agg(f::text, ',' ORDER BY f.bucket), '')) FROM login_failures f)
         AS login_failures
 """
