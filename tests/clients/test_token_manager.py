@@ -7,6 +7,7 @@ RPC reached the service, not that the client thinks it sent one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from authsvc_client import (
+    DEFAULT_REFRESH_SKEW,
     AuthClient,
     FileTokenStore,
+    InMemoryTokenStore,
     RefreshTokenReused,
     SessionExpired,
     SessionPage,
@@ -100,6 +103,17 @@ async def test_access_token_within_the_skew_of_expiry_is_refreshed_before_the_ca
     current = await client.tokens.tokens()
     assert current is not None
     assert current.access_token != registered.access_token
+
+
+async def test_access_token_at_exactly_the_skew_before_expiry_is_refreshed_before_the_call(
+    client: AuthClient, clock: FrozenClock, server_rpcs: RpcCounter
+) -> None:
+    await client.register(EMAIL, PASSWORD)
+    clock.advance(ACCESS_TOKEN_TTL - DEFAULT_REFRESH_SKEW)
+
+    await client.list_sessions()
+
+    assert server_rpcs("Refresh") == 1
 
 
 async def test_access_token_outside_the_skew_is_sent_without_refreshing(
@@ -376,3 +390,36 @@ async def test_ended_session_is_removed_from_the_store(
             await client.list_sessions()
 
     assert await store.load() is None
+
+
+class UnclearableStore(InMemoryTokenStore):
+    """A store whose clear fails, as a file store's does when its disk has gone away."""
+
+    async def clear(self) -> None:
+        raise OSError("the disk has gone away")
+
+
+async def test_a_store_that_cannot_clear_still_ends_the_session_and_logs_store_failed(
+    server: AuthServer,
+    clock: FrozenClock,
+    stub: Stub,
+    endings: SessionEndings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="authsvc_client")
+    async with AuthClient.connect(
+        f"127.0.0.1:{server.port}",
+        now=clock.now,
+        store=UnclearableStore(),
+        on_session_expired=endings,
+    ) as client:
+        await _revoke(stub, await client.register(EMAIL, PASSWORD))
+
+        with pytest.raises(SessionExpired):
+            await client.list_sessions()
+
+    assert [e.reason for e in endings.errors] == ["SESSION_REVOKED"]
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "store_failed"]
+    assert [(r.levelno, r.exc_info and r.exc_info[0]) for r in failures] == [
+        (logging.ERROR, OSError)
+    ]
