@@ -3,7 +3,8 @@
 Every mutant's pytest run would otherwise start its own embedded PostgreSQL (the `pg_admin_dsn`
 fixture); one server for the whole run, given through AUTHSVC_TEST_DATABASE_URL, saves that.
 Starts from an empty mutants/, so the score printed is this tree's. Prints the kill rate and
-each survivor; docs/mutation.md says what the last run's survivors were.
+each survivor; docs/mutation.md says what the last run's survivors were. Arguments are
+mutant-name globs that replace DEFAULT_MUTANTS.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ DEFAULT_MUTANTS = [
     "authsvc.domain.sessions.xǁSessionServiceǁlogout_with_refresh_token__mutmut_*",
     "authsvc.domain.access_tokens.xǁAccessTokensǁverify__mutmut_*",
     "authsvc.store.sessions.xǁPgSessionStoreǁlist_live_sessions__mutmut_*",
-    "clients.python.src.authsvc_client._manager.xǁTokenManagerǁ_is_due__mutmut_*",
+    "authsvc_client._manager.xǁTokenManagerǁ_is_due__mutmut_*",
+    "authsvc_client._manager.xǁTokenManagerǁ_end__mutmut_*",
 ]
+# mutmut names a module by its path under the tree's root (only a leading src/ is dropped),
+# and the client's is clients/python/src/authsvc_client: a link at the root gives mutants/
+# the package under its import name, so its mutants are the ones the tests import.
+CLIENT_LINK = Path("authsvc_client")
+CLIENT_PACKAGE = Path("clients/python/src/authsvc_client")
 
 
 def mutmut(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
@@ -41,13 +48,21 @@ def mutmut(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
 def main() -> int:
     os.chdir(ROOT)
     shutil.rmtree("mutants", ignore_errors=True)
+    CLIENT_LINK.unlink(missing_ok=True)
+    CLIENT_LINK.symlink_to(CLIENT_PACKAGE, target_is_directory=True)
+    try:
+        return _run_and_report(sys.argv[1:] or DEFAULT_MUTANTS)
+    finally:
+        CLIENT_LINK.unlink()
+
+
+def _run_and_report(names: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="authsvc-mutation-pg-") as data_dir:
         embedded = start_embedded_postgres(Path(data_dir))
         try:
             env = {**os.environ, "AUTHSVC_TEST_DATABASE_URL": embedded.admin_dsn()}
-            # One mutant per core; mutant-name globs on the command line replace the default.
+            # One mutant per core.
             children = str(os.cpu_count() or 2)
-            names = sys.argv[1:] or DEFAULT_MUTANTS
             run = mutmut("run", "--max-children", children, *names, env=env, check=False)
         finally:
             embedded.stop()
