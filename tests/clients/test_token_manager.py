@@ -9,11 +9,13 @@ RPC reached the service, not that the client thinks it sent one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 import pytest
 from authsvc_client import (
     AuthClient,
+    InMemoryTokenStore,
     SessionExpired,
     SessionPage,
     TokenPair,
@@ -115,3 +117,36 @@ async def test_async_callback_is_awaited_when_the_session_ends(
             await client.list_sessions()
 
     assert told.is_set()
+
+
+class UnclearableStore(InMemoryTokenStore):
+    """A store whose clear fails, as a file store's does when its disk has gone away."""
+
+    async def clear(self) -> None:
+        raise OSError("the disk has gone away")
+
+
+async def test_a_store_that_cannot_clear_still_ends_the_session_and_logs_store_failed(
+    server: AuthServer,
+    clock: FrozenClock,
+    stub: Stub,
+    endings: SessionEndings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="authsvc_client")
+    async with AuthClient.connect(
+        f"127.0.0.1:{server.port}",
+        now=clock.now,
+        store=UnclearableStore(),
+        on_session_expired=endings,
+    ) as client:
+        await _revoke(stub, await client.register(EMAIL, PASSWORD))
+
+        with pytest.raises(SessionExpired):
+            await client.list_sessions()
+
+    assert [e.reason for e in endings.errors] == ["SESSION_REVOKED"]
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "store_failed"]
+    assert [(r.levelno, r.exc_info and r.exc_info[0]) for r in failures] == [
+        (logging.ERROR, OSError)
+    ]

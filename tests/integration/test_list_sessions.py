@@ -282,6 +282,25 @@ async def test_list_sessions_pages_keep_the_single_page_order(
     assert [session_id for page in pages for session_id in page] == whole
 
 
+async def test_list_sessions_later_pages_leave_out_revoked_sessions(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    alice = await sign_in(stub, 5, clock=clock)
+    caller = alice[4]
+    # Newest first, two a page: [4, 3], [2, 1], [0]; session 1 sits on the second page.
+    await stub.RevokeSession(
+        pb.RevokeSessionRequest(session_id=alice[1].session_id),
+        metadata=bearer(caller.access_token),
+    )
+
+    pages = await all_pages(stub, caller.access_token, page_size=2)
+
+    assert pages == [
+        [alice[4].session_id, alice[3].session_id],
+        [alice[2].session_id, alice[0].session_id],
+    ]
+
+
 async def test_list_sessions_last_page_has_no_next_page_token(stub: Stub) -> None:
     alice = await sign_in(stub, 3)
     first = await list_sessions(stub, alice[0].access_token, page_size=2)

@@ -379,6 +379,27 @@ async def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(
     assert await failed_from("203.0.113.2", "another@example.com") == "INVALID_CREDENTIALS"
 
 
+async def test_one_ipv6_network_shares_one_address_limit(launch: Launch) -> None:
+    # A host holds a whole /64: a fresh address in it must not buy a fresh limit.
+    launched = await launch(
+        trusted_proxies="127.0.0.1/32", login_failures_per_ip="3", login_failures_per_account="100"
+    )
+
+    async def failed_from(client: str, email: str) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await launched.stub.Login(
+                pb.LoginRequest(email=email, password=WRONG),
+                metadata=(("x-forwarded-for", client),),
+            )
+        return error_info(caught.value)[1]
+
+    for number in range(3):
+        await failed_from(f"2001:db8:1:2::{number + 1}", f"user{number}@example.com")
+
+    assert await failed_from("2001:db8:1:2:ffff::9", "another@example.com") == "RATE_LIMITED"
+    assert await failed_from("2001:db8:1:3::1", "another@example.com") == "INVALID_CREDENTIALS"
+
+
 async def test_a_large_burst_of_correct_logins_all_succeed_without_deadlock(
     stub: Stub, pool: Pool
 ) -> None:

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.asyncio
 # The default refresh_grace_period is 10s.
 WITHIN_GRACE = timedelta(seconds=5)
 PAST_GRACE = timedelta(seconds=11)
+AT_GRACE = timedelta(seconds=10)
 
 TokenPair = pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse
 
@@ -156,6 +157,20 @@ async def test_rotated_token_within_grace_returns_the_live_head_of_the_chain(
     again = await refresh(stub, t0.refresh_token)
 
     assert again.refresh_token == t2.refresh_token
+
+
+async def test_rotated_token_at_exactly_the_grace_period_still_gets_the_successor(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    # The window is inclusive: a replay at rotation + grace is a retry, not theft.
+    first = await register(stub)
+    second = await refresh(stub, first.refresh_token)
+    clock.advance(AT_GRACE)
+
+    again = await refresh(stub, first.refresh_token)
+
+    assert again.refresh_token == second.refresh_token
+    assert (await validate(stub, again.access_token)).active
 
 
 # --- concurrency ------------------------------------------------------------

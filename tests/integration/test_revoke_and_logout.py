@@ -311,6 +311,20 @@ async def test_logout_with_a_refresh_token_rotated_past_the_grace_window_is_reus
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
 
 
+async def test_logout_with_a_refresh_token_rotated_exactly_the_grace_period_ago_logs_out(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    # Logout draws the grace edge where Refresh does: at rotation + grace, no reuse yet.
+    (session,) = await sign_in(stub, 1)
+    rotated = await refresh(stub, session.refresh_token)
+    clock.advance(timedelta(seconds=10))  # exactly refresh_grace_period
+
+    response = await stub.Logout(pb.LogoutRequest(refresh_token=session.refresh_token))
+
+    assert response.revoked_session_count == 1
+    assert await refusal(stub, rotated) == REVOKED
+
+
 async def test_logout_with_a_reused_refresh_token_revokes_the_session(
     stub: Stub, clock: FrozenClock
 ) -> None:

@@ -272,3 +272,33 @@ async def test_a_token_rotated_just_before_its_expiry_still_recovers_its_success
 
     assert second_tab.refresh_token == first_tab.refresh_token
     assert second_tab.session_id == signed_in.session_id
+
+
+async def test_a_token_rotated_just_before_its_expiry_recovers_its_successor_at_the_grace_edge(
+    launch: Launch, clock: FrozenClock
+) -> None:
+    # Past the token's own expiry, the grace window still counts its last instant.
+    launched = await launch(session_idle_timeout="1h")
+    signed_in = await register(launched.stub)
+    clock.advance(timedelta(hours=1) - timedelta(seconds=1))
+    first_tab = await refresh(launched.stub, signed_in.refresh_token)
+    clock.advance(timedelta(seconds=10))  # exactly the default refresh_grace_period
+
+    second_tab = await refresh(launched.stub, signed_in.refresh_token)
+
+    assert second_tab.refresh_token == first_tab.refresh_token
+
+
+async def test_replaying_a_rotated_token_at_exactly_its_own_expiry_is_expired_not_reuse(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    signed_in = await register(stub)
+    clock.advance(timedelta(minutes=1))
+    latest = await refresh(stub, signed_in.refresh_token)
+    clock.advance(IDLE_TIMEOUT - timedelta(minutes=1))
+    assert clock.now() == at(signed_in.refresh_token_expires_at)
+
+    replayed = await refresh_failure(stub, signed_in.refresh_token)
+
+    assert replayed == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_EXPIRED")
+    assert (await refresh(stub, latest.refresh_token)).session_id == signed_in.session_id

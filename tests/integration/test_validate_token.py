@@ -135,6 +135,32 @@ async def test_validate_expired_token_is_token_expired_with_its_user(
     assert response.session_id == registered.session_id
 
 
+async def test_token_validated_before_its_exp_is_expired_after_it(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    # The server remembers tokens whose signature checked out; expiry must not be remembered.
+    registered = await register(stub)
+    assert (await validate(stub, registered.access_token)).active
+    clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW)
+
+    response = await validate(stub, registered.access_token)
+
+    assert (response.active, response.inactive_reason) == (False, "TOKEN_EXPIRED")
+
+
+async def test_token_used_before_its_exp_is_refused_after_it(
+    stub: Stub, clock: FrozenClock
+) -> None:
+    registered = await register(stub)
+    await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(registered.access_token))
+    clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(registered.access_token))
+
+    assert error_info(caught.value)[:2] == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED")
+
+
 async def test_validate_after_logout_is_session_revoked(stub: Stub) -> None:
     registered = await register(stub)
     await stub.Logout(pb.LogoutRequest(), metadata=bearer(registered.access_token))
