@@ -5,6 +5,8 @@ retries that heal once the operator fixes it, as after an outage)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -12,7 +14,14 @@ import pytest
 from authsvc.store.bootstrap import ensure_service_database
 from tests.conftest import dsn_for_database
 from tests.helpers import unused_port
-from tests.processes import CommandRun, authsvc_env, eventually, run_authsvc, server_group
+from tests.processes import (
+    CommandRun,
+    ServerProcess,
+    authsvc_env,
+    eventually,
+    run_authsvc,
+    server_group,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -103,9 +112,12 @@ async def _set_password(pg_admin_dsn: str, name: str, password: str) -> None:
     )
 
 
-async def test_serve_with_a_wrong_password_logs_authentication_failed_without_it(
+@asynccontextmanager
+async def _serving_with_a_wrong_password(
     pg_admin_dsn: str,
-) -> None:
+) -> AsyncIterator[tuple[ServerProcess, str]]:
+    """`authsvc serve` as a role whose password it has wrong, once it has said why it is not
+    ready: (the server, the role)."""
     database_dsn, role = await _role_with_password(pg_admin_dsn, "the-right-password")
     async with server_group() as group:
         server = await group.start(as_role(database_dsn, role, PASSWORD))
@@ -114,6 +126,14 @@ async def test_serve_with_a_wrong_password_logs_authentication_failed_without_it
             return "database not ready" in server.stderr_tail
 
         await eventually(said_why)
+        yield server, role
+
+
+async def test_serve_with_a_wrong_password_logs_authentication_failed_without_it(
+    pg_admin_dsn: str,
+) -> None:
+    async with _serving_with_a_wrong_password(pg_admin_dsn) as (server, _):
+        pass
 
     assert "authentication failed" in server.stderr_tail
     assert PASSWORD not in server.stderr_tail
@@ -122,14 +142,7 @@ async def test_serve_with_a_wrong_password_logs_authentication_failed_without_it
 async def test_serve_with_a_wrong_password_gets_ready_once_the_password_is_fixed(
     pg_admin_dsn: str,
 ) -> None:
-    database_dsn, role = await _role_with_password(pg_admin_dsn, "the-right-password")
-    async with server_group() as group:
-        server = await group.start(as_role(database_dsn, role, PASSWORD))
-
-        async def said_why() -> bool:
-            return "authentication failed" in server.stderr_tail
-
-        await eventually(said_why)
+    async with _serving_with_a_wrong_password(pg_admin_dsn) as (server, role):
         await _set_password(pg_admin_dsn, role, PASSWORD)
 
         await server.until_serving()

@@ -26,10 +26,17 @@ EMAIL = "alice@example.com"  # the helpers' default account
 WINDOW = timedelta(minutes=15)  # the default window
 
 
-async def failed_login(stub: Stub, email: str = "alice@example.com", password: str = WRONG) -> str:
-    """The reason of a Login that must fail."""
+async def failed_login(
+    stub: Stub,
+    email: str = "alice@example.com",
+    password: str = WRONG,
+    *,
+    forwarded_for: str | None = None,
+) -> str:
+    """The reason of a Login that must fail; from `forwarded_for` as a trusted proxy says."""
+    metadata = () if forwarded_for is None else (("x-forwarded-for", forwarded_for),)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await login(stub, email=email, password=password)
+        await stub.Login(pb.LoginRequest(email=email, password=password), metadata=metadata)
     return error_info(caught.value)[1]
 
 
@@ -356,6 +363,9 @@ async def test_a_login_cut_off_by_its_deadline_gives_its_slot_back_uncounted(
     assert await pool.fetchval("SELECT sum(failures) FROM login_failures") == 0
 
 
+OTHER = "another@example.com"
+
+
 async def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(
     launch: Launch,
 ) -> None:
@@ -364,19 +374,14 @@ async def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(
         trusted_proxies="127.0.0.1/32", login_failures_per_ip="3", login_failures_per_account="100"
     )
 
-    async def failed_from(client: str, email: str) -> str:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await launched.stub.Login(
-                pb.LoginRequest(email=email, password=WRONG),
-                metadata=(("x-forwarded-for", client),),
-            )
-        return error_info(caught.value)[1]
-
     for number in range(3):
-        await failed_from("203.0.113.1", f"user{number}@example.com")
+        await failed_login(launched.stub, f"user{number}@example.com", forwarded_for="203.0.113.1")
 
-    assert await failed_from("203.0.113.1", "another@example.com") == "RATE_LIMITED"
-    assert await failed_from("203.0.113.2", "another@example.com") == "INVALID_CREDENTIALS"
+    assert await failed_login(launched.stub, OTHER, forwarded_for="203.0.113.1") == "RATE_LIMITED"
+    assert (
+        await failed_login(launched.stub, OTHER, forwarded_for="203.0.113.2")
+        == "INVALID_CREDENTIALS"
+    )
 
 
 async def test_one_ipv6_network_shares_one_address_limit(launch: Launch) -> None:
@@ -385,19 +390,17 @@ async def test_one_ipv6_network_shares_one_address_limit(launch: Launch) -> None
         trusted_proxies="127.0.0.1/32", login_failures_per_ip="3", login_failures_per_account="100"
     )
 
-    async def failed_from(client: str, email: str) -> str:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await launched.stub.Login(
-                pb.LoginRequest(email=email, password=WRONG),
-                metadata=(("x-forwarded-for", client),),
-            )
-        return error_info(caught.value)[1]
-
     for number in range(3):
-        await failed_from(f"2001:db8:1:2::{number + 1}", f"user{number}@example.com")
+        await failed_login(
+            launched.stub, f"user{number}@example.com", forwarded_for=f"2001:db8:1:2::{number + 1}"
+        )
 
-    assert await failed_from("2001:db8:1:2:ffff::9", "another@example.com") == "RATE_LIMITED"
-    assert await failed_from("2001:db8:1:3::1", "another@example.com") == "INVALID_CREDENTIALS"
+    assert await failed_login(launched.stub, OTHER, forwarded_for="2001:db8:1:2:ffff::9") == (
+        "RATE_LIMITED"
+    )
+    assert await failed_login(launched.stub, OTHER, forwarded_for="2001:db8:1:3::1") == (
+        "INVALID_CREDENTIALS"
+    )
 
 
 async def test_a_large_burst_of_correct_logins_all_succeed_without_deadlock(

@@ -257,36 +257,26 @@ async def test_replaying_a_rotated_token_past_its_own_expiry_is_expired_not_reus
     assert (await refresh(stub, latest.refresh_token)).session_id == signed_in.session_id
 
 
+# Two tabs refresh as the token expires: the slower one, past the token's own expiry but
+# within the grace period of its rotation (its last instant included), gets the same successor.
+@pytest.mark.parametrize(
+    "after_rotation",
+    [timedelta(seconds=2), timedelta(seconds=10)],  # 10 s: the default refresh_grace_period
+    ids=["in_grace", "at_the_grace_edge"],
+)
 async def test_a_token_rotated_just_before_its_expiry_still_recovers_its_successor_in_grace(
-    launch: Launch, clock: FrozenClock
+    launch: Launch, clock: FrozenClock, after_rotation: timedelta
 ) -> None:
-    # Two tabs refresh as the token expires: the slower one, a moment past the token's own
-    # expiry but within the grace period of its rotation, gets the same successor.
     launched = await launch(session_idle_timeout="1h")
     signed_in = await register(launched.stub)
     clock.advance(timedelta(hours=1) - timedelta(seconds=1))
     first_tab = await refresh(launched.stub, signed_in.refresh_token)
-    clock.advance(timedelta(seconds=2))
+    clock.advance(after_rotation)
 
     second_tab = await refresh(launched.stub, signed_in.refresh_token)
 
     assert second_tab.refresh_token == first_tab.refresh_token
     assert second_tab.session_id == signed_in.session_id
-
-
-async def test_a_token_rotated_just_before_its_expiry_recovers_its_successor_at_the_grace_edge(
-    launch: Launch, clock: FrozenClock
-) -> None:
-    # Past the token's own expiry, the grace window still counts its last instant.
-    launched = await launch(session_idle_timeout="1h")
-    signed_in = await register(launched.stub)
-    clock.advance(timedelta(hours=1) - timedelta(seconds=1))
-    first_tab = await refresh(launched.stub, signed_in.refresh_token)
-    clock.advance(timedelta(seconds=10))  # exactly the default refresh_grace_period
-
-    second_tab = await refresh(launched.stub, signed_in.refresh_token)
-
-    assert second_tab.refresh_token == first_tab.refresh_token
 
 
 async def test_replaying_a_rotated_token_at_exactly_its_own_expiry_is_expired_not_reuse(
