@@ -63,3 +63,26 @@ def test_make_run_without_npm_gets_as_far_as_serve(tmp_path: Path) -> None:
 
     assert "npm" not in run.stderr
     assert "authsvc: configuration error: AUTHSVC_PORT" in run.stderr, run.stderr
+
+
+def test_first_bootstrap_says_what_it_installs_before_the_wait(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    _clone_without_node_modules(checkout)
+    (checkout / ".venv").unlink()  # a fresh clone: no virtualenv yet
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "MAKE", "PIP_"))}
+    # No package index: the install fails at once, after the line it must print first.
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path / "no-packages-here"))
+
+    run = subprocess.run(  # noqa: S603 (the copied checkout's own script)
+        [str(checkout / "scripts" / "bootstrap"), "python"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+
+    assert run.returncode != 0
+    assert run.stderr.splitlines()[0] == (
+        "bootstrap: installing Python packages into .venv (first run, about a minute)..."
+    ), run.stderr
