@@ -16,16 +16,18 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2_grpc
 from bench.servers import SERVE_ARGS, listening_port, open_files_argv
-from tests.conftest import TEST_KEY_ENCRYPTION_KEYS
-from tests.helpers import Stub
+from tests.conftest import TEST_KEY_ENCRYPTION_KEYS, Launch, pool_on
+from tests.helpers import Stub, login, register
 
 __all__ = [
     "WAIT",
@@ -39,6 +41,7 @@ __all__ = [
     "run_authsvc",
     "run_healthcheck",
     "server_group",
+    "sessions_for_sweep",
     "started",
     "watch_until_serving",
 ]
@@ -123,6 +126,29 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = WA
         # another process) cannot be subscribed to.
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(POLL_INTERVAL)
+
+
+async def sessions_for_sweep(launch: Launch, dsn: str, *, expired: int, live: int = 0) -> list[str]:
+    """Make `expired` sessions (of one user) that expired long ago and `live` current ones
+    (of new users) on `dsn`; return the live ones' ids.
+
+    Made through an in-process server whose clock starts 30 days back (the idle timeout
+    is 7 days), so a `sweep` command's or a server process's real clock sees them expired.
+    """
+    clock = FrozenClock(datetime.now(UTC) - timedelta(days=30))
+    async with pool_on(dsn) as pool:
+        launched = await launch(database_url=dsn, server_pool=pool, server_clock=clock)
+        try:
+            await register(launched.stub, email="old@example.com")
+            for _ in range(expired - 1):
+                await login(launched.stub, email="old@example.com")
+            clock.advance(timedelta(days=30))
+            return [
+                (await register(launched.stub, email=f"new{n}@example.com")).session_id
+                for n in range(live)
+            ]
+        finally:
+            await launched.server.stop(None)
 
 
 def started(call: Awaitable[T]) -> asyncio.Task[T]:
