@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import resource
 import statistics
 import sys
@@ -33,14 +32,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.servers import SERVE_ARGS, listening_port, open_files_argv
+
 _REPO = Path(__file__).resolve().parents[1]
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
-_WITH_OPEN_FILES = (
-    "import os, resource, sys;"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])));"
-    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])"
-)
-_PORT_LINE = re.compile(r"serving gRPC on 127\.0\.0\.1:(\d+)")
 # Nothing listens on port 1: the server starts, and stays NOT_SERVING.
 _UNREACHABLE_DATABASE = "postgresql://authsvc@127.0.0.1:1/authsvc"
 _PROBE_TIMEOUT = 2.0
@@ -76,17 +71,8 @@ async def _start(args: argparse.Namespace, log: Path) -> tuple[asyncio.subproces
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-c",
-            _WITH_OPEN_FILES,
-            str(args.soft),
-            str(args.hard),
-            "-m",
-            "authsvc",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
+            *open_files_argv(args.soft, args.hard),
+            *SERVE_ARGS,
             env={**env, "PYTHONPATH": str(root)},
             cwd=root,
             stdin=asyncio.subprocess.DEVNULL,
@@ -104,8 +90,7 @@ async def _start(args: argparse.Namespace, log: Path) -> tuple[asyncio.subproces
 
 
 def _port_in(log: Path) -> int | None:
-    match = _PORT_LINE.search(log.read_text(errors="replace"))
-    return None if match is None else int(match[1])
+    return listening_port(log.read_text(errors="replace"))
 
 
 async def _probe(port: int) -> float | None:

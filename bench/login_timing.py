@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
@@ -22,12 +22,14 @@ import grpc
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 
+if not __package__:  # run as a file (the docstring's way): the checkout holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.servers import SERVE_ARGS, listening_port
+
 if TYPE_CHECKING:
     Stub: TypeAlias = auth_service_pb2_grpc.AuthServiceAsyncStub
 else:
     Stub = auth_service_pb2_grpc.AuthServiceStub
-
-_PORT_LINE = re.compile(rb"serving gRPC on [^:]+:(\d+)")
 
 
 async def start_server(
@@ -37,21 +39,12 @@ async def start_server(
     env = {**os.environ, "AUTHSVC_DATA_DIR": data_dir, "AUTHSVC_LOG_LEVEL": "WARNING", **settings}
     env.pop("AUTHSVC_DATABASE_URL", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
+        sys.executable, *SERVE_ARGS, env=env, stderr=asyncio.subprocess.PIPE
     )
     assert process.stderr is not None
     while line := await process.stderr.readline():
-        if match := _PORT_LINE.search(line):
-            return process, int(match[1])
+        if (port := listening_port(line.decode(errors="replace"))) is not None:
+            return process, port
     raise RuntimeError("server exited before it listened")
 
 

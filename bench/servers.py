@@ -23,7 +23,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 __all__ = [
+    "SERVE_ARGS",
     "ServerProcess",
+    "listening_port",
+    "open_files_argv",
     "process_tree",
     "start_authsvc",
     "start_empty_server",
@@ -32,7 +35,18 @@ __all__ = [
 ]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# `authsvc serve` as every launcher runs it (bench and tests/processes.py), after the
+# interpreter: on loopback, on a port the kernel picks, which the ready line then names.
+SERVE_ARGS = ("-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0")
+# The ready line of authsvc and of the empty server alike.
 _PORT_LINE = re.compile(r"serving gRPC on [^:]+:(\d+)")
+# Runs the rest of its argv with RLIMIT_NOFILE set to argv[1]:argv[2], in a fresh
+# interpreter (unlike preexec_fn, which is unsafe in a threaded process).
+_WITH_OPEN_FILES = (
+    "import os, resource, sys;"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])));"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])"
+)
 # Generous throttle limits so the bench measures logins, not the lockout.
 # The sweeper waits a day: the sweep stage runs `authsvc sweep` when it chooses.
 _BENCH_ENV = {
@@ -43,6 +57,17 @@ _BENCH_ENV = {
 # The bench's key-encryption key, where the environment names none: fixed, so a database
 # kept between runs (--database-url) stays readable. Bench databases hold no real keys.
 _BENCH_KEY_ENCRYPTION_KEYS = "bench:" + "YmVuY2gta2V5LWVuY3J5cHRpb24ta2V5LTMyYnl0ZXM="
+
+
+def listening_port(text: str) -> int | None:
+    """The port in a server's ready line (`...serving gRPC on HOST:PORT`), if `text` holds it."""
+    match = _PORT_LINE.search(text)
+    return None if match is None else int(match[1])
+
+
+def open_files_argv(soft: int, hard: int) -> tuple[str, ...]:
+    """Interpreter arguments that start the `-m ...` after them with RLIMIT_NOFILE soft:hard."""
+    return ("-c", _WITH_OPEN_FILES, str(soft), str(hard))
 
 
 def with_key_encryption_keys(env: dict[str, str]) -> dict[str, str]:
@@ -158,8 +183,8 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> S
     while time.monotonic() < deadline:
         if popen.poll() is not None:
             raise RuntimeError(f"{name} exited early; see {log_path}:\n{log_path.read_text()}")
-        if match := _PORT_LINE.search(log_path.read_text(errors="replace")):
-            return ServerProcess(name=name, popens=[popen], port=int(match[1]), log_path=log_path)
+        if (port := listening_port(log_path.read_text(errors="replace"))) is not None:
+            return ServerProcess(name=name, popens=[popen], port=port, log_path=log_path)
         time.sleep(0.05)
     popen.kill()
     raise RuntimeError(f"{name} did not listen within 60 s; see {log_path}")
@@ -177,8 +202,7 @@ def start_authsvc(
         "AUTHSVC_DATA_DIR": str(work_dir / "authsvc-data"),
         "AUTHSVC_LOG_LEVEL": log_level,
     }
-    argv = [sys.executable, "-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0",
-            "--workers", str(workers)]  # fmt: skip
+    argv = [sys.executable, *SERVE_ARGS, "--workers", str(workers)]
     return _spawn(
         "authsvc", _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / "authsvc.log"
     )

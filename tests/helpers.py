@@ -41,6 +41,8 @@ def _default(name: str) -> Any:
 
 # The server's default leeway on access-token times: a token is expired at exp + CLOCK_SKEW.
 CLOCK_SKEW: timedelta = _default("clock_skew")
+# The server's default access-token lifetime.
+ACCESS_TOKEN_TTL: timedelta = _default("access_token_ttl")
 
 
 def error_info(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:

@@ -11,21 +11,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2_grpc
-from tests.conftest import TEST_KEY_ENCRYPTION_KEYS
-from tests.helpers import Stub
+from bench.servers import SERVE_ARGS, listening_port, open_files_argv
+from tests.conftest import TEST_KEY_ENCRYPTION_KEYS, Launch, pool_on
+from tests.helpers import Stub, login, register
 
 __all__ = [
     "WAIT",
@@ -39,6 +41,7 @@ __all__ = [
     "run_authsvc",
     "run_healthcheck",
     "server_group",
+    "sessions_for_sweep",
     "started",
     "watch_until_serving",
 ]
@@ -49,15 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0
 # How often `eventually` looks again while it waits for an event.
 POLL_INTERVAL = 0.05
-_SERVING_LINE = re.compile(r"authsvc: serving gRPC on 127\.0\.0\.1:(\d+)")
 _KEPT_STDERR_LINES = 200
-# Runs the rest of its argv with RLIMIT_NOFILE set to argv[1]:argv[2], in a fresh
-# interpreter (unlike preexec_fn, which is unsafe in this threaded test process).
-_WITH_OPEN_FILES = (
-    "import os, resource, sys;"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])));"
-    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])"
-)
 # What an HTTP/2 client sends first: the connection preface, then an empty SETTINGS frame.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
 _HTTP2_FRAME_HEADER = 9
@@ -131,6 +126,29 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = WA
         # another process) cannot be subscribed to.
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(POLL_INTERVAL)
+
+
+async def sessions_for_sweep(launch: Launch, dsn: str, *, expired: int, live: int = 0) -> list[str]:
+    """Make `expired` sessions (of one user) that expired long ago and `live` current ones
+    (of new users) on `dsn`; return the live ones' ids.
+
+    Made through an in-process server whose clock starts 30 days back (the idle timeout
+    is 7 days), so a `sweep` command's or a server process's real clock sees them expired.
+    """
+    clock = FrozenClock(datetime.now(UTC) - timedelta(days=30))
+    async with pool_on(dsn) as pool:
+        launched = await launch(database_url=dsn, server_pool=pool, server_clock=clock)
+        try:
+            await register(launched.stub, email="old@example.com")
+            for _ in range(expired - 1):
+                await login(launched.stub, email="old@example.com")
+            clock.advance(timedelta(days=30))
+            return [
+                (await register(launched.stub, email=f"new{n}@example.com")).session_id
+                for n in range(live)
+            ]
+        finally:
+            await launched.server.stop(None)
 
 
 def started(call: Awaitable[T]) -> asyncio.Task[T]:
@@ -272,9 +290,9 @@ async def _drain(
     while line := await stream.readline():
         text = line.decode(errors="replace").rstrip("\n")
         kept.append(text)
-        match = _SERVING_LINE.search(text)
-        if match and not port.done():
-            port.set_result(int(match[1]))
+        bound = listening_port(text)
+        if bound is not None and not port.done():
+            port.set_result(bound)
     if not port.done():
         tail = "\n".join(kept)
         port.set_exception(AssertionError(f"serve exited before printing its port:\n{tail}"))
@@ -305,17 +323,11 @@ class ServerGroup:
         not yet SERVING."""
         limits: tuple[str, ...] = ()
         if self._open_files is not None:
-            limits = ("-c", _WITH_OPEN_FILES, *map(str, self._open_files))
+            limits = open_files_argv(*self._open_files)
         process = await asyncio.create_subprocess_exec(
             self._python,
             *limits,
-            "-m",
-            "authsvc",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
+            *SERVE_ARGS,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

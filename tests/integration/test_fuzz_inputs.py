@@ -249,6 +249,19 @@ async def answer(pool: Pool, request: Message | None, call: Callable[[], Awaitab
     return Answer(None, before, after)
 
 
+async def answer_with_drawn_metadata(
+    target: Target,
+    data: st.DataObject,
+    rpc: Callable[..., Awaitable[Any]],
+    request: Message,
+    *,
+    valid_bearer: bool = True,
+) -> Answer:
+    """`answer` for `rpc(request)`, called with metadata drawn from `data`."""
+    md = data.draw(metadata(target, valid_bearer=valid_bearer), label="metadata")
+    return await answer(target.pool, request, lambda: rpc(request, metadata=md))
+
+
 # --- strategies ----------------------------------------------------------------
 
 # Every code point but surrogates (protobuf strings are UTF-8), plus the usual suspects.
@@ -545,9 +558,8 @@ async def test_register_with_any_input_is_accepted_or_refused_by_contract(
         device_name=data.draw(texts(long=long == "device_name"), label="device_name"),
         remember_me=data.draw(st.booleans(), label="remember_me"),
     )
-    md = data.draw(metadata(target, valid_bearer=True), label="metadata")
 
-    outcome = await answer(target.pool, request, lambda: target.stub.Register(request, metadata=md))
+    outcome = await answer_with_drawn_metadata(target, data, target.stub.Register, request)
 
     if not outcome.rejected:
         added = {k: outcome.after[k] - outcome.before[k] for k in ("users", "sessions")}
@@ -568,9 +580,8 @@ async def test_login_with_any_input_is_accepted_or_refused_by_contract(
         device_name=data.draw(texts(long=long == "device_name"), label="device_name"),
         remember_me=data.draw(st.booleans(), label="remember_me"),
     )
-    md = data.draw(metadata(target, valid_bearer=True), label="metadata")
 
-    outcome = await answer(target.pool, request, lambda: target.stub.Login(request, metadata=md))
+    outcome = await answer_with_drawn_metadata(target, data, target.stub.Login, request)
 
     if not outcome.rejected:
         assert outcome.after["users"] == outcome.before["users"]
@@ -585,9 +596,8 @@ async def test_refresh_with_any_token_but_a_live_one_is_refused_and_changes_noth
     request = pb.RefreshRequest(
         refresh_token=data.draw(refresh_tokens(target.alice.refresh_token), label="token")
     )
-    md = data.draw(metadata(target, valid_bearer=True), label="metadata")
 
-    outcome = await answer(target.pool, request, lambda: target.stub.Refresh(request, metadata=md))
+    outcome = await answer_with_drawn_metadata(target, data, target.stub.Refresh, request)
 
     assert outcome.rejected
 
@@ -609,9 +619,10 @@ async def test_logout_with_any_input_that_is_not_a_valid_request_is_refused(
         label="refresh_token",
     )
     request = pb.LogoutRequest(scope=pb.LogoutScope.ValueType(scope), refresh_token=token)
-    md = data.draw(metadata(target, valid_bearer=live_credentials), label="metadata")
 
-    outcome = await answer(target.pool, request, lambda: target.stub.Logout(request, metadata=md))
+    outcome = await answer_with_drawn_metadata(
+        target, data, target.stub.Logout, request, valid_bearer=live_credentials
+    )
 
     assert outcome.rejected
 
@@ -627,11 +638,8 @@ async def test_list_sessions_with_any_input_never_changes_state(
         ),
         page_token=data.draw(page_tokens(target), label="page_token"),
     )
-    md = data.draw(metadata(target, valid_bearer=True), label="metadata")
 
-    outcome = await answer(
-        target.pool, request, lambda: target.stub.ListSessions(request, metadata=md)
-    )
+    outcome = await answer_with_drawn_metadata(target, data, target.stub.ListSessions, request)
 
     assert outcome.after == outcome.before
 
@@ -668,11 +676,8 @@ async def test_revoke_session_with_any_input_revokes_nothing_that_is_not_the_cal
         ),
         reason=data.draw(texts(long=long == "reason"), label="reason"),
     )
-    md = data.draw(metadata(target, valid_bearer=True), label="metadata")
 
-    outcome = await answer(
-        target.pool, request, lambda: target.stub.RevokeSession(request, metadata=md)
-    )
+    outcome = await answer_with_drawn_metadata(target, data, target.stub.RevokeSession, request)
 
     assert outcome.rejected
 
@@ -686,11 +691,8 @@ async def test_validate_token_with_any_forged_token_is_inactive(
         st.one_of(SHORT_TEXT, LONG_TEXT, access_tokens(target, valid=False)), label="token"
     )
     request = pb.ValidateTokenRequest(access_token=token)
-    md = data.draw(metadata(target, valid_bearer=True), label="metadata")
 
-    outcome = await answer(
-        target.pool, request, lambda: target.stub.ValidateToken(request, metadata=md)
-    )
+    outcome = await answer_with_drawn_metadata(target, data, target.stub.ValidateToken, request)
 
     assert outcome.after == outcome.before
     if not outcome.rejected:
@@ -705,9 +707,8 @@ async def test_get_jwks_with_any_metadata_answers_the_key_set(
     target: Target, data: st.DataObject
 ) -> None:
     request = pb.GetJwksRequest()
-    md = data.draw(metadata(target, valid_bearer=True), label="metadata")
 
-    outcome = await answer(target.pool, request, lambda: target.stub.GetJwks(request, metadata=md))
+    outcome = await answer_with_drawn_metadata(target, data, target.stub.GetJwks, request)
 
     assert not outcome.rejected
     assert target.kid in {key["kid"] for key in json.loads(outcome.response.jwks_json)["keys"]}

@@ -95,6 +95,12 @@ async def listed_session(stub: Stub, access_token: str, session_id: str) -> pb.S
     return found[0]
 
 
+async def listed_after_login(stub: Stub, device: Stub) -> pb.Session:
+    """The session a Login from `device` (a stub with its own user agent) starts, as listed."""
+    signed_in = await login(device)
+    return await listed_session(stub, signed_in.access_token, signed_in.session_id)
+
+
 async def all_pages(stub: Stub, access_token: str, page_size: int) -> list[list[str]]:
     pages: list[list[str]] = []
     page_token = ""
@@ -189,9 +195,8 @@ async def test_desktop_chrome_login_is_listed_as_desktop_chrome_on_mac(
 ) -> None:
     await register(stub)
 
-    signed_in = await login(connect(server.port, CHROME_MAC))
+    session = await listed_after_login(stub, connect(server.port, CHROME_MAC))
 
-    session = await listed_session(stub, signed_in.access_token, signed_in.session_id)
     assert session.device_type == pb.DEVICE_TYPE_DESKTOP
     assert session.browser.startswith("Chrome")
     assert session.os.startswith("Mac OS X")
@@ -202,9 +207,8 @@ async def test_iphone_safari_login_is_listed_as_mobile_on_ios(
 ) -> None:
     await register(stub)
 
-    signed_in = await login(connect(server.port, IPHONE_SAFARI))
+    session = await listed_after_login(stub, connect(server.port, IPHONE_SAFARI))
 
-    session = await listed_session(stub, signed_in.access_token, signed_in.session_id)
     assert session.device_type == pb.DEVICE_TYPE_MOBILE
     assert session.os.startswith("iOS")
     assert session.user_agent == IPHONE_SAFARI
@@ -213,9 +217,8 @@ async def test_iphone_safari_login_is_listed_as_mobile_on_ios(
 async def test_plain_grpc_client_login_is_listed_as_other(stub: Stub) -> None:
     await register(stub)
 
-    signed_in = await login(stub)
+    session = await listed_after_login(stub, stub)
 
-    session = await listed_session(stub, signed_in.access_token, signed_in.session_id)
     assert session.device_type == pb.DEVICE_TYPE_OTHER
     assert session.user_agent.startswith("grpc-python")
 
@@ -494,7 +497,6 @@ async def test_login_without_x_forwarded_for_behind_trusted_proxy_records_the_pe
     stub = await start_behind_proxy(launch)
     await register(stub)
 
-    signed_in = await login(stub)
+    session = await listed_after_login(stub, stub)
 
-    session = await listed_session(stub, signed_in.access_token, signed_in.session_id)
     assert session.ip_address == "127.0.0.1"

@@ -12,16 +12,13 @@ import functools
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import grpc
 import jwt
 import pytest
 import pytest_asyncio
 
-from authsvc.core.clock import FrozenClock
 from authsvc.store.migrate import bundled_migrations
 from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
@@ -35,6 +32,7 @@ from tests.processes import (
     eventually,
     run_authsvc,
     server_group,
+    sessions_for_sweep,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -242,32 +240,6 @@ async def test_concurrent_cli_key_rotations_both_succeed_and_leave_one_active_ke
 # --- sweeping: one replica at a time ----------------------------------------------------
 
 
-@asynccontextmanager
-async def sessions_to_sweep(
-    launch: Launch, dsn: str, *, expired: int, live: int
-) -> AsyncIterator[list[str]]:
-    """Make `expired` sessions that expired long ago and `live` current ones; yield the live ids.
-
-    Made through an in-process server whose clock starts 30 days back (the idle
-    timeout is 7 days), so the `sweep` command's real clock sees them expired.
-    """
-    clock = FrozenClock(datetime.now(UTC) - timedelta(days=30))
-    async with pool_on(dsn) as pool:
-        launched = await launch(database_url=dsn, server_pool=pool, server_clock=clock)
-        try:
-            await register(launched.stub, email="old@example.com")
-            for _ in range(expired - 1):
-                await login(launched.stub, email="old@example.com")
-            clock.advance(timedelta(days=30))
-            live_ids = [
-                (await register(launched.stub, email=f"new{n}@example.com")).session_id
-                for n in range(live)
-            ]
-        finally:
-            await launched.server.stop(None)
-        yield live_ids
-
-
 async def session_ids(pool: Pool) -> set[str]:
     return {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
 
@@ -286,10 +258,8 @@ async def test_sweep_skips_while_another_replica_holds_the_sweep_lock(
     new_database: NewDatabase, launch: Launch
 ) -> None:
     dsn = await new_database(migrated=True)
-    async with (
-        sessions_to_sweep(launch, dsn, expired=3, live=1) as live,
-        pool_on(dsn, max_size=2) as pool,
-    ):
+    live = await sessions_for_sweep(launch, dsn, expired=3, live=1)
+    async with pool_on(dsn, max_size=2) as pool:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK_KEY)
 
@@ -311,10 +281,8 @@ async def test_concurrent_sweeps_delete_each_expired_session_once(
     dsn = await new_database(migrated=True)
     # Small batches: a pass takes several statements, so the runs overlap longer.
     env = authsvc_env(dsn, AUTHSVC_SWEEP_BATCH_SIZE="2")
-    async with (
-        sessions_to_sweep(launch, dsn, expired=12, live=2) as live,
-        pool_on(dsn, max_size=2) as pool,
-    ):
+    live = await sessions_for_sweep(launch, dsn, expired=12, live=2)
+    async with pool_on(dsn, max_size=2) as pool:
         runs = await asyncio.gather(*(run_authsvc("sweep", env=env) for _ in range(REPLICAS)))
 
         left = await session_ids(pool)

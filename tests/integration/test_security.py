@@ -30,6 +30,7 @@ from authsvc.store.pool import Pool
 from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.helpers import (
+    ACCESS_TOKEN_TTL,
     CLOCK_SKEW,
     Registered,
     Stub,
@@ -51,7 +52,6 @@ from tests.integration.test_validate_token import (
 
 pytestmark = pytest.mark.asyncio
 
-ACCESS_TOKEN_TTL = timedelta(minutes=15)  # the default access_token_ttl
 BURST = 300
 # Upper bound on a call that would wait on a row lock; only such a wait reaches it.
 LOCK_WAIT_BOUND = 10.0

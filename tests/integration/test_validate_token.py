@@ -24,11 +24,17 @@ from authsvc.domain.key_encryption import LocalKeyWrapper, open_private_key
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import TEST_KEY_ENCRYPTION_KEYS
-from tests.helpers import CLOCK_SKEW, Stub, bearer, error_info, register, validate
+from tests.helpers import (
+    ACCESS_TOKEN_TTL,
+    CLOCK_SKEW,
+    Stub,
+    bearer,
+    error_info,
+    register,
+    validate,
+)
 
 pytestmark = pytest.mark.asyncio
-
-ACCESS_TOKEN_TTL = timedelta(minutes=15)  # the default access_token_ttl
 
 
 def _b64url(data: bytes) -> str:
@@ -133,6 +139,7 @@ async def test_validate_expired_token_is_token_expired_with_its_user(
     assert (response.active, response.inactive_reason) == (False, "TOKEN_EXPIRED")
     assert response.user_id == registered.user_id
     assert response.session_id == registered.session_id
+    assert response.expires_at == registered.access_token_expires_at
 
 
 async def test_token_validated_before_its_exp_is_expired_after_it(

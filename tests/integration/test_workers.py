@@ -18,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import Launch, NewDatabase, pool_on
 from tests.helpers import Stub, login, refresh, register, validate
@@ -38,6 +36,7 @@ from tests.processes import (
     eventually,
     run_authsvc,
     server_group,
+    sessions_for_sweep,
     watch_until_serving,
 )
 
@@ -233,19 +232,6 @@ async def test_healthcheck_reports_serving_through_the_shared_port(
 SWEEP_PASSES = 6
 
 
-async def make_expired_sessions(launch: Launch, dsn: str, count: int) -> None:
-    """Sessions started 30 days ago (idle timeout 7 days): expired on the real clock."""
-    clock = FrozenClock(datetime.now(UTC) - timedelta(days=30))
-    async with pool_on(dsn) as pool:
-        launched = await launch(database_url=dsn, server_pool=pool, server_clock=clock)
-        try:
-            await register(launched.stub, email="old@example.com")
-            for _ in range(count - 1):
-                await login(launched.stub, email="old@example.com")
-        finally:
-            await launched.server.stop(None)
-
-
 def sweeping_pids(server: ServerProcess) -> list[int]:
     """The pid of each finished sweep pass in the kept log, in order."""
     return [entry["pid"] for entry in log_entries(server) if entry.get("event") == "sweep"]
@@ -261,7 +247,7 @@ async def test_only_worker_0_sweeps_and_it_deletes_expired_sessions(
     start_workers: StartWorkers, new_database: NewDatabase, launch: Launch
 ) -> None:
     dsn = await new_database(migrated=True)
-    await make_expired_sessions(launch, dsn, 3)
+    await sessions_for_sweep(launch, dsn, expired=3)
     # Both workers would sweep several times over in the passes waited for, if both swept.
     workers = await start_workers(dsn, AUTHSVC_SWEEP_INTERVAL="100ms")
 

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { AuthClient, type AuthClientOptions } from "../src/client.js";
 import { ErrorInfoSchema } from "../src/error_details.js";
@@ -42,7 +42,15 @@ import {
 } from "../src/errors.js";
 import { ErrorReason } from "../src/gen/authsvc/v1/error_reason_pb.js";
 import type { Tokens } from "../src/token_manager.js";
-import { newAccount, REFRESH_RPC, rejection, TaggedClient, waitUntilPast, type Servers } from "./harness.js";
+import {
+  closedAfterSuite,
+  newAccount,
+  REFRESH_RPC,
+  rejection,
+  TaggedClient,
+  waitUntilPast,
+  type Servers,
+} from "./harness.js";
 
 /** The server's default AUTHSVC_LOGIN_FAILURES_PER_ACCOUNT_AND_IP (all the tests sign in from one
  * address) and AUTHSVC_LOGIN_FAILURE_WINDOW. */
@@ -126,26 +134,12 @@ describe("every reason of the generated ErrorReason throws its class", () => {
 });
 
 export function errorTests(servers: () => Servers): void {
-  const clients: AuthClient[] = [];
-  const tagged: TaggedClient[] = [];
-  const newClient = (server: keyof Servers, options: Partial<AuthClientOptions> = {}) => {
-    const client = new AuthClient({ ...options, baseUrl: servers()[server].baseUrl });
-    clients.push(client);
-    return client;
-  };
-  const newTagged = (server: keyof Servers, options: Partial<AuthClientOptions> = {}) => {
-    const client = new TaggedClient(servers()[server], options);
-    tagged.push(client);
-    return client;
-  };
-  after(() => {
-    for (const client of clients) {
-      client.close();
-    }
-    for (const client of tagged) {
-      client.close();
-    }
-  });
+  const closing = closedAfterSuite((client: AuthClient) => client);
+  const newClient = (server: keyof Servers, options: Partial<AuthClientOptions> = {}) =>
+    closing(new AuthClient({ ...options, baseUrl: servers()[server].baseUrl }));
+  const newTagged = closedAfterSuite(
+    (server: keyof Servers, options: Partial<AuthClientOptions> = {}) => new TaggedClient(servers()[server], options),
+  );
 
   describe("every reason maps to its class, end to end", () => {
     test("register with a short password throws WeakPassword naming the field", async () => {
@@ -443,7 +437,7 @@ export function errorTests(servers: () => Servers): void {
         onSessionExpired: (error) => ended.push(error),
         interceptors: [refreshes.interceptor],
       });
-      clients.push(offline);
+      closing(offline);
 
       const first = await rejection(offline.listSessions());
       const second = await rejection(offline.listSessions());

@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { after } from "node:test";
 import { promisify } from "node:util";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -399,6 +400,23 @@ export async function rejection(promise: Promise<unknown>): Promise<unknown> {
 /** A fresh, unique account. */
 export function newAccount(): { email: string; password: string } {
   return { email: `user-${randomUUID()}@example.com`, password: "correct horse battery staple" };
+}
+
+/** `make`, with everything it makes closed once the enclosing suite's tests are done. */
+export function closedAfterSuite<Args extends unknown[], T extends { close(): void }>(
+  make: (...args: Args) => T,
+): (...args: Args) => T {
+  const made: T[] = [];
+  after(() => {
+    for (const item of made) {
+      item.close();
+    }
+  });
+  return (...args) => {
+    const item = make(...args);
+    made.push(item);
+    return item;
+  };
 }
 
 /**

@@ -3,22 +3,15 @@
 // does to both holders of the session.
 
 import assert from "node:assert/strict";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { RefreshTokenReused, SessionExpired } from "../src/errors.js";
-import { newAccount, rejection, TaggedClient, type Servers } from "./harness.js";
+import { closedAfterSuite, newAccount, rejection, TaggedClient, type Servers } from "./harness.js";
 
 export function refreshTests(servers: () => Servers): void {
-  const tagged: TaggedClient[] = [];
-  const newTagged = (server: keyof Servers, options: ConstructorParameters<typeof TaggedClient>[1] = {}) => {
-    const client = new TaggedClient(servers()[server], options);
-    tagged.push(client);
-    return client;
-  };
-  after(() => {
-    for (const client of tagged) {
-      client.close();
-    }
-  });
+  const newTagged = closedAfterSuite(
+    (server: keyof Servers, options: ConstructorParameters<typeof TaggedClient>[1] = {}) =>
+      new TaggedClient(servers()[server], options),
+  );
 
   describe("refresh failure ends the session", () => {
     test("a replayed refresh token: SessionExpired with reason REFRESH_TOKEN_REUSED", async () => {

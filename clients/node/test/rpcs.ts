@@ -2,7 +2,7 @@
 // generated client: all against the live server.
 
 import assert from "node:assert/strict";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AuthClient } from "../src/client.js";
@@ -19,7 +19,7 @@ import {
 import { AuthService, LogoutScope } from "../src/gen/authsvc/v1/auth_service_pb.js";
 import { authInterceptor } from "../src/interceptor.js";
 import { TokenManager } from "../src/token_manager.js";
-import { newAccount, rejection, type Servers } from "./harness.js";
+import { closedAfterSuite, newAccount, rejection, type Servers } from "./harness.js";
 
 function jwtHeader(token: string): { kid?: string } {
   const [header] = token.split(".");
@@ -27,17 +27,9 @@ function jwtHeader(token: string): { kid?: string } {
 }
 
 export function rpcTests(servers: () => Servers): void {
-  const clients: AuthClient[] = [];
-  const newClient = (options: { userAgent?: string } = {}) => {
-    const client = new AuthClient({ baseUrl: servers().main.baseUrl, ...options });
-    clients.push(client);
-    return client;
-  };
-  after(() => {
-    for (const client of clients) {
-      client.close();
-    }
-  });
+  const newClient = closedAfterSuite(
+    (options: { userAgent?: string } = {}) => new AuthClient({ baseUrl: servers().main.baseUrl, ...options }),
+  );
 
   describe("typed client, one test per RPC", () => {
     test("register creates an account and signs the client in", async () => {
