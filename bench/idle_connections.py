@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.servers import SERVE_ARGS, listening_port, open_files_argv
+from bench.servers import SERVE_ARGS, listening_port, open_files_argv, with_key_encryption_keys
 
 _REPO = Path(__file__).resolve().parents[1]
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
@@ -73,7 +73,7 @@ async def _start(args: argparse.Namespace, log: Path) -> tuple[asyncio.subproces
             sys.executable,
             *open_files_argv(args.soft, args.hard),
             *SERVE_ARGS,
-            env={**env, "PYTHONPATH": str(root)},
+            env=with_key_encryption_keys({**env, "PYTHONPATH": str(root)}),
             cwd=root,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
