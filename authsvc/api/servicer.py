@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -191,3 +191,12 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self, request: pb.GetJwksRequest, context: Context[pb.GetJwksRequest, pb.GetJwksResponse]
     ) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(jwks_json=self._keys.jwks_json())
+
+    async def WatchRevocations(
+        self,
+        request: pb.WatchRevocationsRequest,
+        context: Context[pb.WatchRevocationsRequest, pb.WatchRevocationsResponse],
+    ) -> AsyncIterator[pb.WatchRevocationsResponse]:
+        # Placeholder until the revocation feed lands (issue 12, branch feed-watch).
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchRevocations is not built yet")
+        yield pb.WatchRevocationsResponse()  # pragma: no cover (makes this a generator)

@@ -85,6 +85,34 @@ DEVICE_TYPE_OTHER: DeviceType.ValueType  # 5
 """A non-browser client: a CLI, a gRPC library, a service."""
 Global___DeviceType: _TypeAlias = DeviceType  # noqa: Y015
 
+class _SessionEndReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SessionEndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionEndReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SESSION_END_REASON_UNSPECIFIED: _SessionEndReason.ValueType  # 0
+    """Not set; a newer server may send values this client does not know."""
+    SESSION_END_REASON_USER_LOGOUT: _SessionEndReason.ValueType  # 1
+    """Logout by the session's user, in any scope."""
+    SESSION_END_REASON_USER_REVOKED: _SessionEndReason.ValueType  # 2
+    """The user revoked the session with RevokeSession."""
+    SESSION_END_REASON_REFRESH_TOKEN_REUSE: _SessionEndReason.ValueType  # 3
+    """A rotated refresh token was presented again: the session was ended as stolen."""
+
+class SessionEndReason(_SessionEndReason, metaclass=_SessionEndReasonEnumTypeWrapper):
+    """SessionEndReason says why a session ended."""
+
+SESSION_END_REASON_UNSPECIFIED: SessionEndReason.ValueType  # 0
+"""Not set; a newer server may send values this client does not know."""
+SESSION_END_REASON_USER_LOGOUT: SessionEndReason.ValueType  # 1
+"""Logout by the session's user, in any scope."""
+SESSION_END_REASON_USER_REVOKED: SessionEndReason.ValueType  # 2
+"""The user revoked the session with RevokeSession."""
+SESSION_END_REASON_REFRESH_TOKEN_REUSE: SessionEndReason.ValueType  # 3
+"""A rotated refresh token was presented again: the session was ended as stolen."""
+Global___SessionEndReason: _TypeAlias = SessionEndReason  # noqa: Y015
+
 @_typing.final
 class RegisterRequest(_message.Message):
     """RegisterRequest creates an account."""
@@ -683,3 +711,137 @@ class GetJwksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJwksResponse: _TypeAlias = GetJwksResponse  # noqa: Y015
+
+@_typing.final
+class WatchRevocationsRequest(_message.Message):
+    """WatchRevocationsRequest starts or resumes the revocation feed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    after_cursor: _builtins.int
+    """Resume after this cursor: the cursor of the last revocation or heartbeat
+    received. 0 (unset) starts with a snapshot: every session ended recently
+    enough that one of its access tokens may still be unexpired. A cursor
+    older than the feed's retention is CURSOR_EXPIRED: start again from 0.
+    """
+    def __init__(
+        self,
+        *,
+        after_cursor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRevocationsRequest: _TypeAlias = WatchRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class WatchRevocationsResponse(_message.Message):
+    """WatchRevocationsResponse is one message of the feed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOCATION_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def revocation(self) -> Global___Revocation:
+        """A session ended: deny its access tokens."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """The feed is alive, and everything up to its cursor has been sent."""
+
+    def __init__(
+        self,
+        *,
+        revocation: Global___Revocation | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "revocation", b"revocation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "revocation", b"revocation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["revocation", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchRevocationsResponse: _TypeAlias = WatchRevocationsResponse  # noqa: Y015
+
+@_typing.final
+class Revocation(_message.Message):
+    """Revocation is the end of one session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    TOKENS_EXPIRE_BY_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """This revocation's place in the feed; cursors only grow."""
+    session_id: _builtins.str
+    """The ended session (UUID): deny every access token whose `sid` it is."""
+    user_id: _builtins.str
+    """The session's user (UUID)."""
+    reason: Global___SessionEndReason.ValueType
+    """Why the session ended."""
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp:
+        """When the session ended."""
+
+    @_builtins.property
+    def tokens_expire_by(self) -> _timestamp_pb2.Timestamp:
+        """Every access token of the session has expired by this instant (with the
+        clock skew allowed); a deny-list may drop the entry after it.
+        """
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        session_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        reason: Global___SessionEndReason.ValueType = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        tokens_expire_by: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoked_at", b"revoked_at", "tokens_expire_by", b"tokens_expire_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "reason", b"reason", "revoked_at", b"revoked_at", "session_id", b"session_id", "tokens_expire_by", b"tokens_expire_by", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revocation: _TypeAlias = Revocation  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    """Heartbeat proves the feed is alive and current."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """Every revocation up to this cursor has been sent; resume after it."""
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp:
+        """The server's time when it sent the heartbeat."""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "sent_at", b"sent_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015

@@ -70,6 +70,17 @@ class AuthServiceStub:
     """
     GetJwks: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetJwksRequest, _auth_service_pb2.GetJwksResponse]
     """GetJwks returns the public keys that verify access tokens offline."""
+    WatchRevocations: _grpc.UnaryStreamMultiCallable[_auth_service_pb2.WatchRevocationsRequest, _auth_service_pb2.WatchRevocationsResponse]
+    """WatchRevocations streams the end of every session to internal services
+    that verify access tokens offline, so that they deny a logged-out token
+    within a second. Only service credentials may subscribe; a user's access
+    token is refused. The stream first replays (a snapshot, or everything
+    after the cursor), then sends a heartbeat, then live revocations as they
+    commit on any replica, with a heartbeat whenever the feed has been quiet
+    for the server's heartbeat interval. A subscriber that hears nothing for
+    several intervals must treat its deny-list as stale. A subscriber too slow
+    to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -113,6 +124,17 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """
     GetJwks: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetJwksRequest, _auth_service_pb2.GetJwksResponse]  # type: ignore[assignment]
     """GetJwks returns the public keys that verify access tokens offline."""
+    WatchRevocations: _aio.UnaryStreamMultiCallable[_auth_service_pb2.WatchRevocationsRequest, _auth_service_pb2.WatchRevocationsResponse]  # type: ignore[assignment]
+    """WatchRevocations streams the end of every session to internal services
+    that verify access tokens offline, so that they deny a logged-out token
+    within a second. Only service credentials may subscribe; a user's access
+    token is refused. The stream first replays (a snapshot, or everything
+    after the cursor), then sends a heartbeat, then live revocations as they
+    commit on any replica, with a heartbeat whenever the feed has been quiet
+    for the server's heartbeat interval. A subscriber that hears nothing for
+    several intervals must treat its deny-list as stale. A subscriber too slow
+    to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService issues, rotates, validates and revokes user sessions.
@@ -201,5 +223,22 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.GetJwksResponse, _abc.Awaitable[_auth_service_pb2.GetJwksResponse]]:
         """GetJwks returns the public keys that verify access tokens offline."""
+
+    @_abc_1.abstractmethod
+    def WatchRevocations(
+        self,
+        request: _auth_service_pb2.WatchRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_auth_service_pb2.WatchRevocationsResponse], _abc.AsyncIterator[_auth_service_pb2.WatchRevocationsResponse]]:
+        """WatchRevocations streams the end of every session to internal services
+        that verify access tokens offline, so that they deny a logged-out token
+        within a second. Only service credentials may subscribe; a user's access
+        token is refused. The stream first replays (a snapshot, or everything
+        after the cursor), then sends a heartbeat, then live revocations as they
+        commit on any replica, with a heartbeat whenever the feed has been quiet
+        for the server's heartbeat interval. A subscriber that hears nothing for
+        several intervals must treat its deny-list as stale. A subscriber too slow
+        to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -84,6 +84,11 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.WatchRevocations = channel.unary_stream(
+                '/authsvc.v1.AuthService/WatchRevocations',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -162,6 +167,21 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRevocations(self, request, context):
+        """WatchRevocations streams the end of every session to internal services
+        that verify access tokens offline, so that they deny a logged-out token
+        within a second. Only service credentials may subscribe; a user's access
+        token is refused. The stream first replays (a snapshot, or everything
+        after the cursor), then sends a heartbeat, then live revocations as they
+        commit on any replica, with a heartbeat whenever the feed has been quiet
+        for the server's heartbeat interval. A subscriber that hears nothing for
+        several intervals must treat its deny-list as stale. A subscriber too slow
+        to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +224,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'WatchRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRevocations,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +457,33 @@ class AuthService:
             '/authsvc.v1.AuthService/GetJwks',
             authsvc_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authsvc.v1.AuthService/WatchRevocations',
+            authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file authsvc/v1/auth_service.proto.
  */
 export const file_authsvc_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1hdXRoc3ZjL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYXV0aHN2Yy52MSJyCg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhMKC3JlbWVtYmVyX21lGAQgASgIEhMKC2RldmljZV9uYW1lGAUgASgJIvMBChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAQgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgGIAEoCRISCgp0b2tlbl90eXBlGAcgASgJIlkKDExvZ2luUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtyZW1lbWJlcl9tZRgDIAEoCBITCgtkZXZpY2VfbmFtZRgEIAEoCSLwAQoNTG9naW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJEhIKCnRva2VuX3R5cGUYBiABKAkSDwoHdXNlcl9pZBgHIAEoCSInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIvIBCg9SZWZyZXNoUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgp0b2tlbl90eXBlGAYgASgJEg8KB3VzZXJfaWQYByABKAkiTgoNTG9nb3V0UmVxdWVzdBImCgVzY29wZRgBIAEoDjIXLmF1dGhzdmMudjEuTG9nb3V0U2NvcGUSFQoNcmVmcmVzaF90b2tlbhgCIAEoCSIvCg5Mb2dvdXRSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKAUiPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkikwMKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2FjdGl2ZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPaWRsZV9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgtkZXZpY2VfdHlwZRgGIAEoDjIWLmF1dGhzdmMudjEuRGV2aWNlVHlwZRIPCgdicm93c2VyGAcgASgJEgoKAm9zGAggASgJEhMKC2RldmljZV9uYW1lGAkgASgJEhIKCmlwX2FkZHJlc3MYCiABKAkSEgoKdXNlcl9hZ2VudBgLIAEoCRIPCgdjdXJyZW50GAwgASgIEhMKC3JlbWVtYmVyX21lGA0gASgIIjoKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSIsChRWYWxpZGF0ZVRva2VuUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAki7QEKFVZhbGlkYXRlVG9rZW5SZXNwb25zZRIOCgZhY3RpdmUYASABKAgSFwoPaW5hY3RpdmVfcmVhc29uGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglpc3N1ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBmNsYWltcxgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiEAoOR2V0Sndrc1JlcXVlc3QiJAoPR2V0Sndrc1Jlc3BvbnNlEhEKCWp3a3NfanNvbhgBIAEoCSqKAQoLTG9nb3V0U2NvcGUSHAoYTE9HT1VUX1NDT1BFX1VOU1BFQ0lGSUVEEAASHQoZTE9HT1VUX1NDT1BFX1RISVNfU0VTU0lPThABEh8KG0xPR09VVF9TQ09QRV9PVEhFUl9TRVNTSU9OUxACEh0KGUxPR09VVF9TQ09QRV9BTExfU0VTU0lPTlMQAyqeAQoKRGV2aWNlVHlwZRIbChdERVZJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0RFVklDRV9UWVBFX0RFU0tUT1AQARIWChJERVZJQ0VfVFlQRV9NT0JJTEUQAhIWChJERVZJQ0VfVFlQRV9UQUJMRVQQAxITCg9ERVZJQ0VfVFlQRV9CT1QQBBIVChFERVZJQ0VfVFlQRV9PVEhFUhAFMtoECgtBdXRoU2VydmljZRJFCghSZWdpc3RlchIbLmF1dGhzdmMudjEuUmVnaXN0ZXJSZXF1ZXN0GhwuYXV0aHN2Yy52MS5SZWdpc3RlclJlc3BvbnNlEjwKBUxvZ2luEhguYXV0aHN2Yy52MS5Mb2dpblJlcXVlc3QaGS5hdXRoc3ZjLnYxLkxvZ2luUmVzcG9uc2USQgoHUmVmcmVzaBIaLmF1dGhzdmMudjEuUmVmcmVzaFJlcXVlc3QaGy5hdXRoc3ZjLnYxLlJlZnJlc2hSZXNwb25zZRI/CgZMb2dvdXQSGS5hdXRoc3ZjLnYxLkxvZ291dFJlcXVlc3QaGi5hdXRoc3ZjLnYxLkxvZ291dFJlc3BvbnNlElEKDExpc3RTZXNzaW9ucxIfLmF1dGhzdmMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBogLmF1dGhzdmMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USVAoNUmV2b2tlU2Vzc2lvbhIgLmF1dGhzdmMudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaIS5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZRJUCg1WYWxpZGF0ZVRva2VuEiAuYXV0aHN2Yy52MS5WYWxpZGF0ZVRva2VuUmVxdWVzdBohLmF1dGhzdmMudjEuVmFsaWRhdGVUb2tlblJlc3BvbnNlEkIKB0dldEp3a3MSGi5hdXRoc3ZjLnYxLkdldEp3a3NSZXF1ZXN0GhsuYXV0aHN2Yy52MS5HZXRKd2tzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch1hdXRoc3ZjL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYXV0aHN2Yy52MSJyCg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhMKC3JlbWVtYmVyX21lGAQgASgIEhMKC2RldmljZV9uYW1lGAUgASgJIvMBChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAQgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgGIAEoCRISCgp0b2tlbl90eXBlGAcgASgJIlkKDExvZ2luUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtyZW1lbWJlcl9tZRgDIAEoCBITCgtkZXZpY2VfbmFtZRgEIAEoCSLwAQoNTG9naW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJEhIKCnRva2VuX3R5cGUYBiABKAkSDwoHdXNlcl9pZBgHIAEoCSInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIvIBCg9SZWZyZXNoUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgp0b2tlbl90eXBlGAYgASgJEg8KB3VzZXJfaWQYByABKAkiTgoNTG9nb3V0UmVxdWVzdBImCgVzY29wZRgBIAEoDjIXLmF1dGhzdmMudjEuTG9nb3V0U2NvcGUSFQoNcmVmcmVzaF90b2tlbhgCIAEoCSIvCg5Mb2dvdXRSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKAUiPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkikwMKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2FjdGl2ZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPaWRsZV9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgtkZXZpY2VfdHlwZRgGIAEoDjIWLmF1dGhzdmMudjEuRGV2aWNlVHlwZRIPCgdicm93c2VyGAcgASgJEgoKAm9zGAggASgJEhMKC2RldmljZV9uYW1lGAkgASgJEhIKCmlwX2FkZHJlc3MYCiABKAkSEgoKdXNlcl9hZ2VudBgLIAEoCRIPCgdjdXJyZW50GAwgASgIEhMKC3JlbWVtYmVyX21lGA0gASgIIjoKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSIsChRWYWxpZGF0ZVRva2VuUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAki7QEKFVZhbGlkYXRlVG9rZW5SZXNwb25zZRIOCgZhY3RpdmUYASABKAgSFwoPaW5hY3RpdmVfcmVhc29uGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglpc3N1ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBmNsYWltcxgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiEAoOR2V0Sndrc1JlcXVlc3QiJAoPR2V0Sndrc1Jlc3BvbnNlEhEKCWp3a3NfanNvbhgBIAEoCSIvChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIUCgxhZnRlcl9jdXJzb3IYASABKAMifQoYV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlEiwKCnJldm9jYXRpb24YASABKAsyFi5hdXRoc3ZjLnYxLlJldm9jYXRpb25IABIqCgloZWFydGJlYXQYAiABKAsyFS5hdXRoc3ZjLnYxLkhlYXJ0YmVhdEgAQgcKBWV2ZW50ItUBCgpSZXZvY2F0aW9uEg4KBmN1cnNvchgBIAEoAxISCgpzZXNzaW9uX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLAoGcmVhc29uGAQgASgOMhwuYXV0aHN2Yy52MS5TZXNzaW9uRW5kUmVhc29uEi4KCnJldm9rZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHRva2Vuc19leHBpcmVfYnkYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkgKCUhlYXJ0YmVhdBIOCgZjdXJzb3IYASABKAMSKwoHc2VudF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqigEKC0xvZ291dFNjb3BlEhwKGExPR09VVF9TQ09QRV9VTlNQRUNJRklFRBAAEh0KGUxPR09VVF9TQ09QRV9USElTX1NFU1NJT04QARIfChtMT0dPVVRfU0NPUEVfT1RIRVJfU0VTU0lPTlMQAhIdChlMT0dPVVRfU0NPUEVfQUxMX1NFU1NJT05TEAMqngEKCkRldmljZVR5cGUSGwoXREVWSUNFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNERVZJQ0VfVFlQRV9ERVNLVE9QEAESFgoSREVWSUNFX1RZUEVfTU9CSUxFEAISFgoSREVWSUNFX1RZUEVfVEFCTEVUEAMSEwoPREVWSUNFX1RZUEVfQk9UEAQSFQoRREVWSUNFX1RZUEVfT1RIRVIQBSqrAQoQU2Vzc2lvbkVuZFJlYXNvbhIiCh5TRVNTSU9OX0VORF9SRUFTT05fVU5TUEVDSUZJRUQQABIiCh5TRVNTSU9OX0VORF9SRUFTT05fVVNFUl9MT0dPVVQQARIjCh9TRVNTSU9OX0VORF9SRUFTT05fVVNFUl9SRVZPS0VEEAISKgomU0VTU0lPTl9FTkRfUkVBU09OX1JFRlJFU0hfVE9LRU5fUkVVU0UQAzK7BQoLQXV0aFNlcnZpY2USRQoIUmVnaXN0ZXISGy5hdXRoc3ZjLnYxLlJlZ2lzdGVyUmVxdWVzdBocLmF1dGhzdmMudjEuUmVnaXN0ZXJSZXNwb25zZRI8CgVMb2dpbhIYLmF1dGhzdmMudjEuTG9naW5SZXF1ZXN0GhkuYXV0aHN2Yy52MS5Mb2dpblJlc3BvbnNlEkIKB1JlZnJlc2gSGi5hdXRoc3ZjLnYxLlJlZnJlc2hSZXF1ZXN0GhsuYXV0aHN2Yy52MS5SZWZyZXNoUmVzcG9uc2USPwoGTG9nb3V0EhkuYXV0aHN2Yy52MS5Mb2dvdXRSZXF1ZXN0GhouYXV0aHN2Yy52MS5Mb2dvdXRSZXNwb25zZRJRCgxMaXN0U2Vzc2lvbnMSHy5hdXRoc3ZjLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC5hdXRoc3ZjLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElQKDVJldm9rZVNlc3Npb24SIC5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiEuYXV0aHN2Yy52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USVAoNVmFsaWRhdGVUb2tlbhIgLmF1dGhzdmMudjEuVmFsaWRhdGVUb2tlblJlcXVlc3QaIS5hdXRoc3ZjLnYxLlZhbGlkYXRlVG9rZW5SZXNwb25zZRJCCgdHZXRKd2tzEhouYXV0aHN2Yy52MS5HZXRKd2tzUmVxdWVzdBobLmF1dGhzdmMudjEuR2V0Sndrc1Jlc3BvbnNlEl8KEFdhdGNoUmV2b2NhdGlvbnMSIy5hdXRoc3ZjLnYxLldhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0GiQuYXV0aHN2Yy52MS5XYXRjaFJldm9jYXRpb25zUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * RegisterRequest creates an account.
@@ -701,6 +701,152 @@ export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
   messageDesc(file_authsvc_v1_auth_service, 16);
 
 /**
+ * WatchRevocationsRequest starts or resumes the revocation feed.
+ *
+ * @generated from message authsvc.v1.WatchRevocationsRequest
+ */
+export type WatchRevocationsRequest = Message<"authsvc.v1.WatchRevocationsRequest"> & {
+  /**
+   * Resume after this cursor: the cursor of the last revocation or heartbeat
+   * received. 0 (unset) starts with a snapshot: every session ended recently
+   * enough that one of its access tokens may still be unexpired. A cursor
+   * older than the feed's retention is CURSOR_EXPIRED: start again from 0.
+   *
+   * @generated from field: int64 after_cursor = 1;
+   */
+  afterCursor: bigint;
+};
+
+/**
+ * Describes the message authsvc.v1.WatchRevocationsRequest.
+ * Use `create(WatchRevocationsRequestSchema)` to create a new message.
+ */
+export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 17);
+
+/**
+ * WatchRevocationsResponse is one message of the feed.
+ *
+ * @generated from message authsvc.v1.WatchRevocationsResponse
+ */
+export type WatchRevocationsResponse = Message<"authsvc.v1.WatchRevocationsResponse"> & {
+  /**
+   * A revocation or a heartbeat.
+   *
+   * @generated from oneof authsvc.v1.WatchRevocationsResponse.event
+   */
+  event: {
+    /**
+     * A session ended: deny its access tokens.
+     *
+     * @generated from field: authsvc.v1.Revocation revocation = 1;
+     */
+    value: Revocation;
+    case: "revocation";
+  } | {
+    /**
+     * The feed is alive, and everything up to its cursor has been sent.
+     *
+     * @generated from field: authsvc.v1.Heartbeat heartbeat = 2;
+     */
+    value: Heartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message authsvc.v1.WatchRevocationsResponse.
+ * Use `create(WatchRevocationsResponseSchema)` to create a new message.
+ */
+export const WatchRevocationsResponseSchema: GenMessage<WatchRevocationsResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 18);
+
+/**
+ * Revocation is the end of one session.
+ *
+ * @generated from message authsvc.v1.Revocation
+ */
+export type Revocation = Message<"authsvc.v1.Revocation"> & {
+  /**
+   * This revocation's place in the feed; cursors only grow.
+   *
+   * @generated from field: int64 cursor = 1;
+   */
+  cursor: bigint;
+
+  /**
+   * The ended session (UUID): deny every access token whose `sid` it is.
+   *
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * The session's user (UUID).
+   *
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+
+  /**
+   * Why the session ended.
+   *
+   * @generated from field: authsvc.v1.SessionEndReason reason = 4;
+   */
+  reason: SessionEndReason;
+
+  /**
+   * When the session ended.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 5;
+   */
+  revokedAt?: Timestamp | undefined;
+
+  /**
+   * Every access token of the session has expired by this instant (with the
+   * clock skew allowed); a deny-list may drop the entry after it.
+   *
+   * @generated from field: google.protobuf.Timestamp tokens_expire_by = 6;
+   */
+  tokensExpireBy?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.Revocation.
+ * Use `create(RevocationSchema)` to create a new message.
+ */
+export const RevocationSchema: GenMessage<Revocation> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 19);
+
+/**
+ * Heartbeat proves the feed is alive and current.
+ *
+ * @generated from message authsvc.v1.Heartbeat
+ */
+export type Heartbeat = Message<"authsvc.v1.Heartbeat"> & {
+  /**
+   * Every revocation up to this cursor has been sent; resume after it.
+   *
+   * @generated from field: int64 cursor = 1;
+   */
+  cursor: bigint;
+
+  /**
+   * The server's time when it sent the heartbeat.
+   *
+   * @generated from field: google.protobuf.Timestamp sent_at = 2;
+   */
+  sentAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.Heartbeat.
+ * Use `create(HeartbeatSchema)` to create a new message.
+ */
+export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 20);
+
+/**
  * LogoutScope selects which of the caller's sessions Logout revokes.
  *
  * @generated from enum authsvc.v1.LogoutScope
@@ -795,6 +941,47 @@ export enum DeviceType {
  */
 export const DeviceTypeSchema: GenEnum<DeviceType> = /*@__PURE__*/
   enumDesc(file_authsvc_v1_auth_service, 1);
+
+/**
+ * SessionEndReason says why a session ended.
+ *
+ * @generated from enum authsvc.v1.SessionEndReason
+ */
+export enum SessionEndReason {
+  /**
+   * Not set; a newer server may send values this client does not know.
+   *
+   * @generated from enum value: SESSION_END_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Logout by the session's user, in any scope.
+   *
+   * @generated from enum value: SESSION_END_REASON_USER_LOGOUT = 1;
+   */
+  USER_LOGOUT = 1,
+
+  /**
+   * The user revoked the session with RevokeSession.
+   *
+   * @generated from enum value: SESSION_END_REASON_USER_REVOKED = 2;
+   */
+  USER_REVOKED = 2,
+
+  /**
+   * A rotated refresh token was presented again: the session was ended as stolen.
+   *
+   * @generated from enum value: SESSION_END_REASON_REFRESH_TOKEN_REUSE = 3;
+   */
+  REFRESH_TOKEN_REUSE = 3,
+}
+
+/**
+ * Describes the enum authsvc.v1.SessionEndReason.
+ */
+export const SessionEndReasonSchema: GenEnum<SessionEndReason> = /*@__PURE__*/
+  enumDesc(file_authsvc_v1_auth_service, 2);
 
 /**
  * AuthService issues, rotates, validates and revokes user sessions.
@@ -897,6 +1084,24 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof GetJwksRequestSchema;
     output: typeof GetJwksResponseSchema;
+  },
+  /**
+   * WatchRevocations streams the end of every session to internal services
+   * that verify access tokens offline, so that they deny a logged-out token
+   * within a second. Only service credentials may subscribe; a user's access
+   * token is refused. The stream first replays (a snapshot, or everything
+   * after the cursor), then sends a heartbeat, then live revocations as they
+   * commit on any replica, with a heartbeat whenever the feed has been quiet
+   * for the server's heartbeat interval. A subscriber that hears nothing for
+   * several intervals must treat its deny-list as stale. A subscriber too slow
+   * to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
+   *
+   * @generated from rpc authsvc.v1.AuthService.WatchRevocations
+   */
+  watchRevocations: {
+    methodKind: "server_streaming";
+    input: typeof WatchRevocationsRequestSchema;
+    output: typeof WatchRevocationsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authsvc_v1_auth_service, 0);
