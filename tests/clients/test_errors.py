@@ -12,6 +12,7 @@ from authsvc_client import (
     AlreadyExists,
     AuthClient,
     AuthsvcError,
+    CursorExpired,
     DatabaseUnavailable,
     EmailTaken,
     InvalidArgument,
@@ -29,6 +30,7 @@ from authsvc_client import (
     SessionExpired,
     SessionNotFound,
     SessionRevoked,
+    SubscriberTooSlow,
     TokenExpired,
     TokenInvalid,
     Unavailable,
@@ -67,6 +69,8 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "NOT_READY": NotReady,
     "DEADLINE_EXCEEDED": AuthsvcError,
     "INTERNAL": AuthsvcError,
+    "CURSOR_EXPIRED": CursorExpired,
+    "SUBSCRIBER_TOO_SLOW": SubscriberTooSlow,
 }
 REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 

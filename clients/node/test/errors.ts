@@ -16,6 +16,7 @@ import { AuthClient, type AuthClientOptions } from "../src/client.js";
 import { ErrorInfoSchema } from "../src/error_details.js";
 import {
   AuthsvcError,
+  CursorExpired,
   DatabaseUnavailable,
   EmailTaken,
   InvalidArgument,
@@ -32,6 +33,7 @@ import {
   SessionExpired,
   SessionNotFound,
   SessionRevoked,
+  SubscriberTooSlow,
   toAuthsvcError,
   TokenExpired,
   TokenInvalid,
@@ -113,6 +115,8 @@ const RAISES: Record<Reason, [Code, abstract new (...args: never[]) => AuthsvcEr
   NOT_READY: [Code.Unavailable, NotReady],
   DEADLINE_EXCEEDED: [Code.DeadlineExceeded, AuthsvcError],
   INTERNAL: [Code.Internal, AuthsvcError],
+  CURSOR_EXPIRED: [Code.OutOfRange, CursorExpired],
+  SUBSCRIBER_TOO_SLOW: [Code.ResourceExhausted, SubscriberTooSlow],
 };
 
 describe("every reason of the generated ErrorReason throws its class", () => {
