@@ -82,9 +82,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """DEADLINE_EXCEEDED: the call's deadline passed while the service worked on it."""
     INTERNAL: _ErrorReason.ValueType  # 21
     """INTERNAL: a bug; the server log has it under the call's x-request-id."""
+    SERVICE_CREDENTIALS_REQUIRED: _ErrorReason.ValueType  # 22
+    """UNAUTHENTICATED: the RPC is for internal services, and the call carried no
+    service credential: no `authorization: Bearer <service key>` the server
+    knows and no allow-listed client certificate. A user's access token is not
+    one.
+    """
     CURSOR_EXPIRED: _ErrorReason.ValueType  # 23
-    """22: SERVICE_CREDENTIALS_REQUIRED, from the creds branch.
-    OUT_OF_RANGE: WatchRevocations' after_cursor is older than the revocation
+    """OUT_OF_RANGE: WatchRevocations' after_cursor is older than the revocation
     log's retention; start again with after_cursor 0 (a snapshot).
     """
     SUBSCRIBER_TOO_SLOW: _ErrorReason.ValueType  # 24
@@ -169,9 +174,14 @@ DEADLINE_EXCEEDED: ErrorReason.ValueType  # 20
 """DEADLINE_EXCEEDED: the call's deadline passed while the service worked on it."""
 INTERNAL: ErrorReason.ValueType  # 21
 """INTERNAL: a bug; the server log has it under the call's x-request-id."""
+SERVICE_CREDENTIALS_REQUIRED: ErrorReason.ValueType  # 22
+"""UNAUTHENTICATED: the RPC is for internal services, and the call carried no
+service credential: no `authorization: Bearer <service key>` the server
+knows and no allow-listed client certificate. A user's access token is not
+one.
+"""
 CURSOR_EXPIRED: ErrorReason.ValueType  # 23
-"""22: SERVICE_CREDENTIALS_REQUIRED, from the creds branch.
-OUT_OF_RANGE: WatchRevocations' after_cursor is older than the revocation
+"""OUT_OF_RANGE: WatchRevocations' after_cursor is older than the revocation
 log's retention; start again with after_cursor 0 (a snapshot).
 """
 SUBSCRIBER_TOO_SLOW: ErrorReason.ValueType  # 24

@@ -27,6 +27,7 @@ from authsvc_client import (
     RefreshTokenInvalid,
     RefreshTokenReused,
     RegistrationDisabled,
+    ServiceCredentialsRequired,
     SessionExpired,
     SessionNotFound,
     SessionRevoked,
@@ -69,6 +70,7 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "NOT_READY": NotReady,
     "DEADLINE_EXCEEDED": AuthsvcError,
     "INTERNAL": AuthsvcError,
+    "SERVICE_CREDENTIALS_REQUIRED": ServiceCredentialsRequired,
     "CURSOR_EXPIRED": CursorExpired,
     "SUBSCRIBER_TOO_SLOW": SubscriberTooSlow,
 }

@@ -49,6 +49,7 @@ export {
   RefreshTokenInvalid,
   RefreshTokenReused,
   RegistrationDisabled,
+  ServiceCredentialsRequired,
   SessionExpired,
   SessionNotFound,
   SessionRevoked,

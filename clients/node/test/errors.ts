@@ -30,6 +30,7 @@ import {
   RefreshTokenInvalid,
   RefreshTokenReused,
   RegistrationDisabled,
+  ServiceCredentialsRequired,
   SessionExpired,
   SessionNotFound,
   SessionRevoked,
@@ -115,6 +116,7 @@ const RAISES: Record<Reason, [Code, abstract new (...args: never[]) => AuthsvcEr
   NOT_READY: [Code.Unavailable, NotReady],
   DEADLINE_EXCEEDED: [Code.DeadlineExceeded, AuthsvcError],
   INTERNAL: [Code.Internal, AuthsvcError],
+  SERVICE_CREDENTIALS_REQUIRED: [Code.Unauthenticated, ServiceCredentialsRequired],
   CURSOR_EXPIRED: [Code.OutOfRange, CursorExpired],
   SUBSCRIBER_TOO_SLOW: [Code.ResourceExhausted, SubscriberTooSlow],
 };

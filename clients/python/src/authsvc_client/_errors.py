@@ -39,6 +39,7 @@ __all__ = [
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "RegistrationDisabled",
+    "ServiceCredentialsRequired",
     "SessionExpired",
     "SessionNotFound",
     "SessionRevoked",
@@ -137,6 +138,11 @@ class InvalidCredentials(Unauthenticated):
 
 class MissingCredentials(Unauthenticated):
     """The call needed `authorization: Bearer <access token>` and had none."""
+
+
+class ServiceCredentialsRequired(Unauthenticated):
+    """The RPC is for internal services and the call carried no service key or allowed client
+    certificate (SERVICE_CREDENTIALS_REQUIRED); a user's access token is not one."""
 
 
 class TokenInvalid(Unauthenticated):
@@ -243,6 +249,7 @@ _REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcErro
     ErrorReason.NOT_READY: (_Code.UNAVAILABLE, NotReady),
     ErrorReason.DEADLINE_EXCEEDED: (_Code.DEADLINE_EXCEEDED, AuthsvcError),
     ErrorReason.INTERNAL: (_Code.INTERNAL, AuthsvcError),
+    ErrorReason.SERVICE_CREDENTIALS_REQUIRED: (_Code.UNAUTHENTICATED, ServiceCredentialsRequired),
     ErrorReason.CURSOR_EXPIRED: (_Code.OUT_OF_RANGE, CursorExpired),
     ErrorReason.SUBSCRIBER_TOO_SLOW: (_Code.RESOURCE_EXHAUSTED, SubscriberTooSlow),
 }
