@@ -448,4 +448,5 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         login_failure_window=config.login_failure_window,
         known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
+        revocation_retention=config.effective_revocation_retention,
     )

@@ -260,6 +260,8 @@ class SweepCutoffs:
     failures_before: datetime
     attempts_before: datetime
     known_addresses_before: datetime
+    # Revocation-log entries of sessions ended before this.
+    revocations_before: datetime
 
 
 # Rows a sweep deleted, per kind the store sweeps (its names, in its order; zeros included).
