@@ -5,8 +5,11 @@ subscriber cut off without holding up others, and who may subscribe."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -25,6 +28,8 @@ Watch = grpc.aio.UnaryStreamCall[pb.WatchRevocationsRequest, pb.WatchRevocations
 
 # Heartbeats this often here, so that a test waiting for the next one waits briefly.
 HEARTBEAT = "100ms"
+ROOT = Path(__file__).resolve().parents[2]
+REVOCATION_FEED_DOC = ROOT / "docs/revocation-feed.md"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +50,13 @@ class Feed:
         return call
 
 
-async def _feed(launch: Launch, **overrides: str) -> Feed:
+async def _feed(launch: Launch, *, buffer: str = "10000", subscribers: str = "1000") -> Feed:
     key, entry = mint_service_key("verifier")
     launched = await launch(
-        service_keys=entry, revocation_heartbeat_interval=HEARTBEAT, **overrides
+        service_keys=entry,
+        revocation_heartbeat_interval=HEARTBEAT,
+        revocation_subscriber_buffer=buffer,
+        revocation_max_subscribers=subscribers,
     )
     async with asyncio.timeout(WAIT):
         await launched.server.revocation_feed.wait_current()
@@ -103,6 +111,30 @@ async def _failure(watch: Watch) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _read_to_the_end(watch)
     return error_info(caught.value)
+
+
+def _fenced_after(doc: Path, marker: str) -> str:
+    """The body of the first fenced block after an HTML comment marker in `doc`."""
+    match = re.search(rf"<!-- {marker}\b.*?-->\n```[a-z]*\n(.*?)```", doc.read_text(), re.DOTALL)
+    assert match, f"{doc.name} has no block marked {marker}"
+    return match[1]
+
+
+async def _bash(script: str, **env: str) -> tuple[int, str, str]:
+    """Run `script` in bash from the repository root, with `env` added to the environment."""
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(WAIT):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_the_snapshot_holds_sessions_ended_within_the_token_lifetime_not_before(
@@ -172,7 +204,7 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_while_another_keeps_up
     launch: Launch,
 ) -> None:
     # A ring of 16 and a client window of about 10 messages: 40 revocations overflow both.
-    feed = await _feed(launch, revocation_subscriber_buffer="16")
+    feed = await _feed(launch, buffer="16")
     address = f"127.0.0.1:{feed.launched.server.port}"
     # A small stream window that does not grow: the server's writes to it soon block.
     narrow = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
@@ -205,7 +237,7 @@ async def test_a_cursor_beyond_the_latest_is_an_invalid_field(launch: Launch) ->
 
 
 async def test_subscribers_beyond_the_limit_are_refused_server_busy(launch: Launch) -> None:
-    feed = await _feed(launch, revocation_max_subscribers="1")
+    feed = await _feed(launch, subscribers="1")
     first = feed.watch(0)
     await _until_heartbeat(first)
 
@@ -239,3 +271,37 @@ async def test_a_graceful_stop_ends_streams_unavailable_so_subscribers_resume_el
     await stopping
 
     assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
+
+
+async def test_a_cursor_older_than_the_logs_retention_is_cursor_expired(
+    launch: Launch, clock: FrozenClock
+) -> None:
+    feed = await _feed(launch)
+    watch = feed.watch(0)
+    await _until_heartbeat(watch)
+    await _revoke(feed.stub, 2)
+    kept = (await _revocation(watch)).cursor
+    watch.cancel()
+    clock.advance(feed.launched.server.config.effective_revocation_retention + timedelta(seconds=1))
+    await feed.launched.server.sweeper.run_once()
+
+    code, reason, _ = await _failure(feed.watch(kept))
+
+    assert (code, reason) == (grpc.StatusCode.OUT_OF_RANGE, "CURSOR_EXPIRED")
+
+
+async def test_grpcurl_streams_the_feed_through_reflection_with_a_service_key(
+    launch: Launch,
+) -> None:
+    feed = await _feed(launch)
+    [revoked] = await _revoke(feed.stub, 1)
+    command = _fenced_after(REVOCATION_FEED_DOC, "revocation-feed-grpcurl")
+
+    status, stdout, stderr = await _bash(
+        command, KEY=feed.key, ADDR=f"127.0.0.1:{feed.launched.server.port}"
+    )
+
+    # grpcurl exits 64 + the gRPC code: -max-time ends the stream DEADLINE_EXCEEDED (4).
+    assert status == 64 + 4, stderr
+    revocation = stdout.find(f'"sessionId": "{revoked}"')
+    assert -1 < revocation < stdout.find('"heartbeat"'), stdout
