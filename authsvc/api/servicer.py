@@ -217,6 +217,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         # The edge interceptor wraps unary calls only: this stream answers its own errors
         # and writes its own log line.
         service = await self._services.require_on_stream(context)
+        # Read now: once the call is torn down its context must not be touched.
+        peer = context.peer()
         started = time.perf_counter()
         cursor = request.after_cursor
         status: grpc.Status | None = None
@@ -245,7 +247,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 extra={
                     "event": "revocation_stream_ended",
                     "service": service.name,
-                    "peer": context.peer(),
+                    "peer": peer,
                     "code": "CANCELLED" if status is None else status.code.name,
                     "reason": reason,
                     "cursor": cursor,
