@@ -175,6 +175,11 @@ class Subscription:
         self.epoch = epoch
         self._open = True
 
+    @property
+    def is_caught_up(self) -> bool:
+        """Whether it has read every revocation of every batch applied so far."""
+        return self.position == self._fanout._head
+
     async def next(self, within: float) -> Revocation | None:
         """The next revocation; None if there is none (after waiting up to `within` seconds
         for one). SubscriberTooSlow if it was overwritten before this subscriber read it;
@@ -258,6 +263,8 @@ class RevocationWatch:
             if loop.time() < heartbeat_due:
                 continue
             if self._is_current():
+                if not subscription.is_caught_up:
+                    continue  # a batch came: send it before claiming its cursor
                 # Caught up with every batch: the feed's cursor has been sent too.
                 sent = max(sent, self._fanout.cursor)
                 yield Heartbeat(cursor=sent, sent_at=self._clock.now())

@@ -1,9 +1,10 @@
-"""The seam between a stream's replay and its live part: a revocation committed while the
-replay is read reaches the subscriber once, whichever side delivers it.
+"""A WatchRevocations stream at the instants no real database or listener can be made to
+hit on cue: a revocation committed while the replay is read reaches the subscriber once,
+whichever side delivers it; and a stream whose feed is stale stays silent.
 
 The log here is a list behind the RevocationLog Protocol (its contract: entries in cursor
 order, read after a cursor), so that the feed can deliver a batch at the exact moment a read
-happens, which no timing on a real database can arrange."""
+happens."""
 
 from __future__ import annotations
 
@@ -72,6 +73,12 @@ class _ListLog:
         return RevocationLogBounds(latest=self.entries[-1].cursor, swept_through=0)
 
 
+def _started_fanout() -> RevocationFanout:
+    fanout = RevocationFanout(capacity=16, max_subscribers=1)
+    fanout.applied(RevocationBatch(revocations=(), after=0, cursor=3, is_snapshot=True))
+    return fanout
+
+
 @pytest.mark.parametrize("seen", [True, False], ids=["seen by the replay", "just after it"])
 @pytest.mark.parametrize("after_cursor", [0, 2])
 async def test_a_revocation_committed_during_the_replay_is_sent_once(
@@ -79,8 +86,7 @@ async def test_a_revocation_committed_during_the_replay_is_sent_once(
 ) -> None:
     log = _ListLog([_revocation(cursor) for cursor in (1, 2, 3)])
     log.seen = seen
-    fanout = RevocationFanout(capacity=16, max_subscribers=1)
-    fanout.applied(RevocationBatch(revocations=(), after=0, cursor=3, is_snapshot=True))
+    fanout = _started_fanout()
     watch = RevocationWatch(
         log,
         fanout,
@@ -109,3 +115,38 @@ async def test_a_revocation_committed_during_the_replay_is_sent_once(
 
     replayed = [cursor for cursor in (1, 2, 3) if cursor > after_cursor]
     assert received == [*replayed, 4, 5, 5]
+
+
+async def test_a_stream_whose_feed_is_stale_sends_no_heartbeat_until_it_is_current() -> None:
+    fanout = _started_fanout()
+    asked = 0
+    current = False
+
+    def is_current() -> bool:
+        # Stale for the first two heartbeats due; at the third the feed catches up, cursor 4.
+        nonlocal asked, current
+        asked += 1
+        if asked == 3:
+            fanout.applied(
+                RevocationBatch(revocations=(_revocation(4),), after=3, cursor=4, is_snapshot=False)
+            )
+            current = True
+        return current
+
+    watch = RevocationWatch(
+        _ListLog([_revocation(cursor) for cursor in (1, 2, 3)]),
+        fanout,
+        FrozenClock(_NOW),
+        is_current=is_current,
+        window=timedelta(minutes=15),
+        heartbeat_interval=timedelta(milliseconds=1),
+    )
+
+    received: list[tuple[str, int]] = []
+    async with watch.watch(3) as events:
+        async for event in events:
+            received.append((type(event).__name__, event.cursor))
+            if isinstance(event, Heartbeat):
+                break
+
+    assert received == [("Revocation", 4), ("Heartbeat", 4)]
