@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -238,12 +238,14 @@ class RevocationWatch:
         if after_cursor < 0:
             raise InvalidArgument("after_cursor", "after_cursor must not be negative")
         subscription = self._fanout.subscribe()
+        events = self._events(subscription, after_cursor)
         try:
-            yield self._events(subscription, after_cursor)
+            yield events
         finally:
+            await events.aclose()
             subscription.close()
 
-    async def _events(self, subscription: Subscription, after: int) -> AsyncIterator[WatchEvent]:
+    async def _events(self, subscription: Subscription, after: int) -> AsyncGenerator[WatchEvent]:
         sent = after
         replay = self._snapshot() if after == 0 else self._backlog(after)
         async for event in replay:
