@@ -75,8 +75,6 @@ class RevocationFanout:
         self._epoch = 0
         self._closed = False
         self._subscribers = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         # One future all waiting subscribers share, resolved by the next batch.
         self._arrival: asyncio.Future[None] | None = None
 
@@ -122,7 +120,6 @@ class RevocationFanout:
                 retry_after=_BUSY_RETRY,
             )
         self._subscribers += 1
-        self._idle.clear()
         return Subscription(self, self._head, self._epoch)
 
     def close(self) -> None:
@@ -130,14 +127,8 @@ class RevocationFanout:
         self._closed = True
         self._wake()
 
-    async def wait_idle(self) -> None:
-        """Return once no subscription is open."""
-        await self._idle.wait()
-
     def _release(self) -> None:
         self._subscribers -= 1
-        if not self._subscribers:
-            self._idle.set()
 
     def _wake(self) -> None:
         arrival, self._arrival = self._arrival, None
