@@ -30,8 +30,10 @@ from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
+from authsvc.domain.liveness import LivenessCache
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
+from authsvc.domain.revocations import RevocationFeed
 from authsvc.domain.sessions import SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.domain.throttle import (
@@ -46,6 +48,7 @@ from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, open_connections, ping
+from authsvc.store.revocations import PgRevocationListener
 from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
@@ -61,6 +64,7 @@ __all__ = [
     "build_key_wrapper",
     "build_login_throttle",
     "build_refusal_log",
+    "build_revocation_feed",
     "build_session_service",
     "build_sweeper",
     "connection_options",
@@ -82,6 +86,9 @@ class AuthServer:
     with PortInUse.
     `runs_sweeper`: whether this process runs the periodic sweep (one worker
     of a supervisor does; `sweeper.run_once()` works either way).
+    `database_url`: the pool's URL, where the configuration has none (an embedded
+    database); the revocation feed connects there unless its own URL is set. With
+    neither, the process has no feed and checks every session in the database.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class AuthServer:
         clock: Clock,
         shares_port: bool = False,
         runs_sweeper: bool = True,
+        database_url: str | None = None,
     ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
         self._credentials = server_credentials(config)
@@ -103,8 +111,22 @@ class AuthServer:
         self.keys = build_key_ring(config, pool, clock)
         self.refusals = build_refusal_log(pool)
         self.throttle = build_login_throttle(config, pool, clock, self.refusals)
+        self.revocation_feed = build_revocation_feed(config, clock, database_url)
+        self.liveness = None
+        if self.revocation_feed is not None:
+            self.liveness = LivenessCache(
+                self.revocation_feed, clock, window=config.revocation_window
+            )
+            self.revocation_feed.observe(self.liveness)
         self.sessions = build_session_service(
-            config, pool, clock, self.keys, self.hasher, self.refusals, throttle=self.throttle
+            config,
+            pool,
+            clock,
+            self.keys,
+            self.hasher,
+            self.refusals,
+            throttle=self.throttle,
+            liveness=self.liveness,
         )
         self.sweeper = build_sweeper(config, pool, clock)
         self.health = HealthServicer()
@@ -201,6 +223,8 @@ class AuthServer:
             if not isinstance(outcome, asyncio.CancelledError | None):
                 _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
+        if self.revocation_feed is not None:
+            await self.revocation_feed.aclose()
         await self.throttle.aclose()
         await self.refusals.aclose()
         self.hasher.close()
@@ -253,6 +277,9 @@ class AuthServer:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _READY_RETRY_MAX)
+        # After the migrations: the feed reads the log they create.
+        if self.revocation_feed is not None:
+            self.revocation_feed.start()
         await self._set_serving(True)
         self.ready.set()
         _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})
@@ -397,6 +424,7 @@ def build_session_service(
     refusals: RefusalLog,
     *,
     throttle: LoginThrottle,
+    liveness: LivenessCache | None = None,
 ) -> SessionService:
     """The use cases, wired to PostgreSQL. `throttle` is the caller's to close."""
     return SessionService(
@@ -422,6 +450,7 @@ def build_session_service(
             password_min_length=config.password_min_length,
         ),
         throttle=throttle,
+        liveness=liveness,
         sign_ups=SignUpThrottle(
             PgLoginThrottleStore(pool),
             clock,
@@ -433,6 +462,26 @@ def build_session_service(
                 shared=_shared_addresses(config),
             ),
         ),
+    )
+
+
+def build_revocation_feed(
+    config: Config, clock: Clock, database_url: str | None = None
+) -> RevocationFeed | None:
+    """The process's revocation feed on its own connection (AUTHSVC_LISTEN_DATABASE_URL,
+    else the database's URL), not started; None without a URL."""
+    dsn = config.listen_database_url or config.database_url or database_url
+    if not dsn:
+        return None
+    return RevocationFeed(
+        PgRevocationListener(
+            str(dsn),
+            connect_timeout=config.db_connect_timeout,
+            statement_timeout=config.db_statement_timeout,
+        ),
+        clock,
+        window=config.revocation_window,
+        staleness=config.revocation_feed_staleness,
     )
 
 
@@ -448,4 +497,5 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         login_failure_window=config.login_failure_window,
         known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
+        revocation_retention=config.effective_revocation_retention,
     )
