@@ -11,7 +11,6 @@ See docs/revocation-feed.md for the protocol a subscriber follows.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ from authsvc.core.models import Revocation
 from authsvc.domain.revocations import RevocationBatch, RevocationLog
 
 __all__ = ["Heartbeat", "RevocationFanout", "RevocationWatch", "Subscription", "WatchEvent"]
-
-_log = logging.getLogger(__name__)
 
 # Rows per replay read: bounded memory however long the backlog.
 _PAGE = 1000
@@ -82,10 +79,6 @@ class RevocationFanout:
     def cursor(self) -> int:
         """The feed's cursor as of the last batch (0 before the first)."""
         return self._cursor
-
-    @property
-    def subscribers(self) -> int:
-        return self._subscribers
 
     # FeedObserver: called in the feed's task; never blocks, awaits or raises.
 
