@@ -5,7 +5,7 @@ Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10
      [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
      [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
      [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
-     [--database-url URL]
+     [--database-url URL] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -136,6 +136,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="every scenario for about a second: fails on any error (CI)",
     )
     parser.add_argument("--database-url", default=os.environ.get("AUTHSVC_DATABASE_URL", ""))
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also serve the authsvc of this source tree (e.g. `git archive main` unpacked) "
+        "and run each authsvc scenario on it too, alternating runs with this checkout's",
+    )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
@@ -165,6 +172,7 @@ class Bench:
         self.pool = pool
         self.dsn = dsn
         self.authsvc: ServerProcess | None = None
+        self.baseline: ServerProcess | None = None
         self.empty: ServerProcess | None = None
         self.seeder: Seeder | None = None
         self.executor = ProcessPoolExecutor(args.processes, mp_context=get_context("spawn"))
@@ -239,21 +247,24 @@ class Bench:
         during: Callable[[], Coroutine[Any, Any, Any]] | None = None,
         rss_every: float = 0.0,
         warmup: float | None = None,
+        on_baseline: bool = False,
     ) -> Run:
         """One warm-up and measured window of `scenario`.
 
         `rate`: calls/s offered open-loop instead of as fast as answers come.
         `during`: started when the window opens; the window closes when it ends
         (its result is kept under "during"). `rss_every`: keep RSS samples.
+        `on_baseline`: against the --baseline server instead of this checkout's.
         """
-        assert self.authsvc is not None
+        authsvc = self.baseline if on_baseline else self.authsvc
+        assert authsvc is not None
         assert self.empty is not None
         args = self.args
         duration = args.duration if duration is None else duration
         warmup = args.warmup if warmup is None else warmup
         slots = await self.slots_for(scenario, warmup + duration, rate)
-        server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, self.authsvc)
-        target = (self.empty if scenario == "grpc_empty" else self.authsvc).target
+        server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, authsvc)
+        target = (self.empty if scenario == "grpc_empty" else authsvc).target
         start_at = time.monotonic() + 1.0
         stop_file = self.work_dir / f"stop-{time.monotonic_ns()}" if during else None
         specs = [
@@ -334,6 +345,19 @@ class Bench:
             runs.append(run)
             _progress(f"{label or scenario} run {index + 1}/{self.args.runs}", run)
         return runs
+
+    async def runs_with_baseline(self, scenario: str, label: str) -> tuple[list[Run], list[Run]]:
+        """Runs of `scenario` on this checkout's server and on the baseline's, in turns
+        (baseline first, then this one), so both see the same drift of a shared machine."""
+        runs, baseline_runs = [], []
+        for index in range(self.args.runs):
+            run = await self.run_once(scenario, on_baseline=True)
+            baseline_runs.append(run)
+            _progress(f"{label} (baseline) run {index + 1}/{self.args.runs}", run)
+            run = await self.run_once(scenario)
+            runs.append(run)
+            _progress(f"{label} run {index + 1}/{self.args.runs}", run)
+        return runs, baseline_runs
 
     async def half_peak(self, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Refresh and validate offered half their measured peak, open loop; and
@@ -490,6 +514,16 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         )
         bench.empty = start_empty_server(work_dir, workers=args.workers, cpus=args.server_cpus)
         await wait_serving(bench.authsvc.target)
+        if args.baseline is not None:
+            bench.baseline = start_authsvc(
+                dsn,
+                work_dir,
+                args.server_log_level,
+                workers=args.workers,
+                cpus=args.server_cpus,
+                source=args.baseline,
+            )
+            await wait_serving(bench.baseline.target)
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -503,7 +537,12 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 if scenario == "crypto":
                     continue
                 label = f"{scenario} ({size} sessions)" if len(args.sessions) > 1 else scenario
-                runs = await bench.runs_of(scenario, label=label)
+                if bench.baseline is not None and scenario in SCENARIOS:
+                    runs, baseline_runs = await bench.runs_with_baseline(scenario, label)
+                    all_runs[f"{label} (baseline)"] = baseline_runs
+                    summaries[f"{scenario} (baseline)"] = report.summary(baseline_runs)
+                else:
+                    runs = await bench.runs_of(scenario, label=label)
                 all_runs[label] = runs
                 summaries[scenario] = report.summary(runs)
             by_size[size] = summaries
@@ -520,9 +559,9 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             compared = await _compare_workers(bench, work_dir, summaries, all_runs)
         crypto_summary = _crypto(args) if "crypto" in args.scenarios else {}
     finally:
-        warnings = _warnings_logged(bench.authsvc)
+        warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
         bench.executor.shutdown(cancel_futures=True)
-        for server in (bench.authsvc, bench.empty):
+        for server in (bench.authsvc, bench.baseline, bench.empty):
             if server is not None:
                 server.stop()
         await pool.close()
@@ -544,6 +583,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "sessions": args.sessions,
             "database": "external" if args.database_url else "embedded",
             "server_log_level": args.server_log_level,
+            "baseline": str(args.baseline or ""),
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
@@ -552,6 +592,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "runs": all_runs,
         "crypto": crypto_summary,
         "ratios": report.ratios(summaries, crypto_summary),
+        "cpu_ratios": report.cpu_ratios(summaries),
         "half_peak": half_peak,
         "scaling": _scaling(by_size) if len(by_size) > 1 else {},
         "sweep": sweep,

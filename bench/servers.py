@@ -176,9 +176,11 @@ def _pinned(argv: list[str], cpus: Sequence[int]) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cpus)), *argv]
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> ServerProcess:
+def _spawn(
+    name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> ServerProcess:
     with log_path.open("wb") as log:
-        popen = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: S603
+        popen = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=cwd)  # noqa: S603
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if popen.poll() is not None:
@@ -191,20 +193,35 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> S
 
 
 def start_authsvc(
-    dsn: str, work_dir: Path, log_level: str, *, workers: int = 1, cpus: Sequence[int] = ()
+    dsn: str,
+    work_dir: Path,
+    log_level: str,
+    *,
+    workers: int = 1,
+    cpus: Sequence[int] = (),
+    source: Path | None = None,
 ) -> ServerProcess:
     """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
-    default argon2id."""
+    default argon2id. `source`: run the authsvc package of that source tree (another
+    version, e.g. main's, to compare with in the same run) instead of this checkout's."""
+    name = "authsvc" if source is None else "authsvc-baseline"
     env = {
         **os.environ,
         **_BENCH_ENV,
         "AUTHSVC_DATABASE_URL": dsn,
-        "AUTHSVC_DATA_DIR": str(work_dir / "authsvc-data"),
+        "AUTHSVC_DATA_DIR": str(work_dir / f"{name}-data"),
         "AUTHSVC_LOG_LEVEL": log_level,
     }
+    if source is not None:
+        # Ahead of the editable install of this checkout.
+        env["PYTHONPATH"] = str(source)
     argv = [sys.executable, *SERVE_ARGS, "--workers", str(workers)]
     return _spawn(
-        "authsvc", _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / "authsvc.log"
+        name,
+        _pinned(argv, cpus),
+        with_key_encryption_keys(env),
+        work_dir / f"{name}.log",
+        cwd=source,
     )
 
 
