@@ -143,16 +143,14 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         size = convert.page_size(request.page_size)
         after = convert.decode_page_token(principal.user_id, request.page_token)
         page = await self._sessions.list_sessions(principal, page_size=size, after=after)
-        return pb.ListSessionsResponse(
-            sessions=[
-                convert.session_message(s, current=principal.session_id) for s in page.sessions
-            ],
-            next_page_token=(
-                ""
-                if page.next_cursor is None
-                else convert.encode_page_token(principal.user_id, page.next_cursor)
-            ),
-        )
+        response = pb.ListSessionsResponse()
+        for session in page.sessions:
+            convert.add_session(response.sessions, session, current=principal.session_id)
+        if page.next_cursor is not None:
+            response.next_page_token = convert.encode_page_token(
+                principal.user_id, page.next_cursor
+            )
+        return response
 
     async def RevokeSession(
         self,
