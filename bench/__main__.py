@@ -34,7 +34,7 @@ import argon2
 import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
-from bench import crypto, load, report
+from bench import crypto, load, peer, report
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -51,6 +51,9 @@ SCENARIOS = (
     "revoke_session", "mixed",
 )  # fmt: skip
 BOUNDS = ("grpc_empty", "pg_refresh", "crypto")
+# better-auth beside validate and list_sessions (bench/peer.py); not in --smoke, so
+# `make test` never installs its packages.
+PEERS = tuple(peer.SCENARIOS)
 PASSWORD = "bench password 1"
 _RESULTS = Path(__file__).parent / "results"
 _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may use up
@@ -81,7 +84,7 @@ def _sizes(text: str) -> list[int]:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS + BOUNDS))
+    parser.add_argument("--scenarios", default="")
     parser.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up before it, s")
     parser.add_argument("--runs", type=int, default=3)
@@ -151,8 +154,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.duration, args.warmup, args.runs = 1.0, 0.5, 1
         args.concurrency, args.processes = 8, 1
-    names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(SCENARIOS + BOUNDS))
+    default = SCENARIOS + BOUNDS + (() if args.smoke else PEERS)
+    names = [name.strip() for name in (args.scenarios or ",".join(default)).split(",")]
+    names = [name for name in names if name]
+    unknown = sorted(set(names) - set(SCENARIOS + BOUNDS + PEERS))
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(unknown)}")
     args.scenarios = names
@@ -174,6 +179,9 @@ class Bench:
         self.authsvc: ServerProcess | None = None
         self.baseline: ServerProcess | None = None
         self.empty: ServerProcess | None = None
+        self.peer: ServerProcess | None = None
+        # Why the peer could not run, if it could not.
+        self.peer_unavailable = ""
         self.seeder: Seeder | None = None
         self.executor = ProcessPoolExecutor(args.processes, mp_context=get_context("spawn"))
 
@@ -190,6 +198,14 @@ class Bench:
         seeder, concurrency = self.seeder, self.args.concurrency
         if scenario in ("grpc_empty", "get_jwks"):
             return [{} for _ in range(concurrency)]
+        if scenario == "peer_get_session":
+            # As validate: eight users with one session each per call in flight.
+            cookies = [mine[0] for mine in await peer.seed(self.pool, concurrency * 8, 1)]
+            return [{"cookies": cookies[i::concurrency]} for i in range(concurrency)]
+        if scenario == "peer_list_sessions":
+            # As list_sessions: one user with 20 sessions per call in flight.
+            cookies = [mine[0] for mine in await peer.seed(self.pool, concurrency, 20)]
+            return [{"cookie": cookie} for cookie in cookies]
         if scenario in ("refresh", "pg_refresh"):
             users = await seeder.users_with_sessions(concurrency, _PACED_SESSIONS if rate else 1)
             return [{"refresh_tokens": [s.refresh_token for s in mine]} for mine in users]
@@ -264,7 +280,10 @@ class Bench:
         warmup = args.warmup if warmup is None else warmup
         slots = await self.slots_for(scenario, warmup + duration, rate)
         server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, authsvc)
-        target = (self.empty if scenario == "grpc_empty" else authsvc).target
+        if scenario in PEERS:
+            server = self.peer
+        assert server is not None or scenario == "pg_refresh"
+        target = (authsvc if server is None else server).target
         start_at = time.monotonic() + 1.0
         stop_file = self.work_dir / f"stop-{time.monotonic_ns()}" if during else None
         specs = [
@@ -358,6 +377,16 @@ class Bench:
             runs.append(run)
             _progress(f"{label} run {index + 1}/{self.args.runs}", run)
         return runs, baseline_runs
+
+    def start_peer(self) -> bool:
+        """Start the better-auth peer if it is not running; False (saying why) if it cannot."""
+        if self.peer is None and not self.peer_unavailable:
+            try:
+                self.peer = peer.start(self.dsn, self.work_dir, self.args.server_cpus)
+            except (peer.PeerUnavailable, RuntimeError, OSError) as exc:
+                self.peer_unavailable = str(exc)
+                print(f"better-auth peer unavailable: {exc}", file=sys.stderr)
+        return self.peer is not None
 
     async def half_peak(self, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Refresh and validate offered half their measured peak, open loop; and
@@ -534,7 +563,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 await bench.seeder.background_sessions(size)
             summaries: dict[str, dict[str, Any]] = {}
             for scenario in args.scenarios:
-                if scenario == "crypto":
+                if scenario == "crypto" or (scenario in PEERS and not bench.start_peer()):
                     continue
                 label = f"{scenario} ({size} sessions)" if len(args.sessions) > 1 else scenario
                 if bench.baseline is not None and scenario in SCENARIOS:
@@ -561,7 +590,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
     finally:
         warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
         bench.executor.shutdown(cancel_futures=True)
-        for server in (bench.authsvc, bench.baseline, bench.empty):
+        for server in (bench.authsvc, bench.baseline, bench.empty, bench.peer):
             if server is not None:
                 server.stop()
         await pool.close()
@@ -593,6 +622,11 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "crypto": crypto_summary,
         "ratios": report.ratios(summaries, crypto_summary),
         "cpu_ratios": report.cpu_ratios(summaries),
+        "peer": {
+            "name": "better-auth",
+            "unavailable": bench.peer_unavailable,
+            "ratios": report.peer_ratios(summaries, peer.SCENARIOS),
+        },
         "half_peak": half_peak,
         "scaling": _scaling(by_size) if len(by_size) > 1 else {},
         "sweep": sweep,

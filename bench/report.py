@@ -7,7 +7,18 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CPU_TARGETS", "TARGETS", "Run", "cpu_ratios", "quantile", "ratios", "summary", "table"]
+__all__ = [
+    "CPU_TARGETS",
+    "PEER_TARGET",
+    "TARGETS",
+    "Run",
+    "cpu_ratios",
+    "peer_ratios",
+    "quantile",
+    "ratios",
+    "summary",
+    "table",
+]
 
 Run = dict[str, Any]
 
@@ -18,6 +29,8 @@ TARGETS = {
     "list_sessions": ("grpc_empty", 0.5),
     "login": ("argon2 all cores", 0.8),
 }
+# Issue 12: validate and list_sessions at least this many times the peer's calls/s.
+PEER_TARGET = 3.0
 # Issue 12: server CPU per call at most this many times grpc_empty's, same run.
 CPU_TARGETS = {"validate": 2.0, "list_sessions": 3.0, "refresh": 3.5}
 _FIGURES = (
@@ -117,6 +130,26 @@ def cpu_ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def peer_ratios(summaries: dict[str, dict[str, Any]], pairs: dict[str, str]) -> dict[str, Any]:
+    """authsvc's calls/s and CPU per call against the peer scenario set beside each."""
+    out: dict[str, Any] = {}
+    for peer_name, ours in pairs.items():
+        ours_rate, peer_rate = _rate(summaries, ours), _rate(summaries, peer_name)
+        if ours_rate is None or not peer_rate:
+            continue
+        ours_cpu, peer_cpu = _cpu(summaries, ours), _cpu(summaries, peer_name)
+        out[ours] = {
+            "peer": peer_name,
+            "calls_per_s": ours_rate,
+            "peer_calls_per_s": peer_rate,
+            "times": ours_rate / peer_rate,
+            "cpu_times": None if not ours_cpu or peer_cpu is None else peer_cpu / ours_cpu,
+            "target": PEER_TARGET,
+            "met": ours_rate / peer_rate >= PEER_TARGET,
+        }
+    return out
+
+
 def _fmt(figure: dict[str, float] | None, digits: int = 0) -> str:
     if figure is None:
         return "-"
@@ -193,6 +226,23 @@ def table(report: dict[str, Any]) -> str:
                 f"  {name:<15} {figures['cpu_ms_per_call']:.3f} vs "
                 f"{figures['grpc_empty_cpu_ms_per_call']:.3f} ms = {figures['times']:.2f}x  "
                 f"target <= {figures['target']:.1f}x  {met}"
+            )
+    peer_report = report.get("peer") or {}
+    if peer_report.get("unavailable"):
+        out.append(f"\npeer {peer_report['name']} could not run: {peer_report['unavailable']}")
+    if peer_report.get("ratios"):
+        out.append(f"\nagainst the peer {peer_report['name']} (medians, same run)")
+        for name, figures in peer_report["ratios"].items():
+            cpu_note = (
+                ""
+                if figures["cpu_times"] is None
+                else f"; its CPU per call {figures['cpu_times']:.2f}x ours"
+            )
+            met = "met" if figures["met"] else "NOT met"
+            out.append(
+                f"  {name:<15} {figures['calls_per_s']:8.1f}/s vs {figures['peer']} "
+                f"{figures['peer_calls_per_s']:8.1f}/s = {figures['times']:.2f}x  "
+                f"target >= {figures['target']:.0f}x  {met}{cpu_note}"
             )
     if report["ratios"]:
         out.append("\nratios to bounds (medians)")
