@@ -17,13 +17,13 @@ from authsvc.core.errors import TokenExpired, TokenInvalid
 from authsvc.core.models import Principal, SessionId, UserId
 from authsvc.domain.signing_keys import KeyRing
 
-__all__ = ["AccessTokens", "MintedAccessToken"]
+__all__ = ["VERIFIED_CACHE_SIZE", "AccessTokens", "MintedAccessToken"]
 
 _ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "jti", "iat", "exp"]
 # Tokens whose signature checked out, most recently used last. Only verified
 # tokens enter, so forged ones cannot flush it faster than real traffic fills it.
-_VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_CACHE_SIZE = 10_000
 # Far above any token we mint; bounds the work a hostile string can cause.
 _MAX_TOKEN_LENGTH = 4096
 
@@ -142,7 +142,7 @@ class AccessTokens:
 
     def _remember(self, token: str, principal: Principal) -> None:
         self._verified[token] = principal
-        if len(self._verified) > _VERIFIED_CACHE_SIZE:
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
 
     async def _verify_signature(self, token: str) -> Principal:
