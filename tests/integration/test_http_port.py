@@ -53,6 +53,7 @@ FAST_RELOAD = "2s"
 # Connections opened to reach both workers before giving up (see test_workers.py).
 MAX_PROBES = 64
 JOSE_VERIFIER = Path(__file__).with_name("jose_verifier.mjs")
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,28 @@ async def test_discovery_refuses_a_host_header_no_url_can_be_made_of(launch: Lau
     )
 
     assert status.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_the_curl_examples_in_the_operations_guide_run_as_written(launch: Launch) -> None:
+    _, port = await http_server(launch)
+    found = re.search(r"<!-- http-curl\b.*?-->\n```sh\n(.*?)```", OPERATIONS.read_text(), re.S)
+    assert found, "docs/operations.md has no block marked http-curl"
+    script, repointed = re.subn(
+        r"^URL=\S+", f"URL=http://127.0.0.1:{port}", found[1], count=1, flags=re.M
+    )
+    assert repointed == 1
+
+    shell = await asyncio.create_subprocess_exec(
+        "bash", "-c", "set -euo pipefail\n" + script, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(WAIT):
+        out, _ = await shell.communicate()
+
+    assert shell.returncode == 0
+    expected_in_order = ['"kty": "OKP"', f'"jwks_uri": "http://127.0.0.1:{port}{JWKS}"', "304"]
+    positions = [out.decode().find(text) for text in expected_in_order]
+    assert -1 not in positions, out.decode()
+    assert positions == sorted(positions), out.decode()
 
 
 # --- caching -------------------------------------------------------------------------
