@@ -24,7 +24,7 @@ from authsvc.api.http_port import HttpPort
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.reflection import enable_reflection
 from authsvc.api.service_auth import ServiceGuard
-from authsvc.api.servicer import AuthServicer
+from authsvc.api.servicer import AuthServicer, OpenStreams
 from authsvc.api.well_known import WellKnown
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
@@ -36,6 +36,7 @@ from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalK
 from authsvc.domain.liveness import LivenessCache
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
+from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
 from authsvc.domain.revocations import RevocationFeed
 from authsvc.domain.sessions import SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
@@ -51,7 +52,7 @@ from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, open_connections, ping
-from authsvc.store.revocations import PgRevocationListener
+from authsvc.store.revocations import PgRevocationListener, PgRevocationLog
 from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
@@ -135,6 +136,13 @@ class AuthServer:
             liveness=self.liveness,
         )
         self.sweeper = build_sweeper(config, pool, clock)
+        # WatchRevocations' subscribers; without a feed it never starts (NOT_READY).
+        self.revocation_fanout = RevocationFanout(
+            capacity=config.revocation_subscriber_buffer,
+            max_subscribers=config.revocation_max_subscribers,
+        )
+        if self.revocation_feed is not None:
+            self.revocation_feed.observe(self.revocation_fanout)
         self.health = HealthServicer()
         self.ready = asyncio.Event()
         self._startup_error: ConfigError | None = None
@@ -153,6 +161,7 @@ class AuthServer:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
+        self._streams = OpenStreams()
         self._server = grpc.aio.server(
             interceptors=[EdgeInterceptor(self._in_flight)],
             options=[
@@ -168,6 +177,15 @@ class AuthServer:
                 self.keys,
                 trusted_proxies=config.trusted_proxies,
                 services=ServiceGuard(config.service_keys, config.service_identities),
+                revocations=RevocationWatch(
+                    PgRevocationLog(pool),
+                    self.revocation_fanout,
+                    clock,
+                    is_current=self._feed_is_current,
+                    window=config.revocation_window,
+                    heartbeat_interval=config.revocation_heartbeat_interval,
+                ),
+                streams=self._streams,
                 require_service_credentials=config.require_service_credentials,
             ),
             self._server,
@@ -238,6 +256,8 @@ class AuthServer:
         are done the server is stopped at once rather than at the end of `grace`.
         """
         await self.health.enter_graceful_shutdown()
+        # WatchRevocations streams end now, UNAVAILABLE, so their subscribers resume elsewhere.
+        self.revocation_fanout.close()
         if grace is None:
             await self._server.stop(None)
         else:
@@ -247,6 +267,7 @@ class AuthServer:
                 async with asyncio.timeout(grace.total_seconds()):
                     await self.health.wait_watchers_told_not_serving()
                     await self._in_flight.wait_idle()
+                    await self._streams.wait_idle()
             await self._server.stop(0)
             await stopping
         if self._http is not None:
@@ -264,6 +285,9 @@ class AuthServer:
         await self.throttle.aclose()
         await self.refusals.aclose()
         self.hasher.close()
+
+    def _feed_is_current(self) -> bool:
+        return self.revocation_feed is not None and self.revocation_feed.is_current
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coroutine))
