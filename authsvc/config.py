@@ -28,6 +28,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from authsvc.service_keys import ServiceKeys, parse_service_keys
+
 __all__ = [
     "AUDIT",
     "COMMANDS",
@@ -39,6 +41,7 @@ __all__ = [
     "MIGRATE",
     "OTHER_VARIABLES",
     "SERVE",
+    "SERVICE_KEY_CREATE",
     "SETTINGS",
     "SWEEP",
     "USERS_CREATE",
@@ -261,6 +264,14 @@ def parse_readable_file(text: str) -> Path:
     return path
 
 
+def parse_names(text: str) -> tuple[str, ...]:
+    """Comma-separated names, such as spiffe://example.org/billing, billing.internal."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if any(re.search(r"\s", name) for name in names):
+        raise _Invalid("comma-separated names without spaces inside them", text)
+    return names
+
+
 def _usable_cpus() -> int:
     """The CPUs this process may use (a cpuset or taskset), not all the host's; where the
     system cannot say (macOS has no sched_getaffinity), all of them."""
@@ -279,7 +290,18 @@ KEYS_REWRAP = "keys rewrap"
 USERS_CREATE = "users create"
 AUDIT = "audit"
 HEALTHCHECK = "healthcheck"
-COMMANDS = (SERVE, MIGRATE, SWEEP, KEYS_ROTATE, KEYS_REWRAP, USERS_CREATE, AUDIT, HEALTHCHECK)
+SERVICE_KEY_CREATE = "service-key create"
+COMMANDS = (
+    SERVE,
+    MIGRATE,
+    SWEEP,
+    KEYS_ROTATE,
+    KEYS_REWRAP,
+    USERS_CREATE,
+    AUDIT,
+    HEALTHCHECK,
+    SERVICE_KEY_CREATE,
+)
 _CONNECTING = (SERVE, MIGRATE, SWEEP, KEYS_ROTATE, KEYS_REWRAP, USERS_CREATE, AUDIT)
 
 
@@ -302,8 +324,21 @@ SESSIONS = Group("Sessions and registration", (SERVE, SWEEP))
 PASSWORDS = Group("Passwords", (SERVE, USERS_CREATE))
 LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
+SERVICES = Group("Service credentials", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
-GROUPS = (LISTENING, TLS, DATABASE, SERVER, TOKENS, SESSIONS, PASSWORDS, LIMITS, SWEEPER, LOGGING)
+GROUPS = (
+    LISTENING,
+    TLS,
+    DATABASE,
+    SERVER,
+    TOKENS,
+    SESSIONS,
+    PASSWORDS,
+    LIMITS,
+    SWEEPER,
+    SERVICES,
+    LOGGING,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -618,6 +653,29 @@ class Config:
     audit_retention: timedelta = _setting(
         parse_duration, "90d", "Keep audit events this long.", SWEEPER
     )
+    # Hashes only (the keys have 256 bits of entropy): the entries may sit in a ConfigMap.
+    service_keys: ServiceKeys = _setting(
+        parse_service_keys,
+        "",
+        "Service keys accepted as `authorization: Bearer <key>`: `NAME:sha256:HEX` entries "
+        "that `authsvc service-key create NAME` prints, comma-separated; two with one name "
+        "let a key be rotated without downtime.",
+        SERVICES,
+    )
+    service_identities: tuple[str, ...] = _setting(
+        parse_names,
+        "",
+        "Client-certificate identities admitted as services on mutual TLS: URI SANs (SPIFFE "
+        "IDs) or DNS SANs, comma-separated. Needs AUTHSVC_TLS_CLIENT_CA_FILE.",
+        SERVICES,
+    )
+    require_service_credentials: bool = _setting(
+        parse_bool,
+        "false",
+        "ValidateToken and GetJwks answer only callers with service credentials, as "
+        "WatchRevocations always does.",
+        SERVICES,
+    )
     log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
 
     @property
@@ -813,9 +871,27 @@ def _check_consistency(config: Config) -> None:
             "AUTHSVC_TLS_CLIENT_CERT_FILE needs AUTHSVC_TLS_CERT_FILE (the server's certificate)",
         ),
     )
+    problems = (*problems, *_service_problems(config))
     for failed, message in problems:
         if failed:
             raise ConfigError(message)
+
+
+def _service_problems(config: Config) -> Sequence[tuple[bool, str]]:
+    return (
+        (
+            # Without mTLS no call carries a certificate: the list would admit nobody.
+            bool(config.service_identities) and config.tls_client_ca_file is None,
+            "AUTHSVC_SERVICE_IDENTITIES needs mutual TLS: set AUTHSVC_TLS_CLIENT_CA_FILE",
+        ),
+        (
+            config.require_service_credentials
+            and not config.service_keys.entries
+            and not config.service_identities,
+            "AUTHSVC_REQUIRE_SERVICE_CREDENTIALS needs AUTHSVC_SERVICE_KEYS or "
+            "AUTHSVC_SERVICE_IDENTITIES: otherwise nobody may call ValidateToken and GetJwks",
+        ),
+    )
 
 
 if __name__ == "__main__":

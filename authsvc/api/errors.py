@@ -39,6 +39,10 @@ _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
     errors.SessionNotFound: (_Code.NOT_FOUND, ErrorReason.SESSION_NOT_FOUND),
     errors.InvalidCredentials: (_Code.UNAUTHENTICATED, ErrorReason.INVALID_CREDENTIALS),
     errors.MissingCredentials: (_Code.UNAUTHENTICATED, ErrorReason.MISSING_CREDENTIALS),
+    errors.ServiceCredentialsRequired: (
+        _Code.UNAUTHENTICATED,
+        ErrorReason.SERVICE_CREDENTIALS_REQUIRED,
+    ),
     errors.TokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_INVALID),
     errors.TokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_EXPIRED),
     errors.RefreshTokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_INVALID),

@@ -25,6 +25,7 @@ __all__ = [
     "RefreshTokenReused",
     "RegistrationDisabled",
     "ServerBusy",
+    "ServiceCredentialsRequired",
     "SessionExpired",
     "SessionNotFound",
     "SessionRevoked",
@@ -85,6 +86,11 @@ class InvalidCredentials(Unauthenticated):
 
 class MissingCredentials(Unauthenticated):
     """The call needs an access token and carried none."""
+
+
+class ServiceCredentialsRequired(Unauthenticated):
+    """An RPC for internal services, called without a service key the server knows or an
+    allow-listed client certificate. A user's access token is not a service credential."""
 
 
 class TokenInvalid(Unauthenticated):

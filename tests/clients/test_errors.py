@@ -26,6 +26,7 @@ from authsvc_client import (
     RefreshTokenInvalid,
     RefreshTokenReused,
     RegistrationDisabled,
+    ServiceCredentialsRequired,
     SessionExpired,
     SessionNotFound,
     SessionRevoked,
@@ -67,6 +68,7 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "NOT_READY": NotReady,
     "DEADLINE_EXCEEDED": AuthsvcError,
     "INTERNAL": AuthsvcError,
+    "SERVICE_CREDENTIALS_REQUIRED": ServiceCredentialsRequired,
 }
 REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 

@@ -82,6 +82,11 @@ export class Unauthenticated extends AuthsvcError {}
 export class InvalidCredentials extends Unauthenticated {}
 /** The call needed `authorization: Bearer <access token>` and had none (not signed in). */
 export class MissingCredentials extends Unauthenticated {}
+/**
+ * The RPC is for internal services and the call carried no service key or allowed client
+ * certificate (SERVICE_CREDENTIALS_REQUIRED); a user's access token is not one.
+ */
+export class ServiceCredentialsRequired extends Unauthenticated {}
 /** The access token is malformed, forged or not this service's. */
 export class TokenInvalid extends Unauthenticated {}
 /** The access token is past its `exp`. The token manager refreshes and retries once. */
@@ -143,6 +148,7 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   NOT_READY: NotReady,
   DEADLINE_EXCEEDED: AuthsvcError,
   INTERNAL: AuthsvcError,
+  SERVICE_CREDENTIALS_REQUIRED: ServiceCredentialsRequired,
 };
 
 // For a reason this client does not know yet (or no ErrorInfo at all): the code's family.

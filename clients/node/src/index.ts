@@ -47,6 +47,7 @@ export {
   RefreshTokenInvalid,
   RefreshTokenReused,
   RegistrationDisabled,
+  ServiceCredentialsRequired,
   SessionExpired,
   SessionNotFound,
   SessionRevoked,

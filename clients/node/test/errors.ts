@@ -29,6 +29,7 @@ import {
   RefreshTokenInvalid,
   RefreshTokenReused,
   RegistrationDisabled,
+  ServiceCredentialsRequired,
   SessionExpired,
   SessionNotFound,
   SessionRevoked,
@@ -113,6 +114,7 @@ const RAISES: Record<Reason, [Code, abstract new (...args: never[]) => AuthsvcEr
   NOT_READY: [Code.Unavailable, NotReady],
   DEADLINE_EXCEEDED: [Code.DeadlineExceeded, AuthsvcError],
   INTERNAL: [Code.Internal, AuthsvcError],
+  SERVICE_CREDENTIALS_REQUIRED: [Code.Unauthenticated, ServiceCredentialsRequired],
 };
 
 describe("every reason of the generated ErrorReason throws its class", () => {

@@ -38,6 +38,7 @@ __all__ = [
     "RefreshTokenReused",
     "RegistrationDisabled",
     "RevocationFeedStale",
+    "ServiceCredentialsRequired",
     "SessionExpired",
     "SessionNotFound",
     "SessionRevoked",
@@ -137,6 +138,11 @@ class MissingCredentials(Unauthenticated):
     """The call needed `authorization: Bearer <access token>` and had none."""
 
 
+class ServiceCredentialsRequired(Unauthenticated):
+    """The RPC is for internal services and the call carried no service key or allowed client
+    certificate (SERVICE_CREDENTIALS_REQUIRED); a user's access token is not one."""
+
+
 class TokenInvalid(Unauthenticated):
     """The access token is malformed, forged or not this service's."""
 
@@ -232,6 +238,7 @@ _REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcErro
     ErrorReason.NOT_READY: (_Code.UNAVAILABLE, NotReady),
     ErrorReason.DEADLINE_EXCEEDED: (_Code.DEADLINE_EXCEEDED, AuthsvcError),
     ErrorReason.INTERNAL: (_Code.INTERNAL, AuthsvcError),
+    ErrorReason.SERVICE_CREDENTIALS_REQUIRED: (_Code.UNAUTHENTICATED, ServiceCredentialsRequired),
 }
 # The same by the reason as sent: the value's name.
 _BY_NAME = {ErrorReason.Name(reason): answer for reason, answer in _REASONS.items()}

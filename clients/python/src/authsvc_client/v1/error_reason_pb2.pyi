@@ -78,6 +78,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """DEADLINE_EXCEEDED: the call's deadline passed while the service worked on it."""
     INTERNAL: _ErrorReason.ValueType  # 21
     """INTERNAL: a bug; the server log has it under the call's x-request-id."""
+    SERVICE_CREDENTIALS_REQUIRED: _ErrorReason.ValueType  # 22
+    """UNAUTHENTICATED: the RPC is for internal services, and the call carried no
+    service credential: no `authorization: Bearer <service key>` the server
+    knows and no allow-listed client certificate. A user's access token is not
+    one.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is every `reason` the service puts in the one
@@ -152,4 +158,10 @@ DEADLINE_EXCEEDED: ErrorReason.ValueType  # 20
 """DEADLINE_EXCEEDED: the call's deadline passed while the service worked on it."""
 INTERNAL: ErrorReason.ValueType  # 21
 """INTERNAL: a bug; the server log has it under the call's x-request-id."""
+SERVICE_CREDENTIALS_REQUIRED: ErrorReason.ValueType  # 22
+"""UNAUTHENTICATED: the RPC is for internal services, and the call carried no
+service credential: no `authorization: Bearer <service key>` the server
+knows and no allow-listed client certificate. A user's access token is not
+one.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
