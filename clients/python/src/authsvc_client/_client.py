@@ -114,6 +114,7 @@ class AuthClient:
         `user_agent` is what the service records as the session's device
         (the channel option `grpc.primary_user_agent`).
         """
+        _checked_service_key(service_key)  # before there is a channel to leak
         channel_options = list(options)
         if user_agent:
             channel_options.append(("grpc.primary_user_agent", user_agent))
