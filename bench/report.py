@@ -148,6 +148,8 @@ def table(report: dict[str, Any]) -> str:
         for cores, rates in report["crypto"].items():
             parts = ", ".join(f"{name} {_fmt(value)}" for name, value in rates.items())
             out.append(f"  {cores}: {parts}")
+    if report.get("verify_offline"):
+        out.append(_verify_offline_line(report["verify_offline"], report["crypto"]))
     if report["ratios"]:
         out.append("\nratios to bounds (medians)")
         for name, ratio in report["ratios"].items():
@@ -214,3 +216,19 @@ def table(report: dict[str, Any]) -> str:
             f"most {peaks} ({memory['peak_change']:+.1%}); target within 10 %"
         )
     return "\n".join(out)
+
+
+def _verify_offline_line(figures: dict[str, Any], crypto_rates: dict[str, Any]) -> str:
+    """The subscribed offline verifier, and what share of bare PyJWT verification it keeps."""
+    rate = figures["verifies_per_s"]
+    line = (
+        f"\nverify_offline (TokenVerifier subscribed to the feed, "
+        f"{figures['revocations_offered_per_s']:g} revocations/s on it; one process): "
+        f"{_fmt(rate)} verifies/s, {_fmt(figures.get('verifies_per_cpu_s'))} per CPU-second, "
+        f"p50 {_fmt(figures['p50_us'])} us, p99 {_fmt(figures['p99_us'])} us, "
+        f"errors {figures['errors'] or 0}"
+    )
+    bare = crypto_rates.get("one_core", {}).get("jwt_verify_per_s", {}).get("median")
+    if bare:
+        line += f"\n  = {rate['median'] / bare:.1%} of crypto's jwt_verify_per_s on one core"
+    return line

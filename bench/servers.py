@@ -191,13 +191,20 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> S
 
 
 def start_authsvc(
-    dsn: str, work_dir: Path, log_level: str, *, workers: int = 1, cpus: Sequence[int] = ()
+    dsn: str,
+    work_dir: Path,
+    log_level: str,
+    *,
+    workers: int = 1,
+    cpus: Sequence[int] = (),
+    service_keys: str = "",
 ) -> ServerProcess:
     """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
-    default argon2id."""
+    default argon2id; `service_keys` are AUTHSVC_SERVICE_KEYS entries."""
     env = {
         **os.environ,
         **_BENCH_ENV,
+        "AUTHSVC_SERVICE_KEYS": service_keys,
         "AUTHSVC_DATABASE_URL": dsn,
         "AUTHSVC_DATA_DIR": str(work_dir / "authsvc-data"),
         "AUTHSVC_LOG_LEVEL": log_level,
