@@ -184,8 +184,9 @@ async def serve_dsn(new_database: NewDatabase) -> str:
 
 
 @pytest.fixture(scope="package")
-def serve(serve_dsn: str) -> Iterator[ServeProcess]:
-    with _serving(serve_dsn) as serve:
+def serve(serve_dsn: str, service_key: ServiceKey) -> Iterator[ServeProcess]:
+    """`authsvc serve`, admitting `service_key` (and requiring it nowhere it is optional)."""
+    with _serving(serve_dsn, AUTHSVC_SERVICE_KEYS=service_key.entry) as serve:
         yield serve
 
 
