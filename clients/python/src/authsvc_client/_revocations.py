@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from authsvc_client._errors import AuthsvcError
+from authsvc_client._errors import AuthsvcError, CursorExpired, InvalidArgument, RateLimited
 from authsvc_client._models import FeedEvent, Heartbeat
 
 __all__ = ["DEFAULT_STALE_AFTER", "RevocationSource", "RevocationWatch", "WhenStale"]
@@ -27,8 +27,6 @@ DEFAULT_STALE_AFTER = timedelta(seconds=5)
 # again well inside the default staleness.
 _FIRST_RETRY_S = 0.1
 _LAST_RETRY_S = 2.0
-# The one refusal that is not "resume from my cursor": the log no longer reaches back to it.
-_CURSOR_EXPIRED = "CURSOR_EXPIRED"
 
 
 class WhenStale(enum.Enum):
@@ -52,6 +50,14 @@ def _retry_delay(failures: int) -> float:
     """Exponential backoff with jitter, so subscribers cut off together do not return together."""
     ceiling = min(_LAST_RETRY_S, math.ldexp(_FIRST_RETRY_S, min(failures, 16)))
     return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 (spreading retries, not a secret)
+
+
+def _must_restart(error: AuthsvcError) -> bool:
+    """The refusals that are not "resume from my cursor": the log no longer reaches back to
+    it (CURSOR_EXPIRED), or never reached it (a cursor beyond the latest: a new database)."""
+    return isinstance(error, CursorExpired) or (
+        isinstance(error, InvalidArgument) and error.field == "after_cursor"
+    )
 
 
 class RevocationWatch:
@@ -109,6 +115,7 @@ class RevocationWatch:
 
     async def _run(self) -> None:
         while True:
+            retry_after = 0.0
             try:
                 await self._follow()
                 failure = "the stream ended"
@@ -116,16 +123,20 @@ class RevocationWatch:
                 failure = f"no message for {self._stale_after:g} s"
             except AuthsvcError as exc:
                 failure = str(exc)
-                if exc.reason == _CURSOR_EXPIRED:
-                    # What was sent after the cursor is gone: not current until a new snapshot.
+                if _must_restart(exc):
+                    # Not current until a new snapshot's heartbeat; the deny-list stays, since
+                    # an ended session never comes back.
                     self.cursor = 0
                     self._heard_at = None
+                if isinstance(exc, RateLimited) and exc.retry_delay is not None:
+                    # SERVER_BUSY (too many subscribers) says when to come back.
+                    retry_after = exc.retry_delay.total_seconds()
             except Exception:
                 _log.exception(
                     "revocation feed failed; reconnecting", extra={"event": "revocation_feed_error"}
                 )
                 failure = "an unexpected error"
-            delay = _retry_delay(self._failures)
+            delay = max(_retry_delay(self._failures), retry_after)
             # One warning per outage; the retries that follow are DEBUG.
             _log.log(
                 logging.WARNING if self._failures == 0 else logging.DEBUG,
@@ -161,9 +172,9 @@ class RevocationWatch:
                         )
                     caught_up = True
                     self._failures = 0
-                    self._drop_expired()
                 else:
                     self._deny(event.session_id, event.tokens_expire_by + self._leeway)
+                self._drop_expired()
                 if caught_up:
                     self._heard_at = time.monotonic()
         finally:
