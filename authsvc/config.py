@@ -325,6 +325,7 @@ PASSWORDS = Group("Passwords", (SERVE, USERS_CREATE))
 LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
 SERVICES = Group("Service credentials", (SERVE,))
+FEED = Group("Revocation feed", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
 GROUPS = (
     LISTENING,
@@ -337,6 +338,7 @@ GROUPS = (
     LIMITS,
     SWEEPER,
     SERVICES,
+    FEED,
     LOGGING,
 )
 
@@ -452,6 +454,15 @@ class Config:
         "File holding the same, one per line (a mounted secret); instead of the variable.",
         DATABASE,
     )
+    listen_database_url: Secret | None = _setting(
+        Secret,
+        None,
+        "PostgreSQL URL of each server process's one revocation-feed connection, which "
+        "LISTENs and so must reach PostgreSQL directly, not through a transaction-pooling "
+        "proxy. Unset: `AUTHSVC_DATABASE_URL`'s.",
+        DATABASE,
+        secret=True,
+    )
     db_pool_min_size: int = _setting(
         parse_non_negative_int, "1", "Connections the pool keeps open.", DATABASE
     )
@@ -509,6 +520,14 @@ class Config:
         # Clients keeping NAT and load-balancer paths open ping every 30-60s, rarely faster.
         "30s",
         "Pings from a client closer together than this are strikes; 3 strikes close it.",
+        SERVER,
+    )
+    revocation_feed_staleness: timedelta = _setting(
+        parse_positive_duration,
+        # Polled every quarter of it; a stale process checks sessions in the database.
+        "3s",
+        "A process that has not heard from its revocation feed for this long checks "
+        "sessions in the database instead of its cache.",
         SERVER,
     )
     max_concurrent_streams: int = _setting(
@@ -650,6 +669,13 @@ class Config:
     revoked_retention: timedelta = _setting(
         parse_duration, "7d", "Keep revoked sessions this long.", SWEEPER
     )
+    revocation_retention: timedelta = _setting(
+        parse_duration,
+        "1h",
+        "Keep revocation-log entries this long (never less than the access-token TTL plus "
+        "the clock skew); a feed subscriber away for longer starts from a snapshot.",
+        SWEEPER,
+    )
     audit_retention: timedelta = _setting(
         parse_duration, "90d", "Keep audit events this long.", SWEEPER
     )
@@ -676,7 +702,38 @@ class Config:
         "WatchRevocations always does.",
         SERVICES,
     )
+    revocation_heartbeat_interval: timedelta = _setting(
+        parse_positive_duration,
+        "1s",
+        "WatchRevocations sends a heartbeat when a stream has been quiet this long, while "
+        "this process's feed is current.",
+        FEED,
+    )
+    # 10 pages of the feed's reads (1000 each): one burst of revocations cuts off no one.
+    revocation_subscriber_buffer: int = _setting(
+        parse_positive_int,
+        "10000",
+        "Revocations a WatchRevocations subscriber may fall behind before it is cut off "
+        "(SUBSCRIBER_TOO_SLOW); one ring shared by a process's subscribers.",
+        FEED,
+    )
+    revocation_max_subscribers: int = _setting(
+        parse_positive_int,
+        "1000",
+        "WatchRevocations streams one process serves at once; more are refused (SERVER_BUSY).",
+        FEED,
+    )
     log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
+
+    @property
+    def revocation_window(self) -> timedelta:
+        """How long after a session ends one of its access tokens may still be accepted:
+        tokens live `access_token_ttl`, accepted `clock_skew` past their `exp`."""
+        return self.access_token_ttl + self.clock_skew
+
+    @property
+    def effective_revocation_retention(self) -> timedelta:
+        return max(self.revocation_retention, self.revocation_window)
 
     @property
     def configured_key_encryption_keys(self) -> KeyEncryptionKeys | None:

@@ -54,6 +54,8 @@ _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
     errors.ServerBusy: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SERVER_BUSY),
     errors.DatabaseUnavailable: (_Code.UNAVAILABLE, ErrorReason.DATABASE_UNAVAILABLE),
     errors.NotReady: (_Code.UNAVAILABLE, ErrorReason.NOT_READY),
+    errors.CursorExpired: (_Code.OUT_OF_RANGE, ErrorReason.CURSOR_EXPIRED),
+    errors.SubscriberTooSlow: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SUBSCRIBER_TOO_SLOW),
 }
 _INTERNAL: _Answer = (_Code.INTERNAL, ErrorReason.INTERNAL)
 

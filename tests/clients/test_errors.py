@@ -12,6 +12,7 @@ from authsvc_client import (
     AlreadyExists,
     AuthClient,
     AuthsvcError,
+    CursorExpired,
     DatabaseUnavailable,
     EmailTaken,
     InvalidArgument,
@@ -30,6 +31,7 @@ from authsvc_client import (
     SessionExpired,
     SessionNotFound,
     SessionRevoked,
+    SubscriberTooSlow,
     TokenExpired,
     TokenInvalid,
     Unavailable,
@@ -69,6 +71,8 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "DEADLINE_EXCEEDED": AuthsvcError,
     "INTERNAL": AuthsvcError,
     "SERVICE_CREDENTIALS_REQUIRED": ServiceCredentialsRequired,
+    "CURSOR_EXPIRED": CursorExpired,
+    "SUBSCRIBER_TOO_SLOW": SubscriberTooSlow,
 }
 REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 

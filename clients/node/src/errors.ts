@@ -117,10 +117,18 @@ export class RateLimited extends AuthsvcError {
   retryDelayMs: number | undefined;
 }
 
+/** RESOURCE_EXHAUSTED / SUBSCRIBER_TOO_SLOW: WatchRevocations cut this subscriber off, a whole buffer behind; resume from the last cursor received. */
+export class SubscriberTooSlow extends RateLimited {}
+
+/** OUT_OF_RANGE, any reason. */
+export class OutOfRange extends AuthsvcError {}
+/** OUT_OF_RANGE / CURSOR_EXPIRED: the WatchRevocations cursor is older than the log keeps; start again from cursor 0 (a snapshot). */
+export class CursorExpired extends OutOfRange {}
+
 /** UNAVAILABLE: retry with backoff. Also a connection that could not be made. */
 export class Unavailable extends AuthsvcError {}
 export class DatabaseUnavailable extends Unavailable {}
-/** The server is still starting (migrating, loading keys). */
+/** The server is still starting (migrating, loading keys), or stopping. */
 export class NotReady extends Unavailable {}
 
 type ErrorClass = new (init: AuthsvcErrorInit) => AuthsvcError;
@@ -149,6 +157,8 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   DEADLINE_EXCEEDED: AuthsvcError,
   INTERNAL: AuthsvcError,
   SERVICE_CREDENTIALS_REQUIRED: ServiceCredentialsRequired,
+  CURSOR_EXPIRED: CursorExpired,
+  SUBSCRIBER_TOO_SLOW: SubscriberTooSlow,
 };
 
 // For a reason this client does not know yet (or no ErrorInfo at all): the code's family.
@@ -159,6 +169,7 @@ const BY_CODE: Partial<Record<Code, ErrorClass>> = {
   [Code.NotFound]: NotFound,
   [Code.Unauthenticated]: Unauthenticated,
   [Code.ResourceExhausted]: RateLimited,
+  [Code.OutOfRange]: OutOfRange,
   [Code.Unavailable]: Unavailable,
 };
 

@@ -31,6 +31,7 @@ export {
 export {
   AlreadyExists,
   AuthsvcError,
+  CursorExpired,
   DatabaseUnavailable,
   DOMAIN,
   EmailTaken,
@@ -41,6 +42,7 @@ export {
   MissingCredentials,
   NotFound,
   NotReady,
+  OutOfRange,
   PermissionDenied,
   RateLimited,
   RefreshTokenExpired,
@@ -51,6 +53,7 @@ export {
   SessionExpired,
   SessionNotFound,
   SessionRevoked,
+  SubscriberTooSlow,
   toAuthsvcError,
   TokenExpired,
   TokenInvalid,

@@ -23,6 +23,7 @@ __all__ = [
     "SESSION_OVER_REASONS",
     "AlreadyExists",
     "AuthsvcError",
+    "CursorExpired",
     "DatabaseUnavailable",
     "EmailTaken",
     "InvalidArgument",
@@ -31,6 +32,7 @@ __all__ = [
     "MissingCredentials",
     "NotFound",
     "NotReady",
+    "OutOfRange",
     "PermissionDenied",
     "RateLimited",
     "RefreshTokenExpired",
@@ -42,6 +44,7 @@ __all__ = [
     "SessionExpired",
     "SessionNotFound",
     "SessionRevoked",
+    "SubscriberTooSlow",
     "TokenExpired",
     "TokenInvalid",
     "Unauthenticated",
@@ -195,6 +198,20 @@ class RateLimited(AuthsvcError):
         self.retry_delay = retry_delay
 
 
+class SubscriberTooSlow(RateLimited):
+    """WatchRevocations cut this subscriber off: it fell a whole buffer behind
+    (SUBSCRIBER_TOO_SLOW). Resume from the last cursor received."""
+
+
+class OutOfRange(AuthsvcError):
+    """OUT_OF_RANGE, any reason."""
+
+
+class CursorExpired(OutOfRange):
+    """WatchRevocations' cursor is older than the revocation log keeps (CURSOR_EXPIRED):
+    start again from a snapshot, cursor 0."""
+
+
 class Unavailable(AuthsvcError):
     """The service (or its database) cannot answer now: retry with backoff."""
 
@@ -204,7 +221,7 @@ class DatabaseUnavailable(Unavailable):
 
 
 class NotReady(Unavailable):
-    """The service is starting: migrations or keys not loaded yet (NOT_READY)."""
+    """The service is starting (migrations or keys not loaded yet) or stopping (NOT_READY)."""
 
 
 class RevocationFeedStale(Unavailable):
@@ -239,6 +256,8 @@ _REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcErro
     ErrorReason.DEADLINE_EXCEEDED: (_Code.DEADLINE_EXCEEDED, AuthsvcError),
     ErrorReason.INTERNAL: (_Code.INTERNAL, AuthsvcError),
     ErrorReason.SERVICE_CREDENTIALS_REQUIRED: (_Code.UNAUTHENTICATED, ServiceCredentialsRequired),
+    ErrorReason.CURSOR_EXPIRED: (_Code.OUT_OF_RANGE, CursorExpired),
+    ErrorReason.SUBSCRIBER_TOO_SLOW: (_Code.RESOURCE_EXHAUSTED, SubscriberTooSlow),
 }
 # The same by the reason as sent: the value's name.
 _BY_NAME = {ErrorReason.Name(reason): answer for reason, answer in _REASONS.items()}
@@ -255,6 +274,7 @@ _BY_CODE: Mapping[grpc.StatusCode, type[AuthsvcError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
 }
 
@@ -313,8 +333,8 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> AuthsvcError:
         bad_request = _unpacked(details, error_details_pb2.BadRequest)
         if bad_request is not None and bad_request.field_violations:
             metadata["field"] = str(bad_request.field_violations[0].field)
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+    typed = error_for(reason, message, code=code, metadata=metadata)
+    if isinstance(typed, RateLimited):
         retry = _unpacked(details, error_details_pb2.RetryInfo)
-        delay = None if retry is None else retry.retry_delay.ToTimedelta()
-        return RateLimited(message, code=code, reason=reason, metadata=metadata, retry_delay=delay)
-    return error_for(reason, message, code=code, metadata=metadata)
+        typed.retry_delay = None if retry is None else retry.retry_delay.ToTimedelta()
+    return typed
