@@ -175,6 +175,8 @@ async def test_verifier_whose_only_server_is_down_fails_closed_by_default(
     async with subscribed_to(
         replicas.b, service_key, when_stale=WhenStale.VALIDATE_ONLINE
     ) as verifier:
+        await verifier.verify(user.access_token)  # the keys are cached: only the feed is cut
+
         await replicas.b.kill()
 
         await eventually(lambda: refuses(verifier, user.access_token, Unavailable))
