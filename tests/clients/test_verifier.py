@@ -288,6 +288,20 @@ async def test_subscribed_verification_refuses_a_logged_out_sessions_token(
     assert server_rpcs("ValidateToken") == 0
 
 
+async def test_subscribed_verifier_tells_a_kept_open_call_that_its_session_ended(
+    subscribed: TokenVerifier, user: AuthClient
+) -> None:
+    principal = await subscribed.verify((await _pair(user)).access_token)
+    assert not subscribed.is_session_revoked(principal.session_id)
+
+    await user.logout()
+
+    async def told() -> bool:
+        return subscribed.is_session_revoked(principal.session_id)
+
+    await eventually(told)
+
+
 async def test_subscribed_verifier_refuses_a_session_that_ended_before_it_started(
     service_client: AuthClient, user: AuthClient, clock: FrozenClock
 ) -> None:

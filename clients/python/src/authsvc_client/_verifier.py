@@ -223,6 +223,13 @@ class TokenVerifier:
         """Subscribed: whether the deny-list may be trusted now (False without subscription)."""
         return self._watch is not None and self._watch.is_current()
 
+    def is_session_revoked(self, session_id: uuid.UUID) -> bool:
+        """Subscribed: whether the feed has said this session ended (until all its tokens
+        have expired). For calls authenticated once and kept open (streams, websockets):
+        check it to end them when their session ends. False only means not heard of: see
+        `is_feed_current`. Always False without subscription."""
+        return self._watch is not None and session_id in self._watch.denied
+
     async def verify(self, access_token: str, *, online: bool | None = None) -> Principal:
         """The principal `access_token` speaks for; raises if it must not be trusted."""
         principal = await self._verify_offline(access_token)
