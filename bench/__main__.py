@@ -35,7 +35,7 @@ import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
 from authsvc.service_keys import mint_service_key
-from bench import crypto, load, report, verify_offline
+from bench import crypto, load, report, revocation_propagation, verify_offline
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -52,8 +52,9 @@ SCENARIOS = (
     "revoke_session", "mixed",
 )  # fmt: skip
 BOUNDS = ("grpc_empty", "pg_refresh", "crypto")
-# Measured in a process of their own, not by the load processes.
-STAGES = ("verify_offline",)
+# Stages of their own, run after the scenarios: verify_offline in a process of its own,
+# revocation_propagation with servers of its own.
+STAGES = ("verify_offline", "revocation_propagation")
 PASSWORD = "bench password 1"
 _RESULTS = Path(__file__).parent / "results"
 _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may use up
@@ -88,6 +89,9 @@ def _sizes(text: str) -> list[int]:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", default=",".join(SCENARIOS + BOUNDS + STAGES))
+    parser.add_argument(
+        "--revocations", type=int, default=1000, help="revocation_propagation's revocations"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up before it, s")
     parser.add_argument("--runs", type=int, default=3)
@@ -150,6 +154,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.duration, args.warmup, args.runs = 1.0, 0.5, 1
         args.concurrency, args.processes = 8, 1
+        args.revocations = 20
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SCENARIOS + BOUNDS + STAGES))
     if unknown:
@@ -599,6 +604,11 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         if args.compare_workers:
             compared = await _compare_workers(bench, work_dir, summaries, all_runs)
         crypto_summary = _crypto(args) if "crypto" in args.scenarios else {}
+        propagation = {}
+        if "revocation_propagation" in args.scenarios:
+            propagation = await revocation_propagation.measure(
+                dsn, work_dir, args.server_log_level, revocations=args.revocations
+            )
     finally:
         warnings = _warnings_logged(bench.authsvc)
         bench.executor.shutdown(cancel_futures=True)
@@ -638,6 +648,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "memory": memory,
         "verify_offline": verified,
         "workers": compared,
+        "revocation_propagation": propagation,
     }
 
 

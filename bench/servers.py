@@ -198,9 +198,11 @@ def start_authsvc(
     workers: int = 1,
     cpus: Sequence[int] = (),
     service_keys: str = "",
+    name: str = "authsvc",
 ) -> ServerProcess:
     """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
-    default argon2id; `service_keys` are AUTHSVC_SERVICE_KEYS entries."""
+    default argon2id; `service_keys` are AUTHSVC_SERVICE_KEYS entries; `name` names its log
+    (`<name>.log`), so replicas keep apart."""
     env = {
         **os.environ,
         **_BENCH_ENV,
@@ -211,7 +213,7 @@ def start_authsvc(
     }
     argv = [sys.executable, *SERVE_ARGS, "--workers", str(workers)]
     return _spawn(
-        "authsvc", _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / "authsvc.log"
+        name, _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / f"{name}.log"
     )
 
 
