@@ -247,6 +247,19 @@ def propagation(figures: dict[str, Any]) -> str:
         f"p50 {every['p50_ms']:.1f} ms, p99 {every['p99_ms']:.1f} ms, max {every['max_ms']:.1f} ms"
         f" (target p99 <= {figures['target_p99_ms']:.0f} ms: {met})"
     ]
+    verifier = figures.get("verifier")
+    if verifier:
+        met = (
+            "met"
+            if verifier["p99_ms"] <= verifier["target_p99_ms"]
+            and verifier["max_ms"] <= verifier["target_max_ms"]
+            else "NOT met"
+        )
+        lines.append(
+            f"OK to refused by a subscribed offline TokenVerifier: p50 {verifier['p50_ms']:.1f} ms,"
+            f" p99 {verifier['p99_ms']:.1f} ms, max {verifier['max_ms']:.1f} ms (target p99 <= "
+            f"{verifier['target_p99_ms']:.0f} ms, max <= {verifier['target_max_ms']:.0f} ms: {met})"
+        )
     for name, each in figures["by_prober"].items():
         lines.append(
             f"  {name}: p50 {each['p50_ms']:.1f} ms, p99 {each['p99_ms']:.1f} ms, "
