@@ -9,6 +9,7 @@ on the session event loop, which does not run during a plain `def` test), so the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -93,7 +94,11 @@ async def client(server: AuthServer, clock: FrozenClock) -> AsyncIterator[AuthCl
 async def service_client(
     server: AuthServer, clock: FrozenClock, service_key: ServiceKey
 ) -> AsyncIterator[AuthClient]:
-    """An internal service's AuthClient on the test server: with the service key."""
+    """An internal service's AuthClient on the test server: with the service key, once the
+    server's own revocation feed is current (until then WatchRevocations answers NOT_READY)."""
+    assert server.revocation_feed is not None
+    async with asyncio.timeout(START_TIMEOUT):
+        await server.revocation_feed.wait_current()
     async with AuthClient.connect(
         f"127.0.0.1:{server.port}", now=clock.now, service_key=service_key.key
     ) as client:

@@ -26,7 +26,8 @@ from authsvc_client import (
 
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
-from tests.clients.conftest import RpcCounter, minted_claims
+from tests.clients.conftest import RpcCounter, ServiceKey, minted_claims
+from tests.conftest import Launch
 from tests.helpers import PASSWORD
 from tests.processes import eventually
 
@@ -75,11 +76,14 @@ async def until_current(verifier: TokenVerifier) -> None:
 
 
 async def refuses(verifier: TokenVerifier, token: str, error: type[AuthsvcError]) -> bool:
-    """Whether `verifier` now refuses `token` with `error` (False if it accepts it)."""
+    """Whether `verifier` now refuses `token` with `error` (False if it accepts it, or
+    refuses it only because its feed is stale)."""
     try:
         await verifier.verify(token)
     except error:
         return True
+    except RevocationFeedStale:
+        return False
     return False
 
 
@@ -326,6 +330,34 @@ async def test_subscribed_verifier_accepts_a_live_sessions_token_without_asking_
 
     assert principal.session_id == pair.session_id
     assert server_rpcs("ValidateToken") == 0
+
+
+async def test_subscribed_verifier_whose_cursor_expired_starts_again_from_a_snapshot(
+    launch: Launch, clock: FrozenClock, service_key: ServiceKey
+) -> None:
+    watched = await launch(service_keys=service_key.entry)
+    other = await launch(service_keys=service_key.entry)
+    port = watched.server.port
+    async with (
+        AuthClient.connect(f"127.0.0.1:{port}", now=clock.now, service_key=service_key.key) as feed,
+        AuthClient.connect(f"127.0.0.1:{other.server.port}", now=clock.now) as user,
+        _verifier(feed, clock, subscribe=True, when_stale=WhenStale.REFUSE) as verifier,
+    ):
+        first = await user.register(EMAIL, PASSWORD)
+        await until_current(verifier)
+        await user.logout()
+        await eventually(lambda: refuses(verifier, first.access_token, SessionRevoked))
+        # The verifier's server goes away; meanwhile the log is swept past its cursor, and
+        # another session ends.
+        await watched.server.stop(None)
+        clock.advance(watched.server.config.effective_revocation_retention + timedelta(seconds=1))
+        await other.server.sweeper.run_once()
+        second = await user.login(EMAIL, PASSWORD)
+        await user.logout()
+
+        await launch(service_keys=service_key.entry, port=str(port))
+
+        await eventually(lambda: refuses(verifier, second.access_token, SessionRevoked))
 
 
 async def test_subscribed_verifier_before_its_first_heartbeat_asks_validate_token(
