@@ -343,21 +343,23 @@ async def test_subscribed_verifier_whose_cursor_expired_starts_again_from_a_snap
         AuthClient.connect(f"127.0.0.1:{other.server.port}", now=clock.now) as user,
         _verifier(feed, clock, subscribe=True, when_stale=WhenStale.REFUSE) as verifier,
     ):
-        first = await user.register(EMAIL, PASSWORD)
+        seen = await user.register(EMAIL, PASSWORD)
         await until_current(verifier)
         await user.logout()
-        await eventually(lambda: refuses(verifier, first.access_token, SessionRevoked))
-        # The verifier's server goes away; meanwhile the log is swept past its cursor, and
-        # another session ends.
+        await eventually(lambda: refuses(verifier, seen.access_token, SessionRevoked))
+        # While the verifier's server is away, a session ends and the log is swept past it:
+        # the verifier's cursor no longer reaches what followed it. Then another ends.
         await watched.server.stop(None)
+        await user.login(EMAIL, PASSWORD)
+        await user.logout()
         clock.advance(watched.server.config.effective_revocation_retention + timedelta(seconds=1))
         await other.server.sweeper.run_once()
-        second = await user.login(EMAIL, PASSWORD)
+        latest = await user.login(EMAIL, PASSWORD)
         await user.logout()
 
         await launch(service_keys=service_key.entry, port=str(port))
 
-        await eventually(lambda: refuses(verifier, second.access_token, SessionRevoked))
+        await eventually(lambda: refuses(verifier, latest.access_token, SessionRevoked))
 
 
 async def test_subscribed_verifier_before_its_first_heartbeat_asks_validate_token(

@@ -126,6 +126,13 @@ class RevocationWatch:
                 if _must_restart(exc):
                     # Not current until a new snapshot's heartbeat; the deny-list stays, since
                     # an ended session never comes back.
+                    _log.warning(
+                        "revocation feed cannot resume after cursor %d (%s); starting again "
+                        "from a snapshot",
+                        self.cursor,
+                        exc.reason,
+                        extra={"event": "revocation_feed_restarted", "cursor": self.cursor},
+                    )
                     self.cursor = 0
                     self._heard_at = None
                 if isinstance(exc, RateLimited) and exc.retry_delay is not None:
