@@ -395,7 +395,15 @@ class Bench:
                 file=sys.stderr,
                 flush=True,
             )
-        figures = ("verifies_per_s", "verifies_per_cpu_s", "p50_us", "p99_us")
+        figures = (
+            "verifies_per_s",
+            "verifies_per_cpu_s",
+            "p50_us",
+            "p99_us",
+            "unsubscribed_verifies_per_cpu_s",
+            "unsubscribed_p50_us",
+            "subscription_cpu_us_per_verify",
+        )
         out: dict[str, Any] = {
             name: {
                 "median": statistics.median(values),

@@ -230,6 +230,13 @@ def _verify_offline_line(figures: dict[str, Any], crypto_rates: dict[str, Any]) 
         f"p50 {_fmt(figures['p50_us'])} us, p99 {_fmt(figures['p99_us'])} us, "
         f"errors {figures['errors'] or 0}"
     )
+    if figures.get("unsubscribed_verifies_per_cpu_s"):
+        line += (
+            f"\n  the same verifier unsubscribed, same process right after: "
+            f"{_fmt(figures['unsubscribed_verifies_per_cpu_s'])} per CPU-second, p50 "
+            f"{_fmt(figures['unsubscribed_p50_us'])} us; subscribing costs "
+            f"{_fmt(figures.get('subscription_cpu_us_per_verify'), 1)} us of CPU per verify"
+        )
     bare = crypto_rates.get("one_core", {}).get("jwt_verify_per_s", {}).get("median")
     if bare:
         line += f"\n  = {rate['median'] / bare:.1%} of crypto's jwt_verify_per_s on one core"

@@ -28,6 +28,10 @@ __all__ = ["VerifySpec", "log_out_at", "run"]
 
 # A bound on the feed's first heartbeat, not a figure.
 _CURRENT_WITHIN = 30.0
+# Verifies between yields to the event loop. A verify with cached keys never awaits, so a
+# loop of nothing else would starve the feed's task (the verifier would go stale and refuse);
+# a service's loop yields between requests, which this stands for.
+_VERIFIES_PER_YIELD = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,48 +57,78 @@ async def _current(verifier: TokenVerifier) -> None:
             await asyncio.sleep(0.05)
 
 
+@dataclass(slots=True)
+class _Window:
+    latencies: list[float] = field(default_factory=list)
+    codes: Counter[str] = field(default_factory=Counter)
+    cpu_s: float = 0.0
+
+    @property
+    def per_cpu_s(self) -> float | None:
+        return len(self.latencies) / self.cpu_s if self.cpu_s else None
+
+
+async def _verify_between(
+    verifier: TokenVerifier, tokens: list[str], start: float, end: float
+) -> _Window:
+    """Verify `tokens` round and round until `end`, counting from `start` (monotonic)."""
+    window = _Window()
+    cpu_start = None
+    index = 0
+    while (now := time.monotonic()) < end:
+        if cpu_start is None and now >= start:
+            cpu_start = time.process_time()
+        started = time.perf_counter()
+        try:
+            await verifier.verify(tokens[index % len(tokens)])
+            code = "OK"
+        except AuthsvcError as exc:
+            code = type(exc).__name__
+        if now >= start:
+            window.latencies.append(time.perf_counter() - started)
+            window.codes[code] += 1
+        index += 1
+        if index % _VERIFIES_PER_YIELD == 0:
+            await asyncio.sleep(0)
+    window.cpu_s = time.process_time() - (cpu_start or time.process_time())
+    window.latencies.sort()
+    return window
+
+
 async def _run(spec: VerifySpec) -> dict[str, Any]:
-    async with (
-        AuthClient.connect(spec.target, service_key=spec.service_key) as client,
-        TokenVerifier(client, subscribe=True, when_stale=WhenStale.REFUSE) as verifier,
-    ):
-        await _current(verifier)
-        await verifier.verify(spec.access_tokens[0])  # the JWKS, fetched once
-        await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
-        window_start = spec.start_at + spec.warmup
-        window_end = window_start + spec.duration
-        tokens, count = spec.access_tokens, len(spec.access_tokens)
-        latencies: list[float] = []
-        codes: Counter[str] = Counter()
-        cpu_start = None
-        index = 0
-        while (now := time.monotonic()) < window_end:
-            if cpu_start is None and now >= window_start:
-                cpu_start = time.process_time()
-            started = time.perf_counter()
-            try:
-                await verifier.verify(tokens[index % count])
-                code = "OK"
-            except AuthsvcError as exc:
-                code = type(exc).__name__
-            if now >= window_start:
-                latencies.append(time.perf_counter() - started)
-                codes[code] += 1
-            index += 1
-        cpu_used = time.process_time() - (cpu_start or time.process_time())
-        current_at_end = verifier.is_feed_current
-    latencies.sort()
-    verifies = len(latencies)
-    errors = {code: n for code, n in sorted(codes.items()) if code != "OK"}
+    tokens = spec.access_tokens
+    async with AuthClient.connect(spec.target, service_key=spec.service_key) as client:
+        async with TokenVerifier(client, subscribe=True, when_stale=WhenStale.REFUSE) as verifier:
+            await _current(verifier)
+            await verifier.verify(tokens[0])  # the JWKS, fetched once
+            await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
+            start = spec.start_at + spec.warmup
+            subscribed = await _verify_between(verifier, tokens, start, start + spec.duration)
+            current_at_end = verifier.is_feed_current
+        # The same checks unsubscribed (its feed task ended), right after: what subscribing
+        # costs, the task's work included.
+        plain = TokenVerifier(client)
+        await plain.verify(tokens[0])
+        start = time.monotonic() + spec.warmup
+        unsubscribed = await _verify_between(plain, tokens, start, start + spec.duration)
+    verifies = len(subscribed.latencies)
+    errors = {code: n for code, n in sorted(subscribed.codes.items()) if code != "OK"}
     if not current_at_end:
         errors["feed not current at the end"] = 1
+    both = (subscribed.per_cpu_s, unsubscribed.per_cpu_s)
     return {
         "verifies": verifies,
         "window_s": spec.duration,
         "verifies_per_s": verifies / spec.duration,
-        "verifies_per_cpu_s": verifies / cpu_used if cpu_used else None,
-        "p50_us": quantile(latencies, 0.50) * 1e6,
-        "p99_us": quantile(latencies, 0.99) * 1e6,
+        "verifies_per_cpu_s": subscribed.per_cpu_s,
+        "p50_us": quantile(subscribed.latencies, 0.50) * 1e6,
+        "p99_us": quantile(subscribed.latencies, 0.99) * 1e6,
+        "unsubscribed_verifies_per_cpu_s": unsubscribed.per_cpu_s,
+        "unsubscribed_p50_us": quantile(unsubscribed.latencies, 0.50) * 1e6,
+        # CPU per verify, subscribed minus not: the feed's task and the deny-list lookup.
+        "subscription_cpu_us_per_verify": (
+            (1 / both[0] - 1 / both[1]) * 1e6 if both[0] and both[1] else None
+        ),
         "errors": errors,
         "error_count": sum(errors.values()),
     }
