@@ -241,4 +241,5 @@ async def test_node_tarball_calls_server_without_typescript(
         "@authsvc",
         "@bufbuild",
         "@connectrpc",
+        "jose",
     ]
