@@ -12,6 +12,7 @@ import jwt
 import pytest
 import pytest_asyncio
 from authsvc_client import (
+    DEFAULT_LEEWAY,
     AuthClient,
     AuthsvcError,
     RevocationFeedStale,
@@ -28,7 +29,7 @@ from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from tests.clients.conftest import RpcCounter, ServiceKey, minted_claims
 from tests.conftest import Launch
-from tests.helpers import PASSWORD
+from tests.helpers import ACCESS_TOKEN_TTL, CLOCK_SKEW, PASSWORD
 from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
@@ -304,6 +305,27 @@ async def test_subscribed_verifier_tells_a_kept_open_call_that_its_session_ended
         return subscribed.is_session_revoked(principal.session_id)
 
     await eventually(told)
+
+
+async def test_subscribed_verifier_forgets_a_session_once_its_tokens_have_all_expired(
+    subscribed: TokenVerifier, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+    await user.logout()
+
+    async def denied() -> bool:
+        return subscribed.is_session_revoked(pair.session_id)
+
+    await eventually(denied)
+    # Past tokens_expire_by (revoked + TTL + the server's skew) and the verifier's leeway.
+    clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW + DEFAULT_LEEWAY + timedelta(seconds=1))
+
+    async def forgotten() -> bool:
+        return not await denied()
+
+    await eventually(forgotten)
+    with pytest.raises(TokenExpired):
+        await subscribed.verify(pair.access_token)
 
 
 async def test_subscribed_verifier_refuses_a_session_that_ended_before_it_started(
