@@ -34,7 +34,8 @@ import argon2
 import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
-from bench import crypto, load, peer, report, revocation_propagation
+from authsvc.service_keys import mint_service_key
+from bench import crypto, load, peer, report, revocation_propagation, verify_offline
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -51,8 +52,9 @@ SCENARIOS = (
     "revoke_session", "mixed",
 )  # fmt: skip
 BOUNDS = ("grpc_empty", "pg_refresh", "crypto")
-# Stages with servers of their own, run after the scenarios.
-STAGES = ("revocation_propagation",)
+# Stages of their own, run after the scenarios: verify_offline in a process of its own,
+# revocation_propagation with servers of its own.
+STAGES = ("verify_offline", "revocation_propagation")
 # better-auth beside validate and list_sessions (bench/peer.py); not in --smoke, so
 # `make test` never installs its packages.
 PEERS = tuple(peer.SCENARIOS)
@@ -67,6 +69,9 @@ _PACED_SESSIONS = 32
 _RSS_SAMPLE_EVERY = 5.0  # s, in the memory stage
 _MEMORY_WARMUP = 60.0  # s: the verified-token cache and statement caches fill first
 _SWEEP_LOAD_CAP = 900.0  # s: the refresh load under a sweep stops when the sweep ends
+# verify_offline: tokens it cycles through, and logouts/s that keep its feed carrying news.
+_VERIFIED_TOKENS = 256
+_FEED_REVOCATIONS_PER_S = 50.0
 _EXPIRED_ROWS = """
 SELECT
     (SELECT count(*) FROM sessions WHERE idle_expires_at <= now() AND revoked_at IS NULL)
@@ -176,9 +181,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 class Bench:
     def __init__(
-        self, args: argparse.Namespace, pool: asyncpg.Pool, dsn: str, work_dir: Path
+        self,
+        args: argparse.Namespace,
+        pool: asyncpg.Pool,
+        dsn: str,
+        work_dir: Path,
+        service_key: str = "",
     ) -> None:
         self.args = args
+        self.service_key = service_key
         self.work_dir = work_dir
         self.pool = pool
         self.dsn = dsn
@@ -371,6 +382,75 @@ class Bench:
             _progress(f"{label or scenario} run {index + 1}/{self.args.runs}", run)
         return runs
 
+    async def verify_offline_once(self) -> Run:
+        """One window of the subscribed verifier in its own process, while logouts of
+        other sessions flow through the feed at _FEED_REVOCATIONS_PER_S."""
+        assert self.seeder is not None
+        assert self.authsvc is not None
+        args = self.args
+        verified = [mine[0] for mine in await self.seeder.users_with_sessions(_VERIFIED_TOKENS, 1)]
+        spares_needed = math.ceil(_FEED_REVOCATIONS_PER_S * (args.warmup + args.duration)) + 1
+        spares = [mine[0] for mine in await self.seeder.users_with_sessions(spares_needed, 1)]
+        await self.seeder.mint_access_tokens(verified + spares)
+        spec = verify_offline.VerifySpec(
+            target=self.authsvc.target,
+            service_key=self.service_key,
+            access_tokens=[s.access_token for s in verified],
+            # Time to connect and hear the first heartbeat before the warm-up begins.
+            start_at=time.monotonic() + 3.0,
+            warmup=args.warmup,
+            duration=args.duration,
+            cpus=args.load_cpus,
+        )
+        loop = asyncio.get_running_loop()
+        measured = loop.run_in_executor(self.executor, verify_offline.run, spec)
+        await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
+        await verify_offline.log_out_at(
+            self.authsvc.target,
+            [s.access_token for s in spares],
+            _FEED_REVOCATIONS_PER_S,
+            until=measured,
+        )
+        return {**await measured, "revocations_offered_per_s": _FEED_REVOCATIONS_PER_S}
+
+    async def verify_offline(self) -> dict[str, Any]:
+        runs = []
+        for index in range(self.args.runs):
+            run = await self.verify_offline_once()
+            runs.append(run)
+            print(
+                f"verify_offline run {index + 1}/{self.args.runs}: "
+                f"{run['verifies_per_s']:.0f} verifies/s, p99 {run['p99_us']:.0f} us, "
+                f"errors {run['errors'] or 0}",
+                file=sys.stderr,
+                flush=True,
+            )
+        figures = (
+            "verifies_per_s",
+            "verifies_per_cpu_s",
+            "p50_us",
+            "p99_us",
+            "unsubscribed_verifies_per_cpu_s",
+            "unsubscribed_p50_us",
+            "subscription_cpu_us_per_verify",
+        )
+        out: dict[str, Any] = {
+            name: {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+            }
+            for name in figures
+            if (values := [run[name] for run in runs if run[name] is not None])
+        }
+        errors: Counter[str] = Counter()
+        for run in runs:
+            errors.update(run["errors"])
+        out["errors"] = dict(sorted(errors.items()))
+        out["revocations_offered_per_s"] = _FEED_REVOCATIONS_PER_S
+        out["runs"] = runs
+        return out
+
     async def runs_with_baseline(self, scenario: str, label: str) -> tuple[list[Run], list[Run]]:
         """Runs of `scenario` on this checkout's server and on the baseline's, in turns
         (baseline first, then this one), so both see the same drift of a shared machine."""
@@ -542,10 +622,16 @@ def _cpu_model() -> str:
 
 async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str, Any]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    bench = Bench(args, pool, dsn, work_dir)
+    service_key, service_key_entry = mint_service_key("bench")
+    bench = Bench(args, pool, dsn, work_dir, service_key)
     try:
         bench.authsvc = start_authsvc(
-            dsn, work_dir, args.server_log_level, workers=args.workers, cpus=args.server_cpus
+            dsn,
+            work_dir,
+            args.server_log_level,
+            workers=args.workers,
+            cpus=args.server_cpus,
+            service_keys=service_key_entry,
         )
         bench.empty = start_empty_server(work_dir, workers=args.workers, cpus=args.server_cpus)
         await wait_serving(bench.authsvc.target)
@@ -592,6 +678,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             peak = summaries.get("refresh", {}).get("calls_per_s", {}).get("median")
             sweep = await bench.sweep_under_load(args.sweep_rows, peak)
         memory = await bench.memory(args.memory_minutes) if args.memory_minutes else {}
+        verified = await bench.verify_offline() if "verify_offline" in args.scenarios else {}
         hwm = bench.authsvc.hwm_bytes() / 2**20
         compared: dict[str, Any] = {}
         if args.compare_workers:
@@ -646,6 +733,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "scaling": _scaling(by_size) if len(by_size) > 1 else {},
         "sweep": sweep,
         "memory": memory,
+        "verify_offline": verified,
         "workers": compared,
         "revocation_propagation": propagation,
     }
@@ -795,7 +883,7 @@ def main(argv: list[str] | None = None) -> None:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {path}")
     failed = [name for name, figures in result["scenarios"].items() if figures["errors"]]
-    for stage in ("sweep", "memory"):
+    for stage in ("sweep", "memory", "verify_offline"):
         if result[stage] and result[stage]["errors"]:
             failed.append(stage)
     failed += [f"{name} at half peak" for name, f in result["half_peak"].items() if f["errors"]]

@@ -216,6 +216,8 @@ def table(report: dict[str, Any]) -> str:
         for cores, rates in report["crypto"].items():
             parts = ", ".join(f"{name} {_fmt(value)}" for name, value in rates.items())
             out.append(f"  {cores}: {parts}")
+    if report.get("verify_offline"):
+        out.append(_verify_offline_line(report["verify_offline"], report["crypto"]))
     cpu = cpu_ratios(report["scenarios"])
     if any(figures["target"] is not None for figures in cpu.values()):
         out.append("\nserver CPU per call vs grpc_empty's (medians)")
@@ -315,6 +317,29 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _verify_offline_line(figures: dict[str, Any], crypto_rates: dict[str, Any]) -> str:
+    """The subscribed offline verifier, and what share of bare PyJWT verification it keeps."""
+    rate = figures["verifies_per_s"]
+    line = (
+        f"\nverify_offline (TokenVerifier subscribed to the feed, "
+        f"{figures['revocations_offered_per_s']:g} revocations/s on it; one process): "
+        f"{_fmt(rate)} verifies/s, {_fmt(figures.get('verifies_per_cpu_s'))} per CPU-second, "
+        f"p50 {_fmt(figures['p50_us'])} us, p99 {_fmt(figures['p99_us'])} us, "
+        f"errors {figures['errors'] or 0}"
+    )
+    if figures.get("unsubscribed_verifies_per_cpu_s"):
+        line += (
+            f"\n  the same verifier unsubscribed, same process right after: "
+            f"{_fmt(figures['unsubscribed_verifies_per_cpu_s'])} per CPU-second, p50 "
+            f"{_fmt(figures['unsubscribed_p50_us'])} us; subscribing costs "
+            f"{_fmt(figures.get('subscription_cpu_us_per_verify'), 1)} us of CPU per verify"
+        )
+    bare = crypto_rates.get("one_core", {}).get("jwt_verify_per_s", {}).get("median")
+    if bare:
+        line += f"\n  = {rate['median'] / bare:.1%} of crypto's jwt_verify_per_s on one core"
+    return line
+
+
 def propagation(figures: dict[str, Any]) -> str:
     """The printed lines of revocation_propagation.measure()."""
     every = figures["every_replica"]
@@ -326,6 +351,19 @@ def propagation(figures: dict[str, Any]) -> str:
         f"p50 {every['p50_ms']:.1f} ms, p99 {every['p99_ms']:.1f} ms, max {every['max_ms']:.1f} ms"
         f" (target p99 <= {figures['target_p99_ms']:.0f} ms: {met})"
     ]
+    verifier = figures.get("verifier")
+    if verifier:
+        met = (
+            "met"
+            if verifier["p99_ms"] <= verifier["target_p99_ms"]
+            and verifier["max_ms"] <= verifier["target_max_ms"]
+            else "NOT met"
+        )
+        lines.append(
+            f"OK to refused by a subscribed offline TokenVerifier: p50 {verifier['p50_ms']:.1f} ms,"
+            f" p99 {verifier['p99_ms']:.1f} ms, max {verifier['max_ms']:.1f} ms (target p99 <= "
+            f"{verifier['target_p99_ms']:.0f} ms, max <= {verifier['target_max_ms']:.0f} ms: {met})"
+        )
     for name, each in figures["by_prober"].items():
         lines.append(
             f"  {name}: p50 {each['p50_ms']:.1f} ms, p99 {each['p99_ms']:.1f} ms, "

@@ -209,18 +209,21 @@ def start_authsvc(
     *,
     workers: int = 1,
     cpus: Sequence[int] = (),
+    service_keys: str = "",
     name: str = "authsvc",
     source: Path | None = None,
 ) -> ServerProcess:
     """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
-    default argon2id; `name` names its log (`<name>.log`), so replicas keep apart.
-    `source`: run the authsvc package of that source tree (another version, e.g.
-    main's, to compare with in the same run) instead of this checkout's."""
+    default argon2id; `service_keys` are AUTHSVC_SERVICE_KEYS entries; `name` names its log
+    (`<name>.log`), so replicas keep apart. `source`: run the authsvc package of that source
+    tree (another version, e.g. main's, to compare with in the same run) instead of this
+    checkout's."""
     if source is not None and name == "authsvc":
         name = "authsvc-baseline"
     env = {
         **os.environ,
         **_BENCH_ENV,
+        "AUTHSVC_SERVICE_KEYS": service_keys,
         "AUTHSVC_DATABASE_URL": dsn,
         "AUTHSVC_DATA_DIR": str(work_dir / f"{name}-data"),
         "AUTHSVC_LOG_LEVEL": log_level,

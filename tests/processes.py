@@ -320,9 +320,9 @@ class ServerGroup:
         self._python = python
         self._cwd = cwd
 
-    async def start(self, dsn: str | None, **settings: str) -> ServerProcess:
-        """A server process on `dsn` (None: embedded) with AUTHSVC_* `settings`, listening,
-        not yet SERVING."""
+    async def start(self, dsn: str | None, port: int = 0, /, **settings: str) -> ServerProcess:
+        """A server process on `dsn` (None: embedded) with AUTHSVC_* `settings`, listening
+        on `port` (0: one the kernel picks; a dead server's, to restart it), not yet SERVING."""
         limits: tuple[str, ...] = ()
         if self._open_files is not None:
             limits = open_files_argv(*self._open_files)
@@ -330,6 +330,7 @@ class ServerGroup:
             self._python,
             *limits,
             *SERVE_ARGS,
+            *(("--port", str(port)) if port else ()),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -337,12 +338,12 @@ class ServerGroup:
             cwd=self._cwd,
         )
         assert process.stderr is not None
-        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         kept: collections.deque[str] = collections.deque(maxlen=_KEPT_STDERR_LINES)
-        drain = asyncio.create_task(_drain(process.stderr, port, kept))
+        drain = asyncio.create_task(_drain(process.stderr, ready, kept))
         try:
             async with asyncio.timeout(WAIT):
-                bound = await port
+                bound = await ready
         except BaseException:
             if process.returncode is None:  # it may have exited: that is the failure
                 process.kill()
@@ -353,9 +354,11 @@ class ServerGroup:
         self.servers.append(server)
         return server
 
-    async def start_ready(self, dsn: str | None, **settings: str) -> ServerProcess:
-        """A server process on `dsn` that reports SERVING."""
-        server = await self.start(dsn, **settings)
+    async def start_ready(
+        self, dsn: str | None, port: int = 0, /, **settings: str
+    ) -> ServerProcess:
+        """A server process on `dsn` (and `port`, as `start`) that reports SERVING."""
+        server = await self.start(dsn, port, **settings)
         await server.until_serving()
         return server
 

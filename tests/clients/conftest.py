@@ -9,6 +9,7 @@ on the session event loop, which does not run during a plain `def` test), so the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -17,6 +18,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,11 @@ from authsvc_client import AuthClient, TokenPair
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc.app import AuthServer
+from authsvc.config import Config
 from authsvc.core.clock import FrozenClock
+from authsvc.service_keys import mint_service_key
 from authsvc.store.pool import Pool
-from tests.conftest import NewDatabase, empty_tables
+from tests.conftest import ConfigFactory, NewDatabase, empty_tables
 from tests.processes import authsvc_env
 
 METHOD_PREFIX = "/authsvc.v1.AuthService/"
@@ -53,6 +57,26 @@ def minted_claims(server: AuthServer, pair: TokenPair) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """A service key and the AUTHSVC_SERVICE_KEYS entry that admits it."""
+
+    key: str = field(repr=False)
+    entry: str
+
+
+@pytest.fixture(scope="session")
+def service_key() -> ServiceKey:
+    key, entry = mint_service_key("client-tests")
+    return ServiceKey(key, entry)
+
+
+@pytest.fixture
+def config(config_factory: ConfigFactory, service_key: ServiceKey) -> Config:
+    """The test server admits `service_key` (and requires it nowhere it is optional)."""
+    return config_factory(service_keys=service_key.entry)
+
+
 @pytest_asyncio.fixture(autouse=True)
 async def clean_db(pool: Pool) -> None:
     """Empty tables for each test; the migrations stay applied."""
@@ -63,6 +87,21 @@ async def clean_db(pool: Pool) -> None:
 async def client(server: AuthServer, clock: FrozenClock) -> AsyncIterator[AuthClient]:
     """An AuthClient on the test server that tells time by the server's clock."""
     async with AuthClient.connect(f"127.0.0.1:{server.port}", now=clock.now) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def service_client(
+    server: AuthServer, clock: FrozenClock, service_key: ServiceKey
+) -> AsyncIterator[AuthClient]:
+    """An internal service's AuthClient on the test server: with the service key, once the
+    server's own revocation feed is current (until then WatchRevocations answers NOT_READY)."""
+    assert server.revocation_feed is not None
+    async with asyncio.timeout(START_TIMEOUT):
+        await server.revocation_feed.wait_current()
+    async with AuthClient.connect(
+        f"127.0.0.1:{server.port}", now=clock.now, service_key=service_key.key
+    ) as client:
         yield client
 
 
@@ -150,9 +189,28 @@ async def serve_dsn(new_database: NewDatabase) -> str:
 
 
 @pytest.fixture(scope="package")
-def serve(serve_dsn: str) -> Iterator[ServeProcess]:
+def serve(serve_dsn: str, service_key: ServiceKey) -> Iterator[ServeProcess]:
+    """`authsvc serve`, admitting `service_key` (and requiring it nowhere it is optional)."""
+    with _serving(serve_dsn, AUTHSVC_SERVICE_KEYS=service_key.entry) as serve:
+        yield serve
+
+
+@pytest.fixture(scope="package")
+def service_serve(serve_dsn: str, service_key: ServiceKey) -> Iterator[ServeProcess]:
+    """Another `serve` on the same database, answering ValidateToken and GetJwks only to
+    callers with `service_key`."""
+    with _serving(
+        serve_dsn,
+        AUTHSVC_SERVICE_KEYS=service_key.entry,
+        AUTHSVC_REQUIRE_SERVICE_CREDENTIALS="true",
+    ) as serve:
+        yield serve
+
+
+@contextmanager
+def _serving(dsn: str, **settings: str) -> Iterator[ServeProcess]:
     # Markers are health checks, whose access-log lines are at DEBUG.
-    env = authsvc_env(serve_dsn, AUTHSVC_LOG_LEVEL="DEBUG")
+    env = authsvc_env(dsn, AUTHSVC_LOG_LEVEL="DEBUG", **settings)
     process = subprocess.Popen(
         [sys.executable, "-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0"],
         stdin=subprocess.DEVNULL,

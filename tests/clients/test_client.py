@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import jwt
 import pytest
-from authsvc_client import AuthClient, DeviceType, LogoutScope, TokenPair
+from authsvc_client import (
+    AuthClient,
+    DeviceType,
+    FeedEvent,
+    Heartbeat,
+    LogoutScope,
+    Revocation,
+    ServiceCredentialsRequired,
+    SessionEndReason,
+    TokenPair,
+)
 
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
+from tests.clients.conftest import ServiceKey
+from tests.conftest import Launch
 from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.asyncio
@@ -162,3 +176,103 @@ async def test_token_pair_repr_hides_both_tokens(client: AuthClient) -> None:
 
     assert pair.access_token not in shown
     assert pair.refresh_token not in shown
+
+
+# --- for internal services: the service key and the revocation feed --------------------
+
+
+async def _until_heartbeat(client: AuthClient, *, after_cursor: int = 0) -> list[FeedEvent]:
+    """What the feed sends up to and including its first heartbeat (the replay)."""
+    events: list[FeedEvent] = []
+    async for event in client.watch_revocations(after_cursor=after_cursor):
+        events.append(event)
+        if isinstance(event, Heartbeat):
+            return events
+    raise AssertionError(f"the feed ended before a heartbeat: {events}")
+
+
+SERVICE_CALLS: dict[str, Callable[[AuthClient], Awaitable[Any]]] = {
+    "GetJwks": lambda client: client.get_jwks(),
+    "ValidateToken": lambda client: client.validate_token("not-a-jwt"),
+}
+
+
+@pytest.mark.parametrize("rpc", sorted(SERVICE_CALLS))
+async def test_service_key_lets_the_client_call_a_server_that_requires_one(
+    launch: Launch, service_key: ServiceKey, clock: FrozenClock, rpc: str
+) -> None:
+    launched = await launch(service_keys=service_key.entry, require_service_credentials="true")
+    async with AuthClient.connect(
+        f"127.0.0.1:{launched.server.port}", now=clock.now, service_key=service_key.key
+    ) as service:
+        await SERVICE_CALLS[rpc](service)
+
+
+@pytest.mark.parametrize("key", ["", " leading-space", "two words", "line\nbreak", "caf\u00e9"])
+async def test_service_key_metadata_cannot_carry_is_refused_without_echoing_it(key: str) -> None:
+    with pytest.raises(ValueError, match="service_key") as caught:
+        AuthClient.connect("127.0.0.1:1", service_key=key)
+
+    assert not key.strip() or key.strip() not in str(caught.value)
+
+
+async def test_watch_revocations_replays_a_logged_out_session_before_the_first_heartbeat(
+    client: AuthClient, service_client: AuthClient
+) -> None:
+    pair = await client.register(EMAIL, PASSWORD)
+    await client.logout()
+
+    events = await _until_heartbeat(service_client)
+
+    revocation, heartbeat = events
+    assert isinstance(revocation, Revocation)
+    assert (revocation.session_id, revocation.user_id, revocation.reason) == (
+        pair.session_id,
+        pair.user_id,
+        SessionEndReason.USER_LOGOUT,
+    )
+    assert revocation.tokens_expire_by >= pair.access_token_expires_at
+    assert isinstance(heartbeat, Heartbeat)
+    assert heartbeat.cursor >= revocation.cursor
+
+
+async def test_watch_revocations_after_a_cursor_sends_only_later_revocations(
+    client: AuthClient, service_client: AuthClient
+) -> None:
+    await client.register(EMAIL, PASSWORD)
+    await client.logout()
+    seen = (await _until_heartbeat(service_client))[-1].cursor
+    later = await client.login(EMAIL, PASSWORD)
+    await client.logout()
+
+    events = await _until_heartbeat(service_client, after_cursor=seen)
+
+    assert [e.session_id for e in events if isinstance(e, Revocation)] == [later.session_id]
+
+
+async def test_watch_revocations_streams_a_revocation_made_while_watching(
+    client: AuthClient, service_client: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    await client.register(EMAIL, PASSWORD)
+    other = await _second_session(server, clock)
+    feed = service_client.watch_revocations()
+    while not isinstance(await anext(feed), Heartbeat):
+        pass
+    await client.revoke_session(other.session_id)
+
+    event = await anext(feed)
+    while isinstance(event, Heartbeat):
+        event = await anext(feed)
+    await feed.aclose()
+
+    assert isinstance(event, Revocation)
+    assert (event.session_id, event.reason) == (other.session_id, SessionEndReason.USER_REVOKED)
+
+
+async def test_watch_revocations_without_a_service_key_raises_service_credentials_required(
+    client: AuthClient,
+) -> None:
+    with pytest.raises(ServiceCredentialsRequired) as caught:
+        await _until_heartbeat(client)
+
+    assert caught.value.reason == "SERVICE_CREDENTIALS_REQUIRED"

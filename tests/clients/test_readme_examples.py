@@ -2,7 +2,8 @@
 
 Each block runs in its own thread (the async ones call asyncio.run, which must not touch the
 test session's event loop). The client README's blocks read the server's address from
-AUTHSVC_ADDR, as a reader's would; only the CLI's home directory is changed in their text.
+AUTHSVC_ADDR and a service key from AUTHSVC_SERVICE_KEY, as a reader's would; only the CLI's
+home directory is changed in their text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.conftest import ServeProcess
+from tests.clients.conftest import ServeProcess, ServiceKey
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "clients" / "python" / "README.md"
@@ -51,14 +52,19 @@ def _run(source: str) -> BaseException | None:
 
 
 def test_readme_has_the_examples_it_promises() -> None:
-    assert len(EXAMPLES) == 5
+    assert len(EXAMPLES) == 6
 
 
 @pytest.mark.parametrize("number", range(len(EXAMPLES)))
 def test_readme_example_runs_against_the_server(
-    number: int, serve: ServeProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    number: int,
+    serve: ServeProcess,
+    service_key: ServiceKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AUTHSVC_ADDR", serve.target)
+    monkeypatch.setenv("AUTHSVC_SERVICE_KEY", service_key.key)
     source = EXAMPLES[number].replace("Path.home()", f"Path({str(tmp_path)!r})")
 
     failure = _run(source)

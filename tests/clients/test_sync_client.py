@@ -22,7 +22,7 @@ from authsvc_client import (
     SyncAuthClient,
 )
 
-from tests.clients.conftest import ServeProcess
+from tests.clients.conftest import ServeProcess, ServiceKey
 from tests.helpers import PASSWORD
 
 
@@ -132,3 +132,15 @@ def test_sync_client_refuses_calls_after_close(serve: ServeProcess) -> None:
 
     with pytest.raises(RuntimeError):
         client.get_jwks()
+
+
+def test_sync_client_sends_its_service_key_to_a_server_that_requires_one(
+    service_serve: ServeProcess, service_key: ServiceKey, email: str
+) -> None:
+    with SyncAuthClient(service_serve.target) as user:
+        pair = user.register(email, PASSWORD)
+
+    with SyncAuthClient(service_serve.target, service_key=service_key.key) as service:
+        answer = service.validate_token(pair.access_token)
+
+    assert answer.is_active

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import grpc
 import jwt
 import pytest
 import pytest_asyncio
 from authsvc_client import (
+    DEFAULT_LEEWAY,
     AuthClient,
+    AuthsvcError,
+    RevocationFeedStale,
     SessionExpired,
     SessionRevoked,
     TokenExpired,
     TokenInvalid,
     TokenPair,
     TokenVerifier,
+    WhenStale,
 )
 
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
-from tests.clients.conftest import RpcCounter, minted_claims
-from tests.helpers import PASSWORD
+from tests.clients.conftest import RpcCounter, ServiceKey, minted_claims
+from tests.conftest import Launch
+from tests.helpers import ACCESS_TOKEN_TTL, CLOCK_SKEW, PASSWORD
+from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,6 +54,38 @@ async def _pair(user: AuthClient) -> TokenPair:
 
 def _verifier(client: AuthClient, clock: FrozenClock, **options: Any) -> TokenVerifier:
     return TokenVerifier(client, now=clock.now, **options)
+
+
+@pytest_asyncio.fixture
+async def subscribed(
+    service_client: AuthClient, clock: FrozenClock
+) -> AsyncIterator[TokenVerifier]:
+    """A verifier following the feed, current. It refuses while stale, so a SessionRevoked
+    from it comes from its deny-list, never from ValidateToken."""
+    async with _verifier(
+        service_client, clock, subscribe=True, when_stale=WhenStale.REFUSE
+    ) as verifier:
+        await until_current(verifier)
+        yield verifier
+
+
+async def until_current(verifier: TokenVerifier) -> None:
+    async def current() -> bool:
+        return verifier.is_feed_current
+
+    await eventually(current)
+
+
+async def refuses(verifier: TokenVerifier, token: str, error: type[AuthsvcError]) -> bool:
+    """Whether `verifier` now refuses `token` with `error` (False if it accepts it, or
+    refuses it only because its feed is stale)."""
+    try:
+        await verifier.verify(token)
+    except error:
+        return True
+    except RevocationFeedStale:
+        return False
+    return False
 
 
 def _forged(
@@ -241,15 +281,141 @@ async def test_unknown_kid_refetches_again_once_the_interval_has_passed(
     assert server_rpcs("GetJwks") == 3
 
 
-async def test_offline_verification_accepts_a_revoked_sessions_token_until_it_expires(
-    client: AuthClient, user: AuthClient, clock: FrozenClock
+async def test_subscribed_verification_refuses_a_logged_out_sessions_token(
+    subscribed: TokenVerifier, user: AuthClient, server_rpcs: RpcCounter
+) -> None:
+    pair = await _pair(user)
+    await subscribed.verify(pair.access_token)
+
+    await user.logout()
+
+    await eventually(lambda: refuses(subscribed, pair.access_token, SessionRevoked))
+    assert server_rpcs("ValidateToken") == 0
+
+
+async def test_subscribed_verifier_tells_a_kept_open_call_that_its_session_ended(
+    subscribed: TokenVerifier, user: AuthClient
+) -> None:
+    principal = await subscribed.verify((await _pair(user)).access_token)
+    assert not subscribed.is_session_revoked(principal.session_id)
+
+    await user.logout()
+
+    async def told() -> bool:
+        return subscribed.is_session_revoked(principal.session_id)
+
+    await eventually(told)
+
+
+async def test_subscribed_verifier_forgets_a_session_once_its_tokens_have_all_expired(
+    subscribed: TokenVerifier, user: AuthClient, clock: FrozenClock
 ) -> None:
     pair = await _pair(user)
     await user.logout()
 
-    principal = await _verifier(client, clock).verify(pair.access_token)
+    async def denied() -> bool:
+        return subscribed.is_session_revoked(pair.session_id)
+
+    await eventually(denied)
+    # Past tokens_expire_by (revoked + TTL + the server's skew) and the verifier's leeway.
+    clock.advance(ACCESS_TOKEN_TTL + CLOCK_SKEW + DEFAULT_LEEWAY + timedelta(seconds=1))
+
+    async def forgotten() -> bool:
+        return not await denied()
+
+    await eventually(forgotten)
+    with pytest.raises(TokenExpired):
+        await subscribed.verify(pair.access_token)
+
+
+async def test_subscribed_verifier_refuses_a_session_that_ended_before_it_started(
+    service_client: AuthClient, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+    await user.logout()
+    verifier = _verifier(service_client, clock, subscribe=True, when_stale=WhenStale.REFUSE)
+
+    async with verifier:
+        await until_current(verifier)
+        with pytest.raises(SessionRevoked) as caught:
+            await verifier.verify(pair.access_token)
+
+    assert caught.value.reason == "SESSION_REVOKED"
+
+
+async def test_subscribed_verifier_accepts_a_live_sessions_token_without_asking_the_service(
+    subscribed: TokenVerifier, user: AuthClient, server_rpcs: RpcCounter
+) -> None:
+    pair = await _pair(user)
+
+    principal = await subscribed.verify(pair.access_token)
 
     assert principal.session_id == pair.session_id
+    assert server_rpcs("ValidateToken") == 0
+
+
+async def test_subscribed_verifier_whose_cursor_expired_starts_again_from_a_snapshot(
+    launch: Launch, clock: FrozenClock, service_key: ServiceKey
+) -> None:
+    watched = await launch(service_keys=service_key.entry)
+    other = await launch(service_keys=service_key.entry)
+    port = watched.server.port
+    async with (
+        AuthClient.connect(f"127.0.0.1:{port}", now=clock.now, service_key=service_key.key) as feed,
+        AuthClient.connect(f"127.0.0.1:{other.server.port}", now=clock.now) as user,
+        _verifier(feed, clock, subscribe=True, when_stale=WhenStale.REFUSE) as verifier,
+    ):
+        seen = await user.register(EMAIL, PASSWORD)
+        await until_current(verifier)
+        await user.logout()
+        await eventually(lambda: refuses(verifier, seen.access_token, SessionRevoked))
+        # While the verifier's server is away, a session ends and the log is swept past it:
+        # the verifier's cursor no longer reaches what followed it. Then another ends.
+        await watched.server.stop(None)
+        await user.login(EMAIL, PASSWORD)
+        await user.logout()
+        clock.advance(watched.server.config.effective_revocation_retention + timedelta(seconds=1))
+        await other.server.sweeper.run_once()
+        latest = await user.login(EMAIL, PASSWORD)
+        await user.logout()
+
+        await launch(service_keys=service_key.entry, port=str(port))
+
+        await eventually(lambda: refuses(verifier, latest.access_token, SessionRevoked))
+
+
+async def test_subscribed_verifier_before_its_first_heartbeat_asks_validate_token(
+    service_client: AuthClient, user: AuthClient, clock: FrozenClock, server_rpcs: RpcCounter
+) -> None:
+    pair = await _pair(user)
+    # Not started: it has heard no heartbeat, like one whose feed has not caught up yet.
+    verifier = _verifier(service_client, clock, subscribe=True)
+
+    principal = await verifier.verify(pair.access_token)
+
+    assert principal.session_id == pair.session_id
+    assert server_rpcs("ValidateToken") == 1
+
+
+async def test_subscribed_verifier_before_its_first_heartbeat_refuses_when_told_to(
+    service_client: AuthClient, user: AuthClient, clock: FrozenClock
+) -> None:
+    pair = await _pair(user)
+    verifier = _verifier(service_client, clock, subscribe=True, when_stale=WhenStale.REFUSE)
+
+    with pytest.raises(RevocationFeedStale) as caught:
+        await verifier.verify(pair.access_token)
+
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_closed_subscribed_verifier_leaves_no_task_behind(subscribed: TokenVerifier) -> None:
+    before = asyncio.all_tasks()
+
+    await subscribed.aclose()
+
+    assert {task.get_name() for task in before - asyncio.all_tasks()} == {"authsvc-revocation-feed"}
+    assert not subscribed.is_feed_current
 
 
 async def test_online_verification_of_a_revoked_sessions_token_raises_session_revoked(

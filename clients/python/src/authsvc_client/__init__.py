@@ -6,7 +6,9 @@
   service says they have, one Refresh however many calls need it; TokenStore to keep them
   (InMemoryTokenStore, FileTokenStore).
 - BearerAuthInterceptor: the managed access token on a channel to any service.
-- TokenVerifier and TokenAuthInterceptor: for internal services that accept authsvc tokens.
+- TokenVerifier and TokenAuthInterceptor: for internal services that accept authsvc tokens;
+  subscribed to the revocation feed, the verifier refuses a logged-out session's tokens
+  offline within about a second.
 """
 
 from importlib.resources import files
@@ -32,6 +34,7 @@ from authsvc_client._errors import (
     RefreshTokenInvalid,
     RefreshTokenReused,
     RegistrationDisabled,
+    RevocationFeedStale,
     ServiceCredentialsRequired,
     SessionExpired,
     SessionNotFound,
@@ -52,9 +55,13 @@ from authsvc_client._manager import (
 )
 from authsvc_client._models import (
     DeviceType,
+    FeedEvent,
+    Heartbeat,
     LogoutScope,
     Principal,
+    Revocation,
     Session,
+    SessionEndReason,
     SessionPage,
     TokenPair,
     TokenValidation,
@@ -65,8 +72,11 @@ from authsvc_client._sync import SyncAuthClient
 from authsvc_client._verifier import (
     DEFAULT_JWKS_REFETCH_INTERVAL,
     DEFAULT_LEEWAY,
+    DEFAULT_STALE_AFTER,
     JwksSource,
+    RevocationSource,
     TokenVerifier,
+    WhenStale,
 )
 
 # The release of the API this client speaks: VERSION is a link to the server's own file.
@@ -76,6 +86,7 @@ __all__ = [
     "DEFAULT_JWKS_REFETCH_INTERVAL",
     "DEFAULT_LEEWAY",
     "DEFAULT_REFRESH_SKEW",
+    "DEFAULT_STALE_AFTER",
     "DEFAULT_TIMEOUT",
     "AlreadyExists",
     "AuthClient",
@@ -85,7 +96,9 @@ __all__ = [
     "DatabaseUnavailable",
     "DeviceType",
     "EmailTaken",
+    "FeedEvent",
     "FileTokenStore",
+    "Heartbeat",
     "InMemoryTokenStore",
     "InvalidArgument",
     "InvalidCredentials",
@@ -104,8 +117,12 @@ __all__ = [
     "RefreshTokenReused",
     "Refresher",
     "RegistrationDisabled",
+    "Revocation",
+    "RevocationFeedStale",
+    "RevocationSource",
     "ServiceCredentialsRequired",
     "Session",
+    "SessionEndReason",
     "SessionExpired",
     "SessionExpiredCallback",
     "SessionNotFound",
@@ -124,6 +141,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "WeakPassword",
+    "WhenStale",
     "current_principal",
     "error_from_rpc",
 ]

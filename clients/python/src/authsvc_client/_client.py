@@ -14,11 +14,13 @@ import grpc
 from authsvc_client._errors import error_from_rpc
 from authsvc_client._manager import DEFAULT_REFRESH_SKEW, SessionExpiredCallback, TokenManager
 from authsvc_client._models import (
+    FeedEvent,
     LogoutScope,
     Session,
     SessionPage,
     TokenPair,
     TokenValidation,
+    feed_event,
     session,
     token_pair,
     token_validation,
@@ -36,8 +38,20 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds each RPC may take unless the client is built with another `timeout`."""
 
 
-def _bearer(access_token: str | None) -> tuple[tuple[str, str], ...] | None:
-    return None if access_token is None else (("authorization", f"Bearer {access_token}"),)
+_Metadata = tuple[tuple[str, str], ...]
+
+
+def _bearer(credential: str | None) -> _Metadata | None:
+    return None if credential is None else (("authorization", f"Bearer {credential}"),)
+
+
+def _checked_service_key(key: str | None) -> str | None:
+    """The key as given; refuses what gRPC metadata cannot carry, without echoing it."""
+    if key is None:
+        return None
+    if not key or not key.isascii() or not key.isprintable() or key != key.strip() or " " in key:
+        raise ValueError("service_key must be a non-empty string of printable ASCII, no spaces")
+    return key
 
 
 class AuthClient:
@@ -50,6 +64,10 @@ class AuthClient:
 
     Build it on a `grpc.aio.Channel` you own, or with `AuthClient.connect(target)`, which
     owns its channel and closes it in `close()` / `async with`.
+
+    An internal service passes `service_key` (from `authsvc service-key create`): it is
+    sent as `authorization: Bearer <key>` on the service RPCs (WatchRevocations,
+    ValidateToken, GetJwks), never on a user's calls, and never logged or shown by `repr`.
     """
 
     def __init__(
@@ -61,8 +79,10 @@ class AuthClient:
         now: Callable[[], datetime] | None = None,
         on_session_expired: SessionExpiredCallback | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        service_key: str | None = None,
     ) -> None:
         self._channel = channel
+        self._service_credentials = _bearer(_checked_service_key(service_key))
         self._owns_channel = False
         self._stub = pb_grpc.AuthServiceStub(channel)
         self._timeout = timeout
@@ -87,12 +107,14 @@ class AuthClient:
         now: Callable[[], datetime] | None = None,
         on_session_expired: SessionExpiredCallback | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        service_key: str | None = None,
     ) -> AuthClient:
         """A client on its own channel to `target` (TLS when `credentials` are given).
 
         `user_agent` is what the service records as the session's device
         (the channel option `grpc.primary_user_agent`).
         """
+        _checked_service_key(service_key)  # before there is a channel to leak
         channel_options = list(options)
         if user_agent:
             channel_options.append(("grpc.primary_user_agent", user_agent))
@@ -108,6 +130,7 @@ class AuthClient:
             now=now,
             on_session_expired=on_session_expired,
             timeout=timeout,
+            service_key=service_key,
         )
         client._owns_channel = True
         return client
@@ -196,7 +219,9 @@ class AuthClient:
         When this session is among them, the client forgets its tokens.
         """
         response = await self._tokens.call(
-            lambda token: self._unary(self._stub.Logout, pb.LogoutRequest(scope=scope.value), token)
+            lambda token: self._unary(
+                self._stub.Logout, pb.LogoutRequest(scope=scope.value), _bearer(token)
+            )
         )
         if scope is not LogoutScope.OTHER_SESSIONS:
             await self._tokens.clear()
@@ -212,7 +237,7 @@ class AuthClient:
         """
         request = pb.ListSessionsRequest(page_size=page_size, page_token=page_token)
         response = await self._tokens.call(
-            lambda token: self._unary(self._stub.ListSessions, request, token)
+            lambda token: self._unary(self._stub.ListSessions, request, _bearer(token))
         )
         return SessionPage(
             sessions=tuple(session(s) for s in response.sessions),
@@ -233,22 +258,51 @@ class AuthClient:
     async def revoke_session(self, session_id: uuid.UUID | str, *, reason: str = "") -> None:
         """Revoke one of the caller's sessions; NotFound if it is not theirs. Idempotent."""
         request = pb.RevokeSessionRequest(session_id=str(session_id), reason=reason)
-        await self._tokens.call(lambda token: self._unary(self._stub.RevokeSession, request, token))
+        await self._tokens.call(
+            lambda token: self._unary(self._stub.RevokeSession, request, _bearer(token))
+        )
 
     # --- for internal services ------------------------------------------------------------
 
     async def validate_token(self, access_token: str) -> TokenValidation:
         """Ask the service whether `access_token` may be trusted right now (sees revocation)."""
         response = await self._unary(
-            self._stub.ValidateToken, pb.ValidateTokenRequest(access_token=access_token)
+            self._stub.ValidateToken,
+            pb.ValidateTokenRequest(access_token=access_token),
+            self._service_credentials,
         )
         return token_validation(response)
 
     async def get_jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set that verifies access tokens offline (see TokenVerifier)."""
-        response = await self._unary(self._stub.GetJwks, pb.GetJwksRequest())
+        response = await self._unary(
+            self._stub.GetJwks, pb.GetJwksRequest(), self._service_credentials
+        )
         jwks: dict[str, Any] = json.loads(response.jwks_json)
         return jwks
+
+    async def watch_revocations(self, *, after_cursor: int = 0) -> AsyncGenerator[FeedEvent, None]:
+        """The revocation feed (needs `service_key`): every ended session still relevant
+        (`after_cursor` 0) or every one after `after_cursor`, then a Heartbeat, then live
+        revocations and heartbeats, until you stop iterating or the stream fails.
+
+        Has no deadline: a feed is meant to stay open. Failures raise the usual exceptions;
+        resume after the last cursor seen, or from 0 on CURSOR_EXPIRED. TokenVerifier's
+        subscription mode does all of that for you.
+        """
+        call = self._stub.WatchRevocations(
+            pb.WatchRevocationsRequest(after_cursor=after_cursor),
+            metadata=self._service_credentials,
+        )
+        try:
+            async for message in call:
+                event = feed_event(message)
+                if event is not None:
+                    yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            call.cancel()
 
     # --- internals ------------------------------------------------------------------------
 
@@ -263,9 +317,9 @@ class AuthClient:
         self,
         method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
         request: _Req,
-        access_token: str | None = None,
+        metadata: _Metadata | None = None,
     ) -> _Resp:
         try:
-            return await method(request, timeout=self._timeout, metadata=_bearer(access_token))
+            return await method(request, timeout=self._timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc

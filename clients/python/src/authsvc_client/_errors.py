@@ -39,6 +39,7 @@ __all__ = [
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "RegistrationDisabled",
+    "RevocationFeedStale",
     "ServiceCredentialsRequired",
     "SessionExpired",
     "SessionNotFound",
@@ -221,6 +222,11 @@ class DatabaseUnavailable(Unavailable):
 
 class NotReady(Unavailable):
     """The service is starting (migrations or keys not loaded yet) or stopping (NOT_READY)."""
+
+
+class RevocationFeedStale(Unavailable):
+    """A subscribed TokenVerifier built with `when_stale=WhenStale.REFUSE` refused a token
+    because its revocation feed is stale. Raised by the client itself: no reason."""
 
 
 _Code = grpc.StatusCode

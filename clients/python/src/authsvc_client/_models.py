@@ -15,9 +15,13 @@ from authsvc_client.v1 import auth_service_pb2 as pb
 
 __all__ = [
     "DeviceType",
+    "FeedEvent",
+    "Heartbeat",
     "LogoutScope",
     "Principal",
+    "Revocation",
     "Session",
+    "SessionEndReason",
     "SessionPage",
     "TokenPair",
     "TokenValidation",
@@ -45,6 +49,20 @@ class DeviceType(enum.IntEnum):
     @classmethod
     def _missing_(cls, value: object) -> DeviceType:
         # A value added to the proto after this client was built.
+        return cls.UNSPECIFIED
+
+
+class SessionEndReason(enum.IntEnum):
+    """Why a session ended, as the revocation feed says."""
+
+    UNSPECIFIED = pb.SESSION_END_REASON_UNSPECIFIED
+    USER_LOGOUT = pb.SESSION_END_REASON_USER_LOGOUT
+    USER_REVOKED = pb.SESSION_END_REASON_USER_REVOKED
+    REFRESH_TOKEN_REUSE = pb.SESSION_END_REASON_REFRESH_TOKEN_REUSE
+
+    @classmethod
+    def _missing_(cls, value: object) -> SessionEndReason:
+        # A reason added to the proto after this client was built.
         return cls.UNSPECIFIED
 
 
@@ -116,6 +134,31 @@ class Principal:
     claims: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Revocation:
+    """A session ended (WatchRevocations): deny its access tokens until `tokens_expire_by`,
+    after which every one of them has expired anyway."""
+
+    cursor: int
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    reason: SessionEndReason
+    revoked_at: datetime
+    tokens_expire_by: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """The feed is alive, and every revocation up to `cursor` has been sent."""
+
+    cursor: int
+    sent_at: datetime
+
+
+FeedEvent = Revocation | Heartbeat
+"""One message of WatchRevocations."""
+
+
 def instant(message: timestamp_pb2.Timestamp) -> datetime:
     return message.ToDatetime(tzinfo=UTC)
 
@@ -160,3 +203,23 @@ def token_validation(message: pb.ValidateTokenResponse) -> TokenValidation:
         issued_at=instant(message.issued_at) if message.HasField("issued_at") else None,
         claims=json_format.MessageToDict(message.claims) if message.HasField("claims") else {},
     )
+
+
+def feed_event(message: pb.WatchRevocationsResponse) -> FeedEvent | None:
+    """The event a feed message carries; None for a kind newer than this client."""
+    match message.WhichOneof("event"):
+        case "revocation":
+            revocation = message.revocation
+            return Revocation(
+                cursor=revocation.cursor,
+                session_id=uuid.UUID(revocation.session_id),
+                user_id=uuid.UUID(revocation.user_id),
+                reason=SessionEndReason(revocation.reason),
+                revoked_at=instant(revocation.revoked_at),
+                tokens_expire_by=instant(revocation.tokens_expire_by),
+            )
+        case "heartbeat":
+            return Heartbeat(
+                cursor=message.heartbeat.cursor, sent_at=instant(message.heartbeat.sent_at)
+            )
+    return None

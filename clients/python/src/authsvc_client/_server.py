@@ -93,10 +93,11 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     Works for every service on the server. The handler reads the caller with
     `current_principal()`. A refused call ends with UNAUTHENTICATED and an ErrorInfo (domain
     "authsvc") whose reason is MISSING_CREDENTIALS, TOKEN_INVALID, TOKEN_EXPIRED, or, with an
-    online verifier, SESSION_REVOKED / SESSION_EXPIRED; UNAVAILABLE if the verifier cannot
-    reach authsvc. `public_methods` (full names, e.g. "/grpc.health.v1.Health/Check") pass
-    through unauthenticated. Handlers must be coroutine functions or async generators, as
-    grpc.aio servers run them.
+    online or subscribed verifier, SESSION_REVOKED (online also SESSION_EXPIRED); UNAVAILABLE
+    if the verifier cannot reach authsvc or refuses while its feed is stale.
+    `public_methods` (full names, e.g. "/grpc.health.v1.Health/Check") pass through
+    unauthenticated. Handlers must be coroutine functions or async generators, as grpc.aio
+    servers run them.
     """
 
     def __init__(self, verifier: TokenVerifier, *, public_methods: Collection[str] = ()) -> None:

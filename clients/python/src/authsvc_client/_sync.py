@@ -31,6 +31,7 @@ class SyncAuthClient:
     threads still share one token refresh. `on_session_expired` runs on that private thread.
     Do not call it from inside a running event loop's thread if that loop must not block: use
     AuthClient there. Close it (or use `with`) to stop the thread and the channel.
+    `service_key` is AuthClient's: sent on ValidateToken and GetJwks.
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class SyncAuthClient:
         now: Callable[[], datetime] | None = None,
         on_session_expired: SessionExpiredCallback | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        service_key: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -65,6 +67,7 @@ class SyncAuthClient:
                 now=now,
                 on_session_expired=on_session_expired,
                 timeout=timeout,
+                service_key=service_key,
             )
 
         try:

@@ -7,16 +7,37 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import grpc
 import jwt
 
-from authsvc_client._errors import AuthsvcError, TokenInvalid, Unauthenticated, error_for
+from authsvc_client._errors import (
+    AuthsvcError,
+    RevocationFeedStale,
+    TokenInvalid,
+    Unauthenticated,
+    error_for,
+)
 from authsvc_client._models import Principal, TokenValidation
+from authsvc_client._revocations import (
+    DEFAULT_STALE_AFTER,
+    RevocationSource,
+    RevocationWatch,
+    WhenStale,
+)
 from authsvc_client.v1.error_reason_pb2 import ErrorReason
 
-__all__ = ["DEFAULT_JWKS_REFETCH_INTERVAL", "DEFAULT_LEEWAY", "JwksSource", "TokenVerifier"]
+__all__ = [
+    "DEFAULT_JWKS_REFETCH_INTERVAL",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_STALE_AFTER",
+    "JwksSource",
+    "RevocationSource",
+    "TokenVerifier",
+    "WhenStale",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -29,6 +50,8 @@ _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "jti", "iat", "exp"]
 _ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # Far above any token authsvc mints; bounds the work a hostile string can cause.
 _MAX_TOKEN_LENGTH = 8192
+# The deny-list's refusal, in the words of ValidateToken's (see _verify_online).
+_REVOKED = "access token is not active (SESSION_REVOKED)"
 
 
 class JwksSource(Protocol):
@@ -119,16 +142,25 @@ class TokenVerifier:
     key itself declares, so a token cannot choose a weaker one. A token whose `kid` is not
     cached triggers one refetch (a key rotation), but at most once per
     `jwks_refetch_interval`, because forged tokens carry unknown kids too. Offline
-    verification cannot see a revoked session: its tokens pass until they expire (15
+    verification alone cannot see a revoked session: its tokens pass until they expire (15
     minutes by default).
+
+    Subscribed (`subscribe=True`, on an AuthClient with a service key): a background task
+    follows WatchRevocations into a local deny-list of ended sessions, so a logged-out
+    session's tokens are refused within about a second, at the cost of one dict lookup per
+    token. It fails closed: while the feed is stale (no heartbeat or revocation for
+    `stale_after`, default 5 s, or none yet since `start`), `when_stale` decides: ask
+    ValidateToken (the default) or refuse with RevocationFeedStale. Start it with `start()`
+    or `async with`, and end it with `aclose()`.
 
     Online (`online=True`, or `verify(token, online=True)`): after the offline checks,
     ValidateToken asks the service, which also refuses tokens of sessions that are logged
     out, revoked or expired. One RPC per call.
 
     Failures raise TokenInvalid, whose message says why (the Node verifier's words),
-    TokenExpired, online SessionRevoked or SessionExpired (both SessionExpired), or
-    Unavailable when the keys or the answer cannot be fetched.
+    TokenExpired, SessionRevoked (online or from the deny-list) or online SessionExpired
+    (both SessionExpired), Unavailable when the keys or the answer cannot be fetched, or
+    its subclass RevocationFeedStale.
     """
 
     def __init__(
@@ -141,6 +173,9 @@ class TokenVerifier:
         now: Callable[[], datetime] = _utc_now,
         leeway: timedelta = DEFAULT_LEEWAY,
         jwks_refetch_interval: timedelta = DEFAULT_JWKS_REFETCH_INTERVAL,
+        subscribe: bool = False,
+        stale_after: timedelta = DEFAULT_STALE_AFTER,
+        when_stale: WhenStale = WhenStale.VALIDATE_ONLINE,
     ) -> None:
         self._source = source
         self._issuer = issuer
@@ -152,11 +187,67 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] | None = None
         self._last_refetch_at: datetime | None = None
         self._fetch_lock = asyncio.Lock()
+        self._when_stale = when_stale
+        self._watch: RevocationWatch | None = None
+        if subscribe:
+            if not isinstance(source, RevocationSource):
+                raise TypeError(
+                    "subscribe=True needs a source with watch_revocations: an AuthClient"
+                )
+            self._watch = RevocationWatch(source, stale_after=stale_after, leeway=leeway, now=now)
+
+    async def start(self) -> None:
+        """Start following the revocation feed (subscribed only; idempotent)."""
+        if self._watch is not None:
+            self._watch.start()
+
+    async def aclose(self) -> None:
+        """Stop following the feed; its task has ended when this returns. Idempotent."""
+        if self._watch is not None:
+            await self._watch.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def is_feed_current(self) -> bool:
+        """Subscribed: whether the deny-list may be trusted now (False without subscription)."""
+        return self._watch is not None and self._watch.is_current()
+
+    def is_session_revoked(self, session_id: uuid.UUID) -> bool:
+        """Subscribed: whether the feed has said this session ended (until all its tokens
+        have expired). For calls authenticated once and kept open (streams, websockets):
+        check it to end them when their session ends. False only means not heard of: see
+        `is_feed_current`. Always False without subscription."""
+        return self._watch is not None and session_id in self._watch.denied
 
     async def verify(self, access_token: str, *, online: bool | None = None) -> Principal:
         """The principal `access_token` speaks for; raises if it must not be trusted."""
         principal = await self._verify_offline(access_token)
-        if self._online if online is None else online:
+        if online is None:
+            online = self._online
+        watch = self._watch
+        if watch is not None:
+            # An ended session never comes back, so the deny-list is right even when stale.
+            if principal.session_id in watch.denied:
+                raise error_for(ErrorReason.SESSION_REVOKED, _REVOKED)
+            if not watch.is_current():
+                if self._when_stale is WhenStale.REFUSE:
+                    raise RevocationFeedStale(
+                        "the revocation feed is stale; no token is trusted until it is current",
+                        code=grpc.StatusCode.UNAVAILABLE,
+                    )
+                online = True
+        if online:
             await self._verify_online(access_token)
         return principal
 
