@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from authsvc.service_keys import mint_service_key
 from authsvc.store.pool import Pool
+from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
+from tests.helpers import bearer, register
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,8 +47,13 @@ async def _bash(script: str) -> tuple[int, str, str]:
 
 
 def _pointed_at(script: str, port: int) -> str:
-    script, count = re.subn(r"^ADDR=\S+$", f"ADDR=127.0.0.1:{port}", script, flags=re.MULTILINE)
-    assert count == 1, "the runbook sets ADDR once"
+    return _set_once(script, "ADDR", f"127.0.0.1:{port}")
+
+
+def _set_once(script: str, variable: str, value: str) -> str:
+    """`script` with its one `VARIABLE=...` line (comment included) setting `value`."""
+    script, count = re.subn(rf"^{variable}=.*$", f"{variable}={value}", script, flags=re.MULTILINE)
+    assert count == 1, f"the runbook sets {variable} once"
     return script
 
 
@@ -95,3 +103,31 @@ async def test_readme_error_example_is_what_grpcurl_prints(launch: Launch) -> No
 def _grpcurl_failure_status() -> int:
     # grpcurl exits 64 + the gRPC code on an RPC error: UNAUTHENTICATED is 16.
     return 64 + 16
+
+
+async def test_readme_feed_runbook_streams_a_revocation_and_serves_the_key_set(
+    launch: Launch,
+) -> None:
+    key, entry = mint_service_key("readme")
+    launched = await launch(service_keys=entry, http_port="0")
+    assert launched.server.http_port is not None
+    tokens = await register(launched.stub, "feed@example.com")
+    await launched.stub.Logout(pb.LogoutRequest(), metadata=bearer(tokens.access_token))
+    script = _pointed_at(_fenced_after("runbook-feed"), launched.server.port)
+    script = _set_once(script, "URL", f"http://127.0.0.1:{launched.server.http_port}")
+    script = _set_once(script, "KEY", key)
+
+    status, stdout, stderr = await _bash("set -uo pipefail\n" + script)
+
+    assert status == 0, stderr
+    expected_in_order = [
+        f'"sessionId": "{tokens.session_id}"',  # the logout, replayed
+        '"reason": "SESSION_END_REASON_USER_LOGOUT"',
+        '"heartbeat"',
+        '"keys"',  # the JWKS
+        '"jwks_uri": "http://127.0.0.1:',  # the discovery document
+    ]
+    positions = [stdout.find(text) for text in expected_in_order]
+    assert -1 not in positions, stdout
+    assert positions == sorted(positions), stdout
+    assert "Code: DeadlineExceeded" in stderr  # -max-time ended the stream, nothing else
