@@ -11,6 +11,7 @@ import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
 import { rpcTests } from "./rpcs.js";
 import { scenarioTests } from "./scenarios.js";
+import { verifierTests } from "./verifier.js";
 
 describe("authsvc node client against a live server", () => {
   let started: Awaited<ReturnType<typeof startServers>> | undefined;
@@ -34,6 +35,7 @@ describe("authsvc node client against a live server", () => {
   errorTests(servers);
   readmeTests(servers);
   claimsTests(servers);
+  verifierTests(servers);
 });
 
 engineTests();
