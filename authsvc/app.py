@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from authsvc.api.health import HealthServicer
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.reflection import enable_reflection
+from authsvc.api.service_auth import ServiceGuard
 from authsvc.api.servicer import AuthServicer
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
@@ -122,7 +123,13 @@ class AuthServer:
             ],
         )
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthServicer(self.sessions, self.keys, trusted_proxies=config.trusted_proxies),
+            AuthServicer(
+                self.sessions,
+                self.keys,
+                trusted_proxies=config.trusted_proxies,
+                services=ServiceGuard(config.service_keys, config.service_identities),
+                require_service_credentials=config.require_service_credentials,
+            ),
             self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -441,4 +448,5 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         login_failure_window=config.login_failure_window,
         known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
+        revocation_retention=config.effective_revocation_retention,
     )

@@ -1,5 +1,5 @@
 """Command line: serve | migrate | sweep | keys rotate | keys rewrap | users create | audit |
-healthcheck."""
+healthcheck | service-key create."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ from authsvc.config import (
     KEYS_ROTATE,
     MIGRATE,
     SERVE,
+    SERVICE_KEY_CREATE,
     SWEEP,
     USERS_CREATE,
     Config,
@@ -55,6 +56,7 @@ from authsvc.domain import validation
 from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
 from authsvc.ports import BindFailed
+from authsvc.service_keys import mint_service_key
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.migrate import apply_migrations, pending_migrations
 from authsvc.store.pool import Pool, create_pool
@@ -353,6 +355,31 @@ def _healthcheck(config: Config) -> int:
 Command = Callable[[argparse.Namespace, Config, dict[str, str | None]], int]
 
 
+def _create_service_key(
+    args: argparse.Namespace, config: Config, overrides: dict[str, str | None]
+) -> int:
+    """Print a new service key and its AUTHSVC_SERVICE_KEYS entry: the key on stdout's first
+    line, the entry on its second, what to do with each on stderr. Nothing is stored."""
+    try:
+        key, entry = mint_service_key(args.name)
+    except ValueError as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"authsvc: a new key for {args.name}, shown only now; give it to the service as its "
+        "`authorization: Bearer` credential:",
+        file=sys.stderr,
+    )
+    print(key, flush=True)
+    print(
+        "authsvc: add this entry to AUTHSVC_SERVICE_KEYS (comma-separated with the others) "
+        "and restart the servers:",
+        file=sys.stderr,
+    )
+    print(entry, flush=True)
+    return 0
+
+
 def _on_database(
     config: Config, action: Callable[[Config, str], Coroutine[Any, Any, int | None]]
 ) -> int:
@@ -443,6 +470,16 @@ def _parser() -> argparse.ArgumentParser:
         _connecting(lambda _: _rewrap_keys),
         keys,
     )
+    service_keys = commands.add_parser("service-key", help="service keys").add_subparsers(
+        dest="service_key_command", required=True, metavar="COMMAND"
+    )
+    service_key = command(
+        SERVICE_KEY_CREATE,
+        "print a new service key and the AUTHSVC_SERVICE_KEYS entry that accepts it",
+        _create_service_key,
+        service_keys,
+    )
+    service_key.add_argument("name", help="the service's name, for logs and audit")
     users = commands.add_parser("users", help="accounts").add_subparsers(
         dest="users_command", required=True, metavar="COMMAND"
     )

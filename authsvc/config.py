@@ -28,6 +28,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from authsvc.service_keys import ServiceKeys, parse_service_keys
+
 __all__ = [
     "AUDIT",
     "COMMANDS",
@@ -39,6 +41,7 @@ __all__ = [
     "MIGRATE",
     "OTHER_VARIABLES",
     "SERVE",
+    "SERVICE_KEY_CREATE",
     "SETTINGS",
     "SWEEP",
     "USERS_CREATE",
@@ -261,6 +264,14 @@ def parse_readable_file(text: str) -> Path:
     return path
 
 
+def parse_names(text: str) -> tuple[str, ...]:
+    """Comma-separated names, such as spiffe://example.org/billing, billing.internal."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if any(re.search(r"\s", name) for name in names):
+        raise _Invalid("comma-separated names without spaces inside them", text)
+    return names
+
+
 def _usable_cpus() -> int:
     """The CPUs this process may use (a cpuset or taskset), not all the host's; where the
     system cannot say (macOS has no sched_getaffinity), all of them."""
@@ -279,7 +290,18 @@ KEYS_REWRAP = "keys rewrap"
 USERS_CREATE = "users create"
 AUDIT = "audit"
 HEALTHCHECK = "healthcheck"
-COMMANDS = (SERVE, MIGRATE, SWEEP, KEYS_ROTATE, KEYS_REWRAP, USERS_CREATE, AUDIT, HEALTHCHECK)
+SERVICE_KEY_CREATE = "service-key create"
+COMMANDS = (
+    SERVE,
+    MIGRATE,
+    SWEEP,
+    KEYS_ROTATE,
+    KEYS_REWRAP,
+    USERS_CREATE,
+    AUDIT,
+    HEALTHCHECK,
+    SERVICE_KEY_CREATE,
+)
 _CONNECTING = (SERVE, MIGRATE, SWEEP, KEYS_ROTATE, KEYS_REWRAP, USERS_CREATE, AUDIT)
 
 
@@ -302,8 +324,21 @@ SESSIONS = Group("Sessions and registration", (SERVE, SWEEP))
 PASSWORDS = Group("Passwords", (SERVE, USERS_CREATE))
 LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
+SERVICES = Group("Service credentials", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
-GROUPS = (LISTENING, TLS, DATABASE, SERVER, TOKENS, SESSIONS, PASSWORDS, LIMITS, SWEEPER, LOGGING)
+GROUPS = (
+    LISTENING,
+    TLS,
+    DATABASE,
+    SERVER,
+    TOKENS,
+    SESSIONS,
+    PASSWORDS,
+    LIMITS,
+    SWEEPER,
+    SERVICES,
+    LOGGING,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -417,6 +452,15 @@ class Config:
         "File holding the same, one per line (a mounted secret); instead of the variable.",
         DATABASE,
     )
+    listen_database_url: Secret | None = _setting(
+        Secret,
+        None,
+        "PostgreSQL URL of each server process's one revocation-feed connection, which "
+        "LISTENs and so must reach PostgreSQL directly, not through a transaction-pooling "
+        "proxy. Unset: `AUTHSVC_DATABASE_URL`'s.",
+        DATABASE,
+        secret=True,
+    )
     db_pool_min_size: int = _setting(
         parse_non_negative_int, "1", "Connections the pool keeps open.", DATABASE
     )
@@ -474,6 +518,14 @@ class Config:
         # Clients keeping NAT and load-balancer paths open ping every 30-60s, rarely faster.
         "30s",
         "Pings from a client closer together than this are strikes; 3 strikes close it.",
+        SERVER,
+    )
+    revocation_feed_staleness: timedelta = _setting(
+        parse_positive_duration,
+        # Polled every quarter of it; a stale process checks sessions in the database.
+        "3s",
+        "A process that has not heard from its revocation feed for this long checks "
+        "sessions in the database instead of its cache.",
         SERVER,
     )
     max_concurrent_streams: int = _setting(
@@ -615,10 +667,50 @@ class Config:
     revoked_retention: timedelta = _setting(
         parse_duration, "7d", "Keep revoked sessions this long.", SWEEPER
     )
+    revocation_retention: timedelta = _setting(
+        parse_duration,
+        "1h",
+        "Keep revocation-log entries this long (never less than the access-token TTL plus "
+        "the clock skew); a feed subscriber away for longer starts from a snapshot.",
+        SWEEPER,
+    )
     audit_retention: timedelta = _setting(
         parse_duration, "90d", "Keep audit events this long.", SWEEPER
     )
+    # Hashes only (the keys have 256 bits of entropy): the entries may sit in a ConfigMap.
+    service_keys: ServiceKeys = _setting(
+        parse_service_keys,
+        "",
+        "Service keys accepted as `authorization: Bearer <key>`: `NAME:sha256:HEX` entries "
+        "that `authsvc service-key create NAME` prints, comma-separated; two with one name "
+        "let a key be rotated without downtime.",
+        SERVICES,
+    )
+    service_identities: tuple[str, ...] = _setting(
+        parse_names,
+        "",
+        "Client-certificate identities admitted as services on mutual TLS: URI SANs (SPIFFE "
+        "IDs) or DNS SANs, comma-separated. Needs AUTHSVC_TLS_CLIENT_CA_FILE.",
+        SERVICES,
+    )
+    require_service_credentials: bool = _setting(
+        parse_bool,
+        "false",
+        "ValidateToken and GetJwks answer only callers with service credentials, as "
+        "WatchRevocations always does.",
+        SERVICES,
+    )
     log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
+
+    @property
+    def revocation_window(self) -> timedelta:
+        """How long after a session ends one of its access tokens may still be accepted:
+        tokens live `access_token_ttl`, accepted `clock_skew` past their `exp`."""
+        return self.access_token_ttl + self.clock_skew
+
+    @property
+    def effective_revocation_retention(self) -> timedelta:
+        return max(self.revocation_retention, self.revocation_window)
 
     @property
     def configured_key_encryption_keys(self) -> KeyEncryptionKeys | None:
@@ -813,9 +905,27 @@ def _check_consistency(config: Config) -> None:
             "AUTHSVC_TLS_CLIENT_CERT_FILE needs AUTHSVC_TLS_CERT_FILE (the server's certificate)",
         ),
     )
+    problems = (*problems, *_service_problems(config))
     for failed, message in problems:
         if failed:
             raise ConfigError(message)
+
+
+def _service_problems(config: Config) -> Sequence[tuple[bool, str]]:
+    return (
+        (
+            # Without mTLS no call carries a certificate: the list would admit nobody.
+            bool(config.service_identities) and config.tls_client_ca_file is None,
+            "AUTHSVC_SERVICE_IDENTITIES needs mutual TLS: set AUTHSVC_TLS_CLIENT_CA_FILE",
+        ),
+        (
+            config.require_service_credentials
+            and not config.service_keys.entries
+            and not config.service_identities,
+            "AUTHSVC_REQUIRE_SERVICE_CREDENTIALS needs AUTHSVC_SERVICE_KEYS or "
+            "AUTHSVC_SERVICE_IDENTITIES: otherwise nobody may call ValidateToken and GetJwks",
+        ),
+    )
 
 
 if __name__ == "__main__":

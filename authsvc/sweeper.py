@@ -64,6 +64,7 @@ class Sweeper:
         login_failure_window: timedelta,
         known_address_retention: timedelta,
         refresh_grace: timedelta,
+        revocation_retention: timedelta,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
@@ -77,6 +78,7 @@ class Sweeper:
         self._login_failure_window = login_failure_window
         self._known_address_retention = known_address_retention
         self._refresh_grace = refresh_grace
+        self._revocation_retention = revocation_retention
 
     async def run_once(self) -> SweepCounts | None:
         """One full pass: how many rows of each kind it deleted; None if another replica
@@ -112,6 +114,7 @@ class Sweeper:
             failures_before=now - self._login_failure_window,
             attempts_before=now - IN_FLIGHT_EXPIRY,
             known_addresses_before=now - self._known_address_retention,
+            revocations_before=now - self._revocation_retention,
         )
 
     async def run(self) -> None:

@@ -39,6 +39,10 @@ _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
     errors.SessionNotFound: (_Code.NOT_FOUND, ErrorReason.SESSION_NOT_FOUND),
     errors.InvalidCredentials: (_Code.UNAUTHENTICATED, ErrorReason.INVALID_CREDENTIALS),
     errors.MissingCredentials: (_Code.UNAUTHENTICATED, ErrorReason.MISSING_CREDENTIALS),
+    errors.ServiceCredentialsRequired: (
+        _Code.UNAUTHENTICATED,
+        ErrorReason.SERVICE_CREDENTIALS_REQUIRED,
+    ),
     errors.TokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_INVALID),
     errors.TokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_EXPIRED),
     errors.RefreshTokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_INVALID),
@@ -50,6 +54,8 @@ _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
     errors.ServerBusy: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SERVER_BUSY),
     errors.DatabaseUnavailable: (_Code.UNAVAILABLE, ErrorReason.DATABASE_UNAVAILABLE),
     errors.NotReady: (_Code.UNAVAILABLE, ErrorReason.NOT_READY),
+    errors.CursorExpired: (_Code.OUT_OF_RANGE, ErrorReason.CURSOR_EXPIRED),
+    errors.SubscriberTooSlow: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SUBSCRIBER_TOO_SLOW),
 }
 _INTERNAL: _Answer = (_Code.INTERNAL, ErrorReason.INTERNAL)
 

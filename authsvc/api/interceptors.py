@@ -23,7 +23,7 @@ from authsvc.api.errors import deadline_exceeded_status, internal_status, reason
 from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID
 
-__all__ = ["AccessLog", "EdgeInterceptor", "InFlight", "note_subject"]
+__all__ = ["AccessLog", "EdgeInterceptor", "InFlight", "note_service", "note_subject"]
 
 _log = logging.getLogger("authsvc.access")
 _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -32,13 +32,15 @@ _HEALTH_METHODS = "/grpc.health.v1.Health/"
 
 
 class _Subject:
-    """The user and session a call turned out to be about, once the servicer knows."""
+    """The user and session a call turned out to be about, and the internal service that
+    made it, once the servicer knows."""
 
-    __slots__ = ("session_id", "user_id")
+    __slots__ = ("service", "session_id", "user_id")
 
     def __init__(self) -> None:
         self.user_id = ""
         self.session_id = ""
+        self.service = ""
 
 
 _SUBJECT: contextvars.ContextVar[_Subject | None] = contextvars.ContextVar(
@@ -51,6 +53,13 @@ def note_subject(user_id: object, session_id: object) -> None:
     subject = _SUBJECT.get()
     if subject is not None:
         subject.user_id, subject.session_id = str(user_id), str(session_id)
+
+
+def note_service(name: str) -> None:
+    """Name the internal service making the call in progress, for its access-log line."""
+    subject = _SUBJECT.get()
+    if subject is not None:
+        subject.service = name
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -125,6 +134,8 @@ class AccessLog:
         if subject.user_id:
             extra["user_id"] = subject.user_id
             extra["session_id"] = subject.session_id
+        if subject.service:
+            extra["service"] = subject.service
         if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
             key = (method, reason)
             if now - self._logged_at.get(key, -self._REFUSED_EVERY) < self._REFUSED_EVERY:

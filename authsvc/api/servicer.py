@@ -11,6 +11,7 @@ from authsvc.api import convert
 from authsvc.api.errors import reason_of
 from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
+from authsvc.api.service_auth import ServiceGuard
 from authsvc.core.errors import InvalidArgument
 from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin
 from authsvc.domain import validation
@@ -61,10 +62,15 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         keys: KeyRing,
         *,
         trusted_proxies: Sequence[IpNetwork],
+        services: ServiceGuard,
+        require_service_credentials: bool = False,
     ) -> None:
         self._sessions = sessions
         self._keys = keys
         self._trusted_proxies = tuple(trusted_proxies)
+        # WatchRevocations always asks it; ValidateToken and GetJwks when configured to.
+        self._services = services
+        self._require_service_credentials = require_service_credentials
 
     def _device(self, context: Context[Any, Any], device_name: str) -> DeviceInfo:
         return describe_device(
@@ -170,6 +176,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         request: pb.ValidateTokenRequest,
         context: Context[pb.ValidateTokenRequest, pb.ValidateTokenResponse],
     ) -> pb.ValidateTokenResponse:
+        if self._require_service_credentials:
+            self._services.require(context)
         if not request.access_token:
             raise InvalidArgument("access_token", "access_token is required")
         result = await self._sessions.validate(request.access_token)
@@ -190,6 +198,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def GetJwks(
         self, request: pb.GetJwksRequest, context: Context[pb.GetJwksRequest, pb.GetJwksResponse]
     ) -> pb.GetJwksResponse:
+        if self._require_service_credentials:
+            self._services.require(context)
         return pb.GetJwksResponse(jwks_json=self._keys.jwks_json())
 
     async def WatchRevocations(

@@ -12,6 +12,7 @@ from authsvc.core.models import Principal
 
 __all__ = [
     "AuthError",
+    "CursorExpired",
     "DatabaseUnavailable",
     "EmailTaken",
     "InvalidArgument",
@@ -25,9 +26,11 @@ __all__ = [
     "RefreshTokenReused",
     "RegistrationDisabled",
     "ServerBusy",
+    "ServiceCredentialsRequired",
     "SessionExpired",
     "SessionNotFound",
     "SessionRevoked",
+    "SubscriberTooSlow",
     "TokenExpired",
     "TokenInvalid",
     "Unauthenticated",
@@ -87,6 +90,11 @@ class MissingCredentials(Unauthenticated):
     """The call needs an access token and carried none."""
 
 
+class ServiceCredentialsRequired(Unauthenticated):
+    """An RPC for internal services, called without a service key the server knows or an
+    allow-listed client certificate. A user's access token is not a service credential."""
+
+
 class TokenInvalid(Unauthenticated):
     """The access token is malformed, forged, not ours, or not valid yet."""
 
@@ -132,6 +140,16 @@ class ServerBusy(RateLimited):
     Refused at once rather than queued past the caller's deadline."""
 
 
+class CursorExpired(AuthError):
+    """A revocation-feed cursor older than the log's retention: what followed it may be
+    swept, so the subscriber must start again from a snapshot (cursor 0)."""
+
+
+class SubscriberTooSlow(AuthError):
+    """A revocation-feed subscriber fell a whole buffer behind and was cut off, so that it
+    holds up neither the server nor other subscribers; it resumes from its last cursor."""
+
+
 class DatabaseUnavailable(AuthError):
     """The database cannot be reached, used, or did not answer in time; retryable.
 
@@ -145,4 +163,4 @@ class DatabaseUnavailable(AuthError):
 
 
 class NotReady(AuthError):
-    """The service has not finished starting (no database or keys yet)."""
+    """The service has not finished starting (no database or keys yet), or is stopping."""

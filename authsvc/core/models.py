@@ -20,8 +20,11 @@ __all__ = [
     "Principal",
     "RefreshTokenRecord",
     "RequestOrigin",
+    "Revocation",
+    "RevocationLogBounds",
     "SealedPrivateKey",
     "Session",
+    "SessionEndReason",
     "SessionId",
     "SessionPage",
     "SigningKey",
@@ -48,6 +51,14 @@ class LogoutScope(enum.Enum):
     THIS_SESSION = "this_session"
     OTHER_SESSIONS = "other_sessions"
     ALL_SESSIONS = "all_sessions"
+
+
+class SessionEndReason(enum.Enum):
+    """Why a session ended; each ending writes one (migrations/0014 lists them)."""
+
+    USER_LOGOUT = "user_logout"
+    USER_REVOKED = "user_revoked"
+    REFRESH_TOKEN_REUSE = "refresh_token_reuse"  # noqa: S105 (a reason, not a secret)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +118,30 @@ class Session:
 
     def is_live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.idle_expires_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Revocation:
+    """One entry of the revocation log: a session ended, at its place (`cursor`) in the
+    log. Cursors only grow, in the order the endings committed."""
+
+    cursor: int
+    session_id: SessionId
+    user_id: UserId
+    reason: SessionEndReason
+    revoked_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationLogBounds:
+    """The revocation log's extent."""
+
+    # The newest committed entry's cursor (0 while the log has never had one).
+    latest: int
+    # Entries with a cursor at or below this may have been swept: a reader whose cursor
+    # is below it cannot tell what it missed (cursors have gaps, so a missing row is
+    # no proof). 0 until the first sweep.
+    swept_through: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +260,8 @@ class SweepCutoffs:
     failures_before: datetime
     attempts_before: datetime
     known_addresses_before: datetime
+    # Revocation-log entries of sessions ended before this.
+    revocations_before: datetime
 
 
 # Rows a sweep deleted, per kind the store sweeps (its names, in its order; zeros included).

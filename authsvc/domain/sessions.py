@@ -35,6 +35,7 @@ from authsvc.core.models import (
     RequestOrigin,
     RotationAttempt,
     Session,
+    SessionEndReason,
     SessionId,
     SessionPage,
     User,
@@ -119,9 +120,12 @@ class LockedSession(Protocol):
         active `now`, idle deadline `idle_expires_at`."""
         ...
 
-    async def revoke(self, *, now: datetime, reason: str, event: AuditEvent) -> None:
+    async def revoke(
+        self, *, now: datetime, reason: str, ended_by: SessionEndReason, event: AuditEvent
+    ) -> None:
         """Revoke the session at `now` for `reason` (a session already revoked keeps its
-        first revocation) and record `event`."""
+        first revocation), logging it for the revocation feed as `ended_by`, and record
+        `event`."""
         ...
 
 
@@ -201,11 +205,13 @@ class SessionStore(Protocol):
         *,
         now: datetime,
         reason: str,
+        ended_by: SessionEndReason,
         event: AuditEvent,
     ) -> int:
-        """Revoke the user's session at `now` for `reason` and record `event`, stamped
-        with the session, atomically. 1 if this call revoked it; 0, with nothing written,
-        if it was revoked already, is another user's or does not exist (see
+        """Revoke the user's session at `now` for `reason`, log it for the revocation feed
+        as `ended_by` and record `event`, stamped with the session, atomically. 1 if this
+        call revoked it; 0, with nothing written, if it was revoked already, is another
+        user's or does not exist (see
         `session_belongs_to`). A session past its deadlines is still revoked."""
         ...
 
@@ -219,11 +225,13 @@ class SessionStore(Protocol):
         *,
         now: datetime,
         reason: str,
+        ended_by: SessionEndReason,
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> int:
-        """Revoke each live session of the user but `keep` at `now` for `reason`, and
-        record one copy of `event` per session, stamped with it, atomically. Returns how
+        """Revoke each live session of the user but `keep` at `now` for `reason`, log each
+        for the revocation feed as `ended_by`, and record one copy of `event` per session,
+        stamped with it, atomically. Returns how
         many it revoked (0 if none was live)."""
         ...
 
@@ -561,6 +569,7 @@ class SessionService:
         await locked.revoke(
             now=now,
             reason="refresh_token_reused",
+            ended_by=SessionEndReason.REFRESH_TOKEN_REUSE,
             event=AuditEvent(
                 event="refresh_token_reused",
                 occurred_at=now,
@@ -685,6 +694,7 @@ class SessionService:
             session_id,
             now=now,
             reason=reason,
+            ended_by=SessionEndReason.USER_REVOKED,
             event=AuditEvent(
                 event="session_revoked",
                 occurred_at=now,
@@ -746,15 +756,29 @@ class SessionService:
         )
         if scope is LogoutScope.THIS_SESSION:
             count = await self._sessions.revoke_session(
-                user_id, session_id, now=now, reason="logout", event=event
+                user_id,
+                session_id,
+                now=now,
+                reason="logout",
+                ended_by=SessionEndReason.USER_LOGOUT,
+                event=event,
             )
         elif scope is LogoutScope.OTHER_SESSIONS:
             count = await self._sessions.revoke_user_sessions(
-                user_id, now=now, reason="logout_other_sessions", event=event, keep=session_id
+                user_id,
+                now=now,
+                reason="logout_other_sessions",
+                ended_by=SessionEndReason.USER_LOGOUT,
+                event=event,
+                keep=session_id,
             )
         else:
             count = await self._sessions.revoke_user_sessions(
-                user_id, now=now, reason="logout_all_sessions", event=event
+                user_id,
+                now=now,
+                reason="logout_all_sessions",
+                ended_by=SessionEndReason.USER_LOGOUT,
+                event=event,
             )
         _log.info(
             "logout",

@@ -24,6 +24,7 @@ from authsvc.core.models import (
     RefreshTokenRecord,
     RotationAttempt,
     Session,
+    SessionEndReason,
     SessionId,
     SessionPage,
     User,
@@ -98,8 +99,10 @@ WITH locked AS MATERIALIZED (
 SELECT locked.id, locked.user_id, consumed.idle_expires_at
 FROM locked LEFT JOIN consumed ON true
 """
+# Every ending sets end_reason: migration 0014's trigger logs it for the revocation feed.
 _REVOKE_LOCKED = """
-UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL
+UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4
+WHERE id = $1 AND revoked_at IS NULL
 """
 _SELECT_SESSION = """
 SELECT
@@ -130,7 +133,7 @@ LIMIT $3
 # user agent, detail), one per session they revoke.
 _REVOKE_OWN = """
 WITH revoked AS (
-    UPDATE sessions SET revoked_at = $3, revoke_reason = $4
+    UPDATE sessions SET revoked_at = $3, revoke_reason = $4, end_reason = $9
     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
     RETURNING id, user_id
 ), audited AS (
@@ -143,7 +146,7 @@ SELECT count(*) FROM revoked
 _OWN_SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
 _REVOKE_ALL_OF_USER = """
 WITH revoked AS (
-    UPDATE sessions SET revoked_at = $2, revoke_reason = $3
+    UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $9
     WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
       AND id IS DISTINCT FROM $4
     RETURNING id, user_id
@@ -229,8 +232,10 @@ class PgLockedSession:
             successor_hash,
         )
 
-    async def revoke(self, *, now: datetime, reason: str, event: AuditEvent) -> None:
-        await self._conn.execute(_REVOKE_LOCKED, self.session.id, now, reason)
+    async def revoke(
+        self, *, now: datetime, reason: str, ended_by: SessionEndReason, event: AuditEvent
+    ) -> None:
+        await self._conn.execute(_REVOKE_LOCKED, self.session.id, now, reason, ended_by.value)
         await insert_event(self._conn, event)
 
 
@@ -349,11 +354,18 @@ class PgSessionStore:
         *,
         now: datetime,
         reason: str,
+        ended_by: SessionEndReason,
         event: AuditEvent,
     ) -> int:
         async with translate_errors():
             count = await self._pool.fetchval(
-                _REVOKE_OWN, session_id, user_id, now, reason, *_event_template(event)
+                _REVOKE_OWN,
+                session_id,
+                user_id,
+                now,
+                reason,
+                *_event_template(event),
+                ended_by.value,
             )
         return int(count)
 
@@ -367,11 +379,18 @@ class PgSessionStore:
         *,
         now: datetime,
         reason: str,
+        ended_by: SessionEndReason,
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> int:
         async with translate_errors():
             count = await self._pool.fetchval(
-                _REVOKE_ALL_OF_USER, user_id, now, reason, keep, *_event_template(event)
+                _REVOKE_ALL_OF_USER,
+                user_id,
+                now,
+                reason,
+                keep,
+                *_event_template(event),
+                ended_by.value,
             )
         return int(count)

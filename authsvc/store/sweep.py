@@ -98,6 +98,13 @@ DELETE FROM login_known_addresses WHERE pair_bucket = ANY(ARRAY(
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
+# Migration 0014's trigger records the highest id deleted, so a feed reader whose cursor
+# is below it knows it may have missed entries.
+_DELETE_OLD_REVOCATIONS = """
+DELETE FROM revocation_log WHERE id = ANY(ARRAY(
+    SELECT id FROM revocation_log WHERE revoked_at <= $1 LIMIT $2
+))
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +164,11 @@ SWEPT: tuple[Swept, ...] = (
         name="stale_login_attempts",
         statement=_DELETE_STALE_LOGIN_ATTEMPTS,
         args=lambda cut, batch: (cut.attempts_before, batch),
+    ),
+    Swept(
+        name="revocations",
+        statement=_DELETE_OLD_REVOCATIONS,
+        args=lambda cut, batch: (cut.revocations_before, batch),
     ),
 )
 

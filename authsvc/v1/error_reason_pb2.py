@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/error_reason.proto\x12\nauthsvc.v1*\xef\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_FIELD\x10\x01\x12\x11\n\rWEAK_PASSWORD\x10\x02\x12\x16\n\x12INVALID_PAGE_TOKEN\x10\x03\x12\x0f\n\x0b\x45MAIL_TAKEN\x10\x04\x12\x19\n\x15REGISTRATION_DISABLED\x10\x05\x12\x17\n\x13INVALID_CREDENTIALS\x10\x06\x12\x17\n\x13MISSING_CREDENTIALS\x10\x07\x12\x11\n\rTOKEN_INVALID\x10\x08\x12\x11\n\rTOKEN_EXPIRED\x10\t\x12\x19\n\x15REFRESH_TOKEN_INVALID\x10\n\x12\x19\n\x15REFRESH_TOKEN_EXPIRED\x10\x0b\x12\x18\n\x14REFRESH_TOKEN_REUSED\x10\x0c\x12\x13\n\x0fSESSION_REVOKED\x10\r\x12\x13\n\x0fSESSION_EXPIRED\x10\x0e\x12\x15\n\x11SESSION_NOT_FOUND\x10\x0f\x12\x10\n\x0cRATE_LIMITED\x10\x10\x12\x0f\n\x0bSERVER_BUSY\x10\x11\x12\x18\n\x14\x44\x41TABASE_UNAVAILABLE\x10\x12\x12\r\n\tNOT_READY\x10\x13\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x14\x12\x0c\n\x08INTERNAL\x10\x15\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/error_reason.proto\x12\nauthsvc.v1*\xbe\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_FIELD\x10\x01\x12\x11\n\rWEAK_PASSWORD\x10\x02\x12\x16\n\x12INVALID_PAGE_TOKEN\x10\x03\x12\x0f\n\x0b\x45MAIL_TAKEN\x10\x04\x12\x19\n\x15REGISTRATION_DISABLED\x10\x05\x12\x17\n\x13INVALID_CREDENTIALS\x10\x06\x12\x17\n\x13MISSING_CREDENTIALS\x10\x07\x12\x11\n\rTOKEN_INVALID\x10\x08\x12\x11\n\rTOKEN_EXPIRED\x10\t\x12\x19\n\x15REFRESH_TOKEN_INVALID\x10\n\x12\x19\n\x15REFRESH_TOKEN_EXPIRED\x10\x0b\x12\x18\n\x14REFRESH_TOKEN_REUSED\x10\x0c\x12\x13\n\x0fSESSION_REVOKED\x10\r\x12\x13\n\x0fSESSION_EXPIRED\x10\x0e\x12\x15\n\x11SESSION_NOT_FOUND\x10\x0f\x12\x10\n\x0cRATE_LIMITED\x10\x10\x12\x0f\n\x0bSERVER_BUSY\x10\x11\x12\x18\n\x14\x44\x41TABASE_UNAVAILABLE\x10\x12\x12\r\n\tNOT_READY\x10\x13\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x14\x12\x0c\n\x08INTERNAL\x10\x15\x12 \n\x1cSERVICE_CREDENTIALS_REQUIRED\x10\x16\x12\x12\n\x0e\x43URSOR_EXPIRED\x10\x17\x12\x17\n\x13SUBSCRIBER_TOO_SLOW\x10\x18\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.error_reason_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=46
-  _globals['_ERRORREASON']._serialized_end=541
+  _globals['_ERRORREASON']._serialized_end=620
 # @@protoc_insertion_point(module_scope)

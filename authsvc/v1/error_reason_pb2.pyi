@@ -67,17 +67,35 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     RATE_LIMITED: _ErrorReason.ValueType  # 16
     """RESOURCE_EXHAUSTED: too many attempts; wait the google.rpc.RetryInfo delay."""
     SERVER_BUSY: _ErrorReason.ValueType  # 17
-    """RESOURCE_EXHAUSTED: no password-hashing capacity free now; wait the
+    """RESOURCE_EXHAUSTED: this process has no capacity free now (password
+    hashing, or room for another WatchRevocations subscriber); wait the
     google.rpc.RetryInfo delay.
     """
     DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 18
     """UNAVAILABLE: the database cannot be reached; retry with backoff."""
     NOT_READY: _ErrorReason.ValueType  # 19
-    """UNAVAILABLE: the service is still starting."""
+    """UNAVAILABLE: the service is still starting, or is stopping (a
+    WatchRevocations stream ended by a graceful shutdown): retry, on another
+    replica if need be.
+    """
     DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 20
     """DEADLINE_EXCEEDED: the call's deadline passed while the service worked on it."""
     INTERNAL: _ErrorReason.ValueType  # 21
     """INTERNAL: a bug; the server log has it under the call's x-request-id."""
+    SERVICE_CREDENTIALS_REQUIRED: _ErrorReason.ValueType  # 22
+    """UNAUTHENTICATED: the RPC is for internal services, and the call carried no
+    service credential: no `authorization: Bearer <service key>` the server
+    knows and no allow-listed client certificate. A user's access token is not
+    one.
+    """
+    CURSOR_EXPIRED: _ErrorReason.ValueType  # 23
+    """OUT_OF_RANGE: WatchRevocations' after_cursor is older than the revocation
+    log's retention; start again with after_cursor 0 (a snapshot).
+    """
+    SUBSCRIBER_TOO_SLOW: _ErrorReason.ValueType  # 24
+    """RESOURCE_EXHAUSTED: a WatchRevocations subscriber fell a whole buffer
+    behind and was cut off; resume from the last cursor received.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is every `reason` the service puts in the one
@@ -141,15 +159,33 @@ SESSION_NOT_FOUND: ErrorReason.ValueType  # 15
 RATE_LIMITED: ErrorReason.ValueType  # 16
 """RESOURCE_EXHAUSTED: too many attempts; wait the google.rpc.RetryInfo delay."""
 SERVER_BUSY: ErrorReason.ValueType  # 17
-"""RESOURCE_EXHAUSTED: no password-hashing capacity free now; wait the
+"""RESOURCE_EXHAUSTED: this process has no capacity free now (password
+hashing, or room for another WatchRevocations subscriber); wait the
 google.rpc.RetryInfo delay.
 """
 DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 18
 """UNAVAILABLE: the database cannot be reached; retry with backoff."""
 NOT_READY: ErrorReason.ValueType  # 19
-"""UNAVAILABLE: the service is still starting."""
+"""UNAVAILABLE: the service is still starting, or is stopping (a
+WatchRevocations stream ended by a graceful shutdown): retry, on another
+replica if need be.
+"""
 DEADLINE_EXCEEDED: ErrorReason.ValueType  # 20
 """DEADLINE_EXCEEDED: the call's deadline passed while the service worked on it."""
 INTERNAL: ErrorReason.ValueType  # 21
 """INTERNAL: a bug; the server log has it under the call's x-request-id."""
+SERVICE_CREDENTIALS_REQUIRED: ErrorReason.ValueType  # 22
+"""UNAUTHENTICATED: the RPC is for internal services, and the call carried no
+service credential: no `authorization: Bearer <service key>` the server
+knows and no allow-listed client certificate. A user's access token is not
+one.
+"""
+CURSOR_EXPIRED: ErrorReason.ValueType  # 23
+"""OUT_OF_RANGE: WatchRevocations' after_cursor is older than the revocation
+log's retention; start again with after_cursor 0 (a snapshot).
+"""
+SUBSCRIBER_TOO_SLOW: ErrorReason.ValueType  # 24
+"""RESOURCE_EXHAUSTED: a WatchRevocations subscriber fell a whole buffer
+behind and was cut off; resume from the last cursor received.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -12,6 +12,7 @@ from authsvc_client import (
     AlreadyExists,
     AuthClient,
     AuthsvcError,
+    CursorExpired,
     DatabaseUnavailable,
     EmailTaken,
     InvalidArgument,
@@ -26,9 +27,11 @@ from authsvc_client import (
     RefreshTokenInvalid,
     RefreshTokenReused,
     RegistrationDisabled,
+    ServiceCredentialsRequired,
     SessionExpired,
     SessionNotFound,
     SessionRevoked,
+    SubscriberTooSlow,
     TokenExpired,
     TokenInvalid,
     Unavailable,
@@ -67,6 +70,9 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "NOT_READY": NotReady,
     "DEADLINE_EXCEEDED": AuthsvcError,
     "INTERNAL": AuthsvcError,
+    "SERVICE_CREDENTIALS_REQUIRED": ServiceCredentialsRequired,
+    "CURSOR_EXPIRED": CursorExpired,
+    "SUBSCRIBER_TOO_SLOW": SubscriberTooSlow,
 }
 REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 

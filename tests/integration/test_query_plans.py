@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from authsvc.store import revocations as revocation_sql
 from authsvc.store import sessions as session_sql
 from authsvc.store import sweep as sweep_sql
 from authsvc.store import throttle as throttle_sql
@@ -30,6 +31,7 @@ WATCHED = {
     "login_failures",
     "login_attempts_in_flight",
     "login_known_addresses",
+    "revocation_log",
 }
 SWEEP_BATCH = 1000  # the default AUTHSVC_SWEEP_BATCH_SIZE
 
@@ -107,9 +109,20 @@ async def load_store(pool: Pool) -> None:
             NOW,
             USERS * SESSIONS_PER_USER,
         )
+        # The revocation log over its 1h retention and the minute since the last sweep.
+        await conn.execute(
+            """
+            INSERT INTO revocation_log (id, session_id, user_id, reason, revoked_at)
+            SELECT nextval('revocation_log_id_seq'), gen_random_uuid(), gen_random_uuid(),
+                   'user_logout', $1::timestamptz - make_interval(secs => n * 3660.0 / $2)
+            FROM generate_series($2, 1, -1) n
+            """,
+            NOW,
+            USERS * SESSIONS_PER_USER,
+        )
     await pool.execute(
         "ANALYZE users, sessions, refresh_tokens, login_failures, login_attempts_in_flight,"
-        " login_known_addresses"
+        " login_known_addresses, revocation_log"
     )
 
 
@@ -170,7 +183,7 @@ def statements(
         ),
         "revoke own session": (
             session_sql._REVOKE_OWN,
-            (session_id, user_id, NOW, "user", *audit),
+            (session_id, user_id, NOW, "user", *audit, "user_revoked"),
         ),
         "throttle: lock buckets": (
             throttle_sql._LOCK_BUCKETS,
@@ -192,7 +205,14 @@ def statements(
         "throttle: forget an attempt": (throttle_sql._FORGET_ATTEMPT, (uuid.uuid4(),)),
         "revoke all of a user's sessions": (
             session_sql._REVOKE_ALL_OF_USER,
-            (user_id, NOW, "user", session_id, *audit),
+            (user_id, NOW, "user", session_id, *audit, "user_logout"),
+        ),
+        # The revocation feed: each process's poll, catch-up, and a subscriber's snapshot.
+        "revocation log bounds": (revocation_sql._BOUNDS, ()),
+        "revocations after a cursor": (revocation_sql._READ_AFTER, (19_000, 1000)),
+        "revocations since an instant": (
+            revocation_sql._READ_ENDED_SINCE,
+            (NOW - timedelta(minutes=16), 0, 1000),
         ),
     }
 
@@ -220,6 +240,10 @@ def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
         "sweep long-revoked sessions": (
             sweep_sql._DELETE_REVOKED_SESSIONS,
             (NOW - timedelta(minutes=30), SWEEP_BATCH),
+        ),
+        "sweep old revocations": (
+            sweep_sql._DELETE_OLD_REVOCATIONS,
+            (NOW - timedelta(hours=1), SWEEP_BATCH),
         ),
     }
 

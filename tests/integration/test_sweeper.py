@@ -94,6 +94,7 @@ def _sweeper(
         login_failure_window=config.login_failure_window,
         known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
+        revocation_retention=config.effective_revocation_retention,
         sleep=sleep,
     )
 
@@ -207,6 +208,13 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             " VALUES ('pair:1', $1)",
             now - config.known_address_retention - second,
         )
+        await conn.execute(  # revocations: a log entry past its retention
+            "INSERT INTO revocation_log (id, session_id, user_id, reason, revoked_at)"
+            " VALUES (nextval('revocation_log_id_seq'), $1, $2, 'user_logout', $3)",
+            revoked,
+            user_id,
+            now - config.effective_revocation_retention - second,
+        )
         await conn.execute(  # stale_login_attempts: its process died before it settled
             "INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)"
             " VALUES ($1, 'ip:192.0.2.1', $2)",
@@ -246,8 +254,12 @@ async def test_sweep_deletes_revoked_session_after_retention(
 
     counts = await server.sweeper.run_once()
 
+    # The log's entry goes too: its retention (1h by default) has passed as well.
     assert counts == swept(
-        revoked_sessions=1, revoked_session_tokens=1, login_failures=SIGN_UP_BUCKETS
+        revoked_sessions=1,
+        revoked_session_tokens=1,
+        login_failures=SIGN_UP_BUCKETS,
+        revocations=1,
     )
     assert await _session_ids(pool) == {live.session_id}
     assert (

@@ -14,16 +14,13 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from authsvc.app import AuthServer
 from authsvc.config import ConfigError
@@ -31,6 +28,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, TEST_KEY_ENCRYPTION_KEYS, ConfigFactory, NewDatabase
 from tests.helpers import Stub
+from tests.pki import Pem, issue
 from tests.processes import run_healthcheck, server_group
 
 pytestmark = pytest.mark.asyncio
@@ -44,22 +42,6 @@ COMMAND_TIMEOUT = 60
 
 
 @dataclass(frozen=True, slots=True)
-class Pem:
-    """A certificate and its key, as files (for the server and the CLI) and bytes."""
-
-    cert_file: Path
-    key_file: Path
-
-    @property
-    def cert(self) -> bytes:
-        return self.cert_file.read_bytes()
-
-    @property
-    def key(self) -> bytes:
-        return self.key_file.read_bytes()
-
-
-@dataclass(frozen=True, slots=True)
 class Pki:
     ca: Pem
     server: Pem
@@ -68,75 +50,30 @@ class Pki:
     server_elsewhere: Pem  # signed by ca for authsvc.internal only: no 127.0.0.1
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _issue(
-    directory: Path,
-    stem: str,
-    *,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
-    names: tuple[x509.GeneralName, ...] = (),
-    usage: x509.ObjectIdentifier | None = None,
-) -> tuple[Pem, x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate for `stem`: a self-signed CA when `issuer` is None."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    issuer_name, signing_key = (
-        (_name(stem), key) if issuer is None else (issuer[0].subject, issuer[1])
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(stem))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    cert = builder.sign(signing_key, hashes.SHA256())
-    pem = Pem(directory / f"{stem}.crt", directory / f"{stem}.key")
-    pem.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pem, cert, key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
-    ca, ca_cert, ca_key = _issue(directory, "ca")
-    _, other_cert, other_key = _issue(directory, "other-ca")
+    ca, ca_cert, ca_key = issue(directory, "ca")
+    _, other_cert, other_key = issue(directory, "other-ca")
     local = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    server, _, _ = _issue(
+    server, _, _ = issue(
         directory,
         "server",
         issuer=(ca_cert, ca_key),
         names=local,
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
     )
-    server_elsewhere, _, _ = _issue(
+    server_elsewhere, _, _ = issue(
         directory,
         "server-elsewhere",
         issuer=(ca_cert, ca_key),
         names=(x509.DNSName("authsvc.internal"),),
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
     )
-    client, _, _ = _issue(
+    client, _, _ = issue(
         directory, "client", issuer=(ca_cert, ca_key), usage=ExtendedKeyUsageOID.CLIENT_AUTH
     )
-    stranger, _, _ = _issue(
+    stranger, _, _ = issue(
         directory, "stranger", issuer=(other_cert, other_key), usage=ExtendedKeyUsageOID.CLIENT_AUTH
     )
     return Pki(ca, server, client, stranger, server_elsewhere)

@@ -82,6 +82,11 @@ export class Unauthenticated extends AuthsvcError {}
 export class InvalidCredentials extends Unauthenticated {}
 /** The call needed `authorization: Bearer <access token>` and had none (not signed in). */
 export class MissingCredentials extends Unauthenticated {}
+/**
+ * The RPC is for internal services and the call carried no service key or allowed client
+ * certificate (SERVICE_CREDENTIALS_REQUIRED); a user's access token is not one.
+ */
+export class ServiceCredentialsRequired extends Unauthenticated {}
 /** The access token is malformed, forged or not this service's. */
 export class TokenInvalid extends Unauthenticated {}
 /** The access token is past its `exp`. The token manager refreshes and retries once. */
@@ -112,10 +117,18 @@ export class RateLimited extends AuthsvcError {
   retryDelayMs: number | undefined;
 }
 
+/** RESOURCE_EXHAUSTED / SUBSCRIBER_TOO_SLOW: WatchRevocations cut this subscriber off, a whole buffer behind; resume from the last cursor received. */
+export class SubscriberTooSlow extends RateLimited {}
+
+/** OUT_OF_RANGE, any reason. */
+export class OutOfRange extends AuthsvcError {}
+/** OUT_OF_RANGE / CURSOR_EXPIRED: the WatchRevocations cursor is older than the log keeps; start again from cursor 0 (a snapshot). */
+export class CursorExpired extends OutOfRange {}
+
 /** UNAVAILABLE: retry with backoff. Also a connection that could not be made. */
 export class Unavailable extends AuthsvcError {}
 export class DatabaseUnavailable extends Unavailable {}
-/** The server is still starting (migrating, loading keys). */
+/** The server is still starting (migrating, loading keys), or stopping. */
 export class NotReady extends Unavailable {}
 
 type ErrorClass = new (init: AuthsvcErrorInit) => AuthsvcError;
@@ -143,6 +156,9 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   NOT_READY: NotReady,
   DEADLINE_EXCEEDED: AuthsvcError,
   INTERNAL: AuthsvcError,
+  SERVICE_CREDENTIALS_REQUIRED: ServiceCredentialsRequired,
+  CURSOR_EXPIRED: CursorExpired,
+  SUBSCRIBER_TOO_SLOW: SubscriberTooSlow,
 };
 
 // For a reason this client does not know yet (or no ErrorInfo at all): the code's family.
@@ -153,6 +169,7 @@ const BY_CODE: Partial<Record<Code, ErrorClass>> = {
   [Code.NotFound]: NotFound,
   [Code.Unauthenticated]: Unauthenticated,
   [Code.ResourceExhausted]: RateLimited,
+  [Code.OutOfRange]: OutOfRange,
   [Code.Unavailable]: Unavailable,
 };
 

@@ -16,6 +16,7 @@ import { AuthClient, type AuthClientOptions } from "../src/client.js";
 import { ErrorInfoSchema } from "../src/error_details.js";
 import {
   AuthsvcError,
+  CursorExpired,
   DatabaseUnavailable,
   EmailTaken,
   InvalidArgument,
@@ -29,9 +30,11 @@ import {
   RefreshTokenInvalid,
   RefreshTokenReused,
   RegistrationDisabled,
+  ServiceCredentialsRequired,
   SessionExpired,
   SessionNotFound,
   SessionRevoked,
+  SubscriberTooSlow,
   toAuthsvcError,
   TokenExpired,
   TokenInvalid,
@@ -113,6 +116,9 @@ const RAISES: Record<Reason, [Code, abstract new (...args: never[]) => AuthsvcEr
   NOT_READY: [Code.Unavailable, NotReady],
   DEADLINE_EXCEEDED: [Code.DeadlineExceeded, AuthsvcError],
   INTERNAL: [Code.Internal, AuthsvcError],
+  SERVICE_CREDENTIALS_REQUIRED: [Code.Unauthenticated, ServiceCredentialsRequired],
+  CURSOR_EXPIRED: [Code.OutOfRange, CursorExpired],
+  SUBSCRIBER_TOO_SLOW: [Code.ResourceExhausted, SubscriberTooSlow],
 };
 
 describe("every reason of the generated ErrorReason throws its class", () => {

@@ -23,6 +23,7 @@ __all__ = [
     "SESSION_OVER_REASONS",
     "AlreadyExists",
     "AuthsvcError",
+    "CursorExpired",
     "DatabaseUnavailable",
     "EmailTaken",
     "InvalidArgument",
@@ -31,15 +32,18 @@ __all__ = [
     "MissingCredentials",
     "NotFound",
     "NotReady",
+    "OutOfRange",
     "PermissionDenied",
     "RateLimited",
     "RefreshTokenExpired",
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "RegistrationDisabled",
+    "ServiceCredentialsRequired",
     "SessionExpired",
     "SessionNotFound",
     "SessionRevoked",
+    "SubscriberTooSlow",
     "TokenExpired",
     "TokenInvalid",
     "Unauthenticated",
@@ -136,6 +140,11 @@ class MissingCredentials(Unauthenticated):
     """The call needed `authorization: Bearer <access token>` and had none."""
 
 
+class ServiceCredentialsRequired(Unauthenticated):
+    """The RPC is for internal services and the call carried no service key or allowed client
+    certificate (SERVICE_CREDENTIALS_REQUIRED); a user's access token is not one."""
+
+
 class TokenInvalid(Unauthenticated):
     """The access token is malformed, forged or not this service's."""
 
@@ -188,6 +197,20 @@ class RateLimited(AuthsvcError):
         self.retry_delay = retry_delay
 
 
+class SubscriberTooSlow(RateLimited):
+    """WatchRevocations cut this subscriber off: it fell a whole buffer behind
+    (SUBSCRIBER_TOO_SLOW). Resume from the last cursor received."""
+
+
+class OutOfRange(AuthsvcError):
+    """OUT_OF_RANGE, any reason."""
+
+
+class CursorExpired(OutOfRange):
+    """WatchRevocations' cursor is older than the revocation log keeps (CURSOR_EXPIRED):
+    start again from a snapshot, cursor 0."""
+
+
 class Unavailable(AuthsvcError):
     """The service (or its database) cannot answer now: retry with backoff."""
 
@@ -197,7 +220,7 @@ class DatabaseUnavailable(Unavailable):
 
 
 class NotReady(Unavailable):
-    """The service is starting: migrations or keys not loaded yet (NOT_READY)."""
+    """The service is starting (migrations or keys not loaded yet) or stopping (NOT_READY)."""
 
 
 _Code = grpc.StatusCode
@@ -226,6 +249,9 @@ _REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcErro
     ErrorReason.NOT_READY: (_Code.UNAVAILABLE, NotReady),
     ErrorReason.DEADLINE_EXCEEDED: (_Code.DEADLINE_EXCEEDED, AuthsvcError),
     ErrorReason.INTERNAL: (_Code.INTERNAL, AuthsvcError),
+    ErrorReason.SERVICE_CREDENTIALS_REQUIRED: (_Code.UNAUTHENTICATED, ServiceCredentialsRequired),
+    ErrorReason.CURSOR_EXPIRED: (_Code.OUT_OF_RANGE, CursorExpired),
+    ErrorReason.SUBSCRIBER_TOO_SLOW: (_Code.RESOURCE_EXHAUSTED, SubscriberTooSlow),
 }
 # The same by the reason as sent: the value's name.
 _BY_NAME = {ErrorReason.Name(reason): answer for reason, answer in _REASONS.items()}
@@ -242,6 +268,7 @@ _BY_CODE: Mapping[grpc.StatusCode, type[AuthsvcError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
 }
 
@@ -300,8 +327,8 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> AuthsvcError:
         bad_request = _unpacked(details, error_details_pb2.BadRequest)
         if bad_request is not None and bad_request.field_violations:
             metadata["field"] = str(bad_request.field_violations[0].field)
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+    error = error_for(reason, message, code=code, metadata=metadata)
+    if isinstance(error, RateLimited):
         retry = _unpacked(details, error_details_pb2.RetryInfo)
-        delay = None if retry is None else retry.retry_delay.ToTimedelta()
-        return RateLimited(message, code=code, reason=reason, metadata=metadata, retry_delay=delay)
-    return error_for(reason, message, code=code, metadata=metadata)
+        error.retry_delay = None if retry is None else retry.retry_delay.ToTimedelta()
+    return error

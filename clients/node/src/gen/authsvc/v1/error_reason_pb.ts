@@ -9,7 +9,7 @@ import { enumDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
  * Describes the file authsvc/v1/error_reason.proto.
  */
 export const file_authsvc_v1_error_reason: GenFile = /*@__PURE__*/
-  fileDesc("Ch1hdXRoc3ZjL3YxL2Vycm9yX3JlYXNvbi5wcm90bxIKYXV0aHN2Yy52MSrvAwoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASEQoNSU5WQUxJRF9GSUVMRBABEhEKDVdFQUtfUEFTU1dPUkQQAhIWChJJTlZBTElEX1BBR0VfVE9LRU4QAxIPCgtFTUFJTF9UQUtFThAEEhkKFVJFR0lTVFJBVElPTl9ESVNBQkxFRBAFEhcKE0lOVkFMSURfQ1JFREVOVElBTFMQBhIXChNNSVNTSU5HX0NSRURFTlRJQUxTEAcSEQoNVE9LRU5fSU5WQUxJRBAIEhEKDVRPS0VOX0VYUElSRUQQCRIZChVSRUZSRVNIX1RPS0VOX0lOVkFMSUQQChIZChVSRUZSRVNIX1RPS0VOX0VYUElSRUQQCxIYChRSRUZSRVNIX1RPS0VOX1JFVVNFRBAMEhMKD1NFU1NJT05fUkVWT0tFRBANEhMKD1NFU1NJT05fRVhQSVJFRBAOEhUKEVNFU1NJT05fTk9UX0ZPVU5EEA8SEAoMUkFURV9MSU1JVEVEEBASDwoLU0VSVkVSX0JVU1kQERIYChREQVRBQkFTRV9VTkFWQUlMQUJMRRASEg0KCU5PVF9SRUFEWRATEhUKEURFQURMSU5FX0VYQ0VFREVEEBQSDAoISU5URVJOQUwQFWIGcHJvdG8z");
+  fileDesc("Ch1hdXRoc3ZjL3YxL2Vycm9yX3JlYXNvbi5wcm90bxIKYXV0aHN2Yy52MSq+BAoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASEQoNSU5WQUxJRF9GSUVMRBABEhEKDVdFQUtfUEFTU1dPUkQQAhIWChJJTlZBTElEX1BBR0VfVE9LRU4QAxIPCgtFTUFJTF9UQUtFThAEEhkKFVJFR0lTVFJBVElPTl9ESVNBQkxFRBAFEhcKE0lOVkFMSURfQ1JFREVOVElBTFMQBhIXChNNSVNTSU5HX0NSRURFTlRJQUxTEAcSEQoNVE9LRU5fSU5WQUxJRBAIEhEKDVRPS0VOX0VYUElSRUQQCRIZChVSRUZSRVNIX1RPS0VOX0lOVkFMSUQQChIZChVSRUZSRVNIX1RPS0VOX0VYUElSRUQQCxIYChRSRUZSRVNIX1RPS0VOX1JFVVNFRBAMEhMKD1NFU1NJT05fUkVWT0tFRBANEhMKD1NFU1NJT05fRVhQSVJFRBAOEhUKEVNFU1NJT05fTk9UX0ZPVU5EEA8SEAoMUkFURV9MSU1JVEVEEBASDwoLU0VSVkVSX0JVU1kQERIYChREQVRBQkFTRV9VTkFWQUlMQUJMRRASEg0KCU5PVF9SRUFEWRATEhUKEURFQURMSU5FX0VYQ0VFREVEEBQSDAoISU5URVJOQUwQFRIgChxTRVJWSUNFX0NSRURFTlRJQUxTX1JFUVVJUkVEEBYSEgoOQ1VSU09SX0VYUElSRUQQFxIXChNTVUJTQ1JJQkVSX1RPT19TTE9XEBhiBnByb3RvMw");
 
 /**
  * ErrorReason is every `reason` the service puts in the one
@@ -155,7 +155,8 @@ export enum ErrorReason {
   RATE_LIMITED = 16,
 
   /**
-   * RESOURCE_EXHAUSTED: no password-hashing capacity free now; wait the
+   * RESOURCE_EXHAUSTED: this process has no capacity free now (password
+   * hashing, or room for another WatchRevocations subscriber); wait the
    * google.rpc.RetryInfo delay.
    *
    * @generated from enum value: SERVER_BUSY = 17;
@@ -170,7 +171,9 @@ export enum ErrorReason {
   DATABASE_UNAVAILABLE = 18,
 
   /**
-   * UNAVAILABLE: the service is still starting.
+   * UNAVAILABLE: the service is still starting, or is stopping (a
+   * WatchRevocations stream ended by a graceful shutdown): retry, on another
+   * replica if need be.
    *
    * @generated from enum value: NOT_READY = 19;
    */
@@ -189,6 +192,32 @@ export enum ErrorReason {
    * @generated from enum value: INTERNAL = 21;
    */
   INTERNAL = 21,
+
+  /**
+   * UNAUTHENTICATED: the RPC is for internal services, and the call carried no
+   * service credential: no `authorization: Bearer <service key>` the server
+   * knows and no allow-listed client certificate. A user's access token is not
+   * one.
+   *
+   * @generated from enum value: SERVICE_CREDENTIALS_REQUIRED = 22;
+   */
+  SERVICE_CREDENTIALS_REQUIRED = 22,
+
+  /**
+   * OUT_OF_RANGE: WatchRevocations' after_cursor is older than the revocation
+   * log's retention; start again with after_cursor 0 (a snapshot).
+   *
+   * @generated from enum value: CURSOR_EXPIRED = 23;
+   */
+  CURSOR_EXPIRED = 23,
+
+  /**
+   * RESOURCE_EXHAUSTED: a WatchRevocations subscriber fell a whole buffer
+   * behind and was cut off; resume from the last cursor received.
+   *
+   * @generated from enum value: SUBSCRIBER_TOO_SLOW = 24;
+   */
+  SUBSCRIBER_TOO_SLOW = 24,
 }
 
 /**

@@ -1,0 +1,154 @@
+"""SQL for the revocation log (migrations/0014 appends to it; this only reads it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+
+from authsvc.core.errors import DatabaseUnavailable
+from authsvc.core.models import (
+    Revocation,
+    RevocationLogBounds,
+    SessionEndReason,
+    SessionId,
+    UserId,
+)
+from authsvc.store.errors import translate_errors
+
+__all__ = ["CHANNEL", "PgListeningLog", "PgRevocationListener", "PgRevocationLog"]
+
+# The channel migration 0014's trigger notifies.
+CHANNEL = "authsvc_revocations"
+
+if TYPE_CHECKING:
+    _Connection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+else:
+    _Connection = asyncpg.Connection
+
+_READ_AFTER = """
+SELECT id, session_id, user_id, reason, revoked_at FROM revocation_log
+WHERE id > $1 ORDER BY id LIMIT $2
+"""
+_READ_ENDED_SINCE = """
+SELECT id, session_id, user_id, reason, revoked_at FROM revocation_log
+WHERE revoked_at >= $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+# max(id) reads the primary key's last entry. A log swept empty still has its latest
+# cursor in the swept-through mark.
+_BOUNDS = """
+SELECT
+    GREATEST((SELECT max(id) FROM revocation_log), swept.through, 0) AS latest,
+    COALESCE(swept.through, 0) AS swept_through
+FROM (SELECT (SELECT through FROM revocation_log_swept) AS through) AS swept
+"""
+
+
+def _revocation(row: asyncpg.Record) -> Revocation:
+    return Revocation(
+        cursor=row["id"],
+        session_id=SessionId(row["session_id"]),
+        user_id=UserId(row["user_id"]),
+        reason=SessionEndReason(row["reason"]),
+        revoked_at=row["revoked_at"],
+    )
+
+
+class _Reads:
+    """The log's reads on a pool or on one connection (both have fetch and fetchrow)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: asyncpg.Pool | _Connection) -> None:
+        self._db: Any = db
+
+    async def read_after(self, cursor: int, *, limit: int) -> list[Revocation]:
+        async with translate_errors():
+            rows = await self._db.fetch(_READ_AFTER, cursor, limit)
+        return [_revocation(row) for row in rows]
+
+    async def read_ended_since(
+        self, since: datetime, *, after_cursor: int, limit: int
+    ) -> list[Revocation]:
+        async with translate_errors():
+            rows = await self._db.fetch(_READ_ENDED_SINCE, since, after_cursor, limit)
+        return [_revocation(row) for row in rows]
+
+    async def bounds(self) -> RevocationLogBounds:
+        async with translate_errors():
+            row = await self._db.fetchrow(_BOUNDS)
+        return RevocationLogBounds(latest=row["latest"], swept_through=row["swept_through"])
+
+
+class PgRevocationLog(_Reads):
+    """domain.revocations.RevocationLog on the pool; contracts on the Protocol."""
+
+    __slots__ = ()
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+
+
+class PgListeningLog(_Reads):
+    """domain.revocations.ListeningLog on one dedicated connection."""
+
+    __slots__ = ("_lost", "_notified")
+
+    def __init__(self, conn: _Connection) -> None:
+        super().__init__(conn)
+        self._notified = asyncio.Event()
+        self._lost = asyncio.Event()
+
+    def on_notify(self, *_: object) -> None:
+        self._notified.set()
+
+    def on_lost(self, *_: object) -> None:
+        self._lost.set()
+        self._notified.set()
+
+    async def wait(self, seconds: float) -> bool:
+        if not self._notified.is_set():
+            try:
+                async with asyncio.timeout(seconds):
+                    await self._notified.wait()
+            except TimeoutError:
+                return False
+        if self._lost.is_set():
+            raise DatabaseUnavailable(detail="the revocation listener's connection was lost")
+        self._notified.clear()
+        return True
+
+
+class PgRevocationListener:
+    """domain.revocations.RevocationListener: a connection of its own on `dsn`, outside
+    the pool (a pooled connection's LISTEN would be reset on release, and a
+    transaction-pooling proxy would hand the session to someone else)."""
+
+    __slots__ = ("_connect_timeout", "_dsn", "_statement_timeout")
+
+    def __init__(self, dsn: str, *, connect_timeout: timedelta, statement_timeout: timedelta):
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[PgListeningLog]:
+        async with translate_errors(self._dsn):
+            conn: _Connection = await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout.total_seconds(),
+                command_timeout=self._statement_timeout.total_seconds(),
+            )
+        try:
+            log = PgListeningLog(conn)
+            conn.add_termination_listener(log.on_lost)
+            async with translate_errors():
+                await conn.add_listener(CHANNEL, log.on_notify)
+            yield log
+        finally:
+            # Closing a connection whose server is gone can wait for the timeout.
+            conn.terminate()
