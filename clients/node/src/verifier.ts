@@ -13,9 +13,19 @@ import {
   type JWK,
   type JWTVerifyGetKey,
 } from "jose";
-import type { Jwks } from "./client.js";
-import { AuthsvcError, DOMAIN, TokenExpired, TokenInvalid, Unavailable } from "./errors.js";
+import type { Jwks, TokenValidation } from "./client.js";
+import {
+  AuthsvcError,
+  DOMAIN,
+  errorFor,
+  RevocationFeedStale,
+  TokenExpired,
+  TokenInvalid,
+  Unauthenticated,
+  Unavailable,
+} from "./errors.js";
 import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
+import { RevocationFeed, type FeedSource, type RevocationFeedOptions } from "./revocations.js";
 
 /** The server's default AUTHSVC_CLOCK_SKEW, so server and verifier refuse the same tokens. */
 export const DEFAULT_LEEWAY_MS = 30_000;
@@ -37,12 +47,32 @@ export interface JwksSource {
   getJwks(): Promise<Jwks>;
 }
 
+/**
+ * What a subscribed verifier needs besides the keys: the feed (WatchRevocations) and the
+ * online check it falls back to when the feed is stale (ValidateToken). An AuthClient.
+ */
+export interface RevocationSource extends JwksSource, FeedSource {
+  validateToken(accessToken: string): Promise<TokenValidation>;
+}
+
+/** What a subscribed verifier does while its deny-list is stale (see RevocationOptions). */
+export type WhenStale = "validate" | "refuse";
+
+export interface RevocationOptions extends RevocationFeedOptions {
+  /**
+   * While the feed is stale (no heartbeat for `staleAfterMs`, or none yet): "validate" asks
+   * the server (ValidateToken, one RPC per verify), "refuse" throws RevocationFeedStale.
+   * Either way a revoked session is never accepted. Default "validate".
+   */
+  whenStale?: WhenStale;
+}
+
 export interface TokenVerifierOptions {
   /** The `iss` to require; "authsvc" by default (AUTHSVC_ISSUER). */
   issuer?: string;
   /** The `aud` to require; "authsvc" by default (AUTHSVC_AUDIENCE). */
   audience?: string;
-  /** The verifier's clock. */
+  /** The verifier's clock for token times and deny-list expiry. */
   now?: () => Date;
   /** Allowance for clock skew on `exp`, `nbf` and `iat`; the server's 30 s by default. */
   leewayMs?: number;
@@ -53,6 +83,11 @@ export interface TokenVerifierOptions {
    * `jwksRefetchIntervalMs`.
    */
   jwksUrl?: URL | string;
+  /**
+   * Subscribe to WatchRevocations and refuse tokens of ended sessions (SessionRevoked). The
+   * source must then be an AuthClient (or any RevocationSource). Call close() when done.
+   */
+  revocations?: RevocationOptions;
 }
 
 /** Who a verified access token speaks for. */
@@ -71,6 +106,16 @@ function invalid(message: string): TokenInvalid {
 
 function malformed(name: string): TokenInvalid {
   return invalid(`access token has a malformed ${name} claim`);
+}
+
+/** A token of an ended session, or one ValidateToken calls inactive, in the Python client's words. */
+function inactive(reason: string): AuthsvcError {
+  const message = `access token is not active (${reason})`;
+  const error = errorFor(Code.Unauthenticated, reason, message);
+  // A reason newer than this client: still a token not to trust.
+  return error.constructor === Unauthenticated
+    ? new TokenInvalid({ code: Code.Unauthenticated, message, reason, domain: DOMAIN })
+    : error;
 }
 
 const UNKNOWN_KEY = "access token is signed by an unknown key";
@@ -211,6 +256,11 @@ function remoteKeys(url: URL, refetchIntervalMs: number): JWTVerifyGetKey {
   };
 }
 
+/** The deny-list's key for a session id: the same UUID however it is spelled. */
+function sessionKey(sessionId: string): string {
+  return sessionId.replaceAll("-", "").toLowerCase();
+}
+
 /**
  * Verifies authsvc access tokens offline, for an internal service.
  *
@@ -221,11 +271,14 @@ function remoteKeys(url: URL, refetchIntervalMs: number): JWTVerifyGetKey {
  * too, and `sub` and `sid` must be UUIDs. A token whose `kid` is not cached refetches the
  * JWKS (a key rotation), at most once per `jwksRefetchIntervalMs`.
  *
- * Offline verification cannot see a revoked session: its tokens pass until they expire; ask
- * `AuthClient.validateToken` when that matters.
+ * Offline verification alone cannot see a revoked session: its tokens pass until they
+ * expire. With `revocations`, the verifier subscribes to WatchRevocations and keeps a
+ * deny-list of ended sessions: their tokens throw SessionRevoked. While the feed is stale it
+ * fails closed, asking the server or refusing (`whenStale`). close() ends the subscription.
  *
- * Throws TokenInvalid, whose message says why (the Python verifier's words), or TokenExpired;
- * a failure to fetch the keys throws the client's error (Unavailable).
+ * Throws TokenInvalid, whose message says why (the Python verifier's words), TokenExpired,
+ * SessionRevoked, RevocationFeedStale, or SessionExpired from the online check; a failure to
+ * fetch the keys or reach the server throws the client's error (Unavailable).
  */
 export class TokenVerifier {
   readonly #issuer: string;
@@ -233,8 +286,10 @@ export class TokenVerifier {
   readonly #now: () => Date;
   readonly #leewayMs: number;
   readonly #getKey: JWTVerifyGetKey;
+  readonly #feed: RevocationFeed | undefined;
+  readonly #online: RevocationSource | undefined;
 
-  constructor(source: JwksSource, options: TokenVerifierOptions = {}) {
+  constructor(source: JwksSource | RevocationSource, options: TokenVerifierOptions = {}) {
     const leewayMs = options.leewayMs ?? DEFAULT_LEEWAY_MS;
     if (!Number.isFinite(leewayMs) || leewayMs < 0) {
       throw new RangeError(`leewayMs must be a non-negative number, got ${leewayMs}`);
@@ -248,11 +303,64 @@ export class TokenVerifier {
       options.jwksUrl !== undefined
         ? remoteKeys(new URL(options.jwksUrl), refetchIntervalMs)
         : new FetchedKeys(source, this.#now, refetchIntervalMs).getKey;
+    const revocations = options.revocations;
+    if (revocations !== undefined) {
+      if (!isRevocationSource(source)) {
+        throw new TypeError("revocations needs a source with watchRevocations and validateToken (an AuthClient)");
+      }
+      if (revocations.whenStale !== undefined && !["validate", "refuse"].includes(revocations.whenStale)) {
+        throw new RangeError(`whenStale must be "validate" or "refuse", got ${String(revocations.whenStale)}`);
+      }
+      this.#online = revocations.whenStale === "refuse" ? undefined : source;
+      this.#feed = new RevocationFeed(source, {
+        ...revocations,
+        now: this.#now,
+        // A denied session's tokens pass the offline checks until `exp` + leeway.
+        keepAfterExpiryMs: leewayMs,
+        sessionKey,
+      });
+    }
+  }
+
+  /**
+   * Whether the deny-list may be trusted now: a caught-up feed spoke within `staleAfterMs`.
+   * False before the first heartbeat, and always for a verifier without `revocations`.
+   */
+  get isFeedCurrent(): boolean {
+    return this.#feed?.current ?? false;
   }
 
   /** The principal `accessToken` speaks for; throws if it must not be trusted. */
   async verify(accessToken: string): Promise<Principal> {
-    return this.#verifyOffline(accessToken);
+    const principal = await this.#verifyOffline(accessToken);
+    const feed = this.#feed;
+    if (feed === undefined) {
+      return principal;
+    }
+    // An ended session never comes back, so the deny-list is right even when stale.
+    if (feed.isRevoked(principal.sessionId)) {
+      throw inactive(ErrorReason[ErrorReason.SESSION_REVOKED]);
+    }
+    if (feed.current) {
+      return principal;
+    }
+    if (this.#online === undefined) {
+      throw new RevocationFeedStale({
+        code: Code.Unavailable,
+        message: "the revocation feed is stale; no token is trusted until it is current",
+        reason: "",
+      });
+    }
+    const answer = await this.#online.validateToken(accessToken);
+    if (!answer.active) {
+      throw inactive(answer.inactiveReason || ErrorReason[ErrorReason.TOKEN_INVALID]);
+    }
+    return principal;
+  }
+
+  /** Ends the revocation subscription, if any: its stream and timers. The source stays open. */
+  async close(): Promise<void> {
+    await this.#feed?.close();
   }
 
   async #verifyOffline(accessToken: string): Promise<Principal> {
@@ -302,4 +410,9 @@ export class TokenVerifier {
     }
     return { userId: sub, sessionId: sid, expiresAt: new Date(Math.trunc(exp as number) * 1000), claims };
   }
+}
+
+function isRevocationSource(source: JwksSource | RevocationSource): source is RevocationSource {
+  const candidate = source as Partial<RevocationSource>;
+  return typeof candidate.watchRevocations === "function" && typeof candidate.validateToken === "function";
 }

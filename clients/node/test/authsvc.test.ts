@@ -9,6 +9,7 @@ import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
 import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
+import { revocationTests } from "./revocations.js";
 import { rpcTests } from "./rpcs.js";
 import { scenarioTests } from "./scenarios.js";
 import { verifierTests } from "./verifier.js";
@@ -36,6 +37,7 @@ describe("authsvc node client against a live server", () => {
   readmeTests(servers);
   claimsTests(servers);
   verifierTests(servers);
+  revocationTests(servers);
 });
 
 engineTests();
