@@ -32,6 +32,8 @@ from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
+from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
+from authsvc.domain.revocations import RevocationFeed
 from authsvc.domain.sessions import SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.domain.throttle import (
@@ -46,6 +48,7 @@ from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, open_connections, ping
+from authsvc.store.revocations import PgRevocationListener, PgRevocationLog
 from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
@@ -92,6 +95,7 @@ class AuthServer:
         clock: Clock,
         shares_port: bool = False,
         runs_sweeper: bool = True,
+        listen_dsn: str | None = None,
     ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
         self._credentials = server_credentials(config)
@@ -107,6 +111,13 @@ class AuthServer:
             config, pool, clock, self.keys, self.hasher, self.refusals, throttle=self.throttle
         )
         self.sweeper = build_sweeper(config, pool, clock)
+        # Interim wiring of feed-log's RevocationFeed until that branch builds it here.
+        self.revocation_feed = build_revocation_feed(config, clock, listen_dsn)
+        self.revocation_fanout = RevocationFanout(
+            capacity=config.revocation_subscriber_buffer,
+            max_subscribers=config.revocation_max_subscribers,
+        )
+        self.revocation_feed.observe(self.revocation_fanout)
         self.health = HealthServicer()
         self.ready = asyncio.Event()
         self._startup_error: ConfigError | None = None
@@ -128,6 +139,14 @@ class AuthServer:
                 self.keys,
                 trusted_proxies=config.trusted_proxies,
                 services=ServiceGuard(config.service_keys, config.service_identities),
+                revocations=RevocationWatch(
+                    PgRevocationLog(pool),
+                    self.revocation_fanout,
+                    clock,
+                    is_current=lambda: self.revocation_feed.is_current,
+                    window=config.revocation_window,
+                    heartbeat_interval=config.revocation_heartbeat_interval,
+                ),
                 require_service_credentials=config.require_service_credentials,
             ),
             self._server,
@@ -182,6 +201,8 @@ class AuthServer:
         are done the server is stopped at once rather than at the end of `grace`.
         """
         await self.health.enter_graceful_shutdown()
+        # WatchRevocations streams end now, UNAVAILABLE, so their subscribers resume elsewhere.
+        self.revocation_fanout.close()
         if grace is None:
             await self._server.stop(None)
         else:
@@ -191,6 +212,7 @@ class AuthServer:
                 async with asyncio.timeout(grace.total_seconds()):
                     await self.health.wait_watchers_told_not_serving()
                     await self._in_flight.wait_idle()
+                    await self.revocation_fanout.wait_idle()
             await self._server.stop(0)
             await stopping
         for task in self._tasks:
@@ -201,6 +223,7 @@ class AuthServer:
             if not isinstance(outcome, asyncio.CancelledError | None):
                 _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
+        await self.revocation_feed.aclose()
         await self.throttle.aclose()
         await self.refusals.aclose()
         self.hasher.close()
@@ -256,6 +279,7 @@ class AuthServer:
         await self._set_serving(True)
         self.ready.set()
         _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})
+        self.revocation_feed.start()
         if self._runs_sweeper:
             self._spawn(self.sweeper.run())
         self._spawn(self._reload_keys())
@@ -433,6 +457,21 @@ def build_session_service(
                 shared=_shared_addresses(config),
             ),
         ),
+    )
+
+
+def build_revocation_feed(config: Config, clock: Clock, dsn: str | None) -> RevocationFeed:
+    """Interim (the feed-log branch builds the feed): the feed on its own connection."""
+    url = config.listen_database_url or config.database_url or dsn
+    return RevocationFeed(
+        PgRevocationListener(
+            str(url),
+            connect_timeout=config.db_connect_timeout,
+            statement_timeout=config.db_statement_timeout,
+        ),
+        clock,
+        window=config.revocation_window,
+        staleness=config.revocation_feed_staleness,
     )
 
 

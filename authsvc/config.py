@@ -325,6 +325,7 @@ PASSWORDS = Group("Passwords", (SERVE, USERS_CREATE))
 LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
 SERVICES = Group("Service credentials", (SERVE,))
+FEED = Group("Revocation feed", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
 GROUPS = (
     LISTENING,
@@ -337,6 +338,7 @@ GROUPS = (
     LIMITS,
     SWEEPER,
     SERVICES,
+    FEED,
     LOGGING,
 )
 
@@ -699,6 +701,27 @@ class Config:
         "ValidateToken and GetJwks answer only callers with service credentials, as "
         "WatchRevocations always does.",
         SERVICES,
+    )
+    revocation_heartbeat_interval: timedelta = _setting(
+        parse_positive_duration,
+        "1s",
+        "WatchRevocations sends a heartbeat when a stream has been quiet this long, while "
+        "this process's feed is current.",
+        FEED,
+    )
+    # 10 pages of the feed's reads (1000 each): one burst of revocations cuts off no one.
+    revocation_subscriber_buffer: int = _setting(
+        parse_positive_int,
+        "10000",
+        "Revocations a WatchRevocations subscriber may fall behind before it is cut off "
+        "(SUBSCRIBER_TOO_SLOW); one ring shared by a process's subscribers.",
+        FEED,
+    )
+    revocation_max_subscribers: int = _setting(
+        parse_positive_int,
+        "1000",
+        "WatchRevocations streams one process serves at once; more are refused (SERVER_BUSY).",
+        FEED,
     )
     log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
 

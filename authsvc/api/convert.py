@@ -14,7 +14,15 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from authsvc.core.errors import InvalidArgument, InvalidPageToken
-from authsvc.core.models import DeviceType, LogoutScope, Session, SessionId, UserId
+from authsvc.core.models import (
+    DeviceType,
+    LogoutScope,
+    Revocation,
+    Session,
+    SessionEndReason,
+    SessionId,
+    UserId,
+)
 from authsvc.v1 import auth_service_pb2 as pb
 
 __all__ = [
@@ -22,9 +30,11 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "decode_page_token",
     "encode_page_token",
+    "heartbeat_response",
     "logout_scope",
     "page_size",
     "parse_session_id",
+    "revocation_response",
     "session_message",
     "struct_of",
     "timestamp",
@@ -51,6 +61,12 @@ _LOGOUT_SCOPES = {
     pb.LOGOUT_SCOPE_THIS_SESSION: LogoutScope.THIS_SESSION,
     pb.LOGOUT_SCOPE_OTHER_SESSIONS: LogoutScope.OTHER_SESSIONS,
     pb.LOGOUT_SCOPE_ALL_SESSIONS: LogoutScope.ALL_SESSIONS,
+}
+
+_SESSION_END_REASONS = {
+    SessionEndReason.USER_LOGOUT: pb.SESSION_END_REASON_USER_LOGOUT,
+    SessionEndReason.USER_REVOKED: pb.SESSION_END_REASON_USER_REVOKED,
+    SessionEndReason.REFRESH_TOKEN_REUSE: pb.SESSION_END_REASON_REFRESH_TOKEN_REUSE,
 }
 
 
@@ -165,3 +181,24 @@ def session_message(session: Session, *, current: SessionId) -> pb.Session:
     set_timestamp(message.idle_expires_at, session.idle_expires_at)
     set_timestamp(message.expires_at, session.expires_at)
     return message
+
+
+def revocation_response(
+    revocation: Revocation, *, tokens_expire_by: datetime
+) -> pb.WatchRevocationsResponse:
+    response = pb.WatchRevocationsResponse()
+    message = response.revocation
+    message.cursor = revocation.cursor
+    message.session_id = str(revocation.session_id)
+    message.user_id = str(revocation.user_id)
+    message.reason = _SESSION_END_REASONS[revocation.reason]
+    set_timestamp(message.revoked_at, revocation.revoked_at)
+    set_timestamp(message.tokens_expire_by, tokens_expire_by)
+    return response
+
+
+def heartbeat_response(cursor: int, sent_at: datetime) -> pb.WatchRevocationsResponse:
+    response = pb.WatchRevocationsResponse()
+    response.heartbeat.cursor = cursor
+    set_timestamp(response.heartbeat.sent_at, sent_at)
+    return response

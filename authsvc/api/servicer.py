@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from authsvc.api import convert
-from authsvc.api.errors import reason_of
+from authsvc.api.errors import internal_status, reason_of, status_for
 from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
 from authsvc.api.service_auth import ServiceGuard
-from authsvc.core.errors import InvalidArgument
+from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin
 from authsvc.domain import validation
 from authsvc.domain.devices import MAX_USER_AGENT, describe_device
+from authsvc.domain.revocation_watch import Heartbeat, RevocationWatch
 from authsvc.domain.sessions import SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 
 __all__ = ["AuthServicer"]
+
+_log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext
 
@@ -63,6 +68,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         *,
         trusted_proxies: Sequence[IpNetwork],
         services: ServiceGuard,
+        revocations: RevocationWatch,
         require_service_credentials: bool = False,
     ) -> None:
         self._sessions = sessions
@@ -71,6 +77,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         # WatchRevocations always asks it; ValidateToken and GetJwks when configured to.
         self._services = services
         self._require_service_credentials = require_service_credentials
+        self._revocations = revocations
 
     def _device(self, context: Context[Any, Any], device_name: str) -> DeviceInfo:
         return describe_device(
@@ -207,6 +214,45 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         request: pb.WatchRevocationsRequest,
         context: Context[pb.WatchRevocationsRequest, pb.WatchRevocationsResponse],
     ) -> AsyncIterator[pb.WatchRevocationsResponse]:
-        # Placeholder until the revocation feed lands (issue 12, branch feed-watch).
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchRevocations is not built yet")
-        yield pb.WatchRevocationsResponse()  # pragma: no cover (makes this a generator)
+        # The edge interceptor wraps unary calls only: this stream answers its own errors
+        # and writes its own log line.
+        service = await self._services.require_on_stream(context)
+        # Read now: once the call is torn down its context must not be touched.
+        peer = context.peer()
+        started = time.perf_counter()
+        cursor = request.after_cursor
+        status: grpc.Status | None = None
+        reason = ""
+        try:
+            async with self._revocations.watch(request.after_cursor) as events:
+                async for event in events:
+                    cursor = event.cursor
+                    if isinstance(event, Heartbeat):
+                        yield convert.heartbeat_response(event.cursor, event.sent_at)
+                    else:
+                        yield convert.revocation_response(
+                            event, tokens_expire_by=self._revocations.tokens_expire_by(event)
+                        )
+        except AuthError as exc:
+            status, reason = status_for(exc), reason_of(exc)
+        except Exception:
+            _log.exception(
+                "unhandled error", extra={"event": "rpc_error", "rpc": "WatchRevocations"}
+            )
+            status, reason = internal_status(), "INTERNAL"
+        finally:
+            # Also when the subscriber went away (cancelled): how long it watched, how far.
+            _log.info(
+                "revocation stream ended",
+                extra={
+                    "event": "revocation_stream_ended",
+                    "service": service.name,
+                    "peer": peer,
+                    "code": "CANCELLED" if status is None else status.code.name,
+                    "reason": reason,
+                    "cursor": cursor,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+        if status is not None and not context.done():
+            await context.abort(status.code, status.details, status.trailing_metadata)

@@ -327,8 +327,8 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> AuthsvcError:
         bad_request = _unpacked(details, error_details_pb2.BadRequest)
         if bad_request is not None and bad_request.field_violations:
             metadata["field"] = str(bad_request.field_violations[0].field)
-    error = error_for(reason, message, code=code, metadata=metadata)
-    if isinstance(error, RateLimited):
+    typed = error_for(reason, message, code=code, metadata=metadata)
+    if isinstance(typed, RateLimited):
         retry = _unpacked(details, error_details_pb2.RetryInfo)
-        error.retry_delay = None if retry is None else retry.retry_delay.ToTimedelta()
-    return error
+        typed.retry_delay = None if retry is None else retry.retry_delay.ToTimedelta()
+    return typed
