@@ -253,13 +253,15 @@ export function revocationTests(servers: () => Servers): void {
     test("a verifier whose feed is cut goes stale and then refuses every token (whenStale refuse)", async () => {
       const replicaD = await startReplica();
       const [verifier, log] = subscribed(serviceClient(replicaD), { whenStale: "refuse", staleAfterMs: STALE_AFTER_MS });
-      const { accessToken } = await signedIn();
+      const { accessToken, sessionId } = await signedIn();
       await log.current();
+      const accepted = await verifier.verify(accessToken);
 
       const cut = log.mark();
       await replicaD.stop();
       await log.stale(cut);
 
+      assert.equal(accepted.sessionId, sessionId);
       assert.deepEqual(await refusal(verifier.verify(accessToken)), [RevocationFeedStale.name, ""]);
     });
 
