@@ -30,6 +30,7 @@ from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
+from authsvc.domain.liveness import LivenessCache
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
@@ -64,6 +65,7 @@ __all__ = [
     "build_key_wrapper",
     "build_login_throttle",
     "build_refusal_log",
+    "build_revocation_feed",
     "build_session_service",
     "build_sweeper",
     "connection_options",
@@ -85,6 +87,9 @@ class AuthServer:
     with PortInUse.
     `runs_sweeper`: whether this process runs the periodic sweep (one worker
     of a supervisor does; `sweeper.run_once()` works either way).
+    `database_url`: the pool's URL, where the configuration has none (an embedded
+    database); the revocation feed connects there unless its own URL is set. With
+    neither, the process has no feed and checks every session in the database.
     """
 
     def __init__(
@@ -95,7 +100,7 @@ class AuthServer:
         clock: Clock,
         shares_port: bool = False,
         runs_sweeper: bool = True,
-        listen_dsn: str | None = None,
+        database_url: str | None = None,
     ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
         self._credentials = server_credentials(config)
@@ -107,17 +112,31 @@ class AuthServer:
         self.keys = build_key_ring(config, pool, clock)
         self.refusals = build_refusal_log(pool)
         self.throttle = build_login_throttle(config, pool, clock, self.refusals)
+        self.revocation_feed = build_revocation_feed(config, clock, database_url)
+        self.liveness = None
+        if self.revocation_feed is not None:
+            self.liveness = LivenessCache(
+                self.revocation_feed, clock, window=config.revocation_window
+            )
+            self.revocation_feed.observe(self.liveness)
         self.sessions = build_session_service(
-            config, pool, clock, self.keys, self.hasher, self.refusals, throttle=self.throttle
+            config,
+            pool,
+            clock,
+            self.keys,
+            self.hasher,
+            self.refusals,
+            throttle=self.throttle,
+            liveness=self.liveness,
         )
         self.sweeper = build_sweeper(config, pool, clock)
-        # Interim wiring of feed-log's RevocationFeed until that branch builds it here.
-        self.revocation_feed = build_revocation_feed(config, clock, listen_dsn)
+        # WatchRevocations' subscribers; without a feed it never starts (NOT_READY).
         self.revocation_fanout = RevocationFanout(
             capacity=config.revocation_subscriber_buffer,
             max_subscribers=config.revocation_max_subscribers,
         )
-        self.revocation_feed.observe(self.revocation_fanout)
+        if self.revocation_feed is not None:
+            self.revocation_feed.observe(self.revocation_fanout)
         self.health = HealthServicer()
         self.ready = asyncio.Event()
         self._startup_error: ConfigError | None = None
@@ -143,7 +162,7 @@ class AuthServer:
                     PgRevocationLog(pool),
                     self.revocation_fanout,
                     clock,
-                    is_current=lambda: self.revocation_feed.is_current,
+                    is_current=self._feed_is_current,
                     window=config.revocation_window,
                     heartbeat_interval=config.revocation_heartbeat_interval,
                 ),
@@ -223,10 +242,14 @@ class AuthServer:
             if not isinstance(outcome, asyncio.CancelledError | None):
                 _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
-        await self.revocation_feed.aclose()
+        if self.revocation_feed is not None:
+            await self.revocation_feed.aclose()
         await self.throttle.aclose()
         await self.refusals.aclose()
         self.hasher.close()
+
+    def _feed_is_current(self) -> bool:
+        return self.revocation_feed is not None and self.revocation_feed.is_current
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coroutine))
@@ -276,10 +299,12 @@ class AuthServer:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _READY_RETRY_MAX)
+        # After the migrations: the feed reads the log they create.
+        if self.revocation_feed is not None:
+            self.revocation_feed.start()
         await self._set_serving(True)
         self.ready.set()
         _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})
-        self.revocation_feed.start()
         if self._runs_sweeper:
             self._spawn(self.sweeper.run())
         self._spawn(self._reload_keys())
@@ -421,6 +446,7 @@ def build_session_service(
     refusals: RefusalLog,
     *,
     throttle: LoginThrottle,
+    liveness: LivenessCache | None = None,
 ) -> SessionService:
     """The use cases, wired to PostgreSQL. `throttle` is the caller's to close."""
     return SessionService(
@@ -446,6 +472,7 @@ def build_session_service(
             password_min_length=config.password_min_length,
         ),
         throttle=throttle,
+        liveness=liveness,
         sign_ups=SignUpThrottle(
             PgLoginThrottleStore(pool),
             clock,
@@ -460,12 +487,17 @@ def build_session_service(
     )
 
 
-def build_revocation_feed(config: Config, clock: Clock, dsn: str | None) -> RevocationFeed:
-    """Interim (the feed-log branch builds the feed): the feed on its own connection."""
-    url = config.listen_database_url or config.database_url or dsn
+def build_revocation_feed(
+    config: Config, clock: Clock, database_url: str | None = None
+) -> RevocationFeed | None:
+    """The process's revocation feed on its own connection (AUTHSVC_LISTEN_DATABASE_URL,
+    else the database's URL), not started; None without a URL."""
+    dsn = config.listen_database_url or config.database_url or database_url
+    if not dsn:
+        return None
     return RevocationFeed(
         PgRevocationListener(
-            str(url),
+            str(dsn),
             connect_timeout=config.db_connect_timeout,
             statement_timeout=config.db_statement_timeout,
         ),

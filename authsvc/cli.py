@@ -118,7 +118,7 @@ def _serve(worker: int | None) -> Action:
                 clock=SystemClock(),
                 shares_port=worker is not None,
                 runs_sweeper=worker in (None, SWEEPING_WORKER),
-                listen_dsn=dsn,
+                database_url=dsn,
             )
             port = await server.start()
             if worker is None:

@@ -59,11 +59,19 @@ class AccessTokens:
         self._clock_skew = clock_skew
         self._verified: OrderedDict[str, Principal] = OrderedDict()
 
-    def mint(self, user_id: UserId, session_id: SessionId) -> MintedAccessToken:
+    def mint(
+        self, user_id: UserId, session_id: SessionId, *, session_ends_at: datetime
+    ) -> MintedAccessToken:
+        """A token for the session, expiring after the TTL or, sooner, `clock_skew` before
+        the session's deadline `session_ends_at`: accepted up to `clock_skew` past `exp`
+        here and by the clients' verifiers, it is never accepted once its session has
+        expired, so only revocation needs telling (docs/design.md, "Capped expiry")."""
         kid, algorithm, private_key = self._keys.signing_key()
         # JWT times are whole seconds; truncate so expires_at matches `exp` exactly.
         now = self._clock.now().replace(microsecond=0)
-        expires_at = now + self._ttl
+        expires_at = min(
+            now + self._ttl, (session_ends_at - self._clock_skew).replace(microsecond=0)
+        )
         claims = {
             "iss": self._issuer,
             "aud": self._audience,
@@ -107,6 +115,11 @@ class AccessTokens:
         if now >= principal.expires_at + self._clock_skew:
             raise TokenExpired("access token has expired", principal=principal)
         return principal
+
+    def is_capped(self, principal: Principal) -> bool:
+        """Whether the token's `exp` is its session's deadline (less the skew), not its TTL:
+        then its expiry may be its session's."""
+        return principal.expires_at - principal.issued_at < self._ttl
 
     def _remember(self, token: str, principal: Principal) -> None:
         self._verified[token] = principal

@@ -43,6 +43,7 @@ from authsvc.core.models import (
 )
 from authsvc.domain import refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
 
@@ -228,11 +229,11 @@ class SessionStore(Protocol):
         ended_by: SessionEndReason,
         event: AuditEvent,
         keep: SessionId | None = None,
-    ) -> int:
+    ) -> list[SessionId]:
         """Revoke each live session of the user but `keep` at `now` for `reason`, log each
         for the revocation feed as `ended_by`, and record one copy of `event` per session,
-        stamped with it, atomically. Returns how
-        many it revoked (0 if none was live)."""
+        stamped with it, atomically. Returns the sessions it revoked (none if none was
+        live)."""
         ...
 
 
@@ -286,7 +287,11 @@ class SessionService:
         policy: SessionPolicy,
         throttle: LoginThrottle,
         sign_ups: SignUpThrottle,
+        liveness: LivenessCache | None = None,
     ) -> None:
+        """`liveness`: where the process keeps recent revocations; None checks every
+        session in the database."""
+        self._liveness = liveness
         self._throttle = throttle
         self._sign_ups = sign_ups
         self._users = users
@@ -488,7 +493,9 @@ class SessionService:
     def _issue(
         self, user_id: UserId, session_id: SessionId, refresh_token: str, refresh_expires: datetime
     ) -> IssuedTokens:
-        access = self._access.mint(user_id, session_id)
+        # The refresh token expires at the session's idle deadline, which never passes its
+        # absolute one.
+        access = self._access.mint(user_id, session_id, session_ends_at=refresh_expires)
         return IssuedTokens(
             user_id=user_id,
             session_id=session_id,
@@ -549,6 +556,7 @@ class SessionService:
                 await self._revoke_for_reuse(locked, now, origin)
                 rotated = None
         if rotated is None:
+            self._ended_here([session.id], now)
             raise RefreshTokenReused("refresh token was already used; the session is revoked")
         return self._issue(session.user_id, session.id, rotated.token, rotated.expires_at)
 
@@ -641,11 +649,44 @@ class SessionService:
 
     async def authenticate(self, access_token: str) -> Principal:
         """The principal of an access token whose session is live right now."""
-        principal = await self._access.verify(access_token)
+        try:
+            principal = await self._access.verify(access_token)
+        except TokenExpired as exc:
+            raise await self._expiry(exc) from None
         await self._check_session(principal)
         return principal
 
+    async def _expiry(self, expired: TokenExpired) -> Unauthenticated:
+        """Why an expired token is refused: its session's end when its `exp` was capped at
+        that session's deadline and the session is over (as the answer was before tokens
+        were capped), else its own expiry."""
+        if not self._access.is_capped(expired.principal):
+            return expired
+        try:
+            await self._check_session_in_database(expired.principal)
+        except Unauthenticated as exc:
+            return exc
+        return expired
+
     async def _check_session(self, principal: Principal) -> None:
+        """Raise unless the token's session is live and its user's. The token is unexpired,
+        so its session is (its `exp` is capped at the session's deadlines): while the
+        liveness cache is current and knows the session, it answers without a database
+        read."""
+        cache = self._liveness
+        if cache is None:
+            await self._check_session_in_database(principal)
+            return
+        known = cache.check(principal.session_id, principal.user_id)
+        if known is Liveness.REVOKED:
+            raise SessionRevoked("session has been revoked")
+        if known is Liveness.WRONG_USER:
+            raise TokenInvalid("access token does not match its session")
+        if known is Liveness.UNKNOWN:
+            await self._check_session_in_database(principal)
+            cache.checked_live(principal.session_id, principal.user_id)
+
+    async def _check_session_in_database(self, principal: Principal) -> None:
         session = await self._sessions.get_session(principal.session_id)
         if session is None:
             # Swept: it expired or was revoked long ago.
@@ -659,7 +700,9 @@ class SessionService:
         try:
             principal = await self._access.verify(access_token)
         except TokenExpired as exc:
-            return Validation(inactive=exc, principal=exc.principal)
+            inactive = await self._expiry(exc)
+            known = None if isinstance(inactive, TokenInvalid) else exc.principal
+            return Validation(inactive=inactive, principal=known)
         except TokenInvalid as exc:
             return Validation(inactive=exc, principal=None)
         try:
@@ -707,6 +750,7 @@ class SessionService:
         ):
             raise SessionNotFound("session not found")
         if revoked:
+            self._ended_here([session_id], now)
             _log.info(
                 "session revoked",
                 extra={
@@ -741,6 +785,7 @@ class SessionService:
             if reused:
                 await self._revoke_for_reuse(locked, now, origin)
         if reused:
+            self._ended_here([session.id], now)
             raise RefreshTokenReused("refresh token was already used; the session is revoked")
         return await self._logout(session.user_id, session.id, scope, origin)
 
@@ -755,7 +800,7 @@ class SessionService:
             detail={"scope": scope.value, "by_session_id": str(session_id)},
         )
         if scope is LogoutScope.THIS_SESSION:
-            count = await self._sessions.revoke_session(
+            ended = await self._sessions.revoke_session(
                 user_id,
                 session_id,
                 now=now,
@@ -763,8 +808,9 @@ class SessionService:
                 ended_by=SessionEndReason.USER_LOGOUT,
                 event=event,
             )
+            ended_ids = [session_id] if ended else []
         elif scope is LogoutScope.OTHER_SESSIONS:
-            count = await self._sessions.revoke_user_sessions(
+            ended_ids = await self._sessions.revoke_user_sessions(
                 user_id,
                 now=now,
                 reason="logout_other_sessions",
@@ -773,13 +819,15 @@ class SessionService:
                 keep=session_id,
             )
         else:
-            count = await self._sessions.revoke_user_sessions(
+            ended_ids = await self._sessions.revoke_user_sessions(
                 user_id,
                 now=now,
                 reason="logout_all_sessions",
                 ended_by=SessionEndReason.USER_LOGOUT,
                 event=event,
             )
+        self._ended_here(ended_ids, now)
+        count = len(ended_ids)
         _log.info(
             "logout",
             extra={
@@ -791,3 +839,9 @@ class SessionService:
             },
         )
         return count
+
+    def _ended_here(self, session_ids: list[SessionId], now: datetime) -> None:
+        """Read your writes: this process refuses the sessions it ended (committed) before
+        it answers, whatever its feed has heard."""
+        if self._liveness is not None and session_ids:
+            self._liveness.ended_here(session_ids, now)

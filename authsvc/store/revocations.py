@@ -20,10 +20,17 @@ from authsvc.core.models import (
 )
 from authsvc.store.errors import translate_errors
 
-__all__ = ["CHANNEL", "PgListeningLog", "PgRevocationListener", "PgRevocationLog"]
+__all__ = [
+    "APPLICATION_NAME",
+    "CHANNEL",
+    "PgListeningLog",
+    "PgRevocationListener",
+    "PgRevocationLog",
+]
 
 # The channel migration 0014's trigger notifies.
 CHANNEL = "authsvc_revocations"
+APPLICATION_NAME = "authsvc revocation feed"
 
 if TYPE_CHECKING:
     _Connection: TypeAlias = asyncpg.Connection[asyncpg.Record]
@@ -142,6 +149,8 @@ class PgRevocationListener:
                 self._dsn,
                 timeout=self._connect_timeout.total_seconds(),
                 command_timeout=self._statement_timeout.total_seconds(),
+                # Names it in pg_stat_activity, for operators (and the tests that cut it).
+                server_settings={"application_name": APPLICATION_NAME},
             )
         try:
             log = PgListeningLog(conn)

@@ -155,7 +155,7 @@ WITH revoked AS (
         (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
     SELECT $2, $5, user_id, id, $6, $7, $8 FROM revoked
 )
-SELECT count(*) FROM revoked
+SELECT id FROM revoked
 """
 
 
@@ -382,9 +382,9 @@ class PgSessionStore:
         ended_by: SessionEndReason,
         event: AuditEvent,
         keep: SessionId | None = None,
-    ) -> int:
+    ) -> list[SessionId]:
         async with translate_errors():
-            count = await self._pool.fetchval(
+            rows = await self._pool.fetch(
                 _REVOKE_ALL_OF_USER,
                 user_id,
                 now,
@@ -393,4 +393,4 @@ class PgSessionStore:
                 *_event_template(event),
                 ended_by.value,
             )
-        return int(count)
+        return [SessionId(row["id"]) for row in rows]

@@ -58,8 +58,10 @@ async def _feed(launch: Launch, *, buffer: str = "10000", subscribers: str = "10
         revocation_subscriber_buffer=buffer,
         revocation_max_subscribers=subscribers,
     )
+    revocation_feed = launched.server.revocation_feed
+    assert revocation_feed is not None
     async with asyncio.timeout(WAIT):
-        await launched.server.revocation_feed.wait_current()
+        await revocation_feed.wait_current()
     return Feed(launched, key)
 
 
