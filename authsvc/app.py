@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
@@ -19,10 +20,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authsvc.api.health import HealthServicer
+from authsvc.api.http_port import HttpPort
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.reflection import enable_reflection
 from authsvc.api.service_auth import ServiceGuard
 from authsvc.api.servicer import AuthServicer
+from authsvc.api.well_known import WellKnown
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
@@ -44,7 +47,7 @@ from authsvc.domain.throttle import (
     SignUpLimits,
     SignUpThrottle,
 )
-from authsvc.ports import BindFailed, probe_port
+from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
@@ -55,7 +58,7 @@ from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
 from authsvc.store.users import PgUserStore, canonicalize_queued_emails
 from authsvc.sweeper import Sweeper
-from authsvc.tls import server_credentials, transport
+from authsvc.tls import http_tls, server_credentials, transport
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 __all__ = [
@@ -80,9 +83,10 @@ _READY_RETRY_MAX = 5.0
 
 
 class AuthServer:
-    """One process's server: gRPC, health, background tasks, on a given pool.
+    """One process's server: gRPC, health, the HTTP port if configured, background tasks,
+    on a given pool.
 
-    `shares_port`: other processes bind the same port (SO_REUSEPORT) and the
+    `shares_port`: other processes bind the same ports (SO_REUSEPORT) and the
     kernel spreads connections among them; off, a port in use fails the start
     with PortInUse.
     `runs_sweeper`: whether this process runs the periodic sweep (one worker
@@ -104,6 +108,8 @@ class AuthServer:
     ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
         self._credentials = server_credentials(config)
+        self._http_tls = http_tls(config) if config.http_port is not None else None
+        self._shares_port = shares_port
         self._runs_sweeper = runs_sweeper
         self.config = config
         self.pool = pool
@@ -141,6 +147,18 @@ class AuthServer:
         self.ready = asyncio.Event()
         self._startup_error: ConfigError | None = None
         self.port = 0
+        # None: no HTTP port (the default).
+        self.http_port: int | None = None
+        self._http = (
+            None
+            if config.http_port is None
+            else HttpPort(
+                WellKnown(
+                    self.keys, issuer=config.issuer, public_url=config.http_public_url
+                ).routes(),
+                read_timeout=config.http_read_timeout,
+            )
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
         self._server = grpc.aio.server(
@@ -176,10 +194,18 @@ class AuthServer:
     async def start(self) -> int:
         """Open the port and begin getting ready; return the bound port."""
         self.port = self._bind()
+        try:
+            http_socket = self._bind_http()
+        except BindFailed:
+            await self._server.stop(None)
+            raise
         devices.warm_up()
         await self._set_serving(False)
         self.refusals.start()
         await self._server.start()
+        if http_socket is not None and self._http is not None:
+            await self._http.start(http_socket, self._http_tls)
+            self.http_port = http_socket.getsockname()[1]
         self._spawn(DescriptorWatch().run())
         self._spawn(self._become_ready())
         _log.info(
@@ -189,6 +215,7 @@ class AuthServer:
                 "host": self.config.host,
                 "port": self.port,
                 "transport": transport(self.config),
+                "http_port": self.http_port,
             },
         )
         return self.port
@@ -205,6 +232,13 @@ class AuthServer:
             # grpc says only "Failed to bind"; a bind of our own tells in-use from the rest.
             probe_port(host, port)
             raise BindFailed(f"cannot bind {address}") from exc
+
+    def _bind_http(self) -> socket.socket | None:
+        """Bind the HTTP port, if there is one; BindFailed if it cannot."""
+        if self.config.http_port is None:
+            return None
+        host, port = self.config.http_listen_host, self.config.http_port
+        return bind_listener(host, port, reuse_port=self._shares_port)
 
     async def wait_ready(self) -> None:
         """Return once ready; ConfigError if the server can never be (the stored signing
@@ -234,6 +268,8 @@ class AuthServer:
                     await self.revocation_fanout.wait_idle()
             await self._server.stop(0)
             await stopping
+        if self._http is not None:
+            await self._http.stop()
         for task in self._tasks:
             task.cancel()
         # A task cancelled inside a database call may end with the driver's own

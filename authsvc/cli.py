@@ -122,6 +122,12 @@ def _serve(worker: int | None) -> Action:
             )
             port = await server.start()
             if worker is None:
+                if server.http_port is not None:
+                    # Before the gRPC line, which tools wait for: both ports are known then.
+                    print(
+                        f"authsvc: serving HTTP on {config.http_listen_host}:{server.http_port}",
+                        file=sys.stderr,
+                    )
                 print(f"authsvc: serving gRPC on {config.host}:{port}", file=sys.stderr)
             else:
                 report_listening(port)

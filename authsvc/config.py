@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
@@ -190,6 +191,15 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+def parse_public_url(text: str) -> str:
+    """An absolute http(s) URL with a host, no query or fragment; without a trailing slash,
+    so paths can be appended."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise _Invalid("an http(s) URL such as https://auth.example.com", text)
+    return parts.geturl().rstrip("/")
+
+
 def parse_port(text: str) -> int:
     value = _whole_number(text)
     if not 0 <= value <= 65535:
@@ -315,6 +325,7 @@ class Group:
 
 
 LISTENING = Group("Listening", (SERVE, HEALTHCHECK))
+HTTP = Group("HTTP: JWKS and OpenID discovery for gateways", (SERVE,))
 TLS = Group("TLS", (SERVE, HEALTHCHECK))
 DATABASE = Group("Database", _CONNECTING)
 SERVER = Group("Server processes and connections", (SERVE,))
@@ -329,6 +340,7 @@ FEED = Group("Revocation feed", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
 GROUPS = (
     LISTENING,
+    HTTP,
     TLS,
     DATABASE,
     SERVER,
@@ -403,6 +415,32 @@ class Config:
         LISTENING,
     )
     port: int = _setting(parse_port, "50051", "gRPC port; 0 picks a free one.", LISTENING)
+    http_port: int | None = _setting(
+        parse_port,
+        None,
+        "Port serving /.well-known/jwks.json and /.well-known/openid-configuration (HTTPS "
+        "when the gRPC port has TLS); 0 picks a free one. Unset: no HTTP port.",
+        HTTP,
+    )
+    http_host: str | None = _setting(
+        str, None, "Address the HTTP port listens on.", HTTP, shown_default="AUTHSVC_HOST"
+    )
+    http_public_url: str | None = _setting(
+        parse_public_url,
+        None,
+        "URL gateways reach the HTTP port at (`https://auth.example.com`); the discovery "
+        "document's `jwks_uri` is this plus `/.well-known/jwks.json`.",
+        HTTP,
+        shown_default="AUTHSVC_ISSUER if it is an http(s) URL, else each request's own",
+    )
+    http_read_timeout: timedelta = _setting(
+        parse_positive_duration,
+        # A gateway sends its request at once; a client that trickles one ties a descriptor.
+        "10s",
+        "Close an HTTP connection that has not sent a whole request this long after it "
+        "connected or got its last answer.",
+        HTTP,
+    )
     tls_cert_file: Path | None = _setting(
         parse_readable_file,
         None,
@@ -734,6 +772,11 @@ class Config:
     @property
     def effective_revocation_retention(self) -> timedelta:
         return max(self.revocation_retention, self.revocation_window)
+
+    @property
+    def http_listen_host(self) -> str:
+        """The HTTP port's address: its own setting, else the gRPC port's."""
+        return self.host if self.http_host is None else self.http_host
 
     @property
     def configured_key_encryption_keys(self) -> KeyEncryptionKeys | None:

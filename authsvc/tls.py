@@ -8,6 +8,7 @@ certificate is a ConfigError naming its variable, raised before the port opens.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from authsvc.config import Config, ConfigError
 
-__all__ = ["ClientTls", "client_tls", "server_credentials", "transport"]
+__all__ = ["ClientTls", "client_tls", "http_tls", "server_credentials", "transport"]
 
 
 def transport(config: Config) -> str:
@@ -50,6 +51,27 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
         root_certificates=client_cas,
         require_client_auth=client_cas is not None,
     )
+
+
+def http_tls(config: Config) -> ssl.SSLContext | None:
+    """The HTTP port's TLS, or None for plaintext: the gRPC port's certificate and key, and
+    its client-certificate requirement too, so neither port is the weaker way in.
+
+    Call after server_credentials, which says what is wrong with a file, by its variable.
+    """
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+        if config.tls_client_ca_file is not None:
+            context.load_verify_locations(cafile=config.tls_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"the TLS files do not load for the HTTP port: {exc}") from exc
+    return context
 
 
 @dataclass(frozen=True, slots=True)

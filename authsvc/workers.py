@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from authsvc.config import SETTINGS, Config
 from authsvc.ports import BindFailed, bind_failure, probe_port
-from authsvc.tls import server_credentials
+from authsvc.tls import http_tls, server_credentials
 
 __all__ = ["SWEEPING_WORKER", "report_listening", "supervise", "watch_supervisor"]
 
@@ -41,7 +41,7 @@ SWEEPING_WORKER = 0
 # A worker still running this long after the shutdown grace is killed.
 _KILL_AFTER = 10.0
 # Settings the supervisor decides for its workers rather than passing on.
-_NOT_FORWARDED = frozenset({"port", "workers"})
+_NOT_FORWARDED = frozenset({"port", "http_port", "workers"})
 # How a worker may end after being asked to stop: normally, or by the SIGTERM
 # itself if it arrived before the worker had installed its handlers.
 _STOPPED = frozenset({0, -signal.SIGTERM})
@@ -60,23 +60,30 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
     Returns the exit code: 0 after a requested stop, non-zero if a worker
     failed (its own code if it gave one) or the port could not be bound.
     """
-    server_credentials(config)  # a bad certificate or key fails once, here
+    # A bad certificate or key fails once, here.
+    server_credentials(config)
+    if config.http_port is not None:
+        http_tls(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        if config.port:
-            # Workers join the reservation with SO_REUSEPORT, and so would they another
-            # server's port: the kernel would then split that server's calls with them.
-            probe_port(config.host, config.port)
-        reservation = _reserve_port(config.host, config.port)
-    except BindFailed as exc:
-        print(f"authsvc: {exc}", file=sys.stderr)
-        return 1
-    with reservation:
-        port: int = reservation.getsockname()[1]
-        argv = _worker_argv(config, dsn, flags, port)
+    with contextlib.ExitStack() as reservations:
+        try:
+            port = _reserve(reservations, config.host, config.port)
+            http_port = (
+                None
+                if config.http_port is None
+                else _reserve(reservations, config.http_listen_host, config.http_port)
+            )
+        except BindFailed as exc:
+            print(f"authsvc: {exc}", file=sys.stderr)
+            return 1
+        argv = _worker_argv(config, dsn, flags, port, http_port)
+        # What tests and tools wait for, once every worker listens; the gRPC line last.
+        ready = [f"authsvc: serving gRPC on {config.host}:{port}"]
+        if http_port is not None:
+            ready.insert(0, f"authsvc: serving HTTP on {config.http_listen_host}:{http_port}")
         workers: list[_Worker] = []
         try:
             for index in range(config.workers):
@@ -86,12 +93,11 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
                 extra={
                     "event": "workers_started",
                     "port": port,
+                    "http_port": http_port,
                     "workers": [worker.process.pid for worker in workers],
                 },
             )
-            return await _watch(
-                workers, stop, config.host, port, config.shutdown_grace.total_seconds()
-            )
+            return await _watch(workers, stop, ready, config.shutdown_grace.total_seconds())
         finally:
             await _stop_all(workers, config.shutdown_grace.total_seconds())
 
@@ -114,6 +120,17 @@ def watch_supervisor(on_gone: Callable[[], None]) -> None:
 def report_listening(port: int) -> None:
     """In a worker: tell the supervisor the port is open (its one line on stdout)."""
     print(f"listening {port}", flush=True)
+
+
+def _reserve(reservations: contextlib.ExitStack, host: str, port: int) -> int:
+    """Reserve host:port for the workers until `reservations` closes; the port reserved
+    (port 0: a free one). BindFailed if another process has it or it cannot be bound."""
+    if port:
+        # Workers join the reservation with SO_REUSEPORT, and so would they another
+        # server's port: the kernel would then split that server's calls with them.
+        probe_port(host, port)
+    reserved: int = reservations.enter_context(_reserve_port(host, port)).getsockname()[1]
+    return reserved
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -140,12 +157,18 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_argv(config: Config, dsn: str, flags: Mapping[str, str | None], port: int) -> list[str]:
+def _worker_argv(
+    config: Config,
+    dsn: str,
+    flags: Mapping[str, str | None],
+    port: int,
+    http_port: int | None,
+) -> list[str]:
     """The worker command line, less its --worker index.
 
     The environment is inherited, so only flags are passed on: the command
     line's own (a password in --database-url is no more visible than it was),
-    the port, and the embedded database's URL (a Unix socket; no password, only the
+    the ports, and the embedded database's URL (a Unix socket; no password, only the
     pgpass file that holds it).
     """
     argv = [sys.executable, "-m", "authsvc", "serve"]
@@ -154,6 +177,8 @@ def _worker_argv(config: Config, dsn: str, flags: Mapping[str, str | None], port
         if value is not None and setting.name not in _NOT_FORWARDED:
             argv.append(f"{setting.flag}={value}")
     argv.append(f"--port={port}")
+    if http_port is not None:
+        argv.append(f"--http-port={http_port}")
     if config.database_url is None:
         argv.append(f"--database-url={dsn}")
     return argv
@@ -173,9 +198,10 @@ async def _start(argv: Sequence[str], index: int) -> _Worker:
 
 
 async def _watch(
-    workers: list[_Worker], stop: asyncio.Event, host: str, port: int, grace: float
+    workers: list[_Worker], stop: asyncio.Event, ready: Sequence[str], grace: float
 ) -> int:
-    """Announce the port once every worker listens; return when asked to stop or one exits."""
+    """Print the `ready` lines once every worker listens; return when asked to stop or one
+    exits."""
     listening = 0
     watching = True
 
@@ -183,8 +209,8 @@ async def _watch(
         nonlocal listening
         listening += 1
         if listening == len(workers) and watching:
-            # The line tests and tools wait for: once, for all the workers.
-            print(f"authsvc: serving gRPC on {host}:{port}", file=sys.stderr, flush=True)
+            for line in ready:
+                print(line, file=sys.stderr, flush=True)
 
     follows = [asyncio.create_task(_follow(worker, on_listening)) for worker in workers]
     stopping = asyncio.create_task(stop.wait())

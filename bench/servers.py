@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 __all__ = [
     "SERVE_ARGS",
     "ServerProcess",
+    "http_listening_port",
     "listening_port",
     "open_files_argv",
     "process_tree",
@@ -40,6 +41,8 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVE_ARGS = ("-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0")
 # The ready line of authsvc and of the empty server alike.
 _PORT_LINE = re.compile(r"serving gRPC on [^:]+:(\d+)")
+# authsvc's HTTP port's, printed before it when there is one.
+_HTTP_PORT_LINE = re.compile(r"serving HTTP on [^:]+:(\d+)")
 # Runs the rest of its argv with RLIMIT_NOFILE set to argv[1]:argv[2], in a fresh
 # interpreter (unlike preexec_fn, which is unsafe in a threaded process).
 _WITH_OPEN_FILES = (
@@ -62,6 +65,12 @@ _BENCH_KEY_ENCRYPTION_KEYS = "bench:" + "YmVuY2gta2V5LWVuY3J5cHRpb24ta2V5LTMyYnl
 def listening_port(text: str) -> int | None:
     """The port in a server's ready line (`...serving gRPC on HOST:PORT`), if `text` holds it."""
     match = _PORT_LINE.search(text)
+    return None if match is None else int(match[1])
+
+
+def http_listening_port(text: str) -> int | None:
+    """The HTTP port in authsvc's line `...serving HTTP on HOST:PORT`, if `text` holds it."""
+    match = _HTTP_PORT_LINE.search(text)
     return None if match is None else int(match[1])
 
 

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2_grpc
-from bench.servers import SERVE_ARGS, listening_port, open_files_argv
+from bench.servers import SERVE_ARGS, http_listening_port, listening_port, open_files_argv
 from tests.conftest import TEST_KEY_ENCRYPTION_KEYS, Launch, pool_on
 from tests.helpers import Stub, login, register
 
@@ -228,6 +228,8 @@ class ServerProcess:
     ) -> None:
         self.process = process
         self.port = port
+        # Its HTTP port, if it has one: that line comes before the gRPC port's.
+        self.http_port = next(filter(None, map(http_listening_port, stderr)), None)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         self.stub: Stub = auth_service_pb2_grpc.AuthServiceStub(self.channel)
         self.health: Any = health_pb2_grpc.HealthStub(self.channel)

@@ -190,6 +190,17 @@ class KeyRing:
     def reload_interval(self) -> timedelta:
         return self._reload_interval
 
+    @property
+    def jwks_max_age(self) -> timedelta:
+        """How long a cache (a gateway's, a CDN's) may keep the published key set.
+
+        The last replica publishes a rotated-in key one reload interval after the rotation;
+        the key signs ACTIVATION_DELAY_RELOADS intervals after it. A copy taken just before
+        that last publication must be refreshed in between: half of that time, so the other
+        half is left for a slow reload and clock skew, as the schedule intends.
+        """
+        return (ACTIVATION_DELAY_RELOADS - 1) * self._reload_interval / 2
+
     async def ensure_active_key(self) -> None:
         """Seal keys a version before encryption stored in plaintext, create the first key
         if no replica has yet, then load the ring. KeyEncryptionError if a usable key

@@ -36,3 +36,27 @@ async def test_serve_on_a_port_another_server_serves_exits_saying_port_in_use(
         in run.stderr
     )
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_serve_on_an_http_port_another_server_serves_exits_saying_port_in_use(
+    new_database: NewDatabase, workers: str
+) -> None:
+    dsn = await new_database()
+    async with server_group() as group:
+        occupant = await group.start(dsn, AUTHSVC_WORKERS="2", AUTHSVC_HTTP_PORT="0")
+
+        run = await run_authsvc(
+            "serve",
+            "--host=127.0.0.1",
+            "--port=0",
+            f"--http-port={occupant.http_port}",
+            env=authsvc_env(dsn, AUTHSVC_WORKERS=workers),
+        )
+
+    assert run.code != 0
+    assert (
+        f"authsvc: port in use: 127.0.0.1:{occupant.http_port} is already served by another "
+        "process" in run.stderr
+    )
+    assert "Traceback" not in run.stderr

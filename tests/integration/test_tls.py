@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
+import jwt
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -27,7 +30,7 @@ from authsvc.config import ConfigError
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, TEST_KEY_ENCRYPTION_KEYS, ConfigFactory, NewDatabase
-from tests.helpers import Stub
+from tests.helpers import Stub, register
 from tests.pki import Pem, issue
 from tests.processes import run_healthcheck, server_group
 
@@ -340,3 +343,82 @@ def _is_our_log_line(line: str) -> bool:
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
+
+
+# --- the HTTP port (JWKS for gateways) speaks TLS like the gRPC port ---------------------
+
+
+async def _https_server(
+    start_server: StartServer, config_factory: ConfigFactory, settings: dict[str, str]
+) -> tuple[AuthServer, str]:
+    """A ready server with TLS and an HTTP port; its JWKS URL."""
+    server: AuthServer = await start_server(config_factory(http_port="0", **settings))
+    async with asyncio.timeout(READY_TIMEOUT):
+        await server.wait_ready()
+    return server, f"https://127.0.0.1:{server.http_port}/.well-known/jwks.json"
+
+
+def _trusting(pki: Pki, client: Pem | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=pki.ca.cert_file)
+    if client is not None:
+        context.load_cert_chain(client.cert_file, client.key_file)
+    return context
+
+
+async def _jwks_over(url: str, context: ssl.SSLContext | bool) -> int:
+    """The HTTP status of a GET of `url`, with this TLS (False: none, over http://)."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)) as session,
+        session.get(url, ssl=context) as response,
+    ):
+        return response.status
+
+
+async def test_https_port_presents_the_grpc_certificate_and_serves_a_verifying_jwks(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    server, url = await _https_server(start_server, config_factory, _tls_settings(pki))
+    async with _stub(server.port, grpc.ssl_channel_credentials(pki.ca.cert)) as stub:
+        token = (await register(stub)).access_token
+    assert server.http_port is not None
+
+    presented = await asyncio.to_thread(ssl.get_server_certificate, ("127.0.0.1", server.http_port))
+    client = jwt.PyJWKClient(url, ssl_context=_trusting(pki))
+    key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
+
+    assert x509.load_pem_x509_certificate(presented.encode()) == x509.load_pem_x509_certificate(
+        pki.server.cert
+    )
+    assert jwt.decode(token, key, algorithms=["EdDSA"], audience="authsvc")["sub"]
+
+
+async def test_https_port_refuses_plain_http(
+    start_server: StartServer, config_factory: ConfigFactory, pki: Pki
+) -> None:
+    _, url = await _https_server(start_server, config_factory, _tls_settings(pki))
+
+    with pytest.raises(aiohttp.ClientError):
+        await _jwks_over(url.replace("https://", "http://"), False)
+
+
+@pytest.mark.parametrize(
+    ("client", "served"),
+    [("client", True), ("stranger", False), (None, False)],
+    ids=["its_own_ca", "another_ca", "no_certificate"],
+)
+async def test_https_port_of_an_mtls_server_serves_only_a_certificate_its_client_ca_signed(
+    start_server: StartServer,
+    config_factory: ConfigFactory,
+    pki: Pki,
+    client: str | None,
+    served: bool,
+) -> None:
+    _, url = await _https_server(start_server, config_factory, _tls_settings(pki, mutual=True))
+    context = _trusting(pki, None if client is None else getattr(pki, client))
+
+    try:
+        status: int | None = await _jwks_over(url, context)
+    except aiohttp.ClientError:
+        status = None
+
+    assert (status == 200) is served

@@ -295,6 +295,14 @@ def test_invalid_flag_value_names_the_flag() -> None:
         ("AUTHSVC_PASSWORD_MIN_LENGTH", "eight"),
         ("AUTHSVC_SWEEP_BATCH_SIZE", "-10"),
         ("AUTHSVC_LOG_LEVEL", "verbose"),
+        ("AUTHSVC_HTTP_PORT", "65536"),
+        ("AUTHSVC_HTTP_READ_TIMEOUT", "0s"),
+        # jwks_uri is built from it: an absolute http(s) URL, nothing after the path.
+        ("AUTHSVC_HTTP_PUBLIC_URL", "auth.example.com"),
+        ("AUTHSVC_HTTP_PUBLIC_URL", "ftp://auth.example.com"),
+        ("AUTHSVC_HTTP_PUBLIC_URL", "https://"),
+        ("AUTHSVC_HTTP_PUBLIC_URL", "https://auth.example.com/?tenant=1"),
+        ("AUTHSVC_HTTP_PUBLIC_URL", "https://auth.example.com/#keys"),
     ],
 )
 def test_invalid_value_is_a_config_error_naming_the_variable(variable: str, value: str) -> None:
@@ -366,6 +374,19 @@ def test_tls_is_off_by_default() -> None:
 
     assert files == dict.fromkeys(files, None)
     assert len(files) == 5
+
+
+def test_the_http_port_is_off_by_default_and_listens_where_grpc_does() -> None:
+    config = _from_env(AUTHSVC_HOST="127.0.0.1")
+
+    assert config.http_port is None
+    assert config.http_listen_host == "127.0.0.1"
+
+
+def test_the_http_port_listens_on_its_own_address_when_given_one() -> None:
+    config = _from_env(AUTHSVC_HOST="127.0.0.1", AUTHSVC_HTTP_HOST="0.0.0.0")  # noqa: S104
+
+    assert config.http_listen_host == "0.0.0.0"  # noqa: S104
 
 
 def test_tls_files_are_taken_as_paths(tmp_path: Path) -> None:
