@@ -35,6 +35,8 @@ export interface RpcLogLine {
 }
 
 const SERVING = /authsvc: serving gRPC on 127\.0\.0\.1:(\d+)/;
+// With AUTHSVC_HTTP_PORT set (the JWKS and discovery port), logged before the gRPC line.
+const SERVING_HTTP = /serving HTTP on [^:]+:(\d+)/;
 
 /** What the reaper is told (see reaper.ts). */
 type ReaperMessage = { server: number } | { exited: number } | { dataDir: string } | { removed: string };
@@ -167,6 +169,7 @@ export class AuthsvcServer {
   readonly #waiters = new Set<() => void>();
   readonly #exited: Promise<number | null>;
   #port: number | undefined;
+  #httpPort: number | undefined;
 
   private constructor(binary: string, dataDir: string, env: NodeJS.ProcessEnv, port: number) {
     this.dataDir = dataDir;
@@ -229,6 +232,12 @@ export class AuthsvcServer {
     return `http://127.0.0.1:${this.#port}`;
   }
 
+  /** Its HTTP port's base URL (AUTHSVC_HTTP_PORT), e.g. for `/.well-known/jwks.json`. */
+  get httpBaseUrl(): string {
+    assert.ok(this.#httpPort !== undefined, "this server has no HTTP port (AUTHSVC_HTTP_PORT)");
+    return `http://127.0.0.1:${this.#httpPort}`;
+  }
+
   /** The port it serves on (once started). */
   get port(): number | undefined {
     return this.#port;
@@ -265,6 +274,10 @@ export class AuthsvcServer {
     const port = SERVING.exec(line)?.[1];
     if (port !== undefined) {
       this.#port = Number(port);
+    }
+    const httpPort = SERVING_HTTP.exec(line)?.[1];
+    if (httpPort !== undefined) {
+      this.#httpPort = Number(httpPort);
     }
     if (line.startsWith("{")) {
       try {

@@ -6,9 +6,18 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { generateKeyPair, importPKCS8, SignJWT, type CryptoKey, type JWTHeaderParameters } from "jose";
-import { AuthsvcError } from "../src/errors.js";
+import { AuthClient } from "../src/client.js";
+import { AuthsvcError, Unavailable } from "../src/errors.js";
 import { DEFAULT_JWKS_REFETCH_INTERVAL_MS, TokenVerifier } from "../src/verifier.js";
-import { activeSigningKey, TaggedClient, type Servers, type SigningKey } from "./harness.js";
+import {
+  activeSigningKey,
+  AuthsvcServer,
+  newAccount,
+  rejection,
+  TaggedClient,
+  type Servers,
+  type SigningKey,
+} from "./harness.js";
 
 const GET_JWKS = "/authsvc.v1.AuthService/GetJwks";
 
@@ -132,6 +141,43 @@ export function verifierTests(servers: () => Servers): void {
       await verifier.verify(await forged()).catch(() => undefined);
 
       assert.deepEqual([withinInterval, await fetches()], [2, 3]);
+    });
+  });
+
+  describe("TokenVerifier with jwksUrl: the keys from the server's HTTP port", () => {
+    let httpReplica: AuthsvcServer | undefined;
+    let client: AuthClient | undefined;
+
+    before(async () => {
+      httpReplica = await AuthsvcServer.start(servers().main.dataDir, { AUTHSVC_HTTP_PORT: "0" });
+      client = new AuthClient({ baseUrl: servers().main.baseUrl });
+    });
+    after(async () => {
+      client?.close();
+      await httpReplica?.stop();
+    });
+
+    test("a token the server minted verifies; one under a kid it never published is refused", async () => {
+      const jwksUrl = `${httpReplica!.httpBaseUrl}/.well-known/jwks.json`;
+      // No GetJwks: every key comes from the URL.
+      const verifier = new TokenVerifier({ getJwks: () => assert.fail("GetJwks called") }, { jwksUrl });
+      const tokens = await client!.register(newAccount());
+      const stranger = (await generateKeyPair("EdDSA", { crv: "Ed25519" })).privateKey;
+
+      const principal = await verifier.verify(tokens.accessToken);
+      const forged = await refusalOf(verifier, await signed(stranger, { alg: "EdDSA", kid: `forged-${randomUUID()}` }));
+
+      assert.equal(principal.sessionId, tokens.sessionId);
+      assert.equal(forged, "TOKEN_INVALID: access token is signed by an unknown key");
+    });
+
+    test("a JWKS URL that does not answer is Unavailable, not a verdict on the token", async () => {
+      const tokens = await client!.register(newAccount());
+      const nothingThere = `${httpReplica!.httpBaseUrl}/no-such-path/jwks.json`;
+
+      const error = await rejection(new TokenVerifier(client!, { jwksUrl: nothingThere }).verify(tokens.accessToken));
+
+      assert.ok(error instanceof Unavailable, String(error));
     });
   });
 }
