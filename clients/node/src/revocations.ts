@@ -153,12 +153,11 @@ export class RevocationFeed {
     const stream = new AbortController();
     const stop = () => stream.abort();
     closing.addEventListener("abort", stop, { once: true });
-    let silence = setTimeout(stop, this.#staleAfterMs);
+    const silence = setTimeout(stop, this.#staleAfterMs);
     let caughtUp = false; // until this stream's first heartbeat, it is replaying
     try {
       for await (const event of this.#source.watchRevocations(this.#cursor, { signal: stream.signal })) {
-        clearTimeout(silence);
-        silence = setTimeout(stop, this.#staleAfterMs);
+        silence.refresh();
         if (event.cursor > this.#cursor) {
           this.#cursor = event.cursor;
         }
