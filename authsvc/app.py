@@ -24,7 +24,7 @@ from authsvc.api.http_port import HttpPort
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.reflection import enable_reflection
 from authsvc.api.service_auth import ServiceGuard
-from authsvc.api.servicer import AuthServicer
+from authsvc.api.servicer import AuthServicer, OpenStreams
 from authsvc.api.well_known import WellKnown
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
 from authsvc.core.clock import Clock
@@ -161,6 +161,7 @@ class AuthServer:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
+        self._streams = OpenStreams()
         self._server = grpc.aio.server(
             interceptors=[EdgeInterceptor(self._in_flight)],
             options=[
@@ -184,6 +185,7 @@ class AuthServer:
                     window=config.revocation_window,
                     heartbeat_interval=config.revocation_heartbeat_interval,
                 ),
+                streams=self._streams,
                 require_service_credentials=config.require_service_credentials,
             ),
             self._server,
@@ -265,7 +267,7 @@ class AuthServer:
                 async with asyncio.timeout(grace.total_seconds()):
                     await self.health.wait_watchers_told_not_serving()
                     await self._in_flight.wait_idle()
-                    await self.revocation_fanout.wait_idle()
+                    await self._streams.wait_idle()
             await self._server.stop(0)
             await stopping
         if self._http is not None:

@@ -752,7 +752,8 @@ class Config:
         parse_positive_int,
         "10000",
         "Revocations a WatchRevocations subscriber may fall behind before it is cut off "
-        "(SUBSCRIBER_TOO_SLOW); one ring shared by a process's subscribers.",
+        "(SUBSCRIBER_TOO_SLOW); one ring shared by a process's subscribers. Below 1000 "
+        "(one read of the feed) a burst may cut off subscribers that keep up.",
         FEED,
     )
     revocation_max_subscribers: int = _setting(

@@ -34,7 +34,7 @@ import argon2
 import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
-from bench import crypto, load, report
+from bench import crypto, load, report, revocation_propagation
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -51,6 +51,8 @@ SCENARIOS = (
     "revoke_session", "mixed",
 )  # fmt: skip
 BOUNDS = ("grpc_empty", "pg_refresh", "crypto")
+# Stages with servers of their own, run after the scenarios.
+STAGES = ("revocation_propagation",)
 PASSWORD = "bench password 1"
 _RESULTS = Path(__file__).parent / "results"
 _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may use up
@@ -81,7 +83,10 @@ def _sizes(text: str) -> list[int]:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS + BOUNDS))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS + BOUNDS + STAGES))
+    parser.add_argument(
+        "--revocations", type=int, default=1000, help="revocation_propagation's revocations"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up before it, s")
     parser.add_argument("--runs", type=int, default=3)
@@ -144,8 +149,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.duration, args.warmup, args.runs = 1.0, 0.5, 1
         args.concurrency, args.processes = 8, 1
+        args.revocations = 20
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(SCENARIOS + BOUNDS))
+    unknown = sorted(set(names) - set(SCENARIOS + BOUNDS + STAGES))
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(unknown)}")
     args.scenarios = names
@@ -500,7 +506,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 await bench.seeder.background_sessions(size)
             summaries: dict[str, dict[str, Any]] = {}
             for scenario in args.scenarios:
-                if scenario == "crypto":
+                if scenario == "crypto" or scenario in STAGES:
                     continue
                 label = f"{scenario} ({size} sessions)" if len(args.sessions) > 1 else scenario
                 runs = await bench.runs_of(scenario, label=label)
@@ -519,6 +525,11 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         if args.compare_workers:
             compared = await _compare_workers(bench, work_dir, summaries, all_runs)
         crypto_summary = _crypto(args) if "crypto" in args.scenarios else {}
+        propagation = {}
+        if "revocation_propagation" in args.scenarios:
+            propagation = await revocation_propagation.measure(
+                dsn, work_dir, args.server_log_level, revocations=args.revocations
+            )
     finally:
         warnings = _warnings_logged(bench.authsvc)
         bench.executor.shutdown(cancel_futures=True)
@@ -557,6 +568,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "sweep": sweep,
         "memory": memory,
         "workers": compared,
+        "revocation_propagation": propagation,
     }
 
 

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["TARGETS", "Run", "quantile", "ratios", "summary", "table"]
+__all__ = ["TARGETS", "Run", "propagation", "quantile", "ratios", "summary", "table"]
 
 Run = dict[str, Any]
 
@@ -204,6 +204,8 @@ def table(report: dict[str, Any]) -> str:
             f"during the sweep vs {sweep['baseline_p99_ms']:.1f} ms before "
             f"({sweep['p99_ratio']:.2f}x; target <= 2x), errors {sweep['errors'] or 0}"
         )
+    if report.get("revocation_propagation"):
+        out.append("\n" + propagation(report["revocation_propagation"]))
     if report.get("memory"):
         memory = report["memory"]
         floors = ", ".join(f"{mib:.0f}" for mib in memory["floor_mib_by_minute"])
@@ -214,3 +216,22 @@ def table(report: dict[str, Any]) -> str:
             f"most {peaks} ({memory['peak_change']:+.1%}); target within 10 %"
         )
     return "\n".join(out)
+
+
+def propagation(figures: dict[str, Any]) -> str:
+    """The printed lines of revocation_propagation.measure()."""
+    every = figures["every_replica"]
+    met = "met" if every["p99_ms"] <= figures["target_p99_ms"] else "NOT met"
+    lines = [
+        f"revocation propagation: {figures['revocations']} revocations on one of "
+        f"{figures['replicas']} replicas, {figures['lanes']} at a time, in "
+        f"{figures['seconds']:.1f} s; OK to inactive on every other replica: "
+        f"p50 {every['p50_ms']:.1f} ms, p99 {every['p99_ms']:.1f} ms, max {every['max_ms']:.1f} ms"
+        f" (target p99 <= {figures['target_p99_ms']:.0f} ms: {met})"
+    ]
+    for name, each in figures["by_prober"].items():
+        lines.append(
+            f"  {name}: p50 {each['p50_ms']:.1f} ms, p99 {each['p99_ms']:.1f} ms, "
+            f"max {each['max_ms']:.1f} ms"
+        )
+    return "\n".join(lines)

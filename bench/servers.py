@@ -200,10 +200,16 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> S
 
 
 def start_authsvc(
-    dsn: str, work_dir: Path, log_level: str, *, workers: int = 1, cpus: Sequence[int] = ()
+    dsn: str,
+    work_dir: Path,
+    log_level: str,
+    *,
+    workers: int = 1,
+    cpus: Sequence[int] = (),
+    name: str = "authsvc",
 ) -> ServerProcess:
     """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
-    default argon2id."""
+    default argon2id; `name` names its log (`<name>.log`), so replicas keep apart."""
     env = {
         **os.environ,
         **_BENCH_ENV,
@@ -213,7 +219,7 @@ def start_authsvc(
     }
     argv = [sys.executable, *SERVE_ARGS, "--workers", str(workers)]
     return _spawn(
-        "authsvc", _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / "authsvc.log"
+        name, _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / f"{name}.log"
     )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -24,7 +25,7 @@ from authsvc.domain.signing_keys import KeyRing
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
 
-__all__ = ["AuthServicer"]
+__all__ = ["AuthServicer", "OpenStreams"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +61,30 @@ def _required_refresh_token(value: str) -> str:
     return value
 
 
+class OpenStreams:
+    """WatchRevocations calls until each is over, its status sent, so that a graceful stop
+    can wait for the last word of the streams it ended before it cancels what is left."""
+
+    def __init__(self) -> None:
+        self._open = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def opened(self, context: Context[Any, Any]) -> None:
+        self._open += 1
+        self._idle.clear()
+        # types-grpcio declares the callback as a class of its own: any callable does.
+        context.add_done_callback(cast(Any, self._closed))
+
+    def _closed(self, _: object) -> None:
+        self._open -= 1
+        if not self._open:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
 class AuthServicer(pb_grpc.AuthServiceServicer):
     def __init__(
         self,
@@ -69,6 +94,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         trusted_proxies: Sequence[IpNetwork],
         services: ServiceGuard,
         revocations: RevocationWatch,
+        streams: OpenStreams,
         require_service_credentials: bool = False,
     ) -> None:
         self._sessions = sessions
@@ -78,6 +104,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._services = services
         self._require_service_credentials = require_service_credentials
         self._revocations = revocations
+        self._streams = streams
 
     def _device(self, context: Context[Any, Any], device_name: str) -> DeviceInfo:
         return describe_device(
@@ -216,6 +243,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     ) -> AsyncIterator[pb.WatchRevocationsResponse]:
         # The edge interceptor wraps unary calls only: this stream answers its own errors
         # and writes its own log line.
+        self._streams.opened(context)
         service = await self._services.require_on_stream(context)
         # Read now: once the call is torn down its context must not be touched.
         peer = context.peer()

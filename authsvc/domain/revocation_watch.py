@@ -11,8 +11,7 @@ See docs/revocation-feed.md for the protocol a subscriber follows.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,8 +28,6 @@ from authsvc.core.models import Revocation
 from authsvc.domain.revocations import RevocationBatch, RevocationLog
 
 __all__ = ["Heartbeat", "RevocationFanout", "RevocationWatch", "Subscription", "WatchEvent"]
-
-_log = logging.getLogger(__name__)
 
 # Rows per replay read: bounded memory however long the backlog.
 _PAGE = 1000
@@ -75,8 +72,6 @@ class RevocationFanout:
         self._epoch = 0
         self._closed = False
         self._subscribers = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         # One future all waiting subscribers share, resolved by the next batch.
         self._arrival: asyncio.Future[None] | None = None
 
@@ -84,10 +79,6 @@ class RevocationFanout:
     def cursor(self) -> int:
         """The feed's cursor as of the last batch (0 before the first)."""
         return self._cursor
-
-    @property
-    def subscribers(self) -> int:
-        return self._subscribers
 
     # FeedObserver: called in the feed's task; never blocks, awaits or raises.
 
@@ -122,7 +113,6 @@ class RevocationFanout:
                 retry_after=_BUSY_RETRY,
             )
         self._subscribers += 1
-        self._idle.clear()
         return Subscription(self, self._head, self._epoch)
 
     def close(self) -> None:
@@ -130,14 +120,8 @@ class RevocationFanout:
         self._closed = True
         self._wake()
 
-    async def wait_idle(self) -> None:
-        """Return once no subscription is open."""
-        await self._idle.wait()
-
     def _release(self) -> None:
         self._subscribers -= 1
-        if not self._subscribers:
-            self._idle.set()
 
     def _wake(self) -> None:
         arrival, self._arrival = self._arrival, None
@@ -174,6 +158,11 @@ class Subscription:
         self.position = position
         self.epoch = epoch
         self._open = True
+
+    @property
+    def is_caught_up(self) -> bool:
+        """Whether it has read every revocation of every batch applied so far."""
+        return self.position == self._fanout._head
 
     async def next(self, within: float) -> Revocation | None:
         """The next revocation; None if there is none (after waiting up to `within` seconds
@@ -233,12 +222,14 @@ class RevocationWatch:
         if after_cursor < 0:
             raise InvalidArgument("after_cursor", "after_cursor must not be negative")
         subscription = self._fanout.subscribe()
+        events = self._events(subscription, after_cursor)
         try:
-            yield self._events(subscription, after_cursor)
+            yield events
         finally:
+            await events.aclose()
             subscription.close()
 
-    async def _events(self, subscription: Subscription, after: int) -> AsyncIterator[WatchEvent]:
+    async def _events(self, subscription: Subscription, after: int) -> AsyncGenerator[WatchEvent]:
         sent = after
         replay = self._snapshot() if after == 0 else self._backlog(after)
         async for event in replay:
@@ -258,6 +249,8 @@ class RevocationWatch:
             if loop.time() < heartbeat_due:
                 continue
             if self._is_current():
+                if not subscription.is_caught_up:
+                    continue  # a batch came: send it before claiming its cursor
                 # Caught up with every batch: the feed's cursor has been sent too.
                 sent = max(sent, self._fanout.cursor)
                 yield Heartbeat(cursor=sent, sent_at=self._clock.now())

@@ -206,37 +206,44 @@ class RevocationFeed:
                     "revocation feed's database did not answer, reconnecting",
                     extra={"event": "revocation_feed_disconnected"},
                 )
+            except Exception:
+                # A bug must not end the feed for the life of the process: say so, go on.
+                _log.exception("revocation feed failed", extra={"event": "revocation_feed_failed"})
             self._set_stale()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
 
     async def _follow(self, log: ListeningLog) -> None:
         poll = self._staleness / 4
-        notified = True
+        # Each round trip is bounded, so a connection that hangs goes stale, not silent.
+        async with asyncio.timeout(self._staleness):
+            await self._catch_up(log, await log.bounds())
         while True:
-            # Each round trip is bounded, so a connection that hangs goes stale, not silent.
+            notified = await log.wait(poll)
             async with asyncio.timeout(self._staleness):
                 if notified:
-                    await self._catch_up(log)
+                    # The common case: one read, for what the notification announced.
+                    await self._read_after(log)
+                    self._heard()
                 else:
-                    bounds = await log.bounds()
-                    if bounds.latest > self._cursor:
-                        await self._catch_up(log)
-                    else:
-                        self._heard(bounds)
-            notified = await log.wait(poll)
+                    # Also catches a lost notification, and a log swept past the cursor.
+                    await self._catch_up(log, await log.bounds())
 
-    async def _catch_up(self, log: ListeningLog) -> None:
-        bounds = await log.bounds()
+    async def _catch_up(self, log: ListeningLog, bounds: RevocationLogBounds) -> None:
         if not self._has_cursor or self._cursor < bounds.swept_through:
             await self._snapshot(log, bounds)
+        if bounds.latest > self._cursor:
+            await self._read_after(log)
+        self._heard()
+
+    async def _read_after(self, log: ListeningLog) -> None:
+        """Apply every entry after the cursor, page by page, until a short page."""
         while True:
             page = await log.read_after(self._cursor, limit=_PAGE)
             if page:
                 self._apply(tuple(page), after=self._cursor, is_snapshot=False)
             if len(page) < _PAGE:
-                break
-        self._heard(bounds)
+                return
 
     async def _snapshot(self, log: ListeningLog, bounds: RevocationLogBounds) -> None:
         since = self._clock.now() - self._window
@@ -269,14 +276,12 @@ class RevocationFeed:
         for observer in tuple(self._observers):
             observer.applied(batch)
 
-    def _heard(self, bounds: RevocationLogBounds) -> None:
+    def _heard(self) -> None:
         """A round trip found nothing beyond the cursor: current until `staleness` passes."""
-        if bounds.latest > self._cursor:
-            return
         self._caught_up_at = _now()
+        self._became_current.set()
         if not self._reported_current:
             self._reported_current = True
-            self._became_current.set()
             for observer in tuple(self._observers):
                 observer.currency_changed(True)
 

@@ -44,14 +44,18 @@ LANGUAGE plpgsql AS $$
 DECLARE
     appended bigint;
 BEGIN
-    IF NEW.end_reason IS NULL THEN
-        RAISE EXCEPTION 'session % ended without an end_reason', NEW.id;
-    END IF;
     -- 0x617574680014: "auth" and this migration's number.
     PERFORM pg_advisory_xact_lock(107157092040724);
     INSERT INTO revocation_log (id, session_id, user_id, reason, revoked_at)
-    VALUES (nextval('revocation_log_id_seq'), NEW.id, NEW.user_id, NEW.end_reason,
-            NEW.revoked_at)
+    VALUES (
+        nextval('revocation_log_id_seq'), NEW.id, NEW.user_id,
+        -- A replica of the previous version (a rolling upgrade) sets no end_reason:
+        -- its revoke_reason says which ending it was.
+        COALESCE(NEW.end_reason, CASE
+            WHEN NEW.revoke_reason LIKE 'logout%' THEN 'user_logout'
+            WHEN NEW.revoke_reason = 'refresh_token_reused' THEN 'refresh_token_reuse'
+            ELSE 'user_revoked' END),
+        NEW.revoked_at)
     RETURNING id INTO appended;
     -- Delivered at commit; a listener reads the log after its cursor on any notice.
     PERFORM pg_notify('authsvc_revocations', appended::text);

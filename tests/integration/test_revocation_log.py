@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
@@ -14,12 +15,13 @@ from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.core.models import AuditEvent, Revocation, SessionEndReason, SessionId, UserId
 from authsvc.domain.refresh_tokens import hash_refresh_token
+from authsvc.domain.revocations import RevocationBatch, RevocationFeed
 from authsvc.store.pool import Pool
-from authsvc.store.revocations import PgRevocationLog
+from authsvc.store.revocations import APPLICATION_NAME, PgRevocationLog
 from authsvc.store.sessions import PgSessionStore
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.helpers import Stub, Tokens, bearer, login, refresh, refresh_failure, sign_in
-from tests.processes import eventually
+from tests.processes import WAIT, eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -101,6 +103,29 @@ async def test_every_ending_is_logged_once_with_its_reason(
     gone = await end(stub, sessions, clock)
 
     assert ended(await logged(pool)) == sorted((s.session_id, reason) for s in gone)
+
+
+@pytest.mark.parametrize(
+    ("revoke_reason", "reason"),
+    [
+        ("logout_all_sessions", SessionEndReason.USER_LOGOUT),
+        ("refresh_token_reused", SessionEndReason.REFRESH_TOKEN_REUSE),
+        ("revoked_by_user: lost phone", SessionEndReason.USER_REVOKED),
+    ],
+)
+async def test_an_ending_by_a_replica_of_the_previous_version_is_logged_too(
+    stub: Stub, pool: Pool, revoke_reason: str, reason: SessionEndReason
+) -> None:
+    # During a rolling upgrade: it sets revoked_at and revoke_reason, and no end_reason.
+    (session,) = await sign_in(stub, 1)
+
+    await pool.execute(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1",
+        uuid.UUID(session.session_id),
+        revoke_reason,
+    )
+
+    assert ended(await logged(pool)) == [(session.session_id, reason)]
 
 
 async def test_ending_a_session_again_logs_nothing_more(stub: Stub, pool: Pool) -> None:
@@ -253,3 +278,79 @@ async def test_cursors_follow_commit_order(stub: Stub, pool: Pool, clock: Frozen
 
 async def _done_or_waiting(task: asyncio.Task[int], pool: Pool) -> bool:
     return task.done() or await backend_waits_for_a_lock(pool)
+
+
+# --- the process's feed ---------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """A FeedObserver that keeps what it is told."""
+
+    batches: list[RevocationBatch] = field(default_factory=list)
+    currency: list[bool] = field(default_factory=list)
+
+    def applied(self, batch: RevocationBatch) -> None:
+        self.batches.append(batch)
+
+    def currency_changed(self, current: bool) -> None:
+        self.currency.append(current)
+
+    def cursors(self) -> list[int]:
+        return [entry.cursor for batch in self.batches for entry in batch.revocations]
+
+
+async def current_feed(server: AuthServer) -> RevocationFeed:
+    feed = server.revocation_feed
+    assert feed is not None
+    async with asyncio.timeout(WAIT):
+        await feed.wait_current()
+    return feed
+
+
+async def test_a_feed_tells_its_observers_every_revocation_once_in_cursor_order(
+    server: AuthServer, stub: Stub, pool: Pool
+) -> None:
+    feed = await current_feed(server)
+    recorder = Recorder()
+    feed.observe(recorder)
+    sessions = await sign_in(stub, 4)
+
+    for session in sessions[1:]:
+        await logout(stub, session, pb.LOGOUT_SCOPE_THIS_SESSION)
+    await logout(stub, sessions[0], pb.LOGOUT_SCOPE_ALL_SESSIONS)
+
+    entries = await logged(pool)
+    await eventually(lambda: _has_seen(recorder, entries[-1].cursor))
+    assert recorder.cursors() == [entry.cursor for entry in entries]
+    assert feed.cursor == entries[-1].cursor
+
+
+async def _has_seen(recorder: Recorder, cursor: int) -> bool:
+    return cursor in recorder.cursors()
+
+
+async def test_a_feed_whose_connection_is_cut_goes_stale_then_catches_up(
+    server: AuthServer, stub: Stub, pool: Pool
+) -> None:
+    feed = await current_feed(server)
+    recorder = Recorder()
+    feed.observe(recorder)
+    first, second = await sign_in(stub, 2)
+
+    await pool.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        APPLICATION_NAME,
+    )
+    await logout(stub, first, pb.LOGOUT_SCOPE_THIS_SESSION)
+    await current_feed(server)
+
+    (entry,) = await logged(pool)
+    await eventually(lambda: _has_seen(recorder, entry.cursor))
+    assert recorder.currency[:2] == [False, True]
+    assert await validate_active(stub, second)
+
+
+async def validate_active(stub: Stub, session: Tokens) -> bool:
+    response = await stub.ValidateToken(pb.ValidateTokenRequest(access_token=session.access_token))
+    return bool(response.active)

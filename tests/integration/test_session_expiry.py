@@ -92,7 +92,8 @@ async def test_refresh_after_the_idle_timeout_is_session_expired(
 async def test_validate_token_after_the_idle_timeout_reports_session_expired(
     launch: Launch, clock: FrozenClock
 ) -> None:
-    # An access token that outlives the idle timeout, so only the session can end it.
+    # A TTL beyond the idle timeout: the token is capped at the session's deadline, and its
+    # refusal says the session expired.
     stub = (await launch(**SHORT_SETTINGS, access_token_ttl="2h")).stub
     signed_in = await register(stub)
     clock.advance(IDLE_TIMEOUT + JUST_PAST)

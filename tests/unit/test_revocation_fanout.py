@@ -3,6 +3,7 @@ cuts off one that falls a whole ring behind without holding up the others."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -16,6 +17,8 @@ from authsvc.domain.revocations import RevocationBatch
 pytestmark = pytest.mark.asyncio
 
 _AT = datetime(2026, 1, 1, tzinfo=UTC)
+# Bounds a wait that only a hang would reach; not a timing assertion.
+_HANG = 30
 
 
 def _revocation(cursor: int) -> Revocation:
@@ -48,6 +51,14 @@ def _snapshot_to(cursor: int) -> RevocationBatch:
     return RevocationBatch(revocations=(), after=0, cursor=cursor, is_snapshot=True)
 
 
+async def _waiting(subscription: Subscription) -> asyncio.Task[Revocation | None]:
+    """The subscription's next() as a task that has got as far as waiting."""
+    task = asyncio.create_task(subscription.next(3600))
+    await asyncio.sleep(0)  # one turn of the loop: the task runs up to its wait
+    assert not task.done()
+    return task
+
+
 async def _drain(subscription: Subscription) -> list[int]:
     """The cursors a subscription has waiting, without waiting for more."""
     cursors = []
@@ -70,11 +81,12 @@ async def test_a_subscriber_gets_each_revocation_applied_after_it_subscribed_in_
 async def test_a_waiting_subscriber_is_woken_by_the_next_batch() -> None:
     fanout = _started()
     subscription = fanout.subscribe()
-    waiting = subscription.next(3600)
+    waiting = await _waiting(subscription)
 
     fanout.applied(_batch(11, after=10))
 
-    revocation = await waiting
+    async with asyncio.timeout(_HANG):
+        revocation = await waiting
     assert revocation is not None
     assert revocation.cursor == 11
 
@@ -127,12 +139,13 @@ async def test_subscribing_before_the_feeds_first_batch_is_not_ready() -> None:
 async def test_closing_ends_every_subscription_even_a_waiting_one() -> None:
     fanout = _started()
     subscription = fanout.subscribe()
-    waiting = subscription.next(3600)
+    waiting = await _waiting(subscription)
 
     fanout.close()
 
     with pytest.raises(NotReady):
-        await waiting
+        async with asyncio.timeout(_HANG):
+            await waiting
     with pytest.raises(NotReady):
         fanout.subscribe()
 
