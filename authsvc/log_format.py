@@ -21,6 +21,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
+# One encoder for every line: json.dumps with an argument builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str)
+
+
 def _fields(record: logging.LogRecord) -> dict[str, object]:
     """The request id and the `extra=` keys of a record."""
     fields: dict[str, object] = {}
@@ -44,7 +48,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 class HumanFormatter(logging.Formatter):

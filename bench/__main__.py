@@ -5,7 +5,7 @@ Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10
      [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
      [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
      [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
-     [--database-url URL]
+     [--database-url URL] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import argon2
 import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
-from bench import crypto, load, report, revocation_propagation
+from bench import crypto, load, peer, report, revocation_propagation
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -53,6 +53,9 @@ SCENARIOS = (
 BOUNDS = ("grpc_empty", "pg_refresh", "crypto")
 # Stages with servers of their own, run after the scenarios.
 STAGES = ("revocation_propagation",)
+# better-auth beside validate and list_sessions (bench/peer.py); not in --smoke, so
+# `make test` never installs its packages.
+PEERS = tuple(peer.SCENARIOS)
 PASSWORD = "bench password 1"
 _RESULTS = Path(__file__).parent / "results"
 _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may use up
@@ -83,7 +86,7 @@ def _sizes(text: str) -> list[int]:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS + BOUNDS + STAGES))
+    parser.add_argument("--scenarios", default="")
     parser.add_argument(
         "--revocations", type=int, default=1000, help="revocation_propagation's revocations"
     )
@@ -141,6 +144,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="every scenario for about a second: fails on any error (CI)",
     )
     parser.add_argument("--database-url", default=os.environ.get("AUTHSVC_DATABASE_URL", ""))
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also serve the authsvc of this source tree (e.g. `git archive main` unpacked) "
+        "and run each authsvc scenario on it too, alternating runs with this checkout's",
+    )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
@@ -150,8 +160,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.duration, args.warmup, args.runs = 1.0, 0.5, 1
         args.concurrency, args.processes = 8, 1
         args.revocations = 20
-    names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(SCENARIOS + BOUNDS + STAGES))
+    default = SCENARIOS + BOUNDS + STAGES + (() if args.smoke else PEERS)
+    names = [name.strip() for name in (args.scenarios or ",".join(default)).split(",")]
+    names = [name for name in names if name]
+    unknown = sorted(set(names) - set(SCENARIOS + BOUNDS + STAGES + PEERS))
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(unknown)}")
     args.scenarios = names
@@ -171,7 +183,11 @@ class Bench:
         self.pool = pool
         self.dsn = dsn
         self.authsvc: ServerProcess | None = None
+        self.baseline: ServerProcess | None = None
         self.empty: ServerProcess | None = None
+        self.peer: ServerProcess | None = None
+        # Why the peer could not run, if it could not.
+        self.peer_unavailable = ""
         self.seeder: Seeder | None = None
         self.executor = ProcessPoolExecutor(args.processes, mp_context=get_context("spawn"))
 
@@ -188,6 +204,14 @@ class Bench:
         seeder, concurrency = self.seeder, self.args.concurrency
         if scenario in ("grpc_empty", "get_jwks"):
             return [{} for _ in range(concurrency)]
+        if scenario == "peer_get_session":
+            # As validate: eight users with one session each per call in flight.
+            cookies = [mine[0] for mine in await peer.seed(self.pool, concurrency * 8, 1)]
+            return [{"cookies": cookies[i::concurrency]} for i in range(concurrency)]
+        if scenario == "peer_list_sessions":
+            # As list_sessions: one user with 20 sessions per call in flight.
+            cookies = [mine[0] for mine in await peer.seed(self.pool, concurrency, 20)]
+            return [{"cookie": cookie} for cookie in cookies]
         if scenario in ("refresh", "pg_refresh"):
             users = await seeder.users_with_sessions(concurrency, _PACED_SESSIONS if rate else 1)
             return [{"refresh_tokens": [s.refresh_token for s in mine]} for mine in users]
@@ -245,21 +269,27 @@ class Bench:
         during: Callable[[], Coroutine[Any, Any, Any]] | None = None,
         rss_every: float = 0.0,
         warmup: float | None = None,
+        on_baseline: bool = False,
     ) -> Run:
         """One warm-up and measured window of `scenario`.
 
         `rate`: calls/s offered open-loop instead of as fast as answers come.
         `during`: started when the window opens; the window closes when it ends
         (its result is kept under "during"). `rss_every`: keep RSS samples.
+        `on_baseline`: against the --baseline server instead of this checkout's.
         """
-        assert self.authsvc is not None
+        authsvc = self.baseline if on_baseline else self.authsvc
+        assert authsvc is not None
         assert self.empty is not None
         args = self.args
         duration = args.duration if duration is None else duration
         warmup = args.warmup if warmup is None else warmup
         slots = await self.slots_for(scenario, warmup + duration, rate)
-        server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, self.authsvc)
-        target = (self.empty if scenario == "grpc_empty" else self.authsvc).target
+        server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, authsvc)
+        if scenario in PEERS:
+            server = self.peer
+        assert server is not None or scenario == "pg_refresh"
+        target = (authsvc if server is None else server).target
         start_at = time.monotonic() + 1.0
         stop_file = self.work_dir / f"stop-{time.monotonic_ns()}" if during else None
         specs = [
@@ -340,6 +370,29 @@ class Bench:
             runs.append(run)
             _progress(f"{label or scenario} run {index + 1}/{self.args.runs}", run)
         return runs
+
+    async def runs_with_baseline(self, scenario: str, label: str) -> tuple[list[Run], list[Run]]:
+        """Runs of `scenario` on this checkout's server and on the baseline's, in turns
+        (baseline first, then this one), so both see the same drift of a shared machine."""
+        runs, baseline_runs = [], []
+        for index in range(self.args.runs):
+            run = await self.run_once(scenario, on_baseline=True)
+            baseline_runs.append(run)
+            _progress(f"{label} (baseline) run {index + 1}/{self.args.runs}", run)
+            run = await self.run_once(scenario)
+            runs.append(run)
+            _progress(f"{label} run {index + 1}/{self.args.runs}", run)
+        return runs, baseline_runs
+
+    def start_peer(self) -> bool:
+        """Start the better-auth peer if it is not running; False (saying why) if it cannot."""
+        if self.peer is None and not self.peer_unavailable:
+            try:
+                self.peer = peer.start(self.dsn, self.work_dir, self.args.server_cpus)
+            except (peer.PeerUnavailable, RuntimeError, OSError) as exc:
+                self.peer_unavailable = str(exc)
+                print(f"better-auth peer unavailable: {exc}", file=sys.stderr)
+        return self.peer is not None
 
     async def half_peak(self, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Refresh and validate offered half their measured peak, open loop; and
@@ -496,6 +549,16 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         )
         bench.empty = start_empty_server(work_dir, workers=args.workers, cpus=args.server_cpus)
         await wait_serving(bench.authsvc.target)
+        if args.baseline is not None:
+            bench.baseline = start_authsvc(
+                dsn,
+                work_dir,
+                args.server_log_level,
+                workers=args.workers,
+                cpus=args.server_cpus,
+                source=args.baseline,
+            )
+            await wait_serving(bench.baseline.target)
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -506,10 +569,19 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 await bench.seeder.background_sessions(size)
             summaries: dict[str, dict[str, Any]] = {}
             for scenario in args.scenarios:
-                if scenario == "crypto" or scenario in STAGES:
+                if (
+                    scenario == "crypto"
+                    or scenario in STAGES
+                    or (scenario in PEERS and not bench.start_peer())
+                ):
                     continue
                 label = f"{scenario} ({size} sessions)" if len(args.sessions) > 1 else scenario
-                runs = await bench.runs_of(scenario, label=label)
+                if bench.baseline is not None and scenario in SCENARIOS:
+                    runs, baseline_runs = await bench.runs_with_baseline(scenario, label)
+                    all_runs[f"{label} (baseline)"] = baseline_runs
+                    summaries[f"{scenario} (baseline)"] = report.summary(baseline_runs)
+                else:
+                    runs = await bench.runs_of(scenario, label=label)
                 all_runs[label] = runs
                 summaries[scenario] = report.summary(runs)
             by_size[size] = summaries
@@ -531,9 +603,9 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 dsn, work_dir, args.server_log_level, revocations=args.revocations
             )
     finally:
-        warnings = _warnings_logged(bench.authsvc)
+        warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
         bench.executor.shutdown(cancel_futures=True)
-        for server in (bench.authsvc, bench.empty):
+        for server in (bench.authsvc, bench.baseline, bench.empty, bench.peer):
             if server is not None:
                 server.stop()
         await pool.close()
@@ -555,6 +627,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "sessions": args.sessions,
             "database": "external" if args.database_url else "embedded",
             "server_log_level": args.server_log_level,
+            "baseline": str(args.baseline or ""),
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
@@ -563,6 +636,12 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "runs": all_runs,
         "crypto": crypto_summary,
         "ratios": report.ratios(summaries, crypto_summary),
+        "cpu_ratios": report.cpu_ratios(summaries),
+        "peer": {
+            "name": "better-auth",
+            "unavailable": bench.peer_unavailable,
+            "ratios": report.peer_ratios(summaries, peer.SCENARIOS),
+        },
         "half_peak": half_peak,
         "scaling": _scaling(by_size) if len(by_size) > 1 else {},
         "sweep": sweep,

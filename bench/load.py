@@ -13,6 +13,7 @@ import asyncio
 import collections
 import hashlib
 import itertools
+import json
 import os
 import random
 import secrets
@@ -30,6 +31,7 @@ import grpc
 from authsvc.store.sessions import _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
+from bench import peer
 from bench.empty_server import METHOD as EMPTY_METHOD
 
 if TYPE_CHECKING:
@@ -128,7 +130,11 @@ class _Recorder:
 
 async def _run(spec: LoadSpec) -> LoadResult:
     recorder = _Recorder(spec)
-    channels = [grpc.aio.insecure_channel(spec.target) for _ in range(spec.channels)]
+    # The peer speaks HTTP: each of its slots opens its own connection.
+    is_peer = spec.scenario in peer.SCENARIOS
+    channels = [
+        grpc.aio.insecure_channel(spec.target) for _ in range(0 if is_peer else spec.channels)
+    ]
     pg: asyncpg.Pool | None = None
     try:
         for channel in channels:
@@ -145,8 +151,8 @@ async def _run(spec: LoadSpec) -> LoadResult:
             if spec.stop_file:
                 group.create_task(recorder.close_when(spec.stop_file))
             for index, slot in enumerate(spec.slots):
-                channel = channels[index % len(channels)]
-                group.create_task(_drive(spec, slot, channel, pg, recorder))
+                picked = channels[index % len(channels)] if channels else None
+                group.create_task(_drive(spec, slot, picked, pg, recorder))
     finally:
         for channel in channels:
             await channel.close()
@@ -158,15 +164,18 @@ async def _run(spec: LoadSpec) -> LoadResult:
 async def _drive(
     spec: LoadSpec,
     slot: Slot,
-    channel: grpc.aio.Channel,
+    channel: grpc.aio.Channel | None,
     pg: asyncpg.Pool | None,
     recorder: _Recorder,
 ) -> None:
-    stub: Stub = Stub(channel)
-    if spec.scenario == "refresh_same_token":
-        await _burst_rounds(stub, slot, recorder)
-        return
-    op = _op(spec, slot, stub, channel, pg)
+    if channel is None:
+        op = _peer_op(spec, slot)
+    else:
+        stub: Stub = Stub(channel)
+        if spec.scenario == "refresh_same_token":
+            await _burst_rounds(stub, slot, recorder)
+            return
+        op = _op(spec, slot, stub, channel, pg)
     if spec.rate > 0:
         await _paced(op, spec.rate / len(spec.slots), recorder)
         return
@@ -214,6 +223,15 @@ def _op(
         assert pg is not None
         return _pg_refresh(pg, slot)
     raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def _peer_op(spec: LoadSpec, slot: Slot) -> Op:
+    http = _HttpConnection(spec.target)
+    if spec.scenario == "peer_get_session":
+        return _peer_get_session(http, slot)
+    if spec.scenario == "peer_list_sessions":
+        return _peer_list_sessions(http, slot)
+    raise ValueError(f"unknown peer scenario {spec.scenario!r}")
 
 
 def _bearer(access_token: str) -> tuple[tuple[str, str]]:
@@ -384,6 +402,90 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
             return "NOT_ROTATED"
         idle.append(successor)
         return OK
+
+    return op
+
+
+class _HttpConnection:
+    """One keep-alive HTTP/1.1 connection to the peer, as a browser's session holds: GET
+    with a cookie, the status and body back. Opened on first use and after a failure."""
+
+    __slots__ = ("_host", "_port", "_reader", "_writer")
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self._host, self._port = host, int(port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, cookie: str) -> tuple[int, bytes]:
+        try:
+            return await self._get(path, cookie)
+        except BaseException:
+            if self._writer is not None:
+                self._writer.close()
+            self._reader = self._writer = None
+            raise
+
+    async def _get(self, path: str, cookie: str) -> tuple[int, bytes]:
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        reader = self._reader
+        self._writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\nCookie: {peer.COOKIE}={cookie}"
+            "\r\n\r\n".encode("latin-1")
+        )
+        status = int((await reader.readline()).split()[1])
+        length, chunked = 0, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                chunked = "chunked" in value.lower()
+        if not chunked:
+            return status, await reader.readexactly(length)
+        body = bytearray()
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        await reader.readline()  # the empty trailer section
+        return status, bytes(body)
+
+
+async def _peer_call(http: _HttpConnection, path: str, cookie: str) -> tuple[str, object]:
+    """(OK or what went wrong, the decoded JSON body)."""
+    try:
+        status, body = await http.get(path, cookie)
+    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        return type(exc).__name__, None
+    if status != 200:
+        return f"HTTP_{status}", None
+    return OK, json.loads(body)
+
+
+def _peer_get_session(http: _HttpConnection, slot: Slot) -> Op:
+    """better-auth's getSession: the session and user of a session cookie, or null."""
+    next_cookie = itertools.cycle(slot["cookies"]).__next__
+
+    async def op() -> str:
+        code, body = await _peer_call(http, peer.GET_SESSION, next_cookie())
+        if code == OK and not (isinstance(body, dict) and body.get("session")):
+            return "NO_SESSION"
+        return code
+
+    return op
+
+
+def _peer_list_sessions(http: _HttpConnection, slot: Slot) -> Op:
+    """better-auth's listSessions: every live session of the cookie's user (20 seeded)."""
+
+    async def op() -> str:
+        code, body = await _peer_call(http, peer.LIST_SESSIONS, slot["cookie"])
+        if code == OK and not (isinstance(body, list) and len(body) == 20):
+            return "SHORT_LIST"
+        return code
 
     return op
 

@@ -7,7 +7,19 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["TARGETS", "Run", "propagation", "quantile", "ratios", "summary", "table"]
+__all__ = [
+    "CPU_TARGETS",
+    "PEER_TARGET",
+    "TARGETS",
+    "Run",
+    "cpu_ratios",
+    "peer_ratios",
+    "propagation",
+    "quantile",
+    "ratios",
+    "summary",
+    "table",
+]
 
 Run = dict[str, Any]
 
@@ -18,6 +30,10 @@ TARGETS = {
     "list_sessions": ("grpc_empty", 0.5),
     "login": ("argon2 all cores", 0.8),
 }
+# Issue 12: validate and list_sessions at least this many times the peer's calls/s.
+PEER_TARGET = 3.0
+# Issue 12: server CPU per call at most this many times grpc_empty's, same run.
+CPU_TARGETS = {"validate": 2.0, "list_sessions": 3.0, "refresh": 3.5}
 _FIGURES = (
     "calls_per_s",
     "p50_ms",
@@ -89,6 +105,52 @@ def ratios(summaries: dict[str, dict[str, Any]], crypto_rates: dict[str, Any]) -
     return out
 
 
+def _cpu(summaries: dict[str, dict[str, Any]], name: str) -> float | None:
+    figure = summaries.get(name, {}).get("server_cpu_s_per_1k_calls")
+    return None if figure is None else float(figure["median"])
+
+
+def cpu_ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each server scenario's CPU per call (medians) as a multiple of grpc_empty's."""
+    empty = _cpu(summaries, "grpc_empty")
+    if not empty:
+        return {}
+    out: dict[str, Any] = {}
+    for name in summaries:
+        cpu = _cpu(summaries, name)
+        if cpu is None or name == "grpc_empty":
+            continue
+        target = CPU_TARGETS.get(name)
+        out[name] = {
+            "cpu_ms_per_call": cpu,
+            "grpc_empty_cpu_ms_per_call": empty,
+            "times": cpu / empty,
+            "target": target,
+            "met": None if target is None else cpu / empty <= target,
+        }
+    return out
+
+
+def peer_ratios(summaries: dict[str, dict[str, Any]], pairs: dict[str, str]) -> dict[str, Any]:
+    """authsvc's calls/s and CPU per call against the peer scenario set beside each."""
+    out: dict[str, Any] = {}
+    for peer_name, ours in pairs.items():
+        ours_rate, peer_rate = _rate(summaries, ours), _rate(summaries, peer_name)
+        if ours_rate is None or not peer_rate:
+            continue
+        ours_cpu, peer_cpu = _cpu(summaries, ours), _cpu(summaries, peer_name)
+        out[ours] = {
+            "peer": peer_name,
+            "calls_per_s": ours_rate,
+            "peer_calls_per_s": peer_rate,
+            "times": ours_rate / peer_rate,
+            "cpu_times": None if not ours_cpu or peer_cpu is None else peer_cpu / ours_cpu,
+            "target": PEER_TARGET,
+            "met": ours_rate / peer_rate >= PEER_TARGET,
+        }
+    return out
+
+
 def _fmt(figure: dict[str, float] | None, digits: int = 0) -> str:
     if figure is None:
         return "-"
@@ -110,9 +172,14 @@ def _grid(rows: Sequence[Sequence[str]]) -> str:
 
 def _scenario_table(summaries: dict[str, dict[str, Any]]) -> str:
     rows = [
-        ("scenario", "calls/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU s/1k", "peak RSS MiB")
-    ]
+        (
+            "scenario", "calls/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU s/1k",
+            "CPU x empty", "peak RSS MiB",
+        )
+    ]  # fmt: skip
+    empty = _cpu(summaries, "grpc_empty")
     for name, figures in summaries.items():
+        cpu = _cpu(summaries, name)
         errors = ", ".join(f"{code} {n}" for code, n in figures["errors"].items()) or "0"
         rows.append(
             (
@@ -123,6 +190,7 @@ def _scenario_table(summaries: dict[str, dict[str, Any]]) -> str:
                 _fmt(figures.get("p99_ms"), 1),
                 errors,
                 _fmt(figures.get("server_cpu_s_per_1k_calls"), 2),
+                "-" if cpu is None or not empty else f"{cpu / empty:.2f}",
                 _fmt(figures.get("server_peak_rss_mib")),
             )
         )
@@ -148,6 +216,35 @@ def table(report: dict[str, Any]) -> str:
         for cores, rates in report["crypto"].items():
             parts = ", ".join(f"{name} {_fmt(value)}" for name, value in rates.items())
             out.append(f"  {cores}: {parts}")
+    cpu = cpu_ratios(report["scenarios"])
+    if any(figures["target"] is not None for figures in cpu.values()):
+        out.append("\nserver CPU per call vs grpc_empty's (medians)")
+        for name, figures in cpu.items():
+            if figures["target"] is None:
+                continue
+            met = "met" if figures["met"] else "NOT met"
+            out.append(
+                f"  {name:<15} {figures['cpu_ms_per_call']:.3f} vs "
+                f"{figures['grpc_empty_cpu_ms_per_call']:.3f} ms = {figures['times']:.2f}x  "
+                f"target <= {figures['target']:.1f}x  {met}"
+            )
+    peer_report = report.get("peer") or {}
+    if peer_report.get("unavailable"):
+        out.append(f"\npeer {peer_report['name']} could not run: {peer_report['unavailable']}")
+    if peer_report.get("ratios"):
+        out.append(f"\nagainst the peer {peer_report['name']} (medians, same run)")
+        for name, figures in peer_report["ratios"].items():
+            cpu_note = (
+                ""
+                if figures["cpu_times"] is None
+                else f"; its CPU per call {figures['cpu_times']:.2f}x ours"
+            )
+            met = "met" if figures["met"] else "NOT met"
+            out.append(
+                f"  {name:<15} {figures['calls_per_s']:8.1f}/s vs {figures['peer']} "
+                f"{figures['peer_calls_per_s']:8.1f}/s = {figures['times']:.2f}x  "
+                f"target >= {figures['target']:.0f}x  {met}{cpu_note}"
+            )
     if report["ratios"]:
         out.append("\nratios to bounds (medians)")
         for name, ratio in report["ratios"].items():

@@ -29,6 +29,7 @@ __all__ = [
     "listening_port",
     "open_files_argv",
     "process_tree",
+    "spawn",
     "start_authsvc",
     "start_empty_server",
     "wait_serving",
@@ -39,10 +40,10 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # `authsvc serve` as every launcher runs it (bench and tests/processes.py), after the
 # interpreter: on loopback, on a port the kernel picks, which the ready line then names.
 SERVE_ARGS = ("-m", "authsvc", "serve", "--host", "127.0.0.1", "--port", "0")
-# The ready line of authsvc and of the empty server alike.
-_PORT_LINE = re.compile(r"serving gRPC on [^:]+:(\d+)")
-# authsvc's HTTP port's, printed before it when there is one.
-_HTTP_PORT_LINE = re.compile(r"serving HTTP on [^:]+:(\d+)")
+# The ready line of authsvc, the empty server and the better-auth peer (which has no gRPC).
+_PORT_LINE = re.compile(r"(?:serving gRPC|better-auth peer: serving HTTP) on [^:]+:(\d+)")
+# authsvc's HTTP port's, printed before its gRPC line when there is one.
+_HTTP_PORT_LINE = re.compile(r"authsvc: serving HTTP on [^:]+:(\d+)")
 # Runs the rest of its argv with RLIMIT_NOFILE set to argv[1]:argv[2], in a fresh
 # interpreter (unlike preexec_fn, which is unsafe in a threaded process).
 _WITH_OPEN_FILES = (
@@ -185,9 +186,11 @@ def _pinned(argv: list[str], cpus: Sequence[int]) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cpus)), *argv]
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> ServerProcess:
+def spawn(
+    name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> ServerProcess:
     with log_path.open("wb") as log:
-        popen = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: S603
+        popen = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=cwd)  # noqa: S603
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if popen.poll() is not None:
@@ -207,19 +210,31 @@ def start_authsvc(
     workers: int = 1,
     cpus: Sequence[int] = (),
     name: str = "authsvc",
+    source: Path | None = None,
 ) -> ServerProcess:
     """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
-    default argon2id; `name` names its log (`<name>.log`), so replicas keep apart."""
+    default argon2id; `name` names its log (`<name>.log`), so replicas keep apart.
+    `source`: run the authsvc package of that source tree (another version, e.g.
+    main's, to compare with in the same run) instead of this checkout's."""
+    if source is not None and name == "authsvc":
+        name = "authsvc-baseline"
     env = {
         **os.environ,
         **_BENCH_ENV,
         "AUTHSVC_DATABASE_URL": dsn,
-        "AUTHSVC_DATA_DIR": str(work_dir / "authsvc-data"),
+        "AUTHSVC_DATA_DIR": str(work_dir / f"{name}-data"),
         "AUTHSVC_LOG_LEVEL": log_level,
     }
+    if source is not None:
+        # Ahead of the editable install of this checkout.
+        env["PYTHONPATH"] = str(source)
     argv = [sys.executable, *SERVE_ARGS, "--workers", str(workers)]
-    return _spawn(
-        name, _pinned(argv, cpus), with_key_encryption_keys(env), work_dir / f"{name}.log"
+    return spawn(
+        name,
+        _pinned(argv, cpus),
+        with_key_encryption_keys(env),
+        work_dir / f"{name}.log",
+        cwd=source,
     )
 
 
@@ -229,14 +244,14 @@ def start_empty_server(
     """`workers` empty servers on one port, like `authsvc serve --workers N`."""
     if workers == 1:
         argv = [sys.executable, "-m", "bench.empty_server", "0"]
-        return _spawn("empty server", _pinned(argv, cpus), dict(os.environ),
+        return spawn("empty server", _pinned(argv, cpus), dict(os.environ),
                       work_dir / "empty_server.log")  # fmt: skip
     reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     reserved.bind(("127.0.0.1", 0))
     port = reserved.getsockname()[1]
     servers = [
-        _spawn(
+        spawn(
             f"empty server {index}",
             _pinned([sys.executable, "-m", "bench.empty_server", str(port), "reuseport"], cpus),
             dict(os.environ),

@@ -24,7 +24,7 @@ from aiohttp import web
 from authsvc.core.errors import NotReady
 from authsvc.domain.signing_keys import KeyRing
 
-__all__ = ["DISCOVERY_PATH", "JWKS_PATH", "WellKnown", "is_url"]
+__all__ = ["DISCOVERY_PATH", "JWKS_PATH", "WellKnown"]
 
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -35,7 +35,7 @@ _RETRY_AFTER = "1"
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?")
 
 
-def is_url(text: str) -> bool:
+def _is_url(text: str) -> bool:
     """Whether `text` is an http(s) URL, as OpenID discovery wants an issuer to be."""
     return text.startswith(("https://", "http://"))
 
@@ -50,7 +50,7 @@ class WellKnown:
     def __init__(self, keys: KeyRing, *, issuer: str, public_url: str | None) -> None:
         self._keys = keys
         self._issuer = issuer
-        self._public_url = public_url or (issuer.rstrip("/") if is_url(issuer) else None)
+        self._public_url = public_url or (issuer.rstrip("/") if _is_url(issuer) else None)
         self._cache_control = f"public, max-age={_whole_seconds(keys.jwks_max_age)}"
 
     def routes(self) -> Sequence[web.RouteDef]:

@@ -178,6 +178,23 @@ async def test_validate_after_logout_is_session_revoked(stub: Stub) -> None:
     assert response.user_id == registered.user_id
 
 
+async def test_token_validated_again_after_logout_is_revoked_with_the_same_principal(
+    stub: Stub,
+) -> None:
+    # The server keeps each token's principal part of the answer; its verdict must not be kept.
+    registered = await register(stub)
+    first = await validate(stub, registered.access_token)
+    await stub.Logout(pb.LogoutRequest(), metadata=bearer(registered.access_token))
+
+    again = await validate(stub, registered.access_token)
+
+    assert (first.active, again.active, again.inactive_reason) == (True, False, "SESSION_REVOKED")
+    first.ClearField("active")
+    again.ClearField("active")
+    again.ClearField("inactive_reason")
+    assert again == first
+
+
 async def test_validate_empty_token_names_the_access_token_field(stub: Stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ValidateToken(pb.ValidateTokenRequest(access_token=""))
