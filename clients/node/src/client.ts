@@ -10,6 +10,8 @@ import {
   LogoutScope,
   type DeviceType,
   type Session,
+  type SessionEndReason,
+  type WatchRevocationsResponse,
 } from "./gen/authsvc/v1/auth_service_pb.js";
 import { AuthsvcError, SessionExpired, toAuthsvcError } from "./errors.js";
 import { authInterceptor } from "./interceptor.js";
@@ -36,6 +38,12 @@ export interface AuthClientOptions {
   refreshTimeoutMs?: number;
   /** Sent as the gRPC user agent; the server records it per session (device, browser, OS). */
   userAgent?: string;
+  /**
+   * Sensitive. This service's key (`authsvc service-key create`), sent as
+   * `authorization: Bearer <key>` on the service RPCs: WatchRevocations, and ValidateToken
+   * and GetJwks (which a server may require it on). Never on a user's calls; never logged.
+   */
+  serviceKey?: string;
 }
 
 export interface RegisterInput {
@@ -116,6 +124,29 @@ export interface Jwks {
   keys: Jwk[];
 }
 
+/** A session ended: deny its access tokens until `tokensExpireBy`. */
+export interface Revocation {
+  kind: "revocation";
+  /** Its place in the feed; cursors only grow. */
+  cursor: bigint;
+  sessionId: string;
+  userId: string;
+  reason: SessionEndReason;
+  revokedAt: Date;
+  /** Every access token of the session has expired by then (the server's clock skew included). */
+  tokensExpireBy: Date;
+}
+
+/** The feed is alive, and every revocation up to `cursor` has been sent. */
+export interface Heartbeat {
+  kind: "heartbeat";
+  cursor: bigint;
+  sentAt: Date;
+}
+
+/** One event of WatchRevocations. */
+export type FeedEvent = Revocation | Heartbeat;
+
 /** Tokens from a Register, Login or Refresh response (they share these field names). */
 interface TokenResponse {
   accessToken: string;
@@ -162,6 +193,49 @@ function sessionOf(session: Session): SessionInfo {
   };
 }
 
+/** An event of the feed; undefined for a kind this client does not know (a newer server). */
+function feedEventOf(response: WatchRevocationsResponse): FeedEvent | undefined {
+  const { event } = response;
+  switch (event.case) {
+    case "revocation":
+      return {
+        kind: "revocation",
+        cursor: event.value.cursor,
+        sessionId: event.value.sessionId,
+        userId: event.value.userId,
+        reason: event.value.reason,
+        revokedAt: requiredDate(event.value.revokedAt, "revoked_at"),
+        tokensExpireBy: requiredDate(event.value.tokensExpireBy, "tokens_expire_by"),
+      };
+    case "heartbeat":
+      return { kind: "heartbeat", cursor: event.value.cursor, sentAt: requiredDate(event.value.sentAt, "sent_at") };
+  }
+  return undefined;
+}
+
+/** The AuthService methods a service calls as itself, with its service key. */
+const SERVICE_METHODS: ReadonlySet<string> = new Set(["WatchRevocations", "ValidateToken", "GetJwks"]);
+
+// Header values may not hold control characters; the message never shows the key.
+const HEADER_SAFE = /^[\x21-\x7e]+$/;
+
+function serviceKeyInterceptor(serviceKey: string): Interceptor {
+  if (!HEADER_SAFE.test(serviceKey)) {
+    throw new TypeError("serviceKey must be a non-empty string of visible ASCII characters");
+  }
+  const authorization = `Bearer ${serviceKey}`;
+  return (next) => async (req) => {
+    if (
+      req.service.typeName === AuthService.typeName &&
+      SERVICE_METHODS.has(req.method.name) &&
+      !req.header.has("authorization")
+    ) {
+      req.header.set("authorization", authorization);
+    }
+    return next(req);
+  };
+}
+
 function userAgentInterceptor(userAgent: string): Interceptor {
   return (next) => async (req) => {
     req.header.set("user-agent", userAgent);
@@ -198,6 +272,8 @@ export class AuthClient {
     const interceptors = [
       ...(options.userAgent !== undefined ? [userAgentInterceptor(options.userAgent)] : []),
       ...(options.interceptors ?? []),
+      // Inside yours, so an interceptor of yours that logs headers never sees the key.
+      ...(options.serviceKey !== undefined ? [serviceKeyInterceptor(options.serviceKey)] : []),
       authInterceptor(this.tokens),
     ];
     const transport = createGrpcTransport({
@@ -293,6 +369,32 @@ export class AuthClient {
   async getJwks(options?: CallOptions): Promise<Jwks> {
     const response = await this.#call(() => this.raw.getJwks({}, options));
     return JSON.parse(response.jwksJson) as Jwks;
+  }
+
+  /**
+   * The revocation feed: every session ended after `afterCursor` (0: a snapshot of those
+   * whose tokens may still be unexpired), then live, with heartbeats. Needs `serviceKey`
+   * (or a client certificate the server allows). Ends only with an error (Unavailable,
+   * CURSOR_EXPIRED, SUBSCRIBER_TOO_SLOW, ...), or when you stop iterating or abort
+   * `options.signal`. The client's `timeoutMs` does not apply; pass one to want a deadline.
+   * TokenVerifier's `revocations` option does the resuming for you.
+   */
+  async *watchRevocations(
+    afterCursor: bigint = 0n,
+    options?: CallOptions,
+  ): AsyncGenerator<FeedEvent, void, undefined> {
+    // timeoutMs 0 is no deadline for a stream: it is meant to stay open.
+    const stream = this.raw.watchRevocations({ afterCursor }, { timeoutMs: 0, ...options });
+    try {
+      for await (const response of stream) {
+        const event = feedEventOf(response);
+        if (event !== undefined) {
+          yield event;
+        }
+      }
+    } catch (error) {
+      throw toAuthsvcError(error);
+    }
   }
 
   /** Close the HTTP/2 connection. In-flight calls fail; the client is not usable after. */

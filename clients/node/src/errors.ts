@@ -130,6 +130,11 @@ export class Unavailable extends AuthsvcError {}
 export class DatabaseUnavailable extends Unavailable {}
 /** The server is still starting (migrating, loading keys), or stopping. */
 export class NotReady extends Unavailable {}
+/**
+ * A subscribed TokenVerifier refused a token because its revocation feed is stale (no
+ * heartbeat lately) and it was told not to ask the server instead. Not a server reason.
+ */
+export class RevocationFeedStale extends Unavailable {}
 
 type ErrorClass = new (init: AuthsvcErrorInit) => AuthsvcError;
 
@@ -181,6 +186,15 @@ function isKnownReason(reason: string): reason is Reason {
 export function errorInfoOf(error: ConnectError): ErrorInfo | undefined {
   const infos = error.findDetails(ErrorInfoSchema);
   return infos.find((info) => info.domain === DOMAIN) ?? infos[0];
+}
+
+/**
+ * The typed error for an authsvc `reason` (an ErrorInfo's, or ValidateToken's
+ * inactive_reason); a reason this client does not know gets its code's class.
+ */
+export function errorFor(code: Code, reason: string, message: string): AuthsvcError {
+  const ErrorType = (isKnownReason(reason) ? BY_REASON[reason] : undefined) ?? BY_CODE[code] ?? AuthsvcError;
+  return new ErrorType({ code, message, reason, domain: DOMAIN });
 }
 
 /**

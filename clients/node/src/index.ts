@@ -3,11 +3,14 @@
 export {
   AuthClient,
   type AuthClientOptions,
+  type FeedEvent,
+  type Heartbeat,
   type Jwk,
   type Jwks,
   type ListSessionsInput,
   type LoginInput,
   type RegisterInput,
+  type Revocation,
   type SessionInfo,
   type SessionPage,
   type TokenValidation,
@@ -26,8 +29,12 @@ export {
   TokenVerifier,
   type JwksSource,
   type Principal,
+  type RevocationOptions,
+  type RevocationSource,
   type TokenVerifierOptions,
+  type WhenStale,
 } from "./verifier.js";
+export { DEFAULT_STALE_AFTER_MS, type FeedSource, type FeedStatus, type RevocationFeedOptions } from "./revocations.js";
 export {
   AlreadyExists,
   AuthsvcError,
@@ -35,6 +42,7 @@ export {
   DatabaseUnavailable,
   DOMAIN,
   EmailTaken,
+  errorFor,
   errorInfoOf,
   InvalidArgument,
   InvalidCredentials,
@@ -49,6 +57,7 @@ export {
   RefreshTokenInvalid,
   RefreshTokenReused,
   RegistrationDisabled,
+  RevocationFeedStale,
   ServiceCredentialsRequired,
   SessionExpired,
   SessionNotFound,
@@ -64,6 +73,6 @@ export {
   type Reason,
 } from "./errors.js";
 export { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo, type RetryInfo } from "./error_details.js";
-export { AuthService, DeviceType, LogoutScope } from "./gen/authsvc/v1/auth_service_pb.js";
+export { AuthService, DeviceType, LogoutScope, SessionEndReason } from "./gen/authsvc/v1/auth_service_pb.js";
 export { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
 export { VERSION } from "./version.js";

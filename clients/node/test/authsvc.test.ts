@@ -9,8 +9,10 @@ import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
 import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
+import { revocationTests } from "./revocations.js";
 import { rpcTests } from "./rpcs.js";
 import { scenarioTests } from "./scenarios.js";
+import { verifierTests } from "./verifier.js";
 
 describe("authsvc node client against a live server", () => {
   let started: Awaited<ReturnType<typeof startServers>> | undefined;
@@ -34,6 +36,8 @@ describe("authsvc node client against a live server", () => {
   errorTests(servers);
   readmeTests(servers);
   claimsTests(servers);
+  verifierTests(servers);
+  revocationTests(servers);
 });
 
 engineTests();

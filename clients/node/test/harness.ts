@@ -35,6 +35,8 @@ export interface RpcLogLine {
 }
 
 const SERVING = /authsvc: serving gRPC on 127\.0\.0\.1:(\d+)/;
+// With AUTHSVC_HTTP_PORT set (the JWKS and discovery port), logged before the gRPC line.
+const SERVING_HTTP = /serving HTTP on [^:]+:(\d+)/;
 
 /** What the reaper is told (see reaper.ts). */
 type ReaperMessage = { server: number } | { exited: number } | { dataDir: string } | { removed: string };
@@ -111,6 +113,27 @@ export async function activeSigningKey(dataDir: string): Promise<SigningKey> {
   return JSON.parse(stdout) as SigningKey;
 }
 
+/** A service key and the AUTHSVC_SERVICE_KEYS entry that accepts it. */
+export interface ServiceKey {
+  key: string;
+  entry: string;
+}
+
+/** A new service key for `name`, minted by the repo's own `mint_service_key` (as the CLI does). */
+export async function mintServiceKey(name: string): Promise<ServiceKey> {
+  const venvBin = path.dirname(authsvcBinary());
+  const script = [
+    "import json, sys",
+    "from authsvc.service_keys import mint_service_key",
+    "key, entry = mint_service_key(sys.argv[1])",
+    "json.dump({'key': key, 'entry': entry}, sys.stdout)",
+  ].join("\n");
+  const { stdout } = await promisify(execFile)(path.join(venvBin, "python"), ["-c", script, name], {
+    timeout: 60_000,
+  });
+  return JSON.parse(stdout) as ServiceKey;
+}
+
 /** The environment of a server: ours, without any AUTHSVC_* the developer's shell has set. */
 function serverEnv(dataDir: string, extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -146,10 +169,11 @@ export class AuthsvcServer {
   readonly #waiters = new Set<() => void>();
   readonly #exited: Promise<number | null>;
   #port: number | undefined;
+  #httpPort: number | undefined;
 
-  private constructor(binary: string, dataDir: string, env: NodeJS.ProcessEnv) {
+  private constructor(binary: string, dataDir: string, env: NodeJS.ProcessEnv, port: number) {
     this.dataDir = dataDir;
-    this.#child = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
+    this.#child = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", String(port)], {
       env,
       stdio: ["ignore", "pipe", "pipe"],
       // Its own process group: a terminal's Ctrl-C reaches the test process alone, which
@@ -179,13 +203,19 @@ export class AuthsvcServer {
 
   /**
    * Start `authsvc serve` on a free port and wait until it answers RPCs. Servers given the
-   * same dataDir share one embedded PostgreSQL: they are replicas of one service.
+   * same dataDir share one embedded PostgreSQL: they are replicas of one service. `port`
+   * restarts one where its clients expect it; `serviceKey` is for a server that requires
+   * service credentials on GetJwks, which the readiness probe calls.
    */
-  static async start(dataDir: string, env: Record<string, string> = {}): Promise<AuthsvcServer> {
-    const server = new AuthsvcServer(authsvcBinary(), dataDir, serverEnv(dataDir, env));
+  static async start(
+    dataDir: string,
+    env: Record<string, string> = {},
+    { port = 0, serviceKey }: { port?: number; serviceKey?: string } = {},
+  ): Promise<AuthsvcServer> {
+    const server = new AuthsvcServer(authsvcBinary(), dataDir, serverEnv(dataDir, env), port);
     try {
       await server.#waitForPort(60_000);
-      await server.#waitUntilAnswering(10_000);
+      await server.#waitUntilAnswering(10_000, serviceKey);
     } catch (error) {
       await server.stop();
       throw error;
@@ -200,6 +230,17 @@ export class AuthsvcServer {
 
   get baseUrl(): string {
     return `http://127.0.0.1:${this.#port}`;
+  }
+
+  /** Its HTTP port's base URL (AUTHSVC_HTTP_PORT), e.g. for `/.well-known/jwks.json`. */
+  get httpBaseUrl(): string {
+    assert.ok(this.#httpPort !== undefined, "this server has no HTTP port (AUTHSVC_HTTP_PORT)");
+    return `http://127.0.0.1:${this.#httpPort}`;
+  }
+
+  /** The port it serves on (once started). */
+  get port(): number | undefined {
+    return this.#port;
   }
 
   /** Every access-log line (event "rpc") read so far. */
@@ -233,6 +274,10 @@ export class AuthsvcServer {
     const port = SERVING.exec(line)?.[1];
     if (port !== undefined) {
       this.#port = Number(port);
+    }
+    const httpPort = SERVING_HTTP.exec(line)?.[1];
+    if (httpPort !== undefined) {
+      this.#httpPort = Number(httpPort);
     }
     if (line.startsWith("{")) {
       try {
@@ -285,14 +330,15 @@ export class AuthsvcServer {
 
   // The port opens before migrations and keys are loaded; until then RPCs are UNAVAILABLE
   // (NOT_READY). Poll a cheap RPC, a bounded number of times.
-  async #waitUntilAnswering(timeoutMs: number): Promise<void> {
+  async #waitUntilAnswering(timeoutMs: number, serviceKey: string | undefined): Promise<void> {
     const connection = new Http2SessionManager(this.baseUrl);
     const raw = createClient(AuthService, createGrpcTransport({ baseUrl: this.baseUrl, sessionManager: connection }));
     const deadline = Date.now() + timeoutMs;
     try {
       for (;;) {
         try {
-          await raw.getJwks({}, { timeoutMs: 2_000 });
+          const headers = serviceKey === undefined ? {} : { authorization: `Bearer ${serviceKey}` };
+          await raw.getJwks({}, { timeoutMs: 2_000, headers });
           return;
         } catch (error) {
           const code = ConnectError.from(error).code;
