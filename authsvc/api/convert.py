@@ -17,9 +17,9 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from authsvc.core.errors import InvalidArgument, InvalidPageToken
 from authsvc.core.models import (
     DeviceType,
+    ListedSession,
     LogoutScope,
     Revocation,
-    Session,
     SessionEndReason,
     SessionId,
     UserId,
@@ -165,22 +165,24 @@ def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId]
 
 
 def add_session(
-    sessions: RepeatedCompositeFieldContainer[pb.Session], session: Session, *, current: SessionId
+    sessions: RepeatedCompositeFieldContainer[pb.Session],
+    session: ListedSession,
+    *,
+    current: SessionId,
 ) -> None:
     """Append `session` to a response's repeated `sessions` field.
 
     Built in place (`add()`, then field by field): a message built apart is copied
     again when the response takes it, a fifth of a listing's conversion cost.
     """
-    device = session.device
     message = sessions.add()
     message.session_id = str(session.id)
-    message.device_type = _DEVICE_TYPES[device.device_type]
-    message.browser = device.browser
-    message.os = device.os
-    message.device_name = device.device_name
-    message.ip_address = device.ip_address
-    message.user_agent = device.user_agent
+    message.device_type = _DEVICE_TYPES[session.device_type]
+    message.browser = session.browser
+    message.os = session.os
+    message.device_name = session.device_name
+    message.ip_address = session.ip_address
+    message.user_agent = session.user_agent
     message.current = session.id == current
     message.remember_me = session.remember_me
     set_timestamp(message.created_at, session.created_at)

@@ -21,6 +21,7 @@ from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
     DeviceType,
+    ListedSession,
     RefreshTokenRecord,
     RotationAttempt,
     Session,
@@ -110,10 +111,12 @@ SELECT
     user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
 FROM sessions WHERE id = $1
 """
+# Only the columns ListedSession shows (in its order): each column more is decoded
+# twenty times a page.
 _LIST_LIVE_FIRST_PAGE = """
 SELECT
-    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+    id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
 ORDER BY last_active_at DESC, id DESC
@@ -121,8 +124,8 @@ LIMIT $3
 """
 _LIST_LIVE_AFTER = """
 SELECT
-    id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+    id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
+    user_agent, ip_address, device_type, browser, os, device_name
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
   AND (last_active_at, id) < ($4, $5)
@@ -182,6 +185,26 @@ def _session(row: asyncpg.Record) -> Session:
         ),
         revoked_at=row["revoked_at"],
         revoke_reason=row["revoke_reason"],
+    )
+
+
+def _listed(row: asyncpg.Record) -> ListedSession:
+    # Unpacked by position (the select's order), not looked up by name per column.
+    (id_, created, active, idle_expires, expires, remember, agent, ip, device_type, *rest) = row
+    browser, os, device_name = rest
+    return ListedSession(
+        SessionId(id_),
+        created,
+        active,
+        idle_expires,
+        expires,
+        remember,
+        agent,
+        ip,
+        _DEVICE_TYPES[device_type],
+        browser,
+        os,
+        device_name,
     )
 
 
@@ -343,7 +366,7 @@ class PgSessionStore:
                 rows = await self._pool.fetch(
                     _LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1]
                 )
-        sessions = [_session(row) for row in rows[:limit]]
+        sessions = [_listed(row) for row in rows[:limit]]
         has_more = len(rows) > limit
         last = sessions[-1] if has_more else None
         return SessionPage(
