@@ -43,6 +43,17 @@ _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
         _Code.UNAUTHENTICATED,
         ErrorReason.SERVICE_CREDENTIALS_REQUIRED,
     ),
+    errors.OperatorCredentialsRequired: (
+        _Code.UNAUTHENTICATED,
+        ErrorReason.OPERATOR_CREDENTIALS_REQUIRED,
+    ),
+    errors.OperatorNotAllowed: (_Code.PERMISSION_DENIED, ErrorReason.OPERATOR_NOT_ALLOWED),
+    errors.UserNotFound: (_Code.NOT_FOUND, ErrorReason.USER_NOT_FOUND),
+    errors.UserDisabled: (_Code.PERMISSION_DENIED, ErrorReason.USER_DISABLED),
+    errors.PasswordResetTokenInvalid: (
+        _Code.UNAUTHENTICATED,
+        ErrorReason.PASSWORD_RESET_TOKEN_INVALID,
+    ),
     errors.TokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_INVALID),
     errors.TokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_EXPIRED),
     errors.RefreshTokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_INVALID),

@@ -257,6 +257,24 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             self._services.require(context)
         return pb.GetJwksResponse(jwks_json=self._keys.jwks_json())
 
+    # The account lifecycle (ChangePassword, ResetPassword) is being built: until it lands,
+    # both answer UNIMPLEMENTED, as the generated base would.
+    async def ChangePassword(
+        self,
+        request: pb.ChangePasswordRequest,
+        context: Context[pb.ChangePasswordRequest, pb.ChangePasswordResponse],
+    ) -> pb.ChangePasswordResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ChangePassword is not built yet")
+        raise AssertionError  # pragma: no cover (abort raises)
+
+    async def ResetPassword(
+        self,
+        request: pb.ResetPasswordRequest,
+        context: Context[pb.ResetPasswordRequest, pb.ResetPasswordResponse],
+    ) -> pb.ResetPasswordResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ResetPassword is not built yet")
+        raise AssertionError  # pragma: no cover (abort raises)
+
     async def WatchRevocations(
         self,
         request: pb.WatchRevocationsRequest,

@@ -20,6 +20,9 @@ __all__ = [
     "InvalidPageToken",
     "MissingCredentials",
     "NotReady",
+    "OperatorCredentialsRequired",
+    "OperatorNotAllowed",
+    "PasswordResetTokenInvalid",
     "RateLimited",
     "RefreshTokenExpired",
     "RefreshTokenInvalid",
@@ -34,6 +37,8 @@ __all__ = [
     "TokenExpired",
     "TokenInvalid",
     "Unauthenticated",
+    "UserDisabled",
+    "UserNotFound",
     "WeakPassword",
 ]
 
@@ -93,6 +98,27 @@ class MissingCredentials(Unauthenticated):
 class ServiceCredentialsRequired(Unauthenticated):
     """An RPC for internal services, called without a service key the server knows or an
     allow-listed client certificate. A user's access token is not a service credential."""
+
+
+class OperatorCredentialsRequired(Unauthenticated):
+    """An AdminService call without a service key or client certificate the server knows.
+    A user's access token is not an operator credential."""
+
+
+class OperatorNotAllowed(AuthError):
+    """An AdminService call from a known service that is not on the operator allow-list."""
+
+
+class UserNotFound(AuthError):
+    """An operator named a user that does not exist, or no longer does."""
+
+
+class UserDisabled(AuthError):
+    """The account is disabled by an operator; told only after the password is verified."""
+
+
+class PasswordResetTokenInvalid(Unauthenticated):
+    """A password-reset token that is unknown, used or expired: the answer does not say which."""
 
 
 class TokenInvalid(Unauthenticated):

@@ -99,6 +99,16 @@ class _SessionEndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sess
     """The user revoked the session with RevokeSession."""
     SESSION_END_REASON_REFRESH_TOKEN_REUSE: _SessionEndReason.ValueType  # 3
     """A rotated refresh token was presented again: the session was ended as stolen."""
+    SESSION_END_REASON_ADMIN_REVOKED: _SessionEndReason.ValueType  # 4
+    """An operator ended the user's sessions (AdminService.RevokeUserSessions)."""
+    SESSION_END_REASON_USER_DISABLED: _SessionEndReason.ValueType  # 5
+    """An operator disabled the account (AdminService.DisableUser)."""
+    SESSION_END_REASON_PASSWORD_CHANGED: _SessionEndReason.ValueType  # 6
+    """The user changed the password (ChangePassword) on another session."""
+    SESSION_END_REASON_PASSWORD_RESET: _SessionEndReason.ValueType  # 7
+    """The password was reset with a reset token (ResetPassword)."""
+    SESSION_END_REASON_USER_DELETED: _SessionEndReason.ValueType  # 8
+    """An operator deleted the account (AdminService.DeleteUser)."""
 
 class SessionEndReason(_SessionEndReason, metaclass=_SessionEndReasonEnumTypeWrapper):
     """SessionEndReason says why a session ended."""
@@ -111,6 +121,16 @@ SESSION_END_REASON_USER_REVOKED: SessionEndReason.ValueType  # 2
 """The user revoked the session with RevokeSession."""
 SESSION_END_REASON_REFRESH_TOKEN_REUSE: SessionEndReason.ValueType  # 3
 """A rotated refresh token was presented again: the session was ended as stolen."""
+SESSION_END_REASON_ADMIN_REVOKED: SessionEndReason.ValueType  # 4
+"""An operator ended the user's sessions (AdminService.RevokeUserSessions)."""
+SESSION_END_REASON_USER_DISABLED: SessionEndReason.ValueType  # 5
+"""An operator disabled the account (AdminService.DisableUser)."""
+SESSION_END_REASON_PASSWORD_CHANGED: SessionEndReason.ValueType  # 6
+"""The user changed the password (ChangePassword) on another session."""
+SESSION_END_REASON_PASSWORD_RESET: SessionEndReason.ValueType  # 7
+"""The password was reset with a reset token (ResetPassword)."""
+SESSION_END_REASON_USER_DELETED: SessionEndReason.ValueType  # 8
+"""An operator deleted the account (AdminService.DeleteUser)."""
 Global___SessionEndReason: _TypeAlias = SessionEndReason  # noqa: Y015
 
 @_typing.final
@@ -488,6 +508,8 @@ class Session(_message.Message):
     USER_AGENT_FIELD_NUMBER: _builtins.int
     CURRENT_FIELD_NUMBER: _builtins.int
     REMEMBER_ME_FIELD_NUMBER: _builtins.int
+    COUNTRY_FIELD_NUMBER: _builtins.int
+    CITY_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id (UUID)."""
     device_type: Global___DeviceType.ValueType
@@ -506,6 +528,12 @@ class Session(_message.Message):
     """True for the session the caller's access token belongs to."""
     remember_me: _builtins.bool
     """True if the session was started with remember_me."""
+    country: _builtins.str
+    """ISO 3166-1 alpha-2 country of ip_address at login, e.g. "DE"; empty when
+    unknown or when the server has no GeoIP database configured.
+    """
+    city: _builtins.str
+    """City of ip_address at login, in English; empty when unknown."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the session started (Login or Register)."""
@@ -538,10 +566,12 @@ class Session(_message.Message):
         user_agent: _builtins.str = ...,
         current: _builtins.bool = ...,
         remember_me: _builtins.bool = ...,
+        country: _builtins.str = ...,
+        city: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "last_active_at", b"last_active_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "created_at", b"created_at", "current", b"current", "device_name", b"device_name", "device_type", b"device_type", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "ip_address", b"ip_address", "last_active_at", b"last_active_at", "os", b"os", "remember_me", b"remember_me", "session_id", b"session_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "city", b"city", "country", b"country", "created_at", b"created_at", "current", b"current", "device_name", b"device_name", "device_type", b"device_type", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "ip_address", b"ip_address", "last_active_at", b"last_active_at", "os", b"os", "remember_me", b"remember_me", "session_id", b"session_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -845,3 +875,101 @@ class Heartbeat(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class ChangePasswordRequest(_message.Message):
+    """ChangePasswordRequest is authenticated by the `authorization` metadata (the
+    caller's access token).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    current_password: _builtins.str
+    """Sensitive: never logged. The password the account has now."""
+    new_password: _builtins.str
+    """Sensitive: never logged. The same rules as Register's password."""
+    def __init__(
+        self,
+        *,
+        current_password: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password", "new_password", b"new_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordRequest: _TypeAlias = ChangePasswordRequest  # noqa: Y015
+
+@_typing.final
+class ChangePasswordResponse(_message.Message):
+    """ChangePasswordResponse reports the sessions the change ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    revoked_session_count: _builtins.int
+    """How many of the user's other sessions were ended."""
+    def __init__(
+        self,
+        *,
+        revoked_session_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked_session_count", b"revoked_session_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordResponse: _TypeAlias = ChangePasswordResponse  # noqa: Y015
+
+@_typing.final
+class ResetPasswordRequest(_message.Message):
+    """ResetPasswordRequest presents a reset token and the new password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESET_TOKEN_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    reset_token: _builtins.str
+    """Sensitive: the token from AdminService.CreatePasswordResetToken."""
+    new_password: _builtins.str
+    """Sensitive: never logged. The same rules as Register's password."""
+    def __init__(
+        self,
+        *,
+        reset_token: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_password", b"new_password", "reset_token", b"reset_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPasswordRequest: _TypeAlias = ResetPasswordRequest  # noqa: Y015
+
+@_typing.final
+class ResetPasswordResponse(_message.Message):
+    """ResetPasswordResponse reports the sessions the reset ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    revoked_session_count: _builtins.int
+    """How many of the user's sessions were ended."""
+    def __init__(
+        self,
+        *,
+        revoked_session_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked_session_count", b"revoked_session_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPasswordResponse: _TypeAlias = ResetPasswordResponse  # noqa: Y015

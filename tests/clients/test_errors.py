@@ -21,6 +21,9 @@ from authsvc_client import (
     MissingCredentials,
     NotFound,
     NotReady,
+    OperatorCredentialsRequired,
+    OperatorNotAllowed,
+    PasswordResetTokenInvalid,
     PermissionDenied,
     RateLimited,
     RefreshTokenExpired,
@@ -35,6 +38,8 @@ from authsvc_client import (
     TokenExpired,
     TokenInvalid,
     Unavailable,
+    UserDisabled,
+    UserNotFound,
     WeakPassword,
     error_from_rpc,
 )
@@ -73,6 +78,11 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "SERVICE_CREDENTIALS_REQUIRED": ServiceCredentialsRequired,
     "CURSOR_EXPIRED": CursorExpired,
     "SUBSCRIBER_TOO_SLOW": SubscriberTooSlow,
+    "OPERATOR_CREDENTIALS_REQUIRED": OperatorCredentialsRequired,
+    "OPERATOR_NOT_ALLOWED": OperatorNotAllowed,
+    "USER_NOT_FOUND": UserNotFound,
+    "USER_DISABLED": UserDisabled,
+    "PASSWORD_RESET_TOKEN_INVALID": PasswordResetTokenInvalid,
 }
 REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 

@@ -71,10 +71,16 @@ export class EmailTaken extends AlreadyExists {}
 export class PermissionDenied extends AuthsvcError {}
 /** PERMISSION_DENIED / REGISTRATION_DISABLED. */
 export class RegistrationDisabled extends PermissionDenied {}
+/** PERMISSION_DENIED / OPERATOR_NOT_ALLOWED: an AdminService call from a service not on the operator allow-list. */
+export class OperatorNotAllowed extends PermissionDenied {}
+/** PERMISSION_DENIED / USER_DISABLED: the account is disabled by an operator. */
+export class UserDisabled extends PermissionDenied {}
 /** NOT_FOUND, any reason. */
 export class NotFound extends AuthsvcError {}
 /** NOT_FOUND / SESSION_NOT_FOUND: no such session among the caller's. */
 export class SessionNotFound extends NotFound {}
+/** NOT_FOUND / USER_NOT_FOUND: AdminService names a user that does not exist (or no longer). */
+export class UserNotFound extends NotFound {}
 
 /** UNAUTHENTICATED, any reason. */
 export class Unauthenticated extends AuthsvcError {}
@@ -87,6 +93,10 @@ export class MissingCredentials extends Unauthenticated {}
  * certificate (SERVICE_CREDENTIALS_REQUIRED); a user's access token is not one.
  */
 export class ServiceCredentialsRequired extends Unauthenticated {}
+/** UNAUTHENTICATED / OPERATOR_CREDENTIALS_REQUIRED: an AdminService call without an operator's service key or client certificate. */
+export class OperatorCredentialsRequired extends Unauthenticated {}
+/** UNAUTHENTICATED / PASSWORD_RESET_TOKEN_INVALID: the reset token is unknown, used or expired. */
+export class PasswordResetTokenInvalid extends Unauthenticated {}
 /** The access token is malformed, forged or not this service's. */
 export class TokenInvalid extends Unauthenticated {}
 /** The access token is past its `exp`. The token manager refreshes and retries once. */
@@ -164,6 +174,11 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   SERVICE_CREDENTIALS_REQUIRED: ServiceCredentialsRequired,
   CURSOR_EXPIRED: CursorExpired,
   SUBSCRIBER_TOO_SLOW: SubscriberTooSlow,
+  OPERATOR_CREDENTIALS_REQUIRED: OperatorCredentialsRequired,
+  OPERATOR_NOT_ALLOWED: OperatorNotAllowed,
+  USER_NOT_FOUND: UserNotFound,
+  USER_DISABLED: UserDisabled,
+  PASSWORD_RESET_TOKEN_INVALID: PasswordResetTokenInvalid,
 };
 
 // For a reason this client does not know yet (or no ErrorInfo at all): the code's family.

@@ -24,6 +24,9 @@ import {
   InvalidPageToken,
   MissingCredentials,
   NotReady,
+  OperatorCredentialsRequired,
+  OperatorNotAllowed,
+  PasswordResetTokenInvalid,
   PermissionDenied,
   RateLimited,
   RefreshTokenExpired,
@@ -40,6 +43,8 @@ import {
   TokenInvalid,
   Unauthenticated,
   Unavailable,
+  UserDisabled,
+  UserNotFound,
   WeakPassword,
   type Reason,
 } from "../src/errors.js";
@@ -119,6 +124,11 @@ const RAISES: Record<Reason, [Code, abstract new (...args: never[]) => AuthsvcEr
   SERVICE_CREDENTIALS_REQUIRED: [Code.Unauthenticated, ServiceCredentialsRequired],
   CURSOR_EXPIRED: [Code.OutOfRange, CursorExpired],
   SUBSCRIBER_TOO_SLOW: [Code.ResourceExhausted, SubscriberTooSlow],
+  OPERATOR_CREDENTIALS_REQUIRED: [Code.Unauthenticated, OperatorCredentialsRequired],
+  OPERATOR_NOT_ALLOWED: [Code.PermissionDenied, OperatorNotAllowed],
+  USER_NOT_FOUND: [Code.NotFound, UserNotFound],
+  USER_DISABLED: [Code.PermissionDenied, UserDisabled],
+  PASSWORD_RESET_TOKEN_INVALID: [Code.Unauthenticated, PasswordResetTokenInvalid],
 };
 
 describe("every reason of the generated ErrorReason throws its class", () => {

@@ -32,7 +32,10 @@ __all__ = [
     "MissingCredentials",
     "NotFound",
     "NotReady",
+    "OperatorCredentialsRequired",
+    "OperatorNotAllowed",
     "OutOfRange",
+    "PasswordResetTokenInvalid",
     "PermissionDenied",
     "RateLimited",
     "RefreshTokenExpired",
@@ -49,6 +52,8 @@ __all__ = [
     "TokenInvalid",
     "Unauthenticated",
     "Unavailable",
+    "UserDisabled",
+    "UserNotFound",
     "WeakPassword",
     "error_for",
     "error_from_rpc",
@@ -121,12 +126,25 @@ class RegistrationDisabled(PermissionDenied):
     """Register is switched off on this service (REGISTRATION_DISABLED)."""
 
 
+class OperatorNotAllowed(PermissionDenied):
+    """An AdminService call from a service that is not on the operator allow-list
+    (OPERATOR_NOT_ALLOWED)."""
+
+
+class UserDisabled(PermissionDenied):
+    """The account is disabled by an operator (USER_DISABLED)."""
+
+
 class NotFound(AuthsvcError):
     """No such session among the caller's (SESSION_NOT_FOUND)."""
 
 
 class SessionNotFound(NotFound):
     """No such session among the caller's (SESSION_NOT_FOUND)."""
+
+
+class UserNotFound(NotFound):
+    """AdminService: no such user, or no longer (USER_NOT_FOUND)."""
 
 
 class Unauthenticated(AuthsvcError):
@@ -152,6 +170,15 @@ class TokenInvalid(Unauthenticated):
 
 class TokenExpired(Unauthenticated):
     """The access token is past its `exp`; a refresh gets a new one."""
+
+
+class OperatorCredentialsRequired(Unauthenticated):
+    """An AdminService call without an operator's service key or client certificate
+    (OPERATOR_CREDENTIALS_REQUIRED); a user's access token is not one."""
+
+
+class PasswordResetTokenInvalid(Unauthenticated):
+    """The password-reset token is unknown, used or expired (PASSWORD_RESET_TOKEN_INVALID)."""
 
 
 class SessionExpired(Unauthenticated):
@@ -257,6 +284,11 @@ _REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcErro
     ErrorReason.INTERNAL: (_Code.INTERNAL, AuthsvcError),
     ErrorReason.SERVICE_CREDENTIALS_REQUIRED: (_Code.UNAUTHENTICATED, ServiceCredentialsRequired),
     ErrorReason.CURSOR_EXPIRED: (_Code.OUT_OF_RANGE, CursorExpired),
+    ErrorReason.OPERATOR_CREDENTIALS_REQUIRED: (_Code.UNAUTHENTICATED, OperatorCredentialsRequired),
+    ErrorReason.OPERATOR_NOT_ALLOWED: (_Code.PERMISSION_DENIED, OperatorNotAllowed),
+    ErrorReason.USER_NOT_FOUND: (_Code.NOT_FOUND, UserNotFound),
+    ErrorReason.USER_DISABLED: (_Code.PERMISSION_DENIED, UserDisabled),
+    ErrorReason.PASSWORD_RESET_TOKEN_INVALID: (_Code.UNAUTHENTICATED, PasswordResetTokenInvalid),
     ErrorReason.SUBSCRIBER_TOO_SLOW: (_Code.RESOURCE_EXHAUSTED, SubscriberTooSlow),
 }
 # The same by the reason as sent: the value's name.

@@ -89,6 +89,16 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsResponse.FromString,
                 _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/authsvc.v1.AuthService/ChangePassword',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/authsvc.v1.AuthService/ResetPassword',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -182,6 +192,25 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangePassword(self, request, context):
+        """ChangePassword replaces the caller's password, given the current one. It
+        ends every other session of the user and keeps the caller's. Throttled
+        like Login: repeated wrong current passwords are RATE_LIMITED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """ResetPassword sets a new password with a single-use reset token (from
+        AdminService.CreatePasswordResetToken, delivered by the caller's own
+        channel) and ends every session of the user. It does not sign in.
+        Throttled like Login by client address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +258,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.WatchRevocations,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +523,60 @@ class AuthService:
             '/authsvc.v1.AuthService/WatchRevocations',
             authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.WatchRevocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/ChangePassword',
+            authsvc_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/ResetPassword',
+            authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

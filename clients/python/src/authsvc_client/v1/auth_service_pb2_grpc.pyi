@@ -81,6 +81,17 @@ class AuthServiceStub:
     several intervals must treat its deny-list as stale. A subscriber too slow
     to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
     """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]
+    """ChangePassword replaces the caller's password, given the current one. It
+    ends every other session of the user and keeps the caller's. Throttled
+    like Login: repeated wrong current passwords are RATE_LIMITED.
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]
+    """ResetPassword sets a new password with a single-use reset token (from
+    AdminService.CreatePasswordResetToken, delivered by the caller's own
+    channel) and ends every session of the user. It does not sign in.
+    Throttled like Login by client address.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -134,6 +145,17 @@ class AuthServiceAsyncStub(AuthServiceStub):
     for the server's heartbeat interval. A subscriber that hears nothing for
     several intervals must treat its deny-list as stale. A subscriber too slow
     to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """ChangePassword replaces the caller's password, given the current one. It
+    ends every other session of the user and keeps the caller's. Throttled
+    like Login: repeated wrong current passwords are RATE_LIMITED.
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """ResetPassword sets a new password with a single-use reset token (from
+    AdminService.CreatePasswordResetToken, delivered by the caller's own
+    channel) and ends every session of the user. It does not sign in.
+    Throttled like Login by client address.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -239,6 +261,29 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         for the server's heartbeat interval. A subscriber that hears nothing for
         several intervals must treat its deny-list as stale. A subscriber too slow
         to keep up is cut off (SUBSCRIBER_TOO_SLOW) and resumes from its cursor.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _auth_service_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_service_pb2.ChangePasswordResponse]]:
+        """ChangePassword replaces the caller's password, given the current one. It
+        ends every other session of the user and keeps the caller's. Throttled
+        like Login: repeated wrong current passwords are RATE_LIMITED.
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _auth_service_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ResetPasswordResponse, _abc.Awaitable[_auth_service_pb2.ResetPasswordResponse]]:
+        """ResetPassword sets a new password with a single-use reset token (from
+        AdminService.CreatePasswordResetToken, delivered by the caller's own
+        channel) and ends every session of the user. It does not sign in.
+        Throttled like Login by client address.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

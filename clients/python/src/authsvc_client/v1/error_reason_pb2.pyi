@@ -96,6 +96,27 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RESOURCE_EXHAUSTED: a WatchRevocations subscriber fell a whole buffer
     behind and was cut off; resume from the last cursor received.
     """
+    OPERATOR_CREDENTIALS_REQUIRED: _ErrorReason.ValueType  # 25
+    """UNAUTHENTICATED: an AdminService call without an operator credential: no
+    service key or client certificate the server knows. A user's access token
+    is not one.
+    """
+    OPERATOR_NOT_ALLOWED: _ErrorReason.ValueType  # 26
+    """PERMISSION_DENIED: an AdminService call from a known service that is not on
+    the operator allow-list (AUTHSVC_OPERATORS).
+    """
+    USER_NOT_FOUND: _ErrorReason.ValueType  # 27
+    """NOT_FOUND: an AdminService call names a user that does not exist (or was
+    deleted).
+    """
+    USER_DISABLED: _ErrorReason.ValueType  # 28
+    """PERMISSION_DENIED: the account is disabled by an operator. Login answers it
+    only after the password is verified, so it reveals nothing to a guesser.
+    """
+    PASSWORD_RESET_TOKEN_INVALID: _ErrorReason.ValueType  # 29
+    """UNAUTHENTICATED: a password-reset token that is unknown, already used or
+    expired; ask for a new one.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is every `reason` the service puts in the one
@@ -187,5 +208,26 @@ log's retention; start again with after_cursor 0 (a snapshot).
 SUBSCRIBER_TOO_SLOW: ErrorReason.ValueType  # 24
 """RESOURCE_EXHAUSTED: a WatchRevocations subscriber fell a whole buffer
 behind and was cut off; resume from the last cursor received.
+"""
+OPERATOR_CREDENTIALS_REQUIRED: ErrorReason.ValueType  # 25
+"""UNAUTHENTICATED: an AdminService call without an operator credential: no
+service key or client certificate the server knows. A user's access token
+is not one.
+"""
+OPERATOR_NOT_ALLOWED: ErrorReason.ValueType  # 26
+"""PERMISSION_DENIED: an AdminService call from a known service that is not on
+the operator allow-list (AUTHSVC_OPERATORS).
+"""
+USER_NOT_FOUND: ErrorReason.ValueType  # 27
+"""NOT_FOUND: an AdminService call names a user that does not exist (or was
+deleted).
+"""
+USER_DISABLED: ErrorReason.ValueType  # 28
+"""PERMISSION_DENIED: the account is disabled by an operator. Login answers it
+only after the password is verified, so it reveals nothing to a guesser.
+"""
+PASSWORD_RESET_TOKEN_INVALID: ErrorReason.ValueType  # 29
+"""UNAUTHENTICATED: a password-reset token that is unknown, already used or
+expired; ask for a new one.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
