@@ -24,13 +24,12 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from authsvc.config import SETTINGS, Config
-from authsvc.ports import BindFailed, bind_failure, probe_port
+from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.tls import http_tls, server_credentials
 
 __all__ = ["SWEEPING_WORKER", "report_listening", "supervise", "watch_supervisor"]
@@ -129,32 +128,12 @@ def _reserve(reservations: contextlib.ExitStack, host: str, port: int) -> int:
         # Workers join the reservation with SO_REUSEPORT, and so would they another
         # server's port: the kernel would then split that server's calls with them.
         probe_port(host, port)
-    reserved: int = reservations.enter_context(_reserve_port(host, port)).getsockname()[1]
+    # Bound, never listening: workers join it with SO_REUSEPORT, while a process binding
+    # without it (a single-process server, say) cannot take the port meanwhile. Not
+    # listening, it never gets a connection: the kernel hands those to listening sockets.
+    reservation = bind_listener(host, port, reuse_port=True)
+    reserved: int = reservations.enter_context(reservation).getsockname()[1]
     return reserved
-
-
-def _reserve_port(host: str, port: int) -> socket.socket:
-    """Bind, without listening, host:port with SO_REUSEPORT (port 0: a free one);
-    BindFailed if it cannot.
-
-    Workers join it with SO_REUSEPORT; a process that binds without it (a
-    single-process server, say) cannot take the port meanwhile. Not listening,
-    it never gets a connection: the kernel hands those to listening sockets.
-    """
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise bind_failure(host, port, exc) from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise bind_failure(host, port, exc) from exc
-    return sock
 
 
 def _worker_argv(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import socket
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -17,6 +18,7 @@ from grpc_status import rpc_status
 from authsvc import config as config_module
 from authsvc.api.errors import answer_for, deadline_exceeded_status, internal_status
 from authsvc.core.errors import AuthError
+from authsvc.core.models import Revocation, SessionEndReason, SessionId, UserId
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from authsvc.v1.error_reason_pb2 import ErrorReason
@@ -181,3 +183,14 @@ def documented_reasons() -> dict[str, str]:
     """reason -> status code name, as ErrorReason's value comments in the proto give them."""
     text = ERROR_REASON_PROTO.read_text()
     return {reason: code for code, reason in _DOCUMENTED_VALUE.findall(text)}
+
+
+def logout_revocation(cursor: int, revoked_at: datetime) -> Revocation:
+    """A revocation-feed entry at `cursor`: a logout of a session of its own."""
+    return Revocation(
+        cursor=cursor,
+        session_id=SessionId(uuid.uuid4()),
+        user_id=UserId(uuid.uuid4()),
+        reason=SessionEndReason.USER_LOGOUT,
+        revoked_at=revoked_at,
+    )

@@ -4,15 +4,15 @@ cuts off one that falls a whole ring behind without holding up the others."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from authsvc.core.errors import NotReady, ServerBusy, SubscriberTooSlow
-from authsvc.core.models import Revocation, SessionEndReason, SessionId, UserId
+from authsvc.core.models import Revocation
 from authsvc.domain.revocation_watch import RevocationFanout, Subscription
 from authsvc.domain.revocations import RevocationBatch
+from tests.helpers import logout_revocation
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,19 +21,9 @@ _AT = datetime(2026, 1, 1, tzinfo=UTC)
 _HANG = 30
 
 
-def _revocation(cursor: int) -> Revocation:
-    return Revocation(
-        cursor=cursor,
-        session_id=SessionId(uuid.uuid4()),
-        user_id=UserId(uuid.uuid4()),
-        reason=SessionEndReason.USER_LOGOUT,
-        revoked_at=_AT,
-    )
-
-
 def _batch(*cursors: int, after: int) -> RevocationBatch:
     return RevocationBatch(
-        revocations=tuple(_revocation(cursor) for cursor in cursors),
+        revocations=tuple(logout_revocation(cursor, _AT) for cursor in cursors),
         after=after,
         cursor=max((after, *cursors)),
         is_snapshot=False,

@@ -8,7 +8,6 @@ happens."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,26 +17,14 @@ from authsvc.core.clock import FrozenClock
 from authsvc.core.models import (
     Revocation,
     RevocationLogBounds,
-    SessionEndReason,
-    SessionId,
-    UserId,
 )
 from authsvc.domain.revocation_watch import Heartbeat, RevocationFanout, RevocationWatch
 from authsvc.domain.revocations import RevocationBatch
+from tests.helpers import logout_revocation
 
 pytestmark = pytest.mark.asyncio
 
 _NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _revocation(cursor: int) -> Revocation:
-    return Revocation(
-        cursor=cursor,
-        session_id=SessionId(uuid.uuid4()),
-        user_id=UserId(uuid.uuid4()),
-        reason=SessionEndReason.USER_LOGOUT,
-        revoked_at=_NOW,
-    )
 
 
 class _ListLog:
@@ -84,7 +71,7 @@ def _started_fanout() -> RevocationFanout:
 async def test_a_revocation_committed_during_the_replay_is_sent_once(
     after_cursor: int, seen: bool
 ) -> None:
-    log = _ListLog([_revocation(cursor) for cursor in (1, 2, 3)])
+    log = _ListLog([logout_revocation(cursor, _NOW) for cursor in (1, 2, 3)])
     log.seen = seen
     fanout = _started_fanout()
     watch = RevocationWatch(
@@ -96,7 +83,7 @@ async def test_a_revocation_committed_during_the_replay_is_sent_once(
         # Zero: a heartbeat as soon as the stream is quiet, ending the test there.
         heartbeat_interval=timedelta(0),
     )
-    committed = [_revocation(4), _revocation(5)]
+    committed = [logout_revocation(4, _NOW), logout_revocation(5, _NOW)]
 
     def commit() -> None:
         log.entries.extend(committed)
@@ -128,13 +115,15 @@ async def test_a_stream_whose_feed_is_stale_sends_no_heartbeat_until_it_is_curre
         asked += 1
         if asked == 3:
             fanout.applied(
-                RevocationBatch(revocations=(_revocation(4),), after=3, cursor=4, is_snapshot=False)
+                RevocationBatch(
+                    revocations=(logout_revocation(4, _NOW),), after=3, cursor=4, is_snapshot=False
+                )
             )
             current = True
         return current
 
     watch = RevocationWatch(
-        _ListLog([_revocation(cursor) for cursor in (1, 2, 3)]),
+        _ListLog([logout_revocation(cursor, _NOW) for cursor in (1, 2, 3)]),
         fanout,
         FrozenClock(_NOW),
         is_current=is_current,
