@@ -14,6 +14,7 @@ __all__ = [
     "BucketCount",
     "DeviceInfo",
     "DeviceType",
+    "EndedSession",
     "IssuedTokens",
     "ListedSession",
     "LogoutScope",
@@ -180,6 +181,14 @@ class RefreshTokenRecord:
     # The successor token, encrypted under a key derived from this token's
     # plaintext, so only a holder of this token can recover it in the grace window.
     successor_box: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndedSession:
+    """A session a call has just ended: its id, and its start for the duration metric."""
+
+    id: SessionId
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,7 +13,9 @@ here: `.labels()` costs a dict lookup and a lock per call.
 
 from __future__ import annotations
 
-from typing import Final
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, ParamSpec, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.metrics import MetricWrapperBase
@@ -51,6 +53,7 @@ __all__ = [
     "SWEEPER_ROWS_DELETED",
     "USERS_BY_LIVE_SESSIONS",
     "USERS_WITH_LIVE_SESSIONS",
+    "counting_failures",
     "session_ended",
 ]
 
@@ -102,6 +105,34 @@ REFRESH_EXPIRED: Final = REFRESHES.labels(outcome="expired")
 REFRESH_REUSED: Final = REFRESHES.labels(outcome="reused")
 REFRESH_SESSION_OVER: Final = REFRESHES.labels(outcome="session_over")
 REFRESH_INVALID: Final = REFRESHES.labels(outcome="invalid")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def counting_failures(
+    *failures: tuple[type[Exception], Counter | None],
+) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]:
+    """Count the decorated call's failure on the counter of the first matching exception
+    type (None: not counted); the exception goes on. Successes are the callee's to count."""
+
+    def decorate(function: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+        @functools.wraps(function)
+        async def counted(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            try:
+                return await function(*args, **kwargs)
+            except Exception as exc:
+                for kind, counter in failures:
+                    if isinstance(exc, kind):
+                        if counter is not None:
+                            counter.inc()
+                        break
+                raise
+
+        return counted
+
+    return decorate
+
 
 # --- sessions -------------------------------------------------------------------
 
