@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf.message import DecodeError
+from prometheus_client import Counter
 
 from authsvc.api.errors import deadline_exceeded_status, internal_status, reason_of, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
@@ -158,7 +159,7 @@ class _RpcMetrics:
         self._service, _, self._method = full_method.lstrip("/").rpartition("/")
         self._duration = metrics.RPC_DURATION.labels(self._service, self._method)
         self._ok = metrics.RPC_HANDLED.labels(self._service, self._method, "OK", "")
-        self._handled: dict[tuple[grpc.StatusCode, str], Any] = {}
+        self._handled: dict[tuple[grpc.StatusCode, str], Counter] = {}
 
     def record(self, code: grpc.StatusCode, reason: str, seconds: float) -> None:
         self._duration.observe(seconds)
