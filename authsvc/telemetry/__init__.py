@@ -1,0 +1,1 @@
+"""Telemetry: what the service tells its operators beyond logs (metrics; traces)."""
