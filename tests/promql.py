@@ -15,10 +15,26 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["PROMETHEUS_SERIES", "metric_names", "promtool"]
+import grpc
+
+from authsvc.telemetry import metrics
+
+__all__ = ["KNOWN_LABEL_VALUES", "PROMETHEUS_SERIES", "label_values", "metric_names", "promtool"]
 
 # Prometheus's own series about a scrape, not the service's.
 PROMETHEUS_SERIES = frozenset({"up"})
+# The values the service gives the labels that rules and panels filter on: the outcomes are
+# bound at import (metrics.py), so collecting them lists every one.
+KNOWN_LABEL_VALUES = {
+    "outcome": frozenset(
+        sample.labels["outcome"]
+        for counter in (metrics.LOGINS, metrics.REFRESHES)
+        for family in counter.collect()
+        for sample in family.samples
+    ),
+    "kind": frozenset(metrics.END_KINDS.values()),
+    "code": frozenset(code.name for code in grpc.StatusCode),
+}
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
@@ -65,6 +81,27 @@ def metric_names(expr: str) -> set[str]:
             continue  # a function or an aggregation
         names.add(value)
     return names
+
+
+_SELECTOR = re.compile(r'\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\}')
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def label_values(expr: str, label: str) -> set[str]:
+    """The values `expr`'s matchers compare `label` with. A regex must be a plain list of
+    alternatives (`ok|grace_replay`): anything fancier is refused rather than guessed at."""
+    values: set[str] = set()
+    for selector in _SELECTOR.findall(expr):
+        for name, op, value in _MATCHER.findall(selector):
+            if name != label:
+                continue
+            if op in ("=~", "!~"):
+                if re.fullmatch(r"\w+(\|\w+)*", value) is None:
+                    raise ValueError(f"not a plain list of alternatives: {name}{op}{value!r}")
+                values.update(value.split("|"))
+            else:
+                values.add(value)
+    return values
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:

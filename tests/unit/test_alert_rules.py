@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from authsvc.telemetry.metrics import EXPORTED_SERIES
-from tests.promql import PROMETHEUS_SERIES, metric_names, promtool
+from tests.promql import (
+    KNOWN_LABEL_VALUES,
+    PROMETHEUS_SERIES,
+    label_values,
+    metric_names,
+    promtool,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -61,6 +67,13 @@ def test_every_metric_the_rules_read_is_exported_or_recorded() -> None:
     read = {name for rule in rules() for name in metric_names(rule["expr"])}
 
     assert read - EXPORTED_SERIES - recorded() - PROMETHEUS_SERIES == set()
+
+
+def test_every_outcome_kind_and_code_the_rules_match_is_one_the_service_uses() -> None:
+    for label, known in KNOWN_LABEL_VALUES.items():
+        matched = {value for rule in rules() for value in label_values(rule["expr"], label)}
+
+        assert matched <= known, label
 
 
 def test_every_alert_waits_has_a_severity_and_says_what_and_where_to_look() -> None:

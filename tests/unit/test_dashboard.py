@@ -12,7 +12,13 @@ from typing import Any
 import yaml
 
 from authsvc.telemetry.metrics import EXPORTED_METRICS, EXPORTED_SERIES
-from tests.promql import PROMETHEUS_SERIES, metric_names, promtool
+from tests.promql import (
+    KNOWN_LABEL_VALUES,
+    PROMETHEUS_SERIES,
+    label_values,
+    metric_names,
+    promtool,
+)
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "authsvc.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -45,6 +51,13 @@ def test_every_metric_the_dashboard_reads_is_exported() -> None:
     read = {name for expr in queries() for name in metric_names(expr)} | variable_metrics()
 
     assert read - EXPORTED_SERIES - PROMETHEUS_SERIES == set()
+
+
+def test_every_outcome_kind_and_code_the_panels_match_is_one_the_service_uses() -> None:
+    for label, known in KNOWN_LABEL_VALUES.items():
+        matched = {value for expr in queries() for value in label_values(expr, label)}
+
+        assert matched <= known, label
 
 
 def test_every_exported_metric_has_a_panel() -> None:

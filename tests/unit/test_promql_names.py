@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.promql import metric_names
+from tests.promql import label_values, metric_names
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,21 @@ def test_metric_names_are_the_selected_series(expr: str, names: set[str]) -> Non
 def test_a_selector_by_name_is_refused_not_missed() -> None:
     with pytest.raises(ValueError, match="__name__"):
         metric_names('{__name__="authsvc_logins_total"}')
+
+
+@pytest.mark.parametrize(
+    ("expr", "values"),
+    [
+        ('rate(x{outcome="reused"}[5m])', {"reused"}),
+        ('x{job=~"$job", outcome!~"ok|grace_replay"} / y{outcome!="ok"}', {"ok", "grace_replay"}),
+        ('x{note="outcome=\\"a\\"", kind="logout"}', set()),
+        ("x", set()),
+    ],
+)
+def test_label_values_are_what_the_matchers_compare_with(expr: str, values: set[str]) -> None:
+    assert label_values(expr, "outcome") == values
+
+
+def test_a_label_regex_beyond_alternatives_is_refused() -> None:
+    with pytest.raises(ValueError, match="alternatives"):
+        label_values('x{outcome=~"re.*"}', "outcome")
