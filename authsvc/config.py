@@ -337,6 +337,7 @@ LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
 SERVICES = Group("Service credentials", (SERVE,))
 FEED = Group("Revocation feed", (SERVE,))
+METRICS = Group("Metrics", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
 GROUPS = (
     LISTENING,
@@ -351,6 +352,7 @@ GROUPS = (
     SWEEPER,
     SERVICES,
     FEED,
+    METRICS,
     LOGGING,
 )
 
@@ -597,6 +599,13 @@ class Config:
     key_reload_interval: timedelta = _setting(
         parse_positive_duration, "60s", "How often replicas reload keys.", TOKENS
     )
+    signing_key_rotation_period: timedelta = _setting(
+        parse_positive_duration,
+        "90d",
+        "How often you mean to rotate the signing key (`authsvc keys rotate`); exported as "
+        "`authsvc_signing_key_rotation_period_seconds` for the key-age alert. Rotates nothing.",
+        TOKENS,
+    )
     session_idle_timeout: timedelta = _setting(
         parse_positive_duration, "7d", "Session ends without a refresh for.", SESSIONS
     )
@@ -761,6 +770,26 @@ class Config:
         "1000",
         "WatchRevocations streams one process serves at once; more are refused (SERVER_BUSY).",
         FEED,
+    )
+    metrics: bool = _setting(
+        parse_bool,
+        "false",
+        "Serve Prometheus metrics at /metrics on the HTTP port (AUTHSVC_HTTP_PORT must be set).",
+        METRICS,
+    )
+    metrics_sample_interval: timedelta = _setting(
+        parse_positive_duration,
+        "30s",
+        "How often one process counts the live sessions and their users (one query).",
+        METRICS,
+    )
+    metrics_dir: Path | None = _setting(
+        Path,
+        None,
+        "Directory where the processes of `serve --workers` keep their metrics, for any of "
+        "them to answer a scrape for all; emptied at start. Unset: a private temporary "
+        "directory, removed at exit.",
+        METRICS,
     )
     log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
 
@@ -972,7 +1001,14 @@ def _check_consistency(config: Config) -> None:
             "AUTHSVC_TLS_CLIENT_CERT_FILE needs AUTHSVC_TLS_CERT_FILE (the server's certificate)",
         ),
     )
-    problems = (*problems, *_service_problems(config))
+    problems = (
+        *problems,
+        *_service_problems(config),
+        (
+            config.metrics and config.http_port is None,
+            "AUTHSVC_METRICS needs AUTHSVC_HTTP_PORT: /metrics is served on the HTTP port",
+        ),
+    )
     for failed, message in problems:
         if failed:
             raise ConfigError(message)

@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn, Protocol
@@ -14,20 +15,24 @@ from typing import NoReturn, Protocol
 from authsvc.core.clock import Clock
 from authsvc.core.errors import (
     InvalidCredentials,
+    RateLimited,
     RefreshTokenExpired,
     RefreshTokenInvalid,
     RefreshTokenReused,
     RegistrationDisabled,
+    ServerBusy,
     SessionExpired,
     SessionNotFound,
     SessionRevoked,
     TokenExpired,
     TokenInvalid,
     Unauthenticated,
+    UserDisabled,
 )
 from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
+    EndedSession,
     IssuedTokens,
     LogoutScope,
     Principal,
@@ -46,6 +51,7 @@ from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
+from authsvc.telemetry import metrics
 
 __all__ = [
     "LockedSession",
@@ -208,11 +214,11 @@ class SessionStore(Protocol):
         reason: str,
         ended_by: SessionEndReason,
         event: AuditEvent,
-    ) -> int:
+    ) -> EndedSession | None:
         """Revoke the user's session at `now` for `reason`, log it for the revocation feed
-        as `ended_by` and record `event`, stamped with the session, atomically. 1 if this
-        call revoked it; 0, with nothing written, if it was revoked already, is another
-        user's or does not exist (see
+        as `ended_by` and record `event`, stamped with the session, atomically. The session
+        if this call revoked it; None, with nothing written, if it was revoked already, is
+        another user's or does not exist (see
         `session_belongs_to`). A session past its deadlines is still revoked."""
         ...
 
@@ -229,7 +235,7 @@ class SessionStore(Protocol):
         ended_by: SessionEndReason,
         event: AuditEvent,
         keep: SessionId | None = None,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         """Revoke each live session of the user but `keep` at `now` for `reason`, log each
         for the revocation feed as `ended_by`, and record one copy of `event` per session,
         stamped with it, atomically. Returns the sessions it revoked (none if none was
@@ -398,6 +404,13 @@ class SessionService:
             created_at=self._clock.now(),
         )
 
+    @metrics.counting_failures(
+        (InvalidCredentials, metrics.LOGIN_BAD_CREDENTIALS),
+        (UserDisabled, metrics.LOGIN_DISABLED),
+        # A full hashing queue refuses for load, not for this login's history.
+        (ServerBusy, None),
+        (RateLimited, metrics.LOGIN_THROTTLED),
+    )
     async def login(
         self, *, email: str, password: str, remember_me: bool, device: DeviceInfo
     ) -> IssuedTokens:
@@ -430,6 +443,7 @@ class SessionService:
             new_hash = await self._hasher.hash(password, Lane.SIGN_IN, client=client)
             await self._users.update_password_hash(user.id, new_hash, self._clock.now())
         tokens = await self._start_session(user.id, remember_me, device, event="login_succeeded")
+        metrics.LOGIN_OK.inc()
         _log.info(
             "login",
             extra={"event": "login", "user_id": str(user.id), "session_id": str(tokens.session_id)},
@@ -488,6 +502,7 @@ class SessionService:
             ),
             new_user=new_user,
         )
+        metrics.SESSIONS_CREATED.inc()
         return self._issue(user_id, session.id, refresh_token, session.idle_expires_at)
 
     def _issue(
@@ -507,6 +522,13 @@ class SessionService:
 
     # --- refresh ----------------------------------------------------------
 
+    @metrics.counting_failures(
+        (RefreshTokenInvalid, metrics.REFRESH_INVALID),
+        (RefreshTokenExpired, metrics.REFRESH_EXPIRED),
+        (RefreshTokenReused, metrics.REFRESH_REUSED),
+        (SessionRevoked, metrics.REFRESH_SESSION_OVER),
+        (SessionExpired, metrics.REFRESH_SESSION_OVER),
+    )
     async def refresh(self, refresh_token: str, origin: RequestOrigin) -> IssuedTokens:
         """Rotate a refresh token.
 
@@ -532,9 +554,11 @@ class SessionService:
         if attempt is None:
             raise RefreshTokenInvalid("refresh token is not valid")
         if attempt.idle_expires_at is not None:
-            return self._issue(
+            tokens = self._issue(
                 attempt.user_id, attempt.session_id, successor, attempt.idle_expires_at
             )
+            metrics.REFRESH_OK.inc()
+            return tokens
         async with self._sessions.lock_session_by_token(token_hash) as locked:
             if locked is None:
                 raise RefreshTokenInvalid("refresh token is not valid")
@@ -550,15 +574,19 @@ class SessionService:
                     idle_expires_at=idle_expires_at,
                 )
                 rotated: _Rotated | None = _Rotated(successor, idle_expires_at)
+                outcome = metrics.REFRESH_OK
             elif now - record.rotated_at <= self._policy.refresh_grace:
                 rotated = await self._current_successor(locked, refresh_token, record)
+                outcome = metrics.REFRESH_GRACE_REPLAY
             else:
                 await self._revoke_for_reuse(locked, now, origin)
                 rotated = None
         if rotated is None:
-            self._ended_here([session.id], now)
+            self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)
             raise RefreshTokenReused("refresh token was already used; the session is revoked")
-        return self._issue(session.user_id, session.id, rotated.token, rotated.expires_at)
+        tokens = self._issue(session.user_id, session.id, rotated.token, rotated.expires_at)
+        outcome.inc()
+        return tokens
 
     @staticmethod
     async def _revoke_for_reuse(
@@ -750,7 +778,7 @@ class SessionService:
         ):
             raise SessionNotFound("session not found")
         if revoked:
-            self._ended_here([session_id], now)
+            self._ended_here([revoked], now, SessionEndReason.USER_REVOKED)
             _log.info(
                 "session revoked",
                 extra={
@@ -785,7 +813,7 @@ class SessionService:
             if reused:
                 await self._revoke_for_reuse(locked, now, origin)
         if reused:
-            self._ended_here([session.id], now)
+            self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)
             raise RefreshTokenReused("refresh token was already used; the session is revoked")
         return await self._logout(session.user_id, session.id, scope, origin)
 
@@ -808,9 +836,9 @@ class SessionService:
                 ended_by=SessionEndReason.USER_LOGOUT,
                 event=event,
             )
-            ended_ids = [session_id] if ended else []
+            ended_sessions = [] if ended is None else [ended]
         elif scope is LogoutScope.OTHER_SESSIONS:
-            ended_ids = await self._sessions.revoke_user_sessions(
+            ended_sessions = await self._sessions.revoke_user_sessions(
                 user_id,
                 now=now,
                 reason="logout_other_sessions",
@@ -819,15 +847,15 @@ class SessionService:
                 keep=session_id,
             )
         else:
-            ended_ids = await self._sessions.revoke_user_sessions(
+            ended_sessions = await self._sessions.revoke_user_sessions(
                 user_id,
                 now=now,
                 reason="logout_all_sessions",
                 ended_by=SessionEndReason.USER_LOGOUT,
                 event=event,
             )
-        self._ended_here(ended_ids, now)
-        count = len(ended_ids)
+        self._ended_here(ended_sessions, now, SessionEndReason.USER_LOGOUT)
+        count = len(ended_sessions)
         _log.info(
             "logout",
             extra={
@@ -840,8 +868,19 @@ class SessionService:
         )
         return count
 
-    def _ended_here(self, session_ids: list[SessionId], now: datetime) -> None:
-        """Read your writes: this process refuses the sessions it ended (committed) before
-        it answers, whatever its feed has heard."""
-        if self._liveness is not None and session_ids:
-            self._liveness.ended_here(session_ids, now)
+    def _ended_here(
+        self, ended: Sequence[EndedSession], now: datetime, reason: SessionEndReason
+    ) -> None:
+        """Every ending passes here, once, after it committed. Read your writes: this
+        process refuses the sessions it ended before it answers, whatever its feed has
+        heard. And each is counted, by `reason`, with how long it lived."""
+        if not ended:
+            return
+        if self._liveness is not None:
+            self._liveness.ended_here((session.id for session in ended), now)
+        for session in ended:
+            metrics.session_ended(reason.value, (now - session.created_at).total_seconds())
+
+
+def _ended(session: Session) -> EndedSession:
+    return EndedSession(id=session.id, created_at=session.created_at)

@@ -21,6 +21,7 @@ from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
     DeviceType,
+    EndedSession,
     ListedSession,
     RefreshTokenRecord,
     RotationAttempt,
@@ -138,13 +139,13 @@ _REVOKE_OWN = """
 WITH revoked AS (
     UPDATE sessions SET revoked_at = $3, revoke_reason = $4, end_reason = $9
     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
-    RETURNING id, user_id
+    RETURNING id, user_id, created_at
 ), audited AS (
     INSERT INTO audit_events
         (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
     SELECT $3, $5, user_id, id, $6, $7, $8 FROM revoked
 )
-SELECT count(*) FROM revoked
+SELECT created_at FROM revoked
 """
 _OWN_SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
 _REVOKE_ALL_OF_USER = """
@@ -152,13 +153,13 @@ WITH revoked AS (
     UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $9
     WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
       AND id IS DISTINCT FROM $4
-    RETURNING id, user_id
+    RETURNING id, user_id, created_at
 ), audited AS (
     INSERT INTO audit_events
         (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
     SELECT $2, $5, user_id, id, $6, $7, $8 FROM revoked
 )
-SELECT id FROM revoked
+SELECT id, created_at FROM revoked
 """
 
 
@@ -383,9 +384,9 @@ class PgSessionStore:
         reason: str,
         ended_by: SessionEndReason,
         event: AuditEvent,
-    ) -> int:
+    ) -> EndedSession | None:
         async with translate_errors():
-            count = await self._pool.fetchval(
+            created_at = await self._pool.fetchval(
                 _REVOKE_OWN,
                 session_id,
                 user_id,
@@ -394,7 +395,7 @@ class PgSessionStore:
                 *_event_template(event),
                 ended_by.value,
             )
-        return int(count)
+        return None if created_at is None else EndedSession(id=session_id, created_at=created_at)
 
     async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool:
         async with translate_errors():
@@ -409,7 +410,7 @@ class PgSessionStore:
         ended_by: SessionEndReason,
         event: AuditEvent,
         keep: SessionId | None = None,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         async with translate_errors():
             rows = await self._pool.fetch(
                 _REVOKE_ALL_OF_USER,
@@ -420,4 +421,4 @@ class PgSessionStore:
                 *_event_template(event),
                 ended_by.value,
             )
-        return [SessionId(row["id"]) for row in rows]
+        return [EndedSession(id=SessionId(row["id"]), created_at=row["created_at"]) for row in rows]

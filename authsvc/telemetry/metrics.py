@@ -13,10 +13,22 @@ here: `.labels()` costs a dict lookup and a lock per call.
 
 from __future__ import annotations
 
-from typing import Final
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final, ParamSpec, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = [
     "DATABASE_UP",
@@ -51,6 +63,8 @@ __all__ = [
     "SWEEPER_ROWS_DELETED",
     "USERS_BY_LIVE_SESSIONS",
     "USERS_WITH_LIVE_SESSIONS",
+    "counting_failures",
+    "exposition",
     "session_ended",
 ]
 
@@ -102,6 +116,34 @@ REFRESH_EXPIRED: Final = REFRESHES.labels(outcome="expired")
 REFRESH_REUSED: Final = REFRESHES.labels(outcome="reused")
 REFRESH_SESSION_OVER: Final = REFRESHES.labels(outcome="session_over")
 REFRESH_INVALID: Final = REFRESHES.labels(outcome="invalid")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def counting_failures(
+    *failures: tuple[type[Exception], Counter | None],
+) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]:
+    """Count the decorated call's failure on the counter of the first matching exception
+    type (None: not counted); the exception goes on. Successes are the callee's to count."""
+
+    def decorate(function: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+        @functools.wraps(function)
+        async def counted(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            try:
+                return await function(*args, **kwargs)
+            except Exception as exc:
+                for kind, counter in failures:
+                    if isinstance(exc, kind):
+                        if counter is not None:
+                            counter.inc()
+                        break
+                raise
+
+        return counted
+
+    return decorate
+
 
 # --- sessions -------------------------------------------------------------------
 
@@ -293,3 +335,15 @@ def _series(metric: MetricWrapperBase) -> tuple[str, ...]:
 EXPORTED_METRICS: Final = frozenset(_exported_name(metric) for metric in _ALL)
 # Every series name a PromQL query may use: a histogram's _bucket, _sum and _count.
 EXPORTED_SERIES: Final = frozenset(name for metric in _ALL for name in _series(metric))
+
+
+def exposition(accept: str, shared_dir: Path | None) -> tuple[bytes, str]:
+    """A scrape's body and content type, in the format `accept` (the request's Accept
+    header) asks for: this process's registry, or with `shared_dir` (the workers'
+    PROMETHEUS_MULTIPROC_DIR) the authsvc metrics of every worker, added up."""
+    encode, content_type = choose_encoder(accept)
+    if shared_dir is None:
+        return encode(REGISTRY), content_type
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(shared_dir))  # type: ignore[no-untyped-call]
+    return encode(registry), content_type
