@@ -68,7 +68,8 @@ def draw(axes: Any, panel: dict[str, Any]) -> None:
             fontsize=6, loc="upper left", ncol=3, frameon=False, labelcolor=TEXT, handlelength=1
         )
     axes.yaxis.set_major_formatter(formatter(panel["fieldConfig"]["defaults"]["unit"]))
-    axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
+    axes.xaxis.set_major_locator(mdates.SecondLocator(bysecond=(0, 30), tz=UTC))
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
     axes.tick_params(colors=TEXT, labelsize=7)
     axes.grid(color=GRID, linewidth=0.5)
     axes.set_ylim(bottom=0)
