@@ -55,11 +55,16 @@ class LogoutScope(enum.Enum):
 
 
 class SessionEndReason(enum.Enum):
-    """Why a session ended; each ending writes one (migrations/0014 lists them)."""
+    """Why a session ended; each ending writes one (migrations 0014 and 0015 list them)."""
 
     USER_LOGOUT = "user_logout"
     USER_REVOKED = "user_revoked"
     REFRESH_TOKEN_REUSE = "refresh_token_reuse"  # noqa: S105 (a reason, not a secret)
+    ADMIN_REVOKED = "admin_revoked"
+    USER_DISABLED = "user_disabled"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    PASSWORD_RESET = "password_reset"  # noqa: S105
+    USER_DELETED = "user_deleted"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,7 +36,7 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["PgLockedSession", "PgSessionStore"]
+__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions"]
 
 
 _INSERT_SESSION = """
@@ -160,6 +160,54 @@ WITH revoked AS (
 )
 SELECT id FROM revoked
 """
+# Ends the user's live sessions but $5 ($4 = end reason) and appends one audit event
+# for the whole call ($6.. = event, session, ip, user agent, detail), with what it
+# ended, even if nothing was live: an aggregate without GROUP BY yields one row.
+_END_USER_SESSIONS = """
+WITH ended AS (
+    UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4
+    WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
+      AND id IS DISTINCT FROM $5
+    RETURNING id
+), audited AS (
+    INSERT INTO audit_events
+        (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
+    SELECT $2, $6, $1, $7, $8, $9, $10::jsonb || jsonb_build_object(
+        'revoked_session_count', count(*),
+        'revoked_session_ids', coalesce(jsonb_agg(id), '[]'::jsonb))
+    FROM ended
+)
+SELECT id FROM ended
+"""
+
+
+async def end_user_sessions(
+    conn: Connection,
+    user_id: UserId,
+    *,
+    now: datetime,
+    revoke_reason: str,
+    ended_by: SessionEndReason,
+    event: AuditEvent,
+    keep: SessionId | None,
+) -> list[SessionId]:
+    """`SessionStore.end_user_sessions` on `conn`, inside the caller's transaction if any.
+    Sessions a transaction committed before this statement started are seen, so a caller
+    that first locks the user row ends every session created before it took the lock."""
+    rows = await conn.fetch(
+        _END_USER_SESSIONS,
+        user_id,
+        now,
+        revoke_reason,
+        ended_by.value,
+        keep,
+        event.event,
+        event.session_id,
+        event.origin.ip_address,
+        event.origin.user_agent,
+        event.detail,
+    )
+    return [SessionId(row["id"]) for row in rows]
 
 
 # By value without Enum's call machinery: twenty rows a listing.
@@ -421,3 +469,24 @@ class PgSessionStore:
                 ended_by.value,
             )
         return [SessionId(row["id"]) for row in rows]
+
+    async def end_user_sessions(
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        revoke_reason: str,
+        ended_by: SessionEndReason,
+        event: AuditEvent,
+        keep: SessionId | None = None,
+    ) -> list[SessionId]:
+        async with translate_errors(), self._pool.acquire() as conn:
+            return await end_user_sessions(
+                conn,
+                user_id,
+                now=now,
+                revoke_reason=revoke_reason,
+                ended_by=ended_by,
+                event=event,
+                keep=keep,
+            )
