@@ -733,6 +733,14 @@ class Config:
         "IDs) or DNS SANs, comma-separated. Needs AUTHSVC_TLS_CLIENT_CA_FILE.",
         SERVICES,
     )
+    operators: tuple[str, ...] = _setting(
+        parse_names,
+        "",
+        "Names of service keys (AUTHSVC_SERVICE_KEYS) and client-certificate identities "
+        "(AUTHSVC_SERVICE_IDENTITIES) that may call AdminService, comma-separated. Empty: "
+        "nobody may.",
+        SERVICES,
+    )
     require_service_credentials: bool = _setting(
         parse_bool,
         "false",
@@ -992,7 +1000,18 @@ def _service_problems(config: Config) -> Sequence[tuple[bool, str]]:
             "AUTHSVC_REQUIRE_SERVICE_CREDENTIALS needs AUTHSVC_SERVICE_KEYS or "
             "AUTHSVC_SERVICE_IDENTITIES: otherwise nobody may call ValidateToken and GetJwks",
         ),
+        (
+            # A name that is neither would admit nobody: most likely a typo.
+            bool(_unknown_operators(config)),
+            f"AUTHSVC_OPERATORS names {', '.join(_unknown_operators(config))}, which "
+            "AUTHSVC_SERVICE_KEYS and AUTHSVC_SERVICE_IDENTITIES do not",
+        ),
     )
+
+
+def _unknown_operators(config: Config) -> list[str]:
+    known = {*config.service_keys.names, *config.service_identities}
+    return [name for name in config.operators if name not in known]
 
 
 if __name__ == "__main__":

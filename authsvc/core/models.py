@@ -17,6 +17,7 @@ __all__ = [
     "IssuedTokens",
     "ListedSession",
     "LogoutScope",
+    "Operator",
     "PlaintextPrivateKey",
     "Principal",
     "RefreshTokenRecord",
@@ -94,6 +95,21 @@ class RequestOrigin:
 
     ip_address: str = ""
     user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Operator:
+    """Who made an AdminService call: the name of an operator's service credential."""
+
+    name: str
+    # How the credential came: "service_key" or "client_certificate".
+    via: str
+    origin: RequestOrigin
+
+    @property
+    def audit_detail(self) -> dict[str, object]:
+        """What every admin audit event's detail carries about its operator."""
+        return {"operator": self.name, "via": self.via}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
