@@ -4,18 +4,30 @@ known service that is not an operator is OPERATOR_NOT_ALLOWED; every RPC asks.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import pytest
 
+from authsvc.app import AuthServer
 from authsvc.config import ConfigError
 from authsvc.service_keys import mint_service_key
+from authsvc.store.pool import Pool
 from authsvc.v1 import admin_service_pb2 as admin_pb
-from tests.conftest import OPERATOR, PLAIN_SERVICE, AdminLaunched, ConfigFactory
-from tests.helpers import bearer, error_info, register
+from authsvc.v1 import admin_service_pb2_grpc
+from tests.conftest import (
+    OPERATOR,
+    PLAIN_SERVICE,
+    READY_TIMEOUT,
+    AdminLaunched,
+    ConfigFactory,
+)
+from tests.helpers import AdminStub, bearer, error_info, register
+from tests.pki import BILLING, WEB, Pem, ServicePki, service_pki
 
 CREDENTIALS_REQUIRED = (grpc.StatusCode.UNAUTHENTICATED, "OPERATOR_CREDENTIALS_REQUIRED")
 NOT_ALLOWED = (grpc.StatusCode.PERMISSION_DENIED, "OPERATOR_NOT_ALLOWED")
@@ -147,3 +159,58 @@ async def test_the_access_log_names_a_refused_service(
         PLAIN_SERVICE,
         "OPERATOR_NOT_ALLOWED",
     )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ServicePki:
+    return service_pki(tmp_path_factory.mktemp("admin-pki"))
+
+
+@asynccontextmanager
+async def _mtls_admin(
+    start_server: Callable[..., Any], config_factory: ConfigFactory, pki: ServicePki, client: Pem
+) -> AsyncIterator[AdminStub]:
+    """An AdminService stub presenting `client`'s certificate to an mTLS server where WEB
+    is an operator and BILLING a plain service."""
+    server: AuthServer = await start_server(
+        config_factory(
+            tls_cert_file=str(pki.server.cert_file),
+            tls_key_file=str(pki.server.key_file),
+            tls_client_ca_file=str(pki.ca.cert_file),
+            service_identities=f"{BILLING},{WEB}",
+            operators=WEB,
+        )
+    )
+    async with asyncio.timeout(READY_TIMEOUT):
+        await server.wait_ready()
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca.cert, private_key=client.key, certificate_chain=client.cert
+    )
+    async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
+        yield admin_service_pb2_grpc.AdminServiceStub(channel)
+
+
+@pytest.mark.asyncio
+async def test_an_operator_certificate_is_admitted_and_audited_as_such(
+    start_server: Callable[..., Any], config_factory: ConfigFactory, pki: ServicePki, pool: Pool
+) -> None:
+    async with _mtls_admin(start_server, config_factory, pki, pki.web) as admin:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await admin.GetUser(admin_pb.GetUserRequest(email="nobody@example.com"))
+
+    detail = await pool.fetchval(
+        "SELECT detail FROM audit_events WHERE event = 'admin_user_viewed'"
+    )
+    assert error_info(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+    assert (detail["operator"], detail["via"]) == (WEB, "client_certificate")
+
+
+@pytest.mark.asyncio
+async def test_a_service_certificate_not_on_the_operator_list_is_not_allowed(
+    start_server: Callable[..., Any], config_factory: ConfigFactory, pki: ServicePki
+) -> None:
+    async with _mtls_admin(start_server, config_factory, pki, pki.billing) as admin:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await admin.ListAuditEvents(admin_pb.ListAuditEventsRequest())
+
+    assert error_info(caught.value)[:2] == NOT_ALLOWED
