@@ -20,12 +20,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from authsvc.api.admin_servicer import AdminServicer
 from authsvc.api.health import HealthServicer
 from authsvc.api.http_port import HttpPort
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.metrics_endpoint import MetricsEndpoint
 from authsvc.api.reflection import enable_reflection
-from authsvc.api.service_auth import ServiceGuard
+from authsvc.api.service_auth import OperatorGuard, ServiceGuard
 from authsvc.api.servicer import AuthServicer, OpenStreams
 from authsvc.api.well_known import WellKnown
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
@@ -34,6 +35,7 @@ from authsvc.core.errors import DatabaseUnavailable
 from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.admin import AdminActions
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.liveness import LivenessCache
 from authsvc.domain.passwords import Argon2Hasher
@@ -50,6 +52,7 @@ from authsvc.domain.throttle import (
     SignUpThrottle,
 )
 from authsvc.ports import BindFailed, bind_listener, probe_port
+from authsvc.store.admin import PgAdminStore
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.census import PgSessionCensus
 from authsvc.store.keys import PgKeyStore
@@ -64,7 +67,12 @@ from authsvc.sweeper import Sweeper
 from authsvc.telemetry import metrics
 from authsvc.telemetry.sampler import Sampler
 from authsvc.tls import http_tls, server_credentials, transport
-from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
+from authsvc.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+)
 
 __all__ = [
     "AuthServer",
@@ -83,6 +91,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 _HEALTH_PROBE_INTERVAL = 2.0
 _READY_RETRY_MAX = 5.0
 
@@ -187,12 +196,13 @@ class AuthServer:
                 *connection_options(config),
             ],
         )
+        services = ServiceGuard(config.service_keys, config.service_identities)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(
                 self.sessions,
                 self.keys,
                 trusted_proxies=config.trusted_proxies,
-                services=ServiceGuard(config.service_keys, config.service_identities),
+                services=services,
                 revocations=RevocationWatch(
                     PgRevocationLog(pool),
                     self.revocation_fanout,
@@ -206,8 +216,21 @@ class AuthServer:
             ),
             self._server,
         )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(
+                guard=OperatorGuard(services, config.operators),
+                trusted_proxies=config.trusted_proxies,
+                actions=AdminActions(
+                    store=PgAdminStore(pool),
+                    sessions=self.sessions,
+                    clock=clock,
+                    login_failure_window=config.login_failure_window,
+                ),
+            ),
+            self._server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        enable_reflection(self._server, (SERVICE_NAME, health.SERVICE_NAME))
+        enable_reflection(self._server, (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME))
 
     async def start(self) -> int:
         """Open the port and begin getting ready; return the bound port."""
@@ -314,7 +337,8 @@ class AuthServer:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for service in ("", SERVICE_NAME):
+        # AdminService needs the database as AuthService does.
+        for service in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
             await self.health.set(service, status)
 
     async def _become_ready(self) -> None:

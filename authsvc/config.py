@@ -40,6 +40,8 @@ __all__ = [
     "KEYS_ROTATE",
     "KEY_ENCRYPTION_KEYS_SETTINGS",
     "MIGRATE",
+    "OPERATOR_KEY_FILE_VARIABLE",
+    "OPERATOR_KEY_VARIABLE",
     "OTHER_VARIABLES",
     "SERVE",
     "SERVICE_KEY_CREATE",
@@ -742,6 +744,14 @@ class Config:
         "IDs) or DNS SANs, comma-separated. Needs AUTHSVC_TLS_CLIENT_CA_FILE.",
         SERVICES,
     )
+    operators: tuple[str, ...] = _setting(
+        parse_names,
+        "",
+        "Names of service keys (AUTHSVC_SERVICE_KEYS) and client-certificate identities "
+        "(AUTHSVC_SERVICE_IDENTITIES) that may call AdminService, comma-separated. Empty: "
+        "nobody may.",
+        SERVICES,
+    )
     require_service_credentials: bool = _setting(
         parse_bool,
         "false",
@@ -818,8 +828,15 @@ SETTINGS: tuple[Setting, ...] = tuple(
     replace(declared.metadata[_SETTING], name=declared.name) for declared in fields(Config)
 )
 
+# `authsvc admin`'s credential: not settings, so that no flag (which `ps` would show)
+# ever carries the key.
+OPERATOR_KEY_VARIABLE = "AUTHSVC_OPERATOR_KEY"
+OPERATOR_KEY_FILE_VARIABLE = "AUTHSVC_OPERATOR_KEY_FILE"
+
 # AUTHSVC_* variables that are not settings but are read on purpose by something else.
 OTHER_VARIABLES: Mapping[str, str] = {
+    OPERATOR_KEY_VARIABLE: "authsvc admin: the operator's service key",
+    OPERATOR_KEY_FILE_VARIABLE: "authsvc admin: a file holding the operator's service key",
     "AUTHSVC_TEST_DATABASE_URL": "tests/conftest.py: the PostgreSQL the tests use",
     "AUTHSVC_URL": "clients/node README example: the server's address",
     "AUTHSVC_ADDR": "examples: the server's address",
@@ -1028,7 +1045,18 @@ def _service_problems(config: Config) -> Sequence[tuple[bool, str]]:
             "AUTHSVC_REQUIRE_SERVICE_CREDENTIALS needs AUTHSVC_SERVICE_KEYS or "
             "AUTHSVC_SERVICE_IDENTITIES: otherwise nobody may call ValidateToken and GetJwks",
         ),
+        (
+            # A name that is neither would admit nobody: most likely a typo.
+            bool(_unknown_operators(config)),
+            f"AUTHSVC_OPERATORS names {', '.join(_unknown_operators(config))}, which "
+            "AUTHSVC_SERVICE_KEYS and AUTHSVC_SERVICE_IDENTITIES do not",
+        ),
     )
+
+
+def _unknown_operators(config: Config) -> list[str]:
+    known = {*config.service_keys.names, *config.service_identities}
+    return [name for name in config.operators if name not in known]
 
 
 if __name__ == "__main__":

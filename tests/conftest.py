@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import asyncpg
 import grpc
@@ -28,11 +28,12 @@ from authsvc.app import AuthServer
 from authsvc.config import Config
 from authsvc.core.clock import Clock, FrozenClock
 from authsvc.embedded_db import start_embedded_postgres
+from authsvc.service_keys import mint_service_key
 from authsvc.store.bootstrap import ensure_database
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
-from authsvc.v1 import auth_service_pb2_grpc
-from tests.helpers import Stub
+from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
+from tests.helpers import AdminStub, Stub, bearer
 
 # A fixed key-encryption key for the signing keys: 32 bytes, for tests only.
 TEST_KEY_ENCRYPTION_KEYS = "test-1:" + base64.b64encode(bytes(range(32))).decode()
@@ -248,3 +249,58 @@ async def launch(
             return Launched(server, auth_service_pb2_grpc.AuthServiceStub(channel))
 
         yield launch
+
+
+# The operator and the plain service that `admin_server` configures.
+OPERATOR = "oncall"
+PLAIN_SERVICE = "billing"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminLaunched:
+    server: AuthServer
+    stub: Stub
+    admin: AdminStub
+    # Call metadata carrying the operator's key, and a plain service's key.
+    as_operator: tuple[tuple[str, str]]
+    as_service: tuple[tuple[str, str]]
+
+
+class LaunchAdmin(Protocol):
+    async def __call__(self, **overrides: str) -> AdminLaunched: ...
+
+
+@pytest_asyncio.fixture
+async def launch_admin(launch: Launch) -> AsyncIterator[LaunchAdmin]:
+    """Factory: a ready server with these setting overrides, an operator key (OPERATOR, on
+    AUTHSVC_OPERATORS) and a plain service key (PLAIN_SERVICE), with an AuthService and an
+    AdminService stub on it."""
+    async with AsyncExitStack() as channels:
+
+        async def launch_admin(**overrides: str) -> AdminLaunched:
+            operator_key, operator_entry = mint_service_key(OPERATOR)
+            service_key, service_entry = mint_service_key(PLAIN_SERVICE)
+            settings = {
+                "service_keys": f"{operator_entry},{service_entry}",
+                "operators": OPERATOR,
+                **overrides,
+            }
+            launched = await launch(**cast(dict[str, Any], settings))
+            channel = await channels.enter_async_context(
+                grpc.aio.insecure_channel(f"127.0.0.1:{launched.server.port}")
+            )
+            return AdminLaunched(
+                server=launched.server,
+                stub=launched.stub,
+                admin=admin_service_pb2_grpc.AdminServiceStub(channel),
+                as_operator=bearer(operator_key),
+                as_service=bearer(service_key),
+            )
+
+        yield launch_admin
+
+
+@pytest_asyncio.fixture
+async def admin_server(launch_admin: LaunchAdmin) -> AdminLaunched:
+    """`launch_admin()` with the default settings."""
+    return await launch_admin()

@@ -19,15 +19,17 @@ from authsvc import config as config_module
 from authsvc.api.errors import answer_for, deadline_exceeded_status, internal_status
 from authsvc.core.errors import AuthError
 from authsvc.core.models import Revocation, SessionEndReason, SessionId, UserId
+from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
 from authsvc.v1 import auth_service_pb2 as pb
-from authsvc.v1 import auth_service_pb2_grpc
 from authsvc.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
     # The async stub type exists only in the generated .pyi (mypy-protobuf).
     Stub: TypeAlias = auth_service_pb2_grpc.AuthServiceAsyncStub
+    AdminStub: TypeAlias = admin_service_pb2_grpc.AdminServiceAsyncStub
 else:
     Stub = auth_service_pb2_grpc.AuthServiceStub
+    AdminStub = admin_service_pb2_grpc.AdminServiceStub
 
 # Any answer that carries a session's token pair.
 Tokens: TypeAlias = pb.RegisterResponse | pb.LoginResponse | pb.RefreshResponse

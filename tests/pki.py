@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,9 +10,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Issuer", "Pem", "issue"]
+__all__ = ["BILLING", "WEB", "Issuer", "Pem", "ServicePki", "issue", "service_pki"]
 
 # A CA's certificate and key, to sign others with.
 Issuer = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
@@ -76,3 +77,42 @@ def issue(
         )
     )
     return pem, cert, key
+
+
+BILLING = "spiffe://example.org/billing"
+WEB = "spiffe://example.org/web"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePki:
+    ca: Pem
+    server: Pem
+    # Both signed by `ca`, with the URI SANs BILLING and WEB.
+    billing: Pem
+    web: Pem
+
+
+def service_pki(directory: Path) -> ServicePki:
+    """A CA, a server certificate for localhost and 127.0.0.1, and two client
+    certificates naming a service each, in `directory`."""
+    ca, ca_cert, ca_key = issue(directory, "ca")
+    local = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    server, _, _ = issue(
+        directory,
+        "server",
+        issuer=(ca_cert, ca_key),
+        names=local,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+    )
+
+    def client(stem: str, identity: str) -> Pem:
+        pem, _, _ = issue(
+            directory,
+            stem,
+            issuer=(ca_cert, ca_key),
+            names=(x509.UniformResourceIdentifier(identity),),
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
+        return pem
+
+    return ServicePki(ca, server, client("billing", BILLING), client("web", WEB))

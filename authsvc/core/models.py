@@ -10,7 +10,11 @@ from datetime import datetime
 from typing import NamedTuple, NewType, TypeAlias
 
 __all__ = [
+    "Account",
     "AuditEvent",
+    "AuditFilter",
+    "AuditPage",
+    "AuditRecord",
     "BucketCount",
     "DeviceInfo",
     "DeviceType",
@@ -19,6 +23,7 @@ __all__ = [
     "IssuedTokens",
     "ListedSession",
     "LogoutScope",
+    "Operator",
     "PlaintextPrivateKey",
     "Principal",
     "RefreshTokenRecord",
@@ -58,11 +63,16 @@ class LogoutScope(enum.Enum):
 
 
 class SessionEndReason(enum.Enum):
-    """Why a session ended; each ending writes one (migrations/0014 lists them)."""
+    """Why a session ended; each ending writes one (migrations 0014 and 0015 list them)."""
 
     USER_LOGOUT = "user_logout"
     USER_REVOKED = "user_revoked"
     REFRESH_TOKEN_REUSE = "refresh_token_reuse"  # noqa: S105 (a reason, not a secret)
+    ADMIN_REVOKED = "admin_revoked"
+    USER_DISABLED = "user_disabled"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    PASSWORD_RESET = "password_reset"  # noqa: S105
+    USER_DELETED = "user_deleted"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +105,21 @@ class RequestOrigin:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Operator:
+    """Who made an AdminService call: the name of an operator's service credential."""
+
+    name: str
+    # How the credential came: "service_key" or "client_certificate".
+    via: str
+    origin: RequestOrigin
+
+    @property
+    def audit_detail(self) -> dict[str, object]:
+        """What every admin audit event's detail carries about its operator."""
+        return {"operator": self.name, "via": self.via}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEvent:
     """One security event. `event` is a stable snake_case name (login_failed, ...)."""
 
@@ -104,6 +129,47 @@ class AuditEvent:
     session_id: SessionId | None = None
     origin: RequestOrigin = RequestOrigin()
     detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """An audit event as stored, with its id (ids grow with time)."""
+
+    id: int
+    event: AuditEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditFilter:
+    """Which audit events to list; each field given narrows it (AND)."""
+
+    user_id: UserId | None = None
+    # Empty: every type.
+    event_types: tuple[str, ...] = ()
+    occurred_after: datetime | None = None  # inclusive
+    occurred_before: datetime | None = None  # exclusive
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditPage:
+    events: list[AuditRecord]
+    # The last event's id when another page follows.
+    next_cursor: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """An account as operators see it: never its password hash."""
+
+    id: UserId
+    email: str
+    display_name: str
+    created_at: datetime
+    updated_at: datetime
+    # None while enabled.
+    disabled_at: datetime | None
+    disabled_reason: str
+    live_session_count: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

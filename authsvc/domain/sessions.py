@@ -242,6 +242,22 @@ class SessionStore(Protocol):
         live)."""
         ...
 
+    async def end_user_sessions(
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        revoke_reason: str,
+        ended_by: SessionEndReason,
+        event: AuditEvent,
+        keep: SessionId | None = None,
+    ) -> list[EndedSession]:
+        """Revoke each live session of the user but `keep` at `now` for `revoke_reason`,
+        log each for the revocation feed as `ended_by`, and record `event` once, for the
+        user, its detail extended with `revoked_session_count` and `revoked_session_ids`:
+        atomically, and even when no session was live. Returns the sessions it revoked."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionPolicy:
@@ -867,6 +883,56 @@ class SessionService:
             },
         )
         return count
+
+    async def end_user_sessions(
+        self,
+        user_id: UserId,
+        reason: SessionEndReason,
+        *,
+        audit_event: str,
+        origin: RequestOrigin,
+        detail: dict[str, object] | None = None,
+        keep: SessionId | None = None,
+        note: str = "",
+    ) -> int:
+        """End every live session of the user but `keep`, for `reason`, through the
+        revocation feed; this process refuses them before it returns. One audit event
+        `audit_event` (from `origin`, with `detail`, the count and the ids ended) is
+        written in the same transaction, even when no session was live. `note` joins
+        the sessions' free-text revoke reason. Returns how many sessions this call
+        ended: sessions already over are not counted."""
+        now = self._clock.now()
+        ended = await self._sessions.end_user_sessions(
+            user_id,
+            now=now,
+            revoke_reason=f"{reason.value}: {note}" if note else reason.value,
+            ended_by=reason,
+            event=AuditEvent(
+                event=audit_event,
+                occurred_at=now,
+                user_id=user_id,
+                session_id=keep,
+                origin=origin,
+                detail=dict(detail or {}),
+            ),
+            keep=keep,
+        )
+        self._user_sessions_ended(user_id, ended, reason, now)
+        return len(ended)
+
+    def _user_sessions_ended(
+        self, user_id: UserId, ended: list[EndedSession], reason: SessionEndReason, now: datetime
+    ) -> None:
+        self._ended_here(ended, now, reason)
+        _log.info(
+            "user sessions ended",
+            extra={
+                "event": "user_sessions_ended",
+                "user_id": str(user_id),
+                "reason": reason.value,
+                "revoked": len(ended),
+            },
+        )
 
     def _ended_here(
         self, ended: Sequence[EndedSession], now: datetime, reason: SessionEndReason

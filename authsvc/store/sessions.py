@@ -37,7 +37,7 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["PgLockedSession", "PgSessionStore"]
+__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
 
 
 _INSERT_SESSION = """
@@ -161,10 +161,85 @@ WITH revoked AS (
 )
 SELECT id, created_at FROM revoked
 """
+# Ends the user's live sessions but $5 ($4 = end reason) and appends one audit event
+# for the whole call ($6.. = event, session, ip, user agent, detail), with what it
+# ended, even if nothing was live: an aggregate without GROUP BY yields one row.
+_END_USER_SESSIONS = """
+WITH ended AS (
+    UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4
+    WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
+      AND id IS DISTINCT FROM $5
+    RETURNING id, created_at
+), audited AS (
+    INSERT INTO audit_events
+        (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
+    SELECT $2, $6, $1, $7, $8, $9, $10::jsonb || jsonb_build_object(
+        'revoked_session_count', count(*),
+        'revoked_session_ids', coalesce(jsonb_agg(id), '[]'::jsonb))
+    FROM ended
+)
+SELECT id, created_at FROM ended
+"""
+
+
+async def end_user_sessions(
+    conn: Connection,
+    user_id: UserId,
+    *,
+    now: datetime,
+    revoke_reason: str,
+    ended_by: SessionEndReason,
+    event: AuditEvent,
+    keep: SessionId | None,
+) -> list[EndedSession]:
+    """`SessionStore.end_user_sessions` on `conn`, inside the caller's transaction if any.
+    Sessions a transaction committed before this statement started are seen, so a caller
+    that first locks the user row ends every session created before it took the lock."""
+    rows = await conn.fetch(
+        _END_USER_SESSIONS,
+        user_id,
+        now,
+        revoke_reason,
+        ended_by.value,
+        keep,
+        event.event,
+        event.session_id,
+        event.origin.ip_address,
+        event.origin.user_agent,
+        event.detail,
+    )
+    return [_ended(row) for row in rows]
+
+
+async def fetch_live_page(
+    db: asyncpg.Pool | Connection,
+    user_id: UserId,
+    *,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime, SessionId] | None,
+) -> SessionPage:
+    """`SessionStore.list_live_sessions` on a pool, or on a connection inside the caller's
+    transaction (AdminService's, which audits the listing)."""
+    if after is None:
+        rows = await db.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
+    else:
+        rows = await db.fetch(_LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1])
+    sessions = [_listed(row) for row in rows[:limit]]
+    has_more = len(rows) > limit
+    last = sessions[-1] if has_more else None
+    return SessionPage(
+        sessions=sessions,
+        next_cursor=None if last is None else (last.last_active_at, last.id),
+    )
 
 
 # By value without Enum's call machinery: twenty rows a listing.
 _DEVICE_TYPES = {device_type.value: device_type for device_type in DeviceType}
+
+
+def _ended(row: asyncpg.Record) -> EndedSession:
+    return EndedSession(id=SessionId(row["id"]), created_at=row["created_at"])
 
 
 def _session(row: asyncpg.Record) -> Session:
@@ -361,19 +436,7 @@ class PgSessionStore:
         after: tuple[datetime, SessionId] | None,
     ) -> SessionPage:
         async with translate_errors():
-            if after is None:
-                rows = await self._pool.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
-            else:
-                rows = await self._pool.fetch(
-                    _LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1]
-                )
-        sessions = [_listed(row) for row in rows[:limit]]
-        has_more = len(rows) > limit
-        last = sessions[-1] if has_more else None
-        return SessionPage(
-            sessions=sessions,
-            next_cursor=None if last is None else (last.last_active_at, last.id),
-        )
+            return await fetch_live_page(self._pool, user_id, now=now, limit=limit, after=after)
 
     async def revoke_session(
         self,
@@ -421,4 +484,25 @@ class PgSessionStore:
                 *_event_template(event),
                 ended_by.value,
             )
-        return [EndedSession(id=SessionId(row["id"]), created_at=row["created_at"]) for row in rows]
+        return [_ended(row) for row in rows]
+
+    async def end_user_sessions(
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        revoke_reason: str,
+        ended_by: SessionEndReason,
+        event: AuditEvent,
+        keep: SessionId | None = None,
+    ) -> list[EndedSession]:
+        async with translate_errors(), self._pool.acquire() as conn:
+            return await end_user_sessions(
+                conn,
+                user_id,
+                now=now,
+                revoke_reason=revoke_reason,
+                ended_by=ended_by,
+                event=event,
+                keep=keep,
+            )

@@ -28,6 +28,7 @@ from tests.processes import eventually
 pytestmark = pytest.mark.asyncio
 
 SERVICE = "authsvc.v1.AuthService"
+ADMIN_SERVICE = "authsvc.v1.AdminService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -125,7 +126,7 @@ async def test_ready_server_reports_serving(channel: grpc.aio.Channel) -> None:
     assert await _statuses(channel) == [SERVING, SERVING]
 
 
-async def test_health_list_reports_the_server_and_the_auth_service_serving(
+async def test_health_list_reports_the_server_and_its_services_serving(
     channel: grpc.aio.Channel,
 ) -> None:
     listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
@@ -133,10 +134,11 @@ async def test_health_list_reports_the_server_and_the_auth_service_serving(
     assert {name: status.status for name, status in listed.statuses.items()} == {
         "": SERVING,
         SERVICE: SERVING,
+        ADMIN_SERVICE: SERVING,
     }
 
 
-async def test_reflection_lists_the_auth_service(channel: grpc.aio.Channel) -> None:
+async def test_reflection_lists_the_auth_and_admin_services(channel: grpc.aio.Channel) -> None:
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
 
     call = reflection.ServerReflectionInfo(
@@ -149,6 +151,7 @@ async def test_reflection_lists_the_auth_service(channel: grpc.aio.Channel) -> N
     ]
 
     assert SERVICE in names
+    assert ADMIN_SERVICE in names
     assert "grpc.health.v1.Health" in names
 
 

@@ -6,10 +6,6 @@ command that stops working, or output that stops matching, fails here.
 
 from __future__ import annotations
 
-import asyncio
-import re
-from pathlib import Path
-
 import pytest
 
 from authsvc.service_keys import mint_service_key
@@ -17,51 +13,22 @@ from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
 from tests.helpers import bearer, register
+from tests.runbook import ROOT, bash, fenced_after, pointed_at, set_once
 
 pytestmark = pytest.mark.asyncio
 
-ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
 def _fenced_after(marker: str) -> str:
-    """The body of the first fenced block after an HTML comment marker."""
-    match = re.search(rf"<!-- {marker}\b.*?-->\n```[a-z]*\n(.*?)```", README, re.DOTALL)
-    assert match, f"README has no block marked {marker}"
-    return match[1]
-
-
-async def _bash(script: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        script,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        stdout, stderr = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
-def _pointed_at(script: str, port: int) -> str:
-    return _set_once(script, "ADDR", f"127.0.0.1:{port}")
-
-
-def _set_once(script: str, variable: str, value: str) -> str:
-    """`script` with its one `VARIABLE=...` line (comment included) setting `value`."""
-    script, count = re.subn(rf"^{variable}=.*$", f"{variable}={value}", script, flags=re.MULTILINE)
-    assert count == 1, f"the runbook sets {variable} once"
-    return script
+    return fenced_after(README, marker)
 
 
 async def test_readme_runbook_runs_top_to_bottom(launch: Launch, pool: Pool) -> None:
     launched = await launch()
-    script = _pointed_at(_fenced_after("runbook"), launched.server.port)
+    script = pointed_at(_fenced_after("runbook"), launched.server.port)
 
-    status, stdout, stderr = await _bash("set -euo pipefail\n" + script)
+    status, stdout, stderr = await bash("set -euo pipefail\n" + script)
 
     assert status == 0, stderr
     expected_in_order = [
@@ -85,14 +52,14 @@ async def test_readme_error_example_is_what_grpcurl_prints(launch: Launch) -> No
     launched = await launch()
     # The runbook's first lines: ADDR, G, and the two read-only calls.
     preamble = _fenced_after("runbook").split("\n# Register", 1)[0]
-    setup = _pointed_at(preamble, launched.server.port)
+    setup = pointed_at(preamble, launched.server.port)
     command, _, expected = _fenced_after("runbook-error").partition("\n")
     account = (
         '$G -d \'{"email":"ada@example.com","password":"correct horse battery"}\''
         " $ADDR authsvc.v1.AuthService/Register > /dev/null"
     )
 
-    status, _, stderr = await _bash(
+    status, _, stderr = await bash(
         f"{setup}\n{account}\n{command.removeprefix('$ ')}\necho exit=$? >&2"
     )
 
@@ -113,11 +80,11 @@ async def test_readme_feed_runbook_streams_a_revocation_and_serves_the_key_set(
     assert launched.server.http_port is not None
     tokens = await register(launched.stub, "feed@example.com")
     await launched.stub.Logout(pb.LogoutRequest(), metadata=bearer(tokens.access_token))
-    script = _pointed_at(_fenced_after("runbook-feed"), launched.server.port)
-    script = _set_once(script, "URL", f"http://127.0.0.1:{launched.server.http_port}")
-    script = _set_once(script, "KEY", key)
+    script = pointed_at(_fenced_after("runbook-feed"), launched.server.port)
+    script = set_once(script, "URL", f"http://127.0.0.1:{launched.server.http_port}")
+    script = set_once(script, "KEY", key)
 
-    status, stdout, stderr = await _bash("set -uo pipefail\n" + script)
+    status, stdout, stderr = await bash("set -uo pipefail\n" + script)
 
     assert status == 0, stderr
     expected_in_order = [

@@ -6,17 +6,13 @@ with SERVICE_CREDENTIALS_REQUIRED; a key never reaches the log."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from authsvc.app import AuthServer
 from authsvc.service_keys import mint_service_key
@@ -24,7 +20,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import READY_TIMEOUT, ConfigFactory, Launch
 from tests.helpers import Stub, bearer, error_info, register
-from tests.pki import Pem, issue
+from tests.pki import BILLING, Pem, ServicePki, service_pki
 from tests.processes import authsvc_env, run_authsvc, server_group
 
 pytestmark = pytest.mark.asyncio
@@ -32,7 +28,6 @@ pytestmark = pytest.mark.asyncio
 StartServer = Callable[..., Any]
 
 REFUSED = (grpc.StatusCode.UNAUTHENTICATED, "SERVICE_CREDENTIALS_REQUIRED")
-BILLING = "spiffe://example.org/billing"
 
 
 async def _refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
@@ -133,41 +128,9 @@ async def test_validate_token_and_get_jwks_stay_open_without_the_setting(launch:
     assert (answer.active, key_count >= 1) == (True, True)
 
 
-@dataclass(frozen=True, slots=True)
-class ServicePki:
-    ca: Pem
-    server: Pem
-    # Both signed by `ca`; only billing's identity is on the allow-list.
-    billing: Pem
-    web: Pem
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> ServicePki:
-    directory = tmp_path_factory.mktemp("service-pki")
-    ca, ca_cert, ca_key = issue(directory, "ca")
-    local = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    server, _, _ = issue(
-        directory,
-        "server",
-        issuer=(ca_cert, ca_key),
-        names=local,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-    )
-
-    def client(stem: str, identity: str) -> Pem:
-        pem, _, _ = issue(
-            directory,
-            stem,
-            issuer=(ca_cert, ca_key),
-            names=(x509.UniformResourceIdentifier(identity),),
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-        )
-        return pem
-
-    return ServicePki(
-        ca, server, client("billing", BILLING), client("web", "spiffe://example.org/web")
-    )
+    return service_pki(tmp_path_factory.mktemp("service-pki"))
 
 
 @asynccontextmanager
