@@ -49,6 +49,7 @@ from authsvc.domain.throttle import (
     SignUpThrottle,
 )
 from authsvc.ports import BindFailed, bind_listener, probe_port
+from authsvc.store.accounts import PgAccountStore
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
@@ -506,6 +507,7 @@ def build_session_service(
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
+        accounts=PgAccountStore(pool),
         hasher=hasher,
         access_tokens=AccessTokens(
             keys,
