@@ -33,6 +33,7 @@ from authsvc.core.errors import DatabaseUnavailable
 from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.admin import AdminActions
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.liveness import LivenessCache
 from authsvc.domain.passwords import Argon2Hasher
@@ -50,6 +51,7 @@ from authsvc.domain.throttle import (
 )
 from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.accounts import PgAccountStore
+from authsvc.store.admin import PgAdminStore
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
@@ -203,6 +205,12 @@ class AuthServer:
             AdminServicer(
                 guard=OperatorGuard(services, config.operators),
                 trusted_proxies=config.trusted_proxies,
+                actions=AdminActions(
+                    store=PgAdminStore(pool),
+                    sessions=self.sessions,
+                    clock=clock,
+                    login_failure_window=config.login_failure_window,
+                ),
             ),
             self._server,
         )

@@ -9,9 +9,13 @@ from typing import Any, NoReturn
 
 import grpc
 
+from authsvc.api import convert
+from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
 from authsvc.api.service_auth import OperatorGuard
-from authsvc.core.models import Operator, RequestOrigin
+from authsvc.core.errors import InvalidArgument
+from authsvc.core.models import Account, AuditFilter, AuditRecord, Operator, RequestOrigin
+from authsvc.domain.admin import AdminActions
 from authsvc.domain.devices import MAX_USER_AGENT
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
@@ -21,15 +25,70 @@ __all__ = ["AdminServicer"]
 Context = grpc.aio.ServicerContext
 
 
+def user_message(account: Account) -> pb.User:
+    """An account as AdminService answers with it."""
+    message = pb.User(
+        user_id=str(account.id),
+        email=account.email,
+        display_name=account.display_name,
+        disabled_reason=account.disabled_reason,
+        live_session_count=account.live_session_count,
+    )
+    convert.set_timestamp(message.created_at, account.created_at)
+    convert.set_timestamp(message.updated_at, account.updated_at)
+    if account.disabled_at is not None:
+        convert.set_timestamp(message.disabled_at, account.disabled_at)
+    return message
+
+
+def _audit_message(record: AuditRecord) -> pb.AuditEvent:
+    event = record.event
+    message = pb.AuditEvent(
+        id=record.id,
+        event_type=event.event,
+        user_id="" if event.user_id is None else str(event.user_id),
+        session_id="" if event.session_id is None else str(event.session_id),
+        ip_address=event.origin.ip_address,
+        user_agent=event.origin.user_agent,
+    )
+    convert.set_timestamp(message.occurred_at, event.occurred_at)
+    message.detail.CopyFrom(convert.struct_of(event.detail))
+    return message
+
+
+def _audit_filter(request: pb.ListAuditEventsRequest) -> AuditFilter:
+    return AuditFilter(
+        user_id=convert.parse_user_id(request.user_id) if request.user_id else None,
+        event_types=tuple(request.event_types),
+        occurred_after=convert.optional_instant(
+            request.occurred_after,
+            present=request.HasField("occurred_after"),
+            field="occurred_after",
+        ),
+        occurred_before=convert.optional_instant(
+            request.occurred_before,
+            present=request.HasField("occurred_before"),
+            field="occurred_before",
+        ),
+    )
+
+
 async def _not_built(context: Context[Any, Any], rpc: str) -> NoReturn:
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not built yet")
     raise AssertionError  # pragma: no cover (abort raises)
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, *, guard: OperatorGuard, trusted_proxies: Sequence[IpNetwork]) -> None:
+    def __init__(
+        self,
+        *,
+        guard: OperatorGuard,
+        trusted_proxies: Sequence[IpNetwork],
+        actions: AdminActions,
+    ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
+        self._actions = actions
 
     def _operator(self, context: Context[Any, Any]) -> Operator:
         """The calling operator; refuses anyone else (the edge interceptor answers)."""
@@ -44,24 +103,49 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def GetUser(
         self, request: pb.GetUserRequest, context: Context[pb.GetUserRequest, pb.GetUserResponse]
     ) -> pb.GetUserResponse:
-        self._operator(context)
-        await _not_built(context, "GetUser")
+        operator = self._operator(context)
+        which = request.WhichOneof("user")
+        if which == "user_id":
+            account = await self._actions.get_user(
+                operator, user_id=convert.parse_user_id(request.user_id)
+            )
+        elif which == "email":
+            account = await self._actions.get_user(operator, email=request.email)
+        else:
+            raise InvalidArgument("user", "user_id or email is required")
+        note_subject(account.id, "")
+        return pb.GetUserResponse(user=user_message(account))
 
     async def ListUserSessions(
         self,
         request: pb.ListUserSessionsRequest,
         context: Context[pb.ListUserSessionsRequest, pb.ListUserSessionsResponse],
     ) -> pb.ListUserSessionsResponse:
-        self._operator(context)
-        await _not_built(context, "ListUserSessions")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        size = convert.page_size(request.page_size)
+        after = convert.decode_page_token(user_id, request.page_token)
+        note_subject(user_id, "")
+        page = await self._actions.list_user_sessions(
+            operator, user_id, page_size=size, after=after
+        )
+        response = pb.ListUserSessionsResponse()
+        for session in page.sessions:
+            convert.add_session(response.sessions, session, current=None)
+        if page.next_cursor is not None:
+            response.next_page_token = convert.encode_page_token(user_id, page.next_cursor)
+        return response
 
     async def RevokeUserSessions(
         self,
         request: pb.RevokeUserSessionsRequest,
         context: Context[pb.RevokeUserSessionsRequest, pb.RevokeUserSessionsResponse],
     ) -> pb.RevokeUserSessionsResponse:
-        self._operator(context)
-        await _not_built(context, "RevokeUserSessions")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        count = await self._actions.revoke_user_sessions(operator, user_id, request.reason)
+        return pb.RevokeUserSessionsResponse(revoked_session_count=count)
 
     # DisableUser and EnableUser: the `lifecycle` branch's.
     async def DisableUser(
@@ -94,16 +178,34 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.ClearLoginThrottleRequest,
         context: Context[pb.ClearLoginThrottleRequest, pb.ClearLoginThrottleResponse],
     ) -> pb.ClearLoginThrottleResponse:
-        self._operator(context)
-        await _not_built(context, "ClearLoginThrottle")
+        operator = self._operator(context)
+        which = request.WhichOneof("subject")
+        if which == "email":
+            await self._actions.clear_login_throttle(operator, email=request.email)
+        elif which == "ip_address":
+            await self._actions.clear_login_throttle(operator, ip_address=request.ip_address)
+        else:
+            raise InvalidArgument("subject", "email or ip_address is required")
+        return pb.ClearLoginThrottleResponse()
 
     async def ListAuditEvents(
         self,
         request: pb.ListAuditEventsRequest,
         context: Context[pb.ListAuditEventsRequest, pb.ListAuditEventsResponse],
     ) -> pb.ListAuditEventsResponse:
-        self._operator(context)
-        await _not_built(context, "ListAuditEvents")
+        operator = self._operator(context)
+        which = _audit_filter(request)
+        size = convert.page_size(request.page_size)
+        before_id = convert.decode_audit_page_token(which, request.page_token)
+        page = await self._actions.list_audit_events(
+            operator, which, page_size=size, before_id=before_id
+        )
+        response = pb.ListAuditEventsResponse(
+            events=[_audit_message(record) for record in page.events]
+        )
+        if page.next_cursor is not None:
+            response.next_page_token = convert.encode_audit_page_token(which, page.next_cursor)
+        return response
 
     async def CreatePasswordResetToken(
         self,

@@ -37,7 +37,7 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions"]
+__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
 
 
 # Only for an account not disabled, read under its key-share lock (the lock the foreign
@@ -216,6 +216,29 @@ async def end_user_sessions(
         event.detail,
     )
     return [SessionId(row["id"]) for row in rows]
+
+
+async def fetch_live_page(
+    db: asyncpg.Pool | Connection,
+    user_id: UserId,
+    *,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime, SessionId] | None,
+) -> SessionPage:
+    """`SessionStore.list_live_sessions` on a pool, or on a connection inside the caller's
+    transaction (AdminService's, which audits the listing)."""
+    if after is None:
+        rows = await db.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
+    else:
+        rows = await db.fetch(_LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1])
+    sessions = [_listed(row) for row in rows[:limit]]
+    has_more = len(rows) > limit
+    last = sessions[-1] if has_more else None
+    return SessionPage(
+        sessions=sessions,
+        next_cursor=None if last is None else (last.last_active_at, last.id),
+    )
 
 
 # By value without Enum's call machinery: twenty rows a listing.
@@ -418,19 +441,7 @@ class PgSessionStore:
         after: tuple[datetime, SessionId] | None,
     ) -> SessionPage:
         async with translate_errors():
-            if after is None:
-                rows = await self._pool.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
-            else:
-                rows = await self._pool.fetch(
-                    _LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1]
-                )
-        sessions = [_listed(row) for row in rows[:limit]]
-        has_more = len(rows) > limit
-        last = sessions[-1] if has_more else None
-        return SessionPage(
-            sessions=sessions,
-            next_cursor=None if last is None else (last.last_active_at, last.id),
-        )
+            return await fetch_live_page(self._pool, user_id, now=now, limit=limit, after=after)
 
     async def revoke_session(
         self,
