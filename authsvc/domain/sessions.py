@@ -28,6 +28,7 @@ from authsvc.core.errors import (
     UserNotFound,
 )
 from authsvc.core.models import (
+    Account,
     AuditEvent,
     DeviceInfo,
     IssuedTokens,
@@ -108,17 +109,17 @@ class AccountStore(Protocol):
 
     async def disable(
         self, user_id: UserId, *, now: datetime, reason: str, event: AuditEvent
-    ) -> list[SessionId] | None:
+    ) -> tuple[Account, list[SessionId]] | None:
         """Mark the account disabled at `now` for `reason` (an account disabled already
         keeps its first time and reason), revoke each of its live sessions for the
         revocation feed as USER_DISABLED, and record `event` once as
-        `SessionStore.end_user_sessions` does. The sessions revoked; None, with nothing
-        written, if there is no such account."""
+        `SessionStore.end_user_sessions` does. The account after it, and the sessions
+        revoked; None, with nothing written, if there is no such account."""
         ...
 
-    async def enable(self, user_id: UserId, *, now: datetime, event: AuditEvent) -> bool:
-        """Clear the account's disabling (if any) and record `event`. False, with nothing
-        written, if there is no such account."""
+    async def enable(self, user_id: UserId, *, now: datetime, event: AuditEvent) -> Account | None:
+        """Clear the account's disabling (if any) and record `event`. The account after
+        it; None, with nothing written, if there is no such account."""
         ...
 
     async def change_password(
@@ -898,27 +899,32 @@ class SessionService:
         )
         raise InvalidCredentials("the current password is not valid")
 
-    async def disable_user(self, user_id: UserId, *, reason: str, event: AuditEvent) -> int:
+    async def disable_user(
+        self, user_id: UserId, *, reason: str, event: AuditEvent
+    ) -> tuple[Account, int]:
         """Disable the account for `reason` and end every session of it (USER_DISABLED),
         recording `event` (the operator's `admin_user_disabled`) in the same transaction
         with what it ended. Login refuses the account from then until `enable_user`, and
         no Login in flight leaves a session behind. Disabling a disabled account succeeds
-        and keeps its first disabling. Returns how many sessions it ended; UserNotFound if
-        there is no such account."""
+        and keeps its first disabling. Returns the account after it and how many sessions
+        it ended; UserNotFound if there is no such account."""
         now = self._clock.now()
-        ended = await self._accounts.disable(user_id, now=now, reason=reason, event=event)
-        if ended is None:
+        disabled = await self._accounts.disable(user_id, now=now, reason=reason, event=event)
+        if disabled is None:
             raise UserNotFound("user not found")
+        account, ended = disabled
         self._user_sessions_ended(user_id, ended, SessionEndReason.USER_DISABLED, now)
-        return len(ended)
+        return account, len(ended)
 
-    async def enable_user(self, user_id: UserId, *, event: AuditEvent) -> None:
+    async def enable_user(self, user_id: UserId, *, event: AuditEvent) -> Account:
         """Let a disabled account sign in again, recording `event` (the operator's
         `admin_user_enabled`) in the same transaction. Enabling an enabled account
-        succeeds; UserNotFound if there is none."""
-        if not await self._accounts.enable(user_id, now=self._clock.now(), event=event):
+        succeeds. Returns the account after it; UserNotFound if there is none."""
+        account = await self._accounts.enable(user_id, now=self._clock.now(), event=event)
+        if account is None:
             raise UserNotFound("user not found")
         _log.info("user enabled", extra={"event": "user_enabled", "user_id": str(user_id)})
+        return account
 
     # --- managing sessions ------------------------------------------------
 

@@ -17,7 +17,8 @@ from datetime import datetime
 
 import asyncpg
 
-from authsvc.core.models import AuditEvent, SessionEndReason, SessionId, UserId
+from authsvc.core.models import Account, AuditEvent, SessionEndReason, SessionId, UserId
+from authsvc.store.admin import fetch_account
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
@@ -59,12 +60,14 @@ class PgAccountStore:
 
     async def disable(
         self, user_id: UserId, *, now: datetime, reason: str, event: AuditEvent
-    ) -> list[SessionId] | None:
+    ) -> tuple[Account, list[SessionId]] | None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if await _lock_account(conn, user_id) is None:
                 return None
             await conn.execute(_DISABLE, user_id, now, reason)
-            return await end_user_sessions(
+            # A statement of its own, after the lock: it sees every session committed
+            # before the lock was granted.
+            ended = await end_user_sessions(
                 conn,
                 user_id,
                 now=now,
@@ -73,13 +76,16 @@ class PgAccountStore:
                 event=event,
                 keep=None,
             )
+            account = await fetch_account(conn, user_id, now=now)
+        assert account is not None  # locked above, in this transaction
+        return account, ended
 
-    async def enable(self, user_id: UserId, *, now: datetime, event: AuditEvent) -> bool:
+    async def enable(self, user_id: UserId, *, now: datetime, event: AuditEvent) -> Account | None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(_ENABLE, user_id, now) is None:
-                return False
+                return None
             await insert_event(conn, event)
-            return True
+            return await fetch_account(conn, user_id, now=now)
 
     async def change_password(
         self,
