@@ -52,6 +52,7 @@ from authsvc.domain.throttle import (
     SignUpThrottle,
 )
 from authsvc.ports import BindFailed, bind_listener, probe_port
+from authsvc.store.accounts import PgAccountStore
 from authsvc.store.admin import PgAdminStore
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.census import PgSessionCensus
@@ -550,6 +551,7 @@ def build_session_service(
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
+        accounts=PgAccountStore(pool),
         hasher=hasher,
         access_tokens=AccessTokens(
             keys,

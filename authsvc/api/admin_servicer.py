@@ -147,22 +147,27 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         count = await self._actions.revoke_user_sessions(operator, user_id, request.reason)
         return pb.RevokeUserSessionsResponse(revoked_session_count=count)
 
-    # DisableUser and EnableUser: the `lifecycle` branch's.
     async def DisableUser(
         self,
         request: pb.DisableUserRequest,
         context: Context[pb.DisableUserRequest, pb.DisableUserResponse],
     ) -> pb.DisableUserResponse:
-        self._operator(context)
-        await _not_built(context, "DisableUser")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        account, count = await self._actions.disable_user(operator, user_id, request.reason)
+        return pb.DisableUserResponse(user=user_message(account), revoked_session_count=count)
 
     async def EnableUser(
         self,
         request: pb.EnableUserRequest,
         context: Context[pb.EnableUserRequest, pb.EnableUserResponse],
     ) -> pb.EnableUserResponse:
-        self._operator(context)
-        await _not_built(context, "EnableUser")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        account = await self._actions.enable_user(operator, user_id)
+        return pb.EnableUserResponse(user=user_message(account))
 
     # DeleteUser and CreatePasswordResetToken: the `reset` branch's.
     async def DeleteUser(

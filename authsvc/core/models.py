@@ -82,6 +82,8 @@ class User:
     display_name: str
     password_hash: str
     created_at: datetime
+    # When an operator disabled the account; None while it is enabled.
+    disabled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -241,6 +241,47 @@ class AdminActions:
         )
         return count
 
+    async def disable_user(
+        self, operator: Operator, user_id: UserId, reason: str
+    ) -> tuple[Account, int]:
+        """Disable the account and end every session of it (SessionService.disable_user).
+        Returns the account after it and how many sessions it ended."""
+        reason = admin_reason(reason)
+        now = self._clock.now()
+        account, count = await self._sessions.disable_user(
+            user_id,
+            reason=reason,
+            event=admin_event(
+                AdminEvent.USER_DISABLED, operator, now, user_id=user_id, reason=reason
+            ),
+        )
+        _log.info(
+            "admin disabled a user",
+            extra={
+                "event": AdminEvent.USER_DISABLED.value,
+                "operator": operator.name,
+                "user_id": str(user_id),
+                "revoked": count,
+            },
+        )
+        return account, count
+
+    async def enable_user(self, operator: Operator, user_id: UserId) -> Account:
+        """Let a disabled account sign in again (SessionService.enable_user)."""
+        now = self._clock.now()
+        account = await self._sessions.enable_user(
+            user_id, event=admin_event(AdminEvent.USER_ENABLED, operator, now, user_id=user_id)
+        )
+        _log.info(
+            "admin enabled a user",
+            extra={
+                "event": AdminEvent.USER_ENABLED.value,
+                "operator": operator.name,
+                "user_id": str(user_id),
+            },
+        )
+        return account
+
     async def clear_login_throttle(
         self, operator: Operator, *, email: str | None = None, ip_address: str | None = None
     ) -> None:

@@ -25,7 +25,7 @@ from authsvc.store.pool import Connection
 from authsvc.store.sessions import fetch_live_page
 from authsvc.store.throttle import forgive_failures
 
-__all__ = ["PgAdminStore"]
+__all__ = ["PgAdminStore", "fetch_account"]
 
 _ACCOUNT_COLUMNS = """
     u.id, u.email, u.display_name, u.created_at, u.updated_at, u.disabled_at,
@@ -79,6 +79,13 @@ def _account(row: asyncpg.Record) -> Account:
         disabled_reason=row["disabled_reason"],
         live_session_count=row["live_session_count"],
     )
+
+
+async def fetch_account(conn: Connection, user_id: UserId, *, now: datetime) -> Account | None:
+    """The account with its live sessions counted at `now`, on `conn` (inside the caller's
+    transaction, if any); None if there is none."""
+    row = await conn.fetchrow(_ACCOUNT_BY_ID, user_id, now)
+    return None if row is None else _account(row)
 
 
 def _record(row: asyncpg.Record) -> AuditRecord:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from authsvc.core.errors import UserDisabled
 from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
@@ -40,11 +41,18 @@ from authsvc.store.users import insert_user
 __all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
 
 
+# Only for an account not disabled, read under its key-share lock (the lock the foreign
+# key takes anyway): a DisableUser in flight holds FOR UPDATE, so this waits for it and
+# then sees the account disabled (store/accounts.py's locking rule). Inserts nothing
+# for a disabled account.
 _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name
-) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+)
+SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+FROM users WHERE id = $2 AND disabled_at IS NULL
+FOR KEY SHARE
 """
 _INSERT_TOKEN = """
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
@@ -362,7 +370,7 @@ class PgSessionStore:
             if new_user is not None:
                 await insert_user(conn, new_user)
             device = session.device
-            await conn.execute(
+            inserted = await conn.execute(
                 _INSERT_SESSION,
                 session.id,
                 session.user_id,
@@ -377,6 +385,8 @@ class PgSessionStore:
                 device.os,
                 device.device_name,
             )
+            if inserted == "INSERT 0 0":
+                raise UserDisabled("the account is disabled")
             await conn.execute(
                 _INSERT_TOKEN,
                 uuid.uuid4(),
