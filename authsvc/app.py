@@ -33,8 +33,10 @@ from authsvc.core.errors import DatabaseUnavailable
 from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.liveness import LivenessCache
+from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
@@ -50,8 +52,10 @@ from authsvc.domain.throttle import (
 )
 from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.audit import PgAuditStore
+from authsvc.store.erasure import PgErasureStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
+from authsvc.store.password_resets import PgPasswordResetStore
 from authsvc.store.pool import Pool, open_connections, ping
 from authsvc.store.revocations import PgRevocationListener, PgRevocationLog
 from authsvc.store.sessions import PgSessionStore
@@ -142,6 +146,18 @@ class AuthServer:
             throttle=self.throttle,
             liveness=self.liveness,
         )
+        self.password_resets = PasswordResets(
+            store=PgPasswordResetStore(pool),
+            sessions=self.sessions,
+            hasher=self.hasher,
+            throttle=self.throttle,
+            clock=clock,
+            ttl=config.password_reset_ttl,
+            password_min_length=config.password_min_length,
+        )
+        self.erasure = AccountErasure(
+            store=PgErasureStore(pool), sessions=self.sessions, clock=clock
+        )
         self.sweeper = build_sweeper(config, pool, clock)
         # WatchRevocations' subscribers; without a feed it never starts (NOT_READY).
         self.revocation_fanout = RevocationFanout(
@@ -194,6 +210,7 @@ class AuthServer:
                     heartbeat_interval=config.revocation_heartbeat_interval,
                 ),
                 streams=self._streams,
+                resets=self.password_resets,
                 require_service_credentials=config.require_service_credentials,
             ),
             self._server,
@@ -202,6 +219,8 @@ class AuthServer:
             AdminServicer(
                 guard=OperatorGuard(services, config.operators),
                 trusted_proxies=config.trusted_proxies,
+                resets=self.password_resets,
+                erasure=self.erasure,
             ),
             self._server,
         )

@@ -99,13 +99,21 @@ def struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def parse_session_id(value: str) -> SessionId:
+def _parse_uuid(field: str, value: str) -> uuid.UUID:
     """The canonical 8-4-4-4-12 form only (uuid.UUID alone also takes braces, urns...)."""
     if not value:
-        raise InvalidArgument("session_id", "session_id is required")
+        raise InvalidArgument(field, f"{field} is required")
     if not _CANONICAL_UUID.fullmatch(value):
-        raise InvalidArgument("session_id", "session_id is not a UUID")
-    return SessionId(uuid.UUID(value))
+        raise InvalidArgument(field, f"{field} is not a UUID")
+    return uuid.UUID(value)
+
+
+def parse_session_id(value: str) -> SessionId:
+    return SessionId(_parse_uuid("session_id", value))
+
+
+def parse_user_id(value: str) -> UserId:
+    return UserId(_parse_uuid("user_id", value))
 
 
 def logout_scope(value: int) -> LogoutScope:

@@ -22,6 +22,7 @@ __all__ = [
     "Principal",
     "RefreshTokenRecord",
     "RequestOrigin",
+    "ResetTarget",
     "Revocation",
     "RevocationLogBounds",
     "SealedPrivateKey",
@@ -122,6 +123,15 @@ class AuditEvent:
     session_id: SessionId | None = None
     origin: RequestOrigin = RequestOrigin()
     detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetTarget:
+    """The account a password reset is for, as far as a reset needs it."""
+
+    user_id: UserId
+    email: str
+    disabled: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

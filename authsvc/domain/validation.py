@@ -94,25 +94,26 @@ def _is_mixed_script(value: str) -> bool:
     return len(scripts) > 1 and not any(scripts <= mix for mix in _ALLOWED_SCRIPT_MIXES)
 
 
-def check_password_given(password: str) -> None:
-    """Login only checks presence and size: the policy may have changed since signup."""
+def check_password_given(password: str, *, field: str = "password") -> None:
+    """Login only checks presence and size: the policy may have changed since signup.
+    `field` names the request field in the error (`new_password`, say)."""
     if not password:
-        raise InvalidArgument("password", "password is required")
+        raise InvalidArgument(field, f"{field} is required")
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise InvalidArgument(
-            "password", f"password is longer than {MAX_PASSWORD_LENGTH} characters"
-        )
+        raise InvalidArgument(field, f"{field} is longer than {MAX_PASSWORD_LENGTH} characters")
 
 
-def check_new_password(password: str, *, min_length: int, email: str) -> None:
-    check_password_given(password)
+def check_new_password(
+    password: str, *, min_length: int, email: str, field: str = "password"
+) -> None:
+    check_password_given(password, field=field)
     if len(password) < min_length:
-        raise WeakPassword("password", f"password must have at least {min_length} characters")
+        raise WeakPassword(field, f"{field} must have at least {min_length} characters")
     if password.strip().lower() == email:
-        raise WeakPassword("password", "password must not be the email address")
+        raise WeakPassword(field, f"{field} must not be the email address")
     if len(set(password)) == 1 or not password.strip():
         # NIST 800-63B: no composition rules, but refuse the trivially guessable.
-        raise WeakPassword("password", "password must not be blank or one character repeated")
+        raise WeakPassword(field, f"{field} must not be blank or one character repeated")
 
 
 def clean_label(field: str, value: str, *, max_length: int) -> str:
