@@ -33,6 +33,7 @@ from tests.helpers import (
     refresh_failure,
     sign_in,
 )
+from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -187,15 +188,36 @@ async def test_the_sweeper_deletes_expired_tokens(
     assert await pool.fetchval("SELECT count(*) FROM password_reset_tokens") == 1
 
 
-async def test_concurrent_resets_with_one_token_change_the_password_once(admin: Admin) -> None:
-    await sign_in(admin.stub, 1)
-    issued = await admin.token_for(email="alice@example.com")
-    passwords = [f"concurrent passphrase {n}" for n in range(6)]
-
-    outcomes = await asyncio.gather(
-        *(admin.reset(issued.reset_token, password) for password in passwords),
-        return_exceptions=True,
+async def lock_waiters(pool: Pool) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
     )
+
+
+async def test_concurrent_resets_with_one_token_change_the_password_once(
+    admin: Admin, pool: Pool
+) -> None:
+    (session,) = await sign_in(admin.stub, 1)
+    issued = await admin.token_for(email="alice@example.com")
+    passwords = [f"concurrent passphrase {n}" for n in range(4)]
+    # Every reset finds the token good, then queues on the account's row lock, which
+    # this holds until all of them wait: they are all in flight at once.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", uuid.UUID(session.user_id)
+        )
+        resets = [
+            asyncio.create_task(admin.reset(issued.reset_token, password)) for password in passwords
+        ]
+
+        async def all_waiting() -> bool:
+            return await lock_waiters(pool) == len(passwords)
+
+        await eventually(all_waiting)
+    outcomes = await asyncio.gather(*resets, return_exceptions=True)
 
     won = [p for p, outcome in zip(passwords, outcomes, strict=True) if outcome == 1]
     lost = [outcome for outcome in outcomes if isinstance(outcome, grpc.aio.AioRpcError)]
