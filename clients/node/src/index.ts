@@ -10,6 +10,7 @@ export {
   type ListSessionsInput,
   type LoginInput,
   type RegisterInput,
+  type ResetPasswordInput,
   type Revocation,
   type SessionInfo,
   type SessionPage,
