@@ -33,6 +33,7 @@ from authsvc.core.errors import DatabaseUnavailable
 from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.admin import AdminActions
 from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.liveness import LivenessCache
@@ -51,6 +52,8 @@ from authsvc.domain.throttle import (
     SignUpThrottle,
 )
 from authsvc.ports import BindFailed, bind_listener, probe_port
+from authsvc.store.accounts import PgAccountStore
+from authsvc.store.admin import PgAdminStore
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.erasure import PgErasureStore
 from authsvc.store.keys import PgKeyStore
@@ -219,6 +222,12 @@ class AuthServer:
             AdminServicer(
                 guard=OperatorGuard(services, config.operators),
                 trusted_proxies=config.trusted_proxies,
+                actions=AdminActions(
+                    store=PgAdminStore(pool),
+                    sessions=self.sessions,
+                    clock=clock,
+                    login_failure_window=config.login_failure_window,
+                ),
                 resets=self.password_resets,
                 erasure=self.erasure,
             ),
@@ -525,6 +534,7 @@ def build_session_service(
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
+        accounts=PgAccountStore(pool),
         hasher=hasher,
         access_tokens=AccessTokens(
             keys,

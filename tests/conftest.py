@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import asyncpg
 import grpc
@@ -266,18 +266,41 @@ class AdminLaunched:
     as_service: tuple[tuple[str, str]]
 
 
+class LaunchAdmin(Protocol):
+    async def __call__(self, **overrides: str) -> AdminLaunched: ...
+
+
 @pytest_asyncio.fixture
-async def admin_server(launch: Launch) -> AsyncIterator[AdminLaunched]:
-    """A ready server with an operator key (OPERATOR, on AUTHSVC_OPERATORS) and a plain
-    service key (PLAIN_SERVICE), with an AuthService and an AdminService stub on it."""
-    operator_key, operator_entry = mint_service_key(OPERATOR)
-    service_key, service_entry = mint_service_key(PLAIN_SERVICE)
-    launched = await launch(service_keys=f"{operator_entry},{service_entry}", operators=OPERATOR)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{launched.server.port}") as channel:
-        yield AdminLaunched(
-            server=launched.server,
-            stub=launched.stub,
-            admin=admin_service_pb2_grpc.AdminServiceStub(channel),
-            as_operator=bearer(operator_key),
-            as_service=bearer(service_key),
-        )
+async def launch_admin(launch: Launch) -> AsyncIterator[LaunchAdmin]:
+    """Factory: a ready server with these setting overrides, an operator key (OPERATOR, on
+    AUTHSVC_OPERATORS) and a plain service key (PLAIN_SERVICE), with an AuthService and an
+    AdminService stub on it."""
+    async with AsyncExitStack() as channels:
+
+        async def launch_admin(**overrides: str) -> AdminLaunched:
+            operator_key, operator_entry = mint_service_key(OPERATOR)
+            service_key, service_entry = mint_service_key(PLAIN_SERVICE)
+            settings = {
+                "service_keys": f"{operator_entry},{service_entry}",
+                "operators": OPERATOR,
+                **overrides,
+            }
+            launched = await launch(**cast(dict[str, Any], settings))
+            channel = await channels.enter_async_context(
+                grpc.aio.insecure_channel(f"127.0.0.1:{launched.server.port}")
+            )
+            return AdminLaunched(
+                server=launched.server,
+                stub=launched.stub,
+                admin=admin_service_pb2_grpc.AdminServiceStub(channel),
+                as_operator=bearer(operator_key),
+                as_service=bearer(service_key),
+            )
+
+        yield launch_admin
+
+
+@pytest_asyncio.fixture
+async def admin_server(launch_admin: LaunchAdmin) -> AdminLaunched:
+    """`launch_admin()` with the default settings."""
+    return await launch_admin()

@@ -5,16 +5,17 @@ transaction of its change."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from authsvc.api import convert
+from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
 from authsvc.api.service_auth import OperatorGuard
 from authsvc.core.errors import InvalidArgument
-from authsvc.core.models import Operator, RequestOrigin
-from authsvc.domain import validation
+from authsvc.core.models import Account, AuditFilter, AuditRecord, Operator, RequestOrigin
+from authsvc.domain.admin import AdminActions
 from authsvc.domain.devices import MAX_USER_AGENT
 from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.password_resets import PasswordResets
@@ -26,20 +27,52 @@ __all__ = ["AdminServicer"]
 Context = grpc.aio.ServicerContext
 
 
-async def _not_built(context: Context[Any, Any], rpc: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not built yet")
-    raise AssertionError  # pragma: no cover (abort raises)
+def user_message(account: Account) -> pb.User:
+    """An account as AdminService answers with it."""
+    message = pb.User(
+        user_id=str(account.id),
+        email=account.email,
+        display_name=account.display_name,
+        disabled_reason=account.disabled_reason,
+        live_session_count=account.live_session_count,
+    )
+    convert.set_timestamp(message.created_at, account.created_at)
+    convert.set_timestamp(message.updated_at, account.updated_at)
+    if account.disabled_at is not None:
+        convert.set_timestamp(message.disabled_at, account.disabled_at)
+    return message
 
 
-# An operator's note (DeleteUser's reason): kept in the audit trail.
-_MAX_OPERATOR_NOTE = 200
+def _audit_message(record: AuditRecord) -> pb.AuditEvent:
+    event = record.event
+    message = pb.AuditEvent(
+        id=record.id,
+        event_type=event.event,
+        user_id="" if event.user_id is None else str(event.user_id),
+        session_id="" if event.session_id is None else str(event.session_id),
+        ip_address=event.origin.ip_address,
+        user_agent=event.origin.user_agent,
+    )
+    convert.set_timestamp(message.occurred_at, event.occurred_at)
+    message.detail.CopyFrom(convert.struct_of(event.detail))
+    return message
 
 
-def _required_note(value: str) -> str:
-    note = validation.clean_label("reason", value, max_length=_MAX_OPERATOR_NOTE)
-    if not note:
-        raise InvalidArgument("reason", "reason is required")
-    return note
+def _audit_filter(request: pb.ListAuditEventsRequest) -> AuditFilter:
+    return AuditFilter(
+        user_id=convert.parse_user_id(request.user_id) if request.user_id else None,
+        event_types=tuple(request.event_types),
+        occurred_after=convert.optional_instant(
+            request.occurred_after,
+            present=request.HasField("occurred_after"),
+            field="occurred_after",
+        ),
+        occurred_before=convert.optional_instant(
+            request.occurred_before,
+            present=request.HasField("occurred_before"),
+            field="occurred_before",
+        ),
+    )
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
@@ -48,11 +81,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         *,
         guard: OperatorGuard,
         trusted_proxies: Sequence[IpNetwork],
+        actions: AdminActions,
         resets: PasswordResets,
         erasure: AccountErasure,
     ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
+        self._actions = actions
         self._resets = resets
         self._erasure = erasure
 
@@ -69,43 +104,72 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def GetUser(
         self, request: pb.GetUserRequest, context: Context[pb.GetUserRequest, pb.GetUserResponse]
     ) -> pb.GetUserResponse:
-        self._operator(context)
-        await _not_built(context, "GetUser")
+        operator = self._operator(context)
+        which = request.WhichOneof("user")
+        if which == "user_id":
+            account = await self._actions.get_user(
+                operator, user_id=convert.parse_user_id(request.user_id)
+            )
+        elif which == "email":
+            account = await self._actions.get_user(operator, email=request.email)
+        else:
+            raise InvalidArgument("user", "user_id or email is required")
+        note_subject(account.id, "")
+        return pb.GetUserResponse(user=user_message(account))
 
     async def ListUserSessions(
         self,
         request: pb.ListUserSessionsRequest,
         context: Context[pb.ListUserSessionsRequest, pb.ListUserSessionsResponse],
     ) -> pb.ListUserSessionsResponse:
-        self._operator(context)
-        await _not_built(context, "ListUserSessions")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        size = convert.page_size(request.page_size)
+        after = convert.decode_page_token(user_id, request.page_token)
+        note_subject(user_id, "")
+        page = await self._actions.list_user_sessions(
+            operator, user_id, page_size=size, after=after
+        )
+        response = pb.ListUserSessionsResponse()
+        for session in page.sessions:
+            convert.add_session(response.sessions, session, current=None)
+        if page.next_cursor is not None:
+            response.next_page_token = convert.encode_page_token(user_id, page.next_cursor)
+        return response
 
     async def RevokeUserSessions(
         self,
         request: pb.RevokeUserSessionsRequest,
         context: Context[pb.RevokeUserSessionsRequest, pb.RevokeUserSessionsResponse],
     ) -> pb.RevokeUserSessionsResponse:
-        self._operator(context)
-        await _not_built(context, "RevokeUserSessions")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        count = await self._actions.revoke_user_sessions(operator, user_id, request.reason)
+        return pb.RevokeUserSessionsResponse(revoked_session_count=count)
 
-    # DisableUser and EnableUser: the `lifecycle` branch's.
     async def DisableUser(
         self,
         request: pb.DisableUserRequest,
         context: Context[pb.DisableUserRequest, pb.DisableUserResponse],
     ) -> pb.DisableUserResponse:
-        self._operator(context)
-        await _not_built(context, "DisableUser")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        account, count = await self._actions.disable_user(operator, user_id, request.reason)
+        return pb.DisableUserResponse(user=user_message(account), revoked_session_count=count)
 
     async def EnableUser(
         self,
         request: pb.EnableUserRequest,
         context: Context[pb.EnableUserRequest, pb.EnableUserResponse],
     ) -> pb.EnableUserResponse:
-        self._operator(context)
-        await _not_built(context, "EnableUser")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        account = await self._actions.enable_user(operator, user_id)
+        return pb.EnableUserResponse(user=user_message(account))
 
-    # DeleteUser and CreatePasswordResetToken: the `reset` branch's.
     async def DeleteUser(
         self,
         request: pb.DeleteUserRequest,
@@ -113,9 +177,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.DeleteUserResponse:
         operator = self._operator(context)
         user_id = convert.parse_user_id(request.user_id)
-        count = await self._erasure.delete_user(
-            user_id, reason=_required_note(request.reason), operator=operator
-        )
+        note_subject(user_id, "")
+        count = await self._erasure.delete_user(user_id, reason=request.reason, operator=operator)
         return pb.DeleteUserResponse(revoked_session_count=count)
 
     async def ClearLoginThrottle(
@@ -123,16 +186,34 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.ClearLoginThrottleRequest,
         context: Context[pb.ClearLoginThrottleRequest, pb.ClearLoginThrottleResponse],
     ) -> pb.ClearLoginThrottleResponse:
-        self._operator(context)
-        await _not_built(context, "ClearLoginThrottle")
+        operator = self._operator(context)
+        which = request.WhichOneof("subject")
+        if which == "email":
+            await self._actions.clear_login_throttle(operator, email=request.email)
+        elif which == "ip_address":
+            await self._actions.clear_login_throttle(operator, ip_address=request.ip_address)
+        else:
+            raise InvalidArgument("subject", "email or ip_address is required")
+        return pb.ClearLoginThrottleResponse()
 
     async def ListAuditEvents(
         self,
         request: pb.ListAuditEventsRequest,
         context: Context[pb.ListAuditEventsRequest, pb.ListAuditEventsResponse],
     ) -> pb.ListAuditEventsResponse:
-        self._operator(context)
-        await _not_built(context, "ListAuditEvents")
+        operator = self._operator(context)
+        which = _audit_filter(request)
+        size = convert.page_size(request.page_size)
+        before_id = convert.decode_audit_page_token(which, request.page_token)
+        page = await self._actions.list_audit_events(
+            operator, which, page_size=size, before_id=before_id
+        )
+        response = pb.ListAuditEventsResponse(
+            events=[_audit_message(record) for record in page.events]
+        )
+        if page.next_cursor is not None:
+            response.next_page_token = convert.encode_audit_page_token(which, page.next_cursor)
+        return response
 
     async def CreatePasswordResetToken(
         self,
@@ -149,6 +230,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             issued = await self._resets.create_token(email=request.email, operator=operator)
         else:
             raise InvalidArgument("user", "user_id or email is required")
+        note_subject(issued.user_id, "")
         response = pb.CreatePasswordResetTokenResponse(
             reset_token=issued.token, user_id=str(issued.user_id)
         )

@@ -16,6 +16,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from authsvc.core.errors import InvalidArgument, InvalidPageToken
 from authsvc.core.models import (
+    AuditFilter,
     DeviceType,
     ListedSession,
     LogoutScope,
@@ -30,12 +31,16 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "add_session",
+    "decode_audit_page_token",
     "decode_page_token",
+    "encode_audit_page_token",
     "encode_page_token",
     "heartbeat_response",
     "logout_scope",
+    "optional_instant",
     "page_size",
     "parse_session_id",
+    "parse_user_id",
     "revocation_response",
     "struct_of",
     "timestamp",
@@ -99,21 +104,13 @@ def struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def _parse_uuid(field: str, value: str) -> uuid.UUID:
+def parse_session_id(value: str) -> SessionId:
     """The canonical 8-4-4-4-12 form only (uuid.UUID alone also takes braces, urns...)."""
     if not value:
-        raise InvalidArgument(field, f"{field} is required")
+        raise InvalidArgument("session_id", "session_id is required")
     if not _CANONICAL_UUID.fullmatch(value):
-        raise InvalidArgument(field, f"{field} is not a UUID")
-    return uuid.UUID(value)
-
-
-def parse_session_id(value: str) -> SessionId:
-    return SessionId(_parse_uuid("session_id", value))
-
-
-def parse_user_id(value: str) -> UserId:
-    return UserId(_parse_uuid("user_id", value))
+        raise InvalidArgument("session_id", "session_id is not a UUID")
+    return SessionId(uuid.UUID(value))
 
 
 def logout_scope(value: int) -> LogoutScope:
@@ -134,21 +131,14 @@ def _owner_tag(user_id: UserId) -> str:
     return hashlib.sha256(user_id.bytes).hexdigest()[:16]
 
 
-def encode_page_token(user_id: UserId, cursor: tuple[datetime, SessionId]) -> str:
-    """Opaque keyset cursor, bound to the user who asked for it."""
-    body = {
-        "v": _PAGE_TOKEN_VERSION,
-        "t": cursor[0].isoformat(),
-        "i": str(cursor[1]),
-        "u": _owner_tag(user_id),
-    }
-    raw = json.dumps(body, separators=(",", ":")).encode()
+def _encode_token(body: dict[str, object]) -> str:
+    raw = json.dumps({"v": _PAGE_TOKEN_VERSION, **body}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId] | None:
-    if not token:
-        return None
+def _decode_token(token: str, tag: str) -> dict[str, Any]:
+    """The body of a page token of ours issued for a request whose other fields hash to
+    `tag`; InvalidPageToken for anything else."""
     if len(token) > _MAX_PAGE_TOKEN_LENGTH:
         raise InvalidPageToken
     try:
@@ -157,12 +147,24 @@ def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId]
     except (ValueError, RecursionError, binascii.Error) as exc:
         raise InvalidPageToken from exc
     if not (
-        isinstance(body, dict)
-        and body.get("v") == _PAGE_TOKEN_VERSION
-        and body.get("u") == _owner_tag(user_id)
-        and isinstance(body.get("t"), str)
-        and isinstance(body.get("i"), str)
+        isinstance(body, dict) and body.get("v") == _PAGE_TOKEN_VERSION and body.get("u") == tag
     ):
+        raise InvalidPageToken
+    return body
+
+
+def encode_page_token(user_id: UserId, cursor: tuple[datetime, SessionId]) -> str:
+    """Opaque keyset cursor, bound to the user who asked for it."""
+    return _encode_token(
+        {"t": cursor[0].isoformat(), "i": str(cursor[1]), "u": _owner_tag(user_id)}
+    )
+
+
+def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId] | None:
+    if not token:
+        return None
+    body = _decode_token(token, _owner_tag(user_id))
+    if not (isinstance(body.get("t"), str) and isinstance(body.get("i"), str)):
         raise InvalidPageToken
     try:
         instant = datetime.fromisoformat(body["t"])
@@ -177,11 +179,58 @@ def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId]
     return instant, session_id
 
 
+def _filter_tag(which: AuditFilter) -> str:
+    described = json.dumps(
+        [
+            None if which.user_id is None else str(which.user_id),
+            sorted(which.event_types),
+            None if which.occurred_after is None else which.occurred_after.isoformat(),
+            None if which.occurred_before is None else which.occurred_before.isoformat(),
+        ]
+    )
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def encode_audit_page_token(which: AuditFilter, before_id: int) -> str:
+    """Opaque keyset cursor (the last event's id), bound to the request's filters."""
+    return _encode_token({"i": before_id, "u": _filter_tag(which)})
+
+
+def decode_audit_page_token(which: AuditFilter, token: str) -> int | None:
+    if not token:
+        return None
+    before_id = _decode_token(token, _filter_tag(which)).get("i")
+    if not isinstance(before_id, int) or isinstance(before_id, bool):
+        raise InvalidPageToken
+    return before_id
+
+
+def optional_instant(
+    message: timestamp_pb2.Timestamp, *, present: bool, field: str
+) -> datetime | None:
+    """A request's optional Timestamp field as an aware datetime; None when unset."""
+    if not present:
+        return None
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(field, f"{field} is out of range") from exc
+
+
+def parse_user_id(value: str, field: str = "user_id") -> UserId:
+    """The canonical 8-4-4-4-12 form only, as for session ids."""
+    if not value:
+        raise InvalidArgument(field, f"{field} is required")
+    if not _CANONICAL_UUID.fullmatch(value):
+        raise InvalidArgument(field, f"{field} is not a UUID")
+    return UserId(uuid.UUID(value))
+
+
 def add_session(
     sessions: RepeatedCompositeFieldContainer[pb.Session],
     session: ListedSession,
     *,
-    current: SessionId,
+    current: SessionId | None,
 ) -> None:
     """Append `session` to a response's repeated `sessions` field.
 

@@ -260,16 +260,22 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             self._services.require(context)
         return pb.GetJwksResponse(jwks_json=self._keys.jwks_json())
 
-    # ChangePassword is being built (the `lifecycle` branch): until it lands, it answers
-    # UNIMPLEMENTED, as the generated base would.
     async def ChangePassword(
         self,
         request: pb.ChangePasswordRequest,
         context: Context[pb.ChangePasswordRequest, pb.ChangePasswordResponse],
     ) -> pb.ChangePasswordResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ChangePassword is not built yet")
-        raise AssertionError  # pragma: no cover (abort raises)
+        principal = await self._authenticate(context)
+        count = await self._sessions.change_password(
+            principal,
+            current_password=request.current_password,
+            new_password=request.new_password,
+            origin=self._origin(context),
+        )
+        return pb.ChangePasswordResponse(revoked_session_count=count)
 
+    # ResetPassword is being built: until it lands, it answers UNIMPLEMENTED, as the
+    # generated base would.
     async def ResetPassword(
         self,
         request: pb.ResetPasswordRequest,

@@ -10,7 +10,11 @@ from datetime import datetime
 from typing import NamedTuple, NewType, TypeAlias
 
 __all__ = [
+    "Account",
     "AuditEvent",
+    "AuditFilter",
+    "AuditPage",
+    "AuditRecord",
     "BucketCount",
     "DeviceInfo",
     "DeviceType",
@@ -76,6 +80,8 @@ class User:
     display_name: str
     password_hash: str
     created_at: datetime
+    # When an operator disabled the account; None while it is enabled.
+    disabled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +129,47 @@ class AuditEvent:
     session_id: SessionId | None = None
     origin: RequestOrigin = RequestOrigin()
     detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """An audit event as stored, with its id (ids grow with time)."""
+
+    id: int
+    event: AuditEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditFilter:
+    """Which audit events to list; each field given narrows it (AND)."""
+
+    user_id: UserId | None = None
+    # Empty: every type.
+    event_types: tuple[str, ...] = ()
+    occurred_after: datetime | None = None  # inclusive
+    occurred_before: datetime | None = None  # exclusive
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditPage:
+    events: list[AuditRecord]
+    # The last event's id when another page follows.
+    next_cursor: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """An account as operators see it: never its password hash."""
+
+    id: UserId
+    email: str
+    display_name: str
+    created_at: datetime
+    updated_at: datetime
+    # None while enabled.
+    disabled_at: datetime | None
+    disabled_reason: str
+    live_session_count: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

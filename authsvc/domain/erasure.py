@@ -11,7 +11,7 @@ from typing import Protocol
 from authsvc.core.clock import Clock
 from authsvc.core.errors import UserNotFound
 from authsvc.core.models import AuditEvent, Operator, SessionEndReason, SessionId, UserId
-from authsvc.domain.admin import AdminEvent, admin_event
+from authsvc.domain.admin import AdminEvent, admin_event, admin_reason
 from authsvc.domain.sessions import SessionService
 from authsvc.domain.throttle import account_bucket, escalated_account_bucket, pair_bucket
 
@@ -63,7 +63,8 @@ class AccountErasure:
     async def delete_user(self, user_id: UserId, *, reason: str, operator: Operator) -> int:
         """Delete the account and end its sessions; the number ended. UserNotFound if it
         does not exist (deleted already, say). All or nothing: a failure midway leaves
-        the account as it was, to delete again."""
+        the account as it was, to delete again. `reason`: required, one short line."""
+        reason = admin_reason(reason)
         now = self._clock.now()
         ended = await self._store.delete_user(
             user_id,

@@ -24,8 +24,11 @@ from authsvc.core.errors import (
     TokenExpired,
     TokenInvalid,
     Unauthenticated,
+    UserDisabled,
+    UserNotFound,
 )
 from authsvc.core.models import (
+    Account,
     AuditEvent,
     DeviceInfo,
     IssuedTokens,
@@ -48,6 +51,7 @@ from authsvc.domain.passwords import Lane, PasswordHasher
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
 
 __all__ = [
+    "AccountStore",
     "LockedSession",
     "SessionPolicy",
     "SessionService",
@@ -84,11 +88,59 @@ class UserStore(Protocol):
         or None if there is none."""
         ...
 
+    async def find_by_id(self, user_id: UserId) -> User | None:
+        """The account with this id, or None if there is none."""
+        ...
+
     async def update_password_hash(
         self, user_id: UserId, password_hash: str, now: datetime
     ) -> None:
         """Replace the account's password hash, as changed at `now`. An account that no
         longer exists is no error: nothing is written."""
+        ...
+
+
+class AccountStore(Protocol):
+    """Changes to an account that end its sessions with them, each in one transaction
+    that holds the account's row lock before it reads the sessions: a session created
+    concurrently is either ended by the change or refused by `create_session`. Every
+    method raises DatabaseUnavailable when the database cannot be reached in time; then
+    nothing it would have written is written."""
+
+    async def disable(
+        self, user_id: UserId, *, now: datetime, reason: str, event: AuditEvent
+    ) -> tuple[Account, list[SessionId]] | None:
+        """Mark the account disabled at `now` for `reason` (an account disabled already
+        keeps its first time and reason), revoke each of its live sessions for the
+        revocation feed as USER_DISABLED, and record `event` once as
+        `SessionStore.end_user_sessions` does. The account after it, and the sessions
+        revoked; None, with nothing written, if there is no such account."""
+        ...
+
+    async def enable(self, user_id: UserId, *, now: datetime, event: AuditEvent) -> Account | None:
+        """Clear the account's disabling (if any) and record `event`. The account after
+        it; None, with nothing written, if there is no such account."""
+        ...
+
+    async def change_password(
+        self,
+        user_id: UserId,
+        *,
+        verified_hash: str,
+        new_hash: str,
+        now: datetime,
+        keep: SessionId,
+        event: AuditEvent,
+    ) -> list[SessionId] | None:
+        """If the account's password hash is still `verified_hash`, replace it with
+        `new_hash` as changed at `now`, revoke each live session but `keep` for the
+        revocation feed as PASSWORD_CHANGED, and record `event` once as
+        `SessionStore.end_user_sessions` does. The sessions revoked; None, with nothing
+        written, if the account is gone or its password changed since it was read."""
+        ...
+
+    async def record(self, event: AuditEvent) -> None:
+        """Append `event` to the audit trail."""
         ...
 
 
@@ -149,7 +201,9 @@ class SessionStore(Protocol):
     ) -> None:
         """Store `session` with its first refresh token (hash `token_hash`, expiring at the
         session's idle deadline), and `new_user` first if given, and record `event`: all
-        or nothing. EmailTaken, and nothing stored, if `new_user`'s email is in use."""
+        or nothing. EmailTaken, and nothing stored, if `new_user`'s email is in use;
+        UserDisabled, and nothing stored, if the session's account is disabled or gone,
+        even by a DisableUser that commits while this call is in flight."""
         ...
 
     async def rotate_if_current(
@@ -297,6 +351,7 @@ class SessionService:
         *,
         users: UserStore,
         sessions: SessionStore,
+        accounts: AccountStore,
         hasher: PasswordHasher,
         access_tokens: AccessTokens,
         clock: Clock,
@@ -312,6 +367,7 @@ class SessionService:
         self._sign_ups = sign_ups
         self._users = users
         self._sessions = sessions
+        self._accounts = accounts
         self._hasher = hasher
         self._access = access_tokens
         self._clock = clock
@@ -421,7 +477,9 @@ class SessionService:
 
         An unknown email costs one argon2 verify like a known one, and both
         failures raise the same InvalidCredentials, so neither the answer nor
-        its timing tells whether an account exists.
+        its timing tells whether an account exists. Only once the password is
+        verified does a disabled account say so (UserDisabled), also when it was
+        disabled while this call was in flight.
         """
         email = validation.normalize_email(email)
         validation.check_password_given(password)
@@ -442,10 +500,18 @@ class SessionService:
                 if not await self._hasher.verify(user.password_hash, password, client=client):
                     await self._login_failed(attempt, user.id, origin)
             await attempt.succeeded()
+        if user.disabled_at is not None:
+            await self._refuse_disabled(user.id, origin)
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password, Lane.SIGN_IN, client=client)
             await self._users.update_password_hash(user.id, new_hash, self._clock.now())
-        tokens = await self._start_session(user.id, remember_me, device, event="login_succeeded")
+        try:
+            tokens = await self._start_session(
+                user.id, remember_me, device, event="login_succeeded"
+            )
+        except UserDisabled:
+            # Disabled since the account was read: no session was stored.
+            await self._refuse_disabled(user.id, origin)
         _log.info(
             "login",
             extra={"event": "login", "user_id": str(user.id), "session_id": str(tokens.session_id)},
@@ -465,6 +531,22 @@ class SessionService:
         )
         await attempt.failed(event)
         raise InvalidCredentials("invalid email or password")
+
+    async def _refuse_disabled(self, user_id: UserId, origin: RequestOrigin) -> NoReturn:
+        _log.info(
+            "login refused: account disabled",
+            extra={"event": "login_failed", "user_id": str(user_id), "reason": "user_disabled"},
+        )
+        await self._accounts.record(
+            AuditEvent(
+                event="login_failed",
+                occurred_at=self._clock.now(),
+                user_id=user_id,
+                origin=origin,
+                detail={"reason": "user_disabled"},
+            )
+        )
+        raise UserDisabled("the account is disabled")
 
     async def _start_session(
         self,
@@ -728,6 +810,121 @@ class SessionService:
         except Unauthenticated as exc:
             return Validation(inactive=exc, principal=principal)
         return Validation(inactive=None, principal=principal)
+
+    # --- the account lifecycle --------------------------------------------
+
+    async def change_password(
+        self,
+        principal: Principal,
+        *,
+        current_password: str,
+        new_password: str,
+        origin: RequestOrigin,
+    ) -> int:
+        """Replace the caller's password, given the current one, and end every other
+        session of the account (PASSWORD_CHANGED); the caller's stays. Returns how many
+        it ended.
+
+        The new password meets the policy or WeakPassword, before anything else. The
+        current one is checked as Login checks a password, under the login throttle for
+        the account's email and the client address: a wrong one counts as a failed
+        login and is InvalidCredentials, and once locked the answer is RateLimited. A
+        stolen access token alone therefore cannot take the account over. Changed by a
+        concurrent call since it was checked: InvalidCredentials, nothing written.
+        """
+        validation.check_password_given(current_password, field="current_password")
+        user = await self._users.find_by_id(principal.user_id)
+        if user is None:
+            raise SessionRevoked("session has been revoked")
+        validation.check_new_password(
+            new_password,
+            min_length=self._policy.password_min_length,
+            email=user.email,
+            field="new_password",
+        )
+        refused = AuditEvent(
+            event="password_change_failed",
+            occurred_at=self._clock.now(),
+            user_id=user.id,
+            session_id=principal.session_id,
+            origin=origin,
+            detail={"reason": "rate_limited"},
+        )
+        client = self._throttle.client_of(origin.ip_address)
+        async with self._throttle.attempt(user.email, origin.ip_address, refused) as attempt:
+            async with asyncio.timeout(ATTEMPT_TIME_LIMIT.total_seconds()):
+                verified = await self._hasher.verify(
+                    user.password_hash, current_password, client=client
+                )
+            if not verified:
+                await self._password_change_failed(attempt, principal, origin)
+            await attempt.succeeded()
+        new_hash = await self._hasher.hash(new_password, Lane.SIGN_IN, client=client)
+        now = self._clock.now()
+        ended = await self._accounts.change_password(
+            user.id,
+            verified_hash=user.password_hash,
+            new_hash=new_hash,
+            now=now,
+            keep=principal.session_id,
+            event=AuditEvent(
+                event="password_changed",
+                occurred_at=now,
+                user_id=user.id,
+                session_id=principal.session_id,
+                origin=origin,
+            ),
+        )
+        if ended is None:
+            raise InvalidCredentials("the current password is not valid")
+        self._user_sessions_ended(user.id, ended, SessionEndReason.PASSWORD_CHANGED, now)
+        return len(ended)
+
+    async def _password_change_failed(
+        self, attempt: LoginAttempt, principal: Principal, origin: RequestOrigin
+    ) -> NoReturn:
+        _log.info(
+            "password change failed",
+            extra={"event": "password_change_failed", "user_id": str(principal.user_id)},
+        )
+        await attempt.failed(
+            AuditEvent(
+                event="password_change_failed",
+                occurred_at=self._clock.now(),
+                user_id=principal.user_id,
+                session_id=principal.session_id,
+                origin=origin,
+                detail={"reason": "invalid_credentials"},
+            )
+        )
+        raise InvalidCredentials("the current password is not valid")
+
+    async def disable_user(
+        self, user_id: UserId, *, reason: str, event: AuditEvent
+    ) -> tuple[Account, int]:
+        """Disable the account for `reason` and end every session of it (USER_DISABLED),
+        recording `event` (the operator's `admin_user_disabled`) in the same transaction
+        with what it ended. Login refuses the account from then until `enable_user`, and
+        no Login in flight leaves a session behind. Disabling a disabled account succeeds
+        and keeps its first disabling. Returns the account after it and how many sessions
+        it ended; UserNotFound if there is no such account."""
+        now = self._clock.now()
+        disabled = await self._accounts.disable(user_id, now=now, reason=reason, event=event)
+        if disabled is None:
+            raise UserNotFound("user not found")
+        account, ended = disabled
+        self._user_sessions_ended(user_id, ended, SessionEndReason.USER_DISABLED, now)
+        return account, len(ended)
+
+    async def enable_user(self, user_id: UserId, *, event: AuditEvent) -> Account:
+        """Let a disabled account sign in again, recording `event` (the operator's
+        `admin_user_enabled`) in the same transaction. Enabling an enabled account
+        succeeds. Returns the account after it; UserNotFound if there is none."""
+        account = await self._accounts.enable(user_id, now=self._clock.now(), event=event)
+        if account is None:
+            raise UserNotFound("user not found")
+        _log.info("user enabled", extra={"event": "user_enabled", "user_id": str(user_id)})
+        return account
 
     # --- managing sessions ------------------------------------------------
 

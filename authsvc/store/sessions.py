@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from authsvc.core.errors import UserDisabled
 from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
@@ -36,14 +37,21 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions"]
+__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
 
 
+# Only for an account not disabled, read under its key-share lock (the lock the foreign
+# key takes anyway): a DisableUser in flight holds FOR UPDATE, so this waits for it and
+# then sees the account disabled (store/accounts.py's locking rule). Inserts nothing
+# for a disabled account.
 _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name
-) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+)
+SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+FROM users WHERE id = $2 AND disabled_at IS NULL
+FOR KEY SHARE
 """
 _INSERT_TOKEN = """
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
@@ -210,6 +218,29 @@ async def end_user_sessions(
     return [SessionId(row["id"]) for row in rows]
 
 
+async def fetch_live_page(
+    db: asyncpg.Pool | Connection,
+    user_id: UserId,
+    *,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime, SessionId] | None,
+) -> SessionPage:
+    """`SessionStore.list_live_sessions` on a pool, or on a connection inside the caller's
+    transaction (AdminService's, which audits the listing)."""
+    if after is None:
+        rows = await db.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
+    else:
+        rows = await db.fetch(_LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1])
+    sessions = [_listed(row) for row in rows[:limit]]
+    has_more = len(rows) > limit
+    last = sessions[-1] if has_more else None
+    return SessionPage(
+        sessions=sessions,
+        next_cursor=None if last is None else (last.last_active_at, last.id),
+    )
+
+
 # By value without Enum's call machinery: twenty rows a listing.
 _DEVICE_TYPES = {device_type.value: device_type for device_type in DeviceType}
 
@@ -334,7 +365,7 @@ class PgSessionStore:
             if new_user is not None:
                 await insert_user(conn, new_user)
             device = session.device
-            await conn.execute(
+            inserted = await conn.execute(
                 _INSERT_SESSION,
                 session.id,
                 session.user_id,
@@ -349,6 +380,8 @@ class PgSessionStore:
                 device.os,
                 device.device_name,
             )
+            if inserted == "INSERT 0 0":
+                raise UserDisabled("the account is disabled")
             await conn.execute(
                 _INSERT_TOKEN,
                 uuid.uuid4(),
@@ -408,19 +441,7 @@ class PgSessionStore:
         after: tuple[datetime, SessionId] | None,
     ) -> SessionPage:
         async with translate_errors():
-            if after is None:
-                rows = await self._pool.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
-            else:
-                rows = await self._pool.fetch(
-                    _LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1]
-                )
-        sessions = [_listed(row) for row in rows[:limit]]
-        has_more = len(rows) > limit
-        last = sessions[-1] if has_more else None
-        return SessionPage(
-            sessions=sessions,
-            next_cursor=None if last is None else (last.last_active_at, last.id),
-        )
+            return await fetch_live_page(self._pool, user_id, now=now, limit=limit, after=after)
 
     async def revoke_session(
         self,

@@ -12,8 +12,9 @@ import asyncpg
 from authsvc.core.models import AuditEvent, BucketCount
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
+from authsvc.store.pool import Connection
 
-__all__ = ["PgLoginThrottleStore"]
+__all__ = ["PgLoginThrottleStore", "forgive_failures"]
 
 # Creates missing bucket rows and locks every row, new or old, in one statement and in
 # bucket order, so two attempts (or an attempt and the sweeper, which skips locked rows)
@@ -76,6 +77,11 @@ SELECT EXISTS (
     SELECT FROM login_known_addresses WHERE pair_bucket = $1 AND last_success_at > $2
 )
 """
+
+
+async def forgive_failures(conn: Connection, buckets: list[str]) -> None:
+    """Forgive the buckets' failures, on `conn` inside the caller's transaction."""
+    await conn.execute(_CLEAR_FAILURES, buckets)
 
 
 def _counts(rows: list[asyncpg.Record], in_flight: Mapping[str, int]) -> dict[str, BucketCount]:
@@ -169,7 +175,7 @@ class PgLoginThrottleStore:
         self, attempt_id: uuid.UUID, cleared: list[str], known_address: str, *, now: datetime
     ) -> None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CLEAR_FAILURES, cleared)
+            await forgive_failures(conn, cleared)
             await conn.execute(_REMEMBER_ADDRESS, known_address, now)
             await conn.execute(_FORGET_ATTEMPT, attempt_id)
 

@@ -45,7 +45,12 @@ FROM (SELECT 1) AS one LEFT JOIN inserted AS i ON true
 RETURNING event = $7 AS created
 """
 _SELECT_BY_EMAIL = """
-SELECT id, email, display_name, password_hash, created_at FROM users WHERE email = $1
+SELECT id, email, display_name, password_hash, created_at, disabled_at
+FROM users WHERE email = $1
+"""
+_SELECT_BY_ID = """
+SELECT id, email, display_name, password_hash, created_at, disabled_at
+FROM users WHERE id = $1
 """
 _UPDATE_PASSWORD_HASH = """
 UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1
@@ -83,6 +88,7 @@ def _user(row: asyncpg.Record) -> User:
         display_name=row["display_name"],
         password_hash=row["password_hash"],
         created_at=row["created_at"],
+        disabled_at=row["disabled_at"],
     )
 
 
@@ -118,6 +124,11 @@ class PgUserStore:
     async def find_by_email(self, email: str) -> User | None:
         async with translate_errors():
             row = await self._pool.fetchrow(_SELECT_BY_EMAIL, email)
+        return None if row is None else _user(row)
+
+    async def find_by_id(self, user_id: UserId) -> User | None:
+        async with translate_errors():
+            row = await self._pool.fetchrow(_SELECT_BY_ID, user_id)
         return None if row is None else _user(row)
 
     async def update_password_hash(

@@ -14,12 +14,17 @@ from authsvc_client import (
     DeviceType,
     FeedEvent,
     Heartbeat,
+    InMemoryTokenStore,
+    InvalidCredentials,
     LogoutScope,
     PasswordResetTokenInvalid,
+    RateLimited,
     Revocation,
     ServiceCredentialsRequired,
     SessionEndReason,
+    SessionRevoked,
     TokenPair,
+    WeakPassword,
 )
 
 from authsvc.app import AuthServer
@@ -119,6 +124,51 @@ async def test_revoke_session_removes_it_from_the_list(
     await client.revoke_session(other.session_id, reason="lost phone")
 
     assert other.session_id not in {s.session_id for s in (await client.list_sessions()).sessions}
+
+
+async def test_change_password_ends_the_other_sessions_and_keeps_this_one(
+    client: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    mine = await client.register(EMAIL, PASSWORD)
+    other = await _second_session(server, clock)
+
+    ended = await client.change_password(PASSWORD, "a new and longer passphrase")
+
+    assert ended == 1
+    assert [s.session_id for s in (await client.list_sessions()).sessions] == [mine.session_id]
+    async with AuthClient.connect(
+        f"127.0.0.1:{server.port}", now=clock.now, store=InMemoryTokenStore(other)
+    ) as ended_client:
+        with pytest.raises(SessionRevoked):
+            await ended_client.list_sessions()
+    async with AuthClient.connect(f"127.0.0.1:{server.port}", now=clock.now) as fresh:
+        with pytest.raises(InvalidCredentials):
+            await fresh.login(EMAIL, PASSWORD)
+        await fresh.login(EMAIL, "a new and longer passphrase")
+
+
+async def test_change_password_raises_weak_password_and_changes_nothing(
+    client: AuthClient,
+) -> None:
+    await client.register(EMAIL, PASSWORD)
+
+    with pytest.raises(WeakPassword) as caught:
+        await client.change_password(PASSWORD, "short")
+
+    assert caught.value.field == "new_password"
+    await client.login(EMAIL, PASSWORD)
+
+
+async def test_change_password_with_wrong_current_passwords_is_rate_limited(
+    client: AuthClient,
+) -> None:
+    await client.register(EMAIL, PASSWORD)
+    for _ in range(5):
+        with pytest.raises(InvalidCredentials):
+            await client.change_password("not the password", "a new and longer passphrase")
+
+    with pytest.raises(RateLimited):
+        await client.change_password(PASSWORD, "a new and longer passphrase")
 
 
 async def test_logout_of_this_session_forgets_the_tokens(client: AuthClient) -> None:

@@ -22,6 +22,7 @@ from authsvc_client import (
     SessionExpired,
     SessionPage,
     SyncAuthClient,
+    WeakPassword,
 )
 
 from authsvc.v1 import admin_service_pb2 as admin_pb
@@ -148,6 +149,32 @@ def test_sync_client_sends_its_service_key_to_a_server_that_requires_one(
         answer = service.validate_token(pair.access_token)
 
     assert answer.is_active
+
+
+def test_sync_client_changes_the_password_and_ends_the_other_sessions(
+    serve: ServeProcess, sync_client: SyncAuthClient, email: str
+) -> None:
+    with SyncAuthClient(serve.target) as other:
+        other.register(email, PASSWORD)
+        sync_client.login(email, PASSWORD)
+
+        ended = sync_client.change_password(PASSWORD, "a new and longer passphrase")
+
+        with pytest.raises(SessionExpired):
+            other.list_sessions()
+    assert ended == 1
+    assert len(sync_client.list_sessions().sessions) == 1
+    with pytest.raises(InvalidCredentials):
+        sync_client.login(email, PASSWORD)
+
+
+def test_sync_client_change_password_raises_weak_password(
+    sync_client: SyncAuthClient, email: str
+) -> None:
+    sync_client.register(email, PASSWORD)
+
+    with pytest.raises(WeakPassword):
+        sync_client.change_password(PASSWORD, "short")
 
 
 def test_sync_client_resets_the_password_with_an_operators_token(

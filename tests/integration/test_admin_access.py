@@ -4,6 +4,7 @@ known service that is not an operator is OPERATOR_NOT_ALLOWED; every RPC asks.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from authsvc.config import ConfigError
 from authsvc.service_keys import mint_service_key
 from authsvc.v1 import admin_service_pb2 as admin_pb
-from tests.conftest import AdminLaunched, ConfigFactory
+from tests.conftest import OPERATOR, PLAIN_SERVICE, AdminLaunched, ConfigFactory
 from tests.helpers import bearer, error_info, register
 
 CREDENTIALS_REQUIRED = (grpc.StatusCode.UNAUTHENTICATED, "OPERATOR_CREDENTIALS_REQUIRED")
@@ -89,3 +90,60 @@ def test_an_operator_name_no_credential_carries_is_refused_at_start(
 
     with pytest.raises(ConfigError, match="AUTHSVC_OPERATORS names oncal, which"):
         config_factory(service_keys=entry, operators="oncal")
+
+
+@pytest.mark.asyncio
+async def test_an_operator_key_is_admitted(admin_server: AdminLaunched) -> None:
+    registered = await register(admin_server.stub)
+
+    answer = await admin_server.admin.GetUser(
+        admin_pb.GetUserRequest(user_id=registered.user_id), metadata=admin_server.as_operator
+    )
+
+    assert answer.user.user_id == registered.user_id
+
+
+def _access_line(caplog: pytest.LogCaptureFixture, rpc: str) -> logging.LogRecord:
+    [record] = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == "rpc" and getattr(r, "rpc", None) == rpc
+    ]
+    return record
+
+
+@pytest.mark.asyncio
+async def test_the_access_log_names_the_operator_and_the_user_never_the_key(
+    admin_server: AdminLaunched, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="authsvc")
+    registered = await register(admin_server.stub)
+
+    await admin_server.admin.RevokeUserSessions(
+        admin_pb.RevokeUserSessionsRequest(user_id=registered.user_id, reason="test"),
+        metadata=admin_server.as_operator,
+    )
+
+    record = _access_line(caplog, "/authsvc.v1.AdminService/RevokeUserSessions")
+    key = admin_server.as_operator[0][1].removeprefix("Bearer ")
+    assert (getattr(record, "service", None), getattr(record, "user_id", None)) == (
+        OPERATOR,
+        registered.user_id,
+    )
+    assert key not in caplog.text
+    assert all(key not in repr(vars(r)) for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_the_access_log_names_a_refused_service(
+    admin_server: AdminLaunched, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="authsvc.access")
+
+    await _refusal(admin_server, "ListAuditEvents", admin_server.as_service)
+
+    record = _access_line(caplog, "/authsvc.v1.AdminService/ListAuditEvents")
+    assert (getattr(record, "service", None), getattr(record, "reason", None)) == (
+        PLAIN_SERVICE,
+        "OPERATOR_NOT_ALLOWED",
+    )

@@ -132,6 +132,19 @@ async def test_the_email_registers_again_as_a_new_account(admin_server: AdminLau
     assert error_info(caught.value)[1] == "INVALID_CREDENTIALS"
 
 
+async def test_get_user_after_deletion_is_user_not_found(admin_server: AdminLaunched) -> None:
+    (session,) = await sign_in(admin_server.stub, 1)
+    await delete(admin_server, session.user_id)
+
+    for request in (
+        admin_pb.GetUserRequest(user_id=session.user_id),
+        admin_pb.GetUserRequest(email=EMAIL),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await admin_server.admin.GetUser(request, metadata=admin_server.as_operator)
+        assert error_info(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+
+
 async def test_deleting_a_deleted_or_unknown_user_is_user_not_found(
     admin_server: AdminLaunched,
 ) -> None:

@@ -275,14 +275,12 @@ async def test_invalid_tokens_count_against_the_address_like_failed_logins(
     await login(admin.stub, password=PASSWORD)
 
 
-async def test_a_disabled_users_token_is_refused_and_none_is_issued(
-    admin: Admin, pool: Pool
-) -> None:
+async def test_a_disabled_users_token_is_refused_and_none_is_issued(admin: Admin) -> None:
     (session,) = await sign_in(admin.stub, 1)
     issued = await admin.token_for(user_id=session.user_id)
-    await pool.execute(
-        "UPDATE users SET disabled_at = now(), disabled_reason = 'test' WHERE id = $1",
-        uuid.UUID(session.user_id),
+    await admin.admin.DisableUser(
+        admin_pb.DisableUserRequest(user_id=session.user_id, reason="test"),
+        metadata=admin.as_operator,
     )
 
     code, reason, *_ = await admin.reset_failure(issued.reset_token)

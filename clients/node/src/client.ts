@@ -65,6 +65,13 @@ export interface LoginInput {
   deviceName?: string;
 }
 
+export interface ChangePasswordInput {
+  /** Sensitive. The password the account has now. */
+  currentPassword: string;
+  /** Sensitive. Held to the same policy as Register's password. */
+  newPassword: string;
+}
+
 export interface ResetPasswordInput {
   /** Sensitive. The token from AdminService.CreatePasswordResetToken; good once. */
   resetToken: string;
@@ -370,6 +377,17 @@ export class AuthClient {
   /** Revoke one of the caller's sessions; revoking a revoked session succeeds. */
   async revokeSession(sessionId: string, reason = "", options?: CallOptions): Promise<void> {
     await this.#call(() => this.raw.revokeSession({ sessionId, reason }, options));
+  }
+
+  /**
+   * Replace the caller's password, given the current one; resolves to how many of the user's
+   * other sessions it ended. This session stays signed in with its tokens. A wrong current
+   * password throws InvalidCredentials and counts as a failed login (RateLimited after too
+   * many); a new password the policy refuses throws WeakPassword, with nothing changed.
+   */
+  async changePassword(input: ChangePasswordInput, options?: CallOptions): Promise<number> {
+    const response = await this.#call(() => this.raw.changePassword(input, options));
+    return response.revokedSessionCount;
   }
 
   /** Ask the server whether an access token is trustworthy now (an inactive token is not an error). */

@@ -3,6 +3,7 @@
 export {
   AuthClient,
   type AuthClientOptions,
+  type ChangePasswordInput,
   type FeedEvent,
   type Heartbeat,
   type Jwk,

@@ -8,13 +8,18 @@ import { AuthService } from "./gen/authsvc/v1/auth_service_pb.js";
 import type { TokenManager } from "./token_manager.js";
 
 /** The AuthService methods that act for a user and need the access token. */
-const AUTHENTICATED_METHODS: ReadonlySet<string> = new Set(["Logout", "ListSessions", "RevokeSession"]);
+const AUTHENTICATED_METHODS: ReadonlySet<string> = new Set([
+  "Logout",
+  "ListSessions",
+  "RevokeSession",
+  "ChangePassword",
+]);
 
 export interface AuthInterceptorOptions {
   /**
-   * Which calls get the token. Default: on AuthService only Logout, ListSessions and
-   * RevokeSession (Register, Login, Refresh, ValidateToken and GetJwks act for no user,
-   * and Refresh is what the manager itself calls); on any other service, every call.
+   * Which calls get the token. Default: on AuthService only Logout, ListSessions,
+   * RevokeSession and ChangePassword (the others act for no signed-in user, and Refresh
+   * is what the manager itself calls); on any other service, every call.
    */
   needsToken?: (req: UnaryRequest | StreamRequest) => boolean;
 }

@@ -13,8 +13,10 @@ import {
   InvalidCredentials,
   MissingCredentials,
   SessionNotFound,
+  SessionRevoked,
   toAuthsvcError,
   Unauthenticated,
+  WeakPassword,
 } from "../src/errors.js";
 import { AuthService, LogoutScope } from "../src/gen/authsvc/v1/auth_service_pb.js";
 import { authInterceptor } from "../src/interceptor.js";
@@ -100,6 +102,26 @@ export function rpcTests(servers: () => Servers): void {
       assert.equal(validation.inactiveReason, "SESSION_REVOKED");
     });
 
+    test("changePassword ends the other sessions, keeps this one, and the new password signs in", async () => {
+      const account = newAccount();
+      const client = newClient();
+      const mine = await client.register(account);
+      const other = await newClient().login(account);
+      const newPassword = "a new and longer passphrase";
+      const ended = await client.changePassword({ currentPassword: account.password, newPassword });
+      assert.equal(ended, 1);
+      const page = await client.listSessions();
+      assert.deepEqual(
+        page.sessions.map((s) => s.sessionId),
+        [mine.sessionId],
+      );
+      const validation = await client.validateToken(other.accessToken);
+      assert.equal(validation.inactiveReason, "SESSION_REVOKED");
+      const old = await rejection(newClient().login(account));
+      assert.ok(old instanceof InvalidCredentials, String(old));
+      await newClient().login({ ...account, password: newPassword });
+    });
+
     test("validateToken reports an active token's user, session and claims", async () => {
       const client = newClient();
       const tokens = await client.register(newAccount());
@@ -172,6 +194,28 @@ export function rpcTests(servers: () => Servers): void {
       assert.ok(error instanceof InvalidArgument, String(error));
       assert.equal(error.reason, "INVALID_FIELD");
       assert.equal(error.field, "email");
+    });
+
+    test("changePassword with a wrong current password throws InvalidCredentials", async () => {
+      const client = newClient();
+      const account = newAccount();
+      await client.register(account);
+      const error = await rejection(
+        client.changePassword({ currentPassword: "not the password", newPassword: "a new and longer passphrase" }),
+      );
+      assert.ok(error instanceof InvalidCredentials, String(error));
+      assert.ok(!(error instanceof SessionRevoked));
+      assert.equal((await client.listSessions()).sessions.length, 1);
+    });
+
+    test("changePassword to a weak password throws WeakPassword naming new_password", async () => {
+      const client = newClient();
+      const account = newAccount();
+      await client.register(account);
+      const error = await rejection(client.changePassword({ currentPassword: account.password, newPassword: "short" }));
+      assert.ok(error instanceof WeakPassword, String(error));
+      assert.equal(error.field, "new_password");
+      await newClient().login(account);
     });
 
     test("revokeSession of a session that is not the caller's throws SessionNotFound", async () => {

@@ -280,6 +280,24 @@ class AuthClient:
             lambda token: self._unary(self._stub.RevokeSession, request, _bearer(token))
         )
 
+    # --- the account ------------------------------------------------------------------
+
+    async def change_password(self, current_password: str, new_password: str) -> int:
+        """Replace the caller's password, given the current one; return how many of the
+        user's other sessions it ended. This session stays signed in, its tokens unchanged.
+
+        InvalidCredentials for a wrong current password (counted as a failed login);
+        RateLimited once too many failed; WeakPassword for a new password the policy
+        refuses, with nothing changed.
+        """
+        request = pb.ChangePasswordRequest(
+            current_password=current_password, new_password=new_password
+        )
+        response = await self._tokens.call(
+            lambda token: self._unary(self._stub.ChangePassword, request, _bearer(token))
+        )
+        return response.revoked_session_count
+
     # --- for internal services ------------------------------------------------------------
 
     async def validate_token(self, access_token: str) -> TokenValidation:

@@ -160,6 +160,9 @@ class SyncAuthClient:
     def revoke_session(self, session_id: uuid.UUID | str, *, reason: str = "") -> None:
         self._run(self._client.revoke_session(session_id, reason=reason))
 
+    def change_password(self, current_password: str, new_password: str) -> int:
+        return self._run(self._client.change_password(current_password, new_password))
+
     def validate_token(self, access_token: str) -> TokenValidation:
         return self._run(self._client.validate_token(access_token))
 
