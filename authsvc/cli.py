@@ -1,5 +1,5 @@
 """Command line: serve | migrate | sweep | keys rotate | keys rewrap | users create | audit |
-healthcheck | service-key create."""
+healthcheck | service-key create | admin (one command per AdminService RPC)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc import __version__
 from authsvc import config as config_module
+from authsvc.admin_cli import add_admin_commands, run_admin_command
 from authsvc.api.errors import reason_of
 from authsvc.app import (
     AuthServer,
@@ -438,6 +439,10 @@ def _start_healthcheck(
     return _healthcheck(config)
 
 
+def _start_admin(args: argparse.Namespace, config: Config, overrides: dict[str, str | None]) -> int:
+    return run_admin_command(args, config)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
     parser.add_argument("--version", action="version", version=f"authsvc {__version__}")
@@ -519,6 +524,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--limit", type=_positive_int, default=100, help="at most this many events (100)"
     )
+    admin = commands.add_parser(
+        "admin", help="call AdminService on a running server, as an operator; prints JSON"
+    ).add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    add_admin_commands(admin, _start_admin)
     return parser
 
 

@@ -40,6 +40,8 @@ __all__ = [
     "KEYS_ROTATE",
     "KEY_ENCRYPTION_KEYS_SETTINGS",
     "MIGRATE",
+    "OPERATOR_KEY_FILE_VARIABLE",
+    "OPERATOR_KEY_VARIABLE",
     "OTHER_VARIABLES",
     "SERVE",
     "SERVICE_KEY_CREATE",
@@ -803,8 +805,15 @@ SETTINGS: tuple[Setting, ...] = tuple(
     replace(declared.metadata[_SETTING], name=declared.name) for declared in fields(Config)
 )
 
+# `authsvc admin`'s credential: not settings, so that no flag (which `ps` would show)
+# ever carries the key.
+OPERATOR_KEY_VARIABLE = "AUTHSVC_OPERATOR_KEY"
+OPERATOR_KEY_FILE_VARIABLE = "AUTHSVC_OPERATOR_KEY_FILE"
+
 # AUTHSVC_* variables that are not settings but are read on purpose by something else.
 OTHER_VARIABLES: Mapping[str, str] = {
+    OPERATOR_KEY_VARIABLE: "authsvc admin: the operator's service key",
+    OPERATOR_KEY_FILE_VARIABLE: "authsvc admin: a file holding the operator's service key",
     "AUTHSVC_TEST_DATABASE_URL": "tests/conftest.py: the PostgreSQL the tests use",
     "AUTHSVC_URL": "clients/node README example: the server's address",
     "AUTHSVC_ADDR": "examples: the server's address",
