@@ -36,8 +36,10 @@ from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.admin import AdminActions
+from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.liveness import LivenessCache
+from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
@@ -56,8 +58,10 @@ from authsvc.store.accounts import PgAccountStore
 from authsvc.store.admin import PgAdminStore
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.census import PgSessionCensus
+from authsvc.store.erasure import PgErasureStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
+from authsvc.store.password_resets import PgPasswordResetStore
 from authsvc.store.pool import Pool, open_connections, ping
 from authsvc.store.revocations import PgRevocationListener, PgRevocationLog
 from authsvc.store.sessions import PgSessionStore
@@ -154,6 +158,18 @@ class AuthServer:
             throttle=self.throttle,
             liveness=self.liveness,
         )
+        self.password_resets = PasswordResets(
+            store=PgPasswordResetStore(pool),
+            sessions=self.sessions,
+            hasher=self.hasher,
+            throttle=self.throttle,
+            clock=clock,
+            ttl=config.password_reset_ttl,
+            password_min_length=config.password_min_length,
+        )
+        self.erasure = AccountErasure(
+            store=PgErasureStore(pool), sessions=self.sessions, clock=clock
+        )
         self.sweeper = build_sweeper(config, pool, clock)
         # Runs (with metrics on) where the sweeper runs: one process of a supervisor.
         self.sampler = Sampler(
@@ -213,6 +229,7 @@ class AuthServer:
                     heartbeat_interval=config.revocation_heartbeat_interval,
                 ),
                 streams=self._streams,
+                resets=self.password_resets,
                 require_service_credentials=config.require_service_credentials,
             ),
             self._server,
@@ -227,6 +244,8 @@ class AuthServer:
                     clock=clock,
                     login_failure_window=config.login_failure_window,
                 ),
+                resets=self.password_resets,
+                erasure=self.erasure,
             ),
             self._server,
         )

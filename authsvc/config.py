@@ -657,6 +657,12 @@ class Config:
         "(SERVER_BUSY) rather than run after their deadline.",
         PASSWORDS,
     )
+    password_reset_ttl: timedelta = _setting(
+        parse_positive_duration,
+        "1h",
+        "How long a password-reset token (AdminService.CreatePasswordResetToken) stays good.",
+        PASSWORDS,
+    )
     login_failures_per_account_and_ip: int = _setting(
         parse_positive_int, "5", "Failed logins per account from one address per window.", LIMITS
     )

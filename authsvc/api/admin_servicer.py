@@ -5,7 +5,7 @@ transaction of its change."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
@@ -17,6 +17,8 @@ from authsvc.core.errors import InvalidArgument
 from authsvc.core.models import Account, AuditFilter, AuditRecord, Operator, RequestOrigin
 from authsvc.domain.admin import AdminActions
 from authsvc.domain.devices import MAX_USER_AGENT
+from authsvc.domain.erasure import AccountErasure
+from authsvc.domain.password_resets import PasswordResets
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
 
@@ -73,11 +75,6 @@ def _audit_filter(request: pb.ListAuditEventsRequest) -> AuditFilter:
     )
 
 
-async def _not_built(context: Context[Any, Any], rpc: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not built yet")
-    raise AssertionError  # pragma: no cover (abort raises)
-
-
 class AdminServicer(pb_grpc.AdminServiceServicer):
     def __init__(
         self,
@@ -85,10 +82,14 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         guard: OperatorGuard,
         trusted_proxies: Sequence[IpNetwork],
         actions: AdminActions,
+        resets: PasswordResets,
+        erasure: AccountErasure,
     ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
         self._actions = actions
+        self._resets = resets
+        self._erasure = erasure
 
     def _operator(self, context: Context[Any, Any]) -> Operator:
         """The calling operator; refuses anyone else (the edge interceptor answers)."""
@@ -169,14 +170,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         account = await self._actions.enable_user(operator, user_id)
         return pb.EnableUserResponse(user=user_message(account))
 
-    # DeleteUser and CreatePasswordResetToken: the `reset` branch's.
     async def DeleteUser(
         self,
         request: pb.DeleteUserRequest,
         context: Context[pb.DeleteUserRequest, pb.DeleteUserResponse],
     ) -> pb.DeleteUserResponse:
-        self._operator(context)
-        await _not_built(context, "DeleteUser")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        count = await self._erasure.delete_user(user_id, reason=request.reason, operator=operator)
+        return pb.DeleteUserResponse(revoked_session_count=count)
 
     async def ClearLoginThrottle(
         self,
@@ -217,5 +220,19 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.CreatePasswordResetTokenRequest,
         context: Context[pb.CreatePasswordResetTokenRequest, pb.CreatePasswordResetTokenResponse],
     ) -> pb.CreatePasswordResetTokenResponse:
-        self._operator(context)
-        await _not_built(context, "CreatePasswordResetToken")
+        operator = self._operator(context)
+        which = request.WhichOneof("user")
+        if which == "user_id":
+            issued = await self._resets.create_token(
+                user_id=convert.parse_user_id(request.user_id), operator=operator
+            )
+        elif which == "email":
+            issued = await self._resets.create_token(email=request.email, operator=operator)
+        else:
+            raise InvalidArgument("user", "user_id or email is required")
+        note_subject(issued.user_id, "")
+        response = pb.CreatePasswordResetTokenResponse(
+            reset_token=issued.token, user_id=str(issued.user_id)
+        )
+        convert.set_timestamp(response.expires_at, issued.expires_at)
+        return response

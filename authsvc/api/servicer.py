@@ -21,6 +21,7 @@ from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrig
 from authsvc.domain import validation
 from authsvc.domain.access_tokens import VERIFIED_CACHE_SIZE
 from authsvc.domain.devices import MAX_USER_AGENT, describe_device
+from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.revocation_watch import Heartbeat, RevocationWatch
 from authsvc.domain.sessions import SessionService
 from authsvc.domain.signing_keys import KeyRing
@@ -97,6 +98,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         services: ServiceGuard,
         revocations: RevocationWatch,
         streams: OpenStreams,
+        resets: PasswordResets,
         require_service_credentials: bool = False,
     ) -> None:
         self._sessions = sessions
@@ -108,6 +110,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._principal_parts: OrderedDict[str, bytes] = OrderedDict()
         self._revocations = revocations
         self._streams = streams
+        self._resets = resets
 
     def _device(self, context: Context[Any, Any], device_name: str) -> DeviceInfo:
         return describe_device(
@@ -278,8 +281,16 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         request: pb.ResetPasswordRequest,
         context: Context[pb.ResetPasswordRequest, pb.ResetPasswordResponse],
     ) -> pb.ResetPasswordResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ResetPassword is not built yet")
-        raise AssertionError  # pragma: no cover (abort raises)
+        if not request.reset_token:
+            raise InvalidArgument("reset_token", "reset_token is required")
+        if len(request.reset_token) > _MAX_REFRESH_TOKEN_FIELD:
+            raise InvalidArgument("reset_token", "reset_token is too long")
+        count = await self._resets.reset_password(
+            reset_token=request.reset_token,
+            new_password=request.new_password,
+            origin=self._origin(context),
+        )
+        return pb.ResetPasswordResponse(revoked_session_count=count)
 
     async def WatchRevocations(
         self,

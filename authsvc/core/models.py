@@ -28,6 +28,7 @@ __all__ = [
     "Principal",
     "RefreshTokenRecord",
     "RequestOrigin",
+    "ResetTarget",
     "Revocation",
     "RevocationLogBounds",
     "SealedPrivateKey",
@@ -172,6 +173,15 @@ class Account:
     disabled_at: datetime | None
     disabled_reason: str
     live_session_count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetTarget:
+    """The account a password reset is for, as far as a reset needs it."""
+
+    user_id: UserId
+    email: str
+    disabled: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

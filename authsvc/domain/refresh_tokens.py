@@ -45,7 +45,10 @@ def is_well_formed(token: str) -> bool:
 
 
 def hash_refresh_token(token: str) -> bytes:
-    return hashlib.sha256(token.encode("ascii")).digest()
+    """Also a password-reset token's: the same 256 random bits. Any string hashes (as
+    UTF-8, which a well-formed token's ASCII is), so a malformed reset token costs the
+    same lookup as a spent one."""
+    return hashlib.sha256(token.encode()).digest()
 
 
 def _box_key(parent: str) -> bytes:

@@ -1130,6 +1130,14 @@ class SessionService:
             },
         )
 
+    def sessions_ended(
+        self, user_id: UserId, ended: list[EndedSession], reason: SessionEndReason, now: datetime
+    ) -> None:
+        """The user's sessions another use case ended with `end_user_sessions`' statement
+        inside its own transaction (a password reset, an account deletion, each with its
+        change), now committed: applied and logged as `end_user_sessions` does."""
+        self._user_sessions_ended(user_id, ended, reason, now)
+
     def _ended_here(
         self, ended: Sequence[EndedSession], now: datetime, reason: SessionEndReason
     ) -> None:

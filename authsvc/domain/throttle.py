@@ -433,6 +433,29 @@ class LoginThrottle:
         finally:
             await attempt.release()
 
+    @asynccontextmanager
+    async def address_attempt(
+        self, ip_address: str, refused: AuditEvent
+    ) -> AsyncIterator[LoginAttempt]:
+        """An attempt counted against the client address alone, in the same `ip:` bucket
+        as Login's (one budget of guesses per address, whatever it guesses): for a secret
+        that names no account, such as a password-reset token. Settle a wrong one with
+        `failed`; a right one leaves the block unsettled, forgiving nothing. Without an
+        address nothing limits it (as Login's address limit)."""
+        limits: dict[str, Limit] = {}
+        if ip_address:
+            per_address = self._limits.shared.per_address(ip_address, self._limits.per_address)
+            limits[ip_bucket(ip_address)] = Limit(per_address, self._limits.window)
+        buckets = AttemptBuckets(limits=limits, pair="", forgiven=[])
+        attempt_id = uuid.uuid4()
+        if limits:
+            await self._admit(attempt_id, limits, refused)
+        attempt = LoginAttempt(self, attempt_id, buckets, self._completions)
+        try:
+            yield attempt
+        finally:
+            await attempt.release()
+
     async def _admit(
         self, attempt_id: uuid.UUID, limits: Mapping[str, Limit], refused: AuditEvent
     ) -> None:

@@ -96,7 +96,7 @@ def _is_mixed_script(value: str) -> bool:
 
 def check_password_given(password: str, *, field: str = "password") -> None:
     """Login only checks presence and size: the policy may have changed since signup.
-    `field` names the request field in the error."""
+    `field` names the request field in the error (`new_password`, say)."""
     if not password:
         raise InvalidArgument(field, f"{field} is required")
     if len(password) > MAX_PASSWORD_LENGTH:

@@ -101,6 +101,12 @@ DELETE FROM login_known_addresses WHERE pair_bucket = ANY(ARRAY(
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
+_DELETE_EXPIRED_RESET_TOKENS = """
+DELETE FROM password_reset_tokens WHERE token_hash = ANY(ARRAY(
+    SELECT token_hash FROM password_reset_tokens WHERE expires_at <= $1
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
 # Migration 0014's trigger records the highest id deleted, so a feed reader whose cursor
 # is below it knows it may have missed entries.
 _DELETE_OLD_REVOCATIONS = """
@@ -171,6 +177,11 @@ SWEPT: tuple[Swept, ...] = (
         name="stale_login_attempts",
         statement=_DELETE_STALE_LOGIN_ATTEMPTS,
         args=lambda cut, batch: (cut.attempts_before, batch),
+    ),
+    Swept(
+        name="password_reset_tokens",
+        statement=_DELETE_EXPIRED_RESET_TOKENS,
+        args=lambda cut, batch: (cut.now, batch),
     ),
     Swept(
         name="revocations",

@@ -63,6 +63,7 @@ class ServiceKey:
 
     key: str = field(repr=False)
     entry: str
+    name: str = "client-tests"
 
 
 @pytest.fixture(scope="session")
@@ -190,8 +191,13 @@ async def serve_dsn(new_database: NewDatabase) -> str:
 
 @pytest.fixture(scope="package")
 def serve(serve_dsn: str, service_key: ServiceKey) -> Iterator[ServeProcess]:
-    """`authsvc serve`, admitting `service_key` (and requiring it nowhere it is optional)."""
-    with _serving(serve_dsn, AUTHSVC_SERVICE_KEYS=service_key.entry) as serve:
+    """`authsvc serve`, admitting `service_key` (and requiring it nowhere it is optional),
+    which is also an operator's, for the AdminService calls a test arranges with."""
+    with _serving(
+        serve_dsn,
+        AUTHSVC_SERVICE_KEYS=service_key.entry,
+        AUTHSVC_OPERATORS=service_key.name,
+    ) as serve:
         yield serve
 
 

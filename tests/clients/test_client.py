@@ -17,6 +17,7 @@ from authsvc_client import (
     InMemoryTokenStore,
     InvalidCredentials,
     LogoutScope,
+    PasswordResetTokenInvalid,
     RateLimited,
     Revocation,
     ServiceCredentialsRequired,
@@ -28,6 +29,7 @@ from authsvc_client import (
 
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
+from authsvc.core.models import Operator, RequestOrigin
 from tests.clients.conftest import ServiceKey
 from tests.conftest import Launch
 from tests.helpers import PASSWORD
@@ -188,6 +190,38 @@ async def test_logout_of_other_sessions_keeps_this_session(
 
     assert revoked == 1
     assert [s.session_id for s in (await client.list_sessions()).sessions] == [mine.session_id]
+
+
+async def _reset_token(server: AuthServer) -> str:
+    """A reset token for EMAIL, from the server's own use case (as an operator's
+    CreatePasswordResetToken issues it)."""
+    operator = Operator(name="client-tests", via="service_key", origin=RequestOrigin())
+    issued = await server.password_resets.create_token(email=EMAIL, operator=operator)
+    return issued.token
+
+
+async def test_reset_password_sets_the_password_and_ends_every_session(
+    client: AuthClient, server: AuthServer, clock: FrozenClock
+) -> None:
+    await client.register(EMAIL, PASSWORD)
+    other = await _second_session(server, clock)
+
+    revoked = await client.reset_password(await _reset_token(server), "a new passphrase")
+
+    assert revoked == 2
+    assert (await client.validate_token(other.access_token)).inactive_reason == "SESSION_REVOKED"
+    await client.login(EMAIL, "a new passphrase")
+
+
+async def test_reset_password_with_a_used_token_raises_password_reset_token_invalid(
+    client: AuthClient, server: AuthServer
+) -> None:
+    await client.register(EMAIL, PASSWORD)
+    token = await _reset_token(server)
+    await client.reset_password(token, "a new passphrase")
+
+    with pytest.raises(PasswordResetTokenInvalid):
+        await client.reset_password(token, "another new passphrase")
 
 
 async def test_validate_token_reports_an_active_token_and_whose_it_is(client: AuthClient) -> None:

@@ -13,18 +13,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 from authsvc_client import (
     InMemoryTokenStore,
     InvalidCredentials,
+    PasswordResetTokenInvalid,
     SessionExpired,
     SessionPage,
     SyncAuthClient,
     WeakPassword,
 )
 
+from authsvc.v1 import admin_service_pb2 as admin_pb
+from authsvc.v1 import admin_service_pb2_grpc
 from tests.clients.conftest import ServeProcess, ServiceKey
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, bearer
 
 
 @pytest.fixture
@@ -171,3 +175,21 @@ def test_sync_client_change_password_raises_weak_password(
 
     with pytest.raises(WeakPassword):
         sync_client.change_password(PASSWORD, "short")
+
+
+def test_sync_client_resets_the_password_with_an_operators_token(
+    sync_client: SyncAuthClient, serve: ServeProcess, service_key: ServiceKey, email: str
+) -> None:
+    sync_client.register(email, PASSWORD)
+    with grpc.insecure_channel(serve.target) as channel:
+        issued = admin_service_pb2_grpc.AdminServiceStub(channel).CreatePasswordResetToken(
+            admin_pb.CreatePasswordResetTokenRequest(email=email),
+            metadata=bearer(service_key.key),
+        )
+
+    revoked = sync_client.reset_password(issued.reset_token, "a new passphrase")
+
+    assert revoked == 1
+    sync_client.login(email, "a new passphrase")
+    with pytest.raises(PasswordResetTokenInvalid):
+        sync_client.reset_password(issued.reset_token, "another new passphrase")

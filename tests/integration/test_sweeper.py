@@ -215,6 +215,13 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             user_id,
             now - config.effective_revocation_retention - second,
         )
+        await conn.execute(  # password_reset_tokens: one past its expiry
+            "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at)"
+            " VALUES ('\\x01', $1, $2, $3)",
+            user_id,
+            now - timedelta(hours=2),
+            now - second,
+        )
         await conn.execute(  # stale_login_attempts: its process died before it settled
             "INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)"
             " VALUES ($1, 'ip:192.0.2.1', $2)",

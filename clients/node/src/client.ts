@@ -72,6 +72,13 @@ export interface ChangePasswordInput {
   newPassword: string;
 }
 
+export interface ResetPasswordInput {
+  /** Sensitive. The token from AdminService.CreatePasswordResetToken; good once. */
+  resetToken: string;
+  /** Sensitive. The same rules as Register's password. */
+  newPassword: string;
+}
+
 export interface ListSessionsInput {
   /** 0 or unset: 50; above 1000: 1000. */
   pageSize?: number;
@@ -334,6 +341,20 @@ export class AuthClient {
     if (scope !== LogoutScope.OTHER_SESSIONS) {
       this.tokens.clear();
     }
+    return response.revokedSessionCount;
+  }
+
+  /**
+   * Set a new password with a reset token (an operator's AdminService.CreatePasswordResetToken,
+   * delivered by your own channel); every session of the account ends, and the number ended
+   * comes back. Needs no sign-in and signs nobody in: login with the new password next. This
+   * client's tokens are kept (the answer does not say whose account it reset). Throws
+   * PasswordResetTokenInvalid for an unknown, used or expired token alike, WeakPassword if the
+   * new password breaks the policy (the token stays good), RateLimited after too many invalid
+   * tokens from one address.
+   */
+  async resetPassword(input: ResetPasswordInput, options?: CallOptions): Promise<number> {
+    const response = await this.#call(() => this.raw.resetPassword(input, options));
     return response.revokedSessionCount;
   }
 

@@ -11,6 +11,7 @@ export {
   type ListSessionsInput,
   type LoginInput,
   type RegisterInput,
+  type ResetPasswordInput,
   type Revocation,
   type SessionInfo,
   type SessionPage,

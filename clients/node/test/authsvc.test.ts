@@ -7,6 +7,7 @@ import { crashTests } from "./crash.js";
 import { engineTests } from "./engines.js";
 import { errorTests } from "./errors.js";
 import { startServers, type Servers } from "./harness.js";
+import { passwordResetTests } from "./password_reset.js";
 import { readmeTests } from "./readme.js";
 import { refreshTests } from "./refresh.js";
 import { revocationTests } from "./revocations.js";
@@ -38,6 +39,7 @@ describe("authsvc node client against a live server", () => {
   claimsTests(servers);
   verifierTests(servers);
   revocationTests(servers);
+  passwordResetTests(servers);
 });
 
 engineTests();

@@ -227,6 +227,24 @@ class AuthClient:
             await self._tokens.clear()
         return response.revoked_session_count
 
+    async def reset_password(self, reset_token: str, new_password: str) -> int:
+        """Set a new password with a reset token (an operator's
+        AdminService.CreatePasswordResetToken, delivered by your own channel); every
+        session of the account ends, and the number ended comes back. Needs no sign-in
+        and signs nobody in: Login with the new password next. This client's own tokens
+        are kept (the call does not say whose account it reset); they stop working if
+        they were that account's.
+
+        PasswordResetTokenInvalid for an unknown, used or expired token alike;
+        WeakPassword if `new_password` breaks the policy (the token stays good);
+        RateLimited after too many invalid tokens from one address.
+        """
+        response = await self._unary(
+            self._stub.ResetPassword,
+            pb.ResetPasswordRequest(reset_token=reset_token, new_password=new_password),
+        )
+        return response.revoked_session_count
+
     # --- sessions -----------------------------------------------------------------------
 
     async def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> SessionPage:

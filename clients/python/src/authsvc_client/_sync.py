@@ -134,6 +134,9 @@ class SyncAuthClient:
     def logout(self, scope: LogoutScope = LogoutScope.THIS_SESSION) -> int:
         return self._run(self._client.logout(scope))
 
+    def reset_password(self, reset_token: str, new_password: str) -> int:
+        return self._run(self._client.reset_password(reset_token, new_password))
+
     def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> SessionPage:
         return self._run(self._client.list_sessions(page_size=page_size, page_token=page_token))
 
