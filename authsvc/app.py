@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -61,6 +61,10 @@ from authsvc.sweeper import Sweeper
 from authsvc.tls import http_tls, server_credentials, transport
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 
+if TYPE_CHECKING:
+    # Imported by the caller only with tracing on: off, OpenTelemetry is never loaded.
+    from authsvc.telemetry.tracing import Tracing
+
 __all__ = [
     "AuthServer",
     "build_hasher",
@@ -94,6 +98,7 @@ class AuthServer:
     `database_url`: the pool's URL, where the configuration has none (an embedded
     database); the revocation feed connects there unless its own URL is set. With
     neither, the process has no feed and checks every session in the database.
+    `tracing`: trace each call (the caller owns it and closes it after `stop`); None: off.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class AuthServer:
         shares_port: bool = False,
         runs_sweeper: bool = True,
         database_url: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
         self._credentials = server_credentials(config)
@@ -162,8 +168,12 @@ class AuthServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
         self._streams = OpenStreams()
+        edge = EdgeInterceptor(
+            self._in_flight, join_trace=None if tracing is None else tracing.join_call
+        )
         self._server = grpc.aio.server(
-            interceptors=[EdgeInterceptor(self._in_flight)],
+            # The tracing interceptor first: the edge then runs inside the call's span.
+            interceptors=[edge] if tracing is None else [tracing.interceptor, edge],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),

@@ -109,9 +109,16 @@ def _serve(worker: int | None) -> Action:
             loop.add_signal_handler(signum, stop.set)
         if worker is not None:
             watch_supervisor(stop.set)
-        # min_size 0: start without a database and report NOT_SERVING until it answers
-        # (the server opens db_pool_min_size connections once it does).
-        async with _pool(config, dsn, min_size=0) as pool:
+        async with contextlib.AsyncExitStack() as stack:
+            tracing = None
+            if config.otlp_endpoint is not None:
+                # Only with tracing on, and in each process (each worker) once it runs.
+                from authsvc.telemetry.tracing import otlp_tracing
+
+                tracing = stack.enter_context(otlp_tracing(config.otlp_endpoint))
+            # min_size 0: start without a database and report NOT_SERVING until it answers
+            # (the server opens db_pool_min_size connections once it does).
+            pool = await stack.enter_async_context(_pool(config, dsn, min_size=0))
             server = AuthServer(
                 config,
                 pool=pool,
@@ -119,6 +126,7 @@ def _serve(worker: int | None) -> Action:
                 shares_port=worker is not None,
                 runs_sweeper=worker in (None, SWEEPING_WORKER),
                 database_url=dsn,
+                tracing=tracing,
             )
             port = await server.start()
             if worker is None:

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from authsvc.api.errors import deadline_exceeded_status, internal_status, reason_of, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
-from authsvc.log_format import REQUEST_ID
+from authsvc.log_format import REQUEST_ID, TRACE_ID
 
 __all__ = ["AccessLog", "EdgeInterceptor", "InFlight", "note_service", "note_subject"]
 
@@ -62,6 +62,8 @@ def note_service(name: str) -> None:
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+# (method, request id) -> the call's trace id, "" if it has none: joins logs and traces.
+JoinTrace = Callable[[str, str], str]
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -148,8 +150,13 @@ class AccessLog:
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, in_flight: InFlight) -> None:
+    """`join_trace`, with tracing on: called in the call's server span (the tracing
+    interceptor comes first), it puts the request id on the span and returns the trace id
+    that the call's log lines then carry."""
+
+    def __init__(self, in_flight: InFlight, *, join_trace: JoinTrace | None = None) -> None:
         self._in_flight = in_flight
+        self._join_trace = join_trace
         self._access = AccessLog()
         # Method name -> wrapped handler: grpc asks for every call, and the
         # servicer's handler for a method never changes.
@@ -175,6 +182,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             handler.request_deserializer or _identity,
             self._in_flight,
             self._access,
+            self._join_trace,
         )
         # The request arrives as bytes and is decoded inside the wrapper, so a
         # malformed message is an INVALID_ARGUMENT like any other bad input.
@@ -202,12 +210,13 @@ def _wrap(
     deserialize: Callable[[bytes], Any],
     in_flight: InFlight,
     access: AccessLog,
+    join_trace: JoinTrace | None,
 ) -> Handler:
     async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         # enter/leave rather than a context manager: this runs on every call.
         in_flight.enter()
         try:
-            return await _serve(method, behaviour, deserialize, raw, context, access)
+            return await _serve(method, behaviour, deserialize, raw, context, access, join_trace)
         finally:
             in_flight.leave()
 
@@ -248,9 +257,11 @@ async def _serve(
     raw: bytes,
     context: grpc.aio.ServicerContext[Any, Any],
     access: AccessLog,
+    join_trace: JoinTrace | None,
 ) -> Any:
     request_id = _request_id(context)
     token = REQUEST_ID.set(request_id)
+    trace_token = None if join_trace is None else TRACE_ID.set(join_trace(method, request_id))
     subject = _Subject()
     subject_token = _SUBJECT.set(subject)
     started = time.perf_counter()
@@ -287,3 +298,5 @@ async def _serve(
     finally:
         _SUBJECT.reset(subject_token)
         REQUEST_ID.reset(token)
+        if trace_token is not None:
+            TRACE_ID.reset(trace_token)
