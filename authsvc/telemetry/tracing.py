@@ -13,6 +13,7 @@ OTEL_EXPORTER_OTLP_TRACES_{HEADERS,TIMEOUT,COMPRESSION,CERTIFICATE,...} (docs/op
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -22,7 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -90,8 +91,9 @@ def otlp_tracing(endpoint: str) -> Iterator[Tracing]:
 
 def _resource() -> Resource:
     """The SDK's resource from OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, named
-    `authsvc` where they name no service."""
-    resource = Resource.create({SERVICE_VERSION: __version__})
+    `authsvc` where they name no service; the pid tells the workers of one `serve` apart,
+    as it does in their log lines."""
+    resource = Resource.create({SERVICE_VERSION: __version__, PROCESS_PID: os.getpid()})
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "authsvc"}))
     return resource
