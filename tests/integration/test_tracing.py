@@ -164,3 +164,25 @@ async def test_database_statements_outside_a_call_start_no_trace(
     await pool.fetchval("SELECT 1")
 
     assert traced.exporter.get_finished_spans() == ()
+
+
+async def test_spans_name_the_service_as_otel_service_name_says(
+    start_server: Callable[..., Any], config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "auth-eu")
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(SimpleSpanProcessor(exporter))
+    try:
+        spans = await _refreshed(start_server, config, Traced(tracing, exporter))
+    finally:
+        tracing.close()
+
+    assert _server_span(spans).resource.attributes["service.name"] == "auth-eu"
+
+
+async def test_spans_name_the_service_authsvc_by_default(
+    start_server: Callable[..., Any], config: Config, traced: Traced
+) -> None:
+    spans = await _refreshed(start_server, config, traced)
+
+    assert _server_span(spans).resource.attributes["service.name"] == "authsvc"
