@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -22,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from authsvc.api.health import HealthServicer
 from authsvc.api.http_port import HttpPort
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
+from authsvc.api.metrics_endpoint import MetricsEndpoint
 from authsvc.api.reflection import enable_reflection
 from authsvc.api.service_auth import ServiceGuard
 from authsvc.api.servicer import AuthServicer, OpenStreams
@@ -49,6 +51,7 @@ from authsvc.domain.throttle import (
 )
 from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.audit import PgAuditStore
+from authsvc.store.census import PgSessionCensus
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, open_connections, ping
@@ -58,6 +61,8 @@ from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
 from authsvc.store.users import PgUserStore, canonicalize_queued_emails
 from authsvc.sweeper import Sweeper
+from authsvc.telemetry import metrics
+from authsvc.telemetry.sampler import Sampler
 from authsvc.tls import http_tls, server_credentials, transport
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 
@@ -98,6 +103,9 @@ class AuthServer:
     `database_url`: the pool's URL, where the configuration has none (an embedded
     database); the revocation feed connects there unless its own URL is set. With
     neither, the process has no feed and checks every session in the database.
+    `metrics_dir`: where the supervisor's workers keep their metrics (each worker's
+    PROMETHEUS_MULTIPROC_DIR), so that a scrape of any answers for all; None: this
+    process's own.
     `tracing`: trace each call (the caller owns it and closes it after `stop`); None: off.
     """
 
@@ -110,6 +118,7 @@ class AuthServer:
         shares_port: bool = False,
         runs_sweeper: bool = True,
         database_url: str | None = None,
+        metrics_dir: Path | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
@@ -142,6 +151,10 @@ class AuthServer:
             liveness=self.liveness,
         )
         self.sweeper = build_sweeper(config, pool, clock)
+        # Runs (with metrics on) where the sweeper runs: one process of a supervisor.
+        self.sampler = Sampler(
+            PgSessionCensus(pool), clock, interval=config.metrics_sample_interval
+        )
         # WatchRevocations' subscribers; without a feed it never starts (NOT_READY).
         self.revocation_fanout = RevocationFanout(
             capacity=config.revocation_subscriber_buffer,
@@ -155,21 +168,26 @@ class AuthServer:
         self.port = 0
         # None: no HTTP port (the default).
         self.http_port: int | None = None
+        routes = [
+            *WellKnown(self.keys, issuer=config.issuer, public_url=config.http_public_url).routes()
+        ]
+        if config.metrics:
+            metrics.SIGNING_KEY_ROTATION_PERIOD.set(
+                config.signing_key_rotation_period.total_seconds()
+            )
+            routes += MetricsEndpoint(refresh=self._read_gauges, shared_dir=metrics_dir).routes()
         self._http = (
             None
             if config.http_port is None
-            else HttpPort(
-                WellKnown(
-                    self.keys, issuer=config.issuer, public_url=config.http_public_url
-                ).routes(),
-                read_timeout=config.http_read_timeout,
-            )
+            else HttpPort(routes, read_timeout=config.http_read_timeout)
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
         self._streams = OpenStreams()
         edge = EdgeInterceptor(
-            self._in_flight, join_trace=None if tracing is None else tracing.join_call
+            self._in_flight,
+            with_metrics=config.metrics,
+            join_trace=None if tracing is None else tracing.join_call,
         )
         self._server = grpc.aio.server(
             # The tracing interceptor first: the edge then runs inside the call's span.
@@ -355,6 +373,8 @@ class AuthServer:
         _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})
         if self._runs_sweeper:
             self._spawn(self.sweeper.run())
+            if self.config.metrics:
+                self._spawn(self.sampler.run())
         self._spawn(self._reload_keys())
         self._spawn(self._watch_database())
 
@@ -369,12 +389,30 @@ class AuthServer:
                 # Another host stored a key under a KEK this one lacks: keep the keys loaded.
                 _log.error("key reload failed: %s", exc, extra={"event": "key_reload_failed"})
 
+    def _read_gauges(self) -> None:
+        """Set the gauges read from this process's state rather than counted: at each
+        health probe, and before this process answers a scrape."""
+        in_use = self.pool.get_size() - self.pool.get_idle_size()
+        metrics.DB_POOL_CONNECTIONS.labels(state="in_use").set(in_use)
+        metrics.DB_POOL_CONNECTIONS.labels(state="idle").set(self.pool.get_idle_size())
+        if self.revocation_feed is not None:
+            metrics.REVOCATION_FEED_LAG.set(self.revocation_feed.lag)
+        metrics.REVOCATION_FEED_SUBSCRIBERS.set(self.revocation_fanout.subscribers)
+        age = self.keys.signing_key_age()
+        if age is not None:
+            metrics.SIGNING_KEY_AGE.set(age.total_seconds())
+
     async def _watch_database(self) -> None:
         """Health follows the database: NOT_SERVING while it cannot be reached."""
         serving = True
+        if self.config.metrics:
+            metrics.DATABASE_UP.set(1)
         while True:
             await asyncio.sleep(_HEALTH_PROBE_INTERVAL)
             healthy = await ping(self.pool, within=self.config.db_connect_timeout)
+            if self.config.metrics:
+                metrics.DATABASE_UP.set(1 if healthy else 0)
+                self._read_gauges()
             if healthy != serving:
                 serving = healthy
                 await self._set_serving(serving)

@@ -126,6 +126,8 @@ def _serve(worker: int | None) -> Action:
                 shares_port=worker is not None,
                 runs_sweeper=worker in (None, SWEEPING_WORKER),
                 database_url=dsn,
+                # The supervisor gives its workers the directory they share.
+                metrics_dir=None if worker is None else config.metrics_dir,
                 tracing=tracing,
             )
             port = await server.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -11,8 +12,9 @@ from typing import Protocol
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
-from authsvc.core.models import SweepCounts, SweepCutoffs
+from authsvc.core.models import ExpiredSession, SweepBatch, SweepCounts, SweepCutoffs
 from authsvc.domain.throttle import IN_FLIGHT_EXPIRY
+from authsvc.telemetry import metrics
 
 __all__ = ["SweepPass", "SweepStore", "Sweeper"]
 
@@ -22,9 +24,10 @@ _log = logging.getLogger(__name__)
 class SweepPass(Protocol):
     """One sweep pass, holding the cluster-wide sweep lock."""
 
-    async def delete_batch(self, cutoffs: SweepCutoffs, *, batch_size: int) -> SweepCounts:
+    async def delete_batch(self, cutoffs: SweepCutoffs, *, batch_size: int) -> SweepBatch:
         """Delete at most `batch_size` rows of each kind the store sweeps, each older than
-        its cutoff, and return how many of each (every kind, zeros included). Rows live
+        its cutoff, and return how many of each (every kind, zeros included), with the
+        sessions among them that had expired unended (each once: deleted). Rows live
         traffic has locked are skipped, never waited for; each kind is deleted in its own
         transaction, so a failure keeps the kinds already deleted. A count equal to
         `batch_size` means more of that kind may be waiting. DatabaseUnavailable if the
@@ -86,16 +89,21 @@ class Sweeper:
         async with self._store.exclusive() as sweep:
             if sweep is None:
                 return None
+            started = time.perf_counter()
             total: dict[str, int] = {}
             while True:
                 batch = await sweep.delete_batch(
                     self._cutoffs(self._clock.now()), batch_size=self._batch_size
                 )
-                for kind, count in batch.items():
+                for kind, count in batch.counts.items():
                     total[kind] = total.get(kind, 0) + count
-                if max(batch.values(), default=0) < self._batch_size:
+                    if count:
+                        metrics.SWEEPER_ROWS_DELETED.labels(table=kind).inc(count)
+                _count_expiries(batch.expired_sessions)
+                if max(batch.counts.values(), default=0) < self._batch_size:
                     break
                 await self._sleep(self._batch_pause.total_seconds())
+            metrics.SWEEPER_PASS_DURATION.observe(time.perf_counter() - started)
         # A pass that found nothing is the common case, and not news.
         _log.log(
             logging.INFO if any(total.values()) else logging.DEBUG,
@@ -129,3 +137,13 @@ class Sweeper:
             except Exception:
                 _log.exception("sweep failed", extra={"event": "sweep_failed"})
             await self._sleep(self._interval.total_seconds())
+
+
+def _count_expiries(expired: tuple[ExpiredSession, ...]) -> None:
+    """An expiry is no event: it is counted when the sweeper deletes its session."""
+    for session in expired:
+        if session.reached_lifetime:
+            reason, ended_at = "absolute_timeout", session.expires_at
+        else:
+            reason, ended_at = "idle_timeout", session.idle_expires_at
+        metrics.session_ended(reason, (ended_at - session.created_at).total_seconds())

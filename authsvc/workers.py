@@ -11,6 +11,10 @@ stdout once its port is open, and its stdin is a pipe that only the
 supervisor holds, so it reads EOF when the supervisor is gone, however it
 ended (even SIGKILL), and shuts down. Its stderr is the supervisor's.
 
+With AUTHSVC_METRICS, the workers share a metrics directory (AUTHSVC_METRICS_DIR, else
+a private one the supervisor removes at exit) where each keeps its values, so whichever
+worker the kernel hands a scrape answers for all of them.
+
 SIGTERM or SIGINT to the supervisor stops every worker gracefully, then the
 supervisor exits 0. A worker that exits on its own is a failure: the
 supervisor stops the others and exits non-zero, so the orchestrator restarts
@@ -26,11 +30,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from authsvc.config import SETTINGS, Config
 from authsvc.ports import BindFailed, bind_failure, probe_port
+from authsvc.telemetry import multiprocess
 from authsvc.tls import http_tls, server_credentials
 
 __all__ = ["SWEEPING_WORKER", "report_listening", "supervise", "watch_supervisor"]
@@ -41,7 +47,7 @@ SWEEPING_WORKER = 0
 # A worker still running this long after the shutdown grace is killed.
 _KILL_AFTER = 10.0
 # Settings the supervisor decides for its workers rather than passing on.
-_NOT_FORWARDED = frozenset({"port", "http_port", "workers"})
+_NOT_FORWARDED = frozenset({"port", "http_port", "workers", "metrics_dir"})
 # How a worker may end after being asked to stop: normally, or by the SIGTERM
 # itself if it arrived before the worker had installed its handlers.
 _STOPPED = frozenset({0, -signal.SIGTERM})
@@ -69,6 +75,7 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     with contextlib.ExitStack() as reservations:
+        metrics_dir = reservations.enter_context(_metrics_dir(config))
         try:
             port = _reserve(reservations, config.host, config.port)
             http_port = (
@@ -79,7 +86,7 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
         except BindFailed as exc:
             print(f"authsvc: {exc}", file=sys.stderr)
             return 1
-        argv = _worker_argv(config, dsn, flags, port, http_port)
+        argv = _worker_argv(config, dsn, flags, port, http_port, metrics_dir)
         # What tests and tools wait for, once every worker listens; the gRPC line last.
         ready = [f"authsvc: serving gRPC on {config.host}:{port}"]
         if http_port is not None:
@@ -87,7 +94,7 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
         workers: list[_Worker] = []
         try:
             for index in range(config.workers):
-                workers.append(await _start(argv, index))
+                workers.append(await _start(argv, index, metrics_dir))
             _log.info(
                 "workers started",
                 extra={
@@ -97,7 +104,9 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
                     "workers": [worker.process.pid for worker in workers],
                 },
             )
-            return await _watch(workers, stop, ready, config.shutdown_grace.total_seconds())
+            return await _watch(
+                workers, stop, ready, config.shutdown_grace.total_seconds(), metrics_dir
+            )
         finally:
             await _stop_all(workers, config.shutdown_grace.total_seconds())
 
@@ -120,6 +129,16 @@ def watch_supervisor(on_gone: Callable[[], None]) -> None:
 def report_listening(port: int) -> None:
     """In a worker: tell the supervisor the port is open (its one line on stdout)."""
     print(f"listening {port}", flush=True)
+
+
+@contextlib.contextmanager
+def _metrics_dir(config: Config) -> Iterator[Path | None]:
+    """The workers' shared metrics directory for the block; None with metrics off."""
+    if not config.metrics:
+        yield None
+        return
+    with multiprocess.shared_dir(config.metrics_dir) as directory:
+        yield directory
 
 
 def _reserve(reservations: contextlib.ExitStack, host: str, port: int) -> int:
@@ -163,6 +182,7 @@ def _worker_argv(
     flags: Mapping[str, str | None],
     port: int,
     http_port: int | None,
+    metrics_dir: Path | None,
 ) -> list[str]:
     """The worker command line, less its --worker index.
 
@@ -181,13 +201,22 @@ def _worker_argv(
         argv.append(f"--http-port={http_port}")
     if config.database_url is None:
         argv.append(f"--database-url={dsn}")
+    if metrics_dir is not None:
+        argv.append(f"--metrics-dir={metrics_dir}")
     return argv
 
 
-async def _start(argv: Sequence[str], index: int) -> _Worker:
+async def _start(argv: Sequence[str], index: int, metrics_dir: Path | None) -> _Worker:
+    # Set before the worker's first import: prometheus-client reads it then.
+    env = (
+        None
+        if metrics_dir is None
+        else {**os.environ, multiprocess.ENVIRONMENT_VARIABLE: str(metrics_dir)}
+    )
     process = await asyncio.create_subprocess_exec(
         *argv,
         f"--worker={index}",
+        env=env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         # Its own process group: a terminal's Ctrl-C reaches the supervisor only,
@@ -198,7 +227,11 @@ async def _start(argv: Sequence[str], index: int) -> _Worker:
 
 
 async def _watch(
-    workers: list[_Worker], stop: asyncio.Event, ready: Sequence[str], grace: float
+    workers: list[_Worker],
+    stop: asyncio.Event,
+    ready: Sequence[str],
+    grace: float,
+    metrics_dir: Path | None,
 ) -> int:
     """Print the `ready` lines once every worker listens; return when asked to stop or one
     exits."""
@@ -212,7 +245,9 @@ async def _watch(
             for line in ready:
                 print(line, file=sys.stderr, flush=True)
 
-    follows = [asyncio.create_task(_follow(worker, on_listening)) for worker in workers]
+    follows = [
+        asyncio.create_task(_follow(worker, on_listening, metrics_dir)) for worker in workers
+    ]
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopping, *follows], return_when=asyncio.FIRST_COMPLETED)
     watching = False
@@ -237,7 +272,9 @@ async def _watch(
     return code if code > 0 else 1
 
 
-async def _follow(worker: _Worker, on_listening: Callable[[], None]) -> _Worker:
+async def _follow(
+    worker: _Worker, on_listening: Callable[[], None], metrics_dir: Path | None
+) -> _Worker:
     """Wait for the worker's line, then for its exit; return it once it has exited."""
     stdout = worker.process.stdout
     assert stdout is not None
@@ -246,6 +283,8 @@ async def _follow(worker: _Worker, on_listening: Callable[[], None]) -> _Worker:
         while await stdout.read(4096):  # nothing more is expected; never let the pipe fill
             pass
     await worker.process.wait()
+    if metrics_dir is not None:
+        multiprocess.forget_process(worker.process.pid, metrics_dir)
     return worker
 
 

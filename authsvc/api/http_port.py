@@ -20,6 +20,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
+from authsvc.api.metrics_endpoint import METRICS_PATH
+
 __all__ = ["HttpPort"]
 
 _log = logging.getLogger("authsvc.access")
@@ -34,12 +36,17 @@ _MAX_HEADERS = 32
 _LOGGED_PATH = 200
 # The product without its version (aiohttp would name itself and Python's version).
 _SERVER = "authsvc"
+# Prometheus scrapes every 15 s or so: its lines would drown the rest at INFO.
+_QUIET_PATHS = frozenset({METRICS_PATH})
 
 
 class _AccessLog(AbstractAccessLogger):
     """One line per request, with the keys of the gRPC access log where they match."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
         extra: dict[str, object] = {
             "event": "http_request",
             "method": request.method,
@@ -51,7 +58,7 @@ class _AccessLog(AbstractAccessLogger):
         request_id = response.headers.get(_REQUEST_ID)
         if request_id is not None:
             extra["request_id"] = request_id
-        self.logger.info("http", extra=extra)
+        self.logger.log(level, "http", extra=extra)
 
 
 class _NoParseErrors(logging.Filter):

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from authsvc.api.errors import deadline_exceeded_status, internal_status, reason_of, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
 from authsvc.log_format import REQUEST_ID, TRACE_ID
+from authsvc.telemetry import metrics
 
 __all__ = ["AccessLog", "EdgeInterceptor", "InFlight", "note_service", "note_subject"]
 
@@ -149,13 +150,46 @@ class AccessLog:
             _log.handle(_log.makeRecord(_log.name, level, "", 0, "rpc", (), None, extra=extra))
 
 
+class _RpcMetrics:
+    """One method's children of the RPC metrics, bound once: a call then costs an observe
+    and an increment, with no label lookup for the common answer (OK)."""
+
+    __slots__ = ("_duration", "_handled", "_method", "_ok", "_service")
+
+    def __init__(self, full_method: str) -> None:
+        self._service, _, self._method = full_method.lstrip("/").rpartition("/")
+        self._duration = metrics.RPC_DURATION.labels(self._service, self._method)
+        self._ok = metrics.RPC_HANDLED.labels(self._service, self._method, "OK", "")
+        self._handled: dict[tuple[grpc.StatusCode, str], Any] = {}
+
+    def record(self, code: grpc.StatusCode, reason: str, seconds: float) -> None:
+        self._duration.observe(seconds)
+        if code is grpc.StatusCode.OK:
+            self._ok.inc()
+            return
+        # Bounded: the service's codes and reasons.
+        handled = self._handled.get((code, reason))
+        if handled is None:
+            handled = metrics.RPC_HANDLED.labels(self._service, self._method, code.name, reason)
+            self._handled[code, reason] = handled
+        handled.inc()
+
+
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    """`join_trace`, with tracing on: called in the call's server span (the tracing
+    """`with_metrics`: count each call and its latency (authsvc_rpc_*).
+    `join_trace`, with tracing on: called in the call's server span (the tracing
     interceptor comes first), it puts the request id on the span and returns the trace id
     that the call's log lines then carry."""
 
-    def __init__(self, in_flight: InFlight, *, join_trace: JoinTrace | None = None) -> None:
+    def __init__(
+        self,
+        in_flight: InFlight,
+        *,
+        with_metrics: bool = False,
+        join_trace: JoinTrace | None = None,
+    ) -> None:
         self._in_flight = in_flight
+        self._with_metrics = with_metrics
         self._join_trace = join_trace
         self._access = AccessLog()
         # Method name -> wrapped handler: grpc asks for every call, and the
@@ -182,6 +216,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             handler.request_deserializer or _identity,
             self._in_flight,
             self._access,
+            _RpcMetrics(method) if self._with_metrics else None,
             self._join_trace,
         )
         # The request arrives as bytes and is decoded inside the wrapper, so a
@@ -210,13 +245,16 @@ def _wrap(
     deserialize: Callable[[bytes], Any],
     in_flight: InFlight,
     access: AccessLog,
+    rpc_metrics: _RpcMetrics | None,
     join_trace: JoinTrace | None,
 ) -> Handler:
     async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         # enter/leave rather than a context manager: this runs on every call.
         in_flight.enter()
         try:
-            return await _serve(method, behaviour, deserialize, raw, context, access, join_trace)
+            return await _serve(
+                method, behaviour, deserialize, raw, context, access, rpc_metrics, join_trace
+            )
         finally:
             in_flight.leave()
 
@@ -257,6 +295,7 @@ async def _serve(
     raw: bytes,
     context: grpc.aio.ServicerContext[Any, Any],
     access: AccessLog,
+    rpc_metrics: _RpcMetrics | None,
     join_trace: JoinTrace | None,
 ) -> Any:
     request_id = _request_id(context)
@@ -294,6 +333,8 @@ async def _serve(
             # Before an error answer leaves (a response leaves after this returns): whoever
             # has the answer can find its line in the log.
             access.record(method, code, reason, started, peer=context.peer(), subject=subject)
+            if rpc_metrics is not None:
+                rpc_metrics.record(code, reason, time.perf_counter() - started)
         await _answer(context, status, echo)
     finally:
         _SUBJECT.reset(subject_token)

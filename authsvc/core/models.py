@@ -15,6 +15,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceType",
     "EndedSession",
+    "ExpiredSession",
     "IssuedTokens",
     "ListedSession",
     "LogoutScope",
@@ -30,6 +31,7 @@ __all__ = [
     "SessionId",
     "SessionPage",
     "SigningKey",
+    "SweepBatch",
     "SweepCounts",
     "SweepCutoffs",
     "User",
@@ -192,6 +194,20 @@ class EndedSession:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExpiredSession:
+    """A session the sweeper deleted because it passed a deadline unended."""
+
+    created_at: datetime
+    idle_expires_at: datetime
+    expires_at: datetime
+
+    @property
+    def reached_lifetime(self) -> bool:
+        """Whether its absolute deadline ended it (the idle one is capped by it)."""
+        return self.idle_expires_at >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RotationAttempt:
     """What the one-statement rotation found for a presented refresh token.
 
@@ -298,3 +314,11 @@ class SweepCutoffs:
 
 # Rows a sweep deleted, per kind the store sweeps (its names, in its order; zeros included).
 SweepCounts: TypeAlias = Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweepBatch:
+    """What one sweep batch deleted: rows by kind, and the expired sessions among them."""
+
+    counts: SweepCounts
+    expired_sessions: tuple[ExpiredSession, ...]

@@ -76,6 +76,11 @@ class RevocationFanout:
         self._arrival: asyncio.Future[None] | None = None
 
     @property
+    def subscribers(self) -> int:
+        """Subscriptions open now."""
+        return self._subscribers
+
+    @property
     def cursor(self) -> int:
         """The feed's cursor as of the last batch (0 before the first)."""
         return self._cursor

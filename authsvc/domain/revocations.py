@@ -148,6 +148,8 @@ class RevocationFeed:
         self._has_cursor = False
         # Loop time of the last round trip that left the feed caught up; None: not current.
         self._caught_up_at: float | None = None
+        # Loop time it was last caught up (or started), kept through outages: its lag.
+        self._last_caught_up: float | None = None
         self._reported_current = False
         self._task: asyncio.Task[None] | None = None
         self._became_current = asyncio.Event()
@@ -162,6 +164,13 @@ class RevocationFeed:
         heard = self._caught_up_at
         return heard is not None and _now() - heard < self._staleness
 
+    @property
+    def lag(self) -> float:
+        """Seconds since the feed last knew it had all the log had: under a poll interval
+        while current, growing while it is disconnected or catching up; 0 before start."""
+        since = self._last_caught_up
+        return 0.0 if since is None else _now() - since
+
     def observe(self, observer: FeedObserver) -> Callable[[], None]:
         """Tell `observer` every batch from now on and each change of currency; returns
         the function that stops it. An observer added while the feed runs sees no batch
@@ -171,6 +180,7 @@ class RevocationFeed:
 
     def start(self) -> None:
         if self._task is None:
+            self._last_caught_up = _now()
             self._task = asyncio.create_task(self._run(), name="revocation-feed")
 
     async def aclose(self) -> None:
@@ -278,7 +288,7 @@ class RevocationFeed:
 
     def _heard(self) -> None:
         """A round trip found nothing beyond the cursor: current until `staleness` passes."""
-        self._caught_up_at = _now()
+        self._caught_up_at = self._last_caught_up = _now()
         self._became_current.set()
         if not self._reported_current:
             self._reported_current = True

@@ -279,16 +279,25 @@ class KeyRing:
 
     def signing_key(self) -> tuple[str, str, PrivateKey]:
         """(kid, algorithm, private key) of the key that signs now."""
+        signing = self._signing(self._clock.now())
+        return signing.key.kid, signing.key.algorithm, signing.private
+
+    def signing_key_age(self) -> timedelta | None:
+        """How long ago the key that signs now was created; None before the keys load."""
+        if not self._by_activation:
+            return None
         now = self._clock.now()
+        return now - self._signing(now).key.created_at
+
+    def _signing(self, now: datetime) -> _LoadedKey:
         for loaded in self._by_activation:
             if loaded.key.signs_at(now):
-                return loaded.key.kid, loaded.key.algorithm, loaded.private
+                return loaded
         if not self._by_activation:
             raise NotReady("signing keys are not loaded yet")
         # Only a stale view (every key we know retired): the newest keeps signing until
         # the next reload; it verifies for its retention.
-        newest = self._by_activation[0]
-        return newest.key.kid, newest.key.algorithm, newest.private
+        return self._by_activation[0]
 
     async def verification_key(self, kid: str) -> tuple[str, PublicKey] | None:
         """(algorithm, public key) for `kid`, reloading at most once a second if unknown.

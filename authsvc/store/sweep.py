@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from authsvc.core.models import SweepCounts, SweepCutoffs
+from authsvc.core.models import ExpiredSession, SweepBatch, SweepCutoffs
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection, try_session_advisory_lock
 
@@ -52,12 +52,15 @@ DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
 # Revoked sessions are not "expired": they stay for the revoked retention.
 # `OFFSET 0` keeps the NOT EXISTS a per-row probe of the session_id index: without it
 # the planner turns it into an anti-join over a sequential scan of every token.
+# The rows come back: an expiry is counted (authsvc_sessions_ended_total) when its
+# session is deleted, so once, by whichever replica deletes it.
 _DELETE_EXPIRED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions s WHERE idle_expires_at <= $1 AND revoked_at IS NULL
       AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
+RETURNING created_at, idle_expires_at, expires_at
 """
 _DELETE_REVOKED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
@@ -120,6 +123,9 @@ class Swept:
     args: Callable[[SweepCutoffs, int], tuple[object, ...]]
     # Run first, in the same transaction as the statement (else it runs on its own).
     setup: str | None = None
+    # The statement deletes sessions that expired unended, RETURNING created_at,
+    # idle_expires_at, expires_at of each.
+    expires_sessions: bool = False
 
 
 # In order: a session's tokens go before the session, so none is deleted by cascade.
@@ -138,6 +144,7 @@ SWEPT: tuple[Swept, ...] = (
         name="expired_sessions",
         statement=_DELETE_EXPIRED_SESSIONS,
         args=lambda cut, batch: (cut.now, batch),
+        expires_sessions=True,
     ),
     Swept(
         name="revoked_sessions",
@@ -186,12 +193,30 @@ class PgSweepPass:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def delete_batch(self, cutoffs: SweepCutoffs, *, batch_size: int) -> SweepCounts:
+    async def delete_batch(self, cutoffs: SweepCutoffs, *, batch_size: int) -> SweepBatch:
+        expired: list[ExpiredSession] = []
         async with translate_errors():
-            return {swept.name: await self._delete(swept, cutoffs, batch_size) for swept in SWEPT}
+            counts = {
+                swept.name: await self._delete(swept, cutoffs, batch_size, expired)
+                for swept in SWEPT
+            }
+        return SweepBatch(counts=counts, expired_sessions=tuple(expired))
 
-    async def _delete(self, swept: Swept, cutoffs: SweepCutoffs, batch_size: int) -> int:
+    async def _delete(
+        self, swept: Swept, cutoffs: SweepCutoffs, batch_size: int, expired: list[ExpiredSession]
+    ) -> int:
         args = swept.args(cutoffs, batch_size)
+        if swept.expires_sessions:
+            rows = await self._conn.fetch(swept.statement, *args)
+            expired.extend(
+                ExpiredSession(
+                    created_at=row["created_at"],
+                    idle_expires_at=row["idle_expires_at"],
+                    expires_at=row["expires_at"],
+                )
+                for row in rows
+            )
+            return len(rows)
         if swept.setup is None:
             return _count(await self._conn.execute(swept.statement, *args))
         async with self._conn.transaction():

@@ -15,10 +15,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = [
     "DATABASE_UP",
@@ -54,6 +64,7 @@ __all__ = [
     "USERS_BY_LIVE_SESSIONS",
     "USERS_WITH_LIVE_SESSIONS",
     "counting_failures",
+    "exposition",
     "session_ended",
 ]
 
@@ -324,3 +335,15 @@ def _series(metric: MetricWrapperBase) -> tuple[str, ...]:
 EXPORTED_METRICS: Final = frozenset(_exported_name(metric) for metric in _ALL)
 # Every series name a PromQL query may use: a histogram's _bucket, _sum and _count.
 EXPORTED_SERIES: Final = frozenset(name for metric in _ALL for name in _series(metric))
+
+
+def exposition(accept: str, shared_dir: Path | None) -> tuple[bytes, str]:
+    """A scrape's body and content type, in the format `accept` (the request's Accept
+    header) asks for: this process's registry, or with `shared_dir` (the workers'
+    PROMETHEUS_MULTIPROC_DIR) the authsvc metrics of every worker, added up."""
+    encode, content_type = choose_encoder(accept)
+    if shared_dir is None:
+        return encode(REGISTRY), content_type
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(shared_dir))  # type: ignore[no-untyped-call]
+    return encode(registry), content_type

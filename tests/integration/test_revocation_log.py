@@ -276,7 +276,7 @@ async def test_cursors_follow_commit_order(stub: Stub, pool: Pool, clock: Frozen
     ]
 
 
-async def _done_or_waiting(task: asyncio.Task[int], pool: Pool) -> bool:
+async def _done_or_waiting(task: asyncio.Task[object], pool: Pool) -> bool:
     return task.done() or await backend_waits_for_a_lock(pool)
 
 
