@@ -160,8 +160,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--telemetry",
         action="store_true",
-        help="also serve this checkout with metrics on, and with metrics and tracing on "
-        "(to an OTLP sink that drops), and run each authsvc scenario on all three in turns",
+        help="also serve this checkout with metrics on, with metrics and tracing on (to an "
+        "OTLP sink that drops), and with tracing sampling 10%%, and run each authsvc scenario "
+        "on all four in turns",
     )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
@@ -491,19 +492,28 @@ class Bench:
         return runs
 
     async def start_telemetry(self) -> None:
-        """The --telemetry servers: metrics on; metrics and tracing on, to a sink that drops."""
+        """The --telemetry servers: metrics on; metrics and tracing on, to a sink that drops;
+        the same with one trace in ten sampled."""
         args, work_dir = self.args, self.work_dir
         self.otlp_sink = start_otlp_sink(work_dir, cpus=args.load_cpus)
         metrics = {"AUTHSVC_METRICS": "true", "AUTHSVC_HTTP_PORT": "0"}
         traced = {**metrics, "AUTHSVC_OTLP_ENDPOINT": f"http://{self.otlp_sink.target}"}
-        for name, settings in ((report.METRICS, metrics), (report.METRICS_AND_TRACING, traced)):
+        sampled = {
+            **traced,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
+        variants = (metrics, traced, sampled)
+        for index, (name, settings) in enumerate(
+            zip(report.TELEMETRY_VARIANTS, variants, strict=True)
+        ):
             self.telemetry[name] = start_authsvc(
                 self.dsn,
                 work_dir,
                 args.server_log_level,
                 workers=args.workers,
                 cpus=args.server_cpus,
-                name=f"authsvc-{name.replace('+', '-')}",
+                name=f"authsvc-telemetry-{index + 1}",
                 settings=settings,
             )
         for server in self.telemetry.values():

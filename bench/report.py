@@ -134,6 +134,9 @@ def cpu_ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
 # The --telemetry variants, as their summaries are suffixed: "validate (metrics)".
 METRICS = "metrics"
 METRICS_AND_TRACING = "metrics+tracing"
+# Tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1: the cost's lever.
+METRICS_AND_SAMPLED_TRACING = "metrics+tracing 10%"
+TELEMETRY_VARIANTS = (METRICS, METRICS_AND_TRACING, METRICS_AND_SAMPLED_TRACING)
 
 
 def telemetry_costs(
@@ -145,7 +148,7 @@ def telemetry_costs(
     for name in summaries:
         off_cpu, off_rate = _cpu(summaries, name), _rate(summaries, name)
         variants = {}
-        for variant in (METRICS, METRICS_AND_TRACING):
+        for variant in TELEMETRY_VARIANTS:
             cpu, rate = (
                 _cpu(summaries, f"{name} ({variant})"),
                 _rate(summaries, f"{name} ({variant})"),
@@ -171,7 +174,7 @@ def _telemetry_lines(costs: dict[str, Any]) -> list[str]:
         if name == "exported_spans":
             continue
         parts = [f"off {figures['cpu_ms_per_call']:.3f} ms, {figures['calls_per_s']:.0f}/s"]
-        for variant in (METRICS, METRICS_AND_TRACING):
+        for variant in TELEMETRY_VARIANTS:
             if variant in figures:
                 v = figures[variant]
                 parts.append(

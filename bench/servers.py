@@ -219,7 +219,7 @@ def start_authsvc(
     default argon2id; `service_keys` are AUTHSVC_SERVICE_KEYS entries; `name` names its log
     (`<name>.log`), so replicas keep apart. `source`: run the authsvc package of that source
     tree (another version, e.g. main's, to compare with in the same run) instead of this
-    checkout's. `settings`: AUTHSVC_* variables beside the bench's own."""
+    checkout's. `settings`: more environment (AUTHSVC_*, OTEL_*) beside the bench's own."""
     if source is not None and name == "authsvc":
         name = "authsvc-baseline"
     env = {
