@@ -63,8 +63,8 @@ def note_service(name: str) -> None:
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-# (method, request id) -> the call's trace id, "" if it has none: joins logs and traces.
-JoinTrace = Callable[[str, str], str]
+# Request id -> the call's trace id, "" if it has none: joins logs and traces.
+JoinTrace = Callable[[str], str]
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -300,7 +300,7 @@ async def _serve(
 ) -> Any:
     request_id = _request_id(context)
     token = REQUEST_ID.set(request_id)
-    trace_token = None if join_trace is None else TRACE_ID.set(join_trace(method, request_id))
+    trace_token = None if join_trace is None else TRACE_ID.set(join_trace(request_id))
     subject = _Subject()
     subject_token = _SUBJECT.set(subject)
     started = time.perf_counter()

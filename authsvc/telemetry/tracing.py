@@ -24,7 +24,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, TraceState, format_trace_id
@@ -49,6 +49,7 @@ class Tracing:
         provider = TracerProvider(resource=_resource())
         # Replaced before any tracer exists: tracers take the provider's sampler when made.
         provider.sampler = _InCallsOnly(provider.sampler)
+        provider.add_span_processor(_ServerSpanNames())
         provider.add_span_processor(processor)
         self._provider = provider
         # The instrumentation packages are not annotated.
@@ -60,17 +61,14 @@ class Tracing:
         )
 
     @staticmethod
-    def join_call(method: str, request_id: str) -> str:
-        """Name the call's server span as trace UIs expect (`package.Service/Method`, where
-        the instrumentation uses the path with its leading slash), put the request id on it,
-        and return its trace id for the log lines ("" outside a traced call)."""
+    def join_call(request_id: str) -> str:
+        """Put the request id on the call's server span and return its trace id, for the
+        call's log lines ("" outside a traced call)."""
         span = trace.get_current_span()
         context = span.get_span_context()
         if not context.is_valid:
             return ""
-        if span.is_recording():
-            span.update_name(method.lstrip("/"))
-            span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+        span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
         return format_trace_id(context.trace_id)
 
     def close(self) -> None:
@@ -97,6 +95,16 @@ def _resource() -> Resource:
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "authsvc"}))
     return resource
+
+
+class _ServerSpanNames(SpanProcessor):
+    """Server spans named as the semantic conventions and trace UIs expect,
+    `package.Service/Method`: the instrumentation names them by the path, with its
+    leading slash."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.kind is SpanKind.SERVER and span.name.startswith("/"):
+            span.update_name(span.name[1:])
 
 
 class _InCallsOnly(Sampler):

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -186,3 +187,24 @@ async def test_spans_name_the_service_authsvc_by_default(
     spans = await _refreshed(start_server, config, traced)
 
     assert _server_span(spans).resource.attributes["service.name"] == "authsvc"
+
+
+async def test_a_streaming_call_answers_under_tracing_as_one_server_span(
+    start_server: Callable[..., Any], config: Config, traced: Traced
+) -> None:
+    server: AuthServer = await start_server(config, tracing=traced.tracing)
+    await server.wait_ready()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = [
+            service.name
+            async for response in call
+            for service in response.list_services_response.service
+        ]
+
+    assert "authsvc.v1.AuthService" in names
+    assert [span.name for span in traced.exporter.get_finished_spans()] == [
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    ]
