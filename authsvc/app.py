@@ -15,7 +15,7 @@ import socket
 from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -79,6 +79,10 @@ from authsvc.v1 import (
     auth_service_pb2_grpc,
 )
 
+if TYPE_CHECKING:
+    # Imported by the caller only with tracing on: off, OpenTelemetry is never loaded.
+    from authsvc.telemetry.tracing import Tracing
+
 __all__ = [
     "AuthServer",
     "build_hasher",
@@ -116,6 +120,7 @@ class AuthServer:
     `metrics_dir`: where the supervisor's workers keep their metrics (each worker's
     PROMETHEUS_MULTIPROC_DIR), so that a scrape of any answers for all; None: this
     process's own.
+    `tracing`: trace each call (the caller owns it and closes it after `stop`); None: off.
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class AuthServer:
         runs_sweeper: bool = True,
         database_url: str | None = None,
         metrics_dir: Path | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         # First: a bad certificate or key fails here, before anything needs closing.
         self._credentials = server_credentials(config)
@@ -204,8 +210,14 @@ class AuthServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = InFlight()
         self._streams = OpenStreams()
+        edge = EdgeInterceptor(
+            self._in_flight,
+            with_metrics=config.metrics,
+            join_trace=None if tracing is None else tracing.join_call,
+        )
         self._server = grpc.aio.server(
-            interceptors=[EdgeInterceptor(self._in_flight, with_metrics=config.metrics)],
+            # The tracing interceptor first: the edge then runs inside the call's span.
+            interceptors=[edge] if tracing is None else [tracing.interceptor, edge],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),

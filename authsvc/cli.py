@@ -110,9 +110,16 @@ def _serve(worker: int | None) -> Action:
             loop.add_signal_handler(signum, stop.set)
         if worker is not None:
             watch_supervisor(stop.set)
-        # min_size 0: start without a database and report NOT_SERVING until it answers
-        # (the server opens db_pool_min_size connections once it does).
-        async with _pool(config, dsn, min_size=0) as pool:
+        async with contextlib.AsyncExitStack() as stack:
+            tracing = None
+            if config.otlp_endpoint is not None:
+                # Only with tracing on, and in each process (each worker) once it runs.
+                from authsvc.telemetry.tracing import otlp_tracing
+
+                tracing = stack.enter_context(otlp_tracing(config.otlp_endpoint))
+            # min_size 0: start without a database and report NOT_SERVING until it answers
+            # (the server opens db_pool_min_size connections once it does).
+            pool = await stack.enter_async_context(_pool(config, dsn, min_size=0))
             server = AuthServer(
                 config,
                 pool=pool,
@@ -122,6 +129,7 @@ def _serve(worker: int | None) -> Action:
                 database_url=dsn,
                 # The supervisor gives its workers the directory they share.
                 metrics_dir=None if worker is None else config.metrics_dir,
+                tracing=tracing,
             )
             port = await server.start()
             if worker is None:

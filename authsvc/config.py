@@ -340,6 +340,7 @@ SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
 SERVICES = Group("Service credentials", (SERVE,))
 FEED = Group("Revocation feed", (SERVE,))
 METRICS = Group("Metrics", (SERVE,))
+TRACING = Group("Tracing", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
 GROUPS = (
     LISTENING,
@@ -355,6 +356,7 @@ GROUPS = (
     SERVICES,
     FEED,
     METRICS,
+    TRACING,
     LOGGING,
 )
 
@@ -806,6 +808,14 @@ class Config:
         "them to answer a scrape for all; emptied at start. Unset: a private temporary "
         "directory, removed at exit.",
         METRICS,
+    )
+    otlp_endpoint: str | None = _setting(
+        parse_public_url,
+        None,
+        "OpenTelemetry collector to send traces to over OTLP/gRPC, such as "
+        "http://otel-collector:4317 (https:// for TLS). Unset: no tracing. The SDK's OTEL_* "
+        "variables (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...) apply.",
+        TRACING,
     )
     log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
 

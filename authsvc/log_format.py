@@ -9,9 +9,11 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["REQUEST_ID", "HumanFormatter", "JsonFormatter", "configure_logging"]
+__all__ = ["REQUEST_ID", "TRACE_ID", "HumanFormatter", "JsonFormatter", "configure_logging"]
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# The OpenTelemetry trace id of the call in progress, with tracing on.
+TRACE_ID: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
 # Attributes every LogRecord has; anything else came from `extra=` and is logged.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -26,11 +28,14 @@ _ENCODER = json.JSONEncoder(default=str)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
-    """The request id and the `extra=` keys of a record."""
+    """The request id, the trace id and the `extra=` keys of a record."""
     fields: dict[str, object] = {}
     request_id = REQUEST_ID.get()
     if request_id:
         fields["request_id"] = request_id
+        trace_id = TRACE_ID.get()
+        if trace_id:
+            fields["trace_id"] = trace_id
     fields.update((key, value) for key, value in vars(record).items() if key not in _STANDARD)
     return fields
 

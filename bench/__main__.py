@@ -5,7 +5,7 @@ Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10
      [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
      [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
      [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
-     [--database-url URL] [--baseline DIR]
+     [--database-url URL] [--baseline DIR] [--telemetry]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
 from authsvc.service_keys import mint_service_key
-from bench import crypto, load, peer, report, revocation_propagation, verify_offline
+from bench import crypto, load, otlp_sink, peer, report, revocation_propagation, verify_offline
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -43,6 +43,7 @@ from bench.servers import (
     process_tree,
     start_authsvc,
     start_empty_server,
+    start_otlp_sink,
     wait_serving,
     with_key_encryption_keys,
 )
@@ -156,6 +157,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="also serve the authsvc of this source tree (e.g. `git archive main` unpacked) "
         "and run each authsvc scenario on it too, alternating runs with this checkout's",
     )
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="also serve this checkout with metrics on, with metrics and tracing on (to an "
+        "OTLP sink that drops), and with tracing sampling 10%%, and run each authsvc scenario "
+        "on all four in turns",
+    )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
@@ -195,6 +203,9 @@ class Bench:
         self.dsn = dsn
         self.authsvc: ServerProcess | None = None
         self.baseline: ServerProcess | None = None
+        # --telemetry: this checkout again, with telemetry on, by what is on.
+        self.telemetry: dict[str, ServerProcess] = {}
+        self.otlp_sink: ServerProcess | None = None
         self.empty: ServerProcess | None = None
         self.peer: ServerProcess | None = None
         # Why the peer could not run, if it could not.
@@ -281,6 +292,7 @@ class Bench:
         rss_every: float = 0.0,
         warmup: float | None = None,
         on_baseline: bool = False,
+        telemetry: str = "",
     ) -> Run:
         """One warm-up and measured window of `scenario`.
 
@@ -288,8 +300,11 @@ class Bench:
         `during`: started when the window opens; the window closes when it ends
         (its result is kept under "during"). `rss_every`: keep RSS samples.
         `on_baseline`: against the --baseline server instead of this checkout's.
+        `telemetry`: against this checkout's server with that telemetry on (--telemetry).
         """
         authsvc = self.baseline if on_baseline else self.authsvc
+        if telemetry:
+            authsvc = self.telemetry[telemetry]
         assert authsvc is not None
         assert self.empty is not None
         args = self.args
@@ -463,6 +478,56 @@ class Bench:
             runs.append(run)
             _progress(f"{label} run {index + 1}/{self.args.runs}", run)
         return runs, baseline_runs
+
+    async def runs_with_telemetry(self, scenario: str, label: str) -> dict[str, list[Run]]:
+        """Runs of `scenario` with telemetry off, then on each --telemetry server, in turns,
+        so every variant sees the same drift of a shared machine. Keyed by variant ("" off)."""
+        runs: dict[str, list[Run]] = {"": [], **{name: [] for name in self.telemetry}}
+        for index in range(self.args.runs):
+            for variant, variant_runs in runs.items():
+                run = await self.run_once(scenario, telemetry=variant)
+                variant_runs.append(run)
+                name = f"{label} ({variant})" if variant else label
+                _progress(f"{name} run {index + 1}/{self.args.runs}", run)
+        return runs
+
+    async def start_telemetry(self) -> None:
+        """The --telemetry servers: metrics on; metrics and tracing on, to a sink that drops;
+        the same with one trace in ten sampled."""
+        args, work_dir = self.args, self.work_dir
+        self.otlp_sink = start_otlp_sink(work_dir, cpus=args.load_cpus)
+        metrics = {"AUTHSVC_METRICS": "true", "AUTHSVC_HTTP_PORT": "0"}
+        traced = {**metrics, "AUTHSVC_OTLP_ENDPOINT": f"http://{self.otlp_sink.target}"}
+        sampled = {
+            **traced,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
+        variants = (metrics, traced, sampled)
+        for index, (name, settings) in enumerate(
+            zip(report.TELEMETRY_VARIANTS, variants, strict=True)
+        ):
+            self.telemetry[name] = start_authsvc(
+                self.dsn,
+                work_dir,
+                args.server_log_level,
+                workers=args.workers,
+                cpus=args.server_cpus,
+                name=f"authsvc-telemetry-{index + 1}",
+                settings=settings,
+            )
+        for server in self.telemetry.values():
+            await wait_serving(server.target)
+
+    def stop_telemetry(self) -> int | None:
+        """Stop the --telemetry servers (flushing their spans), then the sink; the spans it
+        received, None without --telemetry."""
+        for server in self.telemetry.values():
+            server.stop()
+        if self.otlp_sink is None:
+            return None
+        self.otlp_sink.stop()
+        return otlp_sink.received_spans(self.otlp_sink.log_path.read_text(errors="replace"))
 
     def start_peer(self) -> bool:
         """Start the better-auth peer if it is not running; False (saying why) if it cannot."""
@@ -645,6 +710,8 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 source=args.baseline,
             )
             await wait_serving(bench.baseline.target)
+        if args.telemetry:
+            await bench.start_telemetry()
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -662,7 +729,15 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 ):
                     continue
                 label = f"{scenario} ({size} sessions)" if len(args.sessions) > 1 else scenario
-                if bench.baseline is not None and scenario in SCENARIOS:
+                if bench.telemetry and scenario in SCENARIOS:
+                    by_variant = await bench.runs_with_telemetry(scenario, label)
+                    runs = by_variant.pop("")
+                    # First: the table reads off, then each variant.
+                    summaries[scenario] = report.summary(runs)
+                    for variant, variant_runs in by_variant.items():
+                        all_runs[f"{label} ({variant})"] = variant_runs
+                        summaries[f"{scenario} ({variant})"] = report.summary(variant_runs)
+                elif bench.baseline is not None and scenario in SCENARIOS:
                     runs, baseline_runs = await bench.runs_with_baseline(scenario, label)
                     all_runs[f"{label} (baseline)"] = baseline_runs
                     summaries[f"{scenario} (baseline)"] = report.summary(baseline_runs)
@@ -690,7 +765,10 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 dsn, work_dir, args.server_log_level, revocations=args.revocations
             )
     finally:
+        exported_spans = bench.stop_telemetry()
         warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
+        for variant_server in bench.telemetry.values():
+            warnings += _warnings_logged(variant_server)
         bench.executor.shutdown(cancel_futures=True)
         for server in (bench.authsvc, bench.baseline, bench.empty, bench.peer):
             if server is not None:
@@ -715,6 +793,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "database": "external" if args.database_url else "embedded",
             "server_log_level": args.server_log_level,
             "baseline": str(args.baseline or ""),
+            "telemetry": args.telemetry,
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
@@ -724,6 +803,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "crypto": crypto_summary,
         "ratios": report.ratios(summaries, crypto_summary),
         "cpu_ratios": report.cpu_ratios(summaries),
+        "telemetry": report.telemetry_costs(summaries, exported_spans),
         "peer": {
             "name": "better-auth",
             "unavailable": bench.peer_unavailable,
@@ -842,6 +922,8 @@ def _label(args: argparse.Namespace) -> str:
         parts.append(f"sweep{args.sweep_rows}")
     if args.memory_minutes:
         parts.append(f"memory{args.memory_minutes:g}m")
+    if args.telemetry:
+        parts.append("telemetry")
     return "".join(f"-{part}" for part in parts)
 
 

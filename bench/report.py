@@ -131,6 +131,61 @@ def cpu_ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# The --telemetry variants, as their summaries are suffixed: "validate (metrics)".
+METRICS = "metrics"
+METRICS_AND_TRACING = "metrics+tracing"
+# Tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1: the cost's lever.
+METRICS_AND_SAMPLED_TRACING = "metrics+tracing 10%"
+TELEMETRY_VARIANTS = (METRICS, METRICS_AND_TRACING, METRICS_AND_SAMPLED_TRACING)
+
+
+def telemetry_costs(
+    summaries: dict[str, dict[str, Any]], exported_spans: int | None
+) -> dict[str, Any]:
+    """Each scenario run with --telemetry: CPU per call and calls/s with telemetry off, then
+    each variant's as a multiple of those (medians of the same run)."""
+    out: dict[str, Any] = {}
+    for name in summaries:
+        off_cpu, off_rate = _cpu(summaries, name), _rate(summaries, name)
+        variants = {}
+        for variant in TELEMETRY_VARIANTS:
+            cpu, rate = (
+                _cpu(summaries, f"{name} ({variant})"),
+                _rate(summaries, f"{name} ({variant})"),
+            )
+            if cpu is None or rate is None or not off_cpu or not off_rate:
+                continue
+            variants[variant] = {
+                "cpu_ms_per_call": cpu,
+                "cpu_times_off": cpu / off_cpu,
+                "calls_per_s": rate,
+                "calls_times_off": rate / off_rate,
+            }
+        if variants:
+            out[name] = {"cpu_ms_per_call": off_cpu, "calls_per_s": off_rate, **variants}
+    if out:
+        out["exported_spans"] = exported_spans
+    return out
+
+
+def _telemetry_lines(costs: dict[str, Any]) -> list[str]:
+    lines = ["\ntelemetry cost: CPU per call and calls/s vs telemetry off (medians, same run)"]
+    for name, figures in costs.items():
+        if name == "exported_spans":
+            continue
+        parts = [f"off {figures['cpu_ms_per_call']:.3f} ms, {figures['calls_per_s']:.0f}/s"]
+        for variant in TELEMETRY_VARIANTS:
+            if variant in figures:
+                v = figures[variant]
+                parts.append(
+                    f"{variant} {v['cpu_ms_per_call']:.3f} ms ({v['cpu_times_off']:.2f}x), "
+                    f"{v['calls_per_s']:.0f}/s ({v['calls_times_off']:.2f}x)"
+                )
+        lines.append(f"  {name:<10} " + "; ".join(parts))
+    lines.append(f"  spans the OTLP sink received: {costs['exported_spans']}")
+    return lines
+
+
 def peer_ratios(summaries: dict[str, dict[str, Any]], pairs: dict[str, str]) -> dict[str, Any]:
     """authsvc's calls/s and CPU per call against the peer scenario set beside each."""
     out: dict[str, Any] = {}
@@ -230,6 +285,8 @@ def table(report: dict[str, Any]) -> str:
                 f"{figures['grpc_empty_cpu_ms_per_call']:.3f} ms = {figures['times']:.2f}x  "
                 f"target <= {figures['target']:.1f}x  {met}"
             )
+    if report.get("telemetry"):
+        out.extend(_telemetry_lines(report["telemetry"]))
     peer_report = report.get("peer") or {}
     if peer_report.get("unavailable"):
         out.append(f"\npeer {peer_report['name']} could not run: {peer_report['unavailable']}")

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ __all__ = [
     "spawn",
     "start_authsvc",
     "start_empty_server",
+    "start_otlp_sink",
     "wait_serving",
     "with_key_encryption_keys",
 ]
@@ -212,12 +213,13 @@ def start_authsvc(
     service_keys: str = "",
     name: str = "authsvc",
     source: Path | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     """`python -m authsvc serve --workers N` on 127.0.0.1, an ephemeral port,
     default argon2id; `service_keys` are AUTHSVC_SERVICE_KEYS entries; `name` names its log
     (`<name>.log`), so replicas keep apart. `source`: run the authsvc package of that source
     tree (another version, e.g. main's, to compare with in the same run) instead of this
-    checkout's."""
+    checkout's. `settings`: more environment (AUTHSVC_*, OTEL_*) beside the bench's own."""
     if source is not None and name == "authsvc":
         name = "authsvc-baseline"
     env = {
@@ -227,6 +229,7 @@ def start_authsvc(
         "AUTHSVC_DATABASE_URL": dsn,
         "AUTHSVC_DATA_DIR": str(work_dir / f"{name}-data"),
         "AUTHSVC_LOG_LEVEL": log_level,
+        **(settings or {}),
     }
     if source is not None:
         # Ahead of the editable install of this checkout.
@@ -269,6 +272,12 @@ def start_empty_server(
         log_path=servers[0].log_path,
         reserved=reserved,
     )
+
+
+def start_otlp_sink(work_dir: Path, *, cpus: Sequence[int] = ()) -> ServerProcess:
+    """An OTLP/gRPC collector that drops what it receives (bench/otlp_sink.py)."""
+    argv = [sys.executable, "-m", "bench.otlp_sink"]
+    return spawn("OTLP sink", _pinned(argv, cpus), dict(os.environ), work_dir / "otlp_sink.log")
 
 
 async def wait_serving(target: str, within: float = 60.0) -> None:

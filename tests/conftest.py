@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import asyncpg
 import grpc
@@ -34,6 +34,9 @@ from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
 from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
 from tests.helpers import AdminStub, Stub, bearer
+
+if TYPE_CHECKING:
+    from authsvc.telemetry.tracing import Tracing
 
 # A fixed key-encryption key for the signing keys: 32 bytes, for tests only.
 TEST_KEY_ENCRYPTION_KEYS = "test-1:" + base64.b64encode(bytes(range(32))).decode()
@@ -178,9 +181,15 @@ async def start_server(pool: Pool, clock: FrozenClock) -> AsyncIterator[Callable
     started: list[AuthServer] = []
 
     async def start(
-        config: Config, *, server_pool: Pool | None = None, server_clock: Clock | None = None
+        config: Config,
+        *,
+        server_pool: Pool | None = None,
+        server_clock: Clock | None = None,
+        tracing: Tracing | None = None,
     ) -> AuthServer:
-        server = AuthServer(config, pool=server_pool or pool, clock=server_clock or clock)
+        server = AuthServer(
+            config, pool=server_pool or pool, clock=server_clock or clock, tracing=tracing
+        )
         await server.start()
         started.append(server)
         return server

@@ -21,7 +21,7 @@ from prometheus_client import Counter
 
 from authsvc.api.errors import deadline_exceeded_status, internal_status, reason_of, status_for
 from authsvc.core.errors import AuthError, InvalidArgument
-from authsvc.log_format import REQUEST_ID
+from authsvc.log_format import REQUEST_ID, TRACE_ID
 from authsvc.telemetry import metrics
 
 __all__ = ["AccessLog", "EdgeInterceptor", "InFlight", "note_service", "note_subject"]
@@ -64,6 +64,8 @@ def note_service(name: str) -> None:
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+# Request id -> the call's trace id, "" if it has none: joins logs and traces.
+JoinTrace = Callable[[str], str]
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -175,11 +177,21 @@ class _RpcMetrics:
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    """`with_metrics`: count each call and its latency (authsvc_rpc_*)."""
+    """`with_metrics`: count each call and its latency (authsvc_rpc_*).
+    `join_trace`, with tracing on: called in the call's server span (the tracing
+    interceptor comes first), it puts the request id on the span and returns the trace id
+    that the call's log lines then carry."""
 
-    def __init__(self, in_flight: InFlight, *, with_metrics: bool = False) -> None:
+    def __init__(
+        self,
+        in_flight: InFlight,
+        *,
+        with_metrics: bool = False,
+        join_trace: JoinTrace | None = None,
+    ) -> None:
         self._in_flight = in_flight
         self._with_metrics = with_metrics
+        self._join_trace = join_trace
         self._access = AccessLog()
         # Method name -> wrapped handler: grpc asks for every call, and the
         # servicer's handler for a method never changes.
@@ -206,6 +218,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             self._in_flight,
             self._access,
             _RpcMetrics(method) if self._with_metrics else None,
+            self._join_trace,
         )
         # The request arrives as bytes and is decoded inside the wrapper, so a
         # malformed message is an INVALID_ARGUMENT like any other bad input.
@@ -234,12 +247,15 @@ def _wrap(
     in_flight: InFlight,
     access: AccessLog,
     rpc_metrics: _RpcMetrics | None,
+    join_trace: JoinTrace | None,
 ) -> Handler:
     async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         # enter/leave rather than a context manager: this runs on every call.
         in_flight.enter()
         try:
-            return await _serve(method, behaviour, deserialize, raw, context, access, rpc_metrics)
+            return await _serve(
+                method, behaviour, deserialize, raw, context, access, rpc_metrics, join_trace
+            )
         finally:
             in_flight.leave()
 
@@ -281,9 +297,11 @@ async def _serve(
     context: grpc.aio.ServicerContext[Any, Any],
     access: AccessLog,
     rpc_metrics: _RpcMetrics | None,
+    join_trace: JoinTrace | None,
 ) -> Any:
     request_id = _request_id(context)
     token = REQUEST_ID.set(request_id)
+    trace_token = None if join_trace is None else TRACE_ID.set(join_trace(request_id))
     subject = _Subject()
     subject_token = _SUBJECT.set(subject)
     started = time.perf_counter()
@@ -322,3 +340,5 @@ async def _serve(
     finally:
         _SUBJECT.reset(subject_token)
         REQUEST_ID.reset(token)
+        if trace_token is not None:
+            TRACE_ID.reset(trace_token)
