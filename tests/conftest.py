@@ -186,9 +186,14 @@ async def start_server(pool: Pool, clock: FrozenClock) -> AsyncIterator[Callable
         server_pool: Pool | None = None,
         server_clock: Clock | None = None,
         tracing: Tracing | None = None,
+        runs_sweeper: bool = True,
     ) -> AuthServer:
         server = AuthServer(
-            config, pool=server_pool or pool, clock=server_clock or clock, tracing=tracing
+            config,
+            pool=server_pool or pool,
+            clock=server_clock or clock,
+            tracing=tracing,
+            runs_sweeper=runs_sweeper,
         )
         await server.start()
         started.append(server)
@@ -229,6 +234,7 @@ class Launch(Protocol):
         *,
         server_pool: Pool | None = None,
         server_clock: Clock | None = None,
+        runs_sweeper: bool = True,
         **overrides: str,
     ) -> Launched: ...
 
@@ -239,16 +245,23 @@ async def launch(
 ) -> AsyncIterator[Launch]:
     """Factory: a ready server with these setting overrides, and a stub on it.
 
-    `server_pool` and `server_clock` pass through to `start_server`. The stubs'
+    `server_pool`, `server_clock` and `runs_sweeper` pass through to `start_server`. The stubs'
     channels are closed after the test, before `start_server` stops the servers.
     """
     async with AsyncExitStack() as channels:
 
         async def launch(
-            *, server_pool: Pool | None = None, server_clock: Clock | None = None, **overrides: str
+            *,
+            server_pool: Pool | None = None,
+            server_clock: Clock | None = None,
+            runs_sweeper: bool = True,
+            **overrides: str,
         ) -> Launched:
             server: AuthServer = await start_server(
-                config_factory(**overrides), server_pool=server_pool, server_clock=server_clock
+                config_factory(**overrides),
+                server_pool=server_pool,
+                server_clock=server_clock,
+                runs_sweeper=runs_sweeper,
             )
             async with asyncio.timeout(READY_TIMEOUT):
                 await server.wait_ready()

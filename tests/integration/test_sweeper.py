@@ -40,14 +40,21 @@ pytestmark = pytest.mark.asyncio
 @pytest.fixture
 def launch(launch: Launch) -> Launch:
     """Servers that reveal accounts: Register signs in by itself, so no Login leaves
-    throttle rows behind for the sweeps these tests count exactly."""
+    throttle rows behind for the sweeps these tests count exactly. They do not sweep by
+    themselves: a pass of their own could hold the sweep lock when a test runs one, or
+    delete what the test's pass is to count."""
 
     async def revealing(
-        *, server_pool: Pool | None = None, server_clock: Clock | None = None, **overrides: str
+        *,
+        server_pool: Pool | None = None,
+        server_clock: Clock | None = None,
+        runs_sweeper: bool = False,
+        **overrides: str,
     ) -> Launched:
         return await launch(
             server_pool=server_pool,
             server_clock=server_clock,
+            runs_sweeper=runs_sweeper,
             **{"registration_reveals_accounts": "true", **overrides},
         )
 
@@ -585,7 +592,9 @@ async def test_stopping_the_server_mid_sweep_ends_the_pass_and_frees_the_sweep_l
         await register(first.stub, email=f"user{number}@example.com")
     clock.advance(timedelta(hours=2))
     # Its periodic sweeper starts at once and, one row per batch, pauses while holding the lock.
-    sweeping = await launch(session_idle_timeout="1h", sweep_batch_size="1", sweep_batch_pause="1h")
+    sweeping = await launch(
+        runs_sweeper=True, session_idle_timeout="1h", sweep_batch_size="1", sweep_batch_pause="1h"
+    )
 
     async def sweep_lock_held() -> bool:
         return bool(
