@@ -24,6 +24,8 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
+    from authsvc.store.pool import Pool
+
     # The async stub type exists only in the generated .pyi (mypy-protobuf).
     Stub: TypeAlias = auth_service_pb2_grpc.AuthServiceAsyncStub
     AdminStub: TypeAlias = admin_service_pb2_grpc.AdminServiceAsyncStub
@@ -196,3 +198,13 @@ def logout_revocation(cursor: int, revoked_at: datetime) -> Revocation:
         reason=SessionEndReason.USER_LOGOUT,
         revoked_at=revoked_at,
     )
+
+
+async def backends_waiting_for_locks(pool: Pool) -> int:
+    """How many of the database's backends wait for a lock now: how a test knows a call
+    it started has reached the lock it holds."""
+    waiting: int = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return waiting

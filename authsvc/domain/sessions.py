@@ -98,10 +98,11 @@ class UserStore(Protocol):
         ...
 
     async def update_password_hash(
-        self, user_id: UserId, password_hash: str, now: datetime
-    ) -> None:
-        """Replace the account's password hash, as changed at `now`. An account that no
-        longer exists is no error: nothing is written."""
+        self, user_id: UserId, password_hash: str, now: datetime, *, replacing: str
+    ) -> bool:
+        """Replace the account's password hash, as changed at `now`, if it is still
+        `replacing`. False, with nothing written, if the account is gone or its password
+        changed since `replacing` was read."""
         ...
 
 
@@ -203,12 +204,16 @@ class SessionStore(Protocol):
         token_hash: bytes,
         event: AuditEvent,
         new_user: User | None = None,
+        verified_hash: str,
     ) -> None:
         """Store `session` with its first refresh token (hash `token_hash`, expiring at the
         session's idle deadline), and `new_user` first if given, and record `event`: all
         or nothing. EmailTaken, and nothing stored, if `new_user`'s email is in use;
-        UserDisabled, and nothing stored, if the session's account is disabled or gone,
-        even by a DisableUser that commits while this call is in flight."""
+        UserDisabled, and nothing stored, if the session's account is disabled, even by a
+        DisableUser that commits while this call is in flight; InvalidCredentials, and
+        nothing stored, if the account is gone or its password hash is no longer
+        `verified_hash` (the one the caller checked the password against): a password
+        changed or reset while a sign-in was in flight does not let that sign-in in."""
         ...
 
     async def rotate_if_current(
@@ -413,7 +418,12 @@ class SessionService:
             await self._register_quietly(user, device)
             return None
         tokens = await self._start_session(
-            user.id, remember_me, device, event="user_registered", new_user=user
+            user.id,
+            remember_me,
+            device,
+            event="user_registered",
+            new_user=user,
+            verified_hash=user.password_hash,
         )
         _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
         return tokens
@@ -514,12 +524,17 @@ class SessionService:
             await attempt.succeeded()
         if user.disabled_at is not None:
             await self._refuse_disabled(user.id, origin)
+        verified_hash = user.password_hash
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password, Lane.SIGN_IN, client=client)
-            await self._users.update_password_hash(user.id, new_hash, self._clock.now())
+            if await self._users.update_password_hash(
+                user.id, new_hash, self._clock.now(), replacing=user.password_hash
+            ):
+                verified_hash = new_hash
         try:
+            # Refused if the password changed since it was verified above.
             tokens = await self._start_session(
-                user.id, remember_me, device, event="login_succeeded"
+                user.id, remember_me, device, event="login_succeeded", verified_hash=verified_hash
             )
         except UserDisabled:
             # Disabled since the account was read: no session was stored.
@@ -568,6 +583,7 @@ class SessionService:
         device: DeviceInfo,
         *,
         event: str,
+        verified_hash: str,
         new_user: User | None = None,
     ) -> IssuedTokens:
         now = self._clock.now()
@@ -598,6 +614,7 @@ class SessionService:
                 detail={"remember_me": remember_me},
             ),
             new_user=new_user,
+            verified_hash=verified_hash,
         )
         metrics.SESSIONS_CREATED.inc()
         return self._issue(user_id, session.id, refresh_token, session.idle_expires_at)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from authsvc.core.errors import UserDisabled
+from authsvc.core.errors import InvalidCredentials, UserDisabled
 from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
@@ -51,9 +51,11 @@ INSERT INTO sessions (
     user_agent, ip_address, device_type, browser, os, device_name
 )
 SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
-FROM users WHERE id = $2 AND disabled_at IS NULL
+FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $13
 FOR KEY SHARE
 """
+# Why _INSERT_SESSION inserted nothing: no row, the account is gone.
+_ACCOUNT_DISABLED = "SELECT disabled_at IS NOT NULL FROM users WHERE id = $1"
 _INSERT_TOKEN = """
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
 VALUES ($1, $2, $3, $4, $5)
@@ -365,6 +367,7 @@ class PgSessionStore:
         token_hash: bytes,
         event: AuditEvent,
         new_user: User | None = None,
+        verified_hash: str,
     ) -> None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if new_user is not None:
@@ -384,9 +387,12 @@ class PgSessionStore:
                 device.browser,
                 device.os,
                 device.device_name,
+                verified_hash,
             )
             if inserted == "INSERT 0 0":
-                raise UserDisabled("the account is disabled")
+                if await conn.fetchval(_ACCOUNT_DISABLED, session.user_id):
+                    raise UserDisabled("the account is disabled")
+                raise InvalidCredentials("invalid email or password")
             await conn.execute(
                 _INSERT_TOKEN,
                 uuid.uuid4(),

@@ -52,8 +52,9 @@ _SELECT_BY_ID = """
 SELECT id, email, display_name, password_hash, created_at, disabled_at
 FROM users WHERE id = $1
 """
+# Only over the hash the caller verified: a password changed meanwhile is not reverted.
 _UPDATE_PASSWORD_HASH = """
-UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1
+UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1 AND password_hash = $4
 """
 # Oldest account first, so of two legacy spellings of one address the earlier one gets it.
 _NEXT_QUEUED_EMAILS = """
@@ -132,10 +133,13 @@ class PgUserStore:
         return None if row is None else _user(row)
 
     async def update_password_hash(
-        self, user_id: UserId, password_hash: str, now: datetime
-    ) -> None:
+        self, user_id: UserId, password_hash: str, now: datetime, *, replacing: str
+    ) -> bool:
         async with translate_errors():
-            await self._pool.execute(_UPDATE_PASSWORD_HASH, user_id, password_hash, now)
+            updated = await self._pool.execute(
+                _UPDATE_PASSWORD_HASH, user_id, password_hash, now, replacing
+            )
+        return bool(updated == "UPDATE 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,16 @@ from authsvc.store.revocations import PgRevocationLog
 from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import OPERATOR, AdminLaunched
-from tests.helpers import PASSWORD, Stub, error_info, login, refresh, refresh_failure, sign_in
+from tests.helpers import (
+    PASSWORD,
+    Stub,
+    backends_waiting_for_locks,
+    error_info,
+    login,
+    refresh,
+    refresh_failure,
+    sign_in,
+)
 from tests.processes import eventually, started
 
 pytestmark = pytest.mark.asyncio
@@ -217,14 +226,6 @@ async def test_disable_enable_and_the_refused_login_are_audited(
 
 
 # --- a Login in flight ------------------------------------------------------------------
-
-
-async def backends_waiting_for_locks(pool: Pool) -> int:
-    waiting: int = await pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return waiting
 
 
 async def test_a_login_that_checked_the_password_before_the_disabling_gets_no_session(

@@ -27,13 +27,14 @@ from tests.helpers import (
     PASSWORD,
     AdminStub,
     Stub,
+    backends_waiting_for_locks,
     bearer,
     error_info,
     login,
     refresh_failure,
     sign_in,
 )
-from tests.processes import eventually
+from tests.processes import eventually, started
 
 pytestmark = pytest.mark.asyncio
 
@@ -130,6 +131,34 @@ async def test_a_reset_sets_the_new_password_and_ends_every_session_for_password
     )
     await refreshes(admin.stub, other.refresh_token)
     assert issued.reset_token not in caplog.text
+
+
+async def test_a_login_that_checked_the_old_password_before_a_reset_gets_no_session(
+    admin: Admin, pool: Pool
+) -> None:
+    # The login passes the password check, then waits (on the known-address table its
+    # success writes) while the reset commits; only then does it create its session.
+    (session,) = await sign_in(admin.stub, 1)
+    issued = await admin.token_for(user_id=session.user_id)
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("LOCK TABLE login_known_addresses IN EXCLUSIVE MODE")
+        racing = started(login(admin.stub, password=PASSWORD))
+        await eventually(lambda: _one_waiting(pool))
+
+        assert await admin.reset(issued.reset_token) == 1
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await racing
+    assert error_info(caught.value)[:2] == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    live = await pool.fetchval(
+        "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+        uuid.UUID(session.user_id),
+    )
+    assert live == 0
+
+
+async def _one_waiting(pool: Pool) -> bool:
+    return await backends_waiting_for_locks(pool) >= 1
 
 
 async def refreshes(stub: Stub, refresh_token: str) -> None:
