@@ -38,7 +38,7 @@ from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
 from authsvc.domain.revocations import RevocationFeed
-from authsvc.domain.sessions import SessionPolicy, SessionService
+from authsvc.domain.sessions import Locator, SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.domain.throttle import (
     LoginLimits,
@@ -47,6 +47,7 @@ from authsvc.domain.throttle import (
     SignUpLimits,
     SignUpThrottle,
 )
+from authsvc.geoip import open_geoip_database
 from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.audit import PgAuditStore
 from authsvc.store.keys import PgKeyStore
@@ -125,6 +126,8 @@ class AuthServer:
                 self.revocation_feed, clock, window=config.revocation_window
             )
             self.revocation_feed.observe(self.liveness)
+        # Last of the files read at start: nothing after it can fail and leave it open.
+        self.locator = open_geoip_database(config)
         self.sessions = build_session_service(
             config,
             pool,
@@ -134,6 +137,7 @@ class AuthServer:
             self.refusals,
             throttle=self.throttle,
             liveness=self.liveness,
+            locator=self.locator,
         )
         self.sweeper = build_sweeper(config, pool, clock)
         # WatchRevocations' subscribers; without a feed it never starts (NOT_READY).
@@ -285,6 +289,8 @@ class AuthServer:
         await self.throttle.aclose()
         await self.refusals.aclose()
         self.hasher.close()
+        if self.locator is not None:
+            self.locator.close()
 
     def _feed_is_current(self) -> bool:
         return self.revocation_feed is not None and self.revocation_feed.is_current
@@ -485,8 +491,10 @@ def build_session_service(
     *,
     throttle: LoginThrottle,
     liveness: LivenessCache | None = None,
+    locator: Locator | None = None,
 ) -> SessionService:
-    """The use cases, wired to PostgreSQL. `throttle` is the caller's to close."""
+    """The use cases, wired to PostgreSQL. `throttle` and `locator` are the caller's to
+    close."""
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
@@ -511,6 +519,7 @@ def build_session_service(
         ),
         throttle=throttle,
         liveness=liveness,
+        locator=locator,
         sign_ups=SignUpThrottle(
             PgLoginThrottleStore(pool),
             clock,

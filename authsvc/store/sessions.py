@@ -42,8 +42,8 @@ __all__ = ["PgLockedSession", "PgSessionStore"]
 _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name
-) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    user_agent, ip_address, device_type, browser, os, device_name, country, city
+) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 """
 _INSERT_TOKEN = """
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
@@ -54,7 +54,8 @@ VALUES ($1, $2, $3, $4, $5)
 _LOCK_SESSION_BY_TOKEN = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    revoked_at, revoke_reason
 FROM sessions
 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
 FOR UPDATE
@@ -108,7 +109,8 @@ WHERE id = $1 AND revoked_at IS NULL
 _SELECT_SESSION = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    revoked_at, revoke_reason
 FROM sessions WHERE id = $1
 """
 # Only the columns ListedSession shows (in its order): each column more is decoded
@@ -116,7 +118,7 @@ FROM sessions WHERE id = $1
 _LIST_LIVE_FIRST_PAGE = """
 SELECT
     id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name
+    user_agent, ip_address, device_type, browser, os, device_name, country, city
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
 ORDER BY last_active_at DESC, id DESC
@@ -125,7 +127,7 @@ LIMIT $3
 _LIST_LIVE_AFTER = """
 SELECT
     id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name
+    user_agent, ip_address, device_type, browser, os, device_name, country, city
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
   AND (last_active_at, id) < ($4, $5)
@@ -182,6 +184,8 @@ def _session(row: asyncpg.Record) -> Session:
             browser=row["browser"],
             os=row["os"],
             device_name=row["device_name"],
+            country=row["country"],
+            city=row["city"],
         ),
         revoked_at=row["revoked_at"],
         revoke_reason=row["revoke_reason"],
@@ -191,7 +195,7 @@ def _session(row: asyncpg.Record) -> Session:
 def _listed(row: asyncpg.Record) -> ListedSession:
     # Unpacked by position (the select's order), not looked up by name per column.
     (id_, created, active, idle_expires, expires, remember, agent, ip, device_type, *rest) = row
-    browser, os, device_name = rest
+    browser, os, device_name, country, city = rest
     return ListedSession(
         SessionId(id_),
         created,
@@ -205,6 +209,8 @@ def _listed(row: asyncpg.Record) -> ListedSession:
         browser,
         os,
         device_name,
+        country,
+        city,
     )
 
 
@@ -300,6 +306,8 @@ class PgSessionStore:
                 device.browser,
                 device.os,
                 device.device_name,
+                device.country,
+                device.city,
             )
             await conn.execute(
                 _INSERT_TOKEN,
