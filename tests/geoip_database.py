@@ -53,8 +53,8 @@ def write_database(
     *,
     database_type: str = "GeoLite2-City",
 ) -> Path:
-    """A database of `networks` (IPv4 and IPv6, as GeoLite2's files are) at `path`. A type
-    without "City" in its name stores no cities, as a Country database has none."""
+    """A database of `networks` (IPv4 and IPv6, as GeoLite2's files are) at `path`. A
+    Country database's records name no city."""
     writer = MMDBWriter(
         ip_version=6,
         ipv4_compatible=True,
@@ -63,7 +63,9 @@ def write_database(
         description="authsvc test database",
     )
     for network, place in networks.items():
-        writer.insert_network(IPSet([network]), _record(place, with_city="City" in database_type))
+        writer.insert_network(
+            IPSet([network]), _record(place, with_city="Country" not in database_type)
+        )
     writer.to_db_file(str(path))
     return path
 

@@ -160,6 +160,17 @@ async def test_country_database_lists_the_country_and_no_city(
     assert located == ("GB", "")
 
 
+async def test_enterprise_database_lists_the_country_and_city(
+    launch: Launch, tmp_path: Path
+) -> None:
+    enterprise = write_database(tmp_path / "enterprise.mmdb", database_type="GeoIP2-Enterprise")
+    stub = await start(launch, enterprise)
+
+    located = await location_after_login(stub, "81.2.69.160")
+
+    assert located == ("GB", "London")
+
+
 async def test_sessions_keep_their_location_when_the_server_restarts_without_a_database(
     launch: Launch, cities: Path
 ) -> None:
