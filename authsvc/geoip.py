@@ -45,9 +45,15 @@ class GeoIpLocator:
         except (AddressNotFoundError, ValueError):
             # Private, reserved or unallocated (no database holds them), or no address.
             return _NOWHERE
-        except maxminddb.InvalidDatabaseError as exc:
-            # Part of the tree is corrupt: the sign-in goes on without its location.
-            _log.warning("GeoIP lookup failed: %s", exc, extra={"event": "geoip_lookup_failed"})
+        except Exception as exc:
+            # A damaged part of the file (InvalidDatabaseError, or whatever the pure-Python
+            # decoder trips on): the sign-in goes on without its location. Its message would
+            # name the address, so only its type is logged.
+            _log.warning(
+                "GeoIP lookup failed (%s): is the database file damaged?",
+                type(exc).__name__,
+                extra={"event": "geoip_lookup_failed", "error": type(exc).__name__},
+            )
             return _NOWHERE
 
     def close(self) -> None:

@@ -7,10 +7,12 @@ any address it names.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import maxminddb
 import pytest
 
 from authsvc import config as config_module
@@ -183,6 +185,32 @@ async def test_sessions_keep_their_location_when_the_server_restarts_without_a_d
 
     session = await listed(plain, refreshed.access_token, signed_in.session_id)
     assert (session.country, session.city) == ("GB", "London")
+
+
+async def test_login_whose_record_is_damaged_signs_in_without_a_location(
+    launch: Launch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The search tree is whole (the start's lookup passes), the records behind it are not.
+    stub = await start(launch, _damaged_records(tmp_path))
+    caplog.set_level(logging.WARNING, logger="authsvc.geoip")
+
+    located = await location_after_login(stub, "81.2.69.160")
+
+    assert located == ("", "")
+    events = {getattr(r, "event", None) for r in caplog.records if r.name == "authsvc.geoip"}
+    assert events == {"geoip_lookup_failed"}
+
+
+def _damaged_records(tmp_path: Path) -> Path:
+    path = write_database(tmp_path / "damaged.mmdb")
+    whole = path.read_bytes()
+    with maxminddb.open_database(str(path)) as reader:
+        metadata = reader.metadata()
+    # The data section: after the tree and its 16-byte separator, up to the metadata.
+    start = metadata.node_count * metadata.record_size * 2 // 8 + 16
+    end = whole.rfind(b"\xab\xcd\xefMaxMind.com")
+    path.write_bytes(whole[:start] + b"\xff" * (end - start) + whole[end:])
+    return path
 
 
 # --- a database that cannot be used stops the start, naming the variable ---
