@@ -126,7 +126,7 @@ class AuthServer:
                 self.revocation_feed, clock, window=config.revocation_window
             )
             self.revocation_feed.observe(self.liveness)
-        # Last of the files read at start: nothing after it can fail and leave it open.
+        # After the steps above that can still fail the start, so that none leaves it open.
         self.locator = open_geoip_database(config)
         self.sessions = build_session_service(
             config,

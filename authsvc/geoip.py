@@ -62,8 +62,8 @@ class GeoIpLocator:
 
 def _lookup_for(reader: geoip2.database.Reader, path: str) -> _Lookup:
     database_type = reader.metadata().database_type
-    # geoip2 picks its model by the type's name too: GeoLite2-City, GeoIP2-City and
-    # DBIP-City-Lite are City databases.
+    # By the type's name, as geoip2 checks it: GeoLite2-City and GeoIP2-City are City
+    # databases, GeoIP2-Enterprise a superset of one.
     if "City" in database_type:
 
         def city(ip_address: str) -> Location:
