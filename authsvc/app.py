@@ -44,7 +44,7 @@ from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
 from authsvc.domain.revocations import RevocationFeed
-from authsvc.domain.sessions import SessionPolicy, SessionService
+from authsvc.domain.sessions import Locator, SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.domain.throttle import (
     LoginLimits,
@@ -53,6 +53,7 @@ from authsvc.domain.throttle import (
     SignUpLimits,
     SignUpThrottle,
 )
+from authsvc.geoip import open_geoip_database
 from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.accounts import PgAccountStore
 from authsvc.store.admin import PgAdminStore
@@ -154,6 +155,8 @@ class AuthServer:
                 self.revocation_feed, clock, window=config.revocation_window
             )
             self.revocation_feed.observe(self.liveness)
+        # After the steps above that can still fail the start, so that none leaves it open.
+        self.locator = open_geoip_database(config)
         self.sessions = build_session_service(
             config,
             pool,
@@ -163,6 +166,7 @@ class AuthServer:
             self.refusals,
             throttle=self.throttle,
             liveness=self.liveness,
+            locator=self.locator,
         )
         self.password_resets = PasswordResets(
             store=PgPasswordResetStore(pool),
@@ -356,6 +360,8 @@ class AuthServer:
         await self.throttle.aclose()
         await self.refusals.aclose()
         self.hasher.close()
+        if self.locator is not None:
+            self.locator.close()
 
     def _feed_is_current(self) -> bool:
         return self.revocation_feed is not None and self.revocation_feed.is_current
@@ -577,8 +583,10 @@ def build_session_service(
     *,
     throttle: LoginThrottle,
     liveness: LivenessCache | None = None,
+    locator: Locator | None = None,
 ) -> SessionService:
-    """The use cases, wired to PostgreSQL. `throttle` is the caller's to close."""
+    """The use cases, wired to PostgreSQL. `throttle` and `locator` are the caller's to
+    close."""
     return SessionService(
         users=PgUserStore(pool),
         sessions=PgSessionStore(pool),
@@ -604,6 +612,7 @@ def build_session_service(
         ),
         throttle=throttle,
         liveness=liveness,
+        locator=locator,
         sign_ups=SignUpThrottle(
             PgLoginThrottleStore(pool),
             clock,

@@ -411,7 +411,7 @@ def _on_database(
     except AuthError as exc:
         print(f"authsvc: {reason_of(exc)}: {exc.message}", file=sys.stderr)
         return 1
-    except ConfigError as exc:  # the TLS files' contents, read as the server is built
+    except ConfigError as exc:  # the TLS and GeoIP files' contents, read as the server is built
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
     except BindFailed as exc:

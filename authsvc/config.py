@@ -334,6 +334,7 @@ SERVER = Group("Server processes and connections", (SERVE,))
 TOKENS = Group("Access tokens and signing keys", (SERVE, KEYS_ROTATE))
 # The sweeper deletes by these lifetimes and windows, so `sweep` takes them too.
 SESSIONS = Group("Sessions and registration", (SERVE, SWEEP))
+GEOLOCATION = Group("Session geolocation", (SERVE,))
 PASSWORDS = Group("Passwords", (SERVE, USERS_CREATE))
 LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
@@ -350,6 +351,7 @@ GROUPS = (
     SERVER,
     TOKENS,
     SESSIONS,
+    GEOLOCATION,
     PASSWORDS,
     LIMITS,
     SWEEPER,
@@ -630,6 +632,13 @@ class Config:
         "false",
         "Register signs in and answers EMAIL_TAKEN, so it tells which emails have accounts.",
         SESSIONS,
+    )
+    geoip_database: Path | None = _setting(
+        parse_readable_file,
+        None,
+        "MaxMind City or Country database (`GeoLite2-City.mmdb`): sessions record the country "
+        "and city of the login address (docs/operations.md, GeoIP). Unset: no location.",
+        GEOLOCATION,
     )
     password_min_length: int = _setting(
         parse_positive_int, "8", "Shortest password Register takes.", PASSWORDS

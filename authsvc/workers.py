@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authsvc.config import SETTINGS, Config
+from authsvc.geoip import open_geoip_database
 from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.telemetry import multiprocess
 from authsvc.tls import http_tls, server_credentials
@@ -65,10 +66,13 @@ async def supervise(config: Config, dsn: str, flags: Mapping[str, str | None]) -
     Returns the exit code: 0 after a requested stop, non-zero if a worker
     failed (its own code if it gave one) or the port could not be bound.
     """
-    # A bad certificate or key fails once, here.
+    # A bad certificate, key or GeoIP database fails once, here.
     server_credentials(config)
     if config.http_port is not None:
         http_tls(config)
+    locator = open_geoip_database(config)
+    if locator is not None:
+        locator.close()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -245,6 +245,8 @@ def add_session(
     message.device_name = session.device_name
     message.ip_address = session.ip_address
     message.user_agent = session.user_agent
+    message.country = session.country
+    message.city = session.city
     message.current = session.id == current
     message.remember_me = session.remember_me
     set_timestamp(message.created_at, session.created_at)

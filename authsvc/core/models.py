@@ -22,6 +22,7 @@ __all__ = [
     "ExpiredSession",
     "IssuedTokens",
     "ListedSession",
+    "Location",
     "LogoutScope",
     "Operator",
     "PlaintextPrivateKey",
@@ -97,6 +98,18 @@ class DeviceInfo:
     browser: str
     os: str
     device_name: str
+    # Where ip_address is, when a GeoIP database is configured (see Location).
+    country: str = ""
+    city: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Location:
+    """Where an address is: its ISO 3166-1 alpha-2 country ("DE") and its city in English.
+    Each is empty when unknown."""
+
+    country: str = ""
+    city: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,6 +235,8 @@ class ListedSession(NamedTuple):
     browser: str
     os: str
     device_name: str
+    country: str
+    city: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ import hmac
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NoReturn, Protocol
 
@@ -36,6 +36,7 @@ from authsvc.core.models import (
     DeviceInfo,
     EndedSession,
     IssuedTokens,
+    Location,
     LogoutScope,
     Principal,
     RefreshTokenRecord,
@@ -57,6 +58,7 @@ from authsvc.telemetry import metrics
 
 __all__ = [
     "AccountStore",
+    "Locator",
     "LockedSession",
     "SessionPolicy",
     "SessionService",
@@ -317,6 +319,16 @@ class SessionStore(Protocol):
         ...
 
 
+class Locator(Protocol):
+    """Where an address is, from a GeoIP database."""
+
+    def locate(self, ip_address: str) -> Location:
+        """The country and city of `ip_address`, each empty when unknown: an address the
+        database does not hold (private, reserved) or a string that is no address. Raises
+        nothing for those; a lookup takes microseconds, so it runs on the event loop."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionPolicy:
     idle_timeout: timedelta
@@ -369,10 +381,13 @@ class SessionService:
         throttle: LoginThrottle,
         sign_ups: SignUpThrottle,
         liveness: LivenessCache | None = None,
+        locator: Locator | None = None,
     ) -> None:
         """`liveness`: where the process keeps recent revocations; None checks every
-        session in the database."""
+        session in the database. `locator`: where sessions' login addresses are; None
+        records no location."""
         self._liveness = liveness
+        self._locator = locator
         self._throttle = throttle
         self._sign_ups = sign_ups
         self._users = users
@@ -587,6 +602,10 @@ class SessionService:
         new_user: User | None = None,
     ) -> IssuedTokens:
         now = self._clock.now()
+        if self._locator is not None:
+            # Once, at sign-in, like the address it locates: Refresh does not move either.
+            where = self._locator.locate(device.ip_address)
+            device = replace(device, country=where.country, city=where.city)
         lifetime = self._policy.remember_me_lifetime if remember_me else self._policy.lifetime
         expires_at = now + lifetime
         session = Session(

@@ -48,9 +48,9 @@ __all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live
 _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name
+    user_agent, ip_address, device_type, browser, os, device_name, country, city
 )
-SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15
 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $13
 FOR KEY SHARE
 """
@@ -65,7 +65,8 @@ VALUES ($1, $2, $3, $4, $5)
 _LOCK_SESSION_BY_TOKEN = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    revoked_at, revoke_reason
 FROM sessions
 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
 FOR UPDATE
@@ -119,7 +120,8 @@ WHERE id = $1 AND revoked_at IS NULL
 _SELECT_SESSION = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    revoked_at, revoke_reason
 FROM sessions WHERE id = $1
 """
 # Only the columns ListedSession shows (in its order): each column more is decoded
@@ -127,7 +129,7 @@ FROM sessions WHERE id = $1
 _LIST_LIVE_FIRST_PAGE = """
 SELECT
     id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name
+    user_agent, ip_address, device_type, browser, os, device_name, country, city
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
 ORDER BY last_active_at DESC, id DESC
@@ -136,7 +138,7 @@ LIMIT $3
 _LIST_LIVE_AFTER = """
 SELECT
     id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name
+    user_agent, ip_address, device_type, browser, os, device_name, country, city
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
   AND (last_active_at, id) < ($4, $5)
@@ -268,6 +270,8 @@ def _session(row: asyncpg.Record) -> Session:
             browser=row["browser"],
             os=row["os"],
             device_name=row["device_name"],
+            country=row["country"],
+            city=row["city"],
         ),
         revoked_at=row["revoked_at"],
         revoke_reason=row["revoke_reason"],
@@ -277,7 +281,7 @@ def _session(row: asyncpg.Record) -> Session:
 def _listed(row: asyncpg.Record) -> ListedSession:
     # Unpacked by position (the select's order), not looked up by name per column.
     (id_, created, active, idle_expires, expires, remember, agent, ip, device_type, *rest) = row
-    browser, os, device_name = rest
+    browser, os, device_name, country, city = rest
     return ListedSession(
         SessionId(id_),
         created,
@@ -291,6 +295,8 @@ def _listed(row: asyncpg.Record) -> ListedSession:
         browser,
         os,
         device_name,
+        country,
+        city,
     )
 
 
@@ -388,6 +394,8 @@ class PgSessionStore:
                 device.os,
                 device.device_name,
                 verified_hash,
+                device.country,
+                device.city,
             )
             if inserted == "INSERT 0 0":
                 if await conn.fetchval(_ACCOUNT_DISABLED, session.user_id):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -32,6 +33,7 @@ from authsvc.core.clock import FrozenClock
 from authsvc.core.models import Operator, RequestOrigin
 from tests.clients.conftest import ServiceKey
 from tests.conftest import Launch
+from tests.geoip_database import LOOPBACK, write_database
 from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.asyncio
@@ -102,6 +104,20 @@ async def test_list_sessions_describes_the_device_from_the_user_agent(
         "Firefox 133.0",
         "Work laptop",
     )
+
+
+async def test_list_sessions_shows_the_country_and_city_of_the_login_address(
+    launch: Launch, clock: FrozenClock, tmp_path: Path
+) -> None:
+    # The test database places loopback, where this client connects from.
+    database = write_database(tmp_path / "cities.mmdb")
+    server = (await launch(geoip_database=str(database))).server
+    async with AuthClient.connect(f"127.0.0.1:{server.port}", now=clock.now) as client:
+        await client.register(EMAIL, PASSWORD)
+
+        [session] = (await client.list_sessions()).sessions
+
+    assert (session.country, session.city) == (LOOPBACK.country, LOOPBACK.english_city)
 
 
 async def test_iter_sessions_yields_every_session_across_pages(

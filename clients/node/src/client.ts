@@ -102,6 +102,12 @@ export interface SessionInfo {
   /** True for the session this client is signed in with. */
   current: boolean;
   rememberMe: boolean;
+  /**
+   * Where ipAddress was at login: ISO 3166-1 alpha-2 country ("DE") and city in English.
+   * Empty when unknown, or when the server has no GeoIP database configured.
+   */
+  country: string;
+  city: string;
 }
 
 export interface SessionPage {
@@ -204,6 +210,8 @@ function sessionOf(session: Session): SessionInfo {
     userAgent: session.userAgent,
     current: session.current,
     rememberMe: session.rememberMe,
+    country: session.country,
+    city: session.city,
   };
 }
 

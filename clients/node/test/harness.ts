@@ -113,6 +113,19 @@ export async function activeSigningKey(dataDir: string): Promise<SigningKey> {
   return JSON.parse(stdout) as SigningKey;
 }
 
+/**
+ * A small MaxMind-format GeoIP database at `file`, written by the repo's own Python
+ * (`python -m tests.geoip_database`): it places loopback, where the tests connect from, in
+ * the city its `LOOPBACK` names.
+ */
+export async function writeGeoIpDatabase(file: string): Promise<void> {
+  const venvBin = path.dirname(authsvcBinary());
+  await promisify(execFile)(path.join(venvBin, "python"), ["-m", "tests.geoip_database", file], {
+    cwd: path.dirname(path.dirname(venvBin)),
+    timeout: 60_000,
+  });
+}
+
 /** A service key and the AUTHSVC_SERVICE_KEYS entry that accepts it. */
 export interface ServiceKey {
   key: string;

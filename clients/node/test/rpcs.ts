@@ -2,7 +2,8 @@
 // generated client: all against the live server.
 
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AuthClient } from "../src/client.js";
@@ -21,7 +22,16 @@ import {
 import { AuthService, LogoutScope } from "../src/gen/authsvc/v1/auth_service_pb.js";
 import { authInterceptor } from "../src/interceptor.js";
 import { TokenManager } from "../src/token_manager.js";
-import { closedAfterSuite, newAccount, rejection, type Servers } from "./harness.js";
+import {
+  AuthsvcServer,
+  closedAfterSuite,
+  newAccount,
+  newDataDir,
+  rejection,
+  removeDataDir,
+  type Servers,
+  writeGeoIpDatabase,
+} from "./harness.js";
 
 function jwtHeader(token: string): { kid?: string } {
   const [header] = token.split(".");
@@ -153,6 +163,37 @@ export function rpcTests(servers: () => Servers): void {
       const validation = await client.validateToken(tokens.accessToken);
       assert.equal(validation.active, false);
       assert.equal(validation.inactiveReason, "SESSION_REVOKED");
+    });
+  });
+
+  describe("listSessions with a GeoIP database on the server", () => {
+    let located: AuthsvcServer | undefined;
+    let databaseDir: string | undefined;
+
+    before(async () => {
+      databaseDir = await newDataDir();
+      const database = path.join(databaseDir, "cities.mmdb");
+      await writeGeoIpDatabase(database);
+      located = await AuthsvcServer.start(servers().main.dataDir, { AUTHSVC_GEOIP_DATABASE: database });
+    });
+    after(async () => {
+      await located?.stop();
+      if (databaseDir !== undefined) {
+        await removeDataDir(databaseDir);
+      }
+    });
+
+    test("a session shows the country and city of its login address", async () => {
+      const client = new AuthClient({ baseUrl: located!.baseUrl });
+      try {
+        // Loopback, where this test connects from, is Wellington in the test database.
+        const tokens = await client.register(newAccount());
+        const page = await client.listSessions();
+        const session = page.sessions.find((s) => s.sessionId === tokens.sessionId);
+        assert.deepEqual([session?.country, session?.city], ["NZ", "Wellington"]);
+      } finally {
+        client.close();
+      }
     });
   });
 

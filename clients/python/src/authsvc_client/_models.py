@@ -96,6 +96,10 @@ class Session:
     user_agent: str
     is_current: bool
     remember_me: bool
+    # Where ip_address was at login: ISO 3166-1 alpha-2 country ("DE") and city in English.
+    # Empty when unknown, or when the server has no GeoIP database configured.
+    country: str = ""
+    city: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +194,8 @@ def session(message: pb.Session) -> Session:
         user_agent=message.user_agent,
         is_current=message.current,
         remember_me=message.remember_me,
+        country=message.country,
+        city=message.city,
     )
 
 
