@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authsvc import __version__
 from authsvc import config as config_module
 from authsvc.api.errors import reason_of
+from authsvc.api.health import LIVENESS_SERVICE
 from authsvc.app import (
     AuthServer,
     build_hasher,
@@ -329,8 +330,9 @@ def _create_user(args: argparse.Namespace) -> Action:
     return run
 
 
-def _healthcheck(config: Config) -> int:
-    """Exit 0 if the local server reports SERVING: for container health checks.
+def _healthcheck(config: Config, service: str = "") -> int:
+    """Exit 0 if the local server reports `service` SERVING: for container health checks
+    ("": readiness; LIVENESS_SERVICE: liveness, which ignores the database).
 
     Speaks TLS when the server does, from the same settings (see tls.client_tls).
     """
@@ -349,7 +351,7 @@ def _healthcheck(config: Config) -> int:
     with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=3
+                health_pb2.HealthCheckRequest(service=service), timeout=3
             )
         except grpc.RpcError as exc:
             print(f"unhealthy: {exc.code().name}", file=sys.stderr)
@@ -435,7 +437,7 @@ def _start_serve(args: argparse.Namespace, config: Config, overrides: dict[str, 
 def _start_healthcheck(
     args: argparse.Namespace, config: Config, overrides: dict[str, str | None]
 ) -> int:
-    return _healthcheck(config)
+    return _healthcheck(config, args.service)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -460,7 +462,15 @@ def _parser() -> argparse.ArgumentParser:
         "delete expired and long-revoked sessions once and exit",
         _connecting(lambda _: _sweep),
     )
-    command(HEALTHCHECK, "exit 0 if the server on --host/--port is SERVING", _start_healthcheck)
+    healthcheck = command(
+        HEALTHCHECK, "exit 0 if the server on --host/--port is SERVING", _start_healthcheck
+    )
+    healthcheck.add_argument(
+        "--service",
+        default="",
+        help=f"the health service to check: empty (readiness: the database is reachable, the "
+        f"default) or {LIVENESS_SERVICE} (liveness: the process answers)",
+    )
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="COMMAND"
     )

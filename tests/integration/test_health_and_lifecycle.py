@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from authsvc.api.health import LIVENESS_SERVICE
 from authsvc.app import AuthServer
 from authsvc.store.bootstrap import ensure_database
 from authsvc.v1 import auth_service_pb2 as pb
@@ -125,7 +126,7 @@ async def test_ready_server_reports_serving(channel: grpc.aio.Channel) -> None:
     assert await _statuses(channel) == [SERVING, SERVING]
 
 
-async def test_health_list_reports_the_server_and_the_auth_service_serving(
+async def test_health_list_reports_the_server_the_auth_service_and_liveness_serving(
     channel: grpc.aio.Channel,
 ) -> None:
     listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
@@ -133,6 +134,7 @@ async def test_health_list_reports_the_server_and_the_auth_service_serving(
     assert {name: status.status for name, status in listed.statuses.items()} == {
         "": SERVING,
         SERVICE: SERVING,
+        LIVENESS_SERVICE: SERVING,
     }
 
 
@@ -197,6 +199,46 @@ async def test_stop_does_not_wait_out_the_grace_for_an_open_health_watch(
     # flight, so stop ends the stream instead of waiting the minute out.
     async with asyncio.timeout(20):
         await server.stop(timedelta(minutes=1))
+
+
+async def test_stop_tells_readiness_watchers_not_serving_and_liveness_watchers_nothing(
+    server: AuthServer, channel: grpc.aio.Channel
+) -> None:
+    # Liveness stays SERVING while the calls drain (the kubelet stops its liveness probes
+    # once a pod is being deleted; other watchers must not read the drain as a hang).
+    health = health_pb2_grpc.HealthStub(channel)
+    readiness = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=10)
+    liveness = health.Watch(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE), timeout=10)
+    before = [(await readiness.read()).status, (await liveness.read()).status]
+
+    await server.stop(timedelta(seconds=1))
+
+    after = [(await readiness.read()).status, await _next_status_or_end(liveness)]
+    assert before == [SERVING, SERVING]
+    assert after == [NOT_SERVING, "ended"]
+
+
+async def test_stop_does_not_wait_out_the_grace_for_an_open_liveness_watch(
+    server: AuthServer, channel: grpc.aio.Channel
+) -> None:
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE)
+    )
+    await watch.read()
+
+    # A bound, not a benchmark: the grace is a minute, and a liveness watcher is never told
+    # NOT_SERVING, so stop must not wait for it to be.
+    async with asyncio.timeout(20):
+        await server.stop(timedelta(minutes=1))
+
+
+async def _next_status_or_end(watch: Any) -> int | str:
+    """The next status a Watch stream sends, or "ended" if it ends first."""
+    try:
+        message = await watch.read()
+    except grpc.aio.AioRpcError:
+        return "ended"
+    return "ended" if message == grpc.aio.EOF else int(message.status)
 
 
 async def test_health_check_after_stop_is_not_serving(
