@@ -3,10 +3,10 @@ seen the latest status.
 
 Readiness is the server ("") and each API service: NOT_SERVING while the database is
 down or the process is stopping. Liveness is LIVENESS_SERVICE: SERVING while the process
-runs and its event loop answers (it answers the check), whatever the database, and still
-SERVING while a stopping process drains its calls; an orchestrator that restarts on a
-failed liveness check would otherwise restart every replica during a database outage, or
-kill one that is finishing its calls.
+runs and its event loop answers (it answers the check), whatever the database, so an
+orchestrator restarting on liveness does not restart every replica during an outage. A
+stop never tells it NOT_SERVING: a draining process is not a hung one (and a Check sent
+once the server stops accepting calls is refused at the transport anyway).
 
 Stopping flips readiness to NOT_SERVING so that load balancers watching the stream
 drain this replica, then cancels every call. Without waiting in between, a
@@ -71,9 +71,10 @@ class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_h
     async def enter_graceful_shutdown(self) -> None:
         """Readiness NOT_SERVING for good; liveness stays SERVING while the calls drain
         (the stock method would flip it too)."""
+        # First: a database probe finishing meanwhile must not flip one back to SERVING.
+        self._stopping = True
         for service in sorted(self._readiness):
             await super().set(service, _NOT_SERVING)
-        self._stopping = True
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         watcher = _RecordingContext(context, self._written, request.service)

@@ -207,11 +207,13 @@ async def test_stop_tells_readiness_watchers_not_serving_and_liveness_watchers_n
     # Liveness stays SERVING while the calls drain (the kubelet stops its liveness probes
     # once a pod is being deleted; other watchers must not read the drain as a hang).
     health = health_pb2_grpc.HealthStub(channel)
-    readiness = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=10)
-    liveness = health.Watch(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE), timeout=10)
+    readiness = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=30)
+    liveness = health.Watch(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE), timeout=30)
     before = [(await readiness.read()).status, (await liveness.read()).status]
 
-    await server.stop(timedelta(seconds=1))
+    # A grace long enough that the readiness watcher is told before calls are cut off; stop
+    # returns as soon as it has been.
+    await server.stop(timedelta(seconds=10))
 
     after = [(await readiness.read()).status, await _next_status_or_end(liveness)]
     assert before == [SERVING, SERVING]
