@@ -1,9 +1,10 @@
 """Composition root: builds the server and owns its lifecycle.
 
-Start order: the gRPC port opens first and answers health checks with
-NOT_SERVING; a readiness task then migrates the schema and loads the signing
-keys, retrying until the database answers, and only then flips health to
-SERVING. A database outage later flips it back, and back again on recovery.
+Start order: the gRPC port opens first and answers readiness checks with NOT_SERVING and
+liveness (api/health.py) with SERVING; a readiness task then migrates the schema and loads
+the signing keys, retrying until the database answers, and only then flips readiness to
+SERVING. A database outage later flips it back, and back again on recovery; liveness
+ignores the database.
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ class AuthServer:
             raise
         devices.warm_up()
         await self._set_serving(False)
+        await self.health.report_alive()
         self.refusals.start()
         await self._server.start()
         if http_socket is not None and self._http is not None:

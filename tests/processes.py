@@ -110,13 +110,13 @@ async def run_authsvc(*args: str, env: dict[str, str], stdin: str | None = None)
     return CommandRun(argv, process.returncode, out.decode(), err.decode())
 
 
-async def run_healthcheck(port: int, **settings: str) -> CommandRun:
-    """`python -m authsvc healthcheck` against 127.0.0.1:port, with AUTHSVC_<NAME> for
+async def run_healthcheck(port: int, *flags: str, **settings: str) -> CommandRun:
+    """`python -m authsvc healthcheck [flags]` against 127.0.0.1:port, with AUTHSVC_<NAME> for
     each `name` in `settings` (tls_client_cert_file=..., say) and no other AUTHSVC_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     env.update(AUTHSVC_HOST="127.0.0.1", AUTHSVC_PORT=str(port))
     env.update({f"AUTHSVC_{name.upper()}": value for name, value in settings.items()})
-    return await run_authsvc("healthcheck", env=env)
+    return await run_authsvc("healthcheck", *flags, env=env)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = WAIT) -> None:

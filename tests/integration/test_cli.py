@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -392,3 +393,23 @@ async def test_cli_audit_since_without_a_time_or_duration_is_a_usage_error(
     assert run.code == 2
     assert "--since: must" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("serve",), ("migrate",), ("users", "create", "--email=a@b.c")],
+    ids=["serve", "migrate", "users-create"],
+)
+async def test_cli_without_a_database_url_where_the_embedded_one_is_off_exits_2_starting_nothing(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # What the container image sets: a database inside the container would die with it.
+    data_dir = tmp_path / "data"
+    env = authsvc_env(None, AUTHSVC_EMBEDDED_DATABASE="false", AUTHSVC_DATA_DIR=str(data_dir))
+
+    run = await run_authsvc(*command, env=env, stdin="a password\n")
+
+    assert run.code == 2, run.stderr
+    assert "AUTHSVC_DATABASE_URL is not set" in run.stderr
+    assert "AUTHSVC_EMBEDDED_DATABASE" in run.stderr
+    assert not data_dir.exists()

@@ -28,6 +28,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authsvc.api.health import LIVENESS_SERVICE
 from authsvc.app import AuthServer
 from authsvc.embedded_db import EmbeddedPostgres, start_embedded_postgres
 from authsvc.store.pool import Pool, create_pool
@@ -35,7 +36,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import ConfigFactory
 from tests.helpers import PASSWORD, Pair, Stub, bearer, error_info, login, pair_of, register
-from tests.processes import REPO_ROOT, eventually
+from tests.processes import REPO_ROOT, eventually, run_healthcheck
 
 pytestmark = pytest.mark.asyncio
 
@@ -392,3 +393,42 @@ async def test_calls_through_an_outage_fail_fast_and_the_service_recovers_with_e
     await asyncio.gather(
         *(_still_works(stub, session_id, pair) for session_id, pair in clients.sessions.items())
     )
+
+
+async def _health(running: Running) -> dict[str, str]:
+    """Each health service's status as a probe's Check sees it, and `authsvc healthcheck`'s
+    verdict for readiness and for liveness (`--service`)."""
+    found = {}
+    for service in ("", "authsvc.v1.AuthService", LIVENESS_SERVICE):
+        request = health_pb2.HealthCheckRequest(service=service)
+        status = (await running.health.Check(request, timeout=DEADLINE)).status
+        found[service] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    readiness = await run_healthcheck(running.server.port)
+    liveness = await run_healthcheck(running.server.port, "--service", LIVENESS_SERVICE)
+    found["healthcheck"] = readiness.stdout.strip()
+    found["healthcheck --service authsvc.liveness"] = liveness.stdout.strip()
+    assert (readiness.code == 0) == (found["healthcheck"] == "SERVING"), readiness
+    assert (liveness.code == 0) == (found["healthcheck --service authsvc.liveness"] == "SERVING")
+    return found
+
+
+def _all(status: str) -> dict[str, str]:
+    return dict.fromkeys(("", "authsvc.v1.AuthService", "healthcheck"), status)
+
+
+async def test_liveness_stays_serving_through_an_outage_that_readiness_reports(
+    running: Running,
+) -> None:
+    before = await _health(running)
+
+    await running.database.stop()
+    await wait_for_health(running.health, NOT_SERVING)
+    during = await _health(running)
+    await running.database.start()
+    await wait_for_health(running.health, SERVING)
+    after = await _health(running)
+
+    alive = dict.fromkeys((LIVENESS_SERVICE, "healthcheck --service authsvc.liveness"), "SERVING")
+    assert before == {**_all("SERVING"), **alive}
+    assert during == {**_all("NOT_SERVING"), **alive}
+    assert after == {**_all("SERVING"), **alive}

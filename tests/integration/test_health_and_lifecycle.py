@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from authsvc.api.health import LIVENESS_SERVICE
 from authsvc.app import AuthServer
 from authsvc.store.bootstrap import ensure_database
 from authsvc.v1 import auth_service_pb2 as pb
@@ -135,6 +136,7 @@ async def test_health_list_reports_the_server_and_its_services_serving(
         "": SERVING,
         SERVICE: SERVING,
         ADMIN_SERVICE: SERVING,
+        LIVENESS_SERVICE: SERVING,
     }
 
 
@@ -200,6 +202,48 @@ async def test_stop_does_not_wait_out_the_grace_for_an_open_health_watch(
     # flight, so stop ends the stream instead of waiting the minute out.
     async with asyncio.timeout(20):
         await server.stop(timedelta(minutes=1))
+
+
+async def test_stop_tells_readiness_watchers_not_serving_and_liveness_watchers_nothing(
+    server: AuthServer, channel: grpc.aio.Channel
+) -> None:
+    # Liveness stays SERVING while the calls drain (the kubelet stops its liveness probes
+    # once a pod is being deleted; other watchers must not read the drain as a hang).
+    health = health_pb2_grpc.HealthStub(channel)
+    readiness = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=30)
+    liveness = health.Watch(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE), timeout=30)
+    before = [(await readiness.read()).status, (await liveness.read()).status]
+
+    # A grace long enough that the readiness watcher is told before calls are cut off; stop
+    # returns as soon as it has been.
+    await server.stop(timedelta(seconds=10))
+
+    after = [(await readiness.read()).status, await _next_status_or_end(liveness)]
+    assert before == [SERVING, SERVING]
+    assert after == [NOT_SERVING, "ended"]
+
+
+async def test_stop_does_not_wait_out_the_grace_for_an_open_liveness_watch(
+    server: AuthServer, channel: grpc.aio.Channel
+) -> None:
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE)
+    )
+    await watch.read()
+
+    # A bound, not a benchmark: the grace is a minute, and a liveness watcher is never told
+    # NOT_SERVING, so stop must not wait for it to be.
+    async with asyncio.timeout(20):
+        await server.stop(timedelta(minutes=1))
+
+
+async def _next_status_or_end(watch: Any) -> int | str:
+    """The next status a Watch stream sends, or "ended" if it ends first."""
+    try:
+        message = await watch.read()
+    except grpc.aio.AioRpcError:
+        return "ended"
+    return "ended" if message == grpc.aio.EOF else int(message.status)
 
 
 async def test_health_check_after_stop_is_not_serving(

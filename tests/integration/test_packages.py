@@ -180,6 +180,27 @@ def test_installed_wheels_report_the_declared_version(venv: Path, outside: Path)
     assert versions.split() == [VERSION] * 4
 
 
+def test_installed_server_without_the_embedded_extra_refuses_to_serve_without_a_database_url(
+    venv: Path, outside: Path
+) -> None:
+    # The wheel alone, as the container image installs it: no embedded PostgreSQL in it.
+    data_dir = outside / "refused-data"
+    run = subprocess.run(  # noqa: S603 (the installed console script, fixed arguments)
+        [venv / "bin" / "authsvc", "serve"],
+        cwd=outside,
+        env={**_outside_env(), "AUTHSVC_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+
+    assert run.returncode == 2, run.stderr
+    assert "the embedded PostgreSQL is not installed" in run.stderr
+    assert "authsvc[embedded]" in run.stderr
+    assert not data_dir.exists()
+
+
 @pytest.mark.asyncio
 async def test_installed_python_client_calls_installed_server(
     pg_dsn: str, venv: Path, outside: Path
