@@ -3,6 +3,8 @@ binary against a real server, as an operator."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from authsvc.store.pool import Pool
@@ -33,9 +35,24 @@ async def test_the_admin_grpcurl_examples_run_top_to_bottom(
         "{\n  \n}",  # ClearLoginThrottle's empty answer, as grpcurl prints it
         '"eventType": "admin_sessions_revoked"',  # ListAuditEvents
         '"operator": "oncall"',
+        '"disabledReason": "chargeback"',  # DisableUser
     ]
     positions = [stdout.find(text) for text in expected_in_order]
     assert -1 not in positions, stdout
     assert positions == sorted(positions), stdout
     live = await pool.fetchval("SELECT count(*) FROM sessions WHERE revoked_at IS NULL")
     assert live == 0
+    # Reset with the token, then deleted: no account left, the trail keeps the steps.
+    assert await pool.fetchval("SELECT count(*) FROM users") == 0
+    events = await pool.fetch(
+        "SELECT event FROM audit_events WHERE user_id = $1 ORDER BY id",
+        uuid.UUID(registered.user_id),
+    )
+    steps = [row["event"] for row in events]
+    assert steps[-5:] == [
+        "admin_user_disabled",
+        "admin_user_enabled",
+        "admin_password_reset_token_created",
+        "password_reset",
+        "admin_user_deleted",
+    ], steps
