@@ -14,12 +14,11 @@ from authsvc.core.models import (
     AuditFilter,
     AuditPage,
     AuditRecord,
-    RequestOrigin,
     SessionId,
     SessionPage,
     UserId,
 )
-from authsvc.store.audit import insert_event
+from authsvc.store.audit import event_of, insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.sessions import fetch_live_page
@@ -89,17 +88,7 @@ async def fetch_account(conn: Connection, user_id: UserId, *, now: datetime) -> 
 
 
 def _record(row: asyncpg.Record) -> AuditRecord:
-    return AuditRecord(
-        id=row["id"],
-        event=AuditEvent(
-            event=row["event"],
-            occurred_at=row["occurred_at"],
-            user_id=None if row["user_id"] is None else UserId(row["user_id"]),
-            session_id=None if row["session_id"] is None else SessionId(row["session_id"]),
-            origin=RequestOrigin(ip_address=row["ip_address"], user_agent=row["user_agent"]),
-            detail=row["detail"],
-        ),
-    )
+    return AuditRecord(id=row["id"], event=event_of(row))
 
 
 class PgAdminStore:

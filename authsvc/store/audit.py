@@ -11,7 +11,7 @@ from authsvc.core.models import AuditEvent, RequestOrigin, SessionId, UserId
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 
-__all__ = ["PgAuditStore", "event_args", "insert_event", "insert_events"]
+__all__ = ["PgAuditStore", "event_args", "event_of", "insert_event", "insert_events"]
 
 _INSERT_EVENT = """
 INSERT INTO audit_events (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
@@ -51,7 +51,8 @@ async def insert_events(conn: Connection, events: list[AuditEvent]) -> None:
     await conn.executemany(_INSERT_EVENT, [event_args(event) for event in events])
 
 
-def _event(row: asyncpg.Record) -> AuditEvent:
+def event_of(row: asyncpg.Record) -> AuditEvent:
+    """An `audit_events` row as the domain's AuditEvent."""
     return AuditEvent(
         event=row["event"],
         occurred_at=row["occurred_at"],
@@ -91,4 +92,4 @@ class PgAuditStore:
         those at or after `since`, for each of them that is given."""
         async with translate_errors():
             rows = await self._pool.fetch(_LIST, limit, user_id, event, since)
-        return [_event(row) for row in rows]
+        return [event_of(row) for row in rows]
