@@ -1,5 +1,5 @@
 """The ErrorInfo reasons the service answers with are exactly the proto's ErrorReason values,
-each with the status code its proto comment and the README's error table give it."""
+each with the status code its proto comment and the error table of docs/errors.md give it."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from authsvc.v1.error_reason_pb2 import ErrorReason
 from tests.helpers import documented_reasons, error_classes, served_reasons
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+ERRORS_DOC = ROOT / "docs" / "errors.md"
 
-_README_TABLE = re.compile(r"^\| Reason \| Code \| When \|\n\|---\|---\|---\|\n((?:\|.*\n)+)", re.M)
-_README_ROW = re.compile(r"^\| `([A-Z_]+)` \| ([A-Z_]+) \|")
+_ERRORS_TABLE = re.compile(r"^\| Reason \| Code \| When \|\n\|---\|---\|---\|\n((?:\|.*\n)+)", re.M)
+_ERRORS_ROW = re.compile(r"^\| `([A-Z_]+)` \| ([A-Z_]+) \|")
 
 
 def _served() -> dict[str, str]:
@@ -47,11 +47,11 @@ def test_each_reasons_proto_comment_names_the_code_it_is_sent_with() -> None:
     assert documented_reasons() == _served()
 
 
-def test_readme_error_table_lists_every_reason_with_its_code() -> None:
-    [table] = _README_TABLE.findall(README.read_text())
+def test_the_error_table_lists_every_reason_with_its_code() -> None:
+    [table] = _ERRORS_TABLE.findall(ERRORS_DOC.read_text())
     documented = {}
     for line in table.splitlines():
-        row = _README_ROW.match(line)
+        row = _ERRORS_ROW.match(line)
         assert row, line
         documented[row[1]] = row[2]
 
