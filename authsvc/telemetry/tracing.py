@@ -53,7 +53,8 @@ class Tracing:
         provider.add_span_processor(processor)
         self._provider = provider
         # The instrumentation packages are not annotated.
-        self._asyncpg = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+        # Never the parameters: they hold token hashes, emails and password hashes.
+        self._asyncpg = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
         self._asyncpg.instrument(tracer_provider=provider)
         self.interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
             tracer_provider=provider,

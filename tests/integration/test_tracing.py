@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from authsvc.app import AuthServer
 from authsvc.config import Config
+from authsvc.domain.refresh_tokens import hash_refresh_token
 from authsvc.log_format import JsonFormatter
 from authsvc.store.pool import Pool
 from authsvc.telemetry.tracing import REQUEST_ID_ATTRIBUTE, Tracing
@@ -93,6 +94,31 @@ async def test_refresh_makes_a_server_span_with_its_database_spans_under_it(
         assert span.context.trace_id == server.context.trace_id
         assert span.parent is not None
         assert span.parent.span_id == server.context.span_id
+
+
+async def test_database_spans_carry_the_sql_but_never_its_parameters(
+    start_server: Callable[..., Any], config: Config, traced: Traced
+) -> None:
+    # A Refresh's statement takes the token's hash: a collector must never receive it.
+    server: AuthServer = await start_server(config, tracing=traced.tracing)
+    await server.wait_ready()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+        tokens = await register(stub)
+        traced.exporter.clear()
+        await stub.Refresh(pb.RefreshRequest(refresh_token=tokens.refresh_token))
+    token_hash = hash_refresh_token(tokens.refresh_token)
+
+    attributes = [
+        (key, str(value))
+        for span in traced.exporter.get_finished_spans()
+        for key, value in (span.attributes or {}).items()
+    ]
+    assert any(key == "db.statement" for key, _ in attributes), attributes
+    for key, value in attributes:
+        assert "param" not in key, key
+        assert token_hash.hex() not in value, key
+        assert repr(token_hash) not in value, key
 
 
 async def test_server_span_carries_the_calls_request_id(
