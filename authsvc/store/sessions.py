@@ -41,10 +41,11 @@ from authsvc.store.users import insert_user
 __all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
 
 
-# Only for an account not disabled, read under its key-share lock (the lock the foreign
-# key takes anyway): a DisableUser in flight holds FOR UPDATE, so this waits for it and
-# then sees the account disabled (store/accounts.py's locking rule). Inserts nothing
-# for a disabled account.
+# Only for an account not disabled and whose password hash is still the one the sign-in
+# verified, read under its key-share lock (the lock the foreign key takes anyway): a
+# DisableUser, ChangePassword or ResetPassword in flight holds FOR UPDATE, so this waits
+# for it and then sees its change (store/accounts.py's locking rule). Inserts nothing
+# otherwise.
 _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
@@ -54,7 +55,8 @@ SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15
 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $13
 FOR KEY SHARE
 """
-# Why _INSERT_SESSION inserted nothing: no row, the account is gone.
+# Why _INSERT_SESSION inserted nothing: true, disabled; false, the password changed;
+# no row, the account is gone.
 _ACCOUNT_DISABLED = "SELECT disabled_at IS NOT NULL FROM users WHERE id = $1"
 _INSERT_TOKEN = """
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
