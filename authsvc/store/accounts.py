@@ -31,7 +31,7 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.sessions import end_user_sessions
 
-__all__ = ["PgAccountStore"]
+__all__ = ["PgAccountStore", "set_password_hash"]
 
 _LOCK_ACCOUNT = "SELECT password_hash FROM users WHERE id = $1 FOR UPDATE"
 # Disabling a disabled account keeps its first disabling (time and note).
@@ -51,6 +51,14 @@ WHERE id = $1
 RETURNING id
 """
 _SET_PASSWORD_HASH = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1"
+
+
+async def set_password_hash(
+    conn: Connection, user_id: UserId, password_hash: str, now: datetime
+) -> None:
+    """Replace the account's password hash on `conn`, inside the caller's transaction,
+    which holds the account's row lock (ChangePassword's and ResetPassword's)."""
+    await conn.execute(_SET_PASSWORD_HASH, user_id, password_hash, now)
 
 
 async def _lock_account(conn: Connection, user_id: UserId) -> asyncpg.Record | None:
@@ -108,7 +116,7 @@ class PgAccountStore:
             row = await _lock_account(conn, user_id)
             if row is None or row["password_hash"] != verified_hash:
                 return None
-            await conn.execute(_SET_PASSWORD_HASH, user_id, new_hash, now)
+            await set_password_hash(conn, user_id, new_hash, now)
             return await end_user_sessions(
                 conn,
                 user_id,

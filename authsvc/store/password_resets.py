@@ -13,6 +13,7 @@ from authsvc.core.models import (
     SessionEndReason,
     UserId,
 )
+from authsvc.store.accounts import set_password_hash
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.sessions import end_user_sessions
@@ -42,7 +43,6 @@ FOR UPDATE
 """
 _TOKEN_IS_GOOD = "SELECT true FROM password_reset_tokens WHERE token_hash = $1 AND expires_at > $2"
 _SPEND_ALL_OF_USER = "DELETE FROM password_reset_tokens WHERE user_id = $1"
-_SET_PASSWORD_HASH = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1"
 
 
 def _target(row: asyncpg.Record) -> ResetTarget:
@@ -98,7 +98,7 @@ class PgPasswordResetStore:
             if user_id is None or not await conn.fetchval(_TOKEN_IS_GOOD, token_hash, now):
                 return None
             await conn.execute(_SPEND_ALL_OF_USER, user_id)
-            await conn.execute(_SET_PASSWORD_HASH, user_id, password_hash, now)
+            await set_password_hash(conn, UserId(user_id), password_hash, now)
             return await end_user_sessions(
                 conn,
                 UserId(user_id),
