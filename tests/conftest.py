@@ -186,7 +186,7 @@ async def start_server(pool: Pool, clock: FrozenClock) -> AsyncIterator[Callable
         server_pool: Pool | None = None,
         server_clock: Clock | None = None,
         tracing: Tracing | None = None,
-        runs_sweeper: bool = True,
+        runs_sweeper: bool = False,
     ) -> AuthServer:
         server = AuthServer(
             config,
@@ -234,7 +234,7 @@ class Launch(Protocol):
         *,
         server_pool: Pool | None = None,
         server_clock: Clock | None = None,
-        runs_sweeper: bool = True,
+        runs_sweeper: bool = False,
         **overrides: str,
     ) -> Launched: ...
 
@@ -247,6 +247,9 @@ async def launch(
 
     `server_pool`, `server_clock` and `runs_sweeper` pass through to `start_server`. The stubs'
     channels are closed after the test, before `start_server` stops the servers.
+
+    Test servers run no background sweeper unless asked: its pass would race a test's own
+    `sweeper.run_once()` for the sweep lock, and a test that loses gets None.
     """
     async with AsyncExitStack() as channels:
 
@@ -254,7 +257,7 @@ async def launch(
             *,
             server_pool: Pool | None = None,
             server_clock: Clock | None = None,
-            runs_sweeper: bool = True,
+            runs_sweeper: bool = False,
             **overrides: str,
         ) -> Launched:
             server: AuthServer = await start_server(

@@ -236,3 +236,44 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         )
         convert.set_timestamp(response.expires_at, issued.expires_at)
         return response
+
+    # Placeholders for issue 14's RPCs, replaced as each lands.
+    async def GetSession(
+        self,
+        request: pb.AdminServiceGetSessionRequest,
+        context: Context[pb.AdminServiceGetSessionRequest, pb.AdminServiceGetSessionResponse],
+    ) -> pb.AdminServiceGetSessionResponse:
+        self._operator(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetSession is not built yet")
+
+    async def GetSessionLineage(
+        self,
+        request: pb.GetSessionLineageRequest,
+        context: Context[pb.GetSessionLineageRequest, pb.GetSessionLineageResponse],
+    ) -> pb.GetSessionLineageResponse:
+        self._operator(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetSessionLineage is not built yet")
+
+    async def RevokeSessions(
+        self,
+        request: pb.RevokeSessionsRequest,
+        context: Context[pb.RevokeSessionsRequest, pb.RevokeSessionsResponse],
+    ) -> pb.RevokeSessionsResponse:
+        self._operator(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RevokeSessions is not built yet")
+
+    async def ListWebhookDeliveries(
+        self,
+        request: pb.ListWebhookDeliveriesRequest,
+        context: Context[pb.ListWebhookDeliveriesRequest, pb.ListWebhookDeliveriesResponse],
+    ) -> pb.ListWebhookDeliveriesResponse:
+        self._operator(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListWebhookDeliveries is not built yet")
+
+    async def RetryWebhookDelivery(
+        self,
+        request: pb.RetryWebhookDeliveryRequest,
+        context: Context[pb.RetryWebhookDeliveryRequest, pb.RetryWebhookDeliveryResponse],
+    ) -> pb.RetryWebhookDeliveryResponse:
+        self._operator(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RetryWebhookDelivery is not built yet")

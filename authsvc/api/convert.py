@@ -69,15 +69,10 @@ _LOGOUT_SCOPES = {
     pb.LOGOUT_SCOPE_ALL_SESSIONS: LogoutScope.ALL_SESSIONS,
 }
 
+# Each stored reason is the proto value of its name (test_end_reasons.py holds both ways).
 _SESSION_END_REASONS = {
-    SessionEndReason.USER_LOGOUT: pb.SESSION_END_REASON_USER_LOGOUT,
-    SessionEndReason.USER_REVOKED: pb.SESSION_END_REASON_USER_REVOKED,
-    SessionEndReason.REFRESH_TOKEN_REUSE: pb.SESSION_END_REASON_REFRESH_TOKEN_REUSE,
-    SessionEndReason.ADMIN_REVOKED: pb.SESSION_END_REASON_ADMIN_REVOKED,
-    SessionEndReason.USER_DISABLED: pb.SESSION_END_REASON_USER_DISABLED,
-    SessionEndReason.PASSWORD_CHANGED: pb.SESSION_END_REASON_PASSWORD_CHANGED,
-    SessionEndReason.PASSWORD_RESET: pb.SESSION_END_REASON_PASSWORD_RESET,
-    SessionEndReason.USER_DELETED: pb.SESSION_END_REASON_USER_DELETED,
+    reason: pb.SessionEndReason.Value(f"SESSION_END_REASON_{reason.name}")
+    for reason in SessionEndReason
 }
 
 

@@ -54,6 +54,8 @@ _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
         _Code.UNAUTHENTICATED,
         ErrorReason.PASSWORD_RESET_TOKEN_INVALID,
     ),
+    errors.SessionLimitReached: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SESSION_LIMIT_REACHED),
+    errors.WebhookDeliveryNotFound: (_Code.NOT_FOUND, ErrorReason.WEBHOOK_DELIVERY_NOT_FOUND),
     errors.TokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_INVALID),
     errors.TokenExpired: (_Code.UNAUTHENTICATED, ErrorReason.TOKEN_EXPIRED),
     errors.RefreshTokenInvalid: (_Code.UNAUTHENTICATED, ErrorReason.REFRESH_TOKEN_INVALID),

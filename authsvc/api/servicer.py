@@ -209,6 +209,15 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         await self._sessions.revoke_session(principal, session_id, note, self._origin(context))
         return pb.RevokeSessionResponse()
 
+    async def GetSession(
+        self,
+        request: pb.GetSessionRequest,
+        context: Context[pb.GetSessionRequest, pb.GetSessionResponse],
+    ) -> pb.GetSessionResponse:
+        # A placeholder for issue 14's GetSession, replaced when it lands.
+        await self._authenticate(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetSession is not built yet")
+
     async def ValidateToken(
         self,
         request: pb.ValidateTokenRequest,

@@ -31,6 +31,7 @@ __all__ = [
     "ServerBusy",
     "ServiceCredentialsRequired",
     "SessionExpired",
+    "SessionLimitReached",
     "SessionNotFound",
     "SessionRevoked",
     "SubscriberTooSlow",
@@ -40,6 +41,7 @@ __all__ = [
     "UserDisabled",
     "UserNotFound",
     "WeakPassword",
+    "WebhookDeliveryNotFound",
 ]
 
 
@@ -119,6 +121,15 @@ class UserDisabled(AuthError):
 
 class PasswordResetTokenInvalid(Unauthenticated):
     """A password-reset token that is unknown, used or expired: the answer does not say which."""
+
+
+class SessionLimitReached(AuthError):
+    """The user has as many live sessions as the limit allows, and its policy refuses more;
+    told only after the password is verified."""
+
+
+class WebhookDeliveryNotFound(AuthError):
+    """An operator named a webhook delivery that does not exist, or no longer does."""
 
 
 class TokenInvalid(Unauthenticated):

@@ -65,7 +65,7 @@ class LogoutScope(enum.Enum):
 
 
 class SessionEndReason(enum.Enum):
-    """Why a session ended; each ending writes one (migrations 0014 and 0015 list them)."""
+    """Why a session ended; each ending writes one (migrations 0014, 0015 and 0018 list them)."""
 
     USER_LOGOUT = "user_logout"
     USER_REVOKED = "user_revoked"
@@ -75,6 +75,10 @@ class SessionEndReason(enum.Enum):
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
     PASSWORD_RESET = "password_reset"  # noqa: S105
     USER_DELETED = "user_deleted"
+    IDLE_TIMEOUT = "idle_timeout"
+    ABSOLUTE_TIMEOUT = "absolute_timeout"
+    BULK_REVOKED = "bulk_revoked"
+    SESSION_LIMIT_EVICTED = "session_limit_evicted"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

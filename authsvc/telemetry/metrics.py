@@ -185,6 +185,8 @@ END_KINDS: Final = {
     "password_changed": "revoked",
     "password_reset": "revoked",
     "user_deleted": "revoked",
+    "bulk_revoked": "revoked",
+    "session_limit_evicted": "revoked",
     "refresh_token_reuse": "reuse",
     "idle_timeout": "idle_expiry",
     "absolute_timeout": "absolute_expiry",

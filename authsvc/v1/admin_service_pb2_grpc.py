@@ -92,6 +92,31 @@ class AdminServiceStub:
                 request_serializer=authsvc_dot_v1_dot_admin__service__pb2.CreatePasswordResetTokenRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.CreatePasswordResetTokenResponse.FromString,
                 _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/authsvc.v1.AdminService/GetSession',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.AdminServiceGetSessionRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.AdminServiceGetSessionResponse.FromString,
+                _registered_method=True)
+        self.GetSessionLineage = channel.unary_unary(
+                '/authsvc.v1.AdminService/GetSessionLineage',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.GetSessionLineageRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.GetSessionLineageResponse.FromString,
+                _registered_method=True)
+        self.RevokeSessions = channel.unary_unary(
+                '/authsvc.v1.AdminService/RevokeSessions',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.RevokeSessionsRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RevokeSessionsResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/authsvc.v1.AdminService/ListWebhookDeliveries',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.RetryWebhookDelivery = channel.unary_unary(
+                '/authsvc.v1.AdminService/RetryWebhookDelivery',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -188,6 +213,52 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSession(self, request, context):
+        """GetSession answers for any session, live or ended, while the server keeps
+        ended sessions: why, when and by whom it ended. SESSION_NOT_FOUND if there
+        is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSessionLineage(self, request, context):
+        """GetSessionLineage returns a session's refresh history: every presentation
+        of its refresh tokens, oldest first, and where reuse was detected, with
+        the address and user agent of both presentations of the reused token. It
+        is kept as long as the session is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSessions(self, request, context):
+        """RevokeSessions ends every live session that matches a filter (reason
+        BULK_REVOKED), in bounded batches; each ending is on the revocation feed.
+        Repeating it is harmless: ended sessions no longer match. With dry_run it
+        counts the matches and returns a sample, and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """ListWebhookDeliveries pages through webhook deliveries, newest first; by
+        default those that failed for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryWebhookDelivery(self, request, context):
+        """RetryWebhookDelivery queues a failed delivery again, with fresh attempts.
+        WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
+        delivered one changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +306,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CreatePasswordResetToken,
                     request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.CreatePasswordResetTokenRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_admin__service__pb2.CreatePasswordResetTokenResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.AdminServiceGetSessionRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.AdminServiceGetSessionResponse.SerializeToString,
+            ),
+            'GetSessionLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionLineage,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.GetSessionLineageRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.GetSessionLineageResponse.SerializeToString,
+            ),
+            'RevokeSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSessions,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RevokeSessionsRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.RevokeSessionsResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'RetryWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWebhookDelivery,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -493,6 +589,141 @@ class AdminService:
             '/authsvc.v1.AdminService/CreatePasswordResetToken',
             authsvc_dot_v1_dot_admin__service__pb2.CreatePasswordResetTokenRequest.SerializeToString,
             authsvc_dot_v1_dot_admin__service__pb2.CreatePasswordResetTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/GetSession',
+            authsvc_dot_v1_dot_admin__service__pb2.AdminServiceGetSessionRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.AdminServiceGetSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/GetSessionLineage',
+            authsvc_dot_v1_dot_admin__service__pb2.GetSessionLineageRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.GetSessionLineageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/RevokeSessions',
+            authsvc_dot_v1_dot_admin__service__pb2.RevokeSessionsRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.RevokeSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/ListWebhookDeliveries',
+            authsvc_dot_v1_dot_admin__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/RetryWebhookDelivery',
+            authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

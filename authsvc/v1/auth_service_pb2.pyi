@@ -85,6 +85,34 @@ DEVICE_TYPE_OTHER: DeviceType.ValueType  # 5
 """A non-browser client: a CLI, a gRPC library, a service."""
 Global___DeviceType: _TypeAlias = DeviceType  # noqa: Y015
 
+class _SessionEnderKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SessionEnderKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionEnderKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SESSION_ENDER_KIND_UNSPECIFIED: _SessionEnderKind.ValueType  # 0
+    """Not set: the session is live, or it ended before the server recorded enders."""
+    SESSION_ENDER_KIND_USER: _SessionEnderKind.ValueType  # 1
+    """The user: a logout, a revocation, a password change or reset."""
+    SESSION_ENDER_KIND_OPERATOR: _SessionEnderKind.ValueType  # 2
+    """An operator, through the AdminService or `authsvc admin`."""
+    SESSION_ENDER_KIND_SYSTEM: _SessionEnderKind.ValueType  # 3
+    """The service itself: expiry, refresh-token reuse, the session limit."""
+
+class SessionEnderKind(_SessionEnderKind, metaclass=_SessionEnderKindEnumTypeWrapper):
+    """SessionEnderKind says who ended a session."""
+
+SESSION_ENDER_KIND_UNSPECIFIED: SessionEnderKind.ValueType  # 0
+"""Not set: the session is live, or it ended before the server recorded enders."""
+SESSION_ENDER_KIND_USER: SessionEnderKind.ValueType  # 1
+"""The user: a logout, a revocation, a password change or reset."""
+SESSION_ENDER_KIND_OPERATOR: SessionEnderKind.ValueType  # 2
+"""An operator, through the AdminService or `authsvc admin`."""
+SESSION_ENDER_KIND_SYSTEM: SessionEnderKind.ValueType  # 3
+"""The service itself: expiry, refresh-token reuse, the session limit."""
+Global___SessionEnderKind: _TypeAlias = SessionEnderKind  # noqa: Y015
+
 class _SessionEndReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -109,6 +137,16 @@ class _SessionEndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sess
     """The password was reset with a reset token (ResetPassword)."""
     SESSION_END_REASON_USER_DELETED: _SessionEndReason.ValueType  # 8
     """An operator deleted the account (AdminService.DeleteUser)."""
+    SESSION_END_REASON_IDLE_TIMEOUT: _SessionEndReason.ValueType  # 9
+    """The session was not refreshed within its idle timeout."""
+    SESSION_END_REASON_ABSOLUTE_TIMEOUT: _SessionEndReason.ValueType  # 10
+    """The session reached its absolute lifetime."""
+    SESSION_END_REASON_BULK_REVOKED: _SessionEndReason.ValueType  # 11
+    """An operator ended a set of sessions by filter (AdminService.RevokeSessions)."""
+    SESSION_END_REASON_SESSION_LIMIT_EVICTED: _SessionEndReason.ValueType  # 12
+    """A newer login of the user went past the per-user session limit, and this
+    was the user's least recently active session (AUTHSVC_SESSION_LIMIT).
+    """
 
 class SessionEndReason(_SessionEndReason, metaclass=_SessionEndReasonEnumTypeWrapper):
     """SessionEndReason says why a session ended."""
@@ -131,6 +169,16 @@ SESSION_END_REASON_PASSWORD_RESET: SessionEndReason.ValueType  # 7
 """The password was reset with a reset token (ResetPassword)."""
 SESSION_END_REASON_USER_DELETED: SessionEndReason.ValueType  # 8
 """An operator deleted the account (AdminService.DeleteUser)."""
+SESSION_END_REASON_IDLE_TIMEOUT: SessionEndReason.ValueType  # 9
+"""The session was not refreshed within its idle timeout."""
+SESSION_END_REASON_ABSOLUTE_TIMEOUT: SessionEndReason.ValueType  # 10
+"""The session reached its absolute lifetime."""
+SESSION_END_REASON_BULK_REVOKED: SessionEndReason.ValueType  # 11
+"""An operator ended a set of sessions by filter (AdminService.RevokeSessions)."""
+SESSION_END_REASON_SESSION_LIMIT_EVICTED: SessionEndReason.ValueType  # 12
+"""A newer login of the user went past the per-user session limit, and this
+was the user's least recently active session (AUTHSVC_SESSION_LIMIT).
+"""
 Global___SessionEndReason: _TypeAlias = SessionEndReason  # noqa: Y015
 
 @_typing.final
@@ -320,16 +368,27 @@ class RefreshRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     refresh_token: _builtins.str
     """Sensitive: the refresh token from Login, Register or the last Refresh."""
+    idempotency_key: _builtins.str
+    """Optional; makes Refresh exactly-once under retries. A fresh random value
+    per rotation (16 to 128 printable ASCII characters; the clients send a
+    UUID), kept across the retries of that one call. Presenting the same token
+    again with the same key answers the same successor refresh token (with a
+    new access token) for as long as the session lives, with no reuse alarm.
+    The same token with another key, or with none, after the grace window is
+    reuse (REFRESH_TOKEN_REUSED). Only its hash is stored.
+    """
     def __init__(
         self,
         *,
         refresh_token: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_token", b"refresh_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "refresh_token", b"refresh_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -510,6 +569,10 @@ class Session(_message.Message):
     REMEMBER_ME_FIELD_NUMBER: _builtins.int
     COUNTRY_FIELD_NUMBER: _builtins.int
     CITY_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
+    ENDED_BY_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id (UUID)."""
     device_type: Global___DeviceType.ValueType
@@ -534,6 +597,10 @@ class Session(_message.Message):
     """
     city: _builtins.str
     """City of ip_address at login, in English; empty when unknown."""
+    end_reason: Global___SessionEndReason.ValueType
+    """Why the session ended; unspecified while it is live."""
+    user_id: _builtins.str
+    """The session's user (UUID)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the session started (Login or Register)."""
@@ -549,6 +616,16 @@ class Session(_message.Message):
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """The session ends at this instant whatever its activity."""
+
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When the session ended; unset while it is live. An expired session ended
+        at its idle or absolute expiry, whenever the server noticed.
+        """
+
+    @_builtins.property
+    def ended_by(self) -> Global___SessionEnder:
+        """Who ended the session; unset while it is live."""
 
     def __init__(
         self,
@@ -568,14 +645,97 @@ class Session(_message.Message):
         remember_me: _builtins.bool = ...,
         country: _builtins.str = ...,
         city: _builtins.str = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        end_reason: Global___SessionEndReason.ValueType = ...,
+        ended_by: Global___SessionEnder | None = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "last_active_at", b"last_active_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "ended_by", b"ended_by", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "last_active_at", b"last_active_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "city", b"city", "country", b"country", "created_at", b"created_at", "current", b"current", "device_name", b"device_name", "device_type", b"device_type", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "ip_address", b"ip_address", "last_active_at", b"last_active_at", "os", b"os", "remember_me", b"remember_me", "session_id", b"session_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "city", b"city", "country", b"country", "created_at", b"created_at", "current", b"current", "device_name", b"device_name", "device_type", b"device_type", "end_reason", b"end_reason", "ended_at", b"ended_at", "ended_by", b"ended_by", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "ip_address", b"ip_address", "last_active_at", b"last_active_at", "os", b"os", "remember_me", b"remember_me", "session_id", b"session_id", "user_agent", b"user_agent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class SessionEnder(_message.Message):
+    """SessionEnder is who ended a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    kind: Global___SessionEnderKind.ValueType
+    """User, operator or system."""
+    session_id: _builtins.str
+    """For a user: the session (UUID) of the call that ended this one (this
+    session itself for its own logout); empty when the call had no session
+    (ResetPassword).
+    """
+    operator: _builtins.str
+    """For an operator: the name of its credential, as in the audit trail."""
+    def __init__(
+        self,
+        *,
+        kind: Global___SessionEnderKind.ValueType = ...,
+        session_id: _builtins.str = ...,
+        operator: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "operator", b"operator", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionEnder: _TypeAlias = SessionEnder  # noqa: Y015
+
+@_typing.final
+class GetSessionRequest(_message.Message):
+    """GetSessionRequest names one of the caller's sessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (UUID)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionRequest: _TypeAlias = GetSessionRequest  # noqa: Y015
+
+@_typing.final
+class GetSessionResponse(_message.Message):
+    """GetSessionResponse is the session, live or ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """The session; `current` is true for the caller's own."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionResponse: _TypeAlias = GetSessionResponse  # noqa: Y015
 
 @_typing.final
 class RevokeSessionRequest(_message.Message):
@@ -655,6 +815,8 @@ class ValidateTokenResponse(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     CLAIMS_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
     active: _builtins.bool
     """True only if the signature, issuer, audience and required claims are
     valid, the token's times hold (`exp` not passed, `nbf` when present and
@@ -670,6 +832,10 @@ class ValidateTokenResponse(_message.Message):
     """The token's subject (UUID); set when the signature is valid."""
     session_id: _builtins.str
     """The token's session (UUID); set when the signature is valid."""
+    end_reason: Global___SessionEndReason.ValueType
+    """Why the token's session ended, when inactive_reason is SESSION_REVOKED or
+    SESSION_EXPIRED and the server still keeps the ended session.
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """The token's `exp`; set when the signature is valid."""
@@ -682,6 +848,10 @@ class ValidateTokenResponse(_message.Message):
     def claims(self) -> _struct_pb2.Struct:
         """All claims of the token; set when the signature is valid."""
 
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When the token's session ended, beside end_reason."""
+
     def __init__(
         self,
         *,
@@ -692,10 +862,12 @@ class ValidateTokenResponse(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         claims: _struct_pb2.Struct | None = ...,
+        end_reason: Global___SessionEndReason.ValueType = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "ended_at", b"ended_at", "expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "claims", b"claims", "expires_at", b"expires_at", "inactive_reason", b"inactive_reason", "issued_at", b"issued_at", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "claims", b"claims", "end_reason", b"end_reason", "ended_at", b"ended_at", "expires_at", b"expires_at", "inactive_reason", b"inactive_reason", "issued_at", b"issued_at", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

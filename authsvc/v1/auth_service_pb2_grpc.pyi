@@ -92,6 +92,13 @@ class AuthServiceStub:
     channel) and ends every session of the user. It does not sign in.
     Throttled like Login by client address.
     """
+    GetSession: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetSessionRequest, _auth_service_pb2.GetSessionResponse]
+    """GetSession answers for one of the caller's sessions, live or ended, while
+    the server keeps ended sessions (AUTHSVC_ENDED_SESSION_RETENTION, 30 days
+    by default): why and when it ended, and who ended it. Another user's
+    session and an unknown id are the same SESSION_NOT_FOUND. The caller's
+    access token may belong to any live session of the user.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -156,6 +163,13 @@ class AuthServiceAsyncStub(AuthServiceStub):
     AdminService.CreatePasswordResetToken, delivered by the caller's own
     channel) and ends every session of the user. It does not sign in.
     Throttled like Login by client address.
+    """
+    GetSession: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetSessionRequest, _auth_service_pb2.GetSessionResponse]  # type: ignore[assignment]
+    """GetSession answers for one of the caller's sessions, live or ended, while
+    the server keeps ended sessions (AUTHSVC_ENDED_SESSION_RETENTION, 30 days
+    by default): why and when it ended, and who ended it. Another user's
+    session and an unknown id are the same SESSION_NOT_FOUND. The caller's
+    access token may belong to any live session of the user.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -284,6 +298,19 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         AdminService.CreatePasswordResetToken, delivered by the caller's own
         channel) and ends every session of the user. It does not sign in.
         Throttled like Login by client address.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSession(
+        self,
+        request: _auth_service_pb2.GetSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.GetSessionResponse, _abc.Awaitable[_auth_service_pb2.GetSessionResponse]]:
+        """GetSession answers for one of the caller's sessions, live or ended, while
+        the server keeps ended sessions (AUTHSVC_ENDED_SESSION_RETENTION, 30 days
+        by default): why and when it ended, and who ended it. Another user's
+        session and an unknown id are the same SESSION_NOT_FOUND. The caller's
+        access token may belong to any live session of the user.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -56,12 +56,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAUTHENTICATED: the refresh token is past its expiry."""
     REFRESH_TOKEN_REUSED: _ErrorReason.ValueType  # 12
     """UNAUTHENTICATED: an already-rotated refresh token was replayed; the session
-    is now revoked.
+    is now revoked. ErrorInfo metadata as SESSION_REVOKED's.
     """
     SESSION_REVOKED: _ErrorReason.ValueType  # 13
-    """UNAUTHENTICATED: the session was logged out or revoked."""
+    """UNAUTHENTICATED: the session was logged out or revoked. Whenever the server
+    still keeps the ended session, the ErrorInfo metadata says why and when:
+    `end_reason`, a SessionEndReason value name such as
+    "SESSION_END_REASON_PASSWORD_CHANGED", and `ended_at` (RFC 3339, UTC).
+    """
     SESSION_EXPIRED: _ErrorReason.ValueType  # 14
-    """UNAUTHENTICATED: the session passed its idle timeout or absolute lifetime."""
+    """UNAUTHENTICATED: the session passed its idle timeout or absolute lifetime.
+    ErrorInfo metadata as SESSION_REVOKED's (end_reason IDLE_TIMEOUT or
+    ABSOLUTE_TIMEOUT).
+    """
     SESSION_NOT_FOUND: _ErrorReason.ValueType  # 15
     """NOT_FOUND: no such session among the caller's."""
     RATE_LIMITED: _ErrorReason.ValueType  # 16
@@ -117,6 +124,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAUTHENTICATED: a password-reset token that is unknown, already used or
     expired; ask for a new one.
     """
+    SESSION_LIMIT_REACHED: _ErrorReason.ValueType  # 30
+    """RESOURCE_EXHAUSTED: the user has as many live sessions as the per-user
+    limit allows and the limit's policy refuses new ones
+    (AUTHSVC_SESSION_LIMIT_POLICY=refuse): sign out on another device first.
+    Answered only after the password is verified.
+    """
+    WEBHOOK_DELIVERY_NOT_FOUND: _ErrorReason.ValueType  # 31
+    """NOT_FOUND: an AdminService call names a webhook delivery that does not
+    exist (or was swept).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is every `reason` the service puts in the one
@@ -169,12 +186,19 @@ REFRESH_TOKEN_EXPIRED: ErrorReason.ValueType  # 11
 """UNAUTHENTICATED: the refresh token is past its expiry."""
 REFRESH_TOKEN_REUSED: ErrorReason.ValueType  # 12
 """UNAUTHENTICATED: an already-rotated refresh token was replayed; the session
-is now revoked.
+is now revoked. ErrorInfo metadata as SESSION_REVOKED's.
 """
 SESSION_REVOKED: ErrorReason.ValueType  # 13
-"""UNAUTHENTICATED: the session was logged out or revoked."""
+"""UNAUTHENTICATED: the session was logged out or revoked. Whenever the server
+still keeps the ended session, the ErrorInfo metadata says why and when:
+`end_reason`, a SessionEndReason value name such as
+"SESSION_END_REASON_PASSWORD_CHANGED", and `ended_at` (RFC 3339, UTC).
+"""
 SESSION_EXPIRED: ErrorReason.ValueType  # 14
-"""UNAUTHENTICATED: the session passed its idle timeout or absolute lifetime."""
+"""UNAUTHENTICATED: the session passed its idle timeout or absolute lifetime.
+ErrorInfo metadata as SESSION_REVOKED's (end_reason IDLE_TIMEOUT or
+ABSOLUTE_TIMEOUT).
+"""
 SESSION_NOT_FOUND: ErrorReason.ValueType  # 15
 """NOT_FOUND: no such session among the caller's."""
 RATE_LIMITED: ErrorReason.ValueType  # 16
@@ -229,5 +253,15 @@ only after the password is verified, so it reveals nothing to a guesser.
 PASSWORD_RESET_TOKEN_INVALID: ErrorReason.ValueType  # 29
 """UNAUTHENTICATED: a password-reset token that is unknown, already used or
 expired; ask for a new one.
+"""
+SESSION_LIMIT_REACHED: ErrorReason.ValueType  # 30
+"""RESOURCE_EXHAUSTED: the user has as many live sessions as the per-user
+limit allows and the limit's policy refuses new ones
+(AUTHSVC_SESSION_LIMIT_POLICY=refuse): sign out on another device first.
+Answered only after the password is verified.
+"""
+WEBHOOK_DELIVERY_NOT_FOUND: ErrorReason.ValueType  # 31
+"""NOT_FOUND: an AdminService call names a webhook delivery that does not
+exist (or was swept).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -32,6 +32,7 @@ from authsvc_client import (
     RegistrationDisabled,
     ServiceCredentialsRequired,
     SessionExpired,
+    SessionLimitReached,
     SessionNotFound,
     SessionRevoked,
     SubscriberTooSlow,
@@ -41,6 +42,7 @@ from authsvc_client import (
     UserDisabled,
     UserNotFound,
     WeakPassword,
+    WebhookDeliveryNotFound,
     error_from_rpc,
 )
 from authsvc_client.v1.error_reason_pb2 import ErrorReason
@@ -83,6 +85,8 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "USER_NOT_FOUND": UserNotFound,
     "USER_DISABLED": UserDisabled,
     "PASSWORD_RESET_TOKEN_INVALID": PasswordResetTokenInvalid,
+    "SESSION_LIMIT_REACHED": SessionLimitReached,
+    "WEBHOOK_DELIVERY_NOT_FOUND": WebhookDeliveryNotFound,
 }
 REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 

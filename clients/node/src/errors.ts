@@ -81,6 +81,8 @@ export class NotFound extends AuthsvcError {}
 export class SessionNotFound extends NotFound {}
 /** NOT_FOUND / USER_NOT_FOUND: AdminService names a user that does not exist (or no longer). */
 export class UserNotFound extends NotFound {}
+/** NOT_FOUND / WEBHOOK_DELIVERY_NOT_FOUND: AdminService names a webhook delivery that does not exist (or no longer). */
+export class WebhookDeliveryNotFound extends NotFound {}
 
 /** UNAUTHENTICATED, any reason. */
 export class Unauthenticated extends AuthsvcError {}
@@ -129,6 +131,13 @@ export class RateLimited extends AuthsvcError {
 
 /** RESOURCE_EXHAUSTED / SUBSCRIBER_TOO_SLOW: WatchRevocations cut this subscriber off, a whole buffer behind; resume from the last cursor received. */
 export class SubscriberTooSlow extends RateLimited {}
+
+/**
+ * RESOURCE_EXHAUSTED / SESSION_LIMIT_REACHED: the user has as many live sessions as the server's
+ * limit allows and its policy refuses more; sign out on another device first. Waiting does not
+ * help, so this is not a RateLimited.
+ */
+export class SessionLimitReached extends AuthsvcError {}
 
 /** OUT_OF_RANGE, any reason. */
 export class OutOfRange extends AuthsvcError {}
@@ -179,6 +188,8 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   USER_NOT_FOUND: UserNotFound,
   USER_DISABLED: UserDisabled,
   PASSWORD_RESET_TOKEN_INVALID: PasswordResetTokenInvalid,
+  SESSION_LIMIT_REACHED: SessionLimitReached,
+  WEBHOOK_DELIVERY_NOT_FOUND: WebhookDeliveryNotFound,
 };
 
 // For a reason this client does not know yet (or no ErrorInfo at all): the code's family.

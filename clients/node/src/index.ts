@@ -65,6 +65,7 @@ export {
   RevocationFeedStale,
   ServiceCredentialsRequired,
   SessionExpired,
+  SessionLimitReached,
   SessionNotFound,
   SessionRevoked,
   SubscriberTooSlow,
@@ -76,6 +77,7 @@ export {
   UserDisabled,
   UserNotFound,
   WeakPassword,
+  WebhookDeliveryNotFound,
   type AuthsvcErrorInit,
   type Reason,
 } from "./errors.js";

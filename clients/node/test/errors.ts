@@ -35,6 +35,7 @@ import {
   RegistrationDisabled,
   ServiceCredentialsRequired,
   SessionExpired,
+  SessionLimitReached,
   SessionNotFound,
   SessionRevoked,
   SubscriberTooSlow,
@@ -45,6 +46,7 @@ import {
   Unavailable,
   UserDisabled,
   UserNotFound,
+  WebhookDeliveryNotFound,
   WeakPassword,
   type Reason,
 } from "../src/errors.js";
@@ -129,6 +131,8 @@ const RAISES: Record<Reason, [Code, abstract new (...args: never[]) => AuthsvcEr
   USER_NOT_FOUND: [Code.NotFound, UserNotFound],
   USER_DISABLED: [Code.PermissionDenied, UserDisabled],
   PASSWORD_RESET_TOKEN_INVALID: [Code.Unauthenticated, PasswordResetTokenInvalid],
+  SESSION_LIMIT_REACHED: [Code.ResourceExhausted, SessionLimitReached],
+  WEBHOOK_DELIVERY_NOT_FOUND: [Code.NotFound, WebhookDeliveryNotFound],
 };
 
 describe("every reason of the generated ErrorReason throws its class", () => {

@@ -40,6 +40,7 @@ from authsvc_client._errors import (
     RevocationFeedStale,
     ServiceCredentialsRequired,
     SessionExpired,
+    SessionLimitReached,
     SessionNotFound,
     SessionRevoked,
     SubscriberTooSlow,
@@ -50,6 +51,7 @@ from authsvc_client._errors import (
     UserDisabled,
     UserNotFound,
     WeakPassword,
+    WebhookDeliveryNotFound,
     error_from_rpc,
 )
 from authsvc_client._manager import (
@@ -133,6 +135,7 @@ __all__ = [
     "SessionEndReason",
     "SessionExpired",
     "SessionExpiredCallback",
+    "SessionLimitReached",
     "SessionNotFound",
     "SessionPage",
     "SessionRevoked",
@@ -151,6 +154,7 @@ __all__ = [
     "UserDisabled",
     "UserNotFound",
     "WeakPassword",
+    "WebhookDeliveryNotFound",
     "WhenStale",
     "current_principal",
     "error_from_rpc",

@@ -45,6 +45,7 @@ __all__ = [
     "RevocationFeedStale",
     "ServiceCredentialsRequired",
     "SessionExpired",
+    "SessionLimitReached",
     "SessionNotFound",
     "SessionRevoked",
     "SubscriberTooSlow",
@@ -55,6 +56,7 @@ __all__ = [
     "UserDisabled",
     "UserNotFound",
     "WeakPassword",
+    "WebhookDeliveryNotFound",
     "error_for",
     "error_from_rpc",
 ]
@@ -147,6 +149,10 @@ class UserNotFound(NotFound):
     """AdminService: no such user, or no longer (USER_NOT_FOUND)."""
 
 
+class WebhookDeliveryNotFound(NotFound):
+    """AdminService: no such webhook delivery, or no longer (WEBHOOK_DELIVERY_NOT_FOUND)."""
+
+
 class Unauthenticated(AuthsvcError):
     """Base of UNAUTHENTICATED answers: these credentials do not let you in."""
 
@@ -230,6 +236,12 @@ class SubscriberTooSlow(RateLimited):
     (SUBSCRIBER_TOO_SLOW). Resume from the last cursor received."""
 
 
+class SessionLimitReached(AuthsvcError):
+    """The user has as many live sessions as the server's limit allows and its policy refuses
+    more (SESSION_LIMIT_REACHED, RESOURCE_EXHAUSTED): sign out on another device first.
+    Waiting does not help, so this is not a RateLimited."""
+
+
 class OutOfRange(AuthsvcError):
     """OUT_OF_RANGE, any reason."""
 
@@ -289,6 +301,8 @@ _REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcErro
     ErrorReason.USER_NOT_FOUND: (_Code.NOT_FOUND, UserNotFound),
     ErrorReason.USER_DISABLED: (_Code.PERMISSION_DENIED, UserDisabled),
     ErrorReason.PASSWORD_RESET_TOKEN_INVALID: (_Code.UNAUTHENTICATED, PasswordResetTokenInvalid),
+    ErrorReason.SESSION_LIMIT_REACHED: (_Code.RESOURCE_EXHAUSTED, SessionLimitReached),
+    ErrorReason.WEBHOOK_DELIVERY_NOT_FOUND: (_Code.NOT_FOUND, WebhookDeliveryNotFound),
     ErrorReason.SUBSCRIBER_TOO_SLOW: (_Code.RESOURCE_EXHAUSTED, SubscriberTooSlow),
 }
 # The same by the reason as sent: the value's name.

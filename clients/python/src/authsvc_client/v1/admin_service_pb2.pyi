@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,78 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RefreshOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefreshOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefreshOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFRESH_OUTCOME_UNSPECIFIED: _RefreshOutcome.ValueType  # 0
+    """Not set."""
+    REFRESH_OUTCOME_ROTATED: _RefreshOutcome.ValueType  # 1
+    """The token was current and was rotated: a successor was issued."""
+    REFRESH_OUTCOME_GRACE_REPLAY: _RefreshOutcome.ValueType  # 2
+    """The token had just been rotated and was presented again inside the grace
+    window: its successor was served again.
+    """
+    REFRESH_OUTCOME_IDEMPOTENT_REPLAY: _RefreshOutcome.ValueType  # 3
+    """The token had been rotated and was presented again with the same
+    idempotency key: its successor was served again.
+    """
+    REFRESH_OUTCOME_REUSE_DETECTED: _RefreshOutcome.ValueType  # 4
+    """The token had been rotated and was presented again outside the grace
+    window and without its key: the session was ended as stolen.
+    """
+
+class RefreshOutcome(_RefreshOutcome, metaclass=_RefreshOutcomeEnumTypeWrapper):
+    """RefreshOutcome is what one presentation of a refresh token got."""
+
+REFRESH_OUTCOME_UNSPECIFIED: RefreshOutcome.ValueType  # 0
+"""Not set."""
+REFRESH_OUTCOME_ROTATED: RefreshOutcome.ValueType  # 1
+"""The token was current and was rotated: a successor was issued."""
+REFRESH_OUTCOME_GRACE_REPLAY: RefreshOutcome.ValueType  # 2
+"""The token had just been rotated and was presented again inside the grace
+window: its successor was served again.
+"""
+REFRESH_OUTCOME_IDEMPOTENT_REPLAY: RefreshOutcome.ValueType  # 3
+"""The token had been rotated and was presented again with the same
+idempotency key: its successor was served again.
+"""
+REFRESH_OUTCOME_REUSE_DETECTED: RefreshOutcome.ValueType  # 4
+"""The token had been rotated and was presented again outside the grace
+window and without its key: the session was ended as stolen.
+"""
+Global___RefreshOutcome: _TypeAlias = RefreshOutcome  # noqa: Y015
+
+class _WebhookDeliveryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookDeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookDeliveryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _WebhookDeliveryState.ValueType  # 0
+    """Not set: in a request, means FAILED."""
+    WEBHOOK_DELIVERY_STATE_PENDING: _WebhookDeliveryState.ValueType  # 1
+    """Waiting for its next attempt."""
+    WEBHOOK_DELIVERY_STATE_DELIVERED: _WebhookDeliveryState.ValueType  # 2
+    """The endpoint answered 2xx."""
+    WEBHOOK_DELIVERY_STATE_FAILED: _WebhookDeliveryState.ValueType  # 3
+    """Every attempt failed; kept for operators, retried only by RetryWebhookDelivery."""
+
+class WebhookDeliveryState(_WebhookDeliveryState, metaclass=_WebhookDeliveryStateEnumTypeWrapper):
+    """WebhookDeliveryState is where a delivery stands."""
+
+WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState.ValueType  # 0
+"""Not set: in a request, means FAILED."""
+WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState.ValueType  # 1
+"""Waiting for its next attempt."""
+WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState.ValueType  # 2
+"""The endpoint answered 2xx."""
+WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState.ValueType  # 3
+"""Every attempt failed; kept for operators, retried only by RetryWebhookDelivery."""
+Global___WebhookDeliveryState: _TypeAlias = WebhookDeliveryState  # noqa: Y015
 
 @_typing.final
 class User(_message.Message):
@@ -627,3 +700,495 @@ class CreatePasswordResetTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreatePasswordResetTokenResponse: _TypeAlias = CreatePasswordResetTokenResponse  # noqa: Y015
+
+@_typing.final
+class AdminServiceGetSessionRequest(_message.Message):
+    """AdminServiceGetSessionRequest names any session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (UUID)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdminServiceGetSessionRequest: _TypeAlias = AdminServiceGetSessionRequest  # noqa: Y015
+
+@_typing.final
+class AdminServiceGetSessionResponse(_message.Message):
+    """AdminServiceGetSessionResponse is the session, live or ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> _auth_service_pb2.Session:
+        """The session; `current` is always false."""
+
+    def __init__(
+        self,
+        *,
+        session: _auth_service_pb2.Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdminServiceGetSessionResponse: _TypeAlias = AdminServiceGetSessionResponse  # noqa: Y015
+
+@_typing.final
+class GetSessionLineageRequest(_message.Message):
+    """GetSessionLineageRequest names the session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (UUID)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionLineageRequest: _TypeAlias = GetSessionLineageRequest  # noqa: Y015
+
+@_typing.final
+class LineageStep(_message.Message):
+    """LineageStep is one presentation of one of the session's refresh tokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    SUCCESSOR_TOKEN_ID_FIELD_NUMBER: _builtins.int
+    PRESENTED_AT_FIELD_NUMBER: _builtins.int
+    IP_ADDRESS_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    WITHIN_GRACE_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The presented token's id (never the token)."""
+    successor_token_id: _builtins.str
+    """The id of the token issued or served again in answer; empty for reuse."""
+    ip_address: _builtins.str
+    """The caller's address; empty once erased."""
+    user_agent: _builtins.str
+    """The caller's user agent; empty once erased."""
+    outcome: Global___RefreshOutcome.ValueType
+    """What the presentation got."""
+    within_grace: _builtins.bool
+    """True if it was served inside the grace window after the token's rotation."""
+    @_builtins.property
+    def presented_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was presented."""
+
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        successor_token_id: _builtins.str = ...,
+        presented_at: _timestamp_pb2.Timestamp | None = ...,
+        ip_address: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        outcome: Global___RefreshOutcome.ValueType = ...,
+        within_grace: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["presented_at", b"presented_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_address", b"ip_address", "outcome", b"outcome", "presented_at", b"presented_at", "successor_token_id", b"successor_token_id", "token_id", b"token_id", "user_agent", b"user_agent", "within_grace", b"within_grace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineageStep: _TypeAlias = LineageStep  # noqa: Y015
+
+@_typing.final
+class ReuseDetection(_message.Message):
+    """ReuseDetection is the step where a rotated token was presented again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    FIRST_PRESENTATION_FIELD_NUMBER: _builtins.int
+    REPLAYED_PRESENTATION_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The token presented twice."""
+    @_builtins.property
+    def first_presentation(self) -> Global___LineageStep:
+        """The presentation that rotated it first: the honest client, or the thief
+        who got there first.
+        """
+
+    @_builtins.property
+    def replayed_presentation(self) -> Global___LineageStep:
+        """The later presentation that ended the session."""
+
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        first_presentation: Global___LineageStep | None = ...,
+        replayed_presentation: Global___LineageStep | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_presentation", b"first_presentation", "replayed_presentation", b"replayed_presentation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_presentation", b"first_presentation", "replayed_presentation", b"replayed_presentation", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReuseDetection: _TypeAlias = ReuseDetection  # noqa: Y015
+
+@_typing.final
+class GetSessionLineageResponse(_message.Message):
+    """GetSessionLineageResponse is the session and its refresh history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    INITIAL_TOKEN_ID_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    REUSE_FIELD_NUMBER: _builtins.int
+    initial_token_id: _builtins.str
+    """The id of the refresh token issued at login."""
+    @_builtins.property
+    def session(self) -> _auth_service_pb2.Session:
+        """The session, live or ended."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineageStep]:
+        """Every presentation, oldest first."""
+
+    @_builtins.property
+    def reuse(self) -> Global___ReuseDetection:
+        """Set when reuse was detected in this session."""
+
+    def __init__(
+        self,
+        *,
+        session: _auth_service_pb2.Session | None = ...,
+        initial_token_id: _builtins.str = ...,
+        steps: _abc.Iterable[Global___LineageStep] | None = ...,
+        reuse: Global___ReuseDetection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reuse", b"reuse", "session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_token_id", b"initial_token_id", "reuse", b"reuse", "session", b"session", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionLineageResponse: _TypeAlias = GetSessionLineageResponse  # noqa: Y015
+
+@_typing.final
+class SessionFilter(_message.Message):
+    """SessionFilter selects live sessions. Set fields combine with AND; repeated
+    fields match any of their values.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    IP_CIDR_FIELD_NUMBER: _builtins.int
+    USER_AGENT_CONTAINS_FIELD_NUMBER: _builtins.int
+    DEVICE_TYPES_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
+    MATCH_ALL_FIELD_NUMBER: _builtins.int
+    ip_cidr: _builtins.str
+    """Sessions whose login address is in this CIDR block, e.g. "203.0.113.0/24"
+    or "2001:db8::/32"; a bare address is its own /32 or /128.
+    """
+    user_agent_contains: _builtins.str
+    """Sessions whose user agent contains this text (case-insensitive); at most
+    200 characters.
+    """
+    signing_key_id: _builtins.str
+    """Sessions whose latest access token was signed by this key (`kid`), for
+    "this signing key leaked".
+    """
+    match_all: _builtins.bool
+    """Every live session. Required to act with no other field set, so that an
+    empty filter is an error (INVALID_FIELD) rather than everything.
+    """
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sessions of these users (UUIDs)."""
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Sessions created at or after this instant."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Sessions created before this instant."""
+
+    @_builtins.property
+    def device_types(self) -> _containers.RepeatedScalarFieldContainer[_auth_service_pb2.DeviceType.ValueType]:
+        """Sessions of these device types."""
+
+    def __init__(
+        self,
+        *,
+        user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        ip_cidr: _builtins.str = ...,
+        user_agent_contains: _builtins.str = ...,
+        device_types: _abc.Iterable[_auth_service_pb2.DeviceType.ValueType] | None = ...,
+        signing_key_id: _builtins.str = ...,
+        match_all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "device_types", b"device_types", "ip_cidr", b"ip_cidr", "match_all", b"match_all", "signing_key_id", b"signing_key_id", "user_agent_contains", b"user_agent_contains", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionFilter: _TypeAlias = SessionFilter  # noqa: Y015
+
+@_typing.final
+class RevokeSessionsRequest(_message.Message):
+    """RevokeSessionsRequest is the filter, the reason and the mode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, for the audit trail; required, at most 200 characters."""
+    dry_run: _builtins.bool
+    """Count and sample the matches; end nothing."""
+    @_builtins.property
+    def filter(self) -> Global___SessionFilter:
+        """Which live sessions end."""
+
+    def __init__(
+        self,
+        *,
+        filter: Global___SessionFilter | None = ...,
+        reason: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "filter", b"filter", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSessionsRequest: _TypeAlias = RevokeSessionsRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSessionsResponse(_message.Message):
+    """RevokeSessionsResponse reports what matched, or what ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    session_count: _builtins.int
+    """dry_run: how many live sessions match now. Otherwise: how many sessions
+    this call ended (sessions already ended are not counted).
+    """
+    @_builtins.property
+    def sample(self) -> _containers.RepeatedCompositeFieldContainer[_auth_service_pb2.Session]:
+        """dry_run: up to 20 of the matching sessions, most recently active first."""
+
+    def __init__(
+        self,
+        *,
+        session_count: _builtins.int = ...,
+        sample: _abc.Iterable[_auth_service_pb2.Session] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sample", b"sample", "session_count", b"session_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSessionsResponse: _TypeAlias = RevokeSessionsResponse  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    """WebhookDelivery is one event on its way to one endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    LAST_HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.str
+    """The delivery's id: the `webhook-id` header the endpoint receives."""
+    endpoint: _builtins.str
+    """The endpoint's URL."""
+    event_type: _builtins.str
+    """The event type, e.g. "session.created"."""
+    state: Global___WebhookDeliveryState.ValueType
+    """Where the delivery stands."""
+    attempts: _builtins.int
+    """How many attempts were made."""
+    last_http_status: _builtins.int
+    """The last attempt's HTTP status; 0 if it got none (refused, timed out)."""
+    last_error: _builtins.str
+    """The last attempt's error, e.g. "connection refused"; empty after a 2xx."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the event happened."""
+
+    @_builtins.property
+    def last_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last attempt was made; unset before the first."""
+
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the next attempt is due; unset unless pending."""
+
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.str = ...,
+        endpoint: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        state: Global___WebhookDeliveryState.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
+        last_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        last_http_status: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_attempt_at", b"last_attempt_at", "next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "delivery_id", b"delivery_id", "endpoint", b"endpoint", "event_type", b"event_type", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error", "last_http_status", b"last_http_status", "next_attempt_at", b"next_attempt_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
+
+@_typing.final
+class ListWebhookDeliveriesRequest(_message.Message):
+    """ListWebhookDeliveriesRequest filters and pages deliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    state: Global___WebhookDeliveryState.ValueType
+    """Only deliveries in this state; unset means FAILED."""
+    page_size: _builtins.int
+    """At most this many deliveries; 0 means 50, values above 1000 mean 1000."""
+    page_token: _builtins.str
+    """next_page_token from the previous page, with the same state; empty for
+    the first page.
+    """
+    def __init__(
+        self,
+        *,
+        state: Global___WebhookDeliveryState.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWebhookDeliveriesRequest: _TypeAlias = ListWebhookDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListWebhookDeliveriesResponse(_message.Message):
+    """ListWebhookDeliveriesResponse is one page of deliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]:
+        """Deliveries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___WebhookDelivery] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWebhookDeliveriesResponse: _TypeAlias = ListWebhookDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class RetryWebhookDeliveryRequest(_message.Message):
+    """RetryWebhookDeliveryRequest names the delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.str
+    """The delivery's id."""
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryWebhookDeliveryRequest: _TypeAlias = RetryWebhookDeliveryRequest  # noqa: Y015
+
+@_typing.final
+class RetryWebhookDeliveryResponse(_message.Message):
+    """RetryWebhookDeliveryResponse is the delivery after the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery(self) -> Global___WebhookDelivery:
+        """The delivery, pending again if it had failed."""
+
+    def __init__(
+        self,
+        *,
+        delivery: Global___WebhookDelivery | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryWebhookDeliveryResponse: _TypeAlias = RetryWebhookDeliveryResponse  # noqa: Y015

@@ -88,6 +88,32 @@ class AdminServiceStub:
     its hash is stored. Issuing one does not invalidate earlier unused tokens
     of the user; using any of them invalidates all.
     """
+    GetSession: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AdminServiceGetSessionRequest, _admin_service_pb2.AdminServiceGetSessionResponse]
+    """GetSession answers for any session, live or ended, while the server keeps
+    ended sessions: why, when and by whom it ended. SESSION_NOT_FOUND if there
+    is none.
+    """
+    GetSessionLineage: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetSessionLineageRequest, _admin_service_pb2.GetSessionLineageResponse]
+    """GetSessionLineage returns a session's refresh history: every presentation
+    of its refresh tokens, oldest first, and where reuse was detected, with
+    the address and user agent of both presentations of the reused token. It
+    is kept as long as the session is.
+    """
+    RevokeSessions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeSessionsRequest, _admin_service_pb2.RevokeSessionsResponse]
+    """RevokeSessions ends every live session that matches a filter (reason
+    BULK_REVOKED), in bounded batches; each ending is on the revocation feed.
+    Repeating it is harmless: ended sessions no longer match. With dry_run it
+    counts the matches and returns a sample, and changes nothing.
+    """
+    ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListWebhookDeliveriesRequest, _admin_service_pb2.ListWebhookDeliveriesResponse]
+    """ListWebhookDeliveries pages through webhook deliveries, newest first; by
+    default those that failed for good.
+    """
+    RetryWebhookDelivery: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RetryWebhookDeliveryRequest, _admin_service_pb2.RetryWebhookDeliveryResponse]
+    """RetryWebhookDelivery queues a failed delivery again, with fresh attempts.
+    WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
+    delivered one changes nothing.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -148,6 +174,32 @@ class AdminServiceAsyncStub(AdminServiceStub):
     a user, for the caller to deliver by its own channel (email, SMS). Only
     its hash is stored. Issuing one does not invalidate earlier unused tokens
     of the user; using any of them invalidates all.
+    """
+    GetSession: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AdminServiceGetSessionRequest, _admin_service_pb2.AdminServiceGetSessionResponse]  # type: ignore[assignment]
+    """GetSession answers for any session, live or ended, while the server keeps
+    ended sessions: why, when and by whom it ended. SESSION_NOT_FOUND if there
+    is none.
+    """
+    GetSessionLineage: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetSessionLineageRequest, _admin_service_pb2.GetSessionLineageResponse]  # type: ignore[assignment]
+    """GetSessionLineage returns a session's refresh history: every presentation
+    of its refresh tokens, oldest first, and where reuse was detected, with
+    the address and user agent of both presentations of the reused token. It
+    is kept as long as the session is.
+    """
+    RevokeSessions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeSessionsRequest, _admin_service_pb2.RevokeSessionsResponse]  # type: ignore[assignment]
+    """RevokeSessions ends every live session that matches a filter (reason
+    BULK_REVOKED), in bounded batches; each ending is on the revocation feed.
+    Repeating it is harmless: ended sessions no longer match. With dry_run it
+    counts the matches and returns a sample, and changes nothing.
+    """
+    ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListWebhookDeliveriesRequest, _admin_service_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
+    """ListWebhookDeliveries pages through webhook deliveries, newest first; by
+    default those that failed for good.
+    """
+    RetryWebhookDelivery: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RetryWebhookDeliveryRequest, _admin_service_pb2.RetryWebhookDeliveryResponse]  # type: ignore[assignment]
+    """RetryWebhookDelivery queues a failed delivery again, with fresh attempts.
+    WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
+    delivered one changes nothing.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -260,6 +312,62 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         a user, for the caller to deliver by its own channel (email, SMS). Only
         its hash is stored. Issuing one does not invalidate earlier unused tokens
         of the user; using any of them invalidates all.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSession(
+        self,
+        request: _admin_service_pb2.AdminServiceGetSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.AdminServiceGetSessionResponse, _abc.Awaitable[_admin_service_pb2.AdminServiceGetSessionResponse]]:
+        """GetSession answers for any session, live or ended, while the server keeps
+        ended sessions: why, when and by whom it ended. SESSION_NOT_FOUND if there
+        is none.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSessionLineage(
+        self,
+        request: _admin_service_pb2.GetSessionLineageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetSessionLineageResponse, _abc.Awaitable[_admin_service_pb2.GetSessionLineageResponse]]:
+        """GetSessionLineage returns a session's refresh history: every presentation
+        of its refresh tokens, oldest first, and where reuse was detected, with
+        the address and user agent of both presentations of the reused token. It
+        is kept as long as the session is.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeSessions(
+        self,
+        request: _admin_service_pb2.RevokeSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RevokeSessionsResponse, _abc.Awaitable[_admin_service_pb2.RevokeSessionsResponse]]:
+        """RevokeSessions ends every live session that matches a filter (reason
+        BULK_REVOKED), in bounded batches; each ending is on the revocation feed.
+        Repeating it is harmless: ended sessions no longer match. With dry_run it
+        counts the matches and returns a sample, and changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveries(
+        self,
+        request: _admin_service_pb2.ListWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_admin_service_pb2.ListWebhookDeliveriesResponse]]:
+        """ListWebhookDeliveries pages through webhook deliveries, newest first; by
+        default those that failed for good.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryWebhookDelivery(
+        self,
+        request: _admin_service_pb2.RetryWebhookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RetryWebhookDeliveryResponse, _abc.Awaitable[_admin_service_pb2.RetryWebhookDeliveryResponse]]:
+        """RetryWebhookDelivery queues a failed delivery again, with fresh attempts.
+        WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
+        delivered one changes nothing.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -99,6 +99,11 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.FromString,
                 _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/authsvc.v1.AuthService/GetSession',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -211,6 +216,17 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSession(self, request, context):
+        """GetSession answers for one of the caller's sessions, live or ended, while
+        the server keeps ended sessions (AUTHSVC_ENDED_SESSION_RETENTION, 30 days
+        by default): why and when it ended, and who ended it. Another user's
+        session and an unknown id are the same SESSION_NOT_FOUND. The caller's
+        access token may belong to any live session of the user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +284,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ResetPassword,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +598,33 @@ class AuthService:
             '/authsvc.v1.AuthService/ResetPassword',
             authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/GetSession',
+            authsvc_dot_v1_dot_auth__service__pb2.GetSessionRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.GetSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

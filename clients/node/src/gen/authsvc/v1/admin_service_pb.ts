@@ -2,9 +2,9 @@
 // @generated from file authsvc/v1/admin_service.proto (package authsvc.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Session } from "./auth_service_pb.js";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { DeviceType, Session } from "./auth_service_pb.js";
 import { file_authsvc_v1_auth_service } from "./auth_service_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file authsvc/v1/admin_service.proto.
  */
 export const file_authsvc_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5hdXRoc3ZjL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmF1dGhzdmMudjEiggIKBFVzZXISDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGlzYWJsZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2Rpc2FibGVkX3JlYXNvbhgHIAEoCRIaChJsaXZlX3Nlc3Npb25fY291bnQYCCABKAUiPAoOR2V0VXNlclJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciIxCg9HZXRVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciJRChdMaXN0VXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIloKGExpc3RVc2VyU2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoZUmV2b2tlVXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI7ChpSZXZva2VVc2VyU2Vzc2lvbnNSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKAUiNQoSRGlzYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIlQKE0Rpc2FibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlchIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYAiABKAUiJAoRRW5hYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSI0ChJFbmFibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciI0ChFEZWxldGVVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIzChJEZWxldGVVc2VyUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIk0KGUNsZWFyTG9naW5UaHJvdHRsZVJlcXVlc3QSDwoFZW1haWwYASABKAlIABIUCgppcF9hZGRyZXNzGAIgASgJSABCCQoHc3ViamVjdCIcChpDbGVhckxvZ2luVGhyb3R0bGVSZXNwb25zZSLOAQoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2V2ZW50X3R5cGVzGAIgAygJEjIKDm9jY3VycmVkX2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9vY2N1cnJlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJItMBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgDEi8KC29jY3VycmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpldmVudF90eXBlGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgppcF9hZGRyZXNzGAYgASgJEhIKCnVzZXJfYWdlbnQYByABKAkSJwoGZGV0YWlsGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJaChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5hdXRoc3ZjLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIk0KH0NyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlblJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciJ4CiBDcmVhdGVQYXNzd29yZFJlc2V0VG9rZW5SZXNwb25zZRITCgtyZXNldF90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAMgASgJMrgGCgxBZG1pblNlcnZpY2USQgoHR2V0VXNlchIaLmF1dGhzdmMudjEuR2V0VXNlclJlcXVlc3QaGy5hdXRoc3ZjLnYxLkdldFVzZXJSZXNwb25zZRJdChBMaXN0VXNlclNlc3Npb25zEiMuYXV0aHN2Yy52MS5MaXN0VXNlclNlc3Npb25zUmVxdWVzdBokLmF1dGhzdmMudjEuTGlzdFVzZXJTZXNzaW9uc1Jlc3BvbnNlEmMKElJldm9rZVVzZXJTZXNzaW9ucxIlLmF1dGhzdmMudjEuUmV2b2tlVXNlclNlc3Npb25zUmVxdWVzdBomLmF1dGhzdmMudjEuUmV2b2tlVXNlclNlc3Npb25zUmVzcG9uc2USTgoLRGlzYWJsZVVzZXISHi5hdXRoc3ZjLnYxLkRpc2FibGVVc2VyUmVxdWVzdBofLmF1dGhzdmMudjEuRGlzYWJsZVVzZXJSZXNwb25zZRJLCgpFbmFibGVVc2VyEh0uYXV0aHN2Yy52MS5FbmFibGVVc2VyUmVxdWVzdBoeLmF1dGhzdmMudjEuRW5hYmxlVXNlclJlc3BvbnNlEksKCkRlbGV0ZVVzZXISHS5hdXRoc3ZjLnYxLkRlbGV0ZVVzZXJSZXF1ZXN0Gh4uYXV0aHN2Yy52MS5EZWxldGVVc2VyUmVzcG9uc2USYwoSQ2xlYXJMb2dpblRocm90dGxlEiUuYXV0aHN2Yy52MS5DbGVhckxvZ2luVGhyb3R0bGVSZXF1ZXN0GiYuYXV0aHN2Yy52MS5DbGVhckxvZ2luVGhyb3R0bGVSZXNwb25zZRJaCg9MaXN0QXVkaXRFdmVudHMSIi5hdXRoc3ZjLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaIy5hdXRoc3ZjLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEnUKGENyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlbhIrLmF1dGhzdmMudjEuQ3JlYXRlUGFzc3dvcmRSZXNldFRva2VuUmVxdWVzdBosLmF1dGhzdmMudjEuQ3JlYXRlUGFzc3dvcmRSZXNldFRva2VuUmVzcG9uc2ViBnByb3RvMw", [file_authsvc_v1_auth_service, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch5hdXRoc3ZjL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmF1dGhzdmMudjEiggIKBFVzZXISDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGlzYWJsZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2Rpc2FibGVkX3JlYXNvbhgHIAEoCRIaChJsaXZlX3Nlc3Npb25fY291bnQYCCABKAUiPAoOR2V0VXNlclJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciIxCg9HZXRVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciJRChdMaXN0VXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIloKGExpc3RVc2VyU2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoZUmV2b2tlVXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI7ChpSZXZva2VVc2VyU2Vzc2lvbnNSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKAUiNQoSRGlzYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIlQKE0Rpc2FibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlchIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYAiABKAUiJAoRRW5hYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSI0ChJFbmFibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciI0ChFEZWxldGVVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIzChJEZWxldGVVc2VyUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIk0KGUNsZWFyTG9naW5UaHJvdHRsZVJlcXVlc3QSDwoFZW1haWwYASABKAlIABIUCgppcF9hZGRyZXNzGAIgASgJSABCCQoHc3ViamVjdCIcChpDbGVhckxvZ2luVGhyb3R0bGVSZXNwb25zZSLOAQoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2V2ZW50X3R5cGVzGAIgAygJEjIKDm9jY3VycmVkX2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9vY2N1cnJlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJItMBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgDEi8KC29jY3VycmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpldmVudF90eXBlGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgppcF9hZGRyZXNzGAYgASgJEhIKCnVzZXJfYWdlbnQYByABKAkSJwoGZGV0YWlsGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJaChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5hdXRoc3ZjLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIk0KH0NyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlblJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciJ4CiBDcmVhdGVQYXNzd29yZFJlc2V0VG9rZW5SZXNwb25zZRITCgtyZXNldF90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAMgASgJIjMKHUFkbWluU2VydmljZUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiRgoeQWRtaW5TZXJ2aWNlR2V0U2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy5hdXRoc3ZjLnYxLlNlc3Npb24iLgoYR2V0U2Vzc2lvbkxpbmVhZ2VSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAki2AEKC0xpbmVhZ2VTdGVwEhAKCHRva2VuX2lkGAEgASgJEhoKEnN1Y2Nlc3Nvcl90b2tlbl9pZBgCIAEoCRIwCgxwcmVzZW50ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmlwX2FkZHJlc3MYBCABKAkSEgoKdXNlcl9hZ2VudBgFIAEoCRIrCgdvdXRjb21lGAYgASgOMhouYXV0aHN2Yy52MS5SZWZyZXNoT3V0Y29tZRIUCgx3aXRoaW5fZ3JhY2UYByABKAgijwEKDlJldXNlRGV0ZWN0aW9uEhAKCHRva2VuX2lkGAEgASgJEjMKEmZpcnN0X3ByZXNlbnRhdGlvbhgCIAEoCzIXLmF1dGhzdmMudjEuTGluZWFnZVN0ZXASNgoVcmVwbGF5ZWRfcHJlc2VudGF0aW9uGAMgASgLMhcuYXV0aHN2Yy52MS5MaW5lYWdlU3RlcCKuAQoZR2V0U2Vzc2lvbkxpbmVhZ2VSZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMuYXV0aHN2Yy52MS5TZXNzaW9uEhgKEGluaXRpYWxfdG9rZW5faWQYAiABKAkSJgoFc3RlcHMYAyADKAsyFy5hdXRoc3ZjLnYxLkxpbmVhZ2VTdGVwEikKBXJldXNlGAQgASgLMhouYXV0aHN2Yy52MS5SZXVzZURldGVjdGlvbiKPAgoNU2Vzc2lvbkZpbHRlchIQCgh1c2VyX2lkcxgBIAMoCRIxCg1jcmVhdGVkX2FmdGVyGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHaXBfY2lkchgEIAEoCRIbChN1c2VyX2FnZW50X2NvbnRhaW5zGAUgASgJEiwKDGRldmljZV90eXBlcxgGIAMoDjIWLmF1dGhzdmMudjEuRGV2aWNlVHlwZRIWCg5zaWduaW5nX2tleV9pZBgHIAEoCRIRCgltYXRjaF9hbGwYCCABKAgiYwoVUmV2b2tlU2Vzc2lvbnNSZXF1ZXN0EikKBmZpbHRlchgBIAEoCzIZLmF1dGhzdmMudjEuU2Vzc2lvbkZpbHRlchIOCgZyZWFzb24YAiABKAkSDwoHZHJ5X3J1bhgDIAEoCCJUChZSZXZva2VTZXNzaW9uc1Jlc3BvbnNlEhUKDXNlc3Npb25fY291bnQYASABKAMSIwoGc2FtcGxlGAIgAygLMhMuYXV0aHN2Yy52MS5TZXNzaW9uItcCCg9XZWJob29rRGVsaXZlcnkSEwoLZGVsaXZlcnlfaWQYASABKAkSEAoIZW5kcG9pbnQYAiABKAkSEgoKZXZlbnRfdHlwZRgDIAEoCRIvCgVzdGF0ZRgEIAEoDjIgLmF1dGhzdmMudjEuV2ViaG9va0RlbGl2ZXJ5U3RhdGUSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXR0ZW1wdHMYBiABKAUSMwoPbGFzdF9hdHRlbXB0X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9uZXh0X2F0dGVtcHRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGxhc3RfaHR0cF9zdGF0dXMYCSABKAUSEgoKbGFzdF9lcnJvchgKIAEoCSJ2ChxMaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXF1ZXN0Ei8KBXN0YXRlGAEgASgOMiAuYXV0aHN2Yy52MS5XZWJob29rRGVsaXZlcnlTdGF0ZRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJpCh1MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZRIvCgpkZWxpdmVyaWVzGAEgAygLMhsuYXV0aHN2Yy52MS5XZWJob29rRGVsaXZlcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjIKG1JldHJ5V2ViaG9va0RlbGl2ZXJ5UmVxdWVzdBITCgtkZWxpdmVyeV9pZBgBIAEoCSJNChxSZXRyeVdlYmhvb2tEZWxpdmVyeVJlc3BvbnNlEi0KCGRlbGl2ZXJ5GAEgASgLMhsuYXV0aHN2Yy52MS5XZWJob29rRGVsaXZlcnkquwEKDlJlZnJlc2hPdXRjb21lEh8KG1JFRlJFU0hfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF1JFRlJFU0hfT1VUQ09NRV9ST1RBVEVEEAESIAocUkVGUkVTSF9PVVRDT01FX0dSQUNFX1JFUExBWRACEiUKIVJFRlJFU0hfT1VUQ09NRV9JREVNUE9URU5UX1JFUExBWRADEiIKHlJFRlJFU0hfT1VUQ09NRV9SRVVTRV9ERVRFQ1RFRBAEKqsBChRXZWJob29rRGVsaXZlcnlTdGF0ZRImCiJXRUJIT09LX0RFTElWRVJZX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeV0VCSE9PS19ERUxJVkVSWV9TVEFURV9QRU5ESU5HEAESJAogV0VCSE9PS19ERUxJVkVSWV9TVEFURV9ERUxJVkVSRUQQAhIhCh1XRUJIT09LX0RFTElWRVJZX1NUQVRFX0ZBSUxFRBADMrEKCgxBZG1pblNlcnZpY2USQgoHR2V0VXNlchIaLmF1dGhzdmMudjEuR2V0VXNlclJlcXVlc3QaGy5hdXRoc3ZjLnYxLkdldFVzZXJSZXNwb25zZRJdChBMaXN0VXNlclNlc3Npb25zEiMuYXV0aHN2Yy52MS5MaXN0VXNlclNlc3Npb25zUmVxdWVzdBokLmF1dGhzdmMudjEuTGlzdFVzZXJTZXNzaW9uc1Jlc3BvbnNlEmMKElJldm9rZVVzZXJTZXNzaW9ucxIlLmF1dGhzdmMudjEuUmV2b2tlVXNlclNlc3Npb25zUmVxdWVzdBomLmF1dGhzdmMudjEuUmV2b2tlVXNlclNlc3Npb25zUmVzcG9uc2USTgoLRGlzYWJsZVVzZXISHi5hdXRoc3ZjLnYxLkRpc2FibGVVc2VyUmVxdWVzdBofLmF1dGhzdmMudjEuRGlzYWJsZVVzZXJSZXNwb25zZRJLCgpFbmFibGVVc2VyEh0uYXV0aHN2Yy52MS5FbmFibGVVc2VyUmVxdWVzdBoeLmF1dGhzdmMudjEuRW5hYmxlVXNlclJlc3BvbnNlEksKCkRlbGV0ZVVzZXISHS5hdXRoc3ZjLnYxLkRlbGV0ZVVzZXJSZXF1ZXN0Gh4uYXV0aHN2Yy52MS5EZWxldGVVc2VyUmVzcG9uc2USYwoSQ2xlYXJMb2dpblRocm90dGxlEiUuYXV0aHN2Yy52MS5DbGVhckxvZ2luVGhyb3R0bGVSZXF1ZXN0GiYuYXV0aHN2Yy52MS5DbGVhckxvZ2luVGhyb3R0bGVSZXNwb25zZRJaCg9MaXN0QXVkaXRFdmVudHMSIi5hdXRoc3ZjLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaIy5hdXRoc3ZjLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEnUKGENyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlbhIrLmF1dGhzdmMudjEuQ3JlYXRlUGFzc3dvcmRSZXNldFRva2VuUmVxdWVzdBosLmF1dGhzdmMudjEuQ3JlYXRlUGFzc3dvcmRSZXNldFRva2VuUmVzcG9uc2USYwoKR2V0U2Vzc2lvbhIpLmF1dGhzdmMudjEuQWRtaW5TZXJ2aWNlR2V0U2Vzc2lvblJlcXVlc3QaKi5hdXRoc3ZjLnYxLkFkbWluU2VydmljZUdldFNlc3Npb25SZXNwb25zZRJgChFHZXRTZXNzaW9uTGluZWFnZRIkLmF1dGhzdmMudjEuR2V0U2Vzc2lvbkxpbmVhZ2VSZXF1ZXN0GiUuYXV0aHN2Yy52MS5HZXRTZXNzaW9uTGluZWFnZVJlc3BvbnNlElcKDlJldm9rZVNlc3Npb25zEiEuYXV0aHN2Yy52MS5SZXZva2VTZXNzaW9uc1JlcXVlc3QaIi5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25zUmVzcG9uc2USbAoVTGlzdFdlYmhvb2tEZWxpdmVyaWVzEiguYXV0aHN2Yy52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXF1ZXN0GikuYXV0aHN2Yy52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZRJpChRSZXRyeVdlYmhvb2tEZWxpdmVyeRInLmF1dGhzdmMudjEuUmV0cnlXZWJob29rRGVsaXZlcnlSZXF1ZXN0GiguYXV0aHN2Yy52MS5SZXRyeVdlYmhvb2tEZWxpdmVyeVJlc3BvbnNlYgZwcm90bzM", [file_authsvc_v1_auth_service, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * User is an account as operators see it; never a password or its hash.
@@ -687,6 +687,631 @@ export const CreatePasswordResetTokenResponseSchema: GenMessage<CreatePasswordRe
   messageDesc(file_authsvc_v1_admin_service, 19);
 
 /**
+ * AdminServiceGetSessionRequest names any session.
+ *
+ * @generated from message authsvc.v1.AdminServiceGetSessionRequest
+ */
+export type AdminServiceGetSessionRequest = Message<"authsvc.v1.AdminServiceGetSessionRequest"> & {
+  /**
+   * The session (UUID).
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.AdminServiceGetSessionRequest.
+ * Use `create(AdminServiceGetSessionRequestSchema)` to create a new message.
+ */
+export const AdminServiceGetSessionRequestSchema: GenMessage<AdminServiceGetSessionRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 20);
+
+/**
+ * AdminServiceGetSessionResponse is the session, live or ended.
+ *
+ * @generated from message authsvc.v1.AdminServiceGetSessionResponse
+ */
+export type AdminServiceGetSessionResponse = Message<"authsvc.v1.AdminServiceGetSessionResponse"> & {
+  /**
+   * The session; `current` is always false.
+   *
+   * @generated from field: authsvc.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.AdminServiceGetSessionResponse.
+ * Use `create(AdminServiceGetSessionResponseSchema)` to create a new message.
+ */
+export const AdminServiceGetSessionResponseSchema: GenMessage<AdminServiceGetSessionResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 21);
+
+/**
+ * GetSessionLineageRequest names the session.
+ *
+ * @generated from message authsvc.v1.GetSessionLineageRequest
+ */
+export type GetSessionLineageRequest = Message<"authsvc.v1.GetSessionLineageRequest"> & {
+  /**
+   * The session (UUID).
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.GetSessionLineageRequest.
+ * Use `create(GetSessionLineageRequestSchema)` to create a new message.
+ */
+export const GetSessionLineageRequestSchema: GenMessage<GetSessionLineageRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 22);
+
+/**
+ * LineageStep is one presentation of one of the session's refresh tokens.
+ *
+ * @generated from message authsvc.v1.LineageStep
+ */
+export type LineageStep = Message<"authsvc.v1.LineageStep"> & {
+  /**
+   * The presented token's id (never the token).
+   *
+   * @generated from field: string token_id = 1;
+   */
+  tokenId: string;
+
+  /**
+   * The id of the token issued or served again in answer; empty for reuse.
+   *
+   * @generated from field: string successor_token_id = 2;
+   */
+  successorTokenId: string;
+
+  /**
+   * When it was presented.
+   *
+   * @generated from field: google.protobuf.Timestamp presented_at = 3;
+   */
+  presentedAt?: Timestamp | undefined;
+
+  /**
+   * The caller's address; empty once erased.
+   *
+   * @generated from field: string ip_address = 4;
+   */
+  ipAddress: string;
+
+  /**
+   * The caller's user agent; empty once erased.
+   *
+   * @generated from field: string user_agent = 5;
+   */
+  userAgent: string;
+
+  /**
+   * What the presentation got.
+   *
+   * @generated from field: authsvc.v1.RefreshOutcome outcome = 6;
+   */
+  outcome: RefreshOutcome;
+
+  /**
+   * True if it was served inside the grace window after the token's rotation.
+   *
+   * @generated from field: bool within_grace = 7;
+   */
+  withinGrace: boolean;
+};
+
+/**
+ * Describes the message authsvc.v1.LineageStep.
+ * Use `create(LineageStepSchema)` to create a new message.
+ */
+export const LineageStepSchema: GenMessage<LineageStep> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 23);
+
+/**
+ * ReuseDetection is the step where a rotated token was presented again.
+ *
+ * @generated from message authsvc.v1.ReuseDetection
+ */
+export type ReuseDetection = Message<"authsvc.v1.ReuseDetection"> & {
+  /**
+   * The token presented twice.
+   *
+   * @generated from field: string token_id = 1;
+   */
+  tokenId: string;
+
+  /**
+   * The presentation that rotated it first: the honest client, or the thief
+   * who got there first.
+   *
+   * @generated from field: authsvc.v1.LineageStep first_presentation = 2;
+   */
+  firstPresentation?: LineageStep | undefined;
+
+  /**
+   * The later presentation that ended the session.
+   *
+   * @generated from field: authsvc.v1.LineageStep replayed_presentation = 3;
+   */
+  replayedPresentation?: LineageStep | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.ReuseDetection.
+ * Use `create(ReuseDetectionSchema)` to create a new message.
+ */
+export const ReuseDetectionSchema: GenMessage<ReuseDetection> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 24);
+
+/**
+ * GetSessionLineageResponse is the session and its refresh history.
+ *
+ * @generated from message authsvc.v1.GetSessionLineageResponse
+ */
+export type GetSessionLineageResponse = Message<"authsvc.v1.GetSessionLineageResponse"> & {
+  /**
+   * The session, live or ended.
+   *
+   * @generated from field: authsvc.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+
+  /**
+   * The id of the refresh token issued at login.
+   *
+   * @generated from field: string initial_token_id = 2;
+   */
+  initialTokenId: string;
+
+  /**
+   * Every presentation, oldest first.
+   *
+   * @generated from field: repeated authsvc.v1.LineageStep steps = 3;
+   */
+  steps: LineageStep[];
+
+  /**
+   * Set when reuse was detected in this session.
+   *
+   * @generated from field: authsvc.v1.ReuseDetection reuse = 4;
+   */
+  reuse?: ReuseDetection | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.GetSessionLineageResponse.
+ * Use `create(GetSessionLineageResponseSchema)` to create a new message.
+ */
+export const GetSessionLineageResponseSchema: GenMessage<GetSessionLineageResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 25);
+
+/**
+ * SessionFilter selects live sessions. Set fields combine with AND; repeated
+ * fields match any of their values.
+ *
+ * @generated from message authsvc.v1.SessionFilter
+ */
+export type SessionFilter = Message<"authsvc.v1.SessionFilter"> & {
+  /**
+   * Sessions of these users (UUIDs).
+   *
+   * @generated from field: repeated string user_ids = 1;
+   */
+  userIds: string[];
+
+  /**
+   * Sessions created at or after this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 2;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Sessions created before this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 3;
+   */
+  createdBefore?: Timestamp | undefined;
+
+  /**
+   * Sessions whose login address is in this CIDR block, e.g. "203.0.113.0/24"
+   * or "2001:db8::/32"; a bare address is its own /32 or /128.
+   *
+   * @generated from field: string ip_cidr = 4;
+   */
+  ipCidr: string;
+
+  /**
+   * Sessions whose user agent contains this text (case-insensitive); at most
+   * 200 characters.
+   *
+   * @generated from field: string user_agent_contains = 5;
+   */
+  userAgentContains: string;
+
+  /**
+   * Sessions of these device types.
+   *
+   * @generated from field: repeated authsvc.v1.DeviceType device_types = 6;
+   */
+  deviceTypes: DeviceType[];
+
+  /**
+   * Sessions whose latest access token was signed by this key (`kid`), for
+   * "this signing key leaked".
+   *
+   * @generated from field: string signing_key_id = 7;
+   */
+  signingKeyId: string;
+
+  /**
+   * Every live session. Required to act with no other field set, so that an
+   * empty filter is an error (INVALID_FIELD) rather than everything.
+   *
+   * @generated from field: bool match_all = 8;
+   */
+  matchAll: boolean;
+};
+
+/**
+ * Describes the message authsvc.v1.SessionFilter.
+ * Use `create(SessionFilterSchema)` to create a new message.
+ */
+export const SessionFilterSchema: GenMessage<SessionFilter> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 26);
+
+/**
+ * RevokeSessionsRequest is the filter, the reason and the mode.
+ *
+ * @generated from message authsvc.v1.RevokeSessionsRequest
+ */
+export type RevokeSessionsRequest = Message<"authsvc.v1.RevokeSessionsRequest"> & {
+  /**
+   * Which live sessions end.
+   *
+   * @generated from field: authsvc.v1.SessionFilter filter = 1;
+   */
+  filter?: SessionFilter | undefined;
+
+  /**
+   * Why, for the audit trail; required, at most 200 characters.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * Count and sample the matches; end nothing.
+   *
+   * @generated from field: bool dry_run = 3;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message authsvc.v1.RevokeSessionsRequest.
+ * Use `create(RevokeSessionsRequestSchema)` to create a new message.
+ */
+export const RevokeSessionsRequestSchema: GenMessage<RevokeSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 27);
+
+/**
+ * RevokeSessionsResponse reports what matched, or what ended.
+ *
+ * @generated from message authsvc.v1.RevokeSessionsResponse
+ */
+export type RevokeSessionsResponse = Message<"authsvc.v1.RevokeSessionsResponse"> & {
+  /**
+   * dry_run: how many live sessions match now. Otherwise: how many sessions
+   * this call ended (sessions already ended are not counted).
+   *
+   * @generated from field: int64 session_count = 1;
+   */
+  sessionCount: bigint;
+
+  /**
+   * dry_run: up to 20 of the matching sessions, most recently active first.
+   *
+   * @generated from field: repeated authsvc.v1.Session sample = 2;
+   */
+  sample: Session[];
+};
+
+/**
+ * Describes the message authsvc.v1.RevokeSessionsResponse.
+ * Use `create(RevokeSessionsResponseSchema)` to create a new message.
+ */
+export const RevokeSessionsResponseSchema: GenMessage<RevokeSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 28);
+
+/**
+ * WebhookDelivery is one event on its way to one endpoint.
+ *
+ * @generated from message authsvc.v1.WebhookDelivery
+ */
+export type WebhookDelivery = Message<"authsvc.v1.WebhookDelivery"> & {
+  /**
+   * The delivery's id: the `webhook-id` header the endpoint receives.
+   *
+   * @generated from field: string delivery_id = 1;
+   */
+  deliveryId: string;
+
+  /**
+   * The endpoint's URL.
+   *
+   * @generated from field: string endpoint = 2;
+   */
+  endpoint: string;
+
+  /**
+   * The event type, e.g. "session.created".
+   *
+   * @generated from field: string event_type = 3;
+   */
+  eventType: string;
+
+  /**
+   * Where the delivery stands.
+   *
+   * @generated from field: authsvc.v1.WebhookDeliveryState state = 4;
+   */
+  state: WebhookDeliveryState;
+
+  /**
+   * When the event happened.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 5;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * How many attempts were made.
+   *
+   * @generated from field: int32 attempts = 6;
+   */
+  attempts: number;
+
+  /**
+   * When the last attempt was made; unset before the first.
+   *
+   * @generated from field: google.protobuf.Timestamp last_attempt_at = 7;
+   */
+  lastAttemptAt?: Timestamp | undefined;
+
+  /**
+   * When the next attempt is due; unset unless pending.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_at = 8;
+   */
+  nextAttemptAt?: Timestamp | undefined;
+
+  /**
+   * The last attempt's HTTP status; 0 if it got none (refused, timed out).
+   *
+   * @generated from field: int32 last_http_status = 9;
+   */
+  lastHttpStatus: number;
+
+  /**
+   * The last attempt's error, e.g. "connection refused"; empty after a 2xx.
+   *
+   * @generated from field: string last_error = 10;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message authsvc.v1.WebhookDelivery.
+ * Use `create(WebhookDeliverySchema)` to create a new message.
+ */
+export const WebhookDeliverySchema: GenMessage<WebhookDelivery> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 29);
+
+/**
+ * ListWebhookDeliveriesRequest filters and pages deliveries.
+ *
+ * @generated from message authsvc.v1.ListWebhookDeliveriesRequest
+ */
+export type ListWebhookDeliveriesRequest = Message<"authsvc.v1.ListWebhookDeliveriesRequest"> & {
+  /**
+   * Only deliveries in this state; unset means FAILED.
+   *
+   * @generated from field: authsvc.v1.WebhookDeliveryState state = 1;
+   */
+  state: WebhookDeliveryState;
+
+  /**
+   * At most this many deliveries; 0 means 50, values above 1000 mean 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token from the previous page, with the same state; empty for
+   * the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message authsvc.v1.ListWebhookDeliveriesRequest.
+ * Use `create(ListWebhookDeliveriesRequestSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesRequestSchema: GenMessage<ListWebhookDeliveriesRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 30);
+
+/**
+ * ListWebhookDeliveriesResponse is one page of deliveries.
+ *
+ * @generated from message authsvc.v1.ListWebhookDeliveriesResponse
+ */
+export type ListWebhookDeliveriesResponse = Message<"authsvc.v1.ListWebhookDeliveriesResponse"> & {
+  /**
+   * Deliveries, newest first.
+   *
+   * @generated from field: repeated authsvc.v1.WebhookDelivery deliveries = 1;
+   */
+  deliveries: WebhookDelivery[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message authsvc.v1.ListWebhookDeliveriesResponse.
+ * Use `create(ListWebhookDeliveriesResponseSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesResponseSchema: GenMessage<ListWebhookDeliveriesResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 31);
+
+/**
+ * RetryWebhookDeliveryRequest names the delivery.
+ *
+ * @generated from message authsvc.v1.RetryWebhookDeliveryRequest
+ */
+export type RetryWebhookDeliveryRequest = Message<"authsvc.v1.RetryWebhookDeliveryRequest"> & {
+  /**
+   * The delivery's id.
+   *
+   * @generated from field: string delivery_id = 1;
+   */
+  deliveryId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.RetryWebhookDeliveryRequest.
+ * Use `create(RetryWebhookDeliveryRequestSchema)` to create a new message.
+ */
+export const RetryWebhookDeliveryRequestSchema: GenMessage<RetryWebhookDeliveryRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 32);
+
+/**
+ * RetryWebhookDeliveryResponse is the delivery after the call.
+ *
+ * @generated from message authsvc.v1.RetryWebhookDeliveryResponse
+ */
+export type RetryWebhookDeliveryResponse = Message<"authsvc.v1.RetryWebhookDeliveryResponse"> & {
+  /**
+   * The delivery, pending again if it had failed.
+   *
+   * @generated from field: authsvc.v1.WebhookDelivery delivery = 1;
+   */
+  delivery?: WebhookDelivery | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.RetryWebhookDeliveryResponse.
+ * Use `create(RetryWebhookDeliveryResponseSchema)` to create a new message.
+ */
+export const RetryWebhookDeliveryResponseSchema: GenMessage<RetryWebhookDeliveryResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 33);
+
+/**
+ * RefreshOutcome is what one presentation of a refresh token got.
+ *
+ * @generated from enum authsvc.v1.RefreshOutcome
+ */
+export enum RefreshOutcome {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: REFRESH_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The token was current and was rotated: a successor was issued.
+   *
+   * @generated from enum value: REFRESH_OUTCOME_ROTATED = 1;
+   */
+  ROTATED = 1,
+
+  /**
+   * The token had just been rotated and was presented again inside the grace
+   * window: its successor was served again.
+   *
+   * @generated from enum value: REFRESH_OUTCOME_GRACE_REPLAY = 2;
+   */
+  GRACE_REPLAY = 2,
+
+  /**
+   * The token had been rotated and was presented again with the same
+   * idempotency key: its successor was served again.
+   *
+   * @generated from enum value: REFRESH_OUTCOME_IDEMPOTENT_REPLAY = 3;
+   */
+  IDEMPOTENT_REPLAY = 3,
+
+  /**
+   * The token had been rotated and was presented again outside the grace
+   * window and without its key: the session was ended as stolen.
+   *
+   * @generated from enum value: REFRESH_OUTCOME_REUSE_DETECTED = 4;
+   */
+  REUSE_DETECTED = 4,
+}
+
+/**
+ * Describes the enum authsvc.v1.RefreshOutcome.
+ */
+export const RefreshOutcomeSchema: GenEnum<RefreshOutcome> = /*@__PURE__*/
+  enumDesc(file_authsvc_v1_admin_service, 0);
+
+/**
+ * WebhookDeliveryState is where a delivery stands.
+ *
+ * @generated from enum authsvc.v1.WebhookDeliveryState
+ */
+export enum WebhookDeliveryState {
+  /**
+   * Not set: in a request, means FAILED.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for its next attempt.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The endpoint answered 2xx.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_DELIVERED = 2;
+   */
+  DELIVERED = 2,
+
+  /**
+   * Every attempt failed; kept for operators, retried only by RetryWebhookDelivery.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum authsvc.v1.WebhookDeliveryState.
+ */
+export const WebhookDeliveryStateSchema: GenEnum<WebhookDeliveryState> = /*@__PURE__*/
+  enumDesc(file_authsvc_v1_admin_service, 1);
+
+/**
  * AdminService is the operators' surface: find accounts, end their sessions,
  * disable, enable and delete them, read the audit trail, and start a password
  * reset. It runs on the same server and port as AuthService.
@@ -808,6 +1433,67 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof CreatePasswordResetTokenRequestSchema;
     output: typeof CreatePasswordResetTokenResponseSchema;
+  },
+  /**
+   * GetSession answers for any session, live or ended, while the server keeps
+   * ended sessions: why, when and by whom it ended. SESSION_NOT_FOUND if there
+   * is none.
+   *
+   * @generated from rpc authsvc.v1.AdminService.GetSession
+   */
+  getSession: {
+    methodKind: "unary";
+    input: typeof AdminServiceGetSessionRequestSchema;
+    output: typeof AdminServiceGetSessionResponseSchema;
+  },
+  /**
+   * GetSessionLineage returns a session's refresh history: every presentation
+   * of its refresh tokens, oldest first, and where reuse was detected, with
+   * the address and user agent of both presentations of the reused token. It
+   * is kept as long as the session is.
+   *
+   * @generated from rpc authsvc.v1.AdminService.GetSessionLineage
+   */
+  getSessionLineage: {
+    methodKind: "unary";
+    input: typeof GetSessionLineageRequestSchema;
+    output: typeof GetSessionLineageResponseSchema;
+  },
+  /**
+   * RevokeSessions ends every live session that matches a filter (reason
+   * BULK_REVOKED), in bounded batches; each ending is on the revocation feed.
+   * Repeating it is harmless: ended sessions no longer match. With dry_run it
+   * counts the matches and returns a sample, and changes nothing.
+   *
+   * @generated from rpc authsvc.v1.AdminService.RevokeSessions
+   */
+  revokeSessions: {
+    methodKind: "unary";
+    input: typeof RevokeSessionsRequestSchema;
+    output: typeof RevokeSessionsResponseSchema;
+  },
+  /**
+   * ListWebhookDeliveries pages through webhook deliveries, newest first; by
+   * default those that failed for good.
+   *
+   * @generated from rpc authsvc.v1.AdminService.ListWebhookDeliveries
+   */
+  listWebhookDeliveries: {
+    methodKind: "unary";
+    input: typeof ListWebhookDeliveriesRequestSchema;
+    output: typeof ListWebhookDeliveriesResponseSchema;
+  },
+  /**
+   * RetryWebhookDelivery queues a failed delivery again, with fresh attempts.
+   * WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
+   * delivered one changes nothing.
+   *
+   * @generated from rpc authsvc.v1.AdminService.RetryWebhookDelivery
+   */
+  retryWebhookDelivery: {
+    methodKind: "unary";
+    input: typeof RetryWebhookDeliveryRequestSchema;
+    output: typeof RetryWebhookDeliveryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authsvc_v1_admin_service, 0);

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file authsvc/v1/auth_service.proto.
  */
 export const file_authsvc_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1hdXRoc3ZjL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYXV0aHN2Yy52MSJyCg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhMKC3JlbWVtYmVyX21lGAQgASgIEhMKC2RldmljZV9uYW1lGAUgASgJIvMBChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAQgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgGIAEoCRISCgp0b2tlbl90eXBlGAcgASgJIlkKDExvZ2luUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtyZW1lbWJlcl9tZRgDIAEoCBITCgtkZXZpY2VfbmFtZRgEIAEoCSLwAQoNTG9naW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJEhIKCnRva2VuX3R5cGUYBiABKAkSDwoHdXNlcl9pZBgHIAEoCSInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIvIBCg9SZWZyZXNoUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgp0b2tlbl90eXBlGAYgASgJEg8KB3VzZXJfaWQYByABKAkiTgoNTG9nb3V0UmVxdWVzdBImCgVzY29wZRgBIAEoDjIXLmF1dGhzdmMudjEuTG9nb3V0U2NvcGUSFQoNcmVmcmVzaF90b2tlbhgCIAEoCSIvCg5Mb2dvdXRSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKAUiPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkisgMKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2FjdGl2ZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPaWRsZV9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgtkZXZpY2VfdHlwZRgGIAEoDjIWLmF1dGhzdmMudjEuRGV2aWNlVHlwZRIPCgdicm93c2VyGAcgASgJEgoKAm9zGAggASgJEhMKC2RldmljZV9uYW1lGAkgASgJEhIKCmlwX2FkZHJlc3MYCiABKAkSEgoKdXNlcl9hZ2VudBgLIAEoCRIPCgdjdXJyZW50GAwgASgIEhMKC3JlbWVtYmVyX21lGA0gASgIEg8KB2NvdW50cnkYDiABKAkSDAoEY2l0eRgPIAEoCSI6ChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiLAoUVmFsaWRhdGVUb2tlblJlcXVlc3QSFAoMYWNjZXNzX3Rva2VuGAEgASgJIu0BChVWYWxpZGF0ZVRva2VuUmVzcG9uc2USDgoGYWN0aXZlGAEgASgIEhcKD2luYWN0aXZlX3JlYXNvbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJaXNzdWVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgZjbGFpbXMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IhAKDkdldEp3a3NSZXF1ZXN0IiQKD0dldEp3a3NSZXNwb25zZRIRCglqd2tzX2pzb24YASABKAkiLwoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgDIn0KGFdhdGNoUmV2b2NhdGlvbnNSZXNwb25zZRIsCgpyZXZvY2F0aW9uGAEgASgLMhYuYXV0aHN2Yy52MS5SZXZvY2F0aW9uSAASKgoJaGVhcnRiZWF0GAIgASgLMhUuYXV0aHN2Yy52MS5IZWFydGJlYXRIAEIHCgVldmVudCLVAQoKUmV2b2NhdGlvbhIOCgZjdXJzb3IYASABKAMSEgoKc2Vzc2lvbl9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEiwKBnJlYXNvbhgEIAEoDjIcLmF1dGhzdmMudjEuU2Vzc2lvbkVuZFJlYXNvbhIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChB0b2tlbnNfZXhwaXJlX2J5GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJICglIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgDEisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSI3ChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSJBChRSZXNldFBhc3N3b3JkUmVxdWVzdBITCgtyZXNldF90b2tlbhgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiNgoVUmVzZXRQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSqKAQoLTG9nb3V0U2NvcGUSHAoYTE9HT1VUX1NDT1BFX1VOU1BFQ0lGSUVEEAASHQoZTE9HT1VUX1NDT1BFX1RISVNfU0VTU0lPThABEh8KG0xPR09VVF9TQ09QRV9PVEhFUl9TRVNTSU9OUxACEh0KGUxPR09VVF9TQ09QRV9BTExfU0VTU0lPTlMQAyqeAQoKRGV2aWNlVHlwZRIbChdERVZJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0RFVklDRV9UWVBFX0RFU0tUT1AQARIWChJERVZJQ0VfVFlQRV9NT0JJTEUQAhIWChJERVZJQ0VfVFlQRV9UQUJMRVQQAxITCg9ERVZJQ0VfVFlQRV9CT1QQBBIVChFERVZJQ0VfVFlQRV9PVEhFUhAFKuwCChBTZXNzaW9uRW5kUmVhc29uEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VTlNQRUNJRklFRBAAEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0xPR09VVBABEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX1JFVk9LRUQQAhIqCiZTRVNTSU9OX0VORF9SRUFTT05fUkVGUkVTSF9UT0tFTl9SRVVTRRADEiQKIFNFU1NJT05fRU5EX1JFQVNPTl9BRE1JTl9SRVZPS0VEEAQSJAogU0VTU0lPTl9FTkRfUkVBU09OX1VTRVJfRElTQUJMRUQQBRInCiNTRVNTSU9OX0VORF9SRUFTT05fUEFTU1dPUkRfQ0hBTkdFRBAGEiUKIVNFU1NJT05fRU5EX1JFQVNPTl9QQVNTV09SRF9SRVNFVBAHEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0RFTEVURUQQCDLqBgoLQXV0aFNlcnZpY2USRQoIUmVnaXN0ZXISGy5hdXRoc3ZjLnYxLlJlZ2lzdGVyUmVxdWVzdBocLmF1dGhzdmMudjEuUmVnaXN0ZXJSZXNwb25zZRI8CgVMb2dpbhIYLmF1dGhzdmMudjEuTG9naW5SZXF1ZXN0GhkuYXV0aHN2Yy52MS5Mb2dpblJlc3BvbnNlEkIKB1JlZnJlc2gSGi5hdXRoc3ZjLnYxLlJlZnJlc2hSZXF1ZXN0GhsuYXV0aHN2Yy52MS5SZWZyZXNoUmVzcG9uc2USPwoGTG9nb3V0EhkuYXV0aHN2Yy52MS5Mb2dvdXRSZXF1ZXN0GhouYXV0aHN2Yy52MS5Mb2dvdXRSZXNwb25zZRJRCgxMaXN0U2Vzc2lvbnMSHy5hdXRoc3ZjLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC5hdXRoc3ZjLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElQKDVJldm9rZVNlc3Npb24SIC5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiEuYXV0aHN2Yy52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USVAoNVmFsaWRhdGVUb2tlbhIgLmF1dGhzdmMudjEuVmFsaWRhdGVUb2tlblJlcXVlc3QaIS5hdXRoc3ZjLnYxLlZhbGlkYXRlVG9rZW5SZXNwb25zZRJCCgdHZXRKd2tzEhouYXV0aHN2Yy52MS5HZXRKd2tzUmVxdWVzdBobLmF1dGhzdmMudjEuR2V0Sndrc1Jlc3BvbnNlEl8KEFdhdGNoUmV2b2NhdGlvbnMSIy5hdXRoc3ZjLnYxLldhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0GiQuYXV0aHN2Yy52MS5XYXRjaFJldm9jYXRpb25zUmVzcG9uc2UwARJXCg5DaGFuZ2VQYXNzd29yZBIhLmF1dGhzdmMudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiIuYXV0aHN2Yy52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlElQKDVJlc2V0UGFzc3dvcmQSIC5hdXRoc3ZjLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiEuYXV0aHN2Yy52MS5SZXNldFBhc3N3b3JkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch1hdXRoc3ZjL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYXV0aHN2Yy52MSJyCg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhMKC3JlbWVtYmVyX21lGAQgASgIEhMKC2RldmljZV9uYW1lGAUgASgJIvMBChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAQgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgGIAEoCRISCgp0b2tlbl90eXBlGAcgASgJIlkKDExvZ2luUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtyZW1lbWJlcl9tZRgDIAEoCBITCgtkZXZpY2VfbmFtZRgEIAEoCSLwAQoNTG9naW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJEhIKCnRva2VuX3R5cGUYBiABKAkSDwoHdXNlcl9pZBgHIAEoCSJACg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSLyAQoPUmVmcmVzaFJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkSEgoKdG9rZW5fdHlwZRgGIAEoCRIPCgd1c2VyX2lkGAcgASgJIk4KDUxvZ291dFJlcXVlc3QSJgoFc2NvcGUYASABKA4yFy5hdXRoc3ZjLnYxLkxvZ291dFNjb3BlEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkiLwoOTG9nb3V0UmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIjwKE0xpc3RTZXNzaW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiVgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJQoIc2Vzc2lvbnMYASADKAsyEy5hdXRoc3ZjLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIs8ECgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9hY3RpdmVfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2lkbGVfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLZGV2aWNlX3R5cGUYBiABKA4yFi5hdXRoc3ZjLnYxLkRldmljZVR5cGUSDwoHYnJvd3NlchgHIAEoCRIKCgJvcxgIIAEoCRITCgtkZXZpY2VfbmFtZRgJIAEoCRISCgppcF9hZGRyZXNzGAogASgJEhIKCnVzZXJfYWdlbnQYCyABKAkSDwoHY3VycmVudBgMIAEoCBITCgtyZW1lbWJlcl9tZRgNIAEoCBIPCgdjb3VudHJ5GA4gASgJEgwKBGNpdHkYDyABKAkSLAoIZW5kZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKCmVuZF9yZWFzb24YESABKA4yHC5hdXRoc3ZjLnYxLlNlc3Npb25FbmRSZWFzb24SKgoIZW5kZWRfYnkYEiABKAsyGC5hdXRoc3ZjLnYxLlNlc3Npb25FbmRlchIPCgd1c2VyX2lkGBMgASgJImAKDFNlc3Npb25FbmRlchIqCgRraW5kGAEgASgOMhwuYXV0aHN2Yy52MS5TZXNzaW9uRW5kZXJLaW5kEhIKCnNlc3Npb25faWQYAiABKAkSEAoIb3BlcmF0b3IYAyABKAkiJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLmF1dGhzdmMudjEuU2Vzc2lvbiI6ChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiLAoUVmFsaWRhdGVUb2tlblJlcXVlc3QSFAoMYWNjZXNzX3Rva2VuGAEgASgJIs0CChVWYWxpZGF0ZVRva2VuUmVzcG9uc2USDgoGYWN0aXZlGAEgASgIEhcKD2luYWN0aXZlX3JlYXNvbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJaXNzdWVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgZjbGFpbXMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjAKCmVuZF9yZWFzb24YCCABKA4yHC5hdXRoc3ZjLnYxLlNlc3Npb25FbmRSZWFzb24SLAoIZW5kZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhAKDkdldEp3a3NSZXF1ZXN0IiQKD0dldEp3a3NSZXNwb25zZRIRCglqd2tzX2pzb24YASABKAkiLwoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgDIn0KGFdhdGNoUmV2b2NhdGlvbnNSZXNwb25zZRIsCgpyZXZvY2F0aW9uGAEgASgLMhYuYXV0aHN2Yy52MS5SZXZvY2F0aW9uSAASKgoJaGVhcnRiZWF0GAIgASgLMhUuYXV0aHN2Yy52MS5IZWFydGJlYXRIAEIHCgVldmVudCLVAQoKUmV2b2NhdGlvbhIOCgZjdXJzb3IYASABKAMSEgoKc2Vzc2lvbl9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEiwKBnJlYXNvbhgEIAEoDjIcLmF1dGhzdmMudjEuU2Vzc2lvbkVuZFJlYXNvbhIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChB0b2tlbnNfZXhwaXJlX2J5GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJICglIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgDEisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSI3ChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSJBChRSZXNldFBhc3N3b3JkUmVxdWVzdBITCgtyZXNldF90b2tlbhgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiNgoVUmVzZXRQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSqKAQoLTG9nb3V0U2NvcGUSHAoYTE9HT1VUX1NDT1BFX1VOU1BFQ0lGSUVEEAASHQoZTE9HT1VUX1NDT1BFX1RISVNfU0VTU0lPThABEh8KG0xPR09VVF9TQ09QRV9PVEhFUl9TRVNTSU9OUxACEh0KGUxPR09VVF9TQ09QRV9BTExfU0VTU0lPTlMQAyqeAQoKRGV2aWNlVHlwZRIbChdERVZJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0RFVklDRV9UWVBFX0RFU0tUT1AQARIWChJERVZJQ0VfVFlQRV9NT0JJTEUQAhIWChJERVZJQ0VfVFlQRV9UQUJMRVQQAxITCg9ERVZJQ0VfVFlQRV9CT1QQBBIVChFERVZJQ0VfVFlQRV9PVEhFUhAFKpMBChBTZXNzaW9uRW5kZXJLaW5kEiIKHlNFU1NJT05fRU5ERVJfS0lORF9VTlNQRUNJRklFRBAAEhsKF1NFU1NJT05fRU5ERVJfS0lORF9VU0VSEAESHwobU0VTU0lPTl9FTkRFUl9LSU5EX09QRVJBVE9SEAISHQoZU0VTU0lPTl9FTkRFUl9LSU5EX1NZU1RFTRADKo0EChBTZXNzaW9uRW5kUmVhc29uEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VTlNQRUNJRklFRBAAEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0xPR09VVBABEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX1JFVk9LRUQQAhIqCiZTRVNTSU9OX0VORF9SRUFTT05fUkVGUkVTSF9UT0tFTl9SRVVTRRADEiQKIFNFU1NJT05fRU5EX1JFQVNPTl9BRE1JTl9SRVZPS0VEEAQSJAogU0VTU0lPTl9FTkRfUkVBU09OX1VTRVJfRElTQUJMRUQQBRInCiNTRVNTSU9OX0VORF9SRUFTT05fUEFTU1dPUkRfQ0hBTkdFRBAGEiUKIVNFU1NJT05fRU5EX1JFQVNPTl9QQVNTV09SRF9SRVNFVBAHEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0RFTEVURUQQCBIjCh9TRVNTSU9OX0VORF9SRUFTT05fSURMRV9USU1FT1VUEAkSJwojU0VTU0lPTl9FTkRfUkVBU09OX0FCU09MVVRFX1RJTUVPVVQQChIjCh9TRVNTSU9OX0VORF9SRUFTT05fQlVMS19SRVZPS0VEEAsSLAooU0VTU0lPTl9FTkRfUkVBU09OX1NFU1NJT05fTElNSVRfRVZJQ1RFRBAMMrcHCgtBdXRoU2VydmljZRJFCghSZWdpc3RlchIbLmF1dGhzdmMudjEuUmVnaXN0ZXJSZXF1ZXN0GhwuYXV0aHN2Yy52MS5SZWdpc3RlclJlc3BvbnNlEjwKBUxvZ2luEhguYXV0aHN2Yy52MS5Mb2dpblJlcXVlc3QaGS5hdXRoc3ZjLnYxLkxvZ2luUmVzcG9uc2USQgoHUmVmcmVzaBIaLmF1dGhzdmMudjEuUmVmcmVzaFJlcXVlc3QaGy5hdXRoc3ZjLnYxLlJlZnJlc2hSZXNwb25zZRI/CgZMb2dvdXQSGS5hdXRoc3ZjLnYxLkxvZ291dFJlcXVlc3QaGi5hdXRoc3ZjLnYxLkxvZ291dFJlc3BvbnNlElEKDExpc3RTZXNzaW9ucxIfLmF1dGhzdmMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBogLmF1dGhzdmMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USVAoNUmV2b2tlU2Vzc2lvbhIgLmF1dGhzdmMudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaIS5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZRJUCg1WYWxpZGF0ZVRva2VuEiAuYXV0aHN2Yy52MS5WYWxpZGF0ZVRva2VuUmVxdWVzdBohLmF1dGhzdmMudjEuVmFsaWRhdGVUb2tlblJlc3BvbnNlEkIKB0dldEp3a3MSGi5hdXRoc3ZjLnYxLkdldEp3a3NSZXF1ZXN0GhsuYXV0aHN2Yy52MS5HZXRKd2tzUmVzcG9uc2USXwoQV2F0Y2hSZXZvY2F0aW9ucxIjLmF1dGhzdmMudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaJC5hdXRoc3ZjLnYxLldhdGNoUmV2b2NhdGlvbnNSZXNwb25zZTABElcKDkNoYW5nZVBhc3N3b3JkEiEuYXV0aHN2Yy52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaIi5hdXRoc3ZjLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USVAoNUmVzZXRQYXNzd29yZBIgLmF1dGhzdmMudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaIS5hdXRoc3ZjLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZRJLCgpHZXRTZXNzaW9uEh0uYXV0aHN2Yy52MS5HZXRTZXNzaW9uUmVxdWVzdBoeLmF1dGhzdmMudjEuR2V0U2Vzc2lvblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * RegisterRequest creates an account.
@@ -248,6 +248,19 @@ export type RefreshRequest = Message<"authsvc.v1.RefreshRequest"> & {
    * @generated from field: string refresh_token = 1;
    */
   refreshToken: string;
+
+  /**
+   * Optional; makes Refresh exactly-once under retries. A fresh random value
+   * per rotation (16 to 128 printable ASCII characters; the clients send a
+   * UUID), kept across the retries of that one call. Presenting the same token
+   * again with the same key answers the same successor refresh token (with a
+   * new access token) for as long as the session lives, with no reuse alarm.
+   * The same token with another key, or with none, after the grace window is
+   * reuse (REFRESH_TOKEN_REUSED). Only its hash is stored.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
 };
 
 /**
@@ -537,6 +550,35 @@ export type Session = Message<"authsvc.v1.Session"> & {
    * @generated from field: string city = 15;
    */
   city: string;
+
+  /**
+   * When the session ended; unset while it is live. An expired session ended
+   * at its idle or absolute expiry, whenever the server noticed.
+   *
+   * @generated from field: google.protobuf.Timestamp ended_at = 16;
+   */
+  endedAt?: Timestamp | undefined;
+
+  /**
+   * Why the session ended; unspecified while it is live.
+   *
+   * @generated from field: authsvc.v1.SessionEndReason end_reason = 17;
+   */
+  endReason: SessionEndReason;
+
+  /**
+   * Who ended the session; unset while it is live.
+   *
+   * @generated from field: authsvc.v1.SessionEnder ended_by = 18;
+   */
+  endedBy?: SessionEnder | undefined;
+
+  /**
+   * The session's user (UUID).
+   *
+   * @generated from field: string user_id = 19;
+   */
+  userId: string;
 };
 
 /**
@@ -545,6 +587,85 @@ export type Session = Message<"authsvc.v1.Session"> & {
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
   messageDesc(file_authsvc_v1_auth_service, 10);
+
+/**
+ * SessionEnder is who ended a session.
+ *
+ * @generated from message authsvc.v1.SessionEnder
+ */
+export type SessionEnder = Message<"authsvc.v1.SessionEnder"> & {
+  /**
+   * User, operator or system.
+   *
+   * @generated from field: authsvc.v1.SessionEnderKind kind = 1;
+   */
+  kind: SessionEnderKind;
+
+  /**
+   * For a user: the session (UUID) of the call that ended this one (this
+   * session itself for its own logout); empty when the call had no session
+   * (ResetPassword).
+   *
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * For an operator: the name of its credential, as in the audit trail.
+   *
+   * @generated from field: string operator = 3;
+   */
+  operator: string;
+};
+
+/**
+ * Describes the message authsvc.v1.SessionEnder.
+ * Use `create(SessionEnderSchema)` to create a new message.
+ */
+export const SessionEnderSchema: GenMessage<SessionEnder> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 11);
+
+/**
+ * GetSessionRequest names one of the caller's sessions.
+ *
+ * @generated from message authsvc.v1.GetSessionRequest
+ */
+export type GetSessionRequest = Message<"authsvc.v1.GetSessionRequest"> & {
+  /**
+   * The session (UUID).
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.GetSessionRequest.
+ * Use `create(GetSessionRequestSchema)` to create a new message.
+ */
+export const GetSessionRequestSchema: GenMessage<GetSessionRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 12);
+
+/**
+ * GetSessionResponse is the session, live or ended.
+ *
+ * @generated from message authsvc.v1.GetSessionResponse
+ */
+export type GetSessionResponse = Message<"authsvc.v1.GetSessionResponse"> & {
+  /**
+   * The session; `current` is true for the caller's own.
+   *
+   * @generated from field: authsvc.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.GetSessionResponse.
+ * Use `create(GetSessionResponseSchema)` to create a new message.
+ */
+export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 13);
 
 /**
  * RevokeSessionRequest names one of the caller's sessions.
@@ -572,7 +693,7 @@ export type RevokeSessionRequest = Message<"authsvc.v1.RevokeSessionRequest"> & 
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 11);
+  messageDesc(file_authsvc_v1_auth_service, 14);
 
 /**
  * RevokeSessionResponse is empty; revoking a revoked session succeeds.
@@ -587,7 +708,7 @@ export type RevokeSessionResponse = Message<"authsvc.v1.RevokeSessionResponse"> 
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 12);
+  messageDesc(file_authsvc_v1_auth_service, 15);
 
 /**
  * ValidateTokenRequest carries the access token to introspect.
@@ -608,7 +729,7 @@ export type ValidateTokenRequest = Message<"authsvc.v1.ValidateTokenRequest"> & 
  * Use `create(ValidateTokenRequestSchema)` to create a new message.
  */
 export const ValidateTokenRequestSchema: GenMessage<ValidateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 13);
+  messageDesc(file_authsvc_v1_auth_service, 16);
 
 /**
  * ValidateTokenResponse tells whether the token may be trusted right now.
@@ -669,6 +790,21 @@ export type ValidateTokenResponse = Message<"authsvc.v1.ValidateTokenResponse"> 
    * @generated from field: google.protobuf.Struct claims = 7;
    */
   claims?: JsonObject | undefined;
+
+  /**
+   * Why the token's session ended, when inactive_reason is SESSION_REVOKED or
+   * SESSION_EXPIRED and the server still keeps the ended session.
+   *
+   * @generated from field: authsvc.v1.SessionEndReason end_reason = 8;
+   */
+  endReason: SessionEndReason;
+
+  /**
+   * When the token's session ended, beside end_reason.
+   *
+   * @generated from field: google.protobuf.Timestamp ended_at = 9;
+   */
+  endedAt?: Timestamp | undefined;
 };
 
 /**
@@ -676,7 +812,7 @@ export type ValidateTokenResponse = Message<"authsvc.v1.ValidateTokenResponse"> 
  * Use `create(ValidateTokenResponseSchema)` to create a new message.
  */
 export const ValidateTokenResponseSchema: GenMessage<ValidateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 14);
+  messageDesc(file_authsvc_v1_auth_service, 17);
 
 /**
  * GetJwksRequest is empty.
@@ -691,7 +827,7 @@ export type GetJwksRequest = Message<"authsvc.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 15);
+  messageDesc(file_authsvc_v1_auth_service, 18);
 
 /**
  * GetJwksResponse holds the verification keys.
@@ -713,7 +849,7 @@ export type GetJwksResponse = Message<"authsvc.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 16);
+  messageDesc(file_authsvc_v1_auth_service, 19);
 
 /**
  * WatchRevocationsRequest starts or resumes the revocation feed.
@@ -737,7 +873,7 @@ export type WatchRevocationsRequest = Message<"authsvc.v1.WatchRevocationsReques
  * Use `create(WatchRevocationsRequestSchema)` to create a new message.
  */
 export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 17);
+  messageDesc(file_authsvc_v1_auth_service, 20);
 
 /**
  * WatchRevocationsResponse is one message of the feed.
@@ -774,7 +910,7 @@ export type WatchRevocationsResponse = Message<"authsvc.v1.WatchRevocationsRespo
  * Use `create(WatchRevocationsResponseSchema)` to create a new message.
  */
 export const WatchRevocationsResponseSchema: GenMessage<WatchRevocationsResponse> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 18);
+  messageDesc(file_authsvc_v1_auth_service, 21);
 
 /**
  * Revocation is the end of one session.
@@ -831,7 +967,7 @@ export type Revocation = Message<"authsvc.v1.Revocation"> & {
  * Use `create(RevocationSchema)` to create a new message.
  */
 export const RevocationSchema: GenMessage<Revocation> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 19);
+  messageDesc(file_authsvc_v1_auth_service, 22);
 
 /**
  * Heartbeat proves the feed is alive and current.
@@ -859,7 +995,7 @@ export type Heartbeat = Message<"authsvc.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 20);
+  messageDesc(file_authsvc_v1_auth_service, 23);
 
 /**
  * ChangePasswordRequest is authenticated by the `authorization` metadata (the
@@ -888,7 +1024,7 @@ export type ChangePasswordRequest = Message<"authsvc.v1.ChangePasswordRequest"> 
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 21);
+  messageDesc(file_authsvc_v1_auth_service, 24);
 
 /**
  * ChangePasswordResponse reports the sessions the change ended.
@@ -909,7 +1045,7 @@ export type ChangePasswordResponse = Message<"authsvc.v1.ChangePasswordResponse"
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 22);
+  messageDesc(file_authsvc_v1_auth_service, 25);
 
 /**
  * ResetPasswordRequest presents a reset token and the new password.
@@ -937,7 +1073,7 @@ export type ResetPasswordRequest = Message<"authsvc.v1.ResetPasswordRequest"> & 
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 23);
+  messageDesc(file_authsvc_v1_auth_service, 26);
 
 /**
  * ResetPasswordResponse reports the sessions the reset ended.
@@ -958,7 +1094,7 @@ export type ResetPasswordResponse = Message<"authsvc.v1.ResetPasswordResponse"> 
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_authsvc_v1_auth_service, 24);
+  messageDesc(file_authsvc_v1_auth_service, 27);
 
 /**
  * LogoutScope selects which of the caller's sessions Logout revokes.
@@ -1057,6 +1193,47 @@ export const DeviceTypeSchema: GenEnum<DeviceType> = /*@__PURE__*/
   enumDesc(file_authsvc_v1_auth_service, 1);
 
 /**
+ * SessionEnderKind says who ended a session.
+ *
+ * @generated from enum authsvc.v1.SessionEnderKind
+ */
+export enum SessionEnderKind {
+  /**
+   * Not set: the session is live, or it ended before the server recorded enders.
+   *
+   * @generated from enum value: SESSION_ENDER_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The user: a logout, a revocation, a password change or reset.
+   *
+   * @generated from enum value: SESSION_ENDER_KIND_USER = 1;
+   */
+  USER = 1,
+
+  /**
+   * An operator, through the AdminService or `authsvc admin`.
+   *
+   * @generated from enum value: SESSION_ENDER_KIND_OPERATOR = 2;
+   */
+  OPERATOR = 2,
+
+  /**
+   * The service itself: expiry, refresh-token reuse, the session limit.
+   *
+   * @generated from enum value: SESSION_ENDER_KIND_SYSTEM = 3;
+   */
+  SYSTEM = 3,
+}
+
+/**
+ * Describes the enum authsvc.v1.SessionEnderKind.
+ */
+export const SessionEnderKindSchema: GenEnum<SessionEnderKind> = /*@__PURE__*/
+  enumDesc(file_authsvc_v1_auth_service, 2);
+
+/**
  * SessionEndReason says why a session ended.
  *
  * @generated from enum authsvc.v1.SessionEndReason
@@ -1124,13 +1301,42 @@ export enum SessionEndReason {
    * @generated from enum value: SESSION_END_REASON_USER_DELETED = 8;
    */
   USER_DELETED = 8,
+
+  /**
+   * The session was not refreshed within its idle timeout.
+   *
+   * @generated from enum value: SESSION_END_REASON_IDLE_TIMEOUT = 9;
+   */
+  IDLE_TIMEOUT = 9,
+
+  /**
+   * The session reached its absolute lifetime.
+   *
+   * @generated from enum value: SESSION_END_REASON_ABSOLUTE_TIMEOUT = 10;
+   */
+  ABSOLUTE_TIMEOUT = 10,
+
+  /**
+   * An operator ended a set of sessions by filter (AdminService.RevokeSessions).
+   *
+   * @generated from enum value: SESSION_END_REASON_BULK_REVOKED = 11;
+   */
+  BULK_REVOKED = 11,
+
+  /**
+   * A newer login of the user went past the per-user session limit, and this
+   * was the user's least recently active session (AUTHSVC_SESSION_LIMIT).
+   *
+   * @generated from enum value: SESSION_END_REASON_SESSION_LIMIT_EVICTED = 12;
+   */
+  SESSION_LIMIT_EVICTED = 12,
 }
 
 /**
  * Describes the enum authsvc.v1.SessionEndReason.
  */
 export const SessionEndReasonSchema: GenEnum<SessionEndReason> = /*@__PURE__*/
-  enumDesc(file_authsvc_v1_auth_service, 2);
+  enumDesc(file_authsvc_v1_auth_service, 3);
 
 /**
  * AuthService issues, rotates, validates and revokes user sessions.
@@ -1276,6 +1482,20 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof ResetPasswordRequestSchema;
     output: typeof ResetPasswordResponseSchema;
+  },
+  /**
+   * GetSession answers for one of the caller's sessions, live or ended, while
+   * the server keeps ended sessions (AUTHSVC_ENDED_SESSION_RETENTION, 30 days
+   * by default): why and when it ended, and who ended it. Another user's
+   * session and an unknown id are the same SESSION_NOT_FOUND. The caller's
+   * access token may belong to any live session of the user.
+   *
+   * @generated from rpc authsvc.v1.AuthService.GetSession
+   */
+  getSession: {
+    methodKind: "unary";
+    input: typeof GetSessionRequestSchema;
+    output: typeof GetSessionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authsvc_v1_auth_service, 0);
