@@ -741,8 +741,13 @@ class Config:
         "Pause between sweep batches, so a large backlog does not starve live commits.",
         SWEEPER,
     )
-    revoked_retention: timedelta = _setting(
-        parse_duration, "7d", "Keep revoked sessions this long.", SWEEPER
+    ended_session_retention: timedelta = _setting(
+        parse_duration,
+        "30d",
+        "Keep ended sessions this long after they end (tombstones: when, why and by whom, "
+        "for GetSession and the refusals' end reasons); then the sweeper deletes them with "
+        "their refresh tokens.",
+        SWEEPER,
     )
     revocation_retention: timedelta = _setting(
         parse_duration,

@@ -41,7 +41,7 @@ def test_defaults_apply_when_nothing_is_set() -> None:
     assert config.trusted_proxies == ()
     assert config.sweep_interval == timedelta(seconds=60)
     assert config.sweep_batch_size == 1000
-    assert config.revoked_retention == timedelta(days=7)
+    assert config.ended_session_retention == timedelta(days=30)
     assert config.shutdown_grace == timedelta(seconds=10)
     assert config.log_level == "INFO"
 
