@@ -1,4 +1,5 @@
-"""Every stored end reason reaches WatchRevocations as the proto value of its name."""
+"""Every stored end reason reaches WatchRevocations, and a refusal's ErrorInfo, as the proto
+value of its name."""
 
 from __future__ import annotations
 
