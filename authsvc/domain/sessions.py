@@ -57,7 +57,7 @@ from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
-from authsvc.domain.tombstones import end_of, refusal
+from authsvc.domain.tombstones import as_the_user_sees_it, end_of, refusal
 from authsvc.telemetry import metrics
 
 __all__ = [
@@ -1024,12 +1024,14 @@ class SessionService:
         self, principal: Principal, session_id: SessionId
     ) -> tuple[Session, SessionEnd | None]:
         """One of the caller's user's sessions, live or ended while it is kept, with how it
-        ended (None while live). Another user's session and one that does not exist are
-        the same SessionNotFound, after the same one lookup, so ids cannot be probed."""
+        ended (None while live; an operator unnamed). Another user's session and one that
+        does not exist are the same SessionNotFound, after the same one lookup, so ids
+        cannot be probed."""
         session = await self._sessions.get_session(session_id)
         if session is None or session.user_id != principal.user_id:
             raise SessionNotFound("session not found")
-        return session, end_of(session, self._clock.now())
+        end = end_of(session, self._clock.now())
+        return session, None if end is None else as_the_user_sees_it(end)
 
     async def revoke_session(
         self, principal: Principal, session_id: SessionId, note: str, origin: RequestOrigin

@@ -7,6 +7,7 @@ before the sweeper marks it and after (docs/design.md, "Session tombstones").
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from authsvc.core.errors import SessionEnded, SessionExpired, SessionRevoked
@@ -18,7 +19,7 @@ from authsvc.core.models import (
     SessionEndReason,
 )
 
-__all__ = ["end_of", "refusal"]
+__all__ = ["as_the_user_sees_it", "end_of", "refusal"]
 
 
 def end_of(session: Session, now: datetime) -> SessionEnd | None:
@@ -37,6 +38,15 @@ def end_of(session: Session, now: datetime) -> SessionEnd | None:
         else SessionEndReason.IDLE_TIMEOUT
     )
     return SessionEnd(ended_at=session.idle_expires_at, reason=reason, ended_by=SYSTEM)
+
+
+def as_the_user_sees_it(end: SessionEnd) -> SessionEnd:
+    """An ending as its user is shown it: an operator's ending says "an operator", not which
+    (credential names are internal: a person's name, a tool's; the audit trail has them)."""
+    ender = end.ended_by
+    if ender is None or not ender.operator:
+        return end
+    return replace(end, ended_by=replace(ender, operator=""))
 
 
 def refusal(end: SessionEnd) -> SessionEnded:

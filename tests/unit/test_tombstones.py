@@ -15,11 +15,12 @@ from authsvc.core.models import (
     Session,
     SessionEnd,
     SessionEnder,
+    SessionEnderKind,
     SessionEndReason,
     SessionId,
     UserId,
 )
-from authsvc.domain.tombstones import end_of, refusal
+from authsvc.domain.tombstones import as_the_user_sees_it, end_of, refusal
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -91,3 +92,16 @@ def test_a_timeout_is_refused_as_expired_and_any_other_ending_as_revoked() -> No
     assert isinstance(expired, SessionExpired)
     assert isinstance(revoked, SessionRevoked)
     assert (revoked.end_reason, revoked.ended_at) == (SessionEndReason.USER_LOGOUT, T0)
+
+
+def test_the_user_is_told_an_operator_ended_it_but_not_which() -> None:
+    end = SessionEnd(
+        ended_at=T0,
+        reason=SessionEndReason.ADMIN_REVOKED,
+        ended_by=SessionEnder.by_operator("oncall-ada"),
+    )
+
+    shown = as_the_user_sees_it(end)
+
+    assert shown.ended_by == SessionEnder(kind=SessionEnderKind.OPERATOR)
+    assert (shown.ended_at, shown.reason) == (T0, SessionEndReason.ADMIN_REVOKED)
