@@ -78,6 +78,10 @@ def _page(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _session_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session_id", help="the session (UUID)")
+
+
 def _list_user_sessions(parser: argparse.ArgumentParser) -> None:
     _user_id(parser)
     _page(parser)
@@ -160,6 +164,12 @@ COMMANDS: Mapping[str, AdminCommand] = {
         lambda a: pb.ListUserSessionsRequest(
             user_id=a.user_id, page_size=a.page_size, page_token=a.page_token
         ),
+    ),
+    "get-session": AdminCommand(
+        "GetSession",
+        "show any session, live or ended: when, why and by whom it ended",
+        _session_id,
+        lambda a: pb.AdminServiceGetSessionRequest(session_id=a.session_id),
     ),
     "revoke-user-sessions": AdminCommand(
         "RevokeUserSessions",

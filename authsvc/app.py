@@ -656,7 +656,7 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         interval=config.sweep_interval,
         batch_size=config.sweep_batch_size,
         batch_pause=config.sweep_batch_pause,
-        revoked_retention=config.revoked_retention,
+        ended_session_retention=config.ended_session_retention,
         audit_retention=config.audit_retention,
         login_failure_window=config.login_failure_window,
         known_address_retention=config.known_address_retention,

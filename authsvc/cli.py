@@ -53,7 +53,7 @@ from authsvc.config import (
 )
 from authsvc.core.clock import SystemClock
 from authsvc.core.errors import AuthError, DatabaseUnavailable
-from authsvc.core.models import RequestOrigin
+from authsvc.core.models import EXPIRED_SESSIONS, RequestOrigin
 from authsvc.descriptors import raise_open_files_limit
 from authsvc.domain import validation
 from authsvc.log_format import configure_logging
@@ -188,7 +188,12 @@ async def _sweep(config: Config, dsn: str) -> None:
     if counts is None:
         print("another replica is sweeping; nothing done")
     else:
-        print("deleted " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items()))
+        deleted = ", ".join(
+            f"{n} {kind.replace('_', ' ')}"
+            for kind, n in counts.items()
+            if kind != EXPIRED_SESSIONS
+        )
+        print(f"marked {counts.get(EXPIRED_SESSIONS, 0)} expired sessions ended; deleted {deleted}")
 
 
 async def _rotate_keys(config: Config, dsn: str) -> None:

@@ -741,8 +741,13 @@ class Config:
         "Pause between sweep batches, so a large backlog does not starve live commits.",
         SWEEPER,
     )
-    revoked_retention: timedelta = _setting(
-        parse_duration, "7d", "Keep revoked sessions this long.", SWEEPER
+    ended_session_retention: timedelta = _setting(
+        parse_duration,
+        "30d",
+        "Keep ended sessions this long after they end (tombstones: when, why and by whom, "
+        "for GetSession and the refusals' end reasons); then the sweeper deletes them with "
+        "their refresh tokens.",
+        SWEEPER,
     )
     revocation_retention: timedelta = _setting(
         parse_duration,
@@ -878,6 +883,13 @@ OTHER_VARIABLES: Mapping[str, str] = {
 }
 
 
+# Settings whose variable was renamed: the warning names the new one, not the closest spelling
+# (AUTHSVC_REVOKED_RETENTION is nearest to AUTHSVC_REVOCATION_RETENTION, another setting).
+RENAMED_VARIABLES: Mapping[str, str] = {
+    "AUTHSVC_REVOKED_RETENTION": "AUTHSVC_ENDED_SESSION_RETENTION",
+}
+
+
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
     """AUTHSVC_* variables nothing reads, each with the closest setting's variable (or None).
     A typo such as AUTHSVC_ACESS_TOKEN_TTL would otherwise be silently ignored."""
@@ -885,7 +897,11 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[st
     settings = [setting.env for setting in SETTINGS]
     known = {*settings, *OTHER_VARIABLES}
     return [
-        (name, next(iter(difflib.get_close_matches(name, settings, n=1)), None))
+        (
+            name,
+            RENAMED_VARIABLES.get(name)
+            or next(iter(difflib.get_close_matches(name, settings, n=1)), None),
+        )
         for name in sorted(environ)
         if name.startswith(PREFIX) and name not in known
     ]

@@ -1,4 +1,5 @@
-"""The expiry sweeper: deletes expired and long-revoked rows, batch by batch."""
+"""The expiry sweeper: marks expired sessions ended, and deletes what has outlived its
+retention, batch by batch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from typing import Protocol
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
-from authsvc.core.models import ExpiredSession, SweepBatch, SweepCounts, SweepCutoffs
+from authsvc.core.models import (
+    EXPIRED_SESSIONS,
+    ExpiredSession,
+    SweepBatch,
+    SweepCounts,
+    SweepCutoffs,
+)
 from authsvc.domain.throttle import IN_FLIGHT_EXPIRY
 from authsvc.telemetry import metrics
 
@@ -25,9 +32,11 @@ class SweepPass(Protocol):
     """One sweep pass, holding the cluster-wide sweep lock."""
 
     async def delete_batch(self, cutoffs: SweepCutoffs, *, batch_size: int) -> SweepBatch:
-        """Delete at most `batch_size` rows of each kind the store sweeps, each older than
-        its cutoff, and return how many of each (every kind, zeros included), with the
-        sessions among them that had expired unended (each once: deleted). Rows live
+        """Mark ended at most `batch_size` sessions whose idle deadline passed unended
+        (`expired_sessions`: revoked_at the deadline, IDLE_TIMEOUT or ABSOLUTE_TIMEOUT, by
+        the system; each once, so counted once), and delete at most `batch_size` rows of
+        each other kind the store sweeps, each older than its cutoff. Returns how many of
+        each (every kind, zeros included), with the sessions it marked. Rows live
         traffic has locked are skipped, never waited for; each kind is deleted in its own
         transaction, so a failure keeps the kinds already deleted. A count equal to
         `batch_size` means more of that kind may be waiting. DatabaseUnavailable if the
@@ -44,9 +53,9 @@ class SweepStore(Protocol):
 
 
 class Sweeper:
-    """Deletes what has outlived its use (expired sessions and tokens, revoked ones after
-    their retention, old audit events, spent throttle counters: the store declares which),
-    in bounded batches, so it never holds long locks.
+    """Marks expired sessions ended (tombstones), and deletes what has outlived its use
+    (rotated tokens, tombstones after their retention, old audit events, spent throttle
+    counters: the store declares which), in bounded batches, so it never holds long locks.
 
     Only one replica sweeps at a time (a cluster-wide advisory lock); the
     others skip the pass. Between batches it pauses `batch_pause`: deleting a
@@ -62,7 +71,7 @@ class Sweeper:
         interval: timedelta,
         batch_size: int,
         batch_pause: timedelta,
-        revoked_retention: timedelta,
+        ended_session_retention: timedelta,
         audit_retention: timedelta,
         login_failure_window: timedelta,
         known_address_retention: timedelta,
@@ -76,7 +85,7 @@ class Sweeper:
         self._sleep = sleep
         self._interval = interval
         self._batch_size = batch_size
-        self._revoked_retention = revoked_retention
+        self._ended_session_retention = ended_session_retention
         self._audit_retention = audit_retention
         self._login_failure_window = login_failure_window
         self._known_address_retention = known_address_retention
@@ -97,7 +106,7 @@ class Sweeper:
                 )
                 for kind, count in batch.counts.items():
                     total[kind] = total.get(kind, 0) + count
-                    if count:
+                    if count and kind != EXPIRED_SESSIONS:
                         metrics.SWEEPER_ROWS_DELETED.labels(table=kind).inc(count)
                 _count_expiries(batch.expired_sessions)
                 if max(batch.counts.values(), default=0) < self._batch_size:
@@ -117,7 +126,7 @@ class Sweeper:
             now=now,
             # A rotated token answers its grace period even past its expiry.
             tokens_expired_before=now - self._refresh_grace,
-            revoked_before=now - self._revoked_retention,
+            ended_before=now - self._ended_session_retention,
             audit_before=now - self._audit_retention,
             failures_before=now - self._login_failure_window,
             attempts_before=now - IN_FLIGHT_EXPIRY,
@@ -140,7 +149,8 @@ class Sweeper:
 
 
 def _count_expiries(expired: tuple[ExpiredSession, ...]) -> None:
-    """An expiry is no event: it is counted when the sweeper deletes its session."""
+    """An expiry is no event: it is counted when the sweeper marks its session ended, once
+    (the marking skips sessions ended already), not when the tombstone is deleted."""
     for session in expired:
         if session.reached_lifetime:
             reason, ended_at = "absolute_timeout", session.expires_at

@@ -73,12 +73,9 @@ _SWEEP_LOAD_CAP = 900.0  # s: the refresh load under a sweep stops when the swee
 # verify_offline: tokens it cycles through, and logouts/s that keep its feed carrying news.
 _VERIFIED_TOKENS = 256
 _FEED_REVOCATIONS_PER_S = 50.0
+# Expired sessions the sweeper has yet to mark ended (their tokens stay with the tombstone).
 _EXPIRED_ROWS = """
-SELECT
-    (SELECT count(*) FROM sessions WHERE idle_expires_at <= now() AND revoked_at IS NULL)
-        AS sessions,
-    (SELECT count(*) FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-     WHERE s.idle_expires_at <= now() AND s.revoked_at IS NULL) AS refresh_tokens
+SELECT count(*) AS sessions FROM sessions WHERE idle_expires_at <= now() AND revoked_at IS NULL
 """
 
 
@@ -556,9 +553,9 @@ class Bench:
         return out
 
     async def sweep_under_load(self, rows: int, peak: float | None) -> dict[str, Any]:
-        """`authsvc sweep` deleting `rows` expired sessions (and their tokens)
-        while refresh is offered half its peak, open loop; refresh p99 during
-        the sweep against the same load just before it."""
+        """`authsvc sweep` marking `rows` expired sessions ended (tombstones; their
+        tokens stay until the retention) while refresh is offered half its peak, open
+        loop; refresh p99 during the sweep against the same load just before it."""
         assert self.seeder is not None
         if peak is None:
             peak = (await self.run_once("refresh"))["calls_per_s"]
@@ -587,8 +584,8 @@ class Bench:
         seconds = float(under["during"])
         return {
             "rows_seeded": rows,
-            "rows_deleted": sum(deleted.values()),
-            "deleted_by_table": deleted,
+            "rows_swept": sum(deleted.values()),
+            "swept_by_table": deleted,
             "seconds": seconds,
             "rows_per_s": sum(deleted.values()) / seconds,
             "refresh_rate_offered_per_s": rate,
@@ -642,10 +639,10 @@ def _progress(what: str, run: Run) -> None:
 
 
 async def _expired_rows(pool: asyncpg.Pool) -> dict[str, int]:
-    """Rows the sweeper is due to delete: expired sessions and their tokens."""
+    """Rows the sweeper is due to work on: expired sessions to mark ended."""
     row = await pool.fetchrow(_EXPIRED_ROWS)
     assert row is not None
-    return {"sessions": row["sessions"], "refresh_tokens": row["refresh_tokens"]}
+    return {"sessions": row["sessions"]}
 
 
 def _emails(users: list[list[SeededSession]]) -> list[str]:

@@ -354,7 +354,7 @@ def table(report: dict[str, Any]) -> str:
         sweep = report["sweep"]
         out.append(
             "\nsweeper under refresh load: "
-            f"{sweep['rows_deleted']} rows in {sweep['seconds']:.1f} s = "
+            f"{sweep['rows_swept']} rows in {sweep['seconds']:.1f} s = "
             f"{sweep['rows_per_s']:.0f} rows/s; refresh offered "
             f"{sweep['refresh_rate_offered_per_s']:.0f}/s: p99 {sweep['refresh_p99_ms']:.1f} ms "
             f"during the sweep vs {sweep['baseline_p99_ms']:.1f} ms before "

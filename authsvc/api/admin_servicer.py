@@ -243,8 +243,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.AdminServiceGetSessionRequest,
         context: Context[pb.AdminServiceGetSessionRequest, pb.AdminServiceGetSessionResponse],
     ) -> pb.AdminServiceGetSessionResponse:
-        self._operator(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetSession is not built yet")
+        operator = self._operator(context)
+        session_id = convert.parse_session_id(request.session_id)
+        session, end = await self._actions.get_session(operator, session_id)
+        note_subject(session.user_id, session.id)
+        return pb.AdminServiceGetSessionResponse(
+            session=convert.session_message(session, end, current=False)
+        )
 
     async def GetSessionLineage(
         self,

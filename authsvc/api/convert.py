@@ -21,6 +21,10 @@ from authsvc.core.models import (
     ListedSession,
     LogoutScope,
     Revocation,
+    Session,
+    SessionEnd,
+    SessionEnder,
+    SessionEnderKind,
     SessionEndReason,
     SessionId,
     UserId,
@@ -35,6 +39,8 @@ __all__ = [
     "decode_page_token",
     "encode_audit_page_token",
     "encode_page_token",
+    "end_reason",
+    "end_reason_name",
     "heartbeat_response",
     "logout_scope",
     "optional_instant",
@@ -42,6 +48,7 @@ __all__ = [
     "parse_session_id",
     "parse_user_id",
     "revocation_response",
+    "session_message",
     "struct_of",
     "timestamp",
 ]
@@ -74,6 +81,21 @@ _SESSION_END_REASONS = {
     reason: pb.SessionEndReason.Value(f"SESSION_END_REASON_{reason.name}")
     for reason in SessionEndReason
 }
+_ENDER_KINDS = {
+    SessionEnderKind.USER: pb.SESSION_ENDER_KIND_USER,
+    SessionEnderKind.OPERATOR: pb.SESSION_ENDER_KIND_OPERATOR,
+    SessionEnderKind.SYSTEM: pb.SESSION_ENDER_KIND_SYSTEM,
+}
+
+
+def end_reason(reason: SessionEndReason | None) -> pb.SessionEndReason.ValueType:
+    """The proto value of a stored end reason; unspecified for none."""
+    return pb.SESSION_END_REASON_UNSPECIFIED if reason is None else _SESSION_END_REASONS[reason]
+
+
+def end_reason_name(reason: SessionEndReason) -> str:
+    """The proto value's name, as ErrorInfo metadata `end_reason` carries it."""
+    return pb.SessionEndReason.Name(_SESSION_END_REASONS[reason])
 
 
 def timestamp(instant: datetime) -> timestamp_pb2.Timestamp:
@@ -248,6 +270,43 @@ def add_session(
     set_timestamp(message.last_active_at, session.last_active_at)
     set_timestamp(message.idle_expires_at, session.idle_expires_at)
     set_timestamp(message.expires_at, session.expires_at)
+
+
+def _set_ender(message: pb.SessionEnder, ender: SessionEnder) -> None:
+    message.kind = _ENDER_KINDS[ender.kind]
+    if ender.session_id is not None:
+        message.session_id = str(ender.session_id)
+    message.operator = ender.operator
+
+
+def session_message(session: Session, end: SessionEnd | None, *, current: bool) -> pb.Session:
+    """A session, live or ended (`end`, from domain.tombstones.end_of), as GetSession
+    answers with it."""
+    device = session.device
+    message = pb.Session(
+        session_id=str(session.id),
+        user_id=str(session.user_id),
+        device_type=_DEVICE_TYPES[device.device_type],
+        browser=device.browser,
+        os=device.os,
+        device_name=device.device_name,
+        ip_address=device.ip_address,
+        user_agent=device.user_agent,
+        country=device.country,
+        city=device.city,
+        current=current,
+        remember_me=session.remember_me,
+    )
+    set_timestamp(message.created_at, session.created_at)
+    set_timestamp(message.last_active_at, session.last_active_at)
+    set_timestamp(message.idle_expires_at, session.idle_expires_at)
+    set_timestamp(message.expires_at, session.expires_at)
+    if end is not None:
+        set_timestamp(message.ended_at, end.ended_at)
+        message.end_reason = end_reason(end.reason)
+        if end.ended_by is not None:
+            _set_ender(message.ended_by, end.ended_by)
+    return message
 
 
 def revocation_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import cast
 
 import grpc
@@ -11,6 +12,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from authsvc.api.convert import end_reason_name
 from authsvc.core import errors
 from authsvc.v1.error_reason_pb2 import ErrorReason
 
@@ -20,6 +22,7 @@ __all__ = [
     "deadline_exceeded_status",
     "internal_status",
     "reason_of",
+    "rfc3339",
     "status_for",
 ]
 
@@ -86,6 +89,22 @@ def reason_of(error: errors.AuthError) -> str:
     return ErrorReason.Name(answer_for(type(error))[1])
 
 
+def rfc3339(instant: datetime) -> str:
+    """An aware datetime in RFC 3339, UTC, as ErrorInfo metadata carries instants."""
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _metadata(error: errors.AuthError) -> dict[str, str]:
+    """The error's ErrorInfo metadata: its own, and for a session that ended, why and when
+    (error_reason.proto's SESSION_REVOKED, SESSION_EXPIRED, REFRESH_TOKEN_REUSED)."""
+    if not isinstance(error, errors.SessionEnded) or error.end_reason is None:
+        return error.metadata
+    metadata = {**error.metadata, "end_reason": end_reason_name(error.end_reason)}
+    if error.ended_at is not None:
+        metadata["ended_at"] = rfc3339(error.ended_at)
+    return metadata
+
+
 def _packed(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -96,7 +115,7 @@ def status_for(error: errors.AuthError) -> grpc.Status:
     """The rich status for `error`: its code, one ErrorInfo, and a BadRequest for fields."""
     code, reason = answer_for(type(error))
     info = error_details_pb2.ErrorInfo(
-        reason=ErrorReason.Name(reason), domain=DOMAIN, metadata=error.metadata
+        reason=ErrorReason.Name(reason), domain=DOMAIN, metadata=_metadata(error)
     )
     details = [_packed(info)]
     if isinstance(error, errors.InvalidArgument):

@@ -16,7 +16,7 @@ from authsvc.api.errors import internal_status, reason_of, status_for
 from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
 from authsvc.api.service_auth import ServiceGuard
-from authsvc.core.errors import AuthError, InvalidArgument
+from authsvc.core.errors import AuthError, InvalidArgument, SessionEnded
 from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin
 from authsvc.domain import validation
 from authsvc.domain.access_tokens import VERIFIED_CACHE_SIZE
@@ -62,6 +62,14 @@ def _required_refresh_token(value: str) -> str:
     if len(value) > _MAX_REFRESH_TOKEN_FIELD:
         raise InvalidArgument("refresh_token", "refresh_token is too long")
     return value
+
+
+def _set_end(response: pb.ValidateTokenResponse, inactive: AuthError) -> None:
+    """Why and when the token's session ended, when that is why it is inactive."""
+    if isinstance(inactive, SessionEnded) and inactive.end_reason is not None:
+        response.end_reason = convert.end_reason(inactive.end_reason)
+        if inactive.ended_at is not None:
+            convert.set_timestamp(response.ended_at, inactive.ended_at)
 
 
 class OpenStreams:
@@ -214,9 +222,14 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         request: pb.GetSessionRequest,
         context: Context[pb.GetSessionRequest, pb.GetSessionResponse],
     ) -> pb.GetSessionResponse:
-        # A placeholder for issue 14's GetSession, replaced when it lands.
-        await self._authenticate(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetSession is not built yet")
+        principal = await self._authenticate(context)
+        session_id = convert.parse_session_id(request.session_id)
+        session, end = await self._sessions.get_session(principal, session_id)
+        return pb.GetSessionResponse(
+            session=convert.session_message(
+                session, end, current=session.id == principal.session_id
+            )
+        )
 
     async def ValidateToken(
         self,
@@ -239,6 +252,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         response.active = result.active
         if result.inactive is not None:
             response.inactive_reason = reason_of(result.inactive)
+            _set_end(response, result.inactive)
         return response
 
     def _principal_part(self, token: str, principal: Principal) -> bytes:

@@ -6,9 +6,9 @@ reason clients branch on, in one table, from the proto's ErrorReason enum.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from authsvc.core.models import Principal
+from authsvc.core.models import Principal, SessionEndReason
 
 __all__ = [
     "AuthError",
@@ -30,6 +30,7 @@ __all__ = [
     "RegistrationDisabled",
     "ServerBusy",
     "ServiceCredentialsRequired",
+    "SessionEnded",
     "SessionExpired",
     "SessionLimitReached",
     "SessionNotFound",
@@ -152,15 +153,31 @@ class RefreshTokenExpired(Unauthenticated):
     """The refresh token is past its expiry."""
 
 
-class RefreshTokenReused(Unauthenticated):
+class SessionEnded(Unauthenticated):
+    """Base of the refusals because the session ended: why (`end_reason`) and when
+    (`ended_at`), when known; the api sends both in the ErrorInfo metadata."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        end_reason: SessionEndReason | None = None,
+        ended_at: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.end_reason = end_reason
+        self.ended_at = ended_at
+
+
+class RefreshTokenReused(SessionEnded):
     """An already-rotated refresh token came back; its session is revoked."""
 
 
-class SessionRevoked(Unauthenticated):
+class SessionRevoked(SessionEnded):
     """The session was logged out or revoked."""
 
 
-class SessionExpired(Unauthenticated):
+class SessionExpired(SessionEnded):
     """The session passed its idle timeout or absolute lifetime."""
 
 

@@ -10,6 +10,9 @@ from datetime import datetime
 from typing import NamedTuple, NewType, TypeAlias
 
 __all__ = [
+    "EXPIRED_SESSIONS",
+    "SYSTEM",
+    "TIMEOUTS",
     "Account",
     "AuditEvent",
     "AuditFilter",
@@ -34,7 +37,10 @@ __all__ = [
     "RevocationLogBounds",
     "SealedPrivateKey",
     "Session",
+    "SessionEnd",
     "SessionEndReason",
+    "SessionEnder",
+    "SessionEnderKind",
     "SessionId",
     "SessionPage",
     "SigningKey",
@@ -79,6 +85,49 @@ class SessionEndReason(enum.Enum):
     ABSOLUTE_TIMEOUT = "absolute_timeout"
     BULK_REVOKED = "bulk_revoked"
     SESSION_LIMIT_EVICTED = "session_limit_evicted"
+
+
+# The endings the sweeper marks: a session's deadline passed, nobody ended it.
+TIMEOUTS = frozenset({SessionEndReason.IDLE_TIMEOUT, SessionEndReason.ABSOLUTE_TIMEOUT})
+
+
+class SessionEnderKind(enum.Enum):
+    """Who ended a session (migration 0018's ended_by_kind)."""
+
+    USER = "user"
+    OPERATOR = "operator"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEnder:
+    """Who ended a session: the user (from the session of the call, None when the call had
+    none, as ResetPassword), an operator (its credential's name), or the system."""
+
+    kind: SessionEnderKind
+    session_id: SessionId | None = None
+    operator: str = ""
+
+    @classmethod
+    def user(cls, session_id: SessionId | None) -> SessionEnder:
+        return cls(kind=SessionEnderKind.USER, session_id=session_id)
+
+    @classmethod
+    def by_operator(cls, name: str) -> SessionEnder:
+        return cls(kind=SessionEnderKind.OPERATOR, operator=name)
+
+
+SYSTEM = SessionEnder(kind=SessionEnderKind.SYSTEM)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEnd:
+    """How a session ended: when, why and by whom. `reason` is None on sessions ended
+    before reasons were recorded (migration 0014), `ended_by` before enders were (0018)."""
+
+    ended_at: datetime
+    reason: SessionEndReason | None
+    ended_by: SessionEnder | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +263,9 @@ class Session:
     device: DeviceInfo
     revoked_at: datetime | None
     revoke_reason: str | None
+    # Set with revoked_at by the statement that ended it (None while live; see SessionEnd).
+    end_reason: SessionEndReason | None = None
+    ended_by: SessionEnder | None = None
 
     def is_live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.idle_expires_at
@@ -292,7 +344,7 @@ class EndedSession:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExpiredSession:
-    """A session the sweeper deleted because it passed a deadline unended."""
+    """A session the sweeper marked ended because it passed a deadline unended."""
 
     created_at: datetime
     idle_expires_at: datetime
@@ -398,9 +450,10 @@ class SweepCutoffs:
     """The instants one sweep batch deletes up to, each from its retention setting."""
 
     now: datetime
-    # Refresh tokens expired before this (their expiry plus the refresh grace).
+    # Rotated refresh tokens expired before this (their expiry plus the refresh grace).
     tokens_expired_before: datetime
-    revoked_before: datetime
+    # Tombstones: sessions ended before this (AUTHSVC_ENDED_SESSION_RETENTION).
+    ended_before: datetime
     audit_before: datetime
     failures_before: datetime
     attempts_before: datetime
@@ -411,11 +464,14 @@ class SweepCutoffs:
 
 # Rows a sweep deleted, per kind the store sweeps (its names, in its order; zeros included).
 SweepCounts: TypeAlias = Mapping[str, int]
+# The one count of sessions marked ended (tombstones), not deleted.
+EXPIRED_SESSIONS = "expired_sessions"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SweepBatch:
-    """What one sweep batch deleted: rows by kind, and the expired sessions among them."""
+    """What one sweep batch did: rows by kind (deleted, or for `expired_sessions` marked
+    ended), and the expired sessions it marked."""
 
     counts: SweepCounts
     expired_sessions: tuple[ExpiredSession, ...]

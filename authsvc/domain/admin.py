@@ -10,13 +10,16 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from authsvc.core.clock import Clock
-from authsvc.core.errors import InvalidArgument, UserNotFound
+from authsvc.core.errors import InvalidArgument, SessionNotFound, UserNotFound
 from authsvc.core.models import (
     Account,
     AuditEvent,
     AuditFilter,
     AuditPage,
     Operator,
+    Session,
+    SessionEnd,
+    SessionEnder,
     SessionEndReason,
     SessionId,
     SessionPage,
@@ -30,6 +33,7 @@ from authsvc.domain.throttle import (
     ip_bucket,
     pair_bucket,
 )
+from authsvc.domain.tombstones import end_of
 
 __all__ = [
     "MAX_ADMIN_REASON",
@@ -47,6 +51,7 @@ class AdminEvent(enum.StrEnum):
     """The audit event each AdminService RPC writes, read or write, once per call."""
 
     USER_VIEWED = "admin_user_viewed"
+    SESSION_VIEWED = "admin_session_viewed"
     SESSIONS_LISTED = "admin_sessions_listed"
     SESSIONS_REVOKED = "admin_sessions_revoked"
     USER_DISABLED = "admin_user_disabled"
@@ -108,6 +113,12 @@ class AdminStore(Protocol):
         """One page of the user's live sessions, as `SessionStore.list_live_sessions`
         pages them, and `event` recorded with `listed_count`, in one transaction; None,
         with nothing recorded, if there is no such user."""
+        ...
+
+    async def view_session(self, session_id: SessionId, *, event: AuditEvent) -> Session | None:
+        """The session, live or ended, as `SessionStore.get_session` reads it; None if
+        there is none. Records `event` in the same transaction, stamped with the session
+        and its user if found, its detail with `found`."""
         ...
 
     async def user_exists(self, user_id: UserId) -> bool: ...
@@ -194,6 +205,20 @@ class AdminActions:
             raise UserNotFound("no such user")
         return account
 
+    async def get_session(
+        self, operator: Operator, session_id: SessionId
+    ) -> tuple[Session, SessionEnd | None]:
+        """Any session, live or ended while it is kept, with how it ended (None while
+        live). SessionNotFound if there is none; the lookup is audited either way."""
+        now = self._clock.now()
+        session = await self._store.view_session(
+            session_id,
+            event=admin_event(AdminEvent.SESSION_VIEWED, operator, now, session_id=session_id),
+        )
+        if session is None:
+            raise SessionNotFound("session not found")
+        return session, end_of(session, now)
+
     async def list_user_sessions(
         self,
         operator: Operator,
@@ -225,6 +250,7 @@ class AdminActions:
         count = await self._sessions.end_user_sessions(
             user_id,
             SessionEndReason.ADMIN_REVOKED,
+            ender=SessionEnder.by_operator(operator.name),
             audit_event=AdminEvent.SESSIONS_REVOKED.value,
             origin=operator.origin,
             detail={**operator.audit_detail, "reason": reason},
@@ -251,6 +277,7 @@ class AdminActions:
         account, count = await self._sessions.disable_user(
             user_id,
             reason=reason,
+            ender=SessionEnder.by_operator(operator.name),
             event=admin_event(
                 AdminEvent.USER_DISABLED, operator, now, user_id=user_id, reason=reason
             ),

@@ -14,6 +14,7 @@ from authsvc.core.models import (
     AuditEvent,
     EndedSession,
     Operator,
+    SessionEnder,
     SessionEndReason,
     UserId,
 )
@@ -45,10 +46,11 @@ class ErasureStore(Protocol):
         now: datetime,
         throttle_buckets: Callable[[str, list[str]], list[str]],
         personal_detail_keys: tuple[str, ...],
+        ender: SessionEnder,
         event: AuditEvent,
     ) -> list[EndedSession] | None:
         """Delete the account, in one transaction holding its row lock: end each of its
-        live sessions as USER_DELETED, with `event` recorded as
+        live sessions as USER_DELETED by `ender`, with `event` recorded as
         `SessionStore.end_user_sessions` records it (the revocation log keeps the
         endings); delete the login-throttle rows named by `throttle_buckets(email,
         addresses of its sessions)`; delete the account row with its sessions, refresh
@@ -77,6 +79,7 @@ class AccountErasure:
             now=now,
             throttle_buckets=throttle_buckets_of,
             personal_detail_keys=PERSONAL_DETAIL_KEYS,
+            ender=SessionEnder.by_operator(operator.name),
             event=admin_event(
                 AdminEvent.USER_DELETED, operator, now, user_id=user_id, reason=reason
             ),

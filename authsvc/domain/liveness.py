@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from authsvc.core.clock import Clock
-from authsvc.core.models import SessionId, UserId
+from authsvc.core.models import SessionEnd, SessionEndReason, SessionId, UserId
 from authsvc.domain.revocations import RevocationBatch, RevocationFeed
 
 __all__ = ["Liveness", "LivenessCache"]
@@ -47,8 +47,9 @@ class LivenessCache:
         self._feed = feed
         self._clock = clock
         self._window = window
-        # Session -> when it ended; `_order` holds the same, in arrival order, for pruning.
-        self._ended: dict[SessionId, datetime] = {}
+        # Session -> how it ended (when and why: a refusal says both without a database
+        # read); `_order` holds when, in arrival order, for pruning.
+        self._ended: dict[SessionId, SessionEnd] = {}
         self._order: deque[tuple[datetime, SessionId]] = deque()
         self._owners: OrderedDict[SessionId, UserId] = OrderedDict()
 
@@ -65,6 +66,11 @@ class LivenessCache:
         self._owners.move_to_end(session_id)
         return Liveness.LIVE if owner == user_id else Liveness.WRONG_USER
 
+    def end_of(self, session_id: SessionId) -> SessionEnd:
+        """How a session `check` answered REVOKED for ended: when and why (not by whom:
+        the feed does not say)."""
+        return self._ended[session_id]
+
     def checked_live(self, session_id: SessionId, user_id: UserId) -> None:
         """The database found the session live and the user's: it stays the user's, and
         only a revocation (which the feed brings) can end it before its tokens expire."""
@@ -74,20 +80,25 @@ class LivenessCache:
             self._owners.popitem(last=False)
 
     def applied(self, batch: RevocationBatch) -> None:
-        self._add((entry.session_id, entry.revoked_at) for entry in batch.revocations)
+        self._add((entry.session_id, entry.revoked_at, entry.reason) for entry in batch.revocations)
 
     def currency_changed(self, current: bool) -> None:
         """Nothing to do: `is_revoked` asks the feed itself."""
 
-    def ended_here(self, session_ids: Iterable[SessionId], ended_at: datetime) -> None:
-        """Sessions this process has just ended (committed): known at once, before the
-        caller is answered, so this replica never accepts a token it has just revoked."""
-        self._add((session_id, ended_at) for session_id in session_ids)
+    def ended_here(
+        self, session_ids: Iterable[SessionId], ended_at: datetime, reason: SessionEndReason
+    ) -> None:
+        """Sessions this process has just ended (committed) for `reason`: known at once,
+        before the caller is answered, so this replica never accepts a token it has just
+        revoked."""
+        self._add((session_id, ended_at, reason) for session_id in session_ids)
 
-    def _add(self, ended: Iterable[tuple[SessionId, datetime]]) -> None:
-        for session_id, ended_at in ended:
+    def _add(self, ended: Iterable[tuple[SessionId, datetime, SessionEndReason]]) -> None:
+        for session_id, ended_at, reason in ended:
             if session_id not in self._ended:
-                self._ended[session_id] = ended_at
+                self._ended[session_id] = SessionEnd(
+                    ended_at=ended_at, reason=reason, ended_by=None
+                )
                 self._order.append((ended_at, session_id))
         self._prune()
 

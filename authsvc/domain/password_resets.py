@@ -73,8 +73,8 @@ class PasswordResetStore(Protocol):
         """Spend the token and set the password, in one transaction holding the user's
         row lock: if the token is still unexpired at `now` and its account enabled,
         delete every reset token of the account, replace its password hash, and end each
-        of its live sessions as PASSWORD_RESET with `event` recorded as
-        `SessionStore.end_user_sessions` records it. The sessions ended; None, with
+        of its live sessions as PASSWORD_RESET by the user (with no session), with `event`
+        recorded as `SessionStore.end_user_sessions` records it. The sessions ended; None, with
         nothing written, if the token was not good (concurrent resets with one token:
         exactly one gets a list)."""
         ...

@@ -31,6 +31,7 @@ from authsvc.core.errors import (
     UserNotFound,
 )
 from authsvc.core.models import (
+    SYSTEM,
     Account,
     AuditEvent,
     DeviceInfo,
@@ -43,6 +44,8 @@ from authsvc.core.models import (
     RequestOrigin,
     RotationAttempt,
     Session,
+    SessionEnd,
+    SessionEnder,
     SessionEndReason,
     SessionId,
     SessionPage,
@@ -54,6 +57,7 @@ from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
+from authsvc.domain.tombstones import as_the_user_sees_it, end_of, refusal
 from authsvc.telemetry import metrics
 
 __all__ = [
@@ -116,11 +120,17 @@ class AccountStore(Protocol):
     nothing it would have written is written."""
 
     async def disable(
-        self, user_id: UserId, *, now: datetime, reason: str, event: AuditEvent
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        reason: str,
+        ender: SessionEnder,
+        event: AuditEvent,
     ) -> tuple[Account, list[EndedSession]] | None:
         """Mark the account disabled at `now` for `reason` (an account disabled already
         keeps its first time and reason), revoke each of its live sessions for the
-        revocation feed as USER_DISABLED, and record `event` once as
+        revocation feed as USER_DISABLED by `ender`, and record `event` once as
         `SessionStore.end_user_sessions` does. The account after it, and the sessions
         revoked; None, with nothing written, if there is no such account."""
         ...
@@ -142,7 +152,7 @@ class AccountStore(Protocol):
     ) -> list[EndedSession] | None:
         """If the account's password hash is still `verified_hash`, replace it with
         `new_hash` as changed at `now`, revoke each live session but `keep` for the
-        revocation feed as PASSWORD_CHANGED, and record `event` once as
+        revocation feed as PASSWORD_CHANGED, by the user from `keep`, and record `event` once as
         `SessionStore.end_user_sessions` does. The sessions revoked; None, with nothing
         written, if the account is gone or its password changed since it was read."""
         ...
@@ -182,11 +192,17 @@ class LockedSession(Protocol):
         ...
 
     async def revoke(
-        self, *, now: datetime, reason: str, ended_by: SessionEndReason, event: AuditEvent
+        self,
+        *,
+        now: datetime,
+        reason: str,
+        ended_by: SessionEndReason,
+        ender: SessionEnder,
+        event: AuditEvent,
     ) -> None:
         """Revoke the session at `now` for `reason` (a session already revoked keeps its
-        first revocation), logging it for the revocation feed as `ended_by`, and record
-        `event`."""
+        first revocation), logging it for the revocation feed as `ended_by`, recording
+        `ender` as who ended it, and record `event`."""
         ...
 
 
@@ -248,7 +264,8 @@ class SessionStore(Protocol):
         ...
 
     async def get_session(self, session_id: SessionId) -> Session | None:
-        """The session, live or not, or None if there is none (never was, or swept)."""
+        """The session, live or ended (with its end_reason and ended_by, when recorded), or
+        None if there is none (never was, or swept); one primary-key lookup."""
         ...
 
     async def list_live_sessions(
@@ -273,13 +290,14 @@ class SessionStore(Protocol):
         now: datetime,
         reason: str,
         ended_by: SessionEndReason,
+        ender: SessionEnder,
         event: AuditEvent,
     ) -> EndedSession | None:
-        """Revoke the user's session at `now` for `reason`, log it for the revocation feed
-        as `ended_by` and record `event`, stamped with the session, atomically. The session
-        if this call revoked it; None, with nothing written, if it was revoked already, is
-        another user's or does not exist (see
-        `session_belongs_to`). A session past its deadlines is still revoked."""
+        """Revoke the user's session at `now` for `reason`, by `ender`, log it for the
+        revocation feed as `ended_by` and record `event`, stamped with the session,
+        atomically. The session if this call revoked it; None, with nothing written, if it
+        had ended already (revoked, or past its idle deadline: it keeps its expiry), is
+        another user's or does not exist (see `session_belongs_to`)."""
         ...
 
     async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool:
@@ -293,13 +311,14 @@ class SessionStore(Protocol):
         now: datetime,
         reason: str,
         ended_by: SessionEndReason,
+        ender: SessionEnder,
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> list[EndedSession]:
-        """Revoke each live session of the user but `keep` at `now` for `reason`, log each
-        for the revocation feed as `ended_by`, and record one copy of `event` per session,
-        stamped with it, atomically. Returns the sessions it revoked (none if none was
-        live)."""
+        """Revoke each live session of the user but `keep` at `now` for `reason`, by
+        `ender`, log each for the revocation feed as `ended_by`, and record one copy of
+        `event` per session, stamped with it, atomically. Returns the sessions it revoked
+        (none if none was live)."""
         ...
 
     async def end_user_sessions(
@@ -309,11 +328,12 @@ class SessionStore(Protocol):
         now: datetime,
         revoke_reason: str,
         ended_by: SessionEndReason,
+        ender: SessionEnder,
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> list[EndedSession]:
         """Revoke each live session of the user but `keep` at `now` for `revoke_reason`,
-        log each for the revocation feed as `ended_by`, and record `event` once, for the
+        by `ender`, log each for the revocation feed as `ended_by`, and record `event` once, for the
         user, its detail extended with `revoked_session_count` and `revoked_session_ids`:
         atomically, and even when no session was live. Returns the sessions it revoked."""
         ...
@@ -716,7 +736,7 @@ class SessionService:
                 rotated = None
         if rotated is None:
             self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)
-            raise RefreshTokenReused("refresh token was already used; the session is revoked")
+            raise _reused(now)
         tokens = self._issue(session.user_id, session.id, rotated.token, rotated.expires_at)
         outcome.inc()
         return tokens
@@ -739,6 +759,7 @@ class SessionService:
             now=now,
             reason="refresh_token_reused",
             ended_by=SessionEndReason.REFRESH_TOKEN_REUSE,
+            ender=SYSTEM,
             event=AuditEvent(
                 event="refresh_token_reused",
                 occurred_at=now,
@@ -801,10 +822,9 @@ class SessionService:
 
     @staticmethod
     def _check_live(session: Session, now: datetime) -> None:
-        if session.revoked_at is not None:
-            raise SessionRevoked("session has been revoked")
-        if now >= session.idle_expires_at:
-            raise SessionExpired("session has expired")
+        end = end_of(session, now)
+        if end is not None:
+            raise refusal(end)
 
     # --- access tokens ----------------------------------------------------
 
@@ -840,7 +860,7 @@ class SessionService:
             return
         known = cache.check(principal.session_id, principal.user_id)
         if known is Liveness.REVOKED:
-            raise SessionRevoked("session has been revoked")
+            raise refusal(cache.end_of(principal.session_id))
         if known is Liveness.WRONG_USER:
             raise TokenInvalid("access token does not match its session")
         if known is Liveness.UNKNOWN:
@@ -963,7 +983,7 @@ class SessionService:
         raise InvalidCredentials("the current password is not valid")
 
     async def disable_user(
-        self, user_id: UserId, *, reason: str, event: AuditEvent
+        self, user_id: UserId, *, reason: str, ender: SessionEnder, event: AuditEvent
     ) -> tuple[Account, int]:
         """Disable the account for `reason` and end every session of it (USER_DISABLED),
         recording `event` (the operator's `admin_user_disabled`) in the same transaction
@@ -972,7 +992,9 @@ class SessionService:
         and keeps its first disabling. Returns the account after it and how many sessions
         it ended; UserNotFound if there is no such account."""
         now = self._clock.now()
-        disabled = await self._accounts.disable(user_id, now=now, reason=reason, event=event)
+        disabled = await self._accounts.disable(
+            user_id, now=now, reason=reason, ender=ender, event=event
+        )
         if disabled is None:
             raise UserNotFound("user not found")
         account, ended = disabled
@@ -998,6 +1020,19 @@ class SessionService:
             principal.user_id, now=self._clock.now(), limit=page_size, after=after
         )
 
+    async def get_session(
+        self, principal: Principal, session_id: SessionId
+    ) -> tuple[Session, SessionEnd | None]:
+        """One of the caller's user's sessions, live or ended while it is kept, with how it
+        ended (None while live; an operator unnamed). Another user's session and one that
+        does not exist are the same SessionNotFound, after the same one lookup, so ids
+        cannot be probed."""
+        session = await self._sessions.get_session(session_id)
+        if session is None or session.user_id != principal.user_id:
+            raise SessionNotFound("session not found")
+        end = end_of(session, self._clock.now())
+        return session, None if end is None else as_the_user_sees_it(end)
+
     async def revoke_session(
         self, principal: Principal, session_id: SessionId, note: str, origin: RequestOrigin
     ) -> None:
@@ -1014,6 +1049,7 @@ class SessionService:
             now=now,
             reason=reason,
             ended_by=SessionEndReason.USER_REVOKED,
+            ender=SessionEnder.user(principal.session_id),
             event=AuditEvent(
                 event="session_revoked",
                 occurred_at=now,
@@ -1062,7 +1098,7 @@ class SessionService:
                 await self._revoke_for_reuse(locked, now, origin)
         if reused:
             self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)
-            raise RefreshTokenReused("refresh token was already used; the session is revoked")
+            raise _reused(now)
         return await self._logout(session.user_id, session.id, scope, origin)
 
     async def _logout(
@@ -1075,6 +1111,7 @@ class SessionService:
             origin=origin,
             detail={"scope": scope.value, "by_session_id": str(session_id)},
         )
+        ender = SessionEnder.user(session_id)
         if scope is LogoutScope.THIS_SESSION:
             ended = await self._sessions.revoke_session(
                 user_id,
@@ -1082,6 +1119,7 @@ class SessionService:
                 now=now,
                 reason="logout",
                 ended_by=SessionEndReason.USER_LOGOUT,
+                ender=ender,
                 event=event,
             )
             ended_sessions = [] if ended is None else [ended]
@@ -1091,6 +1129,7 @@ class SessionService:
                 now=now,
                 reason="logout_other_sessions",
                 ended_by=SessionEndReason.USER_LOGOUT,
+                ender=ender,
                 event=event,
                 keep=session_id,
             )
@@ -1100,6 +1139,7 @@ class SessionService:
                 now=now,
                 reason="logout_all_sessions",
                 ended_by=SessionEndReason.USER_LOGOUT,
+                ender=ender,
                 event=event,
             )
         self._ended_here(ended_sessions, now, SessionEndReason.USER_LOGOUT)
@@ -1121,13 +1161,14 @@ class SessionService:
         user_id: UserId,
         reason: SessionEndReason,
         *,
+        ender: SessionEnder,
         audit_event: str,
         origin: RequestOrigin,
         detail: dict[str, object] | None = None,
         keep: SessionId | None = None,
         note: str = "",
     ) -> int:
-        """End every live session of the user but `keep`, for `reason`, through the
+        """End every live session of the user but `keep`, for `reason`, by `ender`, through the
         revocation feed; this process refuses them before it returns. One audit event
         `audit_event` (from `origin`, with `detail`, the count and the ids ended) is
         written in the same transaction, even when no session was live. `note` joins
@@ -1139,6 +1180,7 @@ class SessionService:
             now=now,
             revoke_reason=f"{reason.value}: {note}" if note else reason.value,
             ended_by=reason,
+            ender=ender,
             event=AuditEvent(
                 event=audit_event,
                 occurred_at=now,
@@ -1183,9 +1225,17 @@ class SessionService:
         if not ended:
             return
         if self._liveness is not None:
-            self._liveness.ended_here((session.id for session in ended), now)
+            self._liveness.ended_here((session.id for session in ended), now, reason)
         for session in ended:
             metrics.session_ended(reason.value, (now - session.created_at).total_seconds())
+
+
+def _reused(now: datetime) -> RefreshTokenReused:
+    return RefreshTokenReused(
+        "refresh token was already used; the session is revoked",
+        end_reason=SessionEndReason.REFRESH_TOKEN_REUSE,
+        ended_at=now,
+    )
 
 
 def _ended(session: Session) -> EndedSession:

@@ -21,6 +21,7 @@ from authsvc.core.models import (
     Account,
     AuditEvent,
     EndedSession,
+    SessionEnder,
     SessionEndReason,
     SessionId,
     UserId,
@@ -74,7 +75,13 @@ class PgAccountStore:
         self._pool = pool
 
     async def disable(
-        self, user_id: UserId, *, now: datetime, reason: str, event: AuditEvent
+        self,
+        user_id: UserId,
+        *,
+        now: datetime,
+        reason: str,
+        ender: SessionEnder,
+        event: AuditEvent,
     ) -> tuple[Account, list[EndedSession]] | None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if await _lock_account(conn, user_id) is None:
@@ -88,6 +95,7 @@ class PgAccountStore:
                 now=now,
                 revoke_reason=SessionEndReason.USER_DISABLED.value,
                 ended_by=SessionEndReason.USER_DISABLED,
+                ender=ender,
                 event=event,
                 keep=None,
             )
@@ -123,6 +131,8 @@ class PgAccountStore:
                 now=now,
                 revoke_reason=SessionEndReason.PASSWORD_CHANGED.value,
                 ended_by=SessionEndReason.PASSWORD_CHANGED,
+                # The user, from the session it keeps.
+                ender=SessionEnder.user(keep),
                 event=event,
                 keep=keep,
             )

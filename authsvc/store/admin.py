@@ -14,6 +14,7 @@ from authsvc.core.models import (
     AuditFilter,
     AuditPage,
     AuditRecord,
+    Session,
     SessionId,
     SessionPage,
     UserId,
@@ -21,7 +22,7 @@ from authsvc.core.models import (
 from authsvc.store.audit import event_of, insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
-from authsvc.store.sessions import fetch_live_page
+from authsvc.store.sessions import fetch_live_page, fetch_session
 from authsvc.store.throttle import forgive_failures
 
 __all__ = ["PgAdminStore", "fetch_account"]
@@ -141,6 +142,19 @@ class PgAdminStore:
                 replace(event, detail={**event.detail, "listed_count": len(page.sessions)}),
             )
         return page
+
+    async def view_session(self, session_id: SessionId, *, event: AuditEvent) -> Session | None:
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            session = await fetch_session(conn, session_id)
+            await insert_event(
+                conn,
+                replace(
+                    event,
+                    user_id=None if session is None else session.user_id,
+                    detail={**event.detail, "found": session is not None},
+                ),
+            )
+        return session
 
     async def user_exists(self, user_id: UserId) -> bool:
         async with translate_errors():

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from authsvc.core.models import AuditEvent, EndedSession, SessionEndReason, UserId
+from authsvc.core.models import AuditEvent, EndedSession, SessionEnder, SessionEndReason, UserId
 from authsvc.store.errors import translate_errors
 from authsvc.store.sessions import end_user_sessions
 
@@ -48,6 +48,7 @@ class PgErasureStore:
         now: datetime,
         throttle_buckets: Callable[[str, list[str]], list[str]],
         personal_detail_keys: tuple[str, ...],
+        ender: SessionEnder,
         event: AuditEvent,
     ) -> list[EndedSession] | None:
         # One transaction: if any statement fails, or the connection drops, PostgreSQL
@@ -63,6 +64,7 @@ class PgErasureStore:
                 now=now,
                 revoke_reason=SessionEndReason.USER_DELETED.value,
                 ended_by=SessionEndReason.USER_DELETED,
+                ender=ender,
                 event=event,
                 keep=None,
             )

@@ -10,6 +10,7 @@ from authsvc.core.models import (
     AuditEvent,
     EndedSession,
     ResetTarget,
+    SessionEnder,
     SessionEndReason,
     UserId,
 )
@@ -105,6 +106,8 @@ class PgPasswordResetStore:
                 now=now,
                 revoke_reason=SessionEndReason.PASSWORD_RESET.value,
                 ended_by=SessionEndReason.PASSWORD_RESET,
+                # The user, by a call that has no session.
+                ender=SessionEnder.user(None),
                 event=event,
                 keep=None,
             )

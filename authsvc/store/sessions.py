@@ -27,6 +27,8 @@ from authsvc.core.models import (
     RefreshTokenRecord,
     RotationAttempt,
     Session,
+    SessionEnder,
+    SessionEnderKind,
     SessionEndReason,
     SessionId,
     SessionPage,
@@ -38,7 +40,14 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
+__all__ = [
+    "PgLockedSession",
+    "PgSessionStore",
+    "end_user_sessions",
+    "ender_args",
+    "fetch_live_page",
+    "fetch_session",
+]
 
 
 # Only for an account not disabled and whose password hash is still the one the sign-in
@@ -68,7 +77,7 @@ _LOCK_SESSION_BY_TOKEN = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name, country, city,
-    revoked_at, revoke_reason
+    revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator
 FROM sessions
 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
 FOR UPDATE
@@ -114,16 +123,18 @@ WITH locked AS MATERIALIZED (
 SELECT locked.id, locked.user_id, consumed.idle_expires_at
 FROM locked LEFT JOIN consumed ON true
 """
-# Every ending sets end_reason: migration 0014's trigger logs it for the revocation feed.
+# Every ending sets end_reason (migration 0014's trigger logs it for the revocation feed)
+# and who ended it (migration 0018).
 _REVOKE_LOCKED = """
-UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4
+UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4,
+    ended_by_kind = $5, ended_by_session = $6, ended_by_operator = $7
 WHERE id = $1 AND revoked_at IS NULL
 """
 _SELECT_SESSION = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name, country, city,
-    revoked_at, revoke_reason
+    revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator
 FROM sessions WHERE id = $1
 """
 # Only the columns ListedSession shows (in its order): each column more is decoded
@@ -148,11 +159,13 @@ ORDER BY last_active_at DESC, id DESC
 LIMIT $3
 """
 # Revocations append their audit events in the same statement ($5.. = event, ip,
-# user agent, detail), one per session they revoke.
+# user agent, detail), one per session they revoke. An expired session keeps its expiry
+# as its ending, marked by the sweeper or not (domain/tombstones.py).
 _REVOKE_OWN = """
 WITH revoked AS (
-    UPDATE sessions SET revoked_at = $3, revoke_reason = $4, end_reason = $9
-    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+    UPDATE sessions SET revoked_at = $3, revoke_reason = $4, end_reason = $9,
+        ended_by_kind = $10, ended_by_session = $11, ended_by_operator = $12
+    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND idle_expires_at > $3
     RETURNING id, user_id, created_at
 ), audited AS (
     INSERT INTO audit_events
@@ -164,7 +177,8 @@ SELECT created_at FROM revoked
 _OWN_SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
 _REVOKE_ALL_OF_USER = """
 WITH revoked AS (
-    UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $9
+    UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $9,
+        ended_by_kind = $10, ended_by_session = $11, ended_by_operator = $12
     WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
       AND id IS DISTINCT FROM $4
     RETURNING id, user_id, created_at
@@ -175,12 +189,14 @@ WITH revoked AS (
 )
 SELECT id, created_at FROM revoked
 """
-# Ends the user's live sessions but $5 ($4 = end reason) and appends one audit event
-# for the whole call ($6.. = event, session, ip, user agent, detail), with what it
-# ended, even if nothing was live: an aggregate without GROUP BY yields one row.
+# Ends the user's live sessions but $5 ($4 = end reason, $11.. = who ended them) and
+# appends one audit event for the whole call ($6.. = event, session, ip, user agent,
+# detail), with what it ended, even if nothing was live: an aggregate without GROUP BY
+# yields one row.
 _END_USER_SESSIONS = """
 WITH ended AS (
-    UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4
+    UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4,
+        ended_by_kind = $11, ended_by_session = $12, ended_by_operator = $13
     WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
       AND id IS DISTINCT FROM $5
     RETURNING id, created_at
@@ -203,6 +219,7 @@ async def end_user_sessions(
     now: datetime,
     revoke_reason: str,
     ended_by: SessionEndReason,
+    ender: SessionEnder,
     event: AuditEvent,
     keep: SessionId | None,
 ) -> list[EndedSession]:
@@ -221,6 +238,7 @@ async def end_user_sessions(
         event.origin.ip_address,
         event.origin.user_agent,
         event.detail,
+        *ender_args(ender),
     )
     return [_ended(row) for row in rows]
 
@@ -250,13 +268,41 @@ async def fetch_live_page(
 
 # By value without Enum's call machinery: twenty rows a listing.
 _DEVICE_TYPES = {device_type.value: device_type for device_type in DeviceType}
+_END_REASONS = {reason.value: reason for reason in SessionEndReason}
+_ENDER_KINDS = {kind.value: kind for kind in SessionEnderKind}
+
+
+def ender_args(ender: SessionEnder) -> tuple[str, SessionId | None, str | None]:
+    """The ended_by_kind, ended_by_session and ended_by_operator values of `ender`."""
+    return ender.kind.value, ender.session_id, ender.operator or None
+
+
+def _ender(row: asyncpg.Record) -> SessionEnder | None:
+    kind = row["ended_by_kind"]
+    if kind is None:
+        return None
+    session = row["ended_by_session"]
+    return SessionEnder(
+        kind=_ENDER_KINDS[kind],
+        session_id=None if session is None else SessionId(session),
+        operator=row["ended_by_operator"] or "",
+    )
 
 
 def _ended(row: asyncpg.Record) -> EndedSession:
     return EndedSession(id=SessionId(row["id"]), created_at=row["created_at"])
 
 
-def _session(row: asyncpg.Record) -> Session:
+async def fetch_session(db: asyncpg.Pool | Connection, session_id: SessionId) -> Session | None:
+    """`SessionStore.get_session` on a pool, or on a connection inside the caller's
+    transaction (AdminService's, which audits the read): one primary-key lookup."""
+    row = await db.fetchrow(_SELECT_SESSION, session_id)
+    return None if row is None else session_of(row)
+
+
+def session_of(row: asyncpg.Record) -> Session:
+    """A session from a row of every column `_SELECT_SESSION` reads."""
+    end_reason = row["end_reason"]
     return Session(
         id=SessionId(row["id"]),
         user_id=UserId(row["user_id"]),
@@ -277,6 +323,8 @@ def _session(row: asyncpg.Record) -> Session:
         ),
         revoked_at=row["revoked_at"],
         revoke_reason=row["revoke_reason"],
+        end_reason=None if end_reason is None else _END_REASONS[end_reason],
+        ended_by=_ender(row),
     )
 
 
@@ -354,9 +402,17 @@ class PgLockedSession:
         )
 
     async def revoke(
-        self, *, now: datetime, reason: str, ended_by: SessionEndReason, event: AuditEvent
+        self,
+        *,
+        now: datetime,
+        reason: str,
+        ended_by: SessionEndReason,
+        ender: SessionEnder,
+        event: AuditEvent,
     ) -> None:
-        await self._conn.execute(_REVOKE_LOCKED, self.session.id, now, reason, ended_by.value)
+        await self._conn.execute(
+            _REVOKE_LOCKED, self.session.id, now, reason, ended_by.value, *ender_args(ender)
+        )
         await insert_event(self._conn, event)
 
 
@@ -446,12 +502,11 @@ class PgSessionStore:
     ) -> AsyncIterator[PgLockedSession | None]:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_LOCK_SESSION_BY_TOKEN, token_hash)
-            yield None if row is None else PgLockedSession(conn, _session(row))
+            yield None if row is None else PgLockedSession(conn, session_of(row))
 
     async def get_session(self, session_id: SessionId) -> Session | None:
         async with translate_errors():
-            row = await self._pool.fetchrow(_SELECT_SESSION, session_id)
-        return None if row is None else _session(row)
+            return await fetch_session(self._pool, session_id)
 
     async def list_live_sessions(
         self,
@@ -472,6 +527,7 @@ class PgSessionStore:
         now: datetime,
         reason: str,
         ended_by: SessionEndReason,
+        ender: SessionEnder,
         event: AuditEvent,
     ) -> EndedSession | None:
         async with translate_errors():
@@ -483,6 +539,7 @@ class PgSessionStore:
                 reason,
                 *_event_template(event),
                 ended_by.value,
+                *ender_args(ender),
             )
         return None if created_at is None else EndedSession(id=session_id, created_at=created_at)
 
@@ -497,6 +554,7 @@ class PgSessionStore:
         now: datetime,
         reason: str,
         ended_by: SessionEndReason,
+        ender: SessionEnder,
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> list[EndedSession]:
@@ -509,6 +567,7 @@ class PgSessionStore:
                 keep,
                 *_event_template(event),
                 ended_by.value,
+                *ender_args(ender),
             )
         return [_ended(row) for row in rows]
 
@@ -519,6 +578,7 @@ class PgSessionStore:
         now: datetime,
         revoke_reason: str,
         ended_by: SessionEndReason,
+        ender: SessionEnder,
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> list[EndedSession]:
@@ -529,6 +589,7 @@ class PgSessionStore:
                 now=now,
                 revoke_reason=revoke_reason,
                 ended_by=ended_by,
+                ender=ender,
                 event=event,
                 keep=keep,
             )

@@ -1,5 +1,9 @@
 """SQL for the expiry sweeper: small batches that never wait on live traffic.
 
+Sessions are not deleted when they end: an expired one is marked ended (a tombstone, as
+every other ending leaves), and tombstones are deleted once the ended-session retention
+has passed (docs/design.md, "Session tombstones").
+
 What is swept is declared once, in `SWEPT`: adding a table to the sweep is one entry
 there (and its index, in a migration). Its name is the key of its count in what
 `Sweeper.run_once` returns, in the `sweep` log line and in `authsvc sweep`'s output.
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from authsvc.core.models import ExpiredSession, SweepBatch, SweepCutoffs
+from authsvc.core.models import EXPIRED_SESSIONS, ExpiredSession, SweepBatch, SweepCutoffs
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection, try_session_advisory_lock
 
@@ -27,16 +31,32 @@ SWEEP_LOCK_KEY = 0x61757468_0002
 # sub-select's estimate and hash-joins over the whole table; an array of ids is
 # looked up through the primary key.
 #
-# Refresh tokens go first, in batches of their own, and a session only once it has
-# none left: a cascade from a long-lived session could delete thousands of tokens in
-# one statement. A token past its own expiry (and the refresh grace period after it)
-# is deleted even while its session lives (a rotated token is kept until then, so a
-# replay is recognised as reuse while the token could still have been used); every
-# token of an idle-expired session has expired too. A revoked session's tokens go when
-# the session's retention ends.
+# Expired sessions are marked ended first, at the deadline that passed: the idle one,
+# which is capped at the absolute one (then it is ABSOLUTE_TIMEOUT). Each is marked once
+# (revoked_at IS NULL), so its expiry is counted once, by whichever replica marks it.
+# Migration 0019's trigger keeps these endings off the revocation feed.
+_MARK_EXPIRED_SESSIONS = """
+UPDATE sessions SET revoked_at = idle_expires_at, ended_by_kind = 'system',
+    end_reason = CASE WHEN idle_expires_at < expires_at
+        THEN 'idle_timeout' ELSE 'absolute_timeout' END,
+    revoke_reason = CASE WHEN idle_expires_at < expires_at
+        THEN 'idle_timeout' ELSE 'absolute_timeout' END
+WHERE id = ANY(ARRAY(
+    SELECT id FROM sessions WHERE idle_expires_at <= $1 AND revoked_at IS NULL
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+)) AND revoked_at IS NULL
+RETURNING created_at, idle_expires_at, expires_at
+"""
+# Refresh tokens go in batches of their own, and a session only once it has none left:
+# a cascade from a long-lived session could delete thousands of tokens in one statement.
+# A rotated token past its own expiry (and the refresh grace period after it) is deleted
+# even while its session lives (it is kept until then, so a replay is recognised as
+# reuse while the token could still have been used). A session's current (unrotated)
+# token stays with its tombstone, so a Refresh with it is answered with the session's
+# end reason; it goes when the session's retention ends.
 _DELETE_EXPIRED_TOKENS = """
 DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
-    SELECT id FROM refresh_tokens WHERE expires_at <= $1
+    SELECT id FROM refresh_tokens WHERE expires_at <= $1 AND rotated_at IS NOT NULL
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
@@ -49,19 +69,9 @@ DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
-# Revoked sessions are not "expired": they stay for the revoked retention.
+# Tombstones past the ended-session retention, whatever ended them (expiries included).
 # `OFFSET 0` keeps the NOT EXISTS a per-row probe of the session_id index: without it
 # the planner turns it into an anti-join over a sequential scan of every token.
-# The rows come back: an expiry is counted (authsvc_sessions_ended_total) when its
-# session is deleted, so once, by whichever replica deletes it.
-_DELETE_EXPIRED_SESSIONS = """
-DELETE FROM sessions WHERE id = ANY(ARRAY(
-    SELECT id FROM sessions s WHERE idle_expires_at <= $1 AND revoked_at IS NULL
-      AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
-    LIMIT $2 FOR UPDATE SKIP LOCKED
-))
-RETURNING created_at, idle_expires_at, expires_at
-"""
 _DELETE_REVOKED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions s WHERE revoked_at <= $1
@@ -118,7 +128,8 @@ DELETE FROM revocation_log WHERE id = ANY(ARRAY(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Swept:
-    """One kind of row the sweeper deletes, one batch per statement run."""
+    """One kind of row the sweeper deletes (or, for expired sessions, marks ended), one
+    batch per statement run."""
 
     # The key of its count: stable, since logs and scripts read it.
     name: str
@@ -129,13 +140,20 @@ class Swept:
     args: Callable[[SweepCutoffs, int], tuple[object, ...]]
     # Run first, in the same transaction as the statement (else it runs on its own).
     setup: str | None = None
-    # The statement deletes sessions that expired unended, RETURNING created_at,
-    # idle_expires_at, expires_at of each.
-    expires_sessions: bool = False
+    # The statement marks sessions that expired unended as ended (it deletes nothing),
+    # RETURNING created_at, idle_expires_at, expires_at of each.
+    marks_expired: bool = False
 
 
-# In order: a session's tokens go before the session, so none is deleted by cascade.
+# In order: expired sessions are marked before tokens are swept, and a session's tokens
+# go before the session, so none is deleted by cascade.
 SWEPT: tuple[Swept, ...] = (
+    Swept(
+        name=EXPIRED_SESSIONS,
+        statement=_MARK_EXPIRED_SESSIONS,
+        args=lambda cut, batch: (cut.now, batch),
+        marks_expired=True,
+    ),
     Swept(
         name="refresh_tokens",
         statement=_DELETE_EXPIRED_TOKENS,
@@ -144,18 +162,12 @@ SWEPT: tuple[Swept, ...] = (
     Swept(
         name="revoked_session_tokens",
         statement=_DELETE_TOKENS_OF_REVOKED_SESSIONS,
-        args=lambda cut, batch: (cut.revoked_before, batch),
-    ),
-    Swept(
-        name="expired_sessions",
-        statement=_DELETE_EXPIRED_SESSIONS,
-        args=lambda cut, batch: (cut.now, batch),
-        expires_sessions=True,
+        args=lambda cut, batch: (cut.ended_before, batch),
     ),
     Swept(
         name="revoked_sessions",
         statement=_DELETE_REVOKED_SESSIONS,
-        args=lambda cut, batch: (cut.revoked_before, batch),
+        args=lambda cut, batch: (cut.ended_before, batch),
     ),
     Swept(
         name="audit_events",
@@ -217,7 +229,7 @@ class PgSweepPass:
         self, swept: Swept, cutoffs: SweepCutoffs, batch_size: int, expired: list[ExpiredSession]
     ) -> int:
         args = swept.args(cutoffs, batch_size)
-        if swept.expires_sessions:
+        if swept.marks_expired:
             rows = await self._conn.fetch(swept.statement, *args)
             expired.extend(
                 ExpiredSession(

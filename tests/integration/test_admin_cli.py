@@ -132,3 +132,26 @@ async def test_admin_clear_login_throttle_prints_an_empty_answer(
     run = await _admin(admin_server, "clear-login-throttle", "--email", "dan@example.com")
 
     assert (run.code, json.loads(run.stdout)) == (0, {}), run.stderr
+
+
+async def test_admin_get_session_prints_why_and_by_whom_a_session_ended(
+    admin_server: AdminLaunched,
+) -> None:
+    registered = await register(admin_server.stub)
+    await admin_server.stub.Logout(
+        pb.LogoutRequest(), metadata=(("authorization", f"Bearer {registered.access_token}"),)
+    )
+
+    run = await _admin(admin_server, "get-session", registered.session_id)
+
+    assert run.code == 0, run.stderr
+    session = json.loads(run.stdout)["session"]
+    assert (session["session_id"], session["end_reason"], session["ended_by"]) == (
+        registered.session_id,
+        "SESSION_END_REASON_USER_LOGOUT",
+        {
+            "kind": "SESSION_ENDER_KIND_USER",
+            "session_id": registered.session_id,
+            "operator": "",
+        },
+    )

@@ -117,7 +117,7 @@ async def test_cli_keys_rotate_adds_a_key_and_retires_the_active_one(
     assert added in run.stdout
 
 
-async def test_cli_sweep_deletes_expired_sessions_and_exits_0(
+async def test_cli_sweep_marks_expired_sessions_ended_and_exits_0(
     new_database: NewDatabase, launch: Launch
 ) -> None:
     dsn = await new_database()
@@ -132,11 +132,14 @@ async def test_cli_sweep_deletes_expired_sessions_and_exits_0(
 
     assert run.code == 0, run.stderr
     async with pool_on(dsn, max_size=2) as pool:
-        remaining = {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
+        remaining = {
+            str(row["id"])
+            for row in await pool.fetch("SELECT id FROM sessions WHERE revoked_at IS NULL")
+        }
     assert remaining == {live.session_id}
     assert expired.session_id not in remaining
-    assert "1 refresh tokens, " in run.stdout
-    assert "1 expired sessions, 0 revoked sessions, " in run.stdout
+    assert "marked 1 expired sessions ended; deleted 0 refresh tokens, " in run.stdout
+    assert "0 revoked sessions, " in run.stdout
 
 
 async def test_cli_sweep_on_a_fresh_database_exits_0(new_database: NewDatabase) -> None:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from authsvc.app import AuthServer
-from authsvc.core.models import RequestOrigin, SessionEndReason, SessionId, UserId
+from authsvc.core.models import SYSTEM, RequestOrigin, SessionEndReason, SessionId, UserId
 from authsvc.store.pool import Pool
 from authsvc.store.revocations import PgRevocationLog
 from tests.helpers import Stub, Tokens, listed_ids, sign_in, validate
@@ -42,7 +42,7 @@ async def test_ending_a_users_sessions_logs_each_for_the_feed_with_its_reason(
     (other,) = await sign_in(stub, 1, email="bob@example.com")
 
     count = await server.sessions.end_user_sessions(
-        user_of(sessions[0]), reason, audit_event="test_ended", origin=OPERATOR
+        user_of(sessions[0]), reason, ender=SYSTEM, audit_event="test_ended", origin=OPERATOR
     )
 
     logged = await PgRevocationLog(pool).read_after(0, limit=100)
@@ -61,6 +61,7 @@ async def test_the_kept_session_stays_live_and_the_others_are_refused_at_once(
     count = await server.sessions.end_user_sessions(
         user_of(kept),
         SessionEndReason.PASSWORD_CHANGED,
+        ender=SYSTEM,
         audit_event="test_ended",
         origin=OPERATOR,
         keep=SessionId(uuid.UUID(kept.session_id)),
@@ -84,13 +85,18 @@ async def test_one_audit_event_names_what_it_ended_even_when_nothing_was_live(
     first = await service.end_user_sessions(
         user_id,
         SessionEndReason.ADMIN_REVOKED,
+        ender=SYSTEM,
         audit_event="test_ended",
         origin=OPERATOR,
         detail={"operator": "ops"},
         note="support ticket 7",
     )
     again = await service.end_user_sessions(
-        user_id, SessionEndReason.ADMIN_REVOKED, audit_event="test_ended", origin=OPERATOR
+        user_id,
+        SessionEndReason.ADMIN_REVOKED,
+        ender=SYSTEM,
+        audit_event="test_ended",
+        origin=OPERATOR,
     )
 
     rows = await pool.fetch(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Awaitable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -62,6 +62,18 @@ def unauthenticated(reason: str) -> Rejection:
     return grpc.StatusCode.UNAUTHENTICATED, reason, {}
 
 
+def ended(reason: str, end_reason: str, ended_at: datetime) -> Rejection:
+    """A refusal because the session ended: why and when, in the ErrorInfo metadata."""
+    return (
+        grpc.StatusCode.UNAUTHENTICATED,
+        reason,
+        {
+            "end_reason": f"SESSION_END_REASON_{end_reason}",
+            "ended_at": ended_at.isoformat().replace("+00:00", "Z"),
+        },
+    )
+
+
 async def rejection(call: Awaitable[Any]) -> Rejection:
     """(code, reason, metadata) of a call that must fail; fails the test if it succeeds."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -81,7 +93,7 @@ async def is_revoked(stub: Stub, session: Tokens) -> bool:
     validated = await validate(stub, session.access_token)
     refused = await rejection(refresh(stub, session.refresh_token))
     return (validated.active, validated.inactive_reason) == (False, "SESSION_REVOKED") and (
-        refused == unauthenticated("SESSION_REVOKED")
+        refused[:2] == unauthenticated("SESSION_REVOKED")[:2]
     )
 
 
@@ -118,6 +130,10 @@ async def one_idle_expired_one_live(
     clock.advance(timedelta(minutes=11))
     assert clock.now() > expired.refresh_token_expires_at.ToDatetime(tzinfo=UTC)
     return stub, expired, live
+
+
+def idle_deadline(session: Tokens) -> datetime:
+    return session.refresh_token_expires_at.ToDatetime(tzinfo=UTC)
 
 
 # --- Logout by refresh token: wider scopes --------------------------------
@@ -177,7 +193,7 @@ async def test_logout_by_an_unknown_refresh_token_is_refresh_token_invalid_and_r
 
 @ALL_SCOPES
 async def test_logout_by_the_refresh_token_of_a_revoked_session_is_session_revoked(
-    stub: Stub, scope: pb.LogoutScope.ValueType
+    stub: Stub, clock: FrozenClock, scope: pb.LogoutScope.ValueType
 ) -> None:
     caller, victim, kept = await sign_in(stub, 3)
     await stub.RevokeSession(
@@ -186,7 +202,7 @@ async def test_logout_by_the_refresh_token_of_a_revoked_session_is_session_revok
 
     refused = await rejection(logout_by_refresh_token(stub, victim.refresh_token, scope))
 
-    assert refused == unauthenticated("SESSION_REVOKED")
+    assert refused == ended("SESSION_REVOKED", "USER_REVOKED", clock.now())
     assert await listed_ids(stub, caller.access_token) == {caller.session_id, kept.session_id}
     assert await still_works(stub, caller)
     assert await still_works(stub, kept)
@@ -205,7 +221,7 @@ async def test_logout_with_the_access_token_of_an_idle_expired_session_is_sessio
         stub.Logout(pb.LogoutRequest(scope=scope), metadata=bearer(expired.access_token))
     )
 
-    assert refused == unauthenticated("SESSION_EXPIRED")
+    assert refused == ended("SESSION_EXPIRED", "IDLE_TIMEOUT", idle_deadline(expired))
     assert await listed_ids(stub, live.access_token) == {live.session_id}
     assert await still_works(stub, live)
 
@@ -219,7 +235,7 @@ async def test_list_sessions_with_the_access_token_of_an_idle_expired_session_is
         stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(expired.access_token))
     )
 
-    assert refused == unauthenticated("SESSION_EXPIRED")
+    assert refused == ended("SESSION_EXPIRED", "IDLE_TIMEOUT", idle_deadline(expired))
 
 
 async def test_revoke_session_with_the_access_token_of_an_idle_expired_session_is_session_expired(
@@ -234,7 +250,7 @@ async def test_revoke_session_with_the_access_token_of_an_idle_expired_session_i
         )
     )
 
-    assert refused == unauthenticated("SESSION_EXPIRED")
+    assert refused == ended("SESSION_EXPIRED", "IDLE_TIMEOUT", idle_deadline(expired))
     assert await revoked_at(pool, live.session_id) is None
     assert await still_works(stub, live)
 

@@ -165,7 +165,11 @@ async def test_the_sweeper_counts_each_expired_session_once_as_idle_or_absolute(
     launch: Launch, clock: FrozenClock
 ) -> None:
     launched = await launch(
-        http_port="0", metrics="true", session_lifetime="10m", session_idle_timeout="1h"
+        http_port="0",
+        metrics="true",
+        session_lifetime="10m",
+        session_idle_timeout="1h",
+        ended_session_retention="1d",
     )
     assert launched.server.http_port is not None
     port = launched.server.http_port
@@ -178,6 +182,9 @@ async def test_the_sweeper_counts_each_expired_session_once_as_idle_or_absolute(
     clock.advance(timedelta(hours=2))
     await launched.server.sweeper.run_once()
     await launched.server.sweeper.run_once()
+    # Past the retention: the tombstones go, and their endings are not counted again.
+    clock.advance(timedelta(days=1))
+    await launched.server.sweeper.run_once()
 
     changes = moved(before, await samples(port))
     ended = "authsvc_sessions_ended_total"
@@ -187,8 +194,9 @@ async def test_the_sweeper_counts_each_expired_session_once_as_idle_or_absolute(
     assert changes[(duration, (("kind", "absolute_expiry"),))] == 600
     assert changes[(duration, (("kind", "idle_expiry"),))] == 3600
     rows = "authsvc_sweeper_rows_deleted_total"
-    assert changes[(rows, (("table", "expired_sessions"),))] == 2
-    assert changes[("authsvc_sweeper_pass_duration_seconds_count", ())] == 2
+    assert changes[(rows, (("table", "revoked_sessions"),))] == 2
+    assert (rows, (("table", "expired_sessions"),)) not in changes
+    assert changes[("authsvc_sweeper_pass_duration_seconds_count", ())] == 3
 
 
 async def test_a_sample_counts_live_sessions_and_users_by_how_many_they_have(

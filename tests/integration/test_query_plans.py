@@ -183,7 +183,7 @@ def statements(
         ),
         "revoke own session": (
             session_sql._REVOKE_OWN,
-            (session_id, user_id, NOW, "user", *audit, "user_revoked"),
+            (session_id, user_id, NOW, "user", *audit, "user_revoked", "user", session_id, None),
         ),
         "throttle: lock buckets": (
             throttle_sql._LOCK_BUCKETS,
@@ -205,7 +205,7 @@ def statements(
         "throttle: forget an attempt": (throttle_sql._FORGET_ATTEMPT, (uuid.uuid4(),)),
         "revoke all of a user's sessions": (
             session_sql._REVOKE_ALL_OF_USER,
-            (user_id, NOW, "user", session_id, *audit, "user_logout"),
+            (user_id, NOW, "user", session_id, *audit, "user_logout", "user", session_id, None),
         ),
         # The revocation feed: each process's poll, catch-up, and a subscriber's snapshot.
         "revocation log bounds": (revocation_sql._BOUNDS, ()),
@@ -236,7 +236,7 @@ def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
             sweep_sql._DELETE_TOKENS_OF_REVOKED_SESSIONS,
             (NOW - timedelta(minutes=30), SWEEP_BATCH),
         ),
-        "sweep expired sessions": (sweep_sql._DELETE_EXPIRED_SESSIONS, (NOW, SWEEP_BATCH)),
+        "mark expired sessions ended": (sweep_sql._MARK_EXPIRED_SESSIONS, (NOW, SWEEP_BATCH)),
         "sweep long-revoked sessions": (
             sweep_sql._DELETE_REVOKED_SESSIONS,
             (NOW - timedelta(minutes=30), SWEEP_BATCH),

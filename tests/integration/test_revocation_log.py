@@ -13,7 +13,14 @@ import pytest
 
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
-from authsvc.core.models import AuditEvent, Revocation, SessionEndReason, SessionId, UserId
+from authsvc.core.models import (
+    SYSTEM,
+    AuditEvent,
+    Revocation,
+    SessionEndReason,
+    SessionId,
+    UserId,
+)
 from authsvc.domain.refresh_tokens import hash_refresh_token
 from authsvc.domain.revocations import RevocationBatch, RevocationFeed
 from authsvc.store.pool import Pool
@@ -206,6 +213,7 @@ async def end_under_lock(
             now=clock.now(),
             reason="test",
             ended_by=SessionEndReason.USER_REVOKED,
+            ender=SYSTEM,
             event=AuditEvent(event="test", occurred_at=clock.now()),
         )
         await before_commit
@@ -258,6 +266,7 @@ async def test_cursors_follow_commit_order(stub: Stub, pool: Pool, clock: Frozen
             now=clock.now(),
             reason="test",
             ended_by=SessionEndReason.USER_REVOKED,
+            ender=SYSTEM,
             event=AuditEvent(event="test", occurred_at=clock.now()),
         )
     )

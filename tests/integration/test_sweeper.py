@@ -69,11 +69,25 @@ async def _session_ids(pool: Pool) -> set[str]:
     return {str(row["id"]) for row in await pool.fetch("SELECT id FROM sessions")}
 
 
+async def _unended_ids(pool: Pool) -> set[str]:
+    """Sessions not marked ended (live, or expired and not yet marked)."""
+    rows = await pool.fetch("SELECT id FROM sessions WHERE revoked_at IS NULL")
+    return {str(row["id"]) for row in rows}
+
+
+async def _endings(pool: Pool) -> dict[str, tuple[datetime | None, str | None, str | None]]:
+    """Each session's (revoked_at, end_reason, ended_by_kind)."""
+    rows = await pool.fetch("SELECT id, revoked_at, end_reason, ended_by_kind FROM sessions")
+    return {
+        str(row["id"]): (row["revoked_at"], row["end_reason"], row["ended_by_kind"]) for row in rows
+    }
+
+
 async def _one_revoked_one_live(
     launch: Launch,
 ) -> tuple[AuthServer, Registered, Registered]:
-    """A server keeping revoked sessions for 1h, with one session logged out now and one live."""
-    launched = await launch(revoked_retention="1h")
+    """A server keeping ended sessions for 1h, with one session logged out now and one live."""
+    launched = await launch(ended_session_retention="1h")
     revoked = await register(launched.stub, email="revoked@example.com")
     live = await register(launched.stub, email="live@example.com")
     await launched.stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
@@ -96,7 +110,7 @@ def _sweeper(
         interval=config.sweep_interval,
         batch_size=batch_size,
         batch_pause=config.sweep_batch_pause,
-        revoked_retention=config.revoked_retention,
+        ended_session_retention=config.ended_session_retention,
         audit_retention=config.audit_retention,
         login_failure_window=config.login_failure_window,
         known_address_retention=config.known_address_retention,
@@ -126,10 +140,11 @@ async def _run_once_while_another_replica_holds_the_lock(
             await other_replica.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK_KEY)
 
 
-async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_live_ones(
+async def test_sweep_marks_sessions_past_idle_or_absolute_deadline_ended_and_keeps_live_ones(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
     launched = await launch(session_idle_timeout="1h", session_lifetime="2h")
+    started = clock.now()
     stub = launched.stub
     # Never refreshed: idle deadline at t0+1h.
     idle = await register(stub, email="idle@example.com")
@@ -151,16 +166,23 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
 
     counts = await launched.server.sweeper.run_once()
 
-    # idle's one token and capped's three: each expires with the idle deadline it was
-    # issued with, so every token of an expired session has expired. (And the login's
-    # throttle buckets whose window has passed: the account from this address, the
-    # account, the address.)
-    assert counts == swept(expired_sessions=2, refresh_tokens=4, login_failures=3)
-    assert await _session_ids(pool) == {recent.session_id, newest.session_id}
-    token_owners = {
-        str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
+    # capped's two rotated tokens: each expired with the idle deadline it was issued
+    # with; each session's current token stays with it. (And the login's throttle
+    # buckets whose window has passed: the account from this address, the account, the
+    # address.)
+    assert counts == swept(expired_sessions=2, refresh_tokens=2, login_failures=3)
+    assert await _endings(pool) == {
+        idle.session_id: (started + timedelta(hours=1), "idle_timeout", "system"),
+        capped.session_id: (started + timedelta(hours=2), "absolute_timeout", "system"),
+        recent.session_id: (None, None, None),
+        newest.session_id: (None, None, None),
     }
-    assert token_owners == {recent.session_id, newest.session_id}
+    token_owners = [
+        str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
+    ]
+    assert sorted(token_owners) == sorted(
+        [idle.session_id, capped.session_id, recent.session_id, newest.session_id]
+    )
 
 
 _SESSION = """
@@ -173,13 +195,17 @@ _TOKEN = """
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
 VALUES ($1, $2, $3, $4, $5)
 """
+_ROTATED_TOKEN = """
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, rotated_at)
+VALUES ($1, $2, $3, $4, $5, $4)
+"""
 
 
 async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -> None:
     """A row just past its cutoff for each kind the store sweeps (by its count's name)."""
     second = timedelta(seconds=1)
     user_id, live, revoked, expired = (uuid.uuid4() for _ in range(4))
-    revoked_at = now - config.revoked_retention - second
+    revoked_at = now - config.ended_session_retention - second
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)"
@@ -188,7 +214,7 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             now - timedelta(days=400),
         )
         await conn.execute(_SESSION, live, user_id, now, now + timedelta(hours=1), None, None)
-        await conn.execute(  # expired_sessions: idle-expired, its tokens gone already
+        await conn.execute(  # expired_sessions: idle-expired, marked ended
             _SESSION, expired, user_id, now - timedelta(hours=2), now - second, None, None
         )
         await conn.execute(  # revoked_sessions, with its one token (revoked_session_tokens)
@@ -197,8 +223,13 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
         await conn.execute(
             _TOKEN, uuid.uuid4(), revoked, b"r", revoked_at, now + timedelta(hours=1)
         )
-        await conn.execute(  # refresh_tokens: a live session's token past expiry and grace
-            _TOKEN, uuid.uuid4(), live, b"t", now, now - config.refresh_grace_period - second
+        await conn.execute(  # refresh_tokens: a live session's rotated token past expiry and grace
+            _ROTATED_TOKEN,
+            uuid.uuid4(),
+            live,
+            b"t",
+            now - timedelta(hours=1),
+            now - config.refresh_grace_period - second,
         )
         await conn.execute(  # audit_events
             "INSERT INTO audit_events (occurred_at, event, detail) VALUES ($1, 'old', '{}')",
@@ -289,7 +320,7 @@ async def test_sweep_keeps_revoked_session_for_retention_even_past_its_idle_dead
 ) -> None:
     # Revoked rows are kept for audit (RevokeSession, REFRESH_TOKEN_REUSED) for the
     # retention period, whatever the session's own deadlines were.
-    launched = await launch(session_idle_timeout="1h", revoked_retention="1d")
+    launched = await launch(session_idle_timeout="1h", ended_session_retention="1d")
     revoked = await register(launched.stub)
     await launched.stub.Logout(pb.LogoutRequest(), metadata=bearer(revoked.access_token))
     clock.advance(timedelta(hours=2))
@@ -299,7 +330,7 @@ async def test_sweep_keeps_revoked_session_for_retention_even_past_its_idle_dead
     row = await pool.fetchrow(
         "SELECT revoked_at, revoke_reason FROM sessions WHERE id = $1::uuid", revoked.session_id
     )
-    assert row is not None, "revoked session deleted before revoked_retention passed"
+    assert row is not None, "revoked session deleted before its retention passed"
     assert row["revoke_reason"] == "logout"
 
 
@@ -386,7 +417,7 @@ async def test_live_refresh_token_still_refreshes_after_sweep(
     assert refreshed.refresh_token != third
 
 
-async def test_sweep_deletes_more_expired_sessions_than_one_batch_in_one_pass(
+async def test_sweep_marks_more_expired_sessions_than_one_batch_in_one_pass(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
     launched = await launch(sweep_batch_size="10", session_idle_timeout="1h")
@@ -399,8 +430,8 @@ async def test_sweep_deletes_more_expired_sessions_than_one_batch_in_one_pass(
 
     assert counts is not None
     assert (counts["expired_sessions"], counts["revoked_sessions"]) == (35, 0)
-    assert await _session_ids(pool) == set()
-    assert await pool.fetchval("SELECT count(*) FROM refresh_tokens") == 0
+    assert len(await _session_ids(pool)) == 35
+    assert await _unended_ids(pool) == set()
 
 
 async def test_sweep_pauses_between_batches_and_not_after_the_last(
@@ -448,18 +479,22 @@ async def test_sweep_runs_once_the_other_replica_releases_the_lock(
     counts = await server.sweeper.run_once()
 
     assert skipped is None
-    assert counts == swept(expired_sessions=1, refresh_tokens=1, login_failures=SIGN_UP_BUCKETS)
-    assert await _session_ids(pool) == set()
+    assert counts == swept(expired_sessions=1, login_failures=SIGN_UP_BUCKETS)
+    assert await _unended_ids(pool) == set()
 
 
 async def test_swept_session_access_token_validates_inactive_as_session_expired(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
     # The access token outlives the session, so only the session decides.
-    launched = await launch(session_idle_timeout="10m", access_token_ttl="1h")
+    launched = await launch(
+        session_idle_timeout="10m", access_token_ttl="1h", ended_session_retention="1m"
+    )
     registered = await register(launched.stub)
     clock.advance(timedelta(minutes=11))
-    assert await launched.server.sweeper.run_once() == swept(expired_sessions=1, refresh_tokens=1)
+    assert await launched.server.sweeper.run_once() == swept(
+        expired_sessions=1, revoked_session_tokens=1, revoked_sessions=1
+    )
     assert await _session_ids(pool) == set()
 
     response = await validate(launched.stub, registered.access_token)
@@ -482,14 +517,14 @@ async def test_sweep_leaves_a_session_locked_by_a_request_for_the_next_pass(
 
         counts = await launched.server.sweeper.run_once()
 
-        remaining = await _session_ids(pool)
+        remaining = await _unended_ids(pool)
 
-    assert counts == swept(expired_sessions=1, refresh_tokens=2, login_failures=SIGN_UP_BUCKETS)
+    assert counts == swept(expired_sessions=1, login_failures=SIGN_UP_BUCKETS)
     assert remaining == {busy.session_id}
     assert idle.session_id not in remaining
 
 
-async def test_sweep_deletes_a_long_lived_sessions_tokens_in_batches_before_the_session(
+async def test_sweep_deletes_a_long_lived_sessions_rotated_tokens_in_batches(
     launch: Launch, clock: FrozenClock, pool: Pool
 ) -> None:
     # A session refreshed often piles up rotated tokens; a cascade from the session row
@@ -510,10 +545,12 @@ async def test_sweep_deletes_a_long_lived_sessions_tokens_in_batches_before_the_
 
     counts = await sweeper.run_once()
 
-    # 25 tokens in batches of 10: 10, 10, then 5 and, with no token left, the session.
-    assert counts == swept(expired_sessions=1, refresh_tokens=25, login_failures=SIGN_UP_BUCKETS)
+    # 24 rotated tokens in batches of 10: 10, 10, then 4; the current one stays with the
+    # session's tombstone.
+    assert counts == swept(expired_sessions=1, refresh_tokens=24, login_failures=SIGN_UP_BUCKETS)
     assert len(pauses) == 2
-    assert await _session_ids(pool) == set()
+    assert await _session_ids(pool) == {registered.session_id}
+    assert await pool.fetchval("SELECT count(*) FROM refresh_tokens") == 1
 
 
 async def test_sweep_logs_what_it_removed(
@@ -531,7 +568,7 @@ async def test_sweep_logs_what_it_removed(
         key: getattr(record, key)
         for key in ("expired_sessions", "revoked_sessions", "refresh_tokens")
     }
-    assert removed == {"expired_sessions": 1, "revoked_sessions": 0, "refresh_tokens": 1}
+    assert removed == {"expired_sessions": 1, "revoked_sessions": 0, "refresh_tokens": 0}
 
 
 async def test_sweep_that_found_nothing_logs_at_debug_only(
@@ -580,7 +617,7 @@ async def test_periodic_sweeping_goes_on_after_a_pass_fails(
         await pool.execute("ALTER TABLE IF EXISTS audit_events_away RENAME TO audit_events")
 
     assert [getattr(r, "event", None) for r in caplog.records].count("sweep_failed") == 1
-    assert registered.session_id not in await _session_ids(pool)
+    assert registered.session_id not in await _unended_ids(pool)
     assert intervals == [launched.server.config.sweep_interval.total_seconds()] * 2
 
 
@@ -606,7 +643,7 @@ async def test_stopping_the_server_mid_sweep_ends_the_pass_and_frees_the_sweep_l
 
     async def first_batch_done_and_pausing() -> bool:
         # The lock alone is taken before the first batch runs; wait for the pause after it.
-        return await sweep_lock_held() and len(await _session_ids(pool)) == 2
+        return await sweep_lock_held() and len(await _unended_ids(pool)) == 2
 
     await eventually(first_batch_done_and_pausing)
     caplog.set_level(logging.WARNING, logger="authsvc")
@@ -615,4 +652,4 @@ async def test_stopping_the_server_mid_sweep_ends_the_pass_and_frees_the_sweep_l
 
     assert not await sweep_lock_held()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(await _session_ids(pool)) == 2  # one batch deleted before the stop
+    assert len(await _unended_ids(pool)) == 2  # one batch marked before the stop

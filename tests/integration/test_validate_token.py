@@ -189,9 +189,10 @@ async def test_token_validated_again_after_logout_is_revoked_with_the_same_princ
     again = await validate(stub, registered.access_token)
 
     assert (first.active, again.active, again.inactive_reason) == (True, False, "SESSION_REVOKED")
+    assert again.end_reason == pb.SESSION_END_REASON_USER_LOGOUT
     first.ClearField("active")
-    again.ClearField("active")
-    again.ClearField("inactive_reason")
+    for field in ("active", "inactive_reason", "end_reason", "ended_at"):
+        again.ClearField(field)
     assert again == first
 
 

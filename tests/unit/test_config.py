@@ -41,7 +41,7 @@ def test_defaults_apply_when_nothing_is_set() -> None:
     assert config.trusted_proxies == ()
     assert config.sweep_interval == timedelta(seconds=60)
     assert config.sweep_batch_size == 1000
-    assert config.revoked_retention == timedelta(days=7)
+    assert config.ended_session_retention == timedelta(days=30)
     assert config.shutdown_grace == timedelta(seconds=10)
     assert config.log_level == "INFO"
 
@@ -135,6 +135,13 @@ def test_an_unknown_variable_is_reported_with_the_closest_setting() -> None:
     unknown = config_module.unknown_variables({"AUTHSVC_ACESS_TOKEN_TTL": "5m"})
 
     assert unknown == [("AUTHSVC_ACESS_TOKEN_TTL", "AUTHSVC_ACCESS_TOKEN_TTL")]
+
+
+def test_the_revoked_retention_variable_points_to_its_new_name_not_a_look_alike() -> None:
+    # Its closest spelling is AUTHSVC_REVOCATION_RETENTION, a different setting.
+    unknown = config_module.unknown_variables({"AUTHSVC_REVOKED_RETENTION": "7d"})
+
+    assert unknown == [("AUTHSVC_REVOKED_RETENTION", "AUTHSVC_ENDED_SESSION_RETENTION")]
 
 
 def test_settings_and_variables_other_parts_read_are_not_unknown() -> None:

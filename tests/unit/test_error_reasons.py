@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from authsvc.api.errors import answer_for
-from authsvc.core.errors import Unauthenticated
+from authsvc.core.errors import SessionEnded, Unauthenticated
 from authsvc.v1.error_reason_pb2 import ErrorReason
 from tests.helpers import documented_reasons, error_classes, served_reasons
 
@@ -28,11 +28,12 @@ def _enum_reasons() -> set[str]:
 
 
 def test_every_error_class_answers_with_a_reason_of_its_own() -> None:
-    # Unauthenticated only groups the others: the service never raises it as such.
+    # Unauthenticated and SessionEnded only group the others: the service never raises
+    # either as such.
     reasons = {
         cls.__name__: ErrorReason.Name(answer_for(cls)[1])
         for cls in error_classes()
-        if cls is not Unauthenticated
+        if cls not in (Unauthenticated, SessionEnded)
     }
 
     shared = {reason for reason, count in Counter(reasons.values()).items() if count > 1}

@@ -126,6 +126,10 @@ export interface TokenValidation {
   expiresAt: Date | undefined;
   issuedAt: Date | undefined;
   claims: JsonObject;
+  /** Why the token's session ended, when inactiveReason is SESSION_REVOKED or SESSION_EXPIRED (else UNSPECIFIED). */
+  endReason: SessionEndReason;
+  /** When the token's session ended, beside endReason. */
+  endedAt: Date | undefined;
 }
 
 /** One JSON Web Key (RFC 7517) of the set GetJwks returns. */
@@ -409,6 +413,8 @@ export class AuthClient {
       expiresAt: response.expiresAt && timestampDate(response.expiresAt),
       issuedAt: response.issuedAt && timestampDate(response.issuedAt),
       claims: response.claims ?? {},
+      endReason: response.endReason,
+      endedAt: response.endedAt && timestampDate(response.endedAt),
     };
   }
 

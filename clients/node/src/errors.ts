@@ -9,6 +9,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo } from "./error_details.js";
+import { SessionEndReason } from "./gen/authsvc/v1/auth_service_pb.js";
 import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
 
 /** The ErrorInfo domain of every authsvc error. */
@@ -114,7 +115,25 @@ export class TokenExpired extends Unauthenticated {}
  * REFRESH_TOKEN_INVALID. The subclasses below name each reason. The token manager throws
  * the refresh's SessionExpired to every call waiting on it, and to later calls.
  */
-export class SessionExpired extends Unauthenticated {}
+export class SessionExpired extends Unauthenticated {
+  /**
+   * Why the session ended (PASSWORD_CHANGED, IDLE_TIMEOUT, ...), from the ErrorInfo metadata
+   * `end_reason`; UNSPECIFIED when the server did not say (it no longer keeps the session, or
+   * the reason is newer than this client).
+   */
+  get endReason(): SessionEndReason {
+    const name = (this.metadata["end_reason"] ?? "").replace(/^SESSION_END_REASON_/, "");
+    const value = (SessionEndReason as unknown as Record<string, number | undefined>)[name];
+    return typeof value === "number" ? (value as SessionEndReason) : SessionEndReason.UNSPECIFIED;
+  }
+
+  /** When the session ended, from the ErrorInfo metadata `ended_at` (RFC 3339); undefined when not said. */
+  get endedAt(): Date | undefined {
+    const text = this.metadata["ended_at"];
+    const instant = text ? new Date(text) : undefined;
+    return instant && !Number.isNaN(instant.getTime()) ? instant : undefined;
+  }
+}
 /** The session was logged out or revoked. */
 export class SessionRevoked extends SessionExpired {}
 /** A rotated refresh token was replayed; the server has revoked the whole session. */

@@ -50,6 +50,7 @@ import {
   WeakPassword,
   type Reason,
 } from "../src/errors.js";
+import { SessionEndReason } from "../src/gen/authsvc/v1/auth_service_pb.js";
 import { ErrorReason } from "../src/gen/authsvc/v1/error_reason_pb.js";
 import type { Tokens } from "../src/token_manager.js";
 import {
@@ -363,15 +364,46 @@ export function errorTests(servers: () => Servers): void {
       assert.equal(await a.serverCount("/authsvc.v1.AuthService/ListSessions"), 1);
       assert.equal(await a.serverCount(REFRESH_RPC), 0);
 
+      // Why and when, from the ErrorInfo metadata: each session's idle deadline.
+      assert.equal(errorA.endReason, SessionEndReason.IDLE_TIMEOUT);
+      // (Microseconds on the wire: each side rounds to milliseconds its own way.)
+      assert.ok(Math.abs((errorA.endedAt?.getTime() ?? 0) - tokensA.refreshTokenExpiresAt.getTime()) <= 1);
+
       assert.equal(endedB.length, 1);
       const errorB = endedB[0];
       assert.ok(errorB instanceof SessionExpired);
       assert.equal(errorB.reason, "SESSION_EXPIRED");
+      assert.equal(errorB.endReason, SessionEndReason.IDLE_TIMEOUT);
+      assert.ok(Math.abs((errorB.endedAt?.getTime() ?? 0) - tokensB.refreshTokenExpiresAt.getTime()) <= 1);
       for (const result of resultsB) {
         assert.ok(result.status === "rejected" && result.reason === errorB, String(result.status));
       }
       assert.equal(b.client.tokens.tokens, undefined);
       assert.equal(await b.serverCount(REFRESH_RPC), 1);
+    });
+
+    test("a password change on another device: onSessionExpired gets SessionRevoked with endReason PASSWORD_CHANGED", async () => {
+      const account = newAccount();
+      const ended: SessionExpired[] = [];
+      const mine = newClient("main", { onSessionExpired: (error) => ended.push(error) });
+      const pair = await mine.register(account);
+      const other = newClient("main");
+      await other.login(account);
+      const before = Date.now();
+      await other.changePassword({ currentPassword: account.password, newPassword: "a new and longer passphrase" });
+      const after = Date.now();
+
+      const error = await rejection(mine.listSessions());
+
+      assert.ok(error instanceof SessionRevoked, String(error));
+      assert.equal(error.reason, "SESSION_REVOKED");
+      assert.equal(error.endReason, SessionEndReason.PASSWORD_CHANGED);
+      const endedAt = error.endedAt?.getTime() ?? 0;
+      assert.ok(before - 1_000 <= endedAt && endedAt <= after + 1_000, String(error.endedAt));
+      assert.deepEqual(ended, [error]);
+      const validation = await other.validateToken(pair.accessToken);
+      assert.equal(validation.endReason, SessionEndReason.PASSWORD_CHANGED);
+      assert.ok(Math.abs((validation.endedAt?.getTime() ?? 0) - endedAt) <= 1);
     });
 
     test("a rotated refresh token replayed past its own expiry: RefreshTokenExpired, the session lives on", async () => {

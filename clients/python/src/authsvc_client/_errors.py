@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -16,6 +16,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from authsvc_client._models import SessionEndReason
 from authsvc_client.v1.error_reason_pb2 import ErrorReason
 
 __all__ = [
@@ -195,7 +196,26 @@ class SessionExpired(Unauthenticated):
     SESSION_EXPIRED (idle timeout or absolute lifetime), RefreshTokenReused (a spent
     refresh token was replayed, so the service revoked the session as stolen),
     RefreshTokenExpired, RefreshTokenInvalid.
+
+    `end_reason` says why the session ended (PASSWORD_CHANGED, IDLE_TIMEOUT, ...) and
+    `ended_at` when, from the ErrorInfo metadata: set on SESSION_REVOKED, SESSION_EXPIRED
+    and REFRESH_TOKEN_REUSED while the service keeps the ended session, else UNSPECIFIED
+    and None.
     """
+
+    @property
+    def end_reason(self) -> SessionEndReason:
+        return SessionEndReason.from_name(self.metadata.get("end_reason", ""))
+
+    @property
+    def ended_at(self) -> datetime | None:
+        text = self.metadata.get("ended_at")
+        if not text:
+            return None
+        try:
+            return datetime.fromisoformat(text).astimezone(UTC)
+        except ValueError:
+            return None
 
 
 class SessionRevoked(SessionExpired):

@@ -53,12 +53,29 @@ class DeviceType(enum.IntEnum):
 
 
 class SessionEndReason(enum.IntEnum):
-    """Why a session ended, as the revocation feed says."""
+    """Why a session ended, as the revocation feed and SessionExpired.end_reason say."""
 
     UNSPECIFIED = pb.SESSION_END_REASON_UNSPECIFIED
     USER_LOGOUT = pb.SESSION_END_REASON_USER_LOGOUT
     USER_REVOKED = pb.SESSION_END_REASON_USER_REVOKED
     REFRESH_TOKEN_REUSE = pb.SESSION_END_REASON_REFRESH_TOKEN_REUSE
+    ADMIN_REVOKED = pb.SESSION_END_REASON_ADMIN_REVOKED
+    USER_DISABLED = pb.SESSION_END_REASON_USER_DISABLED
+    PASSWORD_CHANGED = pb.SESSION_END_REASON_PASSWORD_CHANGED
+    PASSWORD_RESET = pb.SESSION_END_REASON_PASSWORD_RESET
+    USER_DELETED = pb.SESSION_END_REASON_USER_DELETED
+    IDLE_TIMEOUT = pb.SESSION_END_REASON_IDLE_TIMEOUT
+    ABSOLUTE_TIMEOUT = pb.SESSION_END_REASON_ABSOLUTE_TIMEOUT
+    BULK_REVOKED = pb.SESSION_END_REASON_BULK_REVOKED
+    SESSION_LIMIT_EVICTED = pb.SESSION_END_REASON_SESSION_LIMIT_EVICTED
+
+    @classmethod
+    def from_name(cls, name: str) -> SessionEndReason:
+        """From the proto value's name, as ErrorInfo metadata `end_reason` carries it
+        ("SESSION_END_REASON_PASSWORD_CHANGED"); UNSPECIFIED for a name this client does
+        not know."""
+        member = cls.__members__.get(name.removeprefix("SESSION_END_REASON_"))
+        return cls.UNSPECIFIED if member is None else member
 
     @classmethod
     def _missing_(cls, value: object) -> SessionEndReason:
@@ -115,8 +132,9 @@ class TokenValidation:
     """The service's answer to "may I trust this access token right now?" (ValidateToken).
 
     `inactive_reason` is an ErrorInfo reason (TOKEN_EXPIRED, TOKEN_INVALID, SESSION_REVOKED,
-    SESSION_EXPIRED) when `is_active` is false. The identity fields are set whenever the
-    signature was valid, active or not.
+    SESSION_EXPIRED) when `is_active` is false; for the last two, `end_reason` and `ended_at`
+    say why and when the session ended (while the service keeps it). The identity fields are
+    set whenever the signature was valid, active or not.
     """
 
     is_active: bool
@@ -126,6 +144,8 @@ class TokenValidation:
     expires_at: datetime | None
     issued_at: datetime | None
     claims: Mapping[str, Any]
+    end_reason: SessionEndReason = SessionEndReason.UNSPECIFIED
+    ended_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +228,8 @@ def token_validation(message: pb.ValidateTokenResponse) -> TokenValidation:
         expires_at=instant(message.expires_at) if message.HasField("expires_at") else None,
         issued_at=instant(message.issued_at) if message.HasField("issued_at") else None,
         claims=json_format.MessageToDict(message.claims) if message.HasField("claims") else {},
+        end_reason=SessionEndReason(message.end_reason),
+        ended_at=instant(message.ended_at) if message.HasField("ended_at") else None,
     )
 
 
