@@ -299,13 +299,17 @@ async def test_expired_sessions_do_not_count_toward_the_limit(
 # --- the lock -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("policy", "outcomes"),
+    [("evict_oldest", ["OK", "OK"]), ("refuse", ["OK", "SESSION_LIMIT_REACHED"])],
+)
 async def test_with_a_limit_a_login_waits_for_another_login_of_the_same_user(
-    launch: Launch, pool: Pool
+    launch: Launch, pool: Pool, policy: str, outcomes: list[str]
 ) -> None:
-    # The first login has made room and inserted its session, and waits (on the audit
-    # table) before it commits; the second must wait for it on the user's row, then
-    # count its session, rather than both fitting under the limit.
-    stub = await evicting(launch, limit=1)
+    # The user has one session and a limit of 2. The first login has counted and inserted
+    # its session, and waits (on the audit table) before it commits; the second must wait
+    # for it on the user's row, then count its session, rather than both fitting in.
+    stub = (await launch(session_limit="2", session_limit_policy=policy)).stub
     first = await register(stub)
     async with pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
@@ -314,9 +318,17 @@ async def test_with_a_limit_a_login_waits_for_another_login_of_the_same_user(
         other = started(login(stub))
         await eventually(lambda: _waiting(pool, 2))
 
-    answers = await asyncio.gather(one, other)
-    assert len({answer.session_id for answer in answers}) == 2
-    assert await live_sessions(pool, first.user_id) == 1
+    answers = await asyncio.gather(one, other, return_exceptions=True)
+    assert [outcome_of(answer) for answer in answers] == outcomes
+    assert await live_sessions(pool, first.user_id) == 2
+
+
+def outcome_of(answer: object) -> str:
+    """A Login's answer from gather(..., return_exceptions=True): "OK" or its reason."""
+    if isinstance(answer, grpc.aio.AioRpcError):
+        return error_info(answer)[1]
+    assert isinstance(answer, pb.LoginResponse), answer
+    return "OK"
 
 
 async def test_without_a_limit_logins_take_no_lock_on_the_user(launch: Launch, pool: Pool) -> None:
