@@ -19,6 +19,7 @@ from authsvc.store.revocations import PgRevocationLog
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
 from tests.helpers import (
+    PASSWORD,
     Stub,
     Tokens,
     backends_waiting_for_locks,
@@ -199,6 +200,18 @@ async def test_a_newly_set_limit_evicts_every_session_beyond_it_at_the_next_logi
 
     assert await live_sessions(pool, first.user_id) == 2
     assert len(await listed_ids(after, kept.access_token)) == 2
+
+
+async def test_register_that_signs_in_starts_its_session_under_the_limit(
+    launch: Launch, pool: Pool
+) -> None:
+    stub = (await launch(session_limit="1", registration_reveals_accounts="true")).stub
+
+    registered = await stub.Register(pb.RegisterRequest(email="ada@example.com", password=PASSWORD))
+    second = await login(stub, "ada@example.com")
+
+    assert await refresh_failure(stub, registered.refresh_token) == REVOKED
+    assert await live_sessions(pool, second.user_id) == 1
 
 
 # --- limit 1: single-session mode ---------------------------------------------------
