@@ -45,6 +45,7 @@ from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
 from authsvc.domain.revocations import RevocationFeed
+from authsvc.domain.session_limits import SessionLimit
 from authsvc.domain.sessions import Locator, SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.domain.throttle import (
@@ -611,6 +612,9 @@ def build_session_service(
             registration_enabled=config.registration_enabled,
             registration_reveals_accounts=config.registration_reveals_accounts,
             password_min_length=config.password_min_length,
+            session_limit=SessionLimit(
+                max_live=config.session_limit, policy=config.session_limit_policy
+            ),
         ),
         throttle=throttle,
         liveness=liveness,

@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from authsvc.core.session_limits import SessionLimitPolicy
 from authsvc.service_keys import ServiceKeys, parse_service_keys
 
 __all__ = [
@@ -184,6 +185,14 @@ def parse_non_negative_int(text: str) -> int:
     if value < 0:
         raise _Invalid("0 or more", text)
     return value
+
+
+def parse_session_limit_policy(text: str) -> SessionLimitPolicy:
+    try:
+        return SessionLimitPolicy(text.strip())
+    except ValueError:
+        names = " or ".join(policy.value for policy in SessionLimitPolicy)
+        raise _Invalid(names, text) from None
 
 
 def parse_log_level(text: str) -> str:
@@ -640,6 +649,20 @@ class Config:
         parse_bool,
         "false",
         "Register signs in and answers EMAIL_TAKEN, so it tells which emails have accounts.",
+        SESSIONS,
+    )
+    session_limit: int = _setting(
+        parse_non_negative_int,
+        "0",
+        "Most live sessions one user may have; 0: no limit, 1: single-session mode "
+        "(docs/operations.md, Session limits).",
+        SESSIONS,
+    )
+    session_limit_policy: SessionLimitPolicy = _setting(
+        parse_session_limit_policy,
+        "evict_oldest",
+        "A login past AUTHSVC_SESSION_LIMIT: evict_oldest ends the user's least recently "
+        "active session, refuse answers SESSION_LIMIT_REACHED.",
         SESSIONS,
     )
     geoip_database: Path | None = _setting(

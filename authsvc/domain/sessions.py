@@ -8,7 +8,7 @@ import hmac
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import NoReturn, Protocol
 
@@ -22,6 +22,7 @@ from authsvc.core.errors import (
     RegistrationDisabled,
     ServerBusy,
     SessionExpired,
+    SessionLimitReached,
     SessionNotFound,
     SessionRevoked,
     TokenExpired,
@@ -52,10 +53,12 @@ from authsvc.core.models import (
     User,
     UserId,
 )
+from authsvc.core.session_limits import SessionCap
 from authsvc.domain import refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
+from authsvc.domain.session_limits import SessionLimit
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
 from authsvc.domain.tombstones import as_the_user_sees_it, end_of, refusal
 from authsvc.telemetry import metrics
@@ -223,7 +226,8 @@ class SessionStore(Protocol):
         event: AuditEvent,
         new_user: User | None = None,
         verified_hash: str,
-    ) -> None:
+        cap: SessionCap | None = None,
+    ) -> list[EndedSession]:
         """Store `session` with its first refresh token (hash `token_hash`, expiring at the
         session's idle deadline), and `new_user` first if given, and record `event`: all
         or nothing. EmailTaken, and nothing stored, if `new_user`'s email is in use;
@@ -231,7 +235,13 @@ class SessionStore(Protocol):
         DisableUser that commits while this call is in flight; InvalidCredentials, and
         nothing stored, if the account is gone or its password hash is no longer
         `verified_hash` (the one the caller checked the password against): a password
-        changed or reset while a sign-in was in flight does not let that sign-in in."""
+        changed or reset while a sign-in was in flight does not let that sign-in in.
+
+        With a `cap`, the user's row is locked first and the cap enforced in the same
+        transaction: the sessions evicted (ended as SESSION_LIMIT_EVICTED, for the feed,
+        each with the cap's audit event) are returned; SessionLimitReached, and nothing
+        stored, if its policy refuses. Without one, nothing is locked or counted and
+        nothing is evicted."""
         ...
 
     async def rotate_if_current(
@@ -361,6 +371,7 @@ class SessionPolicy:
     # Register answers EMAIL_TAKEN and signs in; off, its answer is the same for a taken email.
     registration_reveals_accounts: bool
     password_min_length: int
+    session_limit: SessionLimit = field(default_factory=SessionLimit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -526,6 +537,7 @@ class SessionService:
         # A full hashing queue refuses for load, not for this login's history.
         (ServerBusy, None),
         (RateLimited, metrics.LOGIN_THROTTLED),
+        (SessionLimitReached, metrics.LOGIN_SESSION_LIMIT),
     )
     async def login(
         self, *, email: str, password: str, remember_me: bool, device: DeviceInfo
@@ -574,6 +586,8 @@ class SessionService:
         except UserDisabled:
             # Disabled since the account was read: no session was stored.
             await self._refuse_disabled(user.id, origin)
+        except SessionLimitReached:
+            await self._refuse_over_limit(user.id, origin)
         metrics.LOGIN_OK.inc()
         _log.info(
             "login",
@@ -611,6 +625,15 @@ class SessionService:
         )
         raise UserDisabled("the account is disabled")
 
+    async def _refuse_over_limit(self, user_id: UserId, origin: RequestOrigin) -> NoReturn:
+        _log.info(
+            "login refused: session limit",
+            extra={"event": "login_failed", "user_id": str(user_id), "reason": "session_limit"},
+        )
+        limit = self._policy.session_limit
+        await self._accounts.record(limit.refusal(user_id, origin, self._clock.now()))
+        raise SessionLimitReached("the account has as many sessions as its limit allows")
+
     async def _start_session(
         self,
         user_id: UserId,
@@ -641,7 +664,7 @@ class SessionService:
             revoke_reason=None,
         )
         refresh_token = refresh_tokens.new_refresh_token()
-        await self._sessions.create_session(
+        evicted = await self._sessions.create_session(
             session,
             token_hash=refresh_tokens.hash_refresh_token(refresh_token),
             event=AuditEvent(
@@ -654,7 +677,10 @@ class SessionService:
             ),
             new_user=new_user,
             verified_hash=verified_hash,
+            cap=self._policy.session_limit.cap(session.id, _origin_of(device), now),
         )
+        if evicted:
+            self._user_sessions_ended(user_id, evicted, SessionEndReason.SESSION_LIMIT_EVICTED, now)
         metrics.SESSIONS_CREATED.inc()
         return self._issue(user_id, session.id, refresh_token, session.idle_expires_at)
 

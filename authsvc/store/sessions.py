@@ -35,9 +35,11 @@ from authsvc.core.models import (
     User,
     UserId,
 )
+from authsvc.core.session_limits import SessionCap
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
+from authsvc.store.session_limits import enforce_cap
 from authsvc.store.users import insert_user
 
 __all__ = [
@@ -432,10 +434,20 @@ class PgSessionStore:
         event: AuditEvent,
         new_user: User | None = None,
         verified_hash: str,
-    ) -> None:
+        cap: SessionCap | None = None,
+    ) -> list[EndedSession]:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if new_user is not None:
                 await insert_user(conn, new_user)
+            evicted = []
+            if cap is not None:
+                evicted = await enforce_cap(
+                    conn,
+                    session.user_id,
+                    cap=cap,
+                    now=session.created_at,
+                    verified_hash=verified_hash,
+                )
             device = session.device
             inserted = await conn.execute(
                 _INSERT_SESSION,
@@ -468,6 +480,7 @@ class PgSessionStore:
                 session.idle_expires_at,
             )
             await insert_event(conn, event)
+        return evicted
 
     async def rotate_if_current(
         self,

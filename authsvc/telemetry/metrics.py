@@ -41,6 +41,7 @@ __all__ = [
     "LOGIN_BAD_CREDENTIALS",
     "LOGIN_DISABLED",
     "LOGIN_OK",
+    "LOGIN_SESSION_LIMIT",
     "LOGIN_THROTTLED",
     "REFRESHES",
     "REFRESH_EXPIRED",
@@ -93,7 +94,8 @@ RPC_DURATION: Final = Histogram(
 LOGINS: Final = Counter(
     "authsvc_logins",
     "Login attempts by outcome: ok, bad_credentials (unknown email or wrong password), "
-    "throttled (refused by the login throttle), disabled (right password, disabled account).",
+    "throttled (refused by the login throttle), disabled (right password, disabled account), "
+    "session_limit (right password, refused by AUTHSVC_SESSION_LIMIT_POLICY=refuse).",
     ["outcome"],
 )
 REFRESHES: Final = Counter(
@@ -110,6 +112,7 @@ LOGIN_OK: Final = LOGINS.labels(outcome="ok")
 LOGIN_BAD_CREDENTIALS: Final = LOGINS.labels(outcome="bad_credentials")
 LOGIN_THROTTLED: Final = LOGINS.labels(outcome="throttled")
 LOGIN_DISABLED: Final = LOGINS.labels(outcome="disabled")
+LOGIN_SESSION_LIMIT: Final = LOGINS.labels(outcome="session_limit")
 REFRESH_OK: Final = REFRESHES.labels(outcome="ok")
 REFRESH_GRACE_REPLAY: Final = REFRESHES.labels(outcome="grace_replay")
 REFRESH_EXPIRED: Final = REFRESHES.labels(outcome="expired")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from authsvc.store import revocations as revocation_sql
+from authsvc.store import session_limits as session_limit_sql
 from authsvc.store import sessions as session_sql
 from authsvc.store import sweep as sweep_sql
 from authsvc.store import throttle as throttle_sql
@@ -206,6 +207,13 @@ def statements(
         "revoke all of a user's sessions": (
             session_sql._REVOKE_ALL_OF_USER,
             (user_id, NOW, "user", session_id, *audit, "user_logout", "user", session_id, None),
+        ),
+        # A login under a session limit (AUTHSVC_SESSION_LIMIT, here 2).
+        "session limit: lock the user": (session_limit_sql._LOCK_USER, (user_id, "unused")),
+        "session limit: count live": (session_limit_sql._COUNT_LIVE, (user_id, NOW, 2)),
+        "session limit: evict the least recently active": (
+            session_limit_sql._EVICT_LEAST_RECENT,
+            (user_id, NOW, 1, "limit", "session_limit_evicted", *audit),
         ),
         # The revocation feed: each process's poll, catch-up, and a subscriber's snapshot.
         "revocation log bounds": (revocation_sql._BOUNDS, ()),
