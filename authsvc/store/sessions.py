@@ -11,9 +11,10 @@ the session) or sees the revocation.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -38,7 +39,13 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
+__all__ = [
+    "PgLockedSession",
+    "PgSessionStore",
+    "end_user_sessions",
+    "fetch_live_page",
+    "listed_session",
+]
 
 
 # Only for an account not disabled and whose password hash is still the one the sign-in
@@ -49,9 +56,10 @@ __all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live
 _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, country, city
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    signing_key_id
 )
-SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15
+SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16
 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $13
 FOR KEY SHARE
 """
@@ -80,7 +88,8 @@ FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2
 """
 _ROTATE = """
 WITH touched AS (
-    UPDATE sessions SET last_active_at = $2, idle_expires_at = $3 WHERE id = $1
+    UPDATE sessions SET last_active_at = $2, idle_expires_at = $3, signing_key_id = $8
+    WHERE id = $1
 ), consumed AS (
     UPDATE refresh_tokens SET rotated_at = $2, successor_box = $5 WHERE id = $4
 )
@@ -105,7 +114,8 @@ WITH locked AS MATERIALIZED (
       AND s.revoked_at IS NULL AND s.idle_expires_at > $2
     RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at
 ), touched AS (
-    UPDATE sessions SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at
+    UPDATE sessions
+    SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at, signing_key_id = $7
     FROM consumed WHERE sessions.id = consumed.session_id
 ), successor AS (
     INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
@@ -239,7 +249,7 @@ async def fetch_live_page(
         rows = await db.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
     else:
         rows = await db.fetch(_LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1])
-    sessions = [_listed(row) for row in rows[:limit]]
+    sessions = [listed_session(row) for row in rows[:limit]]
     has_more = len(rows) > limit
     last = sessions[-1] if has_more else None
     return SessionPage(
@@ -280,7 +290,8 @@ def _session(row: asyncpg.Record) -> Session:
     )
 
 
-def _listed(row: asyncpg.Record) -> ListedSession:
+def listed_session(row: Iterable[Any]) -> ListedSession:
+    """A row of ListedSession's columns, in its order."""
     # Unpacked by position (the select's order), not looked up by name per column.
     (id_, created, active, idle_expires, expires, remember, agent, ip, device_type, *rest) = row
     browser, os, device_name, country, city = rest
@@ -340,6 +351,7 @@ class PgLockedSession:
         successor_hash: bytes,
         now: datetime,
         idle_expires_at: datetime,
+        signing_key_id: str,
     ) -> None:
         # One statement: consume, slide, store the successor.
         await self._conn.execute(
@@ -351,6 +363,7 @@ class PgLockedSession:
             successor_box,
             uuid.uuid4(),
             successor_hash,
+            signing_key_id,
         )
 
     async def revoke(
@@ -376,6 +389,7 @@ class PgSessionStore:
         event: AuditEvent,
         new_user: User | None = None,
         verified_hash: str,
+        signing_key_id: str,
     ) -> None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             if new_user is not None:
@@ -398,6 +412,7 @@ class PgSessionStore:
                 verified_hash,
                 device.country,
                 device.city,
+                signing_key_id,
             )
             if inserted == "INSERT 0 0":
                 if await conn.fetchval(_ACCOUNT_DISABLED, session.user_id):
@@ -421,6 +436,7 @@ class PgSessionStore:
         successor_hash: bytes,
         now: datetime,
         idle_timeout: timedelta,
+        signing_key_id: str,
     ) -> RotationAttempt | None:
         async with translate_errors():
             row = await self._pool.fetchrow(
@@ -431,6 +447,7 @@ class PgSessionStore:
                 successor_box,
                 uuid.uuid4(),
                 successor_hash,
+                signing_key_id,
             )
         if row is None:
             return None

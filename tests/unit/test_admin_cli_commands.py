@@ -18,7 +18,6 @@ def test_every_admin_rpc_has_a_command() -> None:
 _BEING_BUILT = {
     "GetSession",
     "GetSessionLineage",
-    "RevokeSessions",
     "ListWebhookDeliveries",
     "RetryWebhookDelivery",
 }
