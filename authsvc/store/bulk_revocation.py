@@ -57,6 +57,8 @@ LIMIT $10
 # queue on each other's rows rather than deadlock), then ended. A row a concurrent call
 # changed is re-checked against the filter once locked: one ended meanwhile is skipped
 # and the next taken instead, so a short batch means no match is left.
+# The ids go to the UPDATE as one array, so it finds them by primary key (joined to the
+# CTE instead, it hashed and scanned the whole table every batch).
 _END_BATCH = f"""
 WITH picked AS (
     SELECT s.id FROM sessions s
@@ -68,7 +70,7 @@ WITH picked AS (
 UPDATE sessions AS s
 SET revoked_at = $1, end_reason = 'bulk_revoked', revoke_reason = $12,
     ended_by_kind = 'operator', ended_by_operator = $13
-FROM picked WHERE s.id = picked.id
+WHERE s.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING s.id, s.created_at
 """  # noqa: S608
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
