@@ -99,11 +99,13 @@ async def run_reads(pool: Pool, which: SessionFilter, clock: FrozenClock) -> tup
     for batch in range(1000):
         reason = f"plan test batch {batch}"
         rows, _, _ = await batch_reads(pool, which, clock, after, keep=reason)
-        count, last = await pool.fetchrow(
+        row = await pool.fetchrow(
             "SELECT count(*), (array_agg(id ORDER BY id DESC))[1] FROM sessions"
             " WHERE revoke_reason = $1",
             reason,
         )
+        assert row is not None
+        count, last = row
         read, ended, after = read + rows, ended + count, last
         if count < BATCH_SIZE:
             break
