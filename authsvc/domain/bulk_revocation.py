@@ -122,8 +122,11 @@ def checked_filter(which: SessionFilter) -> SessionFilter:
 
 
 def _network(text: str) -> str:
-    """A CIDR block (host bits allowed and cleared) or a bare address, canonical."""
+    """A CIDR block (host bits allowed and cleared) or a bare address, canonical. No IPv6
+    scope (`%eth0`): recorded addresses never carry one, and PostgreSQL takes none."""
     try:
+        if "%" in text:
+            raise ValueError("an address with a scope")
         return str(ipaddress.ip_network(text.strip(), strict=False))
     except ValueError as exc:
         raise InvalidArgument("filter.ip_cidr", "filter.ip_cidr is not a CIDR block") from exc

@@ -193,7 +193,9 @@ async def test_a_bare_address_is_its_own_block(
     assert await _live(pool) == {neighbour.session_id}
 
 
-@pytest.mark.parametrize("cidr", ["203.0.113.0/33", "not-an-address", "2001:db8::/129"])
+@pytest.mark.parametrize(
+    "cidr", ["203.0.113.0/33", "not-an-address", "2001:db8::/129", "fe80::1%eth0", "1.2.3"]
+)
 async def test_a_bad_cidr_is_invalid_field_and_ends_nothing(
     admin: AdminLaunched, sign_in: SignIn, pool: Pool, cidr: str
 ) -> None:
