@@ -9,6 +9,8 @@ Logout or a reuse detection elsewhere waits at most about one batch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass, replace
@@ -191,28 +193,38 @@ class BulkRevocation:
         (BULK_REVOKED, ended by the operator, `reason` their note), batch by batch, each on
         the revocation feed and refused here as soon as its batch commits. Returns how
         many this call ended; a repeat ends none. Cut short (a deadline, a lost
-        connection), the batches committed stay ended and a repeat finishes the rest."""
+        connection, a database error), the batches committed stay ended, the audit event
+        says `interrupted` with the count of those it saw commit (a batch whose commit was
+        cut off may be missing), and a repeat finishes the rest."""
         which = checked_filter(which)
         reason = admin_reason(reason)
         started = self._clock.now()
         revoke_reason = f"{SessionEndReason.BULK_REVOKED.value}: {reason}"
         total, after = 0, None
-        while True:
-            now = self._clock.now()
-            ended = await self._store.end_batch(
-                which,
-                now=now,
-                started=started,
-                after=after,
-                limit=self._batch_size,
-                revoke_reason=revoke_reason,
-                operator=operator.name,
-            )
-            self._sessions.bulk_ended(ended, SessionEndReason.BULK_REVOKED, now)
-            total += len(ended)
-            if len(ended) < self._batch_size:
-                break
-            after = ended[-1].id
+        try:
+            while True:
+                now = self._clock.now()
+                ended = await self._store.end_batch(
+                    which,
+                    now=now,
+                    started=started,
+                    after=after,
+                    limit=self._batch_size,
+                    revoke_reason=revoke_reason,
+                    operator=operator.name,
+                )
+                self._sessions.bulk_ended(ended, SessionEndReason.BULK_REVOKED, now)
+                total += len(ended)
+                if len(ended) < self._batch_size:
+                    break
+                after = ended[-1].id
+        except BaseException:
+            event = self._event(operator, which, reason, self._clock.now(), dry_run=False)
+            interrupted = replace(event, detail={**event.detail, "interrupted": True})
+            # Shielded: a cancelled call (its deadline) still records what it ended.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._store.record(interrupted, session_count=total))
+            raise
         await self._store.record(
             self._event(operator, which, reason, self._clock.now(), dry_run=False),
             session_count=total,

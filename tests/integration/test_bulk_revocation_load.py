@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
 import pytest
 
 from authsvc.core.clock import FrozenClock
+from authsvc.domain.bulk_revocation import BATCH_SIZE
 from authsvc.store.pool import Pool
 from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
@@ -28,9 +30,9 @@ LOAD_TIMEOUT = 300
 REVOKE_TIMEOUT_SECONDS = 600.0
 
 
-async def load_sessions(pool: Pool, clock: FrozenClock) -> None:
-    """USERS accounts with SESSIONS live sessions between them, signed in from 10.0.0.0/8,
-    in one statement."""
+async def load_sessions(pool: Pool, clock: FrozenClock, sessions: int = SESSIONS) -> None:
+    """USERS accounts with `sessions` live sessions between them, signed in from
+    10.0.0.0/8, in one statement."""
     now = clock.now()
     await pool.execute(
         """
@@ -54,7 +56,7 @@ async def load_sessions(pool: Pool, clock: FrozenClock) -> None:
         """,
         now,
         USERS,
-        SESSIONS,
+        sessions,
         timeout=LOAD_TIMEOUT,
     )
     await pool.execute("ANALYZE sessions", timeout=LOAD_TIMEOUT)
@@ -115,3 +117,34 @@ async def test_revoking_100k_sessions_keeps_concurrent_refreshes_within_their_de
     )
     fed = await pool.fetchval("SELECT count(*) FROM revocation_log WHERE reason = 'bulk_revoked'")
     assert fed == SESSIONS
+
+
+async def test_a_run_cut_short_by_its_deadline_records_what_it_ended(
+    admin_server: AdminLaunched, pool: Pool, clock: FrozenClock
+) -> None:
+    await load_sessions(pool, clock, SESSIONS // 2)
+    request = admin_pb.RevokeSessionsRequest(
+        filter=admin_pb.SessionFilter(ip_cidr="10.0.0.0/8"), reason="cut short"
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin_server.admin.RevokeSessions(
+            request, metadata=admin_server.as_operator, timeout=1.5
+        )
+
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    detail = None
+    # The handler records it as it unwinds, which the client, given up, does not wait for.
+    for _ in range(100):
+        detail = await pool.fetchval(
+            "SELECT detail FROM audit_events WHERE event = 'admin_sessions_bulk_revoked'"
+        )
+        if detail is not None:
+            break
+        await asyncio.sleep(0.05)
+    ended = await pool.fetchval("SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL")
+    assert detail is not None
+    assert detail["interrupted"] is True
+    # A batch whose commit the cancellation cut off may have committed unseen.
+    assert ended - BATCH_SIZE <= detail["session_count"] <= ended
+    assert 0 < ended < SESSIONS // 2
