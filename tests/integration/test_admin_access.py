@@ -44,6 +44,9 @@ _REQUESTS: dict[str, Any] = {
     "ClearLoginThrottle": admin_pb.ClearLoginThrottleRequest(ip_address="192.0.2.1"),
     "ListAuditEvents": admin_pb.ListAuditEventsRequest(),
     "CreatePasswordResetToken": admin_pb.CreatePasswordResetTokenRequest(user_id=_USER),
+    "RevokeSessions": admin_pb.RevokeSessionsRequest(
+        filter=admin_pb.SessionFilter(match_all=True), reason="test"
+    ),
 }
 
 
