@@ -31,6 +31,7 @@ from authsvc.config import OPERATOR_KEY_FILE_VARIABLE, OPERATOR_KEY_VARIABLE, Co
 from authsvc.tls import client_tls
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc
+from authsvc.v1 import auth_service_pb2 as auth_pb
 
 __all__ = ["COMMANDS", "add_admin_commands", "run_admin_command"]
 
@@ -48,6 +49,7 @@ class AdminCommand:
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     request: _Build
+    timeout: float = _TIMEOUT_SECONDS
 
 
 def _user_id(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +151,73 @@ def _subject(args: argparse.Namespace) -> Message:
     return pb.ClearLoginThrottleRequest(ip_address=args.ip_address)
 
 
+# desktop, mobile, ...; "unknown" for a user agent that names no device (UNSPECIFIED).
+_DEVICE_TYPES = {
+    name.removeprefix("DEVICE_TYPE_").lower().replace("unspecified", "unknown"): value
+    for name, value in auth_pb.DeviceType.items()
+}
+
+
+def _revoke_sessions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--user-id",
+        action="append",
+        default=[],
+        dest="user_ids",
+        help="sessions of this user (UUID); repeat for several (at most 1000)",
+    )
+    parser.add_argument(
+        "--created-after", type=_instant, default=None, help="sessions created at or after it"
+    )
+    parser.add_argument(
+        "--created-before", type=_instant, default=None, help="sessions created before it"
+    )
+    parser.add_argument(
+        "--ip-cidr", default="", help="sessions whose login address is in it (203.0.113.0/24)"
+    )
+    parser.add_argument(
+        "--user-agent-contains", default="", help="sessions whose user agent contains it"
+    )
+    parser.add_argument(
+        "--device-type",
+        action="append",
+        default=[],
+        dest="device_types",
+        choices=sorted(_DEVICE_TYPES),
+        help="sessions of this device type; repeat for several",
+    )
+    parser.add_argument(
+        "--signing-key-id",
+        default="",
+        help="sessions whose latest access token this key (kid) signed",
+    )
+    parser.add_argument(
+        "--match-all",
+        action="store_true",
+        help="every live session (required when no other filter is given)",
+    )
+    _reason(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="count and sample the matches; end nothing"
+    )
+
+
+def _revoke_sessions_request(args: argparse.Namespace) -> Message:
+    which = pb.SessionFilter(
+        user_ids=args.user_ids,
+        ip_cidr=args.ip_cidr,
+        user_agent_contains=args.user_agent_contains,
+        device_types=[_DEVICE_TYPES[name] for name in args.device_types],
+        signing_key_id=args.signing_key_id,
+        match_all=args.match_all,
+    )
+    if args.created_after is not None:
+        which.created_after.FromDatetime(args.created_after)
+    if args.created_before is not None:
+        which.created_before.FromDatetime(args.created_before)
+    return pb.RevokeSessionsRequest(filter=which, reason=args.reason, dry_run=args.dry_run)
+
+
 # Every AdminService RPC has one (a test checks it against the service's descriptor).
 COMMANDS: Mapping[str, AdminCommand] = {
     "get-user": AdminCommand(
@@ -212,6 +281,15 @@ COMMANDS: Mapping[str, AdminCommand] = {
         "issue a single-use password-reset token for the caller to deliver (sensitive)",
         _id_or_email,
         _by_id_or_email(pb.CreatePasswordResetTokenRequest),
+    ),
+    "revoke-sessions": AdminCommand(
+        "RevokeSessions",
+        "end every live session a filter selects (--dry-run: count and sample them)",
+        _revoke_sessions,
+        _revoke_sessions_request,
+        # Batches of 500 sessions: a large run takes longer than one call's usual bound;
+        # one cut short is finished by running it again.
+        timeout=600.0,
     ),
 }
 
@@ -307,7 +385,7 @@ def run_admin_command(
     with channel:
         call = getattr(admin_service_pb2_grpc.AdminServiceStub(channel), command.rpc)
         try:
-            response = call(request, metadata=metadata, timeout=_TIMEOUT_SECONDS)
+            response = call(request, metadata=metadata, timeout=command.timeout)
         except grpc.RpcError as exc:
             details = exc.details() if hasattr(exc, "details") else ""
             print(f"authsvc admin: {_failure_reason(exc)}: {details}", file=sys.stderr)

@@ -37,6 +37,7 @@ from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.admin import AdminActions
+from authsvc.domain.bulk_revocation import BulkRevocation
 from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.liveness import LivenessCache
@@ -60,6 +61,7 @@ from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.accounts import PgAccountStore
 from authsvc.store.admin import PgAdminStore
 from authsvc.store.audit import PgAuditStore
+from authsvc.store.bulk_revocation import PgBulkRevocationStore
 from authsvc.store.census import PgSessionCensus
 from authsvc.store.erasure import PgErasureStore
 from authsvc.store.keys import PgKeyStore
@@ -264,6 +266,9 @@ class AuthServer:
                 ),
                 resets=self.password_resets,
                 erasure=self.erasure,
+                bulk=BulkRevocation(
+                    store=PgBulkRevocationStore(pool), sessions=self.sessions, clock=clock
+                ),
             ),
             self._server,
         )

@@ -13,9 +13,11 @@ from authsvc.api import convert
 from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
 from authsvc.api.service_auth import OperatorGuard
+from authsvc.api.session_filters import add_sampled, session_filter
 from authsvc.core.errors import InvalidArgument
 from authsvc.core.models import Account, AuditFilter, AuditRecord, Operator, RequestOrigin
 from authsvc.domain.admin import AdminActions
+from authsvc.domain.bulk_revocation import BulkRevocation
 from authsvc.domain.devices import MAX_USER_AGENT
 from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.password_resets import PasswordResets
@@ -84,12 +86,14 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         actions: AdminActions,
         resets: PasswordResets,
         erasure: AccountErasure,
+        bulk: BulkRevocation,
     ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
         self._actions = actions
         self._resets = resets
         self._erasure = erasure
+        self._bulk = bulk
 
     def _operator(self, context: Context[Any, Any]) -> Operator:
         """The calling operator; refuses anyone else (the edge interceptor answers)."""
@@ -264,8 +268,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.RevokeSessionsRequest,
         context: Context[pb.RevokeSessionsRequest, pb.RevokeSessionsResponse],
     ) -> pb.RevokeSessionsResponse:
-        self._operator(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RevokeSessions is not built yet")
+        operator = self._operator(context)
+        which = session_filter(request.filter)
+        if not request.dry_run:
+            count = await self._bulk.revoke(operator, which, request.reason)
+            return pb.RevokeSessionsResponse(session_count=count)
+        preview = await self._bulk.preview(operator, which, request.reason)
+        response = pb.RevokeSessionsResponse(session_count=preview.session_count)
+        for sampled in preview.sample:
+            add_sampled(response, sampled)
+        return response
 
     async def ListWebhookDeliveries(
         self,

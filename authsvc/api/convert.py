@@ -37,6 +37,7 @@ __all__ = [
     "add_session",
     "decode_audit_page_token",
     "decode_page_token",
+    "device_type_of",
     "encode_audit_page_token",
     "encode_page_token",
     "end_reason",
@@ -69,6 +70,7 @@ _DEVICE_TYPES = {
     DeviceType.BOT: pb.DEVICE_TYPE_BOT,
     DeviceType.OTHER: pb.DEVICE_TYPE_OTHER,
 }
+_DEVICE_TYPES_BY_VALUE = {value: device_type for device_type, value in _DEVICE_TYPES.items()}
 _LOGOUT_SCOPES = {
     pb.LOGOUT_SCOPE_UNSPECIFIED: LogoutScope.THIS_SESSION,
     pb.LOGOUT_SCOPE_THIS_SESSION: LogoutScope.THIS_SESSION,
@@ -128,6 +130,14 @@ def parse_session_id(value: str) -> SessionId:
     if not _CANONICAL_UUID.fullmatch(value):
         raise InvalidArgument("session_id", "session_id is not a UUID")
     return SessionId(uuid.UUID(value))
+
+
+def device_type_of(value: int, field: str) -> DeviceType:
+    """A request's DeviceType; UNSPECIFIED is the unknown device, as sessions show it."""
+    try:
+        return _DEVICE_TYPES_BY_VALUE[value]  # type: ignore[index]
+    except KeyError as exc:
+        raise InvalidArgument(field, f"unknown device type {value}") from exc
 
 
 def logout_scope(value: int) -> LogoutScope:

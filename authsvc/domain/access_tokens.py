@@ -15,9 +15,9 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 from authsvc.core.clock import Clock
 from authsvc.core.errors import TokenExpired, TokenInvalid
 from authsvc.core.models import Principal, SessionId, UserId
-from authsvc.domain.signing_keys import KeyRing
+from authsvc.domain.signing_keys import KeyRing, PrivateKey
 
-__all__ = ["VERIFIED_CACHE_SIZE", "AccessTokens", "MintedAccessToken"]
+__all__ = ["VERIFIED_CACHE_SIZE", "AccessSigner", "AccessTokens", "MintedAccessToken"]
 
 _ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "jti", "iat", "exp"]
@@ -41,6 +41,16 @@ def _numeric_date(value: object) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"not a NumericDate: {value!r}")
     return datetime.fromtimestamp(int(value), UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSigner:
+    """The key a token will be signed with, chosen before the session's row is written so
+    the row can name it (`kid`: RevokeSessions' signing-key filter)."""
+
+    kid: str
+    algorithm: str
+    private_key: PrivateKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +91,29 @@ class AccessTokens:
         # kid -> (encoded header, algorithm); a kid names one key and algorithm for good.
         self._signers: dict[str, tuple[bytes, Algorithm]] = {}
 
+    def signer(self) -> AccessSigner:
+        """The key that signs now; NotReady before the keys load."""
+        return AccessSigner(*self._keys.signing_key())
+
     def mint(
-        self, user_id: UserId, session_id: SessionId, *, session_ends_at: datetime
+        self,
+        user_id: UserId,
+        session_id: SessionId,
+        *,
+        session_ends_at: datetime,
+        signer: AccessSigner | None = None,
     ) -> MintedAccessToken:
         """A token for the session, expiring after the TTL or, sooner, `clock_skew` before
         the session's deadline `session_ends_at`: accepted up to `clock_skew` past `exp`
         here and by the clients' verifiers, it is never accepted once its session has
-        expired, so only revocation needs telling (docs/design.md, "Capped expiry")."""
-        kid, algorithm, private_key = self._keys.signing_key()
+        expired, so only revocation needs telling (docs/design.md, "Capped expiry").
+        Signed by `signer` if given (the key recorded with the session), else the key
+        that signs now."""
+        kid, algorithm, private_key = (
+            self._keys.signing_key()
+            if signer is None
+            else (signer.kid, signer.algorithm, signer.private_key)
+        )
         # JWT times are whole seconds; truncate so expires_at matches `exp` exactly.
         now = self._clock.now().replace(microsecond=0)
         expires_at = min(
@@ -106,9 +131,9 @@ class AccessTokens:
         # The JWS compact form as jwt.encode writes it, with the header encoded once
         # per key and the signature from PyJWT's own algorithm: jwt.encode spends
         # a third of a mint (the signature aside) re-encoding the same header.
-        header, signer = self._signer(kid, algorithm)
+        header, signs = self._signer(kid, algorithm)
         signing_input = header + b"." + _b64url(_CLAIMS_ENCODER.encode(claims).encode())
-        signature = _b64url(signer.sign(signing_input, private_key))
+        signature = _b64url(signs.sign(signing_input, private_key))
         token = (signing_input + b"." + signature).decode("ascii")
         return MintedAccessToken(token=token, expires_at=expires_at)
 

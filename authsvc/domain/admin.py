@@ -60,6 +60,8 @@ class AdminEvent(enum.StrEnum):
     LOGIN_THROTTLE_CLEARED = "admin_login_throttle_cleared"
     AUDIT_LISTED = "admin_audit_listed"
     PASSWORD_RESET_TOKEN_CREATED = "admin_password_reset_token_created"  # noqa: S105
+    # RevokeSessions, dry run or not (detail: filter, reason, dry_run, session_count).
+    SESSIONS_BULK_REVOKED = "admin_sessions_bulk_revoked"
 
 
 def admin_event(

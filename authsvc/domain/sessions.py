@@ -55,7 +55,7 @@ from authsvc.core.models import (
 )
 from authsvc.core.session_limits import SessionCap
 from authsvc.domain import refresh_tokens, validation
-from authsvc.domain.access_tokens import AccessTokens
+from authsvc.domain.access_tokens import AccessSigner, AccessTokens
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
 from authsvc.domain.session_limits import SessionLimit
@@ -188,10 +188,12 @@ class LockedSession(Protocol):
         successor_hash: bytes,
         now: datetime,
         idle_expires_at: datetime,
+        signing_key_id: str,
     ) -> None:
         """Mark `consumed` rotated at `now`, keeping `successor_box`; store its successor
         (hash `successor_hash`) expiring at `idle_expires_at`; and slide the session: last
-        active `now`, idle deadline `idle_expires_at`."""
+        active `now`, idle deadline `idle_expires_at`, its latest access token signed by
+        `signing_key_id`."""
         ...
 
     async def revoke(
@@ -226,11 +228,13 @@ class SessionStore(Protocol):
         event: AuditEvent,
         new_user: User | None = None,
         verified_hash: str,
+        signing_key_id: str,
         cap: SessionCap | None = None,
     ) -> list[EndedSession]:
         """Store `session` with its first refresh token (hash `token_hash`, expiring at the
-        session's idle deadline), and `new_user` first if given, and record `event`: all
-        or nothing. EmailTaken, and nothing stored, if `new_user`'s email is in use;
+        session's idle deadline) and the key of its first access token (`signing_key_id`),
+        and `new_user` first if given, and record `event`: all or nothing. EmailTaken, and
+        nothing stored, if `new_user`'s email is in use;
         UserDisabled, and nothing stored, if the session's account is disabled, even by a
         DisableUser that commits while this call is in flight; InvalidCredentials, and
         nothing stored, if the account is gone or its password hash is no longer
@@ -252,12 +256,14 @@ class SessionStore(Protocol):
         successor_hash: bytes,
         now: datetime,
         idle_timeout: timedelta,
+        signing_key_id: str,
     ) -> RotationAttempt | None:
         """Refresh's common case, in one round trip. If the token with `token_hash` is
         unrotated and unexpired at `now` and its session live, mark it rotated (keeping
         `successor_box`), store its successor (`successor_hash`) expiring at the new idle
         deadline (`now + idle_timeout`, capped by the session's lifetime) and slide the
-        session to that deadline; the attempt carries it.
+        session to that deadline, its latest access token signed by `signing_key_id`; the
+        attempt carries it.
 
         None for an unknown token. A known token in any other state (rotated, expired,
         its session over) comes back with `idle_expires_at` None and nothing written,
@@ -664,6 +670,8 @@ class SessionService:
             revoke_reason=None,
         )
         refresh_token = refresh_tokens.new_refresh_token()
+        # Chosen before the write, which records it: the key that signs this session's token.
+        signer = self._access.signer()
         evicted = await self._sessions.create_session(
             session,
             token_hash=refresh_tokens.hash_refresh_token(refresh_token),
@@ -678,18 +686,26 @@ class SessionService:
             new_user=new_user,
             verified_hash=verified_hash,
             cap=self._policy.session_limit.cap(session.id, _origin_of(device), now),
+            signing_key_id=signer.kid,
         )
         if evicted:
             self._user_sessions_ended(user_id, evicted, SessionEndReason.SESSION_LIMIT_EVICTED, now)
         metrics.SESSIONS_CREATED.inc()
-        return self._issue(user_id, session.id, refresh_token, session.idle_expires_at)
+        return self._issue(user_id, session.id, refresh_token, session.idle_expires_at, signer)
 
     def _issue(
-        self, user_id: UserId, session_id: SessionId, refresh_token: str, refresh_expires: datetime
+        self,
+        user_id: UserId,
+        session_id: SessionId,
+        refresh_token: str,
+        refresh_expires: datetime,
+        signer: AccessSigner,
     ) -> IssuedTokens:
         # The refresh token expires at the session's idle deadline, which never passes its
         # absolute one.
-        access = self._access.mint(user_id, session_id, session_ends_at=refresh_expires)
+        access = self._access.mint(
+            user_id, session_id, session_ends_at=refresh_expires, signer=signer
+        )
         return IssuedTokens(
             user_id=user_id,
             session_id=session_id,
@@ -720,6 +736,7 @@ class SessionService:
         successor = refresh_tokens.new_refresh_token()
         successor_box = refresh_tokens.seal_successor(refresh_token, successor)
         successor_hash = refresh_tokens.hash_refresh_token(successor)
+        signer = self._access.signer()
         now = self._clock.now()
         # The common case in one round trip; everything else (grace window,
         # reuse, expiry, revocation) takes the transaction below.
@@ -729,12 +746,13 @@ class SessionService:
             successor_hash=successor_hash,
             now=now,
             idle_timeout=self._policy.idle_timeout,
+            signing_key_id=signer.kid,
         )
         if attempt is None:
             raise RefreshTokenInvalid("refresh token is not valid")
         if attempt.idle_expires_at is not None:
             tokens = self._issue(
-                attempt.user_id, attempt.session_id, successor, attempt.idle_expires_at
+                attempt.user_id, attempt.session_id, successor, attempt.idle_expires_at, signer
             )
             metrics.REFRESH_OK.inc()
             return tokens
@@ -751,6 +769,7 @@ class SessionService:
                     successor_hash=successor_hash,
                     now=now,
                     idle_expires_at=idle_expires_at,
+                    signing_key_id=signer.kid,
                 )
                 rotated: _Rotated | None = _Rotated(successor, idle_expires_at)
                 outcome = metrics.REFRESH_OK
@@ -763,7 +782,7 @@ class SessionService:
         if rotated is None:
             self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)
             raise _reused(now)
-        tokens = self._issue(session.user_id, session.id, rotated.token, rotated.expires_at)
+        tokens = self._issue(session.user_id, session.id, rotated.token, rotated.expires_at, signer)
         outcome.inc()
         return tokens
 
@@ -1241,6 +1260,13 @@ class SessionService:
         inside its own transaction (a password reset, an account deletion, each with its
         change), now committed: applied and logged as `end_user_sessions` does."""
         self._user_sessions_ended(user_id, ended, reason, now)
+
+    def bulk_ended(
+        self, ended: Sequence[EndedSession], reason: SessionEndReason, now: datetime
+    ) -> None:
+        """Sessions of any users that another use case ended (RevokeSessions' batches), now
+        committed: applied as every ending is; the caller logs them, once per call."""
+        self._ended_here(ended, now, reason)
 
     def _ended_here(
         self, ended: Sequence[EndedSession], now: datetime, reason: SessionEndReason

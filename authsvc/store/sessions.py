@@ -11,9 +11,10 @@ the session) or sees the revocation.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -49,6 +50,7 @@ __all__ = [
     "ender_args",
     "fetch_live_page",
     "fetch_session",
+    "listed_session",
 ]
 
 
@@ -60,9 +62,10 @@ __all__ = [
 _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, country, city
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    signing_key_id
 )
-SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15
+SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16
 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $13
 FOR KEY SHARE
 """
@@ -91,7 +94,8 @@ FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2
 """
 _ROTATE = """
 WITH touched AS (
-    UPDATE sessions SET last_active_at = $2, idle_expires_at = $3 WHERE id = $1
+    UPDATE sessions SET last_active_at = $2, idle_expires_at = $3, signing_key_id = $8
+    WHERE id = $1
 ), consumed AS (
     UPDATE refresh_tokens SET rotated_at = $2, successor_box = $5 WHERE id = $4
 )
@@ -116,7 +120,8 @@ WITH locked AS MATERIALIZED (
       AND s.revoked_at IS NULL AND s.idle_expires_at > $2
     RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at
 ), touched AS (
-    UPDATE sessions SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at
+    UPDATE sessions
+    SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at, signing_key_id = $7
     FROM consumed WHERE sessions.id = consumed.session_id
 ), successor AS (
     INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
@@ -259,7 +264,7 @@ async def fetch_live_page(
         rows = await db.fetch(_LIST_LIVE_FIRST_PAGE, user_id, now, limit + 1)
     else:
         rows = await db.fetch(_LIST_LIVE_AFTER, user_id, now, limit + 1, after[0], after[1])
-    sessions = [_listed(row) for row in rows[:limit]]
+    sessions = [listed_session(row) for row in rows[:limit]]
     has_more = len(rows) > limit
     last = sessions[-1] if has_more else None
     return SessionPage(
@@ -330,7 +335,8 @@ def session_of(row: asyncpg.Record) -> Session:
     )
 
 
-def _listed(row: asyncpg.Record) -> ListedSession:
+def listed_session(row: Iterable[Any]) -> ListedSession:
+    """A row of ListedSession's columns, in its order."""
     # Unpacked by position (the select's order), not looked up by name per column.
     (id_, created, active, idle_expires, expires, remember, agent, ip, device_type, *rest) = row
     browser, os, device_name, country, city = rest
@@ -390,6 +396,7 @@ class PgLockedSession:
         successor_hash: bytes,
         now: datetime,
         idle_expires_at: datetime,
+        signing_key_id: str,
     ) -> None:
         # One statement: consume, slide, store the successor.
         await self._conn.execute(
@@ -401,6 +408,7 @@ class PgLockedSession:
             successor_box,
             uuid.uuid4(),
             successor_hash,
+            signing_key_id,
         )
 
     async def revoke(
@@ -434,6 +442,7 @@ class PgSessionStore:
         event: AuditEvent,
         new_user: User | None = None,
         verified_hash: str,
+        signing_key_id: str,
         cap: SessionCap | None = None,
     ) -> list[EndedSession]:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
@@ -466,6 +475,7 @@ class PgSessionStore:
                 verified_hash,
                 device.country,
                 device.city,
+                signing_key_id,
             )
             if inserted == "INSERT 0 0":
                 if await conn.fetchval(_ACCOUNT_DISABLED, session.user_id):
@@ -490,6 +500,7 @@ class PgSessionStore:
         successor_hash: bytes,
         now: datetime,
         idle_timeout: timedelta,
+        signing_key_id: str,
     ) -> RotationAttempt | None:
         async with translate_errors():
             row = await self._pool.fetchrow(
@@ -500,6 +511,7 @@ class PgSessionStore:
                 successor_box,
                 uuid.uuid4(),
                 successor_hash,
+                signing_key_id,
             )
         if row is None:
             return None

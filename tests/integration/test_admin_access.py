@@ -45,6 +45,9 @@ _REQUESTS: dict[str, Any] = {
     "ListAuditEvents": admin_pb.ListAuditEventsRequest(),
     "CreatePasswordResetToken": admin_pb.CreatePasswordResetTokenRequest(user_id=_USER),
     "GetSession": admin_pb.AdminServiceGetSessionRequest(session_id=_USER),
+    "RevokeSessions": admin_pb.RevokeSessionsRequest(
+        filter=admin_pb.SessionFilter(match_all=True), reason="test"
+    ),
 }
 
 
