@@ -395,6 +395,10 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
             os.urandom(60),  # the size of a sealed successor box
             uuid.uuid4(),
             hashlib.sha256(successor.encode("ascii")).digest(),
+            # Refresh lineage's step, as the server records it by default.
+            "127.0.0.1",
+            "bench",
+            True,
         )
         if row is None:
             return "UNKNOWN_TOKEN"

@@ -11,6 +11,7 @@ import grpc
 
 from authsvc.api import convert
 from authsvc.api.interceptors import note_subject
+from authsvc.api.lineage import lineage_response
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
 from authsvc.api.service_auth import OperatorGuard
 from authsvc.core.errors import InvalidArgument
@@ -18,6 +19,7 @@ from authsvc.core.models import Account, AuditFilter, AuditRecord, Operator, Req
 from authsvc.domain.admin import AdminActions
 from authsvc.domain.devices import MAX_USER_AGENT
 from authsvc.domain.erasure import AccountErasure
+from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.password_resets import PasswordResets
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
@@ -84,12 +86,14 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         actions: AdminActions,
         resets: PasswordResets,
         erasure: AccountErasure,
+        lineages: SessionLineages,
     ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
         self._actions = actions
         self._resets = resets
         self._erasure = erasure
+        self._lineages = lineages
 
     def _operator(self, context: Context[Any, Any]) -> Operator:
         """The calling operator; refuses anyone else (the edge interceptor answers)."""
@@ -251,8 +255,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.GetSessionLineageRequest,
         context: Context[pb.GetSessionLineageRequest, pb.GetSessionLineageResponse],
     ) -> pb.GetSessionLineageResponse:
-        self._operator(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetSessionLineage is not built yet")
+        operator = self._operator(context)
+        session_id = convert.parse_session_id(request.session_id)
+        lineage = await self._lineages.get_session_lineage(operator, session_id)
+        note_subject(lineage.session.user_id, session_id)
+        return lineage_response(lineage)
 
     async def RevokeSessions(
         self,

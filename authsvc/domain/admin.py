@@ -55,6 +55,7 @@ class AdminEvent(enum.StrEnum):
     LOGIN_THROTTLE_CLEARED = "admin_login_throttle_cleared"
     AUDIT_LISTED = "admin_audit_listed"
     PASSWORD_RESET_TOKEN_CREATED = "admin_password_reset_token_created"  # noqa: S105
+    SESSION_LINEAGE_VIEWED = "admin_session_lineage_viewed"
 
 
 def admin_event(

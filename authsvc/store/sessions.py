@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from authsvc.core.errors import InvalidCredentials, UserDisabled
+from authsvc.core.lineage import LineageStep
 from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
@@ -25,6 +26,7 @@ from authsvc.core.models import (
     EndedSession,
     ListedSession,
     RefreshTokenRecord,
+    RequestOrigin,
     RotationAttempt,
     Session,
     SessionEndReason,
@@ -38,7 +40,13 @@ from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.users import insert_user
 
-__all__ = ["PgLockedSession", "PgSessionStore", "end_user_sessions", "fetch_live_page"]
+__all__ = [
+    "PgLockedSession",
+    "PgSessionStore",
+    "end_user_sessions",
+    "fetch_live_page",
+    "fetch_session",
+]
 
 
 # Only for an account not disabled and whose password hash is still the one the sign-in
@@ -103,17 +111,32 @@ WITH locked AS MATERIALIZED (
     WHERE t.token_hash = $1 AND t.session_id = s.id
       AND t.rotated_at IS NULL AND t.expires_at > $2
       AND s.revoked_at IS NULL AND s.idle_expires_at > $2
-    RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at
+    RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at,
+        t.id AS token_id
 ), touched AS (
     UPDATE sessions SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at
     FROM consumed WHERE sessions.id = consumed.session_id
 ), successor AS (
     INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
     SELECT $5, session_id, $6, $2, idle_expires_at FROM consumed
+), recorded AS (
+    -- Refresh lineage's step ($7, $8 = the caller's address and user agent; $9 false
+    -- with AUTHSVC_REFRESH_LINEAGE off), in this statement rather than one more trip.
+    INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
+        presented_at, ip_address, user_agent, outcome, within_grace)
+    SELECT session_id, token_id, $5, $2, $7, $8, 'rotated', false FROM consumed WHERE $9
 )
 SELECT locked.id, locked.user_id, consumed.idle_expires_at
 FROM locked LEFT JOIN consumed ON true
 """
+# Refresh lineage's step for the paths that hold the session's lock (grace, reuse).
+_RECORD_STEP = """
+INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
+    presented_at, ip_address, user_agent, outcome, within_grace)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+# What rotate_if_current records for its caller with lineage off (the row is not written).
+_NOT_RECORDED = RequestOrigin()
 # Every ending sets end_reason: migration 0014's trigger logs it for the revocation feed.
 _REVOKE_LOCKED = """
 UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4
@@ -223,6 +246,13 @@ async def end_user_sessions(
         event.detail,
     )
     return [_ended(row) for row in rows]
+
+
+async def fetch_session(db: asyncpg.Pool | Connection, session_id: SessionId) -> Session | None:
+    """`SessionStore.get_session` on a pool, or on a connection inside the caller's
+    transaction."""
+    row = await db.fetchrow(_SELECT_SESSION, session_id)
+    return None if row is None else _session(row)
 
 
 async def fetch_live_page(
@@ -340,8 +370,9 @@ class PgLockedSession:
         successor_hash: bytes,
         now: datetime,
         idle_expires_at: datetime,
-    ) -> None:
+    ) -> uuid.UUID:
         # One statement: consume, slide, store the successor.
+        successor_id = uuid.uuid4()
         await self._conn.execute(
             _ROTATE,
             self.session.id,
@@ -349,8 +380,23 @@ class PgLockedSession:
             idle_expires_at,
             consumed.id,
             successor_box,
-            uuid.uuid4(),
+            successor_id,
             successor_hash,
+        )
+        return successor_id
+
+    async def record_presentation(self, step: LineageStep) -> None:
+        origin = step.origin
+        await self._conn.execute(
+            _RECORD_STEP,
+            self.session.id,
+            step.token_id,
+            step.successor_token_id,
+            step.presented_at,
+            origin.ip_address,
+            origin.user_agent,
+            step.outcome.value,
+            step.within_grace,
         )
 
     async def revoke(
@@ -421,7 +467,9 @@ class PgSessionStore:
         successor_hash: bytes,
         now: datetime,
         idle_timeout: timedelta,
+        lineage: RequestOrigin | None,
     ) -> RotationAttempt | None:
+        recorded = _NOT_RECORDED if lineage is None else lineage
         async with translate_errors():
             row = await self._pool.fetchrow(
                 _ROTATE_IF_CURRENT,
@@ -431,6 +479,9 @@ class PgSessionStore:
                 successor_box,
                 uuid.uuid4(),
                 successor_hash,
+                recorded.ip_address,
+                recorded.user_agent,
+                lineage is not None,
             )
         if row is None:
             return None
@@ -450,8 +501,7 @@ class PgSessionStore:
 
     async def get_session(self, session_id: SessionId) -> Session | None:
         async with translate_errors():
-            row = await self._pool.fetchrow(_SELECT_SESSION, session_id)
-        return None if row is None else _session(row)
+            return await fetch_session(self._pool, session_id)
 
     async def list_live_sessions(
         self,

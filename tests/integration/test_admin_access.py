@@ -44,6 +44,7 @@ _REQUESTS: dict[str, Any] = {
     "ClearLoginThrottle": admin_pb.ClearLoginThrottleRequest(ip_address="192.0.2.1"),
     "ListAuditEvents": admin_pb.ListAuditEventsRequest(),
     "CreatePasswordResetToken": admin_pb.CreatePasswordResetTokenRequest(user_id=_USER),
+    "GetSessionLineage": admin_pb.GetSessionLineageRequest(session_id=_USER),
 }
 
 
