@@ -27,6 +27,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import AdminLaunched, LaunchAdmin
 from tests.helpers import Stub, error_info, register
+from tests.runbook import ROOT, bash, fenced_after, pointed_at, set_once
 
 pytestmark = pytest.mark.asyncio
 
@@ -351,3 +352,27 @@ async def test_reading_a_lineage_is_audited_against_the_user(
         signed_in.session_id,
     )
     assert (row["detail"]["operator"], row["detail"]["found"]) == ("oncall", True)
+
+
+async def test_the_lineage_grpcurl_example_names_the_honest_and_the_thief(
+    admin_server: AdminLaunched, client: Client, clock: FrozenClock
+) -> None:
+    signed_in = await register(admin_server.stub)
+    await client(HONEST)(signed_in.refresh_token)
+    clock.advance(PAST_GRACE)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await client(THIEF)(signed_in.refresh_token)
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    script = pointed_at(fenced_after(operations, "lineage-grpcurl"), admin_server.server.port)
+    script = set_once(script, "KEY", admin_server.as_operator[0][1].removeprefix("Bearer "))
+
+    status, stdout, stderr = await bash("set -euo pipefail\n" + script)
+
+    assert status == 0, stderr
+    reuse, _, lines = stdout.partition("}\n}\n")
+    assert '"firstPresentation"' in reuse and '"replayedPresentation"' in reuse, stdout
+    assert reuse.index(HONEST[1]) < reuse.index(THIEF[1]), stdout
+    assert [line.split("\t")[1:] for line in lines.splitlines()] == [
+        ["REFRESH_OUTCOME_ROTATED", "false", *HONEST],
+        ["REFRESH_OUTCOME_REUSE_DETECTED", "false", *THIEF],
+    ], stdout
