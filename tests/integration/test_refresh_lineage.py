@@ -9,6 +9,7 @@ has a channel of its own, so each has its own user agent.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -369,10 +370,11 @@ async def test_the_lineage_grpcurl_example_names_the_honest_and_the_thief(
     status, stdout, stderr = await bash("set -euo pipefail\n" + script)
 
     assert status == 0, stderr
-    reuse, _, lines = stdout.partition("}\n}\n")
-    assert '"firstPresentation"' in reuse and '"replayedPresentation"' in reuse, stdout
-    assert reuse.index(HONEST[1]) < reuse.index(THIEF[1]), stdout
-    assert [line.split("\t")[1:] for line in lines.splitlines()] == [
+    reuse, end = json.JSONDecoder().raw_decode(stdout)
+    first, replayed = reuse["firstPresentation"], reuse["replayedPresentation"]
+    assert (first["ipAddress"], first["userAgent"]) == HONEST
+    assert (replayed["ipAddress"], replayed["userAgent"]) == THIEF
+    assert [line.split("\t")[1:] for line in stdout[end:].strip().splitlines()] == [
         ["REFRESH_OUTCOME_ROTATED", "false", *HONEST],
         ["REFRESH_OUTCOME_REUSE_DETECTED", "false", *THIEF],
     ], stdout
