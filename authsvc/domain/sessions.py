@@ -1098,6 +1098,9 @@ class SessionService:
                 and now - record.rotated_at > self._policy.refresh_grace
             )
             if reused:
+                # A replay is theft whichever RPC brings it: its lineage names it too.
+                step = RefreshOutcome.REUSE_DETECTED
+                await self._record_presentation(locked, record, None, step, now, origin)
                 await self._revoke_for_reuse(locked, now, origin)
         if reused:
             self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)

@@ -212,6 +212,23 @@ async def test_reuse_names_the_honest_and_the_replayed_presentation(
     assert answer.session.ended_at.ToDatetime() == naive(clock.now())
 
 
+async def test_a_replay_brought_by_logout_is_a_reuse_step_too(
+    admin_server: AdminLaunched, client: Client, clock: FrozenClock
+) -> None:
+    signed_in = await register(admin_server.stub)
+    await client(HONEST)(signed_in.refresh_token)
+    clock.advance(PAST_GRACE)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin_server.stub.Logout(pb.LogoutRequest(refresh_token=signed_in.refresh_token))
+    assert error_info(caught.value)[1] == "REFRESH_TOKEN_REUSED"
+
+    answer = await lineage(admin_server, signed_in.session_id)
+
+    assert step_of(answer.reuse.first_presentation)[3:5] == HONEST
+    assert answer.reuse.replayed_presentation.outcome == admin_pb.REFRESH_OUTCOME_REUSE_DETECTED
+    assert answer.reuse.token_id == answer.initial_token_id
+
+
 async def test_a_long_lineage_answers_its_newest_steps_and_still_the_reuse_pair(
     admin_server: AdminLaunched, client: Client, clock: FrozenClock, pool: Pool
 ) -> None:
