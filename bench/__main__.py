@@ -65,7 +65,8 @@ _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may us
 _SERVER_POOL_MAX = 10  # authsvc's default AUTHSVC_DB_POOL_MAX_SIZE
 _HALF_PEAK = ("refresh", "validate")
 # --lineage: the scenarios that present refresh tokens, run with refresh lineage on and off.
-_LINEAGE_SCENARIOS = ("refresh", "refresh_same_token", "mixed")
+# pg_refresh: its statement with the step written, and with it skipped as the server skips it.
+_LINEAGE_SCENARIOS = ("refresh", "refresh_same_token", "mixed", "pg_refresh")
 # Sessions per call slot under open-loop refresh, so a slot never refreshes one
 # session twice at once even when answers are slow.
 _PACED_SESSIONS = 32
@@ -170,7 +171,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--lineage",
         action="store_true",
         help="also serve this checkout with AUTHSVC_REFRESH_LINEAGE=false and run refresh, "
-        "refresh_same_token and mixed on both in turns: refresh lineage's cost",
+        "refresh_same_token and mixed on both in turns (pg_refresh with and without its "
+        "lineage step): refresh lineage's cost",
     )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
@@ -317,7 +319,7 @@ class Bench:
         authsvc = self.baseline if on_baseline else self.authsvc
         if telemetry:
             authsvc = self.telemetry[telemetry]
-        if lineage_off:
+        if lineage_off and scenario != "pg_refresh":
             authsvc = self.lineage_off
         assert authsvc is not None
         assert self.empty is not None
@@ -325,6 +327,8 @@ class Bench:
         duration = args.duration if duration is None else duration
         warmup = args.warmup if warmup is None else warmup
         slots = await self.slots_for(scenario, warmup + duration, rate)
+        if lineage_off and scenario == "pg_refresh":
+            slots = [{**slot, "lineage": False} for slot in slots]
         server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, authsvc)
         if scenario in PEERS:
             server = self.peer

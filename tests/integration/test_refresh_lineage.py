@@ -28,6 +28,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 from tests.conftest import AdminLaunched, LaunchAdmin
 from tests.helpers import Stub, error_info, register
+from tests.processes import authsvc_env, run_authsvc
 from tests.runbook import ROOT, bash, fenced_after, pointed_at, set_once
 
 pytestmark = pytest.mark.asyncio
@@ -395,3 +396,27 @@ async def test_the_lineage_grpcurl_example_names_the_honest_and_the_thief(
         ["REFRESH_OUTCOME_ROTATED", "false", *HONEST],
         ["REFRESH_OUTCOME_REUSE_DETECTED", "false", *THIEF],
     ], stdout
+
+
+async def test_admin_session_lineage_prints_the_steps_as_json(
+    admin_server: AdminLaunched, client: Client
+) -> None:
+    signed_in = await register(admin_server.stub)
+    await client(HONEST)(signed_in.refresh_token)
+    operator_key = admin_server.as_operator[0][1].removeprefix("Bearer ")
+
+    run = await run_authsvc(
+        "admin",
+        "session-lineage",
+        signed_in.session_id,
+        "--address",
+        f"127.0.0.1:{admin_server.server.port}",
+        env=authsvc_env(None, AUTHSVC_OPERATOR_KEY=operator_key),
+    )
+
+    assert run.code == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["session"]["session_id"] == signed_in.session_id
+    assert [(s["outcome"], s["ip_address"], s["user_agent"]) for s in answer["steps"]] == [
+        ("REFRESH_OUTCOME_ROTATED", *HONEST)
+    ]
