@@ -49,6 +49,21 @@ DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
+# A session's refresh lineage goes before the session, in batches, as its tokens do: it
+# gains a row a refresh and loses none while the session lives, so a month-long session
+# has thousands. The sessions the two session statements below will delete (the EXISTS
+# passes over those already bare, so each batch progresses).
+_DELETE_LINEAGE_OF_ENDED_SESSIONS = """
+DELETE FROM refresh_lineage WHERE id = ANY(ARRAY(
+    SELECT id FROM refresh_lineage WHERE session_id = ANY(ARRAY(
+        SELECT id FROM sessions s
+        WHERE (revoked_at <= $1 OR (revoked_at IS NULL AND idle_expires_at <= $2))
+          AND EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
+        LIMIT $3
+    ))
+    LIMIT $3 FOR UPDATE SKIP LOCKED
+))
+"""
 # Revoked sessions are not "expired": they stay for the revoked retention.
 # `OFFSET 0` keeps the NOT EXISTS a per-row probe of the session_id index: without it
 # the planner turns it into an anti-join over a sequential scan of every token.
@@ -58,6 +73,7 @@ _DELETE_EXPIRED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions s WHERE idle_expires_at <= $1 AND revoked_at IS NULL
       AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
+      AND NOT EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 RETURNING created_at, idle_expires_at, expires_at
@@ -66,6 +82,7 @@ _DELETE_REVOKED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions s WHERE revoked_at <= $1
       AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
+      AND NOT EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
@@ -134,7 +151,8 @@ class Swept:
     expires_sessions: bool = False
 
 
-# In order: a session's tokens go before the session, so none is deleted by cascade.
+# In order: a session's tokens and lineage go before the session, so none is deleted by
+# cascade.
 SWEPT: tuple[Swept, ...] = (
     Swept(
         name="refresh_tokens",
@@ -145,6 +163,11 @@ SWEPT: tuple[Swept, ...] = (
         name="revoked_session_tokens",
         statement=_DELETE_TOKENS_OF_REVOKED_SESSIONS,
         args=lambda cut, batch: (cut.revoked_before, batch),
+    ),
+    Swept(
+        name="ended_session_lineage",
+        statement=_DELETE_LINEAGE_OF_ENDED_SESSIONS,
+        args=lambda cut, batch: (cut.revoked_before, cut.now, batch),
     ),
     Swept(
         name="expired_sessions",

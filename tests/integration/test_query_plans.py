@@ -258,6 +258,10 @@ def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
             sweep_sql._DELETE_TOKENS_OF_REVOKED_SESSIONS,
             (NOW - timedelta(minutes=30), SWEEP_BATCH),
         ),
+        "sweep lineage of ended sessions": (
+            sweep_sql._DELETE_LINEAGE_OF_ENDED_SESSIONS,
+            (NOW - timedelta(minutes=30), NOW, SWEEP_BATCH),
+        ),
         "sweep expired sessions": (sweep_sql._DELETE_EXPIRED_SESSIONS, (NOW, SWEEP_BATCH)),
         "sweep long-revoked sessions": (
             sweep_sql._DELETE_REVOKED_SESSIONS,

@@ -154,8 +154,10 @@ async def test_sweep_deletes_sessions_past_idle_or_absolute_deadline_and_keeps_l
     # idle's one token and capped's three: each expires with the idle deadline it was
     # issued with, so every token of an expired session has expired. (And the login's
     # throttle buckets whose window has passed: the account from this address, the
-    # account, the address.)
-    assert counts == swept(expired_sessions=2, refresh_tokens=4, login_failures=3)
+    # account, the address.) And capped's two refreshes' lineage.
+    assert counts == swept(
+        expired_sessions=2, refresh_tokens=4, ended_session_lineage=2, login_failures=3
+    )
     assert await _session_ids(pool) == {recent.session_id, newest.session_id}
     token_owners = {
         str(row["session_id"]) for row in await pool.fetch("SELECT session_id FROM refresh_tokens")
@@ -196,6 +198,15 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
         )
         await conn.execute(
             _TOKEN, uuid.uuid4(), revoked, b"r", revoked_at, now + timedelta(hours=1)
+        )
+        await conn.execute(  # ended_session_lineage: a step of the revoked session
+            "INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,"
+            " presented_at, ip_address, user_agent, outcome, within_grace)"
+            " VALUES ($1, $2, $3, $4, '', '', 'rotated', false)",
+            revoked,
+            uuid.uuid4(),
+            uuid.uuid4(),
+            revoked_at,
         )
         await conn.execute(  # refresh_tokens: a live session's token past expiry and grace
             _TOKEN, uuid.uuid4(), live, b"t", now, now - config.refresh_grace_period - second
@@ -510,8 +521,14 @@ async def test_sweep_deletes_a_long_lived_sessions_tokens_in_batches_before_the_
 
     counts = await sweeper.run_once()
 
-    # 25 tokens in batches of 10: 10, 10, then 5 and, with no token left, the session.
-    assert counts == swept(expired_sessions=1, refresh_tokens=25, login_failures=SIGN_UP_BUCKETS)
+    # 25 tokens (and 24 lineage steps) in batches of 10: 10, 10, then 5 (4) and, with
+    # neither left, the session.
+    assert counts == swept(
+        expired_sessions=1,
+        refresh_tokens=25,
+        ended_session_lineage=24,
+        login_failures=SIGN_UP_BUCKETS,
+    )
     assert len(pauses) == 2
     assert await _session_ids(pool) == set()
 
