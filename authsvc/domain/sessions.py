@@ -746,9 +746,11 @@ class SessionService:
         now: datetime,
         origin: RequestOrigin,
     ) -> None:
-        """Refresh lineage's step for a presentation decided under the session's lock."""
+        """Refresh lineage's step for a presentation decided under the session's lock
+        (any outcome: an idempotent replay is one more caller of this)."""
         if not self._policy.refresh_lineage:
             return
+        rotated_at = presented.rotated_at
         await locked.record_presentation(
             LineageStep(
                 token_id=presented.id,
@@ -756,7 +758,8 @@ class SessionService:
                 presented_at=now,
                 origin=origin,
                 outcome=outcome,
-                within_grace=outcome is RefreshOutcome.GRACE_REPLAY,
+                within_grace=rotated_at is not None
+                and now - rotated_at <= self._policy.refresh_grace,
             )
         )
 
