@@ -52,7 +52,8 @@ DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
 # A session's refresh lineage goes before the session, in batches, as its tokens do: it
 # gains a row a refresh and loses none while the session lives, so a month-long session
 # has thousands. The sessions the two session statements below will delete (the EXISTS
-# passes over those already bare, so each batch progresses).
+# passes over those already bare, so each batch progresses). Once expired sessions are
+# marked ended rather than deleted (tombstones), only the revoked_at condition stays.
 _DELETE_LINEAGE_OF_ENDED_SESSIONS = """
 DELETE FROM refresh_lineage WHERE id = ANY(ARRAY(
     SELECT id FROM refresh_lineage WHERE session_id = ANY(ARRAY(
