@@ -9,7 +9,7 @@
 CREATE TABLE refresh_lineage (
     -- Recording order: drawn under the session's lock, so a session's steps are in
     -- the order they happened whatever the replicas' clocks say.
-    id                 bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                 bigint      GENERATED ALWAYS AS IDENTITY,
     session_id         uuid        NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     presented_token_id uuid        NOT NULL,
     -- The token issued or served again; NULL when the presentation ended the session.
@@ -21,9 +21,9 @@ CREATE TABLE refresh_lineage (
     outcome            text        NOT NULL
         CONSTRAINT refresh_lineage_outcome_known
         CHECK (outcome IN ('rotated', 'grace_replay', 'idempotent_replay', 'reuse_detected')),
-    within_grace       boolean     NOT NULL
+    within_grace       boolean     NOT NULL,
+    -- The one index, so a refresh writes one index entry: one session's history in
+    -- order (GetSessionLineage reads its newest steps), the sweeper's batches and the
+    -- cascade from sessions.
+    CONSTRAINT refresh_lineage_pkey PRIMARY KEY (session_id, id)
 );
-
--- One session's history in order (GetSessionLineage reads its newest steps), and the
--- cascade when the sweeper deletes the session.
-CREATE INDEX refresh_lineage_session_idx ON refresh_lineage (session_id, id);

@@ -54,9 +54,10 @@ DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
 # has thousands. The sessions the two session statements below will delete (the EXISTS
 # passes over those already bare, so each batch progresses). Once expired sessions are
 # marked ended rather than deleted (tombstones), only the revoked_at condition stays.
+# By ctid: the table's one index leads with session_id (migration 0020).
 _DELETE_LINEAGE_OF_ENDED_SESSIONS = """
-DELETE FROM refresh_lineage WHERE id = ANY(ARRAY(
-    SELECT id FROM refresh_lineage WHERE session_id = ANY(ARRAY(
+DELETE FROM refresh_lineage WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM refresh_lineage WHERE session_id = ANY(ARRAY(
         SELECT id FROM sessions s
         WHERE (revoked_at <= $1 OR (revoked_at IS NULL AND idle_expires_at <= $2))
           AND EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
