@@ -4,8 +4,9 @@ On an embedded PostgreSQL with the real migrations, each of `--rounds` fresh ses
 its current token rotated by the statement Refresh runs (`_ROTATE_IF_CURRENT`), its
 lineage step written for even rounds and skipped for odd ones (as with
 AUTHSVC_REFRESH_LINEAGE=false), one connection, serially, so both variants see the same
-drift of a shared machine. Prints the median time per statement of each, and the write-ahead
-log each writes (EXPLAIN ANALYZE's WAL records and bytes: exact, whatever the machine's load).
+drift of a shared machine. Prints the median time per statement of each, the write-ahead
+log each writes (EXPLAIN ANALYZE's WAL records and bytes: exact, whatever the machine's load),
+and the disk a step takes (with a 77-character user agent).
 
     .venv/bin/python -m bench.lineage_statement [--rounds 4000]
 """
@@ -46,6 +47,13 @@ WITH u AS (
 )
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
 SELECT gen_random_uuid(), id, sha256(convert_to(id::text, 'UTF8')), $1, idle_expires_at FROM s
+"""
+
+
+# What the steps take on disk, table and index, per step.
+_STORED = """
+SELECT pg_total_relation_size('refresh_lineage') AS bytes,
+       (SELECT count(*) FROM refresh_lineage) AS steps
 """
 
 
@@ -110,10 +118,13 @@ async def measure(dsn: str, rounds: int) -> dict[str, Any]:
                 times["on" if lineage else "off"].append(time.perf_counter() - started)
                 if row is None or row["idle_expires_at"] is None:
                     raise RuntimeError("a seeded token did not rotate")
+            stored = await conn.fetchrow(_STORED)
+            assert stored is not None
     finally:
         await pool.close()
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
-    return {"rounds": rounds, "median_ms": medians, "wal": wal}
+    bytes_per_step = stored["bytes"] / stored["steps"]
+    return {"rounds": rounds, "median_ms": medians, "wal": wal, "bytes_per_step": bytes_per_step}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Refresh's statement, {figures['rounds']} rounds, lineage on/off in turns:\n"
         f"  median {on:.3f} ms with the step, {off:.3f} ms without ({on / off:.3f}x)\n"
         f"  WAL {wal_on['wal_records']} records, {wal_on['wal_bytes']} bytes with the step; "
-        f"{wal_off['wal_records']} records, {wal_off['wal_bytes']} bytes without"
+        f"{wal_off['wal_records']} records, {wal_off['wal_bytes']} bytes without\n"
+        f"  {figures['bytes_per_step']:.0f} bytes on disk per step (table and index)"
     )
 
 
