@@ -66,6 +66,7 @@ def lineage_response(lineage: SessionLineage) -> pb.GetSessionLineageResponse:
     if lineage.reuse is not None:
         replayed = lineage.reuse.replayed_presentation
         response.reuse.token_id = str(replayed.token_id)
-        _set_step(response.reuse.first_presentation, lineage.reuse.first_presentation)
+        if lineage.reuse.first_presentation is not None:
+            _set_step(response.reuse.first_presentation, lineage.reuse.first_presentation)
         _set_step(response.reuse.replayed_presentation, replayed)
     return response

@@ -45,7 +45,8 @@ class ReuseDetection:
     """Where a rotated token came back: the presentation that rotated it first (the
     honest client's, or the thief's who came first) and the one that ended the session."""
 
-    first_presentation: LineageStep
+    # None if that rotation was not recorded (lineage was off then).
+    first_presentation: LineageStep | None
     replayed_presentation: LineageStep
 
 

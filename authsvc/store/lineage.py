@@ -120,8 +120,9 @@ class PgLineageStore:
         # Only reuse ends a session with this reason, and then it records the step first.
         if head["end_reason"] == _REUSE_ENDED:
             pair = [_step(row) for row in await conn.fetch(_REUSE_PAIR, session.id)]
-            if len(pair) == 2:
-                reuse = ReuseDetection(first_presentation=pair[1], replayed_presentation=pair[0])
+            if pair:
+                first = pair[1] if len(pair) == 2 else None
+                reuse = ReuseDetection(first_presentation=first, replayed_presentation=pair[0])
         return SessionLineage(
             session=session,
             end_reason=end_reason,

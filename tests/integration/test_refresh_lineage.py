@@ -298,6 +298,25 @@ async def test_with_lineage_off_refresh_records_nothing(
     assert await lineage_rows(pool, signed_in.session_id) == 0
 
 
+async def test_reuse_after_an_unrecorded_rotation_still_names_the_replay(
+    launch_admin: LaunchAdmin, clock: FrozenClock
+) -> None:
+    # The setting turned on between the rotation and its replay (one replica each).
+    off = await launch_admin(refresh_lineage="false")
+    on = await launch_admin()
+    signed_in = await register(off.stub)
+    await off.stub.Refresh(pb.RefreshRequest(refresh_token=signed_in.refresh_token))
+    clock.advance(PAST_GRACE)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await on.stub.Refresh(pb.RefreshRequest(refresh_token=signed_in.refresh_token))
+
+    answer = await lineage(on, signed_in.session_id)
+
+    assert answer.reuse.replayed_presentation.outcome == admin_pb.REFRESH_OUTCOME_REUSE_DETECTED
+    assert not answer.reuse.HasField("first_presentation")
+    assert answer.reuse.token_id == answer.initial_token_id
+
+
 async def test_lineage_goes_with_its_session_when_the_sweeper_deletes_it(
     launch_admin: LaunchAdmin, clock: FrozenClock, pool: Pool
 ) -> None:

@@ -831,7 +831,8 @@ class ReuseDetection(_message.Message):
     @_builtins.property
     def first_presentation(self) -> Global___LineageStep:
         """The presentation that rotated it first: the honest client, or the thief
-        who got there first.
+        who got there first. Unset if that rotation was not recorded (lineage was
+        off then).
         """
 
     @_builtins.property

@@ -827,7 +827,8 @@ export type ReuseDetection = Message<"authsvc.v1.ReuseDetection"> & {
 
   /**
    * The presentation that rotated it first: the honest client, or the thief
-   * who got there first.
+   * who got there first. Unset if that rotation was not recorded (lineage was
+   * off then).
    *
    * @generated from field: authsvc.v1.LineageStep first_presentation = 2;
    */
