@@ -54,9 +54,9 @@ WITH replayed AS MATERIALIZED (
     WHERE session_id = $1 AND outcome = 'reuse_detected'
     ORDER BY id DESC LIMIT 1
 )
-SELECT {_STEP_COLUMNS} FROM replayed
+SELECT true AS is_replay, {_STEP_COLUMNS} FROM replayed
 UNION ALL
-(SELECT {_STEP_COLUMNS} FROM refresh_lineage
+(SELECT false, {_STEP_COLUMNS} FROM refresh_lineage
  WHERE session_id = $1
    AND presented_token_id = (SELECT presented_token_id FROM replayed)
    AND id < (SELECT id FROM replayed)
@@ -119,10 +119,13 @@ class PgLineageStore:
         reuse = None
         # Only reuse ends a session with this reason, and then it records the step first.
         if head["end_reason"] == _REUSE_ENDED:
-            pair = [_step(row) for row in await conn.fetch(_REUSE_PAIR, session.id)]
-            if pair:
-                first = pair[1] if len(pair) == 2 else None
-                reuse = ReuseDetection(first_presentation=first, replayed_presentation=pair[0])
+            pair = {
+                row["is_replay"]: _step(row) for row in await conn.fetch(_REUSE_PAIR, session.id)
+            }
+            if True in pair:
+                reuse = ReuseDetection(
+                    first_presentation=pair.get(False), replayed_presentation=pair[True]
+                )
         return SessionLineage(
             session=session,
             end_reason=end_reason,
