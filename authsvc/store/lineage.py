@@ -117,7 +117,8 @@ class PgLineageStore:
         steps = tuple(_step(row) for row in reversed(rows[:limit]))
         end_reason = None if head["end_reason"] is None else SessionEndReason(head["end_reason"])
         reuse = None
-        # Only reuse ends a session with this reason, and then it records the step first.
+        # Only reuse ends a session with this reason; it records its step in the same
+        # transaction (unless lineage was off).
         if head["end_reason"] == _REUSE_ENDED:
             pair = {
                 row["is_replay"]: _step(row) for row in await conn.fetch(_REUSE_PAIR, session.id)
