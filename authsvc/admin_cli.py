@@ -80,13 +80,13 @@ def _page(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _session_id(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("session_id", help="the session (UUID)")
-
-
 def _list_user_sessions(parser: argparse.ArgumentParser) -> None:
     _user_id(parser)
     _page(parser)
+
+
+def _session_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session_id", help="the session (UUID), live or ended")
 
 
 def _clear_login_throttle(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +263,12 @@ COMMANDS: Mapping[str, AdminCommand] = {
         "end every session of a user and erase the account's personal data",
         _user_id_and_reason,
         lambda a: pb.DeleteUserRequest(user_id=a.user_id, reason=a.reason),
+    ),
+    "session-lineage": AdminCommand(
+        "GetSessionLineage",
+        "show a session's refresh history (newest 1000 steps) and where reuse was detected",
+        _session_id,
+        lambda a: pb.GetSessionLineageRequest(session_id=a.session_id),
     ),
     "clear-login-throttle": AdminCommand(
         "ClearLoginThrottle",

@@ -40,6 +40,7 @@ from authsvc.domain.admin import AdminActions
 from authsvc.domain.bulk_revocation import BulkRevocation
 from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
+from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.liveness import LivenessCache
 from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.passwords import Argon2Hasher
@@ -65,6 +66,7 @@ from authsvc.store.bulk_revocation import PgBulkRevocationStore
 from authsvc.store.census import PgSessionCensus
 from authsvc.store.erasure import PgErasureStore
 from authsvc.store.keys import PgKeyStore
+from authsvc.store.lineage import PgLineageStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.password_resets import PgPasswordResetStore
 from authsvc.store.pool import Pool, open_connections, ping
@@ -269,6 +271,7 @@ class AuthServer:
                 bulk=BulkRevocation(
                     store=PgBulkRevocationStore(pool), sessions=self.sessions, clock=clock
                 ),
+                lineages=SessionLineages(store=PgLineageStore(pool), clock=clock),
             ),
             self._server,
         )
@@ -614,6 +617,7 @@ def build_session_service(
             lifetime=config.session_lifetime,
             remember_me_lifetime=config.remember_me_lifetime,
             refresh_grace=config.refresh_grace_period,
+            refresh_lineage=config.refresh_lineage,
             registration_enabled=config.registration_enabled,
             registration_reveals_accounts=config.registration_reveals_accounts,
             password_min_length=config.password_min_length,

@@ -642,6 +642,14 @@ class Config:
     refresh_grace_period: timedelta = _setting(
         parse_duration, "10s", "Rotated token still answers for.", SESSIONS
     )
+    refresh_lineage: bool = _setting(
+        parse_bool,
+        "true",
+        "Record every presentation of a refresh token, with the caller's address and user "
+        "agent, for AdminService.GetSessionLineage (docs/operations.md, Refresh lineage). "
+        "Off: nothing is recorded (nor any address).",
+        SESSIONS,
+    )
     registration_enabled: bool = _setting(
         parse_bool, "true", "Whether Register creates accounts.", SESSIONS
     )

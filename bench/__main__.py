@@ -5,7 +5,7 @@ Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10
      [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
      [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
      [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
-     [--database-url URL] [--baseline DIR] [--telemetry]
+     [--database-url URL] [--baseline DIR] [--telemetry] [--lineage]
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ _RESULTS = Path(__file__).parent / "results"
 _REVOKE_RATE_GUESS = 2500.0  # calls/s: sizes the sessions revoke_session may use up
 _SERVER_POOL_MAX = 10  # authsvc's default AUTHSVC_DB_POOL_MAX_SIZE
 _HALF_PEAK = ("refresh", "validate")
+# --lineage: the scenarios that present refresh tokens, run with refresh lineage on and off.
+# pg_refresh: its statement with the step written, and with it skipped as the server skips it.
+_LINEAGE_SCENARIOS = ("refresh", "refresh_same_token", "mixed", "pg_refresh")
 # Sessions per call slot under open-loop refresh, so a slot never refreshes one
 # session twice at once even when answers are slow.
 _PACED_SESSIONS = 32
@@ -161,6 +164,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "OTLP sink that drops), and with tracing sampling 10%%, and run each authsvc scenario "
         "on all four in turns",
     )
+    parser.add_argument(
+        "--lineage",
+        action="store_true",
+        help="also serve this checkout with AUTHSVC_REFRESH_LINEAGE=false and run refresh, "
+        "refresh_same_token and mixed on both in turns (pg_refresh with and without its "
+        "lineage step): refresh lineage's cost",
+    )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
@@ -203,6 +213,8 @@ class Bench:
         # --telemetry: this checkout again, with telemetry on, by what is on.
         self.telemetry: dict[str, ServerProcess] = {}
         self.otlp_sink: ServerProcess | None = None
+        # --lineage: this checkout again, with refresh lineage off.
+        self.lineage_off: ServerProcess | None = None
         self.empty: ServerProcess | None = None
         self.peer: ServerProcess | None = None
         # Why the peer could not run, if it could not.
@@ -290,6 +302,7 @@ class Bench:
         warmup: float | None = None,
         on_baseline: bool = False,
         telemetry: str = "",
+        lineage_off: bool = False,
     ) -> Run:
         """One warm-up and measured window of `scenario`.
 
@@ -298,16 +311,21 @@ class Bench:
         (its result is kept under "during"). `rss_every`: keep RSS samples.
         `on_baseline`: against the --baseline server instead of this checkout's.
         `telemetry`: against this checkout's server with that telemetry on (--telemetry).
+        `lineage_off`: against this checkout's server with refresh lineage off (--lineage).
         """
         authsvc = self.baseline if on_baseline else self.authsvc
         if telemetry:
             authsvc = self.telemetry[telemetry]
+        if lineage_off and scenario != "pg_refresh":
+            authsvc = self.lineage_off
         assert authsvc is not None
         assert self.empty is not None
         args = self.args
         duration = args.duration if duration is None else duration
         warmup = args.warmup if warmup is None else warmup
         slots = await self.slots_for(scenario, warmup + duration, rate)
+        if lineage_off and scenario == "pg_refresh":
+            slots = [{**slot, "lineage": False} for slot in slots]
         server = {"grpc_empty": self.empty, "pg_refresh": None}.get(scenario, authsvc)
         if scenario in PEERS:
             server = self.peer
@@ -487,6 +505,19 @@ class Bench:
                 name = f"{label} ({variant})" if variant else label
                 _progress(f"{name} run {index + 1}/{self.args.runs}", run)
         return runs
+
+    async def runs_with_lineage_off(self, scenario: str, label: str) -> tuple[list[Run], list[Run]]:
+        """Runs of `scenario` with refresh lineage off, then on, in turns, so both see the
+        same drift of a shared machine (and the same growing tables)."""
+        runs, off_runs = [], []
+        for index in range(self.args.runs):
+            run = await self.run_once(scenario, lineage_off=True)
+            off_runs.append(run)
+            _progress(f"{label} (lineage off) run {index + 1}/{self.args.runs}", run)
+            run = await self.run_once(scenario)
+            runs.append(run)
+            _progress(f"{label} run {index + 1}/{self.args.runs}", run)
+        return runs, off_runs
 
     async def start_telemetry(self) -> None:
         """The --telemetry servers: metrics on; metrics and tracing on, to a sink that drops;
@@ -709,6 +740,17 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             await wait_serving(bench.baseline.target)
         if args.telemetry:
             await bench.start_telemetry()
+        if args.lineage:
+            bench.lineage_off = start_authsvc(
+                dsn,
+                work_dir,
+                args.server_log_level,
+                workers=args.workers,
+                cpus=args.server_cpus,
+                name="authsvc-lineage-off",
+                settings={"AUTHSVC_REFRESH_LINEAGE": "false"},
+            )
+            await wait_serving(bench.lineage_off.target)
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -734,6 +776,10 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                     for variant, variant_runs in by_variant.items():
                         all_runs[f"{label} ({variant})"] = variant_runs
                         summaries[f"{scenario} ({variant})"] = report.summary(variant_runs)
+                elif bench.lineage_off is not None and scenario in _LINEAGE_SCENARIOS:
+                    runs, off_runs = await bench.runs_with_lineage_off(scenario, label)
+                    all_runs[f"{label} (lineage off)"] = off_runs
+                    summaries[f"{scenario} (lineage off)"] = report.summary(off_runs)
                 elif bench.baseline is not None and scenario in SCENARIOS:
                     runs, baseline_runs = await bench.runs_with_baseline(scenario, label)
                     all_runs[f"{label} (baseline)"] = baseline_runs
@@ -764,10 +810,11 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
     finally:
         exported_spans = bench.stop_telemetry()
         warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
+        warnings += _warnings_logged(bench.lineage_off)
         for variant_server in bench.telemetry.values():
             warnings += _warnings_logged(variant_server)
         bench.executor.shutdown(cancel_futures=True)
-        for server in (bench.authsvc, bench.baseline, bench.empty, bench.peer):
+        for server in (bench.authsvc, bench.baseline, bench.lineage_off, bench.empty, bench.peer):
             if server is not None:
                 server.stop()
         await pool.close()
@@ -791,6 +838,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "server_log_level": args.server_log_level,
             "baseline": str(args.baseline or ""),
             "telemetry": args.telemetry,
+            "lineage": args.lineage,
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
@@ -801,6 +849,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "ratios": report.ratios(summaries, crypto_summary),
         "cpu_ratios": report.cpu_ratios(summaries),
         "telemetry": report.telemetry_costs(summaries, exported_spans),
+        "lineage": report.lineage_costs(summaries),
         "peer": {
             "name": "better-auth",
             "unavailable": bench.peer_unavailable,

@@ -381,6 +381,8 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
     """The statement one Refresh runs (its common case), without gRPC or JWT;
     on sessions no other call of this slot is refreshing, like `_refresh_idle`."""
     idle = collections.deque(slot["refresh_tokens"])
+    # Refresh lineage's step, as the server records it unless AUTHSVC_REFRESH_LINEAGE=false.
+    lineage = slot.get("lineage", True)
 
     async def op() -> str:
         if not idle:
@@ -395,6 +397,10 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
             os.urandom(60),  # the size of a sealed successor box
             uuid.uuid4(),
             hashlib.sha256(successor.encode("ascii")).digest(),
+            "bench-kid",  # the signing key the session's latest access token names
+            "127.0.0.1",
+            "bench",
+            lineage,
         )
         if row is None:
             return "UNKNOWN_TOKEN"

@@ -13,6 +13,7 @@ __all__ = [
     "TARGETS",
     "Run",
     "cpu_ratios",
+    "lineage_costs",
     "peer_ratios",
     "propagation",
     "quantile",
@@ -186,6 +187,54 @@ def _telemetry_lines(costs: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Issue 14: refresh lineage may cost refresh at most this share of its calls/s.
+LINEAGE_TARGET = 0.10
+
+
+def lineage_costs(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each scenario run with --lineage: calls/s and CPU per call with refresh lineage on
+    (the default) against off, medians of the same run; `cost` is the calls/s lost."""
+    out: dict[str, Any] = {}
+    for name in summaries:
+        off = f"{name} (lineage off)"
+        on_rate, off_rate = _rate(summaries, name), _rate(summaries, off)
+        on_cpu, off_cpu = _cpu(summaries, name), _cpu(summaries, off)
+        if on_rate is None or not off_rate:
+            continue
+        cost = 1 - on_rate / off_rate
+        # CPU: None for pg_refresh, which runs without the server.
+        out[name] = {
+            "calls_per_s": on_rate,
+            "off_calls_per_s": off_rate,
+            "calls_times_off": on_rate / off_rate,
+            "cpu_ms_per_call": on_cpu,
+            "off_cpu_ms_per_call": off_cpu,
+            "cpu_times_off": on_cpu / off_cpu if on_cpu is not None and off_cpu else None,
+            "cost": cost,
+            "target": LINEAGE_TARGET,
+            "met": cost <= LINEAGE_TARGET,
+        }
+    return out
+
+
+def _lineage_lines(costs: dict[str, Any]) -> list[str]:
+    lines = ["\nrefresh lineage cost: on vs off (medians, same run, runs in turns)"]
+    for name, f in costs.items():
+        met = "met" if f["met"] else "NOT met"
+        cpu = (
+            ""
+            if f["cpu_times_off"] is None
+            else f"; CPU {f['cpu_ms_per_call']:.3f} vs {f['off_cpu_ms_per_call']:.3f} ms/call "
+            f"({f['cpu_times_off']:.3f}x)"
+        )
+        lines.append(
+            f"  {name:<18} {f['calls_per_s']:.0f}/s vs {f['off_calls_per_s']:.0f}/s "
+            f"({f['calls_times_off']:.3f}x, cost {f['cost']:.1%}, target <= "
+            f"{f['target']:.0%} {met}){cpu}"
+        )
+    return lines
+
+
 def peer_ratios(summaries: dict[str, dict[str, Any]], pairs: dict[str, str]) -> dict[str, Any]:
     """authsvc's calls/s and CPU per call against the peer scenario set beside each."""
     out: dict[str, Any] = {}
@@ -287,6 +336,8 @@ def table(report: dict[str, Any]) -> str:
             )
     if report.get("telemetry"):
         out.extend(_telemetry_lines(report["telemetry"]))
+    if report.get("lineage"):
+        out.extend(_lineage_lines(report["lineage"]))
     peer_report = report.get("peer") or {}
     if peer_report.get("unavailable"):
         out.append(f"\npeer {peer_report['name']} could not run: {peer_report['unavailable']}")

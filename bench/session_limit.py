@@ -88,7 +88,12 @@ async def _timed(pool: Pool, calls: int, cap_of: SessionLimit) -> list[float]:
         event = AuditEvent(event="login_succeeded", occurred_at=at, user_id=user.id)
         started = time.perf_counter()
         await store.create_session(
-            session, token_hash=uuid.uuid4().bytes * 2, event=event, verified_hash="bench", cap=cap
+            session,
+            token_hash=uuid.uuid4().bytes * 2,
+            event=event,
+            verified_hash="bench",
+            signing_key_id="bench-kid",
+            cap=cap,
         )
         if n >= HELD:
             elapsed.append((time.perf_counter() - started) * 1e6)

@@ -11,6 +11,7 @@ import grpc
 
 from authsvc.api import convert
 from authsvc.api.interceptors import note_subject
+from authsvc.api.lineage import lineage_response
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
 from authsvc.api.service_auth import OperatorGuard
 from authsvc.api.session_filters import add_sampled, session_filter
@@ -20,6 +21,7 @@ from authsvc.domain.admin import AdminActions
 from authsvc.domain.bulk_revocation import BulkRevocation
 from authsvc.domain.devices import MAX_USER_AGENT
 from authsvc.domain.erasure import AccountErasure
+from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.password_resets import PasswordResets
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
@@ -87,6 +89,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         resets: PasswordResets,
         erasure: AccountErasure,
         bulk: BulkRevocation,
+        lineages: SessionLineages,
     ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
@@ -94,6 +97,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._resets = resets
         self._erasure = erasure
         self._bulk = bulk
+        self._lineages = lineages
 
     def _operator(self, context: Context[Any, Any]) -> Operator:
         """The calling operator; refuses anyone else (the edge interceptor answers)."""
@@ -260,8 +264,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.GetSessionLineageRequest,
         context: Context[pb.GetSessionLineageRequest, pb.GetSessionLineageResponse],
     ) -> pb.GetSessionLineageResponse:
-        self._operator(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetSessionLineage is not built yet")
+        operator = self._operator(context)
+        session_id = convert.parse_session_id(request.session_id)
+        lineage = await self._lineages.get_session_lineage(operator, session_id)
+        note_subject(lineage.session.user_id, session_id)
+        return lineage_response(lineage)
 
     async def RevokeSessions(
         self,

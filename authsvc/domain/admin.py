@@ -62,6 +62,7 @@ class AdminEvent(enum.StrEnum):
     PASSWORD_RESET_TOKEN_CREATED = "admin_password_reset_token_created"  # noqa: S105
     # RevokeSessions, dry run or not (detail: filter, reason, dry_run, session_count).
     SESSIONS_BULK_REVOKED = "admin_sessions_bulk_revoked"
+    SESSION_LINEAGE_VIEWED = "admin_session_lineage_viewed"
 
 
 def admin_event(

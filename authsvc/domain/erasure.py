@@ -53,8 +53,9 @@ class ErasureStore(Protocol):
         live sessions as USER_DELETED by `ender`, with `event` recorded as
         `SessionStore.end_user_sessions` records it (the revocation log keeps the
         endings); delete the login-throttle rows named by `throttle_buckets(email,
-        addresses of its sessions)`; delete the account row with its sessions, refresh
-        tokens and reset tokens; and on its audit events other than admin ones (whose
+        addresses of its sessions)`; blank the address and user agent of each step of
+        its sessions' refresh lineage; delete the account row with its sessions, refresh
+        tokens, lineage and reset tokens; and on its audit events other than admin ones (whose
         address is the operator's) blank the address and user agent and drop the
         `personal_detail_keys`. The sessions ended; None, with nothing written, if there
         is no such account. DatabaseUnavailable if the database cannot be reached in

@@ -31,6 +31,7 @@ from authsvc.core.errors import (
     UserDisabled,
     UserNotFound,
 )
+from authsvc.core.lineage import LineageStep, RefreshOutcome
 from authsvc.core.models import (
     SYSTEM,
     Account,
@@ -189,11 +190,15 @@ class LockedSession(Protocol):
         now: datetime,
         idle_expires_at: datetime,
         signing_key_id: str,
-    ) -> None:
+    ) -> uuid.UUID:
         """Mark `consumed` rotated at `now`, keeping `successor_box`; store its successor
         (hash `successor_hash`) expiring at `idle_expires_at`; and slide the session: last
         active `now`, idle deadline `idle_expires_at`, its latest access token signed by
-        `signing_key_id`."""
+        `signing_key_id`. The successor's id."""
+        ...
+
+    async def record_presentation(self, step: LineageStep) -> None:
+        """Append `step` to the session's refresh lineage."""
         ...
 
     async def revoke(
@@ -257,13 +262,15 @@ class SessionStore(Protocol):
         now: datetime,
         idle_timeout: timedelta,
         signing_key_id: str,
+        lineage: RequestOrigin | None,
     ) -> RotationAttempt | None:
         """Refresh's common case, in one round trip. If the token with `token_hash` is
         unrotated and unexpired at `now` and its session live, mark it rotated (keeping
         `successor_box`), store its successor (`successor_hash`) expiring at the new idle
         deadline (`now + idle_timeout`, capped by the session's lifetime) and slide the
         session to that deadline, its latest access token signed by `signing_key_id`; the
-        attempt carries it.
+        attempt carries it. With `lineage` (the caller's origin), also record the rotation
+        as a ROTATED step of the session's lineage.
 
         None for an unknown token. A known token in any other state (rotated, expired,
         its session over) comes back with `idle_expires_at` None and nothing written,
@@ -373,6 +380,8 @@ class SessionPolicy:
     # How long a rotated refresh token still answers with its successor, for
     # concurrent refreshes and for a client that lost the first answer.
     refresh_grace: timedelta
+    # Record every presentation of a refresh token (its lineage), with its caller's address.
+    refresh_lineage: bool
     registration_enabled: bool
     # Register answers EMAIL_TAKEN and signs in; off, its answer is the same for a taken email.
     registration_reveals_accounts: bool
@@ -402,6 +411,7 @@ def _origin_of(device: DeviceInfo) -> RequestOrigin:
 class _Rotated:
     token: str
     expires_at: datetime
+    token_id: uuid.UUID
 
 
 class SessionService:
@@ -747,6 +757,7 @@ class SessionService:
             now=now,
             idle_timeout=self._policy.idle_timeout,
             signing_key_id=signer.kid,
+            lineage=origin if self._policy.refresh_lineage else None,
         )
         if attempt is None:
             raise RefreshTokenInvalid("refresh token is not valid")
@@ -763,7 +774,7 @@ class SessionService:
             session = locked.session
             if record.rotated_at is None:
                 idle_expires_at = min(now + self._policy.idle_timeout, session.expires_at)
-                await locked.rotate(
+                successor_id = await locked.rotate(
                     consumed=record,
                     successor_box=successor_box,
                     successor_hash=successor_hash,
@@ -771,20 +782,51 @@ class SessionService:
                     idle_expires_at=idle_expires_at,
                     signing_key_id=signer.kid,
                 )
-                rotated: _Rotated | None = _Rotated(successor, idle_expires_at)
+                rotated: _Rotated | None = _Rotated(successor, idle_expires_at, successor_id)
                 outcome = metrics.REFRESH_OK
+                step = RefreshOutcome.ROTATED
             elif now - record.rotated_at <= self._policy.refresh_grace:
                 rotated = await self._current_successor(locked, refresh_token, record)
                 outcome = metrics.REFRESH_GRACE_REPLAY
+                step = RefreshOutcome.GRACE_REPLAY
             else:
-                await self._revoke_for_reuse(locked, now, origin)
                 rotated = None
+                step = RefreshOutcome.REUSE_DETECTED
+            await self._record_presentation(locked, record, rotated, step, now, origin)
+            if rotated is None:
+                await self._revoke_for_reuse(locked, now, origin)
         if rotated is None:
             self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)
             raise _reused(now)
         tokens = self._issue(session.user_id, session.id, rotated.token, rotated.expires_at, signer)
         outcome.inc()
         return tokens
+
+    async def _record_presentation(
+        self,
+        locked: LockedSession,
+        presented: RefreshTokenRecord,
+        answer: _Rotated | None,
+        outcome: RefreshOutcome,
+        now: datetime,
+        origin: RequestOrigin,
+    ) -> None:
+        """Refresh lineage's step for a presentation decided under the session's lock
+        (any outcome: an idempotent replay is one more caller of this)."""
+        if not self._policy.refresh_lineage:
+            return
+        rotated_at = presented.rotated_at
+        await locked.record_presentation(
+            LineageStep(
+                token_id=presented.id,
+                successor_token_id=None if answer is None else answer.token_id,
+                presented_at=now,
+                origin=origin,
+                outcome=outcome,
+                within_grace=rotated_at is not None
+                and now - rotated_at <= self._policy.refresh_grace,
+            )
+        )
 
     @staticmethod
     async def _revoke_for_reuse(
@@ -849,7 +891,7 @@ class SessionService:
         token, current = presented, record
         for _ in range(_MAX_CHAIN_HOPS):
             if current.rotated_at is None:
-                return _Rotated(token, current.expires_at)
+                return _Rotated(token, current.expires_at, current.id)
             opened = (
                 None
                 if current.successor_box is None
@@ -1140,6 +1182,9 @@ class SessionService:
                 and now - record.rotated_at > self._policy.refresh_grace
             )
             if reused:
+                # A replay is theft whichever RPC brings it: its lineage names it too.
+                step = RefreshOutcome.REUSE_DETECTED
+                await self._record_presentation(locked, record, None, step, now, origin)
                 await self._revoke_for_reuse(locked, now, origin)
         if reused:
             self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)

@@ -21,6 +21,13 @@ _SESSION_ADDRESSES = (
 )
 _DELETE_FAILURES = "DELETE FROM login_failures WHERE bucket = ANY($1::text[])"
 _DELETE_KNOWN_ADDRESSES = "DELETE FROM login_known_addresses WHERE pair_bucket = ANY($1::text[])"
+# Refresh lineage keeps callers' addresses and user agents: blanked here, whether or not
+# the rows then go with their sessions, so no later way of keeping a session's row keeps them.
+_ERASE_LINEAGE = """
+UPDATE refresh_lineage SET ip_address = '', user_agent = ''
+WHERE session_id IN (SELECT id FROM sessions WHERE user_id = $1)
+  AND (ip_address <> '' OR user_agent <> '')
+"""
 # Cascades to its sessions, their refresh tokens, and its reset tokens (migrations 0002,
 # 0003, 0016); the revocation log and the audit trail have no foreign keys and keep ids.
 _DELETE_USER = "DELETE FROM users WHERE id = $1"
@@ -71,6 +78,7 @@ class PgErasureStore:
             buckets = throttle_buckets(email, addresses)
             await conn.execute(_DELETE_FAILURES, buckets)
             await conn.execute(_DELETE_KNOWN_ADDRESSES, buckets)
+            await conn.execute(_ERASE_LINEAGE, user_id)
             await conn.execute(_DELETE_USER, user_id)
             await conn.execute(_ERASE_AUDIT, user_id, list(personal_detail_keys))
         return ended

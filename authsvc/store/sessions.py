@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from authsvc.core.errors import InvalidCredentials, UserDisabled
+from authsvc.core.lineage import LineageStep
 from authsvc.core.models import (
     AuditEvent,
     DeviceInfo,
@@ -26,6 +27,7 @@ from authsvc.core.models import (
     EndedSession,
     ListedSession,
     RefreshTokenRecord,
+    RequestOrigin,
     RotationAttempt,
     Session,
     SessionEnder,
@@ -118,7 +120,8 @@ WITH locked AS MATERIALIZED (
     WHERE t.token_hash = $1 AND t.session_id = s.id
       AND t.rotated_at IS NULL AND t.expires_at > $2
       AND s.revoked_at IS NULL AND s.idle_expires_at > $2
-    RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at
+    RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at,
+        t.id AS token_id
 ), touched AS (
     UPDATE sessions
     SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at, signing_key_id = $7
@@ -126,10 +129,24 @@ WITH locked AS MATERIALIZED (
 ), successor AS (
     INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
     SELECT $5, session_id, $6, $2, idle_expires_at FROM consumed
+), recorded AS (
+    -- Refresh lineage's step ($8, $9 = the caller's address and user agent; $10 false
+    -- with AUTHSVC_REFRESH_LINEAGE off), in this statement rather than one more trip.
+    INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
+        presented_at, ip_address, user_agent, outcome, within_grace)
+    SELECT session_id, token_id, $5, $2, $8, $9, 'rotated', false FROM consumed WHERE $10
 )
 SELECT locked.id, locked.user_id, consumed.idle_expires_at
 FROM locked LEFT JOIN consumed ON true
 """
+# Refresh lineage's step for the paths that hold the session's lock (grace, reuse).
+_RECORD_STEP = """
+INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
+    presented_at, ip_address, user_agent, outcome, within_grace)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+# What rotate_if_current records for its caller with lineage off (the row is not written).
+_NOT_RECORDED = RequestOrigin()
 # Every ending sets end_reason (migration 0014's trigger logs it for the revocation feed)
 # and who ended it (migration 0018).
 _REVOKE_LOCKED = """
@@ -397,8 +414,9 @@ class PgLockedSession:
         now: datetime,
         idle_expires_at: datetime,
         signing_key_id: str,
-    ) -> None:
+    ) -> uuid.UUID:
         # One statement: consume, slide, store the successor.
+        successor_id = uuid.uuid4()
         await self._conn.execute(
             _ROTATE,
             self.session.id,
@@ -406,9 +424,24 @@ class PgLockedSession:
             idle_expires_at,
             consumed.id,
             successor_box,
-            uuid.uuid4(),
+            successor_id,
             successor_hash,
             signing_key_id,
+        )
+        return successor_id
+
+    async def record_presentation(self, step: LineageStep) -> None:
+        origin = step.origin
+        await self._conn.execute(
+            _RECORD_STEP,
+            self.session.id,
+            step.token_id,
+            step.successor_token_id,
+            step.presented_at,
+            origin.ip_address,
+            origin.user_agent,
+            step.outcome.value,
+            step.within_grace,
         )
 
     async def revoke(
@@ -501,7 +534,9 @@ class PgSessionStore:
         now: datetime,
         idle_timeout: timedelta,
         signing_key_id: str,
+        lineage: RequestOrigin | None,
     ) -> RotationAttempt | None:
+        recorded = _NOT_RECORDED if lineage is None else lineage
         async with translate_errors():
             row = await self._pool.fetchrow(
                 _ROTATE_IF_CURRENT,
@@ -512,6 +547,9 @@ class PgSessionStore:
                 uuid.uuid4(),
                 successor_hash,
                 signing_key_id,
+                recorded.ip_address,
+                recorded.user_agent,
+                lineage is not None,
             )
         if row is None:
             return None

@@ -69,6 +69,21 @@ DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
+# A session's refresh lineage goes before its tombstone, in batches, as its tokens do: a
+# month-long session has thousands of steps. By ctid: the table's one index leads with
+# session_id (migration 0020). The EXISTS passes over sessions already bare, so each batch
+# progresses.
+_DELETE_LINEAGE_OF_ENDED_SESSIONS = """
+DELETE FROM refresh_lineage WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM refresh_lineage WHERE session_id = ANY(ARRAY(
+        SELECT id FROM sessions s
+        WHERE revoked_at <= $1
+          AND EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
+        LIMIT $2
+    ))
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
 # Tombstones past the ended-session retention, whatever ended them (expiries included).
 # `OFFSET 0` keeps the NOT EXISTS a per-row probe of the session_id index: without it
 # the planner turns it into an anti-join over a sequential scan of every token.
@@ -76,6 +91,7 @@ _DELETE_REVOKED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions s WHERE revoked_at <= $1
       AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
+      AND NOT EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
@@ -146,7 +162,7 @@ class Swept:
 
 
 # In order: expired sessions are marked before tokens are swept, and a session's tokens
-# go before the session, so none is deleted by cascade.
+# and lineage go before the session, so none is deleted by cascade.
 SWEPT: tuple[Swept, ...] = (
     Swept(
         name=EXPIRED_SESSIONS,
@@ -162,6 +178,11 @@ SWEPT: tuple[Swept, ...] = (
     Swept(
         name="revoked_session_tokens",
         statement=_DELETE_TOKENS_OF_REVOKED_SESSIONS,
+        args=lambda cut, batch: (cut.ended_before, batch),
+    ),
+    Swept(
+        name="ended_session_lineage",
+        statement=_DELETE_LINEAGE_OF_ENDED_SESSIONS,
         args=lambda cut, batch: (cut.ended_before, batch),
     ),
     Swept(

@@ -226,7 +226,10 @@ class AdminServiceServicer:
         """GetSessionLineage returns a session's refresh history: every presentation
         of its refresh tokens, oldest first, and where reuse was detected, with
         the address and user agent of both presentations of the reused token. It
-        is kept as long as the session is.
+        is kept as long as the session is. Bounded: at most the newest 1000 steps
+        (`truncated` says older ones were left out), and always the reuse pair
+        whatever its age. Unknown session: NOT_FOUND, SESSION_NOT_FOUND. Audited
+        (admin_session_lineage_viewed): it shows the user's addresses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

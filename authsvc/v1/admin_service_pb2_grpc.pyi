@@ -97,7 +97,10 @@ class AdminServiceStub:
     """GetSessionLineage returns a session's refresh history: every presentation
     of its refresh tokens, oldest first, and where reuse was detected, with
     the address and user agent of both presentations of the reused token. It
-    is kept as long as the session is.
+    is kept as long as the session is. Bounded: at most the newest 1000 steps
+    (`truncated` says older ones were left out), and always the reuse pair
+    whatever its age. Unknown session: NOT_FOUND, SESSION_NOT_FOUND. Audited
+    (admin_session_lineage_viewed): it shows the user's addresses.
     """
     RevokeSessions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeSessionsRequest, _admin_service_pb2.RevokeSessionsResponse]
     """RevokeSessions ends every live session that matches a filter (reason
@@ -184,7 +187,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """GetSessionLineage returns a session's refresh history: every presentation
     of its refresh tokens, oldest first, and where reuse was detected, with
     the address and user agent of both presentations of the reused token. It
-    is kept as long as the session is.
+    is kept as long as the session is. Bounded: at most the newest 1000 steps
+    (`truncated` says older ones were left out), and always the reuse pair
+    whatever its age. Unknown session: NOT_FOUND, SESSION_NOT_FOUND. Audited
+    (admin_session_lineage_viewed): it shows the user's addresses.
     """
     RevokeSessions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeSessionsRequest, _admin_service_pb2.RevokeSessionsResponse]  # type: ignore[assignment]
     """RevokeSessions ends every live session that matches a filter (reason
@@ -334,7 +340,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetSessionLineage returns a session's refresh history: every presentation
         of its refresh tokens, oldest first, and where reuse was detected, with
         the address and user agent of both presentations of the reused token. It
-        is kept as long as the session is.
+        is kept as long as the session is. Bounded: at most the newest 1000 steps
+        (`truncated` says older ones were left out), and always the reuse pair
+        whatever its age. Unknown session: NOT_FOUND, SESSION_NOT_FOUND. Audited
+        (admin_session_lineage_viewed): it shows the user's addresses.
         """
 
     @_abc_1.abstractmethod

@@ -48,6 +48,7 @@ _REQUESTS: dict[str, Any] = {
     "RevokeSessions": admin_pb.RevokeSessionsRequest(
         filter=admin_pb.SessionFilter(match_all=True), reason="test"
     ),
+    "GetSessionLineage": admin_pb.GetSessionLineageRequest(session_id=_USER),
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from authsvc.store import lineage as lineage_sql
 from authsvc.store import revocations as revocation_sql
 from authsvc.store import session_limits as session_limit_sql
 from authsvc.store import sessions as session_sql
@@ -33,6 +34,7 @@ WATCHED = {
     "login_attempts_in_flight",
     "login_known_addresses",
     "revocation_log",
+    "refresh_lineage",
 }
 SWEEP_BATCH = 1000  # the default AUTHSVC_SWEEP_BATCH_SIZE
 
@@ -77,6 +79,16 @@ async def load_store(pool: Pool) -> None:
             FROM sessions s CROSS JOIN generate_series(1, $1) t
             """,
             TOKENS_PER_SESSION,
+        )
+        # Refresh lineage: a step for each token.
+        await conn.execute(
+            """
+            INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
+                presented_at, ip_address, user_agent, outcome, within_grace)
+            SELECT session_id, id, gen_random_uuid(), created_at, '127.0.0.1', 'bench/1.0',
+                   'rotated', false
+            FROM refresh_tokens
+            """
         )
         # Login throttle buckets (1 in 20 past its window) and attempts in flight.
         await conn.execute(
@@ -123,7 +135,7 @@ async def load_store(pool: Pool) -> None:
         )
     await pool.execute(
         "ANALYZE users, sessions, refresh_tokens, login_failures, login_attempts_in_flight,"
-        " login_known_addresses, revocation_log"
+        " login_known_addresses, revocation_log, refresh_lineage"
     )
 
 
@@ -170,6 +182,7 @@ def statements(
         uuid.uuid4(),
         hashlib.sha256(b"next").digest(),
         "kid",
+        *("127.0.0.1", "bench/1.0", True),
     )
     return {
         "refresh in one statement": (
@@ -184,6 +197,9 @@ def statements(
         "token by hash": (session_sql._SELECT_TOKEN, (token_hash, session_id)),
         "unknown token": (session_sql._LOCK_SESSION_BY_TOKEN, (never_issued,)),
         "session by id": (session_sql._SELECT_SESSION, (session_id,)),
+        "lineage: first token": (lineage_sql._HEAD, (session_id,)),
+        "lineage: newest steps": (lineage_sql._NEWEST_STEPS, (session_id, 1001)),
+        "lineage: reuse pair": (lineage_sql._REUSE_PAIR, (session_id,)),
         "live sessions, first page": (session_sql._LIST_LIVE_FIRST_PAGE, (user_id, NOW, 21)),
         "live sessions, keyset page": (
             session_sql._LIST_LIVE_AFTER,
@@ -252,6 +268,10 @@ def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
             (NOW - timedelta(minutes=30), SWEEP_BATCH),
         ),
         "mark expired sessions ended": (sweep_sql._MARK_EXPIRED_SESSIONS, (NOW, SWEEP_BATCH)),
+        "sweep lineage of ended sessions": (
+            sweep_sql._DELETE_LINEAGE_OF_ENDED_SESSIONS,
+            (NOW - timedelta(minutes=30), SWEEP_BATCH),
+        ),
         "sweep long-revoked sessions": (
             sweep_sql._DELETE_REVOKED_SESSIONS,
             (NOW - timedelta(minutes=30), SWEEP_BATCH),

@@ -223,6 +223,15 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
         await conn.execute(
             _TOKEN, uuid.uuid4(), revoked, b"r", revoked_at, now + timedelta(hours=1)
         )
+        await conn.execute(  # ended_session_lineage: a step of the revoked session
+            "INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,"
+            " presented_at, ip_address, user_agent, outcome, within_grace)"
+            " VALUES ($1, $2, $3, $4, '', '', 'rotated', false)",
+            revoked,
+            uuid.uuid4(),
+            uuid.uuid4(),
+            revoked_at,
+        )
         await conn.execute(  # refresh_tokens: a live session's rotated token past expiry and grace
             _ROTATED_TOKEN,
             uuid.uuid4(),

@@ -831,7 +831,8 @@ class ReuseDetection(_message.Message):
     @_builtins.property
     def first_presentation(self) -> Global___LineageStep:
         """The presentation that rotated it first: the honest client, or the thief
-        who got there first.
+        who got there first. Unset if that rotation was not recorded (lineage was
+        off then).
         """
 
     @_builtins.property
@@ -863,15 +864,21 @@ class GetSessionLineageResponse(_message.Message):
     INITIAL_TOKEN_ID_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     REUSE_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     initial_token_id: _builtins.str
-    """The id of the refresh token issued at login."""
+    """The id of the refresh token issued at login (the first step's token);
+    empty if the session never refreshed with lineage on and that token has
+    been swept.
+    """
+    truncated: _builtins.bool
+    """True when older steps than those in `steps` were left out."""
     @_builtins.property
     def session(self) -> _auth_service_pb2.Session:
         """The session, live or ended."""
 
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineageStep]:
-        """Every presentation, oldest first."""
+        """Every presentation, oldest first: the newest 1000 at most."""
 
     @_builtins.property
     def reuse(self) -> Global___ReuseDetection:
@@ -884,10 +891,11 @@ class GetSessionLineageResponse(_message.Message):
         initial_token_id: _builtins.str = ...,
         steps: _abc.Iterable[Global___LineageStep] | None = ...,
         reuse: Global___ReuseDetection | None = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reuse", b"reuse", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_token_id", b"initial_token_id", "reuse", b"reuse", "session", b"session", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_token_id", b"initial_token_id", "reuse", b"reuse", "session", b"session", "steps", b"steps", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
