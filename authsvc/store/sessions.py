@@ -75,14 +75,21 @@ FOR UPDATE
 """
 # A new statement after the lock, so it sees the latest committed token state.
 _SELECT_TOKEN = """
-SELECT id, session_id, token_hash, created_at, expires_at, rotated_at, successor_box
+SELECT
+    id, session_id, token_hash, created_at, expires_at, rotated_at, successor_box,
+    idempotency_key_hash
 FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2
 """
+# A token rotated with an idempotency key ($8) stays on record as long as its successor
+# could be current (domain/idempotent_refresh.py): its expiry becomes the successor's.
 _ROTATE = """
 WITH touched AS (
     UPDATE sessions SET last_active_at = $2, idle_expires_at = $3 WHERE id = $1
 ), consumed AS (
-    UPDATE refresh_tokens SET rotated_at = $2, successor_box = $5 WHERE id = $4
+    UPDATE refresh_tokens SET
+        rotated_at = $2, successor_box = $5, idempotency_key_hash = $8,
+        expires_at = CASE WHEN $8::bytea IS NULL THEN expires_at ELSE GREATEST(expires_at, $3) END
+    WHERE id = $4
 )
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
 VALUES ($6, $1, $7, $2, $3)
@@ -98,7 +105,10 @@ WITH locked AS MATERIALIZED (
     WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
     FOR UPDATE
 ), consumed AS (
-    UPDATE refresh_tokens AS t SET rotated_at = $2, successor_box = $4
+    UPDATE refresh_tokens AS t SET
+        rotated_at = $2, successor_box = $4, idempotency_key_hash = $7,
+        expires_at = CASE WHEN $7::bytea IS NULL THEN t.expires_at
+            ELSE GREATEST(t.expires_at, LEAST($2 + $3::interval, s.expires_at)) END
     FROM locked AS s
     WHERE t.token_hash = $1 AND t.session_id = s.id
       AND t.rotated_at IS NULL AND t.expires_at > $2
@@ -311,6 +321,9 @@ def _token(row: asyncpg.Record) -> RefreshTokenRecord:
         expires_at=row["expires_at"],
         rotated_at=row["rotated_at"],
         successor_box=None if row["successor_box"] is None else bytes(row["successor_box"]),
+        idempotency_key_hash=(
+            None if row["idempotency_key_hash"] is None else bytes(row["idempotency_key_hash"])
+        ),
     )
 
 
@@ -340,6 +353,7 @@ class PgLockedSession:
         successor_hash: bytes,
         now: datetime,
         idle_expires_at: datetime,
+        idempotency_key_hash: bytes | None = None,
     ) -> None:
         # One statement: consume, slide, store the successor.
         await self._conn.execute(
@@ -351,6 +365,7 @@ class PgLockedSession:
             successor_box,
             uuid.uuid4(),
             successor_hash,
+            idempotency_key_hash,
         )
 
     async def revoke(
@@ -421,6 +436,7 @@ class PgSessionStore:
         successor_hash: bytes,
         now: datetime,
         idle_timeout: timedelta,
+        idempotency_key_hash: bytes | None = None,
     ) -> RotationAttempt | None:
         async with translate_errors():
             row = await self._pool.fetchrow(
@@ -431,6 +447,7 @@ class PgSessionStore:
                 successor_box,
                 uuid.uuid4(),
                 successor_hash,
+                idempotency_key_hash,
             )
         if row is None:
             return None
