@@ -194,9 +194,7 @@ async def test_a_retry_of_a_revoked_session_is_refused_as_revoked(
     ["x" * 15, "x" * 129, "é" * 16, "tab\there-0123456789", "line\nbreak-0123456789"],
     ids=["too_short", "too_long", "not_ascii", "tab", "newline"],
 )
-async def test_a_malformed_key_is_invalid_field_and_rotates_nothing(
-    stub: Stub, key: str
-) -> None:
+async def test_a_malformed_key_is_invalid_field_and_rotates_nothing(stub: Stub, key: str) -> None:
     first = await register(stub)
 
     code, reason, metadata = await keyed_refresh_failure(stub, first.refresh_token, key)
