@@ -205,6 +205,13 @@ export class TokenManager {
     return key;
   }
 
+  /** The rotation of `from` was answered: its key is spent (a newer pair's is kept). */
+  #forgetKey(from: Tokens): void {
+    if (this.#pendingKey?.from === from) {
+      this.#pendingKey = undefined;
+    }
+  }
+
   async #rotate(from: Tokens, chosenKey?: string): Promise<Tokens> {
     const key = this.#keyFor(from, chosenKey);
     let rotated: Tokens;
@@ -215,14 +222,14 @@ export class TokenManager {
       // Answered: the session is over, or the key was refused. Any other failure may have
       // lost an answer, so the key stays for the next attempt.
       if (error instanceof SessionExpired || error instanceof InvalidArgument) {
-        this.#pendingKey = undefined;
+        this.#forgetKey(from);
       }
       if (error instanceof SessionExpired) {
         this.#end(from, error);
       }
       throw error;
     }
-    this.#pendingKey = undefined;
+    this.#forgetKey(from);
     if (this.#tokens === from) {
       this.setTokens(rotated);
     }

@@ -232,13 +232,18 @@ class TokenManager:
         self._pending_key = (pair, key)
         return key
 
+    def _forget_key(self, pair: TokenPair) -> None:
+        """The rotation of `pair` was answered: its key is spent (a newer pair's is kept)."""
+        if self._pending_key is not None and self._pending_key[0] is pair:
+            self._pending_key = None
+
     async def _rotate(self, pair: TokenPair, chosen_key: str | None = None) -> TokenPair:
         key = self._key_for(pair, chosen_key)
         try:
             try:
                 rotated = await self._refresher(pair.refresh_token, key)
             except SessionExpired as exc:
-                self._pending_key = None
+                self._forget_key(pair)
                 _log.info(
                     "session ended on refresh",
                     extra={
@@ -251,10 +256,10 @@ class TokenManager:
                 raise
             except InvalidArgument:
                 # The key was refused: the next attempt must not send it again.
-                self._pending_key = None
+                self._forget_key(pair)
                 raise
             # Any other failure may have lost an answer: the key stays for the next attempt.
-            self._pending_key = None
+            self._forget_key(pair)
             if self._pair is pair:
                 # Memory first: if the store fails, this process still holds the live token.
                 self._adopt(rotated)
