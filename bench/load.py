@@ -395,6 +395,7 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
             os.urandom(60),  # the size of a sealed successor box
             uuid.uuid4(),
             hashlib.sha256(successor.encode("ascii")).digest(),
+            os.urandom(32),  # an idempotency key's hash: the clients send a key every time
         )
         if row is None:
             return "UNKNOWN_TOKEN"

@@ -162,7 +162,14 @@ def statements(
 ) -> dict[str, tuple[str, tuple[object, ...]]]:
     audit = ("session_revoked", "127.0.0.1", "bench/1.0", None)
     never_issued = hashlib.sha256(b"never issued").digest()
-    rotation = (NOW, timedelta(days=7), b"box", uuid.uuid4(), hashlib.sha256(b"next").digest())
+    rotation = (
+        NOW,
+        timedelta(days=7),
+        b"box",
+        uuid.uuid4(),
+        hashlib.sha256(b"next").digest(),
+        hashlib.sha256(b"idempotency key").digest(),
+    )
     return {
         "refresh in one statement": (
             session_sql._ROTATE_IF_CURRENT,

@@ -386,7 +386,7 @@ async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
     [
         pytest.param(
             _ROTATE_IF_CURRENT,
-            (datetime.now(UTC), timedelta(days=7), b"box", uuid.uuid4(), b"\0" * 32),
+            (datetime.now(UTC), timedelta(days=7), b"box", uuid.uuid4(), b"\0" * 32, None),
             id="rotation",
         ),
         pytest.param(_LOCK_SESSION_BY_TOKEN, (), id="session lock"),
