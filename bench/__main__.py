@@ -49,7 +49,8 @@ from bench.servers import (
 )
 
 SCENARIOS = (
-    "validate", "refresh", "refresh_same_token", "list_sessions", "get_jwks", "login",
+    "validate", "refresh", "refresh_keyed", "refresh_same_token", "list_sessions", "get_jwks",
+    "login",
     "revoke_session", "mixed",
 )  # fmt: skip
 BOUNDS = ("grpc_empty", "pg_refresh", "crypto")
@@ -243,7 +244,7 @@ class Bench:
             # As list_sessions: one user with 20 sessions per call in flight.
             cookies = [mine[0] for mine in await peer.seed(self.pool, concurrency, 20)]
             return [{"cookie": cookie} for cookie in cookies]
-        if scenario in ("refresh", "pg_refresh"):
+        if scenario in ("refresh", "refresh_keyed", "pg_refresh"):
             users = await seeder.users_with_sessions(concurrency, _PACED_SESSIONS if rate else 1)
             return [{"refresh_tokens": [s.refresh_token for s in mine]} for mine in users]
         if scenario == "refresh_same_token":

@@ -69,6 +69,7 @@ def _args(token_hash: bytes, now: datetime, lineage: bool) -> tuple[object, ...]
         "203.0.113.7",
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
         lineage,
+        None,  # no idempotency key
     )
 
 

@@ -207,6 +207,8 @@ def _op(
         return _validate(stub, itertools.cycle(slot["access_tokens"]).__next__)
     if scenario == "refresh":
         return _refresh_idle(stub, slot)
+    if scenario == "refresh_keyed":
+        return _refresh_idle(stub, slot, keyed=True)
     if scenario == "list_sessions":
         return _list_sessions(stub, slot)
     if scenario == "get_jwks":
@@ -258,16 +260,18 @@ def _refresh(stub: Stub, slot: Slot) -> Op:
     return op
 
 
-def _refresh_idle(stub: Stub, slot: Slot) -> Op:
+def _refresh_idle(stub: Stub, slot: Slot, *, keyed: bool = False) -> Op:
     """Refresh a session no other call of this slot is refreshing: open-loop load
     may start a call before the last one answered, and a session's refreshes
-    queue on its row lock, which would measure one session's queue, not Refresh."""
+    queue on its row lock, which would measure one session's queue, not Refresh.
+    `keyed`: with a new idempotency key each call, as both clients send."""
     idle = collections.deque(slot["refresh_tokens"])
 
     async def op() -> str:
         if not idle:
             return "NO_IDLE_SESSION"  # seeded too few for the latency seen
-        request = pb.RefreshRequest(refresh_token=idle.popleft())
+        key = str(uuid.uuid4()) if keyed else ""
+        request = pb.RefreshRequest(refresh_token=idle.popleft(), idempotency_key=key)
         response = await stub.Refresh(request, timeout=_CALL_TIMEOUT)
         idle.append(response.refresh_token)
         return OK
@@ -401,6 +405,7 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
             "127.0.0.1",
             "bench",
             lineage,
+            os.urandom(32),  # an idempotency key's hash: the clients send a key every time
         )
         if row is None:
             return "UNKNOWN_TOKEN"

@@ -170,7 +170,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self, request: pb.RefreshRequest, context: Context[pb.RefreshRequest, pb.RefreshResponse]
     ) -> pb.RefreshResponse:
         tokens = await self._sessions.refresh(
-            _required_refresh_token(request.refresh_token), self._origin(context)
+            _required_refresh_token(request.refresh_token),
+            self._origin(context),
+            idempotency_key=request.idempotency_key,
         )
         return _with_tokens(pb.RefreshResponse(), tokens)
 

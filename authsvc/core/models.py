@@ -332,6 +332,9 @@ class RefreshTokenRecord:
     # The successor token, encrypted under a key derived from this token's
     # plaintext, so only a holder of this token can recover it in the grace window.
     successor_box: bytes | None
+    # For a rotation made with an idempotency key: the key's hash (see
+    # domain/idempotent_refresh.py); None otherwise.
+    idempotency_key_hash: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,7 +55,7 @@ from authsvc.core.models import (
     UserId,
 )
 from authsvc.core.session_limits import SessionCap
-from authsvc.domain import refresh_tokens, validation
+from authsvc.domain import idempotent_refresh, refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessSigner, AccessTokens
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
@@ -190,11 +190,14 @@ class LockedSession(Protocol):
         now: datetime,
         idle_expires_at: datetime,
         signing_key_id: str,
+        idempotency_key_hash: bytes | None = None,
     ) -> uuid.UUID:
-        """Mark `consumed` rotated at `now`, keeping `successor_box`; store its successor
-        (hash `successor_hash`) expiring at `idle_expires_at`; and slide the session: last
-        active `now`, idle deadline `idle_expires_at`, its latest access token signed by
-        `signing_key_id`. The successor's id."""
+        """Mark `consumed` rotated at `now`, keeping `successor_box` and
+        `idempotency_key_hash`; store its successor (hash `successor_hash`) expiring at
+        `idle_expires_at`; and slide the session: last active `now`, idle deadline
+        `idle_expires_at`, its latest access token signed by `signing_key_id`. With a key
+        hash, `consumed` stays on record until its successor's expiry, if that is later
+        than its own. The successor's id."""
         ...
 
     async def record_presentation(self, step: LineageStep) -> None:
@@ -263,14 +266,16 @@ class SessionStore(Protocol):
         idle_timeout: timedelta,
         signing_key_id: str,
         lineage: RequestOrigin | None,
+        idempotency_key_hash: bytes | None = None,
     ) -> RotationAttempt | None:
         """Refresh's common case, in one round trip. If the token with `token_hash` is
         unrotated and unexpired at `now` and its session live, mark it rotated (keeping
-        `successor_box`), store its successor (`successor_hash`) expiring at the new idle
-        deadline (`now + idle_timeout`, capped by the session's lifetime) and slide the
-        session to that deadline, its latest access token signed by `signing_key_id`; the
-        attempt carries it. With `lineage` (the caller's origin), also record the rotation
-        as a ROTATED step of the session's lineage.
+        `successor_box` and `idempotency_key_hash`, as `LockedSession.rotate` does),
+        store its successor (`successor_hash`) expiring at the new idle deadline
+        (`now + idle_timeout`, capped by the session's lifetime) and slide the session to
+        that deadline, its latest access token signed by `signing_key_id`; the attempt
+        carries it. With `lineage` (the caller's origin), also record the rotation as a
+        ROTATED step of the session's lineage.
 
         None for an unknown token. A known token in any other state (rotated, expired,
         its session over) comes back with `idle_expires_at` None and nothing written,
@@ -734,15 +739,21 @@ class SessionService:
         (SessionRevoked, metrics.REFRESH_SESSION_OVER),
         (SessionExpired, metrics.REFRESH_SESSION_OVER),
     )
-    async def refresh(self, refresh_token: str, origin: RequestOrigin) -> IssuedTokens:
+    async def refresh(
+        self, refresh_token: str, origin: RequestOrigin, *, idempotency_key: str = ""
+    ) -> IssuedTokens:
         """Rotate a refresh token.
 
-        Presenting an already-rotated token within the grace window returns the
-        current successor (concurrent refreshes all succeed on one chain);
-        presenting it after the window revokes the whole session, because it
-        means the token was stolen.
+        Presenting an already-rotated token again with the idempotency key of its
+        rotation returns the same successor while that is current (a retry whose
+        answer was lost). Otherwise, within the grace window it returns the current
+        successor (concurrent refreshes all succeed on one chain); after the window
+        it revokes the whole session, because it means the token was stolen.
+        InvalidArgument for a malformed key.
         """
+        key = idempotent_refresh.validated_key(idempotency_key)
         token_hash = self._hash_presented(refresh_token)
+        key_hash = None if key is None else idempotent_refresh.hash_key(refresh_token, key)
         successor = refresh_tokens.new_refresh_token()
         successor_box = refresh_tokens.seal_successor(refresh_token, successor)
         successor_hash = refresh_tokens.hash_refresh_token(successor)
@@ -758,6 +769,7 @@ class SessionService:
             idle_timeout=self._policy.idle_timeout,
             signing_key_id=signer.kid,
             lineage=origin if self._policy.refresh_lineage else None,
+            idempotency_key_hash=key_hash,
         )
         if attempt is None:
             raise RefreshTokenInvalid("refresh token is not valid")
@@ -781,10 +793,18 @@ class SessionService:
                     now=now,
                     idle_expires_at=idle_expires_at,
                     signing_key_id=signer.kid,
+                    idempotency_key_hash=key_hash,
                 )
                 rotated: _Rotated | None = _Rotated(successor, idle_expires_at, successor_id)
                 outcome = metrics.REFRESH_OK
                 step = RefreshOutcome.ROTATED
+            elif retried := await idempotent_refresh.retried_rotation(
+                locked, refresh_token, record, key_hash
+            ):
+                # Exactly-once Refresh: a retry of this rotation, whenever it comes.
+                rotated = _Rotated(retried.token, retried.expires_at, retried.token_id)
+                outcome = metrics.REFRESH_IDEMPOTENT_REPLAY
+                step = RefreshOutcome.IDEMPOTENT_REPLAY
             elif now - record.rotated_at <= self._policy.refresh_grace:
                 rotated = await self._current_successor(locked, refresh_token, record)
                 outcome = metrics.REFRESH_GRACE_REPLAY

@@ -91,15 +91,22 @@ FOR UPDATE
 """
 # A new statement after the lock, so it sees the latest committed token state.
 _SELECT_TOKEN = """
-SELECT id, session_id, token_hash, created_at, expires_at, rotated_at, successor_box
+SELECT
+    id, session_id, token_hash, created_at, expires_at, rotated_at, successor_box,
+    idempotency_key_hash
 FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2
 """
+# A token rotated with an idempotency key ($8) stays on record as long as its successor
+# could be current (domain/idempotent_refresh.py): its expiry becomes the successor's.
 _ROTATE = """
 WITH touched AS (
     UPDATE sessions SET last_active_at = $2, idle_expires_at = $3, signing_key_id = $8
     WHERE id = $1
 ), consumed AS (
-    UPDATE refresh_tokens SET rotated_at = $2, successor_box = $5 WHERE id = $4
+    UPDATE refresh_tokens SET
+        rotated_at = $2, successor_box = $5, idempotency_key_hash = $9,
+        expires_at = CASE WHEN $9::bytea IS NULL THEN expires_at ELSE GREATEST(expires_at, $3) END
+    WHERE id = $4
 )
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
 VALUES ($6, $1, $7, $2, $3)
@@ -115,7 +122,10 @@ WITH locked AS MATERIALIZED (
     WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
     FOR UPDATE
 ), consumed AS (
-    UPDATE refresh_tokens AS t SET rotated_at = $2, successor_box = $4
+    UPDATE refresh_tokens AS t SET
+        rotated_at = $2, successor_box = $4, idempotency_key_hash = $11,
+        expires_at = CASE WHEN $11::bytea IS NULL THEN t.expires_at
+            ELSE GREATEST(t.expires_at, LEAST($2 + $3::interval, s.expires_at)) END
     FROM locked AS s
     WHERE t.token_hash = $1 AND t.session_id = s.id
       AND t.rotated_at IS NULL AND t.expires_at > $2
@@ -384,6 +394,9 @@ def _token(row: asyncpg.Record) -> RefreshTokenRecord:
         expires_at=row["expires_at"],
         rotated_at=row["rotated_at"],
         successor_box=None if row["successor_box"] is None else bytes(row["successor_box"]),
+        idempotency_key_hash=(
+            None if row["idempotency_key_hash"] is None else bytes(row["idempotency_key_hash"])
+        ),
     )
 
 
@@ -414,6 +427,7 @@ class PgLockedSession:
         now: datetime,
         idle_expires_at: datetime,
         signing_key_id: str,
+        idempotency_key_hash: bytes | None = None,
     ) -> uuid.UUID:
         # One statement: consume, slide, store the successor.
         successor_id = uuid.uuid4()
@@ -427,6 +441,7 @@ class PgLockedSession:
             successor_id,
             successor_hash,
             signing_key_id,
+            idempotency_key_hash,
         )
         return successor_id
 
@@ -535,6 +550,7 @@ class PgSessionStore:
         idle_timeout: timedelta,
         signing_key_id: str,
         lineage: RequestOrigin | None,
+        idempotency_key_hash: bytes | None = None,
     ) -> RotationAttempt | None:
         recorded = _NOT_RECORDED if lineage is None else lineage
         async with translate_errors():
@@ -550,6 +566,7 @@ class PgSessionStore:
                 recorded.ip_address,
                 recorded.user_agent,
                 lineage is not None,
+                idempotency_key_hash,
             )
         if row is None:
             return None

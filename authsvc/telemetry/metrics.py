@@ -46,6 +46,7 @@ __all__ = [
     "REFRESHES",
     "REFRESH_EXPIRED",
     "REFRESH_GRACE_REPLAY",
+    "REFRESH_IDEMPOTENT_REPLAY",
     "REFRESH_INVALID",
     "REFRESH_OK",
     "REFRESH_REUSED",
@@ -101,9 +102,10 @@ LOGINS: Final = Counter(
 REFRESHES: Final = Counter(
     "authsvc_refreshes",
     "Refresh attempts by outcome: ok, grace_replay (a rotated token within the grace "
-    "period, answered with its successor), expired (the token), reused (a rotated token "
-    "after the grace period: the session is revoked), session_over (revoked or expired "
-    "session), invalid (unknown or malformed token).",
+    "period, answered with its successor), idempotent_replay (a rotated token again with "
+    "the idempotency key of its rotation, answered with the same successor), expired (the "
+    "token), reused (a rotated token after the grace period: the session is revoked), "
+    "session_over (revoked or expired session), invalid (unknown or malformed token).",
     ["outcome"],
 )
 
@@ -115,6 +117,7 @@ LOGIN_DISABLED: Final = LOGINS.labels(outcome="disabled")
 LOGIN_SESSION_LIMIT: Final = LOGINS.labels(outcome="session_limit")
 REFRESH_OK: Final = REFRESHES.labels(outcome="ok")
 REFRESH_GRACE_REPLAY: Final = REFRESHES.labels(outcome="grace_replay")
+REFRESH_IDEMPOTENT_REPLAY: Final = REFRESHES.labels(outcome="idempotent_replay")
 REFRESH_EXPIRED: Final = REFRESHES.labels(outcome="expired")
 REFRESH_REUSED: Final = REFRESHES.labels(outcome="reused")
 REFRESH_SESSION_OVER: Final = REFRESHES.labels(outcome="session_over")

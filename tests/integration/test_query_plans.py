@@ -183,6 +183,7 @@ def statements(
         hashlib.sha256(b"next").digest(),
         "kid",
         *("127.0.0.1", "bench/1.0", True),
+        hashlib.sha256(b"idempotency key").digest(),
     )
     return {
         "refresh in one statement": (

@@ -396,6 +396,7 @@ async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
                 "",
                 "",
                 False,
+                None,
             ),
             id="rotation",
         ),

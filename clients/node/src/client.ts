@@ -15,6 +15,7 @@ import {
 } from "./gen/authsvc/v1/auth_service_pb.js";
 import { AuthsvcError, SessionExpired, toAuthsvcError } from "./errors.js";
 import { authInterceptor } from "./interceptor.js";
+import { retryInterceptor, SERVICE_CONFIG, type ServiceConfig } from "./retry.js";
 import { TokenManager, type Tokens } from "./token_manager.js";
 
 export interface AuthClientOptions {
@@ -44,6 +45,12 @@ export interface AuthClientOptions {
    * and GetJwks (which a server may require it on). Never on a user's calls; never logged.
    */
   serviceKey?: string;
+  /**
+   * Which unary RPCs are retried, and how: a gRPC service config. Default SERVICE_CONFIG,
+   * the published one (retries on UNAVAILABLE for the RPCs safe to repeat); `{}` retries
+   * nothing.
+   */
+  serviceConfig?: ServiceConfig;
 }
 
 export interface RegisterInput {
@@ -288,8 +295,9 @@ export class AuthClient {
     this.#connection = new Http2SessionManager(options.baseUrl);
     const refreshTimeoutMs = options.refreshTimeoutMs ?? 10_000;
     this.tokens = new TokenManager({
-      refresh: async (refreshToken) =>
-        tokensOf(await this.raw.refresh({ refreshToken }, { timeoutMs: refreshTimeoutMs })),
+      // The retries of this call (the service config's) resend the same key.
+      refresh: async (refreshToken, idempotencyKey) =>
+        tokensOf(await this.raw.refresh({ refreshToken, idempotencyKey }, { timeoutMs: refreshTimeoutMs })),
       ...(options.refreshSkewMs !== undefined && { refreshSkewMs: options.refreshSkewMs }),
       ...(options.now !== undefined && { now: options.now }),
       ...(options.onSessionExpired !== undefined && { onSessionExpired: options.onSessionExpired }),
@@ -301,6 +309,8 @@ export class AuthClient {
       // Inside yours, so an interceptor of yours that logs headers never sees the key.
       ...(options.serviceKey !== undefined ? [serviceKeyInterceptor(options.serviceKey)] : []),
       authInterceptor(this.tokens),
+      // Innermost, as gRPC retries below the interceptors: yours see one call, not each attempt.
+      retryInterceptor(options.serviceConfig ?? SERVICE_CONFIG),
     ];
     const transport = createGrpcTransport({
       baseUrl: options.baseUrl,
@@ -339,9 +349,13 @@ export class AuthClient {
     return tokens;
   }
 
-  /** Rotate the refresh token now (normally the token manager does this by itself). */
-  async refresh(): Promise<Tokens> {
-    return this.#call(() => this.tokens.refresh());
+  /**
+   * Rotate the refresh token now (normally the token manager does this by itself). Every
+   * rotation carries an idempotency key (see TokenManager); pass your own (16 to 128
+   * printable ASCII characters) to choose it.
+   */
+  async refresh(idempotencyKey?: string): Promise<Tokens> {
+    return this.#call(() => this.tokens.refresh(idempotencyKey));
   }
 
   /**

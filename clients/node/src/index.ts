@@ -26,6 +26,13 @@ export {
 } from "./token_manager.js";
 export { authInterceptor, type AuthInterceptorOptions } from "./interceptor.js";
 export {
+  retryInterceptor,
+  SERVICE_CONFIG,
+  type MethodConfig,
+  type RetryPolicy,
+  type ServiceConfig,
+} from "./retry.js";
+export {
   DEFAULT_JWKS_REFETCH_INTERVAL_MS,
   DEFAULT_LEEWAY_MS,
   TokenVerifier,

@@ -15,9 +15,14 @@
 //   later calls get it too without touching the network, until setTokens() (sign in again).
 //   Transient failures (UNAVAILABLE, deadlines, network) fail only the calls waiting on
 //   them and leave the tokens in place.
+// - Exactly once: each rotation sends an idempotency key, a fresh UUID, and the refresh
+//   that retries a rotation which failed without an answer sends the same key, so a
+//   rotation the server made but whose answer was lost is answered again with the same
+//   successor rather than taken for a replayed token.
 
+import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
-import { MissingCredentials, SessionExpired, toAuthsvcError } from "./errors.js";
+import { InvalidArgument, MissingCredentials, SessionExpired, toAuthsvcError } from "./errors.js";
 import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
 
 /** One session's credentials, as Register, Login and Refresh return them. */
@@ -31,8 +36,11 @@ export interface Tokens {
   userId: string;
 }
 
-/** Performs the Refresh RPC: consumes `refreshToken`, returns its successor pair. */
-export type RefreshFn = (refreshToken: string) => Promise<Tokens>;
+/**
+ * Performs the Refresh RPC: consumes `refreshToken`, sending `idempotencyKey` with it,
+ * and returns its successor pair.
+ */
+export type RefreshFn = (refreshToken: string, idempotencyKey: string) => Promise<Tokens>;
 
 export interface TokenManagerOptions {
   /** The Refresh RPC, nothing else. It may throw ConnectError or AuthsvcError. */
@@ -63,6 +71,8 @@ export class TokenManager {
   #flight: { from: Tokens; result: Promise<Tokens> } | undefined;
   /** Why the session ended; thrown to every call until setTokens(). */
   #ended: SessionExpired | undefined;
+  /** The key of the rotation of this pair that has not been answered yet. */
+  #pendingKey: { from: Tokens; key: string } | undefined;
 
   constructor(options: TokenManagerOptions) {
     const skew = options.refreshSkewMs ?? DEFAULT_REFRESH_SKEW_MS;
@@ -114,9 +124,13 @@ export class TokenManager {
     return (await this.#refreshFrom(tokens.accessToken)).accessToken;
   }
 
-  /** Refresh now, whatever the expiry; joins a refresh already in flight. */
-  async refresh(): Promise<Tokens> {
-    return this.#refreshFrom(this.#signedIn().accessToken);
+  /**
+   * Refresh now, whatever the expiry; joins a refresh already in flight. `idempotencyKey`
+   * replaces the key this rotation would send (a new UUID, or the one of an earlier attempt
+   * at it that failed without an answer): 16 to 128 printable ASCII characters.
+   */
+  async refresh(idempotencyKey?: string): Promise<Tokens> {
+    return this.#refreshFrom(this.#signedIn().accessToken, idempotencyKey);
   }
 
   /**
@@ -163,7 +177,7 @@ export class TokenManager {
     return this.#now().getTime() >= expiresMs - skewMs;
   }
 
-  #refreshFrom(staleAccessToken: string): Promise<Tokens> {
+  #refreshFrom(staleAccessToken: string, idempotencyKey?: string): Promise<Tokens> {
     const tokens = this.#signedIn();
     if (tokens.accessToken !== staleAccessToken) {
       // Someone refreshed since this token was handed out: use theirs.
@@ -172,7 +186,7 @@ export class TokenManager {
     if (this.#flight !== undefined && this.#flight.from === tokens) {
       return this.#flight.result;
     }
-    const flight = { from: tokens, result: this.#rotate(tokens) };
+    const flight = { from: tokens, result: this.#rotate(tokens, idempotencyKey) };
     this.#flight = flight;
     const land = () => {
       if (this.#flight === flight) {
@@ -183,17 +197,39 @@ export class TokenManager {
     return flight.result;
   }
 
-  async #rotate(from: Tokens): Promise<Tokens> {
+  /** The rotation's key: the caller's, else that of an unanswered attempt at it, else new. */
+  #keyFor(from: Tokens, chosen: string | undefined): string {
+    const pending = this.#pendingKey;
+    const key = chosen ?? (pending !== undefined && pending.from === from ? pending.key : randomUUID());
+    this.#pendingKey = { from, key };
+    return key;
+  }
+
+  /** The rotation of `from` was answered: its key is spent (a newer pair's is kept). */
+  #forgetKey(from: Tokens): void {
+    if (this.#pendingKey?.from === from) {
+      this.#pendingKey = undefined;
+    }
+  }
+
+  async #rotate(from: Tokens, chosenKey?: string): Promise<Tokens> {
+    const key = this.#keyFor(from, chosenKey);
     let rotated: Tokens;
     try {
-      rotated = await this.#refresh(from.refreshToken);
+      rotated = await this.#refresh(from.refreshToken, key);
     } catch (caught) {
       const error = toAuthsvcError(caught);
+      // Answered: the session is over, or the key was refused. Any other failure may have
+      // lost an answer, so the key stays for the next attempt.
+      if (error instanceof SessionExpired || error instanceof InvalidArgument) {
+        this.#forgetKey(from);
+      }
       if (error instanceof SessionExpired) {
         this.#end(from, error);
       }
       throw error;
     }
+    this.#forgetKey(from);
     if (this.#tokens === from) {
       this.setTokens(rotated);
     }

@@ -6,6 +6,7 @@ import { claimsTests } from "./claims.js";
 import { crashTests } from "./crash.js";
 import { engineTests } from "./engines.js";
 import { errorTests } from "./errors.js";
+import { exactlyOnceTests } from "./exactly_once.js";
 import { startServers, type Servers } from "./harness.js";
 import { passwordResetTests } from "./password_reset.js";
 import { readmeTests } from "./readme.js";
@@ -33,6 +34,7 @@ describe("authsvc node client against a live server", () => {
 
   rpcTests(servers);
   refreshTests(servers);
+  exactlyOnceTests(servers);
   scenarioTests(servers);
   errorTests(servers);
   readmeTests(servers);

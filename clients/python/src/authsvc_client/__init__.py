@@ -74,6 +74,7 @@ from authsvc_client._models import (
     TokenValidation,
 )
 from authsvc_client._server import TokenAuthInterceptor, current_principal
+from authsvc_client._service_config import DEFAULT_SERVICE_CONFIG
 from authsvc_client._store import FileTokenStore, InMemoryTokenStore, TokenStore
 from authsvc_client._sync import SyncAuthClient
 from authsvc_client._verifier import (
@@ -93,6 +94,7 @@ __all__ = [
     "DEFAULT_JWKS_REFETCH_INTERVAL",
     "DEFAULT_LEEWAY",
     "DEFAULT_REFRESH_SKEW",
+    "DEFAULT_SERVICE_CONFIG",
     "DEFAULT_STALE_AFTER",
     "DEFAULT_TIMEOUT",
     "AlreadyExists",

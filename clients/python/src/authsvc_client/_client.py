@@ -25,6 +25,7 @@ from authsvc_client._models import (
     token_pair,
     token_validation,
 )
+from authsvc_client._service_config import DEFAULT_SERVICE_CONFIG
 from authsvc_client._store import TokenStore
 from authsvc_client.v1 import auth_service_pb2 as pb
 from authsvc_client.v1 import auth_service_pb2_grpc as pb_grpc
@@ -112,10 +113,14 @@ class AuthClient:
         """A client on its own channel to `target` (TLS when `credentials` are given).
 
         `user_agent` is what the service records as the session's device
-        (the channel option `grpc.primary_user_agent`).
+        (the channel option `grpc.primary_user_agent`). The channel retries as
+        DEFAULT_SERVICE_CONFIG says unless `options` hold a `grpc.service_config` of
+        their own.
         """
         _checked_service_key(service_key)  # before there is a channel to leak
         channel_options = list(options)
+        if all(name != "grpc.service_config" for name, _ in channel_options):
+            channel_options.append(("grpc.service_config", DEFAULT_SERVICE_CONFIG))
         if user_agent:
             channel_options.append(("grpc.primary_user_agent", user_agent))
         channel = (
@@ -207,11 +212,12 @@ class AuthClient:
         await self._tokens.set_tokens(pair)
         return pair
 
-    async def refresh(self) -> TokenPair:
+    async def refresh(self, *, idempotency_key: str | None = None) -> TokenPair:
         """Rotate this client's refresh token now (usually unnecessary: calls refresh as
         needed). Joins a refresh already in flight; raises SessionExpired if the session is
-        over."""
-        return await self._tokens.refresh()
+        over. Every rotation carries an idempotency key (see TokenManager); pass your own
+        (16 to 128 printable ASCII characters) to choose it."""
+        return await self._tokens.refresh(idempotency_key=idempotency_key)
 
     async def logout(self, scope: LogoutScope = LogoutScope.THIS_SESSION) -> int:
         """Revoke this session, the other sessions or all; return how many this revoked.
@@ -342,10 +348,12 @@ class AuthClient:
 
     # --- internals ------------------------------------------------------------------------
 
-    async def _rotate(self, refresh_token: str) -> TokenPair:
-        """The Refresh RPC alone; the TokenManager decides when and keeps the result."""
+    async def _rotate(self, refresh_token: str, idempotency_key: str) -> TokenPair:
+        """The Refresh RPC alone; the TokenManager decides when and with which key, and
+        keeps the result. The channel's own retries resend the same request, key included."""
         response = await self._unary(
-            self._stub.Refresh, pb.RefreshRequest(refresh_token=refresh_token)
+            self._stub.Refresh,
+            pb.RefreshRequest(refresh_token=refresh_token, idempotency_key=idempotency_key),
         )
         return token_pair(response)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from authsvc_client._errors import (
     AuthsvcError,
+    InvalidArgument,
     SessionExpired,
     TokenExpired,
     error_for,
@@ -27,8 +29,9 @@ _T = TypeVar("_T")
 
 DEFAULT_REFRESH_SKEW = timedelta(seconds=60)
 
-Refresher = Callable[[str], Awaitable[TokenPair]]
-"""Rotates a refresh token: the Refresh RPC, nothing else."""
+Refresher = Callable[[str, str], Awaitable[TokenPair]]
+"""Rotates a refresh token (the first argument) with an idempotency key (the second):
+the Refresh RPC, nothing else."""
 
 SessionExpiredCallback = Callable[[SessionExpired], Awaitable[None] | None]
 """Told once when the session ends; a plain function or a coroutine function."""
@@ -56,6 +59,10 @@ class TokenManager:
       `on_session_expired` is called once and every waiting call raises SessionExpired; later
       calls raise it too without touching the network, until new tokens are set (log in again).
       Transient failures (Unavailable, deadlines) are raised and leave the tokens in place.
+    - Exactly once: each rotation sends an idempotency key, a fresh UUID, and the refresh
+      that retries a rotation which failed without an answer (Unavailable, a deadline)
+      sends the same key, so a rotation the service made but whose answer was lost is
+      answered again with the same successor rather than taken for a replayed token.
 
     `now` is the manager's clock (aware UTC; the system clock by default): inject one in tests
     and move it instead of sleeping. Waiting calls raise only after `on_session_expired`
@@ -85,6 +92,8 @@ class TokenManager:
         self._load_lock = asyncio.Lock()
         # The refresh in flight and the pair it rotates: only callers holding that pair join it.
         self._flight: tuple[TokenPair, asyncio.Task[TokenPair]] | None = None
+        # The key of the rotation of this pair that has not been answered yet.
+        self._pending_key: tuple[TokenPair, str] | None = None
         self._ended: SessionExpired | None = None
 
     @property
@@ -126,13 +135,16 @@ class TokenManager:
             return pair.access_token
         return (await self._refresh_from(pair.access_token)).access_token
 
-    async def refresh(self) -> TokenPair:
-        """Refresh now, whatever the expiry; joins a refresh of the same tokens in flight."""
+    async def refresh(self, *, idempotency_key: str | None = None) -> TokenPair:
+        """Refresh now, whatever the expiry; joins a refresh of the same tokens in flight.
+
+        `idempotency_key` replaces the key this rotation would send (a new UUID, or the
+        one of an earlier attempt at it that failed without an answer)."""
         await self._ensure_loaded()
         pair = self._pair
         if pair is None:
             raise self._not_signed_in()
-        return await self._refresh_from(pair.access_token)
+        return await self._refresh_from(pair.access_token, idempotency_key)
 
     async def renew(self, rejected_access_token: str) -> str:
         """A fresh access token after the service rejected `rejected_access_token` as expired.
@@ -190,7 +202,9 @@ class TokenManager:
         lifetime = max(expires_at - self._received_at, timedelta(0))
         return self._now() >= expires_at - min(self._skew, lifetime / 2)
 
-    async def _refresh_from(self, stale_access_token: str) -> TokenPair:
+    async def _refresh_from(
+        self, stale_access_token: str, idempotency_key: str | None = None
+    ) -> TokenPair:
         pair = self._pair
         if pair is None:
             raise self._not_signed_in()
@@ -198,7 +212,7 @@ class TokenManager:
             # Someone refreshed since this token was read: use theirs.
             return pair
         if self._flight is None or self._flight[0] is not pair:
-            flight = asyncio.ensure_future(self._rotate(pair))
+            flight = asyncio.ensure_future(self._rotate(pair, idempotency_key))
             # Read the outcome even if every waiter was cancelled, so asyncio never logs it
             # as "never retrieved".
             flight.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -206,11 +220,30 @@ class TokenManager:
         # A waiter's cancellation must not cancel the refresh the others are waiting on.
         return await asyncio.shield(self._flight[1])
 
-    async def _rotate(self, pair: TokenPair) -> TokenPair:
+    def _key_for(self, pair: TokenPair, chosen: str | None) -> str:
+        """The rotation's key: the caller's, else that of an unanswered attempt at it."""
+        pending = self._pending_key
+        if chosen is not None:
+            key = chosen
+        elif pending is not None and pending[0] is pair:
+            key = pending[1]
+        else:
+            key = str(uuid.uuid4())
+        self._pending_key = (pair, key)
+        return key
+
+    def _forget_key(self, pair: TokenPair) -> None:
+        """The rotation of `pair` was answered: its key is spent (a newer pair's is kept)."""
+        if self._pending_key is not None and self._pending_key[0] is pair:
+            self._pending_key = None
+
+    async def _rotate(self, pair: TokenPair, chosen_key: str | None = None) -> TokenPair:
+        key = self._key_for(pair, chosen_key)
         try:
             try:
-                rotated = await self._refresher(pair.refresh_token)
+                rotated = await self._refresher(pair.refresh_token, key)
             except SessionExpired as exc:
+                self._forget_key(pair)
                 _log.info(
                     "session ended on refresh",
                     extra={
@@ -221,6 +254,12 @@ class TokenManager:
                 )
                 await self._end(pair, exc)
                 raise
+            except InvalidArgument:
+                # The key was refused: the next attempt must not send it again.
+                self._forget_key(pair)
+                raise
+            # Any other failure may have lost an answer: the key stays for the next attempt.
+            self._forget_key(pair)
             if self._pair is pair:
                 # Memory first: if the store fails, this process still holds the live token.
                 self._adopt(rotated)

@@ -128,8 +128,8 @@ class SyncAuthClient:
             self._client.login(email, password, remember_me=remember_me, device_name=device_name)
         )
 
-    def refresh(self) -> TokenPair:
-        return self._run(self._client.refresh())
+    def refresh(self, *, idempotency_key: str | None = None) -> TokenPair:
+        return self._run(self._client.refresh(idempotency_key=idempotency_key))
 
     def logout(self, scope: LogoutScope = LogoutScope.THIS_SESSION) -> int:
         return self._run(self._client.logout(scope))

@@ -254,9 +254,11 @@ export type RefreshRequest = Message<"authsvc.v1.RefreshRequest"> & {
    * per rotation (16 to 128 printable ASCII characters; the clients send a
    * UUID), kept across the retries of that one call. Presenting the same token
    * again with the same key answers the same successor refresh token (with a
-   * new access token) for as long as the session lives, with no reuse alarm.
-   * The same token with another key, or with none, after the grace window is
-   * reuse (REFRESH_TOKEN_REUSED). Only its hash is stored.
+   * new access token) for as long as the session lives and that successor has
+   * not been rotated itself, with no reuse alarm. The same token with another
+   * key, or with none, after the grace window is reuse (REFRESH_TOKEN_REUSED),
+   * and so is the same key once the successor was rotated. Only its hash is
+   * stored. INVALID_FIELD (field idempotency_key) if malformed.
    *
    * @generated from field: string idempotency_key = 2;
    */
