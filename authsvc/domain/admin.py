@@ -55,6 +55,8 @@ class AdminEvent(enum.StrEnum):
     LOGIN_THROTTLE_CLEARED = "admin_login_throttle_cleared"
     AUDIT_LISTED = "admin_audit_listed"
     PASSWORD_RESET_TOKEN_CREATED = "admin_password_reset_token_created"  # noqa: S105
+    WEBHOOK_DELIVERIES_LISTED = "admin_webhook_deliveries_listed"
+    WEBHOOK_DELIVERY_RETRIED = "admin_webhook_delivery_retried"
 
 
 def admin_event(

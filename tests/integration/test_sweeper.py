@@ -102,6 +102,7 @@ def _sweeper(
         known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
         revocation_retention=config.effective_revocation_retention,
+        webhook_delivery_retention=config.webhook_delivery_retention,
         sleep=sleep,
     )
 

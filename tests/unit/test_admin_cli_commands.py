@@ -19,6 +19,4 @@ _BEING_BUILT = {
     "GetSession",
     "GetSessionLineage",
     "RevokeSessions",
-    "ListWebhookDeliveries",
-    "RetryWebhookDelivery",
 }
