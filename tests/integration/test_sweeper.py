@@ -236,6 +236,15 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             uuid.uuid4(),
             now - IN_FLIGHT_EXPIRY - second,
         )
+        await conn.execute(  # webhook_deliveries: one delivered before the retention
+            "INSERT INTO webhook_deliveries (id, endpoint, event_type, occurred_at, user_id,"
+            " data, state, next_attempt_at, last_attempt_at)"
+            " VALUES ($1, 'http://127.0.0.1/', 'session.created', $2, $3, '{}', 'delivered',"
+            " $2, $2)",
+            uuid.uuid4(),
+            now - config.webhook_delivery_retention - second,
+            user_id,
+        )
 
 
 async def test_sweep_deletes_and_counts_one_due_row_of_every_kind_it_declares(

@@ -39,6 +39,7 @@ from tests.helpers import (
     unused_port,
 )
 from tests.processes import eventually
+from tests.runbook import ROOT, bash, fenced_after, pointed_at, set_once
 from tests.webhook_receiver import Delivered, Receiver
 
 pytestmark = pytest.mark.asyncio
@@ -601,3 +602,39 @@ async def test_the_sweeper_deletes_deliveries_settled_past_the_retention(
     assert counts["webhook_deliveries"] == 1
     # Bob's delivery is pending: kept, however old.
     assert await hooked.server.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+
+
+async def test_deleting_the_user_erases_the_addresses_its_events_carry(
+    hooked: AdminLaunched,
+) -> None:
+    signed_in = await register(hooked.stub, email=EMAIL)
+
+    await hooked.admin.DeleteUser(
+        admin_pb.DeleteUserRequest(user_id=signed_in.user_id, reason="erasure request"),
+        metadata=hooked.as_operator,
+    )
+
+    rows = await hooked.server.pool.fetch("SELECT event_type, data FROM webhook_deliveries")
+    assert sorted(row["event_type"] for row in rows) == ["session.created", "session.ended"]
+    assert all("ip_address" not in row["data"] for row in rows)
+
+
+async def test_the_webhook_grpcurl_examples_run_top_to_bottom(
+    hooked: AdminLaunched, receiver: Receiver, clock: FrozenClock
+) -> None:
+    await register(hooked.stub, email=EMAIL)
+    await failed_for_good(hooked, receiver, clock)
+    [failed] = await hooked.server.pool.fetch("SELECT id FROM webhook_deliveries")
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    script = pointed_at(fenced_after(operations, "webhooks-grpcurl"), hooked.server.port)
+    script = set_once(script, "KEY", hooked.as_operator[0][1].removeprefix("Bearer "))
+
+    status, stdout, stderr = await bash("set -euo pipefail\n" + script)
+
+    assert status == 0, stderr
+    # The failed listing, the retry's answer, then the pending listing: one delivery in each.
+    assert stdout.count(f'"deliveryId": "{failed["id"]}"') == 3, stdout
+    failed_at = stdout.find('"state": "WEBHOOK_DELIVERY_STATE_FAILED"')
+    assert -1 < failed_at < stdout.find('"lastHttpStatus": 503'), stdout
+    assert stdout.count('"state": "WEBHOOK_DELIVERY_STATE_PENDING"') == 2, stdout
+    assert failed_at < stdout.find('"state": "WEBHOOK_DELIVERY_STATE_PENDING"'), stdout
