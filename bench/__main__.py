@@ -5,13 +5,14 @@ Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10
      [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
      [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
      [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
-     [--database-url URL] [--baseline DIR] [--telemetry]
+     [--database-url URL] [--baseline DIR] [--telemetry] [--webhooks]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -35,7 +36,16 @@ import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
 from authsvc.service_keys import mint_service_key
-from bench import crypto, load, otlp_sink, peer, report, revocation_propagation, verify_offline
+from bench import (
+    crypto,
+    load,
+    otlp_sink,
+    peer,
+    report,
+    revocation_propagation,
+    slow_receiver,
+    verify_offline,
+)
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -44,6 +54,7 @@ from bench.servers import (
     start_authsvc,
     start_empty_server,
     start_otlp_sink,
+    start_slow_receiver,
     wait_serving,
     with_key_encryption_keys,
 )
@@ -164,6 +175,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "OTLP sink that drops), and with tracing sampling 10%%, and run each authsvc scenario "
         "on all four in turns",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="also serve this checkout with webhooks on, every Login and Refresh an event, "
+        "to a receiver that answers after 5 s, and run each authsvc scenario on both in turns",
+    )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
@@ -206,6 +223,8 @@ class Bench:
         # --telemetry: this checkout again, with telemetry on, by what is on.
         self.telemetry: dict[str, ServerProcess] = {}
         self.otlp_sink: ServerProcess | None = None
+        # --webhooks: the endpoint its server posts to (its server joins self.telemetry).
+        self.slow_receiver: ServerProcess | None = None
         self.empty: ServerProcess | None = None
         self.peer: ServerProcess | None = None
         # Why the peer could not run, if it could not.
@@ -519,6 +538,38 @@ class Bench:
         for server in self.telemetry.values():
             await wait_serving(server.target)
 
+    async def start_webhooks(self) -> None:
+        """The --webhooks server: this checkout, every Login and Refresh an event (an idle
+        threshold of 1 ms), delivered to a receiver that answers after 5 s. A variant
+        beside the --telemetry ones, run in turns with them."""
+        args, work_dir = self.args, self.work_dir
+        self.slow_receiver = start_slow_receiver(work_dir, cpus=args.load_cpus)
+        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        self.telemetry[report.WEBHOOKS_SLOW] = server = start_authsvc(
+            self.dsn,
+            work_dir,
+            args.server_log_level,
+            workers=args.workers,
+            cpus=args.server_cpus,
+            name="authsvc-webhooks",
+            settings={
+                "AUTHSVC_WEBHOOK_URLS": f"http://{self.slow_receiver.target}/hooks",
+                "AUTHSVC_WEBHOOK_SECRET": secret,
+                "AUTHSVC_WEBHOOK_IDLE_THRESHOLD": "1ms",
+            },
+        )
+        await wait_serving(server.target)
+
+    def stop_webhooks(self) -> int | None:
+        """Stop the receiver (after the servers); the requests it received, None without
+        --webhooks."""
+        if self.slow_receiver is None:
+            return None
+        self.slow_receiver.stop()
+        return slow_receiver.received_requests(
+            self.slow_receiver.log_path.read_text(errors="replace")
+        )
+
     def stop_telemetry(self) -> int | None:
         """Stop the --telemetry servers (flushing their spans), then the sink; the spans it
         received, None without --telemetry."""
@@ -712,6 +763,8 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             await wait_serving(bench.baseline.target)
         if args.telemetry:
             await bench.start_telemetry()
+        if args.webhooks:
+            await bench.start_webhooks()
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -766,6 +819,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             )
     finally:
         exported_spans = bench.stop_telemetry()
+        received_requests = bench.stop_webhooks()
         warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
         for variant_server in bench.telemetry.values():
             warnings += _warnings_logged(variant_server)
@@ -794,6 +848,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "server_log_level": args.server_log_level,
             "baseline": str(args.baseline or ""),
             "telemetry": args.telemetry,
+            "webhooks": args.webhooks,
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
@@ -804,6 +859,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "ratios": report.ratios(summaries, crypto_summary),
         "cpu_ratios": report.cpu_ratios(summaries),
         "telemetry": report.telemetry_costs(summaries, exported_spans),
+        "webhooks": report.webhook_costs(summaries, received_requests),
         "peer": {
             "name": "better-auth",
             "unavailable": bench.peer_unavailable,

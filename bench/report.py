@@ -137,6 +137,45 @@ METRICS_AND_TRACING = "metrics+tracing"
 # Tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1: the cost's lever.
 METRICS_AND_SAMPLED_TRACING = "metrics+tracing 10%"
 TELEMETRY_VARIANTS = (METRICS, METRICS_AND_TRACING, METRICS_AND_SAMPLED_TRACING)
+# The --webhooks variant: every Login and Refresh writes an event for a receiver that
+# answers after 5 s.
+WEBHOOKS_SLOW = "webhooks, 5 s receiver"
+
+
+def webhook_costs(summaries: dict[str, dict[str, Any]], received: int | None) -> dict[str, Any]:
+    """Each scenario run with --webhooks: latency (p50, p99) and calls/s without webhooks and
+    with them to the slow receiver (medians of the same run)."""
+    out: dict[str, Any] = {}
+    for name in summaries:
+        hooked = summaries.get(f"{name} ({WEBHOOKS_SLOW})")
+        if hooked is None:
+            continue
+        out[name] = {
+            variant: {
+                key: figures[key]["median"]
+                for key in ("p50_ms", "p99_ms", "calls_per_s")
+                if key in figures
+            }
+            for variant, figures in (("off", summaries[name]), (WEBHOOKS_SLOW, hooked))
+        }
+    if out:
+        out["receiver_requests"] = received
+    return out
+
+
+def _webhook_lines(costs: dict[str, Any]) -> list[str]:
+    lines = ["\nwebhooks: without, and to a receiver answering after 5 s (medians, same run)"]
+    for name, variants in costs.items():
+        if name == "receiver_requests":
+            continue
+        parts = [
+            f"{variant}: p50 {v.get('p50_ms', float('nan')):.2f} ms, "
+            f"p99 {v.get('p99_ms', float('nan')):.2f} ms, {v.get('calls_per_s', 0):.0f}/s"
+            for variant, v in variants.items()
+        ]
+        lines.append(f"  {name:<22} " + "; ".join(parts))
+    lines.append(f"  the receiver got {costs.get('receiver_requests')} requests")
+    return lines
 
 
 def telemetry_costs(
@@ -287,6 +326,8 @@ def table(report: dict[str, Any]) -> str:
             )
     if report.get("telemetry"):
         out.extend(_telemetry_lines(report["telemetry"]))
+    if report.get("webhooks"):
+        out.extend(_webhook_lines(report["webhooks"]))
     peer_report = report.get("peer") or {}
     if peer_report.get("unavailable"):
         out.append(f"\npeer {peer_report['name']} could not run: {peer_report['unavailable']}")

@@ -280,6 +280,14 @@ def start_otlp_sink(work_dir: Path, *, cpus: Sequence[int] = ()) -> ServerProces
     return spawn("OTLP sink", _pinned(argv, cpus), dict(os.environ), work_dir / "otlp_sink.log")
 
 
+def start_slow_receiver(work_dir: Path, *, cpus: Sequence[int] = ()) -> ServerProcess:
+    """A webhook endpoint that answers each request after 5 s (bench/slow_receiver.py)."""
+    argv = [sys.executable, "-m", "bench.slow_receiver"]
+    return spawn(
+        "webhook receiver", _pinned(argv, cpus), dict(os.environ), work_dir / "slow_receiver.log"
+    )
+
+
 async def wait_serving(target: str, within: float = 60.0) -> None:
     """Until authsvc has migrated and loaded its keys (health SERVING)."""
     async with grpc.aio.insecure_channel(target) as channel:
