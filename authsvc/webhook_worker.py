@@ -166,9 +166,13 @@ class WebhookWorker:
         """Deliver until cancelled: at once while batches come full, else every poll
         interval. A failed pass (a database outage, or a bug) is logged and the next one
         runs on time."""
+        wiring_checked = False
         while True:
             attempted = 0
             try:
+                if not wiring_checked:
+                    await self._check_wiring()
+                    wiring_checked = True
                 attempted = await self.run_once()
                 if attempted < self._concurrency:
                     backlog = await self._store.backlog(at_most=_BACKLOG_COUNTED)
@@ -181,6 +185,18 @@ class WebhookWorker:
                 _log.exception("webhook delivery failed", extra={"event": "webhook_pass_failed"})
             if attempted < self._concurrency:
                 await self._sleep(self._poll_interval.total_seconds())
+
+    async def _check_wiring(self) -> None:
+        """Say so if the pool's connections write no events for an endpoint this worker
+        posts to (a pool made without `outbox_settings`): it would wait for ever."""
+        missing = sorted(set(self._endpoints) - set(await self._store.outbox_endpoints()))
+        if missing:
+            _log.error(
+                "webhooks configured, but the database connections write no events for %d "
+                "of the endpoints: the pool was made without the outbox settings",
+                len(missing),
+                extra={"event": "webhook_outbox_unwired"},
+            )
 
     async def aclose(self) -> None:
         """Close the HTTP connections; after `run` has been cancelled."""

@@ -78,6 +78,11 @@ class WebhookDeliveryStore(Protocol):
         again since (its attempts moved on) or retried by an operator."""
         ...
 
+    async def outbox_endpoints(self) -> tuple[str, ...]:
+        """The endpoints the triggers write events for on this store's connections (the
+        pool's server settings); empty: they write none."""
+        ...
+
     async def backlog(self, *, at_most: int) -> int:
         """How many deliveries are pending, counted up to `at_most`."""
         ...

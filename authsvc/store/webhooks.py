@@ -65,6 +65,7 @@ FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::timestampt
     AS o(id, attempts, state, attempted_at, next_attempt_at, http_status, error)
 WHERE d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending'
 """
+_OUTBOX_ENDPOINTS = "SELECT current_setting('authsvc.webhook_endpoints', true)"
 _BACKLOG = """
 SELECT count(*) FROM (SELECT FROM webhook_deliveries WHERE state = 'pending' LIMIT $1) AS p
 """
@@ -161,6 +162,11 @@ class PgWebhookDeliveryStore:
                 [o.http_status for o in outcomes],
                 [o.error for o in outcomes],
             )
+
+    async def outbox_endpoints(self) -> tuple[str, ...]:
+        async with translate_errors():
+            setting = await self._pool.fetchval(_OUTBOX_ENDPOINTS)
+        return tuple(setting.split()) if setting else ()
 
     async def backlog(self, *, at_most: int) -> int:
         async with translate_errors():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -638,3 +639,19 @@ async def test_the_webhook_grpcurl_examples_run_top_to_bottom(
     assert -1 < failed_at < stdout.find('"lastHttpStatus": 503'), stdout
     assert stdout.count('"state": "WEBHOOK_DELIVERY_STATE_PENDING"') == 2, stdout
     assert failed_at < stdout.find('"state": "WEBHOOK_DELIVERY_STATE_PENDING"'), stdout
+
+
+async def test_a_worker_whose_pool_writes_no_events_says_so(
+    launch_admin: LaunchAdmin, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The shared test pool was made without the outbox settings, as an embedder might.
+    caplog.set_level(logging.ERROR, logger="authsvc.webhook_worker")
+
+    await launch_admin(webhook_urls=receiver.url, webhook_secret=SECRET)
+
+    async def said() -> bool:
+        return any(
+            getattr(record, "event", "") == "webhook_outbox_unwired" for record in caplog.records
+        )
+
+    await eventually(said)
