@@ -54,7 +54,7 @@ from bench.servers import (
     start_authsvc,
     start_empty_server,
     start_otlp_sink,
-    start_slow_receiver,
+    start_webhook_receiver,
     wait_serving,
     with_key_encryption_keys,
 )
@@ -223,8 +223,8 @@ class Bench:
         # --telemetry: this checkout again, with telemetry on, by what is on.
         self.telemetry: dict[str, ServerProcess] = {}
         self.otlp_sink: ServerProcess | None = None
-        # --webhooks: the endpoint its server posts to (its server joins self.telemetry).
-        self.slow_receiver: ServerProcess | None = None
+        # --webhooks: the endpoints their servers post to (the servers join self.telemetry).
+        self.webhook_receivers: dict[str, ServerProcess] = {}
         self.empty: ServerProcess | None = None
         self.peer: ServerProcess | None = None
         # Why the peer could not run, if it could not.
@@ -539,36 +539,47 @@ class Bench:
             await wait_serving(server.target)
 
     async def start_webhooks(self) -> None:
-        """The --webhooks server: this checkout, every Login and Refresh an event (an idle
-        threshold of 1 ms), delivered to a receiver that answers after 5 s. A variant
-        beside the --telemetry ones, run in turns with them."""
+        """The --webhooks servers: this checkout, every Login and Refresh an event (an idle
+        threshold of 1 ms), one delivering to a receiver that answers at once, one to a
+        receiver that answers after 5 s: what writing events costs, and what a slow
+        endpoint adds (nothing on an RPC's path waits on it). Variants beside the
+        --telemetry ones, run in turns with them."""
         args, work_dir = self.args, self.work_dir
-        self.slow_receiver = start_slow_receiver(work_dir, cpus=args.load_cpus)
         secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-        self.telemetry[report.WEBHOOKS_SLOW] = server = start_authsvc(
-            self.dsn,
-            work_dir,
-            args.server_log_level,
-            workers=args.workers,
-            cpus=args.server_cpus,
-            name="authsvc-webhooks",
-            settings={
-                "AUTHSVC_WEBHOOK_URLS": f"http://{self.slow_receiver.target}/hooks",
-                "AUTHSVC_WEBHOOK_SECRET": secret,
-                "AUTHSVC_WEBHOOK_IDLE_THRESHOLD": "1ms",
-            },
-        )
-        await wait_serving(server.target)
+        for index, (variant, delay) in enumerate(
+            zip(report.WEBHOOK_VARIANTS, (0.0, 5.0), strict=True)
+        ):
+            receiver = start_webhook_receiver(
+                work_dir, delay=delay, name=f"webhook-receiver-{index + 1}", cpus=args.load_cpus
+            )
+            self.webhook_receivers[variant] = receiver
+            self.telemetry[variant] = start_authsvc(
+                self.dsn,
+                work_dir,
+                args.server_log_level,
+                workers=args.workers,
+                cpus=args.server_cpus,
+                name=f"authsvc-webhooks-{index + 1}",
+                settings={
+                    "AUTHSVC_WEBHOOK_URLS": f"http://{receiver.target}/hooks",
+                    "AUTHSVC_WEBHOOK_SECRET": secret,
+                    "AUTHSVC_WEBHOOK_IDLE_THRESHOLD": "1ms",
+                },
+            )
+        for variant in report.WEBHOOK_VARIANTS:
+            await wait_serving(self.telemetry[variant].target)
 
-    def stop_webhooks(self) -> int | None:
-        """Stop the receiver (after the servers); the requests it received, None without
+    def stop_webhooks(self) -> dict[str, int | None] | None:
+        """Stop the receivers (after the servers); the requests each received, None without
         --webhooks."""
-        if self.slow_receiver is None:
+        if not self.webhook_receivers:
             return None
-        self.slow_receiver.stop()
-        return slow_receiver.received_requests(
-            self.slow_receiver.log_path.read_text(errors="replace")
-        )
+        received = {}
+        for variant, receiver in self.webhook_receivers.items():
+            receiver.stop()
+            log = receiver.log_path.read_text(errors="replace")
+            received[variant] = slow_receiver.received_requests(log)
+        return received
 
     def stop_telemetry(self) -> int | None:
         """Stop the --telemetry servers (flushing their spans), then the sink; the spans it

@@ -137,18 +137,27 @@ METRICS_AND_TRACING = "metrics+tracing"
 # Tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1: the cost's lever.
 METRICS_AND_SAMPLED_TRACING = "metrics+tracing 10%"
 TELEMETRY_VARIANTS = (METRICS, METRICS_AND_TRACING, METRICS_AND_SAMPLED_TRACING)
-# The --webhooks variant: every Login and Refresh writes an event for a receiver that
-# answers after 5 s.
+# The --webhooks variants: every Login and Refresh writes an event, for a receiver that
+# answers at once, and for one that answers after 5 s.
+WEBHOOKS_FAST = "webhooks, instant receiver"
 WEBHOOKS_SLOW = "webhooks, 5 s receiver"
+WEBHOOK_VARIANTS = (WEBHOOKS_FAST, WEBHOOKS_SLOW)
 
 
-def webhook_costs(summaries: dict[str, dict[str, Any]], received: int | None) -> dict[str, Any]:
-    """Each scenario run with --webhooks: latency (p50, p99) and calls/s without webhooks and
-    with them to the slow receiver (medians of the same run)."""
+def webhook_costs(
+    summaries: dict[str, dict[str, Any]], received: dict[str, int | None] | None
+) -> dict[str, Any]:
+    """Each scenario run with --webhooks: latency (p50, p99) and calls/s without webhooks,
+    with them to a receiver that answers at once and to one that answers after 5 s
+    (medians of the same run). `received`: requests each receiver got."""
     out: dict[str, Any] = {}
     for name in summaries:
-        hooked = summaries.get(f"{name} ({WEBHOOKS_SLOW})")
-        if hooked is None:
+        variants = {"off": summaries[name]} | {
+            variant: summaries[f"{name} ({variant})"]
+            for variant in WEBHOOK_VARIANTS
+            if f"{name} ({variant})" in summaries
+        }
+        if len(variants) == 1:
             continue
         out[name] = {
             variant: {
@@ -156,7 +165,7 @@ def webhook_costs(summaries: dict[str, dict[str, Any]], received: int | None) ->
                 for key in ("p50_ms", "p99_ms", "calls_per_s")
                 if key in figures
             }
-            for variant, figures in (("off", summaries[name]), (WEBHOOKS_SLOW, hooked))
+            for variant, figures in variants.items()
         }
     if out:
         out["receiver_requests"] = received
@@ -164,7 +173,7 @@ def webhook_costs(summaries: dict[str, dict[str, Any]], received: int | None) ->
 
 
 def _webhook_lines(costs: dict[str, Any]) -> list[str]:
-    lines = ["\nwebhooks: without, and to a receiver answering after 5 s (medians, same run)"]
+    lines = ["\nwebhooks: off, and on to receivers answering at once and after 5 s (medians)"]
     for name, variants in costs.items():
         if name == "receiver_requests":
             continue
@@ -173,8 +182,9 @@ def _webhook_lines(costs: dict[str, Any]) -> list[str]:
             f"p99 {v.get('p99_ms', float('nan')):.2f} ms, {v.get('calls_per_s', 0):.0f}/s"
             for variant, v in variants.items()
         ]
-        lines.append(f"  {name:<22} " + "; ".join(parts))
-    lines.append(f"  the receiver got {costs.get('receiver_requests')} requests")
+        lines.append(f"  {name}: " + "; ".join(parts))
+    for variant, count in (costs.get("receiver_requests") or {}).items():
+        lines.append(f"  the receiver of '{variant}' got {count} requests")
     return lines
 
 
