@@ -132,3 +132,17 @@ async def test_admin_clear_login_throttle_prints_an_empty_answer(
     run = await _admin(admin_server, "clear-login-throttle", "--email", "dan@example.com")
 
     assert (run.code, json.loads(run.stdout)) == (0, {}), run.stderr
+
+
+async def test_admin_retrying_an_unknown_webhook_delivery_exits_1_with_the_reason(
+    admin_server: AdminLaunched,
+) -> None:
+    run = await _admin(
+        admin_server,
+        "retry-webhook-delivery",
+        "--delivery-id",
+        "00000000-0000-4000-8000-000000000000",
+    )
+
+    assert run.code == 1
+    assert run.stderr.startswith("authsvc admin: WEBHOOK_DELIVERY_NOT_FOUND")

@@ -39,7 +39,7 @@ from tests.helpers import (
     register,
     unused_port,
 )
-from tests.processes import eventually
+from tests.processes import authsvc_env, eventually, run_authsvc
 from tests.runbook import ROOT, bash, fenced_after, pointed_at, set_once
 from tests.webhook_receiver import Delivered, Receiver
 
@@ -655,3 +655,29 @@ async def test_a_worker_whose_pool_writes_no_events_says_so(
         )
 
     await eventually(said)
+
+
+async def test_authsvc_admin_lists_a_failed_delivery_and_retries_it(
+    hooked: AdminLaunched, receiver: Receiver, clock: FrozenClock
+) -> None:
+    await register(hooked.stub, email=EMAIL)
+    await failed_for_good(hooked, receiver, clock)
+    operator = {"AUTHSVC_OPERATOR_KEY": hooked.as_operator[0][1].removeprefix("Bearer ")}
+    address = ("--address", f"127.0.0.1:{hooked.server.port}")
+
+    listed = await run_authsvc(
+        "admin", "list-webhook-deliveries", *address, env=authsvc_env(None, **operator)
+    )
+    [failed] = json.loads(listed.stdout)["deliveries"]
+    retried = await run_authsvc(
+        "admin",
+        "retry-webhook-delivery",
+        "--delivery-id",
+        failed["delivery_id"],
+        *address,
+        env=authsvc_env(None, **operator),
+    )
+
+    assert (listed.code, retried.code) == (0, 0), listed.stderr + retried.stderr
+    assert failed["state"] == "WEBHOOK_DELIVERY_STATE_FAILED"
+    assert json.loads(retried.stdout)["delivery"]["state"] == "WEBHOOK_DELIVERY_STATE_PENDING"
