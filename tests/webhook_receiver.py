@@ -22,11 +22,11 @@ class Delivered:
 @dataclass
 class Receiver:
     """Listens on `port` between `start()` and `stop()`; refused connections otherwise.
-    Answers `status` after `delay` seconds."""
+    Answers `status`, once `held` is set if given."""
 
     port: int
     status: int = 204
-    delay: float = 0.0
+    held: asyncio.Event | None = None
     received: list[Delivered] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -40,8 +40,8 @@ class Receiver:
         async with self._arrived:
             self.received.append(Delivered(dict(request.headers), body))
             self._arrived.notify_all()
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.held is not None:
+            await self.held.wait()
         return web.Response(status=self.status)
 
     async def start(self) -> None:

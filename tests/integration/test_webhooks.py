@@ -7,6 +7,7 @@ tests drive the sweeper; one test runs the loop itself."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -681,3 +682,39 @@ async def test_authsvc_admin_lists_a_failed_delivery_and_retries_it(
     assert (listed.code, retried.code) == (0, 0), listed.stderr + retried.stderr
     assert failed["state"] == "WEBHOOK_DELIVERY_STATE_FAILED"
     assert json.loads(retried.stdout)["delivery"]["state"] == "WEBHOOK_DELIVERY_STATE_PENDING"
+
+
+async def test_a_hanging_endpoint_holds_no_connection_and_delays_no_call(
+    hooked: AdminLaunched, receiver: Receiver
+) -> None:
+    await register(hooked.stub, email=EMAIL)
+    receiver.held = asyncio.Event()
+    posting = asyncio.create_task(worker_of(hooked).run_once())
+    try:
+        await receiver.wait_for(1, within=WITHIN)
+        server_pool = hooked.server.pool
+
+        in_use = server_pool.get_size() - server_pool.get_idle_size()
+        # A sign-in while the post hangs: answered, and its own event written.
+        await login(hooked.stub, email=EMAIL)
+    finally:
+        receiver.held.set()
+        await posting
+
+    assert in_use == 0
+    assert await hooked.server.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 2
+
+
+async def test_two_replicas_share_the_outbox_without_posting_an_event_twice(
+    start_hooked: StartHooked, receiver: Receiver
+) -> None:
+    first = await start_hooked(receiver.url)
+    second = await start_hooked(receiver.url)
+    for n in range(20):
+        await register(first.stub, email=f"user{n}@example.com")
+
+    await asyncio.gather(deliver_all(first), deliver_all(second))
+
+    delivered = await receiver.wait_for(20, within=WITHIN)
+    assert len({d.headers["webhook-id"] for d in delivered}) == 20
+    assert len(receiver.received) == 20
