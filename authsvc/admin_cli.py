@@ -218,6 +218,28 @@ def _revoke_sessions_request(args: argparse.Namespace) -> Message:
     return pb.RevokeSessionsRequest(filter=which, reason=args.reason, dry_run=args.dry_run)
 
 
+# By the proto's names: --state failed is WEBHOOK_DELIVERY_STATE_FAILED.
+_DELIVERY_STATES = {
+    name.removeprefix("WEBHOOK_DELIVERY_STATE_").lower(): number
+    for name, number in pb.WebhookDeliveryState.items()
+    if number != pb.WEBHOOK_DELIVERY_STATE_UNSPECIFIED
+}
+
+
+def _list_webhook_deliveries(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        choices=sorted(_DELIVERY_STATES),
+        default="failed",
+        help="only deliveries in this state (failed)",
+    )
+    _page(parser)
+
+
+def _delivery_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--delivery-id", required=True, help="the delivery (its webhook-id)")
+
+
 # Every AdminService RPC has one (a test checks it against the service's descriptor).
 COMMANDS: Mapping[str, AdminCommand] = {
     "get-user": AdminCommand(
@@ -296,6 +318,22 @@ COMMANDS: Mapping[str, AdminCommand] = {
         # Batches of 500 sessions: a large run takes longer than one call's usual bound;
         # one cut short is finished by running it again.
         timeout=600.0,
+    ),
+    "list-webhook-deliveries": AdminCommand(
+        "ListWebhookDeliveries",
+        "list webhook deliveries in a state (failed), newest first, a page at a time",
+        _list_webhook_deliveries,
+        lambda a: pb.ListWebhookDeliveriesRequest(
+            state=_DELIVERY_STATES[a.state],
+            page_size=a.page_size,
+            page_token=a.page_token,
+        ),
+    ),
+    "retry-webhook-delivery": AdminCommand(
+        "RetryWebhookDelivery",
+        "queue a failed webhook delivery again, with fresh attempts",
+        _delivery_id,
+        lambda a: pb.RetryWebhookDeliveryRequest(delivery_id=a.delivery_id),
     ),
 }
 

@@ -57,6 +57,7 @@ from authsvc.domain.throttle import (
     SignUpLimits,
     SignUpThrottle,
 )
+from authsvc.domain.webhook_deliveries import WebhookDeliveries
 from authsvc.geoip import open_geoip_database
 from authsvc.ports import BindFailed, bind_listener, probe_port
 from authsvc.store.accounts import PgAccountStore
@@ -75,6 +76,7 @@ from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
 from authsvc.store.throttle import PgLoginThrottleStore
 from authsvc.store.users import PgUserStore, canonicalize_queued_emails
+from authsvc.store.webhooks import PgWebhookDeliveryStore
 from authsvc.sweeper import Sweeper
 from authsvc.telemetry import metrics
 from authsvc.telemetry.sampler import Sampler
@@ -85,6 +87,7 @@ from authsvc.v1 import (
     auth_service_pb2,
     auth_service_pb2_grpc,
 )
+from authsvc.webhook_worker import WebhookWorker
 
 if TYPE_CHECKING:
     # Imported by the caller only with tracing on: off, OpenTelemetry is never loaded.
@@ -100,6 +103,7 @@ __all__ = [
     "build_revocation_feed",
     "build_session_service",
     "build_sweeper",
+    "build_webhook_worker",
     "connection_options",
     "migrate_database",
 ]
@@ -187,6 +191,8 @@ class AuthServer:
             store=PgErasureStore(pool), sessions=self.sessions, clock=clock
         )
         self.sweeper = build_sweeper(config, pool, clock)
+        # None without endpoints: then the pool's triggers write no events either.
+        self.webhooks = build_webhook_worker(config, pool, clock)
         # Runs (with metrics on) where the sweeper runs: one process of a supervisor.
         self.sampler = Sampler(
             PgSessionCensus(pool), clock, interval=config.metrics_sample_interval
@@ -272,6 +278,7 @@ class AuthServer:
                     store=PgBulkRevocationStore(pool), sessions=self.sessions, clock=clock
                 ),
                 lineages=SessionLineages(store=PgLineageStore(pool), clock=clock),
+                webhooks=WebhookDeliveries(PgWebhookDeliveryStore(pool), clock),
             ),
             self._server,
         )
@@ -366,6 +373,8 @@ class AuthServer:
             if not isinstance(outcome, asyncio.CancelledError | None):
                 _log.warning("background task ended with %r", outcome, extra={"event": "stop"})
         self._tasks.clear()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
         if self.revocation_feed is not None:
             await self.revocation_feed.aclose()
         await self.throttle.aclose()
@@ -432,6 +441,9 @@ class AuthServer:
         await self._set_serving(True)
         self.ready.set()
         _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})
+        if self.webhooks is not None:
+            # Every process: SKIP LOCKED claims share the outbox among them.
+            self._spawn(self.webhooks.run())
         if self._runs_sweeper:
             self._spawn(self.sweeper.run())
             if self.config.metrics:
@@ -662,6 +674,23 @@ def build_revocation_feed(
     )
 
 
+def build_webhook_worker(config: Config, pool: Pool, clock: Clock) -> WebhookWorker | None:
+    """The worker that posts the outbox; None when no endpoint is configured. The pool's
+    connections must carry `outbox_settings` for events to be written at all."""
+    secrets = config.webhook_secrets
+    if not config.webhook_urls or secrets is None:
+        return None
+    return WebhookWorker(
+        PgWebhookDeliveryStore(pool),
+        clock,
+        endpoints=config.webhook_urls,
+        secrets=secrets.keys,
+        timeout=config.webhook_timeout,
+        concurrency=config.webhook_concurrency,
+        poll_interval=config.webhook_poll_interval,
+    )
+
+
 def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
     return Sweeper(
         PgSweepStore(pool),
@@ -675,4 +704,5 @@ def build_sweeper(config: Config, pool: Pool, clock: Clock) -> Sweeper:
         known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
         revocation_retention=config.effective_revocation_retention,
+        webhook_delivery_retention=config.webhook_delivery_retention,
     )

@@ -63,6 +63,7 @@ from authsvc.store.audit import PgAuditStore
 from authsvc.store.migrate import apply_migrations, pending_migrations
 from authsvc.store.pool import Pool, create_pool
 from authsvc.store.users import PgUserStore
+from authsvc.store.webhooks import outbox_settings
 from authsvc.tls import client_tls
 from authsvc.workers import SWEEPING_WORKER, report_listening, supervise, watch_supervisor
 
@@ -97,6 +98,10 @@ async def _pool(config: Config, dsn: str, *, min_size: int | None = None) -> Asy
         max_size=config.db_pool_max_size,
         connect_timeout=config.db_connect_timeout,
         statement_timeout=config.db_statement_timeout,
+        # Every connection that may start, refresh or end a session writes its events.
+        server_settings=outbox_settings(
+            config.webhook_urls, idle_after=config.webhook_idle_threshold
+        ),
     )
     try:
         yield pool

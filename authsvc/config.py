@@ -31,6 +31,12 @@ from typing import Any, TypeVar, cast
 
 from authsvc.core.session_limits import SessionLimitPolicy
 from authsvc.service_keys import ServiceKeys, parse_service_keys
+from authsvc.webhook_settings import (
+    WebhookSecrets,
+    parse_webhook_secrets,
+    parse_webhook_secrets_file,
+    parse_webhook_urls,
+)
 
 __all__ = [
     "AUDIT",
@@ -349,6 +355,7 @@ LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
 SERVICES = Group("Service credentials", (SERVE,))
 FEED = Group("Revocation feed", (SERVE,))
+WEBHOOKS = Group("Webhooks: session events to HTTP", (SERVE,))
 METRICS = Group("Metrics", (SERVE,))
 TRACING = Group("Tracing", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
@@ -366,6 +373,7 @@ GROUPS = (
     SWEEPER,
     SERVICES,
     FEED,
+    WEBHOOKS,
     METRICS,
     TRACING,
     LOGGING,
@@ -790,6 +798,58 @@ class Config:
     audit_retention: timedelta = _setting(
         parse_duration, "90d", "Keep audit events this long.", SWEEPER
     )
+    webhook_delivery_retention: timedelta = _setting(
+        parse_duration,
+        "7d",
+        "Keep webhook deliveries this long after their last attempt, delivered or failed.",
+        SWEEPER,
+    )
+    webhook_urls: tuple[str, ...] = _setting(
+        parse_webhook_urls,
+        "",
+        "HTTP(S) endpoints that receive session events (created, refreshed after idle, "
+        "ended), comma-separated; each gets every event. Empty: no events are written.",
+        WEBHOOKS,
+    )
+    webhook_secret: WebhookSecrets | None = _setting(
+        parse_webhook_secrets,
+        None,
+        "Secret(s) that sign each delivery, Standard Webhooks' `whsec_<base64>`, comma-"
+        "separated: every one signs, so receivers can move to a new one without a gap. "
+        "Needed with AUTHSVC_WEBHOOK_URLS.",
+        WEBHOOKS,
+        secret=True,
+    )
+    webhook_secret_file: WebhookSecrets | None = _setting(
+        parse_webhook_secrets_file,
+        None,
+        "A file holding AUTHSVC_WEBHOOK_SECRET's value, instead of it.",
+        WEBHOOKS,
+    )
+    webhook_idle_threshold: timedelta = _setting(
+        parse_positive_duration,
+        "24h",
+        "A Refresh of a session idle at least this long sends session.refreshed_after_idle.",
+        WEBHOOKS,
+    )
+    webhook_timeout: timedelta = _setting(
+        parse_positive_duration,
+        "5s",
+        "How long one delivery attempt waits for the endpoint's answer.",
+        WEBHOOKS,
+    )
+    webhook_concurrency: int = _setting(
+        parse_positive_int,
+        "8",
+        "Deliveries each process claims and posts at once.",
+        WEBHOOKS,
+    )
+    webhook_poll_interval: timedelta = _setting(
+        parse_positive_duration,
+        "1s",
+        "How often an idle process looks for due deliveries.",
+        WEBHOOKS,
+    )
     # Hashes only (the keys have 256 bits of entropy): the entries may sit in a ConfigMap.
     service_keys: ServiceKeys = _setting(
         parse_service_keys,
@@ -887,6 +947,11 @@ class Config:
     def http_listen_host(self) -> str:
         """The HTTP port's address: its own setting, else the gRPC port's."""
         return self.host if self.http_host is None else self.http_host
+
+    @property
+    def webhook_secrets(self) -> WebhookSecrets | None:
+        """The webhook secrets from the variable or its file, whichever is set."""
+        return self.webhook_secret or self.webhook_secret_file
 
     @property
     def configured_key_encryption_keys(self) -> KeyEncryptionKeys | None:
@@ -1102,6 +1167,7 @@ def _check_consistency(config: Config) -> None:
     problems = (
         *problems,
         *_service_problems(config),
+        *_webhook_problems(config),
         (
             config.metrics and config.http_port is None,
             "AUTHSVC_METRICS needs AUTHSVC_HTTP_PORT: /metrics is served on the HTTP port",
@@ -1131,6 +1197,20 @@ def _service_problems(config: Config) -> Sequence[tuple[bool, str]]:
             bool(_unknown_operators(config)),
             f"AUTHSVC_OPERATORS names {', '.join(_unknown_operators(config))}, which "
             "AUTHSVC_SERVICE_KEYS and AUTHSVC_SERVICE_IDENTITIES do not",
+        ),
+    )
+
+
+def _webhook_problems(config: Config) -> Sequence[tuple[bool, str]]:
+    return (
+        (
+            None not in (config.webhook_secret, config.webhook_secret_file),
+            "set AUTHSVC_WEBHOOK_SECRET or AUTHSVC_WEBHOOK_SECRET_FILE, not both",
+        ),
+        (
+            bool(config.webhook_urls) and config.webhook_secrets is None,
+            "AUTHSVC_WEBHOOK_URLS needs AUTHSVC_WEBHOOK_SECRET (or AUTHSVC_WEBHOOK_SECRET_FILE): "
+            "every delivery is signed",
         ),
     )
 

@@ -77,6 +77,7 @@ class Sweeper:
         known_address_retention: timedelta,
         refresh_grace: timedelta,
         revocation_retention: timedelta,
+        webhook_delivery_retention: timedelta,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
@@ -91,6 +92,7 @@ class Sweeper:
         self._known_address_retention = known_address_retention
         self._refresh_grace = refresh_grace
         self._revocation_retention = revocation_retention
+        self._webhook_delivery_retention = webhook_delivery_retention
 
     async def run_once(self) -> SweepCounts | None:
         """One full pass: how many rows of each kind it deleted; None if another replica
@@ -132,6 +134,7 @@ class Sweeper:
             attempts_before=now - IN_FLIGHT_EXPIRY,
             known_addresses_before=now - self._known_address_retention,
             revocations_before=now - self._revocation_retention,
+            webhook_deliveries_before=now - self._webhook_delivery_retention,
         )
 
     async def run(self) -> None:

@@ -5,13 +5,14 @@ Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10
      [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
      [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
      [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
-     [--database-url URL] [--baseline DIR] [--telemetry] [--lineage]
+     [--database-url URL] [--baseline DIR] [--telemetry] [--lineage] [--webhooks]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -35,7 +36,16 @@ import asyncpg
 
 from authsvc.embedded_db import start_embedded_postgres
 from authsvc.service_keys import mint_service_key
-from bench import crypto, load, otlp_sink, peer, report, revocation_propagation, verify_offline
+from bench import (
+    crypto,
+    load,
+    otlp_sink,
+    peer,
+    report,
+    revocation_propagation,
+    slow_receiver,
+    verify_offline,
+)
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -44,6 +54,7 @@ from bench.servers import (
     start_authsvc,
     start_empty_server,
     start_otlp_sink,
+    start_webhook_receiver,
     wait_serving,
     with_key_encryption_keys,
 )
@@ -172,6 +183,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "refresh_same_token and mixed on both in turns (pg_refresh with and without its "
         "lineage step): refresh lineage's cost",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="also serve this checkout with webhooks on, every Login and Refresh an event, "
+        "to a receiver that answers after 5 s, and run each authsvc scenario on both in turns",
+    )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
@@ -216,6 +233,8 @@ class Bench:
         self.otlp_sink: ServerProcess | None = None
         # --lineage: this checkout again, with refresh lineage off.
         self.lineage_off: ServerProcess | None = None
+        # --webhooks: the endpoints their servers post to (the servers join self.telemetry).
+        self.webhook_receivers: dict[str, ServerProcess] = {}
         self.empty: ServerProcess | None = None
         self.peer: ServerProcess | None = None
         # Why the peer could not run, if it could not.
@@ -548,6 +567,49 @@ class Bench:
         for server in self.telemetry.values():
             await wait_serving(server.target)
 
+    async def start_webhooks(self) -> None:
+        """The --webhooks servers: this checkout, every Login and Refresh an event (an idle
+        threshold of 1 ms), one delivering to a receiver that answers at once, one to a
+        receiver that answers after 5 s: what writing events costs, and what a slow
+        endpoint adds (nothing on an RPC's path waits on it). Variants beside the
+        --telemetry ones, run in turns with them."""
+        args, work_dir = self.args, self.work_dir
+        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        for index, (variant, delay) in enumerate(
+            zip(report.WEBHOOK_VARIANTS, (0.0, 5.0), strict=True)
+        ):
+            receiver = start_webhook_receiver(
+                work_dir, delay=delay, name=f"webhook-receiver-{index + 1}", cpus=args.load_cpus
+            )
+            self.webhook_receivers[variant] = receiver
+            self.telemetry[variant] = start_authsvc(
+                self.dsn,
+                work_dir,
+                args.server_log_level,
+                workers=args.workers,
+                cpus=args.server_cpus,
+                name=f"authsvc-webhooks-{index + 1}",
+                settings={
+                    "AUTHSVC_WEBHOOK_URLS": f"http://{receiver.target}/hooks",
+                    "AUTHSVC_WEBHOOK_SECRET": secret,
+                    "AUTHSVC_WEBHOOK_IDLE_THRESHOLD": "1ms",
+                },
+            )
+        for variant in report.WEBHOOK_VARIANTS:
+            await wait_serving(self.telemetry[variant].target)
+
+    def stop_webhooks(self) -> dict[str, int | None] | None:
+        """Stop the receivers (after the servers); the requests each received, None without
+        --webhooks."""
+        if not self.webhook_receivers:
+            return None
+        received = {}
+        for variant, receiver in self.webhook_receivers.items():
+            receiver.stop()
+            log = receiver.log_path.read_text(errors="replace")
+            received[variant] = slow_receiver.received_requests(log)
+        return received
+
     def stop_telemetry(self) -> int | None:
         """Stop the --telemetry servers (flushing their spans), then the sink; the spans it
         received, None without --telemetry."""
@@ -752,6 +814,8 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                 settings={"AUTHSVC_REFRESH_LINEAGE": "false"},
             )
             await wait_serving(bench.lineage_off.target)
+        if args.webhooks:
+            await bench.start_webhooks()
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -810,6 +874,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             )
     finally:
         exported_spans = bench.stop_telemetry()
+        received_requests = bench.stop_webhooks()
         warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
         warnings += _warnings_logged(bench.lineage_off)
         for variant_server in bench.telemetry.values():
@@ -840,6 +905,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "baseline": str(args.baseline or ""),
             "telemetry": args.telemetry,
             "lineage": args.lineage,
+            "webhooks": args.webhooks,
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
@@ -851,6 +917,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "cpu_ratios": report.cpu_ratios(summaries),
         "telemetry": report.telemetry_costs(summaries, exported_spans),
         "lineage": report.lineage_costs(summaries),
+        "webhooks": report.webhook_costs(summaries, received_requests),
         "peer": {
             "name": "better-auth",
             "unavailable": bench.peer_unavailable,

@@ -138,6 +138,55 @@ METRICS_AND_TRACING = "metrics+tracing"
 # Tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1: the cost's lever.
 METRICS_AND_SAMPLED_TRACING = "metrics+tracing 10%"
 TELEMETRY_VARIANTS = (METRICS, METRICS_AND_TRACING, METRICS_AND_SAMPLED_TRACING)
+# The --webhooks variants: every Login and Refresh writes an event, for a receiver that
+# answers at once, and for one that answers after 5 s.
+WEBHOOKS_FAST = "webhooks, instant receiver"
+WEBHOOKS_SLOW = "webhooks, 5 s receiver"
+WEBHOOK_VARIANTS = (WEBHOOKS_FAST, WEBHOOKS_SLOW)
+
+
+def webhook_costs(
+    summaries: dict[str, dict[str, Any]], received: dict[str, int | None] | None
+) -> dict[str, Any]:
+    """Each scenario run with --webhooks: latency (p50, p99) and calls/s without webhooks,
+    with them to a receiver that answers at once and to one that answers after 5 s
+    (medians of the same run). `received`: requests each receiver got."""
+    out: dict[str, Any] = {}
+    for name in summaries:
+        variants = {"off": summaries[name]} | {
+            variant: summaries[f"{name} ({variant})"]
+            for variant in WEBHOOK_VARIANTS
+            if f"{name} ({variant})" in summaries
+        }
+        if len(variants) == 1:
+            continue
+        out[name] = {
+            variant: {
+                key: figures[key]["median"]
+                for key in ("p50_ms", "p99_ms", "calls_per_s")
+                if key in figures
+            }
+            for variant, figures in variants.items()
+        }
+    if out:
+        out["receiver_requests"] = received
+    return out
+
+
+def _webhook_lines(costs: dict[str, Any]) -> list[str]:
+    lines = ["\nwebhooks: off, and on to receivers answering at once and after 5 s (medians)"]
+    for name, variants in costs.items():
+        if name == "receiver_requests":
+            continue
+        parts = [
+            f"{variant}: p50 {v.get('p50_ms', float('nan')):.2f} ms, "
+            f"p99 {v.get('p99_ms', float('nan')):.2f} ms, {v.get('calls_per_s', 0):.0f}/s"
+            for variant, v in variants.items()
+        ]
+        lines.append(f"  {name}: " + "; ".join(parts))
+    for variant, count in (costs.get("receiver_requests") or {}).items():
+        lines.append(f"  the receiver of '{variant}' got {count} requests")
+    return lines
 
 
 def telemetry_costs(
@@ -338,6 +387,8 @@ def table(report: dict[str, Any]) -> str:
         out.extend(_telemetry_lines(report["telemetry"]))
     if report.get("lineage"):
         out.extend(_lineage_lines(report["lineage"]))
+    if report.get("webhooks"):
+        out.extend(_webhook_lines(report["webhooks"]))
     peer_report = report.get("peer") or {}
     if peer_report.get("unavailable"):
         out.append(f"\npeer {peer_report['name']} could not run: {peer_report['unavailable']}")

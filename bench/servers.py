@@ -280,6 +280,15 @@ def start_otlp_sink(work_dir: Path, *, cpus: Sequence[int] = ()) -> ServerProces
     return spawn("OTLP sink", _pinned(argv, cpus), dict(os.environ), work_dir / "otlp_sink.log")
 
 
+def start_webhook_receiver(
+    work_dir: Path, *, delay: float, name: str, cpus: Sequence[int] = ()
+) -> ServerProcess:
+    """A webhook endpoint that answers each request after `delay` seconds
+    (bench/slow_receiver.py); `name` names its log."""
+    argv = [sys.executable, "-m", "bench.slow_receiver", "--delay", str(delay)]
+    return spawn(name, _pinned(argv, cpus), dict(os.environ), work_dir / f"{name}.log")
+
+
 async def wait_serving(target: str, within: float = 60.0) -> None:
     """Until authsvc has migrated and loaded its keys (health SERVING)."""
     async with grpc.aio.insecure_channel(target) as channel:

@@ -32,6 +32,7 @@ from authsvc.service_keys import mint_service_key
 from authsvc.store.bootstrap import ensure_database
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
+from authsvc.store.webhooks import outbox_settings
 from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
 from tests.helpers import AdminStub, Stub, bearer
 
@@ -74,7 +75,8 @@ def make_config(dsn: str, **overrides: str) -> Config:
 async def pool_on(
     dsn: str, *, min_size: int = 0, max_size: int = 4, **settings: str
 ) -> AsyncIterator[Pool]:
-    """A pool on `dsn` with the test settings' DB timeouts (or `settings`' ones), closed after."""
+    """A pool on `dsn` with the test settings' DB timeouts (or `settings`' ones), closed after;
+    with webhook settings, its connections write session events as `serve`'s do."""
     config = make_config(dsn, **settings)
     pool = await create_pool(
         dsn,
@@ -82,6 +84,9 @@ async def pool_on(
         max_size=max_size,
         connect_timeout=config.db_connect_timeout,
         statement_timeout=config.db_statement_timeout,
+        server_settings=outbox_settings(
+            config.webhook_urls, idle_after=config.webhook_idle_threshold
+        ),
     )
     try:
         yield pool

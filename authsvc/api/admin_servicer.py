@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from authsvc.api import convert
+from authsvc.api import convert, webhook_deliveries
 from authsvc.api.interceptors import note_subject
 from authsvc.api.lineage import lineage_response
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
@@ -23,6 +23,7 @@ from authsvc.domain.devices import MAX_USER_AGENT
 from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.password_resets import PasswordResets
+from authsvc.domain.webhook_deliveries import WebhookDeliveries
 from authsvc.v1 import admin_service_pb2 as pb
 from authsvc.v1 import admin_service_pb2_grpc as pb_grpc
 
@@ -90,6 +91,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         erasure: AccountErasure,
         bulk: BulkRevocation,
         lineages: SessionLineages,
+        webhooks: WebhookDeliveries,
     ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
@@ -98,6 +100,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._erasure = erasure
         self._bulk = bulk
         self._lineages = lineages
+        self._webhooks = webhooks
 
     def _operator(self, context: Context[Any, Any]) -> Operator:
         """The calling operator; refuses anyone else (the edge interceptor answers)."""
@@ -291,13 +294,28 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         request: pb.ListWebhookDeliveriesRequest,
         context: Context[pb.ListWebhookDeliveriesRequest, pb.ListWebhookDeliveriesResponse],
     ) -> pb.ListWebhookDeliveriesResponse:
-        self._operator(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListWebhookDeliveries is not built yet")
+        operator = self._operator(context)
+        state = webhook_deliveries.delivery_state(request.state)
+        size = convert.page_size(request.page_size)
+        after = convert.decode_delivery_page_token(state.value, request.page_token)
+        page = await self._webhooks.list_deliveries(operator, state, page_size=size, after=after)
+        response = pb.ListWebhookDeliveriesResponse(
+            deliveries=[webhook_deliveries.delivery_message(d) for d in page.deliveries]
+        )
+        if page.next_cursor is not None:
+            response.next_page_token = convert.encode_delivery_page_token(
+                state.value, page.next_cursor
+            )
+        return response
 
     async def RetryWebhookDelivery(
         self,
         request: pb.RetryWebhookDeliveryRequest,
         context: Context[pb.RetryWebhookDeliveryRequest, pb.RetryWebhookDeliveryResponse],
     ) -> pb.RetryWebhookDeliveryResponse:
-        self._operator(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RetryWebhookDelivery is not built yet")
+        operator = self._operator(context)
+        delivery_id = webhook_deliveries.parse_delivery_id(request.delivery_id)
+        delivery = await self._webhooks.retry(operator, delivery_id)
+        return pb.RetryWebhookDeliveryResponse(
+            delivery=webhook_deliveries.delivery_message(delivery)
+        )

@@ -191,12 +191,17 @@ def encode_page_token(user_id: UserId, cursor: tuple[datetime, SessionId]) -> st
 def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId] | None:
     if not token:
         return None
-    body = _decode_token(token, _owner_tag(user_id))
+    instant, session_id = _keyset_cursor(_decode_token(token, _owner_tag(user_id)))
+    return instant, SessionId(session_id)
+
+
+def _keyset_cursor(body: dict[str, Any]) -> tuple[datetime, uuid.UUID]:
+    """A page token's (instant, id) cursor; InvalidPageToken if it holds none."""
     if not (isinstance(body.get("t"), str) and isinstance(body.get("i"), str)):
         raise InvalidPageToken
     try:
         instant = datetime.fromisoformat(body["t"])
-        session_id = SessionId(uuid.UUID(body["i"]))
+        item_id = uuid.UUID(body["i"])
         # Normalised here: an offset that pushes the instant out of range fails now,
         # not in the database driver.
         instant = instant.astimezone(UTC) if instant.tzinfo is not None else instant
@@ -204,7 +209,22 @@ def decode_page_token(user_id: UserId, token: str) -> tuple[datetime, SessionId]
         raise InvalidPageToken from exc
     if instant.tzinfo is None:
         raise InvalidPageToken
-    return instant, session_id
+    return instant, item_id
+
+
+def _state_tag(state: str) -> str:
+    return hashlib.sha256(b"webhook-deliveries:" + state.encode()).hexdigest()[:16]
+
+
+def encode_delivery_page_token(state: str, cursor: tuple[datetime, uuid.UUID]) -> str:
+    """Opaque keyset cursor over webhook deliveries, bound to the state listed."""
+    return _encode_token({"t": cursor[0].isoformat(), "i": str(cursor[1]), "u": _state_tag(state)})
+
+
+def decode_delivery_page_token(state: str, token: str) -> tuple[datetime, uuid.UUID] | None:
+    if not token:
+        return None
+    return _keyset_cursor(_decode_token(token, _state_tag(state)))
 
 
 def _filter_tag(which: AuditFilter) -> str:

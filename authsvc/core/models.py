@@ -463,6 +463,8 @@ class SweepCutoffs:
     known_addresses_before: datetime
     # Revocation-log entries of sessions ended before this.
     revocations_before: datetime
+    # Webhook deliveries settled (delivered or failed) before this.
+    webhook_deliveries_before: datetime
 
 
 # Rows a sweep deleted, per kind the store sweeps (its names, in its order; zeros included).

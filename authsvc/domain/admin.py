@@ -63,6 +63,8 @@ class AdminEvent(enum.StrEnum):
     # RevokeSessions, dry run or not (detail: filter, reason, dry_run, session_count).
     SESSIONS_BULK_REVOKED = "admin_sessions_bulk_revoked"
     SESSION_LINEAGE_VIEWED = "admin_session_lineage_viewed"
+    WEBHOOK_DELIVERIES_LISTED = "admin_webhook_deliveries_listed"
+    WEBHOOK_DELIVERY_RETRIED = "admin_webhook_delivery_retried"
 
 
 def admin_event(

@@ -39,6 +39,13 @@ WHERE user_id = $1 AND event NOT LIKE 'admin\\_%'
   AND (ip_address <> '' OR user_agent <> '' OR detail ?| $2::text[])
 """
 
+# session.created events (migration 0023) carry the sign-in's address and place; the ended
+# events this deletion writes carry none, and are still delivered.
+_ERASE_WEBHOOK_ADDRESSES = """
+UPDATE webhook_deliveries SET data = data - '{ip_address,country,city}'::text[]
+WHERE user_id = $1 AND data ? 'ip_address'
+"""
+
 
 class PgErasureStore:
     """domain.erasure.ErasureStore in PostgreSQL; the contract is on the Protocol."""
@@ -81,4 +88,5 @@ class PgErasureStore:
             await conn.execute(_ERASE_LINEAGE, user_id)
             await conn.execute(_DELETE_USER, user_id)
             await conn.execute(_ERASE_AUDIT, user_id, list(personal_detail_keys))
+            await conn.execute(_ERASE_WEBHOOK_ADDRESSES, user_id)
         return ended

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -88,8 +88,10 @@ async def create_pool(
     max_size: int,
     connect_timeout: timedelta,
     statement_timeout: timedelta,
+    server_settings: Mapping[str, str] | None = None,
 ) -> Pool:
-    """Create the pool without connecting.
+    """Create the pool without connecting. `server_settings` are set on each connection
+    from its start (the startup packet), so no reset clears them.
 
     min_size may be 0 so the server can start, answer health checks and report
     NOT_SERVING while the database is still coming up; connections are made on
@@ -102,6 +104,7 @@ async def create_pool(
         timeout=connect_timeout.total_seconds(),
         command_timeout=statement_timeout.total_seconds(),
         init=_init_connection,
+        server_settings=dict(server_settings or {}),
         connect=_connector(dsn),
         connection_class=_PooledConnection,
         # Connections idle this long are closed, so a restarted database is

@@ -141,6 +141,14 @@ DELETE FROM revocation_log WHERE id = ANY(ARRAY(
 ))
 """
 
+# Pending deliveries stay, however old: the worker settles each one.
+_DELETE_SETTLED_WEBHOOK_DELIVERIES = """
+DELETE FROM webhook_deliveries WHERE id = ANY(ARRAY(
+    SELECT id FROM webhook_deliveries WHERE state <> 'pending' AND last_attempt_at <= $1
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Swept:
@@ -220,6 +228,11 @@ SWEPT: tuple[Swept, ...] = (
         name="revocations",
         statement=_DELETE_OLD_REVOCATIONS,
         args=lambda cut, batch: (cut.revocations_before, batch),
+    ),
+    Swept(
+        name="webhook_deliveries",
+        statement=_DELETE_SETTLED_WEBHOOK_DELIVERIES,
+        args=lambda cut, batch: (cut.webhook_deliveries_before, batch),
     ),
 )
 

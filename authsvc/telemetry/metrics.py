@@ -65,6 +65,8 @@ __all__ = [
     "SWEEPER_ROWS_DELETED",
     "USERS_BY_LIVE_SESSIONS",
     "USERS_WITH_LIVE_SESSIONS",
+    "WEBHOOK_DELIVERIES",
+    "WEBHOOK_OUTBOX_BACKLOG",
     "counting_failures",
     "exposition",
     "session_ended",
@@ -290,6 +292,20 @@ SWEEPER_PASS_DURATION: Final = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+# --- webhooks --------------------------------------------------------------------
+
+WEBHOOK_DELIVERIES: Final = Counter(
+    "authsvc_webhook_deliveries",
+    "Webhook delivery attempts, by outcome (delivered, retried, failed).",
+    ["outcome"],
+)
+WEBHOOK_OUTBOX_BACKLOG: Final = Gauge(
+    "authsvc_webhook_outbox_backlog",
+    "Webhook deliveries pending (counted up to 100000) at the worker's last idle pass.",
+    # One outbox for all: every worker counts the same rows.
+    multiprocess_mode="livemax",
+)
+
 # --- signing keys -----------------------------------------------------------------
 
 SIGNING_KEY_AGE: Final = Gauge(
@@ -320,6 +336,8 @@ _ALL: Final[tuple[MetricWrapperBase, ...]] = (
     DATABASE_UP,
     SWEEPER_ROWS_DELETED,
     SWEEPER_PASS_DURATION,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_OUTBOX_BACKLOG,
     SIGNING_KEY_AGE,
     SIGNING_KEY_ROTATION_PERIOD,
 )

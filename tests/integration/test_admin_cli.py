@@ -155,3 +155,17 @@ async def test_admin_get_session_prints_why_and_by_whom_a_session_ended(
             "operator": "",
         },
     )
+
+
+async def test_admin_retrying_an_unknown_webhook_delivery_exits_1_with_the_reason(
+    admin_server: AdminLaunched,
+) -> None:
+    run = await _admin(
+        admin_server,
+        "retry-webhook-delivery",
+        "--delivery-id",
+        "00000000-0000-4000-8000-000000000000",
+    )
+
+    assert run.code == 1
+    assert run.stderr.startswith("authsvc admin: WEBHOOK_DELIVERY_NOT_FOUND")

@@ -116,6 +116,7 @@ def _sweeper(
         known_address_retention=config.known_address_retention,
         refresh_grace=config.refresh_grace_period,
         revocation_retention=config.effective_revocation_retention,
+        webhook_delivery_retention=config.webhook_delivery_retention,
         sleep=sleep,
     )
 
@@ -274,6 +275,15 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             " VALUES ($1, 'ip:192.0.2.1', $2)",
             uuid.uuid4(),
             now - IN_FLIGHT_EXPIRY - second,
+        )
+        await conn.execute(  # webhook_deliveries: one delivered before the retention
+            "INSERT INTO webhook_deliveries (id, endpoint, event_type, occurred_at, user_id,"
+            " data, state, next_attempt_at, last_attempt_at)"
+            " VALUES ($1, 'http://127.0.0.1/', 'session.created', $2, $3, '{}', 'delivered',"
+            " $2, $2)",
+            uuid.uuid4(),
+            now - config.webhook_delivery_retention - second,
+            user_id,
         )
 
 

@@ -10,12 +10,5 @@ def test_every_admin_rpc_has_a_command() -> None:
     service = pb.DESCRIPTOR.services_by_name["AdminService"]
 
     assert sorted(command.rpc for command in COMMANDS.values()) == sorted(
-        method.name for method in service.methods if method.name not in _BEING_BUILT
+        method.name for method in service.methods
     )
-
-
-# Issue 14's RPCs, each removed from here as its command lands.
-_BEING_BUILT = {
-    "ListWebhookDeliveries",
-    "RetryWebhookDelivery",
-}
