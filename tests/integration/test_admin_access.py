@@ -49,6 +49,8 @@ _REQUESTS: dict[str, Any] = {
         filter=admin_pb.SessionFilter(match_all=True), reason="test"
     ),
     "GetSessionLineage": admin_pb.GetSessionLineageRequest(session_id=_USER),
+    "ListWebhookDeliveries": admin_pb.ListWebhookDeliveriesRequest(),
+    "RetryWebhookDelivery": admin_pb.RetryWebhookDeliveryRequest(delivery_id=_USER),
 }
 
 
