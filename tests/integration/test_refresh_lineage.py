@@ -320,7 +320,7 @@ async def test_reuse_after_an_unrecorded_rotation_still_names_the_replay(
 async def test_lineage_goes_with_its_session_when_the_sweeper_deletes_it(
     launch_admin: LaunchAdmin, clock: FrozenClock, pool: Pool
 ) -> None:
-    server = await launch_admin(revoked_retention="1h")
+    server = await launch_admin(ended_session_retention="1h")
     signed_in = await register(server.stub)
     rotated = await server.stub.Refresh(pb.RefreshRequest(refresh_token=signed_in.refresh_token))
     await server.stub.Logout(
