@@ -602,8 +602,16 @@ async def test_the_sweeper_deletes_deliveries_settled_past_the_retention(
 
     assert counts is not None
     assert counts["webhook_deliveries"] == 1
-    # Bob's delivery is pending: kept, however old.
-    assert await hooked.server.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+    # Bob's delivery is pending: kept, however old. (The same pass marked both sessions
+    # ended at their idle deadline, which queued their session.ended events.)
+    kept = await hooked.server.pool.fetch(
+        "SELECT event_type, state FROM webhook_deliveries ORDER BY event_type"
+    )
+    assert [(row["event_type"], row["state"]) for row in kept] == [
+        ("session.created", "pending"),
+        ("session.ended", "pending"),
+        ("session.ended", "pending"),
+    ]
 
 
 async def test_deleting_the_user_erases_the_addresses_its_events_carry(
