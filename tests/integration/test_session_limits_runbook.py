@@ -29,6 +29,7 @@ async def test_the_session_limit_grpcurl_example_runs_and_shows_the_eviction(
     refused = stdout.find('"reason":"SESSION_REVOKED"')
     listed = stdout.find('"deviceName": "laptop"')
     assert -1 < refused < listed, stdout
+    assert "SESSION_END_REASON_SESSION_LIMIT_EVICTED" in stdout[:listed], stdout
     assert stdout.count('"sessionId"') == 1, stdout
     ended = await pool.fetch(
         "SELECT device_name, end_reason FROM sessions WHERE revoked_at IS NOT NULL"
