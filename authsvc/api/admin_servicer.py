@@ -248,7 +248,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         convert.set_timestamp(response.expires_at, issued.expires_at)
         return response
 
-    # Placeholders for issue 14's RPCs, replaced as each lands.
     async def GetSession(
         self,
         request: pb.AdminServiceGetSessionRequest,
@@ -269,9 +268,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.GetSessionLineageResponse:
         operator = self._operator(context)
         session_id = convert.parse_session_id(request.session_id)
-        lineage = await self._lineages.get_session_lineage(operator, session_id)
+        lineage, end = await self._lineages.get_session_lineage(operator, session_id)
         note_subject(lineage.session.user_id, session_id)
-        return lineage_response(lineage)
+        return lineage_response(lineage, end)
 
     async def RevokeSessions(
         self,

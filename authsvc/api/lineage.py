@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from authsvc.api import convert
 from authsvc.core.lineage import LineageStep, RefreshOutcome, SessionLineage
-from authsvc.core.models import ListedSession, Session
+from authsvc.core.models import SessionEnd
 from authsvc.v1 import admin_service_pb2 as pb
-from authsvc.v1 import auth_service_pb2 as auth_pb
 
 __all__ = ["lineage_response"]
 
@@ -28,37 +27,12 @@ def _set_step(message: pb.LineageStep, step: LineageStep) -> None:
     message.within_grace = step.within_grace
 
 
-def _set_session(message: auth_pb.Session, lineage: SessionLineage) -> None:
-    session: Session = lineage.session
-    device = session.device
-    listed = ListedSession(
-        session.id,
-        session.created_at,
-        session.last_active_at,
-        session.idle_expires_at,
-        session.expires_at,
-        session.remember_me,
-        device.user_agent,
-        device.ip_address,
-        device.device_type,
-        device.browser,
-        device.os,
-        device.device_name,
-        device.country,
-        device.city,
-    )
-    convert.set_session(message, listed, current=None)
-    message.user_id = str(session.user_id)
-    if session.revoked_at is not None:
-        convert.set_timestamp(message.ended_at, session.revoked_at)
-    if lineage.end_reason is not None:
-        message.end_reason = convert.end_reason(lineage.end_reason)
-
-
-def lineage_response(lineage: SessionLineage) -> pb.GetSessionLineageResponse:
-    """The answer, built in place field by field."""
+def lineage_response(
+    lineage: SessionLineage, end: SessionEnd | None
+) -> pb.GetSessionLineageResponse:
+    """The answer, built in place field by field; the session as GetSession shows it."""
     response = pb.GetSessionLineageResponse(truncated=lineage.truncated)
-    _set_session(response.session, lineage)
+    response.session.CopyFrom(convert.session_message(lineage.session, end, current=False))
     if lineage.initial_token_id is not None:
         response.initial_token_id = str(lineage.initial_token_id)
     for step in lineage.steps:

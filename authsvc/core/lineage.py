@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from authsvc.core.models import RequestOrigin, Session, SessionEndReason
+from authsvc.core.models import RequestOrigin, Session
 
 __all__ = ["LineageStep", "RefreshOutcome", "ReuseDetection", "SessionLineage"]
 
@@ -56,8 +56,6 @@ class SessionLineage:
     left out); `reuse` is always given in full when reuse was detected."""
 
     session: Session
-    # Why it ended, as the revocation feed says; None while live (or ended before reasons).
-    end_reason: SessionEndReason | None
     # The token issued at login: the first recorded presentation's, else the oldest token
     # on record; None if neither is left.
     initial_token_id: uuid.UUID | None

@@ -8,8 +8,9 @@ from typing import Protocol
 from authsvc.core.clock import Clock
 from authsvc.core.errors import SessionNotFound
 from authsvc.core.lineage import SessionLineage
-from authsvc.core.models import AuditEvent, Operator, SessionId
+from authsvc.core.models import AuditEvent, Operator, SessionEnd, SessionId
 from authsvc.domain.admin import AdminEvent, admin_event
+from authsvc.domain.tombstones import end_of
 
 __all__ = ["MAX_LINEAGE_STEPS", "LineageStore", "SessionLineages"]
 
@@ -43,9 +44,10 @@ class SessionLineages:
 
     async def get_session_lineage(
         self, operator: Operator, session_id: SessionId
-    ) -> SessionLineage:
-        """The session's refresh lineage. SessionNotFound if there is no such session;
-        the read is audited either way (it shows the user's addresses)."""
+    ) -> tuple[SessionLineage, SessionEnd | None]:
+        """The session's refresh lineage, with how the session ended (None while live).
+        SessionNotFound if there is no such session; the read is audited either way (it
+        shows the user's addresses)."""
         now = self._clock.now()
         lineage = await self._store.read_lineage(
             session_id,
@@ -56,4 +58,4 @@ class SessionLineages:
         )
         if lineage is None:
             raise SessionNotFound("no such session")
-        return lineage
+        return lineage, end_of(lineage.session, now)

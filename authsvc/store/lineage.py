@@ -115,7 +115,6 @@ class PgLineageStore:
         assert head is not None  # the session was read in this snapshot
         rows = await conn.fetch(_NEWEST_STEPS, session.id, limit + 1)
         steps = tuple(_step(row) for row in reversed(rows[:limit]))
-        end_reason = None if head["end_reason"] is None else SessionEndReason(head["end_reason"])
         reuse = None
         # Only reuse ends a session with this reason; it records its step in the same
         # transaction (unless lineage was off).
@@ -129,7 +128,6 @@ class PgLineageStore:
                 )
         return SessionLineage(
             session=session,
-            end_reason=end_reason,
             initial_token_id=head["initial_token_id"],
             steps=steps,
             truncated=len(rows) > limit,

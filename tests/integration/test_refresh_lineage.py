@@ -211,6 +211,8 @@ async def test_reuse_names_the_honest_and_the_replayed_presentation(
     ]
     assert answer.session.end_reason == pb.SESSION_END_REASON_REFRESH_TOKEN_REUSE
     assert answer.session.ended_at.ToDatetime() == naive(clock.now())
+    # The session as GetSession shows it: the system ended it, on detecting the reuse.
+    assert answer.session.ended_by.kind == pb.SESSION_ENDER_KIND_SYSTEM
 
 
 async def test_a_replay_brought_by_logout_is_a_reuse_step_too(

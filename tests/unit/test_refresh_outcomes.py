@@ -47,7 +47,6 @@ def _lineage(outcome: RefreshOutcome) -> SessionLineage:
     )
     return SessionLineage(
         session=session,
-        end_reason=None,
         initial_token_id=None,
         steps=(step,),
         truncated=False,
@@ -57,7 +56,7 @@ def _lineage(outcome: RefreshOutcome) -> SessionLineage:
 
 @pytest.mark.parametrize("outcome", list(RefreshOutcome), ids=lambda outcome: outcome.value)
 def test_each_outcome_is_sent_as_the_proto_value_of_its_name(outcome: RefreshOutcome) -> None:
-    [sent] = lineage_response(_lineage(outcome)).steps
+    [sent] = lineage_response(_lineage(outcome), None).steps
 
     assert pb.RefreshOutcome.Name(sent.outcome) == f"REFRESH_OUTCOME_{outcome.name}"
 
