@@ -1040,9 +1040,13 @@ def from_env(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, str | None] | None = None,
 ) -> Config:
-    """Build the Config; a bad value raises ConfigError naming its variable."""
+    """Build the Config; a bad value raises ConfigError naming its variable. `overrides` are
+    by setting name (the flags' values); a name no setting has is a caller's bug, refused
+    with ValueError so that a renamed setting cannot leave an override silently unused."""
     environ = os.environ if environ is None else environ
     overrides = overrides or {}
+    if unknown := sorted(set(overrides) - {setting.name for setting in SETTINGS}):
+        raise ValueError(f"no setting is named {', '.join(unknown)}")
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = overrides.get(setting.name)

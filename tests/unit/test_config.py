@@ -546,3 +546,10 @@ def test_every_setting_is_in_a_documented_group() -> None:
     ungrouped = [s.env for s in config_module.SETTINGS if s.group not in config_module.GROUPS]
 
     assert ungrouped == []
+
+
+def test_an_override_no_setting_has_is_refused() -> None:
+    # A test overriding a renamed setting would otherwise run on the default, passing by
+    # construction.
+    with pytest.raises(ValueError, match="no setting is named revoked_retention"):
+        config_module.from_env(environ={}, overrides={"revoked_retention": "1h"})
