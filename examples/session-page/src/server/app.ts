@@ -155,6 +155,8 @@ export class Bff {
         return this.#logout(req, res);
       case "GET /api/events":
         return this.#events(req, res);
+      case "GET /favicon.ico":
+        return sendNoContent(res); // none, and no 404 in the browser's console
     }
     if (method === "DELETE" && path.startsWith("/api/sessions/")) {
       return this.#revokeDevice(req, res, path.slice("/api/sessions/".length));
