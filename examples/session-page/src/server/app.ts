@@ -291,6 +291,9 @@ export class Bff {
       // Not 200: the EventSource gives up instead of reconnecting; the page then asks /api/session.
       throw NOT_SIGNED_IN;
     }
+    if (!session.mayListen) {
+      throw new HttpError(429, { error: "TOO_MANY_STREAMS", message: "Close some of this site's tabs." });
+    }
     let stopListening: () => void = () => undefined;
     const stream = new EventStream(res, () => stopListening());
     stopListening = session.listen(stream);

@@ -32,6 +32,8 @@ const IDLE_CHECK_MARGIN_MS = 200;
 const IDLE_RECHECK_MS = 5_000;
 /** The page reports activity at most once a minute, more often for short idle timeouts. */
 const MAX_ACTIVITY_INTERVAL_MS = 60_000;
+/** Event streams (tabs) one browser session may hold open at once. */
+const MAX_STREAMS = 32;
 /** setTimeout's limit; a later deadline is checked again when this timer fires. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -56,12 +58,17 @@ function deviceKind(session: SessionInfo): DeviceKind {
   return DEVICE_KINDS.get(session.deviceType) ?? "unknown";
 }
 
+/** "Chrome 156.0" -> "Chrome 156": a browser's minor version means nothing to a person. */
+function browserName(browser: string): string {
+  return browser.replace(/^(.*\s\d+)\.\d+$/, "$1");
+}
+
 function deviceSession(session: SessionInfo): DeviceSession {
   return {
     id: session.sessionId,
     current: session.current,
     deviceType: deviceKind(session),
-    browser: session.browser,
+    browser: browserName(session.browser),
     os: session.os,
     ipAddress: session.ipAddress,
     location: [session.city, session.country].filter(Boolean).join(", "),
@@ -109,6 +116,11 @@ export class BrowserSession {
 
   get live(): boolean {
     return this.ended === undefined;
+  }
+
+  /** Whether another tab may listen: a cookie is not a licence for unbounded streams. */
+  get mayListen(): boolean {
+    return this.#streams.size < MAX_STREAMS;
   }
 
   /** A tab's event stream; a tab that connects after the end hears it at once. */
@@ -245,11 +257,14 @@ export class SessionStore {
       onTokens: () => session?.scheduleIdleCheck(),
       onSessionExpired: (error) => session?.end(error.endReason, error.endedAt),
     });
+    const tokens = await client.login(
+      { email: input.email, password: input.password },
+      { headers: { "x-forwarded-for": input.clientIp } },
+    ).catch((error: unknown) => {
+      client.close();
+      throw error;
+    });
     try {
-      const tokens = await client.login(
-        { email: input.email, password: input.password },
-        { headers: { "x-forwarded-for": input.clientIp } },
-      );
       // The idle timeout as the server applies it, never configured here a second time.
       const current = await client.getSession(tokens.sessionId);
       session = new BrowserSession({
@@ -260,6 +275,8 @@ export class SessionStore {
         onEnd: (ended) => this.#byAuthSession.delete(ended.authSessionId),
       });
     } catch (error) {
+      // Signed in at authsvc, but not here: end that session rather than orphan it.
+      await client.logout().catch(() => undefined);
       client.close();
       throw error;
     }
