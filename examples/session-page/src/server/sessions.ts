@@ -149,7 +149,8 @@ export class BrowserSession {
     for await (const session of this.client.iterSessions(100)) {
       devices.push(deviceSession(session));
     }
-    return devices;
+    // This device first, then the others by most recent activity (authsvc's order).
+    return devices.sort((a, b) => Number(b.current) - Number(a.current));
   }
 
   async revokeDevice(sessionId: string): Promise<void> {
