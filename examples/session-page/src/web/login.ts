@@ -31,6 +31,19 @@ const ready = fetchSession().catch(() => undefined);
 function showError(message: string): void {
   error.textContent = message;
   error.hidden = false;
+  for (const input of [email, password]) {
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", error.id);
+  }
+}
+
+function clearError(): void {
+  error.hidden = true;
+  error.textContent = "";
+  for (const input of [email, password]) {
+    input.removeAttribute("aria-invalid");
+    input.removeAttribute("aria-describedby");
+  }
 }
 
 async function signIn(): Promise<void> {
@@ -51,8 +64,7 @@ async function signIn(): Promise<void> {
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  error.hidden = true;
-  error.textContent = "";
+  clearError();
   submit.disabled = true;
   form.setAttribute("aria-busy", "true");
   signIn()
