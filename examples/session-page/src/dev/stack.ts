@@ -161,14 +161,15 @@ class Child {
       return;
     }
     const group = -this.#process.pid;
-    process.kill(group, "SIGTERM");
-    const timer = setTimeout(() => {
+    const signal = (name: NodeJS.Signals) => {
       try {
-        process.kill(group, "SIGKILL");
+        process.kill(group, name);
       } catch {
-        // Gone meanwhile.
+        // Gone meanwhile; its exit event is on its way.
       }
-    }, STOP_TIMEOUT_MS);
+    };
+    signal("SIGTERM");
+    const timer = setTimeout(() => signal("SIGKILL"), STOP_TIMEOUT_MS);
     await this.exited;
     clearTimeout(timer);
   }
