@@ -18,7 +18,7 @@ import {
   type SessionInfo,
 } from "@authsvc/client";
 import type { DeviceKind, DeviceSession, SessionEnded } from "../shared/api.js";
-import { endReasonName, endReasonSentence } from "../shared/end_reasons.js";
+import { END_REASON_SENTENCES, endReasonName } from "../shared/end_reasons.js";
 import { EventStream } from "./events.js";
 import { log } from "./log.js";
 
@@ -77,9 +77,13 @@ function deviceSession(session: SessionInfo): DeviceSession {
   };
 }
 
+// A sentence for every reason the client's enum has: a reason added to the proto fails to
+// compile here until src/shared/end_reasons.ts says it in words.
+const SENTENCES: Readonly<Record<keyof typeof SessionEndReason, string>> = END_REASON_SENTENCES;
+
 function endedEvent(reason: SessionEndReason, endedAt: Date | undefined): SessionEnded {
   const name = endReasonName(SessionEndReason[reason] ?? "");
-  return { reason: name, message: endReasonSentence(name), endedAt: (endedAt ?? new Date()).toISOString() };
+  return { reason: name, message: SENTENCES[name], endedAt: (endedAt ?? new Date()).toISOString() };
 }
 
 /** One signed-in browser: its authsvc session, the tabs listening, the idle deadline timer. */
