@@ -67,6 +67,8 @@ describe("the device list", () => {
     const text = await item.innerText();
     assert.match(text, /Chrome 156 on Linux/);
     assert.match(text, /127\.0\.0\.1/);
+    // The stack's test GeoIP database places loopback in Wellington (tests/geoip_database.py).
+    assert.match(text, /Wellington, NZ/);
   });
 
   test("a sign-in from an iPhone appears with a mobile icon and iOS", async () => {
@@ -81,8 +83,29 @@ describe("the device list", () => {
     const item = itemById(desktop, phoneSession);
     assert.equal(await item.getAttribute("data-device-type"), "mobile");
     assert.equal(await item.locator("svg[aria-label]").getAttribute("aria-label"), "Mobile phone");
-    assert.match(await item.innerText(), /Mobile Safari 17 on iOS/);
+    const text = await item.innerText();
+    assert.match(text, /Mobile Safari 17 on iOS/);
+    assert.match(text, /Last active/);
     assert.equal(await item.locator("[data-testid=current-badge]").count(), 0);
+  });
+
+  test("it shows the loading state until the server's list arrives", async () => {
+    const page = await fixture.signedIn("linuxChrome", await newUser());
+    // The real request, held back until the loading state has been seen.
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await page.route("**/api/sessions", async (route) => {
+      await held;
+      await route.continue();
+    });
+
+    await page.reload();
+
+    await page.locator("[data-testid=loading]").waitFor();
+    assert.equal(await sessionItems(page).count(), 0);
+    release();
+    await currentItem(page).waitFor();
+    await page.locator("[data-testid=loading]").waitFor({ state: "hidden" });
   });
 });
 
@@ -133,6 +156,23 @@ describe("signing devices out", () => {
       requests.filter((request) => request.at >= revokedFrom && request.at <= openedAt).map((request) => request.url),
       [],
     );
+  });
+
+  test('"Log in again" hands the reason to the login page, which says why the session ended', async () => {
+    const page = await fixture.signedIn("linuxChrome", await newUser());
+    const userId = await userIdOf(page);
+    await operatorRevokesUserSessions(fixture.stack, userId);
+    const dialog = endedDialog(page);
+    await dialog.waitFor();
+
+    await dialog.getByRole("button", { name: "Log in again" }).click();
+
+    await page.waitForURL((url) => url.pathname === "/login");
+    assert.equal(new URL(page.url()).searchParams.get("expired"), "ADMIN_REVOKED");
+    const notice = page.locator("[data-testid=expired-notice]");
+    const text = await notice.innerText();
+    assert.ok(text.includes(`Your session ended: ${END_REASON_SENTENCES.ADMIN_REVOKED}`), text);
+    await page.locator("form[data-testid=login-form]").waitFor();
   });
 
   test("cancelling or escaping the confirmation signs nothing out", async () => {
