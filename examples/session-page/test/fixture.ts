@@ -69,8 +69,10 @@ export function useStack(options: StackOptions = {}): Fixture {
   return fixture;
 }
 
-/** `.venv/bin/authsvc` of the repo these tests are in. */
+/** `.venv/bin/authsvc` of the repo these tests are in (AUTHSVC_BIN overrides, as for the stack). */
 function authsvcBinary(): string {
+  const override = process.env["AUTHSVC_BIN"];
+  if (override) return override;
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const candidate = path.join(dir, ".venv", "bin", "authsvc");
