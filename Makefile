@@ -16,11 +16,12 @@ BUF := node_modules/.bin/buf
 
 # `make test` runs these targets in this order and reports every one that failed.
 CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-proto pytest \
-	bench-smoke node-client
+	bench-smoke node-client session-page
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
 .PHONY: help bootstrap bootstrap-python run test bench lint fmt generate check-generated lint-proto lock dist clean \
-	mutation ruff-check ruff-format-check mypy lint-imports pytest bench-smoke node-client
+	mutation ruff-check ruff-format-check mypy lint-imports pytest bench-smoke node-client session-page \
+	example-session-page
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -96,6 +97,20 @@ node-client: bootstrap
 	@cd clients/node && node_modules/.bin/tsc --noEmit
 	@cd clients/node && npm test --silent
 
+# The session page example (examples/session-page): builds it, then its browser tests drive
+# Debian's Chromium against the real authsvc, PostgreSQL and BFF, one stack per test file.
+session-page: bootstrap
+	@cd examples/session-page && npm test --silent
+
+# The session page example (examples/session-page/README.md): authsvc on a fresh embedded
+# PostgreSQL, the BFF and the page, a demo account; prints the URL, Ctrl-C stops everything.
+# Needs .venv and the two npm trees only, not Chromium (only the example's tests drive it).
+example-session-page: bootstrap-python ## Run the session page example on http://127.0.0.1:8080
+	@for dir in clients/node examples/session-page; do \
+	  [[ -d $$dir/node_modules ]] || npm ci --prefix $$dir --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	done
+	@cd examples/session-page && npm run build --silent && exec node build/dev/main.js
+
 generate: bootstrap ## Regenerate authsvc/v1/ from protos/
 	@scripts/generate_protos
 
@@ -128,5 +143,6 @@ clean: ## Remove .venv, node_modules, caches and build output (keeps .authsvc-da
 	rm -rf .venv node_modules build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache mutants \
 	  clients/node/node_modules clients/node/build clients/node/dist \
 	  clients/python/build clients/python/src/*.egg-info \
+	  examples/session-page/node_modules examples/session-page/build \
 	  .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -51,6 +51,13 @@ export interface AuthClientOptions {
    * nothing.
    */
   serviceConfig?: ServiceConfig;
+  /**
+   * An HTTP/2 connection to share with other clients of the same server
+   * (`new Http2SessionManager(baseUrl)` from `@connectrpc/connect-node`), so that many
+   * signed-in users of one process (a backend-for-frontend) need one connection, not one
+   * each. Its owner closes it (`abort()`); `close()` of a client then leaves it open.
+   */
+  connection?: Http2SessionManager;
 }
 
 export interface RegisterInput {
@@ -115,6 +122,14 @@ export interface SessionInfo {
    */
   country: string;
   city: string;
+}
+
+/** One of the caller's sessions, live or ended, as GetSession answers. */
+export interface SessionRecord extends SessionInfo {
+  /** When it ended; undefined while it is live. */
+  endedAt: Date | undefined;
+  /** Why it ended; UNSPECIFIED while it is live. */
+  endReason: SessionEndReason;
 }
 
 export interface SessionPage {
@@ -226,6 +241,14 @@ function sessionOf(session: Session): SessionInfo {
   };
 }
 
+function sessionRecordOf(session: Session): SessionRecord {
+  return {
+    ...sessionOf(session),
+    endedAt: session.endedAt && timestampDate(session.endedAt),
+    endReason: session.endReason,
+  };
+}
+
 /** An event of the feed; undefined for a kind this client does not know (a newer server). */
 function feedEventOf(response: WatchRevocationsResponse): FeedEvent | undefined {
   const { event } = response;
@@ -289,10 +312,12 @@ export class AuthClient {
    * what the typed methods do not cover. It throws ConnectError (map with toAuthsvcError).
    */
   readonly raw: Client<typeof AuthService>;
-  readonly #connection: Http2SessionManager;
+  /** The connection close() aborts: undefined when it was given (shared, its owner's). */
+  readonly #ownConnection: Http2SessionManager | undefined;
 
   constructor(options: AuthClientOptions) {
-    this.#connection = new Http2SessionManager(options.baseUrl);
+    const connection = options.connection ?? new Http2SessionManager(options.baseUrl);
+    this.#ownConnection = options.connection === undefined ? connection : undefined;
     const refreshTimeoutMs = options.refreshTimeoutMs ?? 10_000;
     this.tokens = new TokenManager({
       // The retries of this call (the service config's) resend the same key.
@@ -314,7 +339,7 @@ export class AuthClient {
     ];
     const transport = createGrpcTransport({
       baseUrl: options.baseUrl,
-      sessionManager: this.#connection,
+      sessionManager: connection,
       interceptors,
       ...(options.timeoutMs !== undefined && { defaultTimeoutMs: options.timeoutMs }),
     });
@@ -400,6 +425,19 @@ export class AuthClient {
     } while (pageToken !== "");
   }
 
+  /**
+   * One of the caller's sessions, live or ended (while the server keeps ended ones): its
+   * device, its idle deadline, and for an ended one why and when it ended. Another user's
+   * session and an unknown id both throw SessionNotFound.
+   */
+  async getSession(sessionId: string, options?: CallOptions): Promise<SessionRecord> {
+    const response = await this.#call(() => this.raw.getSession({ sessionId }, options));
+    if (response.session === undefined) {
+      throw new AuthsvcError({ code: Code.Internal, message: "response lacks session", reason: "" });
+    }
+    return sessionRecordOf(response.session);
+  }
+
   /** Revoke one of the caller's sessions; revoking a revoked session succeeds. */
   async revokeSession(sessionId: string, reason = "", options?: CallOptions): Promise<void> {
     await this.#call(() => this.raw.revokeSession({ sessionId, reason }, options));
@@ -464,9 +502,12 @@ export class AuthClient {
     }
   }
 
-  /** Close the HTTP/2 connection. In-flight calls fail; the client is not usable after. */
+  /**
+   * Close the HTTP/2 connection: in-flight calls fail; the client is not usable after. A
+   * shared connection (the `connection` option) stays open for its other clients.
+   */
   close(): void {
-    this.#connection.abort();
+    this.#ownConnection?.abort();
   }
 
   async #call<T>(run: () => Promise<T>): Promise<T> {

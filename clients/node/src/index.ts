@@ -15,6 +15,7 @@ export {
   type Revocation,
   type SessionInfo,
   type SessionPage,
+  type SessionRecord,
   type TokenValidation,
 } from "./client.js";
 export {
@@ -92,3 +93,5 @@ export { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo, type RetryInfo } from
 export { AuthService, DeviceType, LogoutScope, SessionEndReason } from "./gen/authsvc/v1/auth_service_pb.js";
 export { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
 export { VERSION } from "./version.js";
+// For AuthClientOptions.connection: one HTTP/2 connection shared by many clients.
+export { Http2SessionManager } from "@connectrpc/connect-node";

@@ -13,13 +13,14 @@ const AUTHENTICATED_METHODS: ReadonlySet<string> = new Set([
   "ListSessions",
   "RevokeSession",
   "ChangePassword",
+  "GetSession",
 ]);
 
 export interface AuthInterceptorOptions {
   /**
    * Which calls get the token. Default: on AuthService only Logout, ListSessions,
-   * RevokeSession and ChangePassword (the others act for no signed-in user, and Refresh
-   * is what the manager itself calls); on any other service, every call.
+   * RevokeSession, ChangePassword and GetSession (the others act for no signed-in user,
+   * and Refresh is what the manager itself calls); on any other service, every call.
    */
   needsToken?: (req: UnaryRequest | StreamRequest) => boolean;
 }

@@ -19,7 +19,7 @@ import {
   Unauthenticated,
   WeakPassword,
 } from "../src/errors.js";
-import { AuthService, LogoutScope } from "../src/gen/authsvc/v1/auth_service_pb.js";
+import { AuthService, LogoutScope, SessionEndReason } from "../src/gen/authsvc/v1/auth_service_pb.js";
 import { authInterceptor } from "../src/interceptor.js";
 import { TokenManager } from "../src/token_manager.js";
 import {
@@ -257,6 +257,49 @@ export function rpcTests(servers: () => Servers): void {
       assert.ok(error instanceof WeakPassword, String(error));
       assert.equal(error.field, "new_password");
       await newClient().login(account);
+    });
+
+    test("getSession answers for the caller's live session and for an ended one with why it ended", async () => {
+      const account = newAccount();
+      const client = newClient();
+      const mine = await client.register(account);
+      const other = await newClient().login(account);
+      await client.revokeSession(other.sessionId);
+      const live = await client.getSession(mine.sessionId);
+      assert.equal(live.sessionId, mine.sessionId);
+      assert.equal(live.current, true);
+      assert.equal(live.endReason, SessionEndReason.UNSPECIFIED);
+      assert.equal(live.endedAt, undefined);
+      assert.ok(live.idleExpiresAt > live.lastActiveAt);
+      const ended = await client.getSession(other.sessionId);
+      assert.equal(ended.current, false);
+      assert.equal(ended.endReason, SessionEndReason.USER_REVOKED);
+      assert.ok(ended.endedAt instanceof Date);
+    });
+
+    test("getSession of another user's session throws SessionNotFound", async () => {
+      const client = newClient();
+      await client.register(newAccount());
+      const stranger = await newClient().register(newAccount());
+      const error = await rejection(client.getSession(stranger.sessionId));
+      assert.ok(error instanceof SessionNotFound, String(error));
+    });
+
+    test("clients given one connection use it, and close() of one leaves it to the others", async () => {
+      const baseUrl = servers().main.baseUrl;
+      const connection = new Http2SessionManager(baseUrl);
+      try {
+        const first = new AuthClient({ baseUrl, connection });
+        const second = new AuthClient({ baseUrl, connection });
+        await first.register(newAccount());
+        assert.equal(connection.state(), "open");
+        first.close();
+        await second.register(newAccount());
+        assert.equal((await second.listSessions()).sessions.length, 1);
+        assert.equal(connection.state(), "open");
+      } finally {
+        connection.abort();
+      }
     });
 
     test("revokeSession of a session that is not the caller's throws SessionNotFound", async () => {

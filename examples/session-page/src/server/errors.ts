@@ -1,0 +1,73 @@
+// The one table from the client's typed errors to HTTP answers. The answer's `error` is the
+// authsvc ErrorInfo reason, so the page branches on it as the client does; `message` is
+// written for a person and never repeats a credential.
+
+import {
+  AuthsvcError,
+  InvalidArgument,
+  InvalidCredentials,
+  NotFound,
+  PermissionDenied,
+  RateLimited,
+  SessionExpired,
+  SessionLimitReached,
+  Unauthenticated,
+  Unavailable,
+  UserDisabled,
+} from "@authsvc/client";
+import { HttpError } from "./http.js";
+
+/** The HTTP answer for what a client call threw; an HttpError passes through. */
+export function httpErrorOf(error: unknown): HttpError {
+  if (error instanceof HttpError) {
+    return error;
+  }
+  if (!(error instanceof AuthsvcError)) {
+    return new HttpError(500, { error: "INTERNAL", message: "Something went wrong on our side. Try again." });
+  }
+  const reason = error.reason || "UPSTREAM_ERROR";
+  if (error instanceof RateLimited) {
+    const retryAfterSeconds = Math.max(1, Math.ceil((error.retryDelayMs ?? 60_000) / 1000));
+    return new HttpError(
+      429,
+      { error: reason, message: `Too many attempts. Try again in ${describeWait(retryAfterSeconds)}.`, retryAfterSeconds },
+      { "Retry-After": String(retryAfterSeconds) },
+    );
+  }
+  if (error instanceof InvalidCredentials) {
+    return new HttpError(401, { error: reason, message: "The email or password is incorrect." });
+  }
+  if (error instanceof SessionExpired) {
+    return new HttpError(401, { error: reason, message: "Your session has ended. Sign in again." });
+  }
+  if (error instanceof Unauthenticated) {
+    return new HttpError(401, { error: reason, message: "You are not signed in." });
+  }
+  if (error instanceof UserDisabled) {
+    return new HttpError(403, { error: reason, message: "This account is disabled." });
+  }
+  if (error instanceof PermissionDenied) {
+    return new HttpError(403, { error: reason, message: "That is not allowed." });
+  }
+  if (error instanceof SessionLimitReached) {
+    return new HttpError(409, { error: reason, message: "You are signed in on too many devices. Sign one out first." });
+  }
+  if (error instanceof InvalidArgument) {
+    return new HttpError(400, { error: reason, message: "Check what you entered and try again." });
+  }
+  if (error instanceof NotFound) {
+    return new HttpError(404, { error: reason, message: "That session no longer exists." });
+  }
+  if (error instanceof Unavailable) {
+    return new HttpError(503, { error: reason || "UNAVAILABLE", message: "The sign-in service is unavailable. Try again shortly." });
+  }
+  return new HttpError(502, { error: reason, message: "The sign-in service failed. Try again." });
+}
+
+function describeWait(seconds: number): string {
+  if (seconds < 90) {
+    return `${seconds} second${seconds === 1 ? "" : "s"}`;
+  }
+  const minutes = Math.ceil(seconds / 60);
+  return `${minutes} minutes`;
+}
