@@ -16,6 +16,7 @@ from authsvc.core.pooler import DatabasePooler
 from authsvc.store.errors import translate_errors
 
 __all__ = [
+    "SESSION_LOCKS_APPLICATION_NAME",
     "Connection",
     "Pool",
     "create_pool",
@@ -112,6 +113,8 @@ class _TransactionPooledPool(_BasePool):
 
 # The direct pool serves a few maintenance jobs of one process, one at a time per lock.
 _SESSION_POOL_MAX_SIZE = 2
+# How the direct pool's connections show in pg_stat_activity, beside the feed's.
+SESSION_LOCKS_APPLICATION_NAME = "authsvc session locks"
 
 
 async def create_pool(
@@ -160,7 +163,12 @@ async def create_pool(
         session_pool = await asyncpg.create_pool(
             direct_dsn,
             connect=_connector(direct_dsn),
-            **{**options, "min_size": 0, "max_size": _SESSION_POOL_MAX_SIZE},
+            **{
+                **options,
+                "min_size": 0,
+                "max_size": _SESSION_POOL_MAX_SIZE,
+                "server_settings": {"application_name": SESSION_LOCKS_APPLICATION_NAME},
+            },
         )
         # PgBouncer 1.18 does not carry a named prepared statement from one transaction to
         # the next; with no cache asyncpg prepares each query unnamed, in its own exchange.

