@@ -54,7 +54,7 @@ bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see
 # The harness cannot rot: every scenario and bound, briefly; any non-OK call fails it.
 # Timing is printed, never asserted.
 bench-smoke: bootstrap
-	@$(BIN)/python -m bench --smoke
+	@$(BIN)/python -m bench --smoke --pgbouncer
 
 # Not part of `make test`: minutes, not seconds. MUTANTS="glob ..." runs only those mutants,
 # e.g. MUTANTS='authsvc.domain.access_tokens.*'. docs/mutation.md has the last score.
@@ -92,7 +92,7 @@ pytest: bootstrap
 	  if (( rc == 5 )); then echo "pytest: no tests were collected" >&2; fi; exit $$rc; }
 
 # The correctness tests again with the service behind a real PgBouncer in transaction pooling
-# mode (tests/scale/pgbouncer.py; docs/operations.md, Behind PgBouncer): refresh, concurrency
+# mode (bench/pgbouncer.py; docs/operations.md, Behind PgBouncer): refresh, concurrency
 # and reuse, revocation races, throttle parallelism, the sweeper, the revocation feed, and
 # three server processes on one database. About a minute and a half.
 PGBOUNCER_TESTS := $(addprefix tests/integration/,test_refresh.py test_revocation_races.py \

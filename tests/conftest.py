@@ -34,8 +34,8 @@ from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
 from authsvc.store.webhooks import outbox_settings
 from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
+from bench.pgbouncer import PgBouncer, run_pgbouncer
 from tests.helpers import AdminStub, Stub, bearer
-from tests.scale.pgbouncer import PgBouncer, run_pgbouncer
 
 if TYPE_CHECKING:
     from authsvc.telemetry.tracing import Tracing

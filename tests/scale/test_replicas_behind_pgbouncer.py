@@ -21,10 +21,10 @@ from authsvc.service_keys import mint_service_key
 from authsvc.store.pool import SESSION_LOCKS_APPLICATION_NAME, Pool
 from authsvc.store.revocations import APPLICATION_NAME as FEED_APPLICATION_NAME
 from authsvc.v1 import auth_service_pb2 as pb
+from bench.pgbouncer import PgBouncer
 from tests.conftest import NewDatabase
 from tests.helpers import Stub, bearer, error_info, login, refresh, register
 from tests.processes import WAIT, ServerProcess, server_group
-from tests.scale.pgbouncer import PgBouncer
 
 pytestmark = pytest.mark.asyncio
 

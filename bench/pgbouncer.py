@@ -1,4 +1,5 @@
-"""A real PgBouncer in transaction pooling mode in front of the test PostgreSQL.
+"""A real PgBouncer in transaction pooling mode in front of a PostgreSQL server: the tests'
+(tests/scale/, --through-pgbouncer) and the bench's (--pgbouncer).
 
 `run_pgbouncer(server_dsn, workdir)` writes a config and a userlist into `workdir`, starts
 Debian's pgbouncer (scripts/install_pgbouncer) on a free 127.0.0.1 port and stops it on
@@ -24,8 +25,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 __all__ = ["POOL_SIZE", "PgBouncer", "pgbouncer_binary", "run_pgbouncer"]
 
-# Server connections per (database, role): fewer than the clients' pools together, so
-# transactions of different clients really share server sessions.
+# Server connections per (database, role), by default: fewer than the tests' clients' pools
+# together, so transactions of different clients really share server sessions.
 POOL_SIZE = 8
 # Bounds the wait for PgBouncer to listen: only a hang reaches it, not a timing assertion.
 _READY_WITHIN = 20.0
@@ -133,7 +134,7 @@ def _write_private(path: Path, text: str, owner: pwd.struct_passwd | None) -> No
         os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
-def _config(server: _Server, workdir: Path, port: int) -> str:
+def _config(server: _Server, workdir: Path, port: int, pool_size: int) -> str:
     return f"""\
 [databases]
 ; Any database name: the server's database of that name.
@@ -149,7 +150,7 @@ auth_file = {workdir / "userlist.txt"}
 admin_users = {server.user}
 stats_users = {server.user}
 pool_mode = transaction
-default_pool_size = {POOL_SIZE}
+default_pool_size = {pool_size}
 max_client_conn = 1000
 ; The test's own many databases: a server connection goes back after this idle.
 server_idle_timeout = 30
@@ -158,15 +159,19 @@ server_lifetime = 600
 
 
 @contextmanager
-def run_pgbouncer(server_dsn: str, workdir: Path) -> Iterator[PgBouncer]:
-    """PgBouncer (transaction pooling) in front of the server `server_dsn` names, until exit."""
+def run_pgbouncer(
+    server_dsn: str, workdir: Path, *, pool_size: int = POOL_SIZE
+) -> Iterator[PgBouncer]:
+    """PgBouncer (transaction pooling) in front of the server `server_dsn` names, with
+    `pool_size` server connections per database, until exit. `workdir` must be reachable by
+    the user pgbouncer runs as (see `_run_as_user`): a fresh directory under /tmp is."""
     server = _Server.from_dsn(server_dsn)
     owner = _run_as_user(server)
     if owner is not None:
         os.chown(workdir, owner.pw_uid, owner.pw_gid)
     port = _free_port()
     _write_private(workdir / "userlist.txt", f'"{server.user}" "{server.password}"\n', owner)
-    _write_private(workdir / "pgbouncer.ini", _config(server, workdir, port), owner)
+    _write_private(workdir / "pgbouncer.ini", _config(server, workdir, port, pool_size), owner)
     passfile = workdir / "client.pgpass"
     _write_private(passfile, f"*:*:*:{server.user}:{server.password}\n", None)
     argv = [pgbouncer_binary(), str(workdir / "pgbouncer.ini")]
