@@ -81,8 +81,11 @@ _HALF_PEAK = ("refresh", "validate")
 # --lineage: the scenarios that present refresh tokens, run with refresh lineage on and off.
 # pg_refresh: its statement with the step written, and with it skipped as the server skips it.
 _LINEAGE_SCENARIOS = ("refresh", "refresh_same_token", "mixed", "pg_refresh")
-# --pgbouncer: the scenarios run through PgBouncer and direct, in turns.
+# --pgbouncer: the scenarios run through PgBouncer, direct without the statement cache (the
+# setting's one cost without the extra hop) and direct, in turns.
 _PGBOUNCER_SCENARIOS = ("refresh", "validate")
+_THROUGH_PGBOUNCER = "pgbouncer"
+_NO_STATEMENT_CACHE = "direct, no statement cache"
 # Sessions per call slot under open-loop refresh, so a slot never refreshes one
 # session twice at once even when answers are slow.
 _PACED_SESSIONS = 32
@@ -197,8 +200,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--pgbouncer",
         action="store_true",
         help="also serve this checkout through a PgBouncer in transaction pooling mode "
-        "(AUTHSVC_DATABASE_POOLER=pgbouncer-transaction) and run refresh and validate "
-        "through it and direct, in turns",
+        "(AUTHSVC_DATABASE_POOLER=pgbouncer-transaction), and direct with that setting (no "
+        "statement cache), and run refresh and validate on all three in turns",
     )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
@@ -244,8 +247,9 @@ class Bench:
         self.otlp_sink: ServerProcess | None = None
         # --lineage: this checkout again, with refresh lineage off.
         self.lineage_off: ServerProcess | None = None
-        # --pgbouncer: this checkout again, its pool through PgBouncer.
-        self.through_pgbouncer: ServerProcess | None = None
+        # --pgbouncer: this checkout again, through PgBouncer and direct without the
+        # statement cache, by variant (_THROUGH_PGBOUNCER, _NO_STATEMENT_CACHE).
+        self.pooled: dict[str, ServerProcess] = {}
         # --webhooks: the endpoints their servers post to (the servers join self.telemetry).
         self.webhook_receivers: dict[str, ServerProcess] = {}
         self.empty: ServerProcess | None = None
@@ -336,7 +340,7 @@ class Bench:
         on_baseline: bool = False,
         telemetry: str = "",
         lineage_off: bool = False,
-        through_pgbouncer: bool = False,
+        pooled: str = "",
     ) -> Run:
         """One warm-up and measured window of `scenario`.
 
@@ -346,15 +350,15 @@ class Bench:
         `on_baseline`: against the --baseline server instead of this checkout's.
         `telemetry`: against this checkout's server with that telemetry on (--telemetry).
         `lineage_off`: against this checkout's server with refresh lineage off (--lineage).
-        `through_pgbouncer`: against this checkout's server behind PgBouncer (--pgbouncer).
+        `pooled`: against this checkout's server of that --pgbouncer variant.
         """
         authsvc = self.baseline if on_baseline else self.authsvc
         if telemetry:
             authsvc = self.telemetry[telemetry]
         if lineage_off and scenario != "pg_refresh":
             authsvc = self.lineage_off
-        if through_pgbouncer:
-            authsvc = self.through_pgbouncer
+        if pooled:
+            authsvc = self.pooled[pooled]
         assert authsvc is not None
         assert self.empty is not None
         args = self.args
@@ -556,20 +560,17 @@ class Bench:
             _progress(f"{label} run {index + 1}/{self.args.runs}", run)
         return runs, off_runs
 
-    async def runs_through_pgbouncer(
-        self, scenario: str, label: str
-    ) -> tuple[list[Run], list[Run]]:
-        """Runs of `scenario` through PgBouncer, then direct, in turns, so both see the same
-        drift of a shared machine."""
-        runs, bounced_runs = [], []
+    async def runs_pooled(self, scenario: str, label: str) -> dict[str, list[Run]]:
+        """Runs of `scenario` on each --pgbouncer variant, then direct, in turns, so every
+        variant sees the same drift of a shared machine. Keyed by variant ("" direct)."""
+        runs: dict[str, list[Run]] = {**{name: [] for name in self.pooled}, "": []}
         for index in range(self.args.runs):
-            run = await self.run_once(scenario, through_pgbouncer=True)
-            bounced_runs.append(run)
-            _progress(f"{label} (pgbouncer) run {index + 1}/{self.args.runs}", run)
-            run = await self.run_once(scenario)
-            runs.append(run)
-            _progress(f"{label} run {index + 1}/{self.args.runs}", run)
-        return runs, bounced_runs
+            for variant, variant_runs in runs.items():
+                run = await self.run_once(scenario, pooled=variant)
+                variant_runs.append(run)
+                name = f"{label} ({variant})" if variant else label
+                _progress(f"{name} run {index + 1}/{self.args.runs}", run)
+        return runs
 
     async def start_telemetry(self) -> None:
         """The --telemetry servers: metrics on; metrics and tracing on, to a sink that drops;
@@ -851,19 +852,24 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             await bench.start_webhooks()
         if args.pgbouncer:
             bouncer = stack.enter_context(_pgbouncer(dsn))
-            bench.through_pgbouncer = start_authsvc(
-                bouncer.dsn_through(dsn),
-                work_dir,
-                args.server_log_level,
-                workers=args.workers,
-                cpus=args.server_cpus,
-                name="authsvc-pgbouncer",
-                settings={
-                    "AUTHSVC_DATABASE_POOLER": "pgbouncer-transaction",
-                    "AUTHSVC_LISTEN_DATABASE_URL": dsn,
-                },
-            )
-            await wait_serving(bench.through_pgbouncer.target)
+            pooler = {
+                "AUTHSVC_DATABASE_POOLER": "pgbouncer-transaction",
+                "AUTHSVC_LISTEN_DATABASE_URL": dsn,
+            }
+            for variant, name, url in (
+                (_THROUGH_PGBOUNCER, "authsvc-pgbouncer", bouncer.dsn_through(dsn)),
+                (_NO_STATEMENT_CACHE, "authsvc-no-statement-cache", dsn),
+            ):
+                bench.pooled[variant] = start_authsvc(
+                    url,
+                    work_dir,
+                    args.server_log_level,
+                    workers=args.workers,
+                    cpus=args.server_cpus,
+                    name=name,
+                    settings=pooler,
+                )
+                await wait_serving(bench.pooled[variant].target)
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -889,10 +895,12 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                     for variant, variant_runs in by_variant.items():
                         all_runs[f"{label} ({variant})"] = variant_runs
                         summaries[f"{scenario} ({variant})"] = report.summary(variant_runs)
-                elif bench.through_pgbouncer is not None and scenario in _PGBOUNCER_SCENARIOS:
-                    runs, bounced_runs = await bench.runs_through_pgbouncer(scenario, label)
-                    all_runs[f"{label} (pgbouncer)"] = bounced_runs
-                    summaries[f"{scenario} (pgbouncer)"] = report.summary(bounced_runs)
+                elif bench.pooled and scenario in _PGBOUNCER_SCENARIOS:
+                    by_variant = await bench.runs_pooled(scenario, label)
+                    runs = by_variant.pop("")
+                    for variant, variant_runs in by_variant.items():
+                        all_runs[f"{label} ({variant})"] = variant_runs
+                        summaries[f"{scenario} ({variant})"] = report.summary(variant_runs)
                 elif bench.lineage_off is not None and scenario in _LINEAGE_SCENARIOS:
                     runs, off_runs = await bench.runs_with_lineage_off(scenario, label)
                     all_runs[f"{label} (lineage off)"] = off_runs
@@ -929,11 +937,12 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         received_requests = bench.stop_webhooks()
         warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
         warnings += _warnings_logged(bench.lineage_off)
-        warnings += _warnings_logged(bench.through_pgbouncer)
+        for variant_server in bench.pooled.values():
+            warnings += _warnings_logged(variant_server)
         for variant_server in bench.telemetry.values():
             warnings += _warnings_logged(variant_server)
         bench.executor.shutdown(cancel_futures=True)
-        servers = (bench.authsvc, bench.baseline, bench.lineage_off, bench.through_pgbouncer)
+        servers = (bench.authsvc, bench.baseline, bench.lineage_off, *bench.pooled.values())
         for server in (*servers, bench.empty, bench.peer):
             if server is not None:
                 server.stop()
@@ -973,7 +982,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "cpu_ratios": report.cpu_ratios(summaries),
         "telemetry": report.telemetry_costs(summaries, exported_spans),
         "lineage": report.lineage_costs(summaries),
-        "pgbouncer": report.pgbouncer_costs(summaries),
+        "pgbouncer": report.pooler_costs(summaries, (_THROUGH_PGBOUNCER, _NO_STATEMENT_CACHE)),
         "webhooks": report.webhook_costs(summaries, received_requests),
         "peer": {
             "name": "better-auth",
