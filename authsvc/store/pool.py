@@ -170,19 +170,23 @@ async def create_pool(
                 "server_settings": {"application_name": SESSION_LOCKS_APPLICATION_NAME},
             },
         )
-        # PgBouncer 1.18 does not carry a named prepared statement from one transaction to
-        # the next; with no cache asyncpg prepares each query unnamed, in its own exchange.
-        return await _TransactionPooledPool(
-            dsn,
-            connect=_connector(dsn),
-            statement_cache_size=0,
-            session_pool=session_pool,
-            # What asyncpg.create_pool passes when not told otherwise.
-            max_queries=50_000,
-            loop=None,
-            record_class=asyncpg.Record,
-            **options,
-        )
+        try:
+            # PgBouncer 1.18 does not carry a named prepared statement from one transaction
+            # to the next; with no cache asyncpg sends each query's Parse with its Execute.
+            return await _TransactionPooledPool(
+                dsn,
+                connect=_connector(dsn),
+                statement_cache_size=0,
+                session_pool=session_pool,
+                # What asyncpg.create_pool passes when not told otherwise.
+                max_queries=50_000,
+                loop=None,
+                record_class=asyncpg.Record,
+                **options,
+            )
+        except BaseException:
+            await session_pool.close()
+            raise
 
 
 async def open_connections(pool: Pool, count: int) -> None:
