@@ -24,7 +24,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from bench.pgbouncer import PgBouncer
 from tests.conftest import NewDatabase
 from tests.helpers import Stub, bearer, error_info, login, refresh, register
-from tests.processes import WAIT, ServerProcess, server_group
+from tests.processes import POLL_INTERVAL, WAIT, ServerProcess, server_group
 
 pytestmark = pytest.mark.asyncio
 
@@ -88,9 +88,23 @@ async def next_revocation(watch: Watch) -> pb.Revocation:
     return (await next_event(watch, "revocation")).revocation
 
 
-async def until_heartbeat(watch: Watch) -> None:
-    """Read until a heartbeat: the subscription is live from here on."""
-    await next_event(watch, "heartbeat")
+async def subscribed(server: ServerProcess, service_key: str) -> Watch:
+    """A WatchRevocations stream on `server` that has had its first heartbeat, so it is live.
+    A replica refuses subscribers (UNAVAILABLE) until its feed has caught up once, which may
+    be a moment after it reports SERVING: that refusal is waited out, bounded by WAIT."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            watch: Watch = server.stub.WatchRevocations(
+                pb.WatchRevocationsRequest(after_cursor=0), metadata=bearer(service_key)
+            )
+            try:
+                await next_event(watch, "heartbeat")
+            except grpc.aio.AioRpcError as refused:
+                if refused.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+                await asyncio.sleep(POLL_INTERVAL)
+                continue
+            return watch
 
 
 async def test_concurrent_refreshes_through_three_replicas_share_one_successor(
@@ -122,13 +136,9 @@ async def test_a_revocation_through_one_replica_reaches_watchers_of_the_other_tw
     replicas: Replicas,
 ) -> None:
     revoker, *watched = replicas.servers
-    watches: list[Watch] = [
-        server.stub.WatchRevocations(
-            pb.WatchRevocationsRequest(after_cursor=0), metadata=bearer(replicas.service_key)
-        )
-        for server in watched
-    ]
-    await asyncio.gather(*map(until_heartbeat, watches))
+    watches = await asyncio.gather(
+        *(subscribed(server, replicas.service_key) for server in watched)
+    )
     phone = await register(revoker.stub)
     laptop = await login(revoker.stub)
 
