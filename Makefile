@@ -93,11 +93,12 @@ pytest: bootstrap
 
 # The correctness tests again with the service behind a real PgBouncer in transaction pooling
 # mode (bench/pgbouncer.py; docs/operations.md, Behind PgBouncer): refresh, concurrency
-# and reuse, revocation races, throttle parallelism, the sweeper, the revocation feed, and
-# three server processes on one database. About a minute and a half.
-PGBOUNCER_TESTS := $(addprefix tests/integration/,test_refresh.py test_revocation_races.py \
-	test_login_throttle.py test_sweeper.py test_revocation_log.py test_watch_revocations.py \
-	test_replicas.py)
+# and reuse (and retries of one rotation), revocation races, throttle parallelism, the
+# sweeper, the revocation feed and its propagation, and three server processes on one
+# database. About a minute and a half.
+PGBOUNCER_TESTS := $(addprefix tests/integration/,test_refresh.py test_idempotent_refresh.py \
+	test_revocation_races.py test_login_throttle.py test_sweeper.py test_revocation_log.py \
+	test_watch_revocations.py test_revocation_propagation.py test_replicas.py)
 pytest-pgbouncer: bootstrap
 	@$(BIN)/pytest -q --through-pgbouncer $(PGBOUNCER_TESTS)
 
