@@ -16,12 +16,12 @@ BUF := node_modules/.bin/buf
 
 # `make test` runs these targets in this order and reports every one that failed.
 CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-proto pytest \
-	bench-smoke node-client session-page
+	pytest-pgbouncer bench-smoke node-client session-page
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
 .PHONY: help bootstrap bootstrap-python run test bench lint fmt generate check-generated lint-proto lock dist clean \
-	mutation ruff-check ruff-format-check mypy lint-imports pytest bench-smoke node-client session-page \
-	example-session-page
+	mutation ruff-check ruff-format-check mypy lint-imports pytest pytest-pgbouncer bench-smoke \
+	node-client session-page example-session-page
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -54,7 +54,7 @@ bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see
 # The harness cannot rot: every scenario and bound, briefly; any non-OK call fails it.
 # Timing is printed, never asserted.
 bench-smoke: bootstrap
-	@$(BIN)/python -m bench --smoke
+	@$(BIN)/python -m bench --smoke --pgbouncer
 
 # Not part of `make test`: minutes, not seconds. MUTANTS="glob ..." runs only those mutants,
 # e.g. MUTANTS='authsvc.domain.access_tokens.*'. docs/mutation.md has the last score.
@@ -90,6 +90,17 @@ lint-imports: bootstrap
 pytest: bootstrap
 	@$(BIN)/pytest -q || { rc=$$?; \
 	  if (( rc == 5 )); then echo "pytest: no tests were collected" >&2; fi; exit $$rc; }
+
+# The correctness tests again with the service behind a real PgBouncer in transaction pooling
+# mode (bench/pgbouncer.py; docs/operations.md, Behind PgBouncer): refresh, concurrency
+# and reuse (and retries of one rotation), revocation races, throttle parallelism, the
+# sweeper, the revocation feed and its propagation, and three server processes on one
+# database. About a minute and a half.
+PGBOUNCER_TESTS := $(addprefix tests/integration/,test_refresh.py test_idempotent_refresh.py \
+	test_revocation_races.py test_login_throttle.py test_sweeper.py test_revocation_log.py \
+	test_watch_revocations.py test_revocation_propagation.py test_replicas.py)
+pytest-pgbouncer: bootstrap
+	@$(BIN)/pytest -q --through-pgbouncer $(PGBOUNCER_TESTS)
 
 # The TypeScript client: tsc --noEmit (strict), then its node:test suite, which starts a live
 # server from .venv. Quiet on success but for the closing "N passed, N failed" line.

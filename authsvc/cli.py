@@ -102,6 +102,8 @@ async def _pool(config: Config, dsn: str, *, min_size: int | None = None) -> Asy
         server_settings=outbox_settings(
             config.webhook_urls, idle_after=config.webhook_idle_threshold
         ),
+        pooler=config.database_pooler,
+        direct_dsn=config.listen_database_url,
     )
     try:
         yield pool

@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from authsvc.core.pooler import DatabasePooler
 from authsvc.core.session_limits import SessionLimitPolicy
 from authsvc.service_keys import ServiceKeys, parse_service_keys
 from authsvc.webhook_settings import (
@@ -198,6 +199,14 @@ def parse_session_limit_policy(text: str) -> SessionLimitPolicy:
         return SessionLimitPolicy(text.strip())
     except ValueError:
         names = " or ".join(policy.value for policy in SessionLimitPolicy)
+        raise _Invalid(names, text) from None
+
+
+def parse_database_pooler(text: str) -> DatabasePooler:
+    try:
+        return DatabasePooler(text.strip())
+    except ValueError:
+        names = " or ".join(pooler.value for pooler in DatabasePooler)
         raise _Invalid(names, text) from None
 
 
@@ -526,12 +535,22 @@ class Config:
         "File holding the same, one per line (a mounted secret); instead of the variable.",
         DATABASE,
     )
+    database_pooler: DatabasePooler = _setting(
+        parse_database_pooler,
+        "none",
+        "What `AUTHSVC_DATABASE_URL` goes through: none, or pgbouncer-transaction (PgBouncer "
+        "with pool_mode=transaction: no prepared-statement cache, no startup parameters, "
+        "session-level locks on `AUTHSVC_LISTEN_DATABASE_URL`; docs/operations.md, Behind "
+        "PgBouncer).",
+        DATABASE,
+    )
     listen_database_url: Secret | None = _setting(
         Secret,
         None,
-        "PostgreSQL URL of each server process's one revocation-feed connection, which "
-        "LISTENs and so must reach PostgreSQL directly, not through a transaction-pooling "
-        "proxy. Unset: `AUTHSVC_DATABASE_URL`'s.",
+        "PostgreSQL URL that reaches PostgreSQL directly, not through a transaction-pooling "
+        "proxy: each server process's one revocation-feed connection, which LISTENs, and "
+        "behind PgBouncer the few connections that hold session-level advisory locks "
+        "(migrations, the sweep). Unset: `AUTHSVC_DATABASE_URL`'s.",
         DATABASE,
         secret=True,
     )
@@ -1133,6 +1152,7 @@ def _check_consistency(config: Config) -> None:
             "needs the same keys",
         ),
         (config.db_pool_max_size < 2, "AUTHSVC_DB_POOL_MAX_SIZE must be at least 2"),
+        *_pooler_problems(config),
         (
             config.db_pool_min_size > config.db_pool_max_size,
             "AUTHSVC_DB_POOL_MIN_SIZE must not exceed AUTHSVC_DB_POOL_MAX_SIZE",
@@ -1180,6 +1200,26 @@ def _check_consistency(config: Config) -> None:
     for failed, message in problems:
         if failed:
             raise ConfigError(message)
+
+
+def _pooler_problems(config: Config) -> Sequence[tuple[bool, str]]:
+    behind_pgbouncer = config.database_pooler is DatabasePooler.PGBOUNCER_TRANSACTION
+    return (
+        (
+            # LISTEN and session-level locks would land on whichever server session is free.
+            behind_pgbouncer and config.listen_database_url is None,
+            "AUTHSVC_DATABASE_POOLER=pgbouncer-transaction needs AUTHSVC_LISTEN_DATABASE_URL: "
+            "a URL that reaches PostgreSQL directly, for LISTEN and session-level locks",
+        ),
+        (
+            # The outbox's settings travel as startup parameters, which PgBouncer refuses;
+            # dropping them instead (ignore_startup_parameters) would lose every event.
+            behind_pgbouncer and bool(config.webhook_urls),
+            "AUTHSVC_WEBHOOK_URLS cannot be used with AUTHSVC_DATABASE_POOLER="
+            "pgbouncer-transaction yet: the outbox's per-connection settings are startup "
+            "parameters, which PgBouncer refuses",
+        ),
+    )
 
 
 def _service_problems(config: Config) -> Sequence[tuple[bool, str]]:

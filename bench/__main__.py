@@ -5,7 +5,7 @@ Run: .venv/bin/python -m bench [--scenarios validate,refresh,...] [--duration 10
      [--warmup 3] [--runs 3] [--concurrency 64] [--processes 2] [--workers 1]
      [--server-cpus 0 --load-cpus 1] [--sessions 10000,100000,1000000]
      [--half-peak] [--sweep-rows 1000000] [--memory-minutes 5] [--smoke]
-     [--database-url URL] [--baseline DIR] [--telemetry] [--lineage] [--webhooks]
+     [--database-url URL] [--baseline DIR] [--telemetry] [--lineage] [--webhooks] [--pgbouncer]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -46,6 +47,7 @@ from bench import (
     slow_receiver,
     verify_offline,
 )
+from bench.pgbouncer import PgBouncer, run_pgbouncer
 from bench.report import Run
 from bench.seed import SeededSession, Seeder
 from bench.servers import (
@@ -79,6 +81,11 @@ _HALF_PEAK = ("refresh", "validate")
 # --lineage: the scenarios that present refresh tokens, run with refresh lineage on and off.
 # pg_refresh: its statement with the step written, and with it skipped as the server skips it.
 _LINEAGE_SCENARIOS = ("refresh", "refresh_same_token", "mixed", "pg_refresh")
+# --pgbouncer: the scenarios run through PgBouncer, direct without the statement cache (the
+# setting's one cost without the extra hop) and direct, in turns.
+_PGBOUNCER_SCENARIOS = ("refresh", "validate")
+_THROUGH_PGBOUNCER = "pgbouncer"
+_NO_STATEMENT_CACHE = "direct, no statement cache"
 # Sessions per call slot under open-loop refresh, so a slot never refreshes one
 # session twice at once even when answers are slow.
 _PACED_SESSIONS = 32
@@ -189,6 +196,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="also serve this checkout with webhooks on, every Login and Refresh an event, "
         "to a receiver that answers after 5 s, and run each authsvc scenario on both in turns",
     )
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="also serve this checkout through a PgBouncer in transaction pooling mode "
+        "(AUTHSVC_DATABASE_POOLER=pgbouncer-transaction), and direct with that setting (no "
+        "statement cache), and run refresh and validate on all three in turns",
+    )
     parser.add_argument("--server-log-level", default="INFO")
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy the servers' logs to bench/results/"
@@ -233,6 +247,9 @@ class Bench:
         self.otlp_sink: ServerProcess | None = None
         # --lineage: this checkout again, with refresh lineage off.
         self.lineage_off: ServerProcess | None = None
+        # --pgbouncer: this checkout again, through PgBouncer and direct without the
+        # statement cache, by variant (_THROUGH_PGBOUNCER, _NO_STATEMENT_CACHE).
+        self.pooled: dict[str, ServerProcess] = {}
         # --webhooks: the endpoints their servers post to (the servers join self.telemetry).
         self.webhook_receivers: dict[str, ServerProcess] = {}
         self.empty: ServerProcess | None = None
@@ -323,6 +340,7 @@ class Bench:
         on_baseline: bool = False,
         telemetry: str = "",
         lineage_off: bool = False,
+        pooled: str = "",
     ) -> Run:
         """One warm-up and measured window of `scenario`.
 
@@ -332,12 +350,15 @@ class Bench:
         `on_baseline`: against the --baseline server instead of this checkout's.
         `telemetry`: against this checkout's server with that telemetry on (--telemetry).
         `lineage_off`: against this checkout's server with refresh lineage off (--lineage).
+        `pooled`: against this checkout's server of that --pgbouncer variant.
         """
         authsvc = self.baseline if on_baseline else self.authsvc
         if telemetry:
             authsvc = self.telemetry[telemetry]
         if lineage_off and scenario != "pg_refresh":
             authsvc = self.lineage_off
+        if pooled:
+            authsvc = self.pooled[pooled]
         assert authsvc is not None
         assert self.empty is not None
         args = self.args
@@ -538,6 +559,18 @@ class Bench:
             runs.append(run)
             _progress(f"{label} run {index + 1}/{self.args.runs}", run)
         return runs, off_runs
+
+    async def runs_pooled(self, scenario: str, label: str) -> dict[str, list[Run]]:
+        """Runs of `scenario` on each --pgbouncer variant, then direct, in turns, so every
+        variant sees the same drift of a shared machine. Keyed by variant ("" direct)."""
+        runs: dict[str, list[Run]] = {**{name: [] for name in self.pooled}, "": []}
+        for index in range(self.args.runs):
+            for variant, variant_runs in runs.items():
+                run = await self.run_once(scenario, pooled=variant)
+                variant_runs.append(run)
+                name = f"{label} ({variant})" if variant else label
+                _progress(f"{name} run {index + 1}/{self.args.runs}", run)
+        return runs
 
     async def start_telemetry(self) -> None:
         """The --telemetry servers: metrics on; metrics and tracing on, to a sink that drops;
@@ -780,6 +813,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     service_key, service_key_entry = mint_service_key("bench")
     bench = Bench(args, pool, dsn, work_dir, service_key)
+    stack = contextlib.ExitStack()
     try:
         bench.authsvc = start_authsvc(
             dsn,
@@ -816,6 +850,26 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             await wait_serving(bench.lineage_off.target)
         if args.webhooks:
             await bench.start_webhooks()
+        if args.pgbouncer:
+            bouncer = stack.enter_context(_pgbouncer(dsn))
+            pooler = {
+                "AUTHSVC_DATABASE_POOLER": "pgbouncer-transaction",
+                "AUTHSVC_LISTEN_DATABASE_URL": dsn,
+            }
+            for variant, name, url in (
+                (_THROUGH_PGBOUNCER, "authsvc-pgbouncer", bouncer.dsn_through(dsn)),
+                (_NO_STATEMENT_CACHE, "authsvc-no-statement-cache", dsn),
+            ):
+                bench.pooled[variant] = start_authsvc(
+                    url,
+                    work_dir,
+                    args.server_log_level,
+                    workers=args.workers,
+                    cpus=args.server_cpus,
+                    name=name,
+                    settings=pooler,
+                )
+                await wait_serving(bench.pooled[variant].target)
         bench.seeder = Seeder(pool, bench.authsvc.target, argon2.PasswordHasher().hash(PASSWORD))
         await bench.prepare_load_processes()
         by_size: dict[int, dict[str, dict[str, Any]]] = {}
@@ -838,6 +892,12 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
                     runs = by_variant.pop("")
                     # First: the table reads off, then each variant.
                     summaries[scenario] = report.summary(runs)
+                    for variant, variant_runs in by_variant.items():
+                        all_runs[f"{label} ({variant})"] = variant_runs
+                        summaries[f"{scenario} ({variant})"] = report.summary(variant_runs)
+                elif bench.pooled and scenario in _PGBOUNCER_SCENARIOS:
+                    by_variant = await bench.runs_pooled(scenario, label)
+                    runs = by_variant.pop("")
                     for variant, variant_runs in by_variant.items():
                         all_runs[f"{label} ({variant})"] = variant_runs
                         summaries[f"{scenario} ({variant})"] = report.summary(variant_runs)
@@ -877,13 +937,17 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         received_requests = bench.stop_webhooks()
         warnings = _warnings_logged(bench.authsvc) + _warnings_logged(bench.baseline)
         warnings += _warnings_logged(bench.lineage_off)
+        for variant_server in bench.pooled.values():
+            warnings += _warnings_logged(variant_server)
         for variant_server in bench.telemetry.values():
             warnings += _warnings_logged(variant_server)
         bench.executor.shutdown(cancel_futures=True)
-        for server in (bench.authsvc, bench.baseline, bench.lineage_off, bench.empty, bench.peer):
+        servers = (bench.authsvc, bench.baseline, bench.lineage_off, *bench.pooled.values())
+        for server in (*servers, bench.empty, bench.peer):
             if server is not None:
                 server.stop()
         await pool.close()
+        stack.close()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_sha": _git_sha(),
@@ -906,6 +970,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
             "telemetry": args.telemetry,
             "lineage": args.lineage,
             "webhooks": args.webhooks,
+            "pgbouncer": args.pgbouncer,
             "mixed_blend": {**dict(_blend()), load.MIX_LAST: 0.01},
         },
         "server_vm_hwm_mib": hwm,
@@ -917,6 +982,7 @@ async def _bench(args: argparse.Namespace, work_dir: Path, dsn: str) -> dict[str
         "cpu_ratios": report.cpu_ratios(summaries),
         "telemetry": report.telemetry_costs(summaries, exported_spans),
         "lineage": report.lineage_costs(summaries),
+        "pgbouncer": report.pooler_costs(summaries, (_THROUGH_PGBOUNCER, _NO_STATEMENT_CACHE)),
         "webhooks": report.webhook_costs(summaries, received_requests),
         "peer": {
             "name": "better-auth",
@@ -981,6 +1047,18 @@ def _warnings_logged(server: ServerProcess | None, keep: int = 20) -> list[str]:
     return [line for line in lines if '"level": "WARNING"' in line or '"level": "ERROR"' in line][
         -keep:
     ]
+
+
+@contextlib.contextmanager
+def _pgbouncer(dsn: str) -> Iterator[PgBouncer]:
+    """PgBouncer in front of the bench's database, with as many server connections as one
+    server's pool (so the pool, not PgBouncer, bounds the server's concurrency either way).
+    Its files go in a directory of their own under /tmp, which pgbouncer's user can reach."""
+    with (
+        tempfile.TemporaryDirectory(prefix="authsvc-bench-pgbouncer-") as workdir,
+        run_pgbouncer(dsn, Path(workdir), pool_size=_SERVER_POOL_MAX) as bouncer,
+    ):
+        yield bouncer
 
 
 def _crypto(args: argparse.Namespace) -> dict[str, Any]:

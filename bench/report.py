@@ -284,6 +284,58 @@ def _lineage_lines(costs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def pooler_costs(
+    summaries: dict[str, dict[str, Any]], variants: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Each scenario run with --pgbouncer: calls/s, p50 latency and server CPU per call of
+    each variant (through PgBouncer; direct without the statement cache) against direct,
+    medians of the same run, runs in turns. Keyed by variant, then scenario."""
+    out: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        for name in summaries:
+            other = f"{name} ({variant})"
+            direct_rate, other_rate = _rate(summaries, name), _rate(summaries, other)
+            if not direct_rate or other_rate is None:
+                continue
+            direct_p50 = float(summaries[name]["p50_ms"]["median"])
+            other_p50 = float(summaries[other]["p50_ms"]["median"])
+            direct_cpu, other_cpu = _cpu(summaries, name), _cpu(summaries, other)
+            out.setdefault(variant, {})[name] = {
+                "calls_per_s": other_rate,
+                "direct_calls_per_s": direct_rate,
+                "calls_times_direct": other_rate / direct_rate,
+                "p50_ms": other_p50,
+                "direct_p50_ms": direct_p50,
+                "p50_times_direct": other_p50 / direct_p50 if direct_p50 else None,
+                "cpu_ms_per_call": other_cpu,
+                "direct_cpu_ms_per_call": direct_cpu,
+                "cpu_times_direct": (
+                    other_cpu / direct_cpu if other_cpu is not None and direct_cpu else None
+                ),
+            }
+    return out
+
+
+def _pooler_lines(costs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for variant, by_scenario in costs.items():
+        lines.append(f"\n{variant} vs direct (medians, same run, runs in turns)")
+        for name, f in by_scenario.items():
+            p50 = "" if f["p50_times_direct"] is None else f" ({f['p50_times_direct']:.2f}x)"
+            cpu = (
+                ""
+                if f["cpu_times_direct"] is None
+                else f"; server CPU {f['cpu_ms_per_call']:.3f} vs "
+                f"{f['direct_cpu_ms_per_call']:.3f} ms/call ({f['cpu_times_direct']:.2f}x)"
+            )
+            lines.append(
+                f"  {name:<18} {f['calls_per_s']:.0f}/s vs {f['direct_calls_per_s']:.0f}/s "
+                f"({f['calls_times_direct']:.2f}x); p50 {f['p50_ms']:.2f} vs "
+                f"{f['direct_p50_ms']:.2f} ms{p50}{cpu}"
+            )
+    return lines
+
+
 def peer_ratios(summaries: dict[str, dict[str, Any]], pairs: dict[str, str]) -> dict[str, Any]:
     """authsvc's calls/s and CPU per call against the peer scenario set beside each."""
     out: dict[str, Any] = {}
@@ -389,6 +441,8 @@ def table(report: dict[str, Any]) -> str:
         out.extend(_lineage_lines(report["lineage"]))
     if report.get("webhooks"):
         out.extend(_webhook_lines(report["webhooks"]))
+    if report.get("pgbouncer"):
+        out.extend(_pooler_lines(report["pgbouncer"]))
     peer_report = report.get("peer") or {}
     if peer_report.get("unavailable"):
         out.append(f"\npeer {peer_report['name']} could not run: {peer_report['unavailable']}")

@@ -34,6 +34,7 @@ from authsvc.store.migrate import apply_migrations
 from authsvc.store.pool import Pool, create_pool
 from authsvc.store.webhooks import outbox_settings
 from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
+from bench.pgbouncer import PgBouncer, run_pgbouncer
 from tests.helpers import AdminStub, Stub, bearer
 
 if TYPE_CHECKING:
@@ -87,11 +88,42 @@ async def pool_on(
         server_settings=outbox_settings(
             config.webhook_urls, idle_after=config.webhook_idle_threshold
         ),
+        pooler=config.database_pooler,
+        direct_dsn=config.listen_database_url,
     )
     try:
         yield pool
     finally:
         await pool.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--through-pgbouncer",
+        action="store_true",
+        help="the service under test reaches the test database through a real PgBouncer in "
+        "transaction pooling mode (make pytest runs the correctness tests so a second time)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseRoute:
+    """How the service under test reaches a test database: directly, or through PgBouncer
+    (then with the settings that needs, and the direct URL for LISTEN and session locks)."""
+
+    bouncer: PgBouncer | None
+
+    def service_dsn(self, direct_dsn: str) -> str:
+        return direct_dsn if self.bouncer is None else self.bouncer.dsn_through(direct_dsn)
+
+    def pooler_settings(self, direct_dsn: str) -> dict[str, str]:
+        if self.bouncer is None:
+            return {}
+        return {"database_pooler": "pgbouncer-transaction", "listen_database_url": direct_dsn}
+
+    def env(self, direct_dsn: str) -> dict[str, str]:
+        """`pooler_settings` as a server process's AUTHSVC_* variables."""
+        return {f"AUTHSVC_{k.upper()}": v for k, v in self.pooler_settings(direct_dsn).items()}
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +146,24 @@ def dsn_for_database(admin_dsn: str, database: str) -> str:
     head, sep, query = admin_dsn.partition("?")
     base = head.rsplit("/", 1)[0]
     return f"{base}/{database}{sep}{query}"
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_admin_dsn: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer (transaction pooling) in front of the test server."""
+    with (
+        tempfile.TemporaryDirectory(prefix="authsvc-test-pgbouncer-") as workdir,
+        run_pgbouncer(pg_admin_dsn, Path(workdir)) as bouncer,
+    ):
+        yield bouncer
+
+
+@pytest.fixture(scope="session")
+def database_route(request: pytest.FixtureRequest) -> DatabaseRoute:
+    """Through PgBouncer with --through-pgbouncer, else direct."""
+    if not request.config.getoption("through_pgbouncer"):
+        return DatabaseRoute(None)
+    return DatabaseRoute(request.getfixturevalue("pgbouncer"))
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -143,8 +193,13 @@ async def pg_dsn(new_database: NewDatabase) -> str:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def pool(pg_dsn: str) -> AsyncIterator[Pool]:
-    async with pool_on(pg_dsn, min_size=1, max_size=20) as pool:
+async def pool(pg_dsn: str, database_route: DatabaseRoute) -> AsyncIterator[Pool]:
+    async with pool_on(
+        database_route.service_dsn(pg_dsn),
+        min_size=1,
+        max_size=20,
+        **database_route.pooler_settings(pg_dsn),
+    ) as pool:
         yield pool
 
 
@@ -168,9 +223,12 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def config_factory(pg_dsn: str) -> ConfigFactory:
+def config_factory(pg_dsn: str, database_route: DatabaseRoute) -> ConfigFactory:
     def factory(**overrides: str) -> Config:
-        return make_config(pg_dsn, **overrides)
+        return make_config(
+            database_route.service_dsn(pg_dsn),
+            **{**database_route.pooler_settings(pg_dsn), **overrides},
+        )
 
     return factory
 

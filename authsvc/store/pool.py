@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
+from authsvc.core.pooler import DatabasePooler
 from authsvc.store.errors import translate_errors
 
 __all__ = [
+    "SESSION_LOCKS_APPLICATION_NAME",
     "Connection",
     "Pool",
     "create_pool",
@@ -81,6 +83,40 @@ def _connector(dsn: str) -> Callable[..., Coroutine[Any, Any, asyncpg.Connection
     return connect
 
 
+if TYPE_CHECKING:
+    _BasePool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    _BasePool = asyncpg.Pool
+
+
+class _TransactionPooledPool(_BasePool):
+    """A pool on a transaction-pooling PgBouncer, with a small direct pool beside it for
+    what must stay on one server session: session-level advisory locks and the work done
+    under them (migrations, the sweep, email canonicalisation). Closed together."""
+
+    __slots__ = ("session_pool",)
+
+    def __init__(self, *args: Any, session_pool: Pool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session_pool = session_pool
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self.session_pool.close()
+
+    def terminate(self) -> None:
+        super().terminate()
+        self.session_pool.terminate()
+
+
+# The direct pool serves a few maintenance jobs of one process, one at a time per lock.
+_SESSION_POOL_MAX_SIZE = 2
+# How the direct pool's connections show in pg_stat_activity, beside the feed's.
+SESSION_LOCKS_APPLICATION_NAME = "authsvc session locks"
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -89,6 +125,8 @@ async def create_pool(
     connect_timeout: timedelta,
     statement_timeout: timedelta,
     server_settings: Mapping[str, str] | None = None,
+    pooler: DatabasePooler = DatabasePooler.NONE,
+    direct_dsn: str | None = None,
 ) -> Pool:
     """Create the pool without connecting. `server_settings` are set on each connection
     from its start (the startup packet), so no reset clears them.
@@ -96,24 +134,59 @@ async def create_pool(
     min_size may be 0 so the server can start, answer health checks and report
     NOT_SERVING while the database is still coming up; connections are made on
     first use and replaced by asyncpg when the database restarts.
+
+    Behind a transaction-pooling PgBouncer (`pooler`), session-level advisory locks are
+    taken on `direct_dsn`, which must reach PostgreSQL directly; `server_settings` must be
+    empty, since PgBouncer refuses startup parameters it does not track itself.
     """
-    pool = asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=connect_timeout.total_seconds(),
-        command_timeout=statement_timeout.total_seconds(),
-        init=_init_connection,
-        server_settings=dict(server_settings or {}),
-        connect=_connector(dsn),
-        connection_class=_PooledConnection,
+    options: dict[str, Any] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": connect_timeout.total_seconds(),
+        "command_timeout": statement_timeout.total_seconds(),
+        "init": _init_connection,
+        "server_settings": dict(server_settings or {}),
+        "connection_class": _PooledConnection,
         # Connections idle this long are closed, so a restarted database is
         # reconnected cleanly instead of failing on a dead socket first.
-        max_inactive_connection_lifetime=60.0,
-    )
+        "max_inactive_connection_lifetime": 60.0,
+    }
     # With min_size=0 this opens no connection, so it cannot fail on an absent database.
+    if pooler is DatabasePooler.NONE:
+        async with translate_errors():
+            return await asyncpg.create_pool(dsn, connect=_connector(dsn), **options)
+    if direct_dsn is None:
+        raise ValueError(f"a pool behind {pooler.value} needs a direct URL for session locks")
+    if server_settings:
+        raise ValueError(f"{pooler.value} refuses startup parameters: {sorted(server_settings)}")
     async with translate_errors():
-        return await pool
+        session_pool = await asyncpg.create_pool(
+            direct_dsn,
+            connect=_connector(direct_dsn),
+            **{
+                **options,
+                "min_size": 0,
+                "max_size": _SESSION_POOL_MAX_SIZE,
+                "server_settings": {"application_name": SESSION_LOCKS_APPLICATION_NAME},
+            },
+        )
+        try:
+            # PgBouncer 1.18 does not carry a named prepared statement from one transaction
+            # to the next; with no cache asyncpg sends each query's Parse with its Execute.
+            return await _TransactionPooledPool(
+                dsn,
+                connect=_connector(dsn),
+                statement_cache_size=0,
+                session_pool=session_pool,
+                # What asyncpg.create_pool passes when not told otherwise.
+                max_queries=50_000,
+                loop=None,
+                record_class=asyncpg.Record,
+                **options,
+            )
+        except BaseException:
+            await session_pool.close()
+            raise
 
 
 async def open_connections(pool: Pool, count: int) -> None:
@@ -162,7 +235,11 @@ async def try_session_advisory_lock(pool: Pool, key: int) -> AsyncIterator[Conne
 async def _session_lock(pool: Pool, key: int, *, wait: bool) -> AsyncIterator[Connection | None]:
     """Pooled connections go back without a reset (see `_PooledConnection`), so a lock
     must never go back with one: if taking or releasing it is interrupted, the
-    connection is closed, and the lock with it."""
+    connection is closed, and the lock with it. Behind PgBouncer, the lock and the work
+    under it go on the direct pool: a pooled connection's next statement may run on
+    another server session than the one holding the lock."""
+    if isinstance(pool, _TransactionPooledPool):
+        pool = pool.session_pool
     async with pool.acquire() as conn:
         try:
             locked = True if wait else bool(await conn.fetchval(_TRY_LOCK, key))

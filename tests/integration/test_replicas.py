@@ -2,7 +2,8 @@
 
 Each cluster is three server processes started together on a fresh, empty
 database, so their cold starts race each other for the migrations and the
-first signing key.
+first signing key. With --through-pgbouncer (make pytest's second run), every replica
+and command reaches the database through one PgBouncer in transaction pooling mode.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import functools
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -23,7 +24,7 @@ from authsvc.store.migrate import bundled_migrations
 from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
 from authsvc.v1 import auth_service_pb2 as pb
-from tests.conftest import Launch, NewDatabase, pool_on
+from tests.conftest import DatabaseRoute, Launch, NewDatabase, pool_on
 from tests.helpers import bearer, error_info, login, refresh, register, validate
 from tests.processes import (
     CommandRun,
@@ -47,27 +48,43 @@ _SWEPT = re.compile(r"(\d+) expired sessions")
 _NOTHING_DONE = "another replica is sweeping; nothing done"
 
 
+# `env_on(dsn, **settings)`: a replica's or command's environment for the database `dsn`.
+EnvOn = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def env_on(database_route: DatabaseRoute) -> EnvOn:
+    """`authsvc_env` for a test database, through PgBouncer when the run is."""
+
+    def env(dsn: str, **settings: str) -> dict[str, str]:
+        return authsvc_env(database_route.service_dsn(dsn), **database_route.env(dsn), **settings)
+
+    return env
+
+
 @dataclass(frozen=True, slots=True)
 class Cluster:
     dsn: str
+    env: dict[str, str]  # the replicas' environment, for commands on their database
     replicas: tuple[ServerProcess, ...]
-    pool: Pool  # the test's own view of the shared database
+    pool: Pool  # the test's own view of the shared database, direct
 
 
 @pytest_asyncio.fixture
-async def cluster(new_database: NewDatabase) -> AsyncIterator[Cluster]:
+async def cluster(
+    new_database: NewDatabase, database_route: DatabaseRoute, env_on: EnvOn
+) -> AsyncIterator[Cluster]:
     """Three replicas cold-started together on one empty database, all SERVING."""
     dsn = await new_database()
+    env = env_on(dsn, AUTHSVC_KEY_RELOAD_INTERVAL=KEY_RELOAD_INTERVAL)
+    settings = {**database_route.env(dsn), "AUTHSVC_KEY_RELOAD_INTERVAL": KEY_RELOAD_INTERVAL}
     async with server_group() as group:
         replicas = await asyncio.gather(
-            *(
-                group.start(dsn, AUTHSVC_KEY_RELOAD_INTERVAL=KEY_RELOAD_INTERVAL)
-                for _ in range(REPLICAS)
-            )
+            *(group.start(database_route.service_dsn(dsn), **settings) for _ in range(REPLICAS))
         )
         await asyncio.gather(*(replica.until_serving() for replica in replicas))
         async with pool_on(dsn, max_size=2) as pool:
-            yield Cluster(dsn, tuple(replicas), pool)
+            yield Cluster(dsn, env, tuple(replicas), pool)
 
 
 async def lock_waiters_reach(pool: Pool, count: int) -> bool:
@@ -163,7 +180,7 @@ async def rotate_keys(cluster: Cluster) -> str:
     run = await run_authsvc(
         "keys",
         "rotate",
-        env=authsvc_env(cluster.dsn, AUTHSVC_KEY_RELOAD_INTERVAL=KEY_RELOAD_INTERVAL),
+        env=cluster.env,
     )
     assert run.code == 0, run.stderr
     [kid] = await active_kids(cluster.pool)
@@ -214,18 +231,18 @@ async def test_tokens_signed_before_a_cli_rotation_keep_validating_on_every_repl
 
 
 async def test_concurrent_cli_key_rotations_both_succeed_and_leave_one_active_key(
-    new_database: NewDatabase,
+    new_database: NewDatabase, env_on: EnvOn
 ) -> None:
     dsn = await new_database()
-    setup = await run_authsvc("keys", "rotate", env=authsvc_env(dsn))
+    setup = await run_authsvc("keys", "rotate", env=env_on(dsn))
     assert setup.code == 0, setup.stderr
     async with pool_on(dsn, max_size=2) as pool:
         async with pool.acquire() as conn, conn.transaction():
             # Hold the active key's row, so both rotations are waiting to retire it.
             await conn.execute("SELECT 1 FROM signing_keys WHERE retired_at IS NULL FOR UPDATE")
             rotations = asyncio.gather(
-                run_authsvc("keys", "rotate", env=authsvc_env(dsn)),
-                run_authsvc("keys", "rotate", env=authsvc_env(dsn)),
+                run_authsvc("keys", "rotate", env=env_on(dsn)),
+                run_authsvc("keys", "rotate", env=env_on(dsn)),
             )
             await eventually(functools.partial(lock_waiters_reach, pool, 2))
 
@@ -257,7 +274,7 @@ def swept(run: CommandRun) -> int:
 
 
 async def test_sweep_skips_while_another_replica_holds_the_sweep_lock(
-    new_database: NewDatabase, launch: Launch
+    new_database: NewDatabase, launch: Launch, env_on: EnvOn
 ) -> None:
     dsn = await new_database(migrated=True)
     live = await sessions_for_sweep(launch, dsn, expired=3, live=1)
@@ -265,10 +282,10 @@ async def test_sweep_skips_while_another_replica_holds_the_sweep_lock(
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK_KEY)
 
-            while_held = await run_authsvc("sweep", env=authsvc_env(dsn))
+            while_held = await run_authsvc("sweep", env=env_on(dsn))
 
             left_while_held = await session_ids(pool)
-        after_release = await run_authsvc("sweep", env=authsvc_env(dsn))
+        after_release = await run_authsvc("sweep", env=env_on(dsn))
         left_after_release = await session_ids(pool)
     assert while_held.code == 0, while_held.stderr
     assert _NOTHING_DONE in while_held.stdout
@@ -278,11 +295,11 @@ async def test_sweep_skips_while_another_replica_holds_the_sweep_lock(
 
 
 async def test_concurrent_sweeps_mark_each_expired_session_ended_once(
-    new_database: NewDatabase, launch: Launch
+    new_database: NewDatabase, launch: Launch, env_on: EnvOn
 ) -> None:
     dsn = await new_database(migrated=True)
     # Small batches: a pass takes several statements, so the runs overlap longer.
-    env = authsvc_env(dsn, AUTHSVC_SWEEP_BATCH_SIZE="2")
+    env = env_on(dsn, AUTHSVC_SWEEP_BATCH_SIZE="2")
     live = await sessions_for_sweep(launch, dsn, expired=12, live=2)
     async with pool_on(dsn, max_size=2) as pool:
         runs = await asyncio.gather(*(run_authsvc("sweep", env=env) for _ in range(REPLICAS)))

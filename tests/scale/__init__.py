@@ -1,0 +1,1 @@
+"""Tests of the service at scale: behind PgBouncer in transaction pooling mode."""
