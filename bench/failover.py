@@ -51,7 +51,7 @@ def main() -> None:
     failovers = run.failovers
     print(f"{len(failovers)} failovers, {CLIENTS} clients refreshing in a loop")
     print(_line("time to recover", [f.time_to_recover for f in failovers], " s", 2))
-    print(_line("  of which promote", [f.promoted_at - f.killed_at for f in failovers], " s", 2))
+    print(_line("  of which promote", [f.promoted_at - f.switched_at for f in failovers], " s", 2))
     print(_line("failed calls", [float(len(f.failed)) for f in failovers], "", 0))
     print(_line("feed resumed", [f.feed_resumed_in for f in failovers], " s", 2))
     outcomes = sorted({f"{c.outcome[0].name} {c.outcome[1]}" for f in failovers for c in f.failed})

@@ -5,8 +5,9 @@ A `serve` process runs on the two-host URL of a `ReplicatedPostgres`. Several cl
 refresh one session's chain in a loop, keeping the newest pair they were answered and sending
 an idempotency key per rotation (as authsvc_client does), so a retry of a rotation whose answer
 was lost returns the same successor. A WatchRevocations subscriber follows the feed from
-before the first failover. Each failover SIGKILLs the primary and promotes the standby at
-once (what a failover manager does after its own detection delay, not measured here), waits
+before the first failover. Each failover SIGKILLs the primary (or fences it read-only: see
+`Switch`) and promotes the standby at once (what a failover manager does after its own
+detection delay, not measured here), waits
 for every client to refresh again, revokes one session and waits for the subscriber to see
 it, then rebuilds a standby for the next round.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +37,7 @@ __all__ = [
     "Failover",
     "FailoverRun",
     "Outcome",
+    "Switch",
     "run_failovers",
     "serve_on",
 ]
@@ -53,6 +56,16 @@ EMAIL = "failover@example.com"
 # The status code and the ErrorInfo reason (for an error that carries none, its message).
 Outcome = tuple[grpc.StatusCode, str]
 OK: Outcome = (grpc.StatusCode.OK, "")
+
+
+class Switch(enum.Enum):
+    """How the primary stops taking writes."""
+
+    # SIGKILL of every process of the primary (a crashed host), then the standby's promotion.
+    CRASH = "crash"
+    # The primary made read-only while it keeps running (a planned switchover's fence), the
+    # calls seen refused, then the standby's promotion. The fenced node is left running.
+    FENCE = "fence"
 
 
 def _outcome(error: grpc.aio.AioRpcError) -> Outcome:
@@ -98,7 +111,9 @@ class _RefreshLoad:
     async def _loop(self, client: int) -> None:
         chain = self.chains[client]
         while not self._stopping.is_set():
-            request = pb.RefreshRequest(refresh_token=chain.held.refresh_token, idempotency_key=chain.key)
+            request = pb.RefreshRequest(
+                refresh_token=chain.held.refresh_token, idempotency_key=chain.key
+            )
             started = time.monotonic()
             try:
                 answer = await self._stub.Refresh(request, timeout=DEADLINE)
@@ -111,11 +126,20 @@ class _RefreshLoad:
             self.calls.append(Call(client, started, time.monotonic(), outcome))
             await asyncio.sleep(PACE)
 
+    def has_each_failed_since(self, since: float) -> bool:
+        """Whether every client has had a call begun at `since` or later refused."""
+        failed = {c.client for c in self.calls if c.started >= since and c.outcome != OK}
+        return len(failed) == len(self.chains)
+
     def recovered_at(self, since: float) -> float | None:
         """When the last client got its first answer to a call begun at `since` or later."""
         firsts = []
         for client in range(len(self.chains)):
-            ok = [c.ended for c in self.calls if c.client == client and c.started >= since and c.outcome == OK]
+            ok = [
+                c.ended
+                for c in self.calls
+                if c.client == client and c.started >= since and c.outcome == OK
+            ]
             if not ok:
                 return None
             firsts.append(min(ok))
@@ -153,11 +177,11 @@ class _Subscriber:
 
 @dataclass(frozen=True, slots=True)
 class Failover:
-    """One round: when the primary was killed and the standby promoted, when every client
-    was answered again, when the subscriber saw the revocation made after it; the calls that
-    ended from the kill to the recovery."""
+    """One round: when the primary stopped taking writes (killed or fenced) and when the
+    standby was promoted, when every client was answered again, when the subscriber saw the
+    revocation made after it; the calls that ended from the switch to the recovery."""
 
-    killed_at: float
+    switched_at: float
     promoted_at: float
     recovered_at: float
     revoked_session: str
@@ -170,8 +194,8 @@ class Failover:
 
     @property
     def time_to_recover(self) -> float:
-        """From the SIGKILL until every client is answered again (promotion included)."""
-        return self.recovered_at - self.killed_at
+        """From the switch until every client is answered again (promotion included)."""
+        return self.recovered_at - self.switched_at
 
     @property
     def feed_resumed_in(self) -> float:
@@ -223,8 +247,47 @@ async def _heartbeat_cursor(stub: Stub, key: str) -> int:
     raise AssertionError("the feed ended before a heartbeat")
 
 
+async def _fail_over(
+    cluster: ReplicatedPostgres,
+    load: _RefreshLoad,
+    subscriber: _Subscriber,
+    stub: Stub,
+    owner: Pair,
+    spare: Pair,
+    switch: Switch,
+) -> Failover:
+    """One round, from a steady load to a rebuilt standby; `spare` is revoked after the switch."""
+    steady = time.monotonic()
+    await _until(lambda: load.recovered_at(steady) is not None, "steady load")
+    switched = time.monotonic()
+    if switch is Switch.CRASH:
+        await cluster.kill_primary()
+    else:
+        await cluster.fence_primary()
+        await _until(lambda: load.has_each_failed_since(switched), "refusal by the fenced primary")
+    await cluster.promote()
+    promoted = time.monotonic()
+    await _until(lambda: load.recovered_at(switched) is not None, "recovery")
+    recovered = load.recovered_at(switched)
+    assert recovered is not None
+    await stub.RevokeSession(
+        pb.RevokeSessionRequest(session_id=spare.session_id),
+        metadata=bearer(owner.access_token),
+        timeout=DEADLINE,
+    )
+    await _until(lambda: spare.session_id in subscriber.seen or subscriber.ended, "revocation")
+    seen = subscriber.seen.get(spare.session_id, (0, float("nan")))[1]
+    calls = tuple(call for call in load.calls if switched <= call.ended <= recovered)
+    await cluster.rebuild_standby()
+    return Failover(switched, promoted, recovered, spare.session_id, seen, calls)
+
+
 async def run_failovers(
-    cluster: ReplicatedPostgres, rounds: int, *, throttle_failures: int
+    cluster: ReplicatedPostgres,
+    rounds: int,
+    *,
+    switch: Switch = Switch.CRASH,
+    throttle_failures: int = 0,
 ) -> FailoverRun:
     """Start a server on `cluster`, load it, fail over `rounds` times; before the first,
     make `throttle_failures` failed logins of one account (for the caller to check after)."""
@@ -252,27 +315,9 @@ async def run_failovers(
         failovers = []
         try:
             for spare in spares:
-                steady = time.monotonic()
-                await _until(lambda: load.recovered_at(steady) is not None, "steady load")
-                killed = time.monotonic()
-                await cluster.kill_primary()
-                await cluster.promote()
-                promoted = time.monotonic()
-                await _until(lambda: load.recovered_at(killed) is not None, "recovery")
-                recovered = load.recovered_at(killed)
-                assert recovered is not None
-                await stub.RevokeSession(
-                    pb.RevokeSessionRequest(session_id=spare.session_id),
-                    metadata=bearer(owner.access_token),
-                    timeout=DEADLINE,
-                )
-                await _until(lambda: spare.session_id in subscriber.seen or subscriber.ended, "feed")
-                seen = subscriber.seen.get(spare.session_id, (0, float("nan")))[1]
-                calls = tuple(c for c in load.calls if killed <= c.ended <= recovered)
                 failovers.append(
-                    Failover(killed, promoted, recovered, spare.session_id, seen, calls)
+                    await _fail_over(cluster, load, subscriber, stub, owner, spare, switch)
                 )
-                await cluster.rebuild_standby()
         finally:
             await load.stop()
             subscriber_ended = subscriber.ended

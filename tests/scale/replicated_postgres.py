@@ -195,6 +195,13 @@ class ReplicatedPostgres:
         primary.pids = pids
         await _until_gone(pids)
 
+    async def fence_primary(self) -> None:
+        """Make the primary refuse writes while it keeps running and serving reads, the first
+        step of a planned switchover: `default_transaction_read_only`, reloaded."""
+        async with self._admin(self.primary_port) as conn:
+            await conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            await conn.execute("SELECT pg_reload_conf()")
+
     async def promote(self) -> None:
         """`pg_ctl promote` the standby and wait until it accepts writes."""
         standby = self._slots[1 - self._primary]
@@ -205,6 +212,7 @@ class ReplicatedPostgres:
         """A fresh standby in the other slot, from a base backup of the primary; in
         SYNCHRONOUS mode, synchronous again once it streams."""
         primary, standby = self._slots[self._primary], self._slots[1 - self._primary]
+        await self._stop_if_running(standby)
         shutil.rmtree(standby.pgdata.parent, ignore_errors=True)
         self._make_dir(standby.pgdata.parent)
         source = (
@@ -243,11 +251,15 @@ class ReplicatedPostgres:
 
     async def close(self) -> None:
         for slot in self._slots:
-            if (slot.pgdata / "postmaster.pid").exists() and not slot.pids:
-                # Already down, perhaps: the directory goes with the root either way.
-                with contextlib.suppress(AssertionError):
-                    await self._pg_ctl("stop", "-w", "-m", "immediate", "-D", str(slot.pgdata))
-            slot.pids = ()
+            await self._stop_if_running(slot)
+
+    async def _stop_if_running(self, slot: _Slot) -> None:
+        """An immediate shutdown, unless it was killed (or never started)."""
+        if (slot.pgdata / "postmaster.pid").exists() and not slot.pids:
+            # Already down, perhaps: its directory goes next either way.
+            with contextlib.suppress(AssertionError):
+                await self._pg_ctl("stop", "-w", "-m", "immediate", "-D", str(slot.pgdata))
+        slot.pids = ()
 
     # ---- the steps above, one PostgreSQL command each
 
