@@ -132,18 +132,19 @@ class _RefreshLoad:
         return len(failed) == len(self.chains)
 
     def recovered_at(self, since: float) -> float | None:
-        """When the last client got its first answer to a call begun at `since` or later."""
-        firsts = []
+        """When the last client was answered again: each client's first answer to a call begun
+        after its first refusal since `since` (a fence takes hold a moment after it is set,
+        so calls begun just after it may still be answered); for a client never refused,
+        its first answer to a call begun since then."""
+        answered = []
         for client in range(len(self.chains)):
-            ok = [
-                c.ended
-                for c in self.calls
-                if c.client == client and c.started >= since and c.outcome == OK
-            ]
+            calls = [c for c in self.calls if c.client == client and c.started >= since]
+            refused = next((c.started for c in calls if c.outcome != OK), since)
+            ok = [c.ended for c in calls if c.started >= refused and c.outcome == OK]
             if not ok:
                 return None
-            firsts.append(min(ok))
-        return max(firsts)
+            answered.append(min(ok))
+        return max(answered)
 
 
 class _Subscriber:

@@ -241,8 +241,16 @@ class ReplicatedPostgres:
                 await conn.execute("SELECT pg_reload_conf()")
                 await _until_true(conn, _SYNCHRONOUS, standby.name)
 
+    async def wait_standby_replayed(self) -> None:
+        """Wait until the standby has replayed everything the primary has written so far."""
+        async with self._admin(self.primary_port) as primary:
+            written = await primary.fetchval("SELECT pg_current_wal_lsn()")
+        async with self._admin(self.standby_port) as standby:
+            await _until_true(standby, "SELECT pg_last_wal_replay_lsn() >= $1", written)
+
     async def stop_standby(self) -> None:
-        """A fast shutdown of the standby (for the asynchronous-loss demonstration)."""
+        """A fast shutdown of the standby: with asynchronous replication, what the primary
+        commits from now on is acknowledged without reaching it (a standby lagging behind)."""
         standby = self._slots[1 - self._primary]
         await self._pg_ctl("stop", "-w", "-m", "fast", "-D", str(standby.pgdata))
 
