@@ -248,6 +248,23 @@ async def _heartbeat_cursor(stub: Stub, key: str) -> int:
     raise AssertionError("the feed ended before a heartbeat")
 
 
+async def _revoke(stub: Stub, owner: Pair, spare: Pair) -> None:
+    """RevokeSession, retried on UNAVAILABLE as a client does: after a fence, a pooled
+    connection that sat idle through it fails its next write before the pool drops it."""
+    request = pb.RevokeSessionRequest(session_id=spare.session_id)
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                await stub.RevokeSession(
+                    request, metadata=bearer(owner.access_token), timeout=DEADLINE
+                )
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+            await asyncio.sleep(PACE)
+
+
 async def _fail_over(
     cluster: ReplicatedPostgres,
     load: _RefreshLoad,
@@ -271,11 +288,7 @@ async def _fail_over(
     await _until(lambda: load.recovered_at(switched) is not None, "recovery")
     recovered = load.recovered_at(switched)
     assert recovered is not None
-    await stub.RevokeSession(
-        pb.RevokeSessionRequest(session_id=spare.session_id),
-        metadata=bearer(owner.access_token),
-        timeout=DEADLINE,
-    )
+    await _revoke(stub, owner, spare)
     await _until(lambda: spare.session_id in subscriber.seen or subscriber.ended, "revocation")
     seen = subscriber.seen.get(spare.session_id, (0, float("nan")))[1]
     calls = tuple(call for call in load.calls if switched <= call.ended <= recovered)
