@@ -302,9 +302,11 @@ async def run_failovers(
     *,
     switch: Switch = Switch.CRASH,
     throttle_failures: int = 0,
+    steady_seconds: float = 0.0,
 ) -> FailoverRun:
     """Start a server on `cluster`, load it, fail over `rounds` times; before the first,
-    make `throttle_failures` failed logins of one account (for the caller to check after)."""
+    make `throttle_failures` failed logins of one account (for the caller to check after)
+    and let the load run for `steady_seconds` (for a measure of calls with no failover)."""
     key, entry = mint_service_key("failover-subscriber")
     async with serve_on(
         cluster,
@@ -326,6 +328,7 @@ async def run_failovers(
         subscriber = _Subscriber(stub, key)
         load = _RefreshLoad(stub, chains)
         load.start()
+        await asyncio.sleep(steady_seconds)
         failovers = []
         try:
             for spare in spares:
