@@ -1192,6 +1192,7 @@ def _check_consistency(config: Config) -> None:
         *problems,
         *_service_problems(config),
         *_webhook_problems(config),
+        *_multi_host_problems(config),
         (
             config.metrics and config.http_port is None,
             "AUTHSVC_METRICS needs AUTHSVC_HTTP_PORT: /metrics is served on the HTTP port",
@@ -1219,6 +1220,36 @@ def _pooler_problems(config: Config) -> Sequence[tuple[bool, str]]:
             "pgbouncer-transaction yet: the outbox's per-connection settings are startup "
             "parameters, which PgBouncer refuses",
         ),
+    )
+
+
+# What a URL naming several hosts must ask for, so that only the primary is ever used.
+_WRITABLE_TARGETS = frozenset({"read-write", "primary"})
+
+
+def _may_pick_a_standby(url: str) -> bool:
+    """Whether `url` names several hosts (`h1:5432,h2:5432`, or `?host=a,b`) without
+    `target_session_attrs=read-write` (or `primary`): then the first host that answers
+    is used, a standby included, and every write fails."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    hosts = parts.netloc.rpartition("@")[2].split(",") + ",".join(query.get("host", [])).split(",")
+    named = [host for host in hosts if host]
+    targets = set(query.get("target_session_attrs", []))
+    return len(named) > 1 and not targets & _WRITABLE_TARGETS
+
+
+def _multi_host_problems(config: Config) -> Sequence[tuple[bool, str]]:
+    return tuple(
+        (
+            url is not None and _may_pick_a_standby(url),
+            f"{env} names several hosts: add target_session_attrs=read-write to it, so that "
+            "only the primary is used, whichever host that is (docs/operations.md, Failover)",
+        )
+        for env, url in (
+            ("AUTHSVC_DATABASE_URL", config.database_url),
+            ("AUTHSVC_LISTEN_DATABASE_URL", config.listen_database_url),
+        )
     )
 
 

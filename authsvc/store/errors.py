@@ -37,6 +37,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
     asyncpg.InsufficientPrivilegeError,
+    # A write that reached a server refusing writes: the primary, fenced for a switchover
+    # (the pool then drops the connection: store/pool.py), or a standby.
+    asyncpg.ReadOnlySQLTransactionError,
     # Raised when PostgreSQL shuts down under a pooled connection that asyncpg hands out
     # before it has noticed ("cannot switch to state 12; another operation (2) is in
     # progress"): the connection is dead, not the query wrong. asyncpg terminates it on
@@ -56,6 +59,7 @@ _KINDS: tuple[tuple[type[BaseException], str], ...] = (
     (asyncpg.InsufficientPrivilegeError, "permission denied"),
     (asyncpg.CannotConnectNowError, "database starting up or shutting down"),
     (asyncpg.TooManyConnectionsError, "too many connections"),
+    (asyncpg.ReadOnlySQLTransactionError, "read-only server"),
 )
 _SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 

@@ -20,6 +20,7 @@ __all__ = [
     "Connection",
     "Pool",
     "create_pool",
+    "is_read_only",
     "open_connections",
     "ping",
     "session_advisory_lock",
@@ -42,6 +43,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 _LOCK = "SELECT pg_advisory_lock($1)"
 _TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 _UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+
+def is_read_only(conn: asyncpg.Connection) -> bool:
+    """Whether the server behind `conn` now refuses writes: a standby, or a primary fenced
+    read-only for a switchover. PostgreSQL 14+ reports both settings to the client as they
+    change (the same ones `target_session_attrs=read-write` reads), so this asks nothing."""
+    settings = conn.get_settings()
+    return "on" in (
+        getattr(settings, "in_hot_standby", "off"),
+        getattr(settings, "default_transaction_read_only", "off"),
+    )
 
 
 if TYPE_CHECKING:
@@ -71,6 +83,14 @@ class _PooledConnection(_BaseConnection):
     def get_reset_query(self) -> str:
         # asyncpg's documented hook: an empty query sends nothing on release.
         return super().get_reset_query() if self._has_listened else ""
+
+    async def reset(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (asyncpg's)
+        # A connection whose server turned read-only (the old primary of a switchover) is
+        # closed rather than reused: the pool's next connection finds the writable host.
+        if is_read_only(self):
+            self.terminate()
+            return
+        await super().reset(timeout=timeout)
 
 
 def _connector(dsn: str) -> Callable[..., Coroutine[Any, Any, asyncpg.Connection]]:

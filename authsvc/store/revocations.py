@@ -19,6 +19,7 @@ from authsvc.core.models import (
     UserId,
 )
 from authsvc.store.errors import translate_errors
+from authsvc.store.pool import is_read_only
 
 __all__ = [
     "APPLICATION_NAME",
@@ -103,10 +104,11 @@ class PgRevocationLog(_Reads):
 class PgListeningLog(_Reads):
     """domain.revocations.ListeningLog on one dedicated connection."""
 
-    __slots__ = ("_lost", "_notified")
+    __slots__ = ("_conn", "_lost", "_notified")
 
     def __init__(self, conn: _Connection) -> None:
         super().__init__(conn)
+        self._conn = conn
         self._notified = asyncio.Event()
         self._lost = asyncio.Event()
 
@@ -118,6 +120,10 @@ class PgListeningLog(_Reads):
         self._notified.set()
 
     async def wait(self, seconds: float) -> bool:
+        if is_read_only(self._conn):
+            # The primary was fenced for a switchover (the last round trip said so): the
+            # notifications now come from the new one, which a new connection finds.
+            raise DatabaseUnavailable(detail="the revocation listener's server is read-only")
         if not self._notified.is_set():
             try:
                 async with asyncio.timeout(seconds):
