@@ -152,6 +152,9 @@ describe("a full store", () => {
       const alert = refused.page.locator("[role=alert][data-testid=login-error]");
       await alert.filter({ hasText: refused.answer?.message ?? "" }).waitFor();
       assert.match(await alert.innerText(), /try again in \d+/i);
+      // Nothing typed was wrong, and the form does not say it was.
+      const password = refused.page.getByLabel("Password", { exact: true });
+      assert.equal(await password.getAttribute("aria-invalid"), null);
       assert.equal(new URL(refused.page.url()).pathname, "/login");
       // Nobody was signed out to make room: every list still loads.
       assert.deepEqual(await Promise.all(pages.map(listStatus)), pages.map(() => 200));
