@@ -48,6 +48,7 @@ describe("the login form", () => {
     assert.equal(failure.shown, failure.answer.message);
     assert.match(failure.shown, /password/i);
     assert.equal(new URL(page.url()).pathname, "/login");
+    assert.equal(await page.getByLabel("Password", { exact: true }).getAttribute("aria-invalid"), "true");
   });
 
   test("past the throttle's limit the form says to wait (RATE_LIMITED), not that the password is wrong", async () => {

@@ -19,6 +19,8 @@ import { AuthClient, Unavailable } from "@authsvc/client";
 export interface StackOptions {
   /** Extra AUTHSVC_* settings, e.g. { AUTHSVC_SESSION_IDLE_TIMEOUT: "20s" }. */
   authsvcEnv?: Record<string, string>;
+  /** Extra SESSION_PAGE_* settings of the BFF, e.g. { SESSION_PAGE_MAX_SESSIONS: "3" }. */
+  bffEnv?: Record<string, string>;
   /** BFF port; 0 = any free port. */
   pagePort?: number;
   /** authsvc's gRPC port; 0 (the default) = any free port. */
@@ -284,6 +286,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         SESSION_PAGE_SERVICE_KEY: bffKey.key,
         SESSION_PAGE_HOST: "127.0.0.1",
         SESSION_PAGE_PORT: String(options.pagePort ?? 0),
+        ...options.bffEnv,
       }),
       options.onLine,
     );

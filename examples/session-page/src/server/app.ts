@@ -77,7 +77,11 @@ export class Bff {
     this.#files = files;
     this.#csrf = new Csrf(config.csrfSecret);
     this.#cookies = cookieNames(config.publicOrigin?.startsWith("https:") ?? false);
-    this.#store = new SessionStore({ authsvcUrl: config.authsvcUrl, maxSessions: config.maxSessions });
+    this.#store = new SessionStore({
+      authsvcUrl: config.authsvcUrl,
+      maxSessions: config.maxSessions,
+      maxSessionsPerUser: config.maxSessionsPerUser,
+    });
     // The service key is on this client only, never on a browser's.
     this.#feedClient = new AuthClient({ baseUrl: config.authsvcUrl, serviceKey: config.serviceKey });
     this.#follower = new RevocationFollower(this.#feedClient, (revocation) =>
@@ -223,22 +227,16 @@ export class Bff {
     if (email.length > MAX_EMAIL || password.length > MAX_PASSWORD) {
       throw new HttpError(400, { error: "INVALID_FIELD", message: "The email or password is too long." });
     }
-    const previous = this.#browserSession(req);
     let session: BrowserSession;
     try {
-      session = await this.#store.signIn({
-        email,
-        password,
-        userAgent: req.headers["user-agent"] ?? "",
-        clientIp: this.#clientIp(req),
-      });
+      // One browser, one session: the new one replaces (and signs out) the cookie's current one.
+      session = await this.#store.signIn(
+        { email, password, userAgent: req.headers["user-agent"] ?? "", clientIp: this.#clientIp(req) },
+        this.#browserSession(req),
+      );
     } catch (error) {
       log("sign_in_refused", { reason: httpErrorOf(error).answer.error });
       throw error;
-    }
-    if (previous?.live) {
-      // One browser, one session: the new cookie replaces the old one, so end that.
-      void this.#store.signOut(previous).catch(() => undefined);
     }
     // A new id at sign-in: an id planted before it (session fixation) is never signed in.
     res.setHeader("Set-Cookie", [

@@ -21,8 +21,10 @@ export interface Config {
   trustedProxies: BlockList;
   /** Sensitive. Keys the CSRF tokens; a fresh random one per start unless set. */
   csrfSecret: Buffer;
-  /** At most this many signed-in browsers at once; the least recently seen is dropped first. */
+  /** At most this many signed-in browsers at once; a sign-in beyond them is refused (503). */
   maxSessions: number;
+  /** At most this many per user; a further sign-in signs out that user's least recently seen. */
+  maxSessionsPerUser: number;
 }
 
 class ConfigError extends Error {}
@@ -118,6 +120,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Config {
     trustedProxies: networks(env, "SESSION_PAGE_TRUSTED_PROXIES"),
     csrfSecret: secret(env, "SESSION_PAGE_CSRF_SECRET"),
     maxSessions: positiveInt(env, "SESSION_PAGE_MAX_SESSIONS", 10_000),
+    maxSessionsPerUser: positiveInt(env, "SESSION_PAGE_MAX_SESSIONS_PER_USER", 10),
   };
 }
 

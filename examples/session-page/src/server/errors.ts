@@ -1,6 +1,7 @@
-// The one table from the client's typed errors to HTTP answers. The answer's `error` is the
-// authsvc ErrorInfo reason, so the page branches on it as the client does; `message` is
-// written for a person and never repeats a credential.
+// The one table from typed errors (the client's, and the session store's) to HTTP answers.
+// The answer's `error` is the authsvc ErrorInfo reason, or the BFF's own (SERVER_BUSY), so
+// the page branches on it as the client does; `message` is written for a person and never
+// repeats a credential.
 
 import {
   AuthsvcError,
@@ -16,11 +17,24 @@ import {
   UserDisabled,
 } from "@authsvc/client";
 import { HttpError } from "./http.js";
+import { SessionStoreFull } from "./sessions.js";
 
 /** The HTTP answer for what a client call threw; an HttpError passes through. */
 export function httpErrorOf(error: unknown): HttpError {
   if (error instanceof HttpError) {
     return error;
+  }
+  if (error instanceof SessionStoreFull) {
+    const retryAfterSeconds = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
+    return new HttpError(
+      503,
+      {
+        error: "SERVER_BUSY",
+        message: `Too many people are signed in right now. Try again in ${describeWait(retryAfterSeconds)}.`,
+        retryAfterSeconds,
+      },
+      { "Retry-After": String(retryAfterSeconds) },
+    );
   }
   if (!(error instanceof AuthsvcError)) {
     return new HttpError(500, { error: "INTERNAL", message: "Something went wrong on our side. Try again." });

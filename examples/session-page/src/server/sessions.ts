@@ -36,6 +36,19 @@ const MAX_ACTIVITY_INTERVAL_MS = 60_000;
 const MAX_STREAMS = 32;
 /** setTimeout's limit; a later deadline is checked again when this timer fires. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A full store's hint to try again: slots free as people sign out or idle out. */
+const STORE_FULL_RETRY_MS = 60_000;
+
+/**
+ * Every slot of the store holds a live session, so the sign-in is refused before authsvc's
+ * Login: making room would sign out someone who did nothing wrong.
+ */
+export class SessionStoreFull extends Error {
+  constructor(readonly retryAfterMs: number) {
+    super("every slot of the session store holds a live session");
+    this.name = "SessionStoreFull";
+  }
+}
 
 export interface SignIn {
   email: string;
@@ -226,23 +239,32 @@ export class BrowserSession {
 }
 
 /**
- * Every signed-in browser of this BFF, bounded by `maxSessions` (the least recently seen is
- * signed out to make room). Ended sessions are kept ENDED_KEPT_MS for their tabs, then dropped.
+ * Every signed-in browser of this BFF, bounded so that nobody's sign-in signs anybody else
+ * out: a user holds at most `maxSessionsPerUser` live sessions (a further sign-in signs out
+ * that user's least recently seen one), and when all `maxSessions` slots hold live sessions
+ * a new sign-in is refused with SessionStoreFull. Ended sessions are kept ENDED_KEPT_MS for
+ * their tabs, or until their slot is needed.
  */
 export class SessionStore {
   readonly #authsvcUrl: string;
   readonly #maxSessions: number;
+  readonly #maxSessionsPerUser: number;
   /** One HTTP/2 connection for every browser's client. */
   readonly #connection: Http2SessionManager;
-  /** Cookie id -> session, least recently seen first (get() moves one to the end). */
+  /** Cookie id -> session, live or ended, least recently seen first (get() moves one to the end). */
   readonly #byId = new Map<string, BrowserSession>();
-  /** authsvc session id -> live session, for the revocation feed. */
+  /** authsvc session id -> live session, for the revocation feed; its size is the live count. */
   readonly #byAuthSession = new Map<string, BrowserSession>();
+  /** User id -> that user's live sessions, least recently seen first. */
+  readonly #byUser = new Map<string, Set<BrowserSession>>();
+  /** Slots held by sign-ins waiting on authsvc, so concurrent ones cannot overfill the store. */
+  #signingIn = 0;
   readonly #sweeper: NodeJS.Timeout;
 
-  constructor(options: { authsvcUrl: string; maxSessions: number }) {
+  constructor(options: { authsvcUrl: string; maxSessions: number; maxSessionsPerUser: number }) {
     this.#authsvcUrl = options.authsvcUrl;
     this.#maxSessions = options.maxSessions;
+    this.#maxSessionsPerUser = options.maxSessionsPerUser;
     this.#connection = new Http2SessionManager(options.authsvcUrl);
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
     this.#sweeper.unref();
@@ -252,43 +274,43 @@ export class SessionStore {
     return this.#byId.size;
   }
 
-  /** Log in at authsvc as the browser (its User-Agent and address) and remember the session. */
-  async signIn(input: SignIn): Promise<BrowserSession> {
-    let session: BrowserSession | undefined;
-    const client = new AuthClient({
-      baseUrl: this.#authsvcUrl,
-      connection: this.#connection,
-      userAgent: input.userAgent,
-      onTokens: () => session?.scheduleIdleCheck(),
-      onSessionExpired: (error) => session?.end(error.endReason, error.endedAt),
-    });
-    const tokens = await client.login(
-      { email: input.email, password: input.password },
-      { headers: { "x-forwarded-for": input.clientIp } },
-    ).catch((error: unknown) => {
-      client.close();
-      throw error;
-    });
+  /**
+   * Log in at authsvc as the browser (its User-Agent and address) and remember the session.
+   * `replacing` is the browser's current session, which the new one replaces: its slot
+   * counts as free, and it is signed out once the new one exists. A user already at
+   * `maxSessionsPerUser` loses their least recently seen session (SESSION_LIMIT_EVICTED).
+   * Throws SessionStoreFull, without calling authsvc, when every slot holds a live session.
+   */
+  async signIn(input: SignIn, replacing?: BrowserSession): Promise<BrowserSession> {
+    this.#holdSlot(replacing);
+    let session: BrowserSession;
     try {
-      // The idle timeout as the server applies it, never configured here a second time.
-      const current = await client.getSession(tokens.sessionId);
-      session = new BrowserSession({
-        client,
-        authSessionId: tokens.sessionId,
-        userId: tokens.userId,
-        idleTimeoutMs: current.idleExpiresAt.getTime() - current.lastActiveAt.getTime(),
-        onEnd: (ended) => this.#byAuthSession.delete(ended.authSessionId),
-      });
-    } catch (error) {
-      // Signed in at authsvc, but not here: end that session rather than orphan it.
-      await client.logout().catch(() => undefined);
-      client.close();
-      throw error;
+      session = await this.#logIn(input);
+    } finally {
+      this.#signingIn -= 1;
     }
-    this.#makeRoom();
+    // No await from here to the insert, so the caps hold however sign-ins interleave.
+    const loggingOut: BrowserSession[] = [];
+    if (replacing !== undefined) {
+      if (replacing.live) {
+        replacing.end(SessionEndReason.USER_LOGOUT, new Date());
+        loggingOut.push(replacing);
+      }
+      this.#byId.delete(replacing.id);
+    }
+    for (const evicted of this.#beyondUserCap(session.userId)) {
+      evicted.end(SessionEndReason.SESSION_LIMIT_EVICTED, new Date());
+      log("session_evicted", { user_id: evicted.userId, session_id: evicted.authSessionId });
+      loggingOut.push(evicted); // stays, ended, so its tabs can still hear why
+    }
     this.#byId.set(session.id, session);
     this.#byAuthSession.set(session.authSessionId, session);
+    const mine = this.#byUser.get(session.userId) ?? new Set<BrowserSession>();
+    this.#byUser.set(session.userId, mine.add(session));
     log("signed_in", { user_id: session.userId, session_id: session.authSessionId });
+    // Their tokens exist only here: end their authsvc sessions too, rather than orphan them.
+    await Promise.all(loggingOut.map((old) => old.client.logout().catch(() => undefined)));
+    replacing?.dispose();
     return session;
   }
 
@@ -298,6 +320,10 @@ export class SessionStore {
     if (session !== undefined) {
       this.#byId.delete(session.id);
       this.#byId.set(session.id, session);
+      const mine = this.#byUser.get(session.userId);
+      if (mine?.delete(session)) {
+        mine.add(session);
+      }
     }
     return session;
   }
@@ -327,29 +353,87 @@ export class SessionStore {
     }
     this.#byId.clear();
     this.#byAuthSession.clear();
+    this.#byUser.clear();
     this.#connection.abort();
+  }
+
+  /** Reserve a slot for a sign-in, or refuse it: a full store signs nobody out to make room. */
+  #holdSlot(replacing: BrowserSession | undefined): void {
+    const freed = replacing?.live && this.#byId.get(replacing.id) === replacing ? 1 : 0;
+    if (this.#byId.size - freed + this.#signingIn >= this.#maxSessions) {
+      this.#dropEnded();
+    }
+    if (this.#byAuthSession.size - freed + this.#signingIn >= this.#maxSessions) {
+      throw new SessionStoreFull(STORE_FULL_RETRY_MS);
+    }
+    this.#signingIn += 1;
+  }
+
+  /** Log in at authsvc with a client of its own for this browser; nothing is stored yet. */
+  async #logIn(input: SignIn): Promise<BrowserSession> {
+    let session: BrowserSession | undefined;
+    const client = new AuthClient({
+      baseUrl: this.#authsvcUrl,
+      connection: this.#connection,
+      userAgent: input.userAgent,
+      onTokens: () => session?.scheduleIdleCheck(),
+      onSessionExpired: (error) => session?.end(error.endReason, error.endedAt),
+    });
+    const tokens = await client.login(
+      { email: input.email, password: input.password },
+      { headers: { "x-forwarded-for": input.clientIp } },
+    ).catch((error: unknown) => {
+      client.close();
+      throw error;
+    });
+    try {
+      // The idle timeout as the server applies it, never configured here a second time.
+      const current = await client.getSession(tokens.sessionId);
+      session = new BrowserSession({
+        client,
+        authSessionId: tokens.sessionId,
+        userId: tokens.userId,
+        idleTimeoutMs: current.idleExpiresAt.getTime() - current.lastActiveAt.getTime(),
+        onEnd: (ended) => this.#unindexLive(ended),
+      });
+      return session;
+    } catch (error) {
+      // Signed in at authsvc, but not here: end that session rather than orphan it.
+      await client.logout().catch(() => undefined);
+      client.close();
+      throw error;
+    }
+  }
+
+  /** The user's least recently seen live sessions that must go to make room for one more. */
+  #beyondUserCap(userId: string): BrowserSession[] {
+    const mine = [...(this.#byUser.get(userId) ?? [])];
+    return mine.slice(0, Math.max(0, mine.length - this.#maxSessionsPerUser + 1));
+  }
+
+  /** Out of the indexes of live sessions (it ended, or is forgotten). */
+  #unindexLive(session: BrowserSession): void {
+    if (this.#byAuthSession.get(session.authSessionId) === session) {
+      this.#byAuthSession.delete(session.authSessionId);
+    }
+    const mine = this.#byUser.get(session.userId);
+    if (mine?.delete(session) && mine.size === 0) {
+      this.#byUser.delete(session.userId);
+    }
   }
 
   #forget(session: BrowserSession): void {
     this.#byId.delete(session.id);
-    if (this.#byAuthSession.get(session.authSessionId) === session) {
-      this.#byAuthSession.delete(session.authSessionId);
-    }
+    this.#unindexLive(session);
     session.dispose();
   }
 
-  #makeRoom(): void {
-    while (this.#byId.size >= this.#maxSessions) {
-      const oldest = this.#byId.values().next().value;
-      if (oldest === undefined) {
-        return;
+  /** Every ended session goes now: a slot is worth more than a late tab hearing why. */
+  #dropEnded(): void {
+    for (const session of [...this.#byId.values()]) {
+      if (!session.live) {
+        this.#forget(session);
       }
-      if (oldest.live) {
-        // Its tokens exist only here: end the authsvc session rather than orphan it.
-        void oldest.client.logout().catch(() => undefined);
-        log("session_evicted", { session_id: oldest.authSessionId });
-      }
-      this.#forget(oldest);
     }
   }
 

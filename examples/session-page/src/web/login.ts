@@ -28,12 +28,17 @@ if (expired !== null) {
 // The login POST carries a CSRF token too, scoped to this browser's pre-session.
 const ready = fetchSession().catch(() => undefined);
 
-function showError(message: string): void {
+/** The refusals that are about what was typed; a busy or throttled server's are not. */
+const INPUT_ERRORS: ReadonlySet<string> = new Set(["INVALID_CREDENTIALS", "INVALID_FIELD"]);
+
+function showError(message: string, aboutInput: boolean): void {
   error.textContent = message;
   error.hidden = false;
   for (const input of [email, password]) {
-    input.setAttribute("aria-invalid", "true");
     input.setAttribute("aria-describedby", error.id);
+    if (aboutInput) {
+      input.setAttribute("aria-invalid", "true");
+    }
   }
 }
 
@@ -69,8 +74,11 @@ form.addEventListener("submit", (event) => {
   form.setAttribute("aria-busy", "true");
   signIn()
     .catch((caught: unknown) => {
-      showError(caught instanceof ApiError ? caught.answer.message : "Something went wrong. Try again.");
-      password.select();
+      const aboutInput = caught instanceof ApiError && INPUT_ERRORS.has(caught.answer.error);
+      showError(caught instanceof ApiError ? caught.answer.message : "Something went wrong. Try again.", aboutInput);
+      if (aboutInput) {
+        password.select();
+      }
       password.focus();
     })
     .finally(() => {
