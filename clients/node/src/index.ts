@@ -44,7 +44,14 @@ export {
   type TokenVerifierOptions,
   type WhenStale,
 } from "./verifier.js";
-export { DEFAULT_STALE_AFTER_MS, type FeedSource, type FeedStatus, type RevocationFeedOptions } from "./revocations.js";
+export {
+  DEFAULT_STALE_AFTER_MS,
+  RevocationFeed,
+  type FeedSource,
+  type FeedStatus,
+  type RevocationFeedOptions,
+  type RevocationFeedSettings,
+} from "./revocations.js";
 export {
   AlreadyExists,
   AuthsvcError,

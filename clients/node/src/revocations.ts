@@ -40,13 +40,14 @@ export interface RevocationFeedOptions {
   onEvent?: (status: FeedStatus) => void;
 }
 
-interface FeedSettings extends RevocationFeedOptions {
-  /** The clock `tokensExpireBy` is compared with (the verifier's). */
-  now: () => Date;
-  /** How long after `tokensExpireBy` an entry is still needed (the verifier's leeway). */
-  keepAfterExpiryMs: number;
-  /** The deny-list's key for a session id. */
-  sessionKey: (sessionId: string) => string;
+/** A feed's settings; what the verifier sets for its deny-list has defaults for the rest. */
+export interface RevocationFeedSettings extends RevocationFeedOptions {
+  /** The clock `tokensExpireBy` is compared with (the verifier's). Default: `() => new Date()`. */
+  now?: () => Date;
+  /** How long after `tokensExpireBy` an entry is still needed (the verifier's leeway). Default 0. */
+  keepAfterExpiryMs?: number;
+  /** The deny-list's key for a session id. Default: the id itself. */
+  sessionKey?: (sessionId: string) => string;
 }
 
 /** Exponential backoff with jitter, so subscribers cut off together do not return together. */
@@ -60,6 +61,10 @@ function retryDelayMs(failures: number): number {
  * stream that ends or stays silent for `staleAfterMs`, and any other failure resume after
  * the cursor; CURSOR_EXPIRED starts again from a snapshot (cursor 0) and is not current
  * until the snapshot's heartbeat. A session stays denied until its tokens cannot pass.
+ *
+ * The subscribed TokenVerifier keeps one; a service that acts on endings itself (a backend
+ * that tells its pages, say) follows the feed with one too, `onEvent` telling it each
+ * `revocation`: `new RevocationFeed(clientWithServiceKey, { onEvent })`.
  */
 export class RevocationFeed {
   readonly #source: FeedSource;
@@ -77,15 +82,15 @@ export class RevocationFeed {
   #heardAt: number | undefined;
   #staleTimer: NodeJS.Timeout | undefined;
 
-  constructor(source: FeedSource, settings: FeedSettings) {
+  constructor(source: FeedSource, settings: RevocationFeedSettings = {}) {
     const staleAfterMs = settings.staleAfterMs ?? DEFAULT_STALE_AFTER_MS;
     if (!Number.isFinite(staleAfterMs) || staleAfterMs <= 0) {
       throw new RangeError(`staleAfterMs must be a positive number, got ${staleAfterMs}`);
     }
     this.#source = source;
-    this.#now = settings.now;
-    this.#keepAfterExpiryMs = settings.keepAfterExpiryMs;
-    this.#sessionKey = settings.sessionKey;
+    this.#now = settings.now ?? (() => new Date());
+    this.#keepAfterExpiryMs = settings.keepAfterExpiryMs ?? 0;
+    this.#sessionKey = settings.sessionKey ?? ((sessionId) => sessionId);
     this.#staleAfterMs = staleAfterMs;
     this.#onEvent = settings.onEvent;
     this.#running = this.#run();

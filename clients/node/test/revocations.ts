@@ -18,7 +18,7 @@ import {
   type AuthsvcError,
 } from "../src/errors.js";
 import { SessionEndReason } from "../src/gen/authsvc/v1/auth_service_pb.js";
-import type { FeedStatus } from "../src/revocations.js";
+import { RevocationFeed, type FeedStatus } from "../src/revocations.js";
 import { TokenVerifier, type RevocationOptions, type RevocationSource } from "../src/verifier.js";
 import {
   AuthsvcServer,
@@ -191,6 +191,25 @@ export function revocationTests(servers: () => Servers): void {
       assert.ok(revocation?.kind === "revocation" && heartbeat?.kind === "heartbeat", inspect(events));
       assert.equal(revocation.reason, SessionEndReason.USER_LOGOUT);
       assert.ok(heartbeat.cursor >= revocation.cursor);
+    });
+
+    test("a RevocationFeed followed directly, with the defaults, tells onEvent of a revocation made through another replica", async () => {
+      const log = new FeedLog();
+      const feed = new RevocationFeed(serviceClient(replicaB), { onEvent: log.onEvent });
+      try {
+        const { user, sessionId } = await signedIn();
+        await log.current();
+        const since = log.mark();
+
+        await user.logout();
+        const status = await log.revocationOf(sessionId, since);
+
+        assert.ok(status.type === "revocation");
+        assert.equal(status.revocation.reason, SessionEndReason.USER_LOGOUT);
+        assert.ok(feed.isRevoked(sessionId) && feed.cursor >= status.revocation.cursor);
+      } finally {
+        await feed.close();
+      }
     });
 
     test("the service key authenticates GetJwks and ValidateToken on a server that requires it", async () => {

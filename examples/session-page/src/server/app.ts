@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { AuthClient } from "@authsvc/client";
+import { AuthClient, type RevocationFeed } from "@authsvc/client";
 import type { RevokedCount, SessionList, SessionState } from "../shared/api.js";
 import type { Config } from "./config.js";
 import { Csrf, type CsrfScope } from "./csrf.js";
@@ -23,7 +23,7 @@ import {
   setSecurityHeaders,
 } from "./http.js";
 import { log } from "./log.js";
-import { RevocationFollower } from "./revocations.js";
+import { followRevocations } from "./revocations.js";
 import { type BrowserSession, SessionStore } from "./sessions.js";
 import { loadStaticFiles, type StaticFile } from "./static.js";
 
@@ -70,7 +70,7 @@ export class Bff {
   readonly #cookies: Cookies;
   readonly #store: SessionStore;
   readonly #feedClient: AuthClient;
-  readonly #follower: RevocationFollower;
+  readonly #feed: RevocationFeed;
 
   constructor(config: Config, files: Map<string, StaticFile>) {
     this.#config = config;
@@ -84,7 +84,7 @@ export class Bff {
     });
     // The service key is on this client only, never on a browser's.
     this.#feedClient = new AuthClient({ baseUrl: config.authsvcUrl, serviceKey: config.serviceKey });
-    this.#follower = new RevocationFollower(this.#feedClient, (revocation) =>
+    this.#feed = followRevocations(this.#feedClient, (revocation) =>
       this.#store.revoked(revocation.sessionId, revocation.reason, revocation.revokedAt),
     );
   }
@@ -114,7 +114,7 @@ export class Bff {
   }
 
   async close(): Promise<void> {
-    await this.#follower.close();
+    await this.#feed.close();
     this.#feedClient.close();
     this.#store.close();
   }

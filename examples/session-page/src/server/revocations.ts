@@ -1,75 +1,30 @@
-// Follows authsvc's revocation feed (WatchRevocations) with the BFF's service key, for as
-// long as the BFF runs: every session that ends anywhere (another device, an operator, a
-// password change) is reported within about a second. Resumes after its cursor when the
-// stream fails; starts again from a snapshot when the cursor has expired.
+// Follows authsvc's revocation feed with the BFF's service key, for as long as the BFF runs:
+// every session that ends anywhere (another device, an operator, a password change) is
+// reported within about a second. The client's RevocationFeed does the following: it resumes
+// after its cursor when a stream fails, starts again from a snapshot when the cursor has
+// expired, and replaces a stream that stays silent (a half-open connection never fails).
 
-import { type AuthClient, CursorExpired, type Revocation } from "@authsvc/client";
+import { type AuthClient, type Revocation, RevocationFeed } from "@authsvc/client";
 import { log } from "./log.js";
 
-const FIRST_RETRY_MS = 100;
-const LAST_RETRY_MS = 2_000;
-
-export class RevocationFollower {
-  readonly #client: AuthClient;
-  readonly #onRevocation: (revocation: Revocation) => void;
-  readonly #closing = new AbortController();
-  readonly #running: Promise<void>;
-  #cursor = 0n;
-
-  constructor(client: AuthClient, onRevocation: (revocation: Revocation) => void) {
-    this.#client = client;
-    this.#onRevocation = onRevocation;
-    this.#running = this.#run();
-  }
-
-  /** Cancel the stream and the backoff timer; resolves once the loop has stopped. */
-  async close(): Promise<void> {
-    this.#closing.abort();
-    await this.#running;
-  }
-
-  async #run(): Promise<void> {
-    const { signal } = this.#closing;
-    let failures = 0;
-    while (!signal.aborted) {
-      try {
-        for await (const event of this.#client.watchRevocations(this.#cursor, { signal })) {
-          if (event.cursor > this.#cursor) {
-            this.#cursor = event.cursor;
-          }
-          if (failures > 0 && event.kind === "heartbeat") {
-            log("revocation_feed_current", { cursor: String(this.#cursor) });
-            failures = 0;
-          }
-          if (event.kind === "revocation") {
-            this.#onRevocation(event);
-          }
-        }
-      } catch (error) {
-        if (signal.aborted) {
+export function followRevocations(client: AuthClient, onRevocation: (revocation: Revocation) => void): RevocationFeed {
+  return new RevocationFeed(client, {
+    onEvent: (status) => {
+      switch (status.type) {
+        case "revocation":
+          onRevocation(status.revocation);
           return;
-        }
-        if (error instanceof CursorExpired) {
-          this.#cursor = 0n;
-        }
-        log("revocation_feed_disconnected", { reason: (error as { reason?: string }).reason ?? String(error) });
+        case "current":
+        case "stale":
+          log(`revocation_feed_${status.type}`, { cursor: String(status.cursor) });
+          return;
+        case "disconnected":
+          log("revocation_feed_disconnected", {
+            reason: status.error?.reason || status.error?.message || "stream ended",
+            retry_in_ms: status.retryInMs,
+          });
+          return;
       }
-      failures += 1;
-      // Exponential backoff with jitter, so BFF replicas cut off together do not return together.
-      const ceiling = Math.min(LAST_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(failures, 16));
-      await sleep(Math.round(ceiling * (0.5 + Math.random() / 2)), signal);
-    }
-  }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
+    },
   });
 }
