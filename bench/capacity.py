@@ -8,8 +8,9 @@ Stages, each printed as a table (and all written to bench/results/<date>-capacit
   plus the CPU of backends that exited in the window, which the kernel adds to the
   postmaster's cutime/cstime). The database side is every PostgreSQL process, so it includes
   the WAL writer, checkpointer and autovacuum: what a database host pays.
-- `replicas`: `mixed` on 1, 2, ... server processes (`serve --workers N`, each its own pool
-  and feed connection, as a replica), in turns: calls/s and cores used on each side.
+- `replicas`: `mixed` and `refresh` on 1, 2, ... server processes (`serve --workers N`, each
+  its own pool and feed connection, as a replica), in turns: calls/s and cores used on each
+  side.
 - `budget`: the connection budget from the settings' defaults (authsvc/config.py) and the
   database's `max_connections`.
 - `sizes`: N sessions made through the real RPCs (Register, two Logins per user, three keyed
@@ -71,8 +72,13 @@ else:
 STAGES = ("cpu", "replicas", "budget", "sizes")
 CPU_SCENARIOS = (
     "grpc_empty", "get_jwks", "validate", "refresh", "list_sessions", "revoke_session",
-    "logout", "logout_watched", "login", "mixed",
+    "logout", "logout_watched", "login", "mixed", "refresh_uncached", "mixed_uncached",
 )  # fmt: skip
+# *_uncached: the scenario on a server set as behind PgBouncer 1.18 but connected directly
+# (AUTHSVC_DATABASE_POOLER=pgbouncer-transaction: no prepared-statement cache), so the
+# database parses every statement again: its cost per call without the extra hop.
+_UNCACHED = "_uncached"
+_UNCACHED_SETTINGS = {"AUTHSVC_DATABASE_POOLER": "pgbouncer-transaction"}
 # logout_watched: logout with this many WatchRevocations subscribers on the server, so the
 # difference from logout, divided by it, is the service's CPU per event sent.
 _WATCHERS = 20
@@ -119,6 +125,7 @@ class CapacityBench(bench_main.Bench):
     """`make bench`'s harness, plus `logout` and the database's CPU over each window."""
 
     postmaster: int = 0
+    uncached: ServerProcess | None = None
 
     async def slots_for(self, scenario: str, window: float, rate: float) -> list[dict[str, Any]]:
         if scenario != "logout":
@@ -140,7 +147,13 @@ class CapacityBench(bench_main.Bench):
                 "window_s": time.monotonic() - started,
             }
 
-        if scenario == "logout_watched":
+        if scenario.endswith(_UNCACHED):
+            cached, self.authsvc = self.authsvc, self.uncached
+            try:
+                run = await self.run_once(scenario.removesuffix(_UNCACHED), during=database_window)
+            finally:
+                self.authsvc = cached
+        elif scenario == "logout_watched":
             assert self.authsvc is not None
             feeds = [_Feed(self.authsvc.target, self.service_key) for _ in range(_WATCHERS)]
             for feed in feeds:
@@ -217,21 +230,26 @@ async def _cpu_stage(bench: CapacityBench, scenarios: tuple[str, ...]) -> dict[s
 
 
 async def _replicas_stage(
-    bench: CapacityBench, servers: dict[int, ServerProcess]
+    bench: CapacityBench, servers: dict[int, ServerProcess], scenarios: tuple[str, ...]
 ) -> dict[str, Any]:
-    """`mixed` on 1..N server processes, in turns."""
-    runs: dict[int, list[Run]] = {processes: [] for processes in servers}
+    """Each of `scenarios` on 1..N server processes, in turns."""
+    runs: dict[tuple[str, int], list[Run]] = {
+        (scenario, processes): [] for scenario in scenarios for processes in servers
+    }
     first = bench.authsvc
     try:
         for index in range(bench.args.runs):
-            for processes, server in servers.items():
-                bench.authsvc = server
-                run = await bench.measure("mixed")
-                runs[processes].append(run)
-                _progress(f"replicas {processes} {index + 1}/{bench.args.runs}", run)
+            for (scenario, processes), scenario_runs in runs.items():
+                bench.authsvc = servers[processes]
+                run = await bench.measure(scenario)
+                scenario_runs.append(run)
+                _progress(f"replicas {scenario} x{processes} {index + 1}/{bench.args.runs}", run)
     finally:
         bench.authsvc = first
-    return {str(processes): _summary(process_runs) for processes, process_runs in runs.items()}
+    return {
+        scenario: {str(processes): _summary(runs[scenario, processes]) for processes in servers}
+        for scenario in scenarios
+    }
 
 
 async def _budget_stage(pool: asyncpg.Pool) -> dict[str, Any]:
@@ -531,8 +549,8 @@ def _print_tables(result: dict[str, Any]) -> None:
                  str(s["errors"])])  # fmt: skip
     if watched := result.get("watch_revocations"):
         print(f"WatchRevocations, per event sent: {json.dumps(watched)}")
-    if replicas := result.get("replicas"):
-        print("\nmixed on N server processes (medians)")
+    for scenario, replicas in result.get("replicas", {}).items():
+        print(f"\n{scenario} on N server processes (medians)")
         row(["processes", "calls/s", "service cores", "database cores", "service/database"])
         row(["---"] * 5)
         for processes, s in replicas.items():
@@ -582,14 +600,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--max-replicas", type=int, default=3, help="replicas stage: 1..N")
+    parser.add_argument(
+        "--replica-scenarios",
+        default="mixed,refresh",
+        help="the replicas stage's: mixed, and refresh (the database's heaviest share)",
+    )
     parser.add_argument("--sessions", type=int, default=20_000, help="sizes stage")
     parser.add_argument("--smoke", action="store_true", help="every stage, tiny, for CI")
     args = parser.parse_args(argv)
     args.stages = [s for s in args.stages.split(",") if s]
     args.scenarios = tuple(s for s in args.scenarios.split(",") if s)
+    args.replica_scenarios = tuple(s for s in args.replica_scenarios.split(",") if s)
     if unknown := set(args.stages) - set(STAGES):
         parser.error(f"unknown stages: {sorted(unknown)}")
-    if unknown := set(args.scenarios) - set(CPU_SCENARIOS):
+    if unknown := set(args.scenarios + args.replica_scenarios) - set(CPU_SCENARIOS):
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     if args.smoke:
         args.duration, args.warmup, args.runs = 1.0, 0.5, 1
@@ -623,6 +647,15 @@ async def _run(args: argparse.Namespace, work_dir: Path, embedded: Any) -> dict[
                     service_keys=service_key_entry,
                 )
             bench.authsvc = servers[1]
+            if any(scenario.endswith(_UNCACHED) for scenario in args.scenarios):
+                bench.uncached = start_authsvc(
+                    dsn,
+                    work_dir,
+                    "WARNING",
+                    name="authsvc-uncached",
+                    settings={**_UNCACHED_SETTINGS, "AUTHSVC_LISTEN_DATABASE_URL": dsn},
+                )
+                await wait_serving(bench.uncached.target)
             bench.empty = start_empty_server(work_dir)
             for server in servers.values():
                 await wait_serving(server.target)
@@ -635,12 +668,12 @@ async def _run(args: argparse.Namespace, work_dir: Path, embedded: Any) -> dict[
                 if watched := result["cpu"].pop("watch_revocations_event", None):
                     result["watch_revocations"] = watched
             if "replicas" in args.stages:
-                result["replicas"] = await _replicas_stage(bench, servers)
+                result["replicas"] = await _replicas_stage(bench, servers, args.replica_scenarios)
         if "budget" in args.stages:
             result["budget"] = await _budget_stage(pool)
     finally:
         bench.executor.shutdown(cancel_futures=True)
-        for started in (*servers.values(), bench.empty):
+        for started in (*servers.values(), bench.uncached, bench.empty):
             if started is not None:
                 started.stop()
         await pool.close()
@@ -682,9 +715,9 @@ def main(argv: list[str] | None = None) -> None:
     path = _RESULTS / f"{datetime.now(UTC):%Y-%m-%dT%H%M}-{result['git_sha']}-capacity{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {path}")
-    errors = sum(
-        s["errors"] for stage in ("cpu", "replicas") for s in result.get(stage, {}).values()
-    )
+    summaries = [*result.get("cpu", {}).values()]
+    summaries += [s for by_count in result.get("replicas", {}).values() for s in by_count.values()]
+    errors = sum(s["errors"] for s in summaries)
     if errors:
         sys.exit(f"{errors} calls failed")
 
