@@ -295,27 +295,33 @@ class _Feed:
         self._heard = asyncio.Event()  # the first message: the snapshot is sent, it is live
 
     async def _watch(self) -> None:
-        async with grpc.aio.insecure_channel(self._target) as channel:
-            stream = Stub(channel).WatchRevocations(
-                pb.WatchRevocationsRequest(),
-                metadata=(("authorization", f"Bearer {self._service_key}"),),
-            )
-            try:
-                async for message in stream:
-                    self._heard.set()
-                    size = message.ByteSize() + _FRAMING_BYTES
-                    if message.HasField("revocation"):
-                        self.revocations += 1
-                        self.revocation_bytes += size
-                        if self._expected is not None and self.revocations >= self._expected:
-                            self._all_seen.set()
-                    else:
-                        self.heartbeats += 1
-                        self.heartbeat_bytes += size
-            except grpc.aio.AioRpcError as exc:
-                # The server stopping under it ends the count; anything else is a failure.
-                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-                    raise
+        """Subscribe, and on UNAVAILABLE (the server's connection max age, or its stopping)
+        resume from the last cursor, as a client does, until cancelled."""
+        cursor = 0
+        while True:
+            async with grpc.aio.insecure_channel(self._target) as channel:
+                stream = Stub(channel).WatchRevocations(
+                    pb.WatchRevocationsRequest(after_cursor=cursor),
+                    metadata=(("authorization", f"Bearer {self._service_key}"),),
+                )
+                try:
+                    async for message in stream:
+                        self._heard.set()
+                        size = message.ByteSize() + _FRAMING_BYTES
+                        if message.HasField("revocation"):
+                            cursor = message.revocation.cursor
+                            self.revocations += 1
+                            self.revocation_bytes += size
+                            if self._expected is not None and self.revocations >= self._expected:
+                                self._all_seen.set()
+                        else:
+                            cursor = message.heartbeat.cursor
+                            self.heartbeats += 1
+                            self.heartbeat_bytes += size
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                        raise
+            await asyncio.sleep(0.1)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
