@@ -292,7 +292,7 @@ class _Feed:
         self._task: asyncio.Task[None] | None = None
         self._expected: int | None = None
         self._all_seen = asyncio.Event()
-        self._heard = asyncio.Event()  # the first message: the snapshot is sent, it is live
+        self._caught_up = asyncio.Event()  # a heartbeat: the snapshot is sent, it is live
 
     async def _watch(self) -> None:
         """Subscribe, and on UNAVAILABLE (the server's connection max age, or its stopping)
@@ -306,7 +306,6 @@ class _Feed:
                 )
                 try:
                     async for message in stream:
-                        self._heard.set()
                         size = message.ByteSize() + _FRAMING_BYTES
                         if message.HasField("revocation"):
                             cursor = message.revocation.cursor
@@ -316,6 +315,7 @@ class _Feed:
                                 self._all_seen.set()
                         else:
                             cursor = message.heartbeat.cursor
+                            self._caught_up.set()
                             self.heartbeats += 1
                             self.heartbeat_bytes += size
                 except grpc.aio.AioRpcError as exc:
@@ -327,8 +327,10 @@ class _Feed:
         self._task = asyncio.create_task(self._watch())
 
     async def live(self, within: float = 60.0) -> None:
-        """Once the feed has sent its first message (a heartbeat after the snapshot)."""
-        await asyncio.wait_for(self._heard.wait(), within)
+        """Once the feed has sent a heartbeat: its snapshot of recent revocations (every
+        session ended within the retention) is behind it, so only new events follow."""
+        await asyncio.wait_for(self._caught_up.wait(), within)
+        self.revocations = self.revocation_bytes = 0  # count the new ones only
 
     async def stop(self, expected: int, within: float = 10.0) -> None:
         """Once `expected` revocations have come (or after `within` s, if they never do)."""
