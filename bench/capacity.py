@@ -1,8 +1,10 @@
 """Capacity model (docs/scaling.md): what one PostgreSQL carries, measured on this machine.
 
-Stages, each printed as a table (and all written to bench/results/<date>-capacity.json):
+Stages, each printed as a table (all written to bench/results/<time>-<sha>-capacity.json):
 
-- `cpu`: every RPC scenario of `make bench` (plus `logout`), in turns, with CPU per call on
+- `cpu`: every RPC scenario of `make bench`, plus `logout`, `logout_watched` (with 20
+  WatchRevocations subscribers: the feed's CPU per event) and `*_uncached` (on a server
+  without the statement cache, as behind PgBouncer 1.18), in turns, with CPU per call on
   both sides over the same measured window: the service's (the `authsvc serve` process tree,
   as `make bench` counts it) and the database's (the postmaster's process tree from /proc,
   plus the CPU of backends that exited in the window, which the kernel adds to the
