@@ -55,6 +55,7 @@ bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see
 # Timing is printed, never asserted.
 bench-smoke: bootstrap
 	@$(BIN)/python -m bench --smoke --pgbouncer
+	@$(BIN)/python -m bench.capacity --smoke
 
 # Not part of `make test`: minutes, not seconds. MUTANTS="glob ..." runs only those mutants,
 # e.g. MUTANTS='authsvc.domain.access_tokens.*'. docs/mutation.md has the last score.

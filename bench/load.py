@@ -217,6 +217,8 @@ def _op(
         return _login(stub, itertools.cycle(slot["emails"]), spec.password, slot)
     if scenario == "revoke_session":
         return _revoke(stub, slot)
+    if scenario == "logout":
+        return _logout(stub, slot)
     if scenario == "mixed":
         return _mixed(stub, slot, spec.password)
     if scenario == "grpc_empty":
@@ -322,6 +324,19 @@ def _revoke(stub: Stub, slot: Slot) -> Op:
             metadata=_bearer(slot["access_token"]),
             timeout=_CALL_TIMEOUT,
         )
+        return OK
+
+    return op
+
+
+def _logout(stub: Stub, slot: Slot) -> Op:
+    refresh_tokens = iter(slot["refresh_tokens"])
+
+    async def op() -> str:
+        refresh_token = next(refresh_tokens, None)
+        if refresh_token is None:
+            return "EXHAUSTED"  # seeded too few; the caller sizes this from the window
+        await stub.Logout(pb.LogoutRequest(refresh_token=refresh_token), timeout=_CALL_TIMEOUT)
         return OK
 
     return op
