@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import argon2
 import asyncpg
@@ -224,6 +224,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if bool(args.server_cpus) != bool(args.load_cpus):
         parser.error("--server-cpus and --load-cpus go together")
     return args
+
+
+class _Variant(TypedDict, total=False):
+    """What one server of a side-by-side comparison differs in (run_once's arguments)."""
+
+    telemetry: str
+    pooled: str
 
 
 class Bench:
@@ -535,17 +542,25 @@ class Bench:
             _progress(f"{label} run {index + 1}/{self.args.runs}", run)
         return runs, baseline_runs
 
-    async def runs_with_telemetry(self, scenario: str, label: str) -> dict[str, list[Run]]:
-        """Runs of `scenario` with telemetry off, then on each --telemetry server, in turns,
-        so every variant sees the same drift of a shared machine. Keyed by variant ("" off)."""
-        runs: dict[str, list[Run]] = {"": [], **{name: [] for name in self.telemetry}}
+    async def _runs_in_turns(
+        self, scenario: str, label: str, variants: dict[str, _Variant]
+    ) -> dict[str, list[Run]]:
+        """Runs of `scenario` on each variant in turns (`variants`: name -> run_once's
+        keyword arguments), so every variant sees the same drift of a shared machine."""
+        runs: dict[str, list[Run]] = {variant: [] for variant in variants}
         for index in range(self.args.runs):
             for variant, variant_runs in runs.items():
-                run = await self.run_once(scenario, telemetry=variant)
+                run = await self.run_once(scenario, **variants[variant])
                 variant_runs.append(run)
                 name = f"{label} ({variant})" if variant else label
                 _progress(f"{name} run {index + 1}/{self.args.runs}", run)
         return runs
+
+    async def runs_with_telemetry(self, scenario: str, label: str) -> dict[str, list[Run]]:
+        """Runs of `scenario` with telemetry off, then on each --telemetry server, in turns.
+        Keyed by variant ("" off)."""
+        variants: dict[str, _Variant] = {"": {}, **{n: {"telemetry": n} for n in self.telemetry}}
+        return await self._runs_in_turns(scenario, label, variants)
 
     async def runs_with_lineage_off(self, scenario: str, label: str) -> tuple[list[Run], list[Run]]:
         """Runs of `scenario` with refresh lineage off, then on, in turns, so both see the
@@ -561,16 +576,10 @@ class Bench:
         return runs, off_runs
 
     async def runs_pooled(self, scenario: str, label: str) -> dict[str, list[Run]]:
-        """Runs of `scenario` on each --pgbouncer variant, then direct, in turns, so every
-        variant sees the same drift of a shared machine. Keyed by variant ("" direct)."""
-        runs: dict[str, list[Run]] = {**{name: [] for name in self.pooled}, "": []}
-        for index in range(self.args.runs):
-            for variant, variant_runs in runs.items():
-                run = await self.run_once(scenario, pooled=variant)
-                variant_runs.append(run)
-                name = f"{label} ({variant})" if variant else label
-                _progress(f"{name} run {index + 1}/{self.args.runs}", run)
-        return runs
+        """Runs of `scenario` on each --pgbouncer variant, then direct, in turns. Keyed by
+        variant ("" direct)."""
+        variants: dict[str, _Variant] = {**{n: {"pooled": n} for n in self.pooled}, "": {}}
+        return await self._runs_in_turns(scenario, label, variants)
 
     async def start_telemetry(self) -> None:
         """The --telemetry servers: metrics on; metrics and tracing on, to a sink that drops;
