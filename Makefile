@@ -116,11 +116,9 @@ session-page: bootstrap
 
 # The session page example (examples/session-page/README.md): authsvc on a fresh embedded
 # PostgreSQL, the BFF and the page, a demo account; prints the URL, Ctrl-C stops everything.
-# Needs .venv and the two npm trees only, not Chromium (only the example's tests drive it).
-example-session-page: bootstrap-python ## Run the session page example on http://127.0.0.1:8080
-	@for dir in clients/node examples/session-page; do \
-	  [[ -d $$dir/node_modules ]] || npm ci --prefix $$dir --ignore-scripts --no-audit --no-fund --loglevel=error; \
-	done
+# Needs .venv and the node_modules (`scripts/bootstrap packages`), not the Debian tools.
+example-session-page: ## Run the session page example on http://127.0.0.1:8080
+	@scripts/bootstrap packages
 	@cd examples/session-page && npm run build --silent && exec node build/dev/main.js
 
 generate: bootstrap ## Regenerate authsvc/v1/ from protos/
