@@ -159,7 +159,8 @@ class LoginThrottleStore(Protocol):
     ) -> Mapping[str, BucketCount]:
         """Lock the buckets (a passed window starts over at `now`) and, if `may_admit`
         allows it on their counts, record `attempt_id` in flight in each, in one
-        transaction. Returns the counts `may_admit` judged, every bucket present."""
+        transaction; nothing is written if it refuses. Returns the counts `may_admit`
+        judged, every bucket present."""
         ...
 
     async def take(
@@ -190,20 +191,27 @@ class LoginThrottleStore(Protocol):
         ...
 
     async def clear_failures(
-        self, attempt_id: uuid.UUID, cleared: list[str], known_address: str, *, now: datetime
+        self,
+        attempt_id: uuid.UUID,
+        buckets: list[str],
+        cleared: list[str],
+        known_address: str,
+        *,
+        now: datetime,
     ) -> None:
-        """Settle a successful attempt, atomically: the `cleared` buckets' failures are
-        forgiven, `known_address` (a pair bucket) is remembered as signed in from at
-        `now`, and `attempt_id` is no longer in flight."""
+        """Settle a successful attempt admitted in `buckets`, atomically: the `cleared`
+        buckets' failures are forgiven, `known_address` (a pair bucket) is remembered as
+        signed in from at `now`, and `attempt_id` is no longer in flight."""
         ...
 
     async def is_known_address(self, pair: str, *, since: datetime) -> bool:
         """Whether the account signed in from this pair bucket's address after `since`."""
         ...
 
-    async def forget(self, attempt_id: uuid.UUID) -> None:
-        """Stop counting `attempt_id` in flight, uncounted (its call ended without an
-        outcome). An unknown or settled attempt is no error."""
+    async def forget(self, attempt_id: uuid.UUID, buckets: list[str]) -> None:
+        """Stop counting `attempt_id` in flight in `buckets` (those it was admitted in),
+        uncounted (its call ended without an outcome). An unknown or settled attempt is
+        no error."""
         ...
 
 
@@ -352,12 +360,13 @@ class LoginAttempt:
         store = self._throttle.store
         now = self._throttle.clock.now()
         pair, forgiven = self._buckets.pair, self._buckets.forgiven
-        await self._settle(store.clear_failures(self._id, forgiven, pair, now=now))
+        buckets = sorted(self._buckets.limits)
+        await self._settle(store.clear_failures(self._id, buckets, forgiven, pair, now=now))
 
     async def release(self) -> None:
         """Forget the attempt uncounted, unless it was settled."""
         if not self._settled:
-            await self._settle(self._throttle.store.forget(self._id))
+            await self._settle(self._forget())
 
     async def _settle(self, settling: Coroutine[Any, Any, None]) -> None:
         self._settled = True
@@ -367,8 +376,11 @@ class LoginAttempt:
             # Nothing was settled (the transaction rolled back): at least stop counting the
             # attempt as in flight, if the database lets us.
             with contextlib.suppress(Exception):
-                await self._completions.shielded(self._throttle.store.forget(self._id))
+                await self._completions.shielded(self._forget())
             raise
+
+    def _forget(self) -> Coroutine[Any, Any, None]:
+        return self._throttle.store.forget(self._id, sorted(self._buckets.limits))
 
 
 class LoginThrottle:
@@ -515,7 +527,7 @@ class LoginThrottle:
         except BaseException:
             # Cancelled, or the connection lost around COMMIT: the admission may
             # have been recorded all the same.
-            self._completions.start(self._forget_after(admitting, attempt_id))
+            self._completions.start(self._forget_after(admitting, attempt_id, buckets))
             raise
 
     def _refuse_if_spent(
@@ -526,12 +538,14 @@ class LoginThrottle:
             until = max(c.window_started_at + limits[b].window for b, c in spent.items())
             self._refuse(spent, refused, until - self.clock.now())
 
-    async def _forget_after(self, admitting: asyncio.Task[Any], attempt_id: uuid.UUID) -> None:
+    async def _forget_after(
+        self, admitting: asyncio.Task[Any], attempt_id: uuid.UUID, buckets: list[str]
+    ) -> None:
         with contextlib.suppress(Exception):
             await admitting
         # Best effort: left behind, the rows stop counting after IN_FLIGHT_EXPIRY.
         with contextlib.suppress(Exception):
-            await self.store.forget(attempt_id)
+            await self.store.forget(attempt_id, buckets)
 
     def _refuse(
         self, blocking: Mapping[str, BucketCount], refused: AuditEvent, retry_after: timedelta

@@ -1,8 +1,8 @@
 """SQL for AdminService.RevokeSessions: count and sample the sessions a filter selects,
 and end them in short batches.
 
-A batch locks its rows in id order and ends them in one statement; migration 0014's
-trigger appends each to the revocation log, under the log's advisory lock, which the
+A batch locks its rows in id order and ends them in one statement, then appends each to
+the revocation log (store/revocations.py), under the log's advisory lock, which the
 batch then holds until it commits. Logout, reuse detection and every other ending
 wait for that commit, so a batch is kept small (the domain's size) and commits at once.
 """
@@ -15,11 +15,12 @@ from typing import Any
 
 import asyncpg
 
-from authsvc.core.models import AuditEvent, EndedSession, SessionId, UserId
+from authsvc.core.models import AuditEvent, EndedSession, SessionEndReason, SessionId, UserId
 from authsvc.core.session_filters import SampledSession, SessionFilter
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
+from authsvc.store.revocations import append_revocations
 from authsvc.store.sessions import listed_session
 
 __all__ = ["PgBulkRevocationStore"]
@@ -71,7 +72,7 @@ UPDATE sessions AS s
 SET revoked_at = $1, end_reason = 'bulk_revoked', revoke_reason = $12,
     ended_by_kind = 'operator', ended_by_operator = $13
 WHERE s.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING s.id, s.created_at
+RETURNING s.id, s.user_id, s.created_at
 """  # noqa: S608
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 
@@ -147,6 +148,12 @@ class PgBulkRevocationStore:
                 limit,
                 revoke_reason,
                 operator,
+            )
+            await append_revocations(
+                conn,
+                [(SessionId(row["id"]), UserId(row["user_id"])) for row in rows],
+                reason=SessionEndReason.BULK_REVOKED,
+                revoked_at=now,
             )
         ended = [
             EndedSession(id=SessionId(row["id"]), created_at=row["created_at"]) for row in rows

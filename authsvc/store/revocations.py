@@ -1,9 +1,10 @@
-"""SQL for the revocation log (migrations/0014 appends to it; this only reads it)."""
+"""SQL for the revocation log (migrations 0014 and 0024): the one append every ending
+statement is followed by, and the feed's reads."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -19,7 +20,7 @@ from authsvc.core.models import (
     UserId,
 )
 from authsvc.store.errors import translate_errors
-from authsvc.store.pool import is_read_only
+from authsvc.store.pool import Connection, is_read_only
 
 __all__ = [
     "APPLICATION_NAME",
@@ -27,9 +28,10 @@ __all__ = [
     "PgListeningLog",
     "PgRevocationListener",
     "PgRevocationLog",
+    "append_revocations",
 ]
 
-# The channel migration 0014's trigger notifies.
+# The channel migration 0024's append notifies.
 CHANNEL = "authsvc_revocations"
 APPLICATION_NAME = "authsvc revocation feed"
 
@@ -38,6 +40,12 @@ if TYPE_CHECKING:
 else:
     _Connection = asyncpg.Connection
 
+# A statement of its own with array parameters: on Citus it runs on the coordinator, where
+# the log and the feed's listeners are (as part of a statement over one shard it would be
+# pushed down to that shard's worker).
+_APPEND = """
+SELECT revocation_log_append_endings($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+"""
 _READ_AFTER = """
 SELECT id, session_id, user_id, reason, revoked_at FROM revocation_log
 WHERE id > $1 ORDER BY id LIMIT $2
@@ -54,6 +62,30 @@ SELECT
     COALESCE(swept.through, 0) AS swept_through
 FROM (SELECT (SELECT through FROM revocation_log_swept) AS through) AS swept
 """
+
+
+async def append_revocations(
+    conn: Connection,
+    ended: Iterable[tuple[SessionId, UserId]],
+    *,
+    reason: SessionEndReason,
+    revoked_at: datetime,
+) -> None:
+    """Log the sessions (id, user) a statement just ended on `conn`, in its transaction,
+    which then holds the log's lock until it commits (so cursors follow commit order).
+    Every statement that sets revoked_at calls this right after, with exactly the rows it
+    ended (its WHERE requires revoked_at IS NULL, so each ending is logged once); the
+    log leaves out expiries. Nothing ended, no round trip and no notice."""
+    endings = list(ended)
+    if not endings:
+        return
+    await conn.execute(
+        _APPEND,
+        [session_id for session_id, _ in endings],
+        [user_id for _, user_id in endings],
+        [reason.value] * len(endings),
+        [revoked_at] * len(endings),
+    )
 
 
 def _revocation(row: asyncpg.Record) -> Revocation:

@@ -14,6 +14,7 @@ from authsvc.core.errors import SessionLimitReached
 from authsvc.core.models import EndedSession, SessionEndReason, SessionId, UserId
 from authsvc.core.session_limits import SessionCap, SessionLimitPolicy
 from authsvc.store.pool import Connection
+from authsvc.store.revocations import append_revocations
 
 __all__ = ["enforce_cap"]
 
@@ -34,8 +35,8 @@ SELECT count(*) FROM (
 ) AS live
 """
 # Keeps the $3 most recently active live sessions and ends the rest, each with its audit
-# event ($6.. = event, ip, user agent, detail); migration 0014's trigger puts each ending
-# on the revocation feed.
+# event ($6.. = event, ip, user agent, detail); enforce_cap then puts each ending on the
+# revocation feed.
 _EVICT_LEAST_RECENT = """
 WITH evicted AS (
     UPDATE sessions
@@ -82,4 +83,11 @@ async def enforce_cap(
         event.origin.user_agent,
         event.detail,
     )
-    return [EndedSession(id=SessionId(row["id"]), created_at=row["created_at"]) for row in rows]
+    evicted = [EndedSession(id=SessionId(row["id"]), created_at=row["created_at"]) for row in rows]
+    await append_revocations(
+        conn,
+        [(session.id, user_id) for session in evicted],
+        reason=SessionEndReason.SESSION_LIMIT_EVICTED,
+        revoked_at=now,
+    )
+    return evicted

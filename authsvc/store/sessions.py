@@ -42,6 +42,7 @@ from authsvc.core.session_limits import SessionCap
 from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
+from authsvc.store.revocations import append_revocations
 from authsvc.store.session_limits import enforce_cap
 from authsvc.store.users import insert_user
 
@@ -157,8 +158,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 # What rotate_if_current records for its caller with lineage off (the row is not written).
 _NOT_RECORDED = RequestOrigin()
-# Every ending sets end_reason (migration 0014's trigger logs it for the revocation feed)
-# and who ended it (migration 0018).
+# Every ending sets end_reason (append_revocations logs it for the revocation feed) and
+# who ended it (migration 0018).
 _REVOKE_LOCKED = """
 UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4,
     ended_by_kind = $5, ended_by_session = $6, ended_by_operator = $7
@@ -257,9 +258,10 @@ async def end_user_sessions(
     event: AuditEvent,
     keep: SessionId | None,
 ) -> list[EndedSession]:
-    """`SessionStore.end_user_sessions` on `conn`, inside the caller's transaction if any.
-    Sessions a transaction committed before this statement started are seen, so a caller
-    that first locks the user row ends every session created before it took the lock."""
+    """`SessionStore.end_user_sessions` on `conn`, inside the caller's transaction (which
+    the revocation log's append then holds until it commits). Sessions a transaction
+    committed before this statement started are seen, so a caller that first locks the
+    user row ends every session created before it took the lock."""
     rows = await conn.fetch(
         _END_USER_SESSIONS,
         user_id,
@@ -274,7 +276,11 @@ async def end_user_sessions(
         event.detail,
         *ender_args(ender),
     )
-    return [_ended(row) for row in rows]
+    ended = [_ended(row) for row in rows]
+    await append_revocations(
+        conn, [(session.id, user_id) for session in ended], reason=ended_by, revoked_at=now
+    )
+    return ended
 
 
 async def fetch_live_page(
@@ -468,9 +474,12 @@ class PgLockedSession:
         ender: SessionEnder,
         event: AuditEvent,
     ) -> None:
-        await self._conn.execute(
+        status = await self._conn.execute(
             _REVOKE_LOCKED, self.session.id, now, reason, ended_by.value, *ender_args(ender)
         )
+        if status == "UPDATE 1":
+            ending = (self.session.id, self.session.user_id)
+            await append_revocations(self._conn, [ending], reason=ended_by, revoked_at=now)
         await insert_event(self._conn, event)
 
 
@@ -610,8 +619,8 @@ class PgSessionStore:
         ender: SessionEnder,
         event: AuditEvent,
     ) -> EndedSession | None:
-        async with translate_errors():
-            created_at = await self._pool.fetchval(
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            created_at = await conn.fetchval(
                 _REVOKE_OWN,
                 session_id,
                 user_id,
@@ -621,6 +630,10 @@ class PgSessionStore:
                 ended_by.value,
                 *ender_args(ender),
             )
+            if created_at is not None:
+                await append_revocations(
+                    conn, [(session_id, user_id)], reason=ended_by, revoked_at=now
+                )
         return None if created_at is None else EndedSession(id=session_id, created_at=created_at)
 
     async def session_belongs_to(self, user_id: UserId, session_id: SessionId) -> bool:
@@ -638,8 +651,8 @@ class PgSessionStore:
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> list[EndedSession]:
-        async with translate_errors():
-            rows = await self._pool.fetch(
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
                 _REVOKE_ALL_OF_USER,
                 user_id,
                 now,
@@ -649,7 +662,11 @@ class PgSessionStore:
                 ended_by.value,
                 *ender_args(ender),
             )
-        return [_ended(row) for row in rows]
+            ended = [_ended(row) for row in rows]
+            await append_revocations(
+                conn, [(session.id, user_id) for session in ended], reason=ended_by, revoked_at=now
+            )
+        return ended
 
     async def end_user_sessions(
         self,
@@ -662,7 +679,7 @@ class PgSessionStore:
         event: AuditEvent,
         keep: SessionId | None = None,
     ) -> list[EndedSession]:
-        async with translate_errors(), self._pool.acquire() as conn:
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             return await end_user_sessions(
                 conn,
                 user_id,

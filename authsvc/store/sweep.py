@@ -34,7 +34,7 @@ SWEEP_LOCK_KEY = 0x61757468_0002
 # Expired sessions are marked ended first, at the deadline that passed: the idle one,
 # which is capped at the absolute one (then it is ABSOLUTE_TIMEOUT). Each is marked once
 # (revoked_at IS NULL), so its expiry is counted once, by whichever replica marks it.
-# Migration 0019's trigger keeps these endings off the revocation feed.
+# Expiries stay off the revocation feed (migration 0019): nothing is appended here.
 _MARK_EXPIRED_SESSIONS = """
 UPDATE sessions SET revoked_at = idle_expires_at, ended_by_kind = 'system',
     end_reason = CASE WHEN idle_expires_at < expires_at

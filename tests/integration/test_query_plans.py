@@ -210,24 +210,37 @@ def statements(
             session_sql._REVOKE_OWN,
             (session_id, user_id, NOW, "user", *audit, "user_revoked", "user", session_id, None),
         ),
-        "throttle: lock buckets": (
-            throttle_sql._LOCK_BUCKETS,
-            (["account:7", "ip:127.0.0.1"], NOW, [timedelta(minutes=15)] * 2),
+        # One bucket each (on Citus, a router query on the bucket's shard).
+        "throttle: lock a bucket": (
+            throttle_sql._LOCK_BUCKET,
+            ("account:7", NOW, timedelta(minutes=15)),
         ),
-        "throttle: read buckets": (
-            throttle_sql._READ_BUCKETS,
-            (["account:7", "ip:127.0.0.1"], NOW, [timedelta(minutes=15)] * 2),
+        "throttle: read a bucket and its attempts in flight": (
+            throttle_sql._READ_BUCKET,
+            ("account:7", NOW, timedelta(minutes=15), NOW - timedelta(minutes=2)),
         ),
-        "throttle: clear failures": (throttle_sql._CLEAR_FAILURES, (["account:7", "pair:7"],)),
+        "throttle: admit, counting the attempts in flight": (
+            throttle_sql._ADMIT_COUNTING_OTHERS,
+            ("account:7", uuid.uuid4(), NOW, NOW - timedelta(minutes=2)),
+        ),
+        "throttle: count a failure": (
+            throttle_sql._COUNT_FAILURE,
+            ("account:7", NOW, timedelta(minutes=15), uuid.uuid4()),
+        ),
+        "throttle: clear failures": (throttle_sql._CLEAR_FAILURES, ("account:7",)),
+        "throttle: forgive, settling the attempt": (
+            throttle_sql._FORGIVE_SETTLING,
+            ("account:7", uuid.uuid4()),
+        ),
+        "throttle: forgive the pair and remember it": (
+            throttle_sql._FORGIVE_PAIR_SETTLING,
+            ("pair:7", uuid.uuid4(), NOW),
+        ),
         "throttle: known address": (
             throttle_sql._IS_KNOWN_ADDRESS,
             ("pair:7", NOW - timedelta(days=90)),
         ),
-        "throttle: attempts in flight": (
-            throttle_sql._COUNT_IN_FLIGHT,
-            (["account:7", "ip:127.0.0.1"], NOW - timedelta(minutes=2)),
-        ),
-        "throttle: forget an attempt": (throttle_sql._FORGET_ATTEMPT, (uuid.uuid4(),)),
+        "throttle: forget an attempt": (throttle_sql._FORGET_ATTEMPT, ("account:7", uuid.uuid4())),
         "revoke all of a user's sessions": (
             session_sql._REVOKE_ALL_OF_USER,
             (user_id, NOW, "user", session_id, *audit, "user_logout", "user", session_id, None),

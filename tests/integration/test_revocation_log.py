@@ -1,5 +1,5 @@
-"""The revocation log (migration 0014): every ending appended once, in its own transaction,
-in commit order, over a real server and a real PostgreSQL."""
+"""The revocation log (migrations 0014 and 0024): every ending appended once, in its own
+transaction, in commit order, over a real server and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -110,29 +110,6 @@ async def test_every_ending_is_logged_once_with_its_reason(
     gone = await end(stub, sessions, clock)
 
     assert ended(await logged(pool)) == sorted((s.session_id, reason) for s in gone)
-
-
-@pytest.mark.parametrize(
-    ("revoke_reason", "reason"),
-    [
-        ("logout_all_sessions", SessionEndReason.USER_LOGOUT),
-        ("refresh_token_reused", SessionEndReason.REFRESH_TOKEN_REUSE),
-        ("revoked_by_user: lost phone", SessionEndReason.USER_REVOKED),
-    ],
-)
-async def test_an_ending_by_a_replica_of_the_previous_version_is_logged_too(
-    stub: Stub, pool: Pool, revoke_reason: str, reason: SessionEndReason
-) -> None:
-    # During a rolling upgrade: it sets revoked_at and revoke_reason, and no end_reason.
-    (session,) = await sign_in(stub, 1)
-
-    await pool.execute(
-        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1",
-        uuid.UUID(session.session_id),
-        revoke_reason,
-    )
-
-    assert ended(await logged(pool)) == [(session.session_id, reason)]
 
 
 async def test_ending_a_session_again_logs_nothing_more(stub: Stub, pool: Pool) -> None:
