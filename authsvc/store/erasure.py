@@ -25,7 +25,7 @@ _DELETE_KNOWN_ADDRESSES = "DELETE FROM login_known_addresses WHERE pair_bucket =
 # the rows then go with their sessions, so no later way of keeping a session's row keeps them.
 _ERASE_LINEAGE = """
 UPDATE refresh_lineage SET ip_address = '', user_agent = ''
-WHERE session_id IN (SELECT id FROM sessions WHERE user_id = $1)
+WHERE user_id = $1
   AND (ip_address <> '' OR user_agent <> '')
 """
 # Cascades to its sessions, their refresh tokens, and its reset tokens (migrations 0002,
