@@ -107,7 +107,8 @@ pytest-pgbouncer: bootstrap
 
 # On a Citus cluster, a coordinator and two workers (tests/scale/citus_cluster.py; Citus is
 # built into .venv by scripts/install_citus): every test database is made on every node.
-CITUS_TESTS := $(CORRECTNESS_TESTS)
+# test_citus_router.py EXPLAINs every statement the hot RPCs send (router queries only).
+CITUS_TESTS := $(CORRECTNESS_TESTS) tests/scale/test_citus_router.py
 pytest-citus: bootstrap
 	@$(BIN)/pytest -q --on-citus $(CITUS_TESTS)
 
