@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import random
-import secrets
 import time
 import uuid
 from collections import Counter
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import grpc
 
+from authsvc.domain.refresh_tokens import new_refresh_token, routed_user
 from authsvc.store.sessions import _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
@@ -406,13 +406,18 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
     async def op() -> str:
         if not idle:
             return "NO_IDLE_SESSION"
-        token_hash = hashlib.sha256(idle.popleft().encode("ascii")).digest()
-        successor = secrets.token_urlsafe(32)
+        token = idle.popleft()
+        token_hash = hashlib.sha256(token.encode("ascii")).digest()
+        user_id = routed_user(token)
+        if user_id is None:
+            return "UNROUTED_TOKEN"
+        successor = new_refresh_token(user_id)
+        now = datetime.now(UTC)
         row = await pg.fetchrow(
             _ROTATE_IF_CURRENT,
             token_hash,
-            datetime.now(UTC),
-            _IDLE_TIMEOUT,
+            now,
+            now + _IDLE_TIMEOUT,
             os.urandom(60),  # the size of a sealed successor box
             uuid.uuid4(),
             hashlib.sha256(successor.encode("ascii")).digest(),
@@ -421,6 +426,7 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
             "bench",
             lineage,
             os.urandom(32),  # an idempotency key's hash: the clients send a key every time
+            user_id,
         )
         if row is None:
             return "UNKNOWN_TOKEN"

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, TypeAlias
 import asyncpg
 import grpc
 
+from authsvc.core.models import UserId
+from authsvc.domain.refresh_tokens import new_refresh_token
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 
@@ -31,7 +33,7 @@ _SESSION_COLUMNS = (
     "id", "user_id", "created_at", "last_active_at", "idle_expires_at", "expires_at",
     "remember_me", "user_agent", "ip_address", "device_type", "browser", "os", "device_name",
 )  # fmt: skip
-_TOKEN_COLUMNS = ("id", "session_id", "token_hash", "created_at", "expires_at")
+_TOKEN_COLUMNS = ("id", "session_id", "token_hash", "created_at", "expires_at", "user_id")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -67,14 +69,14 @@ class Seeder:
             mine = []
             for _ in range(sessions_each):
                 session_id = uuid.uuid4()
-                token = secrets.token_urlsafe(32)
+                token = new_refresh_token(UserId(user_id))
                 session_rows.append(
                     (session_id, user_id, now, now, now + _LIFETIME, now + _LIFETIME, False,
                      "bench/1.0", "127.0.0.1", "other", "Other", "Other", "bench")
                 )  # fmt: skip
                 token_rows.append(
                     (uuid.uuid4(), session_id, hashlib.sha256(token.encode()).digest(), now,
-                     now + _LIFETIME)
+                     now + _LIFETIME, user_id)
                 )  # fmt: skip
                 mine.append(
                     SeededSession(
@@ -119,7 +121,7 @@ class Seeder:
                  "127.0.0.1", "other", "Other", "Other", "background")
             )  # fmt: skip
             token_rows.append(
-                (uuid.uuid4(), session_id, secrets.token_bytes(32), created, ends)
+                (uuid.uuid4(), session_id, secrets.token_bytes(32), created, ends, user_id)
             )  # fmt: skip
         await self._copy(user_rows, session_rows, token_rows)
 

@@ -118,46 +118,12 @@ WITH touched AS (
 INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, user_id)
 VALUES ($6, $1, $7, $2, $3, $10)
 """
-# The common case of Refresh in one statement (one round trip, no BEGIN/COMMIT):
-# lock the session first (the locking rule), then consume the token only if it
-# is current and the session live. FOR UPDATE and UPDATE re-read the newest row
-# versions after waiting for a lock, so a token rotated by a transaction that
-# held the lock first fails `rotated_at IS NULL` here and nothing is written. $3 is the
-# idle deadline a rotation slides to (now + idle timeout), computed by the caller: Citus
-# refuses a non-immutable expression (timestamptz + interval) in RETURNING.
+# The common case of Refresh in one call (one round trip, no BEGIN/COMMIT), a function of
+# migration 0027 so that Citus delegates it whole to the user's worker (the migration says
+# why). $3 is the idle deadline a rotation slides to (now + idle timeout).
 _ROTATE_IF_CURRENT = """
-WITH locked AS MATERIALIZED (
-    SELECT id, user_id, expires_at, idle_expires_at, revoked_at FROM sessions
-    WHERE user_id = $12
-      AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $12)
-    FOR UPDATE
-), consumed AS (
-    UPDATE refresh_tokens AS t SET
-        rotated_at = $2, successor_box = $4, idempotency_key_hash = $11,
-        expires_at = CASE WHEN $11::bytea IS NULL THEN t.expires_at
-            ELSE GREATEST(t.expires_at, LEAST($3::timestamptz, s.expires_at)) END
-    FROM locked AS s
-    WHERE t.token_hash = $1 AND t.user_id = $12 AND t.session_id = s.id
-      AND t.rotated_at IS NULL AND t.expires_at > $2
-      AND s.revoked_at IS NULL AND s.idle_expires_at > $2
-    RETURNING s.id AS session_id, LEAST($3::timestamptz, s.expires_at) AS idle_expires_at,
-        t.id AS token_id
-), touched AS (
-    UPDATE sessions
-    SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at, signing_key_id = $7
-    FROM consumed WHERE sessions.user_id = $12 AND sessions.id = consumed.session_id
-), successor AS (
-    INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, user_id)
-    SELECT $5, session_id, $6, $2, idle_expires_at, $12 FROM consumed
-), recorded AS (
-    -- Refresh lineage's step ($8, $9 = the caller's address and user agent; $10 false
-    -- with AUTHSVC_REFRESH_LINEAGE off), in this statement rather than one more trip.
-    INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
-        presented_at, ip_address, user_agent, outcome, within_grace, user_id)
-    SELECT session_id, token_id, $5, $2, $8, $9, 'rotated', false, $12 FROM consumed WHERE $10
-)
-SELECT locked.id, locked.user_id, consumed.idle_expires_at
-FROM locked LEFT JOIN consumed ON true
+SELECT rotated_session_id AS id, owner_id AS user_id, slid_idle_expires_at AS idle_expires_at
+FROM refresh_token_rotate($12, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
 # Refresh lineage's step for the paths that hold the session's lock (grace, reuse).
 _RECORD_STEP = """

@@ -5,11 +5,8 @@ of sessions or refresh_tokens, on a store loaded and analysed like production
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -20,6 +17,7 @@ from authsvc.store import sessions as session_sql
 from authsvc.store import sweep as sweep_sql
 from authsvc.store import throttle as throttle_sql
 from authsvc.store.pool import Pool
+from tests.query_plans import plan_nodes, plans
 
 pytestmark = pytest.mark.asyncio
 
@@ -140,18 +138,13 @@ async def load_store(pool: Pool) -> None:
     )
 
 
-def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from plan_nodes(child)
-
-
 async def sequential_scans(pool: Pool, statement: str, *args: object) -> list[str]:
-    """The watched tables this statement's plan reads with a Seq Scan."""
-    explained = await pool.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args)
+    """The watched tables this statement's plan (or a function it calls) reads with a Seq
+    Scan."""
     return [
         node["Relation Name"]
-        for node in plan_nodes(json.loads(explained)[0]["Plan"])
+        for top in await plans(pool, statement, *args)
+        for node in plan_nodes(top)
         if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in WATCHED
     ]
 

@@ -49,6 +49,7 @@ from tests.integration.test_validate_token import (
     _header,
     _sign_with_stored_key,
 )
+from tests.query_plans import plan_nodes, plans
 
 pytestmark = pytest.mark.asyncio
 
@@ -350,12 +351,6 @@ async def test_legitimate_refresh_succeeds_while_a_burst_of_random_tokens_runs(
     assert set(answers) == {(grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID")}
 
 
-def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
 async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
     """Many sessions with a few refresh tokens each, analysed: plans as in production."""
     await register(stub)
@@ -391,7 +386,7 @@ async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
             _ROTATE_IF_CURRENT,
             (
                 datetime.now(UTC),
-                timedelta(days=7),
+                datetime.now(UTC) + timedelta(days=7),  # the idle deadline it slides to
                 b"box",
                 uuid.uuid4(),
                 b"\0" * 32,
@@ -415,11 +410,11 @@ async def test_refresh_token_lookup_uses_the_token_hash_index(
     unknown_hash = hashlib.sha256(uuid.uuid4().bytes).digest()
     user = (await pool.fetchval("SELECT id FROM users"),) if routed else ()
 
-    explained = await pool.fetchval(
-        f"EXPLAIN (FORMAT JSON) {statement}", unknown_hash, *rest, *user
-    )
-
-    nodes = list(_plan_nodes(json.loads(explained)[0]["Plan"]))
+    nodes = [
+        node
+        for top in await plans(pool, statement, unknown_hash, *rest, *user)
+        for node in plan_nodes(top)
+    ]
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
     assert any(
         n["Node Type"] in ("Index Scan", "Index Only Scan")

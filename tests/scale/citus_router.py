@@ -113,16 +113,21 @@ class Explained:
         return f"{scans or 'no Citus scan'}; coordinator-local tables: {local}"
 
 
-async def explain(conn: asyncpg.Connection, sql: str, *args: object) -> Explained:
+async def explain(
+    conn: asyncpg.Connection, sql: str, *args: object, in_transaction: bool = True
+) -> Explained:
     """Where Citus would run `sql` with `args` as its parameters (see the module docstring);
-    `conn` is on the coordinator. The statement is planned, not run."""
+    `conn` is on the coordinator, outside a transaction. The statement is planned, not run.
+    `in_transaction`: as sent inside a transaction block, or alone; Citus delegates a call of
+    a distributed function to its worker only when it is sent alone."""
     coordinator = await _coordinator_nodes(conn)
     try:
-        output = await _explain(conn, sql, args)
+        output = await _explain(conn, sql, args, in_transaction)
     except asyncpg.UndefinedObjectError as error:
         if not args or not str(error).startswith(_UNBOUND):
             raise
-        output = await _explain(conn, await _with_literals(conn, sql, args), ())
+        literal = await _with_literals(conn, sql, args)
+        output = await _explain(conn, literal, (), in_transaction)
     plan: list[Any] = json.loads(output)
     scans: list[CitusScan] = []
     tables: set[str] = set()
@@ -136,12 +141,22 @@ async def explain(conn: asyncpg.Connection, sql: str, *args: object) -> Explaine
     )
 
 
-async def _explain(conn: asyncpg.Connection, sql: str, args: Sequence[object]) -> str:
-    # A transaction of its own (a savepoint in the caller's): the setting ends with it.
-    async with conn.transaction():
-        await conn.execute(f"SET LOCAL {_ALL_TASKS} = on")
-        output: str = await conn.fetchval(f"EXPLAIN (VERBOSE, FORMAT JSON) {sql}", *args)
-        return output
+async def _explain(
+    conn: asyncpg.Connection, sql: str, args: Sequence[object], in_transaction: bool
+) -> str:
+    explain = f"EXPLAIN (VERBOSE, FORMAT JSON) {sql}"
+    if in_transaction:
+        # A transaction of its own: the setting ends with it.
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL {_ALL_TASKS} = on")
+            output: str = await conn.fetchval(explain, *args)
+            return output
+    await conn.execute(f"SET {_ALL_TASKS} = on")
+    try:
+        output = await conn.fetchval(explain, *args)
+    finally:
+        await conn.execute(f"RESET {_ALL_TASKS}")
+    return output
 
 
 async def _with_literals(conn: asyncpg.Connection, sql: str, args: Sequence[object]) -> str:

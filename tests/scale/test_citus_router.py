@@ -14,15 +14,10 @@ append, some from the router CTE of the statement that ended the sessions) and t
 revocation log (`SELECT revocation_log_append_endings(...)`, a statement of its own after
 every ending; it touches no distributed table).
 
-Not a router query yet, an open part of issue 17 that this test pins (`not_router_yet`):
-Refresh's one-statement rotation (`store/sessions.py` `_ROTATE_IF_CURRENT`). Its CTEs that
-insert the successor token and the lineage step are INSERT ... SELECT from the CTE that
-consumed the presented token, and Citus plans such an insert through the coordinator
-("pull to coordinator"), so the whole statement is planned recursively: three router
-subplans on the user's worker, two inserts whose shard is chosen as they run (the user's,
-since every row carries $12 as user_id, but EXPLAIN cannot show it), and the final select
-on the coordinator; several round trips where a router query makes one. Every other
-statement of Refresh is a router query.
+Refresh's rotation is one call of a function (migration 0027) that Citus delegates whole to
+the user's worker (migration 0028 distributes it by its user argument): its plan is one
+task on that worker. As a statement of CTEs it was not a router query: Citus planned each
+modifying CTE as a subplan and the successor's INSERT ... SELECT through the coordinator.
 
 Statements that are not single-shard on purpose:
 - Refresh with a legacy token (issued before its prefix named the user): the one lookup of
@@ -93,6 +88,8 @@ VALUES ($1, $2, $3, $4, $5, $6)
 class Statement:
     query: str
     args: tuple[object, ...]
+    # Sent inside BEGIN ... COMMIT (Citus plans a function call differently there).
+    in_transaction: bool
 
 
 class StatementLog:
@@ -115,12 +112,18 @@ class StatementLog:
         start = len(self._sent)
         captured: list[Statement] = []
         yield captured
+        # One RPC's statements follow one another, so BEGIN and COMMIT bracket its own.
+        in_transaction = False
         for logged in self._sent[start:]:
-            if _TRANSACTION_CONTROL.match(logged.query):
+            control = _TRANSACTION_CONTROL.match(logged.query)
+            if control:
+                keyword = control.group(1).upper()
+                if keyword in ("BEGIN", "COMMIT", "ROLLBACK"):
+                    in_transaction = keyword == "BEGIN"
                 continue
             # execute/fetch log their arguments as a tuple, executemany its rows as given.
             rows = [logged.args] if isinstance(logged.args, tuple) else list(logged.args)
-            captured.extend(Statement(logged.query, tuple(row)) for row in rows)
+            captured.extend(Statement(logged.query, tuple(row), in_transaction) for row in rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,34 +350,19 @@ class Rpc:
     arrange: Callable[[World, Account], Awaitable[Act]]
     # The statements (store constants) it sends that span shards on purpose (docstring).
     multi_shard_on_purpose: frozenset[str] = frozenset()
-    # Not router queries yet, to be fixed (docstring): each must still be one, so that the
-    # fix fails this test until its entry goes.
-    not_router_yet: frozenset[str] = frozenset()
 
-
-# Refresh's one-statement rotation (issue 17, open): see the module docstring.
-_ROTATION = frozenset({session_sql._ROTATE_IF_CURRENT})
 
 RPCS = [
     Rpc("Login", login_succeeding),
     Rpc("Login-wrong-password", login_with_a_wrong_password),
     Rpc("Login-evicting-at-the-session-limit", login_evicting_at_the_session_limit),
-    Rpc("Refresh", refresh_rotating, not_router_yet=_ROTATION),
-    Rpc(
-        "Refresh-within-the-grace-period",
-        refresh_within_the_grace_period,
-        not_router_yet=_ROTATION,
-    ),
-    Rpc(
-        "Refresh-reusing-a-rotated-token",
-        refresh_reusing_a_rotated_token,
-        not_router_yet=_ROTATION,
-    ),
+    Rpc("Refresh", refresh_rotating),
+    Rpc("Refresh-within-the-grace-period", refresh_within_the_grace_period),
+    Rpc("Refresh-reusing-a-rotated-token", refresh_reusing_a_rotated_token),
     Rpc(
         "Refresh-legacy-token",
         refresh_with_a_legacy_token,
         multi_shard_on_purpose=frozenset({session_sql._TOKEN_OWNER}),
-        not_router_yet=_ROTATION,
     ),
     Rpc("ValidateToken-database-fallback", validate_token_of_a_session_the_cache_does_not_know),
     Rpc("ListSessions", list_sessions_first_page),
@@ -410,14 +398,16 @@ async def test_every_statement_the_rpc_sends_is_single_shard(
 
     spanning = {s.query for s, e in explained if e.multi_shard_scans}
     reaching_workers = [e for _, e in explained if e.workers]
-    assert spanning == rpc.multi_shard_on_purpose | rpc.not_router_yet, _report(explained)
+    assert spanning == rpc.multi_shard_on_purpose, _report(explained)
     # Not vacuous: the RPC's statements were captured, and reached the account's data.
     assert reaching_workers, _report(explained)
     assert account.worker in set().union(*(e.workers for e in reaching_workers))
 
 
 async def _explain(world: World, statement: Statement) -> Explained:
-    return await explain(world.conn, statement.query, *statement.args)
+    return await explain(
+        world.conn, statement.query, *statement.args, in_transaction=statement.in_transaction
+    )
 
 
 def _report(explained: list[tuple[Statement, Explained]]) -> str:

@@ -42,6 +42,12 @@ BEGIN
     PERFORM create_distributed_table(
         'password_reset_tokens', 'token_hash', colocate_with => 'none');
     PERFORM create_reference_table('signing_keys');
+    -- Refresh's rotation (migration 0027): a call is delegated whole to the worker holding
+    -- its user's shard, where its statement runs as one local transaction.
+    PERFORM create_distributed_function(
+        'refresh_token_rotate(uuid, bytea, timestamptz, timestamptz, bytea, uuid, bytea,'
+        ' text, text, text, boolean, bytea)',
+        'p_user_id', colocate_with => 'sessions');
 END;
 $$;
 
