@@ -16,7 +16,7 @@ BUF := node_modules/.bin/buf
 
 # `make test` runs these targets in this order and reports every one that failed.
 CHECKS := ruff-check ruff-format-check mypy lint-imports check-generated lint-proto pytest \
-	pytest-pgbouncer bench-smoke node-client session-page
+	pytest-pgbouncer pytest-citus bench-smoke node-client session-page
 LINTS := ruff-check ruff-format-check mypy lint-imports lint-proto
 
 .PHONY: help bootstrap bootstrap-python run test bench lint fmt generate check-generated lint-proto lock dist clean \

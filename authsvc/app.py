@@ -30,7 +30,7 @@ from authsvc.api.reflection import enable_reflection
 from authsvc.api.service_auth import OperatorGuard, ServiceGuard
 from authsvc.api.servicer import AuthServicer, OpenStreams
 from authsvc.api.well_known import WellKnown
-from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError
+from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError, check_database
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
 from authsvc.descriptors import DescriptorWatch
@@ -70,7 +70,7 @@ from authsvc.store.keys import PgKeyStore
 from authsvc.store.lineage import PgLineageStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.password_resets import PgPasswordResetStore
-from authsvc.store.pool import Pool, open_connections, ping
+from authsvc.store.pool import Pool, has_citus, open_connections, ping
 from authsvc.store.revocations import PgRevocationListener, PgRevocationLog
 from authsvc.store.sessions import PgSessionStore
 from authsvc.store.sweep import PgSweepStore
@@ -406,11 +406,19 @@ class AuthServer:
         delay = 0.1
         while True:
             try:
+                # Before migrating: a refused setting changes nothing in the database.
+                check_database(self.config, has_citus=await has_citus(self.pool))
                 await migrate_database(self.pool, self.clock)
                 await self.keys.ensure_active_key()
                 # The pool starts empty so the server can start before its database.
                 await open_connections(self.pool, self.config.db_pool_min_size)
                 break
+            except ConfigError as exc:
+                # Retrying cannot help either: the settings must change.
+                self._startup_error = exc
+                _log.error("%s", exc, extra={"event": "config_refused"})
+                self.ready.set()
+                return
             except KeyEncryptionError as exc:
                 # Retrying cannot help: it takes a configuration change, so say which.
                 self._startup_error = ConfigError(f"{KEY_ENCRYPTION_KEYS_SETTINGS}: {exc}")

@@ -63,6 +63,7 @@ __all__ = [
     "Secret",
     "Setting",
     "add_flags",
+    "check_database",
     "from_env",
     "markdown",
     "parse_duration",
@@ -1219,6 +1220,27 @@ def _pooler_problems(config: Config) -> Sequence[tuple[bool, str]]:
             "AUTHSVC_WEBHOOK_URLS cannot be used with AUTHSVC_DATABASE_POOLER="
             "pgbouncer-transaction yet: the outbox's per-connection settings are startup "
             "parameters, which PgBouncer refuses",
+        ),
+    )
+
+
+def check_database(config: Config, *, has_citus: bool) -> None:
+    """ConfigError if a setting cannot work on the database the server found as it
+    started (the checks the settings alone cannot make)."""
+    for failed, message in _database_problems(config, has_citus=has_citus):
+        if failed:
+            raise ConfigError(message)
+
+
+def _database_problems(config: Config, *, has_citus: bool) -> Sequence[tuple[bool, str]]:
+    return (
+        (
+            # The outbox is written by triggers on sessions, which Citus refuses on a
+            # distributed table (migration 0027 drops them there): no event would be sent.
+            has_citus and bool(config.webhook_urls),
+            "AUTHSVC_WEBHOOK_URLS cannot be used on Citus yet (the database has the citus "
+            "extension): the outbox is written by triggers on sessions, which Citus refuses "
+            "on a distributed table, so no event would ever be delivered",
         ),
     )
 

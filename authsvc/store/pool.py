@@ -20,6 +20,7 @@ __all__ = [
     "Connection",
     "Pool",
     "create_pool",
+    "has_citus",
     "is_read_only",
     "open_connections",
     "ping",
@@ -214,6 +215,17 @@ async def open_connections(pool: Pool, count: int) -> None:
     async with contextlib.AsyncExitStack() as held, translate_errors():
         for _ in range(count - pool.get_size()):
             await held.enter_async_context(pool.acquire())
+
+
+# Migration 0027 distributes the tables where this extension is installed.
+_HAS_CITUS = "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"
+
+
+async def has_citus(pool: Pool) -> bool:
+    """Whether the database is a Citus coordinator (the citus extension is installed);
+    DatabaseUnavailable if it cannot be asked."""
+    async with translate_errors():
+        return bool(await pool.fetchval(_HAS_CITUS))
 
 
 async def ping(pool: Pool, *, within: timedelta) -> bool:

@@ -533,8 +533,14 @@ async def test_sweep_leaves_a_session_locked_by_a_request_for_the_next_pass(
     idle = await register(launched.stub, email="idle@example.com")
     clock.advance(timedelta(hours=2))
     async with pool.acquire() as request, request.transaction():
+        # By its user too: on Citus a row lock must name the row's shard.
+        user_id = await request.fetchval(
+            "SELECT user_id FROM sessions WHERE id = $1::uuid", busy.session_id
+        )
         await request.execute(
-            "SELECT id FROM sessions WHERE id = $1::uuid FOR UPDATE", busy.session_id
+            "SELECT id FROM sessions WHERE user_id = $1 AND id = $2::uuid FOR UPDATE",
+            user_id,
+            busy.session_id,
         )
 
         counts = await launched.server.sweeper.run_once()
