@@ -87,11 +87,16 @@ _DELETE_EXPIRED_TOKENS = """
 DELETE FROM refresh_tokens WHERE user_id = ANY($1::uuid[]) AND id = ANY($2::uuid[])
   AND expires_at <= $3 AND rotated_at IS NOT NULL
 """
-# The joins are on the user too: co-located on Citus, each runs on its shard. (A session
-# ended before the cutoff stays so: the re-check is a key probe that never fails.)
+# The joins are on the user too: co-located on Citus, each runs on its shard. LATERAL with
+# a LIMIT, so PostgreSQL probes each session's rows through an index instead of joining
+# every token by a scan (tests/integration/test_query_plans.py). (A session ended before
+# the cutoff stays so: the re-check is a key probe that never fails.)
 _TOKENS_OF_REVOKED_SESSIONS = """
-SELECT t.user_id, t.id FROM sessions s
-JOIN refresh_tokens t ON t.user_id = s.user_id AND t.session_id = s.id
+SELECT s.user_id, t.id FROM sessions s
+CROSS JOIN LATERAL (
+    SELECT id FROM refresh_tokens t WHERE t.user_id = s.user_id AND t.session_id = s.id
+    LIMIT $2
+) t
 WHERE s.revoked_at <= $1 LIMIT $2
 """
 _DELETE_TOKENS_OF_REVOKED_SESSIONS = """
@@ -102,8 +107,11 @@ DELETE FROM refresh_tokens t WHERE t.user_id = ANY($1::uuid[]) AND t.id = ANY($2
 # A session's refresh lineage goes before its tombstone, in batches, as its tokens do: a
 # month-long session has thousands of steps.
 _LINEAGE_OF_ENDED_SESSIONS = """
-SELECT l.user_id, l.session_id, l.id FROM sessions s
-JOIN refresh_lineage l ON l.user_id = s.user_id AND l.session_id = s.id
+SELECT s.user_id, s.id, l.id FROM sessions s
+CROSS JOIN LATERAL (
+    SELECT id FROM refresh_lineage l WHERE l.user_id = s.user_id AND l.session_id = s.id
+    LIMIT $2
+) l
 WHERE s.revoked_at <= $1 LIMIT $2
 """
 _DELETE_LINEAGE_OF_ENDED_SESSIONS = """
@@ -115,11 +123,16 @@ WHERE l.user_id = ANY($1::uuid[]) AND l.session_id = ANY($2::uuid[]) AND l.id = 
 # Tombstones past the ended-session retention, whatever ended them (expiries included),
 # once their tokens and lineage are gone.
 _BARE_REVOKED_SESSIONS = """
-SELECT user_id, id FROM sessions s WHERE revoked_at <= $1
-  AND NOT EXISTS (SELECT FROM refresh_tokens t
-                  WHERE t.user_id = s.user_id AND t.session_id = s.id)
-  AND NOT EXISTS (SELECT FROM refresh_lineage l
-                  WHERE l.user_id = s.user_id AND l.session_id = s.id)
+SELECT s.user_id, s.id FROM sessions s
+LEFT JOIN LATERAL (
+    SELECT true AS present FROM refresh_tokens t
+    WHERE t.user_id = s.user_id AND t.session_id = s.id LIMIT 1
+) t ON true
+LEFT JOIN LATERAL (
+    SELECT true AS present FROM refresh_lineage l
+    WHERE l.user_id = s.user_id AND l.session_id = s.id LIMIT 1
+) l ON true
+WHERE s.revoked_at <= $1 AND t.present IS NULL AND l.present IS NULL
 LIMIT $2
 """
 _DELETE_REVOKED_SESSIONS = """

@@ -26,14 +26,16 @@ __all__ = ["PgLoginThrottleStore", "forgive_failures"]
 
 # Creates the bucket's row if missing and locks it. A row whose window has passed starts
 # over with no failures. A window starts at its bucket's first failure (see
-# _COUNT_FAILURE), so RetryInfo says nothing about earlier successful logins.
+# _COUNT_FAILURE), so RetryInfo says nothing about earlier successful logins. "Has passed"
+# is `now - start >= length`, not `start <= now - length`: Citus refuses functions that
+# are not immutable in DO UPDATE, and timestamptz - interval depends on the time zone.
 _LOCK_BUCKET = """
 INSERT INTO login_failures AS f (bucket, failures, window_started_at, window_length)
 VALUES ($1, 0, $2::timestamptz, $3::interval)
 ON CONFLICT (bucket) DO UPDATE SET
-    failures = CASE WHEN f.window_started_at <= $2::timestamptz - excluded.window_length
+    failures = CASE WHEN $2::timestamptz - f.window_started_at >= excluded.window_length
                     THEN 0 ELSE f.failures END,
-    window_started_at = CASE WHEN f.window_started_at <= $2::timestamptz - excluded.window_length
+    window_started_at = CASE WHEN $2::timestamptz - f.window_started_at >= excluded.window_length
                              THEN $2::timestamptz ELSE f.window_started_at END,
     window_length = excluded.window_length
 RETURNING failures, window_started_at
@@ -73,10 +75,10 @@ WITH settled AS (
 INSERT INTO login_failures AS f (bucket, failures, window_started_at, window_length)
 VALUES ($1, 1, $2::timestamptz, $3::interval)
 ON CONFLICT (bucket) DO UPDATE SET
-    failures = CASE WHEN f.window_started_at <= $2::timestamptz - excluded.window_length
+    failures = CASE WHEN $2::timestamptz - f.window_started_at >= excluded.window_length
                     THEN 1 ELSE f.failures + 1 END,
     window_started_at = CASE
-        WHEN f.window_started_at <= $2::timestamptz - excluded.window_length
+        WHEN $2::timestamptz - f.window_started_at >= excluded.window_length
           OR f.failures = 0 THEN $2::timestamptz
         ELSE f.window_started_at END,
     window_length = excluded.window_length

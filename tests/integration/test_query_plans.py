@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from authsvc.core.models import SweepCutoffs
 from authsvc.store import lineage as lineage_sql
 from authsvc.store import revocations as revocation_sql
 from authsvc.store import session_limits as session_limit_sql
@@ -262,39 +263,36 @@ def statements(
     }
 
 
-def sweep_statements() -> dict[str, tuple[str, tuple[object, ...]]]:
-    return {
-        "sweep expired tokens": (sweep_sql._DELETE_EXPIRED_TOKENS, (NOW, SWEEP_BATCH)),
-        "sweep past login failures": (
-            sweep_sql._DELETE_PAST_LOGIN_FAILURES,
-            (NOW - timedelta(minutes=15), SWEEP_BATCH, NOW),
-        ),
-        "sweep forgotten known addresses": (
-            sweep_sql._DELETE_FORGOTTEN_ADDRESSES,
-            (NOW - timedelta(days=90), SWEEP_BATCH),
-        ),
-        "sweep stale login attempts": (
-            sweep_sql._DELETE_STALE_LOGIN_ATTEMPTS,
-            (NOW - timedelta(minutes=2), SWEEP_BATCH),
-        ),
-        "sweep tokens of long-revoked sessions": (
-            sweep_sql._DELETE_TOKENS_OF_REVOKED_SESSIONS,
-            (NOW - timedelta(minutes=30), SWEEP_BATCH),
-        ),
-        "mark expired sessions ended": (sweep_sql._MARK_EXPIRED_SESSIONS, (NOW, SWEEP_BATCH)),
-        "sweep lineage of ended sessions": (
-            sweep_sql._DELETE_LINEAGE_OF_ENDED_SESSIONS,
-            (NOW - timedelta(minutes=30), SWEEP_BATCH),
-        ),
-        "sweep long-revoked sessions": (
-            sweep_sql._DELETE_REVOKED_SESSIONS,
-            (NOW - timedelta(minutes=30), SWEEP_BATCH),
-        ),
-        "sweep old revocations": (
-            sweep_sql._DELETE_OLD_REVOCATIONS,
-            (NOW - timedelta(hours=1), SWEEP_BATCH),
-        ),
-    }
+# Every cutoff at one instant a retention before NOW: the batches find rows to act on.
+CUTOFFS = SweepCutoffs(
+    now=NOW,
+    tokens_expired_before=NOW - timedelta(seconds=10),
+    ended_before=NOW - timedelta(minutes=30),
+    audit_before=NOW - timedelta(days=365),
+    failures_before=NOW - timedelta(minutes=15),
+    attempts_before=NOW - timedelta(minutes=2),
+    known_addresses_before=NOW - timedelta(days=90),
+    revocations_before=NOW - timedelta(hours=1),
+    webhook_deliveries_before=NOW - timedelta(days=30),
+)
+
+
+async def sweep_statements(pool: Pool) -> dict[str, tuple[str, tuple[object, ...]]]:
+    """Each statement of `SWEPT` with the arguments a batch gives it: a pick with the
+    cutoffs and the batch size, then its action with the keys the pick returned."""
+    found: dict[str, tuple[str, tuple[object, ...]]] = {}
+    for swept in sweep_sql.SWEPT:
+        args = swept.args(CUTOFFS)
+        if swept.candidates is None:
+            found[swept.name] = (swept.statement, (*args, SWEEP_BATCH))
+            continue
+        found[f"{swept.name}: pick"] = (swept.candidates, (*args, SWEEP_BATCH))
+        picked = await pool.fetch(swept.candidates, *args, SWEEP_BATCH)
+        columns = len(picked[0]) if picked else swept.statement.count("[])")
+        keys = tuple([row[i] for row in picked] for i in range(columns))
+        recheck = swept.recheck_args(CUTOFFS) if swept.recheck_args else args
+        found[swept.name] = (swept.statement, (*keys, *recheck))
+    return found
 
 
 async def test_request_statements_never_scan_a_watched_table_sequentially(pool: Pool) -> None:
@@ -313,7 +311,7 @@ async def test_sweeper_statements_never_scan_a_watched_table_sequentially(pool: 
 
     scans = {
         name: await sequential_scans(pool, sql, *args)
-        for name, (sql, args) in sweep_statements().items()
+        for name, (sql, args) in (await sweep_statements(pool)).items()
     }
 
     assert {name: tables for name, tables in scans.items() if tables} == {}
