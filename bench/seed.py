@@ -132,6 +132,12 @@ class Seeder:
         """Users, their sessions and their tokens with COPY, in one transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.copy_records_to_table("users", records=user_rows, columns=_USER_COLUMNS)
+            # Login finds an account through its email's row (migration 0026).
+            await conn.copy_records_to_table(
+                "user_emails",
+                records=[(row[1], row[0]) for row in user_rows],
+                columns=("email", "user_id"),
+            )
             await conn.copy_records_to_table(
                 "sessions", records=session_rows, columns=_SESSION_COLUMNS
             )

@@ -55,11 +55,11 @@ class ErasureStore(Protocol):
         endings); delete the login-throttle rows named by `throttle_buckets(email,
         addresses of its sessions)`; blank the address and user agent of each step of
         its sessions' refresh lineage; delete the account row with its sessions, refresh
-        tokens, lineage and reset tokens; and on its audit events other than admin ones (whose
-        address is the operator's) blank the address and user agent and drop the
-        `personal_detail_keys`. The sessions ended; None, with nothing written, if there
-        is no such account. DatabaseUnavailable if the database cannot be reached in
-        time; then nothing is written."""
+        tokens, lineage and reset tokens, and free its email for a new account; and on its
+        audit events other than admin ones (whose address is the operator's) blank the
+        address and user agent and drop the `personal_detail_keys`. The sessions ended;
+        None, with nothing written, if there is no such account. DatabaseUnavailable if
+        the database cannot be reached in time; then nothing is written."""
         ...
 
 

@@ -95,7 +95,8 @@ class UserStore(Protocol):
     ) -> bool:
         """Insert `user` and record `registered`, or, if its email is in use, change nothing
         and record `taken` with the existing account's id as its user_id. True if inserted.
-        One statement either way, so the two cost the same."""
+        One transaction of as many statements either way, so the two cost the same; of
+        concurrent calls with one email, exactly one inserts."""
         ...
 
     async def find_by_email(self, email: str) -> User | None:

@@ -20,6 +20,7 @@ from authsvc.core.models import (
     UserId,
 )
 from authsvc.store.audit import event_of, insert_event
+from authsvc.store.emails import owner_of_email
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.sessions import fetch_live_page, fetch_session
@@ -36,9 +37,7 @@ _ACCOUNT_COLUMNS = """
 """
 # (Constants only in these f-strings: every value is a parameter.)
 _ACCOUNT_BY_ID = f"SELECT {_ACCOUNT_COLUMNS} FROM users u WHERE u.id = $1"  # noqa: S608
-_ACCOUNT_BY_EMAIL = f"SELECT {_ACCOUNT_COLUMNS} FROM users u WHERE u.email = $1"  # noqa: S608
 _USER_EXISTS = "SELECT EXISTS (SELECT FROM users WHERE id = $1)"
-_USER_BY_EMAIL = "SELECT id FROM users WHERE email = $1"
 # Where an account's failed logins came from, and which accounts failed from an address,
 # within the window: the pair buckets (hashed, so not searchable) to clear with them.
 # login_failed events of an unknown email carry no user: nothing to clear for those.
@@ -109,11 +108,9 @@ class PgAdminStore:
         event: AuditEvent,
     ) -> Account | None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            if user_id is not None:
-                row = await conn.fetchrow(_ACCOUNT_BY_ID, user_id, now)
-            else:
-                row = await conn.fetchrow(_ACCOUNT_BY_EMAIL, email, now)
-            account = None if row is None else _account(row)
+            if user_id is None and email is not None:
+                user_id = await owner_of_email(conn, email)
+            account = None if user_id is None else await fetch_account(conn, user_id, now=now)
             await insert_event(
                 conn,
                 replace(
@@ -161,9 +158,8 @@ class PgAdminStore:
             return bool(await self._pool.fetchval(_USER_EXISTS, user_id))
 
     async def user_by_email(self, email: str) -> UserId | None:
-        async with translate_errors():
-            found = await self._pool.fetchval(_USER_BY_EMAIL, email)
-        return None if found is None else UserId(found)
+        async with translate_errors(), self._pool.acquire() as conn:
+            return await owner_of_email(conn, email)
 
     async def failed_login_addresses(self, user_id: UserId, *, since: datetime) -> list[str]:
         async with translate_errors():

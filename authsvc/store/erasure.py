@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from authsvc.core.models import AuditEvent, EndedSession, SessionEnder, SessionEndReason, UserId
+from authsvc.store.emails import release_email
 from authsvc.store.errors import translate_errors
 from authsvc.store.sessions import end_user_sessions
 
@@ -28,8 +29,11 @@ UPDATE refresh_lineage SET ip_address = '', user_agent = ''
 WHERE session_id IN (SELECT id FROM sessions WHERE user_id = $1)
   AND (ip_address <> '' OR user_agent <> '')
 """
-# Cascades to its sessions, their refresh tokens, and its reset tokens (migrations 0002,
-# 0003, 0016); the revocation log and the audit trail have no foreign keys and keep ids.
+# Reset tokens have no foreign key to users since migration 0026: deleted by user here.
+# Issuing one takes the account's key-share lock, so none can be added after _LOCK_USER.
+_DELETE_RESET_TOKENS = "DELETE FROM password_reset_tokens WHERE user_id = $1"
+# Cascades to its sessions and their refresh tokens (migrations 0002, 0003); the
+# revocation log and the audit trail have no foreign keys and keep ids.
 _DELETE_USER = "DELETE FROM users WHERE id = $1"
 # The one update migration 0016 lets through, once the account row is gone. Admin events
 # keep theirs: their address and user agent are the operator's, not the user's.
@@ -86,6 +90,9 @@ class PgErasureStore:
             await conn.execute(_DELETE_FAILURES, buckets)
             await conn.execute(_DELETE_KNOWN_ADDRESSES, buckets)
             await conn.execute(_ERASE_LINEAGE, user_id)
+            await conn.execute(_DELETE_RESET_TOKENS, user_id)
+            # The email is free for a new account once this commits.
+            await release_email(conn, email, user_id)
             await conn.execute(_DELETE_USER, user_id)
             await conn.execute(_ERASE_AUDIT, user_id, list(personal_detail_keys))
             await conn.execute(_ERASE_WEBHOOK_ADDRESSES, user_id)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
 
 from authsvc.core.errors import EmailTaken
 from authsvc.core.models import AuditEvent, User, UserId
-from authsvc.store.audit import event_args, insert_event
+from authsvc.store.audit import insert_event
+from authsvc.store.emails import claim_email, owner_of_email, release_email
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection, Pool, session_advisory_lock
 
@@ -23,63 +25,51 @@ _log = logging.getLogger(__name__)
 _CANONICALIZE_LOCK_KEY = 0x61757468_0012
 _CANONICALIZE_BATCH = 500
 
+# After the account has claimed its email (store/emails.py), in the same transaction.
 _INSERT_USER = """
 INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $5)
-"""
-# Register's one statement for a free and a taken email alike: the insert does nothing on
-# a taken email, and the audit row names whichever account now holds it. ($6.. = event.)
-_INSERT_USER_IF_NEW = """
-WITH inserted AS (
-    INSERT INTO users (id, email, display_name, password_hash, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $5)
-    ON CONFLICT (email) DO NOTHING
-    RETURNING id
-)
-INSERT INTO audit_events (occurred_at, event, user_id, session_id, ip_address, user_agent, detail)
-SELECT $6,
-       CASE WHEN i.id IS NULL THEN $13 ELSE $7 END,
-       CASE WHEN i.id IS NULL THEN (SELECT id FROM users WHERE email = $2) ELSE $8 END,
-       $9, $10, $11, $12
-FROM (SELECT 1) AS one LEFT JOIN inserted AS i ON true
-RETURNING event = $7 AS created
-"""
-_SELECT_BY_EMAIL = """
-SELECT id, email, display_name, password_hash, created_at, disabled_at
-FROM users WHERE email = $1
 """
 _SELECT_BY_ID = """
 SELECT id, email, display_name, password_hash, created_at, disabled_at
 FROM users WHERE id = $1
 """
+# No account has it (ids are random, version 4): an unknown email is still read by id.
+_NO_USER = UserId(uuid.UUID(int=0))
 # Only over the hash the caller verified: a password changed meanwhile is not reverted.
 _UPDATE_PASSWORD_HASH = """
 UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1 AND password_hash = $4
 """
 # Oldest account first, so of two legacy spellings of one address the earlier one gets it.
 _NEXT_QUEUED_EMAILS = """
-SELECT q.user_id, u.email
+SELECT q.user_id
 FROM email_canonicalization_queue AS q LEFT JOIN users AS u ON u.id = q.user_id
 ORDER BY u.created_at NULLS FIRST, q.user_id LIMIT $1
 """
+# Read again under the account's row lock, which DeleteUser takes too: the email is not
+# claimed for an account deleted since the batch was read.
+_LOCK_EMAIL = "SELECT email FROM users WHERE id = $1 FOR UPDATE"
 _SET_EMAIL = "UPDATE users SET email = $2, updated_at = $3 WHERE id = $1"
-_OWNER_OF_EMAIL = "SELECT id FROM users WHERE email = $1"
 _DEQUEUE = "DELETE FROM email_canonicalization_queue WHERE user_id = $1"
 
 
 async def insert_user(conn: Connection, user: User) -> None:
-    """Insert on `conn` (inside the caller's transaction, if any); EmailTaken if in use."""
-    try:
-        await conn.execute(
-            _INSERT_USER,
-            user.id,
-            user.email,
-            user.display_name,
-            user.password_hash,
-            user.created_at,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        raise EmailTaken("an account with this email already exists") from exc
+    """Claim the email and insert the account on `conn`, inside the caller's transaction
+    (which a raise rolls back); EmailTaken, with nothing written, if the email is in use."""
+    if not await claim_email(conn, user.email, user.id):
+        raise EmailTaken("an account with this email already exists")
+    await _insert_row(conn, user)
+
+
+async def _insert_row(conn: Connection, user: User) -> None:
+    await conn.execute(
+        _INSERT_USER,
+        user.id,
+        user.email,
+        user.display_name,
+        user.password_hash,
+        user.created_at,
+    )
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -109,22 +99,23 @@ class PgUserStore:
     async def create_user_if_new(
         self, user: User, *, registered: AuditEvent, taken: AuditEvent
     ) -> bool:
-        async with translate_errors():
-            created: bool = await self._pool.fetchval(
-                _INSERT_USER_IF_NEW,
-                user.id,
-                user.email,
-                user.display_name,
-                user.password_hash,
-                user.created_at,
-                *event_args(registered),
-                taken.event,
-            )
-        return created
+        # The same three statements for a free and a taken email: claim, then insert the
+        # account or read who holds the email, then the audit row.
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            if await claim_email(conn, user.email, user.id):
+                await _insert_row(conn, user)
+                await insert_event(conn, registered)
+                return True
+            owner = await owner_of_email(conn, user.email)
+            await insert_event(conn, replace(taken, user_id=owner))
+        return False
 
     async def find_by_email(self, email: str) -> User | None:
-        async with translate_errors():
-            row = await self._pool.fetchrow(_SELECT_BY_EMAIL, email)
+        async with translate_errors(), self._pool.acquire() as conn:
+            owner = await owner_of_email(conn, email)
+            # Read for an unknown email too, so that Login costs the same two statements
+            # whether or not the email has an account.
+            row = await conn.fetchrow(_SELECT_BY_ID, _NO_USER if owner is None else owner)
         return None if row is None else _user(row)
 
     async def find_by_id(self, user_id: UserId) -> User | None:
@@ -169,9 +160,7 @@ async def canonicalize_queued_emails(
     async with translate_errors(), session_advisory_lock(pool, _CANONICALIZE_LOCK_KEY) as conn:
         while rows := await conn.fetch(_NEXT_QUEUED_EMAILS, _CANONICALIZE_BATCH):
             for row in rows:
-                outcome = await _canonicalize_one(
-                    conn, UserId(row["user_id"]), row["email"], canonical, now
-                )
+                outcome = await _canonicalize_one(conn, UserId(row["user_id"]), canonical, now)
                 rewritten += outcome == "rewritten"
                 collided += outcome == "collided"
                 uncanonical += outcome == "uncanonical"
@@ -192,27 +181,26 @@ async def canonicalize_queued_emails(
 async def _canonicalize_one(
     conn: Connection,
     user_id: UserId,
-    email: str | None,
     canonical: Callable[[str], str | None],
     now: datetime,
 ) -> str:
-    wanted = None if email is None else canonical(email)
     async with conn.transaction():
         await conn.execute(_DEQUEUE, user_id)
+        email: str | None = await conn.fetchval(_LOCK_EMAIL, user_id)
+        wanted = None if email is None else canonical(email)
         if email is None or wanted == email:
             return "unchanged"
         if wanted is None:
             await _audit_kept(conn, user_id, now, "email_not_canonical", {})
             return "uncanonical"
-        try:
-            async with conn.transaction():
-                await conn.execute(_SET_EMAIL, user_id, wanted, now)
-        except asyncpg.UniqueViolationError:
-            owner = await conn.fetchval(_OWNER_OF_EMAIL, wanted)
+        if not await claim_email(conn, wanted, user_id):
+            owner = await owner_of_email(conn, wanted)
             await _audit_kept(
                 conn, user_id, now, "email_canonical_collision", {"canonical_owner": str(owner)}
             )
             return "collided"
+        await release_email(conn, email, user_id)
+        await conn.execute(_SET_EMAIL, user_id, wanted, now)
     return "rewritten"
 
 

@@ -77,7 +77,7 @@ async def test_deleting_erases_the_personal_data_and_keeps_the_ids(
 
     await delete(admin_server, first.user_id)
 
-    for table in ("users", "sessions", "refresh_tokens", "password_reset_tokens"):
+    for table in ("users", "user_emails", "sessions", "refresh_tokens", "password_reset_tokens"):
         rows = await pool.fetch(f"SELECT * FROM {table}")
         assert rows == [], table
     events = await pool.fetch(
@@ -130,6 +130,30 @@ async def test_the_email_registers_again_as_a_new_account(admin_server: AdminLau
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await login(admin_server.stub, password=PASSWORD)
     assert error_info(caught.value)[1] == "INVALID_CREDENTIALS"
+
+
+async def test_deleting_removes_the_users_reset_tokens_and_no_others(
+    admin_server: AdminLaunched, pool: Pool
+) -> None:
+    (session,) = await sign_in(admin_server.stub, 1)
+    await register(admin_server.stub, email="bob@example.com")
+    issued = {}
+    for email in (EMAIL, "bob@example.com"):
+        response = await admin_server.admin.CreatePasswordResetToken(
+            admin_pb.CreatePasswordResetTokenRequest(email=email), metadata=admin_server.as_operator
+        )
+        issued[email] = response.reset_token
+    bob = await pool.fetchval("SELECT id FROM users WHERE email = 'bob@example.com'")
+
+    await delete(admin_server, session.user_id)
+
+    kept = await pool.fetch("SELECT user_id FROM password_reset_tokens")
+    assert [row["user_id"] for row in kept] == [bob]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin_server.stub.ResetPassword(
+            pb.ResetPasswordRequest(reset_token=issued[EMAIL], new_password="a new passphrase")
+        )
+    assert error_info(caught.value)[1] == "PASSWORD_RESET_TOKEN_INVALID"
 
 
 async def test_get_user_after_deletion_is_user_not_found(admin_server: AdminLaunched) -> None:

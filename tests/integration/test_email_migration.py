@@ -1,4 +1,5 @@
-"""Migration 0012: legacy emails become canonical; two that collide both survive."""
+"""Migration 0012: legacy emails become canonical; two that collide both survive; the email
+lookup of migration 0026 follows each rewrite."""
 
 from __future__ import annotations
 
@@ -55,8 +56,14 @@ async def test_migration_canonicalizes_legacy_emails_and_keeps_both_of_a_collisi
             row["id"]: row["email"] for row in await pool.fetch("SELECT id, email FROM users")
         }
         events = await pool.fetch("SELECT event, user_id, detail FROM audit_events ORDER BY id")
+        held = {
+            row["user_id"]: row["email"]
+            for row in await pool.fetch("SELECT user_id, email FROM user_emails")
+        }
 
     assert emails == {user_id: after for user_id, (_, after) in zip(ids, LEGACY_ROWS, strict=True)}
+    # Login looks accounts up in user_emails (migration 0026): each holds its email there.
+    assert held == emails
     assert [(row["event"], row["user_id"]) for row in events] == [
         ("email_canonical_collision", ids[1]),
         ("email_canonical_collision", ids[3]),

@@ -330,6 +330,30 @@ async def test_a_token_for_no_such_user_is_user_not_found(admin: Admin) -> None:
     assert error_info(by_email.value)[:2] == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
 
 
+async def test_a_token_issued_while_the_account_is_deleted_is_user_not_found_and_not_kept(
+    admin: Admin, pool: Pool
+) -> None:
+    (session,) = await sign_in(admin.stub, 1)
+    user_id = uuid.UUID(session.user_id)
+    # As DeleteUser does: the account's row lock first, then the row deleted. The token's
+    # issuing waits for the lock, since no foreign key orders it after the deletion.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        issuing = asyncio.create_task(admin.token_for(user_id=session.user_id))
+
+        async def waiting() -> bool:
+            return await lock_waiters(pool) == 1
+
+        await eventually(waiting)
+        await conn.execute("DELETE FROM users WHERE id = $1", user_id)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await issuing
+
+    assert error_info(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+    assert await pool.fetchval("SELECT count(*) FROM password_reset_tokens") == 0
+
+
 async def test_issuing_a_token_is_audited_with_the_operator_and_no_token(
     admin: Admin, pool: Pool
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,17 @@ from authsvc.domain.passwords import Argon2Hasher, HashSlot, Lane
 from authsvc.store.pool import Pool
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import Launch
-from tests.helpers import PASSWORD, Stub, error_info, login, refresh, register, validate
+from tests.helpers import (
+    PASSWORD,
+    Stub,
+    backends_waiting_for_locks,
+    error_info,
+    login,
+    refresh,
+    register,
+    validate,
+)
+from tests.processes import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -121,6 +132,80 @@ async def test_register_with_a_taken_email_changes_nothing_and_audits_it(
         ("register_email_taken", owner),
         ("user_registered", owner),
     ]
+
+
+async def _register_all_at_once(stub: Stub, pool: Pool, passwords: list[str]) -> list[object]:
+    """Register alice@example.com once per password, every call in flight at once: each
+    queues on the email's claim behind one this holds uncommitted, and all go on together
+    when it rolls back. What each call returned or raised."""
+    async with pool.acquire() as conn:
+        held = conn.transaction()
+        await held.start()
+        await conn.execute(
+            "INSERT INTO user_emails (email, user_id) VALUES ('alice@example.com', $1)",
+            uuid.uuid4(),
+        )
+
+        async def register_with(password: str) -> pb.RegisterResponse:
+            request = pb.RegisterRequest(email="alice@example.com", password=password)
+            response: pb.RegisterResponse = await stub.Register(request)
+            return response
+
+        calls = [asyncio.create_task(register_with(password)) for password in passwords]
+
+        async def all_waiting() -> bool:
+            return await backends_waiting_for_locks(pool) == len(passwords)
+
+        try:
+            await eventually(all_waiting)
+        finally:
+            await held.rollback()
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def _login_answer(stub: Stub, password: str) -> pb.LoginResponse | str:
+    """Login's session, or the reason it was refused."""
+    try:
+        return await login(stub, password=password)
+    except grpc.aio.AioRpcError as error:
+        return error_info(error)[1]
+
+
+async def test_concurrent_registers_of_one_email_make_one_account(stub: Stub, pool: Pool) -> None:
+    passwords = [f"concurrent passphrase {n}" for n in range(3)]
+
+    answers = await _register_all_at_once(stub, pool, passwords)
+
+    assert [type(answer) for answer in answers] == [pb.RegisterResponse] * len(passwords)
+    logins = [await _login_answer(stub, password) for password in passwords]
+    signed_in = [answer for answer in logins if isinstance(answer, pb.LoginResponse)]
+    refused = [answer for answer in logins if isinstance(answer, str)]
+    assert len(signed_in) == 1
+    assert refused == ["INVALID_CREDENTIALS"] * (len(passwords) - 1)
+    owner = uuid.UUID(signed_in[0].user_id)
+    assert await _count(pool, "users") == 1
+    events = await pool.fetch("SELECT event, user_id FROM audit_events WHERE event LIKE '%regist%'")
+    assert sorted((row["event"], row["user_id"]) for row in events) == [
+        ("register_email_taken", owner),
+        ("register_email_taken", owner),
+        ("user_registered", owner),
+    ]
+
+
+async def test_concurrent_registers_revealing_accounts_sign_one_in_and_refuse_the_rest(
+    launch: Launch, pool: Pool
+) -> None:
+    stub = (await launch(registration_reveals_accounts="true")).stub
+    passwords = [f"concurrent passphrase {n}" for n in range(3)]
+
+    answers = await _register_all_at_once(stub, pool, passwords)
+
+    created = [a for a in answers if isinstance(a, pb.RegisterResponse)]
+    refused = [error_info(a)[:2] for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert len(created) == 1
+    assert refused == [(grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")] * (len(passwords) - 1)
+    assert await _count(pool, "users") == 1
+    assert (await validate(stub, created[0].access_token)).active
 
 
 async def test_register_hashes_the_password_once_for_a_free_and_for_a_taken_email(
