@@ -224,10 +224,13 @@ class AuthServer:
             else HttpPort(routes, read_timeout=config.http_read_timeout)
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # Set once migrated and keys loaded; unlike health, never unset by a later outage.
+        self._started = asyncio.Event()
         self._in_flight = InFlight()
         self._streams = OpenStreams()
         edge = EdgeInterceptor(
             self._in_flight,
+            started=self._started.is_set,
             with_metrics=config.metrics,
             join_trace=None if tracing is None else tracing.join_call,
         )
@@ -438,6 +441,7 @@ class AuthServer:
         # After the migrations: the feed reads the log they create.
         if self.revocation_feed is not None:
             self.revocation_feed.start()
+        self._started.set()
         await self._set_serving(True)
         self.ready.set()
         _log.info("ready", extra={"event": "ready", "address": f"{self.config.host}:{self.port}"})

@@ -43,10 +43,11 @@ WITH u AS (
     SELECT gen_random_uuid(), u.id, $1, $1, $1 + interval '7 days', $1 + interval '7 days',
         false, 'bench/1.0', '127.0.0.1', 'other', '', '', ''
     FROM u CROSS JOIN generate_series(1, $2)
-    RETURNING id, idle_expires_at
+    RETURNING id, user_id, idle_expires_at
 )
-INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-SELECT gen_random_uuid(), id, sha256(convert_to(id::text, 'UTF8')), $1, idle_expires_at FROM s
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, user_id)
+SELECT gen_random_uuid(), id, sha256(convert_to(id::text, 'UTF8')), $1, idle_expires_at, user_id
+FROM s
 """
 
 

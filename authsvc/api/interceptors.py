@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from prometheus_client import Counter
 
 from authsvc.api.errors import deadline_exceeded_status, internal_status, reason_of, status_for
-from authsvc.core.errors import AuthError, InvalidArgument
+from authsvc.core.errors import AuthError, InvalidArgument, NotReady
 from authsvc.log_format import REQUEST_ID, TRACE_ID
 from authsvc.telemetry import metrics
 
@@ -176,20 +176,28 @@ class _RpcMetrics:
         handled.inc()
 
 
+async def _starting(_request: object, _context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+    raise NotReady("the server is starting: its schema and keys are not ready yet")
+
+
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     """`with_metrics`: count each call and its latency (authsvc_rpc_*).
     `join_trace`, with tracing on: called in the call's server span (the tracing
     interceptor comes first), it puts the request id on the span and returns the trace id
-    that the call's log lines then carry."""
+    that the call's log lines then carry. Until `started()` (migrations applied, keys
+    loaded), every call but a health check is answered UNAVAILABLE NOT_READY: a call that
+    reached a half-migrated schema would fail as INTERNAL."""
 
     def __init__(
         self,
         in_flight: InFlight,
         *,
+        started: Callable[[], bool],
         with_metrics: bool = False,
         join_trace: JoinTrace | None = None,
     ) -> None:
         self._in_flight = in_flight
+        self._started = started
         self._with_metrics = with_metrics
         self._join_trace = join_trace
         self._access = AccessLog()
@@ -211,9 +219,21 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        if not self._started() and not method.startswith(_HEALTH_METHODS):
+            # Not kept: once started, the method gets its real handler.
+            return cast(
+                "grpc.RpcMethodHandler[_Req, _Resp]", self._edge(method, handler, _starting)
+            )
+        edge = self._edge(method, handler, cast(Handler, handler.unary_unary))
+        self._wrapped[method] = edge
+        return cast("grpc.RpcMethodHandler[_Req, _Resp]", edge)
+
+    def _edge(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any], behaviour: Handler
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         wrapped = _wrap(
-            handler_call_details.method,
-            cast(Handler, handler.unary_unary),
+            method,
+            behaviour,
             handler.request_deserializer or _identity,
             self._in_flight,
             self._access,
@@ -222,11 +242,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         )
         # The request arrives as bytes and is decoded inside the wrapper, so a
         # malformed message is an INVALID_ARGUMENT like any other bad input.
-        edge: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+        return grpc.unary_unary_rpc_method_handler(
             wrapped, response_serializer=handler.response_serializer
         )
-        self._wrapped[method] = edge
-        return cast("grpc.RpcMethodHandler[_Req, _Resp]", edge)
 
 
 def _identity(raw: bytes) -> bytes:

@@ -120,7 +120,7 @@ class PasswordResets:
             raise UserNotFound("user not found")
         if target.disabled:
             raise UserDisabled("user is disabled")
-        token = refresh_tokens.new_refresh_token()
+        token = refresh_tokens.new_secret()
         now = self._clock.now()
         expires_at = now + self._ttl
         created = await self._store.create_token(

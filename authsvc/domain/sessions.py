@@ -177,9 +177,9 @@ class LockedSession(Protocol):
     session: Session
 
     async def find_token(self, token_hash: bytes) -> RefreshTokenRecord | None:
-        """The refresh token with this hash if it is this session's, rotated or not,
-        expired or not (until the sweeper deletes it); None otherwise. Reads the latest
-        committed state."""
+        """The refresh token with this hash if it is this session's (looked up under the
+        session's user), rotated or not, expired or not (until the sweeper deletes it);
+        None otherwise. Reads the latest committed state."""
         ...
 
     async def rotate(
@@ -223,6 +223,9 @@ class LockedSession(Protocol):
 class SessionStore(Protocol):
     """Sessions and their refresh tokens (stored as hashes, never raw).
 
+    Every method but `find_token_owner` is given the user whose sessions it reads or
+    changes, and touches nothing of any other user's (on Citus, one shard): a token or
+    session of another user is as unknown as one that does not exist.
     A "live" session is not revoked and its idle deadline is after the `now` given.
     Every change to a session or its tokens holds that session's row lock, so changes to
     one session are serialised and never deadlock one another. Every method raises
@@ -257,8 +260,15 @@ class SessionStore(Protocol):
         nothing is evicted."""
         ...
 
+    async def find_token_owner(self, token_hash: bytes) -> UserId | None:
+        """The user of the refresh token with `token_hash`, rotated or not, while it is on
+        record; None if there is none. Looks at every user's tokens: only for a token
+        without a routing prefix (issued before it), so Refresh can then route it."""
+        ...
+
     async def rotate_if_current(
         self,
+        user_id: UserId,
         token_hash: bytes,
         *,
         successor_box: bytes,
@@ -269,7 +279,7 @@ class SessionStore(Protocol):
         lineage: RequestOrigin | None,
         idempotency_key_hash: bytes | None = None,
     ) -> RotationAttempt | None:
-        """Refresh's common case, in one round trip. If the token with `token_hash` is
+        """Refresh's common case, in one round trip. If `user_id`'s token with `token_hash` is
         unrotated and unexpired at `now` and its session live, mark it rotated (keeping
         `successor_box` and `idempotency_key_hash`, as `LockedSession.rotate` does),
         store its successor (`successor_hash`) expiring at the new idle deadline
@@ -278,23 +288,30 @@ class SessionStore(Protocol):
         carries it. With `lineage` (the caller's origin), also record the rotation as a
         ROTATED step of the session's lineage.
 
-        None for an unknown token. A known token in any other state (rotated, expired,
-        its session over) comes back with `idle_expires_at` None and nothing written,
-        for `lock_session_by_token` to sort out."""
+        None for an unknown token (or another user's). A known token in any other state
+        (rotated, expired, its session over) comes back with `idle_expires_at` None and
+        nothing written, for `lock_session_by_token` to sort out."""
         ...
 
     def lock_session_by_token(
-        self, token_hash: bytes
+        self, user_id: UserId, token_hash: bytes
     ) -> contextlib.AbstractAsyncContextManager[LockedSession | None]:
-        """Lock the session that owns the token with `token_hash` for the block, one
+        """Lock `user_id`'s session that owns the token with `token_hash` for the block, one
         transaction: it commits when the block exits normally and rolls back if it
         raises. A rotation or revocation of that session elsewhere waits for the block,
-        or the block for it. Yields None for an unknown token."""
+        or the block for it. Yields None for an unknown token (or another user's)."""
         ...
 
-    async def get_session(self, session_id: SessionId) -> Session | None:
-        """The session, live or ended (with its end_reason and ended_by, when recorded), or
-        None if there is none (never was, or swept); one primary-key lookup."""
+    async def get_session(self, user_id: UserId, session_id: SessionId) -> Session | None:
+        """The user's session, live or ended (with its end_reason and ended_by, when
+        recorded), or None if there is none (never was, or swept) or it is another user's;
+        one primary-key lookup."""
+        ...
+
+    async def session_exists(self, session_id: SessionId) -> bool:
+        """Whether a session with this id exists, whoever's (until swept). By id alone, not
+        routed by user: only after `get_session` found nothing, to tell another user's
+        session from a swept one."""
         ...
 
     async def list_live_sessions(
@@ -685,7 +702,7 @@ class SessionService:
             revoked_at=None,
             revoke_reason=None,
         )
-        refresh_token = refresh_tokens.new_refresh_token()
+        refresh_token = refresh_tokens.new_refresh_token(user_id)
         # Chosen before the write, which records it: the key that signs this session's token.
         signer = self._access.signer()
         evicted = await self._sessions.create_session(
@@ -753,9 +770,9 @@ class SessionService:
         InvalidArgument for a malformed key.
         """
         key = idempotent_refresh.validated_key(idempotency_key)
-        token_hash = self._hash_presented(refresh_token)
+        user_id, token_hash = await self._route_presented(refresh_token)
         key_hash = None if key is None else idempotent_refresh.hash_key(refresh_token, key)
-        successor = refresh_tokens.new_refresh_token()
+        successor = refresh_tokens.new_refresh_token(user_id)
         successor_box = refresh_tokens.seal_successor(refresh_token, successor)
         successor_hash = refresh_tokens.hash_refresh_token(successor)
         signer = self._access.signer()
@@ -763,6 +780,7 @@ class SessionService:
         # The common case in one round trip; everything else (grace window,
         # reuse, expiry, revocation) takes the transaction below.
         attempt = await self._sessions.rotate_if_current(
+            user_id,
             token_hash,
             successor_box=successor_box,
             successor_hash=successor_hash,
@@ -780,7 +798,7 @@ class SessionService:
             )
             metrics.REFRESH_OK.inc()
             return tokens
-        async with self._sessions.lock_session_by_token(token_hash) as locked:
+        async with self._sessions.lock_session_by_token(user_id, token_hash) as locked:
             if locked is None:
                 raise RefreshTokenInvalid("refresh token is not valid")
             record = await self._check_presented(locked, token_hash, now)
@@ -878,10 +896,19 @@ class SessionService:
             ),
         )
 
-    def _hash_presented(self, refresh_token: str) -> bytes:
+    async def _route_presented(self, refresh_token: str) -> tuple[UserId, bytes]:
+        """The presented token's user and hash. Its prefix names the user (an edited one
+        names a user who holds no token with this hash); a legacy token without one costs
+        a lookup of its user by hash first."""
         if not refresh_tokens.is_well_formed(refresh_token):
             raise RefreshTokenInvalid("refresh token is not valid")
-        return refresh_tokens.hash_refresh_token(refresh_token)
+        token_hash = refresh_tokens.hash_refresh_token(refresh_token)
+        user_id = refresh_tokens.routed_user(refresh_token)
+        if user_id is None:
+            user_id = await self._sessions.find_token_owner(token_hash)
+        if user_id is None:
+            raise RefreshTokenInvalid("refresh token is not valid")
+        return user_id, token_hash
 
     async def _check_presented(
         self, locked: LockedSession, token_hash: bytes, now: datetime
@@ -976,12 +1003,13 @@ class SessionService:
             cache.checked_live(principal.session_id, principal.user_id)
 
     async def _check_session_in_database(self, principal: Principal) -> None:
-        session = await self._sessions.get_session(principal.session_id)
+        # Routed by the token's `sub`; the unrouted lookup runs only when that finds nothing.
+        session = await self._sessions.get_session(principal.user_id, principal.session_id)
         if session is None:
+            if await self._sessions.session_exists(principal.session_id):
+                raise TokenInvalid("access token does not match its session")
             # Swept: it expired or was revoked long ago.
             raise SessionExpired("session has expired")
-        if session.user_id != principal.user_id:
-            raise TokenInvalid("access token does not match its session")
         self._check_live(session, self._clock.now())
 
     async def validate(self, access_token: str) -> Validation:
@@ -1135,8 +1163,8 @@ class SessionService:
         ended (None while live; an operator unnamed). Another user's session and one that
         does not exist are the same SessionNotFound, after the same one lookup, so ids
         cannot be probed."""
-        session = await self._sessions.get_session(session_id)
-        if session is None or session.user_id != principal.user_id:
+        session = await self._sessions.get_session(principal.user_id, session_id)
+        if session is None:
             raise SessionNotFound("session not found")
         end = end_of(session, self._clock.now())
         return session, None if end is None else as_the_user_sees_it(end)
@@ -1191,9 +1219,9 @@ class SessionService:
         The token must be the session's current one (or within the grace
         window); a replayed old token is treated as theft, as in refresh.
         """
-        token_hash = self._hash_presented(refresh_token)
+        user_id, token_hash = await self._route_presented(refresh_token)
         now = self._clock.now()
-        async with self._sessions.lock_session_by_token(token_hash) as locked:
+        async with self._sessions.lock_session_by_token(user_id, token_hash) as locked:
             if locked is None:
                 raise RefreshTokenInvalid("refresh token is not valid")
             record = await self._check_presented(locked, token_hash, now)

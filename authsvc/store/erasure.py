@@ -26,7 +26,7 @@ _DELETE_KNOWN_ADDRESSES = "DELETE FROM login_known_addresses WHERE pair_bucket =
 # the rows then go with their sessions, so no later way of keeping a session's row keeps them.
 _ERASE_LINEAGE = """
 UPDATE refresh_lineage SET ip_address = '', user_agent = ''
-WHERE session_id IN (SELECT id FROM sessions WHERE user_id = $1)
+WHERE user_id = $1
   AND (ip_address <> '' OR user_agent <> '')
 """
 # Reset tokens have no foreign key to users since migration 0026: deleted by user here.

@@ -27,22 +27,23 @@ _STEP_COLUMNS = """
     within_grace
 """
 # The token issued at login: the first presentation's, else (never refreshed, or
-# refreshed only with lineage off) the oldest token still on record.
+# refreshed only with lineage off) the oldest token still on record. Every statement
+# after the session's lookup by id names its user ($2), the routing key (migration 0025).
 _HEAD = """
 SELECT
     s.end_reason,
     coalesce(
-        (SELECT presented_token_id FROM refresh_lineage WHERE session_id = $1
+        (SELECT presented_token_id FROM refresh_lineage WHERE user_id = $2 AND session_id = $1
          ORDER BY id LIMIT 1),
-        (SELECT id FROM refresh_tokens WHERE session_id = $1
+        (SELECT id FROM refresh_tokens WHERE user_id = $2 AND session_id = $1
          ORDER BY created_at, id LIMIT 1)
     ) AS initial_token_id
-FROM sessions s WHERE s.id = $1
+FROM sessions s WHERE s.user_id = $2 AND s.id = $1
 """
 # The newest $2 steps, newest first (the index's order, backwards); the caller reverses.
 # (Constants only in these f-strings: every value is a parameter.)
 _NEWEST_STEPS = f"""
-SELECT {_STEP_COLUMNS} FROM refresh_lineage WHERE session_id = $1
+SELECT {_STEP_COLUMNS} FROM refresh_lineage WHERE user_id = $3 AND session_id = $1
 ORDER BY id DESC LIMIT $2
 """  # noqa: S608
 # The presentation that ended the session as reuse, then the first presentation of the
@@ -51,13 +52,13 @@ ORDER BY id DESC LIMIT $2
 _REUSE_PAIR = f"""
 WITH replayed AS MATERIALIZED (
     SELECT id, {_STEP_COLUMNS} FROM refresh_lineage
-    WHERE session_id = $1 AND outcome = 'reuse_detected'
+    WHERE user_id = $2 AND session_id = $1 AND outcome = 'reuse_detected'
     ORDER BY id DESC LIMIT 1
 )
 SELECT true AS is_replay, {_STEP_COLUMNS} FROM replayed
 UNION ALL
 (SELECT false, {_STEP_COLUMNS} FROM refresh_lineage
- WHERE session_id = $1
+ WHERE user_id = $2 AND session_id = $1
    AND presented_token_id = (SELECT presented_token_id FROM replayed)
    AND id < (SELECT id FROM replayed)
  ORDER BY id LIMIT 1)
@@ -93,6 +94,7 @@ class PgLineageStore:
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read"),
         ):
+            # By id alone (an operator names the session, not its user): not routed.
             session = await fetch_session(conn, session_id)
             lineage = None if session is None else await self._read(conn, session, limit)
             await insert_event(
@@ -111,16 +113,17 @@ class PgLineageStore:
 
     @staticmethod
     async def _read(conn: Connection, session: Session, limit: int) -> SessionLineage:
-        head = await conn.fetchrow(_HEAD, session.id)
+        head = await conn.fetchrow(_HEAD, session.id, session.user_id)
         assert head is not None  # the session was read in this snapshot
-        rows = await conn.fetch(_NEWEST_STEPS, session.id, limit + 1)
+        rows = await conn.fetch(_NEWEST_STEPS, session.id, limit + 1, session.user_id)
         steps = tuple(_step(row) for row in reversed(rows[:limit]))
         reuse = None
         # Only reuse ends a session with this reason; it records its step in the same
         # transaction (unless lineage was off).
         if head["end_reason"] == _REUSE_ENDED:
             pair = {
-                row["is_replay"]: _step(row) for row in await conn.fetch(_REUSE_PAIR, session.id)
+                row["is_replay"]: _step(row)
+                for row in await conn.fetch(_REUSE_PAIR, session.id, session.user_id)
             }
             if True in pair:
                 reuse = ReuseDetection(

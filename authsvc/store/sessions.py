@@ -52,6 +52,7 @@ __all__ = [
     "end_user_sessions",
     "ender_args",
     "fetch_live_page",
+    "fetch_own_session",
     "fetch_session",
     "listed_session",
 ]
@@ -76,18 +77,23 @@ FOR KEY SHARE
 # no row, the account is gone.
 _ACCOUNT_DISABLED = "SELECT disabled_at IS NOT NULL FROM users WHERE id = $1"
 _INSERT_TOKEN = """
-INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, user_id)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
+# A legacy refresh token's user (one issued before its prefix named them): by hash alone,
+# the one lookup not routed by user (on Citus, every shard, each through its index).
+_TOKEN_OWNER = "SELECT user_id FROM refresh_tokens WHERE token_hash = $1"
 # The token's session_id never changes, so the sub-select is safe to evaluate
-# before the lock; the lock then waits out any rotation in flight.
+# before the lock; the lock then waits out any rotation in flight. Every statement on a
+# session or its tokens names the user ($2 here): its routing key (migration 0025).
 _LOCK_SESSION_BY_TOKEN = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name, country, city,
     revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator
 FROM sessions
-WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+WHERE user_id = $2
+  AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2)
 FOR UPDATE
 """
 # A new statement after the lock, so it sees the latest committed token state.
@@ -95,22 +101,22 @@ _SELECT_TOKEN = """
 SELECT
     id, session_id, token_hash, created_at, expires_at, rotated_at, successor_box,
     idempotency_key_hash
-FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2
+FROM refresh_tokens WHERE token_hash = $1 AND user_id = $3 AND session_id = $2
 """
 # A token rotated with an idempotency key ($8) stays on record as long as its successor
 # could be current (domain/idempotent_refresh.py): its expiry becomes the successor's.
 _ROTATE = """
 WITH touched AS (
     UPDATE sessions SET last_active_at = $2, idle_expires_at = $3, signing_key_id = $8
-    WHERE id = $1
+    WHERE user_id = $10 AND id = $1
 ), consumed AS (
     UPDATE refresh_tokens SET
         rotated_at = $2, successor_box = $5, idempotency_key_hash = $9,
         expires_at = CASE WHEN $9::bytea IS NULL THEN expires_at ELSE GREATEST(expires_at, $3) END
-    WHERE id = $4
+    WHERE user_id = $10 AND id = $4
 )
-INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-VALUES ($6, $1, $7, $2, $3)
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, user_id)
+VALUES ($6, $1, $7, $2, $3, $10)
 """
 # The common case of Refresh in one statement (one round trip, no BEGIN/COMMIT):
 # lock the session first (the locking rule), then consume the token only if it
@@ -120,7 +126,8 @@ VALUES ($6, $1, $7, $2, $3)
 _ROTATE_IF_CURRENT = """
 WITH locked AS MATERIALIZED (
     SELECT id, user_id, expires_at, idle_expires_at, revoked_at FROM sessions
-    WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+    WHERE user_id = $12
+      AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $12)
     FOR UPDATE
 ), consumed AS (
     UPDATE refresh_tokens AS t SET
@@ -128,7 +135,7 @@ WITH locked AS MATERIALIZED (
         expires_at = CASE WHEN $11::bytea IS NULL THEN t.expires_at
             ELSE GREATEST(t.expires_at, LEAST($2 + $3::interval, s.expires_at)) END
     FROM locked AS s
-    WHERE t.token_hash = $1 AND t.session_id = s.id
+    WHERE t.token_hash = $1 AND t.user_id = $12 AND t.session_id = s.id
       AND t.rotated_at IS NULL AND t.expires_at > $2
       AND s.revoked_at IS NULL AND s.idle_expires_at > $2
     RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at,
@@ -136,16 +143,16 @@ WITH locked AS MATERIALIZED (
 ), touched AS (
     UPDATE sessions
     SET last_active_at = $2, idle_expires_at = consumed.idle_expires_at, signing_key_id = $7
-    FROM consumed WHERE sessions.id = consumed.session_id
+    FROM consumed WHERE sessions.user_id = $12 AND sessions.id = consumed.session_id
 ), successor AS (
-    INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-    SELECT $5, session_id, $6, $2, idle_expires_at FROM consumed
+    INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, user_id)
+    SELECT $5, session_id, $6, $2, idle_expires_at, $12 FROM consumed
 ), recorded AS (
     -- Refresh lineage's step ($8, $9 = the caller's address and user agent; $10 false
     -- with AUTHSVC_REFRESH_LINEAGE off), in this statement rather than one more trip.
     INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
-        presented_at, ip_address, user_agent, outcome, within_grace)
-    SELECT session_id, token_id, $5, $2, $8, $9, 'rotated', false FROM consumed WHERE $10
+        presented_at, ip_address, user_agent, outcome, within_grace, user_id)
+    SELECT session_id, token_id, $5, $2, $8, $9, 'rotated', false, $12 FROM consumed WHERE $10
 )
 SELECT locked.id, locked.user_id, consumed.idle_expires_at
 FROM locked LEFT JOIN consumed ON true
@@ -153,8 +160,8 @@ FROM locked LEFT JOIN consumed ON true
 # Refresh lineage's step for the paths that hold the session's lock (grace, reuse).
 _RECORD_STEP = """
 INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
-    presented_at, ip_address, user_agent, outcome, within_grace)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    presented_at, ip_address, user_agent, outcome, within_grace, user_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 # What rotate_if_current records for its caller with lineage off (the row is not written).
 _NOT_RECORDED = RequestOrigin()
@@ -163,7 +170,7 @@ _NOT_RECORDED = RequestOrigin()
 _REVOKE_LOCKED = """
 UPDATE sessions SET revoked_at = $2, revoke_reason = $3, end_reason = $4,
     ended_by_kind = $5, ended_by_session = $6, ended_by_operator = $7
-WHERE id = $1 AND revoked_at IS NULL
+WHERE user_id = $8 AND id = $1 AND revoked_at IS NULL
 """
 _SELECT_SESSION = """
 SELECT
@@ -172,6 +179,10 @@ SELECT
     revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator
 FROM sessions WHERE id = $1
 """
+# The same, routed: the session only if it is this user's ($2).
+_SELECT_OWN_SESSION = _SELECT_SESSION.replace("WHERE id = $1", "WHERE user_id = $2 AND id = $1")
+# Whoever's it is: not routed, only after the routed read found nothing.
+_SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1"
 # Only the columns ListedSession shows (in its order): each column more is decoded
 # twenty times a page.
 _LIST_LIVE_FIRST_PAGE = """
@@ -334,9 +345,18 @@ def _ended(row: asyncpg.Record) -> EndedSession:
 
 
 async def fetch_session(db: asyncpg.Pool | Connection, session_id: SessionId) -> Session | None:
-    """`SessionStore.get_session` on a pool, or on a connection inside the caller's
-    transaction (AdminService's, which audits the read): one primary-key lookup."""
+    """A session by its id alone, whoever's it is, on a pool or on a connection inside the
+    caller's transaction (AdminService's, which audits the read): one lookup of the id
+    index, not routed by user (on Citus, every shard)."""
     row = await db.fetchrow(_SELECT_SESSION, session_id)
+    return None if row is None else session_of(row)
+
+
+async def fetch_own_session(
+    db: asyncpg.Pool | Connection, user_id: UserId, session_id: SessionId
+) -> Session | None:
+    """`SessionStore.get_session`: one primary-key lookup, routed by the user."""
+    row = await db.fetchrow(_SELECT_OWN_SESSION, session_id, user_id)
     return None if row is None else session_of(row)
 
 
@@ -421,7 +441,8 @@ class PgLockedSession:
         self.session = session
 
     async def find_token(self, token_hash: bytes) -> RefreshTokenRecord | None:
-        row = await self._conn.fetchrow(_SELECT_TOKEN, token_hash, self.session.id)
+        session = self.session
+        row = await self._conn.fetchrow(_SELECT_TOKEN, token_hash, session.id, session.user_id)
         return None if row is None else _token(row)
 
     async def rotate(
@@ -448,6 +469,7 @@ class PgLockedSession:
             successor_hash,
             signing_key_id,
             idempotency_key_hash,
+            self.session.user_id,
         )
         return successor_id
 
@@ -463,6 +485,7 @@ class PgLockedSession:
             origin.user_agent,
             step.outcome.value,
             step.within_grace,
+            self.session.user_id,
         )
 
     async def revoke(
@@ -475,7 +498,13 @@ class PgLockedSession:
         event: AuditEvent,
     ) -> None:
         status = await self._conn.execute(
-            _REVOKE_LOCKED, self.session.id, now, reason, ended_by.value, *ender_args(ender)
+            _REVOKE_LOCKED,
+            self.session.id,
+            now,
+            reason,
+            ended_by.value,
+            *ender_args(ender),
+            self.session.user_id,
         )
         if status == "UPDATE 1":
             ending = (self.session.id, self.session.user_id)
@@ -545,12 +574,19 @@ class PgSessionStore:
                 token_hash,
                 session.created_at,
                 session.idle_expires_at,
+                session.user_id,
             )
             await insert_event(conn, event)
         return evicted
 
+    async def find_token_owner(self, token_hash: bytes) -> UserId | None:
+        async with translate_errors():
+            owner = await self._pool.fetchval(_TOKEN_OWNER, token_hash)
+        return None if owner is None else UserId(owner)
+
     async def rotate_if_current(
         self,
+        user_id: UserId,
         token_hash: bytes,
         *,
         successor_box: bytes,
@@ -576,6 +612,7 @@ class PgSessionStore:
                 recorded.user_agent,
                 lineage is not None,
                 idempotency_key_hash,
+                user_id,
             )
         if row is None:
             return None
@@ -587,15 +624,19 @@ class PgSessionStore:
 
     @asynccontextmanager
     async def lock_session_by_token(
-        self, token_hash: bytes
+        self, user_id: UserId, token_hash: bytes
     ) -> AsyncIterator[PgLockedSession | None]:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_LOCK_SESSION_BY_TOKEN, token_hash)
+            row = await conn.fetchrow(_LOCK_SESSION_BY_TOKEN, token_hash, user_id)
             yield None if row is None else PgLockedSession(conn, session_of(row))
 
-    async def get_session(self, session_id: SessionId) -> Session | None:
+    async def get_session(self, user_id: UserId, session_id: SessionId) -> Session | None:
         async with translate_errors():
-            return await fetch_session(self._pool, session_id)
+            return await fetch_own_session(self._pool, user_id, session_id)
+
+    async def session_exists(self, session_id: SessionId) -> bool:
+        async with translate_errors():
+            return bool(await self._pool.fetchval(_SESSION_EXISTS, session_id))
 
     async def list_live_sessions(
         self,

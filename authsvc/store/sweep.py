@@ -54,16 +54,17 @@ RETURNING created_at, idle_expires_at, expires_at
 # reuse while the token could still have been used). A session's current (unrotated)
 # token stays with its tombstone, so a Refresh with it is answered with the session's
 # end reason; it goes when the session's retention ends.
+# By ctid: the primary key leads with user_id (migration 0025).
 _DELETE_EXPIRED_TOKENS = """
-DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
-    SELECT id FROM refresh_tokens WHERE expires_at <= $1 AND rotated_at IS NOT NULL
+DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM refresh_tokens WHERE expires_at <= $1 AND rotated_at IS NOT NULL
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """
 # Through an array of session ids too: a join is hashed over every token.
 _DELETE_TOKENS_OF_REVOKED_SESSIONS = """
-DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
-    SELECT id FROM refresh_tokens WHERE session_id = ANY(ARRAY(
+DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM refresh_tokens WHERE session_id = ANY(ARRAY(
         SELECT id FROM sessions WHERE revoked_at <= $1 LIMIT $2
     ))
     LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -72,16 +73,23 @@ DELETE FROM refresh_tokens WHERE id = ANY(ARRAY(
 # A session's refresh lineage goes before its tombstone, in batches, as its tokens do: a
 # month-long session has thousands of steps. By ctid: the table's one index leads with
 # session_id (migration 0020). The EXISTS passes over sessions already bare, so each batch
-# progresses.
+# progresses. The index leads with (user_id, session_id) since migration 0025: a session
+# is named by both, each ended session's steps probed through it (a LATERAL: a join would
+# be hashed over every step).
 _DELETE_LINEAGE_OF_ENDED_SESSIONS = """
 DELETE FROM refresh_lineage WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM refresh_lineage WHERE session_id = ANY(ARRAY(
-        SELECT id FROM sessions s
+    SELECT steps.ctid FROM (
+        SELECT user_id, id FROM sessions s
         WHERE revoked_at <= $1
-          AND EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
+          AND EXISTS (SELECT FROM refresh_lineage l
+                      WHERE l.user_id = s.user_id AND l.session_id = s.id OFFSET 0)
         LIMIT $2
-    ))
-    LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) ended CROSS JOIN LATERAL (
+        SELECT ctid FROM refresh_lineage l
+        WHERE l.user_id = ended.user_id AND l.session_id = ended.id
+        FOR UPDATE SKIP LOCKED
+    ) steps
+    LIMIT $2
 ))
 """
 # Tombstones past the ended-session retention, whatever ended them (expiries included).
@@ -91,7 +99,8 @@ _DELETE_REVOKED_SESSIONS = """
 DELETE FROM sessions WHERE id = ANY(ARRAY(
     SELECT id FROM sessions s WHERE revoked_at <= $1
       AND NOT EXISTS (SELECT FROM refresh_tokens t WHERE t.session_id = s.id OFFSET 0)
-      AND NOT EXISTS (SELECT FROM refresh_lineage l WHERE l.session_id = s.id OFFSET 0)
+      AND NOT EXISTS (SELECT FROM refresh_lineage l
+                      WHERE l.user_id = s.user_id AND l.session_id = s.id OFFSET 0)
     LIMIT $2 FOR UPDATE SKIP LOCKED
 ))
 """

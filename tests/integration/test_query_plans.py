@@ -73,9 +73,10 @@ async def load_store(pool: Pool) -> None:
         )
         await conn.execute(
             """
-            INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+            INSERT INTO refresh_tokens
+                (id, session_id, token_hash, created_at, expires_at, user_id)
             SELECT gen_random_uuid(), s.id, sha256(convert_to(s.id::text || t::text, 'UTF8')),
-                   s.created_at, s.idle_expires_at
+                   s.created_at, s.idle_expires_at, s.user_id
             FROM sessions s CROSS JOIN generate_series(1, $1) t
             """,
             TOKENS_PER_SESSION,
@@ -84,9 +85,9 @@ async def load_store(pool: Pool) -> None:
         await conn.execute(
             """
             INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
-                presented_at, ip_address, user_agent, outcome, within_grace)
+                presented_at, ip_address, user_agent, outcome, within_grace, user_id)
             SELECT session_id, id, gen_random_uuid(), created_at, '127.0.0.1', 'bench/1.0',
-                   'rotated', false
+                   'rotated', false, user_id
             FROM refresh_tokens
             """
         )
@@ -184,6 +185,7 @@ def statements(
         "kid",
         *("127.0.0.1", "bench/1.0", True),
         hashlib.sha256(b"idempotency key").digest(),
+        user_id,
     )
     return {
         "refresh in one statement": (
@@ -194,13 +196,18 @@ def statements(
             session_sql._ROTATE_IF_CURRENT,
             (never_issued, *rotation),
         ),
-        "session by token (refresh lock)": (session_sql._LOCK_SESSION_BY_TOKEN, (token_hash,)),
-        "token by hash": (session_sql._SELECT_TOKEN, (token_hash, session_id)),
-        "unknown token": (session_sql._LOCK_SESSION_BY_TOKEN, (never_issued,)),
+        "session by token (refresh lock)": (
+            session_sql._LOCK_SESSION_BY_TOKEN,
+            (token_hash, user_id),
+        ),
+        "token by hash": (session_sql._SELECT_TOKEN, (token_hash, session_id, user_id)),
+        "unknown token": (session_sql._LOCK_SESSION_BY_TOKEN, (never_issued, user_id)),
+        "legacy token's user": (session_sql._TOKEN_OWNER, (token_hash,)),
         "session by id": (session_sql._SELECT_SESSION, (session_id,)),
-        "lineage: first token": (lineage_sql._HEAD, (session_id,)),
-        "lineage: newest steps": (lineage_sql._NEWEST_STEPS, (session_id, 1001)),
-        "lineage: reuse pair": (lineage_sql._REUSE_PAIR, (session_id,)),
+        "own session by id": (session_sql._SELECT_OWN_SESSION, (session_id, user_id)),
+        "lineage: first token": (lineage_sql._HEAD, (session_id, user_id)),
+        "lineage: newest steps": (lineage_sql._NEWEST_STEPS, (session_id, 1001, user_id)),
+        "lineage: reuse pair": (lineage_sql._REUSE_PAIR, (session_id, user_id)),
         "live sessions, first page": (session_sql._LIST_LIVE_FIRST_PAGE, (user_id, NOW, 21)),
         "live sessions, keyset page": (
             session_sql._LIST_LIVE_AFTER,

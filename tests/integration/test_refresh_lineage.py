@@ -242,10 +242,10 @@ async def test_a_long_lineage_answers_its_newest_steps_and_still_the_reuse_pair(
     await pool.execute(
         """
         INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,
-            presented_at, ip_address, user_agent, outcome, within_grace)
+            presented_at, ip_address, user_agent, outcome, within_grace, user_id)
         SELECT $1, gen_random_uuid(), gen_random_uuid(), $2, '198.51.100.7', 'HonestApp/2.1',
-            'rotated', false
-        FROM generate_series(1, $3)
+            'rotated', false, s.user_id
+        FROM generate_series(1, $3) CROSS JOIN sessions s WHERE s.id = $1
         """,
         uuid.UUID(signed_in.session_id),
         clock.now(),

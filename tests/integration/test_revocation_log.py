@@ -184,7 +184,11 @@ async def end_under_lock(
 ) -> None:
     """End the session in a transaction of its own that awaits `before_commit` first."""
     store = PgSessionStore(pool)
-    async with store.lock_session_by_token(hash_refresh_token(session.refresh_token)) as held:
+    user_id, token_hash = (
+        UserId(uuid.UUID(session.user_id)),
+        hash_refresh_token(session.refresh_token),
+    )
+    async with store.lock_session_by_token(user_id, token_hash) as held:
         assert held is not None
         await held.revoke(
             now=clock.now(),

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from authsvc.core.clock import FrozenClock
 from authsvc.log_format import JsonFormatter
 from authsvc.store.pool import Pool
-from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE_IF_CURRENT
+from authsvc.store.sessions import _LOCK_SESSION_BY_TOKEN, _ROTATE_IF_CURRENT, _TOKEN_OWNER
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.helpers import (
     ACCESS_TOKEN_TTL,
@@ -370,9 +370,10 @@ async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
         await conn.execute("INSERT INTO sessions SELECT * FROM copies")
         await conn.execute(
             """
-            INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+            INSERT INTO refresh_tokens
+                (id, session_id, token_hash, created_at, expires_at, user_id)
             SELECT gen_random_uuid(), c.id, sha256(convert_to(c.id::text || g::text, 'UTF8')),
-                   c.created_at, c.idle_expires_at
+                   c.created_at, c.idle_expires_at, c.user_id
             FROM copies c CROSS JOIN generate_series(1, 3) g
             """
         )
@@ -380,9 +381,11 @@ async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
 
 
 # Refresh looks a token up first in its one-statement rotation (all a random
-# token ever reaches), then, for a spent or expired one, under the session lock.
+# token ever reaches), then, for a spent or expired one, under the session lock; both
+# under the user its prefix names (here the one user, whose rows are all there are). A
+# legacy token (no prefix) is looked up by its hash alone, through the same index.
 @pytest.mark.parametrize(
-    ("statement", "rest"),
+    ("statement", "rest", "routed"),
     [
         pytest.param(
             _ROTATE_IF_CURRENT,
@@ -398,23 +401,28 @@ async def populate_at_scale(stub: Stub, pool: Pool, sessions: int) -> None:
                 False,
                 None,
             ),
+            True,
             id="rotation",
         ),
-        pytest.param(_LOCK_SESSION_BY_TOKEN, (), id="session lock"),
+        pytest.param(_LOCK_SESSION_BY_TOKEN, (), True, id="session lock"),
+        pytest.param(_TOKEN_OWNER, (), False, id="legacy token's user"),
     ],
 )
 async def test_refresh_token_lookup_uses_the_token_hash_index(
-    stub: Stub, pool: Pool, statement: str, rest: tuple[object, ...]
+    stub: Stub, pool: Pool, statement: str, rest: tuple[object, ...], routed: bool
 ) -> None:
     await populate_at_scale(stub, pool, sessions=2000)
     unknown_hash = hashlib.sha256(uuid.uuid4().bytes).digest()
+    user = (await pool.fetchval("SELECT id FROM users"),) if routed else ()
 
-    explained = await pool.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", unknown_hash, *rest)
+    explained = await pool.fetchval(
+        f"EXPLAIN (FORMAT JSON) {statement}", unknown_hash, *rest, *user
+    )
 
     nodes = list(_plan_nodes(json.loads(explained)[0]["Plan"]))
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
     assert any(
         n["Node Type"] in ("Index Scan", "Index Only Scan")
-        and n.get("Index Name") == "refresh_tokens_token_hash_key"
+        and n.get("Index Name") == "refresh_tokens_token_hash_user_id_key"
         for n in nodes
     ), nodes

@@ -192,13 +192,15 @@ INSERT INTO sessions (
     user_agent, ip_address, device_type, browser, os, device_name, revoked_at, revoke_reason)
 VALUES ($1, $2, $3, $3, $4, $4, false, '', '', 'other', '', '', '', $5, $6)
 """
+# A token and a lineage step carry their session's user (migration 0025).
 _TOKEN = """
-INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, user_id)
+SELECT $1, $2, $3, $4, $5, user_id FROM sessions WHERE id = $2
 """
 _ROTATED_TOKEN = """
-INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at, rotated_at)
-VALUES ($1, $2, $3, $4, $5, $4)
+INSERT INTO refresh_tokens
+    (id, session_id, token_hash, created_at, expires_at, rotated_at, user_id)
+SELECT $1, $2, $3, $4, $5, $4, user_id FROM sessions WHERE id = $2
 """
 
 
@@ -226,8 +228,9 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
         )
         await conn.execute(  # ended_session_lineage: a step of the revoked session
             "INSERT INTO refresh_lineage (session_id, presented_token_id, successor_token_id,"
-            " presented_at, ip_address, user_agent, outcome, within_grace)"
-            " VALUES ($1, $2, $3, $4, '', '', 'rotated', false)",
+            " presented_at, ip_address, user_agent, outcome, within_grace, user_id)"
+            " SELECT $1, $2, $3, $4, '', '', 'rotated', false, user_id"
+            " FROM sessions WHERE id = $1",
             revoked,
             uuid.uuid4(),
             uuid.uuid4(),

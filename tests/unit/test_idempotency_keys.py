@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 import pytest
 
 from authsvc.core.errors import InvalidArgument
+from authsvc.core.models import UserId
 from authsvc.domain.idempotent_refresh import hash_key, validated_key
 from authsvc.domain.refresh_tokens import new_refresh_token
 
 KEY = "0b8f5f3e-8a4b-4a59-9d43-2b1c7a0e9f11"
+
+
+def _a_token() -> str:
+    return new_refresh_token(UserId(uuid.uuid4()))
 
 
 def test_no_key_is_none() -> None:
@@ -30,16 +36,16 @@ def test_anything_else_is_invalid_field_idempotency_key(key: str) -> None:
 
 
 def test_the_stored_hash_is_neither_the_key_nor_its_plain_digest() -> None:
-    stored = hash_key(new_refresh_token(), KEY)
+    stored = hash_key(_a_token(), KEY)
     assert KEY.encode() not in stored
     assert stored != hashlib.sha256(KEY.encode()).digest()
 
 
 def test_the_same_key_hashes_differently_for_another_token() -> None:
     # A dump cannot match one key across tokens, nor test guesses without the token.
-    assert hash_key(new_refresh_token(), KEY) != hash_key(new_refresh_token(), KEY)
+    assert hash_key(_a_token(), KEY) != hash_key(_a_token(), KEY)
 
 
 def test_the_same_token_and_key_hash_alike() -> None:
-    token = new_refresh_token()
+    token = _a_token()
     assert hash_key(token, KEY) == hash_key(token, KEY)

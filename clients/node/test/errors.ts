@@ -70,9 +70,10 @@ const LOGIN_FAILURES_PER_ACCOUNT_AND_IP = 5;
 const LOGIN_FAILURE_WINDOW_MS = 15 * 60_000;
 const CONCURRENT_CALLS = 20;
 
-/** A well-formed refresh token (43 URL-safe base64 characters) the server never issued. */
+/** A well-formed refresh token the server never issued: a user id (22 URL-safe base64
+ * characters), a dot, and 43 more. */
 function bogusRefreshToken(): string {
-  return "A".repeat(21) + "_" + "z".repeat(21);
+  return "A".repeat(22) + "." + "A".repeat(21) + "_" + "z".repeat(21);
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on (we bound it, then closed it). */

@@ -73,9 +73,11 @@ describe("the login form", () => {
 });
 
 // An access token is a JWT (a base64url JSON header, so "eyJ" first); a refresh token is
-// 256 random bits as 43 base64url characters (authsvc/domain/refresh_tokens.py).
+// its user's id as 22 base64url characters, a dot, and 256 random bits as 43 base64url
+// characters (authsvc/domain/refresh_tokens.py). The secret alone is searched for too (a
+// token issued before the prefix has that shape).
 const JWT = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g;
-const OPAQUE_TOKEN = /(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g;
+const OPAQUE_TOKEN = /(?<![A-Za-z0-9_.-])(?:[A-Za-z0-9_-]{22}\.)?[A-Za-z0-9_-]{43}(?![A-Za-z0-9_.-])/g;
 
 /** Every token-shaped string in `text`, but those in `known` (values the page is meant to have). */
 function tokenShaped(text: string, pattern: RegExp, known: readonly string[]): string[] {
