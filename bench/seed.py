@@ -4,7 +4,6 @@ with COPY, and mint access tokens through the real Refresh RPC."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, TypeAlias
 import asyncpg
 import grpc
 
+from authsvc.core.models import UserId
+from authsvc.domain.refresh_tokens import hash_refresh_token, new_refresh_token
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 
@@ -31,7 +32,7 @@ _SESSION_COLUMNS = (
     "id", "user_id", "created_at", "last_active_at", "idle_expires_at", "expires_at",
     "remember_me", "user_agent", "ip_address", "device_type", "browser", "os", "device_name",
 )  # fmt: skip
-_TOKEN_COLUMNS = ("id", "session_id", "token_hash", "created_at", "expires_at")
+_TOKEN_COLUMNS = ("id", "user_id", "session_id", "token_hash", "created_at", "expires_at")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -67,13 +68,15 @@ class Seeder:
             mine = []
             for _ in range(sessions_each):
                 session_id = uuid.uuid4()
-                token = secrets.token_urlsafe(32)
+                # Routed by its user, as the service issues them (a legacy token's first
+                # use would take the lookup by hash alone: multi-shard on Citus).
+                token = new_refresh_token(UserId(user_id))
                 session_rows.append(
                     (session_id, user_id, now, now, now + _LIFETIME, now + _LIFETIME, False,
                      "bench/1.0", "127.0.0.1", "other", "Other", "Other", "bench")
                 )  # fmt: skip
                 token_rows.append(
-                    (uuid.uuid4(), session_id, hashlib.sha256(token.encode()).digest(), now,
+                    (uuid.uuid4(), user_id, session_id, hash_refresh_token(token), now,
                      now + _LIFETIME)
                 )  # fmt: skip
                 mine.append(
@@ -119,7 +122,7 @@ class Seeder:
                  "127.0.0.1", "other", "Other", "Other", "background")
             )  # fmt: skip
             token_rows.append(
-                (uuid.uuid4(), session_id, secrets.token_bytes(32), created, ends)
+                (uuid.uuid4(), user_id, session_id, secrets.token_bytes(32), created, ends)
             )  # fmt: skip
         await self._copy(user_rows, session_rows, token_rows)
 
