@@ -179,7 +179,14 @@ async def _compare(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
                 runs[name].append(run)
                 _progress(f"{name} {SCENARIO} {index + 1}/{args.runs}", run)
         summaries = {name: _summary(backend_runs) for name, backend_runs in runs.items()}
+        for name, backend in backends.items():
+            summaries[name]["warnings_logged"] = bench_main._warnings_logged(backend.server)
         return {**summaries, "citus_over_postgres": _ratios(summaries[PLAIN], summaries[CITUS])}
+    except BaseException:
+        for backend in backends.values():  # why it failed, before the logs go
+            for line in bench_main._warnings_logged(backend.server, keep=5):
+                print(f"{backend.name} server: {line}", file=sys.stderr)
+        raise
     finally:
         if bench is not None:
             bench.executor.shutdown(cancel_futures=True)
@@ -238,6 +245,7 @@ def _rebalance_figures(run: Rebalance) -> dict[str, Any]:
         "calls_during_rebalance": len(during),
         "failed_calls": len(run.failed),
         "failed_by_outcome": outcomes,
+        "errors_logged": sorted(set(run.errors_logged)),
         "refresh_p50_ms_during": _quantile_ms(during, 0.5),
         "refresh_max_ms_during": _quantile_ms(during, 1.0),
         "sessions_before_after": [len(run.before.session_ids), len(run.after.session_ids)],
