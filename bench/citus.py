@@ -152,6 +152,7 @@ async def _compare(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     plain_pg = start_embedded_postgres(work_dir / "pg")
     cluster = _cluster(work_dir)
     backends: dict[str, Backend] = {}
+    servers: list[ServerProcess] = []
     bench: CitusBench | None = None
     try:
         await plain_pg.ensure_service_database()
@@ -164,6 +165,7 @@ async def _compare(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
         ):
             # Started one at a time: each migrates its database as it starts.
             server = start_authsvc(dsn, work_dir, "WARNING", name=f"authsvc-{name}")
+            servers.append(server)
             await wait_serving(server.target)
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
             seeder = Seeder(pool, server.target, password_hash)
@@ -192,8 +194,9 @@ async def _compare(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
             bench.executor.shutdown(cancel_futures=True)
             if bench.empty is not None:
                 bench.empty.stop()
+        for server in servers:
+            server.stop()
         for backend in backends.values():
-            backend.server.stop()
             await backend.pool.close()
         await cluster.stop()
         plain_pg.stop()
@@ -228,6 +231,12 @@ def _print_comparison(result: dict[str, Any]) -> None:
         )
     ratios = result["citus_over_postgres"]
     print("citus / postgres: " + ", ".join(f"{k} {_number(v, 2)}" for k, v in ratios.items()))
+    print(
+        f"{result['cpus']} CPUs, shared by the load processes, both servers and every node (and"
+        f" whatever else ran: load average {result['load_average_before'][0]:.1f} before):"
+        " calls/s is what this machine did, not what either backend could; CPU per call is"
+        " the figure to compare"
+    )
 
 
 def _rebalance_figures(run: Rebalance) -> dict[str, Any]:
