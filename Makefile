@@ -107,9 +107,11 @@ pytest-pgbouncer: bootstrap
 	@$(BIN)/pytest -q --through-pgbouncer $(PGBOUNCER_TESTS)
 
 # On a Citus cluster, a coordinator and two workers (tests/scale/citus_cluster.py; Citus is
-# built into .venv by scripts/install_citus): every test database is made on every node. The
+# built into .venv by scripts/install_citus): every test database is made on every node.
+# test_citus_router.py EXPLAINs every statement the hot RPCs send (router queries only); the
 # rebalance test makes a cluster of its own (it adds a worker).
-CITUS_TESTS := $(CORRECTNESS_TESTS) tests/scale/test_citus_rebalance.py
+CITUS_TESTS := $(CORRECTNESS_TESTS) tests/scale/test_citus_router.py \
+	tests/scale/test_citus_rebalance.py
 pytest-citus: bootstrap
 	@$(BIN)/pytest -q --on-citus $(CITUS_TESTS)
 

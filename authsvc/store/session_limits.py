@@ -41,7 +41,7 @@ _EVICT_LEAST_RECENT = """
 WITH evicted AS (
     UPDATE sessions
     SET revoked_at = $2, revoke_reason = $4, end_reason = $5, ended_by_kind = 'system'
-    WHERE id IN (
+    WHERE user_id = $1 AND id IN (
         SELECT id FROM sessions
         WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
         ORDER BY last_active_at DESC, id DESC

@@ -122,7 +122,9 @@ VALUES ($6, $1, $7, $2, $3, $10)
 # lock the session first (the locking rule), then consume the token only if it
 # is current and the session live. FOR UPDATE and UPDATE re-read the newest row
 # versions after waiting for a lock, so a token rotated by a transaction that
-# held the lock first fails `rotated_at IS NULL` here and nothing is written.
+# held the lock first fails `rotated_at IS NULL` here and nothing is written. $3 is the
+# idle deadline a rotation slides to (now + idle timeout), computed by the caller: Citus
+# refuses a non-immutable expression (timestamptz + interval) in RETURNING.
 _ROTATE_IF_CURRENT = """
 WITH locked AS MATERIALIZED (
     SELECT id, user_id, expires_at, idle_expires_at, revoked_at FROM sessions
@@ -133,12 +135,12 @@ WITH locked AS MATERIALIZED (
     UPDATE refresh_tokens AS t SET
         rotated_at = $2, successor_box = $4, idempotency_key_hash = $11,
         expires_at = CASE WHEN $11::bytea IS NULL THEN t.expires_at
-            ELSE GREATEST(t.expires_at, LEAST($2 + $3::interval, s.expires_at)) END
+            ELSE GREATEST(t.expires_at, LEAST($3::timestamptz, s.expires_at)) END
     FROM locked AS s
     WHERE t.token_hash = $1 AND t.user_id = $12 AND t.session_id = s.id
       AND t.rotated_at IS NULL AND t.expires_at > $2
       AND s.revoked_at IS NULL AND s.idle_expires_at > $2
-    RETURNING s.id AS session_id, LEAST($2 + $3::interval, s.expires_at) AS idle_expires_at,
+    RETURNING s.id AS session_id, LEAST($3::timestamptz, s.expires_at) AS idle_expires_at,
         t.id AS token_id
 ), touched AS (
     UPDATE sessions
@@ -603,7 +605,7 @@ class PgSessionStore:
                 _ROTATE_IF_CURRENT,
                 token_hash,
                 now,
-                idle_timeout,
+                now + idle_timeout,
                 successor_box,
                 uuid.uuid4(),
                 successor_hash,

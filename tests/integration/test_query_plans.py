@@ -178,7 +178,7 @@ def statements(
     never_issued = hashlib.sha256(b"never issued").digest()
     rotation = (
         NOW,
-        timedelta(days=7),
+        NOW + timedelta(days=7),  # the idle deadline a rotation slides to
         b"box",
         uuid.uuid4(),
         hashlib.sha256(b"next").digest(),
