@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import itertools
 import json
 import os
 import random
-import secrets
 import time
 import uuid
 from collections import Counter
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import grpc
 
+from authsvc.domain.refresh_tokens import hash_refresh_token, new_refresh_token, routed_user
 from authsvc.store.sessions import _ROTATE_IF_CURRENT
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
@@ -406,21 +405,26 @@ def _pg_refresh(pg: asyncpg.Pool, slot: Slot) -> Op:
     async def op() -> str:
         if not idle:
             return "NO_IDLE_SESSION"
-        token_hash = hashlib.sha256(idle.popleft().encode("ascii")).digest()
-        successor = secrets.token_urlsafe(32)
+        presented = idle.popleft()
+        user_id = routed_user(presented)  # the seeder's tokens are routed
+        if user_id is None:
+            return "UNROUTED_TOKEN"
+        successor = new_refresh_token(user_id)
+        now = datetime.now(UTC)
         row = await pg.fetchrow(
             _ROTATE_IF_CURRENT,
-            token_hash,
-            datetime.now(UTC),
-            _IDLE_TIMEOUT,
+            hash_refresh_token(presented),
+            now,
+            now + _IDLE_TIMEOUT,
             os.urandom(60),  # the size of a sealed successor box
             uuid.uuid4(),
-            hashlib.sha256(successor.encode("ascii")).digest(),
+            hash_refresh_token(successor),
             "bench-kid",  # the signing key the session's latest access token names
             "127.0.0.1",
             "bench",
             lineage,
             os.urandom(32),  # an idempotency key's hash: the clients send a key every time
+            user_id,
         )
         if row is None:
             return "UNKNOWN_TOKEN"
