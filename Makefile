@@ -56,6 +56,7 @@ bench: bootstrap ## Benchmark every RPC against its bounds (python -m bench; see
 bench-smoke: bootstrap
 	@$(BIN)/python -m bench --smoke --pgbouncer
 	@$(BIN)/python -m bench.capacity --smoke
+	@$(BIN)/python -m bench.citus --smoke
 
 # Not part of `make test`: minutes, not seconds. MUTANTS="glob ..." runs only those mutants,
 # e.g. MUTANTS='authsvc.domain.access_tokens.*'. docs/mutation.md has the last score.
@@ -107,8 +108,10 @@ pytest-pgbouncer: bootstrap
 
 # On a Citus cluster, a coordinator and two workers (tests/scale/citus_cluster.py; Citus is
 # built into .venv by scripts/install_citus): every test database is made on every node.
-# test_citus_router.py EXPLAINs every statement the hot RPCs send (router queries only).
-CITUS_TESTS := $(CORRECTNESS_TESTS) tests/scale/test_citus_router.py
+# test_citus_router.py EXPLAINs every statement the hot RPCs send (router queries only); the
+# rebalance test makes a cluster of its own (it adds a worker).
+CITUS_TESTS := $(CORRECTNESS_TESTS) tests/scale/test_citus_router.py \
+	tests/scale/test_citus_rebalance.py
 pytest-citus: bootstrap
 	@$(BIN)/pytest -q --on-citus $(CITUS_TESTS)
 
