@@ -57,13 +57,16 @@ FROM login_failures f WHERE f.bucket = $1
 # Records the attempt in flight and counts the others, after the bucket's lock: a new
 # statement, so its snapshot holds every admission committed by the lock's previous
 # holders (one statement with the lock would count from before its wait). The caller
-# rolls back if the counts refuse the attempt.
+# rolls back if the counts refuse the attempt. Its own row is left out by id: PostgreSQL
+# runs the CTE in the statement's snapshot, which cannot see the row, but Citus runs it as
+# a statement of its own first, whose row the count then would see.
 _ADMIT_COUNTING_OTHERS = """
 WITH admitted AS (
     INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)
     VALUES ($2, $1, $3)
 )
-SELECT count(*) FROM login_attempts_in_flight WHERE bucket = $1 AND admitted_at > $4
+SELECT count(*) FROM login_attempts_in_flight
+WHERE bucket = $1 AND admitted_at > $4 AND attempt_id <> $2
 """
 _FORGET_ATTEMPT = "DELETE FROM login_attempts_in_flight WHERE bucket = $1 AND attempt_id = $2"
 # One more failure in the bucket, locking it, with the attempt settled ($4). A missing or
