@@ -47,6 +47,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 
+# Citus's own SQLSTATEs (asyncpg knows no class for them) for a distributed execution that
+# failed part-way and was rolled back whole: CIINF, an intermediate result gone because
+# another part of the transaction failed, as when a shard move blocks writes to its shard
+# (docs/scaling.md, "Adding a worker"). Worth a retry, as a deadlock is.
+_UNAVAILABLE_STATES = frozenset({"CIINF"})
+
 # What failed, by the driver's error class; the first match wins. PostgreSQL's own message
 # follows (it names the role or database, never a password).
 _KINDS: tuple[tuple[type[BaseException], str], ...] = (
@@ -104,3 +110,7 @@ async def translate_errors(dsn: str | None = None) -> AsyncIterator[None]:
         if dsn is not None:
             detail = f"{detail} ({redact_dsn(dsn)})"
         raise DatabaseUnavailable(detail=detail) from exc
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate not in _UNAVAILABLE_STATES:
+            raise
+        raise DatabaseUnavailable(detail=describe(exc)) from exc
