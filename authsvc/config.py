@@ -1236,7 +1236,7 @@ def _database_problems(config: Config, *, has_citus: bool) -> Sequence[tuple[boo
     return (
         (
             # The outbox is written by triggers on sessions, which Citus refuses on a
-            # distributed table (migration 0027 drops them there): no event would be sent.
+            # distributed table (migration 0028 drops them there): no event would be sent.
             has_citus and bool(config.webhook_urls),
             "AUTHSVC_WEBHOOK_URLS cannot be used on Citus yet (the database has the citus "
             "extension): the outbox is written by triggers on sessions, which Citus refuses "

@@ -217,7 +217,7 @@ async def open_connections(pool: Pool, count: int) -> None:
             await held.enter_async_context(pool.acquire())
 
 
-# Migration 0027 distributes the tables where this extension is installed.
+# Migration 0028 distributes the tables where this extension is installed.
 _HAS_CITUS = "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"
 
 

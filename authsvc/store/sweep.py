@@ -8,7 +8,7 @@ What is swept is declared once, in `SWEPT`: adding a table to the sweep is one e
 there (and its index, in a migration). Its name is the key of its count in what
 `Sweeper.run_once` returns, in the `sweep` log line and in `authsvc sweep`'s output.
 
-The same SQL runs on plain PostgreSQL and on Citus (migration 0027), where the per-user,
+The same SQL runs on plain PostgreSQL and on Citus (migration 0028), where the per-user,
 throttle and reset-token tables are distributed. Citus refuses the one-statement form
 these tables had (`DELETE ... WHERE key = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))`:
 no row locks in a multi-shard subquery, no ctid in a recursively planned modification),

@@ -1,7 +1,7 @@
 """Every statement the hot RPCs send is a router query on Citus: one task on one worker.
 
 A real server runs on a Citus coordinator with two workers, on a database the real
-migrations made (0027 distributes it). Its pool logs every statement it sends (asyncpg's
+migrations made (0028 distributes it). Its pool logs every statement it sends (asyncpg's
 query logger), and each RPC below is made for an account on each worker; then every
 statement that RPC sent is EXPLAINed on the coordinator with the very parameters it was
 sent with (tests/scale/citus_router.py). Each Citus scan in each plan, distributed
