@@ -202,13 +202,15 @@ def logout_revocation(cursor: int, revoked_at: datetime) -> Revocation:
 
 # On Citus a statement on a distributed or reference table waits for its lock on the
 # node holding the row, which the coordinator's pg_stat_activity does not show (there
-# the caller waits on the worker's answer): citus_stat_activity shows every node's.
+# the caller waits on the worker's answer): citus_stat_activity shows every node's. A
+# caller is counted once (its global pid), though it waits on several nodes at once (a
+# reference table's rows are on every node).
 _LOCK_WAITERS = (
     "SELECT count(*) FROM pg_stat_activity"
     " WHERE datname = current_database() AND wait_event_type = 'Lock'"
 )
 _LOCK_WAITERS_ON_EVERY_NODE = (
-    "SELECT count(*) FROM citus_stat_activity"
+    "SELECT count(DISTINCT global_pid) FROM citus_stat_activity"
     " WHERE datname = current_database() AND wait_event_type = 'Lock'"
 )
 
