@@ -19,7 +19,7 @@ from authsvc.domain.bulk_revocation import BATCH_SIZE
 from authsvc.store import bulk_revocation as bulk_sql
 from authsvc.store.pool import Pool
 from tests.integration.test_bulk_revocation_load import LOAD_TIMEOUT, SESSIONS, load_sessions
-from tests.integration.test_query_plans import plan_nodes
+from tests.query_plans import plan_nodes
 
 pytestmark = pytest.mark.asyncio
 
