@@ -200,11 +200,24 @@ def logout_revocation(cursor: int, revoked_at: datetime) -> Revocation:
     )
 
 
+# On Citus a statement on a distributed or reference table waits for its lock on the
+# node holding the row, which the coordinator's pg_stat_activity does not show (there
+# the caller waits on the worker's answer): citus_stat_activity shows every node's. A
+# caller is counted once (its global pid), though it waits on several nodes at once (a
+# reference table's rows are on every node).
+_LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+_LOCK_WAITERS_ON_EVERY_NODE = (
+    "SELECT count(DISTINCT global_pid) FROM citus_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
 async def backends_waiting_for_locks(pool: Pool) -> int:
-    """How many of the database's backends wait for a lock now: how a test knows a call
-    it started has reached the lock it holds."""
-    waiting: int = await pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
+    """How many of the database's backends wait for a lock now, on any node of a Citus
+    cluster: how a test knows a call it started has reached the lock it holds."""
+    on_citus = await pool.fetchval("SELECT to_regclass('citus_stat_activity') IS NOT NULL")
+    waiting: int = await pool.fetchval(_LOCK_WAITERS_ON_EVERY_NODE if on_citus else _LOCK_WAITERS)
     return waiting

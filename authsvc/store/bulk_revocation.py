@@ -1,7 +1,7 @@
 """SQL for AdminService.RevokeSessions: count and sample the sessions a filter selects,
 and end them in short batches.
 
-A batch locks its rows in id order and ends them in one statement, then appends each to
+A batch picks its rows' keys in id order and ends them by key, then appends each to
 the revocation log (store/revocations.py), under the log's advisory lock, which the
 batch then holds until it commits. Logout, reuse detection and every other ending
 wait for that commit, so a batch is kept small (the domain's size) and commits at once.
@@ -54,24 +54,25 @@ FROM sessions s WHERE {_MATCHES}
 ORDER BY s.last_active_at DESC, s.id DESC
 LIMIT $10
 """  # noqa: S608
-# One batch: the next $11 matches after id $10, locked in id order (two runs at once
-# queue on each other's rows rather than deadlock), then ended. A row a concurrent call
-# changed is re-checked against the filter once locked: one ended meanwhile is skipped
-# and the next taken instead, so a short batch means no match is left.
-# The ids go to the UPDATE as one array, so it finds them by primary key (joined to the
-# CTE instead, it hashed and scanned the whole table every batch).
-_END_BATCH = f"""
-WITH picked AS (
-    SELECT s.id FROM sessions s
-    WHERE {_MATCHES} AND ($10::uuid IS NULL OR s.id > $10)
-    ORDER BY s.id
-    LIMIT $11
-    FOR UPDATE
-)
+# One batch, in rounds: `_PICK` takes the keys of the next matches after id $10, in id
+# order, without locks; `_END_PICKED` ends exactly those, re-checking the filter (Citus
+# refuses FOR UPDATE in a query over several shards, and the modifying-CTE form it had
+# ran its pick as a separate statement anyway). A row a concurrent call ended meanwhile
+# fails the re-check (the UPDATE waits for its lock, then sees it ended) and is skipped;
+# the next round picks after the last key seen to fill the batch, so a short batch still
+# means no match is left. Two runs at once pick the same rows and the second skips them.
+_PICK = f"""
+SELECT s.user_id, s.id FROM sessions s
+WHERE {_MATCHES} AND ($10::uuid IS NULL OR s.id > $10)
+ORDER BY s.id
+LIMIT $11
+"""  # noqa: S608
+# By whole primary key (user_id, id): each shard's statement finds its rows by index.
+_END_PICKED = f"""
 UPDATE sessions AS s
-SET revoked_at = $1, end_reason = 'bulk_revoked', revoke_reason = $12,
-    ended_by_kind = 'operator', ended_by_operator = $13
-WHERE s.id = ANY(ARRAY(SELECT id FROM picked))
+SET revoked_at = $1, end_reason = 'bulk_revoked', revoke_reason = $10,
+    ended_by_kind = 'operator', ended_by_operator = $11
+WHERE s.user_id = ANY($12::uuid[]) AND s.id = ANY($13::uuid[]) AND {_MATCHES}
 RETURNING s.id, s.user_id, s.created_at
 """  # noqa: S608
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
@@ -139,16 +140,26 @@ class PgBulkRevocationStore:
         revoke_reason: str,
         operator: str,
     ) -> list[EndedSession]:
+        arguments = filter_arguments(which, now=now, started=started)
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_CUSTOM_PLANS)
-            rows = await conn.fetch(
-                _END_BATCH,
-                *filter_arguments(which, now=now, started=started),
-                after,
-                limit,
-                revoke_reason,
-                operator,
-            )
+            rows: list[asyncpg.Record] = []
+            while len(rows) < limit:
+                wanted = limit - len(rows)
+                picked = await conn.fetch(_PICK, *arguments, after, wanted)
+                if not picked:
+                    break
+                rows += await conn.fetch(
+                    _END_PICKED,
+                    *arguments,
+                    revoke_reason,
+                    operator,
+                    [row["user_id"] for row in picked],
+                    [row["id"] for row in picked],
+                )
+                if len(picked) < wanted:
+                    break
+                after = SessionId(picked[-1]["id"])
             await append_revocations(
                 conn,
                 [(SessionId(row["id"]), UserId(row["user_id"])) for row in rows],
@@ -158,7 +169,7 @@ class PgBulkRevocationStore:
         ended = [
             EndedSession(id=SessionId(row["id"]), created_at=row["created_at"]) for row in rows
         ]
-        # In id order, as locked: the next batch starts after the last.
+        # In id order: the next batch starts after the last.
         return sorted(ended, key=lambda session: session.id)
 
     async def record(self, event: AuditEvent, *, session_count: int) -> None:

@@ -217,15 +217,6 @@ async def test_the_sweeper_deletes_expired_tokens(
     assert await pool.fetchval("SELECT count(*) FROM password_reset_tokens") == 1
 
 
-async def lock_waiters(pool: Pool) -> int:
-    return int(
-        await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-    )
-
-
 async def test_concurrent_resets_with_one_token_change_the_password_once(
     admin: Admin, pool: Pool
 ) -> None:
@@ -243,7 +234,7 @@ async def test_concurrent_resets_with_one_token_change_the_password_once(
         ]
 
         async def all_waiting() -> bool:
-            return await lock_waiters(pool) == len(passwords)
+            return await backends_waiting_for_locks(pool) == len(passwords)
 
         await eventually(all_waiting)
     outcomes = await asyncio.gather(*resets, return_exceptions=True)
@@ -342,7 +333,7 @@ async def test_a_token_issued_while_the_account_is_deleted_is_user_not_found_and
         issuing = asyncio.create_task(admin.token_for(user_id=session.user_id))
 
         async def waiting() -> bool:
-            return await lock_waiters(pool) == 1
+            return await backends_waiting_for_locks(pool) == 1
 
         await eventually(waiting)
         await conn.execute("DELETE FROM users WHERE id = $1", user_id)

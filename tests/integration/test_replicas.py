@@ -25,7 +25,15 @@ from authsvc.store.pool import Pool
 from authsvc.store.sweep import SWEEP_LOCK_KEY
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import DatabaseRoute, Launch, NewDatabase, pool_on
-from tests.helpers import bearer, error_info, login, refresh, register, validate
+from tests.helpers import (
+    backends_waiting_for_locks,
+    bearer,
+    error_info,
+    login,
+    refresh,
+    register,
+    validate,
+)
 from tests.processes import (
     CommandRun,
     ServerProcess,
@@ -88,12 +96,9 @@ async def cluster(
 
 
 async def lock_waiters_reach(pool: Pool, count: int) -> bool:
-    """Whether `count` backends of the pool's database are waiting for a lock."""
-    waiting = await pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return bool(waiting >= count)
+    """Whether `count` backends of the pool's database are waiting for a lock (on any node
+    of a Citus cluster)."""
+    return await backends_waiting_for_locks(pool) >= count
 
 
 def kid_of(access_token: str) -> str:
