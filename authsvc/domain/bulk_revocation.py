@@ -74,8 +74,8 @@ class BulkRevocationStore(Protocol):
         revoke_reason: str,
         operator: str,
     ) -> list[EndedSession]:
-        """In one transaction: lock the first `limit` matching sessions with an id above
-        `after` (all, if None), in id order, and end them at `now` as BULK_REVOKED, ended
+        """In one transaction: end the first `limit` sessions with an id above `after` (all,
+        if None) that still match as they are ended, in id order, at `now` as BULK_REVOKED, ended
         by the operator named `operator`, `revoke_reason` their free text; each goes on the
         revocation feed. Returns them in id order; fewer than `limit` when no more
         matched."""

@@ -20,7 +20,7 @@ import pytest
 
 from authsvc.store import admin as admin_sql
 from authsvc.store.pool import Pool
-from tests.integration.test_query_plans import plan_nodes
+from tests.query_plans import plan_nodes
 
 pytestmark = pytest.mark.asyncio
 
