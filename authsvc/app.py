@@ -22,10 +22,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authsvc.api.admin_servicer import AdminServicer
+from authsvc.api.caller import Caller
+from authsvc.api.factor_rpcs import FactorRpcs
 from authsvc.api.health import HealthServicer
 from authsvc.api.http_port import HttpPort
 from authsvc.api.interceptors import EdgeInterceptor, InFlight
 from authsvc.api.metrics_endpoint import MetricsEndpoint
+from authsvc.api.passkey_rpcs import PasskeyRpcs
 from authsvc.api.reflection import enable_reflection
 from authsvc.api.service_auth import OperatorGuard, ServiceGuard
 from authsvc.api.servicer import AuthServicer, OpenStreams
@@ -245,6 +248,11 @@ class AuthServer:
             ],
         )
         services = ServiceGuard(config.service_keys, config.service_identities)
+        caller = Caller(self.sessions, config.trusted_proxies)
+        # Second factors: TOTP and recovery codes.
+        factor_rpcs = FactorRpcs(caller)
+        # Passkeys (WebAuthn).
+        passkey_rpcs = PasskeyRpcs(caller)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(
                 self.sessions,
@@ -261,6 +269,8 @@ class AuthServer:
                 ),
                 streams=self._streams,
                 resets=self.password_resets,
+                factor_rpcs=factor_rpcs,
+                passkey_rpcs=passkey_rpcs,
                 require_service_credentials=config.require_service_credentials,
             ),
             self._server,

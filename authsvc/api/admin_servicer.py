@@ -318,3 +318,20 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.RetryWebhookDeliveryResponse(
             delivery=webhook_deliveries.delivery_message(delivery)
         )
+
+    # --- second factors --------------------------------------------------------
+
+    async def ListUserFactors(
+        self, request: pb.ListUserFactorsRequest, context: Context[Any, Any]
+    ) -> pb.ListUserFactorsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+
+    async def RemoveUserFactor(
+        self, request: pb.RemoveUserFactorRequest, context: Context[Any, Any]
+    ) -> pb.RemoveUserFactorResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+
+    async def SetSecondFactorRequired(
+        self, request: pb.SetSecondFactorRequiredRequest, context: Context[Any, Any]
+    ) -> pb.SetSecondFactorRequiredResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")

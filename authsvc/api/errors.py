@@ -72,6 +72,16 @@ _ANSWERS: Mapping[type[errors.AuthError], _Answer] = {
     errors.NotReady: (_Code.UNAVAILABLE, ErrorReason.NOT_READY),
     errors.CursorExpired: (_Code.OUT_OF_RANGE, ErrorReason.CURSOR_EXPIRED),
     errors.SubscriberTooSlow: (_Code.RESOURCE_EXHAUSTED, ErrorReason.SUBSCRIBER_TOO_SLOW),
+    errors.StepUpRequired: (_Code.PERMISSION_DENIED, ErrorReason.STEP_UP_REQUIRED),
+    errors.SecondFactorInvalid: (_Code.UNAUTHENTICATED, ErrorReason.SECOND_FACTOR_INVALID),
+    errors.PendingLoginInvalid: (_Code.UNAUTHENTICATED, ErrorReason.PENDING_LOGIN_INVALID),
+    errors.FactorNotFound: (_Code.NOT_FOUND, ErrorReason.FACTOR_NOT_FOUND),
+    errors.PasskeyChallengeInvalid: (
+        _Code.UNAUTHENTICATED,
+        ErrorReason.PASSKEY_CHALLENGE_INVALID,
+    ),
+    errors.PasskeysDisabled: (_Code.FAILED_PRECONDITION, ErrorReason.PASSKEYS_DISABLED),
+    errors.FactorAlreadyEnrolled: (_Code.ALREADY_EXISTS, ErrorReason.FACTOR_ALREADY_ENROLLED),
 }
 _INTERNAL: _Answer = (_Code.INTERNAL, ErrorReason.INTERNAL)
 

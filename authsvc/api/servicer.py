@@ -12,15 +12,17 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from authsvc.api import convert
+from authsvc.api.caller import Caller
 from authsvc.api.errors import internal_status, reason_of, status_for
+from authsvc.api.factor_rpcs import FactorRpcs
 from authsvc.api.interceptors import note_subject
-from authsvc.api.metadata import IpNetwork, bearer_token, client_ip, has_metadata, user_agent
+from authsvc.api.metadata import IpNetwork, has_metadata
+from authsvc.api.passkey_rpcs import PasskeyRpcs
 from authsvc.api.service_auth import ServiceGuard
 from authsvc.core.errors import AuthError, InvalidArgument, SessionEnded
 from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin
 from authsvc.domain import validation
 from authsvc.domain.access_tokens import VERIFIED_CACHE_SIZE
-from authsvc.domain.devices import MAX_USER_AGENT, describe_device
 from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.revocation_watch import Heartbeat, RevocationWatch
 from authsvc.domain.sessions import SessionService
@@ -107,8 +109,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         revocations: RevocationWatch,
         streams: OpenStreams,
         resets: PasswordResets,
+        factor_rpcs: FactorRpcs,
+        passkey_rpcs: PasskeyRpcs,
         require_service_credentials: bool = False,
     ) -> None:
+        self._caller = Caller(sessions, trusted_proxies)
+        self._factor_rpcs = factor_rpcs
+        self._passkey_rpcs = passkey_rpcs
         self._sessions = sessions
         self._keys = keys
         self._trusted_proxies = tuple(trusted_proxies)
@@ -121,24 +128,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._resets = resets
 
     def _device(self, context: Context[Any, Any], device_name: str) -> DeviceInfo:
-        return describe_device(
-            user_agent=user_agent(context),
-            ip_address=client_ip(context, self._trusted_proxies),
-            device_name=validation.clean_label(
-                "device_name", device_name, max_length=validation.MAX_LABEL_LENGTH
-            ),
-        )
+        return self._caller.device(context, device_name)
 
     def _origin(self, context: Context[Any, Any]) -> RequestOrigin:
-        return RequestOrigin(
-            ip_address=client_ip(context, self._trusted_proxies),
-            user_agent=user_agent(context)[:MAX_USER_AGENT],
-        )
+        return self._caller.origin(context)
 
     async def _authenticate(self, context: Context[Any, Any]) -> Principal:
-        principal = await self._sessions.authenticate(bearer_token(context))
-        note_subject(principal.user_id, principal.session_id)
-        return principal
+        return await self._caller.authenticate(context)
 
     async def Register(
         self, request: pb.RegisterRequest, context: Context[pb.RegisterRequest, pb.RegisterResponse]
@@ -299,8 +295,6 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
         return pb.ChangePasswordResponse(revoked_session_count=count)
 
-    # ResetPassword is being built: until it lands, it answers UNIMPLEMENTED, as the
-    # generated base would.
     async def ResetPassword(
         self,
         request: pb.ResetPasswordRequest,
@@ -365,3 +359,64 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             )
         if status is not None and not context.done():
             await context.abort(status.code, status.details, status.trailing_metadata)
+
+    # --- assurance: two-step login and step-up -------------------------------
+
+    async def CompleteLogin(
+        self, request: pb.CompleteLoginRequest, context: Context[Any, Any]
+    ) -> pb.CompleteLoginResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+
+    async def StepUp(
+        self, request: pb.StepUpRequest, context: Context[Any, Any]
+    ) -> pb.StepUpResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+
+    # --- second factors: api/factor_rpcs.py ----------------------------------
+
+    async def ListFactors(
+        self, request: pb.ListFactorsRequest, context: Context[Any, Any]
+    ) -> pb.ListFactorsResponse:
+        return await self._factor_rpcs.ListFactors(request, context)
+
+    async def EnrolTotp(
+        self, request: pb.EnrolTotpRequest, context: Context[Any, Any]
+    ) -> pb.EnrolTotpResponse:
+        return await self._factor_rpcs.EnrolTotp(request, context)
+
+    async def ConfirmTotp(
+        self, request: pb.ConfirmTotpRequest, context: Context[Any, Any]
+    ) -> pb.ConfirmTotpResponse:
+        return await self._factor_rpcs.ConfirmTotp(request, context)
+
+    async def RemoveFactor(
+        self, request: pb.RemoveFactorRequest, context: Context[Any, Any]
+    ) -> pb.RemoveFactorResponse:
+        return await self._factor_rpcs.RemoveFactor(request, context)
+
+    async def RegenerateRecoveryCodes(
+        self, request: pb.RegenerateRecoveryCodesRequest, context: Context[Any, Any]
+    ) -> pb.RegenerateRecoveryCodesResponse:
+        return await self._factor_rpcs.RegenerateRecoveryCodes(request, context)
+
+    # --- passkeys: api/passkey_rpcs.py ---------------------------------------
+
+    async def BeginPasskeyRegistration(
+        self, request: pb.BeginPasskeyRegistrationRequest, context: Context[Any, Any]
+    ) -> pb.BeginPasskeyRegistrationResponse:
+        return await self._passkey_rpcs.BeginPasskeyRegistration(request, context)
+
+    async def FinishPasskeyRegistration(
+        self, request: pb.FinishPasskeyRegistrationRequest, context: Context[Any, Any]
+    ) -> pb.FinishPasskeyRegistrationResponse:
+        return await self._passkey_rpcs.FinishPasskeyRegistration(request, context)
+
+    async def BeginPasskeyAssertion(
+        self, request: pb.BeginPasskeyAssertionRequest, context: Context[Any, Any]
+    ) -> pb.BeginPasskeyAssertionResponse:
+        return await self._passkey_rpcs.BeginPasskeyAssertion(request, context)
+
+    async def PasskeyLogin(
+        self, request: pb.PasskeyLoginRequest, context: Context[Any, Any]
+    ) -> pb.PasskeyLoginResponse:
+        return await self._passkey_rpcs.PasskeyLogin(request, context)

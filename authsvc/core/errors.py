@@ -15,6 +15,8 @@ __all__ = [
     "CursorExpired",
     "DatabaseUnavailable",
     "EmailTaken",
+    "FactorAlreadyEnrolled",
+    "FactorNotFound",
     "InvalidArgument",
     "InvalidCredentials",
     "InvalidPageToken",
@@ -22,12 +24,16 @@ __all__ = [
     "NotReady",
     "OperatorCredentialsRequired",
     "OperatorNotAllowed",
+    "PasskeyChallengeInvalid",
+    "PasskeysDisabled",
     "PasswordResetTokenInvalid",
+    "PendingLoginInvalid",
     "RateLimited",
     "RefreshTokenExpired",
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "RegistrationDisabled",
+    "SecondFactorInvalid",
     "ServerBusy",
     "ServiceCredentialsRequired",
     "SessionEnded",
@@ -35,6 +41,7 @@ __all__ = [
     "SessionLimitReached",
     "SessionNotFound",
     "SessionRevoked",
+    "StepUpRequired",
     "SubscriberTooSlow",
     "TokenExpired",
     "TokenInvalid",
@@ -131,6 +138,39 @@ class SessionLimitReached(AuthError):
 
 class WebhookDeliveryNotFound(AuthError):
     """An operator named a webhook delivery that does not exist, or no longer does."""
+
+
+class StepUpRequired(AuthError):
+    """A sensitive RPC, and the session has not verified the user's second factor within
+    the step-up window; `metadata["factor_types"]` lists what the user can step up with."""
+
+    def __init__(self, message: str, *, factor_types: str) -> None:
+        super().__init__(message, factor_types=factor_types)
+
+
+class SecondFactorInvalid(Unauthenticated):
+    """A wrong, used or out-of-window TOTP code, recovery code or passkey assertion."""
+
+
+class PendingLoginInvalid(Unauthenticated):
+    """A pending login token that is unknown, used, expired, out of attempts, or not good
+    for this RPC: the answer does not say which."""
+
+
+class FactorNotFound(AuthError):
+    """No such factor, or unconfirmed enrolment, among the user's."""
+
+
+class PasskeyChallengeInvalid(Unauthenticated):
+    """A WebAuthn challenge that is unknown, used, expired or for another purpose."""
+
+
+class PasskeysDisabled(AuthError):
+    """The server has no WebAuthn relying party configured."""
+
+
+class FactorAlreadyEnrolled(AuthError):
+    """The user has a TOTP factor already, or the passkey is registered already."""
 
 
 class TokenInvalid(Unauthenticated):

@@ -71,7 +71,8 @@ class LogoutScope(enum.Enum):
 
 
 class SessionEndReason(enum.Enum):
-    """Why a session ended; each ending writes one (migrations 0014, 0015 and 0018 list them)."""
+    """Why a session ended; each ending writes one (migrations 0014, 0015, 0018, 0029 list
+    them)."""
 
     USER_LOGOUT = "user_logout"
     USER_REVOKED = "user_revoked"
@@ -85,6 +86,7 @@ class SessionEndReason(enum.Enum):
     ABSOLUTE_TIMEOUT = "absolute_timeout"
     BULK_REVOKED = "bulk_revoked"
     SESSION_LIMIT_EVICTED = "session_limit_evicted"
+    SECOND_FACTOR_CHANGED = "second_factor_changed"
 
 
 # The endings the sweeper marks: a session's deadline passed, nobody ended it.

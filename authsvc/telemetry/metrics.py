@@ -195,6 +195,7 @@ END_KINDS: Final = {
     "user_deleted": "revoked",
     "bulk_revoked": "revoked",
     "session_limit_evicted": "revoked",
+    "second_factor_changed": "revoked",
     "refresh_token_reuse": "reuse",
     "idle_timeout": "idle_expiry",
     "absolute_timeout": "absolute_expiry",

@@ -117,6 +117,22 @@ class AdminServiceStub:
     WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
     delivered one changes nothing.
     """
+    ListUserFactors: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListUserFactorsRequest, _admin_service_pb2.ListUserFactorsResponse]
+    """ListUserFactors lists a user's confirmed second factors (never a secret)
+    and how many recovery codes are left. USER_NOT_FOUND if there is none.
+    """
+    RemoveUserFactor: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RemoveUserFactorRequest, _admin_service_pb2.RemoveUserFactorResponse]
+    """RemoveUserFactor removes one of a user's factors (a user who lost a
+    phone) and ends every session of the user (SECOND_FACTOR_CHANGED).
+    Removing the last factor also removes the recovery codes. FACTOR_NOT_FOUND
+    if the user has no such factor.
+    """
+    SetSecondFactorRequired: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetSecondFactorRequiredRequest, _admin_service_pb2.SetSecondFactorRequiredResponse]
+    """SetSecondFactorRequired marks (or unmarks) an account as one that must
+    have a second factor: from its next password login it is sent to
+    enrolment and gets nothing else until it finishes. Its live sessions are
+    not ended; RevokeUserSessions does that.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -206,6 +222,22 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """RetryWebhookDelivery queues a failed delivery again, with fresh attempts.
     WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
     delivered one changes nothing.
+    """
+    ListUserFactors: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListUserFactorsRequest, _admin_service_pb2.ListUserFactorsResponse]  # type: ignore[assignment]
+    """ListUserFactors lists a user's confirmed second factors (never a secret)
+    and how many recovery codes are left. USER_NOT_FOUND if there is none.
+    """
+    RemoveUserFactor: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RemoveUserFactorRequest, _admin_service_pb2.RemoveUserFactorResponse]  # type: ignore[assignment]
+    """RemoveUserFactor removes one of a user's factors (a user who lost a
+    phone) and ends every session of the user (SECOND_FACTOR_CHANGED).
+    Removing the last factor also removes the recovery codes. FACTOR_NOT_FOUND
+    if the user has no such factor.
+    """
+    SetSecondFactorRequired: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetSecondFactorRequiredRequest, _admin_service_pb2.SetSecondFactorRequiredResponse]  # type: ignore[assignment]
+    """SetSecondFactorRequired marks (or unmarks) an account as one that must
+    have a second factor: from its next password login it is sent to
+    enrolment and gets nothing else until it finishes. Its live sessions are
+    not ended; RevokeUserSessions does that.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -377,6 +409,40 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """RetryWebhookDelivery queues a failed delivery again, with fresh attempts.
         WEBHOOK_DELIVERY_NOT_FOUND if there is none; retrying a pending or
         delivered one changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListUserFactors(
+        self,
+        request: _admin_service_pb2.ListUserFactorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListUserFactorsResponse, _abc.Awaitable[_admin_service_pb2.ListUserFactorsResponse]]:
+        """ListUserFactors lists a user's confirmed second factors (never a secret)
+        and how many recovery codes are left. USER_NOT_FOUND if there is none.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveUserFactor(
+        self,
+        request: _admin_service_pb2.RemoveUserFactorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RemoveUserFactorResponse, _abc.Awaitable[_admin_service_pb2.RemoveUserFactorResponse]]:
+        """RemoveUserFactor removes one of a user's factors (a user who lost a
+        phone) and ends every session of the user (SECOND_FACTOR_CHANGED).
+        Removing the last factor also removes the recovery codes. FACTOR_NOT_FOUND
+        if the user has no such factor.
+        """
+
+    @_abc_1.abstractmethod
+    def SetSecondFactorRequired(
+        self,
+        request: _admin_service_pb2.SetSecondFactorRequiredRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetSecondFactorRequiredResponse, _abc.Awaitable[_admin_service_pb2.SetSecondFactorRequiredResponse]]:
+        """SetSecondFactorRequired marks (or unmarks) an account as one that must
+        have a second factor: from its next password login it is sent to
+        enrolment and gets nothing else until it finishes. Its live sessions are
+        not ended; RevokeUserSessions does that.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

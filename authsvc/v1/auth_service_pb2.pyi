@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from authsvc.v1 import second_factors_pb2 as _second_factors_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -147,6 +148,11 @@ class _SessionEndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sess
     """A newer login of the user went past the per-user session limit, and this
     was the user's least recently active session (AUTHSVC_SESSION_LIMIT).
     """
+    SESSION_END_REASON_SECOND_FACTOR_CHANGED: _SessionEndReason.ValueType  # 13
+    """The user's second factors changed: one was added or removed, or the
+    recovery codes were regenerated, by the user on another session or by an
+    operator.
+    """
 
 class SessionEndReason(_SessionEndReason, metaclass=_SessionEndReasonEnumTypeWrapper):
     """SessionEndReason says why a session ended."""
@@ -178,6 +184,11 @@ SESSION_END_REASON_BULK_REVOKED: SessionEndReason.ValueType  # 11
 SESSION_END_REASON_SESSION_LIMIT_EVICTED: SessionEndReason.ValueType  # 12
 """A newer login of the user went past the per-user session limit, and this
 was the user's least recently active session (AUTHSVC_SESSION_LIMIT).
+"""
+SESSION_END_REASON_SECOND_FACTOR_CHANGED: SessionEndReason.ValueType  # 13
+"""The user's second factors changed: one was added or removed, or the
+recovery codes were regenerated, by the user on another session or by an
+operator.
 """
 Global___SessionEndReason: _TypeAlias = SessionEndReason  # noqa: Y015
 
@@ -238,6 +249,7 @@ class RegisterResponse(_message.Message):
     REFRESH_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    SECOND_FACTOR_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The new user's id (UUID)."""
     access_token: _builtins.str
@@ -256,6 +268,12 @@ class RegisterResponse(_message.Message):
     def refresh_token_expires_at(self) -> _timestamp_pb2.Timestamp:
         """When refresh_token stops being accepted unless it is used before."""
 
+    @_builtins.property
+    def second_factor(self) -> _second_factors_pb2.SecondFactorStep:
+        """Set instead of the tokens when the new account must enrol a second factor
+        before it gets a session (the server's policy).
+        """
+
     def __init__(
         self,
         *,
@@ -266,10 +284,11 @@ class RegisterResponse(_message.Message):
         refresh_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
         session_id: _builtins.str = ...,
         token_type: _builtins.str = ...,
+        second_factor: _second_factors_pb2.SecondFactorStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "refresh_token_expires_at", b"refresh_token_expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "refresh_token_expires_at", b"refresh_token_expires_at", "second_factor", b"second_factor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "refresh_token", b"refresh_token", "refresh_token_expires_at", b"refresh_token_expires_at", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "refresh_token", b"refresh_token", "refresh_token_expires_at", b"refresh_token_expires_at", "second_factor", b"second_factor", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -324,6 +343,7 @@ class LoginResponse(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     TOKEN_TYPE_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    SECOND_FACTOR_FIELD_NUMBER: _builtins.int
     access_token: _builtins.str
     """Short-lived JWT to send as `authorization: Bearer <token>`."""
     refresh_token: _builtins.str
@@ -342,6 +362,13 @@ class LoginResponse(_message.Message):
     def refresh_token_expires_at(self) -> _timestamp_pb2.Timestamp:
         """When refresh_token stops being accepted unless it is used before."""
 
+    @_builtins.property
+    def second_factor(self) -> _second_factors_pb2.SecondFactorStep:
+        """Set instead of the tokens (which are then empty) when the password was
+        right and the user has a second factor, or must enrol one: finish with
+        CompleteLogin, or with the enrolment RPCs when enrolment_required.
+        """
+
     def __init__(
         self,
         *,
@@ -352,10 +379,11 @@ class LoginResponse(_message.Message):
         session_id: _builtins.str = ...,
         token_type: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        second_factor: _second_factors_pb2.SecondFactorStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "refresh_token_expires_at", b"refresh_token_expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "refresh_token_expires_at", b"refresh_token_expires_at", "second_factor", b"second_factor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "refresh_token", b"refresh_token", "refresh_token_expires_at", b"refresh_token_expires_at", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "refresh_token", b"refresh_token", "refresh_token_expires_at", b"refresh_token_expires_at", "second_factor", b"second_factor", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -575,6 +603,8 @@ class Session(_message.Message):
     END_REASON_FIELD_NUMBER: _builtins.int
     ENDED_BY_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    ASSURANCE_LEVEL_FIELD_NUMBER: _builtins.int
+    AUTHENTICATION_METHODS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id (UUID)."""
     device_type: Global___DeviceType.ValueType
@@ -603,6 +633,8 @@ class Session(_message.Message):
     """Why the session ended; unspecified while it is live."""
     user_id: _builtins.str
     """The session's user (UUID)."""
+    assurance_level: _second_factors_pb2.AssuranceLevel.ValueType
+    """How strongly the user proved who they are in this session. Refresh keeps it."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the session started (Login or Register)."""
@@ -629,6 +661,10 @@ class Session(_message.Message):
     def ended_by(self) -> Global___SessionEnder:
         """Who ended the session; unset while it is live."""
 
+    @_builtins.property
+    def authentication_methods(self) -> _containers.RepeatedCompositeFieldContainer[_second_factors_pb2.AuthenticationMethod]:
+        """Each way the user proved it in this session, and when last."""
+
     def __init__(
         self,
         *,
@@ -651,10 +687,12 @@ class Session(_message.Message):
         end_reason: Global___SessionEndReason.ValueType = ...,
         ended_by: Global___SessionEnder | None = ...,
         user_id: _builtins.str = ...,
+        assurance_level: _second_factors_pb2.AssuranceLevel.ValueType = ...,
+        authentication_methods: _abc.Iterable[_second_factors_pb2.AuthenticationMethod] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "ended_by", b"ended_by", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "last_active_at", b"last_active_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "city", b"city", "country", b"country", "created_at", b"created_at", "current", b"current", "device_name", b"device_name", "device_type", b"device_type", "end_reason", b"end_reason", "ended_at", b"ended_at", "ended_by", b"ended_by", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "ip_address", b"ip_address", "last_active_at", b"last_active_at", "os", b"os", "remember_me", b"remember_me", "session_id", b"session_id", "user_agent", b"user_agent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assurance_level", b"assurance_level", "authentication_methods", b"authentication_methods", "browser", b"browser", "city", b"city", "country", b"country", "created_at", b"created_at", "current", b"current", "device_name", b"device_name", "device_type", b"device_type", "end_reason", b"end_reason", "ended_at", b"ended_at", "ended_by", b"ended_by", "expires_at", b"expires_at", "idle_expires_at", b"idle_expires_at", "ip_address", b"ip_address", "last_active_at", b"last_active_at", "os", b"os", "remember_me", b"remember_me", "session_id", b"session_id", "user_agent", b"user_agent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -819,6 +857,8 @@ class ValidateTokenResponse(_message.Message):
     CLAIMS_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
+    ASSURANCE_LEVEL_FIELD_NUMBER: _builtins.int
+    AMR_FIELD_NUMBER: _builtins.int
     active: _builtins.bool
     """True only if the signature, issuer, audience and required claims are
     valid, the token's times hold (`exp` not passed, `nbf` when present and
@@ -838,6 +878,8 @@ class ValidateTokenResponse(_message.Message):
     """Why the token's session ended, when inactive_reason is SESSION_REVOKED or
     SESSION_EXPIRED and the server still keeps the ended session.
     """
+    assurance_level: _second_factors_pb2.AssuranceLevel.ValueType
+    """The token's `acr` claim as a level; set when the signature is valid."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """The token's `exp`; set when the signature is valid."""
@@ -854,6 +896,12 @@ class ValidateTokenResponse(_message.Message):
     def ended_at(self) -> _timestamp_pb2.Timestamp:
         """When the token's session ended, beside end_reason."""
 
+    @_builtins.property
+    def amr(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The token's `amr` claim (RFC 8176), e.g. ["pwd", "otp", "mfa"]; set when
+        the signature is valid.
+        """
+
     def __init__(
         self,
         *,
@@ -866,10 +914,12 @@ class ValidateTokenResponse(_message.Message):
         claims: _struct_pb2.Struct | None = ...,
         end_reason: Global___SessionEndReason.ValueType = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
+        assurance_level: _second_factors_pb2.AssuranceLevel.ValueType = ...,
+        amr: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "ended_at", b"ended_at", "expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "claims", b"claims", "end_reason", b"end_reason", "ended_at", b"ended_at", "expires_at", b"expires_at", "inactive_reason", b"inactive_reason", "issued_at", b"issued_at", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "amr", b"amr", "assurance_level", b"assurance_level", "claims", b"claims", "end_reason", b"end_reason", "ended_at", b"ended_at", "expires_at", b"expires_at", "inactive_reason", b"inactive_reason", "issued_at", b"issued_at", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1147,3 +1197,731 @@ class ResetPasswordResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResetPasswordResponse: _TypeAlias = ResetPasswordResponse  # noqa: Y015
+
+@_typing.final
+class CompleteLoginRequest(_message.Message):
+    """CompleteLoginRequest finishes a two-step login."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_LOGIN_TOKEN_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    pending_login_token: _builtins.str
+    """Sensitive: LoginResponse.second_factor.pending_login_token."""
+    @_builtins.property
+    def proof(self) -> _second_factors_pb2.FactorProof:
+        """One verification of one of the user's factors."""
+
+    def __init__(
+        self,
+        *,
+        pending_login_token: _builtins.str = ...,
+        proof: _second_factors_pb2.FactorProof | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pending_login_token", b"pending_login_token", "proof", b"proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLoginRequest: _TypeAlias = CompleteLoginRequest  # noqa: Y015
+
+@_typing.final
+class CompleteLoginResponse(_message.Message):
+    """CompleteLoginResponse is the new session's token pair, as LoginResponse's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """Short-lived JWT to send as `authorization: Bearer <token>`."""
+    refresh_token: _builtins.str
+    """Sensitive: opaque, single use; present it to Refresh for a new pair."""
+    session_id: _builtins.str
+    """The new session (UUID)."""
+    token_type: _builtins.str
+    """Always "Bearer"."""
+    user_id: _builtins.str
+    """The signed-in user (UUID)."""
+    @_builtins.property
+    def access_token_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When access_token stops being accepted."""
+
+    @_builtins.property
+    def refresh_token_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When refresh_token stops being accepted unless it is used before."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        access_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        refresh_token: _builtins.str = ...,
+        refresh_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        session_id: _builtins.str = ...,
+        token_type: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "refresh_token_expires_at", b"refresh_token_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "refresh_token", b"refresh_token", "refresh_token_expires_at", b"refresh_token_expires_at", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLoginResponse: _TypeAlias = CompleteLoginResponse  # noqa: Y015
+
+@_typing.final
+class StepUpRequest(_message.Message):
+    """StepUpRequest is authenticated by the caller's access token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROOF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proof(self) -> _second_factors_pb2.FactorProof:
+        """One verification of one of the user's factors."""
+
+    def __init__(
+        self,
+        *,
+        proof: _second_factors_pb2.FactorProof | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepUpRequest: _TypeAlias = StepUpRequest  # noqa: Y015
+
+@_typing.final
+class StepUpResponse(_message.Message):
+    """StepUpResponse is a new access token for the same session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    ASSURANCE_LEVEL_FIELD_NUMBER: _builtins.int
+    STEP_UP_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """Short-lived JWT whose `acr` is "aal2"; the old one keeps its claims."""
+    assurance_level: _second_factors_pb2.AssuranceLevel.ValueType
+    """The session's level now."""
+    @_builtins.property
+    def access_token_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When access_token stops being accepted."""
+
+    @_builtins.property
+    def step_up_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Sensitive actions are allowed without another step-up until this instant."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        access_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        assurance_level: _second_factors_pb2.AssuranceLevel.ValueType = ...,
+        step_up_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "step_up_expires_at", b"step_up_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "assurance_level", b"assurance_level", "step_up_expires_at", b"step_up_expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepUpResponse: _TypeAlias = StepUpResponse  # noqa: Y015
+
+@_typing.final
+class ListFactorsRequest(_message.Message):
+    """ListFactorsRequest is authenticated by the caller's access token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFactorsRequest: _TypeAlias = ListFactorsRequest  # noqa: Y015
+
+@_typing.final
+class ListFactorsResponse(_message.Message):
+    """ListFactorsResponse is every confirmed factor of the caller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTORS_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODES_REMAINING_FIELD_NUMBER: _builtins.int
+    SECOND_FACTOR_REQUIRED_FIELD_NUMBER: _builtins.int
+    recovery_codes_remaining: _builtins.int
+    """How many unused recovery codes the user has."""
+    second_factor_required: _builtins.bool
+    """The user must have a second factor (the server's policy or an operator's mark)."""
+    @_builtins.property
+    def factors(self) -> _containers.RepeatedCompositeFieldContainer[_second_factors_pb2.Factor]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        factors: _abc.Iterable[_second_factors_pb2.Factor] | None = ...,
+        recovery_codes_remaining: _builtins.int = ...,
+        second_factor_required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["factors", b"factors", "recovery_codes_remaining", b"recovery_codes_remaining", "second_factor_required", b"second_factor_required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFactorsResponse: _TypeAlias = ListFactorsResponse  # noqa: Y015
+
+@_typing.final
+class EnrolTotpRequest(_message.Message):
+    """EnrolTotpRequest is authenticated by the caller's access token or, for an
+    account that must enrol before it may sign in, by pending_login_token.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PENDING_LOGIN_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Optional label, e.g. "Phone"; at most 100 characters."""
+    pending_login_token: _builtins.str
+    """Sensitive: a pending login with enrolment_required; empty in a session."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        pending_login_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pending_login_token", b"pending_login_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrolTotpRequest: _TypeAlias = EnrolTotpRequest  # noqa: Y015
+
+@_typing.final
+class EnrolTotpResponse(_message.Message):
+    """EnrolTotpResponse is the secret, shown once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTOR_ID_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    PROVISIONING_URI_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    factor_id: _builtins.str
+    """The enrolment to confirm (UUID); it becomes the factor's id."""
+    secret: _builtins.str
+    """Sensitive: the shared secret in base32, for typing into an app."""
+    provisioning_uri: _builtins.str
+    """Sensitive: otpauth://totp/... with issuer, account, secret, digits and
+    period, for a QR code.
+    """
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Confirm before this instant, or enrol again."""
+
+    def __init__(
+        self,
+        *,
+        factor_id: _builtins.str = ...,
+        secret: _builtins.str = ...,
+        provisioning_uri: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "factor_id", b"factor_id", "provisioning_uri", b"provisioning_uri", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrolTotpResponse: _TypeAlias = EnrolTotpResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpRequest(_message.Message):
+    """ConfirmTotpRequest proves the app has the secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTOR_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    PENDING_LOGIN_TOKEN_FIELD_NUMBER: _builtins.int
+    factor_id: _builtins.str
+    """EnrolTotpResponse.factor_id."""
+    code: _builtins.str
+    """The 6 digits the app shows now."""
+    pending_login_token: _builtins.str
+    """Sensitive: as in EnrolTotpRequest."""
+    def __init__(
+        self,
+        *,
+        factor_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        pending_login_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "factor_id", b"factor_id", "pending_login_token", b"pending_login_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpRequest: _TypeAlias = ConfirmTotpRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpResponse(_message.Message):
+    """ConfirmTotpResponse is the new factor and what came with it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTOR_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODES_FIELD_NUMBER: _builtins.int
+    SIGNED_IN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def factor(self) -> _second_factors_pb2.Factor:
+        """The confirmed factor."""
+
+    @_builtins.property
+    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sensitive, shown once: new recovery codes, when this is the user's first
+        factor; empty otherwise.
+        """
+
+    @_builtins.property
+    def signed_in(self) -> Global___SignedIn:
+        """The session the enrolment was made in, now at ASSURANCE_LEVEL_AAL2, or
+        the session the pending login became.
+        """
+
+    def __init__(
+        self,
+        *,
+        factor: _second_factors_pb2.Factor | None = ...,
+        recovery_codes: _abc.Iterable[_builtins.str] | None = ...,
+        signed_in: Global___SignedIn | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["factor", b"factor", "signed_in", b"signed_in"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["factor", b"factor", "recovery_codes", b"recovery_codes", "signed_in", b"signed_in"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpResponse: _TypeAlias = ConfirmTotpResponse  # noqa: Y015
+
+@_typing.final
+class SignedIn(_message.Message):
+    """SignedIn is a session's tokens after an enrolment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """A new access token at the session's new level."""
+    refresh_token: _builtins.str
+    """Sensitive: set only when a pending login became a session."""
+    session_id: _builtins.str
+    """The session (UUID)."""
+    token_type: _builtins.str
+    """Always "Bearer"."""
+    user_id: _builtins.str
+    """The user (UUID)."""
+    @_builtins.property
+    def access_token_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When access_token stops being accepted."""
+
+    @_builtins.property
+    def refresh_token_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When refresh_token stops being accepted; set with it."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        access_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        refresh_token: _builtins.str = ...,
+        refresh_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        session_id: _builtins.str = ...,
+        token_type: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "refresh_token_expires_at", b"refresh_token_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "refresh_token", b"refresh_token", "refresh_token_expires_at", b"refresh_token_expires_at", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedIn: _TypeAlias = SignedIn  # noqa: Y015
+
+@_typing.final
+class BeginPasskeyRegistrationRequest(_message.Message):
+    """BeginPasskeyRegistrationRequest is authenticated as EnrolTotpRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PENDING_LOGIN_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Optional label, e.g. "YubiKey"; at most 100 characters."""
+    pending_login_token: _builtins.str
+    """Sensitive: as in EnrolTotpRequest."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        pending_login_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pending_login_token", b"pending_login_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginPasskeyRegistrationRequest: _TypeAlias = BeginPasskeyRegistrationRequest  # noqa: Y015
+
+@_typing.final
+class BeginPasskeyRegistrationResponse(_message.Message):
+    """BeginPasskeyRegistrationResponse is the creation options."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_JSON_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    challenge_id: _builtins.str
+    """Present to FinishPasskeyRegistration (UUID)."""
+    options_json: _builtins.str
+    """PublicKeyCredentialCreationOptions as JSON (base64url binary fields), for
+    PublicKeyCredential.parseCreationOptionsFromJSON().
+    """
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """The challenge is refused after this instant."""
+
+    def __init__(
+        self,
+        *,
+        challenge_id: _builtins.str = ...,
+        options_json: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_id", b"challenge_id", "expires_at", b"expires_at", "options_json", b"options_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginPasskeyRegistrationResponse: _TypeAlias = BeginPasskeyRegistrationResponse  # noqa: Y015
+
+@_typing.final
+class FinishPasskeyRegistrationRequest(_message.Message):
+    """FinishPasskeyRegistrationRequest is the browser's attestation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_JSON_FIELD_NUMBER: _builtins.int
+    PENDING_LOGIN_TOKEN_FIELD_NUMBER: _builtins.int
+    challenge_id: _builtins.str
+    """BeginPasskeyRegistrationResponse.challenge_id."""
+    credential_json: _builtins.str
+    """The PublicKeyCredential from navigator.credentials.create() as JSON."""
+    pending_login_token: _builtins.str
+    """Sensitive: as in EnrolTotpRequest."""
+    def __init__(
+        self,
+        *,
+        challenge_id: _builtins.str = ...,
+        credential_json: _builtins.str = ...,
+        pending_login_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_id", b"challenge_id", "credential_json", b"credential_json", "pending_login_token", b"pending_login_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishPasskeyRegistrationRequest: _TypeAlias = FinishPasskeyRegistrationRequest  # noqa: Y015
+
+@_typing.final
+class FinishPasskeyRegistrationResponse(_message.Message):
+    """FinishPasskeyRegistrationResponse is as ConfirmTotpResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTOR_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODES_FIELD_NUMBER: _builtins.int
+    SIGNED_IN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def factor(self) -> _second_factors_pb2.Factor:
+        """The new passkey."""
+
+    @_builtins.property
+    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sensitive, shown once: as in ConfirmTotpResponse."""
+
+    @_builtins.property
+    def signed_in(self) -> Global___SignedIn:
+        """As in ConfirmTotpResponse."""
+
+    def __init__(
+        self,
+        *,
+        factor: _second_factors_pb2.Factor | None = ...,
+        recovery_codes: _abc.Iterable[_builtins.str] | None = ...,
+        signed_in: Global___SignedIn | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["factor", b"factor", "signed_in", b"signed_in"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["factor", b"factor", "recovery_codes", b"recovery_codes", "signed_in", b"signed_in"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishPasskeyRegistrationResponse: _TypeAlias = FinishPasskeyRegistrationResponse  # noqa: Y015
+
+@_typing.final
+class BeginPasskeyAssertionRequest(_message.Message):
+    """BeginPasskeyAssertionRequest says what the assertion is for: see the RPC."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_LOGIN_TOKEN_FIELD_NUMBER: _builtins.int
+    pending_login_token: _builtins.str
+    """Sensitive: a pending login to complete; empty for StepUp or PasskeyLogin."""
+    def __init__(
+        self,
+        *,
+        pending_login_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pending_login_token", b"pending_login_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginPasskeyAssertionRequest: _TypeAlias = BeginPasskeyAssertionRequest  # noqa: Y015
+
+@_typing.final
+class BeginPasskeyAssertionResponse(_message.Message):
+    """BeginPasskeyAssertionResponse is the request options."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_JSON_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    challenge_id: _builtins.str
+    """Present in PasskeyAssertion (UUID)."""
+    options_json: _builtins.str
+    """PublicKeyCredentialRequestOptions as JSON (base64url binary fields), for
+    PublicKeyCredential.parseRequestOptionsFromJSON().
+    """
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """The challenge is refused after this instant."""
+
+    def __init__(
+        self,
+        *,
+        challenge_id: _builtins.str = ...,
+        options_json: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_id", b"challenge_id", "expires_at", b"expires_at", "options_json", b"options_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginPasskeyAssertionResponse: _TypeAlias = BeginPasskeyAssertionResponse  # noqa: Y015
+
+@_typing.final
+class PasskeyLoginRequest(_message.Message):
+    """PasskeyLoginRequest signs in with a passkey alone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSERTION_FIELD_NUMBER: _builtins.int
+    REMEMBER_ME_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    remember_me: _builtins.bool
+    """As in LoginRequest."""
+    device_name: _builtins.str
+    """As in LoginRequest."""
+    @_builtins.property
+    def assertion(self) -> _second_factors_pb2.PasskeyAssertion:
+        """The assertion for a challenge begun without credentials."""
+
+    def __init__(
+        self,
+        *,
+        assertion: _second_factors_pb2.PasskeyAssertion | None = ...,
+        remember_me: _builtins.bool = ...,
+        device_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assertion", b"assertion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assertion", b"assertion", "device_name", b"device_name", "remember_me", b"remember_me"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PasskeyLoginRequest: _TypeAlias = PasskeyLoginRequest  # noqa: Y015
+
+@_typing.final
+class PasskeyLoginResponse(_message.Message):
+    """PasskeyLoginResponse is the new session's token pair, as LoginResponse's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """Short-lived JWT to send as `authorization: Bearer <token>`."""
+    refresh_token: _builtins.str
+    """Sensitive: opaque, single use; present it to Refresh for a new pair."""
+    session_id: _builtins.str
+    """The new session (UUID)."""
+    token_type: _builtins.str
+    """Always "Bearer"."""
+    user_id: _builtins.str
+    """The signed-in user (UUID)."""
+    @_builtins.property
+    def access_token_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When access_token stops being accepted."""
+
+    @_builtins.property
+    def refresh_token_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When refresh_token stops being accepted unless it is used before."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        access_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        refresh_token: _builtins.str = ...,
+        refresh_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        session_id: _builtins.str = ...,
+        token_type: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expires_at", b"access_token_expires_at", "refresh_token_expires_at", b"refresh_token_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "refresh_token", b"refresh_token", "refresh_token_expires_at", b"refresh_token_expires_at", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PasskeyLoginResponse: _TypeAlias = PasskeyLoginResponse  # noqa: Y015
+
+@_typing.final
+class RemoveFactorRequest(_message.Message):
+    """RemoveFactorRequest names one of the caller's factors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTOR_ID_FIELD_NUMBER: _builtins.int
+    factor_id: _builtins.str
+    """The factor (UUID)."""
+    def __init__(
+        self,
+        *,
+        factor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["factor_id", b"factor_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFactorRequest: _TypeAlias = RemoveFactorRequest  # noqa: Y015
+
+@_typing.final
+class RemoveFactorResponse(_message.Message):
+    """RemoveFactorResponse reports the sessions the removal ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    revoked_session_count: _builtins.int
+    """How many of the user's other sessions were ended."""
+    def __init__(
+        self,
+        *,
+        revoked_session_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked_session_count", b"revoked_session_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFactorResponse: _TypeAlias = RemoveFactorResponse  # noqa: Y015
+
+@_typing.final
+class RegenerateRecoveryCodesRequest(_message.Message):
+    """RegenerateRecoveryCodesRequest is authenticated by the caller's access token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateRecoveryCodesRequest: _TypeAlias = RegenerateRecoveryCodesRequest  # noqa: Y015
+
+@_typing.final
+class RegenerateRecoveryCodesResponse(_message.Message):
+    """RegenerateRecoveryCodesResponse is the new set, shown once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOVERY_CODES_FIELD_NUMBER: _builtins.int
+    REVOKED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    revoked_session_count: _builtins.int
+    """How many of the user's other sessions were ended."""
+    @_builtins.property
+    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sensitive: the new single-use codes."""
+
+    def __init__(
+        self,
+        *,
+        recovery_codes: _abc.Iterable[_builtins.str] | None = ...,
+        revoked_session_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recovery_codes", b"recovery_codes", "revoked_session_count", b"revoked_session_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateRecoveryCodesResponse: _TypeAlias = RegenerateRecoveryCodesResponse  # noqa: Y015

@@ -104,6 +104,61 @@ class AuthServiceStub:
                 request_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionResponse.FromString,
                 _registered_method=True)
+        self.CompleteLogin = channel.unary_unary(
+                '/authsvc.v1.AuthService/CompleteLogin',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.CompleteLoginRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.CompleteLoginResponse.FromString,
+                _registered_method=True)
+        self.StepUp = channel.unary_unary(
+                '/authsvc.v1.AuthService/StepUp',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.StepUpRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.StepUpResponse.FromString,
+                _registered_method=True)
+        self.ListFactors = channel.unary_unary(
+                '/authsvc.v1.AuthService/ListFactors',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.ListFactorsRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ListFactorsResponse.FromString,
+                _registered_method=True)
+        self.EnrolTotp = channel.unary_unary(
+                '/authsvc.v1.AuthService/EnrolTotp',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.EnrolTotpRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.EnrolTotpResponse.FromString,
+                _registered_method=True)
+        self.ConfirmTotp = channel.unary_unary(
+                '/authsvc.v1.AuthService/ConfirmTotp',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.ConfirmTotpRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ConfirmTotpResponse.FromString,
+                _registered_method=True)
+        self.BeginPasskeyRegistration = channel.unary_unary(
+                '/authsvc.v1.AuthService/BeginPasskeyRegistration',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyRegistrationRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyRegistrationResponse.FromString,
+                _registered_method=True)
+        self.FinishPasskeyRegistration = channel.unary_unary(
+                '/authsvc.v1.AuthService/FinishPasskeyRegistration',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.FinishPasskeyRegistrationRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.FinishPasskeyRegistrationResponse.FromString,
+                _registered_method=True)
+        self.BeginPasskeyAssertion = channel.unary_unary(
+                '/authsvc.v1.AuthService/BeginPasskeyAssertion',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyAssertionRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyAssertionResponse.FromString,
+                _registered_method=True)
+        self.PasskeyLogin = channel.unary_unary(
+                '/authsvc.v1.AuthService/PasskeyLogin',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.PasskeyLoginRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.PasskeyLoginResponse.FromString,
+                _registered_method=True)
+        self.RemoveFactor = channel.unary_unary(
+                '/authsvc.v1.AuthService/RemoveFactor',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.RemoveFactorRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RemoveFactorResponse.FromString,
+                _registered_method=True)
+        self.RegenerateRecoveryCodes = channel.unary_unary(
+                '/authsvc.v1.AuthService/RegenerateRecoveryCodes',
+                request_serializer=authsvc_dot_v1_dot_auth__service__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RegenerateRecoveryCodesResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -227,6 +282,112 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteLogin(self, request, context):
+        """Second factors (docs/second-factors.md). A user with a confirmed factor
+        signs in in two steps: Login verifies the password and answers a
+        SecondFactorStep instead of tokens; CompleteLogin verifies the factor and
+        starts the session at ASSURANCE_LEVEL_AAL2. Every verification of a code
+        is throttled like Login, per account and per client address.
+
+        CompleteLogin finishes a login that answered `second_factor`, with one
+        verification of a second factor. A wrong code is SECOND_FACTOR_INVALID; a
+        pending login that is unknown, used, expired or out of attempts is
+        PENDING_LOGIN_INVALID (sign in again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StepUp(self, request, context):
+        """StepUp verifies a second factor in the caller's session: the session
+        becomes ASSURANCE_LEVEL_AAL2 (if it was not), its step-up time is now, and
+        the answer is a new access token that says so. The refresh token and the
+        session stay the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFactors(self, request, context):
+        """ListFactors lists the caller's confirmed second factors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrolTotp(self, request, context):
+        """EnrolTotp starts enrolling a TOTP app: the secret, once, and its
+        otpauth:// provisioning URI (for a QR code). Nothing counts until
+        ConfirmTotp. In a session, adding a factor needs a recent sign-in or
+        step-up (STEP_UP_REQUIRED otherwise). A user has at most one TOTP
+        (FACTOR_ALREADY_ENROLLED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmTotp(self, request, context):
+        """ConfirmTotp confirms an enrolment with a first valid code. The user's
+        other sessions end (SECOND_FACTOR_CHANGED); the first factor comes with a
+        set of recovery codes, shown once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginPasskeyRegistration(self, request, context):
+        """BeginPasskeyRegistration starts registering a passkey: WebAuthn creation
+        options for navigator.credentials.create(). PASSKEYS_DISABLED when the
+        server has no relying party configured. Step-up rules as EnrolTotp's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishPasskeyRegistration(self, request, context):
+        """FinishPasskeyRegistration verifies the browser's attestation and adds the
+        passkey, with ConfirmTotp's consequences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginPasskeyAssertion(self, request, context):
+        """BeginPasskeyAssertion returns WebAuthn request options for
+        navigator.credentials.get(), with a single-use challenge that expires:
+        for CompleteLogin (with pending_login_token), for StepUp (with the
+        caller's access token), or, with neither, for PasskeyLogin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PasskeyLogin(self, request, context):
+        """PasskeyLogin signs in with a passkey alone (a discoverable credential,
+        user verification required): a session at ASSURANCE_LEVEL_AAL2. A passkey
+        that is not known is SECOND_FACTOR_INVALID. Throttled by client address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveFactor(self, request, context):
+        """RemoveFactor removes one of the caller's factors. Needs step-up
+        (STEP_UP_REQUIRED); ends the user's other sessions. Removing the last
+        factor also removes the recovery codes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegenerateRecoveryCodes(self, request, context):
+        """RegenerateRecoveryCodes replaces the caller's recovery codes with a new
+        set, shown once; the old set stops working. Needs step-up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +450,61 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetSession,
                     request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_auth__service__pb2.GetSessionResponse.SerializeToString,
+            ),
+            'CompleteLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteLogin,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.CompleteLoginRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.CompleteLoginResponse.SerializeToString,
+            ),
+            'StepUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.StepUp,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.StepUpRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.StepUpResponse.SerializeToString,
+            ),
+            'ListFactors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFactors,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ListFactorsRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.ListFactorsResponse.SerializeToString,
+            ),
+            'EnrolTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrolTotp,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.EnrolTotpRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.EnrolTotpResponse.SerializeToString,
+            ),
+            'ConfirmTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTotp,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.ConfirmTotpRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.ConfirmTotpResponse.SerializeToString,
+            ),
+            'BeginPasskeyRegistration': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginPasskeyRegistration,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyRegistrationRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyRegistrationResponse.SerializeToString,
+            ),
+            'FinishPasskeyRegistration': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishPasskeyRegistration,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.FinishPasskeyRegistrationRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.FinishPasskeyRegistrationResponse.SerializeToString,
+            ),
+            'BeginPasskeyAssertion': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginPasskeyAssertion,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyAssertionRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyAssertionResponse.SerializeToString,
+            ),
+            'PasskeyLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.PasskeyLogin,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.PasskeyLoginRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.PasskeyLoginResponse.SerializeToString,
+            ),
+            'RemoveFactor': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveFactor,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RemoveFactorRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.RemoveFactorResponse.SerializeToString,
+            ),
+            'RegenerateRecoveryCodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegenerateRecoveryCodes,
+                    request_deserializer=authsvc_dot_v1_dot_auth__service__pb2.RegenerateRecoveryCodesRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_auth__service__pb2.RegenerateRecoveryCodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -625,6 +841,303 @@ class AuthService:
             '/authsvc.v1.AuthService/GetSession',
             authsvc_dot_v1_dot_auth__service__pb2.GetSessionRequest.SerializeToString,
             authsvc_dot_v1_dot_auth__service__pb2.GetSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/CompleteLogin',
+            authsvc_dot_v1_dot_auth__service__pb2.CompleteLoginRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.CompleteLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StepUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/StepUp',
+            authsvc_dot_v1_dot_auth__service__pb2.StepUpRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.StepUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFactors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/ListFactors',
+            authsvc_dot_v1_dot_auth__service__pb2.ListFactorsRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.ListFactorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrolTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/EnrolTotp',
+            authsvc_dot_v1_dot_auth__service__pb2.EnrolTotpRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.EnrolTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/ConfirmTotp',
+            authsvc_dot_v1_dot_auth__service__pb2.ConfirmTotpRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.ConfirmTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginPasskeyRegistration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/BeginPasskeyRegistration',
+            authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyRegistrationRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyRegistrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishPasskeyRegistration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/FinishPasskeyRegistration',
+            authsvc_dot_v1_dot_auth__service__pb2.FinishPasskeyRegistrationRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.FinishPasskeyRegistrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginPasskeyAssertion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/BeginPasskeyAssertion',
+            authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyAssertionRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.BeginPasskeyAssertionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PasskeyLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/PasskeyLogin',
+            authsvc_dot_v1_dot_auth__service__pb2.PasskeyLoginRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.PasskeyLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveFactor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/RemoveFactor',
+            authsvc_dot_v1_dot_auth__service__pb2.RemoveFactorRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.RemoveFactorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegenerateRecoveryCodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthService/RegenerateRecoveryCodes',
+            authsvc_dot_v1_dot_auth__service__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
+            authsvc_dot_v1_dot_auth__service__pb2.RegenerateRecoveryCodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

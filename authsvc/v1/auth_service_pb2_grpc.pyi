@@ -99,6 +99,67 @@ class AuthServiceStub:
     session and an unknown id are the same SESSION_NOT_FOUND. The caller's
     access token may belong to any live session of the user.
     """
+    CompleteLogin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CompleteLoginRequest, _auth_service_pb2.CompleteLoginResponse]
+    """Second factors (docs/second-factors.md). A user with a confirmed factor
+    signs in in two steps: Login verifies the password and answers a
+    SecondFactorStep instead of tokens; CompleteLogin verifies the factor and
+    starts the session at ASSURANCE_LEVEL_AAL2. Every verification of a code
+    is throttled like Login, per account and per client address.
+
+    CompleteLogin finishes a login that answered `second_factor`, with one
+    verification of a second factor. A wrong code is SECOND_FACTOR_INVALID; a
+    pending login that is unknown, used, expired or out of attempts is
+    PENDING_LOGIN_INVALID (sign in again).
+    """
+    StepUp: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.StepUpRequest, _auth_service_pb2.StepUpResponse]
+    """StepUp verifies a second factor in the caller's session: the session
+    becomes ASSURANCE_LEVEL_AAL2 (if it was not), its step-up time is now, and
+    the answer is a new access token that says so. The refresh token and the
+    session stay the same.
+    """
+    ListFactors: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListFactorsRequest, _auth_service_pb2.ListFactorsResponse]
+    """ListFactors lists the caller's confirmed second factors."""
+    EnrolTotp: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.EnrolTotpRequest, _auth_service_pb2.EnrolTotpResponse]
+    """EnrolTotp starts enrolling a TOTP app: the secret, once, and its
+    otpauth:// provisioning URI (for a QR code). Nothing counts until
+    ConfirmTotp. In a session, adding a factor needs a recent sign-in or
+    step-up (STEP_UP_REQUIRED otherwise). A user has at most one TOTP
+    (FACTOR_ALREADY_ENROLLED).
+    """
+    ConfirmTotp: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ConfirmTotpRequest, _auth_service_pb2.ConfirmTotpResponse]
+    """ConfirmTotp confirms an enrolment with a first valid code. The user's
+    other sessions end (SECOND_FACTOR_CHANGED); the first factor comes with a
+    set of recovery codes, shown once.
+    """
+    BeginPasskeyRegistration: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.BeginPasskeyRegistrationRequest, _auth_service_pb2.BeginPasskeyRegistrationResponse]
+    """BeginPasskeyRegistration starts registering a passkey: WebAuthn creation
+    options for navigator.credentials.create(). PASSKEYS_DISABLED when the
+    server has no relying party configured. Step-up rules as EnrolTotp's.
+    """
+    FinishPasskeyRegistration: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.FinishPasskeyRegistrationRequest, _auth_service_pb2.FinishPasskeyRegistrationResponse]
+    """FinishPasskeyRegistration verifies the browser's attestation and adds the
+    passkey, with ConfirmTotp's consequences.
+    """
+    BeginPasskeyAssertion: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.BeginPasskeyAssertionRequest, _auth_service_pb2.BeginPasskeyAssertionResponse]
+    """BeginPasskeyAssertion returns WebAuthn request options for
+    navigator.credentials.get(), with a single-use challenge that expires:
+    for CompleteLogin (with pending_login_token), for StepUp (with the
+    caller's access token), or, with neither, for PasskeyLogin.
+    """
+    PasskeyLogin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.PasskeyLoginRequest, _auth_service_pb2.PasskeyLoginResponse]
+    """PasskeyLogin signs in with a passkey alone (a discoverable credential,
+    user verification required): a session at ASSURANCE_LEVEL_AAL2. A passkey
+    that is not known is SECOND_FACTOR_INVALID. Throttled by client address.
+    """
+    RemoveFactor: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RemoveFactorRequest, _auth_service_pb2.RemoveFactorResponse]
+    """RemoveFactor removes one of the caller's factors. Needs step-up
+    (STEP_UP_REQUIRED); ends the user's other sessions. Removing the last
+    factor also removes the recovery codes.
+    """
+    RegenerateRecoveryCodes: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RegenerateRecoveryCodesRequest, _auth_service_pb2.RegenerateRecoveryCodesResponse]
+    """RegenerateRecoveryCodes replaces the caller's recovery codes with a new
+    set, shown once; the old set stops working. Needs step-up.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -170,6 +231,67 @@ class AuthServiceAsyncStub(AuthServiceStub):
     by default): why and when it ended, and who ended it. Another user's
     session and an unknown id are the same SESSION_NOT_FOUND. The caller's
     access token may belong to any live session of the user.
+    """
+    CompleteLogin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CompleteLoginRequest, _auth_service_pb2.CompleteLoginResponse]  # type: ignore[assignment]
+    """Second factors (docs/second-factors.md). A user with a confirmed factor
+    signs in in two steps: Login verifies the password and answers a
+    SecondFactorStep instead of tokens; CompleteLogin verifies the factor and
+    starts the session at ASSURANCE_LEVEL_AAL2. Every verification of a code
+    is throttled like Login, per account and per client address.
+
+    CompleteLogin finishes a login that answered `second_factor`, with one
+    verification of a second factor. A wrong code is SECOND_FACTOR_INVALID; a
+    pending login that is unknown, used, expired or out of attempts is
+    PENDING_LOGIN_INVALID (sign in again).
+    """
+    StepUp: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.StepUpRequest, _auth_service_pb2.StepUpResponse]  # type: ignore[assignment]
+    """StepUp verifies a second factor in the caller's session: the session
+    becomes ASSURANCE_LEVEL_AAL2 (if it was not), its step-up time is now, and
+    the answer is a new access token that says so. The refresh token and the
+    session stay the same.
+    """
+    ListFactors: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListFactorsRequest, _auth_service_pb2.ListFactorsResponse]  # type: ignore[assignment]
+    """ListFactors lists the caller's confirmed second factors."""
+    EnrolTotp: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.EnrolTotpRequest, _auth_service_pb2.EnrolTotpResponse]  # type: ignore[assignment]
+    """EnrolTotp starts enrolling a TOTP app: the secret, once, and its
+    otpauth:// provisioning URI (for a QR code). Nothing counts until
+    ConfirmTotp. In a session, adding a factor needs a recent sign-in or
+    step-up (STEP_UP_REQUIRED otherwise). A user has at most one TOTP
+    (FACTOR_ALREADY_ENROLLED).
+    """
+    ConfirmTotp: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ConfirmTotpRequest, _auth_service_pb2.ConfirmTotpResponse]  # type: ignore[assignment]
+    """ConfirmTotp confirms an enrolment with a first valid code. The user's
+    other sessions end (SECOND_FACTOR_CHANGED); the first factor comes with a
+    set of recovery codes, shown once.
+    """
+    BeginPasskeyRegistration: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.BeginPasskeyRegistrationRequest, _auth_service_pb2.BeginPasskeyRegistrationResponse]  # type: ignore[assignment]
+    """BeginPasskeyRegistration starts registering a passkey: WebAuthn creation
+    options for navigator.credentials.create(). PASSKEYS_DISABLED when the
+    server has no relying party configured. Step-up rules as EnrolTotp's.
+    """
+    FinishPasskeyRegistration: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.FinishPasskeyRegistrationRequest, _auth_service_pb2.FinishPasskeyRegistrationResponse]  # type: ignore[assignment]
+    """FinishPasskeyRegistration verifies the browser's attestation and adds the
+    passkey, with ConfirmTotp's consequences.
+    """
+    BeginPasskeyAssertion: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.BeginPasskeyAssertionRequest, _auth_service_pb2.BeginPasskeyAssertionResponse]  # type: ignore[assignment]
+    """BeginPasskeyAssertion returns WebAuthn request options for
+    navigator.credentials.get(), with a single-use challenge that expires:
+    for CompleteLogin (with pending_login_token), for StepUp (with the
+    caller's access token), or, with neither, for PasskeyLogin.
+    """
+    PasskeyLogin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.PasskeyLoginRequest, _auth_service_pb2.PasskeyLoginResponse]  # type: ignore[assignment]
+    """PasskeyLogin signs in with a passkey alone (a discoverable credential,
+    user verification required): a session at ASSURANCE_LEVEL_AAL2. A passkey
+    that is not known is SECOND_FACTOR_INVALID. Throttled by client address.
+    """
+    RemoveFactor: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RemoveFactorRequest, _auth_service_pb2.RemoveFactorResponse]  # type: ignore[assignment]
+    """RemoveFactor removes one of the caller's factors. Needs step-up
+    (STEP_UP_REQUIRED); ends the user's other sessions. Removing the last
+    factor also removes the recovery codes.
+    """
+    RegenerateRecoveryCodes: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RegenerateRecoveryCodesRequest, _auth_service_pb2.RegenerateRecoveryCodesResponse]  # type: ignore[assignment]
+    """RegenerateRecoveryCodes replaces the caller's recovery codes with a new
+    set, shown once; the old set stops working. Needs step-up.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -311,6 +433,133 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         by default): why and when it ended, and who ended it. Another user's
         session and an unknown id are the same SESSION_NOT_FOUND. The caller's
         access token may belong to any live session of the user.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteLogin(
+        self,
+        request: _auth_service_pb2.CompleteLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.CompleteLoginResponse, _abc.Awaitable[_auth_service_pb2.CompleteLoginResponse]]:
+        """Second factors (docs/second-factors.md). A user with a confirmed factor
+        signs in in two steps: Login verifies the password and answers a
+        SecondFactorStep instead of tokens; CompleteLogin verifies the factor and
+        starts the session at ASSURANCE_LEVEL_AAL2. Every verification of a code
+        is throttled like Login, per account and per client address.
+
+        CompleteLogin finishes a login that answered `second_factor`, with one
+        verification of a second factor. A wrong code is SECOND_FACTOR_INVALID; a
+        pending login that is unknown, used, expired or out of attempts is
+        PENDING_LOGIN_INVALID (sign in again).
+        """
+
+    @_abc_1.abstractmethod
+    def StepUp(
+        self,
+        request: _auth_service_pb2.StepUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.StepUpResponse, _abc.Awaitable[_auth_service_pb2.StepUpResponse]]:
+        """StepUp verifies a second factor in the caller's session: the session
+        becomes ASSURANCE_LEVEL_AAL2 (if it was not), its step-up time is now, and
+        the answer is a new access token that says so. The refresh token and the
+        session stay the same.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFactors(
+        self,
+        request: _auth_service_pb2.ListFactorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListFactorsResponse, _abc.Awaitable[_auth_service_pb2.ListFactorsResponse]]:
+        """ListFactors lists the caller's confirmed second factors."""
+
+    @_abc_1.abstractmethod
+    def EnrolTotp(
+        self,
+        request: _auth_service_pb2.EnrolTotpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.EnrolTotpResponse, _abc.Awaitable[_auth_service_pb2.EnrolTotpResponse]]:
+        """EnrolTotp starts enrolling a TOTP app: the secret, once, and its
+        otpauth:// provisioning URI (for a QR code). Nothing counts until
+        ConfirmTotp. In a session, adding a factor needs a recent sign-in or
+        step-up (STEP_UP_REQUIRED otherwise). A user has at most one TOTP
+        (FACTOR_ALREADY_ENROLLED).
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmTotp(
+        self,
+        request: _auth_service_pb2.ConfirmTotpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ConfirmTotpResponse, _abc.Awaitable[_auth_service_pb2.ConfirmTotpResponse]]:
+        """ConfirmTotp confirms an enrolment with a first valid code. The user's
+        other sessions end (SECOND_FACTOR_CHANGED); the first factor comes with a
+        set of recovery codes, shown once.
+        """
+
+    @_abc_1.abstractmethod
+    def BeginPasskeyRegistration(
+        self,
+        request: _auth_service_pb2.BeginPasskeyRegistrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.BeginPasskeyRegistrationResponse, _abc.Awaitable[_auth_service_pb2.BeginPasskeyRegistrationResponse]]:
+        """BeginPasskeyRegistration starts registering a passkey: WebAuthn creation
+        options for navigator.credentials.create(). PASSKEYS_DISABLED when the
+        server has no relying party configured. Step-up rules as EnrolTotp's.
+        """
+
+    @_abc_1.abstractmethod
+    def FinishPasskeyRegistration(
+        self,
+        request: _auth_service_pb2.FinishPasskeyRegistrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.FinishPasskeyRegistrationResponse, _abc.Awaitable[_auth_service_pb2.FinishPasskeyRegistrationResponse]]:
+        """FinishPasskeyRegistration verifies the browser's attestation and adds the
+        passkey, with ConfirmTotp's consequences.
+        """
+
+    @_abc_1.abstractmethod
+    def BeginPasskeyAssertion(
+        self,
+        request: _auth_service_pb2.BeginPasskeyAssertionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.BeginPasskeyAssertionResponse, _abc.Awaitable[_auth_service_pb2.BeginPasskeyAssertionResponse]]:
+        """BeginPasskeyAssertion returns WebAuthn request options for
+        navigator.credentials.get(), with a single-use challenge that expires:
+        for CompleteLogin (with pending_login_token), for StepUp (with the
+        caller's access token), or, with neither, for PasskeyLogin.
+        """
+
+    @_abc_1.abstractmethod
+    def PasskeyLogin(
+        self,
+        request: _auth_service_pb2.PasskeyLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.PasskeyLoginResponse, _abc.Awaitable[_auth_service_pb2.PasskeyLoginResponse]]:
+        """PasskeyLogin signs in with a passkey alone (a discoverable credential,
+        user verification required): a session at ASSURANCE_LEVEL_AAL2. A passkey
+        that is not known is SECOND_FACTOR_INVALID. Throttled by client address.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveFactor(
+        self,
+        request: _auth_service_pb2.RemoveFactorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RemoveFactorResponse, _abc.Awaitable[_auth_service_pb2.RemoveFactorResponse]]:
+        """RemoveFactor removes one of the caller's factors. Needs step-up
+        (STEP_UP_REQUIRED); ends the user's other sessions. Removing the last
+        factor also removes the recovery codes.
+        """
+
+    @_abc_1.abstractmethod
+    def RegenerateRecoveryCodes(
+        self,
+        request: _auth_service_pb2.RegenerateRecoveryCodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RegenerateRecoveryCodesResponse, _abc.Awaitable[_auth_service_pb2.RegenerateRecoveryCodesResponse]]:
+        """RegenerateRecoveryCodes replaces the caller's recovery codes with a new
+        set, shown once; the old set stops working. Needs step-up.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -134,6 +134,37 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """NOT_FOUND: an AdminService call names a webhook delivery that does not
     exist (or was swept).
     """
+    STEP_UP_REQUIRED: _ErrorReason.ValueType  # 32
+    """PERMISSION_DENIED: the RPC is sensitive and the user has a second factor
+    that this session has not verified within the step-up window
+    (AUTHSVC_STEP_UP_WINDOW): call StepUp, then retry. metadata.factor_types
+    lists the FactorType names the user can step up with, comma-separated. A
+    user without a factor whose session began before the window signs in
+    again (factor_types is empty).
+    """
+    SECOND_FACTOR_INVALID: _ErrorReason.ValueType  # 33
+    """UNAUTHENTICATED: the TOTP code, recovery code or passkey assertion is
+    wrong, already used, or outside the time window. Throttled like a wrong
+    password.
+    """
+    PENDING_LOGIN_INVALID: _ErrorReason.ValueType  # 34
+    """UNAUTHENTICATED: the pending login token is unknown, used, expired, out of
+    attempts, or not good for this RPC: sign in again with Login.
+    """
+    FACTOR_NOT_FOUND: _ErrorReason.ValueType  # 35
+    """NOT_FOUND: no such factor (or unconfirmed enrolment) among the user's."""
+    PASSKEY_CHALLENGE_INVALID: _ErrorReason.ValueType  # 36
+    """UNAUTHENTICATED: the WebAuthn challenge is unknown, used, expired, or was
+    issued for another purpose: begin again.
+    """
+    PASSKEYS_DISABLED: _ErrorReason.ValueType  # 37
+    """FAILED_PRECONDITION: the server has no WebAuthn relying party configured
+    (AUTHSVC_WEBAUTHN_RP_ID), so passkeys cannot be used.
+    """
+    FACTOR_ALREADY_ENROLLED: _ErrorReason.ValueType  # 38
+    """ALREADY_EXISTS: the user has a TOTP factor already (remove it first), or
+    the passkey is registered already.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is every `reason` the service puts in the one
@@ -263,5 +294,36 @@ Answered only after the password is verified.
 WEBHOOK_DELIVERY_NOT_FOUND: ErrorReason.ValueType  # 31
 """NOT_FOUND: an AdminService call names a webhook delivery that does not
 exist (or was swept).
+"""
+STEP_UP_REQUIRED: ErrorReason.ValueType  # 32
+"""PERMISSION_DENIED: the RPC is sensitive and the user has a second factor
+that this session has not verified within the step-up window
+(AUTHSVC_STEP_UP_WINDOW): call StepUp, then retry. metadata.factor_types
+lists the FactorType names the user can step up with, comma-separated. A
+user without a factor whose session began before the window signs in
+again (factor_types is empty).
+"""
+SECOND_FACTOR_INVALID: ErrorReason.ValueType  # 33
+"""UNAUTHENTICATED: the TOTP code, recovery code or passkey assertion is
+wrong, already used, or outside the time window. Throttled like a wrong
+password.
+"""
+PENDING_LOGIN_INVALID: ErrorReason.ValueType  # 34
+"""UNAUTHENTICATED: the pending login token is unknown, used, expired, out of
+attempts, or not good for this RPC: sign in again with Login.
+"""
+FACTOR_NOT_FOUND: ErrorReason.ValueType  # 35
+"""NOT_FOUND: no such factor (or unconfirmed enrolment) among the user's."""
+PASSKEY_CHALLENGE_INVALID: ErrorReason.ValueType  # 36
+"""UNAUTHENTICATED: the WebAuthn challenge is unknown, used, expired, or was
+issued for another purpose: begin again.
+"""
+PASSKEYS_DISABLED: ErrorReason.ValueType  # 37
+"""FAILED_PRECONDITION: the server has no WebAuthn relying party configured
+(AUTHSVC_WEBAUTHN_RP_ID), so passkeys cannot be used.
+"""
+FACTOR_ALREADY_ENROLLED: ErrorReason.ValueType  # 38
+"""ALREADY_EXISTS: the user has a TOTP factor already (remove it first), or
+the passkey is registered already.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

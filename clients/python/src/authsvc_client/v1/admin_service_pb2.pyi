@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from authsvc_client.v1 import auth_service_pb2 as _auth_service_pb2
+from authsvc_client.v1 import second_factors_pb2 as _second_factors_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -108,6 +109,8 @@ class User(_message.Message):
     DISABLED_AT_FIELD_NUMBER: _builtins.int
     DISABLED_REASON_FIELD_NUMBER: _builtins.int
     LIVE_SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    SECOND_FACTOR_REQUIRED_FIELD_NUMBER: _builtins.int
+    FACTOR_TYPES_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """User id (UUID)."""
     email: _builtins.str
@@ -118,6 +121,11 @@ class User(_message.Message):
     """The operator's note from DisableUser; empty while enabled."""
     live_session_count: _builtins.int
     """How many live sessions the account has now."""
+    second_factor_required: _builtins.bool
+    """An operator marked the account as one that must have a second factor
+    (SetSecondFactorRequired). The server's policy may require one of every
+    account whatever this says.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the account was created."""
@@ -130,6 +138,10 @@ class User(_message.Message):
     def disabled_at(self) -> _timestamp_pb2.Timestamp:
         """When an operator disabled the account; unset while it is enabled."""
 
+    @_builtins.property
+    def factor_types(self) -> _containers.RepeatedScalarFieldContainer[_second_factors_pb2.FactorType.ValueType]:
+        """The types of the account's confirmed second factors, one per factor."""
+
     def __init__(
         self,
         *,
@@ -141,10 +153,12 @@ class User(_message.Message):
         disabled_at: _timestamp_pb2.Timestamp | None = ...,
         disabled_reason: _builtins.str = ...,
         live_session_count: _builtins.int = ...,
+        second_factor_required: _builtins.bool = ...,
+        factor_types: _abc.Iterable[_second_factors_pb2.FactorType.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "disabled_at", b"disabled_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "display_name", b"display_name", "email", b"email", "live_session_count", b"live_session_count", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "display_name", b"display_name", "email", b"email", "factor_types", b"factor_types", "live_session_count", b"live_session_count", "second_factor_required", b"second_factor_required", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1200,3 +1214,159 @@ class RetryWebhookDeliveryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetryWebhookDeliveryResponse: _TypeAlias = RetryWebhookDeliveryResponse  # noqa: Y015
+
+@_typing.final
+class ListUserFactorsRequest(_message.Message):
+    """ListUserFactorsRequest names the user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """User id (UUID)."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUserFactorsRequest: _TypeAlias = ListUserFactorsRequest  # noqa: Y015
+
+@_typing.final
+class ListUserFactorsResponse(_message.Message):
+    """ListUserFactorsResponse is the user's factors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTORS_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODES_REMAINING_FIELD_NUMBER: _builtins.int
+    SECOND_FACTOR_REQUIRED_FIELD_NUMBER: _builtins.int
+    recovery_codes_remaining: _builtins.int
+    """How many unused recovery codes the user has."""
+    second_factor_required: _builtins.bool
+    """The user must have a second factor (the server's policy or the mark)."""
+    @_builtins.property
+    def factors(self) -> _containers.RepeatedCompositeFieldContainer[_second_factors_pb2.Factor]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        factors: _abc.Iterable[_second_factors_pb2.Factor] | None = ...,
+        recovery_codes_remaining: _builtins.int = ...,
+        second_factor_required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["factors", b"factors", "recovery_codes_remaining", b"recovery_codes_remaining", "second_factor_required", b"second_factor_required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUserFactorsResponse: _TypeAlias = ListUserFactorsResponse  # noqa: Y015
+
+@_typing.final
+class RemoveUserFactorRequest(_message.Message):
+    """RemoveUserFactorRequest names the user and the factor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    FACTOR_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """User id (UUID)."""
+    factor_id: _builtins.str
+    """The factor (UUID)."""
+    reason: _builtins.str
+    """Optional note for the audit trail; at most 200 characters."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        factor_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["factor_id", b"factor_id", "reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveUserFactorRequest: _TypeAlias = RemoveUserFactorRequest  # noqa: Y015
+
+@_typing.final
+class RemoveUserFactorResponse(_message.Message):
+    """RemoveUserFactorResponse reports the sessions the removal ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    revoked_session_count: _builtins.int
+    """How many of the user's sessions were ended."""
+    def __init__(
+        self,
+        *,
+        revoked_session_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked_session_count", b"revoked_session_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveUserFactorResponse: _TypeAlias = RemoveUserFactorResponse  # noqa: Y015
+
+@_typing.final
+class SetSecondFactorRequiredRequest(_message.Message):
+    """SetSecondFactorRequiredRequest marks or unmarks an account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """User id (UUID)."""
+    required: _builtins.bool
+    """True to require a second factor of the account."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["required", b"required", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSecondFactorRequiredRequest: _TypeAlias = SetSecondFactorRequiredRequest  # noqa: Y015
+
+@_typing.final
+class SetSecondFactorRequiredResponse(_message.Message):
+    """SetSecondFactorRequiredResponse is the account after the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The account."""
+
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSecondFactorRequiredResponse: _TypeAlias = SetSecondFactorRequiredResponse  # noqa: Y015

@@ -117,6 +117,21 @@ class AdminServiceStub:
                 request_serializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryResponse.FromString,
                 _registered_method=True)
+        self.ListUserFactors = channel.unary_unary(
+                '/authsvc.v1.AdminService/ListUserFactors',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.ListUserFactorsRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.ListUserFactorsResponse.FromString,
+                _registered_method=True)
+        self.RemoveUserFactor = channel.unary_unary(
+                '/authsvc.v1.AdminService/RemoveUserFactor',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.RemoveUserFactorRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RemoveUserFactorResponse.FromString,
+                _registered_method=True)
+        self.SetSecondFactorRequired = channel.unary_unary(
+                '/authsvc.v1.AdminService/SetSecondFactorRequired',
+                request_serializer=authsvc_dot_v1_dot_admin__service__pb2.SetSecondFactorRequiredRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_admin__service__pb2.SetSecondFactorRequiredResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -262,6 +277,34 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUserFactors(self, request, context):
+        """ListUserFactors lists a user's confirmed second factors (never a secret)
+        and how many recovery codes are left. USER_NOT_FOUND if there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveUserFactor(self, request, context):
+        """RemoveUserFactor removes one of a user's factors (a user who lost a
+        phone) and ends every session of the user (SECOND_FACTOR_CHANGED).
+        Removing the last factor also removes the recovery codes. FACTOR_NOT_FOUND
+        if the user has no such factor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSecondFactorRequired(self, request, context):
+        """SetSecondFactorRequired marks (or unmarks) an account as one that must
+        have a second factor: from its next password login it is sent to
+        enrolment and gets nothing else until it finishes. Its live sessions are
+        not ended; RevokeUserSessions does that.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -334,6 +377,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RetryWebhookDelivery,
                     request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryResponse.SerializeToString,
+            ),
+            'ListUserFactors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserFactors,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.ListUserFactorsRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.ListUserFactorsResponse.SerializeToString,
+            ),
+            'RemoveUserFactor': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveUserFactor,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.RemoveUserFactorRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.RemoveUserFactorResponse.SerializeToString,
+            ),
+            'SetSecondFactorRequired': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSecondFactorRequired,
+                    request_deserializer=authsvc_dot_v1_dot_admin__service__pb2.SetSecondFactorRequiredRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_admin__service__pb2.SetSecondFactorRequiredResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -727,6 +785,87 @@ class AdminService:
             '/authsvc.v1.AdminService/RetryWebhookDelivery',
             authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryRequest.SerializeToString,
             authsvc_dot_v1_dot_admin__service__pb2.RetryWebhookDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserFactors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/ListUserFactors',
+            authsvc_dot_v1_dot_admin__service__pb2.ListUserFactorsRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.ListUserFactorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveUserFactor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/RemoveUserFactor',
+            authsvc_dot_v1_dot_admin__service__pb2.RemoveUserFactorRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.RemoveUserFactorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSecondFactorRequired(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AdminService/SetSecondFactorRequired',
+            authsvc_dot_v1_dot_admin__service__pb2.SetSecondFactorRequiredRequest.SerializeToString,
+            authsvc_dot_v1_dot_admin__service__pb2.SetSecondFactorRequiredResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,8 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { DeviceType, Session } from "./auth_service_pb.js";
 import { file_authsvc_v1_auth_service } from "./auth_service_pb.js";
+import type { Factor, FactorType } from "./second_factors_pb.js";
+import { file_authsvc_v1_second_factors } from "./second_factors_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file authsvc/v1/admin_service.proto.
  */
 export const file_authsvc_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5hdXRoc3ZjL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmF1dGhzdmMudjEiggIKBFVzZXISDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGlzYWJsZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2Rpc2FibGVkX3JlYXNvbhgHIAEoCRIaChJsaXZlX3Nlc3Npb25fY291bnQYCCABKAUiPAoOR2V0VXNlclJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciIxCg9HZXRVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciJRChdMaXN0VXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIloKGExpc3RVc2VyU2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoZUmV2b2tlVXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI7ChpSZXZva2VVc2VyU2Vzc2lvbnNSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKAUiNQoSRGlzYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIlQKE0Rpc2FibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlchIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYAiABKAUiJAoRRW5hYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSI0ChJFbmFibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciI0ChFEZWxldGVVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIzChJEZWxldGVVc2VyUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIk0KGUNsZWFyTG9naW5UaHJvdHRsZVJlcXVlc3QSDwoFZW1haWwYASABKAlIABIUCgppcF9hZGRyZXNzGAIgASgJSABCCQoHc3ViamVjdCIcChpDbGVhckxvZ2luVGhyb3R0bGVSZXNwb25zZSLOAQoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2V2ZW50X3R5cGVzGAIgAygJEjIKDm9jY3VycmVkX2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9vY2N1cnJlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJItMBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgDEi8KC29jY3VycmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpldmVudF90eXBlGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgppcF9hZGRyZXNzGAYgASgJEhIKCnVzZXJfYWdlbnQYByABKAkSJwoGZGV0YWlsGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJaChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5hdXRoc3ZjLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIk0KH0NyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlblJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciJ4CiBDcmVhdGVQYXNzd29yZFJlc2V0VG9rZW5SZXNwb25zZRITCgtyZXNldF90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAMgASgJIjMKHUFkbWluU2VydmljZUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiRgoeQWRtaW5TZXJ2aWNlR2V0U2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy5hdXRoc3ZjLnYxLlNlc3Npb24iLgoYR2V0U2Vzc2lvbkxpbmVhZ2VSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAki2AEKC0xpbmVhZ2VTdGVwEhAKCHRva2VuX2lkGAEgASgJEhoKEnN1Y2Nlc3Nvcl90b2tlbl9pZBgCIAEoCRIwCgxwcmVzZW50ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmlwX2FkZHJlc3MYBCABKAkSEgoKdXNlcl9hZ2VudBgFIAEoCRIrCgdvdXRjb21lGAYgASgOMhouYXV0aHN2Yy52MS5SZWZyZXNoT3V0Y29tZRIUCgx3aXRoaW5fZ3JhY2UYByABKAgijwEKDlJldXNlRGV0ZWN0aW9uEhAKCHRva2VuX2lkGAEgASgJEjMKEmZpcnN0X3ByZXNlbnRhdGlvbhgCIAEoCzIXLmF1dGhzdmMudjEuTGluZWFnZVN0ZXASNgoVcmVwbGF5ZWRfcHJlc2VudGF0aW9uGAMgASgLMhcuYXV0aHN2Yy52MS5MaW5lYWdlU3RlcCLBAQoZR2V0U2Vzc2lvbkxpbmVhZ2VSZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMuYXV0aHN2Yy52MS5TZXNzaW9uEhgKEGluaXRpYWxfdG9rZW5faWQYAiABKAkSJgoFc3RlcHMYAyADKAsyFy5hdXRoc3ZjLnYxLkxpbmVhZ2VTdGVwEikKBXJldXNlGAQgASgLMhouYXV0aHN2Yy52MS5SZXVzZURldGVjdGlvbhIRCgl0cnVuY2F0ZWQYBSABKAgijwIKDVNlc3Npb25GaWx0ZXISEAoIdXNlcl9pZHMYASADKAkSMQoNY3JlYXRlZF9hZnRlchgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2lwX2NpZHIYBCABKAkSGwoTdXNlcl9hZ2VudF9jb250YWlucxgFIAEoCRIsCgxkZXZpY2VfdHlwZXMYBiADKA4yFi5hdXRoc3ZjLnYxLkRldmljZVR5cGUSFgoOc2lnbmluZ19rZXlfaWQYByABKAkSEQoJbWF0Y2hfYWxsGAggASgIImMKFVJldm9rZVNlc3Npb25zUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS5hdXRoc3ZjLnYxLlNlc3Npb25GaWx0ZXISDgoGcmVhc29uGAIgASgJEg8KB2RyeV9ydW4YAyABKAgiVAoWUmV2b2tlU2Vzc2lvbnNSZXNwb25zZRIVCg1zZXNzaW9uX2NvdW50GAEgASgDEiMKBnNhbXBsZRgCIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbiLXAgoPV2ViaG9va0RlbGl2ZXJ5EhMKC2RlbGl2ZXJ5X2lkGAEgASgJEhAKCGVuZHBvaW50GAIgASgJEhIKCmV2ZW50X3R5cGUYAyABKAkSLwoFc3RhdGUYBCABKA4yIC5hdXRoc3ZjLnYxLldlYmhvb2tEZWxpdmVyeVN0YXRlEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGF0dGVtcHRzGAYgASgFEjMKD2xhc3RfYXR0ZW1wdF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbmV4dF9hdHRlbXB0X2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBsYXN0X2h0dHBfc3RhdHVzGAkgASgFEhIKCmxhc3RfZXJyb3IYCiABKAkidgocTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBIvCgVzdGF0ZRgBIAEoDjIgLmF1dGhzdmMudjEuV2ViaG9va0RlbGl2ZXJ5U3RhdGUSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiaQodTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVzcG9uc2USLwoKZGVsaXZlcmllcxgBIAMoCzIbLmF1dGhzdmMudjEuV2ViaG9va0RlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIyChtSZXRyeVdlYmhvb2tEZWxpdmVyeVJlcXVlc3QSEwoLZGVsaXZlcnlfaWQYASABKAkiTQocUmV0cnlXZWJob29rRGVsaXZlcnlSZXNwb25zZRItCghkZWxpdmVyeRgBIAEoCzIbLmF1dGhzdmMudjEuV2ViaG9va0RlbGl2ZXJ5KrsBCg5SZWZyZXNoT3V0Y29tZRIfChtSRUZSRVNIX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdSRUZSRVNIX09VVENPTUVfUk9UQVRFRBABEiAKHFJFRlJFU0hfT1VUQ09NRV9HUkFDRV9SRVBMQVkQAhIlCiFSRUZSRVNIX09VVENPTUVfSURFTVBPVEVOVF9SRVBMQVkQAxIiCh5SRUZSRVNIX09VVENPTUVfUkVVU0VfREVURUNURUQQBCqrAQoUV2ViaG9va0RlbGl2ZXJ5U3RhdGUSJgoiV0VCSE9PS19ERUxJVkVSWV9TVEFURV9VTlNQRUNJRklFRBAAEiIKHldFQkhPT0tfREVMSVZFUllfU1RBVEVfUEVORElORxABEiQKIFdFQkhPT0tfREVMSVZFUllfU1RBVEVfREVMSVZFUkVEEAISIQodV0VCSE9PS19ERUxJVkVSWV9TVEFURV9GQUlMRUQQAzKxCgoMQWRtaW5TZXJ2aWNlEkIKB0dldFVzZXISGi5hdXRoc3ZjLnYxLkdldFVzZXJSZXF1ZXN0GhsuYXV0aHN2Yy52MS5HZXRVc2VyUmVzcG9uc2USXQoQTGlzdFVzZXJTZXNzaW9ucxIjLmF1dGhzdmMudjEuTGlzdFVzZXJTZXNzaW9uc1JlcXVlc3QaJC5hdXRoc3ZjLnYxLkxpc3RVc2VyU2Vzc2lvbnNSZXNwb25zZRJjChJSZXZva2VVc2VyU2Vzc2lvbnMSJS5hdXRoc3ZjLnYxLlJldm9rZVVzZXJTZXNzaW9uc1JlcXVlc3QaJi5hdXRoc3ZjLnYxLlJldm9rZVVzZXJTZXNzaW9uc1Jlc3BvbnNlEk4KC0Rpc2FibGVVc2VyEh4uYXV0aHN2Yy52MS5EaXNhYmxlVXNlclJlcXVlc3QaHy5hdXRoc3ZjLnYxLkRpc2FibGVVc2VyUmVzcG9uc2USSwoKRW5hYmxlVXNlchIdLmF1dGhzdmMudjEuRW5hYmxlVXNlclJlcXVlc3QaHi5hdXRoc3ZjLnYxLkVuYWJsZVVzZXJSZXNwb25zZRJLCgpEZWxldGVVc2VyEh0uYXV0aHN2Yy52MS5EZWxldGVVc2VyUmVxdWVzdBoeLmF1dGhzdmMudjEuRGVsZXRlVXNlclJlc3BvbnNlEmMKEkNsZWFyTG9naW5UaHJvdHRsZRIlLmF1dGhzdmMudjEuQ2xlYXJMb2dpblRocm90dGxlUmVxdWVzdBomLmF1dGhzdmMudjEuQ2xlYXJMb2dpblRocm90dGxlUmVzcG9uc2USWgoPTGlzdEF1ZGl0RXZlbnRzEiIuYXV0aHN2Yy52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiMuYXV0aHN2Yy52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZRJ1ChhDcmVhdGVQYXNzd29yZFJlc2V0VG9rZW4SKy5hdXRoc3ZjLnYxLkNyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlblJlcXVlc3QaLC5hdXRoc3ZjLnYxLkNyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlblJlc3BvbnNlEmMKCkdldFNlc3Npb24SKS5hdXRoc3ZjLnYxLkFkbWluU2VydmljZUdldFNlc3Npb25SZXF1ZXN0GiouYXV0aHN2Yy52MS5BZG1pblNlcnZpY2VHZXRTZXNzaW9uUmVzcG9uc2USYAoRR2V0U2Vzc2lvbkxpbmVhZ2USJC5hdXRoc3ZjLnYxLkdldFNlc3Npb25MaW5lYWdlUmVxdWVzdBolLmF1dGhzdmMudjEuR2V0U2Vzc2lvbkxpbmVhZ2VSZXNwb25zZRJXCg5SZXZva2VTZXNzaW9ucxIhLmF1dGhzdmMudjEuUmV2b2tlU2Vzc2lvbnNSZXF1ZXN0GiIuYXV0aHN2Yy52MS5SZXZva2VTZXNzaW9uc1Jlc3BvbnNlEmwKFUxpc3RXZWJob29rRGVsaXZlcmllcxIoLmF1dGhzdmMudjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBopLmF1dGhzdmMudjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVzcG9uc2USaQoUUmV0cnlXZWJob29rRGVsaXZlcnkSJy5hdXRoc3ZjLnYxLlJldHJ5V2ViaG9va0RlbGl2ZXJ5UmVxdWVzdBooLmF1dGhzdmMudjEuUmV0cnlXZWJob29rRGVsaXZlcnlSZXNwb25zZWIGcHJvdG8z", [file_authsvc_v1_auth_service, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch5hdXRoc3ZjL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmF1dGhzdmMudjEi0AIKBFVzZXISDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGlzYWJsZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2Rpc2FibGVkX3JlYXNvbhgHIAEoCRIaChJsaXZlX3Nlc3Npb25fY291bnQYCCABKAUSHgoWc2Vjb25kX2ZhY3Rvcl9yZXF1aXJlZBgJIAEoCBIsCgxmYWN0b3JfdHlwZXMYCiADKA4yFi5hdXRoc3ZjLnYxLkZhY3RvclR5cGUiPAoOR2V0VXNlclJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciIxCg9HZXRVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciJRChdMaXN0VXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIloKGExpc3RVc2VyU2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoZUmV2b2tlVXNlclNlc3Npb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI7ChpSZXZva2VVc2VyU2Vzc2lvbnNSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKAUiNQoSRGlzYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIlQKE0Rpc2FibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlchIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYAiABKAUiJAoRRW5hYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSI0ChJFbmFibGVVc2VyUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciI0ChFEZWxldGVVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIzChJEZWxldGVVc2VyUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIk0KGUNsZWFyTG9naW5UaHJvdHRsZVJlcXVlc3QSDwoFZW1haWwYASABKAlIABIUCgppcF9hZGRyZXNzGAIgASgJSABCCQoHc3ViamVjdCIcChpDbGVhckxvZ2luVGhyb3R0bGVSZXNwb25zZSLOAQoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2V2ZW50X3R5cGVzGAIgAygJEjIKDm9jY3VycmVkX2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9vY2N1cnJlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJItMBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgDEi8KC29jY3VycmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpldmVudF90eXBlGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgppcF9hZGRyZXNzGAYgASgJEhIKCnVzZXJfYWdlbnQYByABKAkSJwoGZGV0YWlsGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJaChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5hdXRoc3ZjLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIk0KH0NyZWF0ZVBhc3N3b3JkUmVzZXRUb2tlblJlcXVlc3QSEQoHdXNlcl9pZBgBIAEoCUgAEg8KBWVtYWlsGAIgASgJSABCBgoEdXNlciJ4CiBDcmVhdGVQYXNzd29yZFJlc2V0VG9rZW5SZXNwb25zZRITCgtyZXNldF90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAMgASgJIjMKHUFkbWluU2VydmljZUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiRgoeQWRtaW5TZXJ2aWNlR2V0U2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy5hdXRoc3ZjLnYxLlNlc3Npb24iLgoYR2V0U2Vzc2lvbkxpbmVhZ2VSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAki2AEKC0xpbmVhZ2VTdGVwEhAKCHRva2VuX2lkGAEgASgJEhoKEnN1Y2Nlc3Nvcl90b2tlbl9pZBgCIAEoCRIwCgxwcmVzZW50ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmlwX2FkZHJlc3MYBCABKAkSEgoKdXNlcl9hZ2VudBgFIAEoCRIrCgdvdXRjb21lGAYgASgOMhouYXV0aHN2Yy52MS5SZWZyZXNoT3V0Y29tZRIUCgx3aXRoaW5fZ3JhY2UYByABKAgijwEKDlJldXNlRGV0ZWN0aW9uEhAKCHRva2VuX2lkGAEgASgJEjMKEmZpcnN0X3ByZXNlbnRhdGlvbhgCIAEoCzIXLmF1dGhzdmMudjEuTGluZWFnZVN0ZXASNgoVcmVwbGF5ZWRfcHJlc2VudGF0aW9uGAMgASgLMhcuYXV0aHN2Yy52MS5MaW5lYWdlU3RlcCLBAQoZR2V0U2Vzc2lvbkxpbmVhZ2VSZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMuYXV0aHN2Yy52MS5TZXNzaW9uEhgKEGluaXRpYWxfdG9rZW5faWQYAiABKAkSJgoFc3RlcHMYAyADKAsyFy5hdXRoc3ZjLnYxLkxpbmVhZ2VTdGVwEikKBXJldXNlGAQgASgLMhouYXV0aHN2Yy52MS5SZXVzZURldGVjdGlvbhIRCgl0cnVuY2F0ZWQYBSABKAgijwIKDVNlc3Npb25GaWx0ZXISEAoIdXNlcl9pZHMYASADKAkSMQoNY3JlYXRlZF9hZnRlchgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2lwX2NpZHIYBCABKAkSGwoTdXNlcl9hZ2VudF9jb250YWlucxgFIAEoCRIsCgxkZXZpY2VfdHlwZXMYBiADKA4yFi5hdXRoc3ZjLnYxLkRldmljZVR5cGUSFgoOc2lnbmluZ19rZXlfaWQYByABKAkSEQoJbWF0Y2hfYWxsGAggASgIImMKFVJldm9rZVNlc3Npb25zUmVxdWVzdBIpCgZmaWx0ZXIYASABKAsyGS5hdXRoc3ZjLnYxLlNlc3Npb25GaWx0ZXISDgoGcmVhc29uGAIgASgJEg8KB2RyeV9ydW4YAyABKAgiVAoWUmV2b2tlU2Vzc2lvbnNSZXNwb25zZRIVCg1zZXNzaW9uX2NvdW50GAEgASgDEiMKBnNhbXBsZRgCIAMoCzITLmF1dGhzdmMudjEuU2Vzc2lvbiLXAgoPV2ViaG9va0RlbGl2ZXJ5EhMKC2RlbGl2ZXJ5X2lkGAEgASgJEhAKCGVuZHBvaW50GAIgASgJEhIKCmV2ZW50X3R5cGUYAyABKAkSLwoFc3RhdGUYBCABKA4yIC5hdXRoc3ZjLnYxLldlYmhvb2tEZWxpdmVyeVN0YXRlEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGF0dGVtcHRzGAYgASgFEjMKD2xhc3RfYXR0ZW1wdF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbmV4dF9hdHRlbXB0X2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBsYXN0X2h0dHBfc3RhdHVzGAkgASgFEhIKCmxhc3RfZXJyb3IYCiABKAkidgocTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBIvCgVzdGF0ZRgBIAEoDjIgLmF1dGhzdmMudjEuV2ViaG9va0RlbGl2ZXJ5U3RhdGUSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiaQodTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVzcG9uc2USLwoKZGVsaXZlcmllcxgBIAMoCzIbLmF1dGhzdmMudjEuV2ViaG9va0RlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIyChtSZXRyeVdlYmhvb2tEZWxpdmVyeVJlcXVlc3QSEwoLZGVsaXZlcnlfaWQYASABKAkiTQocUmV0cnlXZWJob29rRGVsaXZlcnlSZXNwb25zZRItCghkZWxpdmVyeRgBIAEoCzIbLmF1dGhzdmMudjEuV2ViaG9va0RlbGl2ZXJ5IikKFkxpc3RVc2VyRmFjdG9yc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSKAAQoXTGlzdFVzZXJGYWN0b3JzUmVzcG9uc2USIwoHZmFjdG9ycxgBIAMoCzISLmF1dGhzdmMudjEuRmFjdG9yEiAKGHJlY292ZXJ5X2NvZGVzX3JlbWFpbmluZxgCIAEoBRIeChZzZWNvbmRfZmFjdG9yX3JlcXVpcmVkGAMgASgIIk0KF1JlbW92ZVVzZXJGYWN0b3JSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZmFjdG9yX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSI5ChhSZW1vdmVVc2VyRmFjdG9yUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIkMKHlNldFNlY29uZEZhY3RvclJlcXVpcmVkUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhAKCHJlcXVpcmVkGAIgASgIIkEKH1NldFNlY29uZEZhY3RvclJlcXVpcmVkUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmF1dGhzdmMudjEuVXNlciq7AQoOUmVmcmVzaE91dGNvbWUSHwobUkVGUkVTSF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXUkVGUkVTSF9PVVRDT01FX1JPVEFURUQQARIgChxSRUZSRVNIX09VVENPTUVfR1JBQ0VfUkVQTEFZEAISJQohUkVGUkVTSF9PVVRDT01FX0lERU1QT1RFTlRfUkVQTEFZEAMSIgoeUkVGUkVTSF9PVVRDT01FX1JFVVNFX0RFVEVDVEVEEAQqqwEKFFdlYmhvb2tEZWxpdmVyeVN0YXRlEiYKIldFQkhPT0tfREVMSVZFUllfU1RBVEVfVU5TUEVDSUZJRUQQABIiCh5XRUJIT09LX0RFTElWRVJZX1NUQVRFX1BFTkRJTkcQARIkCiBXRUJIT09LX0RFTElWRVJZX1NUQVRFX0RFTElWRVJFRBACEiEKHVdFQkhPT0tfREVMSVZFUllfU1RBVEVfRkFJTEVEEAMy4AwKDEFkbWluU2VydmljZRJCCgdHZXRVc2VyEhouYXV0aHN2Yy52MS5HZXRVc2VyUmVxdWVzdBobLmF1dGhzdmMudjEuR2V0VXNlclJlc3BvbnNlEl0KEExpc3RVc2VyU2Vzc2lvbnMSIy5hdXRoc3ZjLnYxLkxpc3RVc2VyU2Vzc2lvbnNSZXF1ZXN0GiQuYXV0aHN2Yy52MS5MaXN0VXNlclNlc3Npb25zUmVzcG9uc2USYwoSUmV2b2tlVXNlclNlc3Npb25zEiUuYXV0aHN2Yy52MS5SZXZva2VVc2VyU2Vzc2lvbnNSZXF1ZXN0GiYuYXV0aHN2Yy52MS5SZXZva2VVc2VyU2Vzc2lvbnNSZXNwb25zZRJOCgtEaXNhYmxlVXNlchIeLmF1dGhzdmMudjEuRGlzYWJsZVVzZXJSZXF1ZXN0Gh8uYXV0aHN2Yy52MS5EaXNhYmxlVXNlclJlc3BvbnNlEksKCkVuYWJsZVVzZXISHS5hdXRoc3ZjLnYxLkVuYWJsZVVzZXJSZXF1ZXN0Gh4uYXV0aHN2Yy52MS5FbmFibGVVc2VyUmVzcG9uc2USSwoKRGVsZXRlVXNlchIdLmF1dGhzdmMudjEuRGVsZXRlVXNlclJlcXVlc3QaHi5hdXRoc3ZjLnYxLkRlbGV0ZVVzZXJSZXNwb25zZRJjChJDbGVhckxvZ2luVGhyb3R0bGUSJS5hdXRoc3ZjLnYxLkNsZWFyTG9naW5UaHJvdHRsZVJlcXVlc3QaJi5hdXRoc3ZjLnYxLkNsZWFyTG9naW5UaHJvdHRsZVJlc3BvbnNlEloKD0xpc3RBdWRpdEV2ZW50cxIiLmF1dGhzdmMudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBojLmF1dGhzdmMudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USdQoYQ3JlYXRlUGFzc3dvcmRSZXNldFRva2VuEisuYXV0aHN2Yy52MS5DcmVhdGVQYXNzd29yZFJlc2V0VG9rZW5SZXF1ZXN0GiwuYXV0aHN2Yy52MS5DcmVhdGVQYXNzd29yZFJlc2V0VG9rZW5SZXNwb25zZRJjCgpHZXRTZXNzaW9uEikuYXV0aHN2Yy52MS5BZG1pblNlcnZpY2VHZXRTZXNzaW9uUmVxdWVzdBoqLmF1dGhzdmMudjEuQWRtaW5TZXJ2aWNlR2V0U2Vzc2lvblJlc3BvbnNlEmAKEUdldFNlc3Npb25MaW5lYWdlEiQuYXV0aHN2Yy52MS5HZXRTZXNzaW9uTGluZWFnZVJlcXVlc3QaJS5hdXRoc3ZjLnYxLkdldFNlc3Npb25MaW5lYWdlUmVzcG9uc2USVwoOUmV2b2tlU2Vzc2lvbnMSIS5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25zUmVxdWVzdBoiLmF1dGhzdmMudjEuUmV2b2tlU2Vzc2lvbnNSZXNwb25zZRJsChVMaXN0V2ViaG9va0RlbGl2ZXJpZXMSKC5hdXRoc3ZjLnYxLkxpc3RXZWJob29rRGVsaXZlcmllc1JlcXVlc3QaKS5hdXRoc3ZjLnYxLkxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEmkKFFJldHJ5V2ViaG9va0RlbGl2ZXJ5EicuYXV0aHN2Yy52MS5SZXRyeVdlYmhvb2tEZWxpdmVyeVJlcXVlc3QaKC5hdXRoc3ZjLnYxLlJldHJ5V2ViaG9va0RlbGl2ZXJ5UmVzcG9uc2USWgoPTGlzdFVzZXJGYWN0b3JzEiIuYXV0aHN2Yy52MS5MaXN0VXNlckZhY3RvcnNSZXF1ZXN0GiMuYXV0aHN2Yy52MS5MaXN0VXNlckZhY3RvcnNSZXNwb25zZRJdChBSZW1vdmVVc2VyRmFjdG9yEiMuYXV0aHN2Yy52MS5SZW1vdmVVc2VyRmFjdG9yUmVxdWVzdBokLmF1dGhzdmMudjEuUmVtb3ZlVXNlckZhY3RvclJlc3BvbnNlEnIKF1NldFNlY29uZEZhY3RvclJlcXVpcmVkEiouYXV0aHN2Yy52MS5TZXRTZWNvbmRGYWN0b3JSZXF1aXJlZFJlcXVlc3QaKy5hdXRoc3ZjLnYxLlNldFNlY29uZEZhY3RvclJlcXVpcmVkUmVzcG9uc2ViBnByb3RvMw", [file_authsvc_v1_auth_service, file_authsvc_v1_second_factors, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * User is an account as operators see it; never a password or its hash.
@@ -77,6 +79,22 @@ export type User = Message<"authsvc.v1.User"> & {
    * @generated from field: int32 live_session_count = 8;
    */
   liveSessionCount: number;
+
+  /**
+   * An operator marked the account as one that must have a second factor
+   * (SetSecondFactorRequired). The server's policy may require one of every
+   * account whatever this says.
+   *
+   * @generated from field: bool second_factor_required = 9;
+   */
+  secondFactorRequired: boolean;
+
+  /**
+   * The types of the account's confirmed second factors, one per factor.
+   *
+   * @generated from field: repeated authsvc.v1.FactorType factor_types = 10;
+   */
+  factorTypes: FactorType[];
 };
 
 /**
@@ -1230,6 +1248,167 @@ export const RetryWebhookDeliveryResponseSchema: GenMessage<RetryWebhookDelivery
   messageDesc(file_authsvc_v1_admin_service, 33);
 
 /**
+ * ListUserFactorsRequest names the user.
+ *
+ * @generated from message authsvc.v1.ListUserFactorsRequest
+ */
+export type ListUserFactorsRequest = Message<"authsvc.v1.ListUserFactorsRequest"> & {
+  /**
+   * User id (UUID).
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.ListUserFactorsRequest.
+ * Use `create(ListUserFactorsRequestSchema)` to create a new message.
+ */
+export const ListUserFactorsRequestSchema: GenMessage<ListUserFactorsRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 34);
+
+/**
+ * ListUserFactorsResponse is the user's factors.
+ *
+ * @generated from message authsvc.v1.ListUserFactorsResponse
+ */
+export type ListUserFactorsResponse = Message<"authsvc.v1.ListUserFactorsResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated authsvc.v1.Factor factors = 1;
+   */
+  factors: Factor[];
+
+  /**
+   * How many unused recovery codes the user has.
+   *
+   * @generated from field: int32 recovery_codes_remaining = 2;
+   */
+  recoveryCodesRemaining: number;
+
+  /**
+   * The user must have a second factor (the server's policy or the mark).
+   *
+   * @generated from field: bool second_factor_required = 3;
+   */
+  secondFactorRequired: boolean;
+};
+
+/**
+ * Describes the message authsvc.v1.ListUserFactorsResponse.
+ * Use `create(ListUserFactorsResponseSchema)` to create a new message.
+ */
+export const ListUserFactorsResponseSchema: GenMessage<ListUserFactorsResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 35);
+
+/**
+ * RemoveUserFactorRequest names the user and the factor.
+ *
+ * @generated from message authsvc.v1.RemoveUserFactorRequest
+ */
+export type RemoveUserFactorRequest = Message<"authsvc.v1.RemoveUserFactorRequest"> & {
+  /**
+   * User id (UUID).
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The factor (UUID).
+   *
+   * @generated from field: string factor_id = 2;
+   */
+  factorId: string;
+
+  /**
+   * Optional note for the audit trail; at most 200 characters.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message authsvc.v1.RemoveUserFactorRequest.
+ * Use `create(RemoveUserFactorRequestSchema)` to create a new message.
+ */
+export const RemoveUserFactorRequestSchema: GenMessage<RemoveUserFactorRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 36);
+
+/**
+ * RemoveUserFactorResponse reports the sessions the removal ended.
+ *
+ * @generated from message authsvc.v1.RemoveUserFactorResponse
+ */
+export type RemoveUserFactorResponse = Message<"authsvc.v1.RemoveUserFactorResponse"> & {
+  /**
+   * How many of the user's sessions were ended.
+   *
+   * @generated from field: int32 revoked_session_count = 1;
+   */
+  revokedSessionCount: number;
+};
+
+/**
+ * Describes the message authsvc.v1.RemoveUserFactorResponse.
+ * Use `create(RemoveUserFactorResponseSchema)` to create a new message.
+ */
+export const RemoveUserFactorResponseSchema: GenMessage<RemoveUserFactorResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 37);
+
+/**
+ * SetSecondFactorRequiredRequest marks or unmarks an account.
+ *
+ * @generated from message authsvc.v1.SetSecondFactorRequiredRequest
+ */
+export type SetSecondFactorRequiredRequest = Message<"authsvc.v1.SetSecondFactorRequiredRequest"> & {
+  /**
+   * User id (UUID).
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * True to require a second factor of the account.
+   *
+   * @generated from field: bool required = 2;
+   */
+  required: boolean;
+};
+
+/**
+ * Describes the message authsvc.v1.SetSecondFactorRequiredRequest.
+ * Use `create(SetSecondFactorRequiredRequestSchema)` to create a new message.
+ */
+export const SetSecondFactorRequiredRequestSchema: GenMessage<SetSecondFactorRequiredRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 38);
+
+/**
+ * SetSecondFactorRequiredResponse is the account after the call.
+ *
+ * @generated from message authsvc.v1.SetSecondFactorRequiredResponse
+ */
+export type SetSecondFactorRequiredResponse = Message<"authsvc.v1.SetSecondFactorRequiredResponse"> & {
+  /**
+   * The account.
+   *
+   * @generated from field: authsvc.v1.User user = 1;
+   */
+  user?: User | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.SetSecondFactorRequiredResponse.
+ * Use `create(SetSecondFactorRequiredResponseSchema)` to create a new message.
+ */
+export const SetSecondFactorRequiredResponseSchema: GenMessage<SetSecondFactorRequiredResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_admin_service, 39);
+
+/**
  * RefreshOutcome is what one presentation of a refresh token got.
  *
  * @generated from enum authsvc.v1.RefreshOutcome
@@ -1507,6 +1686,43 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RetryWebhookDeliveryRequestSchema;
     output: typeof RetryWebhookDeliveryResponseSchema;
+  },
+  /**
+   * ListUserFactors lists a user's confirmed second factors (never a secret)
+   * and how many recovery codes are left. USER_NOT_FOUND if there is none.
+   *
+   * @generated from rpc authsvc.v1.AdminService.ListUserFactors
+   */
+  listUserFactors: {
+    methodKind: "unary";
+    input: typeof ListUserFactorsRequestSchema;
+    output: typeof ListUserFactorsResponseSchema;
+  },
+  /**
+   * RemoveUserFactor removes one of a user's factors (a user who lost a
+   * phone) and ends every session of the user (SECOND_FACTOR_CHANGED).
+   * Removing the last factor also removes the recovery codes. FACTOR_NOT_FOUND
+   * if the user has no such factor.
+   *
+   * @generated from rpc authsvc.v1.AdminService.RemoveUserFactor
+   */
+  removeUserFactor: {
+    methodKind: "unary";
+    input: typeof RemoveUserFactorRequestSchema;
+    output: typeof RemoveUserFactorResponseSchema;
+  },
+  /**
+   * SetSecondFactorRequired marks (or unmarks) an account as one that must
+   * have a second factor: from its next password login it is sent to
+   * enrolment and gets nothing else until it finishes. Its live sessions are
+   * not ended; RevokeUserSessions does that.
+   *
+   * @generated from rpc authsvc.v1.AdminService.SetSecondFactorRequired
+   */
+  setSecondFactorRequired: {
+    methodKind: "unary";
+    input: typeof SetSecondFactorRequiredRequestSchema;
+    output: typeof SetSecondFactorRequiredResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authsvc_v1_admin_service, 0);

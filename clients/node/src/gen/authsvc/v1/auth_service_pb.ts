@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { AssuranceLevel, AuthenticationMethod, Factor, FactorProof, PasskeyAssertion, SecondFactorStep } from "./second_factors_pb.js";
+import { file_authsvc_v1_second_factors } from "./second_factors_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file authsvc/v1/auth_service.proto.
  */
 export const file_authsvc_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1hdXRoc3ZjL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYXV0aHN2Yy52MSJyCg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhMKC3JlbWVtYmVyX21lGAQgASgIEhMKC2RldmljZV9uYW1lGAUgASgJIvMBChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAQgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgGIAEoCRISCgp0b2tlbl90eXBlGAcgASgJIlkKDExvZ2luUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtyZW1lbWJlcl9tZRgDIAEoCBITCgtkZXZpY2VfbmFtZRgEIAEoCSLwAQoNTG9naW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJEhIKCnRva2VuX3R5cGUYBiABKAkSDwoHdXNlcl9pZBgHIAEoCSJACg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSLyAQoPUmVmcmVzaFJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkSEgoKdG9rZW5fdHlwZRgGIAEoCRIPCgd1c2VyX2lkGAcgASgJIk4KDUxvZ291dFJlcXVlc3QSJgoFc2NvcGUYASABKA4yFy5hdXRoc3ZjLnYxLkxvZ291dFNjb3BlEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkiLwoOTG9nb3V0UmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIjwKE0xpc3RTZXNzaW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiVgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJQoIc2Vzc2lvbnMYASADKAsyEy5hdXRoc3ZjLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIs8ECgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9hY3RpdmVfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2lkbGVfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLZGV2aWNlX3R5cGUYBiABKA4yFi5hdXRoc3ZjLnYxLkRldmljZVR5cGUSDwoHYnJvd3NlchgHIAEoCRIKCgJvcxgIIAEoCRITCgtkZXZpY2VfbmFtZRgJIAEoCRISCgppcF9hZGRyZXNzGAogASgJEhIKCnVzZXJfYWdlbnQYCyABKAkSDwoHY3VycmVudBgMIAEoCBITCgtyZW1lbWJlcl9tZRgNIAEoCBIPCgdjb3VudHJ5GA4gASgJEgwKBGNpdHkYDyABKAkSLAoIZW5kZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKCmVuZF9yZWFzb24YESABKA4yHC5hdXRoc3ZjLnYxLlNlc3Npb25FbmRSZWFzb24SKgoIZW5kZWRfYnkYEiABKAsyGC5hdXRoc3ZjLnYxLlNlc3Npb25FbmRlchIPCgd1c2VyX2lkGBMgASgJImAKDFNlc3Npb25FbmRlchIqCgRraW5kGAEgASgOMhwuYXV0aHN2Yy52MS5TZXNzaW9uRW5kZXJLaW5kEhIKCnNlc3Npb25faWQYAiABKAkSEAoIb3BlcmF0b3IYAyABKAkiJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLmF1dGhzdmMudjEuU2Vzc2lvbiI6ChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiLAoUVmFsaWRhdGVUb2tlblJlcXVlc3QSFAoMYWNjZXNzX3Rva2VuGAEgASgJIs0CChVWYWxpZGF0ZVRva2VuUmVzcG9uc2USDgoGYWN0aXZlGAEgASgIEhcKD2luYWN0aXZlX3JlYXNvbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJaXNzdWVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgZjbGFpbXMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjAKCmVuZF9yZWFzb24YCCABKA4yHC5hdXRoc3ZjLnYxLlNlc3Npb25FbmRSZWFzb24SLAoIZW5kZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhAKDkdldEp3a3NSZXF1ZXN0IiQKD0dldEp3a3NSZXNwb25zZRIRCglqd2tzX2pzb24YASABKAkiLwoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgDIn0KGFdhdGNoUmV2b2NhdGlvbnNSZXNwb25zZRIsCgpyZXZvY2F0aW9uGAEgASgLMhYuYXV0aHN2Yy52MS5SZXZvY2F0aW9uSAASKgoJaGVhcnRiZWF0GAIgASgLMhUuYXV0aHN2Yy52MS5IZWFydGJlYXRIAEIHCgVldmVudCLVAQoKUmV2b2NhdGlvbhIOCgZjdXJzb3IYASABKAMSEgoKc2Vzc2lvbl9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEiwKBnJlYXNvbhgEIAEoDjIcLmF1dGhzdmMudjEuU2Vzc2lvbkVuZFJlYXNvbhIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChB0b2tlbnNfZXhwaXJlX2J5GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJICglIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgDEisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSI3ChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSJBChRSZXNldFBhc3N3b3JkUmVxdWVzdBITCgtyZXNldF90b2tlbhgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiNgoVUmVzZXRQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSqKAQoLTG9nb3V0U2NvcGUSHAoYTE9HT1VUX1NDT1BFX1VOU1BFQ0lGSUVEEAASHQoZTE9HT1VUX1NDT1BFX1RISVNfU0VTU0lPThABEh8KG0xPR09VVF9TQ09QRV9PVEhFUl9TRVNTSU9OUxACEh0KGUxPR09VVF9TQ09QRV9BTExfU0VTU0lPTlMQAyqeAQoKRGV2aWNlVHlwZRIbChdERVZJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0RFVklDRV9UWVBFX0RFU0tUT1AQARIWChJERVZJQ0VfVFlQRV9NT0JJTEUQAhIWChJERVZJQ0VfVFlQRV9UQUJMRVQQAxITCg9ERVZJQ0VfVFlQRV9CT1QQBBIVChFERVZJQ0VfVFlQRV9PVEhFUhAFKpMBChBTZXNzaW9uRW5kZXJLaW5kEiIKHlNFU1NJT05fRU5ERVJfS0lORF9VTlNQRUNJRklFRBAAEhsKF1NFU1NJT05fRU5ERVJfS0lORF9VU0VSEAESHwobU0VTU0lPTl9FTkRFUl9LSU5EX09QRVJBVE9SEAISHQoZU0VTU0lPTl9FTkRFUl9LSU5EX1NZU1RFTRADKo0EChBTZXNzaW9uRW5kUmVhc29uEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VTlNQRUNJRklFRBAAEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0xPR09VVBABEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX1JFVk9LRUQQAhIqCiZTRVNTSU9OX0VORF9SRUFTT05fUkVGUkVTSF9UT0tFTl9SRVVTRRADEiQKIFNFU1NJT05fRU5EX1JFQVNPTl9BRE1JTl9SRVZPS0VEEAQSJAogU0VTU0lPTl9FTkRfUkVBU09OX1VTRVJfRElTQUJMRUQQBRInCiNTRVNTSU9OX0VORF9SRUFTT05fUEFTU1dPUkRfQ0hBTkdFRBAGEiUKIVNFU1NJT05fRU5EX1JFQVNPTl9QQVNTV09SRF9SRVNFVBAHEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0RFTEVURUQQCBIjCh9TRVNTSU9OX0VORF9SRUFTT05fSURMRV9USU1FT1VUEAkSJwojU0VTU0lPTl9FTkRfUkVBU09OX0FCU09MVVRFX1RJTUVPVVQQChIjCh9TRVNTSU9OX0VORF9SRUFTT05fQlVMS19SRVZPS0VEEAsSLAooU0VTU0lPTl9FTkRfUkVBU09OX1NFU1NJT05fTElNSVRfRVZJQ1RFRBAMMrcHCgtBdXRoU2VydmljZRJFCghSZWdpc3RlchIbLmF1dGhzdmMudjEuUmVnaXN0ZXJSZXF1ZXN0GhwuYXV0aHN2Yy52MS5SZWdpc3RlclJlc3BvbnNlEjwKBUxvZ2luEhguYXV0aHN2Yy52MS5Mb2dpblJlcXVlc3QaGS5hdXRoc3ZjLnYxLkxvZ2luUmVzcG9uc2USQgoHUmVmcmVzaBIaLmF1dGhzdmMudjEuUmVmcmVzaFJlcXVlc3QaGy5hdXRoc3ZjLnYxLlJlZnJlc2hSZXNwb25zZRI/CgZMb2dvdXQSGS5hdXRoc3ZjLnYxLkxvZ291dFJlcXVlc3QaGi5hdXRoc3ZjLnYxLkxvZ291dFJlc3BvbnNlElEKDExpc3RTZXNzaW9ucxIfLmF1dGhzdmMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBogLmF1dGhzdmMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USVAoNUmV2b2tlU2Vzc2lvbhIgLmF1dGhzdmMudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaIS5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZRJUCg1WYWxpZGF0ZVRva2VuEiAuYXV0aHN2Yy52MS5WYWxpZGF0ZVRva2VuUmVxdWVzdBohLmF1dGhzdmMudjEuVmFsaWRhdGVUb2tlblJlc3BvbnNlEkIKB0dldEp3a3MSGi5hdXRoc3ZjLnYxLkdldEp3a3NSZXF1ZXN0GhsuYXV0aHN2Yy52MS5HZXRKd2tzUmVzcG9uc2USXwoQV2F0Y2hSZXZvY2F0aW9ucxIjLmF1dGhzdmMudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaJC5hdXRoc3ZjLnYxLldhdGNoUmV2b2NhdGlvbnNSZXNwb25zZTABElcKDkNoYW5nZVBhc3N3b3JkEiEuYXV0aHN2Yy52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaIi5hdXRoc3ZjLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USVAoNUmVzZXRQYXNzd29yZBIgLmF1dGhzdmMudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaIS5hdXRoc3ZjLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZRJLCgpHZXRTZXNzaW9uEh0uYXV0aHN2Yy52MS5HZXRTZXNzaW9uUmVxdWVzdBoeLmF1dGhzdmMudjEuR2V0U2Vzc2lvblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch1hdXRoc3ZjL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYXV0aHN2Yy52MSJyCg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhMKC3JlbWVtYmVyX21lGAQgASgIEhMKC2RldmljZV9uYW1lGAUgASgJIqgCChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAQgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgGIAEoCRISCgp0b2tlbl90eXBlGAcgASgJEjMKDXNlY29uZF9mYWN0b3IYCCABKAsyHC5hdXRoc3ZjLnYxLlNlY29uZEZhY3RvclN0ZXAiWQoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhMKC3JlbWVtYmVyX21lGAMgASgIEhMKC2RldmljZV9uYW1lGAQgASgJIqUCCg1Mb2dpblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkSEgoKdG9rZW5fdHlwZRgGIAEoCRIPCgd1c2VyX2lkGAcgASgJEjMKDXNlY29uZF9mYWN0b3IYCCABKAsyHC5hdXRoc3ZjLnYxLlNlY29uZEZhY3RvclN0ZXAiQAoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAki8gEKD1JlZnJlc2hSZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJEhIKCnRva2VuX3R5cGUYBiABKAkSDwoHdXNlcl9pZBgHIAEoCSJOCg1Mb2dvdXRSZXF1ZXN0EiYKBXNjb3BlGAEgASgOMhcuYXV0aHN2Yy52MS5Mb2dvdXRTY29wZRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJIi8KDkxvZ291dFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSI8ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlYKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiUKCHNlc3Npb25zGAEgAygLMhMuYXV0aHN2Yy52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLGBQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEi4KCmNyZWF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfYWN0aXZlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9pZGxlX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2RldmljZV90eXBlGAYgASgOMhYuYXV0aHN2Yy52MS5EZXZpY2VUeXBlEg8KB2Jyb3dzZXIYByABKAkSCgoCb3MYCCABKAkSEwoLZGV2aWNlX25hbWUYCSABKAkSEgoKaXBfYWRkcmVzcxgKIAEoCRISCgp1c2VyX2FnZW50GAsgASgJEg8KB2N1cnJlbnQYDCABKAgSEwoLcmVtZW1iZXJfbWUYDSABKAgSDwoHY291bnRyeRgOIAEoCRIMCgRjaXR5GA8gASgJEiwKCGVuZGVkX2F0GBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgplbmRfcmVhc29uGBEgASgOMhwuYXV0aHN2Yy52MS5TZXNzaW9uRW5kUmVhc29uEioKCGVuZGVkX2J5GBIgASgLMhguYXV0aHN2Yy52MS5TZXNzaW9uRW5kZXISDwoHdXNlcl9pZBgTIAEoCRIzCg9hc3N1cmFuY2VfbGV2ZWwYFCABKA4yGi5hdXRoc3ZjLnYxLkFzc3VyYW5jZUxldmVsEkAKFmF1dGhlbnRpY2F0aW9uX21ldGhvZHMYFSADKAsyIC5hdXRoc3ZjLnYxLkF1dGhlbnRpY2F0aW9uTWV0aG9kImAKDFNlc3Npb25FbmRlchIqCgRraW5kGAEgASgOMhwuYXV0aHN2Yy52MS5TZXNzaW9uRW5kZXJLaW5kEhIKCnNlc3Npb25faWQYAiABKAkSEAoIb3BlcmF0b3IYAyABKAkiJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLmF1dGhzdmMudjEuU2Vzc2lvbiI6ChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiLAoUVmFsaWRhdGVUb2tlblJlcXVlc3QSFAoMYWNjZXNzX3Rva2VuGAEgASgJIo8DChVWYWxpZGF0ZVRva2VuUmVzcG9uc2USDgoGYWN0aXZlGAEgASgIEhcKD2luYWN0aXZlX3JlYXNvbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJaXNzdWVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgZjbGFpbXMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjAKCmVuZF9yZWFzb24YCCABKA4yHC5hdXRoc3ZjLnYxLlNlc3Npb25FbmRSZWFzb24SLAoIZW5kZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Fzc3VyYW5jZV9sZXZlbBgKIAEoDjIaLmF1dGhzdmMudjEuQXNzdXJhbmNlTGV2ZWwSCwoDYW1yGAsgAygJIhAKDkdldEp3a3NSZXF1ZXN0IiQKD0dldEp3a3NSZXNwb25zZRIRCglqd2tzX2pzb24YASABKAkiLwoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgDIn0KGFdhdGNoUmV2b2NhdGlvbnNSZXNwb25zZRIsCgpyZXZvY2F0aW9uGAEgASgLMhYuYXV0aHN2Yy52MS5SZXZvY2F0aW9uSAASKgoJaGVhcnRiZWF0GAIgASgLMhUuYXV0aHN2Yy52MS5IZWFydGJlYXRIAEIHCgVldmVudCLVAQoKUmV2b2NhdGlvbhIOCgZjdXJzb3IYASABKAMSEgoKc2Vzc2lvbl9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEiwKBnJlYXNvbhgEIAEoDjIcLmF1dGhzdmMudjEuU2Vzc2lvbkVuZFJlYXNvbhIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChB0b2tlbnNfZXhwaXJlX2J5GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJICglIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgDEisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSI3ChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSJBChRSZXNldFBhc3N3b3JkUmVxdWVzdBITCgtyZXNldF90b2tlbhgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiNgoVUmVzZXRQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoBSJbChRDb21wbGV0ZUxvZ2luUmVxdWVzdBIbChNwZW5kaW5nX2xvZ2luX3Rva2VuGAEgASgJEiYKBXByb29mGAIgASgLMhcuYXV0aHN2Yy52MS5GYWN0b3JQcm9vZiL4AQoVQ29tcGxldGVMb2dpblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkSEgoKdG9rZW5fdHlwZRgGIAEoCRIPCgd1c2VyX2lkGAcgASgJIjcKDVN0ZXBVcFJlcXVlc3QSJgoFcHJvb2YYASABKAsyFy5hdXRoc3ZjLnYxLkZhY3RvclByb29mItABCg5TdGVwVXBSZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Fzc3VyYW5jZV9sZXZlbBgDIAEoDjIaLmF1dGhzdmMudjEuQXNzdXJhbmNlTGV2ZWwSNgoSc3RlcF91cF9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIUChJMaXN0RmFjdG9yc1JlcXVlc3QifAoTTGlzdEZhY3RvcnNSZXNwb25zZRIjCgdmYWN0b3JzGAEgAygLMhIuYXV0aHN2Yy52MS5GYWN0b3ISIAoYcmVjb3ZlcnlfY29kZXNfcmVtYWluaW5nGAIgASgFEh4KFnNlY29uZF9mYWN0b3JfcmVxdWlyZWQYAyABKAgiPQoQRW5yb2xUb3RwUmVxdWVzdBIMCgRuYW1lGAEgASgJEhsKE3BlbmRpbmdfbG9naW5fdG9rZW4YAiABKAkigAEKEUVucm9sVG90cFJlc3BvbnNlEhEKCWZhY3Rvcl9pZBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSGAoQcHJvdmlzaW9uaW5nX3VyaRgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChJDb25maXJtVG90cFJlcXVlc3QSEQoJZmFjdG9yX2lkGAEgASgJEgwKBGNvZGUYAiABKAkSGwoTcGVuZGluZ19sb2dpbl90b2tlbhgDIAEoCSJ6ChNDb25maXJtVG90cFJlc3BvbnNlEiIKBmZhY3RvchgBIAEoCzISLmF1dGhzdmMudjEuRmFjdG9yEhYKDnJlY292ZXJ5X2NvZGVzGAIgAygJEicKCXNpZ25lZF9pbhgDIAEoCzIULmF1dGhzdmMudjEuU2lnbmVkSW4i6wEKCFNpZ25lZEluEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkSEgoKdG9rZW5fdHlwZRgGIAEoCRIPCgd1c2VyX2lkGAcgASgJIkwKH0JlZ2luUGFzc2tleVJlZ2lzdHJhdGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIbChNwZW5kaW5nX2xvZ2luX3Rva2VuGAIgASgJIn4KIEJlZ2luUGFzc2tleVJlZ2lzdHJhdGlvblJlc3BvbnNlEhQKDGNoYWxsZW5nZV9pZBgBIAEoCRIUCgxvcHRpb25zX2pzb24YAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibgogRmluaXNoUGFzc2tleVJlZ2lzdHJhdGlvblJlcXVlc3QSFAoMY2hhbGxlbmdlX2lkGAEgASgJEhcKD2NyZWRlbnRpYWxfanNvbhgCIAEoCRIbChNwZW5kaW5nX2xvZ2luX3Rva2VuGAMgASgJIogBCiFGaW5pc2hQYXNza2V5UmVnaXN0cmF0aW9uUmVzcG9uc2USIgoGZmFjdG9yGAEgASgLMhIuYXV0aHN2Yy52MS5GYWN0b3ISFgoOcmVjb3ZlcnlfY29kZXMYAiADKAkSJwoJc2lnbmVkX2luGAMgASgLMhQuYXV0aHN2Yy52MS5TaWduZWRJbiI7ChxCZWdpblBhc3NrZXlBc3NlcnRpb25SZXF1ZXN0EhsKE3BlbmRpbmdfbG9naW5fdG9rZW4YASABKAkiewodQmVnaW5QYXNza2V5QXNzZXJ0aW9uUmVzcG9uc2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEhQKDG9wdGlvbnNfanNvbhgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwChNQYXNza2V5TG9naW5SZXF1ZXN0Ei8KCWFzc2VydGlvbhgBIAEoCzIcLmF1dGhzdmMudjEuUGFzc2tleUFzc2VydGlvbhITCgtyZW1lbWJlcl9tZRgCIAEoCBITCgtkZXZpY2VfbmFtZRgDIAEoCSL3AQoUUGFzc2tleUxvZ2luUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgFIAEoCRISCgp0b2tlbl90eXBlGAYgASgJEg8KB3VzZXJfaWQYByABKAkiKAoTUmVtb3ZlRmFjdG9yUmVxdWVzdBIRCglmYWN0b3JfaWQYASABKAkiNQoUUmVtb3ZlRmFjdG9yUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgFIiAKHlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVxdWVzdCJYCh9SZWdlbmVyYXRlUmVjb3ZlcnlDb2Rlc1Jlc3BvbnNlEhYKDnJlY292ZXJ5X2NvZGVzGAEgAygJEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgCIAEoBSqKAQoLTG9nb3V0U2NvcGUSHAoYTE9HT1VUX1NDT1BFX1VOU1BFQ0lGSUVEEAASHQoZTE9HT1VUX1NDT1BFX1RISVNfU0VTU0lPThABEh8KG0xPR09VVF9TQ09QRV9PVEhFUl9TRVNTSU9OUxACEh0KGUxPR09VVF9TQ09QRV9BTExfU0VTU0lPTlMQAyqeAQoKRGV2aWNlVHlwZRIbChdERVZJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0RFVklDRV9UWVBFX0RFU0tUT1AQARIWChJERVZJQ0VfVFlQRV9NT0JJTEUQAhIWChJERVZJQ0VfVFlQRV9UQUJMRVQQAxITCg9ERVZJQ0VfVFlQRV9CT1QQBBIVChFERVZJQ0VfVFlQRV9PVEhFUhAFKpMBChBTZXNzaW9uRW5kZXJLaW5kEiIKHlNFU1NJT05fRU5ERVJfS0lORF9VTlNQRUNJRklFRBAAEhsKF1NFU1NJT05fRU5ERVJfS0lORF9VU0VSEAESHwobU0VTU0lPTl9FTkRFUl9LSU5EX09QRVJBVE9SEAISHQoZU0VTU0lPTl9FTkRFUl9LSU5EX1NZU1RFTRADKrsEChBTZXNzaW9uRW5kUmVhc29uEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VTlNQRUNJRklFRBAAEiIKHlNFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0xPR09VVBABEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX1JFVk9LRUQQAhIqCiZTRVNTSU9OX0VORF9SRUFTT05fUkVGUkVTSF9UT0tFTl9SRVVTRRADEiQKIFNFU1NJT05fRU5EX1JFQVNPTl9BRE1JTl9SRVZPS0VEEAQSJAogU0VTU0lPTl9FTkRfUkVBU09OX1VTRVJfRElTQUJMRUQQBRInCiNTRVNTSU9OX0VORF9SRUFTT05fUEFTU1dPUkRfQ0hBTkdFRBAGEiUKIVNFU1NJT05fRU5EX1JFQVNPTl9QQVNTV09SRF9SRVNFVBAHEiMKH1NFU1NJT05fRU5EX1JFQVNPTl9VU0VSX0RFTEVURUQQCBIjCh9TRVNTSU9OX0VORF9SRUFTT05fSURMRV9USU1FT1VUEAkSJwojU0VTU0lPTl9FTkRfUkVBU09OX0FCU09MVVRFX1RJTUVPVVQQChIjCh9TRVNTSU9OX0VORF9SRUFTT05fQlVMS19SRVZPS0VEEAsSLAooU0VTU0lPTl9FTkRfUkVBU09OX1NFU1NJT05fTElNSVRfRVZJQ1RFRBAMEiwKKFNFU1NJT05fRU5EX1JFQVNPTl9TRUNPTkRfRkFDVE9SX0NIQU5HRUQQDTKxDwoLQXV0aFNlcnZpY2USRQoIUmVnaXN0ZXISGy5hdXRoc3ZjLnYxLlJlZ2lzdGVyUmVxdWVzdBocLmF1dGhzdmMudjEuUmVnaXN0ZXJSZXNwb25zZRI8CgVMb2dpbhIYLmF1dGhzdmMudjEuTG9naW5SZXF1ZXN0GhkuYXV0aHN2Yy52MS5Mb2dpblJlc3BvbnNlEkIKB1JlZnJlc2gSGi5hdXRoc3ZjLnYxLlJlZnJlc2hSZXF1ZXN0GhsuYXV0aHN2Yy52MS5SZWZyZXNoUmVzcG9uc2USPwoGTG9nb3V0EhkuYXV0aHN2Yy52MS5Mb2dvdXRSZXF1ZXN0GhouYXV0aHN2Yy52MS5Mb2dvdXRSZXNwb25zZRJRCgxMaXN0U2Vzc2lvbnMSHy5hdXRoc3ZjLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC5hdXRoc3ZjLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElQKDVJldm9rZVNlc3Npb24SIC5hdXRoc3ZjLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiEuYXV0aHN2Yy52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USVAoNVmFsaWRhdGVUb2tlbhIgLmF1dGhzdmMudjEuVmFsaWRhdGVUb2tlblJlcXVlc3QaIS5hdXRoc3ZjLnYxLlZhbGlkYXRlVG9rZW5SZXNwb25zZRJCCgdHZXRKd2tzEhouYXV0aHN2Yy52MS5HZXRKd2tzUmVxdWVzdBobLmF1dGhzdmMudjEuR2V0Sndrc1Jlc3BvbnNlEl8KEFdhdGNoUmV2b2NhdGlvbnMSIy5hdXRoc3ZjLnYxLldhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0GiQuYXV0aHN2Yy52MS5XYXRjaFJldm9jYXRpb25zUmVzcG9uc2UwARJXCg5DaGFuZ2VQYXNzd29yZBIhLmF1dGhzdmMudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiIuYXV0aHN2Yy52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlElQKDVJlc2V0UGFzc3dvcmQSIC5hdXRoc3ZjLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiEuYXV0aHN2Yy52MS5SZXNldFBhc3N3b3JkUmVzcG9uc2USSwoKR2V0U2Vzc2lvbhIdLmF1dGhzdmMudjEuR2V0U2Vzc2lvblJlcXVlc3QaHi5hdXRoc3ZjLnYxLkdldFNlc3Npb25SZXNwb25zZRJUCg1Db21wbGV0ZUxvZ2luEiAuYXV0aHN2Yy52MS5Db21wbGV0ZUxvZ2luUmVxdWVzdBohLmF1dGhzdmMudjEuQ29tcGxldGVMb2dpblJlc3BvbnNlEj8KBlN0ZXBVcBIZLmF1dGhzdmMudjEuU3RlcFVwUmVxdWVzdBoaLmF1dGhzdmMudjEuU3RlcFVwUmVzcG9uc2USTgoLTGlzdEZhY3RvcnMSHi5hdXRoc3ZjLnYxLkxpc3RGYWN0b3JzUmVxdWVzdBofLmF1dGhzdmMudjEuTGlzdEZhY3RvcnNSZXNwb25zZRJICglFbnJvbFRvdHASHC5hdXRoc3ZjLnYxLkVucm9sVG90cFJlcXVlc3QaHS5hdXRoc3ZjLnYxLkVucm9sVG90cFJlc3BvbnNlEk4KC0NvbmZpcm1Ub3RwEh4uYXV0aHN2Yy52MS5Db25maXJtVG90cFJlcXVlc3QaHy5hdXRoc3ZjLnYxLkNvbmZpcm1Ub3RwUmVzcG9uc2USdQoYQmVnaW5QYXNza2V5UmVnaXN0cmF0aW9uEisuYXV0aHN2Yy52MS5CZWdpblBhc3NrZXlSZWdpc3RyYXRpb25SZXF1ZXN0GiwuYXV0aHN2Yy52MS5CZWdpblBhc3NrZXlSZWdpc3RyYXRpb25SZXNwb25zZRJ4ChlGaW5pc2hQYXNza2V5UmVnaXN0cmF0aW9uEiwuYXV0aHN2Yy52MS5GaW5pc2hQYXNza2V5UmVnaXN0cmF0aW9uUmVxdWVzdBotLmF1dGhzdmMudjEuRmluaXNoUGFzc2tleVJlZ2lzdHJhdGlvblJlc3BvbnNlEmwKFUJlZ2luUGFzc2tleUFzc2VydGlvbhIoLmF1dGhzdmMudjEuQmVnaW5QYXNza2V5QXNzZXJ0aW9uUmVxdWVzdBopLmF1dGhzdmMudjEuQmVnaW5QYXNza2V5QXNzZXJ0aW9uUmVzcG9uc2USUQoMUGFzc2tleUxvZ2luEh8uYXV0aHN2Yy52MS5QYXNza2V5TG9naW5SZXF1ZXN0GiAuYXV0aHN2Yy52MS5QYXNza2V5TG9naW5SZXNwb25zZRJRCgxSZW1vdmVGYWN0b3ISHy5hdXRoc3ZjLnYxLlJlbW92ZUZhY3RvclJlcXVlc3QaIC5hdXRoc3ZjLnYxLlJlbW92ZUZhY3RvclJlc3BvbnNlEnIKF1JlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzEiouYXV0aHN2Yy52MS5SZWdlbmVyYXRlUmVjb3ZlcnlDb2Rlc1JlcXVlc3QaKy5hdXRoc3ZjLnYxLlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2ViBnByb3RvMw", [file_authsvc_v1_second_factors, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * RegisterRequest creates an account.
@@ -121,6 +123,14 @@ export type RegisterResponse = Message<"authsvc.v1.RegisterResponse"> & {
    * @generated from field: string token_type = 7;
    */
   tokenType: string;
+
+  /**
+   * Set instead of the tokens when the new account must enrol a second factor
+   * before it gets a session (the server's policy).
+   *
+   * @generated from field: authsvc.v1.SecondFactorStep second_factor = 8;
+   */
+  secondFactor?: SecondFactorStep | undefined;
 };
 
 /**
@@ -227,6 +237,15 @@ export type LoginResponse = Message<"authsvc.v1.LoginResponse"> & {
    * @generated from field: string user_id = 7;
    */
   userId: string;
+
+  /**
+   * Set instead of the tokens (which are then empty) when the password was
+   * right and the user has a second factor, or must enrol one: finish with
+   * CompleteLogin, or with the enrolment RPCs when enrolment_required.
+   *
+   * @generated from field: authsvc.v1.SecondFactorStep second_factor = 8;
+   */
+  secondFactor?: SecondFactorStep | undefined;
 };
 
 /**
@@ -581,6 +600,20 @@ export type Session = Message<"authsvc.v1.Session"> & {
    * @generated from field: string user_id = 19;
    */
   userId: string;
+
+  /**
+   * How strongly the user proved who they are in this session. Refresh keeps it.
+   *
+   * @generated from field: authsvc.v1.AssuranceLevel assurance_level = 20;
+   */
+  assuranceLevel: AssuranceLevel;
+
+  /**
+   * Each way the user proved it in this session, and when last.
+   *
+   * @generated from field: repeated authsvc.v1.AuthenticationMethod authentication_methods = 21;
+   */
+  authenticationMethods: AuthenticationMethod[];
 };
 
 /**
@@ -807,6 +840,21 @@ export type ValidateTokenResponse = Message<"authsvc.v1.ValidateTokenResponse"> 
    * @generated from field: google.protobuf.Timestamp ended_at = 9;
    */
   endedAt?: Timestamp | undefined;
+
+  /**
+   * The token's `acr` claim as a level; set when the signature is valid.
+   *
+   * @generated from field: authsvc.v1.AssuranceLevel assurance_level = 10;
+   */
+  assuranceLevel: AssuranceLevel;
+
+  /**
+   * The token's `amr` claim (RFC 8176), e.g. ["pwd", "otp", "mfa"]; set when
+   * the signature is valid.
+   *
+   * @generated from field: repeated string amr = 11;
+   */
+  amr: string[];
 };
 
 /**
@@ -1099,6 +1147,791 @@ export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*
   messageDesc(file_authsvc_v1_auth_service, 27);
 
 /**
+ * CompleteLoginRequest finishes a two-step login.
+ *
+ * @generated from message authsvc.v1.CompleteLoginRequest
+ */
+export type CompleteLoginRequest = Message<"authsvc.v1.CompleteLoginRequest"> & {
+  /**
+   * Sensitive: LoginResponse.second_factor.pending_login_token.
+   *
+   * @generated from field: string pending_login_token = 1;
+   */
+  pendingLoginToken: string;
+
+  /**
+   * One verification of one of the user's factors.
+   *
+   * @generated from field: authsvc.v1.FactorProof proof = 2;
+   */
+  proof?: FactorProof | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.CompleteLoginRequest.
+ * Use `create(CompleteLoginRequestSchema)` to create a new message.
+ */
+export const CompleteLoginRequestSchema: GenMessage<CompleteLoginRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 28);
+
+/**
+ * CompleteLoginResponse is the new session's token pair, as LoginResponse's.
+ *
+ * @generated from message authsvc.v1.CompleteLoginResponse
+ */
+export type CompleteLoginResponse = Message<"authsvc.v1.CompleteLoginResponse"> & {
+  /**
+   * Short-lived JWT to send as `authorization: Bearer <token>`.
+   *
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+
+  /**
+   * When access_token stops being accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp access_token_expires_at = 2;
+   */
+  accessTokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * Sensitive: opaque, single use; present it to Refresh for a new pair.
+   *
+   * @generated from field: string refresh_token = 3;
+   */
+  refreshToken: string;
+
+  /**
+   * When refresh_token stops being accepted unless it is used before.
+   *
+   * @generated from field: google.protobuf.Timestamp refresh_token_expires_at = 4;
+   */
+  refreshTokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The new session (UUID).
+   *
+   * @generated from field: string session_id = 5;
+   */
+  sessionId: string;
+
+  /**
+   * Always "Bearer".
+   *
+   * @generated from field: string token_type = 6;
+   */
+  tokenType: string;
+
+  /**
+   * The signed-in user (UUID).
+   *
+   * @generated from field: string user_id = 7;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.CompleteLoginResponse.
+ * Use `create(CompleteLoginResponseSchema)` to create a new message.
+ */
+export const CompleteLoginResponseSchema: GenMessage<CompleteLoginResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 29);
+
+/**
+ * StepUpRequest is authenticated by the caller's access token.
+ *
+ * @generated from message authsvc.v1.StepUpRequest
+ */
+export type StepUpRequest = Message<"authsvc.v1.StepUpRequest"> & {
+  /**
+   * One verification of one of the user's factors.
+   *
+   * @generated from field: authsvc.v1.FactorProof proof = 1;
+   */
+  proof?: FactorProof | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.StepUpRequest.
+ * Use `create(StepUpRequestSchema)` to create a new message.
+ */
+export const StepUpRequestSchema: GenMessage<StepUpRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 30);
+
+/**
+ * StepUpResponse is a new access token for the same session.
+ *
+ * @generated from message authsvc.v1.StepUpResponse
+ */
+export type StepUpResponse = Message<"authsvc.v1.StepUpResponse"> & {
+  /**
+   * Short-lived JWT whose `acr` is "aal2"; the old one keeps its claims.
+   *
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+
+  /**
+   * When access_token stops being accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp access_token_expires_at = 2;
+   */
+  accessTokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The session's level now.
+   *
+   * @generated from field: authsvc.v1.AssuranceLevel assurance_level = 3;
+   */
+  assuranceLevel: AssuranceLevel;
+
+  /**
+   * Sensitive actions are allowed without another step-up until this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp step_up_expires_at = 4;
+   */
+  stepUpExpiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.StepUpResponse.
+ * Use `create(StepUpResponseSchema)` to create a new message.
+ */
+export const StepUpResponseSchema: GenMessage<StepUpResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 31);
+
+/**
+ * ListFactorsRequest is authenticated by the caller's access token.
+ *
+ * @generated from message authsvc.v1.ListFactorsRequest
+ */
+export type ListFactorsRequest = Message<"authsvc.v1.ListFactorsRequest"> & {
+};
+
+/**
+ * Describes the message authsvc.v1.ListFactorsRequest.
+ * Use `create(ListFactorsRequestSchema)` to create a new message.
+ */
+export const ListFactorsRequestSchema: GenMessage<ListFactorsRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 32);
+
+/**
+ * ListFactorsResponse is every confirmed factor of the caller.
+ *
+ * @generated from message authsvc.v1.ListFactorsResponse
+ */
+export type ListFactorsResponse = Message<"authsvc.v1.ListFactorsResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated authsvc.v1.Factor factors = 1;
+   */
+  factors: Factor[];
+
+  /**
+   * How many unused recovery codes the user has.
+   *
+   * @generated from field: int32 recovery_codes_remaining = 2;
+   */
+  recoveryCodesRemaining: number;
+
+  /**
+   * The user must have a second factor (the server's policy or an operator's mark).
+   *
+   * @generated from field: bool second_factor_required = 3;
+   */
+  secondFactorRequired: boolean;
+};
+
+/**
+ * Describes the message authsvc.v1.ListFactorsResponse.
+ * Use `create(ListFactorsResponseSchema)` to create a new message.
+ */
+export const ListFactorsResponseSchema: GenMessage<ListFactorsResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 33);
+
+/**
+ * EnrolTotpRequest is authenticated by the caller's access token or, for an
+ * account that must enrol before it may sign in, by pending_login_token.
+ *
+ * @generated from message authsvc.v1.EnrolTotpRequest
+ */
+export type EnrolTotpRequest = Message<"authsvc.v1.EnrolTotpRequest"> & {
+  /**
+   * Optional label, e.g. "Phone"; at most 100 characters.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Sensitive: a pending login with enrolment_required; empty in a session.
+   *
+   * @generated from field: string pending_login_token = 2;
+   */
+  pendingLoginToken: string;
+};
+
+/**
+ * Describes the message authsvc.v1.EnrolTotpRequest.
+ * Use `create(EnrolTotpRequestSchema)` to create a new message.
+ */
+export const EnrolTotpRequestSchema: GenMessage<EnrolTotpRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 34);
+
+/**
+ * EnrolTotpResponse is the secret, shown once.
+ *
+ * @generated from message authsvc.v1.EnrolTotpResponse
+ */
+export type EnrolTotpResponse = Message<"authsvc.v1.EnrolTotpResponse"> & {
+  /**
+   * The enrolment to confirm (UUID); it becomes the factor's id.
+   *
+   * @generated from field: string factor_id = 1;
+   */
+  factorId: string;
+
+  /**
+   * Sensitive: the shared secret in base32, for typing into an app.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+
+  /**
+   * Sensitive: otpauth://totp/... with issuer, account, secret, digits and
+   * period, for a QR code.
+   *
+   * @generated from field: string provisioning_uri = 3;
+   */
+  provisioningUri: string;
+
+  /**
+   * Confirm before this instant, or enrol again.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.EnrolTotpResponse.
+ * Use `create(EnrolTotpResponseSchema)` to create a new message.
+ */
+export const EnrolTotpResponseSchema: GenMessage<EnrolTotpResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 35);
+
+/**
+ * ConfirmTotpRequest proves the app has the secret.
+ *
+ * @generated from message authsvc.v1.ConfirmTotpRequest
+ */
+export type ConfirmTotpRequest = Message<"authsvc.v1.ConfirmTotpRequest"> & {
+  /**
+   * EnrolTotpResponse.factor_id.
+   *
+   * @generated from field: string factor_id = 1;
+   */
+  factorId: string;
+
+  /**
+   * The 6 digits the app shows now.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * Sensitive: as in EnrolTotpRequest.
+   *
+   * @generated from field: string pending_login_token = 3;
+   */
+  pendingLoginToken: string;
+};
+
+/**
+ * Describes the message authsvc.v1.ConfirmTotpRequest.
+ * Use `create(ConfirmTotpRequestSchema)` to create a new message.
+ */
+export const ConfirmTotpRequestSchema: GenMessage<ConfirmTotpRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 36);
+
+/**
+ * ConfirmTotpResponse is the new factor and what came with it.
+ *
+ * @generated from message authsvc.v1.ConfirmTotpResponse
+ */
+export type ConfirmTotpResponse = Message<"authsvc.v1.ConfirmTotpResponse"> & {
+  /**
+   * The confirmed factor.
+   *
+   * @generated from field: authsvc.v1.Factor factor = 1;
+   */
+  factor?: Factor | undefined;
+
+  /**
+   * Sensitive, shown once: new recovery codes, when this is the user's first
+   * factor; empty otherwise.
+   *
+   * @generated from field: repeated string recovery_codes = 2;
+   */
+  recoveryCodes: string[];
+
+  /**
+   * The session the enrolment was made in, now at ASSURANCE_LEVEL_AAL2, or
+   * the session the pending login became.
+   *
+   * @generated from field: authsvc.v1.SignedIn signed_in = 3;
+   */
+  signedIn?: SignedIn | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.ConfirmTotpResponse.
+ * Use `create(ConfirmTotpResponseSchema)` to create a new message.
+ */
+export const ConfirmTotpResponseSchema: GenMessage<ConfirmTotpResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 37);
+
+/**
+ * SignedIn is a session's tokens after an enrolment.
+ *
+ * @generated from message authsvc.v1.SignedIn
+ */
+export type SignedIn = Message<"authsvc.v1.SignedIn"> & {
+  /**
+   * A new access token at the session's new level.
+   *
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+
+  /**
+   * When access_token stops being accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp access_token_expires_at = 2;
+   */
+  accessTokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * Sensitive: set only when a pending login became a session.
+   *
+   * @generated from field: string refresh_token = 3;
+   */
+  refreshToken: string;
+
+  /**
+   * When refresh_token stops being accepted; set with it.
+   *
+   * @generated from field: google.protobuf.Timestamp refresh_token_expires_at = 4;
+   */
+  refreshTokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The session (UUID).
+   *
+   * @generated from field: string session_id = 5;
+   */
+  sessionId: string;
+
+  /**
+   * Always "Bearer".
+   *
+   * @generated from field: string token_type = 6;
+   */
+  tokenType: string;
+
+  /**
+   * The user (UUID).
+   *
+   * @generated from field: string user_id = 7;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.SignedIn.
+ * Use `create(SignedInSchema)` to create a new message.
+ */
+export const SignedInSchema: GenMessage<SignedIn> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 38);
+
+/**
+ * BeginPasskeyRegistrationRequest is authenticated as EnrolTotpRequest.
+ *
+ * @generated from message authsvc.v1.BeginPasskeyRegistrationRequest
+ */
+export type BeginPasskeyRegistrationRequest = Message<"authsvc.v1.BeginPasskeyRegistrationRequest"> & {
+  /**
+   * Optional label, e.g. "YubiKey"; at most 100 characters.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Sensitive: as in EnrolTotpRequest.
+   *
+   * @generated from field: string pending_login_token = 2;
+   */
+  pendingLoginToken: string;
+};
+
+/**
+ * Describes the message authsvc.v1.BeginPasskeyRegistrationRequest.
+ * Use `create(BeginPasskeyRegistrationRequestSchema)` to create a new message.
+ */
+export const BeginPasskeyRegistrationRequestSchema: GenMessage<BeginPasskeyRegistrationRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 39);
+
+/**
+ * BeginPasskeyRegistrationResponse is the creation options.
+ *
+ * @generated from message authsvc.v1.BeginPasskeyRegistrationResponse
+ */
+export type BeginPasskeyRegistrationResponse = Message<"authsvc.v1.BeginPasskeyRegistrationResponse"> & {
+  /**
+   * Present to FinishPasskeyRegistration (UUID).
+   *
+   * @generated from field: string challenge_id = 1;
+   */
+  challengeId: string;
+
+  /**
+   * PublicKeyCredentialCreationOptions as JSON (base64url binary fields), for
+   * PublicKeyCredential.parseCreationOptionsFromJSON().
+   *
+   * @generated from field: string options_json = 2;
+   */
+  optionsJson: string;
+
+  /**
+   * The challenge is refused after this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.BeginPasskeyRegistrationResponse.
+ * Use `create(BeginPasskeyRegistrationResponseSchema)` to create a new message.
+ */
+export const BeginPasskeyRegistrationResponseSchema: GenMessage<BeginPasskeyRegistrationResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 40);
+
+/**
+ * FinishPasskeyRegistrationRequest is the browser's attestation.
+ *
+ * @generated from message authsvc.v1.FinishPasskeyRegistrationRequest
+ */
+export type FinishPasskeyRegistrationRequest = Message<"authsvc.v1.FinishPasskeyRegistrationRequest"> & {
+  /**
+   * BeginPasskeyRegistrationResponse.challenge_id.
+   *
+   * @generated from field: string challenge_id = 1;
+   */
+  challengeId: string;
+
+  /**
+   * The PublicKeyCredential from navigator.credentials.create() as JSON.
+   *
+   * @generated from field: string credential_json = 2;
+   */
+  credentialJson: string;
+
+  /**
+   * Sensitive: as in EnrolTotpRequest.
+   *
+   * @generated from field: string pending_login_token = 3;
+   */
+  pendingLoginToken: string;
+};
+
+/**
+ * Describes the message authsvc.v1.FinishPasskeyRegistrationRequest.
+ * Use `create(FinishPasskeyRegistrationRequestSchema)` to create a new message.
+ */
+export const FinishPasskeyRegistrationRequestSchema: GenMessage<FinishPasskeyRegistrationRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 41);
+
+/**
+ * FinishPasskeyRegistrationResponse is as ConfirmTotpResponse.
+ *
+ * @generated from message authsvc.v1.FinishPasskeyRegistrationResponse
+ */
+export type FinishPasskeyRegistrationResponse = Message<"authsvc.v1.FinishPasskeyRegistrationResponse"> & {
+  /**
+   * The new passkey.
+   *
+   * @generated from field: authsvc.v1.Factor factor = 1;
+   */
+  factor?: Factor | undefined;
+
+  /**
+   * Sensitive, shown once: as in ConfirmTotpResponse.
+   *
+   * @generated from field: repeated string recovery_codes = 2;
+   */
+  recoveryCodes: string[];
+
+  /**
+   * As in ConfirmTotpResponse.
+   *
+   * @generated from field: authsvc.v1.SignedIn signed_in = 3;
+   */
+  signedIn?: SignedIn | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.FinishPasskeyRegistrationResponse.
+ * Use `create(FinishPasskeyRegistrationResponseSchema)` to create a new message.
+ */
+export const FinishPasskeyRegistrationResponseSchema: GenMessage<FinishPasskeyRegistrationResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 42);
+
+/**
+ * BeginPasskeyAssertionRequest says what the assertion is for: see the RPC.
+ *
+ * @generated from message authsvc.v1.BeginPasskeyAssertionRequest
+ */
+export type BeginPasskeyAssertionRequest = Message<"authsvc.v1.BeginPasskeyAssertionRequest"> & {
+  /**
+   * Sensitive: a pending login to complete; empty for StepUp or PasskeyLogin.
+   *
+   * @generated from field: string pending_login_token = 1;
+   */
+  pendingLoginToken: string;
+};
+
+/**
+ * Describes the message authsvc.v1.BeginPasskeyAssertionRequest.
+ * Use `create(BeginPasskeyAssertionRequestSchema)` to create a new message.
+ */
+export const BeginPasskeyAssertionRequestSchema: GenMessage<BeginPasskeyAssertionRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 43);
+
+/**
+ * BeginPasskeyAssertionResponse is the request options.
+ *
+ * @generated from message authsvc.v1.BeginPasskeyAssertionResponse
+ */
+export type BeginPasskeyAssertionResponse = Message<"authsvc.v1.BeginPasskeyAssertionResponse"> & {
+  /**
+   * Present in PasskeyAssertion (UUID).
+   *
+   * @generated from field: string challenge_id = 1;
+   */
+  challengeId: string;
+
+  /**
+   * PublicKeyCredentialRequestOptions as JSON (base64url binary fields), for
+   * PublicKeyCredential.parseRequestOptionsFromJSON().
+   *
+   * @generated from field: string options_json = 2;
+   */
+  optionsJson: string;
+
+  /**
+   * The challenge is refused after this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message authsvc.v1.BeginPasskeyAssertionResponse.
+ * Use `create(BeginPasskeyAssertionResponseSchema)` to create a new message.
+ */
+export const BeginPasskeyAssertionResponseSchema: GenMessage<BeginPasskeyAssertionResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 44);
+
+/**
+ * PasskeyLoginRequest signs in with a passkey alone.
+ *
+ * @generated from message authsvc.v1.PasskeyLoginRequest
+ */
+export type PasskeyLoginRequest = Message<"authsvc.v1.PasskeyLoginRequest"> & {
+  /**
+   * The assertion for a challenge begun without credentials.
+   *
+   * @generated from field: authsvc.v1.PasskeyAssertion assertion = 1;
+   */
+  assertion?: PasskeyAssertion | undefined;
+
+  /**
+   * As in LoginRequest.
+   *
+   * @generated from field: bool remember_me = 2;
+   */
+  rememberMe: boolean;
+
+  /**
+   * As in LoginRequest.
+   *
+   * @generated from field: string device_name = 3;
+   */
+  deviceName: string;
+};
+
+/**
+ * Describes the message authsvc.v1.PasskeyLoginRequest.
+ * Use `create(PasskeyLoginRequestSchema)` to create a new message.
+ */
+export const PasskeyLoginRequestSchema: GenMessage<PasskeyLoginRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 45);
+
+/**
+ * PasskeyLoginResponse is the new session's token pair, as LoginResponse's.
+ *
+ * @generated from message authsvc.v1.PasskeyLoginResponse
+ */
+export type PasskeyLoginResponse = Message<"authsvc.v1.PasskeyLoginResponse"> & {
+  /**
+   * Short-lived JWT to send as `authorization: Bearer <token>`.
+   *
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+
+  /**
+   * When access_token stops being accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp access_token_expires_at = 2;
+   */
+  accessTokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * Sensitive: opaque, single use; present it to Refresh for a new pair.
+   *
+   * @generated from field: string refresh_token = 3;
+   */
+  refreshToken: string;
+
+  /**
+   * When refresh_token stops being accepted unless it is used before.
+   *
+   * @generated from field: google.protobuf.Timestamp refresh_token_expires_at = 4;
+   */
+  refreshTokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The new session (UUID).
+   *
+   * @generated from field: string session_id = 5;
+   */
+  sessionId: string;
+
+  /**
+   * Always "Bearer".
+   *
+   * @generated from field: string token_type = 6;
+   */
+  tokenType: string;
+
+  /**
+   * The signed-in user (UUID).
+   *
+   * @generated from field: string user_id = 7;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.PasskeyLoginResponse.
+ * Use `create(PasskeyLoginResponseSchema)` to create a new message.
+ */
+export const PasskeyLoginResponseSchema: GenMessage<PasskeyLoginResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 46);
+
+/**
+ * RemoveFactorRequest names one of the caller's factors.
+ *
+ * @generated from message authsvc.v1.RemoveFactorRequest
+ */
+export type RemoveFactorRequest = Message<"authsvc.v1.RemoveFactorRequest"> & {
+  /**
+   * The factor (UUID).
+   *
+   * @generated from field: string factor_id = 1;
+   */
+  factorId: string;
+};
+
+/**
+ * Describes the message authsvc.v1.RemoveFactorRequest.
+ * Use `create(RemoveFactorRequestSchema)` to create a new message.
+ */
+export const RemoveFactorRequestSchema: GenMessage<RemoveFactorRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 47);
+
+/**
+ * RemoveFactorResponse reports the sessions the removal ended.
+ *
+ * @generated from message authsvc.v1.RemoveFactorResponse
+ */
+export type RemoveFactorResponse = Message<"authsvc.v1.RemoveFactorResponse"> & {
+  /**
+   * How many of the user's other sessions were ended.
+   *
+   * @generated from field: int32 revoked_session_count = 1;
+   */
+  revokedSessionCount: number;
+};
+
+/**
+ * Describes the message authsvc.v1.RemoveFactorResponse.
+ * Use `create(RemoveFactorResponseSchema)` to create a new message.
+ */
+export const RemoveFactorResponseSchema: GenMessage<RemoveFactorResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 48);
+
+/**
+ * RegenerateRecoveryCodesRequest is authenticated by the caller's access token.
+ *
+ * @generated from message authsvc.v1.RegenerateRecoveryCodesRequest
+ */
+export type RegenerateRecoveryCodesRequest = Message<"authsvc.v1.RegenerateRecoveryCodesRequest"> & {
+};
+
+/**
+ * Describes the message authsvc.v1.RegenerateRecoveryCodesRequest.
+ * Use `create(RegenerateRecoveryCodesRequestSchema)` to create a new message.
+ */
+export const RegenerateRecoveryCodesRequestSchema: GenMessage<RegenerateRecoveryCodesRequest> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 49);
+
+/**
+ * RegenerateRecoveryCodesResponse is the new set, shown once.
+ *
+ * @generated from message authsvc.v1.RegenerateRecoveryCodesResponse
+ */
+export type RegenerateRecoveryCodesResponse = Message<"authsvc.v1.RegenerateRecoveryCodesResponse"> & {
+  /**
+   * Sensitive: the new single-use codes.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+
+  /**
+   * How many of the user's other sessions were ended.
+   *
+   * @generated from field: int32 revoked_session_count = 2;
+   */
+  revokedSessionCount: number;
+};
+
+/**
+ * Describes the message authsvc.v1.RegenerateRecoveryCodesResponse.
+ * Use `create(RegenerateRecoveryCodesResponseSchema)` to create a new message.
+ */
+export const RegenerateRecoveryCodesResponseSchema: GenMessage<RegenerateRecoveryCodesResponse> = /*@__PURE__*/
+  messageDesc(file_authsvc_v1_auth_service, 50);
+
+/**
  * LogoutScope selects which of the caller's sessions Logout revokes.
  *
  * @generated from enum authsvc.v1.LogoutScope
@@ -1332,6 +2165,15 @@ export enum SessionEndReason {
    * @generated from enum value: SESSION_END_REASON_SESSION_LIMIT_EVICTED = 12;
    */
   SESSION_LIMIT_EVICTED = 12,
+
+  /**
+   * The user's second factors changed: one was added or removed, or the
+   * recovery codes were regenerated, by the user on another session or by an
+   * operator.
+   *
+   * @generated from enum value: SESSION_END_REASON_SECOND_FACTOR_CHANGED = 13;
+   */
+  SECOND_FACTOR_CHANGED = 13,
 }
 
 /**
@@ -1498,6 +2340,145 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof GetSessionRequestSchema;
     output: typeof GetSessionResponseSchema;
+  },
+  /**
+   * Second factors (docs/second-factors.md). A user with a confirmed factor
+   * signs in in two steps: Login verifies the password and answers a
+   * SecondFactorStep instead of tokens; CompleteLogin verifies the factor and
+   * starts the session at ASSURANCE_LEVEL_AAL2. Every verification of a code
+   * is throttled like Login, per account and per client address.
+   *
+   * CompleteLogin finishes a login that answered `second_factor`, with one
+   * verification of a second factor. A wrong code is SECOND_FACTOR_INVALID; a
+   * pending login that is unknown, used, expired or out of attempts is
+   * PENDING_LOGIN_INVALID (sign in again).
+   *
+   * @generated from rpc authsvc.v1.AuthService.CompleteLogin
+   */
+  completeLogin: {
+    methodKind: "unary";
+    input: typeof CompleteLoginRequestSchema;
+    output: typeof CompleteLoginResponseSchema;
+  },
+  /**
+   * StepUp verifies a second factor in the caller's session: the session
+   * becomes ASSURANCE_LEVEL_AAL2 (if it was not), its step-up time is now, and
+   * the answer is a new access token that says so. The refresh token and the
+   * session stay the same.
+   *
+   * @generated from rpc authsvc.v1.AuthService.StepUp
+   */
+  stepUp: {
+    methodKind: "unary";
+    input: typeof StepUpRequestSchema;
+    output: typeof StepUpResponseSchema;
+  },
+  /**
+   * ListFactors lists the caller's confirmed second factors.
+   *
+   * @generated from rpc authsvc.v1.AuthService.ListFactors
+   */
+  listFactors: {
+    methodKind: "unary";
+    input: typeof ListFactorsRequestSchema;
+    output: typeof ListFactorsResponseSchema;
+  },
+  /**
+   * EnrolTotp starts enrolling a TOTP app: the secret, once, and its
+   * otpauth:// provisioning URI (for a QR code). Nothing counts until
+   * ConfirmTotp. In a session, adding a factor needs a recent sign-in or
+   * step-up (STEP_UP_REQUIRED otherwise). A user has at most one TOTP
+   * (FACTOR_ALREADY_ENROLLED).
+   *
+   * @generated from rpc authsvc.v1.AuthService.EnrolTotp
+   */
+  enrolTotp: {
+    methodKind: "unary";
+    input: typeof EnrolTotpRequestSchema;
+    output: typeof EnrolTotpResponseSchema;
+  },
+  /**
+   * ConfirmTotp confirms an enrolment with a first valid code. The user's
+   * other sessions end (SECOND_FACTOR_CHANGED); the first factor comes with a
+   * set of recovery codes, shown once.
+   *
+   * @generated from rpc authsvc.v1.AuthService.ConfirmTotp
+   */
+  confirmTotp: {
+    methodKind: "unary";
+    input: typeof ConfirmTotpRequestSchema;
+    output: typeof ConfirmTotpResponseSchema;
+  },
+  /**
+   * BeginPasskeyRegistration starts registering a passkey: WebAuthn creation
+   * options for navigator.credentials.create(). PASSKEYS_DISABLED when the
+   * server has no relying party configured. Step-up rules as EnrolTotp's.
+   *
+   * @generated from rpc authsvc.v1.AuthService.BeginPasskeyRegistration
+   */
+  beginPasskeyRegistration: {
+    methodKind: "unary";
+    input: typeof BeginPasskeyRegistrationRequestSchema;
+    output: typeof BeginPasskeyRegistrationResponseSchema;
+  },
+  /**
+   * FinishPasskeyRegistration verifies the browser's attestation and adds the
+   * passkey, with ConfirmTotp's consequences.
+   *
+   * @generated from rpc authsvc.v1.AuthService.FinishPasskeyRegistration
+   */
+  finishPasskeyRegistration: {
+    methodKind: "unary";
+    input: typeof FinishPasskeyRegistrationRequestSchema;
+    output: typeof FinishPasskeyRegistrationResponseSchema;
+  },
+  /**
+   * BeginPasskeyAssertion returns WebAuthn request options for
+   * navigator.credentials.get(), with a single-use challenge that expires:
+   * for CompleteLogin (with pending_login_token), for StepUp (with the
+   * caller's access token), or, with neither, for PasskeyLogin.
+   *
+   * @generated from rpc authsvc.v1.AuthService.BeginPasskeyAssertion
+   */
+  beginPasskeyAssertion: {
+    methodKind: "unary";
+    input: typeof BeginPasskeyAssertionRequestSchema;
+    output: typeof BeginPasskeyAssertionResponseSchema;
+  },
+  /**
+   * PasskeyLogin signs in with a passkey alone (a discoverable credential,
+   * user verification required): a session at ASSURANCE_LEVEL_AAL2. A passkey
+   * that is not known is SECOND_FACTOR_INVALID. Throttled by client address.
+   *
+   * @generated from rpc authsvc.v1.AuthService.PasskeyLogin
+   */
+  passkeyLogin: {
+    methodKind: "unary";
+    input: typeof PasskeyLoginRequestSchema;
+    output: typeof PasskeyLoginResponseSchema;
+  },
+  /**
+   * RemoveFactor removes one of the caller's factors. Needs step-up
+   * (STEP_UP_REQUIRED); ends the user's other sessions. Removing the last
+   * factor also removes the recovery codes.
+   *
+   * @generated from rpc authsvc.v1.AuthService.RemoveFactor
+   */
+  removeFactor: {
+    methodKind: "unary";
+    input: typeof RemoveFactorRequestSchema;
+    output: typeof RemoveFactorResponseSchema;
+  },
+  /**
+   * RegenerateRecoveryCodes replaces the caller's recovery codes with a new
+   * set, shown once; the old set stops working. Needs step-up.
+   *
+   * @generated from rpc authsvc.v1.AuthService.RegenerateRecoveryCodes
+   */
+  regenerateRecoveryCodes: {
+    methodKind: "unary";
+    input: typeof RegenerateRecoveryCodesRequestSchema;
+    output: typeof RegenerateRecoveryCodesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authsvc_v1_auth_service, 0);
