@@ -59,6 +59,7 @@ from authsvc.domain import idempotent_refresh, refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessSigner, AccessTokens
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
+from authsvc.domain.session_endings import SessionEndings
 from authsvc.domain.session_limits import SessionLimit
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
 from authsvc.domain.tombstones import as_the_user_sees_it, end_of, refusal
@@ -457,6 +458,8 @@ class SessionService:
         session in the database. `locator`: where sessions' login addresses are; None
         records no location."""
         self._liveness = liveness
+        # Every ending this service commits is applied here; shared with other use cases.
+        self.endings = SessionEndings(liveness)
         self._locator = locator
         self._throttle = throttle
         self._sign_ups = sign_ups
@@ -1336,16 +1339,7 @@ class SessionService:
     def _user_sessions_ended(
         self, user_id: UserId, ended: list[EndedSession], reason: SessionEndReason, now: datetime
     ) -> None:
-        self._ended_here(ended, now, reason)
-        _log.info(
-            "user sessions ended",
-            extra={
-                "event": "user_sessions_ended",
-                "user_id": str(user_id),
-                "reason": reason.value,
-                "revoked": len(ended),
-            },
-        )
+        self.endings.user_sessions_ended(user_id, ended, reason, now)
 
     def sessions_ended(
         self, user_id: UserId, ended: list[EndedSession], reason: SessionEndReason, now: datetime
@@ -1353,27 +1347,19 @@ class SessionService:
         """The user's sessions another use case ended with `end_user_sessions`' statement
         inside its own transaction (a password reset, an account deletion, each with its
         change), now committed: applied and logged as `end_user_sessions` does."""
-        self._user_sessions_ended(user_id, ended, reason, now)
+        self.endings.user_sessions_ended(user_id, ended, reason, now)
 
     def bulk_ended(
         self, ended: Sequence[EndedSession], reason: SessionEndReason, now: datetime
     ) -> None:
         """Sessions of any users that another use case ended (RevokeSessions' batches), now
         committed: applied as every ending is; the caller logs them, once per call."""
-        self._ended_here(ended, now, reason)
+        self.endings.ended(ended, now, reason)
 
     def _ended_here(
         self, ended: Sequence[EndedSession], now: datetime, reason: SessionEndReason
     ) -> None:
-        """Every ending passes here, once, after it committed. Read your writes: this
-        process refuses the sessions it ended before it answers, whatever its feed has
-        heard. And each is counted, by `reason`, with how long it lived."""
-        if not ended:
-            return
-        if self._liveness is not None:
-            self._liveness.ended_here((session.id for session in ended), now, reason)
-        for session in ended:
-            metrics.session_ended(reason.value, (now - session.created_at).total_seconds())
+        self.endings.ended(ended, now, reason)
 
 
 def _reused(now: datetime) -> RefreshTokenReused:
