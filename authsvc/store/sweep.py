@@ -183,6 +183,13 @@ SELECT token_hash FROM password_reset_tokens WHERE expires_at <= $1 LIMIT $2
 _DELETE_EXPIRED_RESET_TOKENS = """
 DELETE FROM password_reset_tokens WHERE token_hash = ANY($1::bytea[]) AND expires_at <= $2
 """
+# WebAuthn ceremonies begun and never finished (migration 0031).
+_EXPIRED_WEBAUTHN_CHALLENGES = """
+SELECT id FROM webauthn_challenges WHERE expires_at <= $1 LIMIT $2
+"""
+_DELETE_EXPIRED_WEBAUTHN_CHALLENGES = """
+DELETE FROM webauthn_challenges WHERE id = ANY($1::uuid[]) AND expires_at <= $2
+"""
 # Coordinator-local. Migration 0014's trigger records the highest id deleted, so a feed
 # reader whose cursor is below it knows it may have missed entries.
 _DELETE_OLD_REVOCATIONS = """
@@ -288,6 +295,12 @@ SWEPT: tuple[Swept, ...] = (
         name="password_reset_tokens",
         candidates=_EXPIRED_RESET_TOKENS,
         statement=_DELETE_EXPIRED_RESET_TOKENS,
+        args=lambda cut: (cut.now,),
+    ),
+    Swept(
+        name="webauthn_challenges",
+        candidates=_EXPIRED_WEBAUTHN_CHALLENGES,
+        statement=_DELETE_EXPIRED_WEBAUTHN_CHALLENGES,
         args=lambda cut: (cut.now,),
     ),
     Swept(
