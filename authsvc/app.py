@@ -45,6 +45,7 @@ from authsvc.domain.erasure import AccountErasure
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.liveness import LivenessCache
+from authsvc.domain.passkeys import PasskeyService, RelyingParty
 from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
@@ -72,6 +73,7 @@ from authsvc.store.erasure import PgErasureStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.lineage import PgLineageStore
 from authsvc.store.migrate import apply_migrations
+from authsvc.store.passkeys import PgPasskeyStore
 from authsvc.store.password_resets import PgPasswordResetStore
 from authsvc.store.pool import Pool, has_citus, open_connections, ping
 from authsvc.store.revocations import PgRevocationListener, PgRevocationLog
@@ -252,7 +254,11 @@ class AuthServer:
         # Second factors: TOTP and recovery codes.
         factor_rpcs = FactorRpcs(caller)
         # Passkeys (WebAuthn).
-        passkey_rpcs = PasskeyRpcs(caller)
+        passkey_rpcs = PasskeyRpcs(
+            caller,
+            build_passkey_service(config, pool, clock, self.sessions, self.throttle),
+            self.sessions,
+        )
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(
                 self.sessions,
@@ -616,6 +622,33 @@ def build_login_throttle(
 
 def _shared_addresses(config: Config) -> SharedAddresses:
     return SharedAddresses(config.shared_addresses, config.shared_address_factor)
+
+
+def build_passkey_service(
+    config: Config,
+    pool: Pool,
+    clock: Clock,
+    sessions: SessionService,
+    throttle: LoginThrottle,
+) -> PasskeyService:
+    """Passkeys, off (PASSKEYS_DISABLED) unless AUTHSVC_WEBAUTHN_RP_ID is set."""
+    relying_party = None
+    if config.webauthn_rp_id is not None:
+        relying_party = RelyingParty(
+            id=config.webauthn_rp_id,
+            name=config.webauthn_rp_name,
+            origins=config.webauthn_expected_origins,
+        )
+    return PasskeyService(
+        store=PgPasskeyStore(pool),
+        assurance=sessions,
+        throttle=throttle,
+        endings=sessions.endings,
+        clock=clock,
+        relying_party=relying_party,
+        # HOOK: helper A's FactorService issues the first factor's recovery codes.
+        recovery_codes=None,
+    )
 
 
 def build_session_service(
