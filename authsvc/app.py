@@ -254,11 +254,8 @@ class AuthServer:
         # Second factors: TOTP and recovery codes.
         factor_rpcs = FactorRpcs(caller)
         # Passkeys (WebAuthn).
-        passkey_rpcs = PasskeyRpcs(
-            caller,
-            build_passkey_service(config, pool, clock, self.sessions, self.throttle),
-            self.sessions,
-        )
+        self.passkeys = build_passkey_service(config, pool, clock, self.sessions, self.throttle)
+        passkey_rpcs = PasskeyRpcs(caller, self.passkeys, self.sessions)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(
                 self.sessions,

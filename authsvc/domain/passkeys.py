@@ -74,9 +74,9 @@ _log = logging.getLogger(__name__)
 # Long enough for a person to find their authenticator and touch it; the browser's own
 # timeout (the options' `timeout`) is the same.
 CHALLENGE_LIFETIME = timedelta(minutes=5)
-# A credential's JSON is a few hundred bytes (an attestation with a certificate chain a few
-# KiB); anything far larger is not one.
-MAX_CREDENTIAL_JSON = 64 * 1024
+# A credential's JSON is a few hundred bytes, an attestation with a certificate chain a few
+# KiB; anything far larger is not one. (Below the server's default message limit, 64 KiB.)
+MAX_CREDENTIAL_JSON = 16 * 1024
 _CHALLENGE_BYTES = 32
 
 T = TypeVar("T")
