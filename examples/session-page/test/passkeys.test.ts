@@ -1,0 +1,107 @@
+// Passkeys in the page, on Chromium's virtual authenticator (the DevTools WebAuthn domain):
+// add a passkey on the device page, sign out, sign in with it alone.
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { BrowserContext, CDPSession, Page } from "playwright-core";
+import { newDevice } from "./browser.js";
+import { useStack } from "./fixture.js";
+import { currentSessionId, newAccount, sessionList, signIn, type Account } from "./session_page.js";
+
+const fixture = useStack();
+
+/** A fresh profile on the page's passkey origin (http://localhost:<port>). */
+async function openOnPasskeyOrigin(contexts: BrowserContext[]): Promise<Page> {
+  const context = await newDevice(fixture.browser, fixture.stack.passkeyPageUrl, "linuxChrome");
+  contexts.push(context);
+  context.setDefaultTimeout(10_000);
+  return context.newPage();
+}
+
+/**
+ * A platform authenticator for `page`, as a laptop's: CTAP2 over the internal transport,
+ * keeping discoverable credentials, verifying its user (and it always does, untouched).
+ */
+async function addVirtualAuthenticator(page: Page): Promise<{ cdp: CDPSession; authenticatorId: string }> {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "internal",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { cdp, authenticatorId };
+}
+
+async function newUser(): Promise<Account> {
+  const account = newAccount();
+  await fixture.stack.createUser(account.email, account.password);
+  return account;
+}
+
+async function addPasskeyOnDevicePage(page: Page): Promise<void> {
+  const [answer] = await Promise.all([
+    page.waitForResponse((response) => new URL(response.url()).pathname === "/api/passkeys"),
+    page.getByRole("button", { name: "Add a passkey" }).click(),
+  ]);
+  assert.equal(answer.status(), 201, `adding the passkey answered ${answer.status()}: ${await answer.text()}`);
+  await page.locator("[data-testid=passkey-status]").filter({ hasText: "Passkey added" }).waitFor();
+}
+
+describe("passkeys", () => {
+  test("a passkey added on the device page signs its owner in alone, after signing out", async () => {
+    const contexts: BrowserContext[] = [];
+    try {
+      const account = await newUser();
+      const page = await openOnPasskeyOrigin(contexts);
+      const { cdp, authenticatorId } = await addVirtualAuthenticator(page);
+      await signIn(page, account);
+      const passwordSession = await currentSessionId(page);
+
+      await addPasskeyOnDevicePage(page);
+      const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+      assert.equal(credentials.length, 1);
+      assert.equal(credentials[0]?.isResidentCredential, true);
+      assert.equal(credentials[0]?.rpId, "localhost");
+
+      await page.getByRole("button", { name: "Log out" }).click();
+      await page.waitForURL((url) => url.pathname === "/login");
+      const [answer] = await Promise.all([
+        page.waitForResponse((response) => new URL(response.url()).pathname === "/api/passkey-login"),
+        page.getByRole("button", { name: "Sign in with a passkey" }).click(),
+      ]);
+      assert.equal(answer.status(), 204, `passkey sign-in answered ${answer.status()}: ${await answer.text()}`);
+      await sessionList(page).waitFor();
+
+      const passkeySession = await currentSessionId(page);
+      assert.notEqual(passkeySession, passwordSession);
+      // The authenticator signed once for the sign-in: its counter moved past registration's.
+      const after = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+      assert.ok((after.credentials[0]?.signCount ?? 0) > (credentials[0]?.signCount ?? 0));
+    } finally {
+      await Promise.all(contexts.map((context) => context.close()));
+    }
+  });
+
+  test("without a passkey of this site, the sign-in says none was used and signs nobody in", async () => {
+    const contexts: BrowserContext[] = [];
+    try {
+      const page = await openOnPasskeyOrigin(contexts);
+      await addVirtualAuthenticator(page);
+      await page.goto("/login");
+
+      await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+
+      const alert = page.locator("[role=alert][data-testid=login-error]");
+      await alert.filter({ hasText: "No passkey was used." }).waitFor();
+      assert.equal(new URL(page.url()).pathname, "/login");
+    } finally {
+      await Promise.all(contexts.map((context) => context.close()));
+    }
+  });
+});
