@@ -29,13 +29,24 @@ async function typed<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The signed-in client's access token as a header, sent explicitly: the passkey RPCs take
+ * either a token or none (a pending login, PasskeyLogin), so the client's interceptor need
+ * not know them as authenticated methods.
+ */
+async function bearer(client: AuthClient): Promise<Record<string, string>> {
+  const token = await typed(() => client.tokens.accessToken());
+  return token === undefined ? {} : { authorization: `Bearer ${token}` };
+}
+
 function ceremony(response: { challengeId: string; optionsJson: string }): PasskeyCeremony {
   return { challengeId: response.challengeId, options: JSON.parse(response.optionsJson) as unknown };
 }
 
 /** Creation options for a passkey of the signed-in `client`'s user. */
 export async function beginRegistration(client: AuthClient, name: string): Promise<PasskeyCeremony> {
-  return ceremony(await typed(() => client.raw.beginPasskeyRegistration({ name })));
+  const headers = await bearer(client);
+  return ceremony(await typed(() => client.raw.beginPasskeyRegistration({ name }, { headers })));
 }
 
 /**
@@ -43,7 +54,10 @@ export async function beginRegistration(client: AuthClient, name: string): Promi
  * token that says so: the client's token pair takes it (its refresh token is unchanged).
  */
 export async function finishRegistration(client: AuthClient, challengeId: string, credentialJson: string): Promise<string> {
-  const response = await typed(() => client.raw.finishPasskeyRegistration({ challengeId, credentialJson }));
+  const headers = await bearer(client);
+  const response = await typed(() =>
+    client.raw.finishPasskeyRegistration({ challengeId, credentialJson }, { headers }),
+  );
   const current = client.tokens.tokens;
   const signedIn = response.signedIn;
   if (current !== undefined && signedIn !== undefined && signedIn.accessToken !== "") {
