@@ -22,7 +22,7 @@ from authsvc.store.revocations import PgRevocationLog
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import second_factors_pb2 as factors_pb
 from tests.conftest import Launch, Launched
-from tests.helpers import Stub, bearer, error_info, login, refresh_failure, register
+from tests.helpers import PASSWORD, Stub, bearer, error_info, login, refresh_failure, register
 from tests.soft_authenticator import SoftAuthenticator, unb64url
 
 pytestmark = pytest.mark.asyncio
@@ -218,6 +218,7 @@ async def test_passkey_login_signs_the_passkeys_user_in_at_aal2(launch: Launch) 
     )
     assert validated.active
     assert validated.assurance_level == factors_pb.ASSURANCE_LEVEL_AAL2
+    assert "hwk" in validated.amr
 
 
 async def test_passkey_login_without_user_verification_is_refused(launch: Launch) -> None:
@@ -510,3 +511,31 @@ async def test_every_passkey_rpc_is_disabled_without_a_relying_party(launch: Lau
     outcomes = [await refused(call) for call in calls]
 
     assert {reason for _, reason in outcomes} == {"PASSKEYS_DISABLED"}
+
+
+async def test_enrolling_a_passkey_with_a_pending_login_completes_the_login(
+    launch: Launch,
+) -> None:
+    launched = await launch(webauthn_rp_id=RP_ID, second_factor_policy="all")
+    await launched.stub.Register(pb.RegisterRequest(email="alice@example.com", password=PASSWORD))
+    step = (await login(launched.stub)).second_factor
+    assert step.enrolment_required
+    begun = await launched.stub.BeginPasskeyRegistration(
+        pb.BeginPasskeyRegistrationRequest(pending_login_token=step.pending_login_token)
+    )
+
+    finished = await launched.stub.FinishPasskeyRegistration(
+        pb.FinishPasskeyRegistrationRequest(
+            challenge_id=begun.challenge_id,
+            credential_json=SoftAuthenticator(ORIGIN).create(begun.options_json),
+            pending_login_token=step.pending_login_token,
+        )
+    )
+
+    assert finished.factor.type == factors_pb.FACTOR_TYPE_PASSKEY
+    assert finished.signed_in.refresh_token
+    validated = await launched.stub.ValidateToken(
+        pb.ValidateTokenRequest(access_token=finished.signed_in.access_token)
+    )
+    assert validated.active
+    assert validated.assurance_level == factors_pb.ASSURANCE_LEVEL_AAL2
