@@ -329,7 +329,7 @@ def parse_rp_id(text: str) -> str:
 def parse_origins(text: str) -> tuple[str, ...]:
     """Comma-separated web origins, `scheme://host[:port]` each, as browsers send them."""
     origins = []
-    for part in (p.strip() for p in text.split(",")):
+    for part in (p.strip().rstrip("/") for p in text.split(",")):
         if not part:
             continue
         parts = urllib.parse.urlsplit(part)
