@@ -108,4 +108,31 @@ describe("passkeys", () => {
       await Promise.all(contexts.map((context) => context.close()));
     }
   });
+
+  test("the passkey endpoints refuse a request without the CSRF token, or from another origin", async () => {
+    const contexts: BrowserContext[] = [];
+    try {
+      const account = await newUser();
+      const page = await openOnPasskeyOrigin(contexts);
+      await signIn(page, account);
+      const request = page.context().request;
+      const { csrfToken } = (await (await request.get("/api/session")).json()) as { csrfToken: string };
+      const foreign = { "X-CSRF-Token": csrfToken, Origin: "https://attacker.example" };
+
+      const refused = [
+        await request.post("/api/passkeys/options"),
+        await request.post("/api/passkeys/options", { headers: foreign }),
+        await request.post("/api/passkeys", { data: { challengeId: crypto.randomUUID(), credential: {} } }),
+        await request.post("/api/passkey-login/options"),
+        await request.post("/api/passkey-login", { data: { challengeId: crypto.randomUUID(), credential: {} } }),
+      ];
+
+      for (const answer of refused) {
+        assert.equal(answer.status(), 403, answer.url());
+        assert.equal(((await answer.json()) as { error: string }).error, "CSRF_CHECK_FAILED");
+      }
+    } finally {
+      await Promise.all(contexts.map((context) => context.close()));
+    }
+  });
 });
