@@ -742,6 +742,13 @@ class Config:
         "How long a password-reset token (AdminService.CreatePasswordResetToken) stays good.",
         PASSWORDS,
     )
+    # Second factors: TOTP (helper A's block; the lead may move it to a second-factor group).
+    totp_issuer: str = _setting(
+        str,
+        "authsvc",
+        "The issuer TOTP apps show beside the account (the otpauth:// URI's issuer).",
+        PASSWORDS,
+    )
     login_failures_per_account_and_ip: int = _setting(
         parse_positive_int, "5", "Failed logins per account from one address per window.", LIMITS
     )
