@@ -42,6 +42,7 @@ from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.admin import AdminActions
 from authsvc.domain.bulk_revocation import BulkRevocation
 from authsvc.domain.erasure import AccountErasure
+from authsvc.domain.factors import FactorService
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.liveness import LivenessCache
@@ -50,6 +51,7 @@ from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
 from authsvc.domain.revocations import RevocationFeed
+from authsvc.domain.session_endings import SessionEndings
 from authsvc.domain.session_limits import SessionLimit
 from authsvc.domain.sessions import Locator, SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
@@ -69,6 +71,7 @@ from authsvc.store.audit import PgAuditStore
 from authsvc.store.bulk_revocation import PgBulkRevocationStore
 from authsvc.store.census import PgSessionCensus
 from authsvc.store.erasure import PgErasureStore
+from authsvc.store.factors import PgFactorStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.lineage import PgLineageStore
 from authsvc.store.migrate import apply_migrations
@@ -170,6 +173,20 @@ class AuthServer:
             self.revocation_feed.observe(self.liveness)
         # After the steps above that can still fail the start, so that none leaves it open.
         self.locator = open_geoip_database(config)
+        # Second factors (TOTP, recovery codes), before the sessions that ask them.
+        self.factors = FactorService(
+            store=PgFactorStore(pool),
+            wrapper=build_key_wrapper(config),
+            throttle=self.throttle,
+            clock=clock,
+            # Stateless but for the liveness cache: the same endings as the sessions'.
+            endings=SessionEndings(self.liveness),
+            # helper C: the PasskeyVerifier (domain/passkeys.py) goes here.
+            passkeys=None,
+            issuer=config.totp_issuer,
+            # lead: required_of_everyone=<AUTHSVC_SECOND_FACTOR_POLICY is `all`>.
+        )
+        # lead: pass self.factors to SessionService (its SecondFactors).
         self.sessions = build_session_service(
             config,
             pool,
@@ -249,8 +266,8 @@ class AuthServer:
         )
         services = ServiceGuard(config.service_keys, config.service_identities)
         caller = Caller(self.sessions, config.trusted_proxies)
-        # Second factors: TOTP and recovery codes.
-        factor_rpcs = FactorRpcs(caller)
+        # Second factors: TOTP and recovery codes; the sessions' assurance for step-up.
+        factor_rpcs = FactorRpcs(caller, self.factors, self.sessions)
         # Passkeys (WebAuthn).
         passkey_rpcs = PasskeyRpcs(caller)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -292,6 +309,7 @@ class AuthServer:
                 ),
                 lineages=SessionLineages(store=PgLineageStore(pool), clock=clock),
                 webhooks=WebhookDeliveries(PgWebhookDeliveryStore(pool), clock),
+                factors=self.factors,
             ),
             self._server,
         )
