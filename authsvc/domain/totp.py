@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 from datetime import datetime
+from urllib.parse import urlencode
 
 import pyotp
 
@@ -31,6 +32,7 @@ STEP_SECONDS = 30
 SKEW_STEPS = 1
 # pyotp's random_base32 length for 160 bits, RFC 4226's recommended secret size.
 _SECRET_CHARS = 32
+_PARAMETERS = {"algorithm": "SHA1", "digits": DIGITS, "period": STEP_SECONDS}
 _CODE = re.compile(rf"[0-9]{{{DIGITS}}}")
 
 
@@ -41,8 +43,10 @@ def new_secret() -> str:
 
 def provisioning_uri(secret: str, *, account: str, issuer: str) -> str:
     """The otpauth://totp/ URI an app reads from a QR code: issuer, account, secret,
-    digits and period."""
-    return _totp(secret).provisioning_uri(name=account, issuer_name=issuer)
+    algorithm, digits and period."""
+    uri = _totp(secret).provisioning_uri(name=account, issuer_name=issuer)
+    # pyotp leaves out parameters at their defaults; some apps guess otherwise: say them.
+    return f"{uri}&{urlencode(_PARAMETERS)}"
 
 
 def is_code_shaped(code: str) -> bool:
