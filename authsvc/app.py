@@ -36,6 +36,7 @@ from authsvc.api.well_known import WellKnown
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError, check_database
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
+from authsvc.core.factors import SecondFactorPolicy
 from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
@@ -51,7 +52,6 @@ from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
 from authsvc.domain.revocation_watch import RevocationFanout, RevocationWatch
 from authsvc.domain.revocations import RevocationFeed
-from authsvc.domain.session_endings import SessionEndings
 from authsvc.domain.session_limits import SessionLimit
 from authsvc.domain.sessions import Locator, SessionPolicy, SessionService
 from authsvc.domain.signing_keys import KeyRing
@@ -174,20 +174,6 @@ class AuthServer:
             self.revocation_feed.observe(self.liveness)
         # After the steps above that can still fail the start, so that none leaves it open.
         self.locator = open_geoip_database(config)
-        # Second factors (TOTP, recovery codes), before the sessions that ask them.
-        self.factors = FactorService(
-            store=PgFactorStore(pool),
-            wrapper=build_key_wrapper(config),
-            throttle=self.throttle,
-            clock=clock,
-            # Stateless but for the liveness cache: the same endings as the sessions'.
-            endings=SessionEndings(self.liveness),
-            # helper C: the PasskeyVerifier (domain/passkeys.py) goes here.
-            passkeys=None,
-            issuer=config.totp_issuer,
-            # lead: required_of_everyone=<AUTHSVC_SECOND_FACTOR_POLICY is `all`>.
-        )
-        # lead: pass self.factors to SessionService (its SecondFactors).
         self.sessions = build_session_service(
             config,
             pool,
@@ -199,6 +185,19 @@ class AuthServer:
             liveness=self.liveness,
             locator=self.locator,
         )
+        # Second factors (TOTP, recovery codes): the sessions' SecondFactors.
+        self.factors = FactorService(
+            store=PgFactorStore(pool),
+            wrapper=build_key_wrapper(config),
+            throttle=self.throttle,
+            clock=clock,
+            endings=self.sessions.endings,
+            # helper C: the PasskeyVerifier (domain/passkeys.py) goes here.
+            passkeys=None,
+            issuer=config.totp_issuer,
+            required_of_everyone=config.second_factor_policy is SecondFactorPolicy.ALL,
+        )
+        self.sessions.use_factors(self.factors)
         self.password_resets = PasswordResets(
             store=PgPasswordResetStore(pool),
             sessions=self.sessions,

@@ -733,6 +733,12 @@ class Config:
         "How long a login whose password was right waits for its second factor.",
         SECOND_FACTORS,
     )
+    totp_issuer: str = _setting(
+        str,
+        "authsvc",
+        "The issuer TOTP apps show beside the account (the otpauth:// URI's issuer).",
+        SECOND_FACTORS,
+    )
     geoip_database: Path | None = _setting(
         parse_readable_file,
         None,
@@ -772,13 +778,6 @@ class Config:
         parse_positive_duration,
         "1h",
         "How long a password-reset token (AdminService.CreatePasswordResetToken) stays good.",
-        PASSWORDS,
-    )
-    # Second factors: TOTP (helper A's block; the lead may move it to a second-factor group).
-    totp_issuer: str = _setting(
-        str,
-        "authsvc",
-        "The issuer TOTP apps show beside the account (the otpauth:// URI's issuer).",
         PASSWORDS,
     )
     login_failures_per_account_and_ip: int = _setting(

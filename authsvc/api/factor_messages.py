@@ -11,15 +11,9 @@ from authsvc.v1 import second_factors_pb2 as pb
 
 __all__ = ["factor_message", "factor_type", "parse_factor_id"]
 
-_FACTOR_TYPES = {
-    FactorKind.TOTP: pb.FACTOR_TYPE_TOTP,
-    FactorKind.RECOVERY_CODE: pb.FACTOR_TYPE_RECOVERY_CODE,
-    FactorKind.PASSKEY: pb.FACTOR_TYPE_PASSKEY,
-}
-
 
 def factor_type(kind: FactorKind) -> pb.FactorType.ValueType:
-    return _FACTOR_TYPES[kind]
+    return convert.FACTOR_TYPES[kind]
 
 
 def factor_message(factor: Factor) -> pb.Factor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authsvc.api import convert
+from authsvc.api import convert, factor_convert
 from authsvc.api.caller import Caller, Context
 from authsvc.api.factor_messages import factor_message, parse_factor_id
 from authsvc.api.interceptors import note_subject
@@ -27,8 +27,6 @@ __all__ = ["FactorRpcs"]
 
 # As servicer.TOKEN_TYPE (which imports this module, so cannot be imported here).
 _TOKEN_TYPE = "Bearer"  # noqa: S105 (a scheme name, not a secret)
-# A pending login token is short; anything longer is not one.
-_MAX_PENDING_TOKEN = 1024
 
 
 class FactorRpcs:
@@ -151,8 +149,7 @@ class FactorRpcs:
         session, by its access token."""
         if not pending_login_token:
             return await self._caller.authenticate(context), None
-        if len(pending_login_token) > _MAX_PENDING_TOKEN:
-            raise InvalidArgument("pending_login_token", "pending_login_token is too long")
+        pending_login_token = factor_convert.pending_login_token(pending_login_token, required=True)
         pending = await self._assurance.pending_login(pending_login_token, for_enrolment=True)
         note_subject(pending.user_id, "")
         return None, pending
