@@ -91,4 +91,6 @@ def test_the_provisioning_uri_names_issuer_account_and_parameters() -> None:
         "digits": "6",
         "period": "30",
     }
-    assert pyotp.parse_uri(uri).at(AT) == code_at(secret, AT)
+    parsed = pyotp.parse_uri(uri)
+    assert isinstance(parsed, pyotp.TOTP)
+    assert parsed.at(AT) == code_at(secret, AT)
