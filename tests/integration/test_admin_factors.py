@@ -5,6 +5,7 @@ operator; DeleteUser erases the factors and codes; none of it for anyone but ope
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.factors import (
     sign_in_with_totp,
 )
 from tests.helpers import bearer, login, register
+from tests.processes import CommandRun, authsvc_env, run_authsvc
 
 pytestmark = pytest.mark.asyncio
 
@@ -299,3 +301,38 @@ async def test_a_service_that_is_not_an_operator_is_refused(
     )
 
     assert refused == NOT_ALLOWED
+
+
+# --- authsvc admin --------------------------------------------------------------------
+
+
+async def admin_command(admin: AdminLaunched, *args: str) -> CommandRun:
+    """`authsvc admin ARGS` at the server, as the operator."""
+    key = admin.as_operator[0][1].removeprefix("Bearer ")
+    return await run_authsvc(
+        "admin",
+        *args,
+        "--address",
+        f"127.0.0.1:{admin.server.port}",
+        env=authsvc_env(None, AUTHSVC_OPERATOR_KEY=key),
+    )
+
+
+async def test_the_admin_commands_mark_list_and_remove(
+    admin_server: AdminLaunched, clock: FrozenClock
+) -> None:
+    enrolled = await enrol_and_confirm(admin_server.stub, clock, await register(admin_server.stub))
+    user = ("--user-id", enrolled.user_id)
+
+    marked = await admin_command(admin_server, "set-second-factor-required", *user, "--required")
+    listed = await admin_command(admin_server, "list-user-factors", *user)
+    removed = await admin_command(
+        admin_server, "remove-user-factor", *user, "--factor-id", enrolled.factor_id
+    )
+
+    assert [marked.code, listed.code, removed.code] == [0, 0, 0], marked.stderr + listed.stderr
+    assert json.loads(marked.stdout)["user"]["second_factor_required"] is True
+    answer = json.loads(listed.stdout)
+    assert [factor["factor_id"] for factor in answer["factors"]] == [enrolled.factor_id]
+    assert (answer["recovery_codes_remaining"], answer["second_factor_required"]) == (10, True)
+    assert json.loads(removed.stdout) == {"revoked_session_count": 1}
