@@ -10,6 +10,7 @@ from datetime import timedelta
 import grpc
 import jwt
 import pytest
+import pytest_asyncio
 
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
@@ -25,7 +26,7 @@ STEP_UP_REQUIRED = (grpc.StatusCode.PERMISSION_DENIED, "STEP_UP_REQUIRED")
 BOTH_TYPES = "FACTOR_TYPE_RECOVERY_CODE,FACTOR_TYPE_TOTP"
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def enrolled(stub: Stub, clock: FrozenClock) -> Enrolled:
     signed_in = await register(stub)
     return await enrol_totp(stub, signed_in.access_token, clock)

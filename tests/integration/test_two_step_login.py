@@ -8,6 +8,7 @@ from datetime import timedelta
 import grpc
 import jwt
 import pytest
+import pytest_asyncio
 
 from authsvc.core.clock import FrozenClock
 from authsvc.store.pool import Pool
@@ -28,7 +29,7 @@ PENDING_LOGIN_INVALID = (grpc.StatusCode.UNAUTHENTICATED, "PENDING_LOGIN_INVALID
 SECOND_FACTOR_INVALID = (grpc.StatusCode.UNAUTHENTICATED, "SECOND_FACTOR_INVALID")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def enrolled(stub: Stub, clock: FrozenClock) -> Enrolled:
     signed_in = await register(stub)
     return await enrol_totp(stub, signed_in.access_token, clock)
@@ -158,3 +159,19 @@ async def test_the_code_used_to_complete_a_login_cannot_complete_another(
 
     pending = (await login(stub)).second_factor.pending_login_token
     assert await refused(stub, pending, code) == SECOND_FACTOR_INVALID
+
+
+async def test_a_right_password_does_not_forgive_wrong_codes(
+    stub: Stub, enrolled: Enrolled, clock: FrozenClock
+) -> None:
+    # Else a thief with the password would sign in again between guesses to reset the count.
+    first = (await login(stub)).second_factor.pending_login_token
+    for _ in range(4):
+        assert await refused(stub, first, "000000") == SECOND_FACTOR_INVALID
+    second = (await login(stub)).second_factor.pending_login_token
+    assert await refused(stub, second, "000000") == SECOND_FACTOR_INVALID
+
+    assert await refused(stub, second, next_code(enrolled, clock)) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
+    )
