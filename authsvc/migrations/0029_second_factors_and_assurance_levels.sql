@@ -8,6 +8,9 @@
 -- Each change to a table Citus may have distributed is EXECUTEd as a statement of its own:
 -- Citus passes a DDL statement's text on to the workers, and a migration file is one
 -- string of many statements, which they refuse. On plain PostgreSQL it is the same DDL.
+-- Citus runs a distributed function's DDL over one connection per node only if the
+-- transaction's earlier DDL did (its hint); on plain PostgreSQL a placeholder, ignored.
+SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
 DO $$
 BEGIN
     EXECUTE 'ALTER TABLE sessions ADD COLUMN aal smallint NOT NULL DEFAULT 1';
