@@ -554,7 +554,9 @@ class SessionService:
                 ),
             )
             _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
-            return await self._second_step(user, remember_me, device, user.password_hash)
+            return await self._second_step(
+                user, frozenset(), remember_me, device, user.password_hash
+            )
         tokens = await self._start_session(
             user.id,
             remember_me,
@@ -662,7 +664,12 @@ class SessionService:
                     await self._login_failed(attempt, None, origin)
                 if not await self._hasher.verify(user.password_hash, password, client=client):
                     await self._login_failed(attempt, user.id, origin)
-            await attempt.succeeded()
+            kinds = await self._factor_kinds(user.id)
+            if not kinds:
+                await attempt.succeeded()
+            # Else the attempt is released uncounted: a right password alone does not
+            # forgive wrong codes (a thief with the password would reset the count between
+            # guesses); the right second factor does.
         if user.disabled_at is not None:
             await self._refuse_disabled(user.id, origin)
         verified_hash = user.password_hash
@@ -672,7 +679,7 @@ class SessionService:
                 user.id, new_hash, self._clock.now(), replacing=user.password_hash
             ):
                 verified_hash = new_hash
-        step = await self._second_step(user, remember_me, device, verified_hash)
+        step = await self._second_step(user, kinds, remember_me, device, verified_hash)
         if step is not None:
             return step
         try:
@@ -1112,11 +1119,16 @@ class SessionService:
     # --- second factors and step-up ----------------------------------------
 
     async def _second_step(
-        self, user: User, remember_me: bool, device: DeviceInfo, verified_hash: str
+        self,
+        user: User,
+        kinds: frozenset[FactorKind],
+        remember_me: bool,
+        device: DeviceInfo,
+        verified_hash: str,
     ) -> SecondFactorStep | None:
-        """A pending login when the user has a factor (complete it with one) or must enrol
-        one (the policy or an operator's mark); None: sign in with the password alone."""
-        kinds = await self._factor_kinds(user.id)
+        """A pending login when the user has a factor, of `kinds` (complete it with one),
+        or must enrol one (the policy or an operator's mark); None: sign in with the
+        password alone."""
         required = user.second_factor_required or (
             self._policy.second_factor_policy is SecondFactorPolicy.ALL
         )

@@ -4,19 +4,34 @@
 -- second factor, or a passkey alone) and each method with when it was last verified, as
 -- two parallel arrays ('password', 'totp', 'recovery_code', 'passkey'). A session from
 -- before this migration has none recorded: it was a password, at its creation.
-ALTER TABLE sessions
-    ADD COLUMN aal smallint NOT NULL DEFAULT 1 CONSTRAINT sessions_aal_known CHECK (aal IN (1, 2)),
-    ADD COLUMN auth_methods text[] NOT NULL DEFAULT '{}',
-    ADD COLUMN auth_method_times timestamptz[] NOT NULL DEFAULT '{}',
-    DROP CONSTRAINT sessions_end_reason_known,
-    ADD CONSTRAINT sessions_end_reason_known CHECK (end_reason IN (
-        'user_logout', 'user_revoked', 'refresh_token_reuse',
-        'admin_revoked', 'user_disabled', 'password_changed', 'password_reset',
-        'user_deleted', 'idle_timeout', 'absolute_timeout', 'bulk_revoked',
-        'session_limit_evicted', 'second_factor_changed'));
-
--- An operator's mark: the account must have a second factor (AdminService.SetSecondFactorRequired).
-ALTER TABLE users ADD COLUMN second_factor_required boolean NOT NULL DEFAULT false;
+--
+-- Each change to a table Citus may have distributed is EXECUTEd as a statement of its own:
+-- Citus passes a DDL statement's text on to the workers, and a migration file is one
+-- string of many statements, which they refuse. On plain PostgreSQL it is the same DDL.
+-- Citus runs a distributed function's DDL over one connection per node only if the
+-- transaction's earlier DDL did (its hint); on plain PostgreSQL a placeholder, ignored.
+SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE sessions ADD COLUMN aal smallint NOT NULL DEFAULT 1';
+    EXECUTE 'ALTER TABLE sessions ADD CONSTRAINT sessions_aal_known CHECK (aal IN (1, 2))';
+    EXECUTE $ddl$ ALTER TABLE sessions ADD COLUMN auth_methods text[] NOT NULL DEFAULT '{}' $ddl$;
+    EXECUTE $ddl$
+        ALTER TABLE sessions ADD COLUMN auth_method_times timestamptz[] NOT NULL DEFAULT '{}'
+    $ddl$;
+    EXECUTE 'ALTER TABLE sessions DROP CONSTRAINT sessions_end_reason_known';
+    EXECUTE $ddl$
+        ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason_known CHECK (end_reason IN (
+            'user_logout', 'user_revoked', 'refresh_token_reuse',
+            'admin_revoked', 'user_disabled', 'password_changed', 'password_reset',
+            'user_deleted', 'idle_timeout', 'absolute_timeout', 'bulk_revoked',
+            'session_limit_evicted', 'second_factor_changed'))
+    $ddl$;
+    -- An operator's mark: the account must have a second factor
+    -- (AdminService.SetSecondFactorRequired).
+    EXECUTE 'ALTER TABLE users ADD COLUMN second_factor_required boolean NOT NULL DEFAULT false';
+END;
+$$;
 
 -- A login whose password was right and that awaits its second step (CompleteLogin, or an
 -- enrolment when the account must enrol first). Its token is routed as a refresh token is
@@ -43,9 +58,11 @@ CREATE INDEX pending_logins_expires_at_idx ON pending_logins (expires_at);
 -- Refresh keeps the level: the rotation answers the session's level and methods, so the
 -- successor's access token carries them without another read. The same function as
 -- migration 0027's otherwise; its answer grows, so it is dropped and created again.
-DROP FUNCTION refresh_token_rotate(uuid, bytea, timestamptz, timestamptz, bytea, uuid, bytea,
-    text, text, text, boolean, bytea);
-
+DO $$
+BEGIN
+    EXECUTE $ddl$ DROP FUNCTION refresh_token_rotate(uuid, bytea, timestamptz, timestamptz, bytea, uuid, bytea,
+    text, text, text, boolean, bytea) $ddl$;
+    EXECUTE $ddl$
 CREATE FUNCTION refresh_token_rotate(
     p_user_id uuid,
     p_token_hash bytea,
@@ -62,7 +79,7 @@ CREATE FUNCTION refresh_token_rotate(
 ) RETURNS TABLE (rotated_session_id uuid, owner_id uuid, slid_idle_expires_at timestamptz,
     session_aal smallint, session_auth_methods text[], session_auth_method_times timestamptz[],
     session_created_at timestamptz)
-LANGUAGE sql AS $$
+LANGUAGE sql AS $body$
     WITH locked AS MATERIALIZED (
         SELECT id, user_id, expires_at, idle_expires_at, revoked_at, aal, auth_methods,
             auth_method_times, created_at FROM sessions
@@ -101,6 +118,9 @@ LANGUAGE sql AS $$
     SELECT locked.id, locked.user_id, consumed.idle_expires_at, locked.aal, locked.auth_methods,
         locked.auth_method_times, locked.created_at
     FROM locked LEFT JOIN consumed ON true
+$body$
+    $ddl$;
+END;
 $$;
 
 DO $$

@@ -282,6 +282,14 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             now - timedelta(minutes=10),
             now - second,
         )
+        await conn.execute(  # factor_enrolments: a TOTP enrolment never confirmed
+            "INSERT INTO user_factors (user_id, id, kind, created_at, enrolment_expires_at)"
+            " VALUES ($1, $2, 'totp', $3, $4)",
+            user_id,
+            uuid.uuid4(),
+            now - timedelta(minutes=10),
+            now - second,
+        )
         await conn.execute(  # webauthn_challenges: a ceremony never finished, expired
             "INSERT INTO webauthn_challenges (id, purpose, challenge_hash, created_at, expires_at)"
             " VALUES ($1, 'assertion', '\\x01', $2, $3)",

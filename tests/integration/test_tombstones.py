@@ -22,6 +22,7 @@ from authsvc.v1 import admin_service_pb2 as admin_pb
 from authsvc.v1 import auth_service_pb2 as pb
 from tests.conftest import OPERATOR, AdminLaunched, LaunchAdmin
 from tests.helpers import PASSWORD, Tokens, bearer, error_info, login, refresh, register
+from tests.integration.second_factor_helpers import enrol_totp
 
 pytestmark = pytest.mark.asyncio
 
@@ -150,6 +151,13 @@ async def by_password_change(admin: AdminLaunched, clock: FrozenClock) -> Ended:
     return Ended(session, caller, (pb.SESSION_END_REASON_PASSWORD_CHANGED, clock.now(), *user))
 
 
+async def by_factor_enrolment(admin: AdminLaunched, clock: FrozenClock) -> Ended:
+    session, caller = await register(admin.stub), await login(admin.stub)
+    await enrol_totp(admin.stub, caller.access_token, clock)
+    user = (pb.SESSION_ENDER_KIND_USER, caller.session_id, "")
+    return Ended(session, caller, (pb.SESSION_END_REASON_SECOND_FACTOR_CHANGED, clock.now(), *user))
+
+
 async def by_password_reset(admin: AdminLaunched, clock: FrozenClock) -> Ended:
     session = await register(admin.stub)
     issued = await admin.admin.CreatePasswordResetToken(
@@ -199,6 +207,7 @@ ENDINGS: dict[str, tuple[End, dict[str, str]]] = {
     "disable": (by_disable, {}),
     "password-change": (by_password_change, {}),
     "password-reset": (by_password_reset, {}),
+    "factor-enrolment": (by_factor_enrolment, {}),
     "idle-timeout": (by_idle_timeout, EXPIRY),
     "absolute-timeout": (by_absolute_timeout, {**EXPIRY, "session_lifetime": "90m"}),
 }
@@ -424,6 +433,7 @@ FEED_ENDINGS: dict[
     ),
     SessionEndReason.BULK_REVOKED: (by_bulk_revocation, {}),
     SessionEndReason.SESSION_LIMIT_EVICTED: (by_session_limit, {"session_limit": "1"}),
+    SessionEndReason.SECOND_FACTOR_CHANGED: (ended_session(by_factor_enrolment), {}),
 }
 
 
