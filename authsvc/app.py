@@ -187,6 +187,8 @@ class AuthServer:
             liveness=self.liveness,
             locator=self.locator,
         )
+        # Passkeys (WebAuthn): off unless AUTHSVC_WEBAUTHN_RP_ID is set.
+        self.passkeys = build_passkey_service(config, pool, clock, self.sessions, self.throttle)
         # Second factors (TOTP, recovery codes): the sessions' SecondFactors.
         self.factors = FactorService(
             store=PgFactorStore(pool),
@@ -194,8 +196,7 @@ class AuthServer:
             throttle=self.throttle,
             clock=clock,
             endings=self.sessions.endings,
-            # helper C: the PasskeyVerifier (domain/passkeys.py) goes here.
-            passkeys=None,
+            passkeys=self.passkeys,
             issuer=config.totp_issuer,
             required_of_everyone=config.second_factor_policy is SecondFactorPolicy.ALL,
         )
@@ -271,7 +272,6 @@ class AuthServer:
         # Second factors: TOTP and recovery codes; the sessions' assurance for step-up.
         factor_rpcs = FactorRpcs(caller, self.factors, self.sessions)
         # Passkeys (WebAuthn).
-        self.passkeys = build_passkey_service(config, pool, clock, self.sessions, self.throttle)
         passkey_rpcs = PasskeyRpcs(caller, self.passkeys, self.sessions)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(
@@ -661,8 +661,6 @@ def build_passkey_service(
         endings=sessions.endings,
         clock=clock,
         relying_party=relying_party,
-        # HOOK: helper A's FactorService issues the first factor's recovery codes.
-        recovery_codes=None,
     )
 
 

@@ -54,7 +54,9 @@ from authsvc.core.models import (
     UserId,
 )
 from authsvc.core.passkeys import Challenge, ChallengePurpose, NewPasskey, StoredPasskey
+from authsvc.domain import recovery_codes
 from authsvc.domain.factor_ports import SessionAssurance
+from authsvc.domain.factors import FactorEvent
 from authsvc.domain.session_endings import SessionEndings
 from authsvc.domain.throttle import LoginAttempt, LoginThrottle
 
@@ -64,7 +66,6 @@ __all__ = [
     "PasskeyOptions",
     "PasskeyService",
     "PasskeyStore",
-    "RecoveryCodeHook",
     "RegisteredPasskey",
     "RelyingParty",
 ]
@@ -153,25 +154,16 @@ class PasskeyStore(Protocol):
         self,
         passkey: NewPasskey,
         *,
+        first_codes: list[bytes],
         keep: SessionId | None,
         event: AuditEvent,
-    ) -> list[EndedSession] | None:
+    ) -> tuple[list[EndedSession], bool] | None:
         """In one transaction holding the user's row lock: insert the passkey (confirmed
-        at its creation), end every live session of the user but `keep`
-        (SECOND_FACTOR_CHANGED, by the user) and record `event`. The sessions ended; None,
-        writing nothing, if the account is gone. FactorAlreadyEnrolled if the user has
-        this credential already."""
-        ...
-
-
-class RecoveryCodeHook(Protocol):
-    """HOOK for helper A's FactorService (domain/factors.py): the recovery-code set a
-    user's first factor comes with. Until it is wired in app.py, a passkey registration
-    issues no codes."""
-
-    async def issue_for_first_factor(self, user_id: UserId, factor_id: uuid.UUID) -> list[str]:
-        """A new set of codes, shown once, if `factor_id` is the user's only factor; []
-        otherwise."""
+        at its creation); if the user has no other confirmed factor, replace the recovery
+        codes by `first_codes` (hashes); end every live session of the user but `keep`
+        (SECOND_FACTOR_CHANGED, by the user) and record `event`. The sessions ended and
+        whether the codes were issued; None, writing nothing, if the account is gone.
+        FactorAlreadyEnrolled if the user has this credential already."""
         ...
 
 
@@ -187,7 +179,6 @@ class PasskeyService:
         endings: SessionEndings,
         clock: Clock,
         relying_party: RelyingParty | None,
-        recovery_codes: RecoveryCodeHook | None = None,
     ) -> None:
         """`relying_party` None: passkeys are off, every use case raises PasskeysDisabled."""
         self._store = store
@@ -196,7 +187,6 @@ class PasskeyService:
         self._endings = endings
         self._clock = clock
         self._rp = relying_party
-        self._recovery_codes = recovery_codes
 
     @property
     def enabled(self) -> bool:
@@ -298,26 +288,35 @@ class PasskeyService:
             transports=tuple(t.value for t in credential.response.transports or ()),
             created_at=now,
         )
-        ended = await self._store.add_passkey(
+        # Issued only if this is the user's first factor (the store decides, under its lock).
+        codes = recovery_codes.new_codes()
+        added = await self._store.add_passkey(
             passkey,
+            first_codes=_code_hashes(codes),
             keep=keep,
             event=AuditEvent(
-                event="passkey_registered",
+                event=FactorEvent.ENROLLED,
                 occurred_at=now,
                 user_id=user_id,
                 session_id=keep,
                 origin=origin,
-                detail={"factor_id": str(passkey.id), "aaguid": verified.aaguid},
+                detail={
+                    "factor_type": FactorKind.PASSKEY.value,
+                    "factor_id": str(passkey.id),
+                    "aaguid": verified.aaguid,
+                },
             ),
         )
-        if ended is None:
+        if added is None:
             raise SecondFactorInvalid("no such account")
+        ended, issued_codes = added
         self._endings.user_sessions_ended(
             user_id, ended, SessionEndReason.SECOND_FACTOR_CHANGED, now
         )
-        codes: list[str] = []
-        if self._recovery_codes is not None:
-            codes = await self._recovery_codes.issue_for_first_factor(user_id, passkey.id)
+        _log.info(
+            "factor enrolled",
+            extra={"event": FactorEvent.ENROLLED, "user_id": str(user_id), "kind": "passkey"},
+        )
         stored = StoredPasskey(
             id=passkey.id,
             user_id=user_id,
@@ -331,7 +330,7 @@ class PasskeyService:
         )
         return RegisteredPasskey(
             passkey=stored,
-            recovery_codes=codes,
+            recovery_codes=codes if issued_codes else [],
             verified=VerifiedFactor(kind=FactorKind.PASSKEY, factor_id=passkey.id, verified_at=now),
         )
 
@@ -527,6 +526,16 @@ class PasskeyService:
         return PasskeyOptions(
             challenge_id=stored.id, options_json=options_json, expires_at=stored.expires_at
         )
+
+
+def _code_hashes(codes: list[str]) -> list[bytes]:
+    """What the store keeps of new recovery codes (as domain/factors.py stores them)."""
+    hashes = []
+    for code in codes:
+        normalised = recovery_codes.normalise(code)
+        assert normalised is not None  # new_codes makes only well-formed codes
+        hashes.append(recovery_codes.code_hash(normalised))
+    return hashes
 
 
 def _hash(challenge: bytes) -> bytes:

@@ -19,6 +19,7 @@ from authsvc.core.models import (
 )
 from authsvc.core.passkeys import Challenge, NewPasskey, StoredPasskey
 from authsvc.store.errors import translate_errors
+from authsvc.store.factors import issue_first_recovery_codes
 from authsvc.store.sessions import end_user_sessions
 
 __all__ = ["PgPasskeyStore"]
@@ -147,8 +148,13 @@ class PgPasskeyStore:
         return bool(status == "UPDATE 1")
 
     async def add_passkey(
-        self, passkey: NewPasskey, *, keep: SessionId | None, event: AuditEvent
-    ) -> list[EndedSession] | None:
+        self,
+        passkey: NewPasskey,
+        *,
+        first_codes: list[bytes],
+        keep: SessionId | None,
+        event: AuditEvent,
+    ) -> tuple[list[EndedSession], bool] | None:
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             # The user's row lock: a session created meanwhile is ended too, and a
             # concurrent DeleteUser either ran before (None) or waits.
@@ -168,7 +174,10 @@ class PgPasskeyStore:
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise FactorAlreadyEnrolled("this passkey is registered already") from exc
-            return await end_user_sessions(
+            issued = await issue_first_recovery_codes(
+                conn, passkey.user_id, passkey.id, first_codes, passkey.created_at
+            )
+            ended = await end_user_sessions(
                 conn,
                 passkey.user_id,
                 now=passkey.created_at,
@@ -178,3 +187,4 @@ class PgPasskeyStore:
                 event=event,
                 keep=keep,
             )
+            return ended, issued

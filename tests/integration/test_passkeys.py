@@ -88,6 +88,28 @@ async def user_with_passkey(
     return session, authenticator
 
 
+async def complete_login_with_passkey(
+    stub: Stub, authenticator: SoftAuthenticator
+) -> pb.CompleteLoginResponse:
+    """Log in with the password, then answer the second step with the passkey."""
+    step = (await login(stub)).second_factor
+    begun = await stub.BeginPasskeyAssertion(
+        pb.BeginPasskeyAssertionRequest(pending_login_token=step.pending_login_token)
+    )
+    completed: pb.CompleteLoginResponse = await stub.CompleteLogin(
+        pb.CompleteLoginRequest(
+            pending_login_token=step.pending_login_token,
+            proof=factors_pb.FactorProof(
+                passkey=factors_pb.PasskeyAssertion(
+                    challenge_id=begun.challenge_id,
+                    credential_json=authenticator.get(begun.options_json),
+                )
+            ),
+        )
+    )
+    return completed
+
+
 # --- registration ---------------------------------------------------------------
 
 
@@ -128,8 +150,23 @@ async def test_registering_a_passkey_adds_it_and_ends_the_other_sessions(
     assert [(str(e.session_id), e.reason) for e in logged] == [
         (other.session_id, SessionEndReason.SECOND_FACTOR_CHANGED)
     ]
-    events = await pool.fetch("SELECT event FROM audit_events WHERE event = 'passkey_registered'")
-    assert len(events) == 1
+    events = await pool.fetch("SELECT detail FROM audit_events WHERE event = 'factor_enrolled'")
+    assert [e["detail"]["factor_type"] for e in events] == ["passkey"]
+
+
+async def test_the_first_factor_comes_with_recovery_codes_and_the_next_without(
+    launch: Launch,
+) -> None:
+    launched = await launch(webauthn_rp_id=RP_ID)
+    session = await register(launched.stub)
+    first = await add_passkey(launched.stub, session.access_token, SoftAuthenticator(ORIGIN))
+
+    second = await add_passkey(
+        launched.stub, first.signed_in.access_token, SoftAuthenticator(ORIGIN), name="Phone"
+    )
+
+    assert len(first.recovery_codes) == 10
+    assert list(second.recovery_codes) == []
 
 
 async def test_registration_options_exclude_the_users_passkeys(launch: Launch) -> None:
@@ -469,6 +506,70 @@ async def test_a_step_up_challenge_does_not_verify_for_another_binding(
         await launched.server.passkeys.verify_assertion(
             UserId(uuid.UUID(session.user_id)), assertion, binding=uuid.uuid4()
         )
+
+
+async def test_a_passkey_steps_a_session_up_to_aal2(launch: Launch) -> None:
+    launched = await launch(webauthn_rp_id=RP_ID)
+    _, authenticator = await user_with_passkey(launched)
+    # A new password session of the user (its second step answered with the passkey).
+    session = await complete_login_with_passkey(launched.stub, authenticator)
+    begun = await launched.stub.BeginPasskeyAssertion(
+        pb.BeginPasskeyAssertionRequest(), metadata=bearer(session.access_token)
+    )
+
+    stepped = await launched.stub.StepUp(
+        pb.StepUpRequest(
+            proof=factors_pb.FactorProof(
+                passkey=factors_pb.PasskeyAssertion(
+                    challenge_id=begun.challenge_id,
+                    credential_json=authenticator.get(begun.options_json),
+                )
+            )
+        ),
+        metadata=bearer(session.access_token),
+    )
+
+    assert stepped.assurance_level == factors_pb.ASSURANCE_LEVEL_AAL2
+
+
+async def test_a_passkey_completes_a_login_with_its_password(launch: Launch) -> None:
+    launched = await launch(webauthn_rp_id=RP_ID)
+    owner, authenticator = await user_with_passkey(launched)
+
+    session = await complete_login_with_passkey(launched.stub, authenticator)
+
+    assert session.user_id == owner.user_id
+    validated = await launched.stub.ValidateToken(
+        pb.ValidateTokenRequest(access_token=session.access_token)
+    )
+    assert validated.assurance_level == factors_pb.ASSURANCE_LEVEL_AAL2
+    assert {"pwd", "hwk"} <= set(validated.amr)
+
+
+async def test_a_login_challenge_is_not_good_for_another_pending_login(launch: Launch) -> None:
+    launched = await launch(webauthn_rp_id=RP_ID)
+    _, authenticator = await user_with_passkey(launched)
+    first = (await login(launched.stub)).second_factor.pending_login_token
+    second = (await login(launched.stub)).second_factor.pending_login_token
+    begun = await launched.stub.BeginPasskeyAssertion(
+        pb.BeginPasskeyAssertionRequest(pending_login_token=first)
+    )
+
+    outcome = await refused(
+        launched.stub.CompleteLogin(
+            pb.CompleteLoginRequest(
+                pending_login_token=second,
+                proof=factors_pb.FactorProof(
+                    passkey=factors_pb.PasskeyAssertion(
+                        challenge_id=begun.challenge_id,
+                        credential_json=authenticator.get(begun.options_json),
+                    )
+                ),
+            )
+        )
+    )
+
+    assert outcome == CHALLENGE_INVALID
 
 
 # --- fields and configuration ------------------------------------------------------
