@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from authsvc.api import convert
 from authsvc.api.caller import Caller, Context
+from authsvc.api.factor_messages import factor_message
 from authsvc.api.metadata import has_metadata
 from authsvc.core.errors import InvalidArgument, PasskeysDisabled
 from authsvc.core.factors import PasskeyAssertion
@@ -22,7 +23,6 @@ from authsvc.domain import validation
 from authsvc.domain.factor_ports import PendingLogin, SessionAssurance, SteppedUp
 from authsvc.domain.passkeys import MAX_CREDENTIAL_JSON, PasskeyOptions, PasskeyService
 from authsvc.v1 import auth_service_pb2 as pb
-from authsvc.v1 import second_factors_pb2 as factors_pb
 
 __all__ = ["PasskeyRpcs"]
 
@@ -77,12 +77,9 @@ class PasskeyRpcs:
             keep=None if principal is None else principal.session_id,
             origin=self._caller.origin(context),
         )
-        response = pb.FinishPasskeyRegistrationResponse(recovery_codes=registered.recovery_codes)
-        passkey = registered.passkey
-        response.factor.factor_id = str(passkey.id)
-        response.factor.type = factors_pb.FACTOR_TYPE_PASSKEY
-        response.factor.name = passkey.name
-        response.factor.created_at.CopyFrom(convert.timestamp(passkey.created_at))
+        response = pb.FinishPasskeyRegistrationResponse(
+            factor=factor_message(registered.factor), recovery_codes=registered.recovery_codes
+        )
         if pending is not None:
             tokens = await self._assurance.complete_login(pending, registered.verified)
             _signed_in_with_tokens(response.signed_in, tokens)
@@ -150,16 +147,9 @@ class PasskeyRpcs:
 
 
 def _challenge_id(value: str, field: str = "challenge_id") -> uuid.UUID:
-    """The canonical 8-4-4-4-12 form only."""
-    if not value:
-        raise InvalidArgument(field, f"{field} is required")
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or str(parsed) != value.lower():
-        raise InvalidArgument(field, f"{field} is not a UUID")
-    return parsed
+    """The canonical UUID form only, as user, session and factor ids."""
+    challenge_id: uuid.UUID = convert.parse_user_id(value, field)
+    return challenge_id
 
 
 def _credential_json(value: str, field: str = "credential_json") -> str:

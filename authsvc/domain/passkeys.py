@@ -54,6 +54,7 @@ from authsvc.core.models import (
     UserId,
 )
 from authsvc.core.passkeys import Challenge, ChallengePurpose, NewPasskey, StoredPasskey
+from authsvc.core.user_factors import Factor
 from authsvc.domain import recovery_codes
 from authsvc.domain.factor_ports import SessionAssurance
 from authsvc.domain.factors import FactorEvent
@@ -104,7 +105,7 @@ class PasskeyOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegisteredPasskey:
-    passkey: StoredPasskey
+    factor: Factor
     # Shown once: a new set when this was the user's first factor, else empty.
     recovery_codes: list[str]
     # The registration counts as a verification of the new passkey.
@@ -317,19 +318,16 @@ class PasskeyService:
             "factor enrolled",
             extra={"event": FactorEvent.ENROLLED, "user_id": str(user_id), "kind": "passkey"},
         )
-        stored = StoredPasskey(
+        factor = Factor(
             id=passkey.id,
             user_id=user_id,
+            kind=FactorKind.PASSKEY,
             name=passkey.name,
-            credential_id=passkey.credential_id,
-            public_key=passkey.public_key,
-            sign_count=passkey.sign_count,
-            transports=passkey.transports,
             created_at=now,
             last_used_at=None,
         )
         return RegisteredPasskey(
-            passkey=stored,
+            factor=factor,
             recovery_codes=codes if issued_codes else [],
             verified=VerifiedFactor(kind=FactorKind.PASSKEY, factor_id=passkey.id, verified_at=now),
         )
