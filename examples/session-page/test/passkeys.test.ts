@@ -2,6 +2,7 @@
 // add a passkey on the device page, sign out, sign in with it alone.
 
 import assert from "node:assert/strict";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import type { BrowserContext, CDPSession, Page } from "playwright-core";
 import { newDevice } from "./browser.js";
@@ -103,6 +104,41 @@ describe("passkeys", () => {
 
       const alert = page.locator("[role=alert][data-testid=login-error]");
       await alert.filter({ hasText: "No passkey was used." }).waitFor();
+      assert.equal(new URL(page.url()).pathname, "/login");
+    } finally {
+      await Promise.all(contexts.map((context) => context.close()));
+    }
+  });
+
+  test("a passkey this site never registered is refused with a clear message and signs nobody in", async () => {
+    const contexts: BrowserContext[] = [];
+    try {
+      const page = await openOnPasskeyOrigin(contexts);
+      const { cdp, authenticatorId } = await addVirtualAuthenticator(page);
+      // A discoverable credential for this relying party that authsvc has never seen.
+      const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+      await cdp.send("WebAuthn.addCredential", {
+        authenticatorId,
+        credential: {
+          credentialId: randomBytes(16).toString("base64"),
+          isResidentCredential: true,
+          rpId: "localhost",
+          privateKey: privateKey.export({ format: "der", type: "pkcs8" }).toString("base64"),
+          userHandle: randomBytes(16).toString("base64"),
+          signCount: 0,
+        },
+      });
+      await page.goto("/login");
+
+      const [answer] = await Promise.all([
+        page.waitForResponse((response) => new URL(response.url()).pathname === "/api/passkey-login"),
+        page.getByRole("button", { name: "Sign in with a passkey" }).click(),
+      ]);
+
+      assert.equal(answer.status(), 401);
+      assert.equal(((await answer.json()) as { error: string }).error, "SECOND_FACTOR_INVALID");
+      const alert = page.locator("[role=alert][data-testid=login-error]");
+      await alert.filter({ hasText: "The passkey was not accepted." }).waitFor();
       assert.equal(new URL(page.url()).pathname, "/login");
     } finally {
       await Promise.all(contexts.map((context) => context.close()));

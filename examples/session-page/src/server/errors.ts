@@ -51,6 +51,16 @@ export function httpErrorOf(error: unknown): HttpError {
   if (error instanceof InvalidCredentials) {
     return new HttpError(401, { error: reason, message: "The email or password is incorrect." });
   }
+  // Passkeys: by reason, so these read the same whichever client version names them.
+  if (reason === "SECOND_FACTOR_INVALID" || reason === "PASSKEY_CHALLENGE_INVALID") {
+    return new HttpError(401, { error: reason, message: "The passkey was not accepted. Try again." });
+  }
+  if (reason === "STEP_UP_REQUIRED") {
+    return new HttpError(403, { error: reason, message: "For your security, sign in again first, then add the passkey." });
+  }
+  if (reason === "PASSKEYS_DISABLED") {
+    return new HttpError(404, { error: reason, message: "Passkeys are not available here." });
+  }
   if (error instanceof SessionExpired) {
     return new HttpError(401, { error: reason, message: "Your session has ended. Sign in again." });
   }
