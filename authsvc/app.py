@@ -73,6 +73,7 @@ from authsvc.store.keys import PgKeyStore
 from authsvc.store.lineage import PgLineageStore
 from authsvc.store.migrate import apply_migrations
 from authsvc.store.password_resets import PgPasswordResetStore
+from authsvc.store.pending_logins import PgPendingLoginStore
 from authsvc.store.pool import Pool, has_citus, open_connections, ping
 from authsvc.store.revocations import PgRevocationListener, PgRevocationLog
 from authsvc.store.sessions import PgSessionStore
@@ -658,7 +659,11 @@ def build_session_service(
             session_limit=SessionLimit(
                 max_live=config.session_limit, policy=config.session_limit_policy
             ),
+            second_factor_policy=config.second_factor_policy,
+            step_up_window=config.step_up_window,
+            pending_login_lifetime=config.pending_login_lifetime,
         ),
+        pending_logins=PgPendingLoginStore(pool),
         throttle=throttle,
         liveness=liveness,
         locator=locator,

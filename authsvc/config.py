@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from authsvc.core.factors import SecondFactorPolicy
 from authsvc.core.pooler import DatabasePooler
 from authsvc.core.session_limits import SessionLimitPolicy
 from authsvc.service_keys import ServiceKeys, parse_service_keys
@@ -203,6 +204,14 @@ def parse_session_limit_policy(text: str) -> SessionLimitPolicy:
         raise _Invalid(names, text) from None
 
 
+def parse_second_factor_policy(text: str) -> SecondFactorPolicy:
+    try:
+        return SecondFactorPolicy(text.strip())
+    except ValueError:
+        names = " or ".join(policy.value for policy in SecondFactorPolicy)
+        raise _Invalid(names, text) from None
+
+
 def parse_database_pooler(text: str) -> DatabasePooler:
     try:
         return DatabasePooler(text.strip())
@@ -360,6 +369,7 @@ TOKENS = Group("Access tokens and signing keys", (SERVE, KEYS_ROTATE))
 # The sweeper deletes by these lifetimes and windows, so `sweep` takes them too.
 SESSIONS = Group("Sessions and registration", (SERVE, SWEEP))
 GEOLOCATION = Group("Session geolocation", (SERVE,))
+SECOND_FACTORS = Group("Second factors and step-up", (SERVE,))
 PASSWORDS = Group("Passwords", (SERVE, USERS_CREATE))
 LIMITS = Group("Login and sign-up limits", (SERVE, SWEEP))
 SWEEPER = Group("Sweeper and retention", (SERVE, SWEEP))
@@ -378,6 +388,7 @@ GROUPS = (
     TOKENS,
     SESSIONS,
     GEOLOCATION,
+    SECOND_FACTORS,
     PASSWORDS,
     LIMITS,
     SWEEPER,
@@ -700,6 +711,27 @@ class Config:
         "A login past AUTHSVC_SESSION_LIMIT: evict_oldest ends the user's least recently "
         "active session, refuse answers SESSION_LIMIT_REACHED.",
         SESSIONS,
+    )
+    second_factor_policy: SecondFactorPolicy = _setting(
+        parse_second_factor_policy,
+        "marked",
+        "Who must have a second factor: marked, the accounts an operator marks "
+        "(AdminService.SetSecondFactorRequired); all, every account. Such an account is sent "
+        "to enrolment after a password login and gets no session until it enrols.",
+        SECOND_FACTORS,
+    )
+    step_up_window: timedelta = _setting(
+        parse_positive_duration,
+        "10m",
+        "How recent a second factor must be for a sensitive RPC (ChangePassword, Logout of "
+        "other or all sessions, factor changes); older: STEP_UP_REQUIRED.",
+        SECOND_FACTORS,
+    )
+    pending_login_lifetime: timedelta = _setting(
+        parse_positive_duration,
+        "5m",
+        "How long a login whose password was right waits for its second factor.",
+        SECOND_FACTORS,
     )
     geoip_database: Path | None = _setting(
         parse_readable_file,

@@ -9,12 +9,13 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from authsvc.core.errors import InvalidArgument, InvalidPageToken
+from authsvc.core.factors import Assurance, AssuranceLevel, FactorKind
 from authsvc.core.models import (
     AuditFilter,
     DeviceType,
@@ -30,6 +31,7 @@ from authsvc.core.models import (
     UserId,
 )
 from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import second_factors_pb2 as factors_pb
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -105,6 +107,27 @@ def timestamp(instant: datetime) -> timestamp_pb2.Timestamp:
     message = timestamp_pb2.Timestamp()
     set_timestamp(message, instant)
     return message
+
+
+LEVELS: Final = {
+    AssuranceLevel.AAL1: factors_pb.ASSURANCE_LEVEL_AAL1,
+    AssuranceLevel.AAL2: factors_pb.ASSURANCE_LEVEL_AAL2,
+}
+FACTOR_TYPES: Final = {
+    FactorKind.TOTP: factors_pb.FACTOR_TYPE_TOTP,
+    FactorKind.RECOVERY_CODE: factors_pb.FACTOR_TYPE_RECOVERY_CODE,
+    FactorKind.PASSKEY: factors_pb.FACTOR_TYPE_PASSKEY,
+}
+_FACTOR_KINDS: Final = {kind.value: kind for kind in FactorKind}
+
+
+def set_assurance(message: pb.Session, assurance: Assurance) -> None:
+    message.assurance_level = LEVELS[assurance.level]
+    for method in assurance.methods:
+        added = message.authentication_methods.add(method=method.amr)
+        if method.method in _FACTOR_KINDS:
+            added.factor_type = FACTOR_TYPES[_FACTOR_KINDS[method.method]]
+        set_timestamp(added.verified_at, method.verified_at)
 
 
 def set_timestamp(message: timestamp_pb2.Timestamp, instant: datetime) -> None:
@@ -305,6 +328,7 @@ def set_session(message: pb.Session, session: ListedSession, *, current: Session
     set_timestamp(message.last_active_at, session.last_active_at)
     set_timestamp(message.idle_expires_at, session.idle_expires_at)
     set_timestamp(message.expires_at, session.expires_at)
+    set_assurance(message, session.assurance)
 
 
 def _set_ender(message: pb.SessionEnder, ender: SessionEnder) -> None:
@@ -336,6 +360,7 @@ def session_message(session: Session, end: SessionEnd | None, *, current: bool) 
     set_timestamp(message.last_active_at, session.last_active_at)
     set_timestamp(message.idle_expires_at, session.idle_expires_at)
     set_timestamp(message.expires_at, session.expires_at)
+    set_assurance(message, session.proven)
     if end is not None:
         set_timestamp(message.ended_at, end.ended_at)
         message.end_reason = end_reason(end.reason)

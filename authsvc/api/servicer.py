@@ -14,12 +14,19 @@ import grpc
 from authsvc.api import convert
 from authsvc.api.caller import Caller
 from authsvc.api.errors import internal_status, reason_of, status_for
+from authsvc.api.factor_convert import (
+    factor_proof,
+    level_of_acr,
+    pending_login_token,
+    set_second_factor_step,
+)
 from authsvc.api.factor_rpcs import FactorRpcs
 from authsvc.api.interceptors import note_subject
 from authsvc.api.metadata import IpNetwork, has_metadata
 from authsvc.api.passkey_rpcs import PasskeyRpcs
 from authsvc.api.service_auth import ServiceGuard
 from authsvc.core.errors import AuthError, InvalidArgument, SessionEnded
+from authsvc.core.factors import SecondFactorStep
 from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin
 from authsvc.domain import validation
 from authsvc.domain.access_tokens import VERIFIED_CACHE_SIZE
@@ -29,6 +36,7 @@ from authsvc.domain.sessions import SessionService
 from authsvc.domain.signing_keys import KeyRing
 from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc as pb_grpc
+from authsvc.v1.second_factors_pb2 import ASSURANCE_LEVEL_AAL2
 
 __all__ = ["AuthServicer", "OpenStreams"]
 
@@ -42,7 +50,11 @@ _MAX_REVOKE_NOTE = 200
 
 
 _TokenResponse = TypeVar(
-    "_TokenResponse", pb.RegisterResponse, pb.LoginResponse, pb.RefreshResponse
+    "_TokenResponse",
+    pb.RegisterResponse,
+    pb.LoginResponse,
+    pb.RefreshResponse,
+    pb.CompleteLoginResponse,
 )
 
 
@@ -147,9 +159,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             device=self._device(context, request.device_name),
         )
         # None: the same empty answer for a new and a taken email (docs/accounts.md).
-        return (
-            pb.RegisterResponse() if tokens is None else _with_tokens(pb.RegisterResponse(), tokens)
-        )
+        if tokens is None:
+            return pb.RegisterResponse()
+        if isinstance(tokens, SecondFactorStep):
+            response = pb.RegisterResponse()
+            set_second_factor_step(response.second_factor, tokens)
+            return response
+        return _with_tokens(pb.RegisterResponse(), tokens)
 
     async def Login(
         self, request: pb.LoginRequest, context: Context[pb.LoginRequest, pb.LoginResponse]
@@ -160,6 +176,11 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             remember_me=request.remember_me,
             device=self._device(context, request.device_name),
         )
+        if isinstance(tokens, SecondFactorStep):
+            # The password was right; the tokens wait for the second step.
+            response = pb.LoginResponse()
+            set_second_factor_step(response.second_factor, tokens)
+            return response
         return _with_tokens(pb.LoginResponse(), tokens)
 
     async def Refresh(
@@ -265,6 +286,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             convert.set_timestamp(message.expires_at, principal.expires_at)
             convert.set_timestamp(message.issued_at, principal.issued_at)
             message.claims.CopyFrom(convert.struct_of(principal.claims))
+            message.assurance_level = level_of_acr(principal.claims.get("acr"))
+            amr = principal.claims.get("amr")
+            if isinstance(amr, list):
+                message.amr.extend(str(method) for method in amr)
             part = message.SerializeToString()
             self._principal_parts[token] = part
             # Only tokens whose signature verified get here, as into that cache.
@@ -365,12 +390,23 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def CompleteLogin(
         self, request: pb.CompleteLoginRequest, context: Context[Any, Any]
     ) -> pb.CompleteLoginResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        token = pending_login_token(request.pending_login_token, required=True)
+        proof = factor_proof(request.proof)
+        tokens = await self._sessions.complete_login_with(token, proof, self._origin(context))
+        return _with_tokens(pb.CompleteLoginResponse(), tokens)
 
     async def StepUp(
         self, request: pb.StepUpRequest, context: Context[Any, Any]
     ) -> pb.StepUpResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        principal = await self._authenticate(context)
+        proof = factor_proof(request.proof)
+        stepped = await self._sessions.step_up_with(principal, proof, self._origin(context))
+        response = pb.StepUpResponse(
+            access_token=stepped.access_token, assurance_level=ASSURANCE_LEVEL_AAL2
+        )
+        convert.set_timestamp(response.access_token_expires_at, stepped.access_token_expires_at)
+        convert.set_timestamp(response.step_up_expires_at, stepped.step_up_expires_at)
+        return response
 
     # --- second factors: api/factor_rpcs.py ----------------------------------
 

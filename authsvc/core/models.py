@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, NewType, TypeAlias
 
+from authsvc.core.factors import Assurance
+
 __all__ = [
     "EXPIRED_SESSIONS",
     "SYSTEM",
@@ -141,6 +143,8 @@ class User:
     created_at: datetime
     # When an operator disabled the account; None while it is enabled.
     disabled_at: datetime | None = None
+    # An operator marked it as one that must have a second factor.
+    second_factor_required: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,6 +272,13 @@ class Session:
     # Set with revoked_at by the statement that ended it (None while live; see SessionEnd).
     end_reason: SessionEndReason | None = None
     ended_by: SessionEnder | None = None
+    # How its user proved who they are; None: a password, at its creation.
+    assurance: Assurance | None = None
+
+    @property
+    def proven(self) -> Assurance:
+        """Its assurance, a password at its creation when none was recorded."""
+        return self.assurance or Assurance.password_at(self.created_at)
 
     def is_live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.idle_expires_at
@@ -295,6 +306,7 @@ class ListedSession(NamedTuple):
     device_name: str
     country: str
     city: str
+    assurance: Assurance
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -372,6 +384,8 @@ class RotationAttempt:
     session_id: SessionId
     user_id: UserId
     idle_expires_at: datetime | None
+    # The session's level and methods, which the successor's access token carries.
+    assurance: Assurance
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 
 from authsvc.core.clock import Clock
 from authsvc.core.errors import TokenExpired, TokenInvalid
+from authsvc.core.factors import Assurance
 from authsvc.core.models import Principal, SessionId, UserId
 from authsvc.domain.signing_keys import KeyRing, PrivateKey
 
@@ -101,6 +102,7 @@ class AccessTokens:
         session_id: SessionId,
         *,
         session_ends_at: datetime,
+        assurance: Assurance,
         signer: AccessSigner | None = None,
     ) -> MintedAccessToken:
         """A token for the session, expiring after the TTL or, sooner, `clock_skew` before
@@ -108,7 +110,8 @@ class AccessTokens:
         here and by the clients' verifiers, it is never accepted once its session has
         expired, so only revocation needs telling (docs/design.md, "Capped expiry").
         Signed by `signer` if given (the key recorded with the session), else the key
-        that signs now."""
+        that signs now. `acr`, `amr` (RFC 8176) and `auth_time` say how strongly and when
+        the session's user last proved who they are."""
         kid, algorithm, private_key = (
             self._keys.signing_key()
             if signer is None
@@ -127,6 +130,9 @@ class AccessTokens:
             "jti": str(uuid.uuid4()),
             "iat": int(now.timestamp()),
             "exp": int(expires_at.timestamp()),
+            "auth_time": int(assurance.authenticated_at.timestamp()),
+            "acr": assurance.level.acr,
+            "amr": assurance.amr,
         }
         # The JWS compact form as jwt.encode writes it, with the header encoded once
         # per key and the signature from PyJWT's own algorithm: jwt.encode spends

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from authsvc.core.factors import FactorKind, FactorProof, PasskeyAssertion, VerifiedFactor
+from authsvc.core.factors import (
+    FactorKind,
+    FactorProof,
+    PasskeyAssertion,
+    StoredPendingLogin,
+    VerifiedFactor,
+)
 from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin, UserId
 
 __all__ = [
@@ -31,7 +37,10 @@ class PendingLogin:
     expires_at: datetime
     # The account must enrol a factor first (policy or an operator's mark).
     enrolment_required: bool
+    # Where the login came from: the session it becomes is on that device.
     origin: RequestOrigin
+    # All that is kept of it (sessions' business).
+    stored: StoredPendingLogin
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

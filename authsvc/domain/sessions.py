@@ -15,21 +15,36 @@ from typing import NoReturn, Protocol
 from authsvc.core.clock import Clock
 from authsvc.core.errors import (
     InvalidCredentials,
+    PendingLoginInvalid,
     RateLimited,
     RefreshTokenExpired,
     RefreshTokenInvalid,
     RefreshTokenReused,
     RegistrationDisabled,
+    SecondFactorInvalid,
     ServerBusy,
     SessionExpired,
     SessionLimitReached,
     SessionNotFound,
     SessionRevoked,
+    StepUpRequired,
     TokenExpired,
     TokenInvalid,
     Unauthenticated,
     UserDisabled,
     UserNotFound,
+)
+from authsvc.core.factors import (
+    PASSWORD_METHOD,
+    Assurance,
+    AssuranceLevel,
+    AuthMethod,
+    FactorKind,
+    FactorProof,
+    SecondFactorPolicy,
+    SecondFactorStep,
+    StoredPendingLogin,
+    VerifiedFactor,
 )
 from authsvc.core.lineage import LineageStep, RefreshOutcome
 from authsvc.core.models import (
@@ -57,8 +72,11 @@ from authsvc.core.models import (
 from authsvc.core.session_limits import SessionCap
 from authsvc.domain import idempotent_refresh, refresh_tokens, validation
 from authsvc.domain.access_tokens import AccessSigner, AccessTokens
+from authsvc.domain.devices import describe_device
+from authsvc.domain.factor_ports import PendingLogin, SecondFactors, SteppedUp
 from authsvc.domain.liveness import Liveness, LivenessCache
 from authsvc.domain.passwords import Lane, PasswordHasher
+from authsvc.domain.pending_logins import MAX_FAILED_ATTEMPTS, PendingLoginStore
 from authsvc.domain.session_endings import SessionEndings
 from authsvc.domain.session_limits import SessionLimit
 from authsvc.domain.throttle import ATTEMPT_TIME_LIMIT, LoginAttempt, LoginThrottle, SignUpThrottle
@@ -309,6 +327,12 @@ class SessionStore(Protocol):
         one primary-key lookup."""
         ...
 
+    async def record_assurance(
+        self, user_id: UserId, session_id: SessionId, assurance: Assurance, *, now: datetime
+    ) -> bool:
+        """Set a live session's level and methods (a step-up); False if it is not live."""
+        ...
+
     async def session_exists(self, session_id: SessionId) -> bool:
         """Whether a session with this id exists, whoever's (until swept). By id alone, not
         routed by user: only after `get_session` found nothing, to tell another user's
@@ -411,6 +435,11 @@ class SessionPolicy:
     registration_reveals_accounts: bool
     password_min_length: int
     session_limit: SessionLimit = field(default_factory=SessionLimit)
+    # Who must have a second factor, how recent one must be for a sensitive RPC, and how
+    # long a login waits for its second step.
+    second_factor_policy: SecondFactorPolicy = SecondFactorPolicy.MARKED
+    step_up_window: timedelta = timedelta(minutes=10)
+    pending_login_lifetime: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -451,12 +480,16 @@ class SessionService:
         policy: SessionPolicy,
         throttle: LoginThrottle,
         sign_ups: SignUpThrottle,
+        pending_logins: PendingLoginStore,
         liveness: LivenessCache | None = None,
         locator: Locator | None = None,
     ) -> None:
         """`liveness`: where the process keeps recent revocations; None checks every
         session in the database. `locator`: where sessions' login addresses are; None
-        records no location."""
+        records no location. The users' second factors are set with `use_factors` (they
+        end sessions through `endings`, so they are built after this service)."""
+        self._pending = pending_logins
+        self._factors: SecondFactors | None = None
         self._liveness = liveness
         # Every ending this service commits is applied here; shared with other use cases.
         self.endings = SessionEndings(liveness)
@@ -471,6 +504,10 @@ class SessionService:
         self._clock = clock
         self._policy = policy
 
+    def use_factors(self, factors: SecondFactors) -> None:
+        """Sign users with a second factor in in two steps (app.py wires it once)."""
+        self._factors = factors
+
     # --- signing in -------------------------------------------------------
 
     async def register(
@@ -481,7 +518,7 @@ class SessionService:
         display_name: str,
         remember_me: bool,
         device: DeviceInfo,
-    ) -> IssuedTokens | None:
+    ) -> IssuedTokens | SecondFactorStep | None:
         """Create an account. Unless the policy reveals accounts, answer None whether the email
         was free or taken, after the same work (one hash, one statement): the caller signs in
         with Login. Revealing, sign the new account in, or raise EmailTaken.
@@ -505,6 +542,19 @@ class SessionService:
         if not self._policy.registration_reveals_accounts:
             await self._register_quietly(user, device)
             return None
+        if self._policy.second_factor_policy is SecondFactorPolicy.ALL:
+            # Every account must enrol first: the new one gets a pending login, no session.
+            await self._users.create_user(
+                user,
+                event=AuditEvent(
+                    event="user_registered",
+                    occurred_at=user.created_at,
+                    user_id=user.id,
+                    origin=_origin_of(device),
+                ),
+            )
+            _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
+            return await self._second_step(user, remember_me, device, user.password_hash)
         tokens = await self._start_session(
             user.id,
             remember_me,
@@ -512,6 +562,7 @@ class SessionService:
             event="user_registered",
             new_user=user,
             verified_hash=user.password_hash,
+            assurance=Assurance.password_at(user.created_at),
         )
         _log.info("user registered", extra={"event": "register", "user_id": str(user.id)})
         return tokens
@@ -583,8 +634,9 @@ class SessionService:
     )
     async def login(
         self, *, email: str, password: str, remember_me: bool, device: DeviceInfo
-    ) -> IssuedTokens:
-        """Check the password and start a session.
+    ) -> IssuedTokens | SecondFactorStep:
+        """Check the password and start a session, or, when the user has a second factor
+        or must enrol one, a pending login that only its second step completes.
 
         An unknown email costs one argon2 verify like a known one, and both
         failures raise the same InvalidCredentials, so neither the answer nor
@@ -620,10 +672,18 @@ class SessionService:
                 user.id, new_hash, self._clock.now(), replacing=user.password_hash
             ):
                 verified_hash = new_hash
+        step = await self._second_step(user, remember_me, device, verified_hash)
+        if step is not None:
+            return step
         try:
             # Refused if the password changed since it was verified above.
             tokens = await self._start_session(
-                user.id, remember_me, device, event="login_succeeded", verified_hash=verified_hash
+                user.id,
+                remember_me,
+                device,
+                event="login_succeeded",
+                verified_hash=verified_hash,
+                assurance=Assurance.password_at(self._clock.now()),
             )
         except UserDisabled:
             # Disabled since the account was read: no session was stored.
@@ -684,6 +744,7 @@ class SessionService:
         *,
         event: str,
         verified_hash: str,
+        assurance: Assurance,
         new_user: User | None = None,
     ) -> IssuedTokens:
         now = self._clock.now()
@@ -704,6 +765,7 @@ class SessionService:
             device=device,
             revoked_at=None,
             revoke_reason=None,
+            assurance=assurance,
         )
         refresh_token = refresh_tokens.new_refresh_token(user_id)
         # Chosen before the write, which records it: the key that signs this session's token.
@@ -727,7 +789,9 @@ class SessionService:
         if evicted:
             self._user_sessions_ended(user_id, evicted, SessionEndReason.SESSION_LIMIT_EVICTED, now)
         metrics.SESSIONS_CREATED.inc()
-        return self._issue(user_id, session.id, refresh_token, session.idle_expires_at, signer)
+        return self._issue(
+            user_id, session.id, refresh_token, session.idle_expires_at, signer, assurance
+        )
 
     def _issue(
         self,
@@ -736,11 +800,16 @@ class SessionService:
         refresh_token: str,
         refresh_expires: datetime,
         signer: AccessSigner,
+        assurance: Assurance,
     ) -> IssuedTokens:
         # The refresh token expires at the session's idle deadline, which never passes its
         # absolute one.
         access = self._access.mint(
-            user_id, session_id, session_ends_at=refresh_expires, signer=signer
+            user_id,
+            session_id,
+            session_ends_at=refresh_expires,
+            assurance=assurance,
+            signer=signer,
         )
         return IssuedTokens(
             user_id=user_id,
@@ -797,7 +866,12 @@ class SessionService:
             raise RefreshTokenInvalid("refresh token is not valid")
         if attempt.idle_expires_at is not None:
             tokens = self._issue(
-                attempt.user_id, attempt.session_id, successor, attempt.idle_expires_at, signer
+                attempt.user_id,
+                attempt.session_id,
+                successor,
+                attempt.idle_expires_at,
+                signer,
+                attempt.assurance,
             )
             metrics.REFRESH_OK.inc()
             return tokens
@@ -840,7 +914,9 @@ class SessionService:
         if rotated is None:
             self._ended_here([_ended(session)], now, SessionEndReason.REFRESH_TOKEN_REUSE)
             raise _reused(now)
-        tokens = self._issue(session.user_id, session.id, rotated.token, rotated.expires_at, signer)
+        tokens = self._issue(
+            session.user_id, session.id, rotated.token, rotated.expires_at, signer, session.proven
+        )
         outcome.inc()
         return tokens
 
@@ -1033,6 +1109,244 @@ class SessionService:
             return Validation(inactive=exc, principal=principal)
         return Validation(inactive=None, principal=principal)
 
+    # --- second factors and step-up ----------------------------------------
+
+    async def _second_step(
+        self, user: User, remember_me: bool, device: DeviceInfo, verified_hash: str
+    ) -> SecondFactorStep | None:
+        """A pending login when the user has a factor (complete it with one) or must enrol
+        one (the policy or an operator's mark); None: sign in with the password alone."""
+        kinds = await self._factor_kinds(user.id)
+        required = user.second_factor_required or (
+            self._policy.second_factor_policy is SecondFactorPolicy.ALL
+        )
+        if not kinds and not required:
+            return None
+        now = self._clock.now()
+        token = refresh_tokens.new_refresh_token(user.id)
+        pending = StoredPendingLogin(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            email=user.email,
+            password_hash=verified_hash,
+            created_at=now,
+            expires_at=now + self._policy.pending_login_lifetime,
+            enrolment_required=not kinds,
+            remember_me=remember_me,
+            device_name=device.device_name,
+            ip_address=device.ip_address,
+            user_agent=device.user_agent,
+        )
+        await self._pending.create(pending, token_hash=refresh_tokens.hash_refresh_token(token))
+        _log.info(
+            "login awaits a second factor",
+            extra={
+                "event": "login_pending",
+                "user_id": str(user.id),
+                "enrolment_required": pending.enrolment_required,
+            },
+        )
+        return SecondFactorStep(
+            pending_login_token=token,
+            expires_at=pending.expires_at,
+            factor_kinds=kinds,
+            enrolment_required=pending.enrolment_required,
+        )
+
+    async def _factor_kinds(self, user_id: UserId) -> frozenset[FactorKind]:
+        return frozenset() if self._factors is None else await self._factors.factor_kinds(user_id)
+
+    def _verifier(self) -> SecondFactors:
+        if self._factors is None:
+            raise SecondFactorInvalid("the second factor is not valid")
+        return self._factors
+
+    async def pending_login(self, token: str, *, for_enrolment: bool) -> PendingLogin:
+        """SessionAssurance.pending_login. Its token is routed by its user as a refresh
+        token is, and only its hash is stored."""
+        user_id = (
+            refresh_tokens.routed_user(token) if refresh_tokens.is_well_formed(token) else None
+        )
+        stored = (
+            None
+            if user_id is None
+            else await self._pending.find(
+                user_id,
+                refresh_tokens.hash_refresh_token(token),
+                now=self._clock.now(),
+                max_failures=MAX_FAILED_ATTEMPTS,
+            )
+        )
+        if stored is None or stored.enrolment_required is not for_enrolment:
+            raise PendingLoginInvalid("the pending login is not valid: sign in again")
+        return PendingLogin(
+            id=stored.id,
+            user_id=UserId(stored.user_id),
+            email=stored.email,
+            expires_at=stored.expires_at,
+            enrolment_required=stored.enrolment_required,
+            origin=RequestOrigin(ip_address=stored.ip_address, user_agent=stored.user_agent),
+            stored=stored,
+        )
+
+    async def complete_login_with(
+        self, token: str, proof: FactorProof, origin: RequestOrigin
+    ) -> IssuedTokens:
+        """CompleteLogin: verify one factor for a pending login, then start its session.
+        A wrong code counts against the pending login and, through the factors, the login
+        throttle."""
+        pending = await self.pending_login(token, for_enrolment=False)
+        try:
+            verified = await self._verifier().verify(
+                pending.user_id, pending.email, proof, origin=origin, binding=pending.id
+            )
+        except SecondFactorInvalid:
+            await self._pending.failed(pending.user_id, pending.id)
+            raise
+        return await self.complete_login(pending, verified)
+
+    async def complete_login(self, pending: PendingLogin, verified: VerifiedFactor) -> IssuedTokens:
+        """SessionAssurance.complete_login."""
+        stored = pending.stored
+        if not await self._pending.consume(pending.user_id, pending.id, now=self._clock.now()):
+            raise PendingLoginInvalid("the pending login is not valid: sign in again")
+        device = describe_device(
+            user_agent=stored.user_agent,
+            ip_address=stored.ip_address,
+            device_name=stored.device_name,
+        )
+        assurance = Assurance(
+            AssuranceLevel.AAL2,
+            (AuthMethod(method=PASSWORD_METHOD, verified_at=stored.created_at), verified.method()),
+        )
+        return await self._signed_in(
+            pending.user_id, stored.remember_me, device, stored.password_hash, assurance
+        )
+
+    async def passkey_login(
+        self, user_id: UserId, verified: VerifiedFactor, *, remember_me: bool, device: DeviceInfo
+    ) -> IssuedTokens:
+        """SessionAssurance.passkey_login."""
+        user = await self._users.find_by_id(user_id)
+        if user is None:
+            raise SecondFactorInvalid("the passkey is not valid")
+        assurance = Assurance(AssuranceLevel.AAL2, (verified.method(),))
+        return await self._signed_in(user_id, remember_me, device, user.password_hash, assurance)
+
+    async def _signed_in(
+        self,
+        user_id: UserId,
+        remember_me: bool,
+        device: DeviceInfo,
+        verified_hash: str,
+        assurance: Assurance,
+    ) -> IssuedTokens:
+        origin = _origin_of(device)
+        try:
+            tokens = await self._start_session(
+                user_id,
+                remember_me,
+                device,
+                event="login_succeeded",
+                verified_hash=verified_hash,
+                assurance=assurance,
+            )
+        except UserDisabled:
+            await self._refuse_disabled(user_id, origin)
+        except SessionLimitReached:
+            await self._refuse_over_limit(user_id, origin)
+        metrics.LOGIN_OK.inc()
+        _log.info(
+            "login",
+            extra={
+                "event": "login",
+                "user_id": str(user_id),
+                "session_id": str(tokens.session_id),
+                "acr": assurance.level.acr,
+            },
+        )
+        return tokens
+
+    async def step_up_with(
+        self, principal: Principal, proof: FactorProof, origin: RequestOrigin
+    ) -> SteppedUp:
+        """StepUp: verify one factor in the caller's session and record it there."""
+        user = await self._users.find_by_id(principal.user_id)
+        if user is None:
+            raise SessionRevoked("session has been revoked")
+        verified = await self._verifier().verify(
+            user.id, user.email, proof, origin=origin, binding=principal.session_id
+        )
+        return await self.step_up(principal, verified)
+
+    async def step_up(self, principal: Principal, verified: VerifiedFactor) -> SteppedUp:
+        """SessionAssurance.step_up: the session's level and methods, then an access token
+        that carries them. Its refresh token and id stay; Refresh keeps the new level."""
+        session = await self._live_session(principal)
+        assurance = session.proven.with_factor(verified)
+        now = self._clock.now()
+        if not await self._sessions.record_assurance(
+            principal.user_id, principal.session_id, assurance, now=now
+        ):
+            raise SessionRevoked("session has been revoked")
+        access = self._access.mint(
+            principal.user_id,
+            principal.session_id,
+            session_ends_at=session.idle_expires_at,
+            assurance=assurance,
+        )
+        _log.info(
+            "session stepped up",
+            extra={
+                "event": "step_up",
+                "user_id": str(principal.user_id),
+                "session_id": str(principal.session_id),
+                "factor": verified.kind.value,
+            },
+        )
+        return SteppedUp(
+            access_token=access.token,
+            access_token_expires_at=access.expires_at,
+            step_up_expires_at=verified.verified_at + self._policy.step_up_window,
+        )
+
+    async def require_step_up(self, principal: Principal) -> None:
+        """SessionAssurance.require_step_up: for changes to the factors themselves."""
+        await self._check_step_up(principal.user_id, principal.session_id, without_factor=True)
+
+    async def _require_step_up_if_enrolled(self, user_id: UserId, session_id: SessionId) -> None:
+        """For the sensitive RPCs a user without a factor may use as before."""
+        await self._check_step_up(user_id, session_id, without_factor=False)
+
+    async def _check_step_up(
+        self, user_id: UserId, session_id: SessionId, *, without_factor: bool
+    ) -> None:
+        kinds = await self._factor_kinds(user_id)
+        if not kinds and not without_factor:
+            return
+        session = await self._sessions.get_session(user_id, session_id)
+        if session is None:
+            raise SessionRevoked("session has been revoked")
+        now = self._clock.now()
+        window = self._policy.step_up_window
+        proven = session.proven
+        if kinds:
+            at = proven.second_factor_at
+            if at is None or now - at > window:
+                raise StepUpRequired(
+                    "verify a second factor with StepUp, then retry",
+                    factor_types=",".join(sorted(kind.type_name for kind in kinds)),
+                )
+        elif now - proven.authenticated_at > window:
+            raise StepUpRequired("sign in again, then retry", factor_types="")
+
+    async def _live_session(self, principal: Principal) -> Session:
+        session = await self._sessions.get_session(principal.user_id, principal.session_id)
+        if session is None:
+            raise SessionRevoked("session has been revoked")
+        self._check_live(session, self._clock.now())
+        return session
+
     # --- the account lifecycle --------------------------------------------
 
     async def change_password(
@@ -1055,6 +1369,7 @@ class SessionService:
         concurrent call since it was checked: InvalidCredentials, nothing written.
         """
         validation.check_password_given(current_password, field="current_password")
+        await self._require_step_up_if_enrolled(principal.user_id, principal.session_id)
         user = await self._users.find_by_id(principal.user_id)
         if user is None:
             raise SessionRevoked("session has been revoked")
@@ -1246,6 +1561,9 @@ class SessionService:
     async def _logout(
         self, user_id: UserId, session_id: SessionId, scope: LogoutScope, origin: RequestOrigin
     ) -> int:
+        if scope is not LogoutScope.THIS_SESSION:
+            # Ending the others is what a thief with one session would do first.
+            await self._require_step_up_if_enrolled(user_id, session_id)
         now = self._clock.now()
         event = AuditEvent(
             event="logout",

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from authsvc.core.errors import InvalidCredentials, UserDisabled
+from authsvc.core.factors import Assurance
 from authsvc.core.lineage import LineageStep
 from authsvc.core.models import (
     AuditEvent,
@@ -67,9 +68,9 @@ _INSERT_SESSION = """
 INSERT INTO sessions (
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name, country, city,
-    signing_key_id
+    signing_key_id, aal, auth_methods, auth_method_times
 )
-SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16
+SELECT $1, id, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $17, $18, $19
 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $13
 FOR KEY SHARE
 """
@@ -90,7 +91,8 @@ _LOCK_SESSION_BY_TOKEN = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name, country, city,
-    revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator
+    revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator,
+    aal, auth_methods, auth_method_times
 FROM sessions
 WHERE user_id = $2
   AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2)
@@ -122,7 +124,9 @@ VALUES ($6, $1, $7, $2, $3, $10)
 # migration 0027 so that Citus delegates it whole to the user's worker (the migration says
 # why). $3 is the idle deadline a rotation slides to (now + idle timeout).
 _ROTATE_IF_CURRENT = """
-SELECT rotated_session_id AS id, owner_id AS user_id, slid_idle_expires_at AS idle_expires_at
+SELECT rotated_session_id AS id, owner_id AS user_id, slid_idle_expires_at AS idle_expires_at,
+    session_aal AS aal, session_auth_methods AS auth_methods,
+    session_auth_method_times AS auth_method_times, session_created_at AS created_at
 FROM refresh_token_rotate($12, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
 # Refresh lineage's step for the paths that hold the session's lock (grace, reuse).
@@ -144,11 +148,17 @@ _SELECT_SESSION = """
 SELECT
     id, user_id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
     user_agent, ip_address, device_type, browser, os, device_name, country, city,
-    revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator
+    revoked_at, revoke_reason, end_reason, ended_by_kind, ended_by_session, ended_by_operator,
+    aal, auth_methods, auth_method_times
 FROM sessions WHERE id = $1
 """
 # The same, routed: the session only if it is this user's ($2).
 _SELECT_OWN_SESSION = _SELECT_SESSION.replace("WHERE id = $1", "WHERE user_id = $2 AND id = $1")
+# A step-up: the session's level and methods, while it is live.
+_RECORD_ASSURANCE = """
+UPDATE sessions SET aal = $3, auth_methods = $4, auth_method_times = $5
+WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL AND idle_expires_at > $6
+"""
 # Whoever's it is: not routed, only after the routed read found nothing.
 _SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1"
 # Only the columns ListedSession shows (in its order): each column more is decoded
@@ -156,7 +166,8 @@ _SESSION_EXISTS = "SELECT true FROM sessions WHERE id = $1"
 _LIST_LIVE_FIRST_PAGE = """
 SELECT
     id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, country, city
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    aal, auth_methods, auth_method_times
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
 ORDER BY last_active_at DESC, id DESC
@@ -165,7 +176,8 @@ LIMIT $3
 _LIST_LIVE_AFTER = """
 SELECT
     id, created_at, last_active_at, idle_expires_at, expires_at, remember_me,
-    user_agent, ip_address, device_type, browser, os, device_name, country, city
+    user_agent, ip_address, device_type, browser, os, device_name, country, city,
+    aal, auth_methods, auth_method_times
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
   AND (last_active_at, id) < ($4, $5)
@@ -353,6 +365,9 @@ def session_of(row: asyncpg.Record) -> Session:
         revoke_reason=row["revoke_reason"],
         end_reason=None if end_reason is None else _END_REASONS[end_reason],
         ended_by=_ender(row),
+        assurance=Assurance.stored(
+            row["aal"], row["auth_methods"], row["auth_method_times"], row["created_at"]
+        ),
     )
 
 
@@ -360,7 +375,7 @@ def listed_session(row: Iterable[Any]) -> ListedSession:
     """A row of ListedSession's columns, in its order."""
     # Unpacked by position (the select's order), not looked up by name per column.
     (id_, created, active, idle_expires, expires, remember, agent, ip, device_type, *rest) = row
-    browser, os, device_name, country, city = rest
+    browser, os, device_name, country, city, aal, methods, method_times = rest
     return ListedSession(
         SessionId(id_),
         created,
@@ -376,6 +391,7 @@ def listed_session(row: Iterable[Any]) -> ListedSession:
         device_name,
         country,
         city,
+        Assurance.stored(aal, methods, method_times, created),
     )
 
 
@@ -512,6 +528,7 @@ class PgSessionStore:
                     verified_hash=verified_hash,
                 )
             device = session.device
+            assurance = session.proven
             inserted = await conn.execute(
                 _INSERT_SESSION,
                 session.id,
@@ -530,6 +547,9 @@ class PgSessionStore:
                 device.country,
                 device.city,
                 signing_key_id,
+                assurance.level.value,
+                [method.method for method in assurance.methods],
+                [method.verified_at for method in assurance.methods],
             )
             if inserted == "INSERT 0 0":
                 if await conn.fetchval(_ACCOUNT_DISABLED, session.user_id):
@@ -588,7 +608,25 @@ class PgSessionStore:
             session_id=SessionId(row["id"]),
             user_id=UserId(row["user_id"]),
             idle_expires_at=row["idle_expires_at"],
+            assurance=Assurance.stored(
+                row["aal"], row["auth_methods"], row["auth_method_times"], row["created_at"]
+            ),
         )
+
+    async def record_assurance(
+        self, user_id: UserId, session_id: SessionId, assurance: Assurance, *, now: datetime
+    ) -> bool:
+        async with translate_errors():
+            updated = await self._pool.execute(
+                _RECORD_ASSURANCE,
+                user_id,
+                session_id,
+                assurance.level.value,
+                [method.method for method in assurance.methods],
+                [method.verified_at for method in assurance.methods],
+                now,
+            )
+        return updated == "UPDATE 1"
 
     @asynccontextmanager
     async def lock_session_by_token(

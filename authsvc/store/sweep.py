@@ -183,6 +183,13 @@ SELECT token_hash FROM password_reset_tokens WHERE expires_at <= $1 LIMIT $2
 _DELETE_EXPIRED_RESET_TOKENS = """
 DELETE FROM password_reset_tokens WHERE token_hash = ANY($1::bytea[]) AND expires_at <= $2
 """
+_EXPIRED_PENDING_LOGINS = """
+SELECT user_id, token_hash FROM pending_logins WHERE expires_at <= $1 LIMIT $2
+"""
+_DELETE_EXPIRED_PENDING_LOGINS = """
+DELETE FROM pending_logins WHERE user_id = ANY($1::uuid[]) AND token_hash = ANY($2::bytea[])
+  AND expires_at <= $3
+"""
 # Coordinator-local. Migration 0014's trigger records the highest id deleted, so a feed
 # reader whose cursor is below it knows it may have missed entries.
 _DELETE_OLD_REVOCATIONS = """
@@ -288,6 +295,12 @@ SWEPT: tuple[Swept, ...] = (
         name="password_reset_tokens",
         candidates=_EXPIRED_RESET_TOKENS,
         statement=_DELETE_EXPIRED_RESET_TOKENS,
+        args=lambda cut: (cut.now,),
+    ),
+    Swept(
+        name="pending_logins",
+        candidates=_EXPIRED_PENDING_LOGINS,
+        statement=_DELETE_EXPIRED_PENDING_LOGINS,
         args=lambda cut: (cut.now,),
     ),
     Swept(

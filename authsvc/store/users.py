@@ -31,7 +31,7 @@ INSERT INTO users (id, email, display_name, password_hash, created_at, updated_a
 VALUES ($1, $2, $3, $4, $5, $5)
 """
 _SELECT_BY_ID = """
-SELECT id, email, display_name, password_hash, created_at, disabled_at
+SELECT id, email, display_name, password_hash, created_at, disabled_at, second_factor_required
 FROM users WHERE id = $1
 """
 # No account has it (ids are random, version 4): an unknown email is still read by id.
@@ -80,6 +80,7 @@ def _user(row: asyncpg.Record) -> User:
         password_hash=row["password_hash"],
         created_at=row["created_at"],
         disabled_at=row["disabled_at"],
+        second_factor_required=row["second_factor_required"],
     )
 
 

@@ -273,6 +273,15 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             now - timedelta(hours=2),
             now - second,
         )
+        await conn.execute(  # pending_logins: a second step never taken
+            "INSERT INTO pending_logins (user_id, token_hash, id, created_at, expires_at,"
+            " password_digest, enrolment_required, remember_me, device_name, ip_address,"
+            " user_agent) VALUES ($1, '\\x01', $2, $3, $4, '\\x02', false, false, '', '', '')",
+            user_id,
+            uuid.uuid4(),
+            now - timedelta(minutes=10),
+            now - second,
+        )
         await conn.execute(  # stale_login_attempts: its process died before it settled
             "INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)"
             " VALUES ($1, 'ip:192.0.2.1', $2)",
