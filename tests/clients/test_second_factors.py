@@ -160,6 +160,30 @@ async def test_complete_login_with_a_wrong_code_raises_second_factor_invalid_sig
     assert await client.tokens.tokens() is None
 
 
+async def test_complete_login_with_an_unknown_pending_token_raises_pending_login_invalid(
+    client: AuthClient,
+) -> None:
+    with pytest.raises(PendingLoginInvalid) as caught:
+        await client.complete_login("not-a-pending-login", TotpCode("123456"))
+
+    assert caught.value.reason == "PENDING_LOGIN_INVALID"
+
+
+async def test_login_of_an_account_that_must_enrol_raises_with_enrolment_required(
+    launch: Launch,
+) -> None:
+    launched = await launch(second_factor_policy="all")
+    async with AuthClient.connect(f"127.0.0.1:{launched.server.port}") as client:
+        with pytest.raises(SecondFactorRequired) as caught:
+            await client.register(EMAIL, PASSWORD)
+
+        assert await client.tokens.tokens() is None
+    assert (caught.value.pending.enrolment_required, caught.value.pending.factor_types) == (
+        True,
+        (),
+    )
+
+
 async def test_a_used_pending_login_raises_pending_login_invalid(
     client: AuthClient, totp_user: TotpUser, clock: FrozenClock
 ) -> None:

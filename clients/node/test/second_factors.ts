@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { AuthClient, type AuthClientOptions } from "../src/client.js";
-import { SecondFactorInvalid, StepUpRequired } from "../src/errors.js";
+import { PendingLoginInvalid, SecondFactorInvalid, StepUpRequired } from "../src/errors.js";
 import {
   AssuranceLevel,
   FactorType,
@@ -170,6 +170,45 @@ export function secondFactorTests(servers: () => Servers): void {
 
       assert.ok(wrong instanceof SecondFactorInvalid, String(wrong));
       assert.deepEqual(client.tokens.tokens, tokens);
+    });
+
+    test("completeLogin with an unknown pending token throws PendingLoginInvalid", async () => {
+      const client = newClient();
+
+      const error = await rejection(client.completeLogin("not-a-pending-login", { totpCode: "123456" }));
+
+      assert.ok(error instanceof PendingLoginInvalid, String(error));
+      assert.equal(client.tokens.tokens, undefined);
+    });
+
+    describe("on a replica where every account must have a second factor", () => {
+      let replica: AuthsvcServer;
+
+      before(async () => {
+        replica = await AuthsvcServer.start(servers().main.dataDir, { AUTHSVC_SECOND_FACTOR_POLICY: "all" });
+      });
+      after(async () => {
+        await replica.stop();
+      });
+
+      test("register throws SecondFactorRequired with enrolmentRequired; enrolling with the pending login signs in", async () => {
+        const client = closing(new AuthClient({ baseUrl: replica.baseUrl }));
+
+        const error = await rejection(client.register(newAccount()));
+
+        assert.ok(error instanceof SecondFactorRequired, String(error));
+        assert.deepEqual([error.pending.enrolmentRequired, error.pending.factorTypes], [true, []]);
+        assert.equal(client.tokens.tokens, undefined);
+        const enrolment = await client.enrolTotp({ name: "Phone", pending: error.pending });
+        const confirmed = await client.confirmTotp({
+          factorId: enrolment.factorId,
+          code: totp(enrolment.secret, currentStep()),
+          pending: error.pending,
+        });
+        assert.ok(confirmed.tokens !== undefined);
+        assert.deepEqual(client.tokens.tokens, confirmed.tokens);
+        assert.ok(confirmed.recoveryCodes.length > 0);
+      });
     });
 
     test("the verifier exposes acr as the assurance level, and amr", async () => {
