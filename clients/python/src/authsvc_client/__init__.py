@@ -2,6 +2,8 @@
 
 - AuthClient (grpc.aio) and SyncAuthClient: every RPC as a typed method, frozen results,
   failures as AuthsvcError subclasses chosen by ErrorInfo.reason.
+- Second factors: `login` raises SecondFactorRequired when a second step is due,
+  `complete_login` takes it; StepUpRequired asks for `step_up`; the factor RPCs' wrappers.
 - TokenManager: the session's tokens, refreshed before they expire and once after the
   service says they have, one Refresh however many calls need it; TokenStore to keep them
   (InMemoryTokenStore, FileTokenStore).
