@@ -382,9 +382,11 @@ async def test_a_verified_two_factor_token_carries_aal2_and_its_methods(
     pair = await signed_in_with_totp(client, totp_user, clock)
 
     principal = await TokenVerifier(service_client, now=clock.now).verify(pair.access_token)
+    validation = await service_client.validate_token(pair.access_token)
 
     assert principal.assurance_level is AssuranceLevel.AAL2
     assert {"pwd", "otp"} <= set(principal.amr)
+    assert (validation.assurance_level, validation.amr) == (AssuranceLevel.AAL2, principal.amr)
 
 
 async def test_a_verified_password_token_carries_aal1_and_pwd(

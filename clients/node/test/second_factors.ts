@@ -221,8 +221,11 @@ export function secondFactorTests(servers: () => Servers): void {
       const strong = await verifier.verify(twoFactor.accessToken);
       const weak = await verifier.verify(passwordOnly.accessToken);
 
+      const validation = await client.validateToken(twoFactor.accessToken);
+
       assert.equal(strong.assuranceLevel, AssuranceLevel.AAL2);
       assert.ok(strong.amr.includes("pwd") && strong.amr.includes("otp"), strong.amr.join(","));
+      assert.deepEqual([validation.assuranceLevel, validation.amr], [AssuranceLevel.AAL2, strong.amr]);
       assert.deepEqual([weak.assuranceLevel, weak.amr], [AssuranceLevel.AAL1, ["pwd"]]);
     });
 
