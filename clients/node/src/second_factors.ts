@@ -140,9 +140,15 @@ export function factorProofInit(
   throw new TypeError("a FactorProof has one of totpCode, recoveryCode or passkey");
 }
 
-/** The level an access token's `acr` claim names ("aal1", "aal2"); UNSPECIFIED when absent or unknown. */
+/**
+ * The level an access token's `acr` claim names ("aal1", "aal2"), as the server reads it: a
+ * token without `acr` was minted before the server kept levels, by a password, so AAL1; a
+ * value this client does not know is UNSPECIFIED.
+ */
 export function assuranceLevelOf(acr: unknown): AssuranceLevel {
   switch (acr) {
+    case undefined:
+    case null:
     case "aal1":
       return AssuranceLevel.AAL1;
     case "aal2":

@@ -94,8 +94,7 @@ export interface TokenVerifierOptions {
   /**
    * Refuse tokens below this level with StepUpRequired (PERMISSION_DENIED, reason
    * STEP_UP_REQUIRED, no factor types), as authsvc refuses its own sensitive calls; verify()
-   * can override it per call. A token minted before the server had levels has none
-   * (UNSPECIFIED), so AAL2 refuses it too. Default: no minimum.
+   * can override it per call. Default: no minimum.
    */
   minAssurance?: AssuranceLevel;
 }
@@ -114,7 +113,8 @@ export interface Principal {
   claims: Readonly<Record<string, unknown>>;
   /**
    * The token's `acr` as a level: AAL2 when the session verified a second factor (or began
-   * with a passkey), AAL1 for a password alone, UNSPECIFIED for a token without `acr`.
+   * with a passkey), AAL1 for a password alone (and a token without `acr`, minted before
+   * levels), UNSPECIFIED for a value this client does not know.
    */
   assuranceLevel: AssuranceLevel;
   /** The token's `amr` (RFC 8176), e.g. ["pwd", "otp", "mfa"]; empty without one. */

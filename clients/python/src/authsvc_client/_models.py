@@ -109,11 +109,12 @@ class AssuranceLevel(enum.IntEnum):
 
     @classmethod
     def from_acr(cls, acr: object) -> AssuranceLevel:
-        """From an access token's `acr` claim; UNSPECIFIED when it is absent (a token minted
-        before the service had levels) or a value this client does not know."""
-        if not isinstance(acr, str) or not acr.startswith("aal"):
-            return cls.UNSPECIFIED
-        member = cls.__members__.get(acr.upper())
+        """From an access token's `acr` claim, as the service reads it: a token without one
+        was minted before the service kept levels, by a password, so AAL1; a value this
+        client does not know is UNSPECIFIED."""
+        if acr is None:
+            return cls.AAL1
+        member = {level.acr: level for level in (cls.AAL1, cls.AAL2)}.get(str(acr))
         return cls.UNSPECIFIED if member is None else member
 
     @property

@@ -171,8 +171,8 @@ class TokenVerifier:
     `min_assurance=AssuranceLevel.AAL2` (for every call, or per `verify`) refuses a token
     below it with StepUpRequired (PERMISSION_DENIED, reason STEP_UP_REQUIRED, no factor
     types), the refusal authsvc itself gives before a sensitive call: the user's app steps
-    up and retries. A token minted before the service had levels has none (UNSPECIFIED), so
-    it is refused too.
+    up and retries. A token without `acr` was minted before the service had levels, by a
+    password: AAL1, as the service reads it.
 
     Failures raise TokenInvalid, whose message says why (the Node verifier's words),
     TokenExpired, SessionRevoked (online or from the deny-list) or online SessionExpired
