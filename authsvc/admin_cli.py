@@ -240,6 +240,25 @@ def _delivery_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delivery-id", required=True, help="the delivery (its webhook-id)")
 
 
+def _user_factor(parser: argparse.ArgumentParser) -> None:
+    _user_id(parser)
+    parser.add_argument("--factor-id", required=True, help="the factor (UUID)")
+    parser.add_argument(
+        "--reason", default="", help="why, for the audit trail (optional, at most 200 characters)"
+    )
+
+
+def _second_factor_required(parser: argparse.ArgumentParser) -> None:
+    _user_id(parser)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--required", dest="required", action="store_true", help="require a second factor"
+    )
+    which.add_argument(
+        "--not-required", dest="required", action="store_false", help="lift the requirement"
+    )
+
+
 # Every AdminService RPC has one (a test checks it against the service's descriptor).
 COMMANDS: Mapping[str, AdminCommand] = {
     "get-user": AdminCommand(
@@ -334,6 +353,26 @@ COMMANDS: Mapping[str, AdminCommand] = {
         "queue a failed webhook delivery again, with fresh attempts",
         _delivery_id,
         lambda a: pb.RetryWebhookDeliveryRequest(delivery_id=a.delivery_id),
+    ),
+    "list-user-factors": AdminCommand(
+        "ListUserFactors",
+        "list a user's second factors (never a secret) and unused recovery codes",
+        _user_id,
+        lambda a: pb.ListUserFactorsRequest(user_id=a.user_id),
+    ),
+    "remove-user-factor": AdminCommand(
+        "RemoveUserFactor",
+        "remove a user's second factor (a lost phone) and end all their sessions",
+        _user_factor,
+        lambda a: pb.RemoveUserFactorRequest(
+            user_id=a.user_id, factor_id=a.factor_id, reason=a.reason
+        ),
+    ),
+    "set-second-factor-required": AdminCommand(
+        "SetSecondFactorRequired",
+        "require (or stop requiring) a second factor of an account from its next login",
+        _second_factor_required,
+        lambda a: pb.SetSecondFactorRequiredRequest(user_id=a.user_id, required=a.required),
     ),
 }
 

@@ -36,12 +36,14 @@ from authsvc.api.well_known import WellKnown
 from authsvc.config import KEY_ENCRYPTION_KEYS_SETTINGS, Config, ConfigError, check_database
 from authsvc.core.clock import Clock
 from authsvc.core.errors import DatabaseUnavailable
+from authsvc.core.factors import SecondFactorPolicy
 from authsvc.descriptors import DescriptorWatch
 from authsvc.domain import devices, validation
 from authsvc.domain.access_tokens import AccessTokens
 from authsvc.domain.admin import AdminActions
 from authsvc.domain.bulk_revocation import BulkRevocation
 from authsvc.domain.erasure import AccountErasure
+from authsvc.domain.factors import FactorService
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.liveness import LivenessCache
@@ -69,6 +71,7 @@ from authsvc.store.audit import PgAuditStore
 from authsvc.store.bulk_revocation import PgBulkRevocationStore
 from authsvc.store.census import PgSessionCensus
 from authsvc.store.erasure import PgErasureStore
+from authsvc.store.factors import PgFactorStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.lineage import PgLineageStore
 from authsvc.store.migrate import apply_migrations
@@ -182,6 +185,19 @@ class AuthServer:
             liveness=self.liveness,
             locator=self.locator,
         )
+        # Second factors (TOTP, recovery codes): the sessions' SecondFactors.
+        self.factors = FactorService(
+            store=PgFactorStore(pool),
+            wrapper=build_key_wrapper(config),
+            throttle=self.throttle,
+            clock=clock,
+            endings=self.sessions.endings,
+            # helper C: the PasskeyVerifier (domain/passkeys.py) goes here.
+            passkeys=None,
+            issuer=config.totp_issuer,
+            required_of_everyone=config.second_factor_policy is SecondFactorPolicy.ALL,
+        )
+        self.sessions.use_factors(self.factors)
         self.password_resets = PasswordResets(
             store=PgPasswordResetStore(pool),
             sessions=self.sessions,
@@ -250,8 +266,8 @@ class AuthServer:
         )
         services = ServiceGuard(config.service_keys, config.service_identities)
         caller = Caller(self.sessions, config.trusted_proxies)
-        # Second factors: TOTP and recovery codes.
-        factor_rpcs = FactorRpcs(caller)
+        # Second factors: TOTP and recovery codes; the sessions' assurance for step-up.
+        factor_rpcs = FactorRpcs(caller, self.factors, self.sessions)
         # Passkeys (WebAuthn).
         passkey_rpcs = PasskeyRpcs(caller)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -293,6 +309,7 @@ class AuthServer:
                 ),
                 lineages=SessionLineages(store=PgLineageStore(pool), clock=clock),
                 webhooks=WebhookDeliveries(PgWebhookDeliveryStore(pool), clock),
+                factors=self.factors,
             ),
             self._server,
         )

@@ -733,6 +733,12 @@ class Config:
         "How long a login whose password was right waits for its second factor.",
         SECOND_FACTORS,
     )
+    totp_issuer: str = _setting(
+        str,
+        "authsvc",
+        "The issuer TOTP apps show beside the account (the otpauth:// URI's issuer).",
+        SECOND_FACTORS,
+    )
     geoip_database: Path | None = _setting(
         parse_readable_file,
         None,

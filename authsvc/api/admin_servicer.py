@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from authsvc.api import convert, webhook_deliveries
+from authsvc.api.factor_messages import factor_message, factor_type, parse_factor_id
 from authsvc.api.interceptors import note_subject
 from authsvc.api.lineage import lineage_response
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
@@ -21,6 +22,7 @@ from authsvc.domain.admin import AdminActions
 from authsvc.domain.bulk_revocation import BulkRevocation
 from authsvc.domain.devices import MAX_USER_AGENT
 from authsvc.domain.erasure import AccountErasure
+from authsvc.domain.factors import FactorService
 from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.webhook_deliveries import WebhookDeliveries
@@ -40,6 +42,8 @@ def user_message(account: Account) -> pb.User:
         display_name=account.display_name,
         disabled_reason=account.disabled_reason,
         live_session_count=account.live_session_count,
+        second_factor_required=account.second_factor_required,
+        factor_types=[factor_type(kind) for kind in account.factor_kinds],
     )
     convert.set_timestamp(message.created_at, account.created_at)
     convert.set_timestamp(message.updated_at, account.updated_at)
@@ -92,6 +96,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         bulk: BulkRevocation,
         lineages: SessionLineages,
         webhooks: WebhookDeliveries,
+        factors: FactorService,
     ) -> None:
         self._guard = guard
         self._trusted_proxies = tuple(trusted_proxies)
@@ -101,6 +106,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._bulk = bulk
         self._lineages = lineages
         self._webhooks = webhooks
+        self._factors = factors
 
     def _operator(self, context: Context[Any, Any]) -> Operator:
         """The calling operator; refuses anyone else (the edge interceptor answers)."""
@@ -324,14 +330,36 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def ListUserFactors(
         self, request: pb.ListUserFactorsRequest, context: Context[Any, Any]
     ) -> pb.ListUserFactorsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        listed = await self._factors.list_user_factors(operator, user_id)
+        response = pb.ListUserFactorsResponse(
+            recovery_codes_remaining=listed.recovery_codes_remaining,
+            second_factor_required=listed.second_factor_required,
+        )
+        response.factors.extend(factor_message(factor) for factor in listed.factors)
+        return response
 
     async def RemoveUserFactor(
         self, request: pb.RemoveUserFactorRequest, context: Context[Any, Any]
     ) -> pb.RemoveUserFactorResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        factor_id = parse_factor_id(request.factor_id)
+        note_subject(user_id, "")
+        count = await self._factors.remove_user_factor(
+            operator, user_id, factor_id, reason=request.reason
+        )
+        return pb.RemoveUserFactorResponse(revoked_session_count=count)
 
     async def SetSecondFactorRequired(
         self, request: pb.SetSecondFactorRequiredRequest, context: Context[Any, Any]
     ) -> pb.SetSecondFactorRequiredResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        operator = self._operator(context)
+        user_id = convert.parse_user_id(request.user_id)
+        note_subject(user_id, "")
+        account = await self._factors.set_second_factor_required(
+            operator, user_id, request.required
+        )
+        return pb.SetSecondFactorRequiredResponse(user=user_message(account))

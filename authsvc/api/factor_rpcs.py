@@ -1,42 +1,155 @@
-"""AuthService's second-factor RPCs: TOTP, recovery codes, listing and removal."""
+"""AuthService's second-factor RPCs: TOTP, recovery codes, listing and removal.
+
+Who may call: the user, by an access token of a live session; EnrolTotp and ConfirmTotp
+also by a pending login that must enrol first (`pending_login_token`). Adding a factor
+in a session, removing one and regenerating the codes need a recent step-up
+(STEP_UP_REQUIRED). Codes are checked under the login throttle (domain/factors.py).
+Secrets (the TOTP secret and URI, recovery codes, tokens) appear only in the response
+that carries them and are never logged.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
+from authsvc.api import convert, factor_convert
 from authsvc.api.caller import Caller, Context
+from authsvc.api.factor_messages import factor_message, parse_factor_id
+from authsvc.api.interceptors import note_subject
+from authsvc.core.errors import InvalidArgument
+from authsvc.core.models import Principal
+from authsvc.domain import totp, validation
+from authsvc.domain.factor_ports import PendingLogin, SessionAssurance
+from authsvc.domain.factors import FactorService
 from authsvc.v1 import auth_service_pb2 as pb
 
 __all__ = ["FactorRpcs"]
 
+# As servicer.TOKEN_TYPE (which imports this module, so cannot be imported here).
+_TOKEN_TYPE = "Bearer"  # noqa: S105 (a scheme name, not a secret)
+
 
 class FactorRpcs:
-    def __init__(self, caller: Caller) -> None:
+    def __init__(self, caller: Caller, factors: FactorService, assurance: SessionAssurance) -> None:
         self._caller = caller
+        self._factors = factors
+        self._assurance = assurance
 
     async def ListFactors(
         self, request: pb.ListFactorsRequest, context: Context[Any, Any]
     ) -> pb.ListFactorsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        principal = await self._caller.authenticate(context)
+        listed = await self._factors.list_factors(principal.user_id)
+        response = pb.ListFactorsResponse(
+            recovery_codes_remaining=listed.recovery_codes_remaining,
+            second_factor_required=listed.second_factor_required,
+        )
+        response.factors.extend(factor_message(factor) for factor in listed.factors)
+        return response
 
     async def EnrolTotp(
         self, request: pb.EnrolTotpRequest, context: Context[Any, Any]
     ) -> pb.EnrolTotpResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        principal, pending = await self._enroller(request.pending_login_token, context)
+        name = validation.clean_label("name", request.name, max_length=validation.MAX_LABEL_LENGTH)
+        if pending is not None:
+            user_id, email = pending.user_id, pending.email
+        else:
+            assert principal is not None
+            # Adding a factor is sensitive: a stolen access token alone must not do it.
+            await self._assurance.require_step_up(principal)
+            user_id = principal.user_id
+            email = await self._factors.account_email(user_id)
+        enrolment = await self._factors.enrol_totp(user_id, email, name=name)
+        response = pb.EnrolTotpResponse(
+            factor_id=str(enrolment.factor_id),
+            secret=enrolment.secret,
+            provisioning_uri=enrolment.provisioning_uri,
+        )
+        convert.set_timestamp(response.expires_at, enrolment.expires_at)
+        return response
 
     async def ConfirmTotp(
         self, request: pb.ConfirmTotpRequest, context: Context[Any, Any]
     ) -> pb.ConfirmTotpResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        principal, pending = await self._enroller(request.pending_login_token, context)
+        factor_id = parse_factor_id(request.factor_id)
+        if not totp.is_code_shaped(request.code):
+            raise InvalidArgument("code", f"code must be {totp.DIGITS} digits")
+        if pending is not None:
+            user_id, email = pending.user_id, pending.email
+        else:
+            assert principal is not None
+            user_id = principal.user_id
+            email = await self._factors.account_email(user_id)
+        confirmed = await self._factors.confirm_totp(
+            user_id,
+            email,
+            factor_id,
+            request.code,
+            origin=self._caller.origin(context),
+            session_id=None if principal is None else principal.session_id,
+        )
+        response = pb.ConfirmTotpResponse(
+            factor=factor_message(confirmed.factor), recovery_codes=confirmed.recovery_codes
+        )
+        signed_in = response.signed_in
+        signed_in.token_type = _TOKEN_TYPE
+        signed_in.user_id = str(user_id)
+        if pending is not None:
+            tokens = await self._assurance.complete_login(pending, confirmed.verified)
+            note_subject(tokens.user_id, tokens.session_id)
+            signed_in.session_id = str(tokens.session_id)
+            signed_in.access_token = tokens.access_token
+            convert.set_timestamp(signed_in.access_token_expires_at, tokens.access_token_expires_at)
+            signed_in.refresh_token = tokens.refresh_token
+            convert.set_timestamp(
+                signed_in.refresh_token_expires_at, tokens.refresh_token_expires_at
+            )
+        else:
+            assert principal is not None
+            stepped = await self._assurance.step_up(principal, confirmed.verified)
+            signed_in.session_id = str(principal.session_id)
+            signed_in.access_token = stepped.access_token
+            convert.set_timestamp(
+                signed_in.access_token_expires_at, stepped.access_token_expires_at
+            )
+        return response
 
     async def RemoveFactor(
         self, request: pb.RemoveFactorRequest, context: Context[Any, Any]
     ) -> pb.RemoveFactorResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        principal = await self._caller.authenticate(context)
+        factor_id = parse_factor_id(request.factor_id)
+        await self._assurance.require_step_up(principal)
+        count = await self._factors.remove_factor(
+            principal.user_id,
+            factor_id,
+            origin=self._caller.origin(context),
+            session_id=principal.session_id,
+        )
+        return pb.RemoveFactorResponse(revoked_session_count=count)
 
     async def RegenerateRecoveryCodes(
         self, request: pb.RegenerateRecoveryCodesRequest, context: Context[Any, Any]
     ) -> pb.RegenerateRecoveryCodesResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+        principal = await self._caller.authenticate(context)
+        await self._assurance.require_step_up(principal)
+        codes, count = await self._factors.regenerate_recovery_codes(
+            principal.user_id,
+            origin=self._caller.origin(context),
+            session_id=principal.session_id,
+        )
+        return pb.RegenerateRecoveryCodesResponse(recovery_codes=codes, revoked_session_count=count)
+
+    async def _enroller(
+        self, pending_login_token: str, context: Context[Any, Any]
+    ) -> tuple[Principal | None, PendingLogin | None]:
+        """Who enrols: a pending login that must enrol, given its token; else the caller's
+        session, by its access token."""
+        if not pending_login_token:
+            return await self._caller.authenticate(context), None
+        pending_login_token = factor_convert.pending_login_token(pending_login_token, required=True)
+        pending = await self._assurance.pending_login(pending_login_token, for_enrolment=True)
+        note_subject(pending.user_id, "")
+        return None, pending

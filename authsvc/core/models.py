@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, NewType, TypeAlias
 
-from authsvc.core.factors import Assurance
+from authsvc.core.factors import Assurance, FactorKind
 
 __all__ = [
     "EXPIRED_SESSIONS",
@@ -38,6 +38,7 @@ __all__ = [
     "Revocation",
     "RevocationLogBounds",
     "SealedPrivateKey",
+    "SealedSecret",
     "Session",
     "SessionEnd",
     "SessionEndReason",
@@ -245,6 +246,10 @@ class Account:
     disabled_at: datetime | None
     disabled_reason: str
     live_session_count: int
+    # An operator marked it as one that must have a second factor (SetSecondFactorRequired).
+    second_factor_required: bool = False
+    # The kinds of its confirmed second factors, one per factor, oldest first.
+    factor_kinds: tuple[FactorKind, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -428,6 +433,16 @@ class SealedPrivateKey:
     kek_id: str
     wrapped_data_key: bytes
     ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealedSecret:
+    """Any other secret at rest, sealed as a SealedPrivateKey is (a TOTP secret): bound to
+    the row it belongs to, so it cannot be copied onto another."""
+
+    kek_id: str
+    wrapped_data_key: bytes
+    ciphertext: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -65,6 +65,10 @@ class AdminEvent(enum.StrEnum):
     SESSION_LINEAGE_VIEWED = "admin_session_lineage_viewed"
     WEBHOOK_DELIVERIES_LISTED = "admin_webhook_deliveries_listed"
     WEBHOOK_DELIVERY_RETRIED = "admin_webhook_delivery_retried"
+    # Second factors (domain/factors.py).
+    USER_FACTORS_LISTED = "admin_user_factors_listed"
+    USER_FACTOR_REMOVED = "admin_user_factor_removed"
+    SECOND_FACTOR_REQUIRED_SET = "admin_second_factor_required_set"
 
 
 def admin_event(

@@ -6,6 +6,9 @@ id beside the two ciphertexts, and both are bound to the key's kid as associated
 a ciphertext copied onto another row does not decrypt. Rotating the KEK re-wraps the data
 keys only. The KEKs come from a `KeyWrapper`: local keys from configuration here, a KMS
 (whose Encrypt/Decrypt take the same associated data as an "encryption context") later.
+
+Other secrets the service must read back (TOTP secrets) are sealed the same way by
+`seal_secret`, bound to a caller's `binding` (the row's identity) instead of a kid.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from authsvc.core.models import PlaintextPrivateKey, SealedPrivateKey
+from authsvc.core.models import PlaintextPrivateKey, SealedPrivateKey, SealedSecret
 
 __all__ = [
     "KeyEncryptionError",
     "KeyWrapper",
     "LocalKeyWrapper",
     "open_private_key",
+    "open_secret",
     "rewrap_private_key",
     "seal_private_key",
+    "seal_secret",
 ]
 
 _NONCE_BYTES = 12
@@ -33,6 +38,9 @@ _DATA_KEY_BITS = 256
 # Distinct associated data for the two layers, so neither ciphertext passes for the other.
 _DATA_KEY_CONTEXT = b"authsvc/signing-key/data-key/"
 _PRIVATE_KEY_CONTEXT = b"authsvc/signing-key/private-key/"
+# And for other secrets: neither passes for a signing key's, nor a signing key's for them.
+_SECRET_DATA_KEY_CONTEXT = b"authsvc/secret/data-key/"
+_SECRET_CONTEXT = b"authsvc/secret/plaintext/"
 
 
 class KeyEncryptionError(Exception):
@@ -107,10 +115,40 @@ class LocalKeyWrapper:
 
 async def seal_private_key(wrapper: KeyWrapper, kid: str, pem: bytes) -> SealedPrivateKey:
     """Encrypt `pem` under a new data key, and wrap that under the current KEK."""
-    data_key = AESGCM.generate_key(bit_length=_DATA_KEY_BITS)
-    ciphertext = _encrypt(AESGCM(data_key), pem, _PRIVATE_KEY_CONTEXT + kid.encode())
-    kek_id, wrapped = await wrapper.wrap(data_key, context=_DATA_KEY_CONTEXT + kid.encode())
+    kek_id, wrapped, ciphertext = await _seal(
+        wrapper, pem, _DATA_KEY_CONTEXT + kid.encode(), _PRIVATE_KEY_CONTEXT + kid.encode()
+    )
     return SealedPrivateKey(kek_id=kek_id, wrapped_data_key=wrapped, ciphertext=ciphertext)
+
+
+async def seal_secret(wrapper: KeyWrapper, secret: bytes, *, binding: bytes) -> SealedSecret:
+    """Encrypt `secret` under a new data key wrapped under the current KEK, both bound to
+    `binding`: `open_secret` then needs the same binding."""
+    kek_id, wrapped, ciphertext = await _seal(
+        wrapper, secret, _SECRET_DATA_KEY_CONTEXT + binding, _SECRET_CONTEXT + binding
+    )
+    return SealedSecret(kek_id=kek_id, wrapped_data_key=wrapped, ciphertext=ciphertext)
+
+
+async def open_secret(wrapper: KeyWrapper, sealed: SealedSecret, *, binding: bytes) -> bytes:
+    """The secret `seal_secret` sealed with `binding`; KeyEncryptionError if its KEK is not
+    configured, or the row was altered or sealed for another binding."""
+    data_key = await wrapper.unwrap(
+        sealed.kek_id, sealed.wrapped_data_key, context=_SECRET_DATA_KEY_CONTEXT + binding
+    )
+    try:
+        return _decrypt(AESGCM(data_key), sealed.ciphertext, _SECRET_CONTEXT + binding)
+    except InvalidTag:
+        raise KeyEncryptionError("a sealed secret's ciphertext was altered") from None
+
+
+async def _seal(
+    wrapper: KeyWrapper, plaintext: bytes, data_key_context: bytes, context: bytes
+) -> tuple[str, bytes, bytes]:
+    data_key = AESGCM.generate_key(bit_length=_DATA_KEY_BITS)
+    ciphertext = _encrypt(AESGCM(data_key), plaintext, context)
+    kek_id, wrapped = await wrapper.wrap(data_key, context=data_key_context)
+    return kek_id, wrapped, ciphertext
 
 
 async def open_private_key(

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from authsvc.core.factors import FactorKind
 from authsvc.core.models import (
     Account,
     AuditEvent,
@@ -30,7 +31,10 @@ __all__ = ["PgAdminStore", "fetch_account"]
 
 _ACCOUNT_COLUMNS = """
     u.id, u.email, u.display_name, u.created_at, u.updated_at, u.disabled_at,
-    u.disabled_reason,
+    u.disabled_reason, u.second_factor_required,
+    ARRAY(SELECT f.kind FROM user_factors f
+          WHERE f.user_id = u.id AND f.confirmed_at IS NOT NULL
+          ORDER BY f.confirmed_at, f.id) AS factor_kinds,
     (SELECT count(*) FROM sessions s
      WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.idle_expires_at > $2
     ) AS live_session_count
@@ -77,6 +81,8 @@ def _account(row: asyncpg.Record) -> Account:
         disabled_at=row["disabled_at"],
         disabled_reason=row["disabled_reason"],
         live_session_count=row["live_session_count"],
+        second_factor_required=row["second_factor_required"],
+        factor_kinds=tuple(FactorKind(kind) for kind in row["factor_kinds"]),
     )
 
 

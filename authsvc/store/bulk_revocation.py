@@ -49,7 +49,7 @@ _SAMPLE = f"""
 SELECT
     s.user_id, s.id, s.created_at, s.last_active_at, s.idle_expires_at, s.expires_at,
     s.remember_me, s.user_agent, s.ip_address, s.device_type, s.browser, s.os,
-    s.device_name, s.country, s.city
+    s.device_name, s.country, s.city, s.aal, s.auth_methods, s.auth_method_times
 FROM sessions s WHERE {_MATCHES}
 ORDER BY s.last_active_at DESC, s.id DESC
 LIMIT $10

@@ -207,6 +207,16 @@ DELETE FROM webhook_deliveries WHERE id = ANY(ARRAY(
 ))
 """
 
+# TOTP enrolments never confirmed (migration 0030), through user_factors_enrolment_expiry.
+_EXPIRED_ENROLMENTS = """
+SELECT user_id, id FROM user_factors
+WHERE enrolment_expires_at <= $1 AND confirmed_at IS NULL LIMIT $2
+"""
+_DELETE_EXPIRED_ENROLMENTS = """
+DELETE FROM user_factors WHERE user_id = ANY($1::uuid[]) AND id = ANY($2::uuid[])
+  AND enrolment_expires_at <= $3 AND confirmed_at IS NULL
+"""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Swept:
@@ -312,6 +322,12 @@ SWEPT: tuple[Swept, ...] = (
         name="webhook_deliveries",
         statement=_DELETE_SETTLED_WEBHOOK_DELIVERIES,
         args=lambda cut: (cut.webhook_deliveries_before,),
+    ),
+    Swept(
+        name="factor_enrolments",
+        candidates=_EXPIRED_ENROLMENTS,
+        statement=_DELETE_EXPIRED_ENROLMENTS,
+        args=lambda cut: (cut.now,),
     ),
 )
 

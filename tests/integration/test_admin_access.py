@@ -51,6 +51,11 @@ _REQUESTS: dict[str, Any] = {
     "GetSessionLineage": admin_pb.GetSessionLineageRequest(session_id=_USER),
     "ListWebhookDeliveries": admin_pb.ListWebhookDeliveriesRequest(),
     "RetryWebhookDelivery": admin_pb.RetryWebhookDeliveryRequest(delivery_id=_USER),
+    "ListUserFactors": admin_pb.ListUserFactorsRequest(user_id=_USER),
+    "RemoveUserFactor": admin_pb.RemoveUserFactorRequest(user_id=_USER, factor_id=_USER),
+    "SetSecondFactorRequired": admin_pb.SetSecondFactorRequiredRequest(
+        user_id=_USER, required=True
+    ),
 }
 
 

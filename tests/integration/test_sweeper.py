@@ -282,6 +282,14 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             now - timedelta(minutes=10),
             now - second,
         )
+        await conn.execute(  # factor_enrolments: a TOTP enrolment never confirmed
+            "INSERT INTO user_factors (user_id, id, kind, created_at, enrolment_expires_at)"
+            " VALUES ($1, $2, 'totp', $3, $4)",
+            user_id,
+            uuid.uuid4(),
+            now - timedelta(minutes=10),
+            now - second,
+        )
         await conn.execute(  # stale_login_attempts: its process died before it settled
             "INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)"
             " VALUES ($1, 'ip:192.0.2.1', $2)",
