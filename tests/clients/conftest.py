@@ -54,6 +54,10 @@ def minted_claims(server: AuthServer, pair: TokenPair) -> dict[str, Any]:
         "jti": str(uuid.uuid4()),
         "iat": now,
         "exp": now + 900,
+        # A password session's, as the server mints them.
+        "auth_time": now,
+        "acr": "aal1",
+        "amr": ["pwd"],
     }
 
 

@@ -16,12 +16,20 @@ import grpc
 import jwt
 import pytest
 import pytest_asyncio
-from authsvc_client import DEFAULT_LEEWAY, AuthClient, AuthsvcError, TokenPair, TokenVerifier
+from authsvc_client import (
+    DEFAULT_LEEWAY,
+    AuthClient,
+    AuthsvcError,
+    Principal,
+    TokenPair,
+    TokenVerifier,
+)
 
 from authsvc import config as config_module
 from authsvc.app import AuthServer
 from authsvc.core.clock import FrozenClock
 from authsvc.v1 import auth_service_pb2 as pb
+from authsvc.v1 import second_factors_pb2 as factors_pb
 from tests.clients.conftest import REPO_ROOT, minted_claims
 from tests.helpers import PASSWORD, Stub, bearer, error_info
 
@@ -73,6 +81,10 @@ async def test_validate_token_answers_the_claims_table(
 
     verdict = ACCEPTED if response.active else response.inactive_reason
     assert verdict == case["verdict"]
+    if "assurance" in case:
+        level = factors_pb.AssuranceLevel.Name(response.assurance_level)
+        reported = [level.removeprefix("ASSURANCE_LEVEL_"), list(response.amr)]
+        assert reported == case["assurance"]
 
 
 async def _bearer_verdict(stub: Stub, token: str) -> str:
@@ -85,13 +97,15 @@ async def _bearer_verdict(stub: Stub, token: str) -> str:
     return ACCEPTED
 
 
-async def _verifier_verdict(verifier: TokenVerifier, token: str) -> tuple[str, str | None]:
-    """The verdict and, for a refusal, the error's message (None when accepted)."""
+async def _verifier_verdict(
+    verifier: TokenVerifier, token: str
+) -> tuple[str, str | None, Principal | None]:
+    """The verdict and, for a refusal, the error's message, else the principal."""
     try:
-        await verifier.verify(token)
+        principal = await verifier.verify(token)
     except AuthsvcError as error:
-        return error.reason, error.message
-    return ACCEPTED, None
+        return error.reason, error.message, None
+    return ACCEPTED, None, principal
 
 
 @pytest.mark.asyncio
@@ -117,6 +131,12 @@ async def test_token_verifier_answers_the_claims_table_saying_why_it_refuses(
 ) -> None:
     token = _token(server, pair, case)
 
-    verdict = await _verifier_verdict(TokenVerifier(client, now=clock.now), token)
+    verdict, message, principal = await _verifier_verdict(
+        TokenVerifier(client, now=clock.now), token
+    )
 
-    assert verdict == (case["verdict"], case.get("message"))
+    assert (verdict, message) == (case["verdict"], case.get("message"))
+    if "assurance" in case:
+        assert principal is not None
+        reported = [principal.assurance_level.name, list(principal.amr)]
+        assert reported == case["assurance"]

@@ -15,6 +15,9 @@ from authsvc_client import (
     CursorExpired,
     DatabaseUnavailable,
     EmailTaken,
+    FactorAlreadyEnrolled,
+    FactorNotFound,
+    FactorType,
     InvalidArgument,
     InvalidCredentials,
     InvalidPageToken,
@@ -23,18 +26,24 @@ from authsvc_client import (
     NotReady,
     OperatorCredentialsRequired,
     OperatorNotAllowed,
+    PasskeyChallengeInvalid,
+    PasskeysDisabled,
     PasswordResetTokenInvalid,
+    PendingLoginInvalid,
     PermissionDenied,
     RateLimited,
     RefreshTokenExpired,
     RefreshTokenInvalid,
     RefreshTokenReused,
     RegistrationDisabled,
+    SecondFactorInvalid,
     ServiceCredentialsRequired,
+    SessionEndReason,
     SessionExpired,
     SessionLimitReached,
     SessionNotFound,
     SessionRevoked,
+    StepUpRequired,
     SubscriberTooSlow,
     TokenExpired,
     TokenInvalid,
@@ -45,6 +54,7 @@ from authsvc_client import (
     WebhookDeliveryNotFound,
     error_from_rpc,
 )
+from authsvc_client.v1.auth_service_pb2 import SessionEndReason as SessionEndReasonProto
 from authsvc_client.v1.error_reason_pb2 import ErrorReason
 from google.rpc import error_details_pb2, status_pb2
 
@@ -87,13 +97,22 @@ RAISES: dict[str, type[AuthsvcError]] = {
     "PASSWORD_RESET_TOKEN_INVALID": PasswordResetTokenInvalid,
     "SESSION_LIMIT_REACHED": SessionLimitReached,
     "WEBHOOK_DELIVERY_NOT_FOUND": WebhookDeliveryNotFound,
+    "STEP_UP_REQUIRED": StepUpRequired,
+    "SECOND_FACTOR_INVALID": SecondFactorInvalid,
+    "PENDING_LOGIN_INVALID": PendingLoginInvalid,
+    "FACTOR_NOT_FOUND": FactorNotFound,
+    "PASSKEY_CHALLENGE_INVALID": PasskeyChallengeInvalid,
+    "PASSKEYS_DISABLED": PasskeysDisabled,
+    "FACTOR_ALREADY_ENROLLED": FactorAlreadyEnrolled,
 }
 REASONS = [value.name for value in ErrorReason.DESCRIPTOR.values if value.number != 0]
 
 
-def _failed_call(code: grpc.StatusCode, reason: str) -> grpc.aio.AioRpcError:
+def _failed_call(
+    code: grpc.StatusCode, reason: str, metadata: dict[str, str] | None = None
+) -> grpc.aio.AioRpcError:
     """A call that failed as the server fails one: the code, and an ErrorInfo in the trailers."""
-    info = error_details_pb2.ErrorInfo(reason=reason, domain="authsvc")
+    info = error_details_pb2.ErrorInfo(reason=reason, domain="authsvc", metadata=metadata)
     status = status_pb2.Status(code=code.value[0], message="refused")
     status.details.add().Pack(info)
     trailers = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
@@ -107,6 +126,36 @@ def test_each_reason_the_server_sends_raises_its_class(reason: str) -> None:
     error = error_from_rpc(_failed_call(code, reason))
 
     assert (type(error), error.code, error.reason) == (RAISES[reason], code, reason)
+
+
+def test_the_client_knows_every_session_end_reason_of_the_proto() -> None:
+    names = {
+        value.name.removeprefix("SESSION_END_REASON_")
+        for value in SessionEndReasonProto.DESCRIPTOR.values
+    }
+
+    assert {reason.name for reason in SessionEndReason} == names
+
+
+def test_step_up_required_names_the_factor_types_of_its_metadata() -> None:
+    metadata = {"factor_types": "FACTOR_TYPE_TOTP,FACTOR_TYPE_PASSKEY,FACTOR_TYPE_NEWER"}
+
+    error = error_from_rpc(
+        _failed_call(grpc.StatusCode.PERMISSION_DENIED, "STEP_UP_REQUIRED", metadata)
+    )
+
+    assert isinstance(error, StepUpRequired)
+    # A kind newer than this client still counts: the user has a factor to step up with.
+    assert error.factor_types == (FactorType.TOTP, FactorType.PASSKEY, FactorType.UNSPECIFIED)
+
+
+def test_step_up_required_without_factor_types_names_none() -> None:
+    error = error_from_rpc(
+        _failed_call(grpc.StatusCode.PERMISSION_DENIED, "STEP_UP_REQUIRED", {"factor_types": ""})
+    )
+
+    assert isinstance(error, StepUpRequired)
+    assert error.factor_types == ()
 
 
 @pytest.mark.asyncio

@@ -52,7 +52,7 @@ def _run(source: str) -> BaseException | None:
 
 
 def test_readme_has_the_examples_it_promises() -> None:
-    assert len(EXAMPLES) == 6
+    assert len(EXAMPLES) == 7
 
 
 @pytest.mark.parametrize("number", range(len(EXAMPLES)))

@@ -59,11 +59,17 @@ async def protect(client: AuthClient, clock: FrozenClock) -> AsyncIterator[Prote
     """Factory: start the demo service behind a TokenAuthInterceptor; returns its port."""
     servers: list[grpc.aio.Server] = []
 
-    async def start(*, online: bool = False, authsvc: AuthClient | None = None) -> int:
+    async def start(
+        *,
+        online: bool = False,
+        authsvc: AuthClient | None = None,
+        aal2_methods: frozenset[str] = frozenset(),
+    ) -> int:
         verifier = TokenVerifier(authsvc or client, now=clock.now, online=online)
-        server = grpc.aio.server(
-            interceptors=[TokenAuthInterceptor(verifier, public_methods={HEALTH_CHECK})]
+        interceptor = TokenAuthInterceptor(
+            verifier, public_methods={HEALTH_CHECK}, aal2_methods=aal2_methods
         )
+        server = grpc.aio.server(interceptors=[interceptor])
         server.add_generic_rpc_handlers(
             [
                 grpc.method_handlers_generic_handler(
@@ -138,6 +144,20 @@ async def test_streaming_call_with_a_valid_token_sees_its_principal(
     responses = [r async for r in watch(b"", metadata=bearer(pair.access_token))]
 
     assert responses == [f"{pair.user_id} {pair.session_id}".encode()] * 2
+
+
+async def test_an_aal2_method_refuses_a_password_token_as_step_up_required(
+    protect: Protect, pair: TokenPair
+) -> None:
+    port = await protect(aal2_methods=frozenset({WHOAMI}))
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        refusal = await _refusal(channel, bearer(pair.access_token))
+        watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(WHOAMI_STREAM)
+        others = [r async for r in watch(b"", metadata=bearer(pair.access_token))]
+
+    assert refusal == (grpc.StatusCode.PERMISSION_DENIED, "STEP_UP_REQUIRED")
+    assert len(others) == 2
 
 
 async def test_call_without_a_token_is_refused_as_missing_credentials(

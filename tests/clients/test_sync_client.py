@@ -14,11 +14,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import pyotp
 import pytest
 from authsvc_client import (
     InMemoryTokenStore,
     InvalidCredentials,
     PasswordResetTokenInvalid,
+    RecoveryCode,
+    SecondFactorRequired,
     SessionExpired,
     SessionPage,
     SyncAuthClient,
@@ -193,3 +196,21 @@ def test_sync_client_resets_the_password_with_an_operators_token(
     sync_client.login(email, "a new passphrase")
     with pytest.raises(PasswordResetTokenInvalid):
         sync_client.reset_password(issued.reset_token, "another new passphrase")
+
+
+def test_sync_client_enrols_a_totp_and_signs_in_again_in_two_steps(
+    sync_client: SyncAuthClient, email: str
+) -> None:
+    sync_client.register(email, PASSWORD)
+    enrolment = sync_client.enrol_totp("Phone")
+    confirmation = sync_client.confirm_totp(enrolment.factor_id, pyotp.TOTP(enrolment.secret).now())
+    with pytest.raises(SecondFactorRequired) as caught:
+        sync_client.login(email, PASSWORD)
+
+    pair = sync_client.complete_login(
+        caught.value.pending, RecoveryCode(confirmation.recovery_codes[0])
+    )
+
+    assert sync_client.tokens() == pair
+    [factor] = sync_client.list_factors().factors
+    assert factor.factor_id == confirmation.factor.factor_id

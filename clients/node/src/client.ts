@@ -13,9 +13,22 @@ import {
   type SessionEndReason,
   type WatchRevocationsResponse,
 } from "./gen/authsvc/v1/auth_service_pb.js";
+import type { AssuranceLevel, Factor, SecondFactorStep } from "./gen/authsvc/v1/second_factors_pb.js";
 import { AuthsvcError, SessionExpired, toAuthsvcError } from "./errors.js";
 import { authInterceptor } from "./interceptor.js";
 import { retryInterceptor, SERVICE_CONFIG, type ServiceConfig } from "./retry.js";
+import {
+  factorProofInit,
+  SecondFactorRequired,
+  type FactorInfo,
+  type FactorList,
+  type FactorProof,
+  type PendingLogin,
+  type RecoveryCodes,
+  type SteppedUp,
+  type TotpConfirmation,
+  type TotpEnrolment,
+} from "./second_factors.js";
 import { TokenManager, type Tokens } from "./token_manager.js";
 
 export interface AuthClientOptions {
@@ -122,6 +135,8 @@ export interface SessionInfo {
    */
   country: string;
   city: string;
+  /** How strongly the user proved who they are in this session (Refresh keeps it). */
+  assuranceLevel: AssuranceLevel;
 }
 
 /** One of the caller's sessions, live or ended, as GetSession answers. */
@@ -152,6 +167,29 @@ export interface TokenValidation {
   endReason: SessionEndReason;
   /** When the token's session ended, beside endReason. */
   endedAt: Date | undefined;
+  /** The token's `acr` claim as a level; set when the signature is valid. */
+  assuranceLevel: AssuranceLevel;
+  /** The token's `amr` claim (RFC 8176), e.g. ["pwd", "otp", "mfa"]. */
+  amr: string[];
+}
+
+export interface EnrolTotpInput {
+  /** A label, e.g. "Phone"; at most 100 characters. */
+  name?: string;
+  /**
+   * A login that answered `enrolmentRequired` (the SecondFactorRequired's `pending`, or its
+   * token): the credential instead of this client's session.
+   */
+  pending?: PendingLogin | string;
+}
+
+export interface ConfirmTotpInput {
+  /** TotpEnrolment.factorId. */
+  factorId: string;
+  /** The 6 digits the app shows now. */
+  code: string;
+  /** As in EnrolTotpInput. */
+  pending?: PendingLogin | string;
 }
 
 /** One JSON Web Key (RFC 7517) of the set GetJwks returns. */
@@ -238,6 +276,33 @@ function sessionOf(session: Session): SessionInfo {
     rememberMe: session.rememberMe,
     country: session.country,
     city: session.city,
+    assuranceLevel: session.assuranceLevel,
+  };
+}
+
+function pendingLoginOf(step: SecondFactorStep): PendingLogin {
+  return {
+    pendingLoginToken: step.pendingLoginToken,
+    expiresAt: requiredDate(step.expiresAt, "second_factor.expires_at"),
+    factorTypes: [...step.factorTypes],
+    enrolmentRequired: step.enrolmentRequired,
+  };
+}
+
+function pendingTokenOf(pending: PendingLogin | string | undefined): string {
+  return pending === undefined ? "" : typeof pending === "string" ? pending : pending.pendingLoginToken;
+}
+
+function factorOf(factor: Factor | undefined): FactorInfo {
+  if (factor === undefined) {
+    throw new AuthsvcError({ code: Code.Internal, message: "response lacks factor", reason: "" });
+  }
+  return {
+    factorId: factor.factorId,
+    type: factor.type,
+    name: factor.name,
+    createdAt: requiredDate(factor.createdAt, "created_at"),
+    lastUsedAt: factor.lastUsedAt && timestampDate(factor.lastUsedAt),
   };
 }
 
@@ -353,10 +418,14 @@ export class AuthClient {
    * Create an account and sign this client in with its first session. A server that does not
    * reveal accounts (its default) answers Register without tokens, the same for a new and a
    * taken email; this then signs in with Login, so a taken email throws InvalidCredentials
-   * unless the password is its owner's. A revealing server throws EmailTaken instead.
+   * unless the password is its owner's. A revealing server throws EmailTaken instead. Throws
+   * SecondFactorRequired, as login() does, when the account must enrol a second factor first.
    */
   async register(input: RegisterInput, options?: CallOptions): Promise<Tokens> {
     const response = await this.#call(() => this.raw.register(input, options));
+    if (response.secondFactor !== undefined) {
+      throw new SecondFactorRequired(pendingLoginOf(response.secondFactor));
+    }
     if (response.accessToken === "") {
       const { displayName: _, ...login } = input;
       return this.login(login, options);
@@ -366,12 +435,129 @@ export class AuthClient {
     return tokens;
   }
 
-  /** Check the password and sign this client in with a new session. */
+  /**
+   * Check the password and sign this client in with a new session.
+   *
+   * When the password is right and the account has a second factor (or must enrol one), no
+   * session starts yet: it throws SecondFactorRequired, whose `pending` goes to
+   * completeLogin() (or, when `enrolmentRequired`, to enrolTotp() and confirmTotp()). The
+   * client's tokens are left as they were.
+   */
   async login(input: LoginInput, options?: CallOptions): Promise<Tokens> {
     const response = await this.#call(() => this.raw.login(input, options));
+    if (response.secondFactor !== undefined) {
+      throw new SecondFactorRequired(pendingLoginOf(response.secondFactor));
+    }
     const tokens = tokensOf(response);
     this.tokens.setTokens(tokens);
     return tokens;
+  }
+
+  /**
+   * Finish a two-step login with one verification of a second factor; the new session, at
+   * AAL2, becomes this client's as login()'s does. `pending` is SecondFactorRequired's, or
+   * its token alone (a web app that kept it between two requests). Throws
+   * SecondFactorInvalid for a wrong or reused code (throttled like a wrong password; the
+   * pending login allows a few), PendingLoginInvalid when it is unknown, used, expired or
+   * out of attempts: login() again.
+   */
+  async completeLogin(pending: PendingLogin | string, proof: FactorProof, options?: CallOptions): Promise<Tokens> {
+    const response = await this.#call(() =>
+      this.raw.completeLogin({ pendingLoginToken: pendingTokenOf(pending), proof: factorProofInit(proof) }, options),
+    );
+    const tokens = tokensOf(response);
+    this.tokens.setTokens(tokens);
+    return tokens;
+  }
+
+  /**
+   * Verify a second factor in this session (StepUp), after a call threw StepUpRequired: the
+   * session becomes AAL2 and the client swaps in the new access token that says so (same
+   * session, same refresh token); sensitive calls then succeed until `stepUpExpiresAt`.
+   * Throws SecondFactorInvalid for a wrong or reused code.
+   */
+  async stepUp(proof: FactorProof, options?: CallOptions): Promise<SteppedUp> {
+    const sessionId = this.tokens.tokens?.sessionId;
+    const response = await this.#call(() => this.raw.stepUp({ proof: factorProofInit(proof) }, options));
+    const accessTokenExpiresAt = requiredDate(response.accessTokenExpiresAt, "access_token_expires_at");
+    if (sessionId !== undefined) {
+      await this.tokens.adoptAccessToken(sessionId, response.accessToken, accessTokenExpiresAt);
+    }
+    return {
+      assuranceLevel: response.assuranceLevel,
+      stepUpExpiresAt: requiredDate(response.stepUpExpiresAt, "step_up_expires_at"),
+      accessTokenExpiresAt,
+    };
+  }
+
+  /** The caller's confirmed second factors (never a secret), and the recovery codes left. */
+  async listFactors(options?: CallOptions): Promise<FactorList> {
+    const response = await this.#call(() => this.raw.listFactors({}, options));
+    return {
+      factors: response.factors.map(factorOf),
+      recoveryCodesRemaining: response.recoveryCodesRemaining,
+      secondFactorRequired: response.secondFactorRequired,
+    };
+  }
+
+  /**
+   * Start enrolling a TOTP app: its secret and otpauth:// URI, shown once; nothing counts
+   * until confirmTotp(). In a session this needs a recent sign-in or step-up (StepUpRequired
+   * otherwise); with `pending` (a login that answered `enrolmentRequired`) the pending login
+   * is the credential instead. FactorAlreadyEnrolled if the user has a TOTP already.
+   */
+  async enrolTotp(input: EnrolTotpInput = {}, options?: CallOptions): Promise<TotpEnrolment> {
+    const request = { name: input.name ?? "", pendingLoginToken: pendingTokenOf(input.pending) };
+    const response = await this.#call(() => this.raw.enrolTotp(request, options));
+    return {
+      factorId: response.factorId,
+      secret: response.secret,
+      provisioningUri: response.provisioningUri,
+      expiresAt: requiredDate(response.expiresAt, "expires_at"),
+    };
+  }
+
+  /**
+   * Confirm a TOTP enrolment with the first code the app shows. The user's other sessions
+   * end (SECOND_FACTOR_CHANGED). In a session, the session becomes AAL2 and the client swaps
+   * in its new access token; with `pending`, the pending login becomes a session, the
+   * client's as after login(). The first factor comes with recovery codes, shown once.
+   * Throws SecondFactorInvalid for a wrong code, FactorNotFound for an unknown or expired
+   * enrolment.
+   */
+  async confirmTotp(input: ConfirmTotpInput, options?: CallOptions): Promise<TotpConfirmation> {
+    const sessionId = input.pending === undefined ? this.tokens.tokens?.sessionId : undefined;
+    const request = { factorId: input.factorId, code: input.code, pendingLoginToken: pendingTokenOf(input.pending) };
+    const response = await this.#call(() => this.raw.confirmTotp(request, options));
+    const signedIn = response.signedIn;
+    let tokens: Tokens | undefined;
+    if (signedIn !== undefined && signedIn.refreshToken !== "") {
+      tokens = tokensOf(signedIn);
+      this.tokens.setTokens(tokens);
+    } else if (signedIn !== undefined && signedIn.accessToken !== "" && sessionId !== undefined) {
+      const expiresAt = requiredDate(signedIn.accessTokenExpiresAt, "signed_in.access_token_expires_at");
+      await this.tokens.adoptAccessToken(sessionId, signedIn.accessToken, expiresAt);
+    }
+    return { factor: factorOf(response.factor), recoveryCodes: [...response.recoveryCodes], tokens };
+  }
+
+  /**
+   * Remove one of the caller's factors (the last one takes the recovery codes with it);
+   * resolves to how many of the user's other sessions it ended. Needs a recent step-up
+   * (StepUpRequired); FactorNotFound if it is not the caller's.
+   */
+  async removeFactor(factorId: string, options?: CallOptions): Promise<number> {
+    const response = await this.#call(() => this.raw.removeFactor({ factorId }, options));
+    return response.revokedSessionCount;
+  }
+
+  /**
+   * Replace the caller's recovery codes with a new set, shown once; the old set stops working
+   * and the user's other sessions end. Needs a recent step-up (StepUpRequired).
+   */
+  async regenerateRecoveryCodes(options?: CallOptions): Promise<RecoveryCodes> {
+    const response = await this.#call(() => this.raw.regenerateRecoveryCodes({}, options));
+    return { recoveryCodes: [...response.recoveryCodes], revokedSessionCount: response.revokedSessionCount };
   }
 
   /**
@@ -467,6 +653,8 @@ export class AuthClient {
       claims: response.claims ?? {},
       endReason: response.endReason,
       endedAt: response.endedAt && timestampDate(response.endedAt),
+      assuranceLevel: response.assuranceLevel,
+      amr: [...response.amr],
     };
   }
 

@@ -11,6 +11,7 @@ import { durationMs } from "@bufbuild/protobuf/wkt";
 import { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo } from "./error_details.js";
 import { SessionEndReason } from "./gen/authsvc/v1/auth_service_pb.js";
 import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
+import { FactorType } from "./gen/authsvc/v1/second_factors_pb.js";
 
 /** The ErrorInfo domain of every authsvc error. */
 export const DOMAIN = "authsvc";
@@ -68,6 +69,8 @@ export class InvalidPageToken extends InvalidArgument {}
 export class AlreadyExists extends AuthsvcError {}
 /** ALREADY_EXISTS / EMAIL_TAKEN: Register with an email that has an account. */
 export class EmailTaken extends AlreadyExists {}
+/** ALREADY_EXISTS / FACTOR_ALREADY_ENROLLED: the user has a TOTP already (remove it first), or the passkey is registered already. */
+export class FactorAlreadyEnrolled extends AlreadyExists {}
 /** PERMISSION_DENIED, any reason. */
 export class PermissionDenied extends AuthsvcError {}
 /** PERMISSION_DENIED / REGISTRATION_DISABLED. */
@@ -76,6 +79,32 @@ export class RegistrationDisabled extends PermissionDenied {}
 export class OperatorNotAllowed extends PermissionDenied {}
 /** PERMISSION_DENIED / USER_DISABLED: the account is disabled by an operator. */
 export class UserDisabled extends PermissionDenied {}
+
+/**
+ * PERMISSION_DENIED / STEP_UP_REQUIRED: the call is sensitive and this session has not
+ * verified the user's second factor recently enough: `stepUp()` with one of `factorTypes`,
+ * then make the call again. No `factorTypes` means the user has no factor and the session
+ * began before the step-up window: sign in again.
+ *
+ * The client never retries or refreshes this away, and the session stays signed in: only
+ * the user can answer it.
+ */
+export class StepUpRequired extends PermissionDenied {
+  /**
+   * The factors the user can step up with, from the ErrorInfo metadata `factor_types`
+   * (FactorType names, comma-separated); a kind newer than this client is UNSPECIFIED.
+   */
+  get factorTypes(): FactorType[] {
+    return (this.metadata["factor_types"] ?? "")
+      .split(",")
+      .map((name) => name.trim())
+      .filter((name) => name !== "")
+      .map((name) => {
+        const value = (FactorType as unknown as Record<string, number | undefined>)[name.replace(/^FACTOR_TYPE_/, "")];
+        return typeof value === "number" ? (value as FactorType) : FactorType.UNSPECIFIED;
+      });
+  }
+}
 /** NOT_FOUND, any reason. */
 export class NotFound extends AuthsvcError {}
 /** NOT_FOUND / SESSION_NOT_FOUND: no such session among the caller's. */
@@ -84,6 +113,13 @@ export class SessionNotFound extends NotFound {}
 export class UserNotFound extends NotFound {}
 /** NOT_FOUND / WEBHOOK_DELIVERY_NOT_FOUND: AdminService names a webhook delivery that does not exist (or no longer). */
 export class WebhookDeliveryNotFound extends NotFound {}
+/** NOT_FOUND / FACTOR_NOT_FOUND: no such factor (or unconfirmed enrolment) among the caller's. */
+export class FactorNotFound extends NotFound {}
+
+/** FAILED_PRECONDITION, any reason: the server is not set up for this call. */
+export class FailedPrecondition extends AuthsvcError {}
+/** FAILED_PRECONDITION / PASSKEYS_DISABLED: the server has no WebAuthn relying party configured. */
+export class PasskeysDisabled extends FailedPrecondition {}
 
 /** UNAUTHENTICATED, any reason. */
 export class Unauthenticated extends AuthsvcError {}
@@ -100,6 +136,16 @@ export class ServiceCredentialsRequired extends Unauthenticated {}
 export class OperatorCredentialsRequired extends Unauthenticated {}
 /** UNAUTHENTICATED / PASSWORD_RESET_TOKEN_INVALID: the reset token is unknown, used or expired. */
 export class PasswordResetTokenInvalid extends Unauthenticated {}
+/**
+ * UNAUTHENTICATED / SECOND_FACTOR_INVALID: the TOTP code, recovery code or passkey assertion
+ * is wrong, already used or outside the time window. Throttled like a wrong password; the
+ * session (or the pending login, for a few more tries) stays.
+ */
+export class SecondFactorInvalid extends Unauthenticated {}
+/** UNAUTHENTICATED / PENDING_LOGIN_INVALID: the pending login is unknown, used, expired or out of attempts: login() again. */
+export class PendingLoginInvalid extends Unauthenticated {}
+/** UNAUTHENTICATED / PASSKEY_CHALLENGE_INVALID: the WebAuthn challenge is unknown, used, expired or for another purpose: begin again. */
+export class PasskeyChallengeInvalid extends Unauthenticated {}
 /** The access token is malformed, forged or not this service's. */
 export class TokenInvalid extends Unauthenticated {}
 /** The access token is past its `exp`. The token manager refreshes and retries once. */
@@ -209,6 +255,13 @@ const BY_REASON: Record<Reason, ErrorClass> = {
   PASSWORD_RESET_TOKEN_INVALID: PasswordResetTokenInvalid,
   SESSION_LIMIT_REACHED: SessionLimitReached,
   WEBHOOK_DELIVERY_NOT_FOUND: WebhookDeliveryNotFound,
+  STEP_UP_REQUIRED: StepUpRequired,
+  SECOND_FACTOR_INVALID: SecondFactorInvalid,
+  PENDING_LOGIN_INVALID: PendingLoginInvalid,
+  FACTOR_NOT_FOUND: FactorNotFound,
+  PASSKEY_CHALLENGE_INVALID: PasskeyChallengeInvalid,
+  PASSKEYS_DISABLED: PasskeysDisabled,
+  FACTOR_ALREADY_ENROLLED: FactorAlreadyEnrolled,
 };
 
 // For a reason this client does not know yet (or no ErrorInfo at all): the code's family.
@@ -221,6 +274,7 @@ const BY_CODE: Partial<Record<Code, ErrorClass>> = {
   [Code.ResourceExhausted]: RateLimited,
   [Code.OutOfRange]: OutOfRange,
   [Code.Unavailable]: Unavailable,
+  [Code.FailedPrecondition]: FailedPrecondition,
 };
 
 function isKnownReason(reason: string): reason is Reason {

@@ -14,19 +14,34 @@ const AUTHENTICATED_METHODS: ReadonlySet<string> = new Set([
   "RevokeSession",
   "ChangePassword",
   "GetSession",
+  "StepUp",
+  "ListFactors",
+  "EnrolTotp",
+  "ConfirmTotp",
+  "RemoveFactor",
+  "RegenerateRecoveryCodes",
+  "BeginPasskeyRegistration",
+  "FinishPasskeyRegistration",
 ]);
 
 export interface AuthInterceptorOptions {
   /**
-   * Which calls get the token. Default: on AuthService only Logout, ListSessions,
-   * RevokeSession, ChangePassword and GetSession (the others act for no signed-in user,
-   * and Refresh is what the manager itself calls); on any other service, every call.
+   * Which calls get the token. Default: on AuthService only the calls of a signed-in user
+   * (Logout, ListSessions, RevokeSession, ChangePassword, GetSession, StepUp and the factor
+   * RPCs; the others act for no signed-in user, Refresh is what the manager itself calls)
+   * and not a call that carries a pending login token instead; on any other service, every
+   * call.
    */
   needsToken?: (req: UnaryRequest | StreamRequest) => boolean;
 }
 
 function defaultNeedsToken(req: UnaryRequest | StreamRequest): boolean {
-  return req.service.typeName !== AuthService.typeName || AUTHENTICATED_METHODS.has(req.method.name);
+  if (req.service.typeName !== AuthService.typeName) {
+    return true;
+  }
+  // An enrolment before the first sign-in is authenticated by its pending login, not a session.
+  const pending = req.stream ? "" : (req.message as { pendingLoginToken?: unknown }).pendingLoginToken;
+  return AUTHENTICATED_METHODS.has(req.method.name) && (typeof pending !== "string" || pending === "");
 }
 
 // Connect wraps whatever an interceptor throws in a ConnectError of code UNKNOWN. Wrap a

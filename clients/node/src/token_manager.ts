@@ -19,6 +19,12 @@
 //   that retries a rotation which failed without an answer sends the same key, so a
 //   rotation the server made but whose answer was lost is answered again with the same
 //   successor rather than taken for a replayed token.
+// - Step-up: a new access token of the same session (StepUp, or an enrolment made in a
+//   session) replaces the access token only (adoptAccessToken); the refresh token, and a
+//   rotation of it in flight, are left as they are.
+// - Not its business: STEP_UP_REQUIRED (and every refusal but TOKEN_EXPIRED and a session's
+//   end) goes to the caller as thrown, with no refresh and no retry: a new token of the same
+//   session would be refused the same way.
 
 import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
@@ -103,6 +109,30 @@ export class TokenManager {
   clear(): void {
     this.#tokens = undefined;
     this.#ended = undefined;
+  }
+
+  /**
+   * Adopt a new access token of the current session (after StepUp): the refresh token stays.
+   * A refresh of the current pair in flight lands first, so its successor refresh token is
+   * kept and only its access token replaced. Resolves to false, adopting nothing, when the
+   * client is no longer signed in to `sessionId` (signed out, or signed in again meanwhile).
+   */
+  async adoptAccessToken(sessionId: string, accessToken: string, accessTokenExpiresAt: Date): Promise<boolean> {
+    while (this.#flight !== undefined && this.#flight.from === this.#tokens) {
+      // The refresh's own callers get its failure; here only its landing matters.
+      await this.#flight.result.catch(() => undefined);
+    }
+    const tokens = this.#tokens;
+    if (tokens === undefined || tokens.sessionId !== sessionId) {
+      return false;
+    }
+    const steppedUp = { ...tokens, accessToken, accessTokenExpiresAt };
+    if (this.#pendingKey?.from === tokens) {
+      // Same refresh token: an unanswered rotation of it must resend the same key.
+      this.#pendingKey = { from: steppedUp, key: this.#pendingKey.key };
+    }
+    this.setTokens(steppedUp);
+    return true;
   }
 
   /**

@@ -19,13 +19,16 @@ import {
   DOMAIN,
   errorFor,
   RevocationFeedStale,
+  StepUpRequired,
   TokenExpired,
   TokenInvalid,
   Unauthenticated,
   Unavailable,
 } from "./errors.js";
 import { ErrorReason } from "./gen/authsvc/v1/error_reason_pb.js";
+import { AssuranceLevel } from "./gen/authsvc/v1/second_factors_pb.js";
 import { RevocationFeed, type FeedSource, type RevocationFeedOptions } from "./revocations.js";
+import { assuranceLevelOf } from "./second_factors.js";
 
 /** The server's default AUTHSVC_CLOCK_SKEW, so server and verifier refuse the same tokens. */
 export const DEFAULT_LEEWAY_MS = 30_000;
@@ -88,6 +91,18 @@ export interface TokenVerifierOptions {
    * source must then be an AuthClient (or any RevocationSource). Call close() when done.
    */
   revocations?: RevocationOptions;
+  /**
+   * Refuse tokens below this level with StepUpRequired (PERMISSION_DENIED, reason
+   * STEP_UP_REQUIRED, no factor types), as authsvc refuses its own sensitive calls; verify()
+   * can override it per call. Default: no minimum.
+   */
+  minAssurance?: AssuranceLevel;
+}
+
+/** Per-call options of verify(). */
+export interface VerifyOptions {
+  /** Overrides the verifier's minAssurance for this call: AssuranceLevel.AAL2 for a sensitive one. */
+  minAssurance?: AssuranceLevel;
 }
 
 /** Who a verified access token speaks for. */
@@ -96,6 +111,14 @@ export interface Principal {
   sessionId: string;
   expiresAt: Date;
   claims: Readonly<Record<string, unknown>>;
+  /**
+   * The token's `acr` as a level: AAL2 when the session verified a second factor (or began
+   * with a passkey), AAL1 for a password alone (and a token without `acr`, minted before
+   * levels), UNSPECIFIED for a value this client does not know.
+   */
+  assuranceLevel: AssuranceLevel;
+  /** The token's `amr` (RFC 8176), e.g. ["pwd", "otp", "mfa"]; empty without one. */
+  amr: string[];
 }
 
 // Messages say why, in the Python verifier's words (the shared claims table checks both).
@@ -288,8 +311,10 @@ export class TokenVerifier {
   readonly #getKey: JWTVerifyGetKey;
   readonly #feed: RevocationFeed | undefined;
   readonly #online: RevocationSource | undefined;
+  readonly #minAssurance: AssuranceLevel | undefined;
 
   constructor(source: JwksSource | RevocationSource, options: TokenVerifierOptions = {}) {
+    this.#minAssurance = options.minAssurance;
     const leewayMs = options.leewayMs ?? DEFAULT_LEEWAY_MS;
     if (!Number.isFinite(leewayMs) || leewayMs < 0) {
       throw new RangeError(`leewayMs must be a non-negative number, got ${leewayMs}`);
@@ -330,8 +355,26 @@ export class TokenVerifier {
     return this.#feed?.current ?? false;
   }
 
-  /** The principal `accessToken` speaks for; throws if it must not be trusted. */
-  async verify(accessToken: string): Promise<Principal> {
+  /**
+   * The principal `accessToken` speaks for; throws if it must not be trusted. The level
+   * (`minAssurance`) is checked after everything else, so StepUpRequired means "a good
+   * token, but not strong enough".
+   */
+  async verify(accessToken: string, options: VerifyOptions = {}): Promise<Principal> {
+    const principal = await this.#verifyTrusted(accessToken);
+    const required = options.minAssurance ?? this.#minAssurance;
+    if (required !== undefined && principal.assuranceLevel < required) {
+      throw new StepUpRequired({
+        code: Code.PermissionDenied,
+        message: `access token is below assurance level ${AssuranceLevel[required]?.toLowerCase() ?? required}`,
+        reason: ErrorReason[ErrorReason.STEP_UP_REQUIRED],
+        domain: DOMAIN,
+      });
+    }
+    return principal;
+  }
+
+  async #verifyTrusted(accessToken: string): Promise<Principal> {
     const principal = await this.#verifyOffline(accessToken);
     const feed = this.#feed;
     if (feed === undefined) {
@@ -408,7 +451,17 @@ export class TokenVerifier {
     if (now.getTime() < Math.trunc(iat as number) * 1000 - this.#leewayMs) {
       throw invalid("access token is not valid yet");
     }
-    return { userId: sub, sessionId: sid, expiresAt: new Date(Math.trunc(exp as number) * 1000), claims };
+    const amr = Array.isArray(claims["amr"])
+      ? claims["amr"].filter((method): method is string => typeof method === "string")
+      : [];
+    return {
+      userId: sub,
+      sessionId: sid,
+      expiresAt: new Date(Math.trunc(exp as number) * 1000),
+      claims,
+      assuranceLevel: assuranceLevelOf(claims["acr"]),
+      amr,
+    };
   }
 }
 

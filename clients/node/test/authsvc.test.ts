@@ -14,6 +14,7 @@ import { refreshTests } from "./refresh.js";
 import { revocationTests } from "./revocations.js";
 import { rpcTests } from "./rpcs.js";
 import { scenarioTests } from "./scenarios.js";
+import { secondFactorTests } from "./second_factors.js";
 import { verifierTests } from "./verifier.js";
 
 describe("authsvc node client against a live server", () => {
@@ -42,6 +43,7 @@ describe("authsvc node client against a live server", () => {
   verifierTests(servers);
   revocationTests(servers);
   passwordResetTests(servers);
+  secondFactorTests(servers);
 });
 
 engineTests();

@@ -10,7 +10,8 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { AuthClient } from "../src/client.js";
 import { AuthsvcError } from "../src/errors.js";
-import { DEFAULT_LEEWAY_MS, TokenVerifier } from "../src/verifier.js";
+import { AssuranceLevel } from "../src/second_factors.js";
+import { DEFAULT_LEEWAY_MS, TokenVerifier, type Principal } from "../src/verifier.js";
 import { activeSigningKey, newAccount, type Servers, type SigningKey } from "./harness.js";
 
 interface ClaimsCase {
@@ -21,6 +22,8 @@ interface ClaimsCase {
   verdict: string;
   /** What both clients' verifiers say of a refusal. */
   message?: string;
+  /** What every checker reports of an accepted token: [AssuranceLevel name, amr]. */
+  assurance?: [string, string[]];
 }
 
 interface ClaimsTable {
@@ -60,6 +63,10 @@ function signCase(key: SigningKey, nowSeconds: number, entry: ClaimsCase): strin
     jti: randomUUID(),
     iat: nowSeconds,
     exp: nowSeconds + 900,
+    // A password session's, as the server mints them.
+    auth_time: nowSeconds,
+    acr: "aal1",
+    amr: ["pwd"],
   };
   for (const [name, offset] of Object.entries(entry.times ?? {})) {
     claims[name] = nowSeconds + offset;
@@ -78,17 +85,18 @@ function signCase(key: SigningKey, nowSeconds: number, entry: ClaimsCase): strin
   return `${signingInput}.${signature.toString("base64url")}`;
 }
 
-/** "accepted", or the refusal's reason and message. */
-async function verdictOf(verifier: TokenVerifier, token: string): Promise<[string, string?]> {
+/** "accepted" with the principal's [level, amr], or the refusal's reason and message. */
+async function verdictOf(verifier: TokenVerifier, token: string): Promise<[string, unknown?]> {
+  let principal: Principal;
   try {
-    await verifier.verify(token);
+    principal = await verifier.verify(token);
   } catch (error) {
     if (error instanceof AuthsvcError) {
       return [error.reason, error.rawMessage];
     }
     throw error;
   }
-  return [ACCEPTED];
+  return [ACCEPTED, [AssuranceLevel[principal.assuranceLevel], principal.amr]];
 }
 
 export function claimsTests(servers: () => Servers): void {
@@ -123,9 +131,12 @@ export function claimsTests(servers: () => Servers): void {
       test(`${entry.name}: ${entry.verdict}`, async () => {
         const token = signCase(key!, nowSeconds, entry);
 
-        const verdict = await verdictOf(verifier!, token);
+        const [verdict, detail] = await verdictOf(verifier!, token);
 
-        assert.deepEqual(verdict, entry.verdict === ACCEPTED ? [ACCEPTED] : [entry.verdict, entry.message]);
+        assert.deepEqual([verdict, verdict === ACCEPTED ? undefined : detail], [entry.verdict, entry.message]);
+        if (entry.assurance !== undefined) {
+          assert.deepEqual(detail, entry.assurance);
+        }
       });
     }
   });

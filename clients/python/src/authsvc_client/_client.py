@@ -11,17 +11,30 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
-from authsvc_client._errors import error_from_rpc
+from authsvc_client._errors import SecondFactorRequired, error_from_rpc
 from authsvc_client._manager import DEFAULT_REFRESH_SKEW, SessionExpiredCallback, TokenManager
 from authsvc_client._models import (
+    AssuranceLevel,
+    FactorList,
+    FactorProof,
     FeedEvent,
     LogoutScope,
+    PendingLogin,
+    RecoveryCodes,
     Session,
     SessionPage,
+    SteppedUp,
     TokenPair,
     TokenValidation,
+    TotpConfirmation,
+    TotpEnrolment,
+    factor,
+    factor_proof,
     feed_event,
+    instant,
+    pending_login,
     session,
+    signed_in_pair,
     token_pair,
     token_validation,
 )
@@ -44,6 +57,10 @@ _Metadata = tuple[tuple[str, str], ...]
 
 def _bearer(credential: str | None) -> _Metadata | None:
     return None if credential is None else (("authorization", f"Bearer {credential}"),)
+
+
+def _pending_token(pending: PendingLogin | str) -> str:
+    return pending if isinstance(pending, str) else pending.pending_login_token
 
 
 def _checked_service_key(key: str | None) -> str | None:
@@ -177,7 +194,8 @@ class AuthClient:
         A server that does not reveal accounts (its default) answers Register without tokens,
         the same for a new and a taken email; this then signs in with Login, so a taken email
         raises InvalidCredentials unless `password` is its owner's. A revealing server signs
-        in itself and answers a taken email with EmailTaken.
+        in itself and answers a taken email with EmailTaken. Raises SecondFactorRequired, as
+        `login` does, when the account must have a second factor first.
         """
         response = await self._unary(
             self._stub.Register,
@@ -189,6 +207,8 @@ class AuthClient:
                 device_name=device_name,
             ),
         )
+        if response.HasField("second_factor"):
+            raise SecondFactorRequired(pending_login(response.second_factor))
         if not response.access_token:
             return await self.login(
                 email, password, remember_me=remember_me, device_name=device_name
@@ -201,11 +221,39 @@ class AuthClient:
         self, email: str, password: str, *, remember_me: bool = False, device_name: str = ""
     ) -> TokenPair:
         """Start a session; its tokens become this client's. Wrong password and unknown
-        email both raise InvalidCredentials."""
+        email both raise InvalidCredentials.
+
+        When the password is right and the account has a second factor (or must enrol one),
+        no session starts yet: SecondFactorRequired is raised, carrying the PendingLogin to
+        pass to `complete_login` (or, when `enrolment_required`, to `enrol_totp` and
+        `confirm_totp`). The client's tokens are left as they were.
+        """
         response = await self._unary(
             self._stub.Login,
             pb.LoginRequest(
                 email=email, password=password, remember_me=remember_me, device_name=device_name
+            ),
+        )
+        if response.HasField("second_factor"):
+            raise SecondFactorRequired(pending_login(response.second_factor))
+        pair = token_pair(response)
+        await self._tokens.set_tokens(pair)
+        return pair
+
+    async def complete_login(self, pending: PendingLogin | str, proof: FactorProof) -> TokenPair:
+        """Finish a two-step login with one verification of a second factor (TotpCode,
+        RecoveryCode or PasskeyAssertion); the new session, at AAL2, becomes this client's
+        as `login`'s does. `pending` is SecondFactorRequired.pending, or its token alone (a
+        web app that kept it between two requests).
+
+        SecondFactorInvalid for a wrong or reused code (throttled like a wrong password; the
+        pending login allows a few); PendingLoginInvalid when it is unknown, used, expired or
+        out of attempts: `login` again.
+        """
+        response = await self._unary(
+            self._stub.CompleteLogin,
+            pb.CompleteLoginRequest(
+                pending_login_token=_pending_token(pending), proof=factor_proof(proof)
             ),
         )
         pair = token_pair(response)
@@ -304,6 +352,125 @@ class AuthClient:
         )
         return response.revoked_session_count
 
+    # --- second factors ------------------------------------------------------------------
+
+    async def step_up(self, proof: FactorProof) -> SteppedUp:
+        """Verify a second factor in this session (StepUp), after a call raised
+        StepUpRequired: the session becomes AAL2 and the client swaps in the new access token
+        that says so (same session, same refresh token); sensitive calls then succeed until
+        `step_up_expires_at`. SecondFactorInvalid for a wrong or reused code.
+        """
+        request = pb.StepUpRequest(proof=factor_proof(proof))
+        response, session_id = await self._call_as_session(self._stub.StepUp, request)
+        expires_at = instant(response.access_token_expires_at)
+        await self._adopt_access_token(session_id, response.access_token, expires_at)
+        return SteppedUp(
+            assurance_level=AssuranceLevel(response.assurance_level),
+            step_up_expires_at=instant(response.step_up_expires_at),
+            access_token_expires_at=expires_at,
+        )
+
+    async def list_factors(self) -> FactorList:
+        """The caller's confirmed second factors (never a secret), the number of unused
+        recovery codes, and whether the user must have a second factor."""
+        response = await self._tokens.call(
+            lambda token: self._unary(
+                self._stub.ListFactors, pb.ListFactorsRequest(), _bearer(token)
+            )
+        )
+        return FactorList(
+            factors=tuple(factor(item) for item in response.factors),
+            recovery_codes_remaining=response.recovery_codes_remaining,
+            second_factor_required=response.second_factor_required,
+        )
+
+    async def enrol_totp(
+        self, name: str = "", *, pending: PendingLogin | str | None = None
+    ) -> TotpEnrolment:
+        """Start enrolling a TOTP app: its secret and otpauth:// URI, shown once; nothing
+        counts until `confirm_totp`. In a session, this needs a recent sign-in or step-up
+        (StepUpRequired otherwise); with `pending` (a login that answered
+        `enrolment_required`), the pending login is the credential instead.
+        FactorAlreadyEnrolled if the user has a TOTP already.
+        """
+        request = pb.EnrolTotpRequest(
+            name=name, pending_login_token="" if pending is None else _pending_token(pending)
+        )
+        if pending is None:
+            response = await self._tokens.call(
+                lambda token: self._unary(self._stub.EnrolTotp, request, _bearer(token))
+            )
+        else:
+            response = await self._unary(self._stub.EnrolTotp, request)
+        return TotpEnrolment(
+            factor_id=uuid.UUID(response.factor_id),
+            secret=response.secret,
+            provisioning_uri=response.provisioning_uri,
+            expires_at=instant(response.expires_at),
+        )
+
+    async def confirm_totp(
+        self,
+        factor_id: uuid.UUID | str,
+        code: str,
+        *,
+        pending: PendingLogin | str | None = None,
+    ) -> TotpConfirmation:
+        """Confirm a TOTP enrolment with the first code the app shows. The user's other
+        sessions end (SECOND_FACTOR_CHANGED). In a session, the session becomes AAL2 and the
+        client swaps in its new access token; with `pending`, the pending login becomes a
+        session, this client's as after `login`. The first factor comes with recovery codes,
+        shown once. SecondFactorInvalid for a wrong code; FactorNotFound for an unknown or
+        expired enrolment.
+        """
+        request = pb.ConfirmTotpRequest(
+            factor_id=str(factor_id),
+            code=code,
+            pending_login_token="" if pending is None else _pending_token(pending),
+        )
+        if pending is None:
+            response, session_id = await self._call_as_session(self._stub.ConfirmTotp, request)
+            signed_in = response.signed_in
+            await self._adopt_access_token(
+                session_id, signed_in.access_token, instant(signed_in.access_token_expires_at)
+            )
+            tokens = None
+        else:
+            response = await self._unary(self._stub.ConfirmTotp, request)
+            tokens = signed_in_pair(response.signed_in)
+            if tokens is not None:
+                await self._tokens.set_tokens(tokens)
+        return TotpConfirmation(
+            factor=factor(response.factor),
+            recovery_codes=tuple(response.recovery_codes),
+            tokens=tokens,
+        )
+
+    async def remove_factor(self, factor_id: uuid.UUID | str) -> int:
+        """Remove one of the caller's factors (the last one takes the recovery codes with
+        it); return how many of the user's other sessions it ended. Needs a recent step-up
+        (StepUpRequired); FactorNotFound if it is not the caller's."""
+        request = pb.RemoveFactorRequest(factor_id=str(factor_id))
+        response = await self._tokens.call(
+            lambda token: self._unary(self._stub.RemoveFactor, request, _bearer(token))
+        )
+        return response.revoked_session_count
+
+    async def regenerate_recovery_codes(self) -> RecoveryCodes:
+        """Replace the caller's recovery codes with a new set, shown once; the old set stops
+        working and the user's other sessions end. Needs a recent step-up (StepUpRequired)."""
+        response = await self._tokens.call(
+            lambda token: self._unary(
+                self._stub.RegenerateRecoveryCodes,
+                pb.RegenerateRecoveryCodesRequest(),
+                _bearer(token),
+            )
+        )
+        return RecoveryCodes(
+            recovery_codes=tuple(response.recovery_codes),
+            revoked_session_count=response.revoked_session_count,
+        )
+
     # --- for internal services ------------------------------------------------------------
 
     async def validate_token(self, access_token: str) -> TokenValidation:
@@ -356,6 +523,28 @@ class AuthClient:
             pb.RefreshRequest(refresh_token=refresh_token, idempotency_key=idempotency_key),
         )
         return token_pair(response)
+
+    async def _call_as_session(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+    ) -> tuple[_Resp, uuid.UUID | None]:
+        """Call `method` as the signed-in session, and say which session's access token went
+        out, so that a new access token in the answer is adopted for that session only."""
+        sent: list[uuid.UUID] = []
+
+        async def invoke(token: str | None) -> _Resp:
+            pair = await self._tokens.tokens()
+            if pair is not None and pair.access_token == token:
+                sent.append(pair.session_id)
+            return await self._unary(method, request, _bearer(token))
+
+        response = await self._tokens.call(invoke)
+        return response, (sent[-1] if sent else None)
+
+    async def _adopt_access_token(
+        self, session_id: uuid.UUID | None, access_token: str, expires_at: datetime
+    ) -> None:
+        if session_id is not None and access_token:
+            await self._tokens.adopt_access_token(session_id, access_token, expires_at)
 
     async def _unary(
         self,

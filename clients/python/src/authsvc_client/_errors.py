@@ -16,7 +16,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from authsvc_client._models import SessionEndReason
+from authsvc_client._models import FactorType, PendingLogin, SessionEndReason
 from authsvc_client.v1.error_reason_pb2 import ErrorReason
 
 __all__ = [
@@ -27,6 +27,9 @@ __all__ = [
     "CursorExpired",
     "DatabaseUnavailable",
     "EmailTaken",
+    "FactorAlreadyEnrolled",
+    "FactorNotFound",
+    "FailedPrecondition",
     "InvalidArgument",
     "InvalidCredentials",
     "InvalidPageToken",
@@ -36,7 +39,10 @@ __all__ = [
     "OperatorCredentialsRequired",
     "OperatorNotAllowed",
     "OutOfRange",
+    "PasskeyChallengeInvalid",
+    "PasskeysDisabled",
     "PasswordResetTokenInvalid",
+    "PendingLoginInvalid",
     "PermissionDenied",
     "RateLimited",
     "RefreshTokenExpired",
@@ -44,11 +50,14 @@ __all__ = [
     "RefreshTokenReused",
     "RegistrationDisabled",
     "RevocationFeedStale",
+    "SecondFactorInvalid",
+    "SecondFactorRequired",
     "ServiceCredentialsRequired",
     "SessionExpired",
     "SessionLimitReached",
     "SessionNotFound",
     "SessionRevoked",
+    "StepUpRequired",
     "SubscriberTooSlow",
     "TokenExpired",
     "TokenInvalid",
@@ -121,6 +130,11 @@ class EmailTaken(AlreadyExists):
     """Register with an email that has an account (EMAIL_TAKEN)."""
 
 
+class FactorAlreadyEnrolled(AlreadyExists):
+    """The user has a TOTP factor already (remove it first), or the passkey is registered
+    already (FACTOR_ALREADY_ENROLLED)."""
+
+
 class PermissionDenied(AuthsvcError):
     """The service refuses this on purpose, e.g. REGISTRATION_DISABLED."""
 
@@ -138,6 +152,23 @@ class UserDisabled(PermissionDenied):
     """The account is disabled by an operator (USER_DISABLED)."""
 
 
+class StepUpRequired(PermissionDenied):
+    """The call is sensitive and this session has not verified the user's second factor
+    recently enough (STEP_UP_REQUIRED): `step_up` with one of `factor_types`, then make the
+    call again. Empty `factor_types` means the user has no factor and the session began
+    before the step-up window: sign in again.
+
+    The client never retries or refreshes this away, and the session stays signed in: only
+    the user can answer it.
+    """
+
+    @property
+    def factor_types(self) -> tuple[FactorType, ...]:
+        """The factors the user can step up with, from ErrorInfo metadata `factor_types`."""
+        names = self.metadata.get("factor_types", "")
+        return tuple(FactorType.from_name(name) for name in names.split(",") if name.strip())
+
+
 class NotFound(AuthsvcError):
     """No such session among the caller's (SESSION_NOT_FOUND)."""
 
@@ -152,6 +183,19 @@ class UserNotFound(NotFound):
 
 class WebhookDeliveryNotFound(NotFound):
     """AdminService: no such webhook delivery, or no longer (WEBHOOK_DELIVERY_NOT_FOUND)."""
+
+
+class FactorNotFound(NotFound):
+    """No such factor (or unconfirmed enrolment) among the caller's (FACTOR_NOT_FOUND)."""
+
+
+class FailedPrecondition(AuthsvcError):
+    """FAILED_PRECONDITION, any reason: the service is not set up for this call."""
+
+
+class PasskeysDisabled(FailedPrecondition):
+    """The service has no WebAuthn relying party configured, so passkeys cannot be used
+    (PASSKEYS_DISABLED)."""
 
 
 class Unauthenticated(AuthsvcError):
@@ -186,6 +230,22 @@ class OperatorCredentialsRequired(Unauthenticated):
 
 class PasswordResetTokenInvalid(Unauthenticated):
     """The password-reset token is unknown, used or expired (PASSWORD_RESET_TOKEN_INVALID)."""
+
+
+class SecondFactorInvalid(Unauthenticated):
+    """The TOTP code, recovery code or passkey assertion is wrong, already used or outside
+    the time window (SECOND_FACTOR_INVALID). Throttled like a wrong password; the session
+    (or the pending login, for a few more tries) stays."""
+
+
+class PendingLoginInvalid(Unauthenticated):
+    """The pending login is unknown, used, expired, out of attempts or not good for this call
+    (PENDING_LOGIN_INVALID): sign in again with `login`."""
+
+
+class PasskeyChallengeInvalid(Unauthenticated):
+    """The WebAuthn challenge is unknown, used, expired or for another purpose
+    (PASSKEY_CHALLENGE_INVALID): begin again."""
 
 
 class SessionExpired(Unauthenticated):
@@ -288,6 +348,23 @@ class RevocationFeedStale(Unavailable):
     because its revocation feed is stale. Raised by the client itself: no reason."""
 
 
+class SecondFactorRequired(Exception):
+    """`login` (or `register`) checked the password, and the account needs a second factor
+    before it gets a session: `pending` says which factors, and whether one must be enrolled
+    first. Finish with `complete_login(error.pending, proof)`.
+
+    Raised, not returned, so that `login` keeps returning a TokenPair and code that does not
+    know second factors stops here instead of using a session it does not have. Not an
+    AuthsvcError: the service answered OK, and no tokens were issued.
+    """
+
+    def __init__(self, pending: PendingLogin) -> None:
+        kinds = ", ".join(kind.name for kind in pending.factor_types) or "none"
+        what = "enrol a second factor" if pending.enrolment_required else "second factor required"
+        super().__init__(f"{what} (factors: {kinds})")
+        self.pending = pending
+
+
 _Code = grpc.StatusCode
 
 # What each reason raises, and the code the server sends it with; under another code a
@@ -324,6 +401,13 @@ _REASONS: Mapping[ErrorReason.ValueType, tuple[grpc.StatusCode, type[AuthsvcErro
     ErrorReason.SESSION_LIMIT_REACHED: (_Code.RESOURCE_EXHAUSTED, SessionLimitReached),
     ErrorReason.WEBHOOK_DELIVERY_NOT_FOUND: (_Code.NOT_FOUND, WebhookDeliveryNotFound),
     ErrorReason.SUBSCRIBER_TOO_SLOW: (_Code.RESOURCE_EXHAUSTED, SubscriberTooSlow),
+    ErrorReason.STEP_UP_REQUIRED: (_Code.PERMISSION_DENIED, StepUpRequired),
+    ErrorReason.SECOND_FACTOR_INVALID: (_Code.UNAUTHENTICATED, SecondFactorInvalid),
+    ErrorReason.PENDING_LOGIN_INVALID: (_Code.UNAUTHENTICATED, PendingLoginInvalid),
+    ErrorReason.FACTOR_NOT_FOUND: (_Code.NOT_FOUND, FactorNotFound),
+    ErrorReason.PASSKEY_CHALLENGE_INVALID: (_Code.UNAUTHENTICATED, PasskeyChallengeInvalid),
+    ErrorReason.PASSKEYS_DISABLED: (_Code.FAILED_PRECONDITION, PasskeysDisabled),
+    ErrorReason.FACTOR_ALREADY_ENROLLED: (_Code.ALREADY_EXISTS, FactorAlreadyEnrolled),
 }
 # The same by the reason as sent: the value's name.
 _BY_NAME = {ErrorReason.Name(reason): answer for reason, answer in _REASONS.items()}
@@ -342,6 +426,7 @@ _BY_CODE: Mapping[grpc.StatusCode, type[AuthsvcError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
     grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
 }
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -63,6 +65,12 @@ class TokenManager:
       that retries a rotation which failed without an answer (Unavailable, a deadline)
       sends the same key, so a rotation the service made but whose answer was lost is
       answered again with the same successor rather than taken for a replayed token.
+    - Step-up: a new access token for the same session (StepUp, or an enrolment made in a
+      session) replaces the access token only (`adopt_access_token`); the refresh token,
+      and a rotation of it in flight, are left as they are.
+    - Not its business: STEP_UP_REQUIRED (and every other refusal but TOKEN_EXPIRED and a
+      session's end) goes to the caller as raised, with no refresh and no retry: a new
+      token of the same session would be refused the same way.
 
     `now` is the manager's clock (aware UTC; the system clock by default): inject one in tests
     and move it instead of sleeping. Waiting calls raise only after `on_session_expired`
@@ -118,6 +126,30 @@ class TokenManager:
         self._pair = None
         self._ended = None
         await self._store.clear()
+
+    async def adopt_access_token(
+        self, session_id: uuid.UUID, access_token: str, expires_at: datetime
+    ) -> bool:
+        """Adopt a new access token of the current session (after StepUp): the refresh token
+        stays. A refresh of the current pair in flight lands first, so its successor refresh
+        token is kept and only its access token replaced. Returns False, adopting nothing,
+        when the client is no longer signed in to `session_id` (signed out, or signed in
+        again meanwhile)."""
+        await self._ensure_loaded()
+        while self._flight is not None and self._flight[0] is self._pair:
+            # The refresh's own callers get its failure; here only its landing matters.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flight[1])
+        pair = self._pair
+        if pair is None or pair.session_id != session_id:
+            return False
+        stepped_up = replace(pair, access_token=access_token, access_token_expires_at=expires_at)
+        if self._pending_key is not None and self._pending_key[0] is pair:
+            # Same refresh token: an unanswered rotation of it must resend the same key.
+            self._pending_key = (stepped_up, self._pending_key[1])
+        self._adopt(stepped_up)
+        await self._store.save(stepped_up)
+        return True
 
     async def access_token(self) -> str | None:
         """An access token good to send, refreshing first if it is about to expire.

@@ -16,10 +16,11 @@ from grpc_status import rpc_status
 from authsvc_client._errors import (
     DOMAIN,
     AuthsvcError,
+    StepUpRequired,
     Unauthenticated,
     error_for,
 )
-from authsvc_client._models import Principal
+from authsvc_client._models import AssuranceLevel, Principal
 from authsvc_client._verifier import TokenVerifier
 from authsvc_client.v1.error_reason_pb2 import ErrorReason
 
@@ -51,7 +52,7 @@ def _status_of(error: AuthsvcError) -> grpc.Status:
     token (authsvc unreachable, say), a generic message, so no internal detail leaks."""
     message = (
         error.message
-        if isinstance(error, Unauthenticated)
+        if isinstance(error, Unauthenticated | StepUpRequired)
         else "authentication is unavailable; retry later"
     )
     details = []
@@ -96,13 +97,22 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     online or subscribed verifier, SESSION_REVOKED (online also SESSION_EXPIRED); UNAVAILABLE
     if the verifier cannot reach authsvc or refuses while its feed is stale.
     `public_methods` (full names, e.g. "/grpc.health.v1.Health/Check") pass through
-    unauthenticated. Handlers must be coroutine functions or async generators, as grpc.aio
-    servers run them.
+    unauthenticated. `aal2_methods` (full names) need a token at AssuranceLevel.AAL2: one
+    below is refused PERMISSION_DENIED with reason STEP_UP_REQUIRED, as authsvc refuses its
+    own sensitive calls, so the user's app steps up and calls again. Handlers must be
+    coroutine functions or async generators, as grpc.aio servers run them.
     """
 
-    def __init__(self, verifier: TokenVerifier, *, public_methods: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        *,
+        public_methods: Collection[str] = (),
+        aal2_methods: Collection[str] = (),
+    ) -> None:
         self._verifier = verifier
         self._public_methods = frozenset(public_methods)
+        self._aal2_methods = frozenset(aal2_methods)
 
     async def intercept_service(
         self,
@@ -114,41 +124,48 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method in self._public_methods:
             return handler
-        return cast("grpc.RpcMethodHandler[_Req, _Resp]", self._guard(handler))
+        method = handler_call_details.method
+        minimum = AssuranceLevel.AAL2 if method in self._aal2_methods else None
+        return cast("grpc.RpcMethodHandler[_Req, _Resp]", self._guard(handler, minimum))
 
-    async def _authenticate(self, context: _Context) -> Principal:
+    async def _authenticate(self, context: _Context, minimum: AssuranceLevel | None) -> Principal:
         try:
-            principal = await self._verifier.verify(_bearer_token(_authorization(context)))
+            token = _bearer_token(_authorization(context))
+            principal = await self._verifier.verify(token, min_assurance=minimum)
         except AuthsvcError as exc:
             await context.abort_with_status(_status_of(exc))
         return principal
 
-    def _guard(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    def _guard(
+        self, handler: grpc.RpcMethodHandler[Any, Any], minimum: AssuranceLevel | None
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         serializers: dict[str, Any] = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary_response(handler.unary_unary), **serializers
+                self._unary_response(handler.unary_unary, minimum), **serializers
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(handler.stream_unary), **serializers
+                self._unary_response(handler.stream_unary, minimum), **serializers
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream_response(handler.unary_stream), **serializers
+                self._stream_response(handler.unary_stream, minimum), **serializers
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream_response(handler.stream_stream), **serializers
+                self._stream_response(handler.stream_stream, minimum), **serializers
             )
         return handler
 
-    def _unary_response(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _unary_response(
+        self, behaviour: Callable[..., Any], minimum: AssuranceLevel | None
+    ) -> Callable[..., Any]:
         async def guarded(request: Any, context: _Context) -> Any:
-            principal = await self._authenticate(context)
+            principal = await self._authenticate(context, minimum)
             token = _PRINCIPAL.set(principal)
             try:
                 outcome = behaviour(request, context)
@@ -158,9 +175,11 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
         return guarded
 
-    def _stream_response(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _stream_response(
+        self, behaviour: Callable[..., Any], minimum: AssuranceLevel | None
+    ) -> Callable[..., Any]:
         async def guarded(request: Any, context: _Context) -> AsyncIterator[Any]:
-            principal = await self._authenticate(context)
+            principal = await self._authenticate(context, minimum)
             token = _PRINCIPAL.set(principal)
             try:
                 outcome = behaviour(request, context)

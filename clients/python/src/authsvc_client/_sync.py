@@ -15,7 +15,20 @@ import grpc
 
 from authsvc_client._client import DEFAULT_TIMEOUT, AuthClient
 from authsvc_client._manager import DEFAULT_REFRESH_SKEW, SessionExpiredCallback
-from authsvc_client._models import LogoutScope, Session, SessionPage, TokenPair, TokenValidation
+from authsvc_client._models import (
+    FactorList,
+    FactorProof,
+    LogoutScope,
+    PendingLogin,
+    RecoveryCodes,
+    Session,
+    SessionPage,
+    SteppedUp,
+    TokenPair,
+    TokenValidation,
+    TotpConfirmation,
+    TotpEnrolment,
+)
 from authsvc_client._store import TokenStore
 
 __all__ = ["SyncAuthClient"]
@@ -127,6 +140,31 @@ class SyncAuthClient:
         return self._run(
             self._client.login(email, password, remember_me=remember_me, device_name=device_name)
         )
+
+    def complete_login(self, pending: PendingLogin | str, proof: FactorProof) -> TokenPair:
+        return self._run(self._client.complete_login(pending, proof))
+
+    def step_up(self, proof: FactorProof) -> SteppedUp:
+        return self._run(self._client.step_up(proof))
+
+    def list_factors(self) -> FactorList:
+        return self._run(self._client.list_factors())
+
+    def enrol_totp(
+        self, name: str = "", *, pending: PendingLogin | str | None = None
+    ) -> TotpEnrolment:
+        return self._run(self._client.enrol_totp(name, pending=pending))
+
+    def confirm_totp(
+        self, factor_id: uuid.UUID | str, code: str, *, pending: PendingLogin | str | None = None
+    ) -> TotpConfirmation:
+        return self._run(self._client.confirm_totp(factor_id, code, pending=pending))
+
+    def remove_factor(self, factor_id: uuid.UUID | str) -> int:
+        return self._run(self._client.remove_factor(factor_id))
+
+    def regenerate_recovery_codes(self) -> RecoveryCodes:
+        return self._run(self._client.regenerate_recovery_codes())
 
     def refresh(self, *, idempotency_key: str | None = None) -> TokenPair:
         return self._run(self._client.refresh(idempotency_key=idempotency_key))

@@ -16,11 +16,12 @@ import jwt
 from authsvc_client._errors import (
     AuthsvcError,
     RevocationFeedStale,
+    StepUpRequired,
     TokenInvalid,
     Unauthenticated,
     error_for,
 )
-from authsvc_client._models import Principal, TokenValidation
+from authsvc_client._models import AssuranceLevel, Principal, TokenValidation
 from authsvc_client._revocations import (
     DEFAULT_STALE_AFTER,
     RevocationSource,
@@ -92,6 +93,15 @@ def _uuid(claims: Mapping[str, Any], name: str) -> uuid.UUID:
         raise _malformed(name) from exc
 
 
+def _amr(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The `amr` claim's methods; a token without one (minted before the service had second
+    factors) has none."""
+    value = claims.get("amr")
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, str))
+
+
 def _why(error: jwt.PyJWTError) -> str:
     """What a PyJWT refusal means, in the words the Node verifier uses too."""
     match error:
@@ -157,10 +167,17 @@ class TokenVerifier:
     ValidateToken asks the service, which also refuses tokens of sessions that are logged
     out, revoked or expired. One RPC per call.
 
+    Assurance: the principal carries the token's level (`acr`: AAL1 or AAL2) and `amr`.
+    `min_assurance=AssuranceLevel.AAL2` (for every call, or per `verify`) refuses a token
+    below it with StepUpRequired (PERMISSION_DENIED, reason STEP_UP_REQUIRED, no factor
+    types), the refusal authsvc itself gives before a sensitive call: the user's app steps
+    up and retries. A token without `acr` was minted before the service had levels, by a
+    password: AAL1, as the service reads it.
+
     Failures raise TokenInvalid, whose message says why (the Node verifier's words),
     TokenExpired, SessionRevoked (online or from the deny-list) or online SessionExpired
-    (both SessionExpired), Unavailable when the keys or the answer cannot be fetched, or
-    its subclass RevocationFeedStale.
+    (both SessionExpired), StepUpRequired, Unavailable when the keys or the answer cannot
+    be fetched, or its subclass RevocationFeedStale.
     """
 
     def __init__(
@@ -176,8 +193,10 @@ class TokenVerifier:
         subscribe: bool = False,
         stale_after: timedelta = DEFAULT_STALE_AFTER,
         when_stale: WhenStale = WhenStale.VALIDATE_ONLINE,
+        min_assurance: AssuranceLevel | None = None,
     ) -> None:
         self._source = source
+        self._min_assurance = min_assurance
         self._issuer = issuer
         self._audience = audience
         self._online = online
@@ -230,8 +249,18 @@ class TokenVerifier:
         `is_feed_current`. Always False without subscription."""
         return self._watch is not None and session_id in self._watch.denied
 
-    async def verify(self, access_token: str, *, online: bool | None = None) -> Principal:
-        """The principal `access_token` speaks for; raises if it must not be trusted."""
+    async def verify(
+        self,
+        access_token: str,
+        *,
+        online: bool | None = None,
+        min_assurance: AssuranceLevel | None = None,
+    ) -> Principal:
+        """The principal `access_token` speaks for; raises if it must not be trusted.
+
+        `min_assurance` overrides the verifier's for this call: AAL2 for a sensitive one.
+        The level is checked after everything else, so StepUpRequired means "a good token,
+        but not strong enough"."""
         principal = await self._verify_offline(access_token)
         if online is None:
             online = self._online
@@ -249,6 +278,13 @@ class TokenVerifier:
                 online = True
         if online:
             await self._verify_online(access_token)
+        required = self._min_assurance if min_assurance is None else min_assurance
+        if required is not None and principal.assurance_level < required:
+            raise StepUpRequired(
+                f"access token is below assurance level {required.acr}",
+                code=grpc.StatusCode.PERMISSION_DENIED,
+                reason=ErrorReason.Name(ErrorReason.STEP_UP_REQUIRED),
+            )
         return principal
 
     async def _verify_offline(self, token: str) -> Principal:
@@ -286,6 +322,8 @@ class TokenVerifier:
             session_id=_uuid(claims, "sid"),
             expires_at=_numeric_date(claims, "exp"),
             claims=claims,
+            assurance_level=AssuranceLevel.from_acr(claims.get("acr")),
+            amr=_amr(claims),
         )
         # Valid from its issue, or from `nbf` when that is later (as the server checks).
         not_before = _numeric_date(claims, "iat")
