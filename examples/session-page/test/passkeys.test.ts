@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import type { BrowserContext, CDPSession, Page } from "playwright-core";
 import { newDevice } from "./browser.js";
 import { useStack } from "./fixture.js";
-import { currentSessionId, newAccount, sessionList, signIn, type Account } from "./session_page.js";
+import { currentItem, currentSessionId, newAccount, sessionList, signIn, type Account } from "./session_page.js";
 
 const fixture = useStack();
 
@@ -65,6 +65,7 @@ describe("passkeys", () => {
       const { cdp, authenticatorId } = await addVirtualAuthenticator(page);
       await signIn(page, account);
       const passwordSession = await currentSessionId(page);
+      assert.equal(await currentItem(page).locator("[data-testid=two-factor-badge]").count(), 0);
 
       await addPasskeyOnDevicePage(page);
       const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
@@ -85,6 +86,8 @@ describe("passkeys", () => {
 
       const passkeySession = await currentSessionId(page);
       assert.notEqual(passkeySession, passwordSession);
+      // A passkey alone is two factors: the list shows the session at AAL2.
+      await currentItem(page).locator("[data-testid=two-factor-badge]").waitFor();
       // The authenticator signed once for the sign-in: its counter moved past registration's.
       const after = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
       assert.ok((after.credentials[0]?.signCount ?? 0) > (credentials[0]?.signCount ?? 0));

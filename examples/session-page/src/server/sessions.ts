@@ -9,6 +9,7 @@
 
 import { randomBytes } from "node:crypto";
 import {
+  AssuranceLevel,
   AuthClient,
   DeviceType,
   Http2SessionManager,
@@ -106,6 +107,7 @@ function deviceSession(session: SessionInfo): DeviceSession {
     location: [session.city, session.country].filter(Boolean).join(", "),
     lastActiveAt: session.lastActiveAt.toISOString(),
     createdAt: session.createdAt.toISOString(),
+    twoFactor: session.assuranceLevel === AssuranceLevel.AAL2,
   };
 }
 

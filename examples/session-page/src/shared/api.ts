@@ -23,6 +23,8 @@ export interface DeviceSession {
   location: string;
   lastActiveAt: string;
   createdAt: string;
+  /** Signed in with two factors (a passkey, or a password and a second factor): AAL2. */
+  twoFactor: boolean;
 }
 
 export interface SessionList {

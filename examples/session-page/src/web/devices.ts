@@ -72,6 +72,14 @@ function renderItem(session: DeviceSession): HTMLLIElement {
     badge.textContent = "This device";
     name.append(" ", badge);
   }
+  if (session.twoFactor) {
+    const badge = document.createElement("span");
+    badge.className = "badge two-factor";
+    badge.dataset["testid"] = "two-factor-badge";
+    badge.title = "Signed in with two factors (AAL2)";
+    badge.textContent = "Two-factor";
+    name.append(" ", badge);
+  }
   const where = document.createElement("p");
   where.className = "meta";
   where.textContent = [session.ipAddress, session.location].filter(Boolean).join(" · ") || "Unknown address";
