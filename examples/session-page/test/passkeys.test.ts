@@ -7,7 +7,15 @@ import { describe, test } from "node:test";
 import type { BrowserContext, CDPSession, Page } from "playwright-core";
 import { newDevice } from "./browser.js";
 import { useStack } from "./fixture.js";
-import { currentItem, currentSessionId, newAccount, sessionList, signIn, type Account } from "./session_page.js";
+import {
+  currentItem,
+  currentSessionId,
+  newAccount,
+  sessionList,
+  signIn,
+  submitLogin,
+  type Account,
+} from "./session_page.js";
 
 const fixture = useStack();
 
@@ -75,6 +83,10 @@ describe("passkeys", () => {
 
       await page.getByRole("button", { name: "Log out" }).click();
       await page.waitForURL((url) => url.pathname === "/login");
+      // The password alone no longer makes a session: the account has a second factor now.
+      const refused = await submitLogin(page, account);
+      assert.equal(refused.status(), 401);
+      assert.equal(((await refused.json()) as { error: string }).error, "SECOND_FACTOR_REQUIRED");
       const [answer] = await Promise.all([
         page.waitForResponse((response) => new URL(response.url()).pathname === "/api/passkey-login"),
         page.getByRole("button", { name: "Sign in with a passkey" }).click(),

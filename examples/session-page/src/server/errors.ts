@@ -10,6 +10,7 @@ import {
   NotFound,
   PermissionDenied,
   RateLimited,
+  SecondFactorRequired,
   SessionExpired,
   SessionLimitReached,
   Unauthenticated,
@@ -35,6 +36,13 @@ export function httpErrorOf(error: unknown): HttpError {
       },
       { "Retry-After": String(retryAfterSeconds) },
     );
+  }
+  if (error instanceof SecondFactorRequired) {
+    // The password was right; this page has no second step to offer but the passkey sign-in.
+    return new HttpError(401, {
+      error: "SECOND_FACTOR_REQUIRED",
+      message: "This account has a second factor, which this page cannot ask for. Sign in with a passkey instead.",
+    });
   }
   if (!(error instanceof AuthsvcError)) {
     return new HttpError(500, { error: "INTERNAL", message: "Something went wrong on our side. Try again." });
