@@ -7,7 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import grpc
 import pytest
@@ -640,3 +640,50 @@ async def test_enrolling_a_passkey_with_a_pending_login_completes_the_login(
     )
     assert validated.active
     assert validated.assurance_level == factors_pb.ASSURANCE_LEVEL_AAL2
+
+
+# --- the user's factors ------------------------------------------------------------
+
+
+async def test_a_used_passkey_is_listed_with_its_last_use(
+    launch: Launch, clock: FrozenClock
+) -> None:
+    launched = await launch(webauthn_rp_id=RP_ID)
+    _, authenticator = await user_with_passkey(launched)
+    clock.advance(timedelta(minutes=1))
+    begun = await begin_login(launched.stub)
+    signed_in = await passkey_login(
+        launched.stub, begun.challenge_id, authenticator.get(begun.options_json)
+    )
+
+    listed = await launched.stub.ListFactors(
+        pb.ListFactorsRequest(), metadata=bearer(signed_in.access_token)
+    )
+
+    [factor] = listed.factors
+    assert factor.type == factors_pb.FACTOR_TYPE_PASSKEY
+    assert factor.name == "Laptop"
+    assert factor.last_used_at.ToDatetime(tzinfo=UTC) == clock.now()
+
+
+async def test_a_removed_passkey_signs_nobody_in(launch: Launch) -> None:
+    launched = await launch(webauthn_rp_id=RP_ID)
+    _, authenticator = await user_with_passkey(launched)
+    begun = await begin_login(launched.stub)
+    session = await passkey_login(
+        launched.stub, begun.challenge_id, authenticator.get(begun.options_json)
+    )
+    listed = await launched.stub.ListFactors(
+        pb.ListFactorsRequest(), metadata=bearer(session.access_token)
+    )
+    await launched.stub.RemoveFactor(
+        pb.RemoveFactorRequest(factor_id=listed.factors[0].factor_id),
+        metadata=bearer(session.access_token),
+    )
+    again = await begin_login(launched.stub)
+
+    outcome = await refused(
+        passkey_login(launched.stub, again.challenge_id, authenticator.get(again.options_json))
+    )
+
+    assert outcome == FACTOR_INVALID
