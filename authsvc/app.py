@@ -47,6 +47,7 @@ from authsvc.domain.factors import FactorService
 from authsvc.domain.key_encryption import KeyEncryptionError, KeyWrapper, LocalKeyWrapper
 from authsvc.domain.lineage import SessionLineages
 from authsvc.domain.liveness import LivenessCache
+from authsvc.domain.passkeys import PasskeyService, RelyingParty
 from authsvc.domain.password_resets import PasswordResets
 from authsvc.domain.passwords import Argon2Hasher
 from authsvc.domain.refusals import RefusalLog
@@ -75,6 +76,7 @@ from authsvc.store.factors import PgFactorStore
 from authsvc.store.keys import PgKeyStore
 from authsvc.store.lineage import PgLineageStore
 from authsvc.store.migrate import apply_migrations
+from authsvc.store.passkeys import PgPasskeyStore
 from authsvc.store.password_resets import PgPasswordResetStore
 from authsvc.store.pending_logins import PgPendingLoginStore
 from authsvc.store.pool import Pool, has_citus, open_connections, ping
@@ -185,6 +187,8 @@ class AuthServer:
             liveness=self.liveness,
             locator=self.locator,
         )
+        # Passkeys (WebAuthn): off unless AUTHSVC_WEBAUTHN_RP_ID is set.
+        self.passkeys = build_passkey_service(config, pool, clock, self.sessions, self.throttle)
         # Second factors (TOTP, recovery codes): the sessions' SecondFactors.
         self.factors = FactorService(
             store=PgFactorStore(pool),
@@ -192,8 +196,7 @@ class AuthServer:
             throttle=self.throttle,
             clock=clock,
             endings=self.sessions.endings,
-            # helper C: the PasskeyVerifier (domain/passkeys.py) goes here.
-            passkeys=None,
+            passkeys=self.passkeys,
             issuer=config.totp_issuer,
             required_of_everyone=config.second_factor_policy is SecondFactorPolicy.ALL,
         )
@@ -269,7 +272,7 @@ class AuthServer:
         # Second factors: TOTP and recovery codes; the sessions' assurance for step-up.
         factor_rpcs = FactorRpcs(caller, self.factors, self.sessions)
         # Passkeys (WebAuthn).
-        passkey_rpcs = PasskeyRpcs(caller)
+        passkey_rpcs = PasskeyRpcs(caller, self.passkeys, self.sessions)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(
                 self.sessions,
@@ -634,6 +637,31 @@ def build_login_throttle(
 
 def _shared_addresses(config: Config) -> SharedAddresses:
     return SharedAddresses(config.shared_addresses, config.shared_address_factor)
+
+
+def build_passkey_service(
+    config: Config,
+    pool: Pool,
+    clock: Clock,
+    sessions: SessionService,
+    throttle: LoginThrottle,
+) -> PasskeyService:
+    """Passkeys, off (PASSKEYS_DISABLED) unless AUTHSVC_WEBAUTHN_RP_ID is set."""
+    relying_party = None
+    if config.webauthn_rp_id is not None:
+        relying_party = RelyingParty(
+            id=config.webauthn_rp_id,
+            name=config.webauthn_rp_name,
+            origins=config.webauthn_expected_origins,
+        )
+    return PasskeyService(
+        store=PgPasskeyStore(pool),
+        assurance=sessions,
+        throttle=throttle,
+        endings=sessions.endings,
+        clock=clock,
+        relying_party=relying_party,
+    )
 
 
 def build_session_service(

@@ -318,6 +318,33 @@ def parse_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def parse_rp_id(text: str) -> str:
+    """A WebAuthn relying party id: a bare host name, as the browser's origin has it."""
+    host = text.strip().lower()
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", host) or ".." in host:
+        raise _Invalid("a host name such as example.com (no scheme, port or path)", text)
+    return host
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """Comma-separated web origins, `scheme://host[:port]` each, as browsers send them."""
+    origins = []
+    for part in (p.strip().rstrip("/") for p in text.split(",")):
+        if not part:
+            continue
+        parts = urllib.parse.urlsplit(part)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+        ):
+            raise _Invalid("origins such as https://example.com, comma-separated", text)
+        origins.append(part)
+    return tuple(origins)
+
+
 def _usable_cpus() -> int:
     """The CPUs this process may use (a cpuset or taskset), not all the host's; where the
     system cannot say (macOS has no sched_getaffinity), all of them."""
@@ -378,6 +405,7 @@ FEED = Group("Revocation feed", (SERVE,))
 WEBHOOKS = Group("Webhooks: session events to HTTP", (SERVE,))
 METRICS = Group("Metrics", (SERVE,))
 TRACING = Group("Tracing", (SERVE,))
+PASSKEYS = Group("Passkeys (WebAuthn)", (SERVE,))
 LOGGING = Group("Logging", COMMANDS)
 GROUPS = (
     LISTENING,
@@ -397,6 +425,7 @@ GROUPS = (
     WEBHOOKS,
     METRICS,
     TRACING,
+    PASSKEYS,
     LOGGING,
 )
 
@@ -990,6 +1019,33 @@ class Config:
         TRACING,
     )
     log_level: str = _setting(parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.", LOGGING)
+    # Passkeys (docs/second-factors.md, "Passkeys"). The relying party is the site the
+    # passkeys belong to: a browser lets a page use them only on that host or below it.
+    webauthn_rp_id: str | None = _setting(
+        parse_rp_id,
+        None,
+        "WebAuthn relying party id: the host name passkeys are bound to (`example.com`, "
+        "covering its subdomains). Unset: passkeys are off (PASSKEYS_DISABLED).",
+        PASSKEYS,
+    )
+    webauthn_rp_name: str = _setting(
+        str, "authsvc", "The name browsers show for the relying party.", PASSKEYS
+    )
+    webauthn_origins: tuple[str, ...] = _setting(
+        parse_origins,
+        "",
+        "Origins whose pages may create and use passkeys (`https://app.example.com`), "
+        "comma-separated; a ceremony from any other is refused.",
+        PASSKEYS,
+        shown_default="https://<AUTHSVC_WEBAUTHN_RP_ID>",
+    )
+
+    @property
+    def webauthn_expected_origins(self) -> tuple[str, ...]:
+        """The origins passkey ceremonies must come from: the setting, else the RP's host."""
+        if self.webauthn_origins or self.webauthn_rp_id is None:
+            return self.webauthn_origins
+        return (f"https://{self.webauthn_rp_id}",)
 
     @property
     def revocation_window(self) -> timedelta:

@@ -190,6 +190,13 @@ _DELETE_EXPIRED_PENDING_LOGINS = """
 DELETE FROM pending_logins WHERE user_id = ANY($1::uuid[]) AND token_hash = ANY($2::bytea[])
   AND expires_at <= $3
 """
+# WebAuthn ceremonies begun and never finished (migration 0031).
+_EXPIRED_WEBAUTHN_CHALLENGES = """
+SELECT id FROM webauthn_challenges WHERE expires_at <= $1 LIMIT $2
+"""
+_DELETE_EXPIRED_WEBAUTHN_CHALLENGES = """
+DELETE FROM webauthn_challenges WHERE id = ANY($1::uuid[]) AND expires_at <= $2
+"""
 # Coordinator-local. Migration 0014's trigger records the highest id deleted, so a feed
 # reader whose cursor is below it knows it may have missed entries.
 _DELETE_OLD_REVOCATIONS = """
@@ -311,6 +318,12 @@ SWEPT: tuple[Swept, ...] = (
         name="pending_logins",
         candidates=_EXPIRED_PENDING_LOGINS,
         statement=_DELETE_EXPIRED_PENDING_LOGINS,
+        args=lambda cut: (cut.now,),
+    ),
+    Swept(
+        name="webauthn_challenges",
+        candidates=_EXPIRED_WEBAUTHN_CHALLENGES,
+        statement=_DELETE_EXPIRED_WEBAUTHN_CHALLENGES,
         args=lambda cut: (cut.now,),
     ),
     Swept(

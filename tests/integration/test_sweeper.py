@@ -290,6 +290,13 @@ async def _one_due_row_of_each_kind(pool: Pool, config: Config, now: datetime) -
             now - timedelta(minutes=10),
             now - second,
         )
+        await conn.execute(  # webauthn_challenges: a ceremony never finished, expired
+            "INSERT INTO webauthn_challenges (id, purpose, challenge_hash, created_at, expires_at)"
+            " VALUES ($1, 'assertion', '\\x01', $2, $3)",
+            uuid.uuid4(),
+            now - timedelta(minutes=10),
+            now - second,
+        )
         await conn.execute(  # stale_login_attempts: its process died before it settled
             "INSERT INTO login_attempts_in_flight (attempt_id, bucket, admitted_at)"
             " VALUES ($1, 'ip:192.0.2.1', $2)",

@@ -25,6 +25,7 @@ process.stdout.write(
   [
     "",
     `  Session page:  ${stack.pageUrl}`,
+    `  Passkeys on:   ${stack.passkeyPageUrl}`,
     `  Demo account:  ${DEMO.email} / ${DEMO.password}`,
     `  authsvc:       ${stack.authsvcUrl}`,
     "",

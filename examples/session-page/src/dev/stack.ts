@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -33,6 +34,11 @@ export interface StackOptions {
 
 export interface Stack {
   pageUrl: string;
+  /**
+   * The page at http://localhost:<port>: the origin passkeys work on (authsvc's relying
+   * party is `localhost`; a browser allows WebAuthn there over plain HTTP, not on an IP).
+   */
+  passkeyPageUrl: string;
   authsvcUrl: string;
   /** A service key allowed on AdminService (AUTHSVC_OPERATORS). */
   operatorKey: string;
@@ -218,6 +224,19 @@ async function waitUntilAnswering(client: AuthClient, timeoutMs: number): Promis
   }
 }
 
+/** A port nothing listens on now, for the BFF: authsvc must know the page's origin first. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  assert.ok(address !== null && typeof address === "object");
+  return address.port;
+}
+
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const binary = authsvcBinary();
   const repoRoot = path.dirname(path.dirname(path.dirname(binary)));
@@ -239,6 +258,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     }
   };
   try {
+    const pagePort = options.pagePort || (await freePort());
+    const passkeyPageUrl = `http://localhost:${pagePort}`;
     const [bffKey, operatorKey] = await Promise.all([
       createServiceKey(binary, BFF_SERVICE),
       createServiceKey(binary, OPERATOR_SERVICE),
@@ -267,6 +288,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         AUTHSVC_ARGON2_PARALLELISM: "1",
         AUTHSVC_SIGN_UPS_PER_IP: "100000",
         AUTHSVC_LOG_LEVEL: "INFO",
+        // Passkeys for the page as browsers reach it by name (passkeyPageUrl).
+        AUTHSVC_WEBAUTHN_RP_ID: "localhost",
+        AUTHSVC_WEBAUTHN_RP_NAME: "authsvc session page",
+        AUTHSVC_WEBAUTHN_ORIGINS: passkeyPageUrl,
         ...options.authsvcEnv,
       }),
       options.onLine,
@@ -285,7 +310,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         AUTHSVC_ADDR: authsvcUrl,
         SESSION_PAGE_SERVICE_KEY: bffKey.key,
         SESSION_PAGE_HOST: "127.0.0.1",
-        SESSION_PAGE_PORT: String(options.pagePort ?? 0),
+        SESSION_PAGE_PORT: String(pagePort),
         ...options.bffEnv,
       }),
       options.onLine,
@@ -303,6 +328,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const registrar = admin;
     return {
       pageUrl,
+      passkeyPageUrl,
       authsvcUrl,
       operatorKey: operatorKey.key,
       // Register, not the client's register(): that would also sign in, adding a session.

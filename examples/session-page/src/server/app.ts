@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { AuthClient, type RevocationFeed } from "@authsvc/client";
-import type { RevokedCount, SessionList, SessionState } from "../shared/api.js";
+import type { PasskeyAdded, RevokedCount, SessionList, SessionState } from "../shared/api.js";
 import type { Config } from "./config.js";
 import { Csrf, type CsrfScope } from "./csrf.js";
 import { httpErrorOf } from "./errors.js";
@@ -23,6 +23,7 @@ import {
   setSecurityHeaders,
 } from "./http.js";
 import { log } from "./log.js";
+import type { PasskeyCeremony } from "./passkeys.js";
 import { followRevocations } from "./revocations.js";
 import { type BrowserSession, SessionStore } from "./sessions.js";
 import { loadStaticFiles, type StaticFile } from "./static.js";
@@ -34,6 +35,8 @@ const COOKIE_ID = /^[A-Za-z0-9_-]{43}$/;
 // The longest email (RFC 5321) and the longest password authsvc accepts.
 const MAX_EMAIL = 254;
 const MAX_PASSWORD = 256;
+// A passkey's label, as authsvc bounds it; a credential's JSON fits the body limit.
+const MAX_PASSKEY_NAME = 100;
 const NOT_SIGNED_IN = new HttpError(401, { error: "NOT_SIGNED_IN", message: "You are not signed in." });
 
 export interface RunningBff {
@@ -149,6 +152,14 @@ export class Bff {
         return this.#session(req, res);
       case "POST /api/login":
         return this.#login(req, res);
+      case "POST /api/passkey-login/options":
+        return this.#passkeyLoginOptions(req, res);
+      case "POST /api/passkey-login":
+        return this.#passkeyLogin(req, res);
+      case "POST /api/passkeys/options":
+        return this.#passkeyOptions(req, res);
+      case "POST /api/passkeys":
+        return this.#addPasskey(req, res);
       case "GET /api/sessions":
         return this.#listDevices(req, res);
       case "POST /api/sessions/revoke-others":
@@ -238,12 +249,57 @@ export class Bff {
       log("sign_in_refused", { reason: httpErrorOf(error).answer.error });
       throw error;
     }
-    // A new id at sign-in: an id planted before it (session fixation) is never signed in.
+    this.#signedIn(res, session);
+  }
+
+  /** A new id at sign-in: an id planted before it (session fixation) is never signed in. */
+  #signedIn(res: ServerResponse, session: BrowserSession): void {
     res.setHeader("Set-Cookie", [
       cookie(this.#cookies.session, session.id, { secure: this.#cookies.secure }),
       cookie(this.#cookies.preSession, "", { secure: this.#cookies.secure, maxAgeSeconds: 0 }),
     ]);
     sendNoContent(res);
+  }
+
+  /** The login page's "Sign in with a passkey", step one: authsvc's request options. */
+  async #passkeyLoginOptions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    refuseBody(req);
+    this.#checkCsrf(req, "pre-session", readCookies(req).get(this.#cookies.preSession));
+    const ceremony: PasskeyCeremony = await this.#store.beginPasskeyLogin();
+    sendJson(res, 200, ceremony);
+  }
+
+  /** Step two: the browser's assertion signs in, as the password form does. */
+  async #passkeyLogin(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.#checkCsrf(req, "pre-session", readCookies(req).get(this.#cookies.preSession));
+    const { challengeId, credentialJson } = passkeyAnswer(await readJson(req));
+    let session: BrowserSession;
+    try {
+      session = await this.#store.signInWithPasskey(
+        { challengeId, credentialJson, userAgent: req.headers["user-agent"] ?? "", clientIp: this.#clientIp(req) },
+        this.#browserSession(req),
+      );
+    } catch (error) {
+      log("sign_in_refused", { reason: httpErrorOf(error).answer.error, method: "passkey" });
+      throw error;
+    }
+    this.#signedIn(res, session);
+  }
+
+  /** The device page's "Add a passkey", step one: authsvc's creation options. */
+  async #passkeyOptions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const session = this.#mutating(req);
+    const ceremony: PasskeyCeremony = await session.beginPasskeyRegistration(passkeyName(req));
+    sendJson(res, 200, ceremony);
+  }
+
+  /** Step two: the browser's new credential, verified and kept by authsvc. */
+  async #addPasskey(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const session = this.#liveSession(req);
+    this.#checkCsrf(req, "session", session.id);
+    const { challengeId, credentialJson } = passkeyAnswer(await readJson(req));
+    const added: PasskeyAdded = { name: await session.finishPasskeyRegistration(challengeId, credentialJson) };
+    sendJson(res, 201, added);
   }
 
   async #listDevices(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -353,6 +409,21 @@ export class Bff {
     }
     return address;
   }
+}
+
+/** `{challengeId, credential}` of a passkey ceremony's second step; the credential as JSON text. */
+function passkeyAnswer(body: unknown): { challengeId: string; credentialJson: string } {
+  const { challengeId, credential } = (typeof body === "object" && body !== null ? body : {}) as Record<string, unknown>;
+  if (typeof challengeId !== "string" || !UUID.test(challengeId) || typeof credential !== "object" || credential === null) {
+    throw new HttpError(400, { error: "INVALID_FIELD", message: "The passkey's answer is incomplete. Try again." });
+  }
+  return { challengeId, credentialJson: JSON.stringify(credential) };
+}
+
+/** The label for a new passkey: `?name=`, else one naming the browser it was made in. */
+function passkeyName(req: IncomingMessage): string {
+  const given = new URL(req.url ?? "/", "http://x").searchParams.get("name")?.trim() ?? "";
+  return (given || "Passkey").slice(0, MAX_PASSKEY_NAME);
 }
 
 function pathOf(req: IncomingMessage): string {

@@ -10,6 +10,7 @@ import {
   NotFound,
   PermissionDenied,
   RateLimited,
+  SecondFactorRequired,
   SessionExpired,
   SessionLimitReached,
   Unauthenticated,
@@ -36,6 +37,13 @@ export function httpErrorOf(error: unknown): HttpError {
       { "Retry-After": String(retryAfterSeconds) },
     );
   }
+  if (error instanceof SecondFactorRequired) {
+    // The password was right; this page has no second step to offer but the passkey sign-in.
+    return new HttpError(401, {
+      error: "SECOND_FACTOR_REQUIRED",
+      message: "This account has a second factor, which this page cannot ask for. Sign in with a passkey instead.",
+    });
+  }
   if (!(error instanceof AuthsvcError)) {
     return new HttpError(500, { error: "INTERNAL", message: "Something went wrong on our side. Try again." });
   }
@@ -50,6 +58,16 @@ export function httpErrorOf(error: unknown): HttpError {
   }
   if (error instanceof InvalidCredentials) {
     return new HttpError(401, { error: reason, message: "The email or password is incorrect." });
+  }
+  // Passkeys: by reason, so these read the same whichever client version names them.
+  if (reason === "SECOND_FACTOR_INVALID" || reason === "PASSKEY_CHALLENGE_INVALID") {
+    return new HttpError(401, { error: reason, message: "The passkey was not accepted. Try again." });
+  }
+  if (reason === "STEP_UP_REQUIRED") {
+    return new HttpError(403, { error: reason, message: "For your security, sign in again first, then add the passkey." });
+  }
+  if (reason === "PASSKEYS_DISABLED") {
+    return new HttpError(404, { error: reason, message: "Passkeys are not available here." });
   }
   if (error instanceof SessionExpired) {
     return new HttpError(401, { error: reason, message: "Your session has ended. Sign in again." });

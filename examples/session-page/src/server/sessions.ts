@@ -9,6 +9,7 @@
 
 import { randomBytes } from "node:crypto";
 import {
+  AssuranceLevel,
   AuthClient,
   DeviceType,
   Http2SessionManager,
@@ -16,11 +17,19 @@ import {
   SessionEndReason,
   SessionExpired,
   type SessionInfo,
+  type Tokens,
 } from "@authsvc/client";
 import type { DeviceKind, DeviceSession, SessionEnded } from "../shared/api.js";
 import { END_REASON_SENTENCES, endReasonName } from "../shared/end_reasons.js";
 import { EventStream } from "./events.js";
 import { log } from "./log.js";
+import {
+  beginPasskeyLogin,
+  beginRegistration,
+  finishRegistration,
+  passkeyLogin,
+  type PasskeyCeremony,
+} from "./passkeys.js";
 
 /** An ended browser session stays this long, so its tabs that reconnect still hear why. */
 const ENDED_KEPT_MS = 5 * 60_000;
@@ -60,6 +69,17 @@ export interface SignIn {
   clientIp: string;
 }
 
+/** A sign-in with a passkey: the browser's assertion for a challenge from beginPasskeyLogin. */
+export interface PasskeySignIn {
+  challengeId: string;
+  credentialJson: string;
+  userAgent: string;
+  clientIp: string;
+}
+
+/** How a fresh client signs in, as the browser (its x-forwarded-for in `headers`). */
+type Authenticate = (client: AuthClient, headers: Record<string, string>) => Promise<Tokens>;
+
 // Bots and unrecognised software show as "unknown": the page has no icon for them.
 const DEVICE_KINDS: ReadonlyMap<DeviceType, DeviceKind> = new Map([
   [DeviceType.DESKTOP, "desktop"],
@@ -87,6 +107,7 @@ function deviceSession(session: SessionInfo): DeviceSession {
     location: [session.city, session.country].filter(Boolean).join(", "),
     lastActiveAt: session.lastActiveAt.toISOString(),
     createdAt: session.createdAt.toISOString(),
+    twoFactor: session.assuranceLevel === AssuranceLevel.AAL2,
   };
 }
 
@@ -170,6 +191,16 @@ export class BrowserSession {
     return devices.sort((a, b) => Number(b.current) - Number(a.current));
   }
 
+  /** Creation options for a new passkey of this user (authsvc asks for a recent sign-in). */
+  async beginPasskeyRegistration(name: string): Promise<PasskeyCeremony> {
+    return beginRegistration(this.client, name);
+  }
+
+  /** Add the passkey the browser created; the other sessions of the user end. Its name. */
+  async finishPasskeyRegistration(challengeId: string, credentialJson: string): Promise<string> {
+    return finishRegistration(this.client, challengeId, credentialJson);
+  }
+
   async revokeDevice(sessionId: string): Promise<void> {
     await this.client.revokeSession(sessionId);
   }
@@ -251,6 +282,8 @@ export class SessionStore {
   readonly #maxSessionsPerUser: number;
   /** One HTTP/2 connection for every browser's client. */
   readonly #connection: Http2SessionManager;
+  /** Signed in as nobody: begins passkey sign-ins, which have no user yet. */
+  readonly #anonymous: AuthClient;
   /** Cookie id -> session, live or ended, least recently seen first (get() moves one to the end). */
   readonly #byId = new Map<string, BrowserSession>();
   /** authsvc session id -> live session, for the revocation feed; its size is the live count. */
@@ -266,6 +299,7 @@ export class SessionStore {
     this.#maxSessions = options.maxSessions;
     this.#maxSessionsPerUser = options.maxSessionsPerUser;
     this.#connection = new Http2SessionManager(options.authsvcUrl);
+    this.#anonymous = new AuthClient({ baseUrl: options.authsvcUrl, connection: this.#connection });
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
     this.#sweeper.unref();
   }
@@ -282,10 +316,35 @@ export class SessionStore {
    * Throws SessionStoreFull, without calling authsvc, when every slot holds a live session.
    */
   async signIn(input: SignIn, replacing?: BrowserSession): Promise<BrowserSession> {
+    const { email, password } = input;
+    return this.#admit(input.userAgent, input.clientIp, replacing, (client, headers) =>
+      client.login({ email, password }, { headers }),
+    );
+  }
+
+  /** Request options for a passkey sign-in (any discoverable passkey of this site). */
+  async beginPasskeyLogin(): Promise<PasskeyCeremony> {
+    return beginPasskeyLogin(this.#anonymous);
+  }
+
+  /** As signIn, with a passkey's assertion instead of a password (authsvc's PasskeyLogin). */
+  async signInWithPasskey(input: PasskeySignIn, replacing?: BrowserSession): Promise<BrowserSession> {
+    const { challengeId, credentialJson } = input;
+    return this.#admit(input.userAgent, input.clientIp, replacing, (client, headers) =>
+      passkeyLogin(client, challengeId, credentialJson, headers),
+    );
+  }
+
+  async #admit(
+    userAgent: string,
+    clientIp: string,
+    replacing: BrowserSession | undefined,
+    authenticate: Authenticate,
+  ): Promise<BrowserSession> {
     this.#holdSlot(replacing);
     let session: BrowserSession;
     try {
-      session = await this.#logIn(input);
+      session = await this.#logIn(userAgent, clientIp, authenticate);
     } finally {
       this.#signingIn -= 1;
     }
@@ -348,6 +407,7 @@ export class SessionStore {
   /** Forget every session (their authsvc sessions stay, as after a BFF restart). */
   close(): void {
     clearInterval(this.#sweeper);
+    this.#anonymous.close();
     for (const session of this.#byId.values()) {
       session.dispose();
     }
@@ -370,19 +430,16 @@ export class SessionStore {
   }
 
   /** Log in at authsvc with a client of its own for this browser; nothing is stored yet. */
-  async #logIn(input: SignIn): Promise<BrowserSession> {
+  async #logIn(userAgent: string, clientIp: string, authenticate: Authenticate): Promise<BrowserSession> {
     let session: BrowserSession | undefined;
     const client = new AuthClient({
       baseUrl: this.#authsvcUrl,
       connection: this.#connection,
-      userAgent: input.userAgent,
+      userAgent,
       onTokens: () => session?.scheduleIdleCheck(),
       onSessionExpired: (error) => session?.end(error.endReason, error.endedAt),
     });
-    const tokens = await client.login(
-      { email: input.email, password: input.password },
-      { headers: { "x-forwarded-for": input.clientIp } },
-    ).catch((error: unknown) => {
+    const tokens = await authenticate(client, { "x-forwarded-for": clientIp }).catch((error: unknown) => {
       client.close();
       throw error;
     });

@@ -23,6 +23,8 @@ export interface DeviceSession {
   location: string;
   lastActiveAt: string;
   createdAt: string;
+  /** Signed in with two factors (a passkey, or a password and a second factor): AAL2. */
+  twoFactor: boolean;
 }
 
 export interface SessionList {
@@ -31,6 +33,18 @@ export interface SessionList {
 
 export interface RevokedCount {
   revoked: number;
+}
+
+/** POST /api/passkeys/options and /api/passkey-login/options: a WebAuthn ceremony begun. */
+export interface PasskeyCeremony {
+  challengeId: string;
+  /** For PublicKeyCredential.parseCreationOptionsFromJSON / parseRequestOptionsFromJSON. */
+  options: unknown;
+}
+
+/** POST /api/passkeys: the passkey added. */
+export interface PasskeyAdded {
+  name: string;
 }
 
 /** Every error answer: `error` is the authsvc ErrorInfo reason, or one of the BFF's own. */

@@ -17,6 +17,7 @@ export const END_REASON_SENTENCES = {
   ABSOLUTE_TIMEOUT: "Your session reached its maximum length.",
   BULK_REVOKED: "An administrator signed out a group of sessions, yours among them.",
   SESSION_LIMIT_EVICTED: "You signed in on too many devices, and this was the least recently used one.",
+  SECOND_FACTOR_CHANGED: "A passkey or another second factor of your account was added or removed on another device.",
 } as const;
 
 export type EndReasonName = keyof typeof END_REASON_SENTENCES;

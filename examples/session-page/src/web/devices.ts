@@ -12,6 +12,7 @@ import { endReasonSentence } from "../shared/end_reasons.js";
 import { reportActivity } from "./activity.js";
 import { ApiError, call, fetchSession } from "./api.js";
 import { openModal } from "./dialog.js";
+import { addPasskey, passkeysSupported } from "./passkeys.js";
 import { DEVICE_LABELS, icon } from "./icons.js";
 import { timeAgo } from "./time.js";
 
@@ -32,6 +33,8 @@ const empty = element<HTMLElement>("[data-testid=empty]");
 const status = element<HTMLElement>("#status");
 const revokeOthersButton = element<HTMLButtonElement>("#revoke-others");
 const logoutButton = element<HTMLButtonElement>("#logout");
+const addPasskeyButton = element<HTMLButtonElement>("#add-passkey");
+const passkeyStatus = element<HTMLElement>("[data-testid=passkey-status]");
 const confirmDialog = element<HTMLDialogElement>("[data-testid=confirm-dialog]");
 const endedDialog = element<HTMLDialogElement>("[data-testid=session-ended-dialog]");
 
@@ -67,6 +70,14 @@ function renderItem(session: DeviceSession): HTMLLIElement {
     badge.className = "badge";
     badge.dataset["testid"] = "current-badge";
     badge.textContent = "This device";
+    name.append(" ", badge);
+  }
+  if (session.twoFactor) {
+    const badge = document.createElement("span");
+    badge.className = "badge two-factor";
+    badge.dataset["testid"] = "two-factor-badge";
+    badge.title = "Signed in with two factors (AAL2)";
+    badge.textContent = "Two-factor";
     name.append(" ", badge);
   }
   const where = document.createElement("p");
@@ -198,6 +209,26 @@ revokeOthersButton.addEventListener("click", () => {
     await load();
     logoutButton.focus();
   });
+});
+
+// A new passkey ends the account's other sessions (authsvc: SECOND_FACTOR_CHANGED); the list
+// is reloaded to show it.
+addPasskeyButton.hidden = !passkeysSupported();
+addPasskeyButton.addEventListener("click", () => {
+  addPasskeyButton.disabled = true;
+  passkeyStatus.textContent = "";
+  addPasskey()
+    .then(async (name) => {
+      passkeyStatus.textContent = `Passkey added${name ? `: ${name}` : ""}. Other devices were signed out.`;
+      await load();
+    })
+    .catch((caught: unknown) => {
+      passkeyStatus.textContent =
+        caught instanceof ApiError ? `No passkey was added. ${caught.answer.message}` : "No passkey was added.";
+    })
+    .finally(() => {
+      addPasskeyButton.disabled = false;
+    });
 });
 
 logoutButton.addEventListener("click", () => {

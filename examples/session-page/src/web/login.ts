@@ -3,6 +3,7 @@
 
 import { endReasonSentence } from "../shared/end_reasons.js";
 import { ApiError, call, fetchSession } from "./api.js";
+import { passkeysSupported, signInWithPasskey } from "./passkeys.js";
 
 function element<T extends HTMLElement>(selector: string): T {
   const found = document.querySelector<T>(selector);
@@ -18,6 +19,7 @@ const password = element<HTMLInputElement>("#password");
 const submit = element<HTMLButtonElement>("#sign-in");
 const error = element<HTMLElement>("[data-testid=login-error]");
 const notice = element<HTMLElement>("[data-testid=expired-notice]");
+const passkeyButton = element<HTMLButtonElement>("#passkey-sign-in");
 
 const expired = new URLSearchParams(window.location.search).get("expired");
 if (expired !== null) {
@@ -84,5 +86,22 @@ form.addEventListener("submit", (event) => {
     .finally(() => {
       submit.disabled = false;
       form.removeAttribute("aria-busy");
+    });
+});
+
+// A passkey alone signs in (authsvc's PasskeyLogin): the browser offers this site's passkeys.
+passkeyButton.hidden = !passkeysSupported();
+passkeyButton.addEventListener("click", () => {
+  clearError();
+  passkeyButton.disabled = true;
+  ready
+    .then(() => signInWithPasskey())
+    .then(() => window.location.assign("/"))
+    .catch((caught: unknown) => {
+      showError(caught instanceof ApiError ? caught.answer.message : "Something went wrong. Try again.", false);
+      passkeyButton.focus();
+    })
+    .finally(() => {
+      passkeyButton.disabled = false;
     });
 });
