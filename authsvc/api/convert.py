@@ -109,6 +109,9 @@ def timestamp(instant: datetime) -> timestamp_pb2.Timestamp:
     return message
 
 
+# The token_type of every answer that carries tokens.
+TOKEN_TYPE: Final = "Bearer"  # noqa: S105 (a scheme name, not a secret)
+
 LEVELS: Final = {
     AssuranceLevel.AAL1: factors_pb.ASSURANCE_LEVEL_AAL1,
     AssuranceLevel.AAL2: factors_pb.ASSURANCE_LEVEL_AAL2,

@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Final
 
-from authsvc.api.convert import FACTOR_TYPES, LEVELS, set_timestamp
+from authsvc.api.convert import FACTOR_TYPES, LEVELS, TOKEN_TYPE, parse_user_id, set_timestamp
+from authsvc.api.interceptors import note_subject
 from authsvc.core.errors import InvalidArgument
 from authsvc.core.factors import (
     AssuranceLevel,
@@ -15,23 +16,28 @@ from authsvc.core.factors import (
     PasskeyAssertion,
     SecondFactorStep,
 )
+from authsvc.core.models import IssuedTokens, Principal
+from authsvc.domain.factor_ports import SteppedUp
+from authsvc.domain.passkeys import MAX_CREDENTIAL_JSON
+from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import second_factors_pb2 as factors_pb
 
 __all__ = [
     "MAX_CODE_LENGTH",
-    "MAX_CREDENTIAL_JSON",
+    "challenge_id",
+    "credential_json",
     "factor_proof",
     "level_of_acr",
     "passkey_assertion",
     "pending_login_token",
     "set_second_factor_step",
+    "set_signed_in",
+    "set_stepped_up",
 ]
 
 _ACR_LEVELS: Final = {level.acr: LEVELS[level] for level in AssuranceLevel}
 # Longer than any code a person types (a recovery code with its dashes is 19).
 MAX_CODE_LENGTH: Final = 64
-# A WebAuthn credential's JSON, attestation included, is a few KiB.
-MAX_CREDENTIAL_JSON: Final = 64 * 1024
 
 
 def level_of_acr(acr: object) -> factors_pb.AssuranceLevel.ValueType:
@@ -68,17 +74,45 @@ def factor_proof(message: factors_pb.FactorProof, *, field: str = "proof") -> Fa
 def passkey_assertion(
     message: factors_pb.PasskeyAssertion, *, field: str = "assertion"
 ) -> PasskeyAssertion:
-    try:
-        challenge_id = uuid.UUID(message.challenge_id)
-    except ValueError:
-        raise InvalidArgument(
-            f"{field}.challenge_id", f"{field}.challenge_id is not a UUID"
-        ) from None
-    if not message.credential_json or len(message.credential_json) > MAX_CREDENTIAL_JSON:
-        raise InvalidArgument(
-            f"{field}.credential_json", f"{field}.credential_json is empty or too long"
-        )
-    return PasskeyAssertion(challenge_id=challenge_id, credential_json=message.credential_json)
+    return PasskeyAssertion(
+        challenge_id=challenge_id(message.challenge_id, f"{field}.challenge_id"),
+        credential_json=credential_json(message.credential_json, f"{field}.credential_json"),
+    )
+
+
+def challenge_id(value: str, field: str = "challenge_id") -> uuid.UUID:
+    """The canonical UUID form only, as user, session and factor ids."""
+    parsed: uuid.UUID = parse_user_id(value, field)
+    return parsed
+
+
+def credential_json(value: str, field: str = "credential_json") -> str:
+    if not value:
+        raise InvalidArgument(field, f"{field} is required")
+    if len(value) > MAX_CREDENTIAL_JSON:
+        raise InvalidArgument(field, f"{field} is too large")
+    return value
+
+
+def set_signed_in(signed_in: pb.SignedIn, tokens: IssuedTokens) -> None:
+    """A pending login that became a session: its token pair."""
+    note_subject(tokens.user_id, tokens.session_id)
+    signed_in.access_token = tokens.access_token
+    set_timestamp(signed_in.access_token_expires_at, tokens.access_token_expires_at)
+    signed_in.refresh_token = tokens.refresh_token
+    set_timestamp(signed_in.refresh_token_expires_at, tokens.refresh_token_expires_at)
+    signed_in.session_id = str(tokens.session_id)
+    signed_in.user_id = str(tokens.user_id)
+    signed_in.token_type = TOKEN_TYPE
+
+
+def set_stepped_up(signed_in: pb.SignedIn, principal: Principal, stepped: SteppedUp) -> None:
+    """The caller's session, raised by the factor it just added: a new access token."""
+    signed_in.access_token = stepped.access_token
+    set_timestamp(signed_in.access_token_expires_at, stepped.access_token_expires_at)
+    signed_in.session_id = str(principal.session_id)
+    signed_in.user_id = str(principal.user_id)
+    signed_in.token_type = TOKEN_TYPE
 
 
 def pending_login_token(value: str, *, required: bool) -> str:

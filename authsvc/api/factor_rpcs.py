@@ -14,6 +14,7 @@ from typing import Any
 
 from authsvc.api import convert, factor_convert
 from authsvc.api.caller import Caller, Context
+from authsvc.api.factor_convert import set_signed_in, set_stepped_up
 from authsvc.api.factor_messages import factor_message, parse_factor_id
 from authsvc.api.interceptors import note_subject
 from authsvc.core.errors import InvalidArgument
@@ -24,9 +25,6 @@ from authsvc.domain.factors import FactorService
 from authsvc.v1 import auth_service_pb2 as pb
 
 __all__ = ["FactorRpcs"]
-
-# As servicer.TOKEN_TYPE (which imports this module, so cannot be imported here).
-_TOKEN_TYPE = "Bearer"  # noqa: S105 (a scheme name, not a secret)
 
 
 class FactorRpcs:
@@ -93,27 +91,13 @@ class FactorRpcs:
         response = pb.ConfirmTotpResponse(
             factor=factor_message(confirmed.factor), recovery_codes=confirmed.recovery_codes
         )
-        signed_in = response.signed_in
-        signed_in.token_type = _TOKEN_TYPE
-        signed_in.user_id = str(user_id)
         if pending is not None:
             tokens = await self._assurance.complete_login(pending, confirmed.verified)
-            note_subject(tokens.user_id, tokens.session_id)
-            signed_in.session_id = str(tokens.session_id)
-            signed_in.access_token = tokens.access_token
-            convert.set_timestamp(signed_in.access_token_expires_at, tokens.access_token_expires_at)
-            signed_in.refresh_token = tokens.refresh_token
-            convert.set_timestamp(
-                signed_in.refresh_token_expires_at, tokens.refresh_token_expires_at
-            )
+            set_signed_in(response.signed_in, tokens)
         else:
             assert principal is not None
             stepped = await self._assurance.step_up(principal, confirmed.verified)
-            signed_in.session_id = str(principal.session_id)
-            signed_in.access_token = stepped.access_token
-            convert.set_timestamp(
-                signed_in.access_token_expires_at, stepped.access_token_expires_at
-            )
+            set_stepped_up(response.signed_in, principal, stepped)
         return response
 
     async def RemoveFactor(

@@ -9,25 +9,22 @@ single-row statements and one signature check; nothing answered names another ac
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, TypeVar
 
-from authsvc.api import convert
+from authsvc.api import convert, factor_convert
 from authsvc.api.caller import Caller, Context
+from authsvc.api.factor_convert import passkey_assertion, set_signed_in, set_stepped_up
 from authsvc.api.factor_messages import factor_message
 from authsvc.api.metadata import has_metadata
-from authsvc.core.errors import InvalidArgument, PasskeysDisabled
-from authsvc.core.factors import PasskeyAssertion
-from authsvc.core.models import IssuedTokens, Principal
+from authsvc.core.errors import PasskeysDisabled
+from authsvc.core.models import Principal
 from authsvc.domain import validation
-from authsvc.domain.factor_ports import PendingLogin, SessionAssurance, SteppedUp
-from authsvc.domain.passkeys import MAX_CREDENTIAL_JSON, PasskeyOptions, PasskeyService
+from authsvc.domain.factor_ports import PendingLogin, SessionAssurance
+from authsvc.domain.passkeys import PasskeyOptions, PasskeyService
 from authsvc.v1 import auth_service_pb2 as pb
 
 __all__ = ["PasskeyRpcs"]
 
-# As api/servicer.py's TOKEN_TYPE (which imports this module, so it cannot be imported here).
-TOKEN_TYPE = "Bearer"  # noqa: S105 (a scheme name, not a secret)
 _Options = TypeVar(
     "_Options", pb.BeginPasskeyRegistrationResponse, pb.BeginPasskeyAssertionResponse
 )
@@ -59,8 +56,8 @@ class PasskeyRpcs:
         self, request: pb.FinishPasskeyRegistrationRequest, context: Context[Any, Any]
     ) -> pb.FinishPasskeyRegistrationResponse:
         self._require_enabled()
-        challenge_id = _challenge_id(request.challenge_id)
-        credential_json = _credential_json(request.credential_json)
+        challenge_id = factor_convert.challenge_id(request.challenge_id)
+        credential_json = factor_convert.credential_json(request.credential_json)
         pending: PendingLogin | None = None
         principal: Principal | None = None
         if request.pending_login_token:
@@ -82,10 +79,10 @@ class PasskeyRpcs:
         )
         if pending is not None:
             tokens = await self._assurance.complete_login(pending, registered.verified)
-            _signed_in_with_tokens(response.signed_in, tokens)
+            set_signed_in(response.signed_in, tokens)
         elif principal is not None:
             stepped = await self._assurance.step_up(principal, registered.verified)
-            _signed_in_stepped_up(response.signed_in, principal, stepped)
+            set_stepped_up(response.signed_in, principal, stepped)
         return response
 
     async def BeginPasskeyAssertion(
@@ -108,12 +105,7 @@ class PasskeyRpcs:
         self, request: pb.PasskeyLoginRequest, context: Context[Any, Any]
     ) -> pb.PasskeyLoginResponse:
         self._require_enabled()
-        assertion = PasskeyAssertion(
-            challenge_id=_challenge_id(request.assertion.challenge_id, "assertion.challenge_id"),
-            credential_json=_credential_json(
-                request.assertion.credential_json, "assertion.credential_json"
-            ),
-        )
+        assertion = passkey_assertion(request.assertion)
         tokens = await self._passkeys.passkey_login(
             assertion,
             remember_me=request.remember_me,
@@ -125,7 +117,7 @@ class PasskeyRpcs:
             refresh_token=tokens.refresh_token,
             session_id=str(tokens.session_id),
             user_id=str(tokens.user_id),
-            token_type=TOKEN_TYPE,
+            token_type=convert.TOKEN_TYPE,
         )
         response.access_token_expires_at.CopyFrom(convert.timestamp(tokens.access_token_expires_at))
         response.refresh_token_expires_at.CopyFrom(
@@ -146,40 +138,8 @@ class PasskeyRpcs:
         return principal
 
 
-def _challenge_id(value: str, field: str = "challenge_id") -> uuid.UUID:
-    """The canonical UUID form only, as user, session and factor ids."""
-    challenge_id: uuid.UUID = convert.parse_user_id(value, field)
-    return challenge_id
-
-
-def _credential_json(value: str, field: str = "credential_json") -> str:
-    if not value:
-        raise InvalidArgument(field, f"{field} is required")
-    if len(value) > MAX_CREDENTIAL_JSON:
-        raise InvalidArgument(field, f"{field} is too large")
-    return value
-
-
 def _with_options(response: _Options, options: PasskeyOptions) -> _Options:
     response.challenge_id = str(options.challenge_id)
     response.options_json = options.options_json
     response.expires_at.CopyFrom(convert.timestamp(options.expires_at))
     return response
-
-
-def _signed_in_with_tokens(signed_in: pb.SignedIn, tokens: IssuedTokens) -> None:
-    signed_in.access_token = tokens.access_token
-    signed_in.access_token_expires_at.CopyFrom(convert.timestamp(tokens.access_token_expires_at))
-    signed_in.refresh_token = tokens.refresh_token
-    signed_in.refresh_token_expires_at.CopyFrom(convert.timestamp(tokens.refresh_token_expires_at))
-    signed_in.session_id = str(tokens.session_id)
-    signed_in.user_id = str(tokens.user_id)
-    signed_in.token_type = TOKEN_TYPE
-
-
-def _signed_in_stepped_up(signed_in: pb.SignedIn, principal: Principal, stepped: SteppedUp) -> None:
-    signed_in.access_token = stepped.access_token
-    signed_in.access_token_expires_at.CopyFrom(convert.timestamp(stepped.access_token_expires_at))
-    signed_in.session_id = str(principal.session_id)
-    signed_in.user_id = str(principal.user_id)
-    signed_in.token_type = TOKEN_TYPE

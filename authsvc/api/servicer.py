@@ -45,7 +45,6 @@ _log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext
 
 _MAX_REFRESH_TOKEN_FIELD = 1024
-TOKEN_TYPE = "Bearer"  # noqa: S105 (a scheme name, not a secret)
 _MAX_REVOKE_NOTE = 200
 
 
@@ -66,7 +65,7 @@ def _with_tokens(response: _TokenResponse, tokens: IssuedTokens) -> _TokenRespon
     response.refresh_token_expires_at.CopyFrom(convert.timestamp(tokens.refresh_token_expires_at))
     response.session_id = str(tokens.session_id)
     response.user_id = str(tokens.user_id)
-    response.token_type = TOKEN_TYPE
+    response.token_type = convert.TOKEN_TYPE
     return response
 
 
