@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from authsvc.api import convert, factor_convert
+from authsvc.api import convert
 from authsvc.api.caller import Caller, Context
-from authsvc.api.factor_convert import set_signed_in, set_stepped_up
+from authsvc.api.enroller import Enroller, enroller
 from authsvc.api.factor_messages import factor_message, parse_factor_id
-from authsvc.api.interceptors import note_subject
 from authsvc.core.errors import InvalidArgument
-from authsvc.core.models import Principal
 from authsvc.domain import totp, validation
-from authsvc.domain.factor_ports import PendingLogin, SessionAssurance
+from authsvc.domain.factor_ports import SessionAssurance
 from authsvc.domain.factors import FactorService
 from authsvc.v1 import auth_service_pb2 as pb
 
@@ -48,17 +46,11 @@ class FactorRpcs:
     async def EnrolTotp(
         self, request: pb.EnrolTotpRequest, context: Context[Any, Any]
     ) -> pb.EnrolTotpResponse:
-        principal, pending = await self._enroller(request.pending_login_token, context)
+        enrolling = await self._enroller(request.pending_login_token, context, step_up=True)
         name = validation.clean_label("name", request.name, max_length=validation.MAX_LABEL_LENGTH)
-        if pending is not None:
-            user_id, email = pending.user_id, pending.email
-        else:
-            assert principal is not None
-            # Adding a factor is sensitive: a stolen access token alone must not do it.
-            await self._assurance.require_step_up(principal)
-            user_id = principal.user_id
-            email = await self._factors.account_email(user_id)
-        enrolment = await self._factors.enrol_totp(user_id, email, name=name)
+        enrolment = await self._factors.enrol_totp(
+            enrolling.user_id, await self._email(enrolling), name=name
+        )
         response = pb.EnrolTotpResponse(
             factor_id=str(enrolment.factor_id),
             secret=enrolment.secret,
@@ -70,19 +62,15 @@ class FactorRpcs:
     async def ConfirmTotp(
         self, request: pb.ConfirmTotpRequest, context: Context[Any, Any]
     ) -> pb.ConfirmTotpResponse:
-        principal, pending = await self._enroller(request.pending_login_token, context)
+        # The step-up was asked for by EnrolTotp, which alone gives out the secret.
+        enrolling = await self._enroller(request.pending_login_token, context, step_up=False)
         factor_id = parse_factor_id(request.factor_id)
         if not totp.is_code_shaped(request.code):
             raise InvalidArgument("code", f"code must be {totp.DIGITS} digits")
-        if pending is not None:
-            user_id, email = pending.user_id, pending.email
-        else:
-            assert principal is not None
-            user_id = principal.user_id
-            email = await self._factors.account_email(user_id)
+        principal = enrolling.principal
         confirmed = await self._factors.confirm_totp(
-            user_id,
-            email,
+            enrolling.user_id,
+            await self._email(enrolling),
             factor_id,
             request.code,
             origin=self._caller.origin(context),
@@ -91,13 +79,7 @@ class FactorRpcs:
         response = pb.ConfirmTotpResponse(
             factor=factor_message(confirmed.factor), recovery_codes=confirmed.recovery_codes
         )
-        if pending is not None:
-            tokens = await self._assurance.complete_login(pending, confirmed.verified)
-            set_signed_in(response.signed_in, tokens)
-        else:
-            assert principal is not None
-            stepped = await self._assurance.step_up(principal, confirmed.verified)
-            set_stepped_up(response.signed_in, principal, stepped)
+        await enrolling.signed_in(self._assurance, confirmed.verified, response.signed_in)
         return response
 
     async def RemoveFactor(
@@ -127,13 +109,13 @@ class FactorRpcs:
         return pb.RegenerateRecoveryCodesResponse(recovery_codes=codes, revoked_session_count=count)
 
     async def _enroller(
-        self, pending_login_token: str, context: Context[Any, Any]
-    ) -> tuple[Principal | None, PendingLogin | None]:
-        """Who enrols: a pending login that must enrol, given its token; else the caller's
-        session, by its access token."""
-        if not pending_login_token:
-            return await self._caller.authenticate(context), None
-        pending_login_token = factor_convert.pending_login_token(pending_login_token, required=True)
-        pending = await self._assurance.pending_login(pending_login_token, for_enrolment=True)
-        note_subject(pending.user_id, "")
-        return None, pending
+        self, pending_login_token: str, context: Context[Any, Any], *, step_up: bool
+    ) -> Enroller:
+        return await enroller(
+            self._caller, self._assurance, pending_login_token, context, step_up=step_up
+        )
+
+    async def _email(self, enrolling: Enroller) -> str:
+        if enrolling.pending is not None:
+            return enrolling.pending.email
+        return await self._factors.account_email(enrolling.user_id)

@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 from authsvc.api import convert, factor_convert
 from authsvc.api.caller import Caller, Context
-from authsvc.api.factor_convert import passkey_assertion, set_signed_in, set_stepped_up
+from authsvc.api.enroller import Enroller, enroller
+from authsvc.api.factor_convert import passkey_assertion
 from authsvc.api.factor_messages import factor_message
 from authsvc.api.metadata import has_metadata
 from authsvc.core.errors import PasskeysDisabled
-from authsvc.core.models import Principal
 from authsvc.domain import validation
 from authsvc.domain.factor_ports import PendingLogin, SessionAssurance
 from authsvc.domain.passkeys import PasskeyOptions, PasskeyService
@@ -43,13 +43,10 @@ class PasskeyRpcs:
     ) -> pb.BeginPasskeyRegistrationResponse:
         self._require_enabled()
         name = validation.clean_label("name", request.name, max_length=validation.MAX_LABEL_LENGTH)
-        if request.pending_login_token:
-            pending = await self._pending(request.pending_login_token, for_enrolment=True)
-            user_id, binding = pending.user_id, pending.id
-        else:
-            principal = await self._stepped_up(context)
-            user_id, binding = principal.user_id, principal.session_id
-        options = await self._passkeys.begin_registration(user_id, binding=binding, name=name)
+        enrolling = await self._enroller(request.pending_login_token, context)
+        options = await self._passkeys.begin_registration(
+            enrolling.user_id, binding=enrolling.binding, name=name
+        )
         return _with_options(pb.BeginPasskeyRegistrationResponse(), options)
 
     async def FinishPasskeyRegistration(
@@ -58,31 +55,20 @@ class PasskeyRpcs:
         self._require_enabled()
         challenge_id = factor_convert.challenge_id(request.challenge_id)
         credential_json = factor_convert.credential_json(request.credential_json)
-        pending: PendingLogin | None = None
-        principal: Principal | None = None
-        if request.pending_login_token:
-            pending = await self._pending(request.pending_login_token, for_enrolment=True)
-            user_id, binding = pending.user_id, pending.id
-        else:
-            principal = await self._stepped_up(context)
-            user_id, binding = principal.user_id, principal.session_id
+        enrolling = await self._enroller(request.pending_login_token, context)
+        principal = enrolling.principal
         registered = await self._passkeys.finish_registration(
-            user_id,
+            enrolling.user_id,
             challenge_id,
             credential_json,
-            binding=binding,
+            binding=enrolling.binding,
             keep=None if principal is None else principal.session_id,
             origin=self._caller.origin(context),
         )
         response = pb.FinishPasskeyRegistrationResponse(
             factor=factor_message(registered.factor), recovery_codes=registered.recovery_codes
         )
-        if pending is not None:
-            tokens = await self._assurance.complete_login(pending, registered.verified)
-            set_signed_in(response.signed_in, tokens)
-        elif principal is not None:
-            stepped = await self._assurance.step_up(principal, registered.verified)
-            set_stepped_up(response.signed_in, principal, stepped)
+        await enrolling.signed_in(self._assurance, registered.verified, response.signed_in)
         return response
 
     async def BeginPasskeyAssertion(
@@ -132,10 +118,10 @@ class PasskeyRpcs:
     async def _pending(self, token: str, *, for_enrolment: bool) -> PendingLogin:
         return await self._assurance.pending_login(token, for_enrolment=for_enrolment)
 
-    async def _stepped_up(self, context: Context[Any, Any]) -> Principal:
-        principal = await self._caller.authenticate(context)
-        await self._assurance.require_step_up(principal)
-        return principal
+    async def _enroller(self, pending_login_token: str, context: Context[Any, Any]) -> Enroller:
+        return await enroller(
+            self._caller, self._assurance, pending_login_token, context, step_up=True
+        )
 
 
 def _with_options(response: _Options, options: PasskeyOptions) -> _Options:

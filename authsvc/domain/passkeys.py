@@ -193,6 +193,29 @@ class PasskeyService:
     def enabled(self) -> bool:
         return self._rp is not None
 
+    async def _take(
+        self,
+        challenge_id: uuid.UUID,
+        purpose: str,
+        user_id: UserId | None,
+        binding: uuid.UUID | None,
+        challenge: bytes,
+        now: datetime,
+    ) -> Challenge:
+        """Use the challenge up, if it is what the browser signed and for what it was
+        issued; PasskeyChallengeInvalid otherwise."""
+        taken = await self._store.take_challenge(
+            challenge_id,
+            purpose=purpose,
+            user_id=user_id,
+            binding=binding,
+            challenge_hash=_hash(challenge),
+            now=now,
+        )
+        if taken is None:
+            raise PasskeyChallengeInvalid("the passkey challenge is not valid")
+        return taken
+
     def _relying_party(self) -> RelyingParty:
         if self._rp is None:
             raise PasskeysDisabled("passkeys are not configured on this server")
@@ -256,16 +279,9 @@ class PasskeyService:
         credential = _parse(parse_registration_credential_json, credential_json)
         challenge = _client_challenge(credential)
         now = self._clock.now()
-        taken = await self._store.take_challenge(
-            challenge_id,
-            purpose=ChallengePurpose.REGISTRATION,
-            user_id=user_id,
-            binding=binding,
-            challenge_hash=_hash(challenge),
-            now=now,
+        taken = await self._take(
+            challenge_id, ChallengePurpose.REGISTRATION, user_id, binding, challenge, now
         )
-        if taken is None:
-            raise PasskeyChallengeInvalid("the passkey challenge is not valid")
         try:
             verified = webauthn.verify_registration_response(
                 credential=credential,
@@ -460,16 +476,9 @@ class PasskeyService:
         rp = self._relying_party()
         challenge = _client_challenge(credential)
         now = self._clock.now()
-        taken = await self._store.take_challenge(
-            challenge_id,
-            purpose=ChallengePurpose.ASSERTION,
-            user_id=bound_user,
-            binding=binding,
-            challenge_hash=_hash(challenge),
-            now=now,
+        await self._take(
+            challenge_id, ChallengePurpose.ASSERTION, bound_user, binding, challenge, now
         )
-        if taken is None:
-            raise PasskeyChallengeInvalid("the passkey challenge is not valid")
         passkey = await self._store.find_passkey(user_id, credential.raw_id)
         if passkey is None:
             raise SecondFactorInvalid("the passkey is not known")

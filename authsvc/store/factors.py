@@ -34,10 +34,10 @@ from authsvc.store.audit import insert_event
 from authsvc.store.errors import translate_errors
 from authsvc.store.pool import Connection
 from authsvc.store.sessions import end_user_sessions
+from authsvc.store.users import fetch_user_email
 
 __all__ = ["PgFactorStore", "issue_first_recovery_codes"]
 
-_USER_EMAIL = "SELECT email FROM users WHERE id = $1"
 _LOCK_USER = "SELECT second_factor_required FROM users WHERE id = $1 FOR UPDATE"
 _HAS_CONFIRMED_TOTP = """
 SELECT EXISTS (SELECT FROM user_factors
@@ -199,8 +199,7 @@ class PgFactorStore:
 
     async def user_email(self, user_id: UserId) -> str | None:
         async with translate_errors():
-            email: str | None = await self._pool.fetchval(_USER_EMAIL, user_id)
-            return email
+            return await fetch_user_email(self._pool, user_id)
 
     async def add_totp_enrolment(
         self,

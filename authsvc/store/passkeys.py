@@ -21,10 +21,10 @@ from authsvc.core.passkeys import Challenge, NewPasskey, StoredPasskey
 from authsvc.store.errors import translate_errors
 from authsvc.store.factors import issue_first_recovery_codes
 from authsvc.store.sessions import end_user_sessions
+from authsvc.store.users import fetch_user_email
 
 __all__ = ["PgPasskeyStore"]
 
-_USER_EMAIL = "SELECT email FROM users WHERE id = $1"
 _PASSKEY_COLUMNS = """
 id, user_id, name, credential_id, public_key, sign_count, transports, created_at, last_used_at
 """
@@ -87,8 +87,7 @@ class PgPasskeyStore:
 
     async def user_email(self, user_id: UserId) -> str | None:
         async with translate_errors():
-            email: str | None = await self._pool.fetchval(_USER_EMAIL, user_id)
-            return email
+            return await fetch_user_email(self._pool, user_id)
 
     async def passkeys(self, user_id: UserId) -> list[StoredPasskey]:
         async with translate_errors():

@@ -72,6 +72,15 @@ async def _insert_row(conn: Connection, user: User) -> None:
     )
 
 
+_USER_EMAIL = "SELECT email FROM users WHERE id = $1"
+
+
+async def fetch_user_email(db: asyncpg.Pool | Connection, user_id: UserId) -> str | None:
+    """The account's email; None if there is no such account."""
+    email: str | None = await db.fetchval(_USER_EMAIL, user_id)
+    return email
+
+
 def _user(row: asyncpg.Record) -> User:
     return User(
         id=UserId(row["id"]),
