@@ -42,7 +42,7 @@ async function crash(end: NodeJS.Signals | "uncaught"): Promise<Started> {
   const fixture = spawn(
     process.execPath,
     [path.join(path.dirname(fileURLToPath(import.meta.url)), "crash_fixture.js"), end],
-    { stdio: ["ignore", "pipe", "pipe"] },
+    { stdio: ["pipe", "pipe", "pipe"] },
   );
   const exited = new Promise((resolve) => fixture.once("exit", resolve));
   let stderr = "";
@@ -59,7 +59,9 @@ async function crash(end: NodeJS.Signals | "uncaught"): Promise<Started> {
   });
   const started = JSON.parse(line) as Started;
   assert.ok(isAlive(started.server) && isAlive(started.postmaster), "the fixture's processes run");
-  if (end !== "uncaught") {
+  if (end === "uncaught") {
+    fixture.stdin.write("throw now\n");
+  } else {
     fixture.kill(end);
   }
   await exited;
