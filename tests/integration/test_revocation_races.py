@@ -102,6 +102,15 @@ ENDINGS: dict[str, Ending] = {
 ALL_SESSIONS_BYSTANDER = f"{ALL_SESSIONS}, the other session"
 
 
+# Seconds a racer may wait before it starts.
+STAGGERS = (0.0, 0.0, 0.002, 0.005, 0.01, 0.02)
+
+
+async def _after(seconds: float, racer: Awaitable[object]) -> object:
+    await asyncio.sleep(seconds)
+    return await racer
+
+
 async def _outcome(call: Awaitable[pb.RefreshResponse]) -> Pair | tuple[grpc.StatusCode, str]:
     """A racing Refresh's new pair, or the (code, reason) it was refused with."""
     try:
@@ -161,8 +170,11 @@ async def test_no_pair_survives_refreshes_racing_any_ending_across_replicas(
             ENDINGS[name](b, victim),
         ]
         order = chance.sample(range(len(racers)), len(racers))  # every order of scheduling
-        where = f"round {number} ({name}, racers started in order {order})"
-        results = await asyncio.gather(*(racers[i] for i in order))
+        # And staggered starts: an ending that makes more round trips than a refresh (a
+        # step-up check first) would otherwise lose every race that starts level.
+        starts = [chance.choice(STAGGERS) for _ in racers]
+        where = f"round {number} ({name}, racers started in order {order}, after {starts})"
+        results = await asyncio.gather(*(_after(starts[i], racers[i]) for i in order))
         by_racer = dict(zip(order, results, strict=True))
 
         issued = [signed_in, victim.current, bystander]
