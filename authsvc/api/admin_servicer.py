@@ -10,7 +10,11 @@ from typing import Any
 import grpc
 
 from authsvc.api import convert, webhook_deliveries
-from authsvc.api.factor_messages import factor_message, factor_type, parse_factor_id
+from authsvc.api.factor_messages import (
+    factor_type,
+    parse_factor_id,
+    set_factor_list,
+)
 from authsvc.api.interceptors import note_subject
 from authsvc.api.lineage import lineage_response
 from authsvc.api.metadata import IpNetwork, client_ip, user_agent
@@ -334,11 +338,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         user_id = convert.parse_user_id(request.user_id)
         note_subject(user_id, "")
         listed = await self._factors.list_user_factors(operator, user_id)
-        response = pb.ListUserFactorsResponse(
-            recovery_codes_remaining=listed.recovery_codes_remaining,
-            second_factor_required=listed.second_factor_required,
-        )
-        response.factors.extend(factor_message(factor) for factor in listed.factors)
+        response = pb.ListUserFactorsResponse()
+        set_factor_list(response, listed)
         return response
 
     async def RemoveUserFactor(

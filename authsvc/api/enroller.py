@@ -46,7 +46,7 @@ class Enroller:
         or the caller's session is raised to AAL2; `answer` gets its tokens."""
         if self.pending is not None:
             tokens = await assurance.complete_login(self.pending, verified)
-            factor_convert.set_signed_in(answer, tokens)
+            factor_convert.with_tokens(answer, tokens)
         else:
             assert self.principal is not None
             stepped = await assurance.step_up(self.principal, verified)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, TypeVar
 
 from authsvc.api.convert import FACTOR_TYPES, LEVELS, TOKEN_TYPE, parse_user_id, set_timestamp
 from authsvc.api.interceptors import note_subject
@@ -24,6 +24,7 @@ from authsvc.v1 import second_factors_pb2 as factors_pb
 
 __all__ = [
     "MAX_CODE_LENGTH",
+    "TokenAnswer",
     "challenge_id",
     "credential_json",
     "factor_proof",
@@ -31,8 +32,8 @@ __all__ = [
     "passkey_assertion",
     "pending_login_token",
     "set_second_factor_step",
-    "set_signed_in",
     "set_stepped_up",
+    "with_tokens",
 ]
 
 _ACR_LEVELS: Final = {level.acr: LEVELS[level] for level in AssuranceLevel}
@@ -94,16 +95,28 @@ def credential_json(value: str, field: str = "credential_json") -> str:
     return value
 
 
-def set_signed_in(signed_in: pb.SignedIn, tokens: IssuedTokens) -> None:
-    """A pending login that became a session: its token pair."""
+TokenAnswer = TypeVar(
+    "TokenAnswer",
+    pb.RegisterResponse,
+    pb.LoginResponse,
+    pb.RefreshResponse,
+    pb.CompleteLoginResponse,
+    pb.PasskeyLoginResponse,
+    pb.SignedIn,
+)
+
+
+def with_tokens(answer: TokenAnswer, tokens: IssuedTokens) -> TokenAnswer:
+    """Any answer that carries a session's token pair, filled in place."""
     note_subject(tokens.user_id, tokens.session_id)
-    signed_in.access_token = tokens.access_token
-    set_timestamp(signed_in.access_token_expires_at, tokens.access_token_expires_at)
-    signed_in.refresh_token = tokens.refresh_token
-    set_timestamp(signed_in.refresh_token_expires_at, tokens.refresh_token_expires_at)
-    signed_in.session_id = str(tokens.session_id)
-    signed_in.user_id = str(tokens.user_id)
-    signed_in.token_type = TOKEN_TYPE
+    answer.access_token = tokens.access_token
+    set_timestamp(answer.access_token_expires_at, tokens.access_token_expires_at)
+    answer.refresh_token = tokens.refresh_token
+    set_timestamp(answer.refresh_token_expires_at, tokens.refresh_token_expires_at)
+    answer.session_id = str(tokens.session_id)
+    answer.user_id = str(tokens.user_id)
+    answer.token_type = TOKEN_TYPE
+    return answer
 
 
 def set_stepped_up(signed_in: pb.SignedIn, principal: Principal, stepped: SteppedUp) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from authsvc.api import convert
 from authsvc.api.caller import Caller, Context
 from authsvc.api.enroller import Enroller, enroller
-from authsvc.api.factor_messages import factor_message, parse_factor_id
+from authsvc.api.factor_messages import factor_message, parse_factor_id, set_factor_list
 from authsvc.core.errors import InvalidArgument
 from authsvc.domain import totp, validation
 from authsvc.domain.factor_ports import SessionAssurance
@@ -36,11 +36,8 @@ class FactorRpcs:
     ) -> pb.ListFactorsResponse:
         principal = await self._caller.authenticate(context)
         listed = await self._factors.list_factors(principal.user_id)
-        response = pb.ListFactorsResponse(
-            recovery_codes_remaining=listed.recovery_codes_remaining,
-            second_factor_required=listed.second_factor_required,
-        )
-        response.factors.extend(factor_message(factor) for factor in listed.factors)
+        response = pb.ListFactorsResponse()
+        set_factor_list(response, listed)
         return response
 
     async def EnrolTotp(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from authsvc.api import convert, factor_convert
 from authsvc.api.caller import Caller, Context
 from authsvc.api.enroller import Enroller, enroller
-from authsvc.api.factor_convert import passkey_assertion
+from authsvc.api.factor_convert import passkey_assertion, with_tokens
 from authsvc.api.factor_messages import factor_message
 from authsvc.api.metadata import has_metadata
 from authsvc.core.errors import PasskeysDisabled
@@ -98,18 +98,7 @@ class PasskeyRpcs:
             device=self._caller.device(context, request.device_name),
             origin=self._caller.origin(context),
         )
-        response = pb.PasskeyLoginResponse(
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token,
-            session_id=str(tokens.session_id),
-            user_id=str(tokens.user_id),
-            token_type=convert.TOKEN_TYPE,
-        )
-        response.access_token_expires_at.CopyFrom(convert.timestamp(tokens.access_token_expires_at))
-        response.refresh_token_expires_at.CopyFrom(
-            convert.timestamp(tokens.refresh_token_expires_at)
-        )
-        return response
+        return with_tokens(pb.PasskeyLoginResponse(), tokens)
 
     def _require_enabled(self) -> None:
         if not self._passkeys.enabled:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import grpc
 
@@ -19,6 +19,7 @@ from authsvc.api.factor_convert import (
     level_of_acr,
     pending_login_token,
     set_second_factor_step,
+    with_tokens,
 )
 from authsvc.api.factor_rpcs import FactorRpcs
 from authsvc.api.interceptors import note_subject
@@ -27,7 +28,7 @@ from authsvc.api.passkey_rpcs import PasskeyRpcs
 from authsvc.api.service_auth import ServiceGuard
 from authsvc.core.errors import AuthError, InvalidArgument, SessionEnded
 from authsvc.core.factors import SecondFactorStep
-from authsvc.core.models import DeviceInfo, IssuedTokens, Principal, RequestOrigin
+from authsvc.core.models import DeviceInfo, Principal, RequestOrigin
 from authsvc.domain import validation
 from authsvc.domain.access_tokens import VERIFIED_CACHE_SIZE
 from authsvc.domain.password_resets import PasswordResets
@@ -46,27 +47,6 @@ Context = grpc.aio.ServicerContext
 
 _MAX_REFRESH_TOKEN_FIELD = 1024
 _MAX_REVOKE_NOTE = 200
-
-
-_TokenResponse = TypeVar(
-    "_TokenResponse",
-    pb.RegisterResponse,
-    pb.LoginResponse,
-    pb.RefreshResponse,
-    pb.CompleteLoginResponse,
-)
-
-
-def _with_tokens(response: _TokenResponse, tokens: IssuedTokens) -> _TokenResponse:
-    note_subject(tokens.user_id, tokens.session_id)
-    response.access_token = tokens.access_token
-    response.access_token_expires_at.CopyFrom(convert.timestamp(tokens.access_token_expires_at))
-    response.refresh_token = tokens.refresh_token
-    response.refresh_token_expires_at.CopyFrom(convert.timestamp(tokens.refresh_token_expires_at))
-    response.session_id = str(tokens.session_id)
-    response.user_id = str(tokens.user_id)
-    response.token_type = convert.TOKEN_TYPE
-    return response
 
 
 def _required_refresh_token(value: str) -> str:
@@ -164,7 +144,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             response = pb.RegisterResponse()
             set_second_factor_step(response.second_factor, tokens)
             return response
-        return _with_tokens(pb.RegisterResponse(), tokens)
+        return with_tokens(pb.RegisterResponse(), tokens)
 
     async def Login(
         self, request: pb.LoginRequest, context: Context[pb.LoginRequest, pb.LoginResponse]
@@ -180,7 +160,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             response = pb.LoginResponse()
             set_second_factor_step(response.second_factor, tokens)
             return response
-        return _with_tokens(pb.LoginResponse(), tokens)
+        return with_tokens(pb.LoginResponse(), tokens)
 
     async def Refresh(
         self, request: pb.RefreshRequest, context: Context[pb.RefreshRequest, pb.RefreshResponse]
@@ -190,7 +170,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             self._origin(context),
             idempotency_key=request.idempotency_key,
         )
-        return _with_tokens(pb.RefreshResponse(), tokens)
+        return with_tokens(pb.RefreshResponse(), tokens)
 
     async def Logout(
         self, request: pb.LogoutRequest, context: Context[pb.LogoutRequest, pb.LogoutResponse]
@@ -392,7 +372,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         token = pending_login_token(request.pending_login_token, required=True)
         proof = factor_proof(request.proof)
         tokens = await self._sessions.complete_login_with(token, proof, self._origin(context))
-        return _with_tokens(pb.CompleteLoginResponse(), tokens)
+        return with_tokens(pb.CompleteLoginResponse(), tokens)
 
     async def StepUp(
         self, request: pb.StepUpRequest, context: Context[Any, Any]
